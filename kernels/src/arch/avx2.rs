@@ -1,0 +1,58 @@
+//! AVX2 + FMA microkernel: a `6 × 16` tile, twelve 256-bit accumulators, two vectors of B and one
+//! broadcast of A per step (15 of the 16 ymm registers), the classic Haswell-class shape.
+
+use std::arch::x86_64::*;
+
+/// Tile rows.
+pub(crate) const MR: usize = 6;
+/// Tile columns (two 8-float vectors).
+pub(crate) const NR: usize = 16;
+
+/// The `6 × 16` AVX2/FMA tile; contract in [`crate::arch`].
+///
+/// # Safety
+/// As [`crate::arch::KernelFn`]; the CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn kernel(
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    b: *const f32,
+    beta: f32,
+    c: *mut f32,
+    rsc: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    let (mut a, mut b) = (a, b);
+    for _ in 0..k {
+        // SAFETY: `b` has NR floats left for this step and `a` has MR (caller's contract).
+        unsafe {
+            let b0 = _mm256_loadu_ps(b);
+            let b1 = _mm256_loadu_ps(b.add(8));
+            for (i, acc_i) in acc.iter_mut().enumerate() {
+                let ai = _mm256_broadcast_ss(&*a.add(i));
+                acc_i[0] = _mm256_fmadd_ps(ai, b0, acc_i[0]);
+                acc_i[1] = _mm256_fmadd_ps(ai, b1, acc_i[1]);
+            }
+            a = a.add(MR);
+            b = b.add(NR);
+        }
+    }
+    let valpha = _mm256_set1_ps(alpha);
+    for (i, acc_i) in acc.iter().enumerate() {
+        // SAFETY: row i of the tile holds NR writable floats (caller's contract).
+        unsafe {
+            let row = c.add(i * rsc);
+            for (v, &acc_iv) in acc_i.iter().enumerate() {
+                let p = row.add(8 * v);
+                let scaled = _mm256_mul_ps(valpha, acc_iv);
+                let out = if beta == 0.0 {
+                    scaled
+                } else {
+                    _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(p), scaled)
+                };
+                _mm256_storeu_ps(p, out);
+            }
+        }
+    }
+}

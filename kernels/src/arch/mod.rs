@@ -1,0 +1,47 @@
+//! Microkernels: one register tile each, the only code that differs between instruction sets.
+//!
+//! # The microkernel contract
+//!
+//! A microkernel is an [`KernelFn`] that computes one `MR × NR` tile
+//!
+//! ```text
+//! C ← alpha · Ã·B̃ + beta · C
+//! ```
+//!
+//! * `Ã` is a packed `MR × k` micro-panel: column `p` is the `MR` values at `a[p*MR ..]`.
+//! * `B̃` is a packed `k × NR` micro-panel: row `p` is the `NR` values at `b[p*NR ..]`.
+//! * `C` is row-major with row stride `rsc` and unit column stride; all `MR × NR` elements are
+//!   written (the driver hands edge tiles a scratch tile and copies the valid part out).
+//! * **`beta == 0` never reads `C`**: whatever `C` held (NaN, garbage) does not reach the result.
+//! * `k == 0` is allowed and gives `C ← beta·C` (or zeros when `beta == 0`).
+//! * The sum over `p` runs in increasing order, one product at a time per element, so a tile's
+//!   result does not depend on how the driver split the work among threads.
+//!
+//! MR and NR are constants of each kernel, registered with its block sizes in
+//! [`crate::gemm::config`]: the driver never names an instruction set.
+
+pub(crate) mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+
+#[cfg(feature = "openblas")]
+pub(crate) mod openblas;
+
+/// The signature of every GEMM microkernel; see the module documentation for the contract.
+///
+/// # Safety
+/// `a` is readable for `k·MR` floats, `b` for `k·NR` floats, `c` writable for `MR` rows of `NR`
+/// floats at row stride `rsc`, none of the written elements overlap the read ones, and the CPU
+/// has the instruction-set features the kernel was compiled for.
+pub(crate) type KernelFn = unsafe fn(
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    b: *const f32,
+    beta: f32,
+    c: *mut f32,
+    rsc: usize,
+);

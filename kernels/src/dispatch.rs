@@ -1,0 +1,187 @@
+//! Which instruction-set path runs: detected once from the CPU's features and cached, overridable
+//! by the `KERNELS_ISA` environment variable (read once) or per call (`GemmOptions::isa`).
+//!
+//! Forcing a path the CPU or the build lacks is an [`Error::IsaUnavailable`], never a crash: the
+//! microkernels are `#[target_feature]` functions that must only run where the feature exists, and
+//! this module is the one place that decides that.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use crate::error::{Error, Result};
+
+/// The environment variable that forces a path for the whole process.
+pub const ISA_ENV_VAR: &str = "KERNELS_ISA";
+
+/// An instruction-set path of the compute kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Isa {
+    /// Portable Rust, no explicit SIMD; runs everywhere.
+    Scalar,
+    /// x86-64 AVX2 with FMA3 (256-bit).
+    Avx2,
+    /// x86-64 AVX-512F (512-bit).
+    Avx512,
+    /// The system OpenBLAS through CBLAS (cargo feature `openblas`).
+    OpenBlas,
+}
+
+impl Isa {
+    /// Every path this crate knows, available here or not.
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::OpenBlas];
+
+    /// The name used by `KERNELS_ISA` and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::OpenBlas => "openblas",
+        }
+    }
+
+    /// `Ok` when this path can run on this CPU and was compiled into this build; otherwise the
+    /// reason it cannot.
+    pub fn check_available(self) -> Result<()> {
+        let unavailable = |reason: &str| {
+            Err(Error::IsaUnavailable {
+                isa: self,
+                reason: reason.to_string(),
+            })
+        };
+        match self {
+            Isa::Scalar => Ok(()),
+            Isa::Avx2 => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if std::arch::is_x86_feature_detected!("avx2")
+                        && std::arch::is_x86_feature_detected!("fma")
+                    {
+                        return Ok(());
+                    }
+                    unavailable("this CPU lacks AVX2 or FMA")
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                unavailable("AVX2 is an x86-64 instruction set")
+            }
+            Isa::Avx512 => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if std::arch::is_x86_feature_detected!("avx512f") {
+                        return Ok(());
+                    }
+                    unavailable("this CPU lacks AVX-512F")
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                unavailable("AVX-512 is an x86-64 instruction set")
+            }
+            Isa::OpenBlas => {
+                if cfg!(feature = "openblas") {
+                    Ok(())
+                } else {
+                    unavailable("this build of `kernels` has no `openblas` cargo feature")
+                }
+            }
+        }
+    }
+
+    /// Whether [`Isa::check_available`] succeeds.
+    pub fn is_available(self) -> bool {
+        self.check_available().is_ok()
+    }
+
+    /// Every path that can run here, in [`Isa::ALL`] order.
+    pub fn available() -> Vec<Isa> {
+        Isa::ALL
+            .into_iter()
+            .filter(|isa| isa.is_available())
+            .collect()
+    }
+
+    /// The fastest hand-written path this CPU supports (detected once, then cached). OpenBLAS is
+    /// never chosen automatically: it is a fallback to ask for.
+    pub fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            [Isa::Avx512, Isa::Avx2]
+                .into_iter()
+                .find(|isa| isa.is_available())
+                .unwrap_or(Isa::Scalar)
+        })
+    }
+
+    /// The path calls use when they do not name one: `KERNELS_ISA` if set (read once), else
+    /// [`Isa::best`]. An unknown or unavailable `KERNELS_ISA` makes every such call fail with the
+    /// reason, rather than silently running something else.
+    pub fn active() -> Result<Isa> {
+        static ACTIVE: OnceLock<Result<Isa>> = OnceLock::new();
+        ACTIVE
+            .get_or_init(|| match std::env::var(ISA_ENV_VAR) {
+                Ok(value) if !value.trim().is_empty() => {
+                    let isa = parse_isa(&value, ISA_ENV_VAR)?;
+                    isa.check_available()?;
+                    Ok(isa)
+                }
+                _ => Ok(Isa::best()),
+            })
+            .clone()
+    }
+}
+
+fn parse_isa(text: &str, source_name: &'static str) -> Result<Isa> {
+    let wanted = text.trim().to_ascii_lowercase();
+    Isa::ALL
+        .into_iter()
+        .find(|isa| isa.name() == wanted)
+        .ok_or_else(|| Error::UnknownIsa {
+            name: text.to_string(),
+            source_name,
+            expected: Isa::ALL.map(Isa::name).join(", "),
+        })
+}
+
+impl FromStr for Isa {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Isa> {
+        parse_isa(s, "a string")
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for isa in Isa::ALL {
+            assert_eq!(isa.name().parse::<Isa>().unwrap(), isa);
+            assert_eq!(isa.to_string().to_uppercase().parse::<Isa>().unwrap(), isa);
+        }
+    }
+
+    #[test]
+    fn unknown_name_lists_the_choices() {
+        let err = "sse9".parse::<Isa>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown instruction-set path \"sse9\" (from a string); expected one of: \
+             scalar, avx2, avx512, openblas"
+        );
+    }
+
+    #[test]
+    fn best_is_available_and_scalar_always_is() {
+        assert!(Isa::Scalar.is_available());
+        assert!(Isa::best().is_available());
+        assert!(Isa::available().contains(&Isa::best()));
+        assert_ne!(Isa::best(), Isa::OpenBlas);
+    }
+}

@@ -1,0 +1,85 @@
+//! The one error type of the `kernels` crate. Every variant names the argument at fault and the
+//! numbers that do not fit, so a caller can tell what went wrong without a debugger.
+
+use crate::Isa;
+
+/// Everything a `kernels` call can reject.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A matrix view reaches past the end of its buffer.
+    #[error(
+        "matrix {name} ({rows}×{cols}, row stride {row_stride}, column stride {col_stride}) \
+         needs a buffer of at least {needed} elements, but the buffer has {len}"
+    )]
+    BufferTooSmall {
+        name: &'static str,
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+        needed: usize,
+        len: usize,
+    },
+
+    /// A leading dimension smaller than the BLAS rules allow.
+    #[error("leading dimension {name} = {ld} is too small: it must be at least {min}")]
+    LeadingDimension {
+        name: &'static str,
+        ld: usize,
+        min: usize,
+    },
+
+    /// The strides of an output view would make two of its elements share one memory slot.
+    #[error(
+        "matrix {name} ({rows}×{cols}) has strides (row {row_stride}, column {col_stride}) \
+         under which distinct elements overlap"
+    )]
+    OverlappingStrides {
+        name: &'static str,
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    },
+
+    /// A size or an index computation does not fit in `usize`.
+    #[error(
+        "matrix {name}: {rows}×{cols} with strides ({row_stride}, {col_stride}) overflows usize"
+    )]
+    Overflow {
+        name: &'static str,
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    },
+
+    /// The operands of a product do not fit together.
+    #[error("{what}: {detail}")]
+    ShapeMismatch { what: &'static str, detail: String },
+
+    /// A length or dimension argument is out of its allowed range.
+    #[error("argument {name} = {value} is invalid: {reason}")]
+    InvalidArgument {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+
+    /// A forced instruction-set path that this CPU (or this build) cannot run.
+    #[error("instruction-set path {isa} is not available: {reason}")]
+    IsaUnavailable { isa: Isa, reason: String },
+
+    /// An instruction-set name (from `KERNELS_ISA` or `Isa::from_str`) that names no path.
+    #[error(
+        "unknown instruction-set path {name:?} (from {source_name}); expected one of: {expected}"
+    )]
+    UnknownIsa {
+        name: String,
+        source_name: &'static str,
+        expected: String,
+    },
+}
+
+/// `Result` with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

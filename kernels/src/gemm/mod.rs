@@ -1,0 +1,286 @@
+//! The checked GEMM API: `C ← alpha·A·B + beta·C` on f32 matrix views.
+//!
+//! Everything a caller passes is checked here (shapes, buffer lengths, overlapping output strides,
+//! the instruction-set path) before any unchecked code runs; then the quick returns of the
+//! reference BLAS are taken, and the product goes to the blocked driver or to OpenBLAS.
+//!
+//! BLAS's meaning of alpha and beta is kept exactly:
+//! * `beta == 0`: C is written, never read — NaN or garbage in C does not reach the result.
+//! * `alpha == 0` (or K = 0): A and B are not read; C ← beta·C.
+//! * otherwise NaN and infinities propagate as IEEE arithmetic says.
+
+pub(crate) mod config;
+pub(crate) mod driver;
+pub(crate) mod pack;
+
+use crate::error::{Error, Result};
+use crate::mat::{MatMut, MatRef};
+use crate::Isa;
+use driver::{Operand, Output, Problem};
+
+/// How many threads a product may use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Threading {
+    /// On the calling thread only.
+    Single,
+    /// The threads of the rayon pool the call runs in (the global pool unless the caller installed
+    /// another), for products large enough to gain from it. Work is split over rows and columns of
+    /// C, never over K, so the result is bit-identical for every pool size.
+    #[default]
+    Rayon,
+}
+
+/// Options of [`gemm_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GemmOptions {
+    /// The instruction-set path to use; `None` means [`Isa::active`] (the `KERNELS_ISA`
+    /// environment variable, else the best path of this CPU).
+    pub isa: Option<Isa>,
+    /// Threads to use.
+    pub threading: Threading,
+}
+
+impl GemmOptions {
+    /// Options that force `isa`.
+    pub fn with_isa(isa: Isa) -> Self {
+        GemmOptions {
+            isa: Some(isa),
+            ..Self::default()
+        }
+    }
+}
+
+/// `C ← alpha·A·B + beta·C` with the default options (active path, rayon threads).
+///
+/// A is m×k, B is k×n and C is m×n; pass `a.t()` or `b.t()` for a transposed operand.
+///
+/// ```
+/// use kernels::{gemm, MatMut, MatRef};
+/// let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // 2×3, row-major
+/// let b = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]; // 3×2, row-major
+/// let mut c = [0.0; 4];
+/// gemm(1.0, MatRef::row_major(&a, 2, 3, 3), MatRef::row_major(&b, 3, 2, 2), 0.0,
+///      MatMut::row_major(&mut c, 2, 2, 2)).unwrap();
+/// assert_eq!(c, [4.0, 5.0, 10.0, 11.0]);
+/// ```
+pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) -> Result<()> {
+    gemm_with(&GemmOptions::default(), alpha, a, b, beta, c)
+}
+
+/// `C ← alpha·A·B + beta·C` with explicit options.
+pub fn gemm_with(
+    opts: &GemmOptions,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+) -> Result<()> {
+    a.validate("A")?;
+    b.validate("B")?;
+    c.validate("C")?;
+    if a.cols() != b.rows() {
+        return Err(Error::ShapeMismatch {
+            what: "inner dimensions of A·B",
+            detail: format!(
+                "A is {}×{} but B is {}×{}",
+                a.rows(),
+                a.cols(),
+                b.rows(),
+                b.cols()
+            ),
+        });
+    }
+    if c.rows() != a.rows() || c.cols() != b.cols() {
+        return Err(Error::ShapeMismatch {
+            what: "output C",
+            detail: format!(
+                "C is {}×{} but A·B is {}×{}",
+                c.rows(),
+                c.cols(),
+                a.rows(),
+                b.cols()
+            ),
+        });
+    }
+    let isa = match opts.isa {
+        Some(isa) => {
+            isa.check_available()?;
+            isa
+        }
+        None => Isa::active()?,
+    };
+    let (m, n, k) = (a.rows(), b.cols(), a.cols());
+    let (c_data, _, _, c_rs, c_cs) = c.into_raw_parts();
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if alpha == 0.0 || k == 0 {
+        scale(c_data, m, n, c_rs, c_cs, beta);
+        return Ok(());
+    }
+    // With a single column (row) the column (row) stride never multiplies a non-zero index, so
+    // it may be taken as 1; the kernels write rows, so a column-major C is computed as
+    // Cᵀ = Bᵀ·Aᵀ.
+    let c_cs = if n == 1 { 1 } else { c_cs };
+    let c_rs = if m == 1 { 1 } else { c_rs };
+    let c = Output {
+        ptr: c_data.as_mut_ptr(),
+        rs: c_rs,
+        cs: c_cs,
+    };
+    let prob = if c.cs != 1 && c.rs == 1 {
+        Problem {
+            m: n,
+            n: m,
+            k,
+            alpha,
+            a: operand(b.t()),
+            b: operand(a.t()),
+            beta,
+            c: Output {
+                ptr: c.ptr,
+                rs: c.cs,
+                cs: c.rs,
+            },
+        }
+    } else {
+        Problem {
+            m,
+            n,
+            k,
+            alpha,
+            a: operand(a),
+            b: operand(b),
+            beta,
+            c,
+        }
+    };
+    let threads = match opts.threading {
+        Threading::Single => 1,
+        Threading::Rayon => rayon::current_num_threads(),
+    };
+    match config::kernel_config(isa) {
+        Some(cfg) => driver::gemm_blocked(cfg, &prob, threads),
+        None => run_openblas(&prob, threads)?,
+    }
+    Ok(())
+}
+
+fn operand<'a>(x: MatRef<'a>) -> Operand<'a> {
+    Operand {
+        data: x.data(),
+        rs: x.row_stride(),
+        cs: x.col_stride(),
+    }
+}
+
+#[cfg(feature = "openblas")]
+fn run_openblas(prob: &Problem<'_>, threads: usize) -> Result<()> {
+    crate::arch::openblas::gemm(prob, threads)
+}
+
+#[cfg(not(feature = "openblas"))]
+fn run_openblas(_prob: &Problem<'_>, _threads: usize) -> Result<()> {
+    // `check_available` rejects Isa::OpenBlas in such builds before we get here.
+    Isa::OpenBlas.check_available()
+}
+
+/// C ← beta·C; with beta = 0, C ← 0 without reading C.
+fn scale(c: &mut [f32], m: usize, n: usize, rs: usize, cs: usize, beta: f32) {
+    if beta == 1.0 {
+        return;
+    }
+    for i in 0..m {
+        for j in 0..n {
+            let x = &mut c[i * rs + j * cs];
+            *x = if beta == 0.0 { 0.0 } else { beta * *x };
+        }
+    }
+}
+
+/// Storage order of the matrices of [`sgemm`], as CBLAS's `CBLAS_ORDER`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    RowMajor,
+    ColMajor,
+}
+
+/// Whether [`sgemm`] uses a matrix as stored or transposed, as CBLAS's `CBLAS_TRANSPOSE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transpose {
+    No,
+    Yes,
+}
+
+/// The BLAS-style entry point: `C ← alpha·op(A)·op(B) + beta·C` with op(A) m×k, op(B) k×n and
+/// C m×n, each stored in `layout` with its leading dimension. Leading dimensions follow the BLAS
+/// rule (at least the stored row length, and at least 1) and are checked, as are buffer lengths.
+///
+/// ```
+/// use kernels::{sgemm, Layout, Transpose};
+/// // C = Aᵀ·B with A stored 2×2 row-major.
+/// let a = [1.0, 2.0, 3.0, 4.0];
+/// let b = [1.0, 1.0, 1.0, 1.0];
+/// let mut c = [f32::NAN; 4]; // beta = 0: never read
+/// sgemm(Layout::RowMajor, Transpose::Yes, Transpose::No, 2, 2, 2,
+///       1.0, &a, 2, &b, 2, 0.0, &mut c, 2).unwrap();
+/// assert_eq!(c, [4.0, 4.0, 6.0, 6.0]);
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(
+    layout: Layout,
+    trans_a: Transpose,
+    trans_b: Transpose,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) -> Result<()> {
+    // The stored shape of each operand, as (rows, cols) in the given layout.
+    let stored = |t: Transpose, r: usize, cl: usize| match t {
+        Transpose::No => (r, cl),
+        Transpose::Yes => (cl, r),
+    };
+    let check_ld = |name: &'static str, ld: usize, (rows, cols): (usize, usize)| {
+        let min = match layout {
+            Layout::RowMajor => cols,
+            Layout::ColMajor => rows,
+        }
+        .max(1);
+        if ld < min {
+            Err(Error::LeadingDimension { name, ld, min })
+        } else {
+            Ok(())
+        }
+    };
+    let a_stored = stored(trans_a, m, k);
+    let b_stored = stored(trans_b, k, n);
+    check_ld("lda", lda, a_stored)?;
+    check_ld("ldb", ldb, b_stored)?;
+    check_ld("ldc", ldc, (m, n))?;
+    let view = |data, (rows, cols): (usize, usize), ld, t: Transpose| {
+        let v = match layout {
+            Layout::RowMajor => MatRef::row_major(data, rows, cols, ld),
+            Layout::ColMajor => MatRef::col_major(data, rows, cols, ld),
+        };
+        match t {
+            Transpose::No => v,
+            Transpose::Yes => v.t(),
+        }
+    };
+    let a = view(a, a_stored, lda, trans_a);
+    let b = view(b, b_stored, ldb, trans_b);
+    let c = match layout {
+        Layout::RowMajor => MatMut::row_major(c, m, n, ldc),
+        Layout::ColMajor => MatMut::col_major(c, m, n, ldc),
+    };
+    gemm(alpha, a, b, beta, c)
+}

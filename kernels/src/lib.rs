@@ -1,0 +1,24 @@
+//! f32 compute kernels for CPU deep-learning training.
+//!
+//! The centre is [`gemm`]: a BLIS-style matrix product (packing, cache blocking, register-tiled
+//! microkernels) whose microkernel is chosen at run time from the CPU's features — AVX-512,
+//! AVX2+FMA or portable scalar — with the system OpenBLAS as one more selectable path (cargo
+//! feature `openblas`). See `ARCHITECTURE.md` for the map.
+//!
+//! * Choose or inspect the path: [`Isa::best`], [`Isa::active`], the `KERNELS_ISA` environment
+//!   variable, or [`GemmOptions::isa`] per call.
+//! * Threads come from the rayon pool the call runs in; results are bit-identical for every
+//!   thread count (K is never split).
+//! * Every argument is checked; bad input is an [`Error`] naming the argument and the numbers.
+
+mod arch;
+mod dispatch;
+mod error;
+mod gemm;
+mod mat;
+pub mod reference;
+
+pub use dispatch::{Isa, ISA_ENV_VAR};
+pub use error::{Error, Result};
+pub use gemm::{gemm, gemm_with, sgemm, GemmOptions, Layout, Threading, Transpose};
+pub use mat::{MatMut, MatRef};

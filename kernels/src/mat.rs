@@ -1,0 +1,269 @@
+//! Borrowed matrix views: a slice plus rows, columns and element strides.
+//!
+//! Constructing a view checks nothing; the operation that takes it checks it, so the error can name
+//! the argument ("matrix A …"). `t()` transposes a view for free, which is how callers ask for
+//! op(A) = Aᵀ.
+
+use crate::error::{Error, Result};
+
+/// A read-only `rows × cols` matrix whose element (i, j) is `data[i * row_stride + j * col_stride]`.
+#[derive(Debug, Clone, Copy)]
+pub struct MatRef<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+/// A writable `rows × cols` matrix whose element (i, j) is `data[i * row_stride + j * col_stride]`.
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    data: &'a mut [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// Row-major storage with leading dimension `ld` (the distance between rows).
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize, ld: usize) -> Self {
+        Self::strided(data, rows, cols, ld, 1)
+    }
+
+    /// Column-major storage with leading dimension `ld` (the distance between columns).
+    pub fn col_major(data: &'a [f32], rows: usize, cols: usize, ld: usize) -> Self {
+        Self::strided(data, rows, cols, 1, ld)
+    }
+
+    /// Any element strides.
+    pub fn strided(
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Self {
+        MatRef {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
+    }
+
+    /// The transposed view (no copy).
+    pub fn t(self) -> Self {
+        MatRef {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    pub fn row_stride(&self) -> usize {
+        self.row_stride
+    }
+    pub fn col_stride(&self) -> usize {
+        self.col_stride
+    }
+    pub fn data(&self) -> &'a [f32] {
+        self.data
+    }
+
+    /// Element (i, j); panics out of range (for tests and references, not hot loops).
+    pub fn at(&self, i: usize, j: usize) -> f32 {
+        assert!(
+            i < self.rows && j < self.cols,
+            "({i}, {j}) out of {}×{}",
+            self.rows,
+            self.cols
+        );
+        self.data[i * self.row_stride + j * self.col_stride]
+    }
+
+    /// Checks that every element lies inside the buffer.
+    pub(crate) fn validate(&self, name: &'static str) -> Result<()> {
+        check_extent(
+            name,
+            self.data.len(),
+            self.rows,
+            self.cols,
+            self.row_stride,
+            self.col_stride,
+        )
+    }
+}
+
+impl<'a> MatMut<'a> {
+    /// Row-major storage with leading dimension `ld`.
+    pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize, ld: usize) -> Self {
+        Self::strided(data, rows, cols, ld, 1)
+    }
+
+    /// Column-major storage with leading dimension `ld`.
+    pub fn col_major(data: &'a mut [f32], rows: usize, cols: usize, ld: usize) -> Self {
+        Self::strided(data, rows, cols, 1, ld)
+    }
+
+    /// Any element strides (they must not make two elements share a slot).
+    pub fn strided(
+        data: &'a mut [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Self {
+        MatMut {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
+    }
+
+    /// The transposed view (no copy).
+    pub fn t(self) -> Self {
+        MatMut {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+
+    /// A shorter-lived view of the same matrix.
+    pub fn rb_mut(&mut self) -> MatMut<'_> {
+        MatMut {
+            data: self.data,
+            rows: self.rows,
+            cols: self.cols,
+            row_stride: self.row_stride,
+            col_stride: self.col_stride,
+        }
+    }
+
+    /// A read-only view of the same matrix.
+    pub fn as_ref(&self) -> MatRef<'_> {
+        MatRef::strided(
+            self.data,
+            self.rows,
+            self.cols,
+            self.row_stride,
+            self.col_stride,
+        )
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    pub fn row_stride(&self) -> usize {
+        self.row_stride
+    }
+    pub fn col_stride(&self) -> usize {
+        self.col_stride
+    }
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        self.data
+    }
+
+    /// Checks that every element lies inside the buffer and that no two elements overlap.
+    pub(crate) fn validate(&self, name: &'static str) -> Result<()> {
+        check_extent(
+            name,
+            self.data.len(),
+            self.rows,
+            self.cols,
+            self.row_stride,
+            self.col_stride,
+        )?;
+        let (r, c, rs, cs) = (self.rows, self.cols, self.row_stride, self.col_stride);
+        let distinct = if r == 0 || c == 0 || (r <= 1 && c <= 1) {
+            true
+        } else if r <= 1 {
+            cs >= 1
+        } else if c <= 1 {
+            rs >= 1
+        } else {
+            // Rows lie side by side, or columns do. (Checked arithmetic already passed above for
+            // the extent; these products are bounded by it or are harmless if they saturate.)
+            (cs >= 1 && rs >= c.saturating_mul(cs)) || (rs >= 1 && cs >= r.saturating_mul(rs))
+        };
+        if distinct {
+            Ok(())
+        } else {
+            Err(Error::OverlappingStrides {
+                name,
+                rows: r,
+                cols: c,
+                row_stride: rs,
+                col_stride: cs,
+            })
+        }
+    }
+
+    pub(crate) fn into_raw_parts(self) -> (&'a mut [f32], usize, usize, usize, usize) {
+        (
+            self.data,
+            self.rows,
+            self.cols,
+            self.row_stride,
+            self.col_stride,
+        )
+    }
+}
+
+/// The number of buffer elements a `rows × cols` view with these strides reaches.
+pub(crate) fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> Option<usize> {
+    if rows == 0 || cols == 0 {
+        return Some(0);
+    }
+    (rows - 1)
+        .checked_mul(rs)?
+        .checked_add((cols - 1).checked_mul(cs)?)?
+        .checked_add(1)
+}
+
+fn check_extent(
+    name: &'static str,
+    len: usize,
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+) -> Result<()> {
+    let needed = extent(rows, cols, row_stride, col_stride).ok_or(Error::Overflow {
+        name,
+        rows,
+        cols,
+        row_stride,
+        col_stride,
+    })?;
+    if needed > len {
+        return Err(Error::BufferTooSmall {
+            name,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+            needed,
+            len,
+        });
+    }
+    Ok(())
+}

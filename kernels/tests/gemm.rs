@@ -1,0 +1,364 @@
+//! GEMM against the f64 reference on every instruction-set path this machine has (each one forced),
+//! plus the BLAS alpha/beta contract, thread-count invariance and argument errors.
+//!
+//! Error bound (from `kernels::reference::gemm_error_bound`), element by element:
+//! |ours − ref| ≤ 2·(k+2)·2⁻²⁴·(|α|·Σₚ|aᵢₚ·bₚⱼ| + |β·cᵢⱼ|) + f32::MIN_POSITIVE.
+
+use kernels::{gemm_with, reference, GemmOptions, Isa, MatMut, MatRef, Threading};
+use proptest::prelude::*;
+
+/// A small deterministic generator (splitmix64) so a proptest seed fixes every value.
+struct Rng(u64);
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    fn value(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn fill(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.value()).collect()
+    }
+}
+
+/// The machine's paths that run our driver or OpenBLAS, each to be forced in turn.
+fn paths() -> Vec<Isa> {
+    Isa::available()
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    trans_a: bool,
+    trans_b: bool,
+    c_col_major: bool,
+    /// Extra elements between rows (or columns) beyond the dense width.
+    pad: usize,
+    alpha: f32,
+    beta: f32,
+    seed: u64,
+    threading: Threading,
+}
+
+/// Runs `case` on `isa` and checks every element against the reference bound, and the BLAS
+/// rules: beta = 0 ignores NaN in C, alpha = 0 ignores NaN/Inf in A and B, padding untouched.
+fn check(case: Case, isa: Isa) -> Result<(), String> {
+    let Case {
+        m,
+        n,
+        k,
+        pad,
+        alpha,
+        beta,
+        ..
+    } = case;
+    let mut rng = Rng(case.seed);
+    // Stored shapes: A is m×k (or k×m when transposed), B is k×n (or n×k), C m×n.
+    let (ar, ac) = if case.trans_a { (k, m) } else { (m, k) };
+    let (br, bc) = if case.trans_b { (n, k) } else { (k, n) };
+    let lda = ac + pad;
+    let ldb = bc + pad;
+    let mut a = rng.fill(ar * lda);
+    let mut b = rng.fill(br * ldb);
+    if alpha == 0.0 {
+        // alpha = 0: A and B must not be read; poison them.
+        for (i, x) in a.iter_mut().enumerate() {
+            *x = if i % 2 == 0 { f32::NAN } else { f32::INFINITY };
+        }
+        b.fill(f32::NEG_INFINITY);
+    }
+    let (c_outer, c_inner) = if case.c_col_major { (n, m) } else { (m, n) };
+    let ldc = c_inner + pad;
+    let mut c0 = rng.fill(c_outer * ldc);
+    if beta == 0.0 {
+        // beta = 0: C must not be read; poison it.
+        c0.fill(f32::NAN);
+    }
+    let av = MatRef::row_major(&a, ar, ac, lda);
+    let av = if case.trans_a { av.t() } else { av };
+    let bv = MatRef::row_major(&b, br, bc, ldb);
+    let bv = if case.trans_b { bv.t() } else { bv };
+    let mut ours = c0.clone();
+    let mut want = c0.clone();
+    fn mk(data: &mut [f32], col_major: bool, m: usize, n: usize, ldc: usize) -> MatMut<'_> {
+        if col_major {
+            MatMut::col_major(data, m, n, ldc)
+        } else {
+            MatMut::row_major(data, m, n, ldc)
+        }
+    }
+    let opts = GemmOptions {
+        isa: Some(isa),
+        threading: case.threading,
+    };
+    gemm_with(
+        &opts,
+        alpha,
+        av,
+        bv,
+        beta,
+        mk(&mut ours, case.c_col_major, m, n, ldc),
+    )
+    .map_err(|e| e.to_string())?;
+    reference::gemm(
+        alpha,
+        av,
+        bv,
+        beta,
+        mk(&mut want, case.c_col_major, m, n, ldc),
+    )
+    .map_err(|e| e.to_string())?;
+    let c0v = if case.c_col_major {
+        MatRef::col_major(&c0, m, n, ldc)
+    } else {
+        MatRef::row_major(&c0, m, n, ldc)
+    };
+    let bound = if alpha == 0.0 {
+        vec![f32::MIN_POSITIVE as f64; m * n]
+    } else {
+        reference::gemm_error_bound(alpha, av, bv, beta, c0v)
+    };
+    for i in 0..m {
+        for j in 0..n {
+            let idx = if case.c_col_major {
+                j * ldc + i
+            } else {
+                i * ldc + j
+            };
+            let (got, exp) = (ours[idx], want[idx]);
+            let err = (got as f64 - exp as f64).abs();
+            if err.is_nan() || err > bound[i * n + j] {
+                return Err(format!(
+                    "{isa}: C[{i},{j}] = {got}, reference {exp}, error {err:e} > bound {:e}",
+                    bound[i * n + j]
+                ));
+            }
+        }
+    }
+    // Padding between rows/columns of C is not ours to touch.
+    for (idx, (&o, &c)) in ours.iter().zip(&c0).enumerate() {
+        let (outer, inner) = (idx / ldc, idx % ldc);
+        let is_padding = inner >= c_inner || outer >= c_outer;
+        if is_padding && o.to_bits() != c.to_bits() {
+            return Err(format!("{isa}: padding element {idx} of C changed"));
+        }
+    }
+    Ok(())
+}
+
+fn scalar_choice() -> impl Strategy<Value = f32> {
+    prop_oneof![Just(0.0f32), Just(1.0), Just(-1.0), -2.0f32..2.0]
+}
+
+fn dim() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        3 => 0usize..=3,
+        4 => 0usize..=70,
+        2 => 0usize..=300,
+        1 => prop::sample::select(vec![2usize, 3, 5, 7, 11, 13, 17, 31, 37, 61, 97, 127, 251, 257]),
+    ]
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        (dim(), dim(), dim()),
+        (any::<bool>(), any::<bool>(), any::<bool>()),
+        prop_oneof![Just(0usize), 1usize..5],
+        (scalar_choice(), scalar_choice()),
+        any::<u64>(),
+        prop_oneof![Just(Threading::Single), Just(Threading::Rayon)],
+    )
+        .prop_map(
+            |((m, n, k), (ta, tb, ccm), pad, (alpha, beta), seed, threading)| Case {
+                m,
+                n,
+                k,
+                trans_a: ta,
+                trans_b: tb,
+                c_col_major: ccm,
+                pad,
+                alpha,
+                beta,
+                seed,
+                threading,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
+
+    #[test]
+    fn matches_reference_on_every_path(case in case()) {
+        for isa in paths() {
+            prop_assert_eq!(check(case, isa), Ok(()));
+        }
+    }
+}
+
+/// Every remainder of M mod MR and N mod NR of every kernel (MR ≤ 12, NR ≤ 32), K in {0, 1, 2, 9}
+/// and across a KC boundary, both transposes.
+#[test]
+fn every_tile_remainder() {
+    let mut seed = 1;
+    for isa in paths() {
+        for m in 0..=25 {
+            for n in (0..=34).chain([47, 48, 63, 64, 65]) {
+                for (t, &k) in [0usize, 1, 2, 9, 257].iter().enumerate() {
+                    if k == 257 && (m + n) % 5 != 0 {
+                        continue; // a sample of the long-K cases is enough
+                    }
+                    seed += 1;
+                    let case = Case {
+                        m,
+                        n,
+                        k,
+                        trans_a: t % 2 == 1,
+                        trans_b: (t / 2) % 2 == 1 || m % 3 == 0,
+                        c_col_major: n % 7 == 3,
+                        pad: (m + n) % 3,
+                        alpha: if k == 2 { -1.5 } else { 1.0 },
+                        beta: [0.0, 1.0, 0.5, -1.0][(m + k) % 4],
+                        seed,
+                        threading: Threading::Single,
+                    };
+                    check(case, isa).unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// Shapes that cross every block boundary of the driver (MC, KC, NC) and take the threaded and
+/// shared-B paths, plus the skinny training shapes.
+#[test]
+fn large_and_training_shapes() {
+    let shapes = [
+        (513, 257, 600),
+        (300, 520, 270),
+        (3, 4100, 5),
+        (32, 784, 128),
+        (784, 32, 128),
+        (21632 / 8, 9, 32),
+        (9, 2704, 32),
+        (2704, 32, 9),
+        (32, 5408 / 4, 128),
+    ];
+    for (s, &(m, k, n)) in shapes.iter().enumerate() {
+        for isa in paths() {
+            let case = Case {
+                m,
+                n,
+                k,
+                trans_a: s % 2 == 1,
+                trans_b: s % 3 == 1,
+                c_col_major: s == 4,
+                pad: 1,
+                alpha: 0.75,
+                beta: if s % 2 == 0 { 0.0 } else { -0.5 },
+                seed: s as u64,
+                threading: Threading::Rayon,
+            };
+            check(case, isa).unwrap();
+        }
+    }
+}
+
+/// Bit-identical results on 1 and 2 threads (and with Threading::Single) on our own paths.
+#[test]
+fn thread_count_does_not_change_the_bits() {
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
+    let (one, two) = (pool(1), pool(2));
+    let shapes = [
+        (512, 512, 300),
+        (1000, 50, 700),
+        (32, 5408, 128),
+        (5408, 32, 128),
+        (200, 200, 200),
+        (9, 2000, 32),
+    ];
+    for isa in paths().into_iter().filter(|&i| i != Isa::OpenBlas) {
+        for &(m, k, n) in &shapes {
+            let mut rng = Rng((m * k + n) as u64);
+            let a = rng.fill(m * k);
+            let b = rng.fill(k * n);
+            let c0 = rng.fill(m * n);
+            let run = |threading| {
+                let mut c = c0.clone();
+                let opts = GemmOptions {
+                    isa: Some(isa),
+                    threading,
+                };
+                gemm_with(
+                    &opts,
+                    1.25,
+                    MatRef::row_major(&a, m, k, k),
+                    MatRef::row_major(&b, k, n, n),
+                    0.5,
+                    MatMut::row_major(&mut c, m, n, n),
+                )
+                .unwrap();
+                c
+            };
+            let single = run(Threading::Single);
+            let on_one = one.install(|| run(Threading::Rayon));
+            let on_two = two.install(|| run(Threading::Rayon));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&single),
+                bits(&on_one),
+                "{isa} {m}×{k}×{n}: single vs 1-thread pool"
+            );
+            assert_eq!(
+                bits(&on_one),
+                bits(&on_two),
+                "{isa} {m}×{k}×{n}: 1 vs 2 threads"
+            );
+        }
+    }
+}
+
+/// Outside the alpha = 0 and beta = 0 rules, NaN and infinities propagate.
+#[test]
+fn nan_and_inf_propagate() {
+    for isa in paths() {
+        let (m, n, k) = (13, 37, 20);
+        let mut a = vec![1.0f32; m * k];
+        let b = vec![1.0f32; k * n];
+        a[5 * k + 3] = f32::NAN; // row 5 of A
+        a[9 * k] = f32::INFINITY; // row 9 of A
+        let mut c = vec![0.0f32; m * n];
+        c[2 * n + 4] = f32::NAN; // read because beta = 1
+        gemm_with(
+            &GemmOptions::with_isa(isa),
+            1.0,
+            MatRef::row_major(&a, m, k, k),
+            MatRef::row_major(&b, k, n, n),
+            1.0,
+            MatMut::row_major(&mut c, m, n, n),
+        )
+        .unwrap();
+        for i in 0..m {
+            for j in 0..n {
+                let v = c[i * n + j];
+                match (i, j) {
+                    (5, _) | (2, 4) => assert!(v.is_nan(), "{isa}: C[{i},{j}] = {v}"),
+                    (9, _) => assert_eq!(v, f32::INFINITY, "{isa}: C[{i},{j}]"),
+                    _ => assert_eq!(v, k as f32, "{isa}: C[{i},{j}]"),
+                }
+            }
+        }
+    }
+}
