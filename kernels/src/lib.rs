@@ -16,6 +16,9 @@ mod dispatch;
 mod error;
 mod gemm;
 mod mat;
+pub mod peak;
+#[cfg(feature = "peers")]
+pub mod peers;
 pub mod reference;
 
 pub use dispatch::{Isa, ISA_ENV_VAR};

@@ -172,7 +172,7 @@ pub(crate) fn gemm_blocked(cfg: &KernelConfig, prob: &Problem<'_>, threads: usiz
         threads.max(1)
     };
     let grid = Grid::new(cfg, prob.m, prob.n, threads);
-    if grid.tasks() == 1 {
+    if threads == 1 || grid.tasks() == 1 {
         let all = Rect {
             i0: 0,
             mb: prob.m,

@@ -1,0 +1,201 @@
+//! The GEMM comparison: shapes, libraries, and one interleaved measurement of all of them.
+
+use kernels::{gemm_with, peers, GemmOptions, Isa, MatMut, MatRef, Threading};
+use serde::Serialize;
+
+use crate::timing::{calls_per_sample, estimate_secs, median, sample_secs};
+
+/// A product C (m×n) = A (m×k) · B (k×n), all row-major.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Shape {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+}
+
+impl Shape {
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * self.k as f64 * self.n as f64
+    }
+    pub fn label(&self) -> String {
+        format!("{}x{}x{}", self.m, self.k, self.n)
+    }
+}
+
+/// The square sizes of the GEMM issue.
+pub const SQUARE_SIZES: [usize; 6] = [64, 128, 256, 512, 1024, 2048];
+
+/// The training-step shapes (M, K, N) of the GEMM issue: Dense 784→128 at batch 32 (forward and
+/// both backward products), Dense 784→512 at batch 128, im2col Conv2D 3×3×1→32 on 26×26 at batch
+/// 32, Dense 5408→128 at batch 32.
+pub const TRAINING_SHAPES: [(usize, usize, usize); 12] = [
+    (32, 784, 128),
+    (784, 32, 128),
+    (32, 128, 784),
+    (128, 784, 512),
+    (784, 128, 512),
+    (128, 512, 784),
+    (21632, 9, 32),
+    (9, 21632, 32),
+    (21632, 32, 9),
+    (32, 5408, 128),
+    (5408, 32, 128),
+    (32, 128, 5408),
+];
+
+/// Every benchmarked shape: the squares, then the training shapes.
+pub fn all_shapes() -> Vec<Shape> {
+    SQUARE_SIZES
+        .iter()
+        .map(|&s| Shape { m: s, k: s, n: s })
+        .chain(TRAINING_SHAPES.iter().map(|&(m, k, n)| Shape { m, k, n }))
+        .collect()
+}
+
+/// A GEMM implementation under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Library {
+    /// Our GEMM with a forced instruction-set path (`Isa::OpenBlas` = the system OpenBLAS).
+    Ours(Isa),
+    MatrixMultiply,
+    GemmCrate,
+}
+
+impl Library {
+    pub fn name(&self) -> String {
+        match self {
+            Library::Ours(Isa::OpenBlas) => "openblas".into(),
+            Library::Ours(isa) => format!("ours-{isa}"),
+            Library::MatrixMultiply => "matrixmultiply".into(),
+            Library::GemmCrate => "gemm-crate".into(),
+        }
+    }
+
+    /// Every library this machine can run, ours first.
+    pub fn available() -> Vec<Library> {
+        let mut libs: Vec<Library> = [Isa::Avx512, Isa::Avx2, Isa::Scalar]
+            .into_iter()
+            .filter(|isa| isa.is_available())
+            .map(Library::Ours)
+            .collect();
+        libs.push(Library::Ours(Isa::OpenBlas));
+        libs.push(Library::MatrixMultiply);
+        libs.push(Library::GemmCrate);
+        libs
+    }
+
+    /// C ← A·B on `threads` threads. The caller runs this on a thread outside any rayon pool, in
+    /// a process whose rayon, OpenBLAS and matrixmultiply pools have `threads` threads.
+    pub fn run(&self, a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, threads: usize) {
+        let threading = if threads > 1 {
+            Threading::Rayon
+        } else {
+            Threading::Single
+        };
+        let result = match *self {
+            Library::Ours(isa) => gemm_with(
+                &GemmOptions {
+                    isa: Some(isa),
+                    threading,
+                },
+                1.0,
+                a,
+                b,
+                0.0,
+                c,
+            ),
+            Library::MatrixMultiply => peers::matrixmultiply_gemm(1.0, a, b, 0.0, c),
+            Library::GemmCrate => peers::gemm_crate_gemm(1.0, a, b, 0.0, c, threads),
+        };
+        result.unwrap_or_else(|e| panic!("{}: {e}", self.name()));
+    }
+}
+
+/// One library's figure for one shape.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    pub library: String,
+    pub shape: Shape,
+    pub threads: usize,
+    pub gflops_median: f64,
+    pub samples: usize,
+    /// max |C − C_openblas| / max |C_openblas| for this library's result.
+    pub max_rel_diff_vs_openblas: f64,
+}
+
+/// Deterministic values in [-1, 1).
+pub fn filled(len: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// Measures every library on `shape`, interleaved: each of `rounds` rounds takes one sample of
+/// every library in turn, so drift on a shared machine hits them alike.
+pub fn measure_shape(
+    libs: &[Library],
+    shape: Shape,
+    threads: usize,
+    rounds: usize,
+) -> Vec<Measurement> {
+    let Shape { m, k, n } = shape;
+    let a = filled(m * k, 1);
+    let b = filled(k * n, 2);
+    let mut outputs: Vec<Vec<f32>> = vec![vec![0.0; m * n]; libs.len()];
+    let av = MatRef::row_major(&a, m, k, k);
+    let bv = MatRef::row_major(&b, k, n, n);
+    let calls: Vec<usize> = libs
+        .iter()
+        .zip(outputs.iter_mut())
+        .map(|(lib, out)| {
+            let secs =
+                estimate_secs(&mut || lib.run(av, bv, MatMut::row_major(out, m, n, n), threads));
+            calls_per_sample(secs, 0.03)
+        })
+        .collect();
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); libs.len()];
+    for _ in 0..rounds {
+        for (i, lib) in libs.iter().enumerate() {
+            let out = &mut outputs[i];
+            let secs = sample_secs(
+                &mut || lib.run(av, bv, MatMut::row_major(out, m, n, n), threads),
+                calls[i],
+            );
+            samples[i].push(shape.flops() / secs / 1e9);
+        }
+    }
+    let reference = libs
+        .iter()
+        .position(|l| *l == Library::Ours(Isa::OpenBlas))
+        .map(|i| outputs[i].clone());
+    libs.iter()
+        .enumerate()
+        .map(|(i, lib)| {
+            let diff = reference.as_ref().map_or(f64::NAN, |r| {
+                let scale = r
+                    .iter()
+                    .fold(0.0f64, |s, &x| s.max((x as f64).abs()))
+                    .max(f64::MIN_POSITIVE);
+                let worst = r
+                    .iter()
+                    .zip(&outputs[i])
+                    .fold(0.0f64, |s, (&x, &y)| s.max((x as f64 - y as f64).abs()));
+                worst / scale
+            });
+            Measurement {
+                library: lib.name(),
+                shape,
+                threads,
+                gflops_median: median(&mut samples[i].clone()),
+                samples: samples[i].len(),
+                max_rel_diff_vs_openblas: diff,
+            }
+        })
+        .collect()
+}
