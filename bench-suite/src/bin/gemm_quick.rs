@@ -6,7 +6,7 @@ fn main() {
         .skip(1)
         .map(|a| a.parse().expect("numbers"))
         .collect();
-    let shapes: Vec<Shape> = if args.len() >= 3 {
+    let shapes: Vec<Shape> = if args.len() >= 3 && args[0] > 0 {
         vec![Shape {
             m: args[0],
             k: args[1],

@@ -1,46 +1,74 @@
-//! AVX-512F microkernel: a `12 × 32` tile, twenty-four 512-bit accumulators, two vectors of B and
-//! one broadcast of A per step (27 of the 32 zmm registers).
+//! AVX-512F microkernels: an `MR × 16·NV` tile of 512-bit accumulators (`MR` rows of `NV`
+//! vectors); per step of k they load `NV` vectors of B and broadcast `MR` values of A. The shapes
+//! registered in [`crate::gemm::config`] keep accumulators + B vectors + one broadcast within the
+//! 32 zmm registers. Edge columns use masked loads and stores, which never touch masked-out
+//! lanes, so the same code reads B in place and writes partial tiles of C.
 
 use std::arch::x86_64::*;
 
-/// Tile rows.
-pub(crate) const MR: usize = 12;
-/// Tile columns (two 16-float vectors).
-pub(crate) const NR: usize = 32;
+/// The lane mask of vector `v` of a row whose first `cols` columns are live.
+#[inline(always)]
+fn lane_mask(v: usize, cols: usize) -> __mmask16 {
+    let live = cols.saturating_sub(16 * v).min(16);
+    ((1u32 << live) - 1) as __mmask16
+}
 
-/// The `12 × 32` AVX-512 tile; contract in [`crate::arch`].
+/// The AVX-512 tile `MR × 16·NV`; contract in [`crate::arch`].
 ///
 /// # Safety
 /// As [`crate::arch::KernelFn`]; the CPU must have AVX-512F.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn kernel(
+pub(crate) unsafe fn kernel<const MR: usize, const NV: usize>(
     k: usize,
     alpha: f32,
     a: *const f32,
     b: *const f32,
+    rsb: usize,
     beta: f32,
     c: *mut f32,
     rsc: usize,
+    rows: usize,
+    cols: usize,
 ) {
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let mut masks = [0 as __mmask16; NV];
+    for (v, m) in masks.iter_mut().enumerate() {
+        *m = lane_mask(v, cols);
+    }
+    // Start fetching the C tile now: it is read (or written) only after the k loop, and its
+    // rows are far apart, so without this each row would miss the cache at the end.
+    for i in 0..rows {
+        // SAFETY: prefetching is a hint and cannot fault; the addresses are C's tile anyway.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc) as *const i8) };
+    }
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     let (mut a, mut b) = (a, b);
     for _ in 0..k {
-        // SAFETY: `b` has NR floats left for this step and `a` has MR (caller's contract).
+        // SAFETY: row p of B has `cols` readable floats at `b` (masked lanes are not accessed)
+        // and `a` has MR floats left (caller's contract).
         unsafe {
-            let b0 = _mm512_loadu_ps(b);
-            let b1 = _mm512_loadu_ps(b.add(16));
+            let mut bv = [_mm512_setzero_ps(); NV];
+            for (v, x) in bv.iter_mut().enumerate() {
+                *x = _mm512_maskz_loadu_ps(masks[v], b.add(16 * v));
+            }
             for (i, acc_i) in acc.iter_mut().enumerate() {
                 let ai = _mm512_set1_ps(*a.add(i));
-                acc_i[0] = _mm512_fmadd_ps(ai, b0, acc_i[0]);
-                acc_i[1] = _mm512_fmadd_ps(ai, b1, acc_i[1]);
+                for (acc_iv, &bv) in acc_i.iter_mut().zip(&bv) {
+                    *acc_iv = _mm512_fmadd_ps(ai, bv, *acc_iv);
+                }
             }
             a = a.add(MR);
-            b = b.add(NR);
+            b = b.add(rsb);
         }
     }
     let valpha = _mm512_set1_ps(alpha);
+    let vbeta = _mm512_set1_ps(beta);
     for (i, acc_i) in acc.iter().enumerate() {
-        // SAFETY: row i of the tile holds NR writable floats (caller's contract).
+        if i >= rows {
+            break;
+        }
+        // SAFETY: row i < rows of the tile has `cols` writable floats (caller's contract); the
+        // masks keep every access inside them.
         unsafe {
             let row = c.add(i * rsc);
             for (v, &acc_iv) in acc_i.iter().enumerate() {
@@ -49,9 +77,9 @@ pub(crate) unsafe fn kernel(
                 let out = if beta == 0.0 {
                     scaled
                 } else {
-                    _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_loadu_ps(p), scaled)
+                    _mm512_fmadd_ps(vbeta, _mm512_maskz_loadu_ps(masks[v], p), scaled)
                 };
-                _mm512_storeu_ps(p, out);
+                _mm512_mask_storeu_ps(p, masks[v], out);
             }
         }
     }

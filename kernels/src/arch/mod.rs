@@ -2,16 +2,18 @@
 //!
 //! # The microkernel contract
 //!
-//! A microkernel is an [`KernelFn`] that computes one `MR × NR` tile
+//! A microkernel is a [`KernelFn`] that computes one `MR × NR` tile
 //!
 //! ```text
 //! C ← alpha · Ã·B̃ + beta · C
 //! ```
 //!
 //! * `Ã` is a packed `MR × k` micro-panel: column `p` is the `MR` values at `a[p*MR ..]`.
-//! * `B̃` is a packed `k × NR` micro-panel: row `p` is the `NR` values at `b[p*NR ..]`.
-//! * `C` is row-major with row stride `rsc` and unit column stride; all `MR × NR` elements are
-//!   written (the driver hands edge tiles a scratch tile and copies the valid part out).
+//! * `B̃` is a `k × NR` micro-panel whose row `p` starts at `b[p*rsb]`: packed (`rsb = NR`), or,
+//!   for kernels registered with `direct_b`, B itself (unit column stride). Only the first
+//!   `cols` columns of each row are read.
+//! * `C` is row-major with row stride `rsc` and unit column stride; only its first `rows × cols`
+//!   elements are read or written (`rows ≤ MR`, `cols ≤ NR`): edge tiles need no scratch copy.
 //! * **`beta == 0` never reads `C`**: whatever `C` held (NaN, garbage) does not reach the result.
 //! * `k == 0` is allowed and gives `C ← beta·C` (or zeros when `beta == 0`).
 //! * The sum over `p` runs in increasing order, one product at a time per element, so a tile's
@@ -33,15 +35,19 @@ pub(crate) mod openblas;
 /// The signature of every GEMM microkernel; see the module documentation for the contract.
 ///
 /// # Safety
-/// `a` is readable for `k·MR` floats, `b` for `k·NR` floats, `c` writable for `MR` rows of `NR`
-/// floats at row stride `rsc`, none of the written elements overlap the read ones, and the CPU
-/// has the instruction-set features the kernel was compiled for.
+/// `a` is readable for `k·MR` floats; `b` for `cols` floats at each of `b + p·rsb`, p < k; `c`
+/// writable for `rows` rows of `cols` floats at row stride `rsc`; `rows ≤ MR`, `cols ≤ NR`; none
+/// of the written elements overlap the read ones; and the CPU has the instruction-set features
+/// the kernel was compiled for.
 pub(crate) type KernelFn = unsafe fn(
     k: usize,
     alpha: f32,
     a: *const f32,
     b: *const f32,
+    rsb: usize,
     beta: f32,
     c: *mut f32,
     rsc: usize,
+    rows: usize,
+    cols: usize,
 );

@@ -10,16 +10,21 @@ pub(crate) const NR: usize = 8;
 ///
 /// # Safety
 /// As [`crate::arch::KernelFn`] (no instruction-set requirement).
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn kernel(
     k: usize,
     alpha: f32,
     a: *const f32,
     b: *const f32,
+    rsb: usize,
     beta: f32,
     c: *mut f32,
     rsc: usize,
+    rows: usize,
+    cols: usize,
 ) {
-    // SAFETY: the caller guarantees `a` holds k·MR floats and `b` holds k·NR floats.
+    debug_assert_eq!(rsb, NR, "the scalar kernel reads packed B only");
+    // SAFETY: the caller guarantees `a` holds k·MR floats, and `b` k rows of NR (packed B).
     let (a, b) = unsafe {
         (
             std::slice::from_raw_parts(a, k * MR),
@@ -34,9 +39,9 @@ pub(crate) unsafe fn kernel(
             }
         }
     }
-    for (i, acc_row) in acc.iter().enumerate() {
-        // SAFETY: the caller guarantees MR rows of NR writable floats at stride `rsc`.
-        let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * rsc), NR) };
+    for (i, acc_row) in acc.iter().enumerate().take(rows) {
+        // SAFETY: the caller guarantees `rows` rows of `cols` writable floats at stride `rsc`.
+        let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * rsc), cols) };
         if beta == 0.0 {
             for (cij, &v) in row.iter_mut().zip(acc_row) {
                 *cij = alpha * v;

@@ -1,17 +1,23 @@
-//! The register of GEMM microkernels and their cache block sizes: one row per instruction set.
-//! The driver reads this table and never names an instruction set itself (BLIS's `config/<arch>`).
+//! The register of GEMM microkernels and their cache block sizes: a few rows per instruction
+//! set. The driver reads this table and never names an instruction set itself (BLIS's
+//! `config/<arch>`).
+//!
+//! Each instruction set registers tiles of several widths, and [`kernel_config`] picks, per
+//! product, the one that wastes least work on padding: a 9-column C (the im2col products of a
+//! 3×3 convolution's weight gradient) would run a 48-wide tile at under a fifth of its speed.
+//! `cost` is each tile's time per useful multiply-add relative to the widest one (the
+//! broadcast-heavier narrow tiles issue more loads per FMA), measured on the bench-suite GEMM
+//! group and rounded up.
 //!
 //! Block sizes follow the BLIS analysis for this project's machine kind (AMD EPYC, per core 48 KiB
 //! L1d, 1 MiB L2, 32 MiB shared L3):
-//! * `kc`: a `kc × NR` micro-panel of B stays in L1 while the micro-panels of A stream past it,
-//!   so `kc·NR·4` bytes take about half of L1, leaving room for the A micro-panel and C.
-//! * `mc`: the packed `mc × kc` block of A stays in L2 (about a third of it) across the loop
-//!   over B's micro-panels.
+//! * `kc`: a `kc × NR` micro-panel of B stays in L1 while the micro-panels of A stream past it.
+//! * `mc`: the packed `mc × kc` block of A stays in L2 across the loop over B's micro-panels.
 //! * `nc`: the packed `kc × nc` panel of B stays in the shared L3.
 //!
 //! `mc` is a multiple of MR and `nc` of NR, so a tile never straddles two blocks. `kc` also fixes
-//! the order of the sum over K (one partial sum per `kc` block), so it is the same for every thread
-//! count: results are bit-identical however many threads run.
+//! the order of the sum over K (one partial sum per `kc` block); it depends on the kernel only,
+//! never on the thread count, so results are bit-identical however many threads run.
 
 use crate::arch::{self, KernelFn};
 use crate::Isa;
@@ -25,48 +31,76 @@ pub(crate) struct KernelConfig {
     pub kc: usize,
     pub nc: usize,
     pub kernel: KernelFn,
+    /// Whether the kernel can read B in place (row stride `rsb`, masked edge columns) instead
+    /// of from a packed panel.
+    pub direct_b: bool,
+    /// Time per useful multiply-add relative to this instruction set's widest tile.
+    pub cost: f64,
 }
 
-const SCALAR: KernelConfig = KernelConfig {
-    mr: arch::scalar::MR,
-    nr: arch::scalar::NR,
-    mc: 128,
-    kc: 256,
-    nc: 4096,
-    kernel: arch::scalar::kernel,
-};
-
-#[cfg(target_arch = "x86_64")]
-const AVX2: KernelConfig = KernelConfig {
-    mr: arch::avx2::MR,
-    nr: arch::avx2::NR,
-    mc: 240,
-    kc: 256,
-    nc: 4096,
-    kernel: arch::avx2::kernel,
-};
-
-#[cfg(target_arch = "x86_64")]
-const AVX512: KernelConfig = KernelConfig {
-    mr: arch::avx512::MR,
-    nr: arch::avx512::NR,
-    mc: 240,
-    kc: 256,
-    nc: 4096,
-    kernel: arch::avx512::kernel,
-};
-
-/// The blocked-driver configuration of `isa`, or `None` for paths that do not use our driver
-/// (OpenBLAS) or do not exist on this target. Callers check availability first.
-pub(crate) fn kernel_config(isa: Isa) -> Option<&'static KernelConfig> {
-    match isa {
-        Isa::Scalar => Some(&SCALAR),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => Some(&AVX2),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => Some(&AVX512),
-        _ => None,
+/// The common block sizes for a tile of `mr × nr`.
+const fn blocked(
+    mr: usize,
+    nr: usize,
+    kernel: KernelFn,
+    direct_b: bool,
+    cost: f64,
+) -> KernelConfig {
+    KernelConfig {
+        mr,
+        nr,
+        mc: mr * (240 / mr),
+        kc: 256,
+        nc: nr * (4096 / nr),
+        kernel,
+        direct_b,
+        cost,
     }
+}
+
+const SCALAR: [KernelConfig; 1] = [blocked(
+    arch::scalar::MR,
+    arch::scalar::NR,
+    arch::scalar::kernel,
+    false,
+    1.0,
+)];
+
+#[cfg(target_arch = "x86_64")]
+const AVX2: [KernelConfig; 2] = [
+    blocked(6, 16, arch::avx2::kernel::<6, 2>, true, 1.0),
+    blocked(12, 8, arch::avx2::kernel::<12, 1>, true, 1.15),
+];
+
+#[cfg(target_arch = "x86_64")]
+const AVX512: [KernelConfig; 3] = [
+    blocked(8, 48, arch::avx512::kernel::<8, 3>, true, 1.0),
+    blocked(12, 32, arch::avx512::kernel::<12, 2>, true, 1.05),
+    blocked(24, 16, arch::avx512::kernel::<24, 1>, true, 1.15),
+];
+
+/// Every tile registered for `isa` (empty for paths that do not use our driver).
+pub(crate) fn kernels_of(isa: Isa) -> &'static [KernelConfig] {
+    match isa {
+        Isa::Scalar => &SCALAR,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => &AVX2,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => &AVX512,
+        _ => &[],
+    }
+}
+
+/// The tile of `isa` that computes an `m × n` C cheapest: least padded work times `cost`.
+/// Depends on the shape only, so the choice (and the bits) are the same on every thread count.
+/// `None` for paths that do not use our driver (OpenBLAS).
+pub(crate) fn kernel_config(isa: Isa, m: usize, n: usize) -> Option<&'static KernelConfig> {
+    let padded = |cfg: &KernelConfig| {
+        (m.next_multiple_of(cfg.mr) * n.next_multiple_of(cfg.nr)) as f64 * cfg.cost
+    };
+    kernels_of(isa)
+        .iter()
+        .min_by(|x, y| padded(x).total_cmp(&padded(y)))
 }
 
 #[cfg(test)]
@@ -76,7 +110,7 @@ mod tests {
     #[test]
     fn block_sizes_are_multiples_of_the_tile() {
         for isa in Isa::ALL {
-            if let Some(cfg) = kernel_config(isa) {
+            for cfg in kernels_of(isa) {
                 assert_eq!(cfg.mc % cfg.mr, 0, "{isa}: mc");
                 assert_eq!(cfg.nc % cfg.nr, 0, "{isa}: nc");
                 assert!(
@@ -85,5 +119,15 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn narrow_products_get_narrow_tiles() {
+        assert_eq!(kernel_config(Isa::Avx512, 1024, 1024).unwrap().nr, 48);
+        assert_eq!(kernel_config(Isa::Avx512, 21632, 9).unwrap().nr, 16);
+        assert_eq!(kernel_config(Isa::Avx512, 9, 32).unwrap().nr, 32);
+        assert_eq!(kernel_config(Isa::Avx2, 21632, 9).unwrap().nr, 16);
+        assert_eq!(kernel_config(Isa::Avx2, 5000, 8).unwrap().nr, 8);
     }
 }

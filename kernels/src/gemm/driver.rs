@@ -15,13 +15,17 @@ use super::pack::{pack_a, pack_b};
 /// The largest `MR × NR` tile any registered kernel may have (scratch space for edge tiles).
 pub(crate) const MAX_TILE: usize = 512;
 
-/// Below this many multiply-adds (m·n·k) a product runs on the calling thread: splitting it costs
-/// more in rayon hand-offs than it saves. Measured with the bench-suite GEMM group (see README).
-pub(crate) const PARALLEL_MIN_MACS: usize = 1 << 17;
+/// The cost model that decides how to split a product among threads, in units of one
+/// multiply-add on the packed tiles. Packing one element of A or B costs about as much as this
+/// many multiply-adds (a copy moves a few elements per cycle; the tile does 16–32 per cycle).
+const PACK_COST: f64 = 16.0;
+/// One rayon fork-join (waking the pool's threads and waiting for the last): a few microseconds
+/// on a shared VM, i.e. some hundred thousand multiply-adds.
+const FORK_JOIN_COST: f64 = (1 << 19) as f64;
 
-/// Above this many multiply-adds per K block the threads pack each B panel together and share it,
-/// instead of each packing the part it needs (which repeats B's packing once per row band).
-const SHARED_B_MIN_MACS: usize = 1 << 22;
+/// Up to this many rows of C, B is read in place (for kernels that can) rather than packed: each
+/// element of B then serves so few rows that copying it first costs more than it saves.
+const DIRECT_B_MAX_ROWS: usize = 32;
 
 /// An input matrix: its buffer and element strides (checked against the buffer by the caller).
 #[derive(Clone, Copy)]
@@ -90,6 +94,34 @@ fn with_buffer<R>(
     })
 }
 
+/// Where the micro-panels of B for one K slice come from: a packed buffer (`rsb = NR`), or B
+/// itself read in place (`rsb` = B's row stride).
+#[derive(Clone, Copy)]
+struct BPanels<'a> {
+    data: &'a [f32],
+    /// Index of the slice's first element (row pc, first column of the rectangle).
+    origin: usize,
+    /// Distance between consecutive micro-panels.
+    panel_step: usize,
+    rsb: usize,
+}
+
+impl<'a> BPanels<'a> {
+    fn packed(buf: &'a [f32], kb: usize, nr: usize) -> Self {
+        BPanels {
+            data: buf,
+            origin: 0,
+            panel_step: nr * kb,
+            rsb: nr,
+        }
+    }
+
+    /// Micro-panel `idx` onwards.
+    fn panel(&self, idx: usize) -> &'a [f32] {
+        &self.data[self.origin + idx * self.panel_step..]
+    }
+}
+
 /// A rectangle of C: rows `i0..i0+mb`, columns `j0..j0+nb`.
 #[derive(Clone, Copy, Debug)]
 struct Rect {
@@ -110,39 +142,53 @@ struct Grid {
 }
 
 impl Grid {
-    fn new(cfg: &KernelConfig, m: usize, n: usize, threads: usize) -> Grid {
+    /// The cheapest cut of C for `threads` threads under the cost model above, with its cost.
+    /// Cutting rows repeats B's packing per row band; cutting columns repeats A's.
+    fn new(
+        cfg: &KernelConfig,
+        m: usize,
+        n: usize,
+        k: usize,
+        threads: usize,
+        direct_b: bool,
+    ) -> (Grid, f64) {
         let m_tiles = m.div_ceil(cfg.mr);
         let n_tiles = n.div_ceil(cfg.nr);
         let min_m_chunks = m_tiles.div_ceil(cfg.mc / cfg.mr);
-        // (cost, column chunks, tasks, row chunks) of the best cut found.
-        let mut best = (usize::MAX, 1, 1, min_m_chunks);
-        if threads > 1 {
-            // Minimise the busiest thread's tile count; on ties prefer fewer column splits (each
-            // repeats A's packing) and then fewer tasks.
-            for mchunks in min_m_chunks..=m_tiles.min(min_m_chunks.max(1) * threads * 2) {
-                let m_chunk_tiles = m_tiles.div_ceil(mchunks);
-                let mchunks = m_tiles.div_ceil(m_chunk_tiles);
-                for nchunks in 1..=n_tiles.min(threads * 2) {
-                    let n_chunk_tiles = n_tiles.div_ceil(nchunks);
-                    let nchunks = n_tiles.div_ceil(n_chunk_tiles);
-                    let tasks = mchunks * nchunks;
-                    let rounds = tasks.div_ceil(threads);
-                    let cost = rounds * m_chunk_tiles * n_chunk_tiles;
-                    if (cost, nchunks, tasks) < (best.0, best.1, best.2) {
-                        best = (cost, nchunks, tasks, mchunks);
-                    }
+        let b_pack = if direct_b { 0.0 } else { PACK_COST };
+        // (cost, row chunks, column chunks) of the best cut found.
+        let mut best = (f64::INFINITY, min_m_chunks, 1);
+        for mchunks in min_m_chunks..=m_tiles.min(min_m_chunks * threads.max(1) * 2) {
+            let m_chunk = m_tiles.div_ceil(mchunks);
+            let mchunks = m_tiles.div_ceil(m_chunk);
+            for nchunks in 1..=n_tiles.min(threads.max(1) * 2) {
+                let n_chunk = n_tiles.div_ceil(nchunks);
+                let nchunks = n_tiles.div_ceil(n_chunk);
+                let tasks = mchunks * nchunks;
+                let rounds = tasks.div_ceil(threads.max(1)) as f64;
+                let (rows, cols, k) = (
+                    (m_chunk * cfg.mr) as f64,
+                    (n_chunk * cfg.nr) as f64,
+                    k as f64,
+                );
+                let task = rows * cols * k + PACK_COST * rows * k + b_pack * k * cols;
+                let fork = if tasks > 1 { FORK_JOIN_COST } else { 0.0 };
+                let cost = rounds * task + fork;
+                if cost < best.0 {
+                    best = (cost, mchunks, nchunks);
                 }
             }
         }
-        let (m_chunks, n_chunks) = (best.3, best.1);
+        let (cost, m_chunks, n_chunks) = best;
         let m_chunk = m_tiles.div_ceil(m_chunks) * cfg.mr;
         let n_chunk = n_tiles.div_ceil(n_chunks) * cfg.nr;
-        Grid {
+        let grid = Grid {
             m_chunk,
             n_chunk,
             m_chunks: m.div_ceil(m_chunk),
             n_chunks: n.div_ceil(n_chunk),
-        }
+        };
+        (grid, cost)
     }
 
     fn tasks(&self) -> usize {
@@ -166,53 +212,65 @@ impl Grid {
 /// C ← alpha·A·B + beta·C with the microkernel `cfg`, on up to `threads` threads of the current
 /// rayon pool.
 pub(crate) fn gemm_blocked(cfg: &KernelConfig, prob: &Problem<'_>, threads: usize) {
-    let threads = if prob.m * prob.n * prob.k < PARALLEL_MIN_MACS {
-        1
-    } else {
-        threads.max(1)
-    };
-    let grid = Grid::new(cfg, prob.m, prob.n, threads);
-    if threads == 1 || grid.tasks() == 1 {
+    let direct_b = cfg.direct_b && prob.b.cs == 1 && prob.m <= DIRECT_B_MAX_ROWS;
+    let (grid, grid_cost) = Grid::new(cfg, prob.m, prob.n, prob.k, threads, direct_b);
+    if threads <= 1 || grid.tasks() == 1 {
         let all = Rect {
             i0: 0,
             mb: prob.m,
             j0: 0,
             nb: prob.n,
         };
-        return blocked_rect(cfg, prob, all);
+        return blocked_rect(cfg, prob, all, direct_b);
     }
-    let kb_max = cfg.kc.min(prob.k);
-    if grid.m_chunks > 1 && prob.m * prob.n.min(cfg.nc) * kb_max >= SHARED_B_MIN_MACS {
+    // The shared-B alternative: every B element packed once (by all threads together), at the
+    // price of two fork-joins per K slice and column panel.
+    let (m, n, k) = (prob.m as f64, prob.n as f64, prob.k as f64);
+    let slices = (prob.k.div_ceil(cfg.kc) * prob.n.div_ceil(cfg.nc)) as f64;
+    let shared_cost =
+        (m * n * k + PACK_COST * (m * k + k * n)) / threads as f64 + 2.0 * slices * FORK_JOIN_COST;
+    if !direct_b && shared_cost < grid_cost {
         return blocked_shared_b(cfg, prob, threads);
     }
     // Loop over the grid: parallel. Each rectangle is an independent GEMM that packs its own
     // blocks of A and B.
     (0..grid.tasks()).into_par_iter().for_each(|t| {
-        blocked_rect(cfg, prob, grid.rect(t, prob.m, prob.n, 0));
+        blocked_rect(cfg, prob, grid.rect(t, prob.m, prob.n, 0), direct_b);
     });
 }
 
 /// The five loops on one rectangle of C, on this thread.
-fn blocked_rect(cfg: &KernelConfig, prob: &Problem<'_>, rect: Rect) {
+fn blocked_rect(cfg: &KernelConfig, prob: &Problem<'_>, rect: Rect, direct_b: bool) {
     let kc = cfg.kc.min(prob.k);
     let nc = cfg.nc.min(rect.nb.next_multiple_of(cfg.nr));
-    with_buffer(&PACK_B, kc * nc, |bbuf| {
+    let buf_len = if direct_b { 0 } else { kc * nc };
+    with_buffer(&PACK_B, buf_len, |bbuf| {
         // Loop 5 over NC-wide column panels of C: sequential (they share the B buffer).
         for jc in (0..rect.nb).step_by(cfg.nc) {
             let nb = cfg.nc.min(rect.nb - jc);
+            let sub = Rect {
+                i0: rect.i0,
+                mb: rect.mb,
+                j0: rect.j0 + jc,
+                nb,
+            };
             // Loop 4 over KC-deep slices of K: sequential, always — the order of the partial sums
             // is what makes results independent of the thread count.
             for pc in (0..prob.k).step_by(cfg.kc) {
                 let kb = cfg.kc.min(prob.k - pc);
-                let bpack = &mut bbuf[..nb.div_ceil(cfg.nr) * cfg.nr * kb];
-                pack_b(bpack, prob.b, pc, rect.j0 + jc, kb, nb, cfg.nr, 0);
-                let sub = Rect {
-                    i0: rect.i0,
-                    mb: rect.mb,
-                    j0: rect.j0 + jc,
-                    nb,
+                let panels = if direct_b {
+                    BPanels {
+                        data: prob.b.data,
+                        origin: pc * prob.b.rs + sub.j0,
+                        panel_step: cfg.nr,
+                        rsb: prob.b.rs,
+                    }
+                } else {
+                    let bpack = &mut bbuf[..nb.div_ceil(cfg.nr) * cfg.nr * kb];
+                    pack_b(bpack, prob.b, pc, sub.j0, kb, nb, cfg.nr, 0);
+                    BPanels::packed(bpack, kb, cfg.nr)
                 };
-                macro_kernel(cfg, prob, sub, pc, kb, bpack);
+                macro_kernel(cfg, prob, sub, pc, kb, panels);
             }
         }
     });
@@ -227,7 +285,7 @@ fn blocked_shared_b(cfg: &KernelConfig, prob: &Problem<'_>, threads: usize) {
         // Loop 5 over NC-wide column panels: sequential (one shared B buffer).
         for jc in (0..prob.n).step_by(cfg.nc) {
             let nb = cfg.nc.min(prob.n - jc);
-            let grid = Grid::new(cfg, prob.m, nb, threads);
+            let (grid, _) = Grid::new(cfg, prob.m, nb, prob.k.min(cfg.kc), threads, false);
             // Loop 4 over KC-deep slices: sequential (fixed summation order).
             for pc in (0..prob.k).step_by(cfg.kc) {
                 let kb = cfg.kc.min(prob.k - pc);
@@ -240,12 +298,14 @@ fn blocked_shared_b(cfg: &KernelConfig, prob: &Problem<'_>, threads: usize) {
                     .for_each(|(t, chunk)| {
                         pack_b(chunk, prob.b, pc, jc, kb, nb, cfg.nr, t * panels_per_task);
                     });
-                let bpack = &*bpack;
+                let all_panels = BPanels::packed(bpack, kb, cfg.nr);
                 // Loops 3–1 on the grid's rectangles: parallel.
                 (0..grid.tasks()).into_par_iter().for_each(|t| {
                     let rect = grid.rect(t, prob.m, nb, jc);
-                    let first_panel = (rect.j0 - jc) / cfg.nr;
-                    let panels = &bpack[first_panel * cfg.nr * kb..];
+                    let panels = BPanels {
+                        origin: ((rect.j0 - jc) / cfg.nr) * all_panels.panel_step,
+                        ..all_panels
+                    };
                     macro_kernel(cfg, prob, rect, pc, kb, panels);
                 });
             }
@@ -254,14 +314,14 @@ fn blocked_shared_b(cfg: &KernelConfig, prob: &Problem<'_>, threads: usize) {
 }
 
 /// Loops 3–1 for one K slice: `rect` of C gets alpha·A[rect rows, pc..pc+kb]·B̃ (+ beta·C on the
-/// first slice), where `bpack` holds B̃, the packed panels for `rect`'s columns.
+/// first slice), where `panels` gives B̃'s micro-panels for `rect`'s columns.
 fn macro_kernel(
     cfg: &KernelConfig,
     prob: &Problem<'_>,
     rect: Rect,
     pc: usize,
     kb: usize,
-    bpack: &[f32],
+    panels: BPanels<'_>,
 ) {
     let (mr, nr) = (cfg.mr, cfg.nr);
     let beta = if pc == 0 { prob.beta } else { 1.0 };
@@ -274,7 +334,7 @@ fn macro_kernel(
             pack_a(apack, prob.a, rect.i0 + ic, pc, mb, kb, mr);
             // Loop 2 over B's micro-panels: sequential (this B̃ panel stays in L1 for loop 1).
             for jr in (0..rect.nb).step_by(nr) {
-                let b_panel = &bpack[(jr / nr) * nr * kb..][..nr * kb];
+                let b_panel = panels.panel(jr / nr);
                 // Loop 1 over A's micro-panels: sequential.
                 for ir in (0..mb).step_by(mr) {
                     let a_panel = &apack[(ir / mr) * mr * kb..][..mr * kb];
@@ -282,49 +342,65 @@ fn macro_kernel(
                     let j = rect.j0 + jr;
                     let rows = mr.min(rect.mb - ic - ir);
                     let cols = nr.min(rect.nb - jr);
-                    tile(cfg, prob, i, j, rows, cols, kb, a_panel, b_panel, beta);
+                    tile(
+                        cfg,
+                        prob,
+                        (i, j),
+                        (rows, cols),
+                        kb,
+                        a_panel,
+                        (b_panel, panels.rsb),
+                        beta,
+                    );
                 }
             }
         }
     });
 }
 
-/// One MR × NR tile of C at (`i`, `j`), of which `rows × cols` lie inside C.
-#[allow(clippy::too_many_arguments)]
+/// One MR × NR tile of C at (`i`, `j`), of which `rows × cols` lie inside C. `b_panel` starts at
+/// the tile's B micro-panel, whose rows are `rsb` apart.
 #[inline]
+#[allow(clippy::too_many_arguments)]
 fn tile(
     cfg: &KernelConfig,
     prob: &Problem<'_>,
-    i: usize,
-    j: usize,
-    rows: usize,
-    cols: usize,
+    (i, j): (usize, usize),
+    (rows, cols): (usize, usize),
     kb: usize,
     a_panel: &[f32],
-    b_panel: &[f32],
+    (b_panel, rsb): (&[f32], usize),
     beta: f32,
 ) {
     let c = prob.c;
+    // The kernel reads `cols` floats of each of kb rows rsb apart from b_panel; the slice holds
+    // them all (packed: kb·NR floats; in place: they are elements of the checked B view).
+    debug_assert!(kb == 0 || b_panel.len() >= (kb - 1) * rsb + cols);
+    debug_assert!(a_panel.len() >= kb * cfg.mr);
     // SAFETY: (i, j) lies inside C, which the caller checked against its buffer; rows and cols
     // are clipped to C, so every element touched below is inside C's buffer.
     let c_tile = unsafe { c.ptr.add(i * c.rs + j * c.cs) };
-    if rows == cfg.mr && cols == cfg.nr && c.cs == 1 {
-        // SAFETY: the panels hold kb·MR and kb·NR floats; the full tile lies inside C (unit
-        // column stride, row stride c.rs), and only this task writes it; the kernel's ISA was
-        // checked available before the driver was entered.
+    if c.cs == 1 {
+        // SAFETY: the A panel holds kb·MR floats and the B panel kb rows of `cols` floats (see
+        // above); the rows × cols tile lies inside C (unit column stride, row stride c.rs) and
+        // only this task writes it; the kernel's ISA was checked before the driver was entered.
         unsafe {
             (cfg.kernel)(
                 kb,
                 prob.alpha,
                 a_panel.as_ptr(),
                 b_panel.as_ptr(),
+                rsb,
                 beta,
                 c_tile,
                 c.rs,
+                rows,
+                cols,
             )
         };
         return;
     }
+    // C has no unit column stride: compute the tile into scratch space, then copy it out.
     #[repr(align(64))]
     struct Scratch([f32; MAX_TILE]);
     let mut scratch = Scratch([0.0; MAX_TILE]);
@@ -336,9 +412,12 @@ fn tile(
             prob.alpha,
             a_panel.as_ptr(),
             b_panel.as_ptr(),
+            rsb,
             0.0,
             scratch.0.as_mut_ptr(),
             cfg.nr,
+            rows,
+            cols,
         )
     };
     for ii in 0..rows {
@@ -356,12 +435,12 @@ fn tile(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gemm::config::kernel_config;
+    use crate::gemm::config::kernels_of;
     use crate::Isa;
 
     #[test]
     fn grid_covers_c_in_whole_tiles_and_respects_mc() {
-        let cfg = kernel_config(Isa::Scalar).unwrap();
+        let cfg = &kernels_of(Isa::Scalar)[0];
         for &(m, n, threads) in &[
             (1, 1, 2),
             (32, 128, 2),
@@ -370,7 +449,7 @@ mod tests {
             (5000, 300, 4),
             (64, 64, 1),
         ] {
-            let g = Grid::new(cfg, m, n, threads);
+            let (g, _) = Grid::new(cfg, m, n, 100, threads, false);
             assert_eq!(g.m_chunk % cfg.mr, 0);
             assert_eq!(g.n_chunk % cfg.nr, 0);
             assert!(g.m_chunk <= cfg.mc.max(cfg.mr));
@@ -385,10 +464,91 @@ mod tests {
     }
 
     #[test]
-    fn grid_uses_every_thread_when_c_has_enough_tiles() {
-        let cfg = kernel_config(Isa::Scalar).unwrap();
-        assert!(Grid::new(cfg, 32, 128, 2).tasks() >= 2);
-        assert!(Grid::new(cfg, 4096, 8, 2).tasks() >= 2);
-        assert_eq!(Grid::new(cfg, 4, 8, 2).tasks(), 1);
+    fn grid_splits_large_products_only() {
+        let cfg = &kernels_of(Isa::Scalar)[0];
+        assert!(Grid::new(cfg, 32, 1024, 1000, 2, false).0.tasks() >= 2);
+        assert!(Grid::new(cfg, 4096, 8, 1000, 2, false).0.tasks() >= 2);
+        assert_eq!(Grid::new(cfg, 4, 8, 1000, 2, false).0.tasks(), 1);
+        // Too little work to pay for waking a second thread.
+        assert_eq!(Grid::new(cfg, 16, 16, 16, 2, false).0.tasks(), 1);
+    }
+
+    /// Every registered tile of every available path, forced through the driver (the public API
+    /// picks tiles by shape, so this is where each one is sure to run), against the reference.
+    #[test]
+    fn every_registered_tile_matches_the_reference() {
+        use crate::mat::{MatMut, MatRef};
+        use crate::reference;
+        let mut seed = 7u64;
+        let mut value = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        for isa in Isa::available() {
+            for cfg in kernels_of(isa) {
+                for &(m, n, k) in &[
+                    (1, 1, 1),
+                    (25, 50, 7),
+                    (24, 48, 256),
+                    (31, 17, 300),
+                    (70, 100, 3),
+                    (250, 9, 40),
+                ] {
+                    let a: Vec<f32> = (0..m * k).map(|_| value()).collect();
+                    let b: Vec<f32> = (0..k * n).map(|_| value()).collect();
+                    let c0: Vec<f32> = (0..m * n).map(|_| value()).collect();
+                    let (alpha, beta) = (0.5, -1.5);
+                    let mut ours = c0.clone();
+                    let prob = Problem {
+                        m,
+                        n,
+                        k,
+                        alpha,
+                        a: Operand {
+                            data: &a,
+                            rs: k,
+                            cs: 1,
+                        },
+                        b: Operand {
+                            data: &b,
+                            rs: n,
+                            cs: 1,
+                        },
+                        beta,
+                        c: Output {
+                            ptr: ours.as_mut_ptr(),
+                            rs: n,
+                            cs: 1,
+                        },
+                    };
+                    gemm_blocked(cfg, &prob, 2);
+                    let av = MatRef::row_major(&a, m, k, k);
+                    let bv = MatRef::row_major(&b, k, n, n);
+                    let mut want = c0.clone();
+                    reference::gemm(alpha, av, bv, beta, MatMut::row_major(&mut want, m, n, n))
+                        .unwrap();
+                    let bound = reference::gemm_error_bound(
+                        alpha,
+                        av,
+                        bv,
+                        beta,
+                        MatRef::row_major(&c0, m, n, n),
+                    );
+                    for i in 0..m * n {
+                        let err = (ours[i] as f64 - want[i] as f64).abs();
+                        assert!(
+                            err <= bound[i],
+                            "{isa} {}x{} tile, {m}×{n}×{k}: element {i}: {} vs {}",
+                            cfg.mr,
+                            cfg.nr,
+                            ours[i],
+                            want[i]
+                        );
+                    }
+                }
+            }
+        }
     }
 }

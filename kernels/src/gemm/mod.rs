@@ -160,7 +160,7 @@ pub fn gemm_with(
         Threading::Single => 1,
         Threading::Rayon => rayon::current_num_threads(),
     };
-    match config::kernel_config(isa) {
+    match config::kernel_config(isa, prob.m, prob.n) {
         Some(cfg) => driver::gemm_blocked(cfg, &prob, threads),
         None => run_openblas(&prob, threads)?,
     }
