@@ -1,12 +1,12 @@
 //! The GEMM comparison: shapes, libraries, and one interleaved measurement of all of them.
 
 use kernels::{gemm_with, peers, GemmOptions, Isa, MatMut, MatRef, Threading};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::timing::{calls_per_sample, estimate_secs, median, sample_secs};
 
 /// A product C (m×n) = A (m×k) · B (k×n), all row-major.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Shape {
     pub m: usize,
     pub k: usize,
@@ -112,7 +112,7 @@ impl Library {
 }
 
 /// One library's figure for one shape.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Measurement {
     pub library: String,
     pub shape: Shape,

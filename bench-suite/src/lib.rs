@@ -3,4 +3,5 @@
 //! `gemm` crate), and a timer that interleaves them so each ratio comes from one run.
 
 pub mod gemm_bench;
+pub mod report;
 pub mod timing;

@@ -1,0 +1,249 @@
+//! The report's data model (what `results/*.json` holds), its markdown rendering, and atomic file
+//! writes. Kept in the library so a test can check the schema the report program writes.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::gemm_bench::Measurement;
+
+/// Bumped whenever a field is renamed or removed.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What the report knows of the machine it ran on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MachineInfo {
+    pub cpu: String,
+    pub cores: usize,
+    pub host: String,
+    pub best_isa: String,
+    pub available_isas: Vec<String>,
+    pub kernels_version: String,
+}
+
+impl MachineInfo {
+    pub fn detect() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let field = |name: &str| {
+            cpuinfo
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        };
+        let cpu = match (field("model name"), field("cpu family"), field("model\t")) {
+            (Some(name), Some(fam), Some(model)) => format!("{name} (family {fam}, model {model})"),
+            (Some(name), _, _) => name,
+            _ => std::env::consts::ARCH.to_string(),
+        };
+        MachineInfo {
+            cpu,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into()),
+            best_isa: kernels::Isa::best().to_string(),
+            available_isas: kernels::Isa::available()
+                .iter()
+                .map(|i| i.to_string())
+                .collect(),
+            kernels_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+/// One thread count's measurements, as a measuring child process reports them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GemmChildReport {
+    pub threads: usize,
+    pub fma_peak_avx512_gflops: Option<f64>,
+    pub fma_peak_avx2_gflops: Option<f64>,
+    pub measurements: Vec<Measurement>,
+}
+
+/// One line of the summary: our default path against the peers on one shape and thread count.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SummaryRow {
+    pub shape: String,
+    pub threads: usize,
+    pub ours_path: String,
+    pub ours_gflops: f64,
+    pub openblas_gflops: f64,
+    pub best_peer: String,
+    pub best_peer_gflops: f64,
+    pub ours_over_openblas: f64,
+    pub ours_over_best_peer: f64,
+    pub fraction_of_fma_peak: Option<f64>,
+}
+
+/// The whole GEMM report (`results/gemm.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GemmReport {
+    pub schema_version: u32,
+    pub date_utc: String,
+    pub machine: MachineInfo,
+    pub method: String,
+    pub rounds: usize,
+    pub runs: Vec<GemmChildReport>,
+    pub summary: Vec<SummaryRow>,
+}
+
+impl GemmReport {
+    pub fn new(machine: MachineInfo, rounds: usize, runs: Vec<GemmChildReport>) -> Self {
+        let ours_name = format!("ours-{}", machine.best_isa);
+        let mut summary = Vec::new();
+        for run in &runs {
+            let peak = if machine.best_isa == "avx512" {
+                run.fma_peak_avx512_gflops
+            } else {
+                run.fma_peak_avx2_gflops
+            };
+            let mut labels: Vec<String> = Vec::new();
+            for m in &run.measurements {
+                if !labels.contains(&m.shape.label()) {
+                    labels.push(m.shape.label());
+                }
+            }
+            for label in labels {
+                let of = |pred: &dyn Fn(&str) -> bool| {
+                    run.measurements
+                        .iter()
+                        .filter(|m| m.shape.label() == label && pred(&m.library))
+                        .map(|m| (m.library.clone(), m.gflops_median))
+                        .max_by(|a, b| a.1.total_cmp(&b.1))
+                };
+                let Some((_, ours)) = of(&|l| l == ours_name) else {
+                    continue;
+                };
+                let openblas = of(&|l| l == "openblas").map_or(f64::NAN, |x| x.1);
+                let (best_peer, best) =
+                    of(&|l| !l.starts_with("ours-")).unwrap_or(("none".into(), f64::NAN));
+                summary.push(SummaryRow {
+                    shape: label,
+                    threads: run.threads,
+                    ours_path: ours_name.clone(),
+                    ours_gflops: ours,
+                    openblas_gflops: openblas,
+                    best_peer,
+                    best_peer_gflops: best,
+                    ours_over_openblas: ours / openblas,
+                    ours_over_best_peer: ours / best,
+                    fraction_of_fma_peak: peak.map(|p| ours / p),
+                });
+            }
+        }
+        GemmReport {
+            schema_version: SCHEMA_VERSION,
+            date_utc: utc_date_now(),
+            machine,
+            method: "f32 C = A·B, row-major, alpha = 1, beta = 0; per shape, each library is timed in \
+                     interleaved rounds (one sample of each per round, a sample being ≥ 30 ms of back-to-back \
+                     calls after a warm-up); figures are the median over rounds; each thread count runs in \
+                     its own process with OPENBLAS/MATMUL/RAYON_NUM_THREADS set; FMA peak = independent \
+                     FMA chains on the same threads, best of a measurement before and after the shapes"
+                .into(),
+            rounds,
+            runs,
+            summary,
+        }
+    }
+}
+
+/// The markdown summary (`results/gemm.md`).
+pub fn gemm_markdown(report: &GemmReport) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "# GEMM: ours against the peers, one run\n\n{} · {} · {} cores · our path {} · {}\n\n",
+        report.date_utc,
+        report.machine.cpu,
+        report.machine.cores,
+        report.machine.best_isa,
+        report.method
+    ));
+    for run in &report.runs {
+        out.push_str(&format!(
+            "\n## {} thread(s)\n\nFMA peak measured in the same run: AVX-512 {} GFLOP/s, AVX2 {} GFLOP/s.\n\n",
+            run.threads,
+            run.fma_peak_avx512_gflops.map_or("n/a".into(), |p| format!("{p:.0}")),
+            run.fma_peak_avx2_gflops.map_or("n/a".into(), |p| format!("{p:.0}")),
+        ));
+        let mut libs: Vec<String> = Vec::new();
+        for m in &run.measurements {
+            if !libs.contains(&m.library) {
+                libs.push(m.library.clone());
+            }
+        }
+        out.push_str("| M×K×N |");
+        for l in &libs {
+            out.push_str(&format!(" {l} |"));
+        }
+        out.push_str(" ours ÷ OpenBLAS | ours ÷ best peer (which) | ours ÷ FMA peak |\n|---|");
+        for _ in &libs {
+            out.push_str("---:|");
+        }
+        out.push_str("---:|---:|---:|\n");
+        for row in report.summary.iter().filter(|r| r.threads == run.threads) {
+            out.push_str(&format!("| {} |", row.shape));
+            for l in &libs {
+                let g = run
+                    .measurements
+                    .iter()
+                    .find(|m| m.shape.label() == row.shape && &m.library == l)
+                    .map_or(f64::NAN, |m| m.gflops_median);
+                out.push_str(&format!(" {g:.1} |"));
+            }
+            out.push_str(&format!(
+                " {:.2} | {:.2} ({}) | {} |\n",
+                row.ours_over_openblas,
+                row.ours_over_best_peer,
+                row.best_peer,
+                row.fraction_of_fma_peak
+                    .map_or("n/a".into(), |f| format!("{:.0} %", 100.0 * f)),
+            ));
+        }
+    }
+    out.push_str("\nGFLOP/s = 2·M·N·K / time. Worst relative difference of any library's C from OpenBLAS's: ");
+    let worst = report
+        .runs
+        .iter()
+        .flat_map(|r| &r.measurements)
+        .map(|m| m.max_rel_diff_vs_openblas)
+        .fold(0.0f64, f64::max);
+    out.push_str(&format!("{worst:.1e}.\n"));
+    out
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
+/// crash never leaves half a file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Today's UTC date as YYYY-MM-DD (from the system clock; civil-from-days by H. Hinnant).
+pub fn utc_date_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let z = secs.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
