@@ -27,17 +27,22 @@ fn child_reports_active_isa() {
 
 fn child(value: &str) -> String {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_reports_active_isa", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_reports_active_isa",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("KERNELS_ISA", value)
         .env("KERNELS_ISA_CHILD", "1")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The harness may print its "test … ..." prefix on the same line.
     stdout
         .lines()
-        .find(|l| l.starts_with("ACTIVE"))
+        .find_map(|l| l.find("ACTIVE").map(|at| l[at..].to_string()))
         .unwrap_or_else(|| panic!("no report from the child: {stdout}"))
-        .to_string()
 }
 
 #[test]
@@ -45,15 +50,27 @@ fn kernels_isa_forces_a_path_or_fails_clearly() {
     for isa in Isa::available() {
         // Case and spaces do not matter.
         let line = child(&format!(" {} ", isa.name().to_uppercase()));
-        assert_eq!(line, format!("ACTIVE={isa} GEMM=true C=[7.0, 10.0, 15.0, 22.0]"));
+        assert_eq!(
+            line,
+            format!("ACTIVE={isa} GEMM=true C=[7.0, 10.0, 15.0, 22.0]")
+        );
     }
     for isa in Isa::ALL.into_iter().filter(|i| !i.is_available()) {
         let reason = isa.check_available().unwrap_err().to_string();
-        assert_eq!(child(isa.name()), format!("ACTIVE_ERR={reason} GEMM_ERR={reason}"));
+        assert_eq!(
+            child(isa.name()),
+            format!("ACTIVE_ERR={reason} GEMM_ERR={reason}")
+        );
     }
     let unknown = "unknown instruction-set path \"sse9\" (from KERNELS_ISA); expected one of: \
                    scalar, avx2, avx512, openblas";
-    assert_eq!(child("sse9"), format!("ACTIVE_ERR={unknown} GEMM_ERR={unknown}"));
+    assert_eq!(
+        child("sse9"),
+        format!("ACTIVE_ERR={unknown} GEMM_ERR={unknown}")
+    );
     // Empty means "not set".
-    assert_eq!(child("").split(' ').next().unwrap(), format!("ACTIVE={}", Isa::best()));
+    assert_eq!(
+        child("").split(' ').next().unwrap(),
+        format!("ACTIVE={}", Isa::best())
+    );
 }

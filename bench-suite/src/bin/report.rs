@@ -23,6 +23,8 @@ struct Args {
     threads: Vec<usize>,
     rounds: usize,
     quick: bool,
+    /// Only these shapes (M×K×N labels), when given.
+    only: Option<Vec<String>>,
     out: PathBuf,
     child: bool,
 }
@@ -35,6 +37,7 @@ fn parse_args() -> Result<Args, String> {
         ],
         rounds: 5,
         quick: false,
+        only: None,
         out: PathBuf::from("results"),
         child: false,
     };
@@ -66,9 +69,17 @@ fn parse_args() -> Result<Args, String> {
             }
             "--out" => args.out = PathBuf::from(value("--out")?),
             "--quick" => args.quick = true,
+            "--shapes" => {
+                args.only = Some(
+                    value("--shapes")?
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .collect(),
+                )
+            }
             "--gemm-child" => args.child = true,
             "-h" | "--help" => {
-                println!("usage: report [--part gemm|all] [--threads 1,2] [--rounds N] [--quick] [--out DIR]");
+                println!("usage: report [--part gemm|all] [--threads 1,2] [--rounds N] [--quick] [--shapes MxKxN,..] [--out DIR]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -80,8 +91,23 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn shapes(quick: bool) -> Vec<Shape> {
+fn shapes(quick: bool, only: &Option<Vec<String>>) -> Vec<Shape> {
     let all = all_shapes();
+    if let Some(only) = only {
+        return only
+            .iter()
+            .map(|label| {
+                let dims: Vec<usize> = label.split('x').filter_map(|d| d.parse().ok()).collect();
+                match dims[..] {
+                    [m, k, n] => Shape { m, k, n },
+                    _ => {
+                        eprintln!("report: --shapes takes MxKxN labels, got {label:?}");
+                        std::process::exit(2);
+                    }
+                }
+            })
+            .collect();
+    }
     if quick {
         all.into_iter()
             .filter(|s| s.m.max(s.n).max(s.k) <= 1024 && s.flops() < 1e9)
@@ -97,7 +123,7 @@ fn run_child(args: &Args) {
     let libs = Library::available();
     let peak = |isa| kernels::peak::fma_peak_gflops(isa, threads, 5).ok();
     let peak_before = (peak(Isa::Avx512), peak(Isa::Avx2));
-    let shapes = shapes(args.quick);
+    let shapes = shapes(args.quick, &args.only);
     let mut measurements: Vec<Measurement> = Vec::new();
     for (i, shape) in shapes.iter().enumerate() {
         eprint!(
@@ -154,6 +180,9 @@ fn main() {
         ]);
         if args.quick {
             cmd.arg("--quick");
+        }
+        if let Some(only) = &args.only {
+            cmd.args(["--shapes", &only.join(",")]);
         }
         for var in [
             "OPENBLAS_NUM_THREADS",

@@ -41,26 +41,14 @@ pub(crate) unsafe fn kernel<const MR: usize, const NV: usize>(
         // SAFETY: prefetching is a hint and cannot fault; the addresses are C's tile anyway.
         unsafe { _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc) as *const i8) };
     }
-    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-    let (mut a, mut b) = (a, b);
-    for _ in 0..k {
-        // SAFETY: row p of B has `cols` readable floats at `b` (masked lanes are not accessed)
-        // and `a` has MR floats left (caller's contract).
-        unsafe {
-            let mut bv = [_mm512_setzero_ps(); NV];
-            for (v, x) in bv.iter_mut().enumerate() {
-                *x = _mm512_maskz_loadu_ps(masks[v], b.add(16 * v));
-            }
-            for (i, acc_i) in acc.iter_mut().enumerate() {
-                let ai = _mm512_set1_ps(*a.add(i));
-                for (acc_iv, &bv) in acc_i.iter_mut().zip(&bv) {
-                    *acc_iv = _mm512_fmadd_ps(ai, bv, *acc_iv);
-                }
-            }
-            a = a.add(MR);
-            b = b.add(rsb);
+    // SAFETY: forwarded from this function's contract.
+    let acc = unsafe {
+        if cols == 16 * NV {
+            accumulate::<MR, NV, true>(k, a, b, rsb, &masks)
+        } else {
+            accumulate::<MR, NV, false>(k, a, b, rsb, &masks)
         }
-    }
+    };
     let valpha = _mm512_set1_ps(alpha);
     let vbeta = _mm512_set1_ps(beta);
     for (i, acc_i) in acc.iter().enumerate() {
@@ -83,4 +71,44 @@ pub(crate) unsafe fn kernel<const MR: usize, const NV: usize>(
             }
         }
     }
+}
+
+/// The k loop: Σₚ a[p·MR + i]·B[p][..] into MR × NV accumulators. With `FULL` every lane of B is
+/// live and plain loads are used; otherwise masked ones.
+///
+/// # Safety
+/// As [`kernel`]'s contract for `a` and `b`; AVX-512F available.
+#[inline(always)]
+unsafe fn accumulate<const MR: usize, const NV: usize, const FULL: bool>(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    rsb: usize,
+    masks: &[__mmask16; NV],
+) -> [[__m512; NV]; MR] {
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    let (mut a, mut b) = (a, b);
+    for _ in 0..k {
+        // SAFETY: row p of B has `cols` readable floats at `b` (masked lanes are not accessed;
+        // with FULL all 16·NV are) and `a` has MR floats left (caller's contract).
+        unsafe {
+            let mut bv = [_mm512_setzero_ps(); NV];
+            for (v, x) in bv.iter_mut().enumerate() {
+                *x = if FULL {
+                    _mm512_loadu_ps(b.add(16 * v))
+                } else {
+                    _mm512_maskz_loadu_ps(masks[v], b.add(16 * v))
+                };
+            }
+            for (i, acc_i) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*a.add(i));
+                for (acc_iv, &bv) in acc_i.iter_mut().zip(&bv) {
+                    *acc_iv = _mm512_fmadd_ps(ai, bv, *acc_iv);
+                }
+            }
+            a = a.add(MR);
+            b = b.add(rsb);
+        }
+    }
+    acc
 }
