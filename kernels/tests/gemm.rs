@@ -203,16 +203,16 @@ proptest! {
     }
 }
 
-/// Every remainder of M mod MR and N mod NR of every kernel (MR ≤ 12, NR ≤ 32), K in {0, 1, 2, 9}
-/// and across a KC boundary, both transposes.
+/// Every remainder of M mod MR and N mod NR of every kernel (MR ≤ 24, NR ≤ 48), K in {0, 1, 2, 9}
+/// and across a KC boundary (256 scalar, 512 SIMD), both transposes.
 #[test]
 fn every_tile_remainder() {
     let mut seed = 1;
     for isa in paths() {
         for m in 0..=25 {
-            for n in (0..=34).chain([47, 48, 63, 64, 65]) {
-                for (t, &k) in [0usize, 1, 2, 9, 257].iter().enumerate() {
-                    if k == 257 && (m + n) % 5 != 0 {
+            for n in (0..=50).chain([63, 64, 65, 95, 96, 97]) {
+                for (t, &k) in [0usize, 1, 2, 9, 520].iter().enumerate() {
+                    if k == 520 && (m + n) % 5 != 0 {
                         continue; // a sample of the long-K cases is enough
                     }
                     seed += 1;
@@ -243,6 +243,8 @@ fn large_and_training_shapes() {
     let shapes = [
         (513, 257, 600),
         (300, 520, 270),
+        (100, 1100, 70),
+        (250, 1030, 250),
         (3, 4100, 5),
         (32, 784, 128),
         (784, 32, 128),

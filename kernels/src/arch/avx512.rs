@@ -38,8 +38,10 @@ pub(crate) unsafe fn kernel<const MR: usize, const NV: usize>(
     // Start fetching the C tile now: it is read (or written) only after the k loop, and its
     // rows are far apart, so without this each row would miss the cache at the end.
     for i in 0..rows {
-        // SAFETY: prefetching is a hint and cannot fault; the addresses are C's tile anyway.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc) as *const i8) };
+        for v in 0..NV {
+            // SAFETY: prefetching is a hint and cannot fault; the addresses are C's tile anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc + 16 * v) as *const i8) };
+        }
     }
     // SAFETY: forwarded from this function's contract.
     let acc = unsafe {

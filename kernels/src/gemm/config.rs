@@ -11,9 +11,12 @@
 //!
 //! Block sizes follow the BLIS analysis for this project's machine kind (AMD EPYC, per core 48 KiB
 //! L1d, 1 MiB L2, 32 MiB shared L3):
-//! * `kc`: a `kc × NR` micro-panel of B stays in L1 while the micro-panels of A stream past it:
-//!   `kc·NR·4` bytes ≈ 24 KiB, half of L1 (measured: the 8 × 48 tile at 1024³ runs ~20 % slower
-//!   with kc = 256, whose 48 KiB panel fills L1, than with kc = 128).
+//! * `kc` = 512 for the SIMD tiles: every KC slice reads and writes all of C once more, and at
+//!   large sizes that traffic (C does not fit in L2) costs more than serving the `kc × NR`
+//!   micro-panel of B from L2 instead of L1 (16 bytes per cycle, well within L2's bandwidth).
+//!   Measured on this machine kind with the report's `--shapes`: the 8 × 48 tile at 2048³ runs
+//!   at 130 GFLOP/s with kc = 128, 157 with 256 and 186 with 512 (768 and 1024 no better); the
+//!   AVX2 tile is indifferent.
 //! * `mc`: the packed `mc × kc` block of A stays in L2 across the loop over B's micro-panels.
 //! * `nc`: the packed `kc × nc` panel of B stays in the shared L3.
 //!
@@ -40,17 +43,6 @@ pub(crate) struct KernelConfig {
     pub cost: f64,
 }
 
-/// `kc` such that a `kc × nr` micro-panel of B takes about 24 KiB of L1 (a multiple of 32, at
-/// most 512).
-const fn kc_for(nr: usize) -> usize {
-    let kc = 24 * 1024 / (4 * nr) / 32 * 32;
-    if kc > 512 {
-        512
-    } else {
-        kc
-    }
-}
-
 /// The common block sizes for a tile of `mr × nr`.
 const fn blocked(
     mr: usize,
@@ -63,7 +55,7 @@ const fn blocked(
         mr,
         nr,
         mc: mr * (240 / mr),
-        kc: kc_for(nr),
+        kc: 512,
         nc: nr * (4096 / nr),
         kernel,
         direct_b,
@@ -71,13 +63,16 @@ const fn blocked(
     }
 }
 
-const SCALAR: [KernelConfig; 1] = [blocked(
-    arch::scalar::MR,
-    arch::scalar::NR,
-    arch::scalar::kernel,
-    false,
-    1.0,
-)];
+const SCALAR: [KernelConfig; 1] = [KernelConfig {
+    kc: 256,
+    ..blocked(
+        arch::scalar::MR,
+        arch::scalar::NR,
+        arch::scalar::kernel,
+        false,
+        1.0,
+    )
+}];
 
 #[cfg(target_arch = "x86_64")]
 const AVX2: [KernelConfig; 2] = [
