@@ -73,12 +73,17 @@ impl Library {
 
     /// Every library this machine can run, ours first.
     pub fn available() -> Vec<Library> {
-        let mut libs: Vec<Library> = [Isa::Avx512, Isa::Avx2, Isa::Scalar]
-            .into_iter()
-            .filter(|isa| isa.is_available())
-            .map(Library::Ours)
-            .collect();
-        libs.push(Library::Ours(Isa::OpenBlas));
+        let mut libs: Vec<Library> = [
+            Isa::Avx512,
+            Isa::Avx2,
+            Isa::Neon,
+            Isa::Scalar,
+            Isa::OpenBlas,
+        ]
+        .into_iter()
+        .filter(|isa| isa.is_available())
+        .map(Library::Ours)
+        .collect();
         libs.push(Library::MatrixMultiply);
         libs.push(Library::GemmCrate);
         libs

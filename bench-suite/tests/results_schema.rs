@@ -2,7 +2,7 @@
 //! column the report promises: every library on every shape at every thread count, a summary row
 //! for each, and the measured FMA peak. A report that silently dropped a column fails here.
 
-use bench_suite::gemm_bench::{all_shapes, Library};
+use bench_suite::gemm_bench::all_shapes;
 use bench_suite::report::{gemm_markdown, GemmReport, SCHEMA_VERSION};
 
 fn committed() -> GemmReport {
@@ -23,8 +23,24 @@ fn committed_gemm_results_are_complete() {
         report.runs.iter().any(|r| r.threads >= 2),
         "no multi-thread run"
     );
-    let libs: Vec<String> = Library::available().iter().map(|l| l.name()).collect();
     for run in &report.runs {
+        // Every library the run measured must appear on every shape; the peers and at least one
+        // of our paths must be there.
+        let mut libs: Vec<String> = run.measurements.iter().map(|m| m.library.clone()).collect();
+        libs.sort();
+        libs.dedup();
+        for needed in ["openblas", "matrixmultiply", "gemm-crate"] {
+            assert!(
+                libs.iter().any(|l| l == needed),
+                "{needed} missing at {} threads",
+                run.threads
+            );
+        }
+        assert!(
+            libs.iter().any(|l| l.starts_with("ours-")),
+            "none of our paths at {} threads",
+            run.threads
+        );
         assert!(run
             .fma_peak_avx512_gflops
             .or(run.fma_peak_avx2_gflops)

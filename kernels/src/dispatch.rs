@@ -23,13 +23,21 @@ pub enum Isa {
     Avx2,
     /// x86-64 AVX-512F (512-bit).
     Avx512,
+    /// AArch64 Advanced SIMD (128-bit), present on every AArch64 CPU.
+    Neon,
     /// The system OpenBLAS through CBLAS (cargo feature `openblas`).
     OpenBlas,
 }
 
 impl Isa {
     /// Every path this crate knows, available here or not.
-    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::OpenBlas];
+    pub const ALL: [Isa; 5] = [
+        Isa::Scalar,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Neon,
+        Isa::OpenBlas,
+    ];
 
     /// The name used by `KERNELS_ISA` and in reports.
     pub fn name(self) -> &'static str {
@@ -37,6 +45,7 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
             Isa::OpenBlas => "openblas",
         }
     }
@@ -76,6 +85,17 @@ impl Isa {
                 #[cfg(not(target_arch = "x86_64"))]
                 unavailable("AVX-512 is an x86-64 instruction set")
             }
+            Isa::Neon => {
+                #[cfg(target_arch = "aarch64")]
+                {
+                    if std::arch::is_aarch64_feature_detected!("neon") {
+                        return Ok(());
+                    }
+                    unavailable("this CPU lacks NEON")
+                }
+                #[cfg(not(target_arch = "aarch64"))]
+                unavailable("NEON is an AArch64 instruction set")
+            }
             Isa::OpenBlas => {
                 if cfg!(feature = "openblas") {
                     Ok(())
@@ -104,7 +124,7 @@ impl Isa {
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
         *BEST.get_or_init(|| {
-            [Isa::Avx512, Isa::Avx2]
+            [Isa::Avx512, Isa::Avx2, Isa::Neon]
                 .into_iter()
                 .find(|isa| isa.is_available())
                 .unwrap_or(Isa::Scalar)
@@ -173,7 +193,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "unknown instruction-set path \"sse9\" (from a string); expected one of: \
-             scalar, avx2, avx512, openblas"
+             scalar, avx2, avx512, neon, openblas"
         );
     }
 
@@ -183,5 +203,12 @@ mod tests {
         assert!(Isa::best().is_available());
         assert!(Isa::available().contains(&Isa::best()));
         assert_ne!(Isa::best(), Isa::OpenBlas);
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn neon_is_the_best_path_on_aarch64() {
+        assert_eq!(Isa::best(), Isa::Neon);
+        assert_eq!(Isa::available(), vec![Isa::Scalar, Isa::Neon]);
     }
 }

@@ -29,6 +29,9 @@ pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon;
+
 #[cfg(feature = "openblas")]
 pub(crate) mod openblas;
 

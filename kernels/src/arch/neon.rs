@@ -79,7 +79,11 @@ pub(crate) unsafe fn kernel<const MR: usize, const NV: usize>(
             // SAFETY: (i, j) < (rows, cols) lies inside C's tile (caller's contract).
             unsafe {
                 let p = c.add(i * rsc + j);
-                *p = if beta == 0.0 { alpha * x } else { alpha * x + beta * *p };
+                *p = if beta == 0.0 {
+                    alpha * x
+                } else {
+                    alpha * x + beta * *p
+                };
             }
         }
     }

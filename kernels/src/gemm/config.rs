@@ -87,6 +87,12 @@ const AVX512: [KernelConfig; 3] = [
     blocked(24, 16, arch::avx512::kernel::<24, 1>, true, 1.15),
 ];
 
+#[cfg(target_arch = "aarch64")]
+const NEON: [KernelConfig; 2] = [
+    blocked(8, 12, arch::neon::kernel::<8, 3>, false, 1.0),
+    blocked(12, 8, arch::neon::kernel::<12, 2>, false, 1.1),
+];
+
 /// Every tile registered for `isa` (empty for paths that do not use our driver).
 pub(crate) fn kernels_of(isa: Isa) -> &'static [KernelConfig] {
     match isa {
@@ -95,6 +101,8 @@ pub(crate) fn kernels_of(isa: Isa) -> &'static [KernelConfig] {
         Isa::Avx2 => &AVX2,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => &AVX512,
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => &NEON,
         _ => &[],
     }
 }
