@@ -24,8 +24,22 @@ pub(crate) fn pack_a(
         let rows = mr.min(i0 + mb - row0);
         let base = row0 * a.rs + p0 * a.cs;
         if a.cs == 1 {
-            // Rows of A are contiguous: read along each row, scatter with stride mr.
-            for i in 0..rows {
+            // Rows of A are contiguous: a transpose. Whole 4 × 4 blocks go through registers
+            // (four row loads, four column stores, which the compiler turns into shuffles); the
+            // rest is scattered element by element.
+            let rows4 = rows / 4 * 4;
+            let kb4 = kb / 4 * 4;
+            for i in (0..rows4).step_by(4) {
+                let src: [&[f32]; 4] =
+                    std::array::from_fn(|r| &a.data[base + (i + r) * a.rs..][..kb]);
+                transpose_rows4(src, out, i, mr, kb4);
+                for p in kb4..kb {
+                    for (r, row) in src.iter().enumerate() {
+                        out[p * mr + i + r] = row[p];
+                    }
+                }
+            }
+            for i in rows4..rows {
                 let src = &a.data[base + i * a.rs..][..kb];
                 for (p, &v) in src.iter().enumerate() {
                     out[p * mr + i] = v;
@@ -80,8 +94,20 @@ pub(crate) fn pack_b(
                 out[p * nr..p * nr + cols].copy_from_slice(&b.data[base + p * b.rs..][..cols]);
             }
         } else if b.rs == 1 {
-            // Columns of B are contiguous (B is transposed): read along each, scatter by nr.
-            for j in 0..cols {
+            // Columns of B are contiguous (B is transposed): a transpose, as for row-major A.
+            let cols4 = cols / 4 * 4;
+            let kb4 = kb / 4 * 4;
+            for j in (0..cols4).step_by(4) {
+                let src: [&[f32]; 4] =
+                    std::array::from_fn(|r| &b.data[base + (j + r) * b.cs..][..kb]);
+                transpose_rows4(src, out, j, nr, kb4);
+                for p in kb4..kb {
+                    for (r, col) in src.iter().enumerate() {
+                        out[p * nr + j + r] = col[p];
+                    }
+                }
+            }
+            for j in cols4..cols {
                 let src = &b.data[base + j * b.cs..][..kb];
                 for (p, &v) in src.iter().enumerate() {
                     out[p * nr + j] = v;
@@ -98,6 +124,45 @@ pub(crate) fn pack_b(
             for p in 0..kb {
                 out[p * nr + cols..(p + 1) * nr].fill(0.0);
             }
+        }
+    }
+}
+
+/// `out[p·mr + i + r] = rows[r][p]` for r < 4 and p < kb4 (a multiple of 4): four rows of A (or
+/// columns of a transposed B) transposed into a packed micro-panel, 4 × 4 blocks at a time through
+/// SSE registers.
+#[cfg(target_arch = "x86_64")]
+fn transpose_rows4(rows: [&[f32]; 4], out: &mut [f32], i: usize, mr: usize, kb4: usize) {
+    use std::arch::x86_64::*;
+    assert!(kb4.is_multiple_of(4) && rows.iter().all(|r| r.len() >= kb4));
+    assert!(kb4 == 0 || out.len() >= (kb4 - 1) * mr + i + 4);
+    for p in (0..kb4).step_by(4) {
+        // SAFETY: p + 4 ≤ kb4 ≤ every row's length, and the four stores end at
+        // (p + 3)·mr + i + 4 ≤ out.len() (both asserted above); SSE is part of x86-64.
+        unsafe {
+            let r0 = _mm_loadu_ps(rows[0].as_ptr().add(p));
+            let r1 = _mm_loadu_ps(rows[1].as_ptr().add(p));
+            let r2 = _mm_loadu_ps(rows[2].as_ptr().add(p));
+            let r3 = _mm_loadu_ps(rows[3].as_ptr().add(p));
+            let t0 = _mm_unpacklo_ps(r0, r1); // a0 b0 a1 b1
+            let t1 = _mm_unpackhi_ps(r0, r1); // a2 b2 a3 b3
+            let t2 = _mm_unpacklo_ps(r2, r3); // c0 d0 c1 d1
+            let t3 = _mm_unpackhi_ps(r2, r3); // c2 d2 c3 d3
+            let dst = out.as_mut_ptr().add(p * mr + i);
+            _mm_storeu_ps(dst, _mm_movelh_ps(t0, t2)); // a0 b0 c0 d0
+            _mm_storeu_ps(dst.add(mr), _mm_movehl_ps(t2, t0)); // a1 b1 c1 d1
+            _mm_storeu_ps(dst.add(2 * mr), _mm_movelh_ps(t1, t3)); // a2 b2 c2 d2
+            _mm_storeu_ps(dst.add(3 * mr), _mm_movehl_ps(t3, t1)); // a3 b3 c3 d3
+        }
+    }
+}
+
+/// `out[p·mr + i + r] = rows[r][p]` for r < 4 and p < kb4 (portable version).
+#[cfg(not(target_arch = "x86_64"))]
+fn transpose_rows4(rows: [&[f32]; 4], out: &mut [f32], i: usize, mr: usize, kb4: usize) {
+    for p in 0..kb4 {
+        for (r, row) in rows.iter().enumerate() {
+            out[p * mr + i + r] = row[p];
         }
     }
 }
