@@ -59,6 +59,8 @@ pub enum Library {
     Ours(Isa),
     MatrixMultiply,
     GemmCrate,
+    /// BLIS, loaded at run time when the system has it.
+    Blis,
 }
 
 impl Library {
@@ -68,6 +70,7 @@ impl Library {
             Library::Ours(isa) => format!("ours-{isa}"),
             Library::MatrixMultiply => "matrixmultiply".into(),
             Library::GemmCrate => "gemm-crate".into(),
+            Library::Blis => "blis".into(),
         }
     }
 
@@ -86,6 +89,9 @@ impl Library {
         .collect();
         libs.push(Library::MatrixMultiply);
         libs.push(Library::GemmCrate);
+        if peers::Blis::get().is_ok() {
+            libs.push(Library::Blis);
+        }
         libs
     }
 
@@ -111,6 +117,10 @@ impl Library {
             ),
             Library::MatrixMultiply => peers::matrixmultiply_gemm(1.0, a, b, 0.0, c),
             Library::GemmCrate => peers::gemm_crate_gemm(1.0, a, b, 0.0, c, threads),
+            Library::Blis => match peers::Blis::get() {
+                Ok(blis) => blis.gemm(1.0, a, b, 0.0, c, threads),
+                Err(e) => panic!("{e}"),
+            },
         };
         result.unwrap_or_else(|e| panic!("{}: {e}", self.name()));
     }

@@ -20,6 +20,9 @@ pub struct MachineInfo {
     pub best_isa: String,
     pub available_isas: Vec<String>,
     pub kernels_version: String,
+    /// BLIS's version and the kernel configuration it chose here, when BLIS is installed.
+    #[serde(default)]
+    pub blis: Option<String>,
 }
 
 impl MachineInfo {
@@ -49,6 +52,9 @@ impl MachineInfo {
                 .map(|i| i.to_string())
                 .collect(),
             kernels_version: env!("CARGO_PKG_VERSION").to_string(),
+            blis: kernels::peers::Blis::get()
+                .ok()
+                .map(|b| format!("BLIS {} (configuration '{}')", b.version(), b.config())),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Safe, checked entry points to the peer GEMM libraries the benchmarks compare against
-//! (`matrixmultiply` and the `gemm` crate), behind the cargo feature `peers`. They take the same
+//! (`matrixmultiply`, the `gemm` crate, and BLIS loaded at run time when the system has it),
+//! behind the cargo feature `peers`. They take the same
 //! views as [`crate::gemm`] and check them the same way, so the benchmark code needs no `unsafe`.
 
 use crate::error::{Error, Result};
@@ -140,4 +141,176 @@ pub fn gemm_crate_gemm(
         )
     };
     Ok(())
+}
+
+/// BLIS (`libblis.so.4`, Debian's `libblis4-pthread` or `-openmp`), loaded at run time so that the
+/// benchmarks can measure it in the same run when it is installed, and do without it when not.
+pub struct Blis {
+    _lib: libloading::Library,
+    sgemm: BliSgemm,
+    set_threads: unsafe extern "C" fn(n: i64),
+    version: String,
+    config: String,
+}
+
+/// `bli_sgemm` of BLIS's typed API (dim_t and inc_t are 64-bit in Debian's build; trans_t an enum).
+type BliSgemm = unsafe extern "C" fn(
+    transa: u32,
+    transb: u32,
+    m: i64,
+    n: i64,
+    k: i64,
+    alpha: *const f32,
+    a: *const f32,
+    rs_a: i64,
+    cs_a: i64,
+    b: *const f32,
+    rs_b: i64,
+    cs_b: i64,
+    beta: *const f32,
+    c: *mut f32,
+    rs_c: i64,
+    cs_c: i64,
+);
+
+/// BLIS_NO_TRANSPOSE: strides carry the transposes.
+const BLIS_NO_TRANSPOSE: u32 = 0;
+
+impl Blis {
+    /// The process's BLIS, loaded on first use; `Err` says why it is not available.
+    pub fn get() -> std::result::Result<&'static Blis, String> {
+        static BLIS: std::sync::OnceLock<std::result::Result<Blis, String>> =
+            std::sync::OnceLock::new();
+        BLIS.get_or_init(Blis::load).as_ref().map_err(|e| e.clone())
+    }
+
+    fn load() -> std::result::Result<Blis, String> {
+        let mut errors = Vec::new();
+        for name in ["libblis.so.4", "libblis.so"] {
+            // SAFETY: loading a shared library runs its initialisers; BLIS's only set up its
+            // global configuration.
+            match unsafe { libloading::Library::new(name) } {
+                Ok(lib) => {
+                    // SAFETY: the symbols are looked up with the C signatures BLIS 0.9 declares.
+                    let found = unsafe {
+                        let sgemm = lib.get::<BliSgemm>(b"bli_sgemm\0").map(|s| *s);
+                        let set_threads = lib
+                            .get::<unsafe extern "C" fn(i64)>(b"bli_thread_set_num_threads\0")
+                            .map(|s| *s);
+                        let version = lib
+                            .get::<unsafe extern "C" fn() -> *const std::os::raw::c_char>(
+                                b"bli_info_get_version_str\0",
+                            )
+                            .map(|f| std::ffi::CStr::from_ptr(f()).to_string_lossy().into_owned());
+                        // The sub-configuration BLIS picked for this CPU (e.g. "zen3", "generic").
+                        let query =
+                            lib.get::<unsafe extern "C" fn() -> i32>(b"bli_arch_query_id\0");
+                        let string = lib
+                            .get::<unsafe extern "C" fn(i32) -> *const std::os::raw::c_char>(
+                                b"bli_arch_string\0",
+                            );
+                        let config = match (query, string) {
+                            (Ok(q), Ok(s)) => std::ffi::CStr::from_ptr(s(q()))
+                                .to_string_lossy()
+                                .into_owned(),
+                            _ => "unknown".into(),
+                        };
+                        (sgemm, set_threads, version, config)
+                    };
+                    match found {
+                        (Ok(sgemm), Ok(set_threads), version, config) => {
+                            return Ok(Blis {
+                                _lib: lib,
+                                sgemm,
+                                set_threads,
+                                version: version.unwrap_or_else(|_| "unknown".into()),
+                                config,
+                            })
+                        }
+                        (Err(e), _, _, _) | (_, Err(e), _, _) => {
+                            errors.push(format!("{name}: {e}"))
+                        }
+                    }
+                }
+                Err(e) => errors.push(format!("{name}: {e}")),
+            }
+        }
+        Err(format!("BLIS is not loadable ({})", errors.join("; ")))
+    }
+
+    /// BLIS's version string.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The sub-configuration (kernel set) BLIS chose for this CPU; "generic" means its portable
+    /// reference kernels, i.e. this BLIS build does not know the CPU.
+    pub fn config(&self) -> &str {
+        &self.config
+    }
+
+    /// `C ← alpha·A·B + beta·C` by `bli_sgemm` on `threads` threads.
+    pub fn gemm(
+        &self,
+        alpha: f32,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        beta: f32,
+        mut c: MatMut<'_>,
+        threads: usize,
+    ) -> Result<()> {
+        check(&a, &b, &c)?;
+        let dim = |name: &'static str, v: usize| {
+            i64::try_from(v).map_err(|_| Error::InvalidArgument {
+                name,
+                value: v.to_string(),
+                reason: "BLIS takes dimensions and strides up to i64::MAX".into(),
+            })
+        };
+        let (m, k, n) = (
+            dim("m", a.rows())?,
+            dim("k", a.cols())?,
+            dim("n", b.cols())?,
+        );
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        let (rsa, csa) = (
+            dim("A rows", a.row_stride())?,
+            dim("A cols", a.col_stride())?,
+        );
+        let (rsb, csb) = (
+            dim("B rows", b.row_stride())?,
+            dim("B cols", b.col_stride())?,
+        );
+        let (rsc, csc) = (
+            dim("C rows", c.row_stride())?,
+            dim("C cols", c.col_stride())?,
+        );
+        let threads = dim("threads", threads.max(1))?;
+        // SAFETY: checked views as above; BLIS reads and writes exactly the elements they describe
+        // (beta = 0 does not read C, as in BLAS); the thread setter takes any positive count.
+        unsafe {
+            (self.set_threads)(threads);
+            (self.sgemm)(
+                BLIS_NO_TRANSPOSE,
+                BLIS_NO_TRANSPOSE,
+                m,
+                n,
+                k,
+                &alpha,
+                a.data().as_ptr(),
+                rsa,
+                csa,
+                b.data().as_ptr(),
+                rsb,
+                csb,
+                &beta,
+                c.data_mut().as_mut_ptr(),
+                rsc,
+                csc,
+            )
+        };
+        Ok(())
+    }
 }
