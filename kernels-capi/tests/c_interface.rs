@@ -1,0 +1,171 @@
+//! The C interface, used as C programs use it: `tests/c/check_sgemm.c` compiled with the system
+//! `cc` against the shared and the static library, and the reference BLAS's own level-3 single
+//! precision test program (Debian's `libblas-test`, `xblat3s`) run with our library preloaded in
+//! place of the system BLAS's `sgemm_`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The directory holding this crate's shared and static libraries, as `cargo test` built them:
+/// beside the test binary in `deps/` (or one level up, where `cargo build` copies them).
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap().to_path_buf();
+    [deps.clone(), deps.parent().unwrap().to_path_buf()]
+        .into_iter()
+        .find(|d| {
+            ["libkernels_capi.so", "libkernels_capi.a"]
+                .iter()
+                .all(|l| d.join(l).exists())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "libkernels_capi.so and .a were not built beside {}",
+                deps.display()
+            )
+        })
+}
+
+fn crate_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn compile(out: &Path, link: &[String]) {
+    let status = Command::new("cc")
+        .arg("-O1")
+        .arg("-Wall")
+        .arg("-Werror")
+        .arg("-I")
+        .arg(crate_dir().join("include"))
+        .arg(crate_dir().join("tests/c/check_sgemm.c"))
+        .arg("-o")
+        .arg(out)
+        .args(link)
+        .arg("-lm")
+        .status()
+        .expect("the system C compiler (cc)");
+    assert!(
+        status.success(),
+        "compiling check_sgemm.c with {link:?} failed"
+    );
+}
+
+fn run_check(exe: &Path) {
+    let out = Command::new(exe).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}: {stdout}", exe.display());
+    let summary = stdout.lines().last().unwrap_or("");
+    assert!(summary.ends_with(" passed, 0 failed"), "{summary}");
+    let passed: usize = summary.split(' ').next().unwrap().parse().unwrap();
+    assert!(passed > 200, "{summary}");
+}
+
+#[test]
+fn c_program_against_the_shared_library() {
+    let dir = lib_dir();
+    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("check_sgemm_shared");
+    compile(
+        &exe,
+        &[
+            format!("-L{}", dir.display()),
+            "-lkernels_capi".into(),
+            format!("-Wl,-rpath,{}", dir.display()),
+        ],
+    );
+    run_check(&exe);
+}
+
+#[test]
+fn c_program_against_the_static_library_with_its_own_xerbla() {
+    let dir = lib_dir();
+    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("check_sgemm_static");
+    // The program defines xerbla_ and cblas_xerbla itself: linking must take those, not fail on
+    // duplicates. OpenBLAS is only needed when the kernels crate was built with that path.
+    compile(
+        &exe,
+        &[
+            dir.join("libkernels_capi.a").display().to_string(),
+            "-Wl,--as-needed".into(),
+            "-lopenblas".into(),
+            "-lgcc_s".into(),
+            "-lpthread".into(),
+            "-ldl".into(),
+        ],
+    );
+    run_check(&exe);
+}
+
+#[test]
+fn reference_blas_level3_tests_pass_with_our_sgemm() {
+    let blas_tests = Path::new("/usr/lib/x86_64-linux-gnu/blas");
+    let xblat3s = blas_tests.join("xblat3s");
+    assert!(
+        xblat3s.exists(),
+        "{} is missing: install Debian's libblas-test (.ci/run does)",
+        xblat3s.display()
+    );
+    // The reference input, with only SGEMM switched on (the other routines are not ours).
+    let input = std::fs::read_to_string(blas_tests.join("sblat3.in")).unwrap();
+    let input: String = input
+        .lines()
+        .map(|l| {
+            let routine = l.split_whitespace().next().unwrap_or("");
+            if l.len() > 7 && ["SSYMM", "STRMM", "STRSM", "SSYRK", "SSYR2K"].contains(&routine) {
+                format!("{}F{}\n", &l[..7], &l[8..])
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("xblat3s");
+    std::fs::create_dir_all(&work).unwrap();
+    let lib = lib_dir().join("libkernels_capi.so");
+    let mut child = Command::new(&xblat3s)
+        .current_dir(&work)
+        .env("LD_PRELOAD", &lib)
+        .env("LD_DEBUG", "bindings")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "xblat3s failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let summary = std::fs::read_to_string(work.join("sblat3.out")).unwrap();
+    assert!(
+        summary.contains("SGEMM  PASSED THE TESTS OF ERROR-EXITS"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("SGEMM  PASSED THE COMPUTATIONAL TESTS"),
+        "{summary}"
+    );
+    assert!(!summary.contains("FAIL"), "{summary}");
+    // Proof that the SGEMM tested was ours, and that our error exits went to the test
+    // program's own XERBLA (which is how it checks them).
+    let bindings = String::from_utf8_lossy(&out.stderr);
+    let ours = lib.display().to_string();
+    assert!(
+        bindings
+            .lines()
+            .any(|l| l.contains(&format!("to {ours} [0]: normal symbol `sgemm_'"))),
+        "sgemm_ was not bound to {ours}"
+    );
+    assert!(
+        bindings.lines().any(|l| l
+            .contains(&format!("binding file {ours} [0] to {}", xblat3s.display()))
+            && l.contains("`xerbla_'")),
+        "our xerbla_ calls did not reach the test program's XERBLA"
+    );
+}
