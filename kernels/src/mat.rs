@@ -228,6 +228,40 @@ impl<'a> MatMut<'a> {
     }
 }
 
+/// Checks the operands of `C ← A·B (+ C)`: each view inside its buffer, C's elements distinct,
+/// A's columns matching B's rows and C matching the product's shape. Every GEMM entry point
+/// (ours, the reference, the peer wrappers) checks through this one function.
+pub(crate) fn check_product(a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) -> Result<()> {
+    a.validate("A")?;
+    b.validate("B")?;
+    c.validate("C")?;
+    if a.cols() != b.rows() {
+        return Err(Error::ShapeMismatch {
+            what: "inner dimensions of A·B",
+            detail: format!(
+                "A is {}×{} but B is {}×{}",
+                a.rows(),
+                a.cols(),
+                b.rows(),
+                b.cols()
+            ),
+        });
+    }
+    if c.rows() != a.rows() || c.cols() != b.cols() {
+        return Err(Error::ShapeMismatch {
+            what: "output C",
+            detail: format!(
+                "C is {}×{} but A·B is {}×{}",
+                c.rows(),
+                c.cols(),
+                a.rows(),
+                b.cols()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// The number of buffer elements a `rows × cols` view with these strides reaches.
 pub(crate) fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> Option<usize> {
     if rows == 0 || cols == 0 {

@@ -6,25 +6,18 @@
 use crate::error::{Error, Result};
 use crate::mat::{MatMut, MatRef};
 
-fn check(a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) -> Result<()> {
-    a.validate("A")?;
-    b.validate("B")?;
-    c.validate("C")?;
-    if a.cols() != b.rows() || c.rows() != a.rows() || c.cols() != b.cols() {
-        return Err(Error::ShapeMismatch {
-            what: "peer GEMM operands",
-            detail: format!(
-                "A {}×{}, B {}×{}, C {}×{}",
-                a.rows(),
-                a.cols(),
-                b.rows(),
-                b.cols(),
-                c.rows(),
-                c.cols()
-            ),
-        });
-    }
-    Ok(())
+use crate::mat::check_product as check;
+
+/// The six strides of A, B and C as the peers take them.
+fn strides(a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) -> Result<[isize; 6]> {
+    Ok([
+        stride("A rows", a.row_stride())?,
+        stride("A cols", a.col_stride())?,
+        stride("B rows", b.row_stride())?,
+        stride("B cols", b.col_stride())?,
+        stride("C rows", c.row_stride())?,
+        stride("C cols", c.col_stride())?,
+    ])
 }
 
 fn stride(name: &'static str, s: usize) -> Result<isize> {
@@ -45,18 +38,7 @@ pub fn matrixmultiply_gemm(
 ) -> Result<()> {
     check(&a, &b, &c)?;
     let (m, k, n) = (a.rows(), a.cols(), b.cols());
-    let (rsa, csa) = (
-        stride("A rows", a.row_stride())?,
-        stride("A cols", a.col_stride())?,
-    );
-    let (rsb, csb) = (
-        stride("B rows", b.row_stride())?,
-        stride("B cols", b.col_stride())?,
-    );
-    let (rsc, csc) = (
-        stride("C rows", c.row_stride())?,
-        stride("C cols", c.col_stride())?,
-    );
+    let [rsa, csa, rsb, csb, rsc, csc] = strides(&a, &b, &c)?;
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -94,18 +76,7 @@ pub fn gemm_crate_gemm(
 ) -> Result<()> {
     check(&a, &b, &c)?;
     let (m, k, n) = (a.rows(), a.cols(), b.cols());
-    let (rsa, csa) = (
-        stride("A rows", a.row_stride())?,
-        stride("A cols", a.col_stride())?,
-    );
-    let (rsb, csb) = (
-        stride("B rows", b.row_stride())?,
-        stride("B cols", b.col_stride())?,
-    );
-    let (rsc, csc) = (
-        stride("C rows", c.row_stride())?,
-        stride("C cols", c.col_stride())?,
-    );
+    let [rsa, csa, rsb, csb, rsc, csc] = strides(&a, &b, &c)?;
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -275,18 +246,7 @@ impl Blis {
         if m == 0 || n == 0 {
             return Ok(());
         }
-        let (rsa, csa) = (
-            dim("A rows", a.row_stride())?,
-            dim("A cols", a.col_stride())?,
-        );
-        let (rsb, csb) = (
-            dim("B rows", b.row_stride())?,
-            dim("B cols", b.col_stride())?,
-        );
-        let (rsc, csc) = (
-            dim("C rows", c.row_stride())?,
-            dim("C cols", c.col_stride())?,
-        );
+        let [rsa, csa, rsb, csb, rsc, csc] = strides(&a, &b, &c)?.map(|s| s as i64);
         let threads = dim("threads", threads.max(1))?;
         // SAFETY: checked views as above; BLIS reads and writes exactly the elements they describe
         // (beta = 0 does not read C, as in BLAS); the thread setter takes any positive count.

@@ -8,23 +8,7 @@ use crate::mat::{MatMut, MatRef};
 /// (beta = 0 does not read C; alpha = 0 does not read A or B). Checks its arguments as
 /// [`crate::gemm`] does.
 pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, mut c: MatMut<'_>) -> Result<()> {
-    a.validate("A")?;
-    b.validate("B")?;
-    c.validate("C")?;
-    if a.cols() != b.rows() || c.rows() != a.rows() || c.cols() != b.cols() {
-        return Err(crate::Error::ShapeMismatch {
-            what: "reference::gemm",
-            detail: format!(
-                "A {}×{}, B {}×{}, C {}×{}",
-                a.rows(),
-                a.cols(),
-                b.rows(),
-                b.cols(),
-                c.rows(),
-                c.cols()
-            ),
-        });
-    }
+    crate::mat::check_product(&a, &b, &c)?;
     let (rs, cs) = (c.row_stride(), c.col_stride());
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
     let data = c.data_mut();

@@ -76,33 +76,7 @@ pub fn gemm_with(
     beta: f32,
     c: MatMut<'_>,
 ) -> Result<()> {
-    a.validate("A")?;
-    b.validate("B")?;
-    c.validate("C")?;
-    if a.cols() != b.rows() {
-        return Err(Error::ShapeMismatch {
-            what: "inner dimensions of A·B",
-            detail: format!(
-                "A is {}×{} but B is {}×{}",
-                a.rows(),
-                a.cols(),
-                b.rows(),
-                b.cols()
-            ),
-        });
-    }
-    if c.rows() != a.rows() || c.cols() != b.cols() {
-        return Err(Error::ShapeMismatch {
-            what: "output C",
-            detail: format!(
-                "C is {}×{} but A·B is {}×{}",
-                c.rows(),
-                c.cols(),
-                a.rows(),
-                b.cols()
-            ),
-        });
-    }
+    crate::mat::check_product(&a, &b, &c)?;
     let isa = match opts.isa {
         Some(isa) => {
             isa.check_available()?;
