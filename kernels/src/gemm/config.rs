@@ -81,9 +81,11 @@ const AVX2: [KernelConfig; 2] = [
 ];
 
 #[cfg(target_arch = "x86_64")]
-const AVX512: [KernelConfig; 3] = [
+const AVX512: [KernelConfig; 4] = [
     blocked(8, 48, arch::avx512::kernel::<8, 3>, true, 1.0),
     blocked(12, 32, arch::avx512::kernel::<12, 2>, true, 1.05),
+    // 9 rows: a 3×3 convolution's weight gradient has exactly 9 (one input channel).
+    blocked(9, 32, arch::avx512::kernel::<9, 2>, true, 1.1),
     blocked(24, 16, arch::avx512::kernel::<24, 1>, true, 1.15),
 ];
 
@@ -142,7 +144,7 @@ mod tests {
     fn narrow_products_get_narrow_tiles() {
         assert_eq!(kernel_config(Isa::Avx512, 1024, 1024).unwrap().nr, 48);
         assert_eq!(kernel_config(Isa::Avx512, 21632, 9).unwrap().nr, 16);
-        assert_eq!(kernel_config(Isa::Avx512, 9, 32).unwrap().nr, 32);
+        assert_eq!(kernel_config(Isa::Avx512, 9, 32).unwrap().mr, 9);
         assert_eq!(kernel_config(Isa::Avx2, 21632, 9).unwrap().nr, 16);
         assert_eq!(kernel_config(Isa::Avx2, 5000, 8).unwrap().nr, 8);
     }
