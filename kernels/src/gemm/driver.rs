@@ -234,8 +234,27 @@ pub(crate) fn gemm_blocked(cfg: &KernelConfig, prob: &Problem<'_>, threads: usiz
     }
     // Loop over the grid: parallel. Each rectangle is an independent GEMM that packs its own
     // blocks of A and B.
-    (0..grid.tasks()).into_par_iter().for_each(|t| {
+    run_parallel(grid.tasks(), threads, &|t| {
         blocked_rect(cfg, prob, grid.rect(t, prob.m, prob.n, 0), direct_b);
+    });
+}
+
+/// Runs `f(0..tasks)` on up to `threads` threads of the current rayon pool. From a pool thread,
+/// rayon's own work splitting (the caller works too). From outside the pool (a program's main
+/// thread), the caller takes every `threads`-th task itself and hands the other groups to the
+/// pool: the caller does not sit idle waiting for an injected job, which on small products costs
+/// more than the work (measured: 128³ on 2 threads took 38 µs that way against 22 µs on one).
+fn run_parallel(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) {
+    if rayon::current_thread_index().is_some() {
+        (0..tasks).into_par_iter().for_each(f);
+        return;
+    }
+    let groups = threads.clamp(1, tasks.max(1));
+    rayon::in_place_scope(|s| {
+        for g in 1..groups {
+            s.spawn(move |_| (g..tasks).step_by(groups).for_each(f));
+        }
+        (0..tasks).step_by(groups).for_each(f);
     });
 }
 
