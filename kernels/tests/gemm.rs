@@ -317,6 +317,8 @@ fn thread_count_does_not_change_the_bits() {
             let single = run(Threading::Single);
             let on_one = one.install(|| run(Threading::Rayon));
             let on_two = two.install(|| run(Threading::Rayon));
+            // From outside any pool (the calling thread takes a share of the tasks).
+            let outside = run(Threading::Rayon);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(
                 bits(&single),
@@ -327,6 +329,11 @@ fn thread_count_does_not_change_the_bits() {
                 bits(&on_one),
                 bits(&on_two),
                 "{isa} {m}×{k}×{n}: 1 vs 2 threads"
+            );
+            assert_eq!(
+                bits(&on_one),
+                bits(&outside),
+                "{isa} {m}×{k}×{n}: outside the pool"
             );
         }
     }
