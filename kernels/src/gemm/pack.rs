@@ -24,27 +24,8 @@ pub(crate) fn pack_a(
         let rows = mr.min(i0 + mb - row0);
         let base = row0 * a.rs + p0 * a.cs;
         if a.cs == 1 {
-            // Rows of A are contiguous: a transpose. Whole 4 × 4 blocks go through registers
-            // (four row loads, four column stores, which the compiler turns into shuffles); the
-            // rest is scattered element by element.
-            let rows4 = rows / 4 * 4;
-            let kb4 = kb / 4 * 4;
-            for i in (0..rows4).step_by(4) {
-                let src: [&[f32]; 4] =
-                    std::array::from_fn(|r| &a.data[base + (i + r) * a.rs..][..kb]);
-                transpose_rows4(src, out, i, mr, kb4);
-                for p in kb4..kb {
-                    for (r, row) in src.iter().enumerate() {
-                        out[p * mr + i + r] = row[p];
-                    }
-                }
-            }
-            for i in rows4..rows {
-                let src = &a.data[base + i * a.rs..][..kb];
-                for (p, &v) in src.iter().enumerate() {
-                    out[p * mr + i] = v;
-                }
-            }
+            // Rows of A are contiguous: a transpose.
+            pack_lines_across(out, a.data, base, a.rs, rows, mr, kb);
         } else if a.rs == 1 {
             // Columns of A are contiguous (A is transposed): one short copy per p.
             for p in 0..kb {
@@ -95,24 +76,7 @@ pub(crate) fn pack_b(
             }
         } else if b.rs == 1 {
             // Columns of B are contiguous (B is transposed): a transpose, as for row-major A.
-            let cols4 = cols / 4 * 4;
-            let kb4 = kb / 4 * 4;
-            for j in (0..cols4).step_by(4) {
-                let src: [&[f32]; 4] =
-                    std::array::from_fn(|r| &b.data[base + (j + r) * b.cs..][..kb]);
-                transpose_rows4(src, out, j, nr, kb4);
-                for p in kb4..kb {
-                    for (r, col) in src.iter().enumerate() {
-                        out[p * nr + j + r] = col[p];
-                    }
-                }
-            }
-            for j in cols4..cols {
-                let src = &b.data[base + j * b.cs..][..kb];
-                for (p, &v) in src.iter().enumerate() {
-                    out[p * nr + j] = v;
-                }
-            }
+            pack_lines_across(out, b.data, base, b.cs, cols, nr, kb);
         } else {
             for p in 0..kb {
                 for j in 0..cols {
@@ -124,6 +88,37 @@ pub(crate) fn pack_b(
             for p in 0..kb {
                 out[p * nr + cols..(p + 1) * nr].fill(0.0);
             }
+        }
+    }
+}
+
+/// `out[p·width + l] = data[base + l·stride + p]` for l < count, p < kb: `count` contiguous lines
+/// of `kb` values (rows of A, or columns of a transposed B) laid across a packed micro-panel of
+/// `width`. Whole 4 × 4 blocks go through registers; the rest element by element.
+fn pack_lines_across(
+    out: &mut [f32],
+    data: &[f32],
+    base: usize,
+    stride: usize,
+    count: usize,
+    width: usize,
+    kb: usize,
+) {
+    let count4 = count / 4 * 4;
+    let kb4 = kb / 4 * 4;
+    for l in (0..count4).step_by(4) {
+        let src: [&[f32]; 4] = std::array::from_fn(|r| &data[base + (l + r) * stride..][..kb]);
+        transpose_rows4(src, out, l, width, kb4);
+        for p in kb4..kb {
+            for (r, line) in src.iter().enumerate() {
+                out[p * width + l + r] = line[p];
+            }
+        }
+    }
+    for l in count4..count {
+        let src = &data[base + l * stride..][..kb];
+        for (p, &v) in src.iter().enumerate() {
+            out[p * width + l] = v;
         }
     }
 }
