@@ -16,6 +16,7 @@ mod dispatch;
 mod error;
 mod gemm;
 mod mat;
+pub mod math;
 pub mod peak;
 #[cfg(feature = "peers")]
 pub mod peers;

@@ -1,0 +1,258 @@
+//! Vectorised elementwise math for activations: `exp`, `sigmoid`, `tanh` over slices.
+//!
+//! Each function is written once, branch-free, in plain f32 arithmetic and integer bit
+//! manipulation (no table, no libm call), and compiled once per instruction set inside a
+//! `#[target_feature]` loop, where the compiler vectorises it at that set's width (16 lanes with
+//! AVX-512, 8 with AVX2, 4 with NEON; the scalar path is the same code at the baseline). The path
+//! is chosen as for GEMM: [`Isa::active`] unless one is forced; OpenBLAS, having no such
+//! functions, means the best of ours.
+//!
+//! # Accuracy (checked by `tests/math.rs` against f64 over a dense sweep)
+//! * `exp`: relative error ≤ 2·2⁻²³ (≈ 2.4e-7; measured worst 9.7e-8) wherever the result is a
+//!   normal f32; subnormal results within 2⁻¹⁴⁸ absolute; +∞ past x ≈ 88.72.
+//! * `sigmoid`: relative error ≤ 3·2⁻²³ (measured 1.8e-7), subnormal tails included.
+//! * `tanh`: relative error ≤ 3·2⁻²³ (measured 1.9e-7) down to the tiniest inputs; ±0 keep their
+//!   sign; ±1 beyond |x| > 9.01.
+//! * ±∞ map to their limits (exp: ∞, 0; sigmoid: 1, 0; tanh: ±1); NaN propagates.
+
+use crate::error::{Error, Result};
+use crate::Isa;
+
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+/// ln 2 split so that `n·LN2_HI` is exact for |n| < 2⁹ (the low bits go to LN2_LO).
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// 1.5·2²³: adding and subtracting it rounds an f32 of magnitude < 2²² to the nearest integer,
+/// and leaves that integer in the low bits of the sum's representation.
+const ROUNDER: f32 = 12_582_912.0;
+
+/// e^r for |r| ≤ ln2/2 + ε: Taylor to degree 7 (truncation < 6e-9 relative), Horner form.
+#[inline(always)]
+fn exp_poly(r: f32) -> f32 {
+    let p = 1.0 / 5040.0;
+    let p = p * r + 1.0 / 720.0;
+    let p = p * r + 1.0 / 120.0;
+    let p = p * r + 1.0 / 24.0;
+    let p = p * r + 1.0 / 6.0;
+    let p = p * r + 0.5;
+    let p = p * r + 1.0;
+    p * r + 1.0
+}
+
+/// e^x: x = n·ln2 + r, e^x = 2^n·e^r, with 2^n applied as two factors 2^(n/2)·2^(n−n/2) so that
+/// results near overflow and in the subnormal range are scaled correctly.
+#[inline(always)]
+fn exp1(x: f32) -> f32 {
+    // Clamp first: past the bounds the result is ∞ or 0 anyway. `clamp` keeps NaN (f32::max/min
+    // would replace it by the bound).
+    let x = x.clamp(-104.0, 89.0);
+    let t = x * LOG2E + ROUNDER;
+    let n_bits = t.to_bits() as i32 - ROUNDER.to_bits() as i32;
+    let n = t - ROUNDER;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let half = n_bits >> 1;
+    let scale1 = f32::from_bits(((half + 127) << 23) as u32);
+    let scale2 = f32::from_bits(((n_bits - half + 127) << 23) as u32);
+    exp_poly(r) * scale1 * scale2
+}
+
+/// 1 / (1 + e^−x), as t/(1 + t) with t = e^x for negative x, so that e^−x never overflows and
+/// the tiny results below x ≈ −88.7 (down to the subnormals) keep their relative accuracy.
+#[inline(always)]
+fn sigmoid1(x: f32) -> f32 {
+    let t = exp1(-x.abs());
+    let s = 1.0 / (1.0 + t);
+    if x >= 0.0 {
+        s
+    } else {
+        t * s
+    }
+}
+
+/// e^y − 1 for 0 ≤ y ≤ ln 2: Taylor to degree 9 (no cancellation for small y).
+#[inline(always)]
+fn expm1_small(y: f32) -> f32 {
+    let p = 1.0 / 362_880.0;
+    let p = p * y + 1.0 / 40_320.0;
+    let p = p * y + 1.0 / 5040.0;
+    let p = p * y + 1.0 / 720.0;
+    let p = p * y + 1.0 / 120.0;
+    let p = p * y + 1.0 / 24.0;
+    let p = p * y + 1.0 / 6.0;
+    let p = p * y + 0.5;
+    (p * y + 1.0) * y
+}
+
+/// tanh|x| = e/(e + 2) with e = e^(2|x|) − 1 (from the series for small |x|, where e^(2|x|) − 1
+/// would cancel), sign restored from x; |x| is clamped at 9.1, past which tanh rounds to 1.
+#[inline(always)]
+fn tanh1(x: f32) -> f32 {
+    let ax = x.abs();
+    let ax = if ax > 9.1 { 9.1 } else { ax }; // keeps NaN, unlike f32::min
+    let y = ax + ax;
+    let e = if y <= std::f32::consts::LN_2 {
+        expm1_small(y)
+    } else {
+        exp1(y) - 1.0
+    };
+    (e / (e + 2.0)).copysign(x)
+}
+
+macro_rules! elementwise {
+    ($name:ident, $one:ident) => {
+        /// The loop for each instruction set: the same body, compiled with that set's features.
+        mod $name {
+            #[inline(always)]
+            pub(super) fn scalar(x: &[f32], y: &mut [f32]) {
+                for (o, &i) in y.iter_mut().zip(x) {
+                    *o = super::$one(i);
+                }
+            }
+            #[inline(always)]
+            pub(super) fn scalar_in_place(v: &mut [f32]) {
+                for o in v.iter_mut() {
+                    *o = super::$one(*o);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            pub(super) fn avx512(x: &[f32], y: &mut [f32]) {
+                scalar(x, y)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            pub(super) fn avx512_in_place(v: &mut [f32]) {
+                scalar_in_place(v)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) fn avx2(x: &[f32], y: &mut [f32]) {
+                scalar(x, y)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) fn avx2_in_place(v: &mut [f32]) {
+                scalar_in_place(v)
+            }
+            #[cfg(target_arch = "aarch64")]
+            #[target_feature(enable = "neon")]
+            pub(super) fn neon(x: &[f32], y: &mut [f32]) {
+                scalar(x, y)
+            }
+            #[cfg(target_arch = "aarch64")]
+            #[target_feature(enable = "neon")]
+            pub(super) fn neon_in_place(v: &mut [f32]) {
+                scalar_in_place(v)
+            }
+        }
+    };
+}
+
+elementwise!(exp_loops, exp1);
+elementwise!(sigmoid_loops, sigmoid1);
+elementwise!(tanh_loops, tanh1);
+
+/// The instruction set whose loops run: the forced one (checked) or the active one; OpenBLAS,
+/// which has no such functions, means our best.
+fn resolve(isa: Option<Isa>) -> Result<Isa> {
+    let isa = match isa {
+        Some(isa) => {
+            isa.check_available()?;
+            isa
+        }
+        None => Isa::active()?,
+    };
+    Ok(if isa == Isa::OpenBlas {
+        Isa::best()
+    } else {
+        isa
+    })
+}
+
+fn check_lengths(what: &'static str, x: &[f32], y: &[f32]) -> Result<()> {
+    if x.len() != y.len() {
+        return Err(Error::ShapeMismatch {
+            what,
+            detail: format!(
+                "the input has {} elements but the output has {}",
+                x.len(),
+                y.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+macro_rules! public {
+    ($loops:ident, $name:ident, $with:ident, $in_place:ident, $in_place_with:ident, $doc:literal) => {
+        #[doc = concat!("`y[i] = ", $doc, "(x[i])` on the active path; `x` and `y` have equal lengths.")]
+        pub fn $name(x: &[f32], y: &mut [f32]) -> Result<()> {
+            $with(None, x, y)
+        }
+
+        #[doc = concat!("`y[i] = ", $doc, "(x[i])` on `isa` (`None`: the active path).")]
+        pub fn $with(isa: Option<Isa>, x: &[f32], y: &mut [f32]) -> Result<()> {
+            check_lengths(stringify!($name), x, y)?;
+            match resolve(isa)? {
+                // SAFETY: `resolve` checked that this CPU has the set's features.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { $loops::avx512(x, y) },
+                // SAFETY: as above.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { $loops::avx2(x, y) },
+                // SAFETY: as above.
+                #[cfg(target_arch = "aarch64")]
+                Isa::Neon => unsafe { $loops::neon(x, y) },
+                _ => $loops::scalar(x, y),
+            }
+            Ok(())
+        }
+
+        #[doc = concat!("`v[i] = ", $doc, "(v[i])` on the active path.")]
+        pub fn $in_place(v: &mut [f32]) -> Result<()> {
+            $in_place_with(None, v)
+        }
+
+        #[doc = concat!("`v[i] = ", $doc, "(v[i])` on `isa` (`None`: the active path).")]
+        pub fn $in_place_with(isa: Option<Isa>, v: &mut [f32]) -> Result<()> {
+            match resolve(isa)? {
+                // SAFETY: `resolve` checked that this CPU has the set's features.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { $loops::avx512_in_place(v) },
+                // SAFETY: as above.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { $loops::avx2_in_place(v) },
+                // SAFETY: as above.
+                #[cfg(target_arch = "aarch64")]
+                Isa::Neon => unsafe { $loops::neon_in_place(v) },
+                _ => $loops::scalar_in_place(v),
+            }
+            Ok(())
+        }
+    };
+}
+
+public!(
+    exp_loops,
+    exp,
+    exp_with,
+    exp_in_place,
+    exp_in_place_with,
+    "e^x"
+);
+public!(
+    sigmoid_loops,
+    sigmoid,
+    sigmoid_with,
+    sigmoid_in_place,
+    sigmoid_in_place_with,
+    "1/(1+e^−x)"
+);
+public!(
+    tanh_loops,
+    tanh,
+    tanh_with,
+    tanh_in_place,
+    tanh_in_place_with,
+    "tanh"
+);
