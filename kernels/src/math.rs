@@ -256,3 +256,149 @@ public!(
     tanh_in_place_with,
     "tanh"
 );
+
+/// Checks a row-major matrix of `cols` columns held in `len` elements; returns the row count.
+fn rows_of(what: &'static str, len: usize, cols: usize) -> Result<usize> {
+    if cols == 0 || !len.is_multiple_of(cols) {
+        return Err(Error::InvalidArgument {
+            name: "cols",
+            value: cols.to_string(),
+            reason: format!("{what}: {len} elements do not form whole rows of {cols} columns"),
+        });
+    }
+    Ok(len / cols)
+}
+
+/// `v ← e^(v − max v)` on `isa`, returning Σ (in f64) — the shared first half of softmax,
+/// log-softmax and the fused cross-entropy. A NaN or +∞ anywhere in the row makes the sum NaN.
+fn shifted_exp(isa: Isa, x: &[f32], v: &mut [f32]) -> (f32, f64) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &e| m.max(e));
+    for (o, &e) in v.iter_mut().zip(x) {
+        *o = e - max;
+    }
+    match isa {
+        // SAFETY: callers resolved `isa` through `resolve`, which checked the CPU has it.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { exp_loops::avx512_in_place(v) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { exp_loops::avx2_in_place(v) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => unsafe { exp_loops::neon_in_place(v) },
+        _ => exp_loops::scalar_in_place(v),
+    }
+    let nan_in_row = x.iter().any(|e| e.is_nan());
+    let sum: f64 = v.iter().map(|&e| e as f64).sum();
+    (max, if nan_in_row { f64::NAN } else { sum })
+}
+
+/// Row-wise softmax of the row-major matrix `x` with `cols` columns: `y[r][j] = e^x[r][j] / Σ_k
+/// e^x[r][k]`, computed stably (shifted by the row maximum, summed in f64). A row holding NaN or
+/// +∞ comes out NaN.
+pub fn softmax_rows(x: &[f32], y: &mut [f32], cols: usize) -> Result<()> {
+    softmax_rows_with(None, x, y, cols)
+}
+
+/// [`softmax_rows`] on `isa` (`None`: the active path).
+pub fn softmax_rows_with(isa: Option<Isa>, x: &[f32], y: &mut [f32], cols: usize) -> Result<()> {
+    check_lengths("softmax_rows", x, y)?;
+    rows_of("softmax_rows", x.len(), cols)?;
+    let isa = resolve(isa)?;
+    for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
+        let (_, sum) = shifted_exp(isa, xr, yr);
+        let inv = (1.0 / sum) as f32;
+        for o in yr.iter_mut() {
+            *o *= inv;
+        }
+    }
+    Ok(())
+}
+
+/// Row-wise log-softmax: `y[r][j] = x[r][j] − max_r − ln Σ_k e^(x[r][k] − max_r)`, exact for
+/// logits of any magnitude (no exp of a large number is ever taken).
+pub fn log_softmax_rows(x: &[f32], y: &mut [f32], cols: usize) -> Result<()> {
+    log_softmax_rows_with(None, x, y, cols)
+}
+
+/// [`log_softmax_rows`] on `isa` (`None`: the active path).
+pub fn log_softmax_rows_with(
+    isa: Option<Isa>,
+    x: &[f32],
+    y: &mut [f32],
+    cols: usize,
+) -> Result<()> {
+    check_lengths("log_softmax_rows", x, y)?;
+    rows_of("log_softmax_rows", x.len(), cols)?;
+    let isa = resolve(isa)?;
+    for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
+        let (max, sum) = shifted_exp(isa, xr, yr);
+        let shift = max as f64 + sum.ln();
+        for (o, &e) in yr.iter_mut().zip(xr) {
+            *o = (e as f64 - shift) as f32;
+        }
+    }
+    Ok(())
+}
+
+/// Softmax + categorical cross-entropy fused, from logits: for each row r, with p = softmax(x_r)
+/// and target distribution t_r (one-hot or any probabilities), the loss is −Σ_j t_j·ln p_j and its
+/// gradient with respect to the logits is p − t. Writes `grad = scale·(p − t)` and returns the mean
+/// loss over the rows (pass `scale = 1/rows` for the gradient of that mean, as Keras's default
+/// reduction does).
+pub fn softmax_cross_entropy(
+    logits: &[f32],
+    targets: &[f32],
+    grad: &mut [f32],
+    cols: usize,
+    scale: f32,
+) -> Result<f32> {
+    softmax_cross_entropy_with(None, logits, targets, grad, cols, scale)
+}
+
+/// [`softmax_cross_entropy`] on `isa` (`None`: the active path).
+pub fn softmax_cross_entropy_with(
+    isa: Option<Isa>,
+    logits: &[f32],
+    targets: &[f32],
+    grad: &mut [f32],
+    cols: usize,
+    scale: f32,
+) -> Result<f32> {
+    if targets.len() != logits.len() {
+        return Err(Error::ShapeMismatch {
+            what: "softmax_cross_entropy",
+            detail: format!(
+                "the logits have {} elements but the targets have {}",
+                logits.len(),
+                targets.len()
+            ),
+        });
+    }
+    check_lengths("softmax_cross_entropy", logits, grad)?;
+    let rows = rows_of("softmax_cross_entropy", logits.len(), cols)?;
+    let isa = resolve(isa)?;
+    let mut total = 0.0f64;
+    for ((xr, tr), gr) in logits
+        .chunks_exact(cols)
+        .zip(targets.chunks_exact(cols))
+        .zip(grad.chunks_exact_mut(cols))
+    {
+        let (max, sum) = shifted_exp(isa, xr, gr);
+        let log_sum = sum.ln();
+        let inv = 1.0 / sum;
+        let mut loss = 0.0f64;
+        for ((g, &x), &t) in gr.iter_mut().zip(xr).zip(tr) {
+            if t != 0.0 {
+                loss -= t as f64 * (x as f64 - max as f64 - log_sum);
+            }
+            *g = scale * ((*g as f64 * inv) as f32 - t);
+        }
+        total += loss;
+    }
+    Ok(if rows == 0 {
+        0.0
+    } else {
+        (total / rows as f64) as f32
+    })
+}
