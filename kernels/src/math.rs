@@ -26,17 +26,26 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 /// and leaves that integer in the low bits of the sum's representation.
 const ROUNDER: f32 = 12_582_912.0;
 
-/// e^r for |r| ≤ ln2/2 + ε: Taylor to degree 7 (truncation < 6e-9 relative), Horner form.
+/// Σ cᵢ·x^(N−1−i), coefficients from the highest degree down, in Horner form.
+#[inline(always)]
+fn horner<const N: usize>(coeffs: [f32; N], x: f32) -> f32 {
+    coeffs.iter().fold(0.0, |p, &c| p * x + c)
+}
+
+/// e^r for |r| ≤ ln2/2 + ε: Taylor to degree 7 (truncation < 6e-9 relative).
 #[inline(always)]
 fn exp_poly(r: f32) -> f32 {
-    let p = 1.0 / 5040.0;
-    let p = p * r + 1.0 / 720.0;
-    let p = p * r + 1.0 / 120.0;
-    let p = p * r + 1.0 / 24.0;
-    let p = p * r + 1.0 / 6.0;
-    let p = p * r + 0.5;
-    let p = p * r + 1.0;
-    p * r + 1.0
+    let coeffs = [
+        1.0 / 5040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ];
+    horner(coeffs, r)
 }
 
 /// e^x: x = n·ln2 + r, e^x = 2^n·e^r, with 2^n applied as two factors 2^(n/2)·2^(n−n/2) so that
@@ -72,15 +81,18 @@ fn sigmoid1(x: f32) -> f32 {
 /// e^y − 1 for 0 ≤ y ≤ ln 2: Taylor to degree 9 (no cancellation for small y).
 #[inline(always)]
 fn expm1_small(y: f32) -> f32 {
-    let p = 1.0 / 362_880.0;
-    let p = p * y + 1.0 / 40_320.0;
-    let p = p * y + 1.0 / 5040.0;
-    let p = p * y + 1.0 / 720.0;
-    let p = p * y + 1.0 / 120.0;
-    let p = p * y + 1.0 / 24.0;
-    let p = p * y + 1.0 / 6.0;
-    let p = p * y + 0.5;
-    (p * y + 1.0) * y
+    let coeffs = [
+        1.0 / 362_880.0,
+        1.0 / 40_320.0,
+        1.0 / 5040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+    ];
+    horner(coeffs, y) * y
 }
 
 /// tanh|x| = e/(e + 2) with e = e^(2|x|) − 1 (from the series for small |x|, where e^(2|x|) − 1
@@ -144,6 +156,44 @@ macro_rules! elementwise {
             pub(super) fn neon_in_place(v: &mut [f32]) {
                 scalar_in_place(v)
             }
+
+            /// The loop compiled for `isa`.
+            ///
+            /// # Safety
+            /// `isa` is available on this CPU (checked by `resolve`).
+            pub(super) unsafe fn run(isa: crate::Isa, x: &[f32], y: &mut [f32]) {
+                match isa {
+                    // SAFETY: the caller guarantees the CPU has the set's features.
+                    #[cfg(target_arch = "x86_64")]
+                    crate::Isa::Avx512 => unsafe { avx512(x, y) },
+                    // SAFETY: as above.
+                    #[cfg(target_arch = "x86_64")]
+                    crate::Isa::Avx2 => unsafe { avx2(x, y) },
+                    // SAFETY: as above.
+                    #[cfg(target_arch = "aarch64")]
+                    crate::Isa::Neon => unsafe { neon(x, y) },
+                    _ => scalar(x, y),
+                }
+            }
+
+            /// The in-place loop compiled for `isa`.
+            ///
+            /// # Safety
+            /// `isa` is available on this CPU (checked by `resolve`).
+            pub(super) unsafe fn run_in_place(isa: crate::Isa, v: &mut [f32]) {
+                match isa {
+                    // SAFETY: the caller guarantees the CPU has the set's features.
+                    #[cfg(target_arch = "x86_64")]
+                    crate::Isa::Avx512 => unsafe { avx512_in_place(v) },
+                    // SAFETY: as above.
+                    #[cfg(target_arch = "x86_64")]
+                    crate::Isa::Avx2 => unsafe { avx2_in_place(v) },
+                    // SAFETY: as above.
+                    #[cfg(target_arch = "aarch64")]
+                    crate::Isa::Neon => unsafe { neon_in_place(v) },
+                    _ => scalar_in_place(v),
+                }
+            }
         }
     };
 }
@@ -193,18 +243,9 @@ macro_rules! public {
         #[doc = concat!("`y[i] = ", $doc, "(x[i])` on `isa` (`None`: the active path).")]
         pub fn $with(isa: Option<Isa>, x: &[f32], y: &mut [f32]) -> Result<()> {
             check_lengths(stringify!($name), x, y)?;
-            match resolve(isa)? {
-                // SAFETY: `resolve` checked that this CPU has the set's features.
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe { $loops::avx512(x, y) },
-                // SAFETY: as above.
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { $loops::avx2(x, y) },
-                // SAFETY: as above.
-                #[cfg(target_arch = "aarch64")]
-                Isa::Neon => unsafe { $loops::neon(x, y) },
-                _ => $loops::scalar(x, y),
-            }
+            let isa = resolve(isa)?;
+            // SAFETY: `resolve` checked that this CPU has `isa`'s features.
+            unsafe { $loops::run(isa, x, y) };
             Ok(())
         }
 
@@ -215,18 +256,9 @@ macro_rules! public {
 
         #[doc = concat!("`v[i] = ", $doc, "(v[i])` on `isa` (`None`: the active path).")]
         pub fn $in_place_with(isa: Option<Isa>, v: &mut [f32]) -> Result<()> {
-            match resolve(isa)? {
-                // SAFETY: `resolve` checked that this CPU has the set's features.
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe { $loops::avx512_in_place(v) },
-                // SAFETY: as above.
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { $loops::avx2_in_place(v) },
-                // SAFETY: as above.
-                #[cfg(target_arch = "aarch64")]
-                Isa::Neon => unsafe { $loops::neon_in_place(v) },
-                _ => $loops::scalar_in_place(v),
-            }
+            let isa = resolve(isa)?;
+            // SAFETY: `resolve` checked that this CPU has `isa`'s features.
+            unsafe { $loops::run_in_place(isa, v) };
             Ok(())
         }
     };
@@ -276,18 +308,8 @@ fn shifted_exp(isa: Isa, x: &[f32], v: &mut [f32]) -> (f32, f64) {
     for (o, &e) in v.iter_mut().zip(x) {
         *o = e - max;
     }
-    match isa {
-        // SAFETY: callers resolved `isa` through `resolve`, which checked the CPU has it.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { exp_loops::avx512_in_place(v) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { exp_loops::avx2_in_place(v) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "aarch64")]
-        Isa::Neon => unsafe { exp_loops::neon_in_place(v) },
-        _ => exp_loops::scalar_in_place(v),
-    }
+    // SAFETY: callers resolved `isa` through `resolve`, which checked the CPU has it.
+    unsafe { exp_loops::run_in_place(isa, v) };
     let nan_in_row = x.iter().any(|e| e.is_nan());
     let sum: f64 = v.iter().map(|&e| e as f64).sum();
     (max, if nan_in_row { f64::NAN } else { sum })
