@@ -11,6 +11,7 @@
 //!   thread count (K is never split).
 //! * Every argument is checked; bad input is an [`Error`] naming the argument and the numbers.
 
+pub mod activation;
 mod arch;
 mod dispatch;
 mod error;
@@ -22,7 +23,10 @@ pub mod peak;
 pub mod peers;
 pub mod reference;
 
+pub use activation::Activation;
 pub use dispatch::{Isa, ISA_ENV_VAR};
 pub use error::{Error, Result};
-pub use gemm::{gemm, gemm_with, sgemm, GemmOptions, Layout, Threading, Transpose};
+pub use gemm::{
+    gemm, gemm_fused, gemm_with, sgemm, Bias, GemmOptions, Layout, Threading, Transpose,
+};
 pub use mat::{MatMut, MatRef};

@@ -68,7 +68,7 @@ fn exp1(x: f32) -> f32 {
 /// 1 / (1 + e^−x), as t/(1 + t) with t = e^x for negative x, so that e^−x never overflows and
 /// the tiny results below x ≈ −88.7 (down to the subnormals) keep their relative accuracy.
 #[inline(always)]
-fn sigmoid1(x: f32) -> f32 {
+pub(crate) fn sigmoid1(x: f32) -> f32 {
     let t = exp1(-x.abs());
     let s = 1.0 / (1.0 + t);
     if x >= 0.0 {
@@ -98,7 +98,7 @@ fn expm1_small(y: f32) -> f32 {
 /// tanh|x| = e/(e + 2) with e = e^(2|x|) − 1 (from the series for small |x|, where e^(2|x|) − 1
 /// would cancel), sign restored from x; |x| is clamped at 9.1, past which tanh rounds to 1.
 #[inline(always)]
-fn tanh1(x: f32) -> f32 {
+pub(crate) fn tanh1(x: f32) -> f32 {
     let ax = x.abs();
     let ax = if ax > 9.1 { 9.1 } else { ax }; // keeps NaN, unlike f32::min
     let y = ax + ax;
@@ -204,7 +204,7 @@ elementwise!(tanh_loops, tanh1);
 
 /// The instruction set whose loops run: the forced one (checked) or the active one; OpenBLAS,
 /// which has no such functions, means our best.
-fn resolve(isa: Option<Isa>) -> Result<Isa> {
+pub(crate) fn resolve(isa: Option<Isa>) -> Result<Isa> {
     let isa = match isa {
         Some(isa) => {
             isa.check_available()?;

@@ -71,6 +71,7 @@ pub(crate) fn gemm(prob: &Problem<'_>, threads: usize) -> Result<()> {
         b,
         beta,
         c,
+        epilogue: _, // applied by the caller
     } = *prob;
     let (ta, lda, a_data) = as_cblas(a, m, k);
     let (tb, ldb, b_data) = as_cblas(b, k, n);

@@ -10,6 +10,7 @@ use aligned_vec::{AVec, ConstAlign};
 use rayon::prelude::*;
 
 use super::config::KernelConfig;
+use super::epilogue::Epilogue;
 use super::pack::{pack_a, pack_b};
 
 /// The largest `MR × NR` tile any registered kernel may have (scratch space for edge tiles).
@@ -61,6 +62,8 @@ pub(crate) struct Problem<'a> {
     pub b: Operand<'a>,
     pub beta: f32,
     pub c: Output,
+    /// Bias and activation applied to each tile after its last K slice.
+    pub epilogue: Option<Epilogue<'a>>,
 }
 
 type Buffer = AVec<f32, ConstAlign<64>>;
@@ -344,6 +347,7 @@ fn macro_kernel(
 ) {
     let (mr, nr) = (cfg.mr, cfg.nr);
     let beta = if pc == 0 { prob.beta } else { 1.0 };
+    let last_slice = pc + kb == prob.k;
     let mc = cfg.mc.min(rect.mb.next_multiple_of(mr));
     with_buffer(&PACK_A, mc * kb, |abuf| {
         // Loop 3 over MC-tall row blocks: sequential here (the grid already split rows).
@@ -370,6 +374,7 @@ fn macro_kernel(
                         a_panel,
                         (b_panel, panels.rsb),
                         beta,
+                        last_slice,
                     );
                 }
             }
@@ -378,7 +383,8 @@ fn macro_kernel(
 }
 
 /// One MR × NR tile of C at (`i`, `j`), of which `rows × cols` lie inside C. `b_panel` starts at
-/// the tile's B micro-panel, whose rows are `rsb` apart.
+/// the tile's B micro-panel, whose rows are `rsb` apart. After the last K slice (`last_slice`)
+/// the problem's epilogue is applied to the tile while it is still in L1.
 #[inline]
 #[allow(clippy::too_many_arguments)]
 fn tile(
@@ -390,8 +396,10 @@ fn tile(
     a_panel: &[f32],
     (b_panel, rsb): (&[f32], usize),
     beta: f32,
+    last_slice: bool,
 ) {
     let c = prob.c;
+    let epilogue = prob.epilogue.filter(|_| last_slice);
     // The kernel reads `cols` floats of each of kb rows rsb apart from b_panel; the slice holds
     // them all (packed: kb·NR floats; in place: they are elements of the checked B view).
     debug_assert!(kb == 0 || b_panel.len() >= (kb - 1) * rsb + cols);
@@ -417,6 +425,11 @@ fn tile(
                 cols,
             )
         };
+        if let Some(e) = epilogue {
+            // SAFETY: the tile lies inside C and only this task touches it; the caller checked
+            // the bias lengths against C's shape and the epilogue's ISA.
+            unsafe { e.apply(c_tile, c.rs, 1, (i, j), (rows, cols)) };
+        }
         return;
     }
     // C has no unit column stride: compute the tile into scratch space, then copy it out.
@@ -448,6 +461,10 @@ fn tile(
                 *dst = if beta == 0.0 { v } else { v + beta * *dst };
             }
         }
+    }
+    if let Some(e) = epilogue {
+        // SAFETY: as for the copy above.
+        unsafe { e.apply(c_tile, c.rs, c.cs, (i, j), (rows, cols)) };
     }
 }
 
@@ -541,6 +558,7 @@ mod tests {
                             rs: n,
                             cs: 1,
                         },
+                        epilogue: None,
                     };
                     gemm_blocked(cfg, &prob, 2);
                     let av = MatRef::row_major(&a, m, k, k);

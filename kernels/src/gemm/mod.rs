@@ -11,12 +11,16 @@
 
 pub(crate) mod config;
 pub(crate) mod driver;
+pub(crate) mod epilogue;
 pub(crate) mod pack;
 
+use crate::activation::Activation;
 use crate::error::{Error, Result};
 use crate::mat::{MatMut, MatRef};
 use crate::Isa;
 use driver::{Operand, Output, Problem};
+pub use epilogue::Bias;
+use epilogue::Epilogue;
 
 /// How many threads a product may use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -76,7 +80,39 @@ pub fn gemm_with(
     beta: f32,
     c: MatMut<'_>,
 ) -> Result<()> {
+    gemm_fused(opts, alpha, a, b, beta, Bias::None, Activation::Identity, c)
+}
+
+/// `C ← act(alpha·A·B + beta·C + bias)`: the product with a fused epilogue, applied to each tile
+/// of C right after its last K slice, while it is still in cache (one pass over C, not three).
+///
+/// The bias has one entry per column of C ([`Bias::PerColumn`], a Dense layer's `X·W + b`) or per
+/// row ([`Bias::PerRow`]); its length is checked. Quick returns (K = 0, alpha = 0) still apply the
+/// epilogue to `beta·C`. With `Bias::None` and [`Activation::Identity`] this is [`gemm_with`].
+///
+/// ```
+/// use kernels::{gemm_fused, Activation, Bias, GemmOptions, MatMut, MatRef};
+/// let x = [1.0, -2.0]; // 1×2
+/// let w = [1.0, 0.0, 0.0, 1.0]; // 2×2 identity
+/// let mut y = [0.0; 2];
+/// gemm_fused(&GemmOptions::default(), 1.0, MatRef::row_major(&x, 1, 2, 2),
+///            MatRef::row_major(&w, 2, 2, 2), 0.0, Bias::PerColumn(&[0.5, 0.5]),
+///            Activation::Relu, MatMut::row_major(&mut y, 1, 2, 2)).unwrap();
+/// assert_eq!(y, [1.5, 0.0]);
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_fused(
+    opts: &GemmOptions,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    bias: Bias<'_>,
+    activation: Activation,
+    c: MatMut<'_>,
+) -> Result<()> {
     crate::mat::check_product(&a, &b, &c)?;
+    check_bias(bias, c.rows(), c.cols())?;
     let isa = match opts.isa {
         Some(isa) => {
             isa.check_available()?;
@@ -84,6 +120,17 @@ pub fn gemm_with(
         }
         None => Isa::active()?,
     };
+    let epilogue = Epilogue {
+        // OpenBLAS has no epilogue: ours runs after it, on our best path.
+        isa: if isa == Isa::OpenBlas {
+            Isa::best()
+        } else {
+            isa
+        },
+        activation,
+        bias,
+    };
+    let epilogue = (!epilogue.is_noop()).then_some(epilogue);
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
     let (c_data, _, _, c_rs, c_cs) = c.into_raw_parts();
     if m == 0 || n == 0 {
@@ -91,6 +138,11 @@ pub fn gemm_with(
     }
     if alpha == 0.0 || k == 0 {
         scale(c_data, m, n, c_rs, c_cs, beta);
+        if let Some(e) = epilogue {
+            // SAFETY: the m×n view was checked against `c_data`, which we hold exclusively; the
+            // bias lengths were checked above and the epilogue's ISA is available.
+            unsafe { e.apply(c_data.as_mut_ptr(), c_rs, c_cs, (0, 0), (m, n)) };
+        }
         return Ok(());
     }
     // With a single column (row) the column (row) stride never multiplies a non-zero index, so
@@ -117,6 +169,7 @@ pub fn gemm_with(
                 rs: c.cs,
                 cs: c.rs,
             },
+            epilogue: epilogue.map(Epilogue::transposed),
         }
     } else {
         Problem {
@@ -128,6 +181,7 @@ pub fn gemm_with(
             b: operand(b),
             beta,
             c,
+            epilogue,
         }
     };
     let threads = match opts.threading {
@@ -136,7 +190,29 @@ pub fn gemm_with(
     };
     match config::kernel_config(isa, prob.m, prob.n) {
         Some(cfg) => driver::gemm_blocked(cfg, &prob, threads),
-        None => run_openblas(&prob, threads)?,
+        None => {
+            run_openblas(&prob, threads)?;
+            if let Some(e) = prob.epilogue {
+                // SAFETY: as for the quick return above, in the problem's orientation of C.
+                unsafe { e.apply(prob.c.ptr, prob.c.rs, prob.c.cs, (0, 0), (prob.m, prob.n)) };
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The bias must have one entry per column (row) of the m×n C.
+fn check_bias(bias: Bias<'_>, m: usize, n: usize) -> Result<()> {
+    let (len, want, of) = match bias {
+        Bias::None => return Ok(()),
+        Bias::PerColumn(b) => (b.len(), n, "columns"),
+        Bias::PerRow(b) => (b.len(), m, "rows"),
+    };
+    if len != want {
+        return Err(Error::ShapeMismatch {
+            what: "gemm_fused bias",
+            detail: format!("the bias has {len} elements but C ({m}×{n}) has {want} {of}"),
+        });
     }
     Ok(())
 }

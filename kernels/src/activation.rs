@@ -1,0 +1,243 @@
+//! Activations as layers use them: `+bias` and an activation applied to rows of a matrix in one
+//! pass (the GEMM epilogue uses the same row routine on each finished tile), and their backward
+//! pass, which needs only the forward *output* `y`:
+//!
+//! | activation | forward       | dL/dx from dL/dy and y |
+//! |------------|---------------|------------------------|
+//! | identity   | x             | dy                     |
+//! | relu       | max(x, 0)     | dy where y > 0, else 0 |
+//! | sigmoid    | 1/(1+e^−x)    | dy·y·(1 − y)           |
+//! | tanh       | tanh x        | dy·(1 − y²)            |
+//!
+//! As in [`crate::math`], each loop is written once and compiled per instruction set inside a
+//! `#[target_feature]` function, where the compiler vectorises it at that set's width.
+
+use crate::error::{Error, Result};
+use crate::math::{resolve, sigmoid1, tanh1};
+use crate::Isa;
+
+/// An elementwise activation with a cheap derivative, as Keras names them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Activation {
+    /// `x` (Keras's "linear").
+    #[default]
+    Identity,
+    /// `max(x, 0)`; its derivative at 0 is taken as 0, as TensorFlow and PyTorch do.
+    Relu,
+    /// `1 / (1 + e^−x)`.
+    Sigmoid,
+    /// `tanh x`.
+    Tanh,
+}
+
+impl Activation {
+    /// Keras's name of the activation ("linear", "relu", "sigmoid", "tanh").
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Identity => "linear",
+            Activation::Relu => "relu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
+        }
+    }
+
+    /// The activation with Keras's name `name` (`"linear"` or `"identity"` for the identity).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "linear" | "identity" => Activation::Identity,
+            "relu" => Activation::Relu,
+            "sigmoid" => Activation::Sigmoid,
+            "tanh" => Activation::Tanh,
+            _ => return None,
+        })
+    }
+
+    /// The activation of one value, with the same arithmetic as the vectorised loops.
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Identity => x,
+            Activation::Relu => relu1(x),
+            Activation::Sigmoid => sigmoid1(x),
+            Activation::Tanh => tanh1(x),
+        }
+    }
+}
+
+/// max(x, 0) that keeps NaN (f32::max would return 0 for a NaN x).
+#[inline(always)]
+fn relu1(x: f32) -> f32 {
+    if x < 0.0 {
+        0.0
+    } else {
+        x
+    }
+}
+
+/// What is added to each element of a row before the activation.
+#[derive(Clone, Copy)]
+pub(crate) enum RowBias<'a> {
+    None,
+    /// `row[j] += bias[j]` (a bias per column of the matrix).
+    Each(&'a [f32]),
+    /// `row[j] += b` (a bias per row).
+    Same(f32),
+}
+
+/// `row[j] ← act(row[j] + bias_j)`: the body every instruction set compiles.
+#[inline(always)]
+fn bias_act_body(act: Activation, row: &mut [f32], bias: RowBias<'_>) {
+    #[inline(always)]
+    fn each(row: &mut [f32], bias: RowBias<'_>, f: impl Fn(f32) -> f32) {
+        match bias {
+            RowBias::None => row.iter_mut().for_each(|v| *v = f(*v)),
+            RowBias::Each(b) => row.iter_mut().zip(b).for_each(|(v, &b)| *v = f(*v + b)),
+            RowBias::Same(b) => row.iter_mut().for_each(|v| *v = f(*v + b)),
+        }
+    }
+    match act {
+        Activation::Identity => each(row, bias, |x| x),
+        Activation::Relu => each(row, bias, relu1),
+        Activation::Sigmoid => each(row, bias, sigmoid1),
+        Activation::Tanh => each(row, bias, tanh1),
+    }
+}
+
+/// `dy[i] ← dy[i]·act'(x_i)`, with the derivative written through the output `y[i]`.
+#[inline(always)]
+fn backward_body(act: Activation, y: &[f32], dy: &mut [f32]) {
+    match act {
+        Activation::Identity => {}
+        Activation::Relu => dy
+            .iter_mut()
+            .zip(y)
+            .for_each(|(g, &y)| *g = if y > 0.0 { *g } else { 0.0 }),
+        Activation::Sigmoid => dy.iter_mut().zip(y).for_each(|(g, &y)| *g *= y * (1.0 - y)),
+        Activation::Tanh => dy.iter_mut().zip(y).for_each(|(g, &y)| *g *= 1.0 - y * y),
+    }
+}
+
+/// The bodies above compiled for each instruction set, and the dispatch between them.
+mod compiled {
+    use super::{backward_body, bias_act_body, Activation, RowBias};
+
+    macro_rules! variants {
+        ($feature:literal, $arch:literal, $fwd:ident, $bwd:ident) => {
+            #[cfg(target_arch = $arch)]
+            #[target_feature(enable = $feature)]
+            pub(super) fn $fwd(act: Activation, row: &mut [f32], bias: RowBias<'_>) {
+                bias_act_body(act, row, bias)
+            }
+            #[cfg(target_arch = $arch)]
+            #[target_feature(enable = $feature)]
+            pub(super) fn $bwd(act: Activation, y: &[f32], dy: &mut [f32]) {
+                backward_body(act, y, dy)
+            }
+        };
+    }
+    variants!("avx512f", "x86_64", avx512_fwd, avx512_bwd);
+    variants!("avx2,fma", "x86_64", avx2_fwd, avx2_bwd);
+    variants!("neon", "aarch64", neon_fwd, neon_bwd);
+
+    /// # Safety
+    /// `isa` is available on this CPU.
+    #[inline]
+    pub(crate) unsafe fn bias_act(
+        isa: crate::Isa,
+        act: Activation,
+        row: &mut [f32],
+        bias: RowBias<'_>,
+    ) {
+        match isa {
+            // SAFETY: the caller guarantees the CPU has the set's features.
+            #[cfg(target_arch = "x86_64")]
+            crate::Isa::Avx512 => unsafe { avx512_fwd(act, row, bias) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            crate::Isa::Avx2 => unsafe { avx2_fwd(act, row, bias) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "aarch64")]
+            crate::Isa::Neon => unsafe { neon_fwd(act, row, bias) },
+            _ => bias_act_body(act, row, bias),
+        }
+    }
+
+    /// # Safety
+    /// `isa` is available on this CPU.
+    pub(crate) unsafe fn backward(isa: crate::Isa, act: Activation, y: &[f32], dy: &mut [f32]) {
+        match isa {
+            // SAFETY: the caller guarantees the CPU has the set's features.
+            #[cfg(target_arch = "x86_64")]
+            crate::Isa::Avx512 => unsafe { avx512_bwd(act, y, dy) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            crate::Isa::Avx2 => unsafe { avx2_bwd(act, y, dy) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "aarch64")]
+            crate::Isa::Neon => unsafe { neon_bwd(act, y, dy) },
+            _ => backward_body(act, y, dy),
+        }
+    }
+}
+
+pub(crate) use compiled::bias_act as bias_act_row;
+
+/// `y[r][j] ← act(y[r][j] + bias[j])` over the row-major matrix `y` of `cols` columns, in place
+/// (`bias = None`: the activation alone). This is the GEMM epilogue as a separate pass, for
+/// outputs computed elsewhere.
+pub fn bias_activation(
+    isa: Option<Isa>,
+    act: Activation,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    cols: usize,
+) -> Result<()> {
+    if cols == 0 || !y.len().is_multiple_of(cols) {
+        return Err(Error::InvalidArgument {
+            name: "cols",
+            value: cols.to_string(),
+            reason: format!(
+                "bias_activation: {} elements do not form whole rows of {cols} columns",
+                y.len()
+            ),
+        });
+    }
+    if let Some(b) = bias {
+        if b.len() != cols {
+            return Err(Error::ShapeMismatch {
+                what: "bias_activation",
+                detail: format!("the bias has {} elements but the rows have {cols}", b.len()),
+            });
+        }
+    }
+    let isa = resolve(isa)?;
+    for row in y.chunks_exact_mut(cols) {
+        let rb = bias.map_or(RowBias::None, RowBias::Each);
+        // SAFETY: `resolve` checked that this CPU has `isa`'s features.
+        unsafe { bias_act_row(isa, act, row, rb) };
+    }
+    Ok(())
+}
+
+/// The backward pass of `act` in place: `dy[i] ← dy[i]·act'(x_i)`, where `y = act(x)` is the
+/// forward output (every derivative here is a function of it).
+pub fn activation_backward(
+    isa: Option<Isa>,
+    act: Activation,
+    y: &[f32],
+    dy: &mut [f32],
+) -> Result<()> {
+    if y.len() != dy.len() {
+        return Err(Error::ShapeMismatch {
+            what: "activation_backward",
+            detail: format!(
+                "the forward output has {} elements but the gradient has {}",
+                y.len(),
+                dy.len()
+            ),
+        });
+    }
+    let isa = resolve(isa)?;
+    // SAFETY: `resolve` checked that this CPU has `isa`'s features.
+    unsafe { compiled::backward(isa, act, y, dy) };
+    Ok(())
+}
