@@ -63,14 +63,11 @@ impl Activation {
     }
 }
 
-/// max(x, 0) that keeps NaN (f32::max would return 0 for a NaN x).
+/// max(x, 0) that keeps NaN (f32::max would return 0 for a NaN x), as a bit mask.
 #[inline(always)]
 fn relu1(x: f32) -> f32 {
-    if x < 0.0 {
-        0.0
-    } else {
-        x
-    }
+    let keep = x >= 0.0 || x.is_nan();
+    f32::from_bits(x.to_bits() & 0u32.wrapping_sub(keep as u32))
 }
 
 /// What is added to each element of a row before the activation.
@@ -96,7 +93,13 @@ fn bias_act_body(act: Activation, row: &mut [f32], bias: RowBias<'_>) {
     }
     match act {
         Activation::Identity => each(row, bias, |x| x),
-        Activation::Relu => each(row, bias, relu1),
+        // `+ 0.0` (which only turns −0 into +0) makes every element's new value depend on an
+        // addition, so the compiler cannot turn the loop into masked stores of zeros (measured
+        // 3× slower than the plain `and` of `relu1`).
+        Activation::Relu => match bias {
+            RowBias::None => each(row, RowBias::Same(0.0), relu1),
+            _ => each(row, bias, relu1),
+        },
         Activation::Sigmoid => each(row, bias, sigmoid1),
         Activation::Tanh => each(row, bias, tanh1),
     }

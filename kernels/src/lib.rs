@@ -13,6 +13,7 @@
 
 pub mod activation;
 mod arch;
+pub mod conv;
 mod dispatch;
 mod error;
 mod gemm;
@@ -21,12 +22,17 @@ pub mod math;
 pub mod peak;
 #[cfg(feature = "peers")]
 pub mod peers;
+pub mod pool;
 pub mod reference;
 
 pub use activation::Activation;
+pub use conv::{conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2d, Padding};
 pub use dispatch::{Isa, ISA_ENV_VAR};
 pub use error::{Error, Result};
 pub use gemm::{
     gemm, gemm_fused, gemm_with, sgemm, Bias, GemmOptions, Layout, Threading, Transpose,
 };
 pub use mat::{MatMut, MatRef};
+pub use pool::{
+    avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward, Pool2d,
+};

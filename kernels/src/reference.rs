@@ -65,3 +65,153 @@ pub fn gemm_error_bound(
     }
     bound
 }
+
+/// The input position under kernel tap (ky, kx) of output position (oy, ox), if inside the input.
+fn tap(
+    s: &crate::conv::Conv2d,
+    oy: usize,
+    ox: usize,
+    ky: usize,
+    kx: usize,
+) -> Option<(usize, usize)> {
+    use crate::conv::padding_before;
+    let pt = padding_before(s.in_h, s.kernel_h, s.stride_h, s.padding) as isize;
+    let pl = padding_before(s.in_w, s.kernel_w, s.stride_w, s.padding) as isize;
+    let iy = (oy * s.stride_h + ky) as isize - pt;
+    let ix = (ox * s.stride_w + kx) as isize - pl;
+    (iy >= 0 && ix >= 0 && iy < s.in_h as isize && ix < s.in_w as isize)
+        .then_some((iy as usize, ix as usize))
+}
+
+/// Convolution forward in f64 by the definition (NHWC input, HWIO weights, see [`crate::conv`]),
+/// before any activation: `y[n][oy][ox][o] = bias[o] + Σ x[n][iy][ix][c]·w[ky][kx][c][o]`.
+/// Also returns, per output element, Σ|x·w| + |bias| (for error bounds).
+pub fn conv2d_forward(
+    s: &crate::conv::Conv2d,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let mut y = vec![0.0; s.output_len()];
+    let mut mag = vec![0.0; s.output_len()];
+    for n in 0..s.batch {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for o in 0..s.out_c {
+                    let b = bias.map_or(0.0, |b| b[o] as f64);
+                    let (mut sum, mut abs) = (b, b.abs());
+                    for ky in 0..s.kernel_h {
+                        for kx in 0..s.kernel_w {
+                            let Some((iy, ix)) = tap(s, oy, ox, ky, kx) else {
+                                continue;
+                            };
+                            for c in 0..s.in_c {
+                                let xv = x[((n * s.in_h + iy) * s.in_w + ix) * s.in_c + c] as f64;
+                                let wv =
+                                    w[((ky * s.kernel_w + kx) * s.in_c + c) * s.out_c + o] as f64;
+                                sum += xv * wv;
+                                abs += (xv * wv).abs();
+                            }
+                        }
+                    }
+                    let idx = ((n * oh + oy) * ow + ox) * s.out_c + o;
+                    y[idx] = sum;
+                    mag[idx] = abs;
+                }
+            }
+        }
+    }
+    (y, mag)
+}
+
+/// Convolution backward in f64 by the definition, from the gradient `dy` of the output before the
+/// activation: returns (dx, dw, db), and the magnitudes Σ|terms| of dx and dw for error bounds.
+#[allow(clippy::type_complexity)]
+pub fn conv2d_backward(
+    s: &crate::conv::Conv2d,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+) -> ((Vec<f64>, Vec<f64>), (Vec<f64>, Vec<f64>), Vec<f64>) {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let mut dx = vec![0.0; s.input_len()];
+    let mut dx_mag = vec![0.0; s.input_len()];
+    let mut dw = vec![0.0; s.weight_len()];
+    let mut dw_mag = vec![0.0; s.weight_len()];
+    let mut db = vec![0.0; s.out_c];
+    for n in 0..s.batch {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for o in 0..s.out_c {
+                    let g = dy[((n * oh + oy) * ow + ox) * s.out_c + o] as f64;
+                    db[o] += g;
+                    for ky in 0..s.kernel_h {
+                        for kx in 0..s.kernel_w {
+                            let Some((iy, ix)) = tap(s, oy, ox, ky, kx) else {
+                                continue;
+                            };
+                            for c in 0..s.in_c {
+                                let xi = ((n * s.in_h + iy) * s.in_w + ix) * s.in_c + c;
+                                let wi = ((ky * s.kernel_w + kx) * s.in_c + c) * s.out_c + o;
+                                dx[xi] += g * w[wi] as f64;
+                                dx_mag[xi] += (g * w[wi] as f64).abs();
+                                dw[wi] += g * x[xi] as f64;
+                                dw_mag[wi] += (g * x[xi] as f64).abs();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    ((dx, dx_mag), (dw, dw_mag), db)
+}
+
+/// Max pooling forward by the definition: each window's maximum (NaN if the window holds one).
+pub fn max_pool2d(s: &crate::pool::Pool2d, x: &[f32]) -> Vec<f32> {
+    pool_by_definition(s, x, |vals| {
+        if vals.iter().any(|v| v.is_nan()) {
+            f32::NAN
+        } else {
+            vals.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+        }
+    })
+}
+
+/// Average pooling forward by the definition, in f64: the mean over window positions inside
+/// the input.
+pub fn avg_pool2d(s: &crate::pool::Pool2d, x: &[f32]) -> Vec<f32> {
+    pool_by_definition(s, x, |vals| {
+        (vals.iter().map(|&v| v as f64).sum::<f64>() / vals.len() as f64) as f32
+    })
+}
+
+fn pool_by_definition(s: &crate::pool::Pool2d, x: &[f32], f: impl Fn(&[f32]) -> f32) -> Vec<f32> {
+    use crate::conv::padding_before;
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let pt = padding_before(s.in_h, s.pool_h, s.stride_h, s.padding) as isize;
+    let pl = padding_before(s.in_w, s.pool_w, s.stride_w, s.padding) as isize;
+    let mut y = Vec::with_capacity(s.output_len());
+    for n in 0..s.batch {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for c in 0..s.channels {
+                    let mut vals = vec![];
+                    for py in 0..s.pool_h {
+                        for px in 0..s.pool_w {
+                            let iy = (oy * s.stride_h + py) as isize - pt;
+                            let ix = (ox * s.stride_w + px) as isize - pl;
+                            if iy >= 0 && ix >= 0 && iy < s.in_h as isize && ix < s.in_w as isize {
+                                let (iy, ix) = (iy as usize, ix as usize);
+                                vals.push(x[((n * s.in_h + iy) * s.in_w + ix) * s.channels + c]);
+                            }
+                        }
+                    }
+                    y.push(f(&vals));
+                }
+            }
+        }
+    }
+    y
+}

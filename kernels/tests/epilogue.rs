@@ -122,7 +122,8 @@ fn check(
             };
             let pre = lin[idx] as f64 + bias_v;
             let want = act64(act, pre);
-            let tol = bound[idx] + pre.abs() * 2f64.powi(-24) + want.abs() * 4e-7 + 1e-30;
+            // `gemm_error_bound` lists elements row by row whatever C's layout.
+            let tol = bound[i * n + j] + pre.abs() * 2f64.powi(-24) + want.abs() * 4e-7 + 1e-30;
             let got = ours[idx] as f64;
             if (got - want).abs() > tol {
                 return Err(format!(

@@ -66,7 +66,7 @@ pub(crate) struct Problem<'a> {
     pub epilogue: Option<Epilogue<'a>>,
 }
 
-type Buffer = AVec<f32, ConstAlign<64>>;
+pub(crate) type Buffer = AVec<f32, ConstAlign<64>>;
 
 thread_local! {
     // Packing buffers, kept per thread and reused, so that a training step in steady state does
@@ -78,7 +78,7 @@ thread_local! {
 /// Runs `f` on `len` floats of this thread's buffer `key`. If the buffer is already in use on this
 /// thread (a rayon worker that stole a second GEMM while waiting inside the first), a fresh one is
 /// used instead.
-fn with_buffer<R>(
+pub(crate) fn with_buffer<R>(
     key: &'static std::thread::LocalKey<RefCell<Buffer>>,
     len: usize,
     f: impl FnOnce(&mut [f32]) -> R,

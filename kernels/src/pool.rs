@@ -1,0 +1,319 @@
+//! 2-D max and average pooling on NHWC tensors, forward and backward.
+//!
+//! Windows of `pool_h × pool_w` positions, `stride_h`/`stride_w` apart, over each channel; the
+//! output size and padding follow [`crate::conv::output_len`] / [`crate::conv::padding_before`]
+//! (TensorFlow's rules). Positions in the padding take no part: a max ignores them, an average
+//! divides by the number of positions inside the input (TensorFlow's `avg_pool`).
+//!
+//! Max pooling keeps, for every output element, the index of the input element it came from
+//! (its offset within the image, `(iy·in_w + ix)·channels + c`), so the backward pass routes each
+//! gradient to its source without comparing again. A NaN in a window wins the max (NaN
+//! propagates). Loops run over the channels innermost (contiguous in NHWC), images in parallel.
+
+use rayon::prelude::*;
+
+use crate::conv::{output_len, padding_before, Padding};
+use crate::error::{Error, Result};
+
+/// The shape of one pooling operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pool2d {
+    pub batch: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub channels: usize,
+    pub pool_h: usize,
+    pub pool_w: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    pub padding: Padding,
+}
+
+impl Pool2d {
+    /// Keras's default: strides equal to the pool size, 'valid' padding.
+    pub fn new(batch: usize, (in_h, in_w, channels): (usize, usize, usize), pool: usize) -> Self {
+        Pool2d {
+            batch,
+            in_h,
+            in_w,
+            channels,
+            pool_h: pool,
+            pool_w: pool,
+            stride_h: pool,
+            stride_w: pool,
+            padding: Padding::Valid,
+        }
+    }
+    pub fn out_h(&self) -> usize {
+        output_len(self.in_h, self.pool_h, self.stride_h, self.padding)
+    }
+    pub fn out_w(&self) -> usize {
+        output_len(self.in_w, self.pool_w, self.stride_w, self.padding)
+    }
+    fn image_len(&self) -> usize {
+        self.in_h * self.in_w * self.channels
+    }
+    fn out_image_len(&self) -> usize {
+        self.out_h() * self.out_w() * self.channels
+    }
+    pub fn input_len(&self) -> usize {
+        self.batch * self.image_len()
+    }
+    pub fn output_len(&self) -> usize {
+        self.batch * self.out_image_len()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("in_h", self.in_h),
+            ("in_w", self.in_w),
+            ("channels", self.channels),
+            ("pool_h", self.pool_h),
+            ("pool_w", self.pool_w),
+            ("stride_h", self.stride_h),
+            ("stride_w", self.stride_w),
+        ] {
+            if v == 0 {
+                return Err(Error::InvalidArgument {
+                    name,
+                    value: "0".into(),
+                    reason: "pooling dimensions and strides must be at least 1".into(),
+                });
+            }
+        }
+        if self.padding == Padding::Valid && (self.pool_h > self.in_h || self.pool_w > self.in_w) {
+            return Err(Error::ShapeMismatch {
+                what: "pool2d",
+                detail: format!(
+                    "a {}×{} pool does not fit a {}×{} input with 'valid' padding",
+                    self.pool_h, self.pool_w, self.in_h, self.in_w
+                ),
+            });
+        }
+        let image = [self.in_h, self.in_w, self.channels]
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d));
+        match image.and_then(|i| i.checked_mul(self.batch)) {
+            // Argmax indices are stored as u32 offsets within an image.
+            Some(_) if image.unwrap() <= u32::MAX as usize => Ok(()),
+            _ => Err(Error::InvalidArgument {
+                name: "pool2d shape",
+                value: format!(
+                    "{}×{}×{}×{}",
+                    self.batch, self.in_h, self.in_w, self.channels
+                ),
+                reason: "an image must have at most 2³² elements".into(),
+            }),
+        }
+    }
+
+    fn desc_in(&self) -> String {
+        format!(
+            "{}×{}×{}×{}",
+            self.batch, self.in_h, self.in_w, self.channels
+        )
+    }
+    fn desc_out(&self) -> String {
+        format!(
+            "{}×{}×{}×{}",
+            self.batch,
+            self.out_h(),
+            self.out_w(),
+            self.channels
+        )
+    }
+
+    /// The input rows `iy0..iy1` and columns `ix0..ix1` under output position (oy, ox).
+    fn window(&self, oy: usize, ox: usize) -> (usize, usize, usize, usize) {
+        let pt = padding_before(self.in_h, self.pool_h, self.stride_h, self.padding);
+        let pl = padding_before(self.in_w, self.pool_w, self.stride_w, self.padding);
+        let y0 = (oy * self.stride_h) as isize - pt as isize;
+        let x0 = (ox * self.stride_w) as isize - pl as isize;
+        let clip = |v: isize, hi: usize| v.clamp(0, hi as isize) as usize;
+        (
+            clip(y0, self.in_h),
+            clip(y0 + self.pool_h as isize, self.in_h),
+            clip(x0, self.in_w),
+            clip(x0 + self.pool_w as isize, self.in_w),
+        )
+    }
+}
+
+fn check_len(what: &'static str, name: &str, len: usize, want: usize, shape: String) -> Result<()> {
+    if len != want {
+        return Err(Error::ShapeMismatch {
+            what,
+            detail: format!("{name} has {len} elements but a {shape} tensor needs {want}"),
+        });
+    }
+    Ok(())
+}
+
+/// Max pooling forward: `y` gets each window's maximum per channel and `argmax` its source's
+/// offset within the image (for [`max_pool2d_backward`]). Both are written, never read.
+pub fn max_pool2d_forward(s: &Pool2d, x: &[f32], y: &mut [f32], argmax: &mut [u32]) -> Result<()> {
+    s.validate()?;
+    let what = "max_pool2d_forward";
+    check_len(what, "input x", x.len(), s.input_len(), s.desc_in())?;
+    check_len(what, "output y", y.len(), s.output_len(), s.desc_out())?;
+    check_len(what, "argmax", argmax.len(), s.output_len(), s.desc_out())?;
+    if s.batch == 0 {
+        return Ok(());
+    }
+    let (ow, c) = (s.out_w(), s.channels);
+    x.par_chunks_exact(s.image_len())
+        .zip(y.par_chunks_exact_mut(s.out_image_len()))
+        .zip(argmax.par_chunks_exact_mut(s.out_image_len()))
+        .for_each(|((img, yi), ai)| {
+            for (o, (yo, ao)) in yi
+                .chunks_exact_mut(c)
+                .zip(ai.chunks_exact_mut(c))
+                .enumerate()
+            {
+                let (y0, y1, x0, x1) = s.window(o / ow, o % ow);
+                // Windows always hold at least one input position (TensorFlow's padding rules).
+                let first = (y0 * s.in_w + x0) * c;
+                yo.copy_from_slice(&img[first..first + c]);
+                for (a, ch) in ao.iter_mut().zip(first as u32..) {
+                    *a = ch;
+                }
+                for iy in y0..y1 {
+                    for ix in x0..x1 {
+                        let base = (iy * s.in_w + ix) * c;
+                        let src = &img[base..base + c];
+                        for (ch, ((b, a), &v)) in
+                            yo.iter_mut().zip(ao.iter_mut()).zip(src).enumerate()
+                        {
+                            // Take v if larger, or if it is the window's first NaN.
+                            if v > *b || (v.is_nan() && !b.is_nan()) {
+                                *b = v;
+                                *a = (base + ch) as u32;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    Ok(())
+}
+
+/// Max pooling backward: `dx` (written over) gets each output gradient at its window's argmax;
+/// where windows overlap, contributions add up. An `argmax` entry outside the image is an error.
+pub fn max_pool2d_backward(s: &Pool2d, dy: &[f32], argmax: &[u32], dx: &mut [f32]) -> Result<()> {
+    s.validate()?;
+    let what = "max_pool2d_backward";
+    check_len(
+        what,
+        "output gradient dy",
+        dy.len(),
+        s.output_len(),
+        s.desc_out(),
+    )?;
+    check_len(what, "argmax", argmax.len(), s.output_len(), s.desc_out())?;
+    check_len(
+        what,
+        "input gradient dx",
+        dx.len(),
+        s.input_len(),
+        s.desc_in(),
+    )?;
+    let image_len = s.image_len();
+    if let Some((i, &bad)) = argmax
+        .iter()
+        .enumerate()
+        .find(|(_, &a)| a as usize >= image_len)
+    {
+        return Err(Error::InvalidArgument {
+            name: "argmax",
+            value: bad.to_string(),
+            reason: format!("entry {i} points past the image's {image_len} elements"),
+        });
+    }
+    if s.batch == 0 {
+        return Ok(());
+    }
+    dx.par_chunks_exact_mut(image_len)
+        .zip(dy.par_chunks_exact(s.out_image_len()))
+        .zip(argmax.par_chunks_exact(s.out_image_len()))
+        .for_each(|((dxi, dyi), ai)| {
+            dxi.fill(0.0);
+            for (&g, &a) in dyi.iter().zip(ai) {
+                dxi[a as usize] += g;
+            }
+        });
+    Ok(())
+}
+
+/// Average pooling forward: each window's mean over the positions inside the input.
+pub fn avg_pool2d_forward(s: &Pool2d, x: &[f32], y: &mut [f32]) -> Result<()> {
+    s.validate()?;
+    let what = "avg_pool2d_forward";
+    check_len(what, "input x", x.len(), s.input_len(), s.desc_in())?;
+    check_len(what, "output y", y.len(), s.output_len(), s.desc_out())?;
+    if s.batch == 0 {
+        return Ok(());
+    }
+    let (ow, c) = (s.out_w(), s.channels);
+    x.par_chunks_exact(s.image_len())
+        .zip(y.par_chunks_exact_mut(s.out_image_len()))
+        .for_each(|(img, yi)| {
+            for (o, yo) in yi.chunks_exact_mut(c).enumerate() {
+                let (y0, y1, x0, x1) = s.window(o / ow, o % ow);
+                yo.fill(0.0);
+                for iy in y0..y1 {
+                    for ix in x0..x1 {
+                        let src = &img[(iy * s.in_w + ix) * c..][..c];
+                        for (b, &v) in yo.iter_mut().zip(src) {
+                            *b += v;
+                        }
+                    }
+                }
+                let inv = 1.0 / ((y1 - y0) * (x1 - x0)) as f32;
+                yo.iter_mut().for_each(|b| *b *= inv);
+            }
+        });
+    Ok(())
+}
+
+/// Average pooling backward: each output gradient spread evenly over its window's positions
+/// inside the input; `dx` is written over.
+pub fn avg_pool2d_backward(s: &Pool2d, dy: &[f32], dx: &mut [f32]) -> Result<()> {
+    s.validate()?;
+    let what = "avg_pool2d_backward";
+    check_len(
+        what,
+        "output gradient dy",
+        dy.len(),
+        s.output_len(),
+        s.desc_out(),
+    )?;
+    check_len(
+        what,
+        "input gradient dx",
+        dx.len(),
+        s.input_len(),
+        s.desc_in(),
+    )?;
+    if s.batch == 0 {
+        return Ok(());
+    }
+    let (ow, c) = (s.out_w(), s.channels);
+    dx.par_chunks_exact_mut(s.image_len())
+        .zip(dy.par_chunks_exact(s.out_image_len()))
+        .for_each(|(dxi, dyi)| {
+            dxi.fill(0.0);
+            for (o, g) in dyi.chunks_exact(c).enumerate() {
+                let (y0, y1, x0, x1) = s.window(o / ow, o % ow);
+                let inv = 1.0 / ((y1 - y0) * (x1 - x0)) as f32;
+                for iy in y0..y1 {
+                    for ix in x0..x1 {
+                        let dst = &mut dxi[(iy * s.in_w + ix) * c..][..c];
+                        for (d, &v) in dst.iter_mut().zip(g) {
+                            *d += v * inv;
+                        }
+                    }
+                }
+            }
+        });
+    Ok(())
+}

@@ -1,0 +1,369 @@
+//! Convolution (forward, weight and input gradients) and pooling against the definitions in
+//! `kernels::reference`, over random shapes, strides and paddings, on every instruction-set path.
+//!
+//! Tolerance per element: 2·(terms + 2)·2⁻²⁴·Σ|terms| + 1e-30, the dot-product bound of the GEMM
+//! tests with `terms` the number of products summed (patch length forward, pixels for the weight
+//! gradient, out_c·taps for the input gradient), plus the activation's accuracy.
+
+use kernels::activation::Activation;
+use kernels::conv::{
+    conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2d, Padding,
+};
+use kernels::pool::{
+    avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward, Pool2d,
+};
+use kernels::{reference, GemmOptions, Isa, Threading};
+use proptest::prelude::*;
+
+struct Rng(u64);
+impl Rng {
+    fn value(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn fill(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.value()).collect()
+    }
+}
+
+const EPS: f64 = 1.0 / (1u64 << 24) as f64;
+
+fn assert_close(
+    what: &str,
+    got: &[f32],
+    want: &[f64],
+    mag: &[f64],
+    terms: usize,
+) -> Result<(), String> {
+    for i in 0..want.len() {
+        let tol = 2.0 * (terms as f64 + 2.0) * EPS * mag[i] + 1e-30;
+        if (got[i] as f64 - want[i]).abs() > tol {
+            return Err(format!(
+                "{what}: element {i} = {}, want {} (±{tol})",
+                got[i], want[i]
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn act64(act: Activation, x: f64) -> f64 {
+    match act {
+        Activation::Identity => x,
+        Activation::Relu => x.max(0.0),
+        Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        Activation::Tanh => x.tanh(),
+    }
+}
+
+fn check_conv(
+    s: Conv2d,
+    isa: Isa,
+    act: Activation,
+    with_bias: bool,
+    seed: u64,
+) -> Result<(), String> {
+    let mut rng = Rng(seed);
+    let x = rng.fill(s.input_len());
+    let w = rng.fill(s.weight_len());
+    let bias = rng.fill(s.out_c);
+    let bias = with_bias.then_some(&bias[..]);
+    let dy = rng.fill(s.output_len());
+    let opts = GemmOptions::with_isa(isa);
+    let ctx = format!("{isa} {act:?} {s:?}");
+
+    let mut y = vec![f32::NAN; s.output_len()];
+    conv2d_forward(&opts, &s, &x, &w, bias, act, &mut y).map_err(|e| e.to_string())?;
+    let (pre, mag) = reference::conv2d_forward(&s, &x, &w, bias);
+    for i in 0..pre.len() {
+        let want = act64(act, pre[i]);
+        let tol = 2.0 * (s.patch_len() as f64 + 3.0) * EPS * mag[i] + want.abs() * 4e-7 + 1e-30;
+        if (y[i] as f64 - want).abs() > tol {
+            return Err(format!(
+                "{ctx}: forward y[{i}] = {}, want {want} (±{tol})",
+                y[i]
+            ));
+        }
+    }
+
+    let ((dx_ref, dx_mag), (dw_ref, dw_mag), db_ref) = reference::conv2d_backward(&s, &x, &w, &dy);
+    let mut dw = vec![f32::NAN; s.weight_len()];
+    let mut db = vec![f32::NAN; s.out_c];
+    conv2d_backward_weights(&opts, &s, &x, &dy, &mut dw, Some(&mut db))
+        .map_err(|e| e.to_string())?;
+    let pixels = s.batch * s.out_pixels();
+    assert_close(&format!("{ctx}: dw"), &dw, &dw_ref, &dw_mag, pixels)?;
+    let db_mag: Vec<f64> = (0..s.out_c)
+        .map(|o| {
+            dy.iter()
+                .skip(o)
+                .step_by(s.out_c)
+                .map(|v| v.abs() as f64)
+                .sum()
+        })
+        .collect();
+    assert_close(&format!("{ctx}: db"), &db, &db_ref, &db_mag, pixels)?;
+
+    let mut dx = vec![f32::NAN; s.input_len()];
+    conv2d_backward_input(&opts, &s, &dy, &w, &mut dx).map_err(|e| e.to_string())?;
+    let taps = s.kernel_h * s.kernel_w * s.out_c;
+    assert_close(&format!("{ctx}: dx"), &dx, &dx_ref, &dx_mag, taps)?;
+    Ok(())
+}
+
+fn conv_shape() -> impl Strategy<Value = Conv2d> {
+    (
+        0usize..4,
+        (1usize..10, 1usize..10, prop_oneof![1usize..4, Just(7usize)]),
+        prop_oneof![1usize..5, Just(17usize), Just(32usize)],
+        (1usize..5, 1usize..4),
+        (1usize..4, 1usize..4),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(batch, (in_h, in_w, in_c), out_c, (kh, kw), (sh, sw), same)| {
+                let padding = if same { Padding::Same } else { Padding::Valid };
+                // 'valid' needs the kernel to fit.
+                let (kh, kw) = if same {
+                    (kh, kw)
+                } else {
+                    (kh.min(in_h), kw.min(in_w))
+                };
+                Conv2d {
+                    batch,
+                    in_h,
+                    in_w,
+                    in_c,
+                    out_c,
+                    kernel_h: kh,
+                    kernel_w: kw,
+                    stride_h: sh,
+                    stride_w: sw,
+                    padding,
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #[test]
+    fn conv_matches_the_definition_on_every_path(
+        s in conv_shape(),
+        act in 0usize..4,
+        with_bias: bool,
+        seed: u64,
+    ) {
+        let act = [Activation::Identity, Activation::Relu, Activation::Sigmoid, Activation::Tanh][act];
+        for isa in Isa::available() {
+            check_conv(s, isa, act, with_bias, seed).map_err(TestCaseError::fail)?;
+        }
+    }
+}
+
+/// The shapes the benchmarks and the reference CNN use, including a batch larger than the task
+/// count and a patch larger than one im2col chunk's row budget.
+#[test]
+fn training_shapes_match_the_definition() {
+    let shapes = [
+        Conv2d::square(40, (28, 28, 1), 32, 3, Padding::Valid),
+        Conv2d::square(2, (12, 12, 64), 24, 3, Padding::Same),
+        Conv2d {
+            stride_h: 2,
+            stride_w: 2,
+            ..Conv2d::square(3, (15, 15, 3), 8, 5, Padding::Same)
+        },
+    ];
+    for s in shapes {
+        for isa in Isa::available() {
+            check_conv(s, isa, Activation::Relu, true, 9).unwrap();
+        }
+    }
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let s = Conv2d::square(37, (14, 14, 3), 16, 3, Padding::Same);
+    let mut rng = Rng(1);
+    let x = rng.fill(s.input_len());
+    let w = rng.fill(s.weight_len());
+    let dy = rng.fill(s.output_len());
+    let run = |threads: usize, threading: Threading| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let opts = GemmOptions {
+                isa: None,
+                threading,
+            };
+            let mut y = vec![0.0; s.output_len()];
+            let mut dw = vec![0.0; s.weight_len()];
+            let mut db = vec![0.0; s.out_c];
+            let mut dx = vec![0.0; s.input_len()];
+            conv2d_forward(&opts, &s, &x, &w, None, Activation::Tanh, &mut y).unwrap();
+            conv2d_backward_weights(&opts, &s, &x, &dy, &mut dw, Some(&mut db)).unwrap();
+            conv2d_backward_input(&opts, &s, &dy, &w, &mut dx).unwrap();
+            (y, dw, db, dx)
+        })
+    };
+    let one = run(1, Threading::Single);
+    assert_eq!(one, run(2, Threading::Rayon));
+    assert_eq!(one, run(3, Threading::Rayon));
+}
+
+#[test]
+fn bad_shapes_are_errors_naming_the_buffer() {
+    let s = Conv2d::square(2, (5, 5, 3), 4, 3, Padding::Valid);
+    let opts = GemmOptions::default();
+    let x = vec![0.0; s.input_len()];
+    let w = vec![0.0; s.weight_len()];
+    let mut y = vec![0.0; s.output_len()];
+    let err = conv2d_forward(&opts, &s, &x[1..], &w, None, Activation::Relu, &mut y).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "conv2d_forward: input x has 149 elements but a 2×5×5×3 tensor needs 150"
+    );
+    let err =
+        conv2d_forward(&opts, &s, &x, &w, Some(&[0.0; 3]), Activation::Relu, &mut y).unwrap_err();
+    assert!(err.to_string().contains("bias has 3 elements"), "{err}");
+    let mut dw = vec![0.0; s.weight_len() + 1];
+    let err = conv2d_backward_weights(&opts, &s, &x, &y, &mut dw, None).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("weight gradient dw has 109 elements but a 3×3×3×4"),
+        "{err}"
+    );
+    let big = Conv2d::square(1, (2, 2, 1), 1, 3, Padding::Valid);
+    let err = big.validate().unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("a 3×3 kernel does not fit a 2×2 input"),
+        "{err}"
+    );
+    let zero = Conv2d { stride_h: 0, ..s };
+    assert!(zero
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("stride_h = 0"));
+}
+
+fn pool_shape() -> impl Strategy<Value = Pool2d> {
+    (
+        0usize..4,
+        1usize..9,
+        1usize..9,
+        1usize..6,
+        1usize..4,
+        1usize..4,
+        1usize..4,
+        any::<bool>(),
+    )
+        .prop_map(|(batch, in_h, in_w, channels, p, sh, sw, same)| {
+            let padding = if same { Padding::Same } else { Padding::Valid };
+            let (ph, pw) = if same {
+                (p, p)
+            } else {
+                (p.min(in_h), p.min(in_w))
+            };
+            Pool2d {
+                batch,
+                in_h,
+                in_w,
+                channels,
+                pool_h: ph,
+                pool_w: pw,
+                stride_h: sh,
+                stride_w: sw,
+                padding,
+            }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #[test]
+    fn max_pool_matches_the_definition(s in pool_shape(), seed: u64, nan: bool) {
+        let mut rng = Rng(seed);
+        // Coarse values so windows have ties (the first maximum in scan order wins).
+        let mut x: Vec<f32> = rng.fill(s.input_len()).iter().map(|v| (v * 4.0).round()).collect();
+        if nan && !x.is_empty() {
+            let i = (seed as usize) % x.len();
+            x[i] = f32::NAN;
+        }
+        let mut y = vec![0.0; s.output_len()];
+        let mut arg = vec![0u32; s.output_len()];
+        max_pool2d_forward(&s, &x, &mut y, &mut arg).unwrap();
+        let want = reference::max_pool2d(&s, &x);
+        let image = s.in_h * s.in_w * s.channels;
+        let out_image = s.out_h() * s.out_w() * s.channels;
+        for i in 0..want.len() {
+            prop_assert!(y[i] == want[i] || (y[i].is_nan() && want[i].is_nan()), "y[{}] {} vs {}", i, y[i], want[i]);
+            let src = x[(i / out_image.max(1)) * image + arg[i] as usize];
+            prop_assert!(src == y[i] || (src.is_nan() && y[i].is_nan()));
+            prop_assert_eq!((arg[i] as usize) % s.channels, i % s.channels);
+        }
+        // Backward: each gradient lands on its argmax, nothing else.
+        let dy = rng.fill(s.output_len());
+        let mut dx = vec![f32::NAN; s.input_len()];
+        max_pool2d_backward(&s, &dy, &arg, &mut dx).unwrap();
+        let mut want_dx = vec![0.0f64; s.input_len()];
+        for i in 0..dy.len() {
+            want_dx[(i / out_image.max(1)) * image + arg[i] as usize] += dy[i] as f64;
+        }
+        for i in 0..dx.len() {
+            prop_assert!((dx[i] as f64 - want_dx[i]).abs() <= 1e-6 * (1.0 + want_dx[i].abs()));
+        }
+    }
+
+    #[test]
+    fn avg_pool_matches_the_definition_and_its_adjoint(s in pool_shape(), seed: u64) {
+        let mut rng = Rng(seed);
+        let x = rng.fill(s.input_len());
+        let mut y = vec![0.0; s.output_len()];
+        avg_pool2d_forward(&s, &x, &mut y).unwrap();
+        let want = reference::avg_pool2d(&s, &x);
+        for i in 0..want.len() {
+            prop_assert!((y[i] - want[i]).abs() <= 1e-6, "y[{}] {} vs {}", i, y[i], want[i]);
+        }
+        // The backward pass is the transpose of the (linear) forward: <A x, dy> = <x, Aᵀ dy>.
+        let dy = rng.fill(s.output_len());
+        let mut dx = vec![f32::NAN; s.input_len()];
+        avg_pool2d_backward(&s, &dy, &mut dx).unwrap();
+        let lhs: f64 = y.iter().zip(&dy).map(|(&a, &b)| a as f64 * b as f64).sum();
+        let rhs: f64 = x.iter().zip(&dx).map(|(&a, &b)| a as f64 * b as f64).sum();
+        prop_assert!((lhs - rhs).abs() <= 1e-5 * (1.0 + lhs.abs()), "{} vs {}", lhs, rhs);
+    }
+}
+
+#[test]
+fn pooling_rejects_bad_input() {
+    let s = Pool2d::new(2, (4, 4, 3), 2);
+    let x = vec![0.0; s.input_len()];
+    let mut y = vec![0.0; s.output_len()];
+    let mut arg = vec![0u32; s.output_len() - 1];
+    let err = max_pool2d_forward(&s, &x, &mut y, &mut arg).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "max_pool2d_forward: argmax has 23 elements but a 2×2×2×3 tensor needs 24"
+    );
+    let arg = vec![48u32; s.output_len()];
+    let mut dx = vec![0.0; s.input_len()];
+    let err = max_pool2d_backward(&s, &y, &arg, &mut dx).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("points past the image's 48 elements"),
+        "{err}"
+    );
+    let err = Pool2d::new(1, (1, 4, 1), 2).validate().unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("a 2×2 pool does not fit a 1×4 input"),
+        "{err}"
+    );
+}
