@@ -87,14 +87,15 @@ fn pool(c: &mut Criterion) {
     let mut y = vec![0.0; s.output_len()];
     let mut arg = vec![0u32; s.output_len()];
     let mut dx = vec![0.0; s.input_len()];
+    let opts = GemmOptions::default();
     let mut group = c.benchmark_group("pool/max-2x2-26x26x32-b32");
     group.throughput(Throughput::Elements(s.input_len() as u64));
     group.bench_function("forward", |b| {
-        b.iter(|| max_pool2d_forward(&s, &x, &mut y, &mut arg).unwrap())
+        b.iter(|| max_pool2d_forward(&opts, &s, &x, &mut y, &mut arg).unwrap())
     });
-    max_pool2d_forward(&s, &x, &mut y, &mut arg).unwrap();
+    max_pool2d_forward(&opts, &s, &x, &mut y, &mut arg).unwrap();
     group.bench_function("backward", |b| {
-        b.iter(|| max_pool2d_backward(&s, &dy, &arg, &mut dx).unwrap())
+        b.iter(|| max_pool2d_backward(&opts, &s, &dy, &arg, &mut dx).unwrap())
     });
     group.finish();
 }

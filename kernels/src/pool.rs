@@ -14,6 +14,8 @@ use rayon::prelude::*;
 
 use crate::conv::{output_len, padding_before, Padding};
 use crate::error::{Error, Result};
+use crate::gemm::{GemmOptions, Threading};
+use crate::math::resolve;
 
 /// The shape of one pooling operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -151,7 +153,13 @@ fn check_len(what: &'static str, name: &str, len: usize, want: usize, shape: Str
 
 /// Max pooling forward: `y` gets each window's maximum per channel and `argmax` its source's
 /// offset within the image (for [`max_pool2d_backward`]). Both are written, never read.
-pub fn max_pool2d_forward(s: &Pool2d, x: &[f32], y: &mut [f32], argmax: &mut [u32]) -> Result<()> {
+pub fn max_pool2d_forward(
+    opts: &GemmOptions,
+    s: &Pool2d,
+    x: &[f32],
+    y: &mut [f32],
+    argmax: &mut [u32],
+) -> Result<()> {
     s.validate()?;
     let what = "max_pool2d_forward";
     check_len(what, "input x", x.len(), s.input_len(), s.desc_in())?;
@@ -160,46 +168,112 @@ pub fn max_pool2d_forward(s: &Pool2d, x: &[f32], y: &mut [f32], argmax: &mut [u3
     if s.batch == 0 {
         return Ok(());
     }
-    let (ow, c) = (s.out_w(), s.channels);
-    x.par_chunks_exact(s.image_len())
+    let isa = resolve(opts.isa)?;
+    let images = x
+        .par_chunks_exact(s.image_len())
         .zip(y.par_chunks_exact_mut(s.out_image_len()))
-        .zip(argmax.par_chunks_exact_mut(s.out_image_len()))
-        .for_each(|((img, yi), ai)| {
-            for (o, (yo, ao)) in yi
-                .chunks_exact_mut(c)
-                .zip(ai.chunks_exact_mut(c))
-                .enumerate()
-            {
-                let (y0, y1, x0, x1) = s.window(o / ow, o % ow);
-                // Windows always hold at least one input position (TensorFlow's padding rules).
-                let first = (y0 * s.in_w + x0) * c;
-                yo.copy_from_slice(&img[first..first + c]);
-                for (a, ch) in ao.iter_mut().zip(first as u32..) {
-                    *a = ch;
-                }
-                for iy in y0..y1 {
-                    for ix in x0..x1 {
-                        let base = (iy * s.in_w + ix) * c;
-                        let src = &img[base..base + c];
-                        for (ch, ((b, a), &v)) in
-                            yo.iter_mut().zip(ao.iter_mut()).zip(src).enumerate()
-                        {
-                            // Take v if larger, or if it is the window's first NaN.
-                            if v > *b || (v.is_nan() && !b.is_nan()) {
-                                *b = v;
-                                *a = (base + ch) as u32;
-                            }
-                        }
-                    }
+        .zip(argmax.par_chunks_exact_mut(s.out_image_len()));
+    each_image(opts, images, |((img, yi), ai)| {
+        // SAFETY: `resolve` checked that this CPU has `isa`'s features.
+        unsafe { compiled::max_image(isa, s, img, yi, ai) }
+    });
+    Ok(())
+}
+
+/// Runs `f` on every image: in parallel on the rayon pool, or all on this thread for
+/// [`Threading::Single`] (a producer that may not split runs where it is called).
+fn each_image<I>(opts: &GemmOptions, images: I, f: impl Fn(I::Item) + Sync + Send)
+where
+    I: IndexedParallelIterator,
+{
+    match opts.threading {
+        Threading::Rayon => images.for_each(f),
+        Threading::Single => images.with_min_len(usize::MAX).for_each(f),
+    }
+}
+
+/// One image of max pooling; every element of the output is written in every window step (a
+/// select, not a branch), so the channel loop vectorises.
+#[inline(always)]
+fn max_image_body(s: &Pool2d, img: &[f32], yi: &mut [f32], ai: &mut [u32]) {
+    let (ow, c) = (s.out_w(), s.channels);
+    for (o, (yo, ao)) in yi
+        .chunks_exact_mut(c)
+        .zip(ai.chunks_exact_mut(c))
+        .enumerate()
+    {
+        let (y0, y1, x0, x1) = s.window(o / ow, o % ow);
+        // Windows always hold at least one input position (TensorFlow's padding rules).
+        let first = (y0 * s.in_w + x0) * c;
+        yo.copy_from_slice(&img[first..first + c]);
+        for (a, ch) in ao.iter_mut().zip(first as u32..) {
+            *a = ch;
+        }
+        for iy in y0..y1 {
+            for ix in x0..x1 {
+                let base = (iy * s.in_w + ix) * c;
+                let src = &img[base..base + c];
+                for (ch, ((b, a), &v)) in yo.iter_mut().zip(ao.iter_mut()).zip(src).enumerate() {
+                    // Take v if larger, or if it is the window's first NaN.
+                    let take = v > *b || (v.is_nan() && !b.is_nan());
+                    *b = if take { v } else { *b };
+                    *a = if take { (base + ch) as u32 } else { *a };
                 }
             }
-        });
-    Ok(())
+        }
+    }
+}
+
+mod compiled {
+    use super::{max_image_body, Pool2d};
+    use crate::Isa;
+
+    macro_rules! variant {
+        ($name:ident, $feature:literal, $arch:literal) => {
+            #[cfg(target_arch = $arch)]
+            #[target_feature(enable = $feature)]
+            fn $name(s: &Pool2d, img: &[f32], yi: &mut [f32], ai: &mut [u32]) {
+                max_image_body(s, img, yi, ai)
+            }
+        };
+    }
+    variant!(avx512, "avx512f", "x86_64");
+    variant!(avx2, "avx2,fma", "x86_64");
+    variant!(neon, "neon", "aarch64");
+
+    /// # Safety
+    /// `isa` is available on this CPU.
+    pub(super) unsafe fn max_image(
+        isa: Isa,
+        s: &Pool2d,
+        img: &[f32],
+        yi: &mut [f32],
+        ai: &mut [u32],
+    ) {
+        match isa {
+            // SAFETY: the caller guarantees the CPU has the set's features.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512(s, img, yi, ai) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { avx2(s, img, yi, ai) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => unsafe { neon(s, img, yi, ai) },
+            _ => max_image_body(s, img, yi, ai),
+        }
+    }
 }
 
 /// Max pooling backward: `dx` (written over) gets each output gradient at its window's argmax;
 /// where windows overlap, contributions add up. An `argmax` entry outside the image is an error.
-pub fn max_pool2d_backward(s: &Pool2d, dy: &[f32], argmax: &[u32], dx: &mut [f32]) -> Result<()> {
+pub fn max_pool2d_backward(
+    opts: &GemmOptions,
+    s: &Pool2d,
+    dy: &[f32],
+    argmax: &[u32],
+    dx: &mut [f32],
+) -> Result<()> {
     s.validate()?;
     let what = "max_pool2d_backward";
     check_len(
@@ -232,20 +306,22 @@ pub fn max_pool2d_backward(s: &Pool2d, dy: &[f32], argmax: &[u32], dx: &mut [f32
     if s.batch == 0 {
         return Ok(());
     }
-    dx.par_chunks_exact_mut(image_len)
+    resolve(opts.isa)?;
+    let images = dx
+        .par_chunks_exact_mut(image_len)
         .zip(dy.par_chunks_exact(s.out_image_len()))
-        .zip(argmax.par_chunks_exact(s.out_image_len()))
-        .for_each(|((dxi, dyi), ai)| {
-            dxi.fill(0.0);
-            for (&g, &a) in dyi.iter().zip(ai) {
-                dxi[a as usize] += g;
-            }
-        });
+        .zip(argmax.par_chunks_exact(s.out_image_len()));
+    each_image(opts, images, |((dxi, dyi), ai)| {
+        dxi.fill(0.0);
+        for (&g, &a) in dyi.iter().zip(ai) {
+            dxi[a as usize] += g;
+        }
+    });
     Ok(())
 }
 
 /// Average pooling forward: each window's mean over the positions inside the input.
-pub fn avg_pool2d_forward(s: &Pool2d, x: &[f32], y: &mut [f32]) -> Result<()> {
+pub fn avg_pool2d_forward(opts: &GemmOptions, s: &Pool2d, x: &[f32], y: &mut [f32]) -> Result<()> {
     s.validate()?;
     let what = "avg_pool2d_forward";
     check_len(what, "input x", x.len(), s.input_len(), s.desc_in())?;
@@ -254,30 +330,37 @@ pub fn avg_pool2d_forward(s: &Pool2d, x: &[f32], y: &mut [f32]) -> Result<()> {
         return Ok(());
     }
     let (ow, c) = (s.out_w(), s.channels);
-    x.par_chunks_exact(s.image_len())
-        .zip(y.par_chunks_exact_mut(s.out_image_len()))
-        .for_each(|(img, yi)| {
-            for (o, yo) in yi.chunks_exact_mut(c).enumerate() {
-                let (y0, y1, x0, x1) = s.window(o / ow, o % ow);
-                yo.fill(0.0);
-                for iy in y0..y1 {
-                    for ix in x0..x1 {
-                        let src = &img[(iy * s.in_w + ix) * c..][..c];
-                        for (b, &v) in yo.iter_mut().zip(src) {
-                            *b += v;
-                        }
+    resolve(opts.isa)?;
+    let images = x
+        .par_chunks_exact(s.image_len())
+        .zip(y.par_chunks_exact_mut(s.out_image_len()));
+    each_image(opts, images, |(img, yi)| {
+        for (o, yo) in yi.chunks_exact_mut(c).enumerate() {
+            let (y0, y1, x0, x1) = s.window(o / ow, o % ow);
+            yo.fill(0.0);
+            for iy in y0..y1 {
+                for ix in x0..x1 {
+                    let src = &img[(iy * s.in_w + ix) * c..][..c];
+                    for (b, &v) in yo.iter_mut().zip(src) {
+                        *b += v;
                     }
                 }
-                let inv = 1.0 / ((y1 - y0) * (x1 - x0)) as f32;
-                yo.iter_mut().for_each(|b| *b *= inv);
             }
-        });
+            let inv = 1.0 / ((y1 - y0) * (x1 - x0)) as f32;
+            yo.iter_mut().for_each(|b| *b *= inv);
+        }
+    });
     Ok(())
 }
 
 /// Average pooling backward: each output gradient spread evenly over its window's positions
 /// inside the input; `dx` is written over.
-pub fn avg_pool2d_backward(s: &Pool2d, dy: &[f32], dx: &mut [f32]) -> Result<()> {
+pub fn avg_pool2d_backward(
+    opts: &GemmOptions,
+    s: &Pool2d,
+    dy: &[f32],
+    dx: &mut [f32],
+) -> Result<()> {
     s.validate()?;
     let what = "avg_pool2d_backward";
     check_len(
@@ -298,22 +381,24 @@ pub fn avg_pool2d_backward(s: &Pool2d, dy: &[f32], dx: &mut [f32]) -> Result<()>
         return Ok(());
     }
     let (ow, c) = (s.out_w(), s.channels);
-    dx.par_chunks_exact_mut(s.image_len())
-        .zip(dy.par_chunks_exact(s.out_image_len()))
-        .for_each(|(dxi, dyi)| {
-            dxi.fill(0.0);
-            for (o, g) in dyi.chunks_exact(c).enumerate() {
-                let (y0, y1, x0, x1) = s.window(o / ow, o % ow);
-                let inv = 1.0 / ((y1 - y0) * (x1 - x0)) as f32;
-                for iy in y0..y1 {
-                    for ix in x0..x1 {
-                        let dst = &mut dxi[(iy * s.in_w + ix) * c..][..c];
-                        for (d, &v) in dst.iter_mut().zip(g) {
-                            *d += v * inv;
-                        }
+    resolve(opts.isa)?;
+    let images = dx
+        .par_chunks_exact_mut(s.image_len())
+        .zip(dy.par_chunks_exact(s.out_image_len()));
+    each_image(opts, images, |(dxi, dyi)| {
+        dxi.fill(0.0);
+        for (o, g) in dyi.chunks_exact(c).enumerate() {
+            let (y0, y1, x0, x1) = s.window(o / ow, o % ow);
+            let inv = 1.0 / ((y1 - y0) * (x1 - x0)) as f32;
+            for iy in y0..y1 {
+                for ix in x0..x1 {
+                    let dst = &mut dxi[(iy * s.in_w + ix) * c..][..c];
+                    for (d, &v) in dst.iter_mut().zip(g) {
+                        *d += v * inv;
                     }
                 }
             }
-        });
+        }
+    });
     Ok(())
 }

@@ -253,6 +253,56 @@ fn bad_shapes_are_errors_naming_the_buffer() {
         .contains("stride_h = 0"));
 }
 
+/// Max pooling on `isa` against the definition (ties: the first maximum in scan order), and its
+/// backward pass against routing each gradient to the recorded argmax.
+fn check_max_pool(s: Pool2d, seed: u64, nan: bool, isa: Isa) -> Result<(), String> {
+    let opts = GemmOptions::with_isa(isa);
+    let mut rng = Rng(seed);
+    // Coarse values so windows have ties.
+    let mut x: Vec<f32> = rng
+        .fill(s.input_len())
+        .iter()
+        .map(|v| (v * 4.0).round())
+        .collect();
+    if nan && !x.is_empty() {
+        let i = (seed as usize) % x.len();
+        x[i] = f32::NAN;
+    }
+    let mut y = vec![0.0; s.output_len()];
+    let mut arg = vec![0u32; s.output_len()];
+    max_pool2d_forward(&opts, &s, &x, &mut y, &mut arg).map_err(|e| e.to_string())?;
+    let want = reference::max_pool2d(&s, &x);
+    let image = s.in_h * s.in_w * s.channels;
+    let out_image = s.out_h() * s.out_w() * s.channels;
+    let same = |a: f32, b: f32| a == b || (a.is_nan() && b.is_nan());
+    for i in 0..want.len() {
+        if !same(y[i], want[i]) {
+            return Err(format!("{isa} {s:?}: y[{i}] = {}, want {}", y[i], want[i]));
+        }
+        let src = x[(i / out_image) * image + arg[i] as usize];
+        if !same(src, y[i]) || (arg[i] as usize) % s.channels != i % s.channels {
+            return Err(format!("{isa} {s:?}: argmax[{i}] = {} holds {src}", arg[i]));
+        }
+    }
+    // Backward: each gradient lands on its argmax, nothing else.
+    let dy = rng.fill(s.output_len());
+    let mut dx = vec![f32::NAN; s.input_len()];
+    max_pool2d_backward(&opts, &s, &dy, &arg, &mut dx).map_err(|e| e.to_string())?;
+    let mut want_dx = vec![0.0f64; s.input_len()];
+    for i in 0..dy.len() {
+        want_dx[(i / out_image) * image + arg[i] as usize] += dy[i] as f64;
+    }
+    for i in 0..dx.len() {
+        if (dx[i] as f64 - want_dx[i]).abs() > 1e-6 * (1.0 + want_dx[i].abs()) {
+            return Err(format!(
+                "{isa} {s:?}: dx[{i}] = {}, want {}",
+                dx[i], want_dx[i]
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn pool_shape() -> impl Strategy<Value = Pool2d> {
     (
         0usize..4,
@@ -289,44 +339,18 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
     #[test]
     fn max_pool_matches_the_definition(s in pool_shape(), seed: u64, nan: bool) {
-        let mut rng = Rng(seed);
-        // Coarse values so windows have ties (the first maximum in scan order wins).
-        let mut x: Vec<f32> = rng.fill(s.input_len()).iter().map(|v| (v * 4.0).round()).collect();
-        if nan && !x.is_empty() {
-            let i = (seed as usize) % x.len();
-            x[i] = f32::NAN;
-        }
-        let mut y = vec![0.0; s.output_len()];
-        let mut arg = vec![0u32; s.output_len()];
-        max_pool2d_forward(&s, &x, &mut y, &mut arg).unwrap();
-        let want = reference::max_pool2d(&s, &x);
-        let image = s.in_h * s.in_w * s.channels;
-        let out_image = s.out_h() * s.out_w() * s.channels;
-        for i in 0..want.len() {
-            prop_assert!(y[i] == want[i] || (y[i].is_nan() && want[i].is_nan()), "y[{}] {} vs {}", i, y[i], want[i]);
-            let src = x[(i / out_image.max(1)) * image + arg[i] as usize];
-            prop_assert!(src == y[i] || (src.is_nan() && y[i].is_nan()));
-            prop_assert_eq!((arg[i] as usize) % s.channels, i % s.channels);
-        }
-        // Backward: each gradient lands on its argmax, nothing else.
-        let dy = rng.fill(s.output_len());
-        let mut dx = vec![f32::NAN; s.input_len()];
-        max_pool2d_backward(&s, &dy, &arg, &mut dx).unwrap();
-        let mut want_dx = vec![0.0f64; s.input_len()];
-        for i in 0..dy.len() {
-            want_dx[(i / out_image.max(1)) * image + arg[i] as usize] += dy[i] as f64;
-        }
-        for i in 0..dx.len() {
-            prop_assert!((dx[i] as f64 - want_dx[i]).abs() <= 1e-6 * (1.0 + want_dx[i].abs()));
+        for isa in Isa::available() {
+            check_max_pool(s, seed, nan, isa).map_err(TestCaseError::fail)?;
         }
     }
 
     #[test]
     fn avg_pool_matches_the_definition_and_its_adjoint(s in pool_shape(), seed: u64) {
+        let opts = GemmOptions::default();
         let mut rng = Rng(seed);
         let x = rng.fill(s.input_len());
         let mut y = vec![0.0; s.output_len()];
-        avg_pool2d_forward(&s, &x, &mut y).unwrap();
+        avg_pool2d_forward(&opts, &s, &x, &mut y).unwrap();
         let want = reference::avg_pool2d(&s, &x);
         for i in 0..want.len() {
             prop_assert!((y[i] - want[i]).abs() <= 1e-6, "y[{}] {} vs {}", i, y[i], want[i]);
@@ -334,7 +358,7 @@ proptest! {
         // The backward pass is the transpose of the (linear) forward: <A x, dy> = <x, Aᵀ dy>.
         let dy = rng.fill(s.output_len());
         let mut dx = vec![f32::NAN; s.input_len()];
-        avg_pool2d_backward(&s, &dy, &mut dx).unwrap();
+        avg_pool2d_backward(&opts, &s, &dy, &mut dx).unwrap();
         let lhs: f64 = y.iter().zip(&dy).map(|(&a, &b)| a as f64 * b as f64).sum();
         let rhs: f64 = x.iter().zip(&dx).map(|(&a, &b)| a as f64 * b as f64).sum();
         prop_assert!((lhs - rhs).abs() <= 1e-5 * (1.0 + lhs.abs()), "{} vs {}", lhs, rhs);
@@ -347,14 +371,14 @@ fn pooling_rejects_bad_input() {
     let x = vec![0.0; s.input_len()];
     let mut y = vec![0.0; s.output_len()];
     let mut arg = vec![0u32; s.output_len() - 1];
-    let err = max_pool2d_forward(&s, &x, &mut y, &mut arg).unwrap_err();
+    let err = max_pool2d_forward(&GemmOptions::default(), &s, &x, &mut y, &mut arg).unwrap_err();
     assert_eq!(
         err.to_string(),
         "max_pool2d_forward: argmax has 23 elements but a 2×2×2×3 tensor needs 24"
     );
     let arg = vec![48u32; s.output_len()];
     let mut dx = vec![0.0; s.input_len()];
-    let err = max_pool2d_backward(&s, &y, &arg, &mut dx).unwrap_err();
+    let err = max_pool2d_backward(&GemmOptions::default(), &s, &y, &arg, &mut dx).unwrap_err();
     assert!(
         err.to_string()
             .contains("points past the image's 48 elements"),
