@@ -19,6 +19,7 @@ mod error;
 mod gemm;
 mod mat;
 pub mod math;
+pub mod optim;
 pub mod peak;
 #[cfg(feature = "peers")]
 pub mod peers;

@@ -337,6 +337,31 @@ pub fn softmax_rows_with(isa: Option<Isa>, x: &[f32], y: &mut [f32], cols: usize
     Ok(())
 }
 
+/// [`softmax_rows`] in place: `v[r][j] ← e^v[r][j] / Σ_k e^v[r][k]` (same arithmetic).
+pub fn softmax_rows_in_place(v: &mut [f32], cols: usize) -> Result<()> {
+    rows_of("softmax_rows_in_place", v.len(), cols)?;
+    let isa = resolve(None)?;
+    for row in v.chunks_exact_mut(cols) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &e| m.max(e));
+        let nan_in_row = row.iter().any(|e| e.is_nan());
+        for o in row.iter_mut() {
+            *o -= max;
+        }
+        // SAFETY: `resolve` checked that this CPU has `isa`'s features.
+        unsafe { exp_loops::run_in_place(isa, row) };
+        let sum: f64 = row.iter().map(|&e| e as f64).sum();
+        let inv = if nan_in_row {
+            f32::NAN
+        } else {
+            (1.0 / sum) as f32
+        };
+        for o in row.iter_mut() {
+            *o *= inv;
+        }
+    }
+    Ok(())
+}
+
 /// Row-wise log-softmax: `y[r][j] = x[r][j] − max_r − ln Σ_k e^(x[r][k] − max_r)`, exact for
 /// logits of any magnitude (no exp of a large number is ever taken).
 pub fn log_softmax_rows(x: &[f32], y: &mut [f32], cols: usize) -> Result<()> {

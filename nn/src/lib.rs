@@ -1,5 +1,55 @@
-//! Keras-style neural-network training (`Sequential`, layers, losses, optimizers, datasets) on the
-//! `kernels` crate. The layers arrive with the `nn` issue; until then this crate only re-exports
-//! the kernels it builds on, so the workspace's dependency direction (`nn` → `kernels`) is fixed.
+//! Keras-style `Sequential` training on the `kernels` crate: tensors, layers (Dense, Conv2D,
+//! MaxPooling2D, Flatten, Dropout, Activation), losses, optimizers (SGD, Adam, RMSprop with
+//! Keras's rules and defaults), `fit` / `evaluate` / `predict`, callbacks, save/load, and the
+//! MNIST-format data sets.
+//!
+//! ```no_run
+//! use nn::prelude::*;
+//! let ((x_train, y_train), (x_test, y_test)) = nn::datasets::mnist::load_data()?;
+//! let (x_train, x_test) = (x_train.to_flat_tensor(), x_test.to_flat_tensor());
+//! let (y_train, y_test) = (to_categorical(&y_train, 10)?, to_categorical(&y_test, 10)?);
+//! let mut model = Sequential::new()
+//!     .input_shape(&[784])
+//!     .add(Dense::new(128, Act::Relu))
+//!     .add(Dense::new(10, Act::Softmax));
+//! model.compile(Optimizer::adam(), Loss::categorical_crossentropy(), &[Metric::Accuracy])?;
+//! let history = model.fit(&x_train, &y_train,
+//!     &FitConfig::new(10, 32).validation_data(&x_test, &y_test), &mut [])?;
+//! println!("test accuracy {}", model.evaluate(&x_test, &y_test, 32)?.accuracy);
+//! # Ok::<(), nn::Error>(())
+//! ```
+//!
+//! Every hot loop runs in `kernels` (GEMM with fused epilogue, convolution, pooling, vectorised
+//! activations and optimizer updates); `nn` holds no `unsafe`.
 
+#![forbid(unsafe_code)]
+
+pub mod activations;
+pub mod callbacks;
+pub mod datasets;
+mod error;
+mod io;
+pub mod layers;
+pub mod loss;
+pub mod model;
+pub mod optimizers;
+mod progress;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use io::write_atomically;
 pub use kernels;
+
+/// Everything a training program needs.
+pub mod prelude {
+    pub use crate::activations::Act;
+    pub use crate::callbacks::{
+        Callback, EarlyStopping, EpochLogs, History, ModelCheckpoint, Monitor,
+    };
+    pub use crate::layers::{Activation, Conv2D, Dense, Dropout, Flatten, Layer, MaxPooling2D};
+    pub use crate::loss::Loss;
+    pub use crate::model::{Evaluation, FitConfig, Metric, Sequential};
+    pub use crate::optimizers::Optimizer;
+    pub use crate::tensor::{to_categorical, Tensor};
+    pub use kernels::Padding;
+}

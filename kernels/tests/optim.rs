@@ -1,0 +1,129 @@
+//! The optimizer update loops on every path against the rules computed by hand in f64
+//! (tolerance 1e-6 relative: one f32 rounding per operation).
+
+use kernels::optim::{adam_update, rmsprop_update, sgd_update};
+use kernels::Isa;
+
+fn data(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            ((i as u32 * 2654435761u32).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+fn close(got: &[f32], want: &[f64], what: &str) {
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g as f64 - w).abs() <= 1e-6 * (1.0 + w.abs()),
+            "{what}[{i}]: {g} vs {w}"
+        );
+    }
+}
+
+#[test]
+fn adam_matches_keras_rule() {
+    let n = 37;
+    let (g, w0, m0) = (data(n, 1), data(n, 2), data(n, 3));
+    let v0: Vec<f32> = data(n, 4).iter().map(|x| x.abs()).collect();
+    let (lr, b1, b2, eps, t) = (0.001f64, 0.9f64, 0.999f64, 1e-7f64, 3);
+    let alpha = lr * (1.0 - b2.powi(t)).sqrt() / (1.0 - b1.powi(t));
+    let mut want_w = vec![0.0; n];
+    let mut want_m = vec![0.0; n];
+    let mut want_v = vec![0.0; n];
+    for i in 0..n {
+        let gi = g[i] as f64;
+        want_m[i] = m0[i] as f64 + (gi - m0[i] as f64) * (1.0 - b1);
+        want_v[i] = v0[i] as f64 + (gi * gi - v0[i] as f64) * (1.0 - b2);
+        want_w[i] = w0[i] as f64 - alpha * want_m[i] / (want_v[i].sqrt() + eps);
+    }
+    for isa in Isa::available() {
+        let (mut w, mut m, mut v) = (w0.clone(), m0.clone(), v0.clone());
+        adam_update(
+            Some(isa),
+            &mut w,
+            &g,
+            &mut m,
+            &mut v,
+            alpha as f32,
+            0.9,
+            0.999,
+            1e-7,
+        )
+        .unwrap();
+        close(&w, &want_w, "adam w");
+        close(&m, &want_m, "adam m");
+        close(&v, &want_v, "adam v");
+    }
+    let err = adam_update(
+        None,
+        &mut [0.0; 3],
+        &[0.0; 3],
+        &mut [0.0; 2],
+        &mut [0.0; 3],
+        0.1,
+        0.9,
+        0.99,
+        1e-7,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "adam_update: the parameters have 3 elements but m has 2"
+    );
+}
+
+#[test]
+fn rmsprop_matches_keras_rule() {
+    let n = 29;
+    let (g, w0) = (data(n, 5), data(n, 6));
+    let v0: Vec<f32> = data(n, 7).iter().map(|x| x.abs()).collect();
+    let (lr, rho, eps) = (0.001f64, 0.9f64, 1e-7f64);
+    for isa in Isa::available() {
+        let (mut w, mut v) = (w0.clone(), v0.clone());
+        rmsprop_update(Some(isa), &mut w, &g, &mut v, 0.001, 0.9, 1e-7).unwrap();
+        let want_v: Vec<f64> = (0..n)
+            .map(|i| rho * v0[i] as f64 + (1.0 - rho) * (g[i] as f64).powi(2))
+            .collect();
+        let want_w: Vec<f64> = (0..n)
+            .map(|i| w0[i] as f64 - lr * g[i] as f64 / (want_v[i] + eps).sqrt())
+            .collect();
+        close(&v, &want_v, "rmsprop v");
+        close(&w, &want_w, "rmsprop w");
+    }
+}
+
+#[test]
+fn sgd_matches_keras_rule_with_and_without_momentum() {
+    let n = 19;
+    let (g, w0, vel0) = (data(n, 8), data(n, 9), data(n, 10));
+    for isa in Isa::available() {
+        let mut w = w0.clone();
+        sgd_update(Some(isa), &mut w, &g, None, 0.01, 0.0, false).unwrap();
+        let want: Vec<f64> = (0..n).map(|i| w0[i] as f64 - 0.01 * g[i] as f64).collect();
+        close(&w, &want, "sgd");
+        for nesterov in [false, true] {
+            let (mut w, mut vel) = (w0.clone(), vel0.clone());
+            sgd_update(Some(isa), &mut w, &g, Some(&mut vel), 0.01, 0.9, nesterov).unwrap();
+            let want_vel: Vec<f64> = (0..n)
+                .map(|i| 0.9 * vel0[i] as f64 - 0.01 * g[i] as f64)
+                .collect();
+            let want_w: Vec<f64> = (0..n)
+                .map(|i| {
+                    let step = if nesterov {
+                        0.9 * want_vel[i] - 0.01 * g[i] as f64
+                    } else {
+                        want_vel[i]
+                    };
+                    w0[i] as f64 + step
+                })
+                .collect();
+            close(&vel, &want_vel, "sgd velocity");
+            close(&w, &want_w, "sgd momentum w");
+        }
+    }
+    let err = sgd_update(None, &mut [0.0; 2], &[0.0; 2], None, 0.1, 0.9, false).unwrap_err();
+    assert!(err
+        .to_string()
+        .contains("momentum 0.9 needs a velocity buffer"));
+}

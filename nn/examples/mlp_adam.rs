@@ -1,0 +1,49 @@
+//! Reference program 1: Flatten(784) → Dense(128, relu) → Dense(10, softmax); adam;
+//! categorical_crossentropy on one-hot labels; 10 epochs, batch 32, validation on the test set.
+//!
+//! `cargo run --release -p nn --example mlp_adam -- [--dataset mnist|fashion] [--epochs N]`
+
+mod common;
+
+use nn::prelude::*;
+
+fn main() -> nn::Result<()> {
+    let o = common::options();
+    let ((x_train, y_train), (x_test, y_test)) = common::load(&o);
+    let (x_train, x_test) = (x_train.to_tensor(), x_test.to_tensor());
+    let (y_train, y_test) = (to_categorical(&y_train, 10)?, to_categorical(&y_test, 10)?);
+
+    let mut model = Sequential::new()
+        .input_shape(&[28, 28, 1])
+        .seed(o.seed)
+        .add(Flatten::new())
+        .add(Dense::new(128, Act::Relu))
+        .add(Dense::new(10, Act::Softmax));
+    model.compile(
+        Optimizer::adam(),
+        Loss::categorical_crossentropy(),
+        &[Metric::Accuracy],
+    )?;
+    print!("{}", model.summary()?);
+
+    let cfg = FitConfig::new(o.epochs.unwrap_or(10), 32)
+        .validation_data(&x_test, &y_test)
+        .verbose(o.verbose);
+    let history = model.fit(&x_train, &y_train, &cfg, &mut [])?;
+    let last = history.epochs.last().expect("one epoch at least");
+    println!(
+        "test accuracy: {:.4} (val_loss {:.4}); median {:.2} s/epoch",
+        last.val_accuracy.unwrap_or(0.0),
+        last.val_loss.unwrap_or(0.0),
+        median(history.epochs.iter().map(|e| e.seconds).collect())
+    );
+    if let Some(p) = &o.save {
+        model.save(p)?;
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}

@@ -1,0 +1,100 @@
+//! A standalone activation layer (Keras's `Activation("relu")`).
+
+use rand::rngs::StdRng;
+
+use super::{samples, Layer, LayerConfig, Param};
+use crate::activations::{backward_in_place, finish_forward, Act};
+use crate::error::{Error, Result};
+
+/// Keras's `Activation(act)`; softmax acts over each sample's last dimension.
+pub struct Activation {
+    name: String,
+    act: Act,
+    per: usize,
+    last: usize,
+    out_shape: Vec<usize>,
+    out: Vec<f32>,
+    grad_is_preactivation: bool,
+}
+
+impl Activation {
+    pub fn new(act: Act) -> Activation {
+        Activation {
+            name: String::new(),
+            act,
+            per: 0,
+            last: 1,
+            out_shape: vec![],
+            out: vec![],
+            grad_is_preactivation: false,
+        }
+    }
+}
+
+impl Layer for Activation {
+    fn class_name(&self) -> &'static str {
+        "Activation"
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+    fn build(&mut self, input: &[usize], _rng: &mut StdRng) -> Result<Vec<usize>> {
+        self.per = input.iter().product();
+        self.last = input.last().copied().unwrap_or(1).max(1);
+        self.out_shape = input.to_vec();
+        Ok(self.out_shape.clone())
+    }
+    fn allocate(&mut self, batch: usize) {
+        self.out.resize(batch * self.per, 0.0);
+    }
+    fn output_shape(&self) -> &[usize] {
+        &self.out_shape
+    }
+    fn forward(&mut self, x: &[f32], n: usize, _training: bool) -> Result<()> {
+        let len = n * self.per;
+        let y = &mut self.out[..len];
+        y.copy_from_slice(&x[..len]);
+        kernels::activation::bias_activation(None, self.act.elementwise(), None, y, self.last)
+            .map_err(Error::kernel(&self.name))?;
+        finish_forward(self.act, y, self.last, &self.name)
+    }
+    fn output(&self) -> &[f32] {
+        &self.out
+    }
+    fn backward(
+        &mut self,
+        _x: &[f32],
+        grad: &mut [f32],
+        dx: Option<&mut [f32]>,
+        n: usize,
+    ) -> Result<()> {
+        let len = n * self.per;
+        if !self.grad_is_preactivation {
+            let y = samples(&self.out, n, self.per);
+            backward_in_place(self.act, y, &mut grad[..len], self.last, &self.name)?;
+        }
+        if let Some(dx) = dx {
+            dx[..len].copy_from_slice(&grad[..len]);
+        }
+        Ok(())
+    }
+    fn for_each_param(&mut self, _f: &mut dyn FnMut(Param<'_>)) {}
+    fn param_count(&self) -> usize {
+        0
+    }
+    fn config(&self) -> LayerConfig {
+        LayerConfig::Activation {
+            name: self.name.clone(),
+            activation: self.act,
+        }
+    }
+    fn output_activation(&self) -> Act {
+        self.act
+    }
+    fn set_grad_is_preactivation(&mut self, on: bool) {
+        self.grad_is_preactivation = on;
+    }
+}

@@ -1,0 +1,220 @@
+//! Conv2D on NHWC samples (Keras's channels_last) through `kernels::conv`: forward with bias and
+//! activation fused; backward weights, bias and (except for the first layer) input.
+
+use kernels::conv::{conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2d};
+use kernels::{GemmOptions, Padding};
+use rand::rngs::StdRng;
+
+use super::{glorot_uniform, samples, samples_mut, Layer, LayerConfig, Param};
+use crate::activations::{backward_in_place, finish_forward, Act};
+use crate::error::{Error, Result};
+
+/// Keras's `Conv2D(filters, kernel_size, strides, padding, activation)`: glorot_uniform kernel
+/// (`kernel_h × kernel_w × in_channels × filters`), zero bias, input `height × width × channels`.
+pub struct Conv2D {
+    name: String,
+    filters: usize,
+    kernel_size: (usize, usize),
+    strides: (usize, usize),
+    padding: Padding,
+    act: Act,
+    shape: Option<Conv2d>,
+    out_shape: Vec<usize>,
+    kernel_shape: Vec<usize>,
+    kernel: Vec<f32>,
+    bias: Vec<f32>,
+    dkernel: Vec<f32>,
+    dbias: Vec<f32>,
+    out: Vec<f32>,
+    grad_is_preactivation: bool,
+}
+
+impl Conv2D {
+    /// `Conv2D(filters, kernel_size, activation=act)` with stride 1 and 'valid' padding.
+    pub fn new(filters: usize, kernel_size: (usize, usize), act: Act) -> Conv2D {
+        Conv2D {
+            name: String::new(),
+            filters,
+            kernel_size,
+            strides: (1, 1),
+            padding: Padding::Valid,
+            act,
+            shape: None,
+            out_shape: vec![],
+            kernel_shape: vec![kernel_size.0, kernel_size.1, 0, filters],
+            kernel: vec![],
+            bias: vec![],
+            dkernel: vec![],
+            dbias: vec![],
+            out: vec![],
+            grad_is_preactivation: false,
+        }
+    }
+    /// `strides=(sh, sw)`.
+    pub fn strides(mut self, strides: (usize, usize)) -> Conv2D {
+        self.strides = strides;
+        self
+    }
+    /// `padding="valid"` or `"same"`.
+    pub fn padding(mut self, padding: Padding) -> Conv2D {
+        self.padding = padding;
+        self
+    }
+
+    fn conv(&self, n: usize) -> Conv2d {
+        Conv2d {
+            batch: n,
+            ..self.shape.expect("built")
+        }
+    }
+}
+
+impl Layer for Conv2D {
+    fn class_name(&self) -> &'static str {
+        "Conv2D"
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+
+    fn build(&mut self, input: &[usize], rng: &mut StdRng) -> Result<Vec<usize>> {
+        let [h, w, c] = *input else {
+            return Err(Error::Shape(format!(
+                "layer {} (Conv2D) expects samples of shape (height, width, channels), but its \
+                 input has shape {input:?}",
+                self.name
+            )));
+        };
+        let shape = Conv2d {
+            batch: 1,
+            in_h: h,
+            in_w: w,
+            in_c: c,
+            out_c: self.filters,
+            kernel_h: self.kernel_size.0,
+            kernel_w: self.kernel_size.1,
+            stride_h: self.strides.0,
+            stride_w: self.strides.1,
+            padding: self.padding,
+        };
+        shape.validate().map_err(Error::kernel(&self.name))?;
+        if shape.out_h() == 0 || shape.out_w() == 0 {
+            return Err(Error::Shape(format!(
+                "layer {} (Conv2D): a {:?} kernel leaves no output positions on a {h}×{w} input",
+                self.name, self.kernel_size
+            )));
+        }
+        if self.shape.map(|s| (s.in_h, s.in_w, s.in_c)) != Some((h, w, c)) {
+            let (kh, kw) = self.kernel_size;
+            self.kernel = vec![0.0; shape.weight_len()];
+            glorot_uniform(&mut self.kernel, kh * kw * c, kh * kw * self.filters, rng);
+            self.bias = vec![0.0; self.filters];
+            self.kernel_shape = vec![kh, kw, c, self.filters];
+            self.dkernel = vec![0.0; shape.weight_len()];
+            self.dbias = vec![0.0; self.filters];
+        }
+        self.shape = Some(shape);
+        self.out_shape = vec![shape.out_h(), shape.out_w(), self.filters];
+        Ok(self.out_shape.clone())
+    }
+
+    fn allocate(&mut self, batch: usize) {
+        let per: usize = self.out_shape.iter().product();
+        self.out.resize(batch * per, 0.0);
+    }
+
+    fn output_shape(&self) -> &[usize] {
+        &self.out_shape
+    }
+
+    fn forward(&mut self, x: &[f32], n: usize, _training: bool) -> Result<()> {
+        let s = self.conv(n);
+        let y = samples_mut(&mut self.out, n, s.out_pixels() * s.out_c);
+        conv2d_forward(
+            &GemmOptions::default(),
+            &s,
+            &x[..s.input_len()],
+            &self.kernel,
+            Some(&self.bias),
+            self.act.elementwise(),
+            y,
+        )
+        .map_err(Error::kernel(&self.name))?;
+        finish_forward(self.act, y, s.out_c, &self.name)
+    }
+
+    fn output(&self) -> &[f32] {
+        &self.out
+    }
+
+    fn backward(
+        &mut self,
+        x: &[f32],
+        grad: &mut [f32],
+        dx: Option<&mut [f32]>,
+        n: usize,
+    ) -> Result<()> {
+        let s = self.conv(n);
+        let per = s.out_pixels() * s.out_c;
+        let g = samples_mut(grad, n, per);
+        if !self.grad_is_preactivation {
+            backward_in_place(self.act, samples(&self.out, n, per), g, s.out_c, &self.name)?;
+        }
+        let opts = GemmOptions::default();
+        conv2d_backward_weights(
+            &opts,
+            &s,
+            &x[..s.input_len()],
+            g,
+            &mut self.dkernel,
+            Some(&mut self.dbias),
+        )
+        .map_err(Error::kernel(&self.name))?;
+        if let Some(dx) = dx {
+            conv2d_backward_input(&opts, &s, g, &self.kernel, &mut dx[..s.input_len()])
+                .map_err(Error::kernel(&self.name))?;
+        }
+        Ok(())
+    }
+
+    fn for_each_param(&mut self, f: &mut dyn FnMut(Param<'_>)) {
+        f(Param {
+            name: "kernel",
+            shape: &self.kernel_shape,
+            value: &mut self.kernel,
+            grad: &self.dkernel,
+        });
+        f(Param {
+            name: "bias",
+            shape: &self.kernel_shape[3..],
+            value: &mut self.bias,
+            grad: &self.dbias,
+        });
+    }
+
+    fn param_count(&self) -> usize {
+        self.kernel.len() + self.bias.len()
+    }
+
+    fn config(&self) -> LayerConfig {
+        LayerConfig::Conv2D {
+            name: self.name.clone(),
+            filters: self.filters,
+            kernel_size: [self.kernel_size.0, self.kernel_size.1],
+            strides: [self.strides.0, self.strides.1],
+            padding: self.padding.name().to_string(),
+            activation: self.act,
+        }
+    }
+
+    fn output_activation(&self) -> Act {
+        self.act
+    }
+
+    fn set_grad_is_preactivation(&mut self, on: bool) {
+        self.grad_is_preactivation = on;
+    }
+}

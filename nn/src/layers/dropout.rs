@@ -1,0 +1,122 @@
+//! Dropout (inverted, as Keras): in training each element is zeroed with probability `rate` and
+//! the survivors scaled by 1/(1 − rate); at inference the identity. The mask comes from the
+//! layer's own generator, seeded from the model's seed: same seed, same masks.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{Layer, LayerConfig, Param};
+use crate::error::{Error, Result};
+
+/// Keras's `Dropout(rate)`.
+pub struct Dropout {
+    name: String,
+    rate: f32,
+    per: usize,
+    out_shape: Vec<usize>,
+    out: Vec<f32>,
+    mask: Vec<f32>,
+    rng: StdRng,
+}
+
+impl Dropout {
+    pub fn new(rate: f32) -> Dropout {
+        Dropout {
+            name: String::new(),
+            rate,
+            per: 0,
+            out_shape: vec![],
+            out: vec![],
+            mask: vec![],
+            rng: StdRng::seed_from_u64(0),
+        }
+    }
+}
+
+impl Layer for Dropout {
+    fn class_name(&self) -> &'static str {
+        "Dropout"
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+    fn build(&mut self, input: &[usize], rng: &mut StdRng) -> Result<Vec<usize>> {
+        if !(0.0..1.0).contains(&self.rate) {
+            return Err(Error::InvalidArgument(format!(
+                "layer {}: dropout rate {} is not in [0, 1)",
+                self.name, self.rate
+            )));
+        }
+        self.rng = StdRng::seed_from_u64(rng.gen());
+        self.per = input.iter().product();
+        self.out_shape = input.to_vec();
+        Ok(self.out_shape.clone())
+    }
+    fn allocate(&mut self, batch: usize) {
+        self.out.resize(batch * self.per, 0.0);
+        self.mask.resize(batch * self.per, 1.0);
+    }
+    fn output_shape(&self) -> &[usize] {
+        &self.out_shape
+    }
+    fn forward(&mut self, x: &[f32], n: usize, training: bool) -> Result<()> {
+        let len = n * self.per;
+        if !training || self.rate == 0.0 {
+            self.mask[..len].fill(1.0);
+            self.out[..len].copy_from_slice(&x[..len]);
+            return Ok(());
+        }
+        let keep = 1.0 - self.rate;
+        let scale = 1.0 / keep;
+        for m in &mut self.mask[..len] {
+            *m = if self.rng.gen::<f32>() < keep {
+                scale
+            } else {
+                0.0
+            };
+        }
+        for ((o, &x), &m) in self.out[..len]
+            .iter_mut()
+            .zip(&x[..len])
+            .zip(&self.mask[..len])
+        {
+            *o = x * m;
+        }
+        Ok(())
+    }
+    fn output(&self) -> &[f32] {
+        &self.out
+    }
+    fn backward(
+        &mut self,
+        _x: &[f32],
+        grad: &mut [f32],
+        dx: Option<&mut [f32]>,
+        n: usize,
+    ) -> Result<()> {
+        if let Some(dx) = dx {
+            let len = n * self.per;
+            for ((d, &g), &m) in dx[..len]
+                .iter_mut()
+                .zip(&grad[..len])
+                .zip(&self.mask[..len])
+            {
+                *d = g * m;
+            }
+        }
+        Ok(())
+    }
+    fn for_each_param(&mut self, _f: &mut dyn FnMut(Param<'_>)) {}
+    fn param_count(&self) -> usize {
+        0
+    }
+    fn config(&self) -> LayerConfig {
+        LayerConfig::Dropout {
+            name: self.name.clone(),
+            rate: self.rate,
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Flatten: each sample becomes one row (the data is already row-major: a copy, no reordering).
+
+use rand::rngs::StdRng;
+
+use super::{Layer, LayerConfig, Param};
+use crate::error::Result;
+
+/// Keras's `Flatten()`.
+#[derive(Default)]
+pub struct Flatten {
+    name: String,
+    per: usize,
+    out_shape: Vec<usize>,
+    out: Vec<f32>,
+}
+
+impl Flatten {
+    pub fn new() -> Flatten {
+        Flatten::default()
+    }
+}
+
+impl Layer for Flatten {
+    fn class_name(&self) -> &'static str {
+        "Flatten"
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+    fn build(&mut self, input: &[usize], _rng: &mut StdRng) -> Result<Vec<usize>> {
+        self.per = input.iter().product();
+        self.out_shape = vec![self.per];
+        Ok(self.out_shape.clone())
+    }
+    fn allocate(&mut self, batch: usize) {
+        self.out.resize(batch * self.per, 0.0);
+    }
+    fn output_shape(&self) -> &[usize] {
+        &self.out_shape
+    }
+    fn forward(&mut self, x: &[f32], n: usize, _training: bool) -> Result<()> {
+        let len = n * self.per;
+        self.out[..len].copy_from_slice(&x[..len]);
+        Ok(())
+    }
+    fn output(&self) -> &[f32] {
+        &self.out
+    }
+    fn backward(
+        &mut self,
+        _x: &[f32],
+        grad: &mut [f32],
+        dx: Option<&mut [f32]>,
+        n: usize,
+    ) -> Result<()> {
+        if let Some(dx) = dx {
+            let len = n * self.per;
+            dx[..len].copy_from_slice(&grad[..len]);
+        }
+        Ok(())
+    }
+    fn for_each_param(&mut self, _f: &mut dyn FnMut(Param<'_>)) {}
+    fn param_count(&self) -> usize {
+        0
+    }
+    fn config(&self) -> LayerConfig {
+        LayerConfig::Flatten {
+            name: self.name.clone(),
+        }
+    }
+}

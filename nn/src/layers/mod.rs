@@ -1,0 +1,194 @@
+//! Layers. Each owns its parameters, their gradients and every buffer its forward and backward
+//! passes need, sized once by [`Layer::allocate`] for the largest batch: a training step then
+//! allocates nothing.
+//!
+//! Data flow (see `Sequential`): `forward(x, n)` reads `n` samples of the previous layer's output
+//! and writes `n` samples into its own [`Layer::output`]; `backward(x, grad, dx, n)` receives
+//! dL/d(output) in `grad` (which it may overwrite), fills its parameter gradients and, when asked,
+//! writes dL/d(input) into `dx`.
+
+mod activation;
+mod conv2d;
+mod dense;
+mod dropout;
+mod flatten;
+mod pooling;
+
+pub use activation::Activation;
+pub use conv2d::Conv2D;
+pub use dense::Dense;
+pub use dropout::Dropout;
+pub use flatten::Flatten;
+pub use pooling::MaxPooling2D;
+
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+use crate::activations::Act;
+use crate::error::Result;
+
+/// One trainable tensor of a layer, with its gradient, as the optimizer sees it.
+pub struct Param<'a> {
+    /// "kernel" or "bias", as Keras names them.
+    pub name: &'static str,
+    pub shape: &'a [usize],
+    pub value: &'a mut [f32],
+    pub grad: &'a [f32],
+}
+
+/// The serialisable description of a layer (Keras's `get_config`, reduced to what we use).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "class_name")]
+pub enum LayerConfig {
+    Dense {
+        name: String,
+        units: usize,
+        activation: Act,
+    },
+    Conv2D {
+        name: String,
+        filters: usize,
+        kernel_size: [usize; 2],
+        strides: [usize; 2],
+        padding: String,
+        activation: Act,
+    },
+    MaxPooling2D {
+        name: String,
+        pool_size: [usize; 2],
+        strides: [usize; 2],
+        padding: String,
+    },
+    Flatten {
+        name: String,
+    },
+    Dropout {
+        name: String,
+        rate: f32,
+    },
+    Activation {
+        name: String,
+        activation: Act,
+    },
+}
+
+impl LayerConfig {
+    /// The layer this configuration describes (unbuilt).
+    pub fn to_layer(&self) -> Result<Box<dyn Layer>> {
+        use crate::error::Error;
+        let padding = |p: &str| match p {
+            "valid" => Ok(kernels::Padding::Valid),
+            "same" => Ok(kernels::Padding::Same),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown padding {other:?}: expected \"valid\" or \"same\""
+            ))),
+        };
+        let mut layer: Box<dyn Layer> = match self {
+            LayerConfig::Dense {
+                units, activation, ..
+            } => Box::new(Dense::new(*units, *activation)),
+            LayerConfig::Conv2D {
+                filters,
+                kernel_size,
+                strides,
+                padding: p,
+                activation,
+                ..
+            } => Box::new(
+                Conv2D::new(*filters, (kernel_size[0], kernel_size[1]), *activation)
+                    .strides((strides[0], strides[1]))
+                    .padding(padding(p)?),
+            ),
+            LayerConfig::MaxPooling2D {
+                pool_size,
+                strides,
+                padding: p,
+                ..
+            } => Box::new(
+                MaxPooling2D::new((pool_size[0], pool_size[1]))
+                    .strides((strides[0], strides[1]))
+                    .padding(padding(p)?),
+            ),
+            LayerConfig::Flatten { .. } => Box::new(Flatten::new()),
+            LayerConfig::Dropout { rate, .. } => Box::new(Dropout::new(*rate)),
+            LayerConfig::Activation { activation, .. } => Box::new(Activation::new(*activation)),
+        };
+        let name = match self {
+            LayerConfig::Dense { name, .. }
+            | LayerConfig::Conv2D { name, .. }
+            | LayerConfig::MaxPooling2D { name, .. }
+            | LayerConfig::Flatten { name }
+            | LayerConfig::Dropout { name, .. }
+            | LayerConfig::Activation { name, .. } => name.clone(),
+        };
+        layer.set_name(name);
+        Ok(layer)
+    }
+}
+
+/// A layer of a `Sequential` model.
+pub trait Layer: Send {
+    /// Keras's class name ("Dense", "Conv2D", …).
+    fn class_name(&self) -> &'static str;
+    /// This layer's name ("dense", "dense_1", …; set by the model when empty).
+    fn name(&self) -> &str;
+    fn set_name(&mut self, name: String);
+
+    /// Shape inference: the per-sample output shape for a per-sample `input` shape, or an error
+    /// naming the layer and both shapes. Creates the parameters (Keras's initialisers, from
+    /// `rng`) the first time.
+    fn build(&mut self, input: &[usize], rng: &mut StdRng) -> Result<Vec<usize>>;
+    /// Sizes every buffer for up to `batch` samples.
+    fn allocate(&mut self, batch: usize);
+    /// The per-sample output shape (after `build`).
+    fn output_shape(&self) -> &[usize];
+
+    /// Forward pass over `n` samples of `x`; `training` turns on dropout.
+    fn forward(&mut self, x: &[f32], n: usize, training: bool) -> Result<()>;
+    /// The output buffer (its first `n` samples are the last forward pass's result).
+    fn output(&self) -> &[f32];
+    /// Backward pass: `grad` holds dL/d(output) for `n` samples (may be overwritten); fills the
+    /// parameter gradients and, if `dx` is given, dL/d(input).
+    fn backward(
+        &mut self,
+        x: &[f32],
+        grad: &mut [f32],
+        dx: Option<&mut [f32]>,
+        n: usize,
+    ) -> Result<()>;
+
+    /// Calls `f` on each trainable tensor with its gradient, in a fixed order (kernel, bias);
+    /// nothing for layers without parameters. (A visitor, not a `Vec`: no allocation per step.)
+    fn for_each_param(&mut self, f: &mut dyn FnMut(Param<'_>));
+    /// Number of trainable scalars.
+    fn param_count(&self) -> usize;
+    /// The serialisable configuration.
+    fn config(&self) -> LayerConfig;
+
+    /// The activation applied last by this layer (for fusing softmax/sigmoid with the loss).
+    fn output_activation(&self) -> Act {
+        Act::Linear
+    }
+    /// When set, `backward` receives dL/d(pre-activation) instead of dL/d(output): the loss
+    /// differentiated through the final softmax or sigmoid itself (p − y).
+    fn set_grad_is_preactivation(&mut self, _on: bool) {}
+}
+
+/// Keras's glorot_uniform: U(−l, l) with l = √(6 / (fan_in + fan_out)).
+pub(crate) fn glorot_uniform(values: &mut [f32], fan_in: usize, fan_out: usize, rng: &mut StdRng) {
+    use rand::Rng;
+    let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
+    for v in values.iter_mut() {
+        *v = rng.gen_range(-limit..limit);
+    }
+}
+
+/// The first `n` samples of a buffer of `per` elements per sample.
+pub(crate) fn samples(buf: &[f32], n: usize, per: usize) -> &[f32] {
+    &buf[..n * per]
+}
+
+/// The first `n` samples of a mutable buffer.
+pub(crate) fn samples_mut(buf: &mut [f32], n: usize, per: usize) -> &mut [f32] {
+    &mut buf[..n * per]
+}

@@ -1,0 +1,150 @@
+//! MaxPooling2D through `kernels::pool` (the argmax kept for the backward pass).
+
+use kernels::pool::{max_pool2d_backward, max_pool2d_forward, Pool2d};
+use kernels::{GemmOptions, Padding};
+use rand::rngs::StdRng;
+
+use super::{samples_mut, Layer, LayerConfig, Param};
+use crate::error::{Error, Result};
+
+/// Keras's `MaxPooling2D(pool_size, strides=pool_size, padding="valid")`.
+pub struct MaxPooling2D {
+    name: String,
+    pool: (usize, usize),
+    strides: Option<(usize, usize)>,
+    padding: Padding,
+    shape: Option<Pool2d>,
+    out_shape: Vec<usize>,
+    out: Vec<f32>,
+    argmax: Vec<u32>,
+}
+
+impl MaxPooling2D {
+    pub fn new(pool: (usize, usize)) -> MaxPooling2D {
+        MaxPooling2D {
+            name: String::new(),
+            pool,
+            strides: None,
+            padding: Padding::Valid,
+            shape: None,
+            out_shape: vec![],
+            out: vec![],
+            argmax: vec![],
+        }
+    }
+    /// `strides=(sh, sw)` (default: the pool size).
+    pub fn strides(mut self, strides: (usize, usize)) -> MaxPooling2D {
+        self.strides = Some(strides);
+        self
+    }
+    pub fn padding(mut self, padding: Padding) -> MaxPooling2D {
+        self.padding = padding;
+        self
+    }
+    fn shape(&self, n: usize) -> Pool2d {
+        Pool2d {
+            batch: n,
+            ..self.shape.expect("built")
+        }
+    }
+}
+
+impl Layer for MaxPooling2D {
+    fn class_name(&self) -> &'static str {
+        "MaxPooling2D"
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+
+    fn build(&mut self, input: &[usize], _rng: &mut StdRng) -> Result<Vec<usize>> {
+        let [h, w, c] = *input else {
+            return Err(Error::Shape(format!(
+                "layer {} (MaxPooling2D) expects samples of shape (height, width, channels), but \
+                 its input has shape {input:?}",
+                self.name
+            )));
+        };
+        let (sh, sw) = self.strides.unwrap_or(self.pool);
+        let shape = Pool2d {
+            batch: 1,
+            in_h: h,
+            in_w: w,
+            channels: c,
+            pool_h: self.pool.0,
+            pool_w: self.pool.1,
+            stride_h: sh,
+            stride_w: sw,
+            padding: self.padding,
+        };
+        shape.validate().map_err(Error::kernel(&self.name))?;
+        self.shape = Some(shape);
+        self.out_shape = vec![shape.out_h(), shape.out_w(), c];
+        Ok(self.out_shape.clone())
+    }
+
+    fn allocate(&mut self, batch: usize) {
+        let per: usize = self.out_shape.iter().product();
+        self.out.resize(batch * per, 0.0);
+        self.argmax.resize(batch * per, 0);
+    }
+
+    fn output_shape(&self) -> &[usize] {
+        &self.out_shape
+    }
+
+    fn forward(&mut self, x: &[f32], n: usize, _training: bool) -> Result<()> {
+        let s = self.shape(n);
+        let per = s.output_len() / n.max(1);
+        max_pool2d_forward(
+            &GemmOptions::default(),
+            &s,
+            &x[..s.input_len()],
+            samples_mut(&mut self.out, n, per),
+            &mut self.argmax[..s.output_len()],
+        )
+        .map_err(Error::kernel(&self.name))
+    }
+
+    fn output(&self) -> &[f32] {
+        &self.out
+    }
+
+    fn backward(
+        &mut self,
+        _x: &[f32],
+        grad: &mut [f32],
+        dx: Option<&mut [f32]>,
+        n: usize,
+    ) -> Result<()> {
+        let s = self.shape(n);
+        if let Some(dx) = dx {
+            max_pool2d_backward(
+                &GemmOptions::default(),
+                &s,
+                &grad[..s.output_len()],
+                &self.argmax[..s.output_len()],
+                &mut dx[..s.input_len()],
+            )
+            .map_err(Error::kernel(&self.name))?;
+        }
+        Ok(())
+    }
+
+    fn for_each_param(&mut self, _f: &mut dyn FnMut(Param<'_>)) {}
+    fn param_count(&self) -> usize {
+        0
+    }
+    fn config(&self) -> LayerConfig {
+        let (sh, sw) = self.strides.unwrap_or(self.pool);
+        LayerConfig::MaxPooling2D {
+            name: self.name.clone(),
+            pool_size: [self.pool.0, self.pool.1],
+            strides: [sh, sw],
+            padding: self.padding.name().to_string(),
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Losses with Keras's definitions (mean over the batch; binary cross-entropy and MSE also mean
+//! over each sample's outputs), and the accuracy metric that goes with each.
+//!
+//! When the model ends in softmax (sigmoid) and the loss is categorical (binary) cross-entropy on
+//! probabilities, the gradient is taken with respect to the pre-activation directly — `(p − y)/n`
+//! — and the last layer skips its activation's derivative: exact, cheaper, and stable where the
+//! probabilities saturate. The loss value is still computed from the clipped probabilities, as
+//! Keras does (clip to [1e-7, 1 − 1e-7]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::activations::Act;
+use crate::error::{Error, Result};
+use crate::tensor::{argmax, Tensor};
+
+/// Keras's `epsilon()`: the clip applied to probabilities before the logarithm.
+const EPSILON: f32 = 1e-7;
+
+/// A loss function, as Keras names them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Loss {
+    /// One-hot (or probability) targets, one row per sample.
+    CategoricalCrossentropy {
+        from_logits: bool,
+    },
+    /// Integer class labels, one per sample.
+    SparseCategoricalCrossentropy {
+        from_logits: bool,
+    },
+    /// Targets in [0, 1] per output.
+    BinaryCrossentropy {
+        from_logits: bool,
+    },
+    MeanSquaredError,
+}
+
+impl Loss {
+    /// `"categorical_crossentropy"`.
+    pub fn categorical_crossentropy() -> Loss {
+        Loss::CategoricalCrossentropy { from_logits: false }
+    }
+    /// `"sparse_categorical_crossentropy"`.
+    pub fn sparse_categorical_crossentropy() -> Loss {
+        Loss::SparseCategoricalCrossentropy { from_logits: false }
+    }
+    /// `"binary_crossentropy"`.
+    pub fn binary_crossentropy() -> Loss {
+        Loss::BinaryCrossentropy { from_logits: false }
+    }
+    /// `"mse"`.
+    pub fn mse() -> Loss {
+        Loss::MeanSquaredError
+    }
+
+    /// The loss Keras calls `name`.
+    pub fn from_name(name: &str) -> Result<Loss> {
+        Ok(match name {
+            "categorical_crossentropy" => Loss::categorical_crossentropy(),
+            "sparse_categorical_crossentropy" => Loss::sparse_categorical_crossentropy(),
+            "binary_crossentropy" => Loss::binary_crossentropy(),
+            "mse" | "mean_squared_error" => Loss::MeanSquaredError,
+            other => return Err(Error::InvalidArgument(format!("unknown loss {other:?}"))),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Loss::CategoricalCrossentropy { .. } => "categorical_crossentropy",
+            Loss::SparseCategoricalCrossentropy { .. } => "sparse_categorical_crossentropy",
+            Loss::BinaryCrossentropy { .. } => "binary_crossentropy",
+            Loss::MeanSquaredError => "mean_squared_error",
+        }
+    }
+
+    /// Target elements per sample for a model with `outputs` outputs per sample.
+    pub(crate) fn target_len(&self, outputs: usize) -> usize {
+        match self {
+            Loss::SparseCategoricalCrossentropy { .. } => 1,
+            _ => outputs,
+        }
+    }
+
+    /// Whether the gradient is taken through the model's last activation `last`.
+    pub(crate) fn fuses_with(&self, last: Act) -> bool {
+        matches!(
+            (self, last),
+            (
+                Loss::CategoricalCrossentropy { from_logits: false }
+                    | Loss::SparseCategoricalCrossentropy { from_logits: false },
+                Act::Softmax
+            ) | (
+                Loss::BinaryCrossentropy { from_logits: false },
+                Act::Sigmoid
+            )
+        )
+    }
+
+    /// Checks targets `y` against a model with `outputs` outputs per sample and `samples` inputs:
+    /// the count, the shape, and for sparse labels that they are whole numbers in range.
+    pub(crate) fn check_targets(&self, y: &Tensor, samples: usize, outputs: usize) -> Result<()> {
+        if y.samples() != samples {
+            return Err(Error::Shape(format!(
+                "there are {samples} input samples but {} targets",
+                y.samples()
+            )));
+        }
+        let per = y.sample_len();
+        let want = self.target_len(outputs);
+        if per != want {
+            let hint = match self {
+                Loss::CategoricalCrossentropy { .. } if per == 1 => {
+                    " (integer labels: use sparse_categorical_crossentropy, or to_categorical)"
+                }
+                Loss::SparseCategoricalCrossentropy { .. } if per == outputs => {
+                    " (one-hot targets: use categorical_crossentropy)"
+                }
+                _ => "",
+            };
+            return Err(Error::Shape(format!(
+                "{} needs {want} target value(s) per sample for a model with {outputs} outputs, \
+                 but the targets have shape {:?}{hint}",
+                self.name(),
+                y.shape()
+            )));
+        }
+        if let Loss::SparseCategoricalCrossentropy { .. } = self {
+            if let Some((i, &l)) = y
+                .data()
+                .iter()
+                .enumerate()
+                .find(|(_, &l)| !(l >= 0.0 && l < outputs as f32 && l.fract() == 0.0))
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "label {l} of sample {i} is not a class index in 0..{outputs}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sum over the `n` samples of the per-sample loss, and the gradient of the *mean* loss
+    /// written into `grad`: with respect to the pre-activation when `fused`, else the output.
+    /// `out` holds `n × k` outputs, `y` the targets.
+    pub(crate) fn compute(
+        &self,
+        out: &[f32],
+        y: &[f32],
+        grad: &mut [f32],
+        n: usize,
+        k: usize,
+        fused: bool,
+    ) -> f64 {
+        let inv_n = 1.0 / n as f32;
+        let mut total = 0.0f64;
+        match *self {
+            Loss::CategoricalCrossentropy { from_logits }
+            | Loss::SparseCategoricalCrossentropy { from_logits } => {
+                let sparse = matches!(self, Loss::SparseCategoricalCrossentropy { .. });
+                for r in 0..n {
+                    let o = &out[r * k..(r + 1) * k];
+                    let g = &mut grad[r * k..(r + 1) * k];
+                    let target = |j: usize| -> f32 {
+                        if sparse {
+                            (y[r] as usize == j) as u8 as f32
+                        } else {
+                            y[r * k + j]
+                        }
+                    };
+                    if from_logits {
+                        // log-softmax of the logits, stable: shift by the max.
+                        let max = o.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                        let sum: f64 = o.iter().map(|&v| ((v - max) as f64).exp()).sum();
+                        let log_sum = sum.ln();
+                        for j in 0..k {
+                            let logp = (o[j] - max) as f64 - log_sum;
+                            let t = target(j);
+                            if t != 0.0 {
+                                total -= t as f64 * logp;
+                            }
+                            g[j] = (logp.exp() as f32 - t) * inv_n;
+                        }
+                    } else {
+                        // Keras: normalise the rows, clip, −Σ t·ln p.
+                        let s: f32 = o.iter().sum();
+                        for j in 0..k {
+                            let p = (o[j] / s).clamp(EPSILON, 1.0 - EPSILON);
+                            let t = target(j);
+                            if t != 0.0 {
+                                total -= t as f64 * (p as f64).ln();
+                            }
+                            g[j] = if fused {
+                                (o[j] - t) * inv_n
+                            } else {
+                                -t / p * inv_n
+                            };
+                        }
+                    }
+                }
+            }
+            Loss::BinaryCrossentropy { from_logits } => {
+                let scale = inv_n / k as f32;
+                for i in 0..n * k {
+                    let (o, t) = (out[i], y[i]);
+                    if from_logits {
+                        // max(z, 0) − z·t + ln(1 + e^−|z|)
+                        let z = o as f64;
+                        total += (z.max(0.0) - z * t as f64 + (-z.abs()).exp().ln_1p()) / k as f64;
+                        let p = 1.0 / (1.0 + (-z).exp());
+                        grad[i] = (p as f32 - t) * scale;
+                    } else {
+                        let p = o.clamp(EPSILON, 1.0 - EPSILON) as f64;
+                        total -= (t as f64 * p.ln() + (1.0 - t as f64) * (1.0 - p).ln()) / k as f64;
+                        grad[i] = if fused {
+                            (o - t) * scale
+                        } else {
+                            ((p - t as f64) / (p * (1.0 - p))) as f32 * scale
+                        };
+                    }
+                }
+            }
+            Loss::MeanSquaredError => {
+                let scale = 2.0 * inv_n / k as f32;
+                for i in 0..n * k {
+                    let d = out[i] - y[i];
+                    total += (d as f64) * (d as f64) / k as f64;
+                    grad[i] = d * scale;
+                }
+            }
+        }
+        total
+    }
+
+    /// Correct predictions among the `n` samples (binary: among the `n × k` outputs), and the
+    /// count they are out of: Keras's "accuracy" for this loss.
+    pub(crate) fn correct(&self, out: &[f32], y: &[f32], n: usize, k: usize) -> (usize, usize) {
+        match self {
+            Loss::SparseCategoricalCrossentropy { .. } => {
+                let hits = (0..n)
+                    .filter(|&r| argmax(&out[r * k..(r + 1) * k]) == y[r] as usize)
+                    .count();
+                (hits, n)
+            }
+            Loss::BinaryCrossentropy { from_logits } => {
+                let threshold = if *from_logits { 0.0 } else { 0.5 };
+                let hits = (0..n * k)
+                    .filter(|&i| (out[i] > threshold) == (y[i] > 0.5))
+                    .count();
+                (hits, n * k)
+            }
+            _ => {
+                let hits = (0..n)
+                    .filter(|&r| argmax(&out[r * k..(r + 1) * k]) == argmax(&y[r * k..(r + 1) * k]))
+                    .count();
+                (hits, n)
+            }
+        }
+    }
+}

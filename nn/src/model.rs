@@ -1,0 +1,736 @@
+//! `Sequential`: a stack of layers with Keras's build / compile / fit / evaluate / predict.
+//!
+//! A training step, as data flows: the batch is gathered (shuffled order) into the model's input
+//! buffer → each layer's `forward` writes its own preallocated output → the loss writes its
+//! value and gradient (fused with a final softmax/sigmoid: p − y) → each layer's `backward`, in
+//! reverse, fills its parameter gradients and the gradient buffer of the layer below → the
+//! optimizer updates the parameters in place. Every buffer is sized at compile time for the
+//! largest batch: no step allocates (tested with a counting allocator).
+//!
+//! Training runs on the rayon pool's threads (the calling thread waits), so the kernels' parallel
+//! loops fork and join inside the pool; results are identical for every thread count.
+
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::activations::Act;
+use crate::callbacks::{Callback, EpochLogs, History};
+use crate::error::{Error, Result};
+use crate::layers::{Layer, Param};
+use crate::loss::Loss;
+use crate::optimizers::Optimizer;
+use crate::progress::Progress;
+use crate::tensor::Tensor;
+
+/// Samples per forward pass in `evaluate` and `predict` (and the validation after each epoch)
+/// when larger than the training batch.
+const INFERENCE_BATCH: usize = 256;
+
+/// A linear stack of layers.
+pub struct Sequential {
+    layers: Vec<Box<dyn Layer>>,
+    input_shape: Option<Vec<usize>>,
+    seed: u64,
+    built: bool,
+    compiled: Option<Compiled>,
+    /// Samples every buffer holds.
+    capacity: usize,
+    /// The input batch and its targets, gathered from the data set.
+    x_buf: Vec<f32>,
+    y_buf: Vec<f32>,
+    /// dL/d(output of layer i), one buffer per layer.
+    grads: Vec<Vec<f32>>,
+    /// The sample order of the current epoch.
+    order: Vec<usize>,
+    /// Set by a callback to end training after the current epoch.
+    pub(crate) stop_training: bool,
+}
+
+struct Compiled {
+    optimizer: Optimizer,
+    loss: Loss,
+    /// The loss is differentiated through the last layer's softmax/sigmoid.
+    fused: bool,
+    metrics: Vec<Metric>,
+}
+
+/// A metric reported next to the loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Keras's "accuracy", interpreted for the loss (categorical, sparse or binary).
+    Accuracy,
+}
+
+/// `fit`'s arguments beyond the data (Keras's keyword arguments, with its defaults).
+#[derive(Clone)]
+pub struct FitConfig<'a> {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Data evaluated after each epoch (takes precedence over `validation_split`).
+    pub validation_data: Option<(&'a Tensor, &'a Tensor)>,
+    /// Fraction of the training data, taken from its end before shuffling, held out.
+    pub validation_split: f32,
+    pub shuffle: bool,
+    /// 0: silent; 1: a progress bar per epoch (plain lines when not on a terminal); 2: one
+    /// line per epoch.
+    pub verbose: u8,
+}
+
+impl<'a> FitConfig<'a> {
+    /// `epochs`, `batch_size`; shuffled, verbose 1, no validation.
+    pub fn new(epochs: usize, batch_size: usize) -> Self {
+        FitConfig {
+            epochs,
+            batch_size,
+            validation_data: None,
+            validation_split: 0.0,
+            shuffle: true,
+            verbose: 1,
+        }
+    }
+    pub fn validation_data(mut self, x: &'a Tensor, y: &'a Tensor) -> Self {
+        self.validation_data = Some((x, y));
+        self
+    }
+    pub fn validation_split(mut self, fraction: f32) -> Self {
+        self.validation_split = fraction;
+        self
+    }
+    pub fn shuffle(mut self, on: bool) -> Self {
+        self.shuffle = on;
+        self
+    }
+    pub fn verbose(mut self, level: u8) -> Self {
+        self.verbose = level;
+        self
+    }
+}
+
+/// Loss and accuracy over a data set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    pub loss: f32,
+    pub accuracy: f32,
+}
+
+impl Default for Sequential {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs `f` on a thread of the rayon pool (the caller waits), so that parallel kernels inside
+/// fork and join within the pool.
+fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
+    }
+}
+
+impl Sequential {
+    /// An empty model with seed 0.
+    pub fn new() -> Sequential {
+        Sequential {
+            layers: vec![],
+            input_shape: None,
+            seed: 0,
+            built: false,
+            compiled: None,
+            capacity: 0,
+            x_buf: vec![],
+            y_buf: vec![],
+            grads: vec![],
+            order: vec![],
+            stop_training: false,
+        }
+    }
+
+    /// The shape of one input sample (Keras's `input_shape`, without the batch dimension).
+    pub fn input_shape(mut self, shape: &[usize]) -> Self {
+        self.input_shape = Some(shape.to_vec());
+        self.built = false;
+        self
+    }
+
+    /// The seed of weight initialisation, shuffling and dropout: same seed, same training.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self.built = false;
+        self
+    }
+
+    /// Appends `layer` (builder style; Keras's `model.add`).
+    #[allow(clippy::should_implement_trait)]
+    pub fn add(mut self, layer: impl Layer + 'static) -> Self {
+        self.push(Box::new(layer));
+        self
+    }
+
+    /// Appends `layer`.
+    pub fn push(&mut self, layer: Box<dyn Layer>) {
+        self.layers.push(layer);
+        self.built = false;
+        self.compiled = None;
+    }
+
+    /// Whether `build` (or `compile`) has run since the last change.
+    pub fn is_built(&self) -> bool {
+        self.built
+    }
+
+    pub fn layers(&self) -> &[Box<dyn Layer>] {
+        &self.layers
+    }
+
+    pub fn get_input_shape(&self) -> Option<&[usize]> {
+        self.input_shape.as_deref()
+    }
+
+    pub fn get_seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Shape inference: names the layers ("dense", "dense_1", … as Keras), creates their
+    /// parameters from the seed and checks that each layer accepts the previous one's output;
+    /// an error names the layer and the shapes.
+    pub fn build(&mut self) -> Result<()> {
+        let input = self.input_shape.clone().ok_or_else(|| {
+            Error::NotReady("the model has no input shape: call input_shape(&[…]) first".into())
+        })?;
+        if self.layers.is_empty() {
+            return Err(Error::NotReady("the model has no layers".into()));
+        }
+        let mut counts = std::collections::HashMap::new();
+        for layer in &mut self.layers {
+            if layer.name().is_empty() {
+                let base = snake_case(layer.class_name());
+                let c = counts.entry(base.clone()).or_insert(0usize);
+                let name = if *c == 0 { base } else { format!("{base}_{c}") };
+                *c += 1;
+                layer.set_name(name);
+            }
+        }
+        let mut rng = StdRng::seed_from_u64(self.seed);
+        let mut shape = input;
+        for layer in &mut self.layers {
+            shape = layer.build(&shape, &mut rng)?;
+        }
+        self.built = true;
+        self.capacity = 0;
+        Ok(())
+    }
+
+    /// Keras's `compile(optimizer, loss, metrics)`: builds the model if needed and prepares
+    /// training (a fresh optimizer state).
+    pub fn compile(
+        &mut self,
+        optimizer: impl Into<Optimizer>,
+        loss: Loss,
+        metrics: &[Metric],
+    ) -> Result<()> {
+        if !self.built {
+            self.build()?;
+        }
+        let last = self.layers.last().expect("built").output_activation();
+        let fused = loss.fuses_with(last);
+        let count = self.layers.len();
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            layer.set_grad_is_preactivation(fused && i + 1 == count);
+        }
+        let mut optimizer = optimizer.into();
+        optimizer.reset();
+        self.compiled = Some(Compiled {
+            optimizer,
+            loss,
+            fused,
+            metrics: metrics.to_vec(),
+        });
+        Ok(())
+    }
+
+    /// The optimizer (to read or change its learning rate between epochs).
+    pub fn optimizer_mut(&mut self) -> Option<&mut Optimizer> {
+        self.compiled.as_mut().map(|c| &mut c.optimizer)
+    }
+
+    pub fn loss(&self) -> Option<Loss> {
+        self.compiled.as_ref().map(|c| c.loss)
+    }
+
+    /// Per-sample output shape (after `build`).
+    pub fn output_shape(&self) -> Option<&[usize]> {
+        self.built
+            .then(|| self.layers.last().expect("built").output_shape())
+    }
+
+    fn input_len(&self) -> usize {
+        self.input_shape.as_ref().map_or(0, |s| s.iter().product())
+    }
+
+    fn output_len(&self) -> usize {
+        self.layers
+            .last()
+            .map_or(0, |l| l.output_shape().iter().product())
+    }
+
+    /// Sizes every buffer for `batch` samples (grows only).
+    fn ensure_capacity(&mut self, batch: usize) {
+        if batch <= self.capacity {
+            return;
+        }
+        self.capacity = batch;
+        for layer in &mut self.layers {
+            layer.allocate(batch);
+        }
+        let target = self
+            .compiled
+            .as_ref()
+            .map_or(self.output_len(), |c| c.loss.target_len(self.output_len()));
+        self.x_buf.resize(batch * self.input_len(), 0.0);
+        self.y_buf.resize(batch * target, 0.0);
+        self.grads = self
+            .layers
+            .iter()
+            .map(|l| vec![0.0; batch * l.output_shape().iter().product::<usize>()])
+            .collect();
+    }
+
+    fn check_input(&self, x: &Tensor, what: &str) -> Result<()> {
+        let want = self.input_shape.as_deref().unwrap_or(&[]);
+        if x.shape().len() != want.len() + 1 || &x.shape()[1..] != want {
+            return Err(Error::Shape(format!(
+                "{what} has shape {:?}, but the model takes samples of shape {want:?} \
+                 (expected [n, {}])",
+                x.shape(),
+                want.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if let Some(i) = x.data().iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "{what} holds a non-finite value ({}) at element {i}",
+                x.data()[i]
+            )));
+        }
+        Ok(())
+    }
+
+    /// Forward pass over the first `n` samples of `x_buf`.
+    fn forward(&mut self, n: usize, training: bool) -> Result<()> {
+        let Sequential { layers, x_buf, .. } = self;
+        for i in 0..layers.len() {
+            let (before, rest) = layers.split_at_mut(i);
+            let input: &[f32] = match before.last() {
+                Some(prev) => prev.output(),
+                None => x_buf,
+            };
+            rest[0].forward(input, n, training)?;
+        }
+        Ok(())
+    }
+
+    /// One optimisation step on the first `n` samples of the input and target buffers; returns
+    /// (summed loss, correct predictions, prediction count).
+    fn step(&mut self, n: usize, epoch: usize, step: usize) -> Result<(f64, usize, usize)> {
+        self.forward(n, true)?;
+        let k = self.output_len();
+        let Sequential {
+            layers,
+            x_buf,
+            y_buf,
+            grads,
+            compiled,
+            ..
+        } = self;
+        let c = compiled.as_mut().expect("compiled");
+        let last = layers.len() - 1;
+        let out = &layers[last].output()[..n * k];
+        let loss = c.loss.compute(out, y_buf, &mut grads[last], n, k, c.fused);
+        if !loss.is_finite() {
+            return Err(Error::NonFiniteLoss {
+                epoch: epoch + 1,
+                step: step + 1,
+                loss: loss as f32,
+            });
+        }
+        let (hits, of) = c.loss.correct(out, y_buf, n, k);
+        for i in (0..layers.len()).rev() {
+            let (below, here) = grads.split_at_mut(i);
+            let (lower, upper) = layers.split_at_mut(i);
+            let input: &[f32] = match lower.last() {
+                Some(prev) => prev.output(),
+                None => x_buf,
+            };
+            // The first layer's input gradient is never needed.
+            let dx = below.last_mut().map(|g| &mut g[..]);
+            upper[0].backward(input, &mut here[0], dx, n)?;
+        }
+        c.optimizer.step(layers)?;
+        Ok((loss, hits, of))
+    }
+
+    /// Keras's `train_on_batch`: one step on the samples `x` (`n × input`) with targets `y`;
+    /// returns (mean loss, accuracy). Allocates nothing once the buffers have grown to `n`.
+    pub fn train_on_batch(&mut self, x: &[f32], y: &[f32], n: usize) -> Result<(f32, f32)> {
+        let c = self
+            .compiled
+            .as_ref()
+            .ok_or_else(|| Error::NotReady("train_on_batch before compile".into()))?;
+        let (il, tl) = (self.input_len(), c.loss.target_len(self.output_len()));
+        if x.len() != n * il || y.len() != n * tl || n == 0 {
+            return Err(Error::Shape(format!(
+                "train_on_batch: {n} samples need {} input and {} target values, got {} and {}",
+                n * il,
+                n * tl,
+                x.len(),
+                y.len()
+            )));
+        }
+        self.ensure_capacity(n);
+        self.x_buf[..x.len()].copy_from_slice(x);
+        self.y_buf[..y.len()].copy_from_slice(y);
+        let (loss, hits, of) = in_pool(|| self.step(n, 0, 0))?;
+        Ok(((loss / n as f64) as f32, hits as f32 / of.max(1) as f32))
+    }
+
+    /// Copies samples `idx` of `x` and `y` into the batch buffers.
+    fn gather(&mut self, x: &Tensor, y: Option<&Tensor>, idx: &[usize]) {
+        let il = self.input_len();
+        for (r, &i) in idx.iter().enumerate() {
+            self.x_buf[r * il..(r + 1) * il].copy_from_slice(x.sample(i));
+        }
+        if let Some(y) = y {
+            let tl = y.sample_len();
+            for (r, &i) in idx.iter().enumerate() {
+                self.y_buf[r * tl..(r + 1) * tl].copy_from_slice(y.sample(i));
+            }
+        }
+    }
+
+    /// Keras's `fit`: trains for `cfg.epochs` epochs and returns the per-epoch history. Callbacks
+    /// see each epoch's logs and may stop training.
+    pub fn fit(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        cfg: &FitConfig<'_>,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<History> {
+        let c = self
+            .compiled
+            .as_ref()
+            .ok_or_else(|| Error::NotReady("fit before compile: call compile first".into()))?;
+        let loss = c.loss;
+        self.check_input(x, "the training input")?;
+        loss.check_targets(y, x.samples(), self.output_len())?;
+        if cfg.batch_size == 0 || cfg.epochs == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "fit: batch_size ({}) and epochs ({}) must be at least 1",
+                cfg.batch_size, cfg.epochs
+            )));
+        }
+        if !(0.0..1.0).contains(&cfg.validation_split) {
+            return Err(Error::InvalidArgument(format!(
+                "fit: validation_split {} is not in [0, 1)",
+                cfg.validation_split
+            )));
+        }
+        // Keras holds out the *last* samples, before shuffling.
+        let total = x.samples();
+        let held_out = if cfg.validation_data.is_none() {
+            (total as f64 * cfg.validation_split as f64) as usize
+        } else {
+            0
+        };
+        let train_n = total - held_out;
+        if train_n == 0 {
+            return Err(Error::InvalidArgument(
+                "fit: there are no training samples".into(),
+            ));
+        }
+        let split_val;
+        let validation = match cfg.validation_data {
+            Some((vx, vy)) => {
+                self.check_input(vx, "the validation input")?;
+                loss.check_targets(vy, vx.samples(), self.output_len())?;
+                Some((vx, vy))
+            }
+            None if held_out > 0 => {
+                split_val = (
+                    x.slice_samples(train_n..total),
+                    y.slice_samples(train_n..total),
+                );
+                Some((&split_val.0, &split_val.1))
+            }
+            None => None,
+        };
+        let batch = cfg.batch_size.min(train_n);
+        self.ensure_capacity(batch.max(INFERENCE_BATCH.min(total)));
+        self.order = (0..train_n).collect();
+        self.stop_training = false;
+        let mut shuffle_rng = StdRng::seed_from_u64(self.seed ^ 0x5eed_5eed);
+        let steps = train_n.div_ceil(batch);
+        let mut history = History::default();
+        for cb in callbacks.iter_mut() {
+            cb.on_train_begin(self)?;
+        }
+        for epoch in 0..cfg.epochs {
+            let start = Instant::now();
+            let mut progress = Progress::new(cfg.verbose, epoch, cfg.epochs, steps);
+            if cfg.shuffle {
+                self.order.shuffle(&mut shuffle_rng);
+            }
+            let (mut loss_sum, mut hits, mut count, mut seen) = (0.0f64, 0usize, 0usize, 0usize);
+            let mut step = 0;
+            while step < steps {
+                let from = step * batch;
+                let n = batch.min(train_n - from);
+                let idx = std::mem::take(&mut self.order);
+                self.gather(x, Some(y), &idx[from..from + n]);
+                self.order = idx;
+                let (l, h, c) = in_pool(|| self.step(n, epoch, step))?;
+                loss_sum += l;
+                hits += h;
+                count += c;
+                seen += n;
+                step += 1;
+                progress.step(
+                    step,
+                    (loss_sum / seen as f64) as f32,
+                    hits as f32 / count.max(1) as f32,
+                );
+            }
+            let mut logs = EpochLogs {
+                epoch,
+                loss: (loss_sum / seen as f64) as f32,
+                accuracy: hits as f32 / count.max(1) as f32,
+                val_loss: None,
+                val_accuracy: None,
+                seconds: 0.0,
+            };
+            if let Some((vx, vy)) = validation {
+                let e = self.evaluate_inner(vx, vy, batch.max(INFERENCE_BATCH))?;
+                logs.val_loss = Some(e.loss);
+                logs.val_accuracy = Some(e.accuracy);
+            }
+            logs.seconds = start.elapsed().as_secs_f64();
+            progress.finish(&logs, self.has_accuracy());
+            history.epochs.push(logs.clone());
+            for cb in callbacks.iter_mut() {
+                cb.on_epoch_end(&logs, self)?;
+            }
+            if self.stop_training {
+                break;
+            }
+        }
+        for cb in callbacks.iter_mut() {
+            cb.on_train_end(self)?;
+        }
+        Ok(history)
+    }
+
+    fn has_accuracy(&self) -> bool {
+        self.compiled
+            .as_ref()
+            .is_some_and(|c| c.metrics.contains(&Metric::Accuracy))
+    }
+
+    /// Keras's `evaluate`: mean loss and accuracy over `x`, `y`.
+    pub fn evaluate(&mut self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Evaluation> {
+        let loss = self
+            .compiled
+            .as_ref()
+            .ok_or_else(|| Error::NotReady("evaluate before compile".into()))?
+            .loss;
+        self.check_input(x, "the input")?;
+        loss.check_targets(y, x.samples(), self.output_len())?;
+        if batch_size == 0 {
+            return Err(Error::InvalidArgument(
+                "evaluate: batch_size must be at least 1".into(),
+            ));
+        }
+        self.evaluate_inner(x, y, batch_size.max(1))
+    }
+
+    fn evaluate_inner(&mut self, x: &Tensor, y: &Tensor, batch: usize) -> Result<Evaluation> {
+        let total = x.samples();
+        if total == 0 {
+            return Err(Error::InvalidArgument(
+                "evaluate: there are no samples".into(),
+            ));
+        }
+        let batch = batch.min(total);
+        self.ensure_capacity(batch);
+        let k = self.output_len();
+        let (mut loss_sum, mut hits, mut count) = (0.0f64, 0usize, 0usize);
+        let mut scratch = vec![0.0f32; batch * k];
+        for from in (0..total).step_by(batch) {
+            let n = batch.min(total - from);
+            let il = self.input_len();
+            self.x_buf[..n * il].copy_from_slice(x.rows(from..from + n));
+            let yv = y.rows(from..from + n);
+            in_pool(|| self.forward(n, false))?;
+            let c = self.compiled.as_ref().expect("compiled");
+            let out = &self.layers.last().expect("built").output()[..n * k];
+            loss_sum += c.loss.compute(out, yv, &mut scratch, n, k, c.fused);
+            let (h, of) = c.loss.correct(out, yv, n, k);
+            hits += h;
+            count += of;
+        }
+        Ok(Evaluation {
+            loss: (loss_sum / total as f64) as f32,
+            accuracy: hits as f32 / count.max(1) as f32,
+        })
+    }
+
+    /// Keras's `predict`: the model's outputs for every sample of `x`.
+    pub fn predict(&mut self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
+        if !self.built {
+            self.build()?;
+        }
+        self.check_input(x, "the input")?;
+        let total = x.samples();
+        let batch = batch_size.clamp(1, total.max(1));
+        self.ensure_capacity(batch);
+        let k = self.output_len();
+        let mut out = Vec::with_capacity(total * k);
+        for from in (0..total).step_by(batch) {
+            let n = batch.min(total - from);
+            let il = self.input_len();
+            self.x_buf[..n * il].copy_from_slice(x.rows(from..from + n));
+            in_pool(|| self.forward(n, false))?;
+            out.extend_from_slice(&self.layers.last().expect("built").output()[..n * k]);
+        }
+        let mut shape = vec![total];
+        shape.extend_from_slice(self.layers.last().expect("built").output_shape());
+        Tensor::from_vec(out, &shape)
+    }
+
+    /// Every trainable tensor, in order (layer by layer, kernel then bias), with its name
+    /// ("dense/kernel") and shape.
+    pub fn get_weights(&mut self) -> Vec<(String, Tensor)> {
+        let mut all = vec![];
+        for layer in &mut self.layers {
+            let lname = layer.name().to_string();
+            layer.for_each_param(&mut |p: Param<'_>| {
+                let t = Tensor::from_slice(p.value, p.shape).expect("consistent shapes");
+                all.push((format!("{lname}/{}", p.name), t));
+            });
+        }
+        all
+    }
+
+    /// Replaces every trainable tensor; names, count and shapes must match `get_weights`.
+    pub fn set_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()> {
+        let mut i = 0;
+        let mut problem = None;
+        for layer in &mut self.layers {
+            let lname = layer.name().to_string();
+            layer.for_each_param(&mut |p: Param<'_>| {
+                if problem.is_some() {
+                    return;
+                }
+                let want = format!("{lname}/{}", p.name);
+                match weights.get(i) {
+                    None => problem = Some(format!("no tensor given for {want}")),
+                    Some((name, t)) if *name != want => {
+                        problem = Some(format!("tensor {i} is {name}, expected {want}"))
+                    }
+                    Some((_, t)) if t.shape() != p.shape => {
+                        problem = Some(format!(
+                            "{want} has shape {:?} in the model but {:?} was given",
+                            p.shape,
+                            t.shape()
+                        ))
+                    }
+                    Some((_, t)) => p.value.copy_from_slice(t.data()),
+                }
+                i += 1;
+            });
+        }
+        if let Some(p) = problem {
+            return Err(Error::Shape(p));
+        }
+        if i != weights.len() {
+            return Err(Error::Shape(format!(
+                "the model has {i} weight tensors but {} were given",
+                weights.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Trainable parameters in all layers.
+    pub fn count_params(&self) -> usize {
+        self.layers.iter().map(|l| l.param_count()).sum()
+    }
+
+    /// Keras's `summary()`: layers, output shapes and parameter counts, as a table.
+    pub fn summary(&mut self) -> Result<String> {
+        if !self.built {
+            self.build()?;
+        }
+        let mut s = String::new();
+        let line = "─".repeat(64);
+        s += "Model: \"sequential\"\n";
+        s += &format!("┌{line}┐\n");
+        s += &format!(
+            "│ {:<28}{:<22}{:>12} │\n",
+            "Layer (type)", "Output Shape", "Param #"
+        );
+        s += &format!("├{line}┤\n");
+        for l in &self.layers {
+            let shape = format!(
+                "(None, {})",
+                l.output_shape()
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            s += &format!(
+                "│ {:<28}{:<22}{:>12} │\n",
+                format!("{} ({})", l.name(), l.class_name()),
+                shape,
+                l.param_count()
+            );
+        }
+        s += &format!("└{line}┘\n");
+        let n = self.count_params();
+        s += &format!(
+            " Total params: {n} ({:.2} KB)\n Trainable params: {n}\n Non-trainable params: 0\n",
+            n as f64 * 4.0 / 1024.0
+        );
+        Ok(s)
+    }
+
+    /// The last layer's activation.
+    pub fn output_activation(&self) -> Option<Act> {
+        self.layers.last().map(|l| l.output_activation())
+    }
+}
+
+/// "MaxPooling2D" → "max_pooling2d", as Keras names layers.
+fn snake_case(class: &str) -> String {
+    let mut out = String::new();
+    let chars: Vec<char> = class.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_ascii_uppercase() {
+            let prev_lower = i > 0 && chars[i - 1].is_ascii_lowercase();
+            if prev_lower {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

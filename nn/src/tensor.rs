@@ -1,0 +1,160 @@
+//! An owned, 64-byte aligned, row-major f32 tensor with its shape; the first dimension is the
+//! sample (batch) dimension everywhere in `nn`.
+
+use aligned_vec::{AVec, ConstAlign};
+
+use crate::error::{Error, Result};
+
+/// Aligned f32 storage.
+pub type Storage = AVec<f32, ConstAlign<64>>;
+
+/// An n-dimensional f32 tensor: row-major data and its shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: Storage,
+}
+
+impl Tensor {
+    /// A tensor of `shape` holding `data` (row-major); the lengths must agree.
+    pub fn from_vec(data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+        Self::from_slice(&data, shape)
+    }
+
+    /// A tensor of `shape` copied from `data`.
+    pub fn from_slice(data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        let want: usize = shape.iter().product();
+        if want != data.len() {
+            return Err(Error::Shape(format!(
+                "a tensor of shape {shape:?} needs {want} elements, but {} were given",
+                data.len()
+            )));
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            data: AVec::from_slice(64, data),
+        })
+    }
+
+    /// Zeros of `shape`.
+    pub fn zeros(shape: &[usize]) -> Tensor {
+        let n = shape.iter().product();
+        Tensor {
+            shape: shape.to_vec(),
+            data: AVec::from_iter(64, std::iter::repeat_n(0.0, n)),
+        }
+    }
+
+    /// Bytes (images) scaled by `scale` (Keras programs use `x / 255.0`: pass `1.0 / 255.0`).
+    pub fn from_u8(bytes: &[u8], shape: &[usize], scale: f32) -> Result<Tensor> {
+        let want: usize = shape.iter().product();
+        if want != bytes.len() {
+            return Err(Error::Shape(format!(
+                "a tensor of shape {shape:?} needs {want} elements, but {} bytes were given",
+                bytes.len()
+            )));
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            data: AVec::from_iter(64, bytes.iter().map(|&b| b as f32 * scale)),
+        })
+    }
+
+    /// Integer labels as a 1-D tensor (for the sparse losses).
+    pub fn from_labels(labels: &[u8]) -> Tensor {
+        Tensor {
+            shape: vec![labels.len()],
+            data: AVec::from_iter(64, labels.iter().map(|&l| l as f32)),
+        }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+    /// The number of samples (the first dimension; 1 for a scalar).
+    pub fn samples(&self) -> usize {
+        self.shape.first().copied().unwrap_or(1)
+    }
+    /// Elements per sample.
+    pub fn sample_len(&self) -> usize {
+        self.shape.iter().skip(1).product()
+    }
+    /// Sample `i`'s elements.
+    pub fn sample(&self, i: usize) -> &[f32] {
+        let n = self.sample_len();
+        &self.data[i * n..(i + 1) * n]
+    }
+    /// Samples `range` as a slice (a batch view, no copy).
+    pub fn rows(&self, range: std::ops::Range<usize>) -> &[f32] {
+        let n = self.sample_len();
+        &self.data[range.start * n..range.end * n]
+    }
+
+    /// The same data with another shape of the same size.
+    pub fn reshape(mut self, shape: &[usize]) -> Result<Tensor> {
+        let want: usize = shape.iter().product();
+        if want != self.data.len() {
+            return Err(Error::Shape(format!(
+                "cannot reshape {:?} ({} elements) to {shape:?} ({want})",
+                self.shape,
+                self.data.len()
+            )));
+        }
+        self.shape = shape.to_vec();
+        Ok(self)
+    }
+
+    /// Copies samples `range` into a new tensor.
+    pub fn slice_samples(&self, range: std::ops::Range<usize>) -> Tensor {
+        let mut shape = self.shape.clone();
+        shape[0] = range.len();
+        Tensor {
+            shape,
+            data: AVec::from_slice(64, self.rows(range)),
+        }
+    }
+
+    /// The index of the largest element of each sample (first on ties).
+    pub fn argmax_rows(&self) -> Vec<usize> {
+        let n = self.sample_len().max(1);
+        self.data.chunks_exact(n).map(argmax).collect()
+    }
+}
+
+/// Index of the largest value (first on ties; NaN never wins).
+pub(crate) fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Keras's `to_categorical`: one-hot rows of `classes` columns from integer labels; a label
+/// outside `0..classes` is an error naming it.
+pub fn to_categorical(labels: &[u8], classes: usize) -> Result<Tensor> {
+    let mut t = Tensor::zeros(&[labels.len(), classes]);
+    for (i, &l) in labels.iter().enumerate() {
+        if l as usize >= classes {
+            return Err(Error::InvalidArgument(format!(
+                "to_categorical: label {l} at index {i} is not below the class count {classes}"
+            )));
+        }
+        t.data[i * classes + l as usize] = 1.0;
+    }
+    Ok(t)
+}
