@@ -220,11 +220,20 @@ impl Conv2d {
 }
 
 /// `Err` unless `len == want`, naming the operation, the buffer and the shape it should hold.
-fn check_len(what: &'static str, name: &str, len: usize, want: usize, shape: String) -> Result<()> {
+fn check_len(
+    what: &'static str,
+    name: &str,
+    len: usize,
+    want: usize,
+    shape: impl FnOnce() -> String,
+) -> Result<()> {
     if len != want {
         return Err(Error::ShapeMismatch {
             what,
-            detail: format!("{name} has {len} elements but a {shape} tensor needs {want}"),
+            detail: format!(
+                "{name} has {len} elements but a {} tensor needs {want}",
+                shape()
+            ),
         });
     }
     Ok(())
@@ -484,35 +493,27 @@ fn forward(
     allow_direct: bool,
 ) -> Result<()> {
     s.validate()?;
-    check_len(
-        "conv2d_forward",
-        "input x",
-        x.len(),
-        s.input_len(),
-        s.input_desc(),
-    )?;
+    check_len("conv2d_forward", "input x", x.len(), s.input_len(), || {
+        s.input_desc()
+    })?;
     check_len(
         "conv2d_forward",
         "weights w",
         w.len(),
         s.weight_len(),
-        s.weight_desc(),
+        || s.weight_desc(),
     )?;
     check_len(
         "conv2d_forward",
         "output y",
         y.len(),
         s.output_len(),
-        s.output_desc(),
+        || s.output_desc(),
     )?;
     if let Some(b) = bias {
-        check_len(
-            "conv2d_forward",
-            "bias",
-            b.len(),
-            s.out_c,
-            format!("{}", s.out_c),
-        )?;
+        check_len("conv2d_forward", "bias", b.len(), s.out_c, || {
+            s.out_c.to_string()
+        })?;
     }
     if s.batch == 0 {
         return Ok(());
@@ -593,29 +594,17 @@ pub fn conv2d_backward_weights(
 ) -> Result<()> {
     s.validate()?;
     let what = "conv2d_backward_weights";
-    check_len(what, "input x", x.len(), s.input_len(), s.input_desc())?;
-    check_len(
-        what,
-        "output gradient dy",
-        dy.len(),
-        s.output_len(),
-        s.output_desc(),
-    )?;
-    check_len(
-        what,
-        "weight gradient dw",
-        dw.len(),
-        s.weight_len(),
-        s.weight_desc(),
-    )?;
+    check_len(what, "input x", x.len(), s.input_len(), || s.input_desc())?;
+    check_len(what, "output gradient dy", dy.len(), s.output_len(), || {
+        s.output_desc()
+    })?;
+    check_len(what, "weight gradient dw", dw.len(), s.weight_len(), || {
+        s.weight_desc()
+    })?;
     if let Some(db) = &db {
-        check_len(
-            what,
-            "bias gradient db",
-            db.len(),
-            s.out_c,
-            format!("{}", s.out_c),
-        )?;
+        check_len(what, "bias gradient db", db.len(), s.out_c, || {
+            s.out_c.to_string()
+        })?;
     }
     let isa = match opts.isa {
         Some(isa) => {
@@ -716,21 +705,15 @@ pub fn conv2d_backward_input(
 ) -> Result<()> {
     s.validate()?;
     let what = "conv2d_backward_input";
-    check_len(
-        what,
-        "output gradient dy",
-        dy.len(),
-        s.output_len(),
-        s.output_desc(),
-    )?;
-    check_len(what, "weights w", w.len(), s.weight_len(), s.weight_desc())?;
-    check_len(
-        what,
-        "input gradient dx",
-        dx.len(),
-        s.input_len(),
-        s.input_desc(),
-    )?;
+    check_len(what, "output gradient dy", dy.len(), s.output_len(), || {
+        s.output_desc()
+    })?;
+    check_len(what, "weights w", w.len(), s.weight_len(), || {
+        s.weight_desc()
+    })?;
+    check_len(what, "input gradient dx", dx.len(), s.input_len(), || {
+        s.input_desc()
+    })?;
     if let Some(isa) = opts.isa {
         isa.check_available()?;
     }

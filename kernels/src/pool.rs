@@ -141,11 +141,20 @@ impl Pool2d {
     }
 }
 
-fn check_len(what: &'static str, name: &str, len: usize, want: usize, shape: String) -> Result<()> {
+fn check_len(
+    what: &'static str,
+    name: &str,
+    len: usize,
+    want: usize,
+    shape: impl FnOnce() -> String,
+) -> Result<()> {
     if len != want {
         return Err(Error::ShapeMismatch {
             what,
-            detail: format!("{name} has {len} elements but a {shape} tensor needs {want}"),
+            detail: format!(
+                "{name} has {len} elements but a {} tensor needs {want}",
+                shape()
+            ),
         });
     }
     Ok(())
@@ -162,9 +171,11 @@ pub fn max_pool2d_forward(
 ) -> Result<()> {
     s.validate()?;
     let what = "max_pool2d_forward";
-    check_len(what, "input x", x.len(), s.input_len(), s.desc_in())?;
-    check_len(what, "output y", y.len(), s.output_len(), s.desc_out())?;
-    check_len(what, "argmax", argmax.len(), s.output_len(), s.desc_out())?;
+    check_len(what, "input x", x.len(), s.input_len(), || s.desc_in())?;
+    check_len(what, "output y", y.len(), s.output_len(), || s.desc_out())?;
+    check_len(what, "argmax", argmax.len(), s.output_len(), || {
+        s.desc_out()
+    })?;
     if s.batch == 0 {
         return Ok(());
     }
@@ -276,21 +287,15 @@ pub fn max_pool2d_backward(
 ) -> Result<()> {
     s.validate()?;
     let what = "max_pool2d_backward";
-    check_len(
-        what,
-        "output gradient dy",
-        dy.len(),
-        s.output_len(),
-        s.desc_out(),
-    )?;
-    check_len(what, "argmax", argmax.len(), s.output_len(), s.desc_out())?;
-    check_len(
-        what,
-        "input gradient dx",
-        dx.len(),
-        s.input_len(),
-        s.desc_in(),
-    )?;
+    check_len(what, "output gradient dy", dy.len(), s.output_len(), || {
+        s.desc_out()
+    })?;
+    check_len(what, "argmax", argmax.len(), s.output_len(), || {
+        s.desc_out()
+    })?;
+    check_len(what, "input gradient dx", dx.len(), s.input_len(), || {
+        s.desc_in()
+    })?;
     let image_len = s.image_len();
     if let Some((i, &bad)) = argmax
         .iter()
@@ -324,8 +329,8 @@ pub fn max_pool2d_backward(
 pub fn avg_pool2d_forward(opts: &GemmOptions, s: &Pool2d, x: &[f32], y: &mut [f32]) -> Result<()> {
     s.validate()?;
     let what = "avg_pool2d_forward";
-    check_len(what, "input x", x.len(), s.input_len(), s.desc_in())?;
-    check_len(what, "output y", y.len(), s.output_len(), s.desc_out())?;
+    check_len(what, "input x", x.len(), s.input_len(), || s.desc_in())?;
+    check_len(what, "output y", y.len(), s.output_len(), || s.desc_out())?;
     if s.batch == 0 {
         return Ok(());
     }
@@ -363,20 +368,12 @@ pub fn avg_pool2d_backward(
 ) -> Result<()> {
     s.validate()?;
     let what = "avg_pool2d_backward";
-    check_len(
-        what,
-        "output gradient dy",
-        dy.len(),
-        s.output_len(),
-        s.desc_out(),
-    )?;
-    check_len(
-        what,
-        "input gradient dx",
-        dx.len(),
-        s.input_len(),
-        s.desc_in(),
-    )?;
+    check_len(what, "output gradient dy", dy.len(), s.output_len(), || {
+        s.desc_out()
+    })?;
+    check_len(what, "input gradient dx", dx.len(), s.input_len(), || {
+        s.desc_in()
+    })?;
     if s.batch == 0 {
         return Ok(());
     }

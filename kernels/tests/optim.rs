@@ -7,7 +7,8 @@ use kernels::Isa;
 fn data(n: usize, seed: u32) -> Vec<f32> {
     (0..n)
         .map(|i| {
-            ((i as u32 * 2654435761u32).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 - 0.5
+            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32
+                - 0.5
         })
         .collect()
 }

@@ -30,20 +30,9 @@ fn main() -> nn::Result<()> {
         .validation_data(&x_test, &y_test)
         .verbose(o.verbose);
     let history = model.fit(&x_train, &y_train, &cfg, &mut [])?;
-    let last = history.epochs.last().expect("one epoch at least");
-    println!(
-        "test accuracy: {:.4} (val_loss {:.4}); median {:.2} s/epoch",
-        last.val_accuracy.unwrap_or(0.0),
-        last.val_loss.unwrap_or(0.0),
-        median(history.epochs.iter().map(|e| e.seconds).collect())
-    );
+    common::report(&history);
     if let Some(p) = &o.save {
         model.save(p)?;
     }
     Ok(())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }

@@ -678,11 +678,11 @@ impl Sequential {
             self.build()?;
         }
         let mut s = String::new();
-        let line = "─".repeat(64);
+        let line = "─".repeat(72);
         s += "Model: \"sequential\"\n";
         s += &format!("┌{line}┐\n");
         s += &format!(
-            "│ {:<28}{:<22}{:>12} │\n",
+            "│ {:<34}{:<24}{:>12} │\n",
             "Layer (type)", "Output Shape", "Param #"
         );
         s += &format!("├{line}┤\n");
@@ -696,7 +696,7 @@ impl Sequential {
                     .join(", ")
             );
             s += &format!(
-                "│ {:<28}{:<22}{:>12} │\n",
+                "│ {:<34}{:<24}{:>12} │\n",
                 format!("{} ({})", l.name(), l.class_name()),
                 shape,
                 l.param_count()

@@ -75,3 +75,35 @@ pub fn load(o: &Options) -> Split {
         std::process::exit(1)
     })
 }
+
+/// The reference CNN: Conv2D(32, 3×3, relu) → MaxPooling2D(2×2) → Flatten → Dense(128, relu) →
+/// Dense(10, softmax), on 28×28×1 images.
+pub fn cnn(seed: u64) -> nn::model::Sequential {
+    use nn::prelude::*;
+    Sequential::new()
+        .input_shape(&[28, 28, 1])
+        .seed(seed)
+        .add(Conv2D::new(32, (3, 3), Act::Relu))
+        .add(MaxPooling2D::new((2, 2)))
+        .add(Flatten::new())
+        .add(Dense::new(128, Act::Relu))
+        .add(Dense::new(10, Act::Softmax))
+}
+
+/// The median epoch time.
+pub fn median_seconds(h: &nn::callbacks::History) -> f64 {
+    let mut v: Vec<f64> = h.epochs.iter().map(|e| e.seconds).collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The last epoch's validation figures and the median epoch time.
+pub fn report(h: &nn::callbacks::History) {
+    let last = h.epochs.last().expect("one epoch at least");
+    println!(
+        "test accuracy: {:.4} (val_loss {:.4}); median {:.2} s/epoch",
+        last.val_accuracy.unwrap_or(f32::NAN),
+        last.val_loss.unwrap_or(f32::NAN),
+        median_seconds(h)
+    );
+}

@@ -1,0 +1,40 @@
+//! Reference program 2: Dense(512, relu) on 784 inputs → Dense(10, softmax); rmsprop;
+//! categorical_crossentropy; 5 epochs, batch 128; then evaluate on the test set.
+//!
+//! `cargo run --release -p nn --example mlp_rmsprop -- [--dataset mnist|fashion] [--epochs N]`
+
+mod common;
+
+use nn::prelude::*;
+
+fn main() -> nn::Result<()> {
+    let o = common::options();
+    let ((x_train, y_train), (x_test, y_test)) = common::load(&o);
+    let (x_train, x_test) = (x_train.to_flat_tensor(), x_test.to_flat_tensor());
+    let (y_train, y_test) = (to_categorical(&y_train, 10)?, to_categorical(&y_test, 10)?);
+
+    let mut model = Sequential::new()
+        .input_shape(&[784])
+        .seed(o.seed)
+        .add(Dense::new(512, Act::Relu))
+        .add(Dense::new(10, Act::Softmax));
+    model.compile(
+        Optimizer::rmsprop(),
+        Loss::categorical_crossentropy(),
+        &[Metric::Accuracy],
+    )?;
+    print!("{}", model.summary()?);
+
+    let cfg = FitConfig::new(o.epochs.unwrap_or(5), 128).verbose(o.verbose);
+    let history = model.fit(&x_train, &y_train, &cfg, &mut [])?;
+    let test = model.evaluate(&x_test, &y_test, 128)?;
+    println!(
+        "test accuracy: {:.4} (test loss {:.4})",
+        test.accuracy, test.loss
+    );
+    println!("median {:.2} s/epoch", common::median_seconds(&history));
+    if let Some(p) = &o.save {
+        model.save(p)?;
+    }
+    Ok(())
+}
