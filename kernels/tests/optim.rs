@@ -24,7 +24,29 @@ fn close(got: &[f32], want: &[f64], what: &str) {
 
 #[test]
 fn adam_matches_keras_rule() {
-    let n = 37;
+    // 100 003 elements: several parallel chunks and a ragged last one.
+    for n in [37, 100_003] {
+        adam_case(n);
+    }
+    let err = adam_update(
+        None,
+        &mut [0.0; 3],
+        &[0.0; 3],
+        &mut [0.0; 2],
+        &mut [0.0; 3],
+        0.1,
+        0.9,
+        0.99,
+        1e-7,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "adam_update: the parameters have 3 elements but m has 2"
+    );
+}
+
+fn adam_case(n: usize) {
     let (g, w0, m0) = (data(n, 1), data(n, 2), data(n, 3));
     let v0: Vec<f32> = data(n, 4).iter().map(|x| x.abs()).collect();
     let (lr, b1, b2, eps, t) = (0.001f64, 0.9f64, 0.999f64, 1e-7f64, 3);
@@ -56,22 +78,6 @@ fn adam_matches_keras_rule() {
         close(&m, &want_m, "adam m");
         close(&v, &want_v, "adam v");
     }
-    let err = adam_update(
-        None,
-        &mut [0.0; 3],
-        &[0.0; 3],
-        &mut [0.0; 2],
-        &mut [0.0; 3],
-        0.1,
-        0.9,
-        0.99,
-        1e-7,
-    )
-    .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "adam_update: the parameters have 3 elements but m has 2"
-    );
 }
 
 #[test]

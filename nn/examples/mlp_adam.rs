@@ -30,9 +30,5 @@ fn main() -> nn::Result<()> {
         .validation_data(&x_test, &y_test)
         .verbose(o.verbose);
     let history = model.fit(&x_train, &y_train, &cfg, &mut [])?;
-    common::report(&history);
-    if let Some(p) = &o.save {
-        model.save(p)?;
-    }
-    Ok(())
+    common::finish(&o, "A", &mut model, &history, 32, &x_test, &y_test)
 }

@@ -27,14 +27,5 @@ fn main() -> nn::Result<()> {
 
     let cfg = FitConfig::new(o.epochs.unwrap_or(5), 128).verbose(o.verbose);
     let history = model.fit(&x_train, &y_train, &cfg, &mut [])?;
-    let test = model.evaluate(&x_test, &y_test, 128)?;
-    println!(
-        "test accuracy: {:.4} (test loss {:.4})",
-        test.accuracy, test.loss
-    );
-    println!("median {:.2} s/epoch", common::median_seconds(&history));
-    if let Some(p) = &o.save {
-        model.save(p)?;
-    }
-    Ok(())
+    common::finish(&o, "B", &mut model, &history, 128, &x_test, &y_test)
 }

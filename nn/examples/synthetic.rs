@@ -56,11 +56,5 @@ fn main() -> nn::Result<()> {
 
     let cfg = FitConfig::new(o.epochs.unwrap_or(10), 32).verbose(o.verbose);
     let history = model.fit(&x_train, &y_train, &cfg, &mut [])?;
-    let test = model.evaluate(&x_test, &y_test, 32)?;
-    println!(
-        "test accuracy: {:.4} (test loss {:.4})",
-        test.accuracy, test.loss
-    );
-    println!("median {:.2} s/epoch", common::median_seconds(&history));
-    Ok(())
+    common::finish(&o, "E", &mut model, &history, 32, &x_test, &y_test)
 }

@@ -136,6 +136,12 @@ impl Optimizer {
         self.state.clear();
     }
 
+    /// One update of every parameter of `layers` from its gradient (what `fit` does after each
+    /// backward pass; public for programs that drive layers themselves).
+    pub fn step_layers(&mut self, layers: &mut [Box<dyn Layer>]) -> Result<()> {
+        self.step(layers)
+    }
+
     /// One update of every parameter of `layers` from its gradient.
     pub(crate) fn step(&mut self, layers: &mut [Box<dyn Layer>]) -> Result<()> {
         self.iterations += 1;

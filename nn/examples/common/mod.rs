@@ -4,8 +4,10 @@
 use nn::datasets::{fashion_mnist, mnist, Split};
 
 /// `--dataset mnist|fashion` (default mnist), `--data-dir DIR`, `--epochs N`, `--seed S`,
-/// `--verbose 0|1|2`, `--save PATH`.
+/// `--verbose 0|1|2`, `--save PATH`, `--json` (one line of measurements on stdout, for the
+/// benchmark report).
 pub struct Options {
+    pub json: bool,
     pub dataset: String,
     pub data_dir: Option<String>,
     pub epochs: Option<usize>,
@@ -16,6 +18,7 @@ pub struct Options {
 
 pub fn options() -> Options {
     let mut o = Options {
+        json: false,
         dataset: "mnist".into(),
         data_dir: None,
         epochs: None,
@@ -39,10 +42,15 @@ pub fn options() -> Options {
             "--seed" => o.seed = value().parse().expect("--seed N"),
             "--verbose" => o.verbose = value().parse().expect("--verbose 0|1|2"),
             "--save" => o.save = Some(value()),
+            "--json" => {
+                o.json = true;
+                i += 1;
+                continue;
+            }
             "-h" | "--help" => {
                 println!(
                     "options: --dataset mnist|fashion  --data-dir DIR  --epochs N  --seed S  \
-                     --verbose 0|1|2  --save PATH"
+                     --verbose 0|1|2  --save PATH  --json"
                 );
                 std::process::exit(0)
             }
@@ -97,13 +105,83 @@ pub fn median_seconds(h: &nn::callbacks::History) -> f64 {
     v[v.len() / 2]
 }
 
-/// The last epoch's validation figures and the median epoch time.
-pub fn report(h: &nn::callbacks::History) {
-    let last = h.epochs.last().expect("one epoch at least");
+/// The process's peak resident memory in MiB (Linux: VmHWM), if known.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Images per second of a batch-1000 forward pass (median of 5, after one warm-up).
+pub fn inference_rate(model: &mut nn::model::Sequential, x: &nn::tensor::Tensor) -> f64 {
+    let n = x.samples().min(1000);
+    let batch = x.slice_samples(0..n);
+    model.predict(&batch, n).expect("predict");
+    let mut times: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            model.predict(&batch, n).expect("predict");
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    n as f64 / times[2]
+}
+
+/// Evaluates on the test set and prints the results: a line for people, and with `--json` one
+/// JSON object for the benchmark report.
+#[allow(clippy::too_many_arguments)]
+pub fn finish(
+    o: &Options,
+    program: &str,
+    model: &mut nn::model::Sequential,
+    history: &nn::callbacks::History,
+    batch_size: usize,
+    x_test: &nn::tensor::Tensor,
+    y_test: &nn::tensor::Tensor,
+) -> nn::Result<()> {
+    let test = model.evaluate(x_test, y_test, batch_size.max(128))?;
+    let rss = peak_rss_mib();
+    let rate = inference_rate(model, x_test);
     println!(
-        "test accuracy: {:.4} (val_loss {:.4}); median {:.2} s/epoch",
-        last.val_accuracy.unwrap_or(f32::NAN),
-        last.val_loss.unwrap_or(f32::NAN),
-        median_seconds(h)
+        "test accuracy: {:.4} (test loss {:.4}); median {:.2} s/epoch; peak RSS {:.0} MiB; \
+         inference {:.0} images/s",
+        test.accuracy,
+        test.loss,
+        median_seconds(history),
+        rss.unwrap_or(f64::NAN),
+        rate
     );
+    if o.json {
+        let epoch_s: Vec<String> = history
+            .epochs
+            .iter()
+            .map(|e| format!("{:.6}", e.seconds))
+            .collect();
+        let dataset = if program == "E" {
+            "synthetic"
+        } else {
+            o.dataset.as_str()
+        };
+        println!(
+            "{{\"program\": \"{program}\", \"dataset\": \"{dataset}\", \"seed\": {}, \
+             \"epochs\": {}, \"batch_size\": {batch_size}, \"threads\": {}, \"epoch_s\": [{}], \
+             \"epoch_s_median\": {:.6}, \"test_loss\": {:.6}, \"test_accuracy\": {:.6}, \
+             \"peak_rss_mib\": {:.1}, \"inference_images_per_s\": {:.1}}}",
+            o.seed,
+            history.epochs.len(),
+            rayon::current_num_threads(),
+            epoch_s.join(", "),
+            median_seconds(history),
+            test.loss,
+            test.accuracy,
+            rss.unwrap_or(-1.0),
+            rate
+        );
+    }
+    if let Some(p) = &o.save {
+        model.save(p)?;
+    }
+    Ok(())
 }
