@@ -1,15 +1,14 @@
 //! The report's data model (what `results/*.json` holds), its markdown rendering, and atomic file
 //! writes. Kept in the library so a test can check the schema the report program writes.
 
-use std::io::Write;
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
 use crate::gemm_bench::Measurement;
+use crate::layers_bench::{layers_markdown, LayersReport};
+use crate::training::{training_markdown, TrainingReport};
 
 /// Bumped whenever a field is renamed or removed.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// What the report knows of the machine it ran on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -220,23 +219,6 @@ pub fn gemm_markdown(report: &GemmReport) -> String {
     out
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
-/// crash never leaves half a file.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
-}
-
 /// Today's UTC date as YYYY-MM-DD (from the system clock; civil-from-days by H. Hinnant).
 pub fn utc_date_now() -> String {
     let secs = std::time::SystemTime::now()
@@ -252,4 +234,76 @@ pub fn utc_date_now() -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The machine's own limits, measured in the same run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MachinePerf {
+    /// (threads, GFLOP/s) of independent FMA chains on our best path.
+    pub fma_peak_gflops: Vec<(usize, f64)>,
+    /// (threads, GB/s) of a STREAM-style triad over 128 MiB arrays.
+    pub memory_bandwidth_gbs: Vec<(usize, f64)>,
+}
+
+/// Everything one report run measured: `results/<date>-<host>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    pub schema_version: u32,
+    pub date_utc: String,
+    pub machine: MachineInfo,
+    pub machine_perf: MachinePerf,
+    pub gemm: Option<GemmReport>,
+    pub layers: Option<LayersReport>,
+    pub training: Option<TrainingReport>,
+}
+
+/// `results/README.md`: the headline tables of a run, as ratios against the peers.
+pub fn results_markdown(r: &Results, json_name: &str) -> String {
+    let mut out = format!(
+        "# Results: ours against the peers, one run\n\n{} · {} ({} cores) · our path {} · \
+         kernels {}. Raw data: [`{json_name}`]({json_name}).\n\n\
+         These VMs vary up to 2× between runs: read the same-run ratios, not absolute figures.\n\n",
+        r.date_utc, r.machine.cpu, r.machine.cores, r.machine.best_isa, r.machine.kernels_version
+    );
+    out += "## The machine\n\n| threads | FMA peak GFLOP/s | memory bandwidth GB/s |\n|---:|---:|---:|\n";
+    for (t, p) in &r.machine_perf.fma_peak_gflops {
+        let bw = r
+            .machine_perf
+            .memory_bandwidth_gbs
+            .iter()
+            .find(|(bt, _)| bt == t)
+            .map_or("—".into(), |(_, b)| format!("{b:.1}"));
+        out += &format!("| {t} | {p:.0} | {bw} |\n");
+    }
+    if let Some(t) = &r.training {
+        out += "\n";
+        out += &training_markdown(t);
+        out += "\n![seconds per epoch, Fashion-MNIST](plots/train-fashion.png)\n\n\
+                ![seconds per epoch, MNIST](plots/train-mnist.png)\n";
+    }
+    if let Some(l) = &r.layers {
+        out += "\n";
+        out += &layers_markdown(l);
+    }
+    if let Some(g) = &r.gemm {
+        out += "\n## GEMM (f32), ours ÷ OpenBLAS and ÷ the best peer, same run\n\n\
+                | M×K×N | threads | ours GFLOP/s | ÷ OpenBLAS | ÷ best peer (which) | of FMA peak |\n\
+                |---|---:|---:|---:|---:|---:|\n";
+        for row in &g.summary {
+            out += &format!(
+                "| {} | {} | {:.1} | {:.2} | {:.2} ({}) | {} |\n",
+                row.shape,
+                row.threads,
+                row.ours_gflops,
+                row.ours_over_openblas,
+                row.ours_over_best_peer,
+                row.best_peer,
+                row.fraction_of_fma_peak
+                    .map_or("—".into(), |f| format!("{:.0} %", 100.0 * f))
+            );
+        }
+        out += "\nEvery library per shape: [gemm.md](gemm.md).\n\n\
+                ![GEMM, 1 thread](plots/gemm-1-thread.png)\n\n![GEMM, 2 threads](plots/gemm-2-threads.png)\n";
+    }
+    out
 }

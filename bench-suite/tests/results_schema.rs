@@ -1,14 +1,112 @@
-//! The committed `results/gemm.json` must parse as the report's current schema and hold every
-//! column the report promises: every library on every shape at every thread count, a summary row
-//! for each, and the measured FMA peak. A report that silently dropped a column fails here.
+//! The committed results — the newest `results/<date>-<host>.json` — must parse as the report's
+//! current schema and hold every column the report promises: the machine's peak and bandwidth;
+//! every library on every GEMM shape at every thread count with a summary row for each; every
+//! reference program on every data set with its peers and targets. A report that silently dropped
+//! a column fails here.
 
 use bench_suite::gemm_bench::all_shapes;
-use bench_suite::report::{gemm_markdown, GemmReport, SCHEMA_VERSION};
+use bench_suite::report::{gemm_markdown, results_markdown, GemmReport, Results, SCHEMA_VERSION};
+use bench_suite::training::PROGRAMS;
+
+fn results_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../results"))
+}
+
+/// The newest full results file (names start with the date, so the last in order is newest).
+fn committed_results() -> (String, Results) {
+    let mut names: Vec<String> = std::fs::read_dir(results_dir())
+        .expect("results/ exists")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json") && n.as_bytes().first().is_some_and(u8::is_ascii_digit))
+        .collect();
+    names.sort();
+    let name = names.pop().expect("a results/<date>-<host>.json");
+    let path = results_dir().join(&name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let r = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{name} does not match the schema: {e}"));
+    (name, r)
+}
 
 fn committed() -> GemmReport {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../results/gemm.json");
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} does not match the schema: {e}"))
+    let (name, r) = committed_results();
+    r.gemm
+        .unwrap_or_else(|| panic!("{name} has no GEMM part (commit a full run)"))
+}
+
+#[test]
+fn committed_machine_and_training_results_are_complete() {
+    let (name, r) = committed_results();
+    assert_eq!(r.schema_version, SCHEMA_VERSION);
+    assert!(r
+        .machine_perf
+        .fma_peak_gflops
+        .iter()
+        .any(|&(t, p)| t == 1 && p > 0.0));
+    assert!(r
+        .machine_perf
+        .memory_bandwidth_gbs
+        .iter()
+        .any(|&(t, b)| t >= 2 && b > 0.0));
+    let t = r
+        .training
+        .as_ref()
+        .unwrap_or_else(|| panic!("{name} has no training part"));
+    for p in PROGRAMS {
+        for ds in p.datasets {
+            let row = t
+                .summary
+                .iter()
+                .find(|s| s.program == p.id && s.dataset == *ds)
+                .unwrap_or_else(|| panic!("no training row for {} on {ds}", p.id));
+            assert!(
+                row.ours_epoch_s > 0.0 && row.ours_test_accuracy > 0.5,
+                "{row:?}"
+            );
+            assert!(row.ours_peak_rss_mib > 0.0 && row.ours_inference_images_per_s > 0.0);
+            // The recorded reference has Keras on every program on Fashion-MNIST (and E), and on
+            // A–C on MNIST; PyTorch on A–C.
+            if *ds != "mnist" || "ABC".contains(p.id) {
+                assert!(
+                    row.keras_epoch_s.is_some(),
+                    "no Keras figure for {} on {ds}",
+                    p.id
+                );
+            }
+            if "ABC".contains(p.id) {
+                assert!(
+                    row.torch_epoch_s.is_some(),
+                    "no PyTorch figure for {} on {ds}",
+                    p.id
+                );
+            }
+            let run = t
+                .runs
+                .iter()
+                .find(|r| r.program == p.id && r.dataset == *ds)
+                .unwrap();
+            assert_eq!(run.epoch_s.len(), run.epochs, "one time per epoch");
+        }
+    }
+    let l = r
+        .layers
+        .as_ref()
+        .unwrap_or_else(|| panic!("{name} has no layers part"));
+    assert_eq!(l.measurements.len(), 9, "three passes of three layers");
+    for m in &l.measurements {
+        assert!(
+            m.ours_gflops > 0.0 && m.speedup_vs_openblas.is_some_and(f64::is_finite),
+            "{m:?}"
+        );
+    }
+    assert!(l.ours_gemm_1024_gflops > 0.0);
+    let md = results_markdown(&r, &name);
+    let committed_md = std::fs::read_to_string(results_dir().join("README.md")).unwrap();
+    assert_eq!(
+        md, committed_md,
+        "results/README.md was not written from {name}"
+    );
 }
 
 #[test]

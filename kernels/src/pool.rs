@@ -125,10 +125,23 @@ impl Pool2d {
         )
     }
 
-    /// The input rows `iy0..iy1` and columns `ix0..ix1` under output position (oy, ox).
-    fn window(&self, oy: usize, ox: usize) -> (usize, usize, usize, usize) {
-        let pt = padding_before(self.in_h, self.pool_h, self.stride_h, self.padding);
-        let pl = padding_before(self.in_w, self.pool_w, self.stride_w, self.padding);
+    /// The padding before the first row and column.
+    fn padding(&self) -> (usize, usize) {
+        (
+            padding_before(self.in_h, self.pool_h, self.stride_h, self.padding),
+            padding_before(self.in_w, self.pool_w, self.stride_w, self.padding),
+        )
+    }
+
+    /// The input rows `y0..y1` and columns `x0..x1` under output position (oy, ox), given the
+    /// padding `(pt, pl)` (computed once per call, not per window).
+    #[inline(always)]
+    fn window(
+        &self,
+        (pt, pl): (usize, usize),
+        oy: usize,
+        ox: usize,
+    ) -> (usize, usize, usize, usize) {
         let y0 = (oy * self.stride_h) as isize - pt as isize;
         let x0 = (ox * self.stride_w) as isize - pl as isize;
         let clip = |v: isize, hi: usize| v.clamp(0, hi as isize) as usize;
@@ -208,12 +221,13 @@ where
 #[inline(always)]
 fn max_image_body(s: &Pool2d, img: &[f32], yi: &mut [f32], ai: &mut [u32]) {
     let (ow, c) = (s.out_w(), s.channels);
+    let pad = s.padding();
     for (o, (yo, ao)) in yi
         .chunks_exact_mut(c)
         .zip(ai.chunks_exact_mut(c))
         .enumerate()
     {
-        let (y0, y1, x0, x1) = s.window(o / ow, o % ow);
+        let (y0, y1, x0, x1) = s.window(pad, o / ow, o % ow);
         // Windows always hold at least one input position (TensorFlow's padding rules).
         let first = (y0 * s.in_w + x0) * c;
         yo.copy_from_slice(&img[first..first + c]);
@@ -335,13 +349,14 @@ pub fn avg_pool2d_forward(opts: &GemmOptions, s: &Pool2d, x: &[f32], y: &mut [f3
         return Ok(());
     }
     let (ow, c) = (s.out_w(), s.channels);
+    let pad = s.padding();
     resolve(opts.isa)?;
     let images = x
         .par_chunks_exact(s.image_len())
         .zip(y.par_chunks_exact_mut(s.out_image_len()));
     each_image(opts, images, |(img, yi)| {
         for (o, yo) in yi.chunks_exact_mut(c).enumerate() {
-            let (y0, y1, x0, x1) = s.window(o / ow, o % ow);
+            let (y0, y1, x0, x1) = s.window(pad, o / ow, o % ow);
             yo.fill(0.0);
             for iy in y0..y1 {
                 for ix in x0..x1 {
@@ -378,6 +393,7 @@ pub fn avg_pool2d_backward(
         return Ok(());
     }
     let (ow, c) = (s.out_w(), s.channels);
+    let pad = s.padding();
     resolve(opts.isa)?;
     let images = dx
         .par_chunks_exact_mut(s.image_len())
@@ -385,7 +401,7 @@ pub fn avg_pool2d_backward(
     each_image(opts, images, |(dxi, dyi)| {
         dxi.fill(0.0);
         for (o, g) in dyi.chunks_exact(c).enumerate() {
-            let (y0, y1, x0, x1) = s.window(o / ow, o % ow);
+            let (y0, y1, x0, x1) = s.window(pad, o / ow, o % ow);
             let inv = 1.0 / ((y1 - y0) * (x1 - x0)) as f32;
             for iy in y0..y1 {
                 for ix in x0..x1 {

@@ -2,9 +2,13 @@
 //! writes `results/`.
 //!
 //! ```text
-//! cargo run --release -p bench-suite --bin report -- [--part gemm] [--threads 1,2] [--rounds 5]
-//!                                                    [--quick] [--out results]
+//! cargo run --release -p bench-suite --bin report -- [--part all|gemm,layers,train] [--threads 1,2]
+//!     [--rounds 5] [--quick] [--shapes MxKxN,..] [--epochs N] [--data-dir DIR]
+//!     [--reference DIR] [--out results]
 //! ```
+//!
+//! Writes `results/<date>-<host>.json` (everything measured), `results/README.md` (the headline
+//! ratios), `results/gemm.md` and `results/gemm.json` (every GEMM figure) and `results/plots/`.
 //!
 //! Each thread count runs in a child process of its own, because OpenBLAS, matrixmultiply and
 //! rayon size their thread pools once per process (from `OPENBLAS_NUM_THREADS`,
@@ -16,7 +20,11 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use bench_suite::gemm_bench::{all_shapes, measure_shape, Library, Measurement, Shape};
-use bench_suite::report::{gemm_markdown, GemmChildReport, GemmReport, MachineInfo};
+use bench_suite::report::{
+    gemm_markdown, results_markdown, utc_date_now, GemmChildReport, GemmReport, MachineInfo,
+    MachinePerf, Results, SCHEMA_VERSION,
+};
+use bench_suite::training::{self, TrainingReport, PROGRAMS};
 use kernels::Isa;
 
 struct Args {
@@ -27,6 +35,13 @@ struct Args {
     only: Option<Vec<String>>,
     out: PathBuf,
     child: bool,
+    gemm: bool,
+    layers: bool,
+    train: bool,
+    /// Override of every program's epoch count (a quick look; the reference counts otherwise).
+    epochs: Option<usize>,
+    data_dir: Option<PathBuf>,
+    reference: PathBuf,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -40,17 +55,46 @@ fn parse_args() -> Result<Args, String> {
         only: None,
         out: PathBuf::from("results"),
         child: false,
+        gemm: true,
+        layers: true,
+        train: true,
+        epochs: None,
+        data_dir: None,
+        reference: PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/reference"
+        )),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
             "--part" => {
-                let part = value("--part")?;
-                if part != "gemm" && part != "all" {
-                    return Err(format!("unknown part {part:?}: the parts are gemm, all"));
+                let parts = value("--part")?;
+                (args.gemm, args.layers, args.train) = (false, false, false);
+                for part in parts.split(',') {
+                    match part.trim() {
+                        "all" => (args.gemm, args.layers, args.train) = (true, true, true),
+                        "gemm" => args.gemm = true,
+                        "layers" => args.layers = true,
+                        "train" => args.train = true,
+                        other => {
+                            return Err(format!(
+                                "unknown part {other:?}: the parts are all, gemm, layers, train"
+                            ))
+                        }
+                    }
                 }
             }
+            "--epochs" => {
+                args.epochs = Some(
+                    value("--epochs")?
+                        .parse()
+                        .map_err(|e| format!("--epochs: {e}"))?,
+                )
+            }
+            "--data-dir" => args.data_dir = Some(PathBuf::from(value("--data-dir")?)),
+            "--reference" => args.reference = PathBuf::from(value("--reference")?),
             "--threads" => {
                 args.threads = value("--threads")?
                     .split(',')
@@ -79,7 +123,15 @@ fn parse_args() -> Result<Args, String> {
             }
             "--gemm-child" => args.child = true,
             "-h" | "--help" => {
-                println!("usage: report [--part gemm|all] [--threads 1,2] [--rounds N] [--quick] [--shapes MxKxN,..] [--out DIR]");
+                println!(
+                    "usage: report [--part all|gemm,layers,train] [--threads 1,2] [--rounds N] [--quick] \
+                     [--shapes MxKxN,..] [--epochs N] [--data-dir MNIST_DIR] [--reference DIR] \
+                     [--out DIR]\n\
+                     gemm: every library on every shape per thread count; layers: convolution \
+                     passes against im2col + OpenBLAS; train: the five \
+                     reference programs on MNIST and Fashion-MNIST on the largest thread count, \
+                     against Keras and PyTorch"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -167,6 +219,110 @@ fn main() {
         "report: {} · {} cores · best path {} · threads {:?}",
         machine.cpu, machine.cores, machine.best_isa, args.threads
     );
+    std::fs::create_dir_all(args.out.join("plots")).expect("create the output directory");
+    let machine_perf = measure_machine(&args.threads);
+    let gemm = args.gemm.then(|| run_gemm(&args, &machine));
+    let layers = args.layers.then(|| {
+        let threads = *args.threads.iter().max().expect("a thread count");
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a thread pool")
+            .install(|| bench_suite::layers_bench::measure(args.rounds))
+    });
+    let training = args.train.then(|| run_training(&args));
+    let results = Results {
+        schema_version: SCHEMA_VERSION,
+        date_utc: utc_date_now(),
+        machine,
+        machine_perf,
+        gemm,
+        layers,
+        training,
+    };
+    let json_name = format!("{}-{}.json", results.date_utc, results.machine.host);
+    let write = |name: &str, bytes: &[u8]| {
+        let path = args.out.join(name);
+        nn::write_atomically(&path, bytes).unwrap_or_else(|e| {
+            eprintln!("report: writing {}: {e}", path.display());
+            std::process::exit(1)
+        });
+        eprintln!("report: wrote {}", path.display());
+    };
+    write(
+        &json_name,
+        serde_json::to_string_pretty(&results)
+            .expect("serialisable")
+            .as_bytes(),
+    );
+    write(
+        "README.md",
+        results_markdown(&results, &json_name).as_bytes(),
+    );
+    if let Some(g) = &results.gemm {
+        write(
+            "gemm.json",
+            serde_json::to_string_pretty(g)
+                .expect("serialisable")
+                .as_bytes(),
+        );
+        write("gemm.md", gemm_markdown(g).as_bytes());
+    }
+    if bench_suite::plots::load_font() {
+        let plot = |name: &str, r: Result<(), Box<dyn std::error::Error>>| match r {
+            Ok(()) => eprintln!(
+                "report: wrote {}",
+                args.out.join("plots").join(name).display()
+            ),
+            Err(e) => eprintln!("report: chart {name}: {e}"),
+        };
+        if let Some(g) = &results.gemm {
+            for t in &args.threads {
+                let name = if *t == 1 {
+                    "gemm-1-thread.png".to_string()
+                } else {
+                    format!("gemm-{t}-threads.png")
+                };
+                plot(
+                    &name,
+                    bench_suite::plots::gemm_chart(g, *t, &args.out.join("plots").join(&name)),
+                );
+            }
+        }
+        if let Some(t) = &results.training {
+            for ds in ["mnist", "fashion"] {
+                let name = format!("train-{ds}.png");
+                plot(
+                    &name,
+                    bench_suite::plots::training_chart(t, ds, &args.out.join("plots").join(&name)),
+                );
+            }
+        }
+    } else {
+        eprintln!("report: no TrueType font found (Debian: fonts-dejavu-core); charts skipped");
+    }
+}
+
+/// FMA peak and memory bandwidth on each thread count.
+fn measure_machine(threads: &[usize]) -> MachinePerf {
+    let isa = Isa::best();
+    let mut perf = MachinePerf {
+        fma_peak_gflops: vec![],
+        memory_bandwidth_gbs: vec![],
+    };
+    for &t in threads {
+        eprintln!("report: machine: FMA peak and memory bandwidth on {t} thread(s)");
+        if let Ok(p) = kernels::peak::fma_peak_gflops(isa, t, 5) {
+            perf.fma_peak_gflops.push((t, p));
+        }
+        perf.memory_bandwidth_gbs
+            .push((t, bench_suite::machine::triad_bandwidth_gbs(t, 5)));
+    }
+    perf
+}
+
+/// The GEMM part: one measuring child per thread count.
+fn run_gemm(args: &Args, machine: &MachineInfo) -> GemmReport {
     let exe = std::env::current_exe().expect("own path");
     let mut children = Vec::new();
     for &t in &args.threads {
@@ -203,20 +359,61 @@ fn main() {
             serde_json::from_slice(&out.stdout).expect("the child's JSON report");
         children.push(child);
     }
-    let report = GemmReport::new(machine, args.rounds, children);
-    std::fs::create_dir_all(&args.out).expect("create the output directory");
-    let json_path = args.out.join("gemm.json");
-    let md_path = args.out.join("gemm.md");
-    bench_suite::report::write_atomically(
-        &json_path,
-        serde_json::to_string_pretty(&report).unwrap().as_bytes(),
-    )
-    .expect("write gemm.json");
-    bench_suite::report::write_atomically(&md_path, gemm_markdown(&report).as_bytes())
-        .expect("write gemm.md");
-    eprintln!(
-        "report: wrote {} and {}",
-        json_path.display(),
-        md_path.display()
+    GemmReport::new(machine.clone(), args.rounds, children)
+}
+
+/// The training part: every program on every data set, on the largest thread count.
+fn run_training(args: &Args) -> TrainingReport {
+    let threads = *args.threads.iter().max().expect("a thread count");
+    let dir = training::examples_dir().unwrap_or_else(|e| {
+        eprintln!("report: {e}");
+        std::process::exit(1)
+    });
+    let jobs: Vec<(&training::Program, &str)> = PROGRAMS
+        .iter()
+        .flat_map(|p| p.datasets.iter().map(move |d| (p, *d)))
+        .collect();
+    let mnist_dir = args.data_dir.clone().unwrap_or_else(|| {
+        PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/data/mnist"
+        ))
+    });
+    let mut runs = vec![];
+    for (i, (p, ds)) in jobs.iter().enumerate() {
+        eprintln!(
+            "report: training {}/{}: program {} ({}) on {ds}, {threads} threads",
+            i + 1,
+            jobs.len(),
+            p.id,
+            p.example
+        );
+        match training::run_ours(&dir, p, ds, threads, args.epochs, Some(&mnist_dir)) {
+            Ok(r) => {
+                eprintln!(
+                    "report:   {:.3} s/epoch, test accuracy {:.4}, peak RSS {:.0} MiB",
+                    r.epoch_s_median, r.test_accuracy, r.peak_rss_mib
+                );
+                runs.push(r)
+            }
+            Err(e) => {
+                eprintln!("report: {e}");
+                std::process::exit(1)
+            }
+        }
+    }
+    let peers_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/peers"));
+    let mut peers = training::run_peers(
+        &peers_dir,
+        threads,
+        &[
+            ("mnist", mnist_dir),
+            (
+                "fashion",
+                PathBuf::from("/usr/share/datasets/fashion-mnist"),
+            ),
+        ],
     );
+    peers.extend(training::recorded_peers(&args.reference));
+    TrainingReport::new(threads, runs, peers)
 }

@@ -1,0 +1,207 @@
+//! The layers part of the report: convolution passes of the reference CNN's first layer (batch
+//! 32 and 256) and of a VGG-style layer (3×3, 64 → 64 channels, 56×56, 'same', batch 4), ours
+//! against the same operation through im2col + OpenBLAS (`Isa::OpenBlas`: the same tasks, each
+//! product an OpenBLAS sgemm), timed in interleaved rounds; and our large-GEMM rate on the same
+//! threads, the yardstick of the VGG layer's target.
+
+use serde::{Deserialize, Serialize};
+
+use kernels::conv::{conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2d};
+use kernels::{Activation, GemmOptions, Isa, MatMut, MatRef, Padding};
+
+use crate::timing::{calls_per_sample, estimate_secs, median, sample_secs};
+
+/// One pass of one layer: ours and im2col + OpenBLAS, median seconds over rounds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConvMeasurement {
+    pub layer: String,
+    pub pass: String,
+    pub flops: f64,
+    pub ours_s: f64,
+    pub openblas_s: Option<f64>,
+    pub ours_gflops: f64,
+    pub openblas_gflops: Option<f64>,
+    /// OpenBLAS time ÷ ours (> 1: we are faster).
+    pub speedup_vs_openblas: Option<f64>,
+}
+
+/// The layers part of a report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayersReport {
+    pub threads: usize,
+    pub rounds: usize,
+    pub measurements: Vec<ConvMeasurement>,
+    /// Our GEMM at 1024³ on the same threads, same run.
+    pub ours_gemm_1024_gflops: f64,
+}
+
+fn data(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32
+                - 0.5
+        })
+        .collect()
+}
+
+/// Median seconds per call of each closure, sampled in interleaved rounds.
+fn interleaved(fs: &mut [&mut dyn FnMut()], rounds: usize) -> Vec<f64> {
+    let calls: Vec<usize> = fs
+        .iter_mut()
+        .map(|f| calls_per_sample(estimate_secs(*f), 0.03))
+        .collect();
+    let mut samples = vec![Vec::new(); fs.len()];
+    for _ in 0..rounds {
+        for (i, f) in fs.iter_mut().enumerate() {
+            samples[i].push(sample_secs(*f, calls[i]));
+        }
+    }
+    samples.iter_mut().map(|s| median(s)).collect()
+}
+
+/// Measures every layer and pass on the current rayon pool.
+pub fn measure(rounds: usize) -> LayersReport {
+    let cases = [
+        (
+            "28×28×1→32 3×3 valid, batch 32",
+            Conv2d::square(32, (28, 28, 1), 32, 3, Padding::Valid),
+        ),
+        (
+            "28×28×1→32 3×3 valid, batch 256",
+            Conv2d::square(256, (28, 28, 1), 32, 3, Padding::Valid),
+        ),
+        (
+            "56×56×64→64 3×3 same, batch 4",
+            Conv2d::square(4, (56, 56, 64), 64, 3, Padding::Same),
+        ),
+    ];
+    let ours = GemmOptions::default();
+    let blas = Isa::OpenBlas
+        .is_available()
+        .then(|| GemmOptions::with_isa(Isa::OpenBlas));
+    let mut out = vec![];
+    for (name, s) in cases {
+        eprintln!("report: layers: {name}");
+        let x = data(s.input_len(), 1);
+        let w = data(s.weight_len(), 2);
+        let bias = data(s.out_c, 3);
+        let dy = data(s.output_len(), 4);
+        let (mut y, mut dw, mut db, mut dx) = (
+            vec![0.0; s.output_len()],
+            vec![0.0; s.weight_len()],
+            vec![0.0; s.out_c],
+            vec![0.0; s.input_len()],
+        );
+        let first_layer = s.in_c == 1;
+        let passes: &[&str] = if first_layer {
+            // The first layer of a network needs no input gradient.
+            &["forward", "backward-weights", "forward+backward"]
+        } else {
+            &["forward", "backward-weights", "backward-input"]
+        };
+        for &pass in passes {
+            let mut run = |opts: &GemmOptions| match pass {
+                "forward" => {
+                    conv2d_forward(opts, &s, &x, &w, Some(&bias), Activation::Relu, &mut y).unwrap()
+                }
+                "backward-weights" => {
+                    conv2d_backward_weights(opts, &s, &x, &dy, &mut dw, Some(&mut db)).unwrap()
+                }
+                "backward-input" => conv2d_backward_input(opts, &s, &dy, &w, &mut dx).unwrap(),
+                _ => {
+                    conv2d_forward(opts, &s, &x, &w, Some(&bias), Activation::Relu, &mut y)
+                        .unwrap();
+                    conv2d_backward_weights(opts, &s, &x, &dy, &mut dw, Some(&mut db)).unwrap()
+                }
+            };
+            let flops = s.flops() * if pass == "forward+backward" { 2.0 } else { 1.0 };
+            let times = match blas {
+                Some(b) => {
+                    // Two closures over one buffer set: run them one after the other.
+                    let run = std::cell::RefCell::new(&mut run);
+                    let mut a = || (run.borrow_mut())(&ours);
+                    let mut c = || (run.borrow_mut())(&b);
+                    interleaved(&mut [&mut a, &mut c], rounds)
+                }
+                None => {
+                    let mut a = || run(&ours);
+                    interleaved(&mut [&mut a], rounds)
+                }
+            };
+            let blas_s = times.get(1).copied();
+            out.push(ConvMeasurement {
+                layer: name.into(),
+                pass: pass.into(),
+                flops,
+                ours_s: times[0],
+                openblas_s: blas_s,
+                ours_gflops: flops / times[0] / 1e9,
+                openblas_gflops: blas_s.map(|t| flops / t / 1e9),
+                speedup_vs_openblas: blas_s.map(|t| t / times[0]),
+            });
+        }
+    }
+    let n = 1024;
+    let (a, b) = (data(n * n, 5), data(n * n, 6));
+    let mut c = vec![0.0; n * n];
+    let mut g = || {
+        kernels::gemm(
+            1.0,
+            MatRef::row_major(&a, n, n, n),
+            MatRef::row_major(&b, n, n, n),
+            0.0,
+            MatMut::row_major(&mut c, n, n, n),
+        )
+        .unwrap()
+    };
+    let t = interleaved(&mut [&mut g], rounds)[0];
+    LayersReport {
+        threads: rayon::current_num_threads(),
+        rounds,
+        measurements: out,
+        ours_gemm_1024_gflops: 2.0 * (n * n * n) as f64 / t / 1e9,
+    }
+}
+
+/// The layers table in markdown.
+pub fn layers_markdown(l: &LayersReport) -> String {
+    let mut out = format!(
+        "## Convolution layers ({} threads): ours against im2col + OpenBLAS, same run\n\n\
+         | layer | pass | ours | im2col + OpenBLAS | ours faster by |\n|---|---|---:|---:|---:|\n",
+        l.threads
+    );
+    for m in &l.measurements {
+        out += &format!(
+            "| {} | {} | {:.0} µs ({:.0} GFLOP/s) | {} | {} |\n",
+            m.layer,
+            m.pass,
+            m.ours_s * 1e6,
+            m.ours_gflops,
+            m.openblas_s.map_or("—".into(), |t| format!(
+                "{:.0} µs ({:.0} GFLOP/s)",
+                t * 1e6,
+                m.openblas_gflops.unwrap_or(f64::NAN)
+            )),
+            m.speedup_vs_openblas
+                .map_or("—".into(), |s| format!("{s:.2}×")),
+        );
+    }
+    let vgg: Vec<&ConvMeasurement> = l
+        .measurements
+        .iter()
+        .filter(|m| m.layer.starts_with("56"))
+        .collect();
+    if !vgg.is_empty() {
+        let worst = vgg
+            .iter()
+            .map(|m| m.ours_gflops)
+            .fold(f64::INFINITY, f64::min);
+        out += &format!(
+            "\nOur GEMM at 1024³ on the same threads: {:.0} GFLOP/s; the VGG-style layer's slowest \
+             pass runs at {:.0} % of it.\n",
+            l.ours_gemm_1024_gflops,
+            100.0 * worst / l.ours_gemm_1024_gflops
+        );
+    }
+    out
+}
