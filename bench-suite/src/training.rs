@@ -247,9 +247,10 @@ pub fn recorded_peers(reference_dir: &Path) -> Vec<PeerFigure> {
     out
 }
 
-/// Runs the peer scripts of `bench-suite/peers/` for every program when Python has the
-/// framework; returns what they measured (empty when neither framework is installed).
+/// Runs the peer scripts of `bench-suite/peers/` with the interpreter `python` for every program
+/// when it has the framework; returns what they measured (empty when neither is installed).
 pub fn run_peers(
+    python: &Path,
     peers_dir: &Path,
     threads: usize,
     data_dirs: &[(&str, PathBuf)],
@@ -259,7 +260,7 @@ pub fn run_peers(
         ("keras", "tensorflow", "keras_programs.py"),
         ("torch", "torch", "torch_programs.py"),
     ] {
-        let has = Command::new("python3")
+        let has = Command::new(python)
             .args(["-c", &format!("import {module}")])
             .output()
             .is_ok_and(|o| o.status.success());
@@ -275,7 +276,7 @@ pub fn run_peers(
             .filter(|p| framework == "keras" || "ABC".contains(p.id));
         for p in programs {
             for &ds in p.datasets {
-                let mut cmd = Command::new("python3");
+                let mut cmd = Command::new(python);
                 cmd.arg(peers_dir.join(script)).args([
                     "--program",
                     p.id,

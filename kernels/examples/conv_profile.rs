@@ -1,12 +1,17 @@
-//! Runs one convolution pass of the reference CNN's first layer in a loop, for profiling:
-//! `conv_profile <forward|forward-im2col|weights> [iters]`.
+//! Runs one convolution pass in a loop, for profiling:
+//! `conv_profile <forward|forward-im2col|weights|input> [iters] [vgg]` — the reference CNN's
+//! first layer at batch 32, or with `vgg` a 56×56×64 → 64 'same' layer at batch 4.
 use kernels::conv::*;
 use kernels::{Activation, GemmOptions};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let which = args.get(1).map(String::as_str).unwrap_or("forward");
     let iters: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2000);
-    let s = Conv2d::square(32, (28, 28, 1), 32, 3, Padding::Valid);
+    let s = if args.get(3).is_some_and(|a| a == "vgg") {
+        Conv2d::square(4, (56, 56, 64), 64, 3, Padding::Same)
+    } else {
+        Conv2d::square(32, (28, 28, 1), 32, 3, Padding::Valid)
+    };
     let x = vec![0.5f32; s.input_len()];
     let w = vec![0.25f32; s.weight_len()];
     let b = vec![0.1f32; s.out_c];
@@ -14,6 +19,7 @@ fn main() {
     let mut y = vec![0.0; s.output_len()];
     let mut dw = vec![0.0; s.weight_len()];
     let mut db = vec![0.0; s.out_c];
+    let mut dx = vec![0.0; s.input_len()];
     let o = GemmOptions::default();
     let t = std::time::Instant::now();
     for _ in 0..iters {
@@ -24,6 +30,7 @@ fn main() {
             "forward-im2col" => {
                 conv2d_forward_im2col(&o, &s, &x, &w, Some(&b), Activation::Relu, &mut y).unwrap()
             }
+            "input" => conv2d_backward_input(&o, &s, &dy, &w, &mut dx).unwrap(),
             _ => conv2d_backward_weights(&o, &s, &x, &dy, &mut dw, Some(&mut db)).unwrap(),
         }
     }

@@ -427,21 +427,21 @@ fn col2im_add(
 
 /// Raw pointer to an output buffer shared by tasks that write disjoint parts of it.
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32, usize);
+pub(crate) struct SharedOut<T>(*mut T, usize);
 // SAFETY: tasks only form slices of disjoint ranges of the buffer (whole images or whole task
-// partials), and the `&mut [f32]` it came from outlives the parallel section.
-unsafe impl Send for SharedOut {}
+// partials), and the `&mut [T]` it came from outlives the parallel section.
+unsafe impl<T: Send> Send for SharedOut<T> {}
 // SAFETY: as above.
-unsafe impl Sync for SharedOut {}
+unsafe impl<T: Send> Sync for SharedOut<T> {}
 
-impl SharedOut {
-    fn new(buf: &mut [f32]) -> Self {
+impl<T> SharedOut<T> {
+    pub(crate) fn new(buf: &mut [T]) -> Self {
         SharedOut(buf.as_mut_ptr(), buf.len())
     }
     /// # Safety
     /// No two live slices from the same `SharedOut` overlap.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, range: std::ops::Range<usize>) -> &mut [f32] {
+    pub(crate) unsafe fn slice(&self, range: std::ops::Range<usize>) -> &mut [T] {
         assert!(range.start <= range.end && range.end <= self.1);
         // SAFETY: in bounds (asserted); exclusivity is the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
@@ -481,6 +481,19 @@ pub fn conv2d_forward_im2col(
     forward(opts, s, x, w, bias, act, y, false)
 }
 
+/// What runs on each group of images right after it was convolved, while its output is in L2:
+/// `(first image, its output)`.
+type Then<'a> = &'a (dyn Fn(usize, &[f32]) + Sync);
+
+/// Output floats per group of images a task convolves before handing them to a `Then` (a group
+/// of whole images whose output stays in L2).
+const GROUP_FLOATS: usize = 1 << 16;
+
+thread_local! {
+    // A group's convolution output when the caller does not keep it (inference).
+    static GROUP_OUT: RefCell<Buffer> = RefCell::new(Buffer::new(64));
+}
+
 #[allow(clippy::too_many_arguments)]
 fn forward(
     opts: &GemmOptions,
@@ -491,6 +504,18 @@ fn forward(
     act: Activation,
     y: &mut [f32],
     allow_direct: bool,
+) -> Result<()> {
+    check_forward_args(s, x, w, bias, Some(y.len()))?;
+    forward_groups(opts, s, x, w, bias, act, Some(y), allow_direct, None)
+}
+
+/// Checks the forward arguments (the output's length when there is one).
+fn check_forward_args(
+    s: &Conv2d,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y_len: Option<usize>,
 ) -> Result<()> {
     s.validate()?;
     check_len("conv2d_forward", "input x", x.len(), s.input_len(), || {
@@ -503,18 +528,34 @@ fn forward(
         s.weight_len(),
         || s.weight_desc(),
     )?;
-    check_len(
-        "conv2d_forward",
-        "output y",
-        y.len(),
-        s.output_len(),
-        || s.output_desc(),
-    )?;
+    if let Some(len) = y_len {
+        check_len("conv2d_forward", "output y", len, s.output_len(), || {
+            s.output_desc()
+        })?;
+    }
     if let Some(b) = bias {
         check_len("conv2d_forward", "bias", b.len(), s.out_c, || {
             s.out_c.to_string()
         })?;
     }
+    Ok(())
+}
+
+/// The forward pass over tasks of whole images, each task walking its images in groups: a
+/// group is convolved into `y` (or, without `y`, into per-thread scratch) and then handed to
+/// `then` while it is still in cache.
+#[allow(clippy::too_many_arguments)]
+fn forward_groups(
+    opts: &GemmOptions,
+    s: &Conv2d,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    y: Option<&mut [f32]>,
+    allow_direct: bool,
+    then: Option<Then<'_>>,
+) -> Result<()> {
     if s.batch == 0 {
         return Ok(());
     }
@@ -528,25 +569,17 @@ fn forward(
     let plan = Plan::new(s);
     let inner = plan.inner_threading(opts);
     let (patch, oc) = (s.patch_len(), s.out_c);
-    let out = SharedOut::new(y);
-    if allow_direct && direct::applies(s, isa) {
-        with_buffer(&PACKED_W, direct::packed_len(s), |packed| {
-            direct::pack(s, w, bias, packed);
-            let packed = &*packed;
-            plan.run(opts, |t| {
-                let pixels = plan.pixels(s, t);
-                // SAFETY: task t writes only its own images' output pixels.
-                let y_task = unsafe { out.slice(pixels.start * oc..pixels.end * oc) };
-                direct::forward(isa, s, x, packed, act, pixels, y_task);
-            });
-        });
-        return Ok(());
-    }
+    let image_out = s.out_pixels() * oc;
+    let group = (GROUP_FLOATS / image_out.max(1)).max(1);
+    let out = y.map(SharedOut::new);
+    let direct = allow_direct && direct::applies(s, isa);
     let failed = std::sync::Mutex::new(None);
-    plan.run(opts, |t| {
-        let pixels = plan.pixels(s, t);
-        // SAFETY: task t writes only its own images' output pixels.
-        let y_task = unsafe { out.slice(pixels.start * oc..pixels.end * oc) };
+    // Convolves output pixels `pixels` into `y_part`.
+    let conv = |packed: &[f32], pixels: std::ops::Range<usize>, y_part: &mut [f32]| {
+        if direct {
+            direct::forward(isa, s, x, packed, act, pixels, y_part);
+            return;
+        }
         let rows_max = plan.chunk_rows.min(pixels.len());
         with_buffer(&COL, rows_max * patch, |col| {
             for p0 in pixels.clone().step_by(plan.chunk_rows) {
@@ -554,7 +587,7 @@ fn forward(
                 let rows = p1 - p0;
                 let col = &mut col[..rows * patch];
                 im2col(s, x, p0..p1, col);
-                let y_chunk = &mut y_task[(p0 - pixels.start) * oc..][..rows * oc];
+                let y_chunk = &mut y_part[(p0 - pixels.start) * oc..][..rows * oc];
                 let r = gemm_fused(
                     &inner,
                     1.0,
@@ -571,11 +604,131 @@ fn forward(
                 }
             }
         });
-    });
+    };
+    let task = |packed: &[f32], t: usize| {
+        let first = t * plan.images_per_task;
+        let last = (first + plan.images_per_task).min(s.batch);
+        for g0 in (first..last).step_by(group) {
+            let g1 = (g0 + group).min(last);
+            let pixels = g0 * s.out_pixels()..g1 * s.out_pixels();
+            let len = (g1 - g0) * image_out;
+            match &out {
+                Some(out) => {
+                    // SAFETY: task t writes only its own images' output pixels.
+                    let y_part = unsafe { out.slice(g0 * image_out..g0 * image_out + len) };
+                    conv(packed, pixels, y_part);
+                    if let Some(then) = then {
+                        then(g0, y_part);
+                    }
+                }
+                None => with_buffer(&GROUP_OUT, len, |y_part| {
+                    conv(packed, pixels, y_part);
+                    if let Some(then) = then {
+                        then(g0, y_part);
+                    }
+                }),
+            }
+        }
+    };
+    if direct {
+        with_buffer(&PACKED_W, direct::packed_len(s), |packed| {
+            direct::pack(s, w, bias, packed);
+            let packed = &*packed;
+            plan.run(opts, |t| task(packed, t));
+        });
+    } else {
+        plan.run(opts, |t| task(&[], t));
+    }
     match failed.into_inner().unwrap() {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Convolution then max pooling in one pass over the data: each group of images is convolved
+/// and pooled while its convolution output is still in cache. `y_conv` keeps the convolution's
+/// output (training needs it for the backward pass; pass `None` at inference and it is never
+/// written to memory). `pool` describes the pooling of the convolution's output (its batch and
+/// input sizes must be the convolution's output's); `y_pool` and `argmax` are as
+/// [`crate::pool::max_pool2d_forward`]'s. Results are bit-identical to the two calls in turn.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_maxpool_forward(
+    opts: &GemmOptions,
+    s: &Conv2d,
+    pool: &crate::pool::Pool2d,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    y_conv: Option<&mut [f32]>,
+    y_pool: &mut [f32],
+    argmax: &mut [u32],
+) -> Result<()> {
+    check_forward_args(s, x, w, bias, y_conv.as_ref().map(|y| y.len()))?;
+    pool.validate()?;
+    if (pool.batch, pool.in_h, pool.in_w, pool.channels) != (s.batch, s.out_h(), s.out_w(), s.out_c)
+    {
+        return Err(Error::ShapeMismatch {
+            what: "conv2d_maxpool_forward",
+            detail: format!(
+                "the pooling takes {}×{}×{}×{} inputs but the convolution gives {}",
+                pool.batch,
+                pool.in_h,
+                pool.in_w,
+                pool.channels,
+                s.output_desc()
+            ),
+        });
+    }
+    let pooled = pool.out_h() * pool.out_w() * pool.channels;
+    check_len(
+        "conv2d_maxpool_forward",
+        "pooled output y_pool",
+        y_pool.len(),
+        s.batch * pooled,
+        || {
+            format!(
+                "{}×{}×{}×{}",
+                s.batch,
+                pool.out_h(),
+                pool.out_w(),
+                pool.channels
+            )
+        },
+    )?;
+    check_len(
+        "conv2d_maxpool_forward",
+        "argmax",
+        argmax.len(),
+        s.batch * pooled,
+        || {
+            format!(
+                "{}×{}×{}×{}",
+                s.batch,
+                pool.out_h(),
+                pool.out_w(),
+                pool.channels
+            )
+        },
+    )?;
+    let pool_isa = crate::math::resolve(opts.isa)?;
+    let image_out = s.out_pixels() * s.out_c;
+    let (yp, am) = (SharedOut::new(y_pool), SharedOut::new(argmax));
+    let then = |first: usize, y_group: &[f32]| {
+        for (i, img) in y_group.chunks_exact(image_out).enumerate() {
+            let n = first + i;
+            // SAFETY: image n belongs to the calling task only.
+            let (yi, ai) = unsafe {
+                (
+                    yp.slice(n * pooled..(n + 1) * pooled),
+                    am.slice(n * pooled..(n + 1) * pooled),
+                )
+            };
+            // SAFETY: `resolve` checked that this CPU has the path's features.
+            unsafe { crate::pool::max_image(pool_isa, pool, img, yi, ai) };
+        }
+    };
+    forward_groups(opts, s, x, w, bias, act, y_conv, true, Some(&then))
 }
 
 /// Weight (and bias) gradients: `dw = Σ_pixels patchᵀ·dy` and `db = Σ_pixels dy`, written over

@@ -249,6 +249,8 @@ fn max_image_body(s: &Pool2d, img: &[f32], yi: &mut [f32], ai: &mut [u32]) {
     }
 }
 
+pub(crate) use compiled::max_image;
+
 mod compiled {
     use super::{max_image_body, Pool2d};
     use crate::Isa;
@@ -268,7 +270,7 @@ mod compiled {
 
     /// # Safety
     /// `isa` is available on this CPU.
-    pub(super) unsafe fn max_image(
+    pub(crate) unsafe fn max_image(
         isa: Isa,
         s: &Pool2d,
         img: &[f32],

@@ -7,7 +7,8 @@
 
 use kernels::activation::Activation;
 use kernels::conv::{
-    conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2d, Padding,
+    conv2d_backward_input, conv2d_backward_weights, conv2d_forward, conv2d_maxpool_forward, Conv2d,
+    Padding,
 };
 use kernels::pool::{
     avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward, Pool2d,
@@ -389,5 +390,73 @@ fn pooling_rejects_bad_input() {
         err.to_string()
             .contains("a 2×2 pool does not fit a 1×4 input"),
         "{err}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    /// Convolution and max pooling fused give exactly the bits of the two calls in turn, with
+    /// and without keeping the convolution's output, on every path.
+    #[test]
+    fn fused_conv_and_pool_match_the_separate_calls(
+        s in conv_shape(),
+        pool in 1usize..4,
+        act in 0usize..4,
+        seed: u64,
+    ) {
+        let act = [Activation::Identity, Activation::Relu, Activation::Sigmoid, Activation::Tanh][act];
+        let p = Pool2d::new(s.batch, (s.out_h(), s.out_w(), s.out_c), pool);
+        prop_assume!(s.out_h() >= pool && s.out_w() >= pool);
+        let mut rng = Rng(seed);
+        let x = rng.fill(s.input_len());
+        let w = rng.fill(s.weight_len());
+        let b = rng.fill(s.out_c);
+        for isa in Isa::available() {
+            let opts = GemmOptions::with_isa(isa);
+            let mut y = vec![0.0; s.output_len()];
+            let mut yp = vec![0.0; p.output_len()];
+            let mut am = vec![0u32; p.output_len()];
+            conv2d_forward(&opts, &s, &x, &w, Some(&b), act, &mut y).unwrap();
+            max_pool2d_forward(&opts, &p, &y, &mut yp, &mut am).unwrap();
+            let mut y2 = vec![f32::NAN; s.output_len()];
+            let mut yp2 = vec![f32::NAN; p.output_len()];
+            let mut am2 = vec![7u32; p.output_len()];
+            conv2d_maxpool_forward(&opts, &s, &p, &x, &w, Some(&b), act, Some(&mut y2), &mut yp2, &mut am2).unwrap();
+            prop_assert_eq!(&y, &y2);
+            prop_assert_eq!(&yp, &yp2);
+            prop_assert_eq!(&am, &am2);
+            let mut yp3 = vec![f32::NAN; p.output_len()];
+            let mut am3 = vec![7u32; p.output_len()];
+            conv2d_maxpool_forward(&opts, &s, &p, &x, &w, Some(&b), act, None, &mut yp3, &mut am3).unwrap();
+            prop_assert_eq!(&yp, &yp3);
+            prop_assert_eq!(&am, &am3);
+        }
+    }
+}
+
+#[test]
+fn fused_conv_and_pool_check_the_pooling_shape() {
+    let s = Conv2d::square(2, (8, 8, 1), 4, 3, Padding::Valid);
+    let p = Pool2d::new(2, (5, 6, 4), 2);
+    let x = vec![0.0; s.input_len()];
+    let w = vec![0.0; s.weight_len()];
+    let mut yp = vec![0.0; p.output_len()];
+    let mut am = vec![0u32; p.output_len()];
+    let err = conv2d_maxpool_forward(
+        &GemmOptions::default(),
+        &s,
+        &p,
+        &x,
+        &w,
+        None,
+        Activation::Relu,
+        None,
+        &mut yp,
+        &mut am,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "conv2d_maxpool_forward: the pooling takes 2×5×6×4 inputs but the convolution gives 2×6×6×4"
     );
 }

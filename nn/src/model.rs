@@ -322,16 +322,32 @@ impl Sequential {
         Ok(())
     }
 
-    /// Forward pass over the first `n` samples of `x_buf`.
+    /// Forward pass over the first `n` samples of `x_buf`. A Conv2D followed by a
+    /// MaxPooling2D runs as one fused pass (`layers::forward_conv_pool`).
     fn forward(&mut self, n: usize, training: bool) -> Result<()> {
         let Sequential { layers, x_buf, .. } = self;
-        for i in 0..layers.len() {
+        let mut i = 0;
+        while i < layers.len() {
             let (before, rest) = layers.split_at_mut(i);
             let input: &[f32] = match before.last() {
                 Some(prev) => prev.output(),
                 None => x_buf,
             };
+            if let [first, second, ..] = rest {
+                if let Some(r) = crate::layers::forward_conv_pool(
+                    first.as_mut(),
+                    second.as_mut(),
+                    input,
+                    n,
+                    training,
+                ) {
+                    r?;
+                    i += 2;
+                    continue;
+                }
+            }
             rest[0].forward(input, n, training)?;
+            i += 1;
         }
         Ok(())
     }

@@ -290,3 +290,40 @@ fn a_diverging_loss_stops_training_with_an_error() {
     assert!(matches!(err, nn::Error::NonFiniteLoss { .. }), "{err}");
     assert!(err.to_string().contains("training stopped"));
 }
+
+/// The model runs Conv2D + MaxPooling2D as one fused pass; its predictions must be exactly
+/// those of the layers run one by one (same seed, so the same weights).
+#[test]
+fn fused_conv_pool_forward_matches_the_layers_one_by_one() {
+    use nn::layers::Layer;
+    use rand::SeedableRng;
+    let seed = 11;
+    let mut model = cnn(seed);
+    let x = Tensor::from_vec(
+        (0..40 * 784)
+            .map(|i| ((i * 7919) % 256) as f32 / 255.0)
+            .collect(),
+        &[40, 28, 28, 1],
+    )
+    .unwrap();
+    let fused = model.predict(&x, 40).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut layers: Vec<Box<dyn Layer>> = vec![
+        Box::new(Conv2D::new(32, (3, 3), Act::Relu)),
+        Box::new(MaxPooling2D::new((2, 2))),
+        Box::new(Flatten::new()),
+        Box::new(Dense::new(128, Act::Relu)),
+        Box::new(Dense::new(10, Act::Softmax)),
+    ];
+    let mut shape = vec![28, 28, 1];
+    for l in layers.iter_mut() {
+        shape = l.build(&shape, &mut rng).unwrap();
+        l.allocate(40);
+    }
+    for i in 0..layers.len() {
+        let (a, b) = layers.split_at_mut(i);
+        let input: &[f32] = if i == 0 { x.data() } else { a[i - 1].output() };
+        b[0].forward(input, 40, false).unwrap();
+    }
+    assert_eq!(fused.data(), &layers[4].output()[..400]);
+}

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p bench-suite --bin report -- [--part all|gemm,layers,train] [--threads 1,2]
 //!     [--rounds 5] [--quick] [--shapes MxKxN,..] [--epochs N] [--data-dir DIR]
-//!     [--reference DIR] [--out results]
+//!     [--reference DIR] [--python PATH] [--out results]
 //! ```
 //!
 //! Writes `results/<date>-<host>.json` (everything measured), `results/README.md` (the headline
@@ -42,6 +42,8 @@ struct Args {
     epochs: Option<usize>,
     data_dir: Option<PathBuf>,
     reference: PathBuf,
+    /// The Python that runs the Keras and PyTorch programs.
+    python: PathBuf,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -60,6 +62,7 @@ fn parse_args() -> Result<Args, String> {
         train: true,
         epochs: None,
         data_dir: None,
+        python: PathBuf::from("python3"),
         reference: PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../shared/reference"
@@ -95,6 +98,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--data-dir" => args.data_dir = Some(PathBuf::from(value("--data-dir")?)),
             "--reference" => args.reference = PathBuf::from(value("--reference")?),
+            "--python" => args.python = PathBuf::from(value("--python")?),
             "--threads" => {
                 args.threads = value("--threads")?
                     .split(',')
@@ -126,7 +130,7 @@ fn parse_args() -> Result<Args, String> {
                 println!(
                     "usage: report [--part all|gemm,layers,train] [--threads 1,2] [--rounds N] [--quick] \
                      [--shapes MxKxN,..] [--epochs N] [--data-dir MNIST_DIR] [--reference DIR] \
-                     [--out DIR]\n\
+                     [--python PATH] [--out DIR]\n\
                      gemm: every library on every shape per thread count; layers: convolution \
                      passes against im2col + OpenBLAS; train: the five \
                      reference programs on MNIST and Fashion-MNIST on the largest thread count, \
@@ -404,6 +408,7 @@ fn run_training(args: &Args) -> TrainingReport {
     }
     let peers_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/peers"));
     let mut peers = training::run_peers(
+        &args.python,
         &peers_dir,
         threads,
         &[

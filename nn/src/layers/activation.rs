@@ -38,6 +38,9 @@ impl Layer for Activation {
     fn name(&self) -> &str {
         &self.name
     }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
     fn set_name(&mut self, name: String) {
         self.name = name;
     }

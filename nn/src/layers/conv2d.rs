@@ -69,12 +69,51 @@ impl Conv2D {
     }
 }
 
+impl Conv2D {
+    /// Forward pass fused with the max pooling `pool` that follows (see
+    /// `kernels::conv::conv2d_maxpool_forward`); the convolution's own output is kept only in
+    /// training (its backward pass needs it). `None` when the activation is softmax, which
+    /// cannot run before the pooling in one pass.
+    pub(crate) fn forward_pooled(
+        &mut self,
+        pool: &mut super::MaxPooling2D,
+        x: &[f32],
+        n: usize,
+        training: bool,
+    ) -> Option<Result<()>> {
+        if self.act == Act::Softmax {
+            return None;
+        }
+        let s = self.conv(n);
+        let (p, y_pool, argmax) = pool.parts(n);
+        let y_conv = training.then(|| samples_mut(&mut self.out, n, s.out_pixels() * s.out_c));
+        Some(
+            kernels::conv::conv2d_maxpool_forward(
+                &GemmOptions::default(),
+                &s,
+                &p,
+                &x[..s.input_len()],
+                &self.kernel,
+                Some(&self.bias),
+                self.act.elementwise(),
+                y_conv,
+                y_pool,
+                argmax,
+            )
+            .map_err(Error::kernel(&self.name)),
+        )
+    }
+}
+
 impl Layer for Conv2D {
     fn class_name(&self) -> &'static str {
         "Conv2D"
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
     }
     fn set_name(&mut self, name: String) {
         self.name = name;

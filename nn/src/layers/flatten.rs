@@ -27,6 +27,9 @@ impl Layer for Flatten {
     fn name(&self) -> &str {
         &self.name
     }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
     fn set_name(&mut self, name: String) {
         self.name = name;
     }

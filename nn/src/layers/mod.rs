@@ -132,6 +132,8 @@ pub trait Layer: Send {
     fn class_name(&self) -> &'static str;
     /// This layer's name ("dense", "dense_1", …; set by the model when empty).
     fn name(&self) -> &str;
+    /// The layer as `Any`, for the model to recognise pairs it runs fused.
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
     fn set_name(&mut self, name: String);
 
     /// Shape inference: the per-sample output shape for a per-sample `input` shape, or an error
@@ -191,4 +193,20 @@ pub(crate) fn samples(buf: &[f32], n: usize, per: usize) -> &[f32] {
 /// The first `n` samples of a mutable buffer.
 pub(crate) fn samples_mut(buf: &mut [f32], n: usize, per: usize) -> &mut [f32] {
     &mut buf[..n * per]
+}
+
+/// Runs `conv` then `pool` as one pass when `conv` is a Conv2D with an elementwise activation and
+/// `pool` a MaxPooling2D (each group of images is pooled while its convolution output is in
+/// cache; at inference the convolution output is not even written). Returns `None` when the pair
+/// is not of that kind.
+pub(crate) fn forward_conv_pool(
+    conv: &mut dyn Layer,
+    pool: &mut dyn Layer,
+    x: &[f32],
+    n: usize,
+    training: bool,
+) -> Option<Result<()>> {
+    let conv = conv.as_any_mut().downcast_mut::<Conv2D>()?;
+    let pool = pool.as_any_mut().downcast_mut::<MaxPooling2D>()?;
+    conv.forward_pooled(pool, x, n, training)
 }

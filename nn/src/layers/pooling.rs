@@ -49,12 +49,24 @@ impl MaxPooling2D {
     }
 }
 
+impl MaxPooling2D {
+    /// The pooling of `n` samples, its output and argmax buffers (for the fused forward pass).
+    pub(crate) fn parts(&mut self, n: usize) -> (Pool2d, &mut [f32], &mut [u32]) {
+        let s = self.shape(n);
+        let len = s.output_len();
+        (s, &mut self.out[..len], &mut self.argmax[..len])
+    }
+}
+
 impl Layer for MaxPooling2D {
     fn class_name(&self) -> &'static str {
         "MaxPooling2D"
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
     }
     fn set_name(&mut self, name: String) {
         self.name = name;
