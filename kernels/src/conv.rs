@@ -28,7 +28,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use crate::activation::Activation;
-use crate::error::{Error, Result};
+use crate::error::{check_len, Error, Result};
 use crate::gemm::driver::{with_buffer, Buffer};
 use crate::gemm::{gemm_fused, Bias, GemmOptions, Threading};
 use crate::mat::{MatMut, MatRef};
@@ -217,26 +217,6 @@ impl Conv2d {
             self.kernel_h, self.kernel_w, self.in_c, self.out_c
         )
     }
-}
-
-/// `Err` unless `len == want`, naming the operation, the buffer and the shape it should hold.
-fn check_len(
-    what: &'static str,
-    name: &str,
-    len: usize,
-    want: usize,
-    shape: impl FnOnce() -> String,
-) -> Result<()> {
-    if len != want {
-        return Err(Error::ShapeMismatch {
-            what,
-            detail: format!(
-                "{name} has {len} elements but a {} tensor needs {want}",
-                shape()
-            ),
-        });
-    }
-    Ok(())
 }
 
 /// im2col blocks are kept to about this many floats (1 MiB: they stay in L2 until the GEMM reads
@@ -686,30 +666,14 @@ pub fn conv2d_maxpool_forward(
         "pooled output y_pool",
         y_pool.len(),
         s.batch * pooled,
-        || {
-            format!(
-                "{}×{}×{}×{}",
-                s.batch,
-                pool.out_h(),
-                pool.out_w(),
-                pool.channels
-            )
-        },
+        || pool.desc_out(),
     )?;
     check_len(
         "conv2d_maxpool_forward",
         "argmax",
         argmax.len(),
         s.batch * pooled,
-        || {
-            format!(
-                "{}×{}×{}×{}",
-                s.batch,
-                pool.out_h(),
-                pool.out_w(),
-                pool.channels
-            )
-        },
+        || pool.desc_out(),
     )?;
     let pool_isa = crate::math::resolve(opts.isa)?;
     let image_out = s.out_pixels() * s.out_c;

@@ -83,3 +83,25 @@ pub enum Error {
 
 /// `Result` with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// `Err` unless a buffer of `len` elements holds the `want` a tensor needs: the message names the
+/// operation `what`, the buffer `name`, and the tensor's `shape` (formatted only on error, so
+/// that checking allocates nothing).
+pub(crate) fn check_len(
+    what: &'static str,
+    name: &str,
+    len: usize,
+    want: usize,
+    shape: impl FnOnce() -> String,
+) -> Result<()> {
+    if len != want {
+        return Err(Error::ShapeMismatch {
+            what,
+            detail: format!(
+                "{name} has {len} elements but a {} tensor needs {want}",
+                shape()
+            ),
+        });
+    }
+    Ok(())
+}

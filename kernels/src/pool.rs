@@ -13,7 +13,7 @@
 use rayon::prelude::*;
 
 use crate::conv::{output_len, padding_before, Padding};
-use crate::error::{Error, Result};
+use crate::error::{check_len, Error, Result};
 use crate::gemm::{GemmOptions, Threading};
 use crate::math::resolve;
 
@@ -115,7 +115,7 @@ impl Pool2d {
             self.batch, self.in_h, self.in_w, self.channels
         )
     }
-    fn desc_out(&self) -> String {
+    pub(crate) fn desc_out(&self) -> String {
         format!(
             "{}×{}×{}×{}",
             self.batch,
@@ -152,25 +152,6 @@ impl Pool2d {
             clip(x0 + self.pool_w as isize, self.in_w),
         )
     }
-}
-
-fn check_len(
-    what: &'static str,
-    name: &str,
-    len: usize,
-    want: usize,
-    shape: impl FnOnce() -> String,
-) -> Result<()> {
-    if len != want {
-        return Err(Error::ShapeMismatch {
-            what,
-            detail: format!(
-                "{name} has {len} elements but a {} tensor needs {want}",
-                shape()
-            ),
-        });
-    }
-    Ok(())
 }
 
 /// Max pooling forward: `y` gets each window's maximum per channel and `argmax` its source's
