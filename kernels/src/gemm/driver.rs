@@ -83,10 +83,22 @@ pub(crate) fn with_buffer<R>(
     len: usize,
     f: impl FnOnce(&mut [f32]) -> R,
 ) -> R {
+    with_buffer_growing_to(key, len, len, f)
+}
+
+/// [`with_buffer`], growing the buffer (when it must grow) straight to `grow_to` ≥ `len`
+/// floats: the largest request of its kind, so that a thread's first small request already
+/// serves every later one.
+pub(crate) fn with_buffer_growing_to<R>(
+    key: &'static std::thread::LocalKey<RefCell<Buffer>>,
+    len: usize,
+    grow_to: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
     key.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             if buf.len() < len {
-                buf.resize(len, 0.0);
+                buf.resize(grow_to.max(len), 0.0);
             }
             f(&mut buf[..len])
         }
@@ -349,7 +361,8 @@ fn macro_kernel(
     let beta = if pc == 0 { prob.beta } else { 1.0 };
     let last_slice = pc + kb == prob.k;
     let mc = cfg.mc.min(rect.mb.next_multiple_of(mr));
-    with_buffer(&PACK_A, mc * kb, |abuf| {
+    // A packed A block is at most MC × KC: grown to that at once (480 KiB for the AVX-512 tiles).
+    with_buffer_growing_to(&PACK_A, mc * kb, cfg.mc * cfg.kc, |abuf| {
         // Loop 3 over MC-tall row blocks: sequential here (the grid already split rows).
         for ic in (0..rect.mb).step_by(cfg.mc) {
             let mb = cfg.mc.min(rect.mb - ic);
