@@ -23,15 +23,13 @@
 //! per pixel for a GEMM with K = 9, whose tiles are mostly loads and stores of C; the forward pass
 //! there computes the convolution directly instead (see [`direct`]).
 
-use std::cell::RefCell;
-
 use rayon::prelude::*;
 
 use crate::activation::Activation;
 use crate::error::{check_len, Error, Result};
-use crate::gemm::driver::{with_buffer, Buffer};
 use crate::gemm::{gemm_fused, Bias, GemmOptions, Threading};
 use crate::mat::{MatMut, MatRef};
+use crate::scratch::{COL, GROUP_OUT, PACKED_W, PARTIALS};
 
 /// How the input is padded, as Keras's `padding` argument.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -225,15 +223,6 @@ const CHUNK_FLOATS: usize = 1 << 18;
 /// The batch is cut into at most this many tasks of whole images (a constant, not the thread
 /// count, so that the weight gradient's partial sums are the same on any machine).
 const MAX_TASKS: usize = 32;
-
-thread_local! {
-    // The im2col / dcol block of this thread; grows only, so steady-state steps do not allocate.
-    static COL: RefCell<Buffer> = RefCell::new(Buffer::new(64));
-    // The per-task partial weight gradients of a call made from this thread.
-    static PARTIALS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
-    // The direct path's padded copy of the weights and bias, made by the calling thread.
-    static PACKED_W: RefCell<Buffer> = RefCell::new(Buffer::new(64));
-}
 
 /// How a call's work is cut: tasks of `images_per_task` whole images, each walked in chunks of
 /// at most `chunk_rows` output pixels.
@@ -469,11 +458,6 @@ type Then<'a> = &'a (dyn Fn(usize, &[f32]) + Sync);
 /// of whole images whose output stays in L2).
 const GROUP_FLOATS: usize = 1 << 16;
 
-thread_local! {
-    // A group's convolution output when the caller does not keep it (inference).
-    static GROUP_OUT: RefCell<Buffer> = RefCell::new(Buffer::new(64));
-}
-
 #[allow(clippy::too_many_arguments)]
 fn forward(
     opts: &GemmOptions,
@@ -561,7 +545,7 @@ fn forward_groups(
             return;
         }
         let rows_max = plan.chunk_rows.min(pixels.len());
-        with_buffer(&COL, rows_max * patch, |col| {
+        COL.with(rows_max * patch, rows_max * patch, |col| {
             for p0 in pixels.clone().step_by(plan.chunk_rows) {
                 let p1 = (p0 + plan.chunk_rows).min(pixels.end);
                 let rows = p1 - p0;
@@ -601,7 +585,7 @@ fn forward_groups(
                         then(g0, y_part);
                     }
                 }
-                None => with_buffer(&GROUP_OUT, len, |y_part| {
+                None => GROUP_OUT.with(len, len, |y_part| {
                     conv(packed, pixels, y_part);
                     if let Some(then) = then {
                         then(g0, y_part);
@@ -611,7 +595,7 @@ fn forward_groups(
         }
     };
     if direct {
-        with_buffer(&PACKED_W, direct::packed_len(s), |packed| {
+        PACKED_W.with(direct::packed_len(s), direct::packed_len(s), |packed| {
             direct::pack(s, w, bias, packed);
             let packed = &*packed;
             plan.run(opts, |t| task(packed, t));
@@ -745,7 +729,7 @@ pub fn conv2d_backward_weights(
     // Each task's partial: its weight gradient, then its bias gradient.
     let part_len = wlen + oc;
     let failed = std::sync::Mutex::new(None);
-    with_buffer(&PARTIALS, plan.tasks * part_len, |parts| {
+    PARTIALS.with(plan.tasks * part_len, plan.tasks * part_len, |parts| {
         let out = SharedOut::new(parts);
         plan.run(opts, |t| {
             let pixels = plan.pixels(s, t);
@@ -764,7 +748,7 @@ pub fn conv2d_backward_weights(
                 }
             }
             let rows_max = plan.chunk_rows.min(pixels.len());
-            with_buffer(&COL, rows_max * patch, |col| {
+            COL.with(rows_max * patch, rows_max * patch, |col| {
                 for p0 in pixels.clone().step_by(plan.chunk_rows) {
                     let p1 = (p0 + plan.chunk_rows).min(pixels.end);
                     let rows = p1 - p0;
@@ -852,7 +836,7 @@ pub fn conv2d_backward_input(
             unsafe { out.slice(first_image * image_len..(first_image + images) * image_len) };
         dx_task.fill(0.0);
         let rows_max = plan.chunk_rows.min(pixels.len());
-        with_buffer(&COL, rows_max * patch, |col| {
+        COL.with(rows_max * patch, rows_max * patch, |col| {
             for p0 in pixels.clone().step_by(plan.chunk_rows) {
                 let p1 = (p0 + plan.chunk_rows).min(pixels.end);
                 let rows = p1 - p0;

@@ -25,6 +25,7 @@ pub mod peak;
 pub mod peers;
 pub mod pool;
 pub mod reference;
+mod scratch;
 
 pub use activation::Activation;
 pub use conv::{conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2d, Padding};
@@ -37,3 +38,4 @@ pub use mat::{MatMut, MatRef};
 pub use pool::{
     avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward, Pool2d,
 };
+pub use scratch::{prepare_threads, scratch_generation};

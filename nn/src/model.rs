@@ -49,6 +49,8 @@ pub struct Sequential {
     order: Vec<usize>,
     /// Set by a callback to end training after the current epoch.
     pub(crate) stop_training: bool,
+    /// `kernels::scratch_generation()` when the pool's scratch buffers were last prepared.
+    prepared_generation: usize,
 }
 
 struct Compiled {
@@ -149,6 +151,7 @@ impl Sequential {
             grads: vec![],
             order: vec![],
             stop_training: false,
+            prepared_generation: usize::MAX,
         }
     }
 
@@ -391,6 +394,13 @@ impl Sequential {
             upper[0].backward(input, &mut here[0], dx, n)?;
         }
         c.optimizer.step(layers)?;
+        // A kernel's per-thread scratch grew past every earlier size: grow every worker's to
+        // match, so that later steps allocate nothing whichever worker runs which task.
+        let generation = kernels::scratch_generation();
+        if generation != self.prepared_generation {
+            kernels::prepare_threads();
+            self.prepared_generation = generation;
+        }
         Ok((loss, hits, of))
     }
 

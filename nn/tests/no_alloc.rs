@@ -2,9 +2,9 @@
 //! `train_on_batch` steps after warm-up, for the reference MLP and CNN, on 1 and 2 threads.
 //!
 //! Warm-up lasts until ten steps in a row have allocated nothing (the first steps size every
-//! buffer and the optimizer state; with two threads, each worker's packing buffers grow the first
-//! time that worker steals a product of a given size, which rayon's scheduling decides). A step
-//! that allocates every time never gets through warm-up and fails the test.
+//! buffer and the optimizer state, and `kernels::prepare_threads` grows every worker's scratch
+//! buffers to the largest size any worker needed, so it no longer matters which worker rayon
+//! hands a task to). A step that allocates every time never gets through warm-up and fails.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

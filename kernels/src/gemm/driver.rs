@@ -4,14 +4,12 @@
 //! Threads split C into a grid of rectangles (rows in whole MR tiles, columns in whole NR panels);
 //! K is never split, so every element of C is summed in the same order whatever the thread count.
 
-use std::cell::RefCell;
-
-use aligned_vec::{AVec, ConstAlign};
 use rayon::prelude::*;
 
 use super::config::KernelConfig;
 use super::epilogue::Epilogue;
 use super::pack::{pack_a, pack_b};
+use crate::scratch::{PACK_A, PACK_B};
 
 /// The largest `MR × NR` tile any registered kernel may have (scratch space for edge tiles).
 pub(crate) const MAX_TILE: usize = 512;
@@ -64,49 +62,6 @@ pub(crate) struct Problem<'a> {
     pub c: Output,
     /// Bias and activation applied to each tile after its last K slice.
     pub epilogue: Option<Epilogue<'a>>,
-}
-
-pub(crate) type Buffer = AVec<f32, ConstAlign<64>>;
-
-thread_local! {
-    // Packing buffers, kept per thread and reused, so that a training step in steady state does
-    // not allocate. They only grow.
-    static PACK_A: RefCell<Buffer> = RefCell::new(Buffer::new(64));
-    static PACK_B: RefCell<Buffer> = RefCell::new(Buffer::new(64));
-}
-
-/// Runs `f` on `len` floats of this thread's buffer `key`. If the buffer is already in use on this
-/// thread (a rayon worker that stole a second GEMM while waiting inside the first), a fresh one is
-/// used instead.
-pub(crate) fn with_buffer<R>(
-    key: &'static std::thread::LocalKey<RefCell<Buffer>>,
-    len: usize,
-    f: impl FnOnce(&mut [f32]) -> R,
-) -> R {
-    with_buffer_growing_to(key, len, len, f)
-}
-
-/// [`with_buffer`], growing the buffer (when it must grow) straight to `grow_to` ≥ `len`
-/// floats: the largest request of its kind, so that a thread's first small request already
-/// serves every later one.
-pub(crate) fn with_buffer_growing_to<R>(
-    key: &'static std::thread::LocalKey<RefCell<Buffer>>,
-    len: usize,
-    grow_to: usize,
-    f: impl FnOnce(&mut [f32]) -> R,
-) -> R {
-    key.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < len {
-                buf.resize(grow_to.max(len), 0.0);
-            }
-            f(&mut buf[..len])
-        }
-        Err(_) => {
-            let mut fresh = Buffer::from_iter(64, std::iter::repeat_n(0.0, len));
-            f(&mut fresh)
-        }
-    })
 }
 
 /// Where the micro-panels of B for one K slice come from: a packed buffer (`rsb = NR`), or B
@@ -278,7 +233,7 @@ fn blocked_rect(cfg: &KernelConfig, prob: &Problem<'_>, rect: Rect, direct_b: bo
     let kc = cfg.kc.min(prob.k);
     let nc = cfg.nc.min(rect.nb.next_multiple_of(cfg.nr));
     let buf_len = if direct_b { 0 } else { kc * nc };
-    with_buffer(&PACK_B, buf_len, |bbuf| {
+    PACK_B.with(buf_len, buf_len, |bbuf| {
         // Loop 5 over NC-wide column panels of C: sequential (they share the B buffer).
         for jc in (0..rect.nb).step_by(cfg.nc) {
             let nb = cfg.nc.min(rect.nb - jc);
@@ -315,7 +270,7 @@ fn blocked_rect(cfg: &KernelConfig, prob: &Problem<'_>, rect: Rect, direct_b: bo
 fn blocked_shared_b(cfg: &KernelConfig, prob: &Problem<'_>, threads: usize) {
     let kc = cfg.kc.min(prob.k);
     let nc = cfg.nc.min(prob.n.next_multiple_of(cfg.nr));
-    with_buffer(&PACK_B, kc * nc, |bbuf| {
+    PACK_B.with(kc * nc, kc * nc, |bbuf| {
         // Loop 5 over NC-wide column panels: sequential (one shared B buffer).
         for jc in (0..prob.n).step_by(cfg.nc) {
             let nb = cfg.nc.min(prob.n - jc);
@@ -362,7 +317,7 @@ fn macro_kernel(
     let last_slice = pc + kb == prob.k;
     let mc = cfg.mc.min(rect.mb.next_multiple_of(mr));
     // A packed A block is at most MC × KC: grown to that at once (480 KiB for the AVX-512 tiles).
-    with_buffer_growing_to(&PACK_A, mc * kb, cfg.mc * cfg.kc, |abuf| {
+    PACK_A.with(mc * kb, cfg.mc * cfg.kc, |abuf| {
         // Loop 3 over MC-tall row blocks: sequential here (the grid already split rows).
         for ic in (0..rect.mb).step_by(cfg.mc) {
             let mb = cfg.mc.min(rect.mb - ic);

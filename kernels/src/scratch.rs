@@ -1,0 +1,116 @@
+//! Per-thread scratch buffers (packed GEMM panels, im2col blocks, partial sums), reused from call
+//! to call so that a training step in steady state allocates nothing.
+//!
+//! Each buffer only grows. Which worker thread runs which task is rayon's choice, so a worker may
+//! meet a product of a given size for the first time long after another worker did; each buffer
+//! kind therefore records the largest size any thread has needed (its high-water mark), and
+//! [`prepare_threads`] grows every thread of the pool to those marks in one go. `nn` calls it
+//! whenever a mark has risen since its last call, after which steps of the same shapes allocate
+//! nothing on any thread.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::LocalKey;
+
+use aligned_vec::{AVec, ConstAlign};
+
+pub(crate) type Buffer = AVec<f32, ConstAlign<64>>;
+
+/// One kind of per-thread buffer and the largest length any thread has grown it to.
+pub(crate) struct Scratch {
+    key: &'static LocalKey<RefCell<Buffer>>,
+    high_water: AtomicUsize,
+}
+
+/// Bumped whenever a high-water mark rises.
+static GENERATION: AtomicUsize = AtomicUsize::new(0);
+
+impl Scratch {
+    const fn new(key: &'static LocalKey<RefCell<Buffer>>) -> Self {
+        Scratch {
+            key,
+            high_water: AtomicUsize::new(0),
+        }
+    }
+
+    /// Runs `f` on `len` floats of this thread's buffer, growing it (when it must grow) to at
+    /// least `grow_to` ≥ `len` and to the mark other threads have reached. If the buffer is already
+    /// in use on this thread (a worker that stole a second task while inside the first), a fresh
+    /// one is used instead.
+    pub(crate) fn with<R>(
+        &'static self,
+        len: usize,
+        grow_to: usize,
+        f: impl FnOnce(&mut [f32]) -> R,
+    ) -> R {
+        self.key.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => {
+                if buf.len() < len {
+                    let size = grow_to
+                        .max(len)
+                        .max(self.high_water.load(Ordering::Relaxed));
+                    buf.resize(size, 0.0);
+                    if self.high_water.fetch_max(size, Ordering::Relaxed) < size {
+                        GENERATION.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                f(&mut buf[..len])
+            }
+            Err(_) => {
+                let mut fresh = Buffer::from_iter(64, std::iter::repeat_n(0.0, len));
+                f(&mut fresh)
+            }
+        })
+    }
+
+    /// Grows this thread's buffer to the high-water mark.
+    fn prepare(&self) {
+        let mark = self.high_water.load(Ordering::Relaxed);
+        self.key.with(|cell| {
+            if let Ok(mut buf) = cell.try_borrow_mut() {
+                if buf.len() < mark {
+                    buf.resize(mark, 0.0);
+                }
+            }
+        });
+    }
+}
+
+thread_local! {
+    static PACK_A_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
+    static PACK_B_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
+    static COL_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
+    static PARTIALS_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
+    static PACKED_W_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
+    static GROUP_OUT_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
+}
+
+/// Packed micro-panels of A (GEMM driver).
+pub(crate) static PACK_A: Scratch = Scratch::new(&PACK_A_TLS);
+/// Packed micro-panels of B (GEMM driver).
+pub(crate) static PACK_B: Scratch = Scratch::new(&PACK_B_TLS);
+/// im2col / dcol blocks (convolution).
+pub(crate) static COL: Scratch = Scratch::new(&COL_TLS);
+/// Per-task partial weight gradients of a convolution call.
+pub(crate) static PARTIALS: Scratch = Scratch::new(&PARTIALS_TLS);
+/// The direct convolution path's padded copy of weights and bias.
+pub(crate) static PACKED_W: Scratch = Scratch::new(&PACKED_W_TLS);
+/// A group's convolution output when the caller does not keep it (fused inference).
+pub(crate) static GROUP_OUT: Scratch = Scratch::new(&GROUP_OUT_TLS);
+
+static ALL: [&Scratch; 6] = [&PACK_A, &PACK_B, &COL, &PARTIALS, &PACKED_W, &GROUP_OUT];
+
+/// A counter that changes whenever some thread's scratch buffer grew past every earlier size:
+/// when it differs from the value at the last [`prepare_threads`], calling it again is useful.
+pub fn scratch_generation() -> usize {
+    GENERATION.load(Ordering::Relaxed)
+}
+
+/// Grows the scratch buffers of every thread of the current rayon pool (and of the calling
+/// thread) to the largest sizes any thread has needed so far, so that later calls with the same
+/// shapes allocate nothing, whichever worker rayon hands each task to. It allocates itself (the
+/// broadcast and the growth); call it after warm-up, when [`scratch_generation`] has changed.
+pub fn prepare_threads() {
+    ALL.iter().for_each(|s| s.prepare());
+    rayon::broadcast(|_| ALL.iter().for_each(|s| s.prepare()));
+}
