@@ -119,70 +119,20 @@ fn backward_body(act: Activation, y: &[f32], dy: &mut [f32]) {
     }
 }
 
-/// The bodies above compiled for each instruction set, and the dispatch between them.
-mod compiled {
-    use super::{backward_body, bias_act_body, Activation, RowBias};
+crate::dispatch::per_isa!(bias_act_loops, bias_act_body, bias_act_body,
+    (act: Activation, row: &mut [f32], bias: RowBias<'_>));
+crate::dispatch::per_isa!(backward_loops, backward_body, backward_body,
+    (act: Activation, y: &[f32], dy: &mut [f32]));
 
-    macro_rules! variants {
-        ($feature:literal, $arch:literal, $fwd:ident, $bwd:ident) => {
-            #[cfg(target_arch = $arch)]
-            #[target_feature(enable = $feature)]
-            pub(super) fn $fwd(act: Activation, row: &mut [f32], bias: RowBias<'_>) {
-                bias_act_body(act, row, bias)
-            }
-            #[cfg(target_arch = $arch)]
-            #[target_feature(enable = $feature)]
-            pub(super) fn $bwd(act: Activation, y: &[f32], dy: &mut [f32]) {
-                backward_body(act, y, dy)
-            }
-        };
-    }
-    variants!("avx512f", "x86_64", avx512_fwd, avx512_bwd);
-    variants!("avx2,fma", "x86_64", avx2_fwd, avx2_bwd);
-    variants!("neon", "aarch64", neon_fwd, neon_bwd);
-
-    /// # Safety
-    /// `isa` is available on this CPU.
-    #[inline]
-    pub(crate) unsafe fn bias_act(
-        isa: crate::Isa,
-        act: Activation,
-        row: &mut [f32],
-        bias: RowBias<'_>,
-    ) {
-        match isa {
-            // SAFETY: the caller guarantees the CPU has the set's features.
-            #[cfg(target_arch = "x86_64")]
-            crate::Isa::Avx512 => unsafe { avx512_fwd(act, row, bias) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            crate::Isa::Avx2 => unsafe { avx2_fwd(act, row, bias) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "aarch64")]
-            crate::Isa::Neon => unsafe { neon_fwd(act, row, bias) },
-            _ => bias_act_body(act, row, bias),
-        }
-    }
-
-    /// # Safety
-    /// `isa` is available on this CPU.
-    pub(crate) unsafe fn backward(isa: crate::Isa, act: Activation, y: &[f32], dy: &mut [f32]) {
-        match isa {
-            // SAFETY: the caller guarantees the CPU has the set's features.
-            #[cfg(target_arch = "x86_64")]
-            crate::Isa::Avx512 => unsafe { avx512_bwd(act, y, dy) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            crate::Isa::Avx2 => unsafe { avx2_bwd(act, y, dy) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "aarch64")]
-            crate::Isa::Neon => unsafe { neon_bwd(act, y, dy) },
-            _ => backward_body(act, y, dy),
-        }
-    }
+/// `row[j] ← act(row[j] + bias_j)` compiled for `isa` (the GEMM epilogue's row routine).
+///
+/// # Safety
+/// `isa` is available on this CPU.
+#[inline]
+pub(crate) unsafe fn bias_act_row(isa: Isa, act: Activation, row: &mut [f32], bias: RowBias<'_>) {
+    // SAFETY: the caller's contract.
+    unsafe { bias_act_loops::run(isa, act, row, bias) }
 }
-
-pub(crate) use compiled::bias_act as bias_act_row;
 
 /// `y[r][j] ← act(y[r][j] + bias[j])` over the row-major matrix `y` of `cols` columns, in place
 /// (`bias = None`: the activation alone). This is the GEMM epilogue as a separate pass, for
@@ -241,6 +191,6 @@ pub fn activation_backward(
     }
     let isa = resolve(isa)?;
     // SAFETY: `resolve` checked that this CPU has `isa`'s features.
-    unsafe { compiled::backward(isa, act, y, dy) };
+    unsafe { backward_loops::run(isa, act, y, dy) };
     Ok(())
 }

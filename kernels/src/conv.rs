@@ -1092,24 +1092,8 @@ mod direct {
         out.copy_from_slice(&acc[..out.len()]);
     }
 
-    macro_rules! compiled {
-        ($name:ident, $feature:literal, $arch:literal, $fma:literal) => {
-            #[cfg(target_arch = $arch)]
-            #[target_feature(enable = $feature)]
-            fn $name(
-                s: &Conv2d,
-                x: &[f32],
-                packed: &[f32],
-                pixels: std::ops::Range<usize>,
-                y: &mut [f32],
-            ) {
-                body::<$fma>(s, x, packed, pixels, y)
-            }
-        };
-    }
-    compiled!(avx512, "avx512f", "x86_64", true);
-    compiled!(avx2, "avx2,fma", "x86_64", true);
-    compiled!(neon, "neon", "aarch64", true);
+    crate::dispatch::per_isa!(forward_loops, body::<true>, body::<false>,
+        (s: &Conv2d, x: &[f32], packed: &[f32], pixels: std::ops::Range<usize>, y: &mut [f32]));
 
     /// `y` (the rows of output pixels `pixels`) ← act(conv + bias), with weights and bias as
     /// [`pack`] laid them out. Pixels go in slabs small enough that the activation pass finds
@@ -1128,18 +1112,8 @@ mod direct {
         for p0 in pixels.clone().step_by(slab) {
             let p1 = (p0 + slab).min(pixels.end);
             let ys = &mut y[(p0 - pixels.start) * oc..(p1 - pixels.start) * oc];
-            match isa {
-                // SAFETY: the caller checked that this CPU has `isa`'s features.
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe { avx512(s, x, packed, p0..p1, ys) },
-                // SAFETY: as above.
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { avx2(s, x, packed, p0..p1, ys) },
-                // SAFETY: as above.
-                #[cfg(target_arch = "aarch64")]
-                Isa::Neon => unsafe { neon(s, x, packed, p0..p1, ys) },
-                _ => body::<false>(s, x, packed, p0..p1, ys),
-            }
+            // SAFETY: the caller checked that this CPU has `isa`'s features.
+            unsafe { forward_loops::run(isa, s, x, packed, p0..p1, ys) };
             if act != Activation::Identity {
                 // SAFETY: as above.
                 unsafe { bias_act_row(isa, act, ys, RowBias::None) };
@@ -1270,25 +1244,9 @@ mod direct {
         }
     }
 
-    macro_rules! compiled_weights {
-        ($name:ident, $feature:literal, $arch:literal) => {
-            #[cfg(target_arch = $arch)]
-            #[target_feature(enable = $feature)]
-            fn $name(
-                s: &Conv2d,
-                x: &[f32],
-                dy: &[f32],
-                pixels: std::ops::Range<usize>,
-                dw: &mut [f32],
-                db: &mut [f32],
-            ) {
-                weights_body::<true>(s, x, dy, pixels, dw, db)
-            }
-        };
-    }
-    compiled_weights!(avx512_weights, "avx512f", "x86_64");
-    compiled_weights!(avx2_weights, "avx2,fma", "x86_64");
-    compiled_weights!(neon_weights, "neon", "aarch64");
+    crate::dispatch::per_isa!(weights_loops, weights_body::<true>, weights_body::<false>,
+        (s: &Conv2d, x: &[f32], dy: &[f32], pixels: std::ops::Range<usize>, dw: &mut [f32],
+         db: &mut [f32]));
 
     /// `dw` (`taps × out_c`) ← Σ over `pixels` of patchᵀ·dy and `db` ← Σ dy, for a
     /// one-channel input.
@@ -1301,17 +1259,7 @@ mod direct {
         dw: &mut [f32],
         db: &mut [f32],
     ) {
-        match isa {
-            // SAFETY: the caller checked that this CPU has `isa`'s features.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { avx512_weights(s, x, dy, pixels, dw, db) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { avx2_weights(s, x, dy, pixels, dw, db) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "aarch64")]
-            Isa::Neon => unsafe { neon_weights(s, x, dy, pixels, dw, db) },
-            _ => weights_body::<false>(s, x, dy, pixels, dw, db),
-        }
+        // SAFETY: the caller checked that this CPU has `isa`'s features.
+        unsafe { weights_loops::run(isa, s, x, dy, pixels, dw, db) }
     }
 }

@@ -175,6 +175,64 @@ impl fmt::Display for Isa {
     }
 }
 
+/// One loop body compiled for each instruction set, and the dispatch between them:
+///
+/// ```text
+/// per_isa!(module_name, simd_body, scalar_body, (arg: Type, ...));
+/// ```
+///
+/// generates `mod module_name { pub(crate) unsafe fn run(isa, arg: Type, ...) }` that calls
+/// `simd_body(args)` inside a `#[target_feature]` function for AVX-512, AVX2+FMA or NEON (where
+/// the compiler vectorises it at that set's width), and `scalar_body(args)` on the other paths.
+/// The bodies are `#[inline(always)]` items of the invoking module. `run` is unsafe: `isa` must
+/// be available on this CPU (checked by the caller).
+macro_rules! per_isa {
+    ($module:ident, $simd:path, $scalar:path, ($($arg:ident: $ty:ty),* $(,)?)) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            #[allow(clippy::too_many_arguments)]
+            fn avx512($($arg: $ty),*) {
+                $simd($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            fn avx2($($arg: $ty),*) {
+                $simd($($arg),*)
+            }
+            #[cfg(target_arch = "aarch64")]
+            #[target_feature(enable = "neon")]
+            #[allow(clippy::too_many_arguments)]
+            fn neon($($arg: $ty),*) {
+                $simd($($arg),*)
+            }
+
+            /// # Safety
+            /// `isa` is available on this CPU.
+            #[allow(clippy::too_many_arguments)]
+            #[inline]
+            pub(crate) unsafe fn run(isa: crate::Isa, $($arg: $ty),*) {
+                match isa {
+                    // SAFETY: the caller guarantees the CPU has the set's features.
+                    #[cfg(target_arch = "x86_64")]
+                    crate::Isa::Avx512 => unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    #[cfg(target_arch = "x86_64")]
+                    crate::Isa::Avx2 => unsafe { avx2($($arg),*) },
+                    // SAFETY: as above.
+                    #[cfg(target_arch = "aarch64")]
+                    crate::Isa::Neon => unsafe { neon($($arg),*) },
+                    _ => $scalar($($arg),*),
+                }
+            }
+        }
+    };
+}
+pub(crate) use per_isa;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,51 +68,14 @@ fn rmsprop_body(w: &mut [f32], g: &[f32], v: &mut [f32], lr: f32, rho: f32, eps:
     }
 }
 
-/// The update bodies compiled per instruction set, and the dispatch between them.
-macro_rules! compiled {
-    ($run:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
-        mod $run {
-            use super::*;
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f")]
-            #[allow(clippy::too_many_arguments)]
-            fn avx512($($arg: $ty),*) { $body($($arg),*) }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            #[allow(clippy::too_many_arguments)]
-            fn avx2($($arg: $ty),*) { $body($($arg),*) }
-            #[cfg(target_arch = "aarch64")]
-            #[target_feature(enable = "neon")]
-            #[allow(clippy::too_many_arguments)]
-            fn neon($($arg: $ty),*) { $body($($arg),*) }
+use crate::dispatch::per_isa;
 
-            /// # Safety
-            /// `isa` is available on this CPU.
-            #[allow(clippy::too_many_arguments)]
-            pub(super) unsafe fn run(isa: Isa, $($arg: $ty),*) {
-                match isa {
-                    // SAFETY: the caller guarantees the CPU has the set's features.
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => unsafe { avx512($($arg),*) },
-                    // SAFETY: as above.
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => unsafe { avx2($($arg),*) },
-                    // SAFETY: as above.
-                    #[cfg(target_arch = "aarch64")]
-                    Isa::Neon => unsafe { neon($($arg),*) },
-                    _ => $body($($arg),*),
-                }
-            }
-        }
-    };
-}
-
-compiled!(sgd_run, sgd_body, (w: &mut [f32], g: &[f32], lr: f32));
-compiled!(sgd_momentum_run, sgd_momentum_body,
+per_isa!(sgd_run, sgd_body, sgd_body, (w: &mut [f32], g: &[f32], lr: f32));
+per_isa!(sgd_momentum_run, sgd_momentum_body, sgd_momentum_body,
     (w: &mut [f32], g: &[f32], vel: &mut [f32], lr: f32, mu: f32, nesterov: bool));
-compiled!(adam_run, adam_body,
+per_isa!(adam_run, adam_body, adam_body,
     (w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], alpha: f32, beta1: f32, beta2: f32, eps: f32));
-compiled!(rmsprop_run, rmsprop_body,
+per_isa!(rmsprop_run, rmsprop_body, rmsprop_body,
     (w: &mut [f32], g: &[f32], v: &mut [f32], lr: f32, rho: f32, eps: f32));
 
 /// Elements per parallel chunk: below this a tensor is updated on the calling thread.

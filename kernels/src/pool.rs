@@ -16,6 +16,7 @@ use crate::conv::{output_len, padding_before, Padding};
 use crate::error::{check_len, Error, Result};
 use crate::gemm::{GemmOptions, Threading};
 use crate::math::resolve;
+use crate::Isa;
 
 /// The shape of one pooling operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -180,7 +181,7 @@ pub fn max_pool2d_forward(
         .zip(argmax.par_chunks_exact_mut(s.out_image_len()));
     each_image(opts, images, |((img, yi), ai)| {
         // SAFETY: `resolve` checked that this CPU has `isa`'s features.
-        unsafe { compiled::max_image(isa, s, img, yi, ai) }
+        unsafe { max_image(isa, s, img, yi, ai) }
     });
     Ok(())
 }
@@ -230,47 +231,16 @@ fn max_image_body(s: &Pool2d, img: &[f32], yi: &mut [f32], ai: &mut [u32]) {
     }
 }
 
-pub(crate) use compiled::max_image;
+crate::dispatch::per_isa!(max_image_loops, max_image_body, max_image_body,
+    (s: &Pool2d, img: &[f32], yi: &mut [f32], ai: &mut [u32]));
 
-mod compiled {
-    use super::{max_image_body, Pool2d};
-    use crate::Isa;
-
-    macro_rules! variant {
-        ($name:ident, $feature:literal, $arch:literal) => {
-            #[cfg(target_arch = $arch)]
-            #[target_feature(enable = $feature)]
-            fn $name(s: &Pool2d, img: &[f32], yi: &mut [f32], ai: &mut [u32]) {
-                max_image_body(s, img, yi, ai)
-            }
-        };
-    }
-    variant!(avx512, "avx512f", "x86_64");
-    variant!(avx2, "avx2,fma", "x86_64");
-    variant!(neon, "neon", "aarch64");
-
-    /// # Safety
-    /// `isa` is available on this CPU.
-    pub(crate) unsafe fn max_image(
-        isa: Isa,
-        s: &Pool2d,
-        img: &[f32],
-        yi: &mut [f32],
-        ai: &mut [u32],
-    ) {
-        match isa {
-            // SAFETY: the caller guarantees the CPU has the set's features.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { avx512(s, img, yi, ai) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { avx2(s, img, yi, ai) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "aarch64")]
-            Isa::Neon => unsafe { neon(s, img, yi, ai) },
-            _ => max_image_body(s, img, yi, ai),
-        }
-    }
+/// One image of max pooling compiled for `isa`.
+///
+/// # Safety
+/// `isa` is available on this CPU.
+pub(crate) unsafe fn max_image(isa: Isa, s: &Pool2d, img: &[f32], yi: &mut [f32], ai: &mut [u32]) {
+    // SAFETY: the caller's contract.
+    unsafe { max_image_loops::run(isa, s, img, yi, ai) }
 }
 
 /// Max pooling backward: `dx` (written over) gets each output gradient at its window's argmax;
