@@ -15,7 +15,9 @@
 //! chunks whose `col` block fits in L2, right before the GEMM consumes it.
 //! * forward: `y_chunk = act(col_chunk·w + bias)`, one fused GEMM per chunk; tasks in parallel.
 //! * weights: `dw = Σ colᵀ·dy` — each task sums its chunks into its own partial, and the partials
-//!   are added in task order, so the result is bit-identical for every thread count.
+//!   are added in task order, so the result is bit-identical for every thread count. With stride
+//!   1 and 8 or more input channels, a task skips im2col: `kernel_h` GEMMs per band of rows over
+//!   shifted views of a padded copy of its input (see [`shifted`]).
 //! * input: `dcol = dy·wᵀ` per chunk, then col2im adds each patch row back into `dx`; a task owns
 //!   its images' `dx`, so tasks run in parallel without sharing.
 //!
@@ -30,6 +32,8 @@ use crate::error::{check_len, Error, Result};
 use crate::gemm::{gemm_fused, Bias, GemmOptions, Threading};
 use crate::mat::{MatMut, MatRef};
 use crate::scratch::{COL, GROUP_OUT, PACKED_W, PARTIALS};
+
+mod shifted;
 
 /// How the input is padded, as Keras's `padding` argument.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -725,6 +729,7 @@ pub fn conv2d_backward_weights(
     let plan = Plan::new(s);
     let inner = plan.inner_threading(opts);
     let use_direct = direct::applies(s, isa);
+    let use_shifted = !use_direct && shifted::applies(s);
     let wlen = s.weight_len();
     // Each task's partial: its weight gradient, then its bias gradient.
     let part_len = wlen + oc;
@@ -738,6 +743,13 @@ pub fn conv2d_backward_weights(
             let (part_w, part_b) = part.split_at_mut(wlen);
             if use_direct {
                 direct::backward_weights(isa, s, x, dy, pixels, part_w, part_b);
+                return;
+            }
+            if use_shifted {
+                if let Err(e) = shifted::backward_weights(&inner, s, x, dy, pixels, part_w, part_b)
+                {
+                    *failed.lock().unwrap() = Some(e);
+                }
                 return;
             }
             // Bias: column sums of the task's rows of dy, in pixel order.

@@ -118,7 +118,11 @@ fn check_conv(
 fn conv_shape() -> impl Strategy<Value = Conv2d> {
     (
         0usize..4,
-        (1usize..10, 1usize..10, prop_oneof![1usize..4, Just(7usize)]),
+        (
+            1usize..10,
+            1usize..10,
+            prop_oneof![1usize..4, Just(7usize), Just(8usize), Just(13usize)],
+        ),
         prop_oneof![1usize..5, Just(17usize), Just(32usize)],
         (1usize..5, 1usize..4),
         (1usize..4, 1usize..4),
@@ -172,6 +176,9 @@ fn training_shapes_match_the_definition() {
     let shapes = [
         Conv2d::square(40, (28, 28, 1), 32, 3, Padding::Valid),
         Conv2d::square(2, (12, 12, 64), 24, 3, Padding::Same),
+        // The shifted weight gradient in two bands of rows per image.
+        Conv2d::square(2, (70, 30, 64), 64, 3, Padding::Same),
+        Conv2d::square(1, (9, 20, 16), 8, 5, Padding::Valid),
         Conv2d {
             stride_h: 2,
             stride_w: 2,
@@ -187,7 +194,18 @@ fn training_shapes_match_the_definition() {
 
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
-    let s = Conv2d::square(37, (14, 14, 3), 16, 3, Padding::Same);
+    // Im2col paths, then the shifted weight gradient with one task (its GEMMs use the threads)
+    // and with many.
+    for s in [
+        Conv2d::square(37, (14, 14, 3), 16, 3, Padding::Same),
+        Conv2d::square(1, (20, 20, 16), 32, 3, Padding::Same),
+        Conv2d::square(5, (9, 9, 16), 8, 3, Padding::Valid),
+    ] {
+        same_bits_on_any_thread_count(s);
+    }
+}
+
+fn same_bits_on_any_thread_count(s: Conv2d) {
     let mut rng = Rng(1);
     let x = rng.fill(s.input_len());
     let w = rng.fill(s.weight_len());

@@ -15,6 +15,9 @@ pub(crate) fn pack_a(
     kb: usize,
     mr: usize,
 ) {
+    if a.rs == 1 && a.cs != 1 {
+        return pack_a_by_columns(dst, a, i0, p0, mb, kb, mr);
+    }
     for (panel, out) in dst
         .chunks_exact_mut(mr * kb)
         .take(mb.div_ceil(mr))
@@ -26,11 +29,6 @@ pub(crate) fn pack_a(
         if a.cs == 1 {
             // Rows of A are contiguous: a transpose.
             pack_lines_across(out, a.data, base, a.rs, rows, mr, kb);
-        } else if a.rs == 1 {
-            // Columns of A are contiguous (A is transposed): one short copy per p.
-            for p in 0..kb {
-                out[p * mr..p * mr + rows].copy_from_slice(&a.data[base + p * a.cs..][..rows]);
-            }
         } else {
             for p in 0..kb {
                 for i in 0..rows {
@@ -45,6 +43,73 @@ pub(crate) fn pack_a(
         }
     }
 }
+
+/// [`pack_a`] for A whose columns are contiguous (a transposed row-major matrix, or the shifted
+/// input views of [`crate::conv`]'s weight gradient). Panel by panel, each pass would read a few
+/// floats of every column, strided reads from L2 that measured as a fifth of a 3×3 convolution's
+/// weight gradient; column by column, the writes go to all panels at once, `mr·kb` floats apart
+/// (a multiple of 4 KiB, so they fight over one L1 set). So the block is transposed in slabs of
+/// [`SLAB`] columns, which stay in L1 while every panel takes its rows of them.
+fn pack_a_by_columns(
+    dst: &mut [f32],
+    a: Operand<'_>,
+    i0: usize,
+    p0: usize,
+    mb: usize,
+    kb: usize,
+    mr: usize,
+) {
+    fn full_panels<const MR: usize>(
+        dst: &mut [f32],
+        a: Operand<'_>,
+        i0: usize,
+        p0: usize,
+        panels: usize,
+        kb: usize,
+        slab: std::ops::Range<usize>,
+    ) {
+        for panel in 0..panels {
+            let out = &mut dst[(panel * kb + slab.start) * MR..][..slab.len() * MR];
+            for (p, dst) in slab.clone().zip(out.chunks_exact_mut(MR)) {
+                let at = i0 + panel * MR + (p0 + p) * a.cs;
+                let src: &[f32; MR] = a.data[at..][..MR].try_into().expect("MR floats");
+                dst.copy_from_slice(src);
+            }
+        }
+    }
+    let panels = mb / mr;
+    for p_start in (0..kb).step_by(SLAB) {
+        let slab = p_start..(p_start + SLAB).min(kb);
+        match mr {
+            4 => full_panels::<4>(dst, a, i0, p0, panels, kb, slab.clone()),
+            6 => full_panels::<6>(dst, a, i0, p0, panels, kb, slab.clone()),
+            8 => full_panels::<8>(dst, a, i0, p0, panels, kb, slab.clone()),
+            9 => full_panels::<9>(dst, a, i0, p0, panels, kb, slab.clone()),
+            12 => full_panels::<12>(dst, a, i0, p0, panels, kb, slab.clone()),
+            24 => full_panels::<24>(dst, a, i0, p0, panels, kb, slab.clone()),
+            _ => {
+                for panel in 0..panels {
+                    for p in slab.clone() {
+                        let at = i0 + panel * mr + (p0 + p) * a.cs;
+                        dst[(panel * kb + p) * mr..][..mr].copy_from_slice(&a.data[at..][..mr]);
+                    }
+                }
+            }
+        }
+    }
+    let rows = mb - panels * mr;
+    if rows > 0 {
+        // The last, partial panel: its rows, then zeros.
+        for p in 0..kb {
+            let out = &mut dst[(panels * kb + p) * mr..][..mr];
+            out[..rows].copy_from_slice(&a.data[i0 + panels * mr + (p0 + p) * a.cs..][..rows]);
+            out[rows..].fill(0.0);
+        }
+    }
+}
+
+/// Columns per slab of [`pack_a_by_columns`]: 16 columns of a 240-row block are 15 KiB.
+const SLAB: usize = 16;
 
 /// Packs the `kb × nb` block of `b` whose top-left element is (`p0`, `j0`) into `dst` as
 /// `ceil(nb / nr)` micro-panels of `kb × nr`, each stored row by row (`nr` values per `p`).
@@ -71,9 +136,7 @@ pub(crate) fn pack_b(
         let base = p0 * b.rs + col0 * b.cs;
         if b.cs == 1 {
             // Rows of B are contiguous: one copy per p.
-            for p in 0..kb {
-                out[p * nr..p * nr + cols].copy_from_slice(&b.data[base + p * b.rs..][..cols]);
-            }
+            copy_runs(out, b.data, base, b.rs, cols, nr, kb);
         } else if b.rs == 1 {
             // Columns of B are contiguous (B is transposed): a transpose, as for row-major A.
             pack_lines_across(out, b.data, base, b.cs, cols, nr, kb);
@@ -89,6 +152,39 @@ pub(crate) fn pack_b(
                 out[p * nr + cols..(p + 1) * nr].fill(0.0);
             }
         }
+    }
+}
+
+/// `out[p·width ..][..len] = data[base + p·stride ..][..len]` for p < kb: a run of `len`
+/// contiguous floats (a row of B's panel) per packed line. Full runs of the registered tile widths
+/// are fixed-size moves: `copy_from_slice` of a run-time length is a memmove call per 8–48 floats.
+fn copy_runs(
+    out: &mut [f32],
+    data: &[f32],
+    base: usize,
+    stride: usize,
+    len: usize,
+    width: usize,
+    kb: usize,
+) {
+    fn fixed<const W: usize>(out: &mut [f32], data: &[f32], base: usize, stride: usize, kb: usize) {
+        for (p, dst) in out.chunks_exact_mut(W).take(kb).enumerate() {
+            let src: &[f32; W] = data[base + p * stride..][..W].try_into().expect("W floats");
+            dst.copy_from_slice(src);
+        }
+    }
+    if len == width {
+        match width {
+            8 => return fixed::<8>(out, data, base, stride, kb),
+            12 => return fixed::<12>(out, data, base, stride, kb),
+            16 => return fixed::<16>(out, data, base, stride, kb),
+            32 => return fixed::<32>(out, data, base, stride, kb),
+            48 => return fixed::<48>(out, data, base, stride, kb),
+            _ => {}
+        }
+    }
+    for p in 0..kb {
+        out[p * width..p * width + len].copy_from_slice(&data[base + p * stride..][..len]);
     }
 }
 
