@@ -91,9 +91,9 @@ fn pool(c: &mut Criterion) {
     let mut group = c.benchmark_group("pool/max-2x2-26x26x32-b32");
     group.throughput(Throughput::Elements(s.input_len() as u64));
     group.bench_function("forward", |b| {
-        b.iter(|| max_pool2d_forward(&opts, &s, &x, &mut y, &mut arg).unwrap())
+        b.iter(|| max_pool2d_forward(&opts, &s, &x, &mut y, Some(&mut arg)).unwrap())
     });
-    max_pool2d_forward(&opts, &s, &x, &mut y, &mut arg).unwrap();
+    max_pool2d_forward(&opts, &s, &x, &mut y, Some(&mut arg)).unwrap();
     group.bench_function("backward", |b| {
         b.iter(|| max_pool2d_backward(&opts, &s, &dy, &arg, &mut dx).unwrap())
     });

@@ -52,6 +52,24 @@ impl Activation {
         })
     }
 
+    /// The gradient through the activation for one value: `g·act'(x)` where `y = act(x)` is the
+    /// activation's output (every derivative here is a function of it).
+    #[inline(always)]
+    pub fn backward(self, y: f32, g: f32) -> f32 {
+        match self {
+            Activation::Identity => g,
+            Activation::Relu => {
+                if y > 0.0 {
+                    g
+                } else {
+                    0.0
+                }
+            }
+            Activation::Sigmoid => g * (y * (1.0 - y)),
+            Activation::Tanh => g * (1.0 - y * y),
+        }
+    }
+
     /// The activation of one value, with the same arithmetic as the vectorised loops.
     pub fn apply(self, x: f32) -> f32 {
         match self {
@@ -108,14 +126,21 @@ fn bias_act_body(act: Activation, row: &mut [f32], bias: RowBias<'_>) {
 /// `dy[i] ← dy[i]·act'(x_i)`, with the derivative written through the output `y[i]`.
 #[inline(always)]
 fn backward_body(act: Activation, y: &[f32], dy: &mut [f32]) {
+    // One match outside the loop, so each arm's loop vectorises on its own.
     match act {
         Activation::Identity => {}
         Activation::Relu => dy
             .iter_mut()
             .zip(y)
-            .for_each(|(g, &y)| *g = if y > 0.0 { *g } else { 0.0 }),
-        Activation::Sigmoid => dy.iter_mut().zip(y).for_each(|(g, &y)| *g *= y * (1.0 - y)),
-        Activation::Tanh => dy.iter_mut().zip(y).for_each(|(g, &y)| *g *= 1.0 - y * y),
+            .for_each(|(g, &y)| *g = Activation::Relu.backward(y, *g)),
+        Activation::Sigmoid => dy
+            .iter_mut()
+            .zip(y)
+            .for_each(|(g, &y)| *g = Activation::Sigmoid.backward(y, *g)),
+        Activation::Tanh => dy
+            .iter_mut()
+            .zip(y)
+            .for_each(|(g, &y)| *g = Activation::Tanh.backward(y, *g)),
     }
 }
 

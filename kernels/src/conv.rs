@@ -618,7 +618,7 @@ fn forward_groups(
 /// output (training needs it for the backward pass; pass `None` at inference and it is never
 /// written to memory). `pool` describes the pooling of the convolution's output (its batch and
 /// input sizes must be the convolution's output's); `y_pool` and `argmax` are as
-/// [`crate::pool::max_pool2d_forward`]'s. Results are bit-identical to the two calls in turn.
+/// [`crate::pool::max_pool2d_forward`]'s (`argmax` too may be `None` at inference). Results are bit-identical to the two calls in turn.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_maxpool_forward(
     opts: &GemmOptions,
@@ -630,7 +630,7 @@ pub fn conv2d_maxpool_forward(
     act: Activation,
     y_conv: Option<&mut [f32]>,
     y_pool: &mut [f32],
-    argmax: &mut [u32],
+    argmax: Option<&mut [u32]>,
 ) -> Result<()> {
     check_forward_args(s, x, w, bias, y_conv.as_ref().map(|y| y.len()))?;
     pool.validate()?;
@@ -656,16 +656,18 @@ pub fn conv2d_maxpool_forward(
         s.batch * pooled,
         || pool.desc_out(),
     )?;
-    check_len(
-        "conv2d_maxpool_forward",
-        "argmax",
-        argmax.len(),
-        s.batch * pooled,
-        || pool.desc_out(),
-    )?;
+    if let Some(argmax) = &argmax {
+        check_len(
+            "conv2d_maxpool_forward",
+            "argmax",
+            argmax.len(),
+            s.batch * pooled,
+            || pool.desc_out(),
+        )?;
+    }
     let pool_isa = crate::math::resolve(opts.isa)?;
     let image_out = s.out_pixels() * s.out_c;
-    let (yp, am) = (SharedOut::new(y_pool), SharedOut::new(argmax));
+    let (yp, am) = (SharedOut::new(y_pool), argmax.map(SharedOut::new));
     let then = |first: usize, y_group: &[f32]| {
         for (i, img) in y_group.chunks_exact(image_out).enumerate() {
             let n = first + i;
@@ -673,7 +675,7 @@ pub fn conv2d_maxpool_forward(
             let (yi, ai) = unsafe {
                 (
                     yp.slice(n * pooled..(n + 1) * pooled),
-                    am.slice(n * pooled..(n + 1) * pooled),
+                    am.as_ref().map(|am| am.slice(n * pooled..(n + 1) * pooled)),
                 )
             };
             // SAFETY: `resolve` checked that this CPU has the path's features.

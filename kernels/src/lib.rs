@@ -36,6 +36,7 @@ pub use gemm::{
 };
 pub use mat::{MatMut, MatRef};
 pub use pool::{
-    avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward, Pool2d,
+    avg_pool2d_backward, avg_pool2d_forward, max_pool2d_activation_backward, max_pool2d_backward,
+    max_pool2d_forward, Pool2d,
 };
 pub use scratch::{prepare_threads, scratch_generation};

@@ -7,11 +7,13 @@
 //!
 //! Max pooling keeps, for every output element, the index of the input element it came from
 //! (its offset within the image, `(iy·in_w + ix)·channels + c`), so the backward pass routes each
-//! gradient to its source without comparing again. A NaN in a window wins the max (NaN
-//! propagates). Loops run over the channels innermost (contiguous in NHWC), images in parallel.
+//! gradient to its source without comparing again (inference skips it). The backward pass can
+//! also apply the derivative of the activation before the pooling, which at a window's argmax is
+//! a function of the pooled value. A NaN in a window wins the max (NaN propagates). Loops run over the channels innermost (contiguous in NHWC), images in parallel.
 
 use rayon::prelude::*;
 
+use crate::activation::Activation;
 use crate::conv::{output_len, padding_before, Padding};
 use crate::error::{check_len, Error, Result};
 use crate::gemm::{GemmOptions, Threading};
@@ -155,34 +157,45 @@ impl Pool2d {
     }
 }
 
-/// Max pooling forward: `y` gets each window's maximum per channel and `argmax` its source's
-/// offset within the image (for [`max_pool2d_backward`]). Both are written, never read.
+/// Max pooling forward: `y` gets each window's maximum per channel and, when given, `argmax` its
+/// source's offset within the image (for [`max_pool2d_backward`]; inference passes `None` and
+/// saves writing it). Both are written, never read.
 pub fn max_pool2d_forward(
     opts: &GemmOptions,
     s: &Pool2d,
     x: &[f32],
     y: &mut [f32],
-    argmax: &mut [u32],
+    argmax: Option<&mut [u32]>,
 ) -> Result<()> {
     s.validate()?;
     let what = "max_pool2d_forward";
     check_len(what, "input x", x.len(), s.input_len(), || s.desc_in())?;
     check_len(what, "output y", y.len(), s.output_len(), || s.desc_out())?;
-    check_len(what, "argmax", argmax.len(), s.output_len(), || {
-        s.desc_out()
-    })?;
+    if let Some(argmax) = &argmax {
+        check_len(what, "argmax", argmax.len(), s.output_len(), || {
+            s.desc_out()
+        })?;
+    }
     if s.batch == 0 {
         return Ok(());
     }
     let isa = resolve(opts.isa)?;
     let images = x
         .par_chunks_exact(s.image_len())
-        .zip(y.par_chunks_exact_mut(s.out_image_len()))
-        .zip(argmax.par_chunks_exact_mut(s.out_image_len()));
-    each_image(opts, images, |((img, yi), ai)| {
-        // SAFETY: `resolve` checked that this CPU has `isa`'s features.
-        unsafe { max_image(isa, s, img, yi, ai) }
-    });
+        .zip(y.par_chunks_exact_mut(s.out_image_len()));
+    match argmax {
+        Some(argmax) => {
+            let images = images.zip(argmax.par_chunks_exact_mut(s.out_image_len()));
+            each_image(opts, images, |((img, yi), ai)| {
+                // SAFETY: `resolve` checked that this CPU has `isa`'s features.
+                unsafe { max_image(isa, s, img, yi, Some(ai)) }
+            });
+        }
+        None => each_image(opts, images, |(img, yi)| {
+            // SAFETY: as above.
+            unsafe { max_image(isa, s, img, yi, None) }
+        }),
+    }
     Ok(())
 }
 
@@ -198,33 +211,88 @@ where
     }
 }
 
-/// One image of max pooling; every element of the output is written in every window step (a
-/// select, not a branch), so the channel loop vectorises.
+/// One image of max pooling. Per output position: the window's first input row of channels is
+/// copied, then each further position is folded in with a select (not a branch) per channel, so
+/// the channel loop vectorises; the argmax variant carries u32 offsets alongside.
 #[inline(always)]
-fn max_image_body(s: &Pool2d, img: &[f32], yi: &mut [f32], ai: &mut [u32]) {
+fn max_image_body(s: &Pool2d, img: &[f32], yi: &mut [f32], ai: Option<&mut [u32]>) {
     let (ow, c) = (s.out_w(), s.channels);
     let pad = s.padding();
-    for (o, (yo, ao)) in yi
-        .chunks_exact_mut(c)
-        .zip(ai.chunks_exact_mut(c))
-        .enumerate()
-    {
-        let (y0, y1, x0, x1) = s.window(pad, o / ow, o % ow);
-        // Windows always hold at least one input position (TensorFlow's padding rules).
-        let first = (y0 * s.in_w + x0) * c;
-        yo.copy_from_slice(&img[first..first + c]);
-        for (a, ch) in ao.iter_mut().zip(first as u32..) {
-            *a = ch;
+    // Take v over the running max b if larger, or if it is the window's first NaN.
+    let take = |v: f32, b: f32| !b.is_nan() & ((v > b) | v.is_nan());
+    match ai {
+        None => {
+            // Sixteen channels at a time in a local accumulator (one vector register), seeded
+            // with −∞, which every value — NaN included — replaces as the window's first would.
+            const L: usize = 16;
+            let split = c / L * L;
+            for oy in 0..s.out_h() {
+                let (y0, y1, _, _) = s.window(pad, oy, 0);
+                for ox in 0..ow {
+                    let (_, _, x0, x1) = s.window(pad, oy, ox);
+                    let yo = &mut yi[(oy * ow + ox) * c..][..c];
+                    for (k, out) in yo[..split].chunks_exact_mut(L).enumerate() {
+                        // The plain maximum, and apart the window's first NaN (0 until one).
+                        let mut acc = [f32::NEG_INFINITY; L];
+                        let mut nan = [0.0f32; L];
+                        for iy in y0..y1 {
+                            for ix in x0..x1 {
+                                let src = &img[(iy * s.in_w + ix) * c + k * L..][..L];
+                                for l in 0..L {
+                                    let v = src[l];
+                                    acc[l] = if v > acc[l] { v } else { acc[l] };
+                                    nan[l] = if v.is_nan() & !nan[l].is_nan() {
+                                        v
+                                    } else {
+                                        nan[l]
+                                    };
+                                }
+                            }
+                        }
+                        for l in 0..L {
+                            out[l] = if nan[l].is_nan() { nan[l] } else { acc[l] };
+                        }
+                    }
+                    let rest = &mut yo[split..];
+                    rest.fill(f32::NEG_INFINITY);
+                    for iy in y0..y1 {
+                        for ix in x0..x1 {
+                            let src = &img[(iy * s.in_w + ix) * c + split..][..c - split];
+                            for (b, &v) in rest.iter_mut().zip(src) {
+                                *b = if take(v, *b) { v } else { *b };
+                            }
+                        }
+                    }
+                }
+            }
         }
-        for iy in y0..y1 {
-            for ix in x0..x1 {
-                let base = (iy * s.in_w + ix) * c;
-                let src = &img[base..base + c];
-                for (ch, ((b, a), &v)) in yo.iter_mut().zip(ao.iter_mut()).zip(src).enumerate() {
-                    // Take v if larger, or if it is the window's first NaN.
-                    let take = v > *b || (v.is_nan() && !b.is_nan());
-                    *b = if take { v } else { *b };
-                    *a = if take { (base + ch) as u32 } else { *a };
+        Some(ai) => {
+            for (o, (yo, ao)) in yi
+                .chunks_exact_mut(c)
+                .zip(ai.chunks_exact_mut(c))
+                .enumerate()
+            {
+                let (y0, y1, x0, x1) = s.window(pad, o / ow, o % ow);
+                let first = (y0 * s.in_w + x0) * c;
+                yo.copy_from_slice(&img[first..first + c]);
+                for (a, ch) in ao.iter_mut().zip(first as u32..) {
+                    *a = ch;
+                }
+                for iy in y0..y1 {
+                    for ix in x0..x1 {
+                        let base = (iy * s.in_w + ix) * c;
+                        let src = &img[base..base + c];
+                        // Offsets fit in u32 (`validate`).
+                        for ((b, a), (&v, at)) in yo
+                            .iter_mut()
+                            .zip(ao.iter_mut())
+                            .zip(src.iter().zip(base as u32..))
+                        {
+                            let t = take(v, *b);
+                            *b = if t { v } else { *b };
+                            *a = if t { at } else { *a };
+                        }
+                    }
                 }
             }
         }
@@ -232,13 +300,19 @@ fn max_image_body(s: &Pool2d, img: &[f32], yi: &mut [f32], ai: &mut [u32]) {
 }
 
 crate::dispatch::per_isa!(max_image_loops, max_image_body, max_image_body,
-    (s: &Pool2d, img: &[f32], yi: &mut [f32], ai: &mut [u32]));
+    (s: &Pool2d, img: &[f32], yi: &mut [f32], ai: Option<&mut [u32]>));
 
 /// One image of max pooling compiled for `isa`.
 ///
 /// # Safety
 /// `isa` is available on this CPU.
-pub(crate) unsafe fn max_image(isa: Isa, s: &Pool2d, img: &[f32], yi: &mut [f32], ai: &mut [u32]) {
+pub(crate) unsafe fn max_image(
+    isa: Isa,
+    s: &Pool2d,
+    img: &[f32],
+    yi: &mut [f32],
+    ai: Option<&mut [u32]>,
+) {
     // SAFETY: the caller's contract.
     unsafe { max_image_loops::run(isa, s, img, yi, ai) }
 }
@@ -252,8 +326,43 @@ pub fn max_pool2d_backward(
     argmax: &[u32],
     dx: &mut [f32],
 ) -> Result<()> {
+    max_backward("max_pool2d_backward", opts, s, dy, argmax, None, dx)
+}
+
+/// The backward passes of an activation and the max pooling after it, in one: `dx` (written
+/// over) is the gradient with respect to the activation's *input*, the pooling's gradient `dy`
+/// times `act'` at each argmax. Every activation's derivative is a function of its output, and
+/// the output at a window's argmax is the pooled value `y` (the pooling's forward output), so the
+/// activation's own output is never read and `dx` is written once, not twice. The same as
+/// [`max_pool2d_backward`] then [`crate::activation::activation_backward`] (bit for bit where
+/// windows do not overlap).
+#[allow(clippy::too_many_arguments)]
+pub fn max_pool2d_activation_backward(
+    opts: &GemmOptions,
+    s: &Pool2d,
+    act: Activation,
+    y: &[f32],
+    dy: &[f32],
+    argmax: &[u32],
+    dx: &mut [f32],
+) -> Result<()> {
+    let what = "max_pool2d_activation_backward";
+    check_len(what, "pooled output y", y.len(), s.output_len(), || {
+        s.desc_out()
+    })?;
+    max_backward(what, opts, s, dy, argmax, Some((act, y)), dx)
+}
+
+fn max_backward(
+    what: &'static str,
+    opts: &GemmOptions,
+    s: &Pool2d,
+    dy: &[f32],
+    argmax: &[u32],
+    through: Option<(Activation, &[f32])>,
+    dx: &mut [f32],
+) -> Result<()> {
     s.validate()?;
-    let what = "max_pool2d_backward";
     check_len(what, "output gradient dy", dy.len(), s.output_len(), || {
         s.desc_out()
     })?;
@@ -279,14 +388,26 @@ pub fn max_pool2d_backward(
         return Ok(());
     }
     resolve(opts.isa)?;
+    let out_len = s.out_image_len();
     let images = dx
         .par_chunks_exact_mut(image_len)
-        .zip(dy.par_chunks_exact(s.out_image_len()))
-        .zip(argmax.par_chunks_exact(s.out_image_len()));
-    each_image(opts, images, |((dxi, dyi), ai)| {
+        .zip(dy.par_chunks_exact(out_len))
+        .zip(argmax.par_chunks_exact(out_len))
+        .enumerate();
+    each_image(opts, images, |(n, ((dxi, dyi), ai))| {
         dxi.fill(0.0);
-        for (&g, &a) in dyi.iter().zip(ai) {
-            dxi[a as usize] += g;
+        match through {
+            None => {
+                for (&g, &a) in dyi.iter().zip(ai) {
+                    dxi[a as usize] += g;
+                }
+            }
+            Some((act, y)) => {
+                let yi = &y[n * out_len..][..out_len];
+                for ((&g, &a), &v) in dyi.iter().zip(ai).zip(yi) {
+                    dxi[a as usize] += act.backward(v, g);
+                }
+            }
         }
     });
     Ok(())

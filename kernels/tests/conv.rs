@@ -5,13 +5,14 @@
 //! tests with `terms` the number of products summed (patch length forward, pixels for the weight
 //! gradient, out_c·taps for the input gradient), plus the activation's accuracy.
 
-use kernels::activation::Activation;
+use kernels::activation::{activation_backward, Activation};
 use kernels::conv::{
     conv2d_backward_input, conv2d_backward_weights, conv2d_forward, conv2d_maxpool_forward, Conv2d,
     Padding,
 };
 use kernels::pool::{
-    avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward, Pool2d,
+    avg_pool2d_backward, avg_pool2d_forward, max_pool2d_activation_backward, max_pool2d_backward,
+    max_pool2d_forward, Pool2d,
 };
 use kernels::{reference, GemmOptions, Isa, Threading};
 use proptest::prelude::*;
@@ -289,11 +290,20 @@ fn check_max_pool(s: Pool2d, seed: u64, nan: bool, isa: Isa) -> Result<(), Strin
     }
     let mut y = vec![0.0; s.output_len()];
     let mut arg = vec![0u32; s.output_len()];
-    max_pool2d_forward(&opts, &s, &x, &mut y, &mut arg).map_err(|e| e.to_string())?;
+    max_pool2d_forward(&opts, &s, &x, &mut y, Some(&mut arg)).map_err(|e| e.to_string())?;
     let want = reference::max_pool2d(&s, &x);
     let image = s.in_h * s.in_w * s.channels;
     let out_image = s.out_h() * s.out_w() * s.channels;
     let same = |a: f32, b: f32| a == b || (a.is_nan() && b.is_nan());
+    // Without the argmax (inference), the same maxima.
+    let mut y_only = vec![0.0; s.output_len()];
+    max_pool2d_forward(&opts, &s, &x, &mut y_only, None).map_err(|e| e.to_string())?;
+    if let Some(i) = (0..want.len()).find(|&i| !same(y_only[i], want[i])) {
+        return Err(format!(
+            "{isa} {s:?} without argmax: y[{i}] = {}, want {}",
+            y_only[i], want[i]
+        ));
+    }
     for i in 0..want.len() {
         if !same(y[i], want[i]) {
             return Err(format!("{isa} {s:?}: y[{i}] = {}, want {}", y[i], want[i]));
@@ -390,7 +400,8 @@ fn pooling_rejects_bad_input() {
     let x = vec![0.0; s.input_len()];
     let mut y = vec![0.0; s.output_len()];
     let mut arg = vec![0u32; s.output_len() - 1];
-    let err = max_pool2d_forward(&GemmOptions::default(), &s, &x, &mut y, &mut arg).unwrap_err();
+    let err =
+        max_pool2d_forward(&GemmOptions::default(), &s, &x, &mut y, Some(&mut arg)).unwrap_err();
     assert_eq!(
         err.to_string(),
         "max_pool2d_forward: argmax has 23 elements but a 2×2×2×3 tensor needs 24"
@@ -435,19 +446,31 @@ proptest! {
             let mut yp = vec![0.0; p.output_len()];
             let mut am = vec![0u32; p.output_len()];
             conv2d_forward(&opts, &s, &x, &w, Some(&b), act, &mut y).unwrap();
-            max_pool2d_forward(&opts, &p, &y, &mut yp, &mut am).unwrap();
+            max_pool2d_forward(&opts, &p, &y, &mut yp, Some(&mut am)).unwrap();
             let mut y2 = vec![f32::NAN; s.output_len()];
             let mut yp2 = vec![f32::NAN; p.output_len()];
             let mut am2 = vec![7u32; p.output_len()];
-            conv2d_maxpool_forward(&opts, &s, &p, &x, &w, Some(&b), act, Some(&mut y2), &mut yp2, &mut am2).unwrap();
+            conv2d_maxpool_forward(&opts, &s, &p, &x, &w, Some(&b), act, Some(&mut y2), &mut yp2, Some(&mut am2)).unwrap();
             prop_assert_eq!(&y, &y2);
             prop_assert_eq!(&yp, &yp2);
             prop_assert_eq!(&am, &am2);
             let mut yp3 = vec![f32::NAN; p.output_len()];
             let mut am3 = vec![7u32; p.output_len()];
-            conv2d_maxpool_forward(&opts, &s, &p, &x, &w, Some(&b), act, None, &mut yp3, &mut am3).unwrap();
+            conv2d_maxpool_forward(&opts, &s, &p, &x, &w, Some(&b), act, None, &mut yp3, Some(&mut am3)).unwrap();
             prop_assert_eq!(&yp, &yp3);
             prop_assert_eq!(&am, &am3);
+            // Inference: neither the convolution's output nor the argmax.
+            let mut yp4 = vec![f32::NAN; p.output_len()];
+            conv2d_maxpool_forward(&opts, &s, &p, &x, &w, Some(&b), act, None, &mut yp4, None).unwrap();
+            prop_assert_eq!(&yp, &yp4);
+            // The backward passes of pooling and activation in one = the two in turn.
+            let dy = rng.fill(p.output_len());
+            let mut dx = vec![f32::NAN; s.output_len()];
+            max_pool2d_backward(&opts, &p, &dy, &am, &mut dx).unwrap();
+            activation_backward(Some(isa), act, &y, &mut dx).unwrap();
+            let mut dx2 = vec![f32::NAN; s.output_len()];
+            max_pool2d_activation_backward(&opts, &p, act, &yp, &dy, &am, &mut dx2).unwrap();
+            prop_assert_eq!(&dx, &dx2);
         }
     }
 }
@@ -470,7 +493,7 @@ fn fused_conv_and_pool_check_the_pooling_shape() {
         Activation::Relu,
         None,
         &mut yp,
-        &mut am,
+        Some(&mut am),
     )
     .unwrap_err();
     assert_eq!(

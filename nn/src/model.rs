@@ -243,9 +243,16 @@ impl Sequential {
         }
         let last = self.layers.last().expect("built").output_activation();
         let fused = loss.fuses_with(last);
+        // Which layers receive dL/d(pre-activation): the last when the loss differentiates
+        // through its softmax/sigmoid, and any whose activation the next layer's backward pass
+        // takes over (MaxPooling2D after Conv2D).
         let count = self.layers.len();
-        for (i, layer) in self.layers.iter_mut().enumerate() {
-            layer.set_grad_is_preactivation(fused && i + 1 == count);
+        for i in 0..count {
+            let absorbed = i + 1 < count && {
+                let act = self.layers[i].output_activation();
+                self.layers[i + 1].absorb_input_activation(act)
+            };
+            self.layers[i].set_grad_is_preactivation(absorbed || (fused && i + 1 == count));
         }
         let mut optimizer = optimizer.into();
         optimizer.reset();

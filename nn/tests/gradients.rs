@@ -47,8 +47,9 @@ fn check_layer(mut layer: Box<dyn Layer>, input: &[usize], n: usize, seed: u64) 
     let r = random(out_len, &mut rng);
     let cls = layer.class_name();
 
-    // Analytic gradients.
-    layer.forward(&x, n, false).unwrap();
+    // Analytic gradients, from a training forward pass (which keeps what backward needs, e.g.
+    // max pooling's argmax), except for Dropout, whose training pass is random (checked below).
+    layer.forward(&x, n, cls != "Dropout").unwrap();
     let mut grad = r.clone();
     let mut dx = vec![0.0; in_len];
     layer.backward(&x, &mut grad, Some(&mut dx), n).unwrap();

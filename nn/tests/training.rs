@@ -327,3 +327,46 @@ fn fused_conv_pool_forward_matches_the_layers_one_by_one() {
     }
     assert_eq!(fused.data(), &layers[4].output()[..400]);
 }
+
+/// Max pooling takes over the backward pass of the convolution's activation (and the
+/// convolution then keeps no output in training). A linear Activation layer between the two
+/// stops both fusions; with the same seed, a few SGD steps must give the same weights either way.
+#[test]
+fn pooling_through_the_activation_matches_the_unfused_layers() {
+    let x: Vec<f32> = (0..16 * 100)
+        .map(|i| ((i * 7919) % 256) as f32 / 255.0)
+        .collect();
+    let y: Vec<f32> = (0..16).map(|i| (i % 3) as f32).collect();
+    for act in [Act::Relu, Act::Tanh, Act::Sigmoid] {
+        let model = |between: bool, steps: usize| {
+            let mut m = Sequential::new()
+                .input_shape(&[10, 10, 1])
+                .seed(5)
+                .add(Conv2D::new(4, (3, 3), act));
+            if between {
+                m = m.add(nn::layers::Activation::new(Act::Linear));
+            }
+            m = m
+                .add(MaxPooling2D::new((2, 2)))
+                .add(Flatten::new())
+                .add(Dense::new(3, Act::Softmax));
+            m.compile(
+                Optimizer::sgd().with_learning_rate(0.5),
+                Loss::sparse_categorical_crossentropy(),
+                &[Metric::Accuracy],
+            )
+            .unwrap();
+            for _ in 0..steps {
+                m.train_on_batch(&x, &y, 16).unwrap();
+            }
+            m.get_weights()
+                .into_iter()
+                .map(|(_, t)| t.data().to_vec())
+                .collect::<Vec<_>>()
+        };
+        let (fused, unfused) = (model(false, 3), model(true, 3));
+        // The convolution's weights did move (its gradient is not lost on the way).
+        assert_ne!(fused[0], model(false, 0)[0], "{act:?}");
+        assert_eq!(fused, unfused, "{act:?}");
+    }
+}

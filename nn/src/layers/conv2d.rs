@@ -72,7 +72,7 @@ impl Conv2D {
 impl Conv2D {
     /// Forward pass fused with the max pooling `pool` that follows (see
     /// `kernels::conv::conv2d_maxpool_forward`); the convolution's own output is kept only in
-    /// training (its backward pass needs it). `None` when the activation is softmax, which
+    /// training, for its activation's backward pass, when the pooling has not taken that over. `None` when the activation is softmax, which
     /// cannot run before the pooling in one pass.
     pub(crate) fn forward_pooled(
         &mut self,
@@ -85,8 +85,11 @@ impl Conv2D {
             return None;
         }
         let s = self.conv(n);
-        let (p, y_pool, argmax) = pool.parts(n);
-        let y_conv = training.then(|| samples_mut(&mut self.out, n, s.out_pixels() * s.out_c));
+        let (p, y_pool, argmax) = pool.parts(n, training);
+        // Training keeps the convolution's output for its activation's backward pass, unless the
+        // pooling took that over (then nothing reads it).
+        let keep = training && !self.grad_is_preactivation;
+        let y_conv = keep.then(|| samples_mut(&mut self.out, n, s.out_pixels() * s.out_c));
         Some(
             kernels::conv::conv2d_maxpool_forward(
                 &GemmOptions::default(),

@@ -145,7 +145,8 @@ pub trait Layer: Send {
     /// The per-sample output shape (after `build`).
     fn output_shape(&self) -> &[usize];
 
-    /// Forward pass over `n` samples of `x`; `training` turns on dropout.
+    /// Forward pass over `n` samples of `x`; `training` turns on dropout and keeps what
+    /// `backward` needs (max pooling's argmax): `backward` follows a training pass.
     fn forward(&mut self, x: &[f32], n: usize, training: bool) -> Result<()>;
     /// The output buffer (its first `n` samples are the last forward pass's result).
     fn output(&self) -> &[f32];
@@ -174,6 +175,13 @@ pub trait Layer: Send {
     /// When set, `backward` receives dL/d(pre-activation) instead of dL/d(output): the loss
     /// differentiated through the final softmax or sigmoid itself (p − y).
     fn set_grad_is_preactivation(&mut self, _on: bool) {}
+    /// Offers this layer the backward pass of `act`, the activation the layer before it applies
+    /// last. A layer that takes it (returns `true`) passes back dL/d(that layer's pre-activation),
+    /// and the model sets the layer before to expect it ([`Layer::set_grad_is_preactivation`]).
+    /// Called at every compile; the default declines.
+    fn absorb_input_activation(&mut self, _act: Act) -> bool {
+        false
+    }
 }
 
 /// Keras's glorot_uniform: U(−l, l) with l = √(6 / (fan_in + fan_out)).

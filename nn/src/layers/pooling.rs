@@ -1,10 +1,13 @@
 //! MaxPooling2D through `kernels::pool` (the argmax kept for the backward pass).
 
-use kernels::pool::{max_pool2d_backward, max_pool2d_forward, Pool2d};
+use kernels::pool::{
+    max_pool2d_activation_backward, max_pool2d_backward, max_pool2d_forward, Pool2d,
+};
 use kernels::{GemmOptions, Padding};
 use rand::rngs::StdRng;
 
 use super::{samples_mut, Layer, LayerConfig, Param};
+use crate::activations::Act;
 use crate::error::{Error, Result};
 
 /// Keras's `MaxPooling2D(pool_size, strides=pool_size, padding="valid")`.
@@ -17,6 +20,8 @@ pub struct MaxPooling2D {
     out_shape: Vec<usize>,
     out: Vec<f32>,
     argmax: Vec<u32>,
+    /// The previous layer's activation, when this layer's backward pass takes it over.
+    input_act: Option<kernels::Activation>,
 }
 
 impl MaxPooling2D {
@@ -30,6 +35,7 @@ impl MaxPooling2D {
             out_shape: vec![],
             out: vec![],
             argmax: vec![],
+            input_act: None,
         }
     }
     /// `strides=(sh, sw)` (default: the pool size).
@@ -50,11 +56,20 @@ impl MaxPooling2D {
 }
 
 impl MaxPooling2D {
-    /// The pooling of `n` samples, its output and argmax buffers (for the fused forward pass).
-    pub(crate) fn parts(&mut self, n: usize) -> (Pool2d, &mut [f32], &mut [u32]) {
+    /// The pooling of `n` samples, its output buffer and (when training) its argmax buffer, for
+    /// the fused forward pass.
+    pub(crate) fn parts(
+        &mut self,
+        n: usize,
+        training: bool,
+    ) -> (Pool2d, &mut [f32], Option<&mut [u32]>) {
         let s = self.shape(n);
         let len = s.output_len();
-        (s, &mut self.out[..len], &mut self.argmax[..len])
+        (
+            s,
+            &mut self.out[..len],
+            training.then_some(&mut self.argmax[..len]),
+        )
     }
 }
 
@@ -108,7 +123,7 @@ impl Layer for MaxPooling2D {
         &self.out_shape
     }
 
-    fn forward(&mut self, x: &[f32], n: usize, _training: bool) -> Result<()> {
+    fn forward(&mut self, x: &[f32], n: usize, training: bool) -> Result<()> {
         let s = self.shape(n);
         let per = s.output_len() / n.max(1);
         max_pool2d_forward(
@@ -116,7 +131,7 @@ impl Layer for MaxPooling2D {
             &s,
             &x[..s.input_len()],
             samples_mut(&mut self.out, n, per),
-            &mut self.argmax[..s.output_len()],
+            training.then_some(&mut self.argmax[..s.output_len()]),
         )
         .map_err(Error::kernel(&self.name))
     }
@@ -133,17 +148,25 @@ impl Layer for MaxPooling2D {
         n: usize,
     ) -> Result<()> {
         let s = self.shape(n);
-        if let Some(dx) = dx {
-            max_pool2d_backward(
-                &GemmOptions::default(),
-                &s,
-                &grad[..s.output_len()],
-                &self.argmax[..s.output_len()],
-                &mut dx[..s.input_len()],
-            )
-            .map_err(Error::kernel(&self.name))?;
+        let Some(dx) = dx else {
+            return Ok(());
+        };
+        let (len, opts) = (s.output_len(), GemmOptions::default());
+        let (dy, argmax, dx) = (&grad[..len], &self.argmax[..len], &mut dx[..s.input_len()]);
+        match self.input_act {
+            Some(act) => {
+                max_pool2d_activation_backward(&opts, &s, act, &self.out[..len], dy, argmax, dx)
+            }
+            None => max_pool2d_backward(&opts, &s, dy, argmax, dx),
         }
-        Ok(())
+        .map_err(Error::kernel(&self.name))
+    }
+
+    /// Max pooling takes over an elementwise activation's backward pass: the activation's output
+    /// at each window's argmax is the pooled value, so its derivative there needs no other data.
+    fn absorb_input_activation(&mut self, act: Act) -> bool {
+        self.input_act = (act != Act::Softmax).then(|| act.elementwise());
+        self.input_act.is_some()
     }
 
     fn for_each_param(&mut self, _f: &mut dyn FnMut(Param<'_>)) {}
