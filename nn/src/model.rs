@@ -338,11 +338,17 @@ impl Sequential {
     /// MaxPooling2D runs as one fused pass (`layers::forward_conv_pool`).
     fn forward(&mut self, n: usize, training: bool) -> Result<()> {
         let Sequential { layers, x_buf, .. } = self;
+        // The layer whose output is the data so far (None: the input buffer).
+        let mut source: Option<usize> = None;
         let mut i = 0;
         while i < layers.len() {
+            if skipped(layers, i) {
+                i += 1;
+                continue;
+            }
             let (before, rest) = layers.split_at_mut(i);
-            let input: &[f32] = match before.last() {
-                Some(prev) => prev.output(),
+            let input: &[f32] = match source {
+                Some(j) => before[j].output(),
                 None => x_buf,
             };
             if let [first, second, ..] = rest {
@@ -354,11 +360,13 @@ impl Sequential {
                     training,
                 ) {
                     r?;
+                    source = Some(i + 1);
                     i += 2;
                     continue;
                 }
             }
             rest[0].forward(input, n, training)?;
+            source = Some(i);
             i += 1;
         }
         Ok(())
@@ -390,14 +398,19 @@ impl Sequential {
         }
         let (hits, of) = c.loss.correct(out, y_buf, n, k);
         for i in (0..layers.len()).rev() {
+            if skipped(layers, i) {
+                continue;
+            }
+            // The layer below whose output this one reads, and whose gradient it writes.
+            let source = (0..i).rev().find(|&j| !skipped(layers, j));
             let (below, here) = grads.split_at_mut(i);
             let (lower, upper) = layers.split_at_mut(i);
-            let input: &[f32] = match lower.last() {
-                Some(prev) => prev.output(),
+            let input: &[f32] = match source {
+                Some(j) => lower[j].output(),
                 None => x_buf,
             };
-            // The first layer's input gradient is never needed.
-            let dx = below.last_mut().map(|g| &mut g[..]);
+            // The model's input gradient is never needed.
+            let dx = source.map(|j| &mut below[j][..]);
             upper[0].backward(input, &mut here[0], dx, n)?;
         }
         c.optimizer.step(layers)?;
@@ -773,4 +786,11 @@ fn snake_case(class: &str) -> String {
         }
     }
     out
+}
+
+/// Whether the model skips layer `i`: a reshape (Flatten) whose output would be its input's data
+/// unchanged, so the layers around it share that buffer instead of copying it both ways. The last
+/// layer always runs (its output is the model's).
+fn skipped(layers: &[Box<dyn Layer>], i: usize) -> bool {
+    i + 1 < layers.len() && layers[i].passes_input_through()
 }

@@ -370,3 +370,17 @@ fn pooling_through_the_activation_matches_the_unfused_layers() {
         assert_eq!(fused, unfused, "{act:?}");
     }
 }
+
+/// Inside a model Flatten is skipped (its neighbours share the buffer); as the last layer it still
+/// produces the model's output.
+#[test]
+fn flatten_as_the_last_layer_still_writes_the_output() {
+    let mut m = Sequential::new()
+        .input_shape(&[4, 4, 1])
+        .add(MaxPooling2D::new((2, 2)))
+        .add(Flatten::new());
+    let x = Tensor::from_vec((0..32).map(|v| v as f32).collect(), &[2, 4, 4, 1]).unwrap();
+    let y = m.predict(&x, 2).unwrap();
+    assert_eq!(y.shape(), &[2, 4]);
+    assert_eq!(y.data(), &[5.0, 7.0, 13.0, 15.0, 21.0, 23.0, 29.0, 31.0]);
+}

@@ -1,4 +1,5 @@
-//! Flatten: each sample becomes one row (the data is already row-major: a copy, no reordering).
+//! Flatten: each sample becomes one row (the data is already row-major: no reordering). Inside a
+//! model it is skipped and the layers around it share the buffer; run alone, it copies.
 
 use rand::rngs::StdRng;
 
@@ -64,6 +65,9 @@ impl Layer for Flatten {
             dx[..len].copy_from_slice(&grad[..len]);
         }
         Ok(())
+    }
+    fn passes_input_through(&self) -> bool {
+        true
     }
     fn for_each_param(&mut self, _f: &mut dyn FnMut(Param<'_>)) {}
     fn param_count(&self) -> usize {

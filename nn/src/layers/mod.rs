@@ -175,6 +175,11 @@ pub trait Layer: Send {
     /// When set, `backward` receives dL/d(pre-activation) instead of dL/d(output): the loss
     /// differentiated through the final softmax or sigmoid itself (p − y).
     fn set_grad_is_preactivation(&mut self, _on: bool) {}
+    /// Whether the output is the input's data unchanged (a reshape, like Flatten): inside a
+    /// model the layer is then skipped, and the layers around it share the buffer. Default: no.
+    fn passes_input_through(&self) -> bool {
+        false
+    }
     /// Offers this layer the backward pass of `act`, the activation the layer before it applies
     /// last. A layer that takes it (returns `true`) passes back dL/d(that layer's pre-activation),
     /// and the model sets the layer before to expect it ([`Layer::set_grad_is_preactivation`]).
