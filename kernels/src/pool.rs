@@ -13,6 +13,9 @@
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+mod max_x86;
+
 use crate::activation::Activation;
 use crate::conv::{output_len, padding_before, Padding};
 use crate::error::{check_len, Error, Result};
@@ -313,8 +316,28 @@ pub(crate) unsafe fn max_image(
     yi: &mut [f32],
     ai: Option<&mut [u32]>,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let c = s.channels;
+        let wide = isa == Isa::Avx512 && c.is_multiple_of(16);
+        // AVX-512 CPUs have AVX2, for channel counts that are whole 8-lane vectors only.
+        let narrow = matches!(isa, Isa::Avx512 | Isa::Avx2) && c.is_multiple_of(8);
+        // SAFETY (all five calls): the caller's contract; the chosen set is `isa`'s or part of it.
+        unsafe {
+            match ai {
+                Some(ai) if wide => max_x86::image_avx512::<true>(s, img, yi, ai),
+                None if wide => max_x86::image_avx512::<false>(s, img, yi, &mut []),
+                Some(ai) if narrow => max_x86::image_avx2::<true>(s, img, yi, ai),
+                None if narrow => max_x86::image_avx2::<false>(s, img, yi, &mut []),
+                ai => max_image_loops::run(isa, s, img, yi, ai),
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
     // SAFETY: the caller's contract.
-    unsafe { max_image_loops::run(isa, s, img, yi, ai) }
+    unsafe {
+        max_image_loops::run(isa, s, img, yi, ai)
+    }
 }
 
 /// Max pooling backward: `dx` (written over) gets each output gradient at its window's argmax;

@@ -337,7 +337,14 @@ fn pool_shape() -> impl Strategy<Value = Pool2d> {
         0usize..4,
         1usize..9,
         1usize..9,
-        1usize..6,
+        // Whole 8- and 16-lane vectors take the explicit SIMD paths.
+        prop_oneof![
+            1usize..6,
+            Just(8usize),
+            Just(16usize),
+            Just(24usize),
+            Just(32usize)
+        ],
         1usize..4,
         1usize..4,
         1usize..4,
