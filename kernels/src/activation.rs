@@ -71,6 +71,7 @@ impl Activation {
     }
 
     /// The activation of one value, with the same arithmetic as the vectorised loops.
+    #[inline(always)]
     pub fn apply(self, x: f32) -> f32 {
         match self {
             Activation::Identity => x,

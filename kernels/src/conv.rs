@@ -33,6 +33,8 @@ use crate::gemm::{gemm_fused, Bias, GemmOptions, Threading};
 use crate::mat::{MatMut, MatRef};
 use crate::scratch::{COL, GROUP_OUT, PACKED_W, PARTIALS};
 
+#[cfg(target_arch = "x86_64")]
+mod direct3x3;
 mod shifted;
 
 /// How the input is padded, as Keras's `padding` argument.
@@ -1126,8 +1128,24 @@ mod direct {
         for p0 in pixels.clone().step_by(slab) {
             let p1 = (p0 + slab).min(pixels.end);
             let ys = &mut y[(p0 - pixels.start) * oc..(p1 - pixels.start) * oc];
+            #[cfg(target_arch = "x86_64")]
+            if isa == Isa::Avx512 && super::direct3x3::applies(s) {
+                let relu = act == Activation::Relu;
+                let ocp = padded_channels(s);
+                // SAFETY: the caller checked that this CPU has AVX-512.
+                unsafe { super::direct3x3::forward(s, x, packed, ocp, p0..p1, ys, relu) };
+                if relu {
+                    continue;
+                }
+            } else {
+                // SAFETY: the caller checked that this CPU has `isa`'s features.
+                unsafe { forward_loops::run(isa, s, x, packed, p0..p1, ys) };
+            }
+            #[cfg(not(target_arch = "x86_64"))]
             // SAFETY: the caller checked that this CPU has `isa`'s features.
-            unsafe { forward_loops::run(isa, s, x, packed, p0..p1, ys) };
+            unsafe {
+                forward_loops::run(isa, s, x, packed, p0..p1, ys)
+            };
             if act != Activation::Identity {
                 // SAFETY: as above.
                 unsafe { bias_act_row(isa, act, ys, RowBias::None) };
