@@ -314,6 +314,18 @@ fn check_max_pool(s: Pool2d, seed: u64, nan: bool, isa: Isa) -> Result<(), Strin
             y_only[i], want[i]
         ));
     }
+    // Ties go to the window's first position on every path: the same argmax as the portable
+    // sequential scan.
+    let mut scalar_arg = vec![0u32; s.output_len()];
+    let scalar = GemmOptions::with_isa(Isa::Scalar);
+    max_pool2d_forward(&scalar, &s, &x, &mut y_only, Some(&mut scalar_arg))
+        .map_err(|e| e.to_string())?;
+    if let Some(i) = (0..arg.len()).find(|&i| arg[i] != scalar_arg[i]) {
+        return Err(format!(
+            "{isa} {s:?}: argmax[{i}] = {}, the sequential scan's {}",
+            arg[i], scalar_arg[i]
+        ));
+    }
     for i in 0..want.len() {
         if !same(y[i], want[i]) {
             return Err(format!("{isa} {s:?}: y[{i}] = {}, want {}", y[i], want[i]));
@@ -379,6 +391,22 @@ fn pool_shape() -> impl Strategy<Value = Pool2d> {
                 padding,
             }
         })
+}
+
+/// Keras's default 2×2 pooling over whole vectors of channels (the explicit SIMD kernels' tree
+/// path), with and without a NaN, odd sizes included.
+#[test]
+fn default_max_pooling_matches_the_definition() {
+    for (seed, channels) in [8, 16, 24, 32, 48].into_iter().enumerate() {
+        for (h, w) in [(2, 2), (7, 6), (26, 26)] {
+            let s = Pool2d::new(2, (h, w, channels), 2);
+            for isa in Isa::available() {
+                for nan in [false, true] {
+                    check_max_pool(s, seed as u64, nan, isa).unwrap();
+                }
+            }
+        }
+    }
 }
 
 proptest! {
