@@ -643,14 +643,15 @@ impl Sequential {
         })
     }
 
-    /// Keras's `predict`: the model's outputs for every sample of `x`.
+    /// Keras's `predict`: the model's outputs for every sample of `x`, `batch_size` samples at a
+    /// time — in forward passes of at most [`PREDICT_PASS`] samples, which give the same bits.
     pub fn predict(&mut self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
         if !self.built {
             self.build()?;
         }
         self.check_input(x, "the input")?;
         let total = x.samples();
-        let batch = batch_size.clamp(1, total.max(1));
+        let batch = batch_size.clamp(1, total.max(1)).min(PREDICT_PASS);
         self.ensure_capacity(batch);
         let k = self.output_len();
         let mut out = Vec::with_capacity(total * k);
@@ -787,6 +788,14 @@ fn snake_case(class: &str) -> String {
     }
     out
 }
+
+/// Samples per forward pass of [`Sequential::predict`], at most. No sample's arithmetic depends on
+/// which others share its pass (every kernel works per sample or per row, and the GEMM's sums run
+/// in an order fixed by the shape of K alone), so a larger batch split into passes of this size
+/// gives the same predictions; the passes' activations stay in cache between layers. Measured on
+/// the reference CNN at batch 1000: 157 k images/s in passes of 256 against 145 k in one pass
+/// (250–400 were alike; 125 and less were slower again).
+pub const PREDICT_PASS: usize = 256;
 
 /// Whether the model skips layer `i`: a reshape (Flatten) whose output would be its input's data
 /// unchanged, so the layers around it share that buffer instead of copying it both ways. The last

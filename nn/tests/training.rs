@@ -384,3 +384,26 @@ fn flatten_as_the_last_layer_still_writes_the_output() {
     assert_eq!(y.shape(), &[2, 4]);
     assert_eq!(y.data(), &[5.0, 7.0, 13.0, 15.0, 21.0, 23.0, 29.0, 31.0]);
 }
+
+/// `predict` splits a large batch into passes of `PREDICT_PASS` samples; the outputs are the same
+/// bits whatever the batch size.
+#[test]
+fn predictions_do_not_depend_on_the_batch_size() {
+    let mut model = cnn(4);
+    let n = nn::model::PREDICT_PASS + 133;
+    let x = Tensor::from_vec(
+        (0..n * 784)
+            .map(|i| ((i * 7919) % 256) as f32 / 255.0)
+            .collect(),
+        &[n, 28, 28, 1],
+    )
+    .unwrap();
+    let whole = model.predict(&x, n).unwrap();
+    for batch in [1, 7, 100, nn::model::PREDICT_PASS] {
+        assert_eq!(
+            whole.data(),
+            model.predict(&x, batch).unwrap().data(),
+            "batch {batch}"
+        );
+    }
+}
