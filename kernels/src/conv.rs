@@ -10,7 +10,9 @@
 //! # How
 //! Output pixels are numbered across the batch (`(n·out_h + oy)·out_w + ox`); seen so, `y` is a
 //! `pixels × out_c` matrix, `y = col·w` where row p of `col` is the patch of input under output
-//! pixel p (im2col). `col` is never built whole: the work is cut into tasks of whole images (the
+//! pixel p (im2col). With 8 or more input channels the forward pass never stores `col` at all:
+//! the GEMM packs its blocks straight from the input ([`Im2colPacker`]). Otherwise `col` is
+//! never built whole: the work is cut into tasks of whole images (the
 //! cut depends on the batch only, never on the thread count) and each task walks its pixels in
 //! chunks whose `col` block fits in L2, right before the GEMM consumes it.
 //! * forward: `y_chunk = act(col_chunk·w + bias)`, one fused GEMM per chunk; tasks in parallel.
@@ -29,7 +31,9 @@ use rayon::prelude::*;
 
 use crate::activation::Activation;
 use crate::error::{check_len, Error, Result};
-use crate::gemm::{gemm_fused, Bias, GemmOptions, Threading};
+use crate::gemm::driver::PackA;
+use crate::gemm::pack::pack_lines;
+use crate::gemm::{gemm_fused, gemm_fused_packed_a, Bias, GemmOptions, Threading};
 use crate::mat::{MatMut, MatRef};
 use crate::scratch::{COL, GROUP_OUT, PACKED_W, PARTIALS};
 
@@ -364,6 +368,76 @@ fn im2col(s: &Conv2d, x: &[f32], pixels: std::ops::Range<usize>, col: &mut [f32]
     }
 }
 
+/// The im2col matrix of the output pixels from `first` on (global indices), never stored: the
+/// GEMM's A blocks are packed straight from the input. Row r is the patch under pixel
+/// `first + r`; column p is (ky, kx, c), c fastest, so one kernel position's `in_c` columns are
+/// one run of the input, a line [`pack_lines`] lays across a micro-panel. This saves im2col's
+/// copy of every patch (a tenth of a 3×3, 64-channel layer's forward pass); explicit im2col
+/// remains for few input channels, whose runs are too short to transpose well.
+struct Im2colPacker<'a> {
+    s: &'a Conv2d,
+    x: &'a [f32],
+    first: usize,
+}
+
+/// The tallest micro-panel any registered tile has, with room to spare.
+const MAX_MR: usize = 32;
+
+impl Im2colPacker<'_> {
+    /// Whether the forward pass of `s` packs its A this way.
+    fn applies(s: &Conv2d, isa: crate::Isa) -> bool {
+        s.in_c >= 8 && isa != crate::Isa::OpenBlas
+    }
+}
+
+impl PackA for Im2colPacker<'_> {
+    fn pack(&self, dst: &mut [f32], i0: usize, p0: usize, mb: usize, kb: usize, mr: usize) {
+        let s = self.s;
+        assert!(mr <= MAX_MR, "micro-panels of {mr} rows");
+        let c = s.in_c;
+        let (pt, pl) = (s.pad_top() as isize, s.pad_left() as isize);
+        let (in_h, in_w) = (s.in_h as isize, s.in_w as isize);
+        let image_len = s.in_h * s.in_w * c;
+        let mut walk = PixelWalk::new(s, self.first + i0);
+        let mut corner = [(0usize, 0isize, 0isize); MAX_MR];
+        let mut lines: [Option<&[f32]>; MAX_MR] = [None; MAX_MR];
+        for (panel, out) in dst
+            .chunks_exact_mut(mr * kb)
+            .take(mb.div_ceil(mr))
+            .enumerate()
+        {
+            let rows = mr.min(mb - panel * mr);
+            // Each pixel's image and the input position of its window's top-left tap.
+            for cr in corner.iter_mut().take(rows) {
+                let (y0, x0) = (walk.oy * s.stride_h, walk.ox * s.stride_w);
+                *cr = (walk.n, y0 as isize - pt, x0 as isize - pl);
+                walk.advance();
+            }
+            // Columns p0..p0 + kb, one kernel position (a run of channels) at a time.
+            let mut p = p0;
+            while p < p0 + kb {
+                let (tap, ci) = (p / c, p % c);
+                let end = ((tap + 1) * c).min(p0 + kb);
+                let (ky, kx) = ((tap / s.kernel_w) as isize, (tap % s.kernel_w) as isize);
+                for (line, &(n, y0, x0)) in lines.iter_mut().zip(&corner[..rows]) {
+                    let (iy, ix) = (y0 + ky, x0 + kx);
+                    *line = (iy >= 0 && ix >= 0 && iy < in_h && ix < in_w).then(|| {
+                        let at = n * image_len + (iy * in_w + ix) as usize * c + ci;
+                        &self.x[at..at + (end - p)]
+                    });
+                }
+                pack_lines(&mut out[(p - p0) * mr..], &lines[..rows], mr, end - p);
+                p = end;
+            }
+            if rows < mr {
+                for q in 0..kb {
+                    out[q * mr + rows..(q + 1) * mr].fill(0.0);
+                }
+            }
+        }
+    }
+}
+
 /// Adds each im2col row of `col` (output pixels `pixels`) back into the input-shaped `dx`, whose
 /// first element is that of image `first_image`.
 fn col2im_add(
@@ -440,8 +514,8 @@ pub fn conv2d_forward(
     forward(opts, s, x, w, bias, act, y, true)
 }
 
-/// [`conv2d_forward`] always through im2col + GEMM, never the direct path: for the benchmarks
-/// that measure what the direct path gains.
+/// [`conv2d_forward`] always through an explicit im2col buffer + GEMM, never the direct kernel or
+/// the implicit im2col packing: for the benchmarks and profiles that measure what those gain.
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward_im2col(
@@ -473,10 +547,10 @@ fn forward(
     bias: Option<&[f32]>,
     act: Activation,
     y: &mut [f32],
-    allow_direct: bool,
+    beyond_im2col: bool,
 ) -> Result<()> {
     check_forward_args(s, x, w, bias, Some(y.len()))?;
-    forward_groups(opts, s, x, w, bias, act, Some(y), allow_direct, None)
+    forward_groups(opts, s, x, w, bias, act, Some(y), beyond_im2col, None)
 }
 
 /// Checks the forward arguments (the output's length when there is one).
@@ -513,7 +587,7 @@ fn check_forward_args(
 
 /// The forward pass over tasks of whole images, each task walking its images in groups: a
 /// group is convolved into `y` (or, without `y`, into per-thread scratch) and then handed to
-/// `then` while it is still in cache.
+/// `then` while it is still in cache. Without `beyond_im2col`, only explicit im2col + GEMM.
 #[allow(clippy::too_many_arguments)]
 fn forward_groups(
     opts: &GemmOptions,
@@ -523,7 +597,7 @@ fn forward_groups(
     bias: Option<&[f32]>,
     act: Activation,
     y: Option<&mut [f32]>,
-    allow_direct: bool,
+    beyond_im2col: bool,
     then: Option<Then<'_>>,
 ) -> Result<()> {
     if s.batch == 0 {
@@ -542,12 +616,35 @@ fn forward_groups(
     let image_out = s.out_pixels() * oc;
     let group = (GROUP_FLOATS / image_out.max(1)).max(1);
     let out = y.map(SharedOut::new);
-    let direct = allow_direct && direct::applies(s, isa);
+    let direct = beyond_im2col && direct::applies(s, isa);
+    let implicit = beyond_im2col && !direct && Im2colPacker::applies(s, isa);
     let failed = std::sync::Mutex::new(None);
     // Convolves output pixels `pixels` into `y_part`.
     let conv = |packed: &[f32], pixels: std::ops::Range<usize>, y_part: &mut [f32]| {
         if direct {
             direct::forward(isa, s, x, packed, act, pixels, y_part);
+            return;
+        }
+        if implicit {
+            let rows = pixels.len();
+            let packer = Im2colPacker {
+                s,
+                x,
+                first: pixels.start,
+            };
+            let r = gemm_fused_packed_a(
+                &inner,
+                &packer,
+                rows,
+                patch,
+                MatRef::row_major(w, patch, oc, oc),
+                bias.map_or(Bias::None, Bias::PerColumn),
+                act,
+                MatMut::row_major(y_part, rows, oc, oc),
+            );
+            if let Err(e) = r {
+                *failed.lock().unwrap() = Some(e);
+            }
             return;
         }
         let rows_max = plan.chunk_rows.min(pixels.len());

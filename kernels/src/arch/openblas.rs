@@ -68,11 +68,14 @@ pub(crate) fn gemm(prob: &Problem<'_>, threads: usize) -> Result<()> {
         k,
         alpha,
         a,
+        a_packer,
         b,
         beta,
         c,
         epilogue: _, // applied by the caller
     } = *prob;
+    // A packed on the fly exists only for our own paths (`gemm_fused_packed_a` refuses OpenBLAS).
+    assert!(a_packer.is_none(), "OpenBLAS needs A stored");
     let (ta, lda, a_data) = as_cblas(a, m, k);
     let (tb, ldb, b_data) = as_cblas(b, k, n);
     let (mi, ni, ki) = (to_int("m", m)?, to_int("n", n)?, to_int("k", k)?);

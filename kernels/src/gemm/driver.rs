@@ -26,6 +26,13 @@ const FORK_JOIN_COST: f64 = (1 << 19) as f64;
 /// element of B then serves so few rows that copying it first costs more than it saves.
 const DIRECT_B_MAX_ROWS: usize = 32;
 
+/// Packs blocks of an A that is never stored whole (an implicit im2col matrix): what
+/// [`pack_a`] does for a stored A, for `dst`, rows `i0..i0 + mb`, columns `p0..p0 + kb` and
+/// micro-panels of `mr` rows (the rows past `mb` zero).
+pub(crate) trait PackA: Sync {
+    fn pack(&self, dst: &mut [f32], i0: usize, p0: usize, mb: usize, kb: usize, mr: usize);
+}
+
 /// An input matrix: its buffer and element strides (checked against the buffer by the caller).
 #[derive(Clone, Copy)]
 pub(crate) struct Operand<'a> {
@@ -57,6 +64,8 @@ pub(crate) struct Problem<'a> {
     pub k: usize,
     pub alpha: f32,
     pub a: Operand<'a>,
+    /// When set, A's blocks come from here and `a` is not read.
+    pub a_packer: Option<&'a dyn PackA>,
     pub b: Operand<'a>,
     pub beta: f32,
     pub c: Output,
@@ -322,7 +331,10 @@ fn macro_kernel(
         for ic in (0..rect.mb).step_by(cfg.mc) {
             let mb = cfg.mc.min(rect.mb - ic);
             let apack = &mut abuf[..mb.div_ceil(mr) * mr * kb];
-            pack_a(apack, prob.a, rect.i0 + ic, pc, mb, kb, mr);
+            match prob.a_packer {
+                Some(packer) => packer.pack(apack, rect.i0 + ic, pc, mb, kb, mr),
+                None => pack_a(apack, prob.a, rect.i0 + ic, pc, mb, kb, mr),
+            }
             // Loop 2 over B's micro-panels: sequential (this B̃ panel stays in L1 for loop 1).
             for jr in (0..rect.nb).step_by(nr) {
                 let b_panel = panels.panel(jr / nr);
@@ -515,6 +527,7 @@ mod tests {
                             rs: k,
                             cs: 1,
                         },
+                        a_packer: None,
                         b: Operand {
                             data: &b,
                             rs: n,

@@ -162,6 +162,7 @@ pub fn gemm_fused(
             k,
             alpha,
             a: operand(b.t()),
+            a_packer: None,
             b: operand(a.t()),
             beta,
             c: Output {
@@ -178,6 +179,7 @@ pub fn gemm_fused(
             k,
             alpha,
             a: operand(a),
+            a_packer: None,
             b: operand(b),
             beta,
             c,
@@ -223,6 +225,94 @@ fn operand<'a>(x: MatRef<'a>) -> Operand<'a> {
         rs: x.row_stride(),
         cs: x.col_stride(),
     }
+}
+
+/// `C ← act(A·B + bias)` (C written over, never read) where the `m × k` matrix A is never stored:
+/// `packer` packs the blocks the driver asks for (an implicit im2col matrix, say). C must be
+/// row-major. Our own instruction-set paths only: OpenBLAS needs A stored.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_fused_packed_a(
+    opts: &GemmOptions,
+    packer: &dyn driver::PackA,
+    m: usize,
+    k: usize,
+    b: MatRef<'_>,
+    bias: Bias<'_>,
+    activation: Activation,
+    c: MatMut<'_>,
+) -> Result<()> {
+    b.validate("B")?;
+    c.validate("C")?;
+    let n = b.cols();
+    if b.rows() != k || (c.rows(), c.cols()) != (m, n) || (c.col_stride() != 1 && n > 1) {
+        return Err(Error::ShapeMismatch {
+            what: "gemm with a packed A",
+            detail: format!(
+                "A is {m}×{k}, B is {}×{n} and C is {}×{} (row-major needed)",
+                b.rows(),
+                c.rows(),
+                c.cols()
+            ),
+        });
+    }
+    check_bias(bias, m, n)?;
+    let isa = match opts.isa {
+        Some(isa) => {
+            isa.check_available()?;
+            isa
+        }
+        None => Isa::active()?,
+    };
+    let cfg = config::kernel_config(isa, m, n).ok_or(Error::InvalidArgument {
+        name: "isa",
+        value: isa.name().into(),
+        reason: "a packed A needs one of our own paths".into(),
+    })?;
+    let epilogue = Epilogue {
+        isa,
+        activation,
+        bias,
+    };
+    let epilogue = (!epilogue.is_noop()).then_some(epilogue);
+    let (c_data, _, _, c_rs, _) = c.into_raw_parts();
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        scale(c_data, m, n, c_rs, 1, 0.0);
+        if let Some(e) = epilogue {
+            // SAFETY: the m×n view was checked against `c_data`, which we hold exclusively; the
+            // bias lengths were checked above and the epilogue's ISA is available.
+            unsafe { e.apply(c_data.as_mut_ptr(), c_rs, 1, (0, 0), (m, n)) };
+        }
+        return Ok(());
+    }
+    let prob = Problem {
+        m,
+        n,
+        k,
+        alpha: 1.0,
+        a: Operand {
+            data: &[],
+            rs: 0,
+            cs: 0,
+        },
+        a_packer: Some(packer),
+        b: operand(b),
+        beta: 0.0,
+        c: Output {
+            ptr: c_data.as_mut_ptr(),
+            rs: if m == 1 { 1 } else { c_rs },
+            cs: 1,
+        },
+        epilogue,
+    };
+    let threads = match opts.threading {
+        Threading::Single => 1,
+        Threading::Rayon => rayon::current_num_threads(),
+    };
+    driver::gemm_blocked(cfg, &prob, threads);
+    Ok(())
 }
 
 #[cfg(feature = "openblas")]
