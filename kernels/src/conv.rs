@@ -11,7 +11,7 @@
 //! Output pixels are numbered across the batch (`(n·out_h + oy)·out_w + ox`); seen so, `y` is a
 //! `pixels × out_c` matrix, `y = col·w` where row p of `col` is the patch of input under output
 //! pixel p (im2col). With 8 or more input channels the forward pass never stores `col` at all:
-//! the GEMM packs its blocks straight from the input ([`Im2colPacker`]). Otherwise `col` is
+//! the GEMM packs its blocks straight from the input (`Im2colPacker`). Otherwise `col` is
 //! never built whole: the work is cut into tasks of whole images (the
 //! cut depends on the batch only, never on the thread count) and each task walks its pixels in
 //! chunks whose `col` block fits in L2, right before the GEMM consumes it.
@@ -19,7 +19,7 @@
 //! * weights: `dw = Σ colᵀ·dy` — each task sums its chunks into its own partial, and the partials
 //!   are added in task order, so the result is bit-identical for every thread count. With stride
 //!   1 and 8 or more input channels, a task skips im2col: `kernel_h` GEMMs per band of rows over
-//!   shifted views of a padded copy of its input (see [`shifted`]).
+//!   shifted views of a padded copy of its input (module `shifted`).
 //! * input: `dcol = dy·wᵀ` per chunk, then col2im adds each patch row back into `dx`; a task owns
 //!   its images' `dx`, so tasks run in parallel without sharing.
 //!
