@@ -25,7 +25,7 @@
 //!
 //! For a single input channel (the first layer of an MNIST CNN, patch = 9), im2col writes 9 floats
 //! per pixel for a GEMM with K = 9, whose tiles are mostly loads and stores of C; the forward pass
-//! there computes the convolution directly instead (see [`direct`]).
+//! there computes the convolution directly instead (module `direct`).
 
 use rayon::prelude::*;
 
