@@ -86,7 +86,11 @@ fn committed_machine_and_training_results_are_complete() {
                 .iter()
                 .find(|r| r.program == p.id && r.dataset == *ds)
                 .unwrap();
-            assert_eq!(run.epoch_s.len(), run.epochs, "one time per epoch");
+            assert_eq!(
+                run.epoch_s.len(),
+                run.epochs * bench_suite::training::RUNS_OF_OURS,
+                "one time per epoch of each run"
+            );
         }
     }
     let l = r
@@ -101,6 +105,12 @@ fn committed_machine_and_training_results_are_complete() {
         );
     }
     assert!(l.ours_gemm_1024_gflops > 0.0);
+    for m in l.measurements.iter().filter(|m| m.layer.starts_with("56")) {
+        assert!(
+            m.gemm_1024_gflops.is_some_and(|g| g > 0.0),
+            "the VGG-style passes carry their same-round GEMM yardstick: {m:?}"
+        );
+    }
     let md = results_markdown(&r, &name);
     let committed_md = std::fs::read_to_string(results_dir().join("README.md")).unwrap();
     assert_eq!(
