@@ -1388,6 +1388,11 @@ mod direct {
         dw: &mut [f32],
         db: &mut [f32],
     ) {
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512 && super::direct3x3::applies(s) {
+            // SAFETY: the caller checked that this CPU has AVX-512.
+            return unsafe { super::direct3x3::backward_weights(s, x, dy, pixels, dw, db) };
+        }
         // SAFETY: the caller checked that this CPU has `isa`'s features.
         unsafe { weights_loops::run(isa, s, x, dy, pixels, dw, db) }
     }

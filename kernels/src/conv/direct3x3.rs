@@ -1,5 +1,6 @@
-//! The one-input-channel direct forward convolution for 3×3 kernels whose windows all lie inside
-//! the input (no padding), in explicit AVX-512: the first layer of an MNIST-style CNN.
+//! The one-input-channel direct convolution (forward and weight gradient) for 3×3 kernels whose
+//! windows all lie inside the input (no padding), in explicit AVX-512: the first layer of an
+//! MNIST-style CNN.
 //!
 //! The portable direct kernel reloads each tap's weights per block of pixels and walks its taps
 //! with run-time bounds; here a pass over the pixels holds two lane groups' weights for all nine
@@ -149,6 +150,121 @@ fn pass<const TWO: bool, const RELU: bool>(
             block(p, row, ix, 1);
             p += 1;
             ix += sw;
+        }
+    }
+}
+
+/// The weight and bias gradients of the same layers: `dw` (9 × out_c) ← Σ over `pixels` of
+/// patchᵀ·dy and `db` ← Σ dy, written over. A pass holds two lane groups' eighteen tap
+/// accumulators and two bias accumulators in registers; per pixel, nine broadcasts of the input
+/// and the pixel's dy vectors. Same operations in the same order as the portable kernel (from
+/// zero, pixel by pixel: one FMA per tap, one add for the bias): the same bits.
+#[target_feature(enable = "avx512f")]
+pub(super) fn backward_weights(
+    s: &Conv2d,
+    x: &[f32],
+    dy: &[f32],
+    pixels: std::ops::Range<usize>,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    let oc = s.out_c;
+    assert!(applies(s) && x.len() >= s.input_len());
+    assert!(pixels.end <= s.batch * s.out_pixels() && dy.len() >= pixels.end * oc);
+    assert!(dw.len() == TAPS * oc && db.len() == oc);
+    let groups = oc.div_ceil(LANES);
+    for g0 in (0..groups).step_by(2) {
+        if g0 + 1 < groups {
+            weights_pass::<true>(s, x, dy, pixels.clone(), g0, dw, db);
+        } else {
+            weights_pass::<false>(s, x, dy, pixels.clone(), g0, dw, db);
+        }
+    }
+}
+
+/// One pass of [`backward_weights`] for lane group `g0` and, with `TWO`, `g0 + 1`.
+#[target_feature(enable = "avx512f")]
+fn weights_pass<const TWO: bool>(
+    s: &Conv2d,
+    x: &[f32],
+    dy: &[f32],
+    pixels: std::ops::Range<usize>,
+    g0: usize,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    let (oh, ow, oc) = (s.out_h(), s.out_w(), s.out_c);
+    let (sh, sw, in_w) = (s.stride_h, s.stride_w, s.in_w);
+    let image_len = s.in_h * in_w;
+    let lanes = |g: usize| {
+        let n = oc.saturating_sub((g0 + g) * LANES).min(LANES);
+        ((1u32 << n) - 1) as u16
+    };
+    let (m0, m1) = (lanes(0), if TWO { lanes(1) } else { 0 });
+    let off: [usize; TAPS] = [
+        0,
+        1,
+        2,
+        in_w,
+        in_w + 1,
+        in_w + 2,
+        2 * in_w,
+        2 * in_w + 1,
+        2 * in_w + 2,
+    ];
+    let zero = _mm512_setzero_ps();
+    let (mut a, mut b) = ([zero; TAPS], [zero; TAPS]);
+    let (mut bias0, mut bias1) = (zero, zero);
+    let (xp, dyp) = (x.as_ptr(), dy.as_ptr());
+    let mut p = pixels.start;
+    while p < pixels.end {
+        let (n, rest) = (p / (oh * ow), p % (oh * ow));
+        let (oy, ox0) = (rest / ow, rest % ow);
+        let row_end = (p - ox0 + ow).min(pixels.end);
+        let mut base = n * image_len + oy * sh * in_w + ox0 * sw;
+        while p < row_end {
+            // SAFETY: pixel p < pixels.end has `oc` floats of dy (asserted length); the masks
+            // keep the loads to lanes below out_c.
+            let (g0v, g1v) = unsafe {
+                let at = dyp.add(p * oc + g0 * LANES);
+                let g1v = if TWO {
+                    _mm512_maskz_loadu_ps(m1, at.add(LANES))
+                } else {
+                    zero
+                };
+                (_mm512_maskz_loadu_ps(m0, at), g1v)
+            };
+            bias0 = _mm512_add_ps(bias0, g0v);
+            if TWO {
+                bias1 = _mm512_add_ps(bias1, g1v);
+            }
+            for t in 0..TAPS {
+                // SAFETY: the window of pixel p lies inside its image (`applies`), and x holds
+                // every image (asserted).
+                let v = unsafe { _mm512_set1_ps(*xp.add(base + off[t])) };
+                a[t] = _mm512_fmadd_ps(v, g0v, a[t]);
+                if TWO {
+                    b[t] = _mm512_fmadd_ps(v, g1v, b[t]);
+                }
+            }
+            p += 1;
+            base += sw;
+        }
+    }
+    let c0 = g0 * LANES;
+    // SAFETY: dw holds 9 rows of `oc` floats and db `oc` (asserted); the masks keep the stores
+    // to lanes below out_c.
+    unsafe {
+        let (dwp, dbp) = (dw.as_mut_ptr(), db.as_mut_ptr());
+        _mm512_mask_storeu_ps(dbp.add(c0), m0, bias0);
+        if TWO {
+            _mm512_mask_storeu_ps(dbp.add(c0 + LANES), m1, bias1);
+        }
+        for t in 0..TAPS {
+            _mm512_mask_storeu_ps(dwp.add(t * oc + c0), m0, a[t]);
+            if TWO {
+                _mm512_mask_storeu_ps(dwp.add(t * oc + c0 + LANES), m1, b[t]);
+            }
         }
     }
 }
