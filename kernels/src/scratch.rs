@@ -83,6 +83,7 @@ thread_local! {
     static PARTIALS_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
     static PACKED_W_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
     static GROUP_OUT_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
+    static STAGE_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
 }
 
 /// Packed micro-panels of A (GEMM driver).
@@ -97,8 +98,13 @@ pub(crate) static PARTIALS: Scratch = Scratch::new(&PARTIALS_TLS);
 pub(crate) static PACKED_W: Scratch = Scratch::new(&PACKED_W_TLS);
 /// A group's convolution output when the caller does not keep it (fused inference).
 pub(crate) static GROUP_OUT: Scratch = Scratch::new(&GROUP_OUT_TLS);
+/// Dense copies of the operands the OpenBLAS path cannot hand to CBLAS in place.
+#[cfg_attr(not(feature = "openblas"), allow(dead_code))]
+pub(crate) static STAGE: Scratch = Scratch::new(&STAGE_TLS);
 
-static ALL: [&Scratch; 6] = [&PACK_A, &PACK_B, &COL, &PARTIALS, &PACKED_W, &GROUP_OUT];
+static ALL: [&Scratch; 7] = [
+    &PACK_A, &PACK_B, &COL, &PARTIALS, &PACKED_W, &GROUP_OUT, &STAGE,
+];
 
 /// A counter that changes whenever some thread's scratch buffer grew past every earlier size:
 /// when it differs from the value at the last [`prepare_threads`], calling it again is useful.

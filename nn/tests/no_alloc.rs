@@ -1,12 +1,18 @@
 //! A training step in steady state allocates nothing: a counting global allocator around twenty
-//! `train_on_batch` steps after warm-up, for the reference MLP and CNN, on 1 and 2 threads.
+//! `train_on_batch` steps after warm-up, for the reference MLP and CNN, on 1 and 2 threads, on
+//! every instruction-set path (each path in a child process, since `KERNELS_ISA` is read once).
 //!
 //! Warm-up lasts until ten steps in a row have allocated nothing (the first steps size every
 //! buffer and the optimizer state, and `kernels::prepare_threads` grows every worker's scratch
 //! buffers to the largest size any worker needed, so it no longer matters which worker rayon
 //! hands a task to). A step that allocates every time never gets through warm-up and fails.
+//!
+//! Only the threads that run the step are counted — the workers of the pool it runs in — so a
+//! thread of some other library starting up at that moment cannot fail the test. The first
+//! allocations counted are recorded (size and alignment) for the failure message.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use nn::prelude::*;
@@ -15,13 +21,30 @@ struct Counting;
 
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+/// Size and alignment of the first few allocations counted since the last reset.
+static SEEN: [(AtomicUsize, AtomicUsize); 8] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; 8];
+
+thread_local! {
+    /// Set on the workers of the pool under test (a const initialiser: reading it never
+    /// allocates, so the allocator may).
+    static STEP_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count(layout: Layout) {
+    if COUNTING.load(Ordering::Relaxed) && STEP_THREAD.with(|t| t.get()) {
+        let i = ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        if let Some((size, align)) = SEEN.get(i) {
+            size.store(layout.size(), Ordering::Relaxed);
+            align.store(layout.align(), Ordering::Relaxed);
+        }
+    }
+}
 
 // SAFETY: defers to the system allocator; only counts calls while `COUNTING` is set.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        count(layout);
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
@@ -30,9 +53,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        count(layout);
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -41,7 +62,15 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn steps_allocate(mut model: Sequential, input: usize, threads: usize) -> usize {
+/// The allocations counted in the measured steps: their number, each step's count, and the
+/// (size, align) of the first ones.
+struct Counted {
+    total: usize,
+    per_step: Vec<usize>,
+    first: Vec<(usize, usize)>,
+}
+
+fn steps_allocate(mut model: Sequential, input: usize, threads: usize) -> Counted {
     let n = 32;
     let x: Vec<f32> = (0..n * input)
         .map(|i| ((i * 37) % 101) as f32 / 101.0)
@@ -58,6 +87,7 @@ fn steps_allocate(mut model: Sequential, input: usize, threads: usize) -> usize 
         .num_threads(threads)
         .build()
         .unwrap();
+    pool.broadcast(|_| STEP_THREAD.with(|t| t.set(true)));
     let counted_step = |model: &mut Sequential| {
         ALLOCATIONS.store(0, Ordering::SeqCst);
         COUNTING.store(true, Ordering::SeqCst);
@@ -65,7 +95,7 @@ fn steps_allocate(mut model: Sequential, input: usize, threads: usize) -> usize 
         COUNTING.store(false, Ordering::SeqCst);
         ALLOCATIONS.load(Ordering::SeqCst)
     };
-    pool.install(|| {
+    let (per_step, first) = pool.install(|| {
         let (mut quiet, mut steps) = (0, 0);
         while quiet < 10 {
             quiet = if counted_step(&mut model) == 0 {
@@ -76,34 +106,90 @@ fn steps_allocate(mut model: Sequential, input: usize, threads: usize) -> usize 
             steps += 1;
             assert!(steps < 300, "still allocating after {steps} steps");
         }
-        (0..20).map(|_| counted_step(&mut model)).sum::<usize>()
-    })
+        let mut per_step = Vec::with_capacity(20);
+        let mut first = Vec::with_capacity(SEEN.len());
+        for _ in 0..20 {
+            let c = counted_step(&mut model);
+            if c > 0 && first.is_empty() {
+                first.extend(
+                    SEEN.iter()
+                        .take(c)
+                        .map(|(s, a)| (s.load(Ordering::SeqCst), a.load(Ordering::SeqCst))),
+                );
+            }
+            per_step.push(c);
+        }
+        (per_step, first)
+    });
+    Counted {
+        total: per_step.iter().sum(),
+        per_step,
+        first,
+    }
 }
 
+fn check(model: Sequential, what: &str, threads: usize) {
+    let c = steps_allocate(model, 784, threads);
+    assert_eq!(
+        c.total,
+        0,
+        "{what} on {threads} thread(s), path {}: allocations per step {:?}, the first (size, \
+         align) {:?}",
+        kernels::Isa::active().map(|i| i.name()).unwrap_or("?"),
+        c.per_step,
+        c.first
+    );
+}
+
+fn mlp() -> Sequential {
+    Sequential::new()
+        .input_shape(&[784])
+        .add(Dense::new(128, Act::Relu))
+        .add(Dropout::new(0.2))
+        .add(Dense::new(10, Act::Softmax))
+}
+
+fn cnn() -> Sequential {
+    Sequential::new()
+        .input_shape(&[28, 28, 1])
+        .add(Conv2D::new(32, (3, 3), Act::Relu))
+        .add(MaxPooling2D::new((2, 2)))
+        .add(Flatten::new())
+        .add(Dense::new(128, Act::Relu))
+        .add(Dense::new(10, Act::Softmax))
+}
+
+/// The reference models on this process's path (`KERNELS_ISA`, or the best one).
 #[test]
 fn training_steps_do_not_allocate() {
     for threads in [1, 2] {
-        let mlp = Sequential::new()
-            .input_shape(&[784])
-            .add(Dense::new(128, Act::Relu))
-            .add(Dropout::new(0.2))
-            .add(Dense::new(10, Act::Softmax));
-        assert_eq!(
-            steps_allocate(mlp, 784, threads),
-            0,
-            "MLP on {threads} thread(s)"
-        );
-        let cnn = Sequential::new()
-            .input_shape(&[28, 28, 1])
-            .add(Conv2D::new(32, (3, 3), Act::Relu))
-            .add(MaxPooling2D::new((2, 2)))
-            .add(Flatten::new())
-            .add(Dense::new(128, Act::Relu))
-            .add(Dense::new(10, Act::Softmax));
-        assert_eq!(
-            steps_allocate(cnn, 784, threads),
-            0,
-            "CNN on {threads} thread(s)"
+        check(mlp(), "MLP", threads);
+        check(cnn(), "CNN", threads);
+    }
+}
+
+/// The same on every other path this machine has, each in a child process of this binary.
+#[test]
+fn training_steps_do_not_allocate_on_any_path() {
+    if std::env::var_os("KERNELS_ISA").is_some() {
+        return; // a child: the test above is its work
+    }
+    let best = kernels::Isa::active().unwrap();
+    for isa in kernels::Isa::available().into_iter().filter(|&i| i != best) {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "training_steps_do_not_allocate",
+                "--test-threads=1",
+            ])
+            .env("KERNELS_ISA", isa.name())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "path {isa}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::error::{Error, Result};
 use crate::gemm::driver::{Operand, Problem};
+use crate::scratch::STAGE;
 
 extern "C" {
     // OpenBLAS's own control of its thread pool (not part of CBLAS).
@@ -41,23 +42,26 @@ fn to_int(name: &'static str, v: usize) -> Result<i32> {
     })
 }
 
-/// An operand as CBLAS takes it (row-major storage, maybe transposed), copying it into a dense
-/// row-major buffer when its strides have no unit direction or its leading dimension is too small.
-fn as_cblas(
-    x: Operand<'_>,
-    rows: usize,
-    cols: usize,
-) -> (cblas::Transpose, usize, std::borrow::Cow<'_, [f32]>) {
-    if x.cs == 1 && x.rs >= cols.max(1) {
-        (cblas::Transpose::None, x.rs, x.data.into())
-    } else if x.rs == 1 && x.cs >= rows.max(1) {
-        (cblas::Transpose::Ordinary, x.cs, x.data.into())
+/// How CBLAS can read an operand in place: (transpose flag, leading dimension), or `None` when
+/// its strides have no unit direction or its leading dimension is too small (it is then copied).
+/// A single row or column has no second stride to speak of, so any leading dimension ≥ its
+/// length serves.
+fn cblas_layout(x: Operand<'_>, rows: usize, cols: usize) -> Option<(cblas::Transpose, usize)> {
+    if x.cs == 1 && (x.rs >= cols.max(1) || rows <= 1) {
+        Some((cblas::Transpose::None, x.rs.max(cols.max(1))))
+    } else if x.rs == 1 && (x.cs >= rows.max(1) || cols <= 1) {
+        Some((cblas::Transpose::Ordinary, x.cs.max(rows.max(1))))
     } else {
-        let mut dense = Vec::with_capacity(rows * cols);
-        for i in 0..rows {
-            dense.extend((0..cols).map(|j| x.data[i * x.rs + j * x.cs]));
+        None
+    }
+}
+
+/// Copies `rows × cols` of `x` into `dense`, row-major.
+fn copy_dense(x: Operand<'_>, rows: usize, cols: usize, dense: &mut [f32]) {
+    for (i, row) in dense.chunks_exact_mut(cols).take(rows).enumerate() {
+        for (j, d) in row.iter_mut().enumerate() {
+            *d = x.data[i * x.rs + j * x.cs];
         }
-        (cblas::Transpose::None, cols.max(1), dense.into())
     }
 }
 
@@ -76,59 +80,80 @@ pub(crate) fn gemm(prob: &Problem<'_>, threads: usize) -> Result<()> {
     } = *prob;
     // A packed on the fly exists only for our own paths (`gemm_fused_packed_a` refuses OpenBLAS).
     assert!(a_packer.is_none(), "OpenBLAS needs A stored");
-    let (ta, lda, a_data) = as_cblas(a, m, k);
-    let (tb, ldb, b_data) = as_cblas(b, k, n);
+    let (a_in_place, b_in_place) = (cblas_layout(a, m, k), cblas_layout(b, k, n));
+    let c_in_place = c.cs == 1 && (c.rs >= n || m == 1);
     let (mi, ni, ki) = (to_int("m", m)?, to_int("n", n)?, to_int("k", k)?);
-    let (lda, ldb) = (to_int("lda", lda)?, to_int("ldb", ldb)?);
-    set_threads(threads);
-    let direct = c.cs == 1 && c.rs >= n;
-    let ldc = if direct { c.rs } else { n };
-    let ldc_i = to_int("ldc", ldc)?;
-    let c_len = (m - 1) * ldc + n;
-    let mut staged;
-    let c_slice: &mut [f32] = if direct {
-        // SAFETY: the checked API verified that C's m×n elements at row stride c.rs lie inside its
-        // buffer; `c_len` is exactly the span they occupy, and no other reference to it is live.
-        unsafe { std::slice::from_raw_parts_mut(c.ptr, c_len) }
-    } else {
-        staged = vec![0.0f32; m * n];
-        if beta != 0.0 {
-            for i in 0..m {
-                for j in 0..n {
+    // Operands CBLAS cannot read in place are staged, dense, in this thread's scratch buffer
+    // (reused from call to call: no allocation once it has grown).
+    let a_len = if a_in_place.is_some() { 0 } else { m * k };
+    let b_len = if b_in_place.is_some() { 0 } else { k * n };
+    let c_len = if c_in_place { 0 } else { m * n };
+    let total = a_len + b_len + c_len;
+    STAGE.with(total, total, |stage| -> Result<()> {
+        let (a_stage, rest) = stage.split_at_mut(a_len);
+        let (b_stage, c_stage) = rest.split_at_mut(b_len);
+        let (ta, lda, a_data): (_, _, &[f32]) = match a_in_place {
+            Some((t, ld)) => (t, ld, a.data),
+            None => {
+                copy_dense(a, m, k, a_stage);
+                (cblas::Transpose::None, k, a_stage)
+            }
+        };
+        let (tb, ldb, b_data): (_, _, &[f32]) = match b_in_place {
+            Some((t, ld)) => (t, ld, b.data),
+            None => {
+                copy_dense(b, k, n, b_stage);
+                (cblas::Transpose::None, n, b_stage)
+            }
+        };
+        let (lda, ldb) = (to_int("lda", lda)?, to_int("ldb", ldb)?);
+        let ldc = if c_in_place { c.rs.max(n) } else { n };
+        let ldc_i = to_int("ldc", ldc)?;
+        set_threads(threads);
+        let c_slice: &mut [f32] = if c_in_place {
+            // SAFETY: the checked API verified that C's m×n elements at row stride c.rs lie inside
+            // its buffer; `(m - 1) * ldc + n` is the span they occupy (one row when m = 1), and no
+            // other reference to it is live.
+            unsafe { std::slice::from_raw_parts_mut(c.ptr, (m - 1) * ldc + n) }
+        } else {
+            if beta != 0.0 {
+                for (i, row) in c_stage.chunks_exact_mut(n).enumerate() {
+                    for (j, x) in row.iter_mut().enumerate() {
+                        // SAFETY: (i, j) is inside C, checked by the caller.
+                        *x = unsafe { *c.ptr.add(i * c.rs + j * c.cs) };
+                    }
+                }
+            }
+            c_stage
+        };
+        // SAFETY: dimensions and leading dimensions describe exactly the views the caller checked
+        // against their buffers (or the dense copies made above); CBLAS reads and writes no more.
+        unsafe {
+            cblas::sgemm(
+                cblas::Layout::RowMajor,
+                ta,
+                tb,
+                mi,
+                ni,
+                ki,
+                alpha,
+                a_data,
+                lda,
+                b_data,
+                ldb,
+                beta,
+                c_slice,
+                ldc_i,
+            );
+        }
+        if !c_in_place {
+            for (i, row) in c_slice.chunks_exact(n).enumerate() {
+                for (j, &x) in row.iter().enumerate() {
                     // SAFETY: (i, j) is inside C, checked by the caller.
-                    staged[i * n + j] = unsafe { *c.ptr.add(i * c.rs + j * c.cs) };
+                    unsafe { *c.ptr.add(i * c.rs + j * c.cs) = x };
                 }
             }
         }
-        &mut staged
-    };
-    // SAFETY: dimensions and leading dimensions describe exactly the views the caller checked
-    // against their buffers (or the dense copies made above); CBLAS reads and writes no more.
-    unsafe {
-        cblas::sgemm(
-            cblas::Layout::RowMajor,
-            ta,
-            tb,
-            mi,
-            ni,
-            ki,
-            alpha,
-            &a_data,
-            lda,
-            &b_data,
-            ldb,
-            beta,
-            c_slice,
-            ldc_i,
-        );
-    }
-    if !direct {
-        for i in 0..m {
-            for j in 0..n {
-                // SAFETY: (i, j) is inside C, checked by the caller.
-                unsafe { *c.ptr.add(i * c.rs + j * c.cs) = c_slice[i * n + j] };
-            }
-        }
-    }
-    Ok(())
+        Ok(())
+    })
 }
