@@ -1226,11 +1226,11 @@ mod direct {
             let p1 = (p0 + slab).min(pixels.end);
             let ys = &mut y[(p0 - pixels.start) * oc..(p1 - pixels.start) * oc];
             #[cfg(target_arch = "x86_64")]
-            if isa == Isa::Avx512 && super::direct3x3::applies(s) {
+            if super::direct3x3::applies(s, isa) {
                 let relu = act == Activation::Relu;
                 let ocp = padded_channels(s);
-                // SAFETY: the caller checked that this CPU has AVX-512.
-                unsafe { super::direct3x3::forward(s, x, packed, ocp, p0..p1, ys, relu) };
+                // SAFETY: the caller checked that this CPU has `isa`, which `applies` accepts.
+                unsafe { super::direct3x3::forward(isa, s, x, packed, ocp, p0..p1, ys, relu) };
                 if relu {
                     continue;
                 }
@@ -1389,9 +1389,9 @@ mod direct {
         db: &mut [f32],
     ) {
         #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx512 && super::direct3x3::applies(s) {
-            // SAFETY: the caller checked that this CPU has AVX-512.
-            return unsafe { super::direct3x3::backward_weights(s, x, dy, pixels, dw, db) };
+        if super::direct3x3::applies(s, isa) {
+            // SAFETY: the caller checked that this CPU has `isa`, which `applies` accepts.
+            return unsafe { super::direct3x3::backward_weights(isa, s, x, dy, pixels, dw, db) };
         }
         // SAFETY: the caller checked that this CPU has `isa`'s features.
         unsafe { weights_loops::run(isa, s, x, dy, pixels, dw, db) }

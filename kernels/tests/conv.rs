@@ -176,7 +176,7 @@ proptest! {
 fn training_shapes_match_the_definition() {
     let shapes = [
         Conv2d::square(40, (28, 28, 1), 32, 3, Padding::Valid),
-        // The AVX-512 3×3 one-channel kernel: a partial lane group, three groups (a pair and a
+        // The 3×3 one-channel kernels (AVX-512, AVX2): a partial lane group, three groups (a pair and a
         // single pass), stride 2, and 'same' padding (not its case: the portable kernel).
         Conv2d::square(3, (9, 7, 1), 17, 3, Padding::Valid),
         Conv2d::square(2, (6, 11, 1), 48, 3, Padding::Valid),

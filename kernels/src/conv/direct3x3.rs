@@ -1,25 +1,175 @@
 //! The one-input-channel direct convolution (forward and weight gradient) for 3×3 kernels whose
-//! windows all lie inside the input (no padding), in explicit AVX-512: the first layer of an
-//! MNIST-style CNN.
+//! windows all lie inside the input (no padding), in explicit AVX-512 and AVX2: the first layer
+//! of an MNIST-style CNN.
 //!
 //! The portable direct kernel reloads each tap's weights per block of pixels and walks its taps
-//! with run-time bounds; here a pass over the pixels holds two lane groups' weights for all nine
-//! taps in registers (18 of the 32), so a block of four pixels is 36 broadcasts and 72 FMAs and
-//! nothing else but its eight stores. Same operations in the same order as the portable kernel
+//! with run-time bounds, and its 16-lane accumulators outgrow AVX2's sixteen registers; here a
+//! pass over the pixels holds `G` lane groups' weights for all nine taps in registers (AVX-512:
+//! two groups, 18 of its 32 registers; AVX2: one group, 9 of 16), so a block of four pixels is
+//! 36 broadcasts and 36·G FMAs and nothing else but its stores. One generic body serves both
+//! instruction sets through [`Vector`]. Same operations in the same order as the portable kernel
 //! (bias, then one FMA per tap in tap order): the same bits.
 
 use std::arch::x86_64::*;
 
 use super::Conv2d;
+use crate::Isa;
 
 /// Taps of the kernel.
 const TAPS: usize = 9;
-/// Output channels per vector.
-const LANES: usize = 16;
+/// Output pixels of one block of the forward pass (each weight vector serves all of them).
+const PX: usize = 4;
 
-/// Whether this kernel takes `s`: one input channel, 3×3, every window inside the input.
-pub(super) fn applies(s: &Conv2d) -> bool {
-    s.in_c == 1
+/// One SIMD register of f32 lanes as these kernels use it. Every method is `inline(always)`,
+/// so the generic bodies compile inside the `#[target_feature]` entry points below.
+trait Vector: Copy {
+    /// Output channels per register.
+    const LANES: usize;
+    /// Which lanes of a register are live (the last lane group of a row may be partial).
+    type Mask: Copy;
+    fn mask(live: usize) -> Self::Mask;
+    /// # Safety (every method)
+    /// The CPU has the instruction set; pointers are valid for the live lanes.
+    unsafe fn zero() -> Self;
+    unsafe fn splat(p: *const f32) -> Self;
+    /// All `LANES` floats at `p`.
+    unsafe fn load(p: *const f32) -> Self;
+    /// The live lanes at `p` (the others zero, never read).
+    unsafe fn load_live(p: *const f32, m: Self::Mask) -> Self;
+    /// The live lanes to `p` (the others never written).
+    unsafe fn store_live(p: *mut f32, m: Self::Mask, v: Self);
+    /// `a·b + c`, one rounding.
+    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self;
+    unsafe fn add(a: Self, b: Self) -> Self;
+    /// The activation's ReLU bit for bit: NaN kept, x < 0 to +0, the rest (−0 too) kept.
+    unsafe fn relu(a: Self) -> Self;
+}
+
+impl Vector for __m512 {
+    const LANES: usize = 16;
+    type Mask = __mmask16;
+    #[inline(always)]
+    fn mask(live: usize) -> __mmask16 {
+        ((1u32 << live.min(16)) - 1) as u16
+    }
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        _mm512_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn splat(p: *const f32) -> Self {
+        // SAFETY: caller's contract.
+        unsafe { _mm512_set1_ps(*p) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: caller's contract.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn load_live(p: *const f32, m: __mmask16) -> Self {
+        // SAFETY: caller's contract; masked-out lanes are not accessed.
+        unsafe { _mm512_maskz_loadu_ps(m, p) }
+    }
+    #[inline(always)]
+    unsafe fn store_live(p: *mut f32, m: __mmask16, v: Self) {
+        // SAFETY: caller's contract; masked-out lanes are not accessed.
+        unsafe { _mm512_mask_storeu_ps(p, m, v) }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+        _mm512_fmadd_ps(a, b, c)
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        _mm512_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn relu(a: Self) -> Self {
+        let keep = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(a, _mm512_setzero_ps());
+        _mm512_maskz_mov_ps(keep, a)
+    }
+}
+
+/// AVX2's lane mask, and whether every lane is live (then plain loads and stores: AMD's
+/// `vmaskmov` stores are slow).
+#[derive(Clone, Copy)]
+struct Mask256 {
+    lanes: __m256i,
+    full: bool,
+}
+
+impl Vector for __m256 {
+    const LANES: usize = 8;
+    type Mask = Mask256;
+    #[inline(always)]
+    fn mask(live: usize) -> Mask256 {
+        // SAFETY: register arithmetic only; the entry points run where AVX2 is present.
+        let lanes = unsafe {
+            let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(live.min(8) as i32), index)
+        };
+        Mask256 {
+            lanes,
+            full: live >= 8,
+        }
+    }
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        _mm256_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn splat(p: *const f32) -> Self {
+        // SAFETY: caller's contract.
+        unsafe { _mm256_broadcast_ss(&*p) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: caller's contract.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn load_live(p: *const f32, m: Mask256) -> Self {
+        // SAFETY: caller's contract; masked-out lanes are not accessed.
+        unsafe {
+            if m.full {
+                _mm256_loadu_ps(p)
+            } else {
+                _mm256_maskload_ps(p, m.lanes)
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_live(p: *mut f32, m: Mask256, v: Self) {
+        // SAFETY: caller's contract; masked-out lanes are not accessed.
+        unsafe {
+            if m.full {
+                _mm256_storeu_ps(p, v)
+            } else {
+                _mm256_maskstore_ps(p, m.lanes, v)
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+        _mm256_fmadd_ps(a, b, c)
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        _mm256_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn relu(a: Self) -> Self {
+        let keep = _mm256_cmp_ps::<_CMP_NLT_UQ>(a, _mm256_setzero_ps());
+        _mm256_and_ps(keep, a)
+    }
+}
+
+/// Whether this kernel takes `s` on `isa`: one input channel, 3×3, every window inside the
+/// input, and an instruction set it is written for.
+pub(super) fn applies(s: &Conv2d, isa: Isa) -> bool {
+    matches!(isa, Isa::Avx512 | Isa::Avx2)
+        && s.in_c == 1
         && (s.kernel_h, s.kernel_w) == (3, 3)
         && s.pad_top() == 0
         && s.pad_left() == 0
@@ -30,11 +180,14 @@ pub(super) fn applies(s: &Conv2d) -> bool {
 }
 
 /// `y` (the rows of output pixels `pixels`, `out_c` floats each) ← conv + bias, then ReLU if
-/// `relu` (the bits of `activation`'s: NaN kept, negatives to +0), with `packed` as the portable
-/// kernel's `pack` laid it out: the bias row, then one row per tap, each `ocp` (out_c rounded up
-/// to 16) floats.
-#[target_feature(enable = "avx512f")]
-pub(super) fn forward(
+/// `relu`, with `packed` as the portable kernel's `pack` laid it out: the bias row, then one row
+/// per tap, each `ocp` (out_c rounded up to 16) floats.
+///
+/// # Safety
+/// [`applies`]`(s, isa)`, and the CPU has `isa`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn forward(
+    isa: Isa,
     s: &Conv2d,
     x: &[f32],
     packed: &[f32],
@@ -43,23 +196,74 @@ pub(super) fn forward(
     y: &mut [f32],
     relu: bool,
 ) {
-    assert!(applies(s) && ocp.is_multiple_of(LANES) && ocp >= s.out_c);
+    assert!(applies(s, isa) && ocp.is_multiple_of(16) && ocp >= s.out_c);
     assert!(packed.len() >= (1 + TAPS) * ocp && x.len() >= s.input_len());
     assert!(pixels.end <= s.batch * s.out_pixels() && y.len() == pixels.len() * s.out_c);
-    let groups = ocp / LANES;
-    for g0 in (0..groups).step_by(2) {
-        match (g0 + 1 < groups, relu) {
-            (true, true) => pass::<true, true>(s, x, packed, ocp, g0, pixels.clone(), y),
-            (true, false) => pass::<true, false>(s, x, packed, ocp, g0, pixels.clone(), y),
-            (false, true) => pass::<false, true>(s, x, packed, ocp, g0, pixels.clone(), y),
-            (false, false) => pass::<false, false>(s, x, packed, ocp, g0, pixels.clone(), y),
+    // SAFETY: the CPU has `isa` (caller's contract); the shapes were asserted.
+    unsafe {
+        match isa {
+            Isa::Avx512 => forward_avx512(s, x, packed, ocp, pixels, y, relu),
+            _ => forward_avx2(s, x, packed, ocp, pixels, y, relu),
         }
     }
 }
 
-/// One pass over `pixels` for lane group `g0` and, with `TWO`, `g0 + 1`.
 #[target_feature(enable = "avx512f")]
-fn pass<const TWO: bool, const RELU: bool>(
+fn forward_avx512(
+    s: &Conv2d,
+    x: &[f32],
+    packed: &[f32],
+    ocp: usize,
+    pixels: std::ops::Range<usize>,
+    y: &mut [f32],
+    relu: bool,
+) {
+    forward_passes::<__m512, 2>(s, x, packed, ocp, pixels, y, relu)
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn forward_avx2(
+    s: &Conv2d,
+    x: &[f32],
+    packed: &[f32],
+    ocp: usize,
+    pixels: std::ops::Range<usize>,
+    y: &mut [f32],
+    relu: bool,
+) {
+    forward_passes::<__m256, 1>(s, x, packed, ocp, pixels, y, relu)
+}
+
+/// The forward pass as passes of `G` lane groups (the last pass one group when `G` does not
+/// divide them).
+#[inline(always)]
+fn forward_passes<V: Vector, const G: usize>(
+    s: &Conv2d,
+    x: &[f32],
+    packed: &[f32],
+    ocp: usize,
+    pixels: std::ops::Range<usize>,
+    y: &mut [f32],
+    relu: bool,
+) {
+    let groups = s.out_c.div_ceil(V::LANES);
+    let mut g0 = 0;
+    while g0 < groups {
+        let all = g0 + G <= groups;
+        let px = pixels.clone();
+        match (all, relu) {
+            (true, true) => pass::<V, G, true>(s, x, packed, ocp, g0, px, y),
+            (true, false) => pass::<V, G, false>(s, x, packed, ocp, g0, px, y),
+            (false, true) => pass::<V, 1, true>(s, x, packed, ocp, g0, px, y),
+            (false, false) => pass::<V, 1, false>(s, x, packed, ocp, g0, px, y),
+        }
+        g0 += if all { G } else { 1 };
+    }
+}
+
+/// One pass over `pixels` for lane groups `g0 .. g0 + G`.
+#[inline(always)]
+fn pass<V: Vector, const G: usize, const RELU: bool>(
     s: &Conv2d,
     x: &[f32],
     packed: &[f32],
@@ -71,69 +275,26 @@ fn pass<const TWO: bool, const RELU: bool>(
     let (oh, ow, oc) = (s.out_h(), s.out_w(), s.out_c);
     let (sh, sw, in_w) = (s.stride_h, s.stride_w, s.in_w);
     let image_len = s.in_h * in_w;
-    let load = |row: usize, g: usize| {
-        let v = &packed[row * ocp + (g0 + g) * LANES..][..LANES];
-        // SAFETY: `v` holds 16 floats (bounds-checked slice).
-        unsafe { _mm512_loadu_ps(v.as_ptr()) }
-    };
-    let group = |row: usize| {
-        [
-            load(row, 0),
-            if TWO {
-                load(row, 1)
-            } else {
-                _mm512_setzero_ps()
-            },
-        ]
+    let lanes = V::LANES;
+    let group = |row: usize| -> [V; G] {
+        std::array::from_fn(|g| {
+            let v = &packed[row * ocp + (g0 + g) * lanes..][..lanes];
+            // SAFETY: `v` holds LANES floats (bounds-checked slice).
+            unsafe { V::load(v.as_ptr()) }
+        })
     };
     let bias = group(0);
-    let w: [[__m512; 2]; TAPS] = std::array::from_fn(|t| group(1 + t));
-    // Lanes of each group inside out_c (the last group may be partial).
-    let lanes = |g: usize| {
-        let n = oc.saturating_sub((g0 + g) * LANES).min(LANES);
-        ((1u32 << n) - 1) as u16
+    let w: [[V; G]; TAPS] = std::array::from_fn(|t| group(1 + t));
+    let mask: [V::Mask; G] = std::array::from_fn(|g| V::mask(oc.saturating_sub((g0 + g) * lanes)));
+    let tile = Tile {
+        w,
+        bias,
+        mask,
+        x: x.as_ptr(),
+        in_w,
+        sw,
     };
-    let mask = [lanes(0), if TWO { lanes(1) } else { 0 }];
-    let xp = x.as_ptr();
     let yp = y.as_mut_ptr();
-    // `PX` pixels of one output row from output pixel `p` (global) on, at input column `ix`.
-    let block = |p: usize, row: usize, ix: usize, px: usize| {
-        let mut acc = [[bias[0], bias[1]]; 4];
-        for ky in 0..3 {
-            for kx in 0..3 {
-                let t = ky * 3 + kx;
-                for (q, aq) in acc.iter_mut().enumerate().take(px) {
-                    // SAFETY: the window of output pixel (row, ix/sw + q) lies inside its image
-                    // (`applies`: no padding, the last window ends inside), and x holds every
-                    // image (asserted above).
-                    let v = unsafe { _mm512_set1_ps(*xp.add(row + ky * in_w + ix + q * sw + kx)) };
-                    aq[0] = _mm512_fmadd_ps(v, w[t][0], aq[0]);
-                    if TWO {
-                        aq[1] = _mm512_fmadd_ps(v, w[t][1], aq[1]);
-                    }
-                }
-            }
-        }
-        if RELU {
-            for aq in acc.iter_mut() {
-                for a in aq.iter_mut() {
-                    let keep = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(*a, _mm512_setzero_ps());
-                    *a = _mm512_maskz_mov_ps(keep, *a);
-                }
-            }
-        }
-        for (q, aq) in acc.iter().enumerate().take(px) {
-            let at = (p - pixels.start + q) * oc + g0 * LANES;
-            // SAFETY: pixel p + q is inside `pixels`, so its row of `oc` floats is inside y
-            // (asserted length); the masks keep the stores to lanes below out_c.
-            unsafe {
-                _mm512_mask_storeu_ps(yp.add(at), mask[0], aq[0]);
-                if TWO {
-                    _mm512_mask_storeu_ps(yp.add(at + LANES), mask[1], aq[1]);
-                }
-            }
-        }
-    };
     let mut p = pixels.start;
     while p < pixels.end {
         let (n, rest) = (p / (oh * ow), p % (oh * ow));
@@ -141,26 +302,81 @@ fn pass<const TWO: bool, const RELU: bool>(
         let row_end = (p - ox0 + ow).min(pixels.end);
         let row = n * image_len + oy * sh * in_w;
         let mut ix = ox0 * sw;
-        while p + 4 <= row_end {
-            block(p, row, ix, 4);
-            p += 4;
-            ix += 4 * sw;
+        // SAFETY (both blocks): pixels p.. of this output row are inside `pixels`, so their rows
+        // of `oc` floats from g0's first lane are inside y (asserted length), and their windows
+        // inside x (`applies`; x's length asserted by `forward`).
+        while p + PX <= row_end {
+            let at = (p - pixels.start) * oc + g0 * lanes;
+            unsafe { tile.block::<RELU, PX>(row + ix, yp.add(at), oc) };
+            p += PX;
+            ix += PX * sw;
         }
         while p < row_end {
-            block(p, row, ix, 1);
+            let at = (p - pixels.start) * oc + g0 * lanes;
+            unsafe { tile.block::<RELU, 1>(row + ix, yp.add(at), oc) };
             p += 1;
             ix += sw;
         }
     }
 }
 
+/// What one forward pass holds in registers: `G` lane groups' weights for the nine taps and
+/// bias, their store masks, and where the input is.
+struct Tile<V: Vector, const G: usize> {
+    w: [[V; G]; TAPS],
+    bias: [V; G],
+    mask: [V::Mask; G],
+    x: *const f32,
+    in_w: usize,
+    sw: usize,
+}
+
+impl<V: Vector, const G: usize> Tile<V, G> {
+    /// `N` consecutive output pixels of one row: the first window's top-left input element is
+    /// `x[first]`; pixel q's outputs go to `y + q·oc` (its `G` groups' lanes, masked).
+    ///
+    /// # Safety
+    /// The `N` windows lie inside `x`, and those outputs inside y.
+    #[inline(always)]
+    unsafe fn block<const RELU: bool, const N: usize>(&self, first: usize, y: *mut f32, oc: usize) {
+        let mut acc = [self.bias; N];
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let t = ky * 3 + kx;
+                for (q, aq) in acc.iter_mut().enumerate() {
+                    // SAFETY: inside pixel q's window (caller's contract).
+                    let v =
+                        unsafe { V::splat(self.x.add(first + ky * self.in_w + q * self.sw + kx)) };
+                    for (a, &wg) in aq.iter_mut().zip(&self.w[t]) {
+                        // SAFETY: register arithmetic on a CPU with the set.
+                        *a = unsafe { V::fmadd(v, wg, *a) };
+                    }
+                }
+            }
+        }
+        for (q, aq) in acc.iter().enumerate() {
+            for (g, &a) in aq.iter().enumerate() {
+                // SAFETY: pixel q's outputs are inside y (caller's contract); the masks keep the
+                // stores to lanes below out_c.
+                unsafe {
+                    let a = if RELU { V::relu(a) } else { a };
+                    V::store_live(y.add(q * oc + g * V::LANES), self.mask[g], a);
+                }
+            }
+        }
+    }
+}
+
 /// The weight and bias gradients of the same layers: `dw` (9 × out_c) ← Σ over `pixels` of
-/// patchᵀ·dy and `db` ← Σ dy, written over. A pass holds two lane groups' eighteen tap
-/// accumulators and two bias accumulators in registers; per pixel, nine broadcasts of the input
-/// and the pixel's dy vectors. Same operations in the same order as the portable kernel (from
-/// zero, pixel by pixel: one FMA per tap, one add for the bias): the same bits.
-#[target_feature(enable = "avx512f")]
-pub(super) fn backward_weights(
+/// patchᵀ·dy and `db` ← Σ dy, written over. A pass holds `G` lane groups' nine tap accumulators
+/// and bias accumulator in registers; per pixel, nine broadcasts of the input and the pixel's dy
+/// vectors. Same operations in the same order as the portable kernel (from zero, pixel by pixel:
+/// one FMA per tap, one add for the bias): the same bits.
+///
+/// # Safety
+/// [`applies`]`(s, isa)`, and the CPU has `isa`.
+pub(super) unsafe fn backward_weights(
+    isa: Isa,
     s: &Conv2d,
     x: &[f32],
     dy: &[f32],
@@ -169,22 +385,67 @@ pub(super) fn backward_weights(
     db: &mut [f32],
 ) {
     let oc = s.out_c;
-    assert!(applies(s) && x.len() >= s.input_len());
+    assert!(applies(s, isa) && x.len() >= s.input_len());
     assert!(pixels.end <= s.batch * s.out_pixels() && dy.len() >= pixels.end * oc);
     assert!(dw.len() == TAPS * oc && db.len() == oc);
-    let groups = oc.div_ceil(LANES);
-    for g0 in (0..groups).step_by(2) {
-        if g0 + 1 < groups {
-            weights_pass::<true>(s, x, dy, pixels.clone(), g0, dw, db);
-        } else {
-            weights_pass::<false>(s, x, dy, pixels.clone(), g0, dw, db);
+    // SAFETY: the CPU has `isa` (caller's contract); the shapes were asserted.
+    unsafe {
+        match isa {
+            Isa::Avx512 => weights_avx512(s, x, dy, pixels, dw, db),
+            _ => weights_avx2(s, x, dy, pixels, dw, db),
         }
     }
 }
 
-/// One pass of [`backward_weights`] for lane group `g0` and, with `TWO`, `g0 + 1`.
 #[target_feature(enable = "avx512f")]
-fn weights_pass<const TWO: bool>(
+fn weights_avx512(
+    s: &Conv2d,
+    x: &[f32],
+    dy: &[f32],
+    pixels: std::ops::Range<usize>,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    weights_passes::<__m512, 2>(s, x, dy, pixels, dw, db)
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn weights_avx2(
+    s: &Conv2d,
+    x: &[f32],
+    dy: &[f32],
+    pixels: std::ops::Range<usize>,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    weights_passes::<__m256, 1>(s, x, dy, pixels, dw, db)
+}
+
+#[inline(always)]
+fn weights_passes<V: Vector, const G: usize>(
+    s: &Conv2d,
+    x: &[f32],
+    dy: &[f32],
+    pixels: std::ops::Range<usize>,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    let groups = s.out_c.div_ceil(V::LANES);
+    let mut g0 = 0;
+    while g0 < groups {
+        if g0 + G <= groups {
+            weights_pass::<V, G>(s, x, dy, pixels.clone(), g0, dw, db);
+            g0 += G;
+        } else {
+            weights_pass::<V, 1>(s, x, dy, pixels.clone(), g0, dw, db);
+            g0 += 1;
+        }
+    }
+}
+
+/// One pass of [`backward_weights`] for lane groups `g0 .. g0 + G`.
+#[inline(always)]
+fn weights_pass<V: Vector, const G: usize>(
     s: &Conv2d,
     x: &[f32],
     dy: &[f32],
@@ -196,25 +457,13 @@ fn weights_pass<const TWO: bool>(
     let (oh, ow, oc) = (s.out_h(), s.out_w(), s.out_c);
     let (sh, sw, in_w) = (s.stride_h, s.stride_w, s.in_w);
     let image_len = s.in_h * in_w;
-    let lanes = |g: usize| {
-        let n = oc.saturating_sub((g0 + g) * LANES).min(LANES);
-        ((1u32 << n) - 1) as u16
-    };
-    let (m0, m1) = (lanes(0), if TWO { lanes(1) } else { 0 });
-    let off: [usize; TAPS] = [
-        0,
-        1,
-        2,
-        in_w,
-        in_w + 1,
-        in_w + 2,
-        2 * in_w,
-        2 * in_w + 1,
-        2 * in_w + 2,
-    ];
-    let zero = _mm512_setzero_ps();
-    let (mut a, mut b) = ([zero; TAPS], [zero; TAPS]);
-    let (mut bias0, mut bias1) = (zero, zero);
+    let lanes = V::LANES;
+    let mask: [V::Mask; G] = std::array::from_fn(|g| V::mask(oc.saturating_sub((g0 + g) * lanes)));
+    let off: [usize; TAPS] = std::array::from_fn(|t| (t / 3) * in_w + t % 3);
+    // SAFETY: register arithmetic on a CPU with the set.
+    let zero = unsafe { V::zero() };
+    let mut acc = [[zero; G]; TAPS];
+    let mut bias = [zero; G];
     let (xp, dyp) = (x.as_ptr(), dy.as_ptr());
     let mut p = pixels.start;
     while p < pixels.end {
@@ -223,48 +472,122 @@ fn weights_pass<const TWO: bool>(
         let row_end = (p - ox0 + ow).min(pixels.end);
         let mut base = n * image_len + oy * sh * in_w + ox0 * sw;
         while p < row_end {
+            let at = p * oc + g0 * lanes;
             // SAFETY: pixel p < pixels.end has `oc` floats of dy (asserted length); the masks
             // keep the loads to lanes below out_c.
-            let (g0v, g1v) = unsafe {
-                let at = dyp.add(p * oc + g0 * LANES);
-                let g1v = if TWO {
-                    _mm512_maskz_loadu_ps(m1, at.add(LANES))
-                } else {
-                    zero
-                };
-                (_mm512_maskz_loadu_ps(m0, at), g1v)
-            };
-            bias0 = _mm512_add_ps(bias0, g0v);
-            if TWO {
-                bias1 = _mm512_add_ps(bias1, g1v);
+            let g: [V; G] = std::array::from_fn(|gi| unsafe {
+                V::load_live(dyp.add(at + gi * lanes), mask[gi])
+            });
+            for (b, &gv) in bias.iter_mut().zip(&g) {
+                // SAFETY: register arithmetic on a CPU with the set.
+                *b = unsafe { V::add(*b, gv) };
             }
-            for t in 0..TAPS {
+            for (acc_t, &o) in acc.iter_mut().zip(&off) {
                 // SAFETY: the window of pixel p lies inside its image (`applies`), and x holds
                 // every image (asserted).
-                let v = unsafe { _mm512_set1_ps(*xp.add(base + off[t])) };
-                a[t] = _mm512_fmadd_ps(v, g0v, a[t]);
-                if TWO {
-                    b[t] = _mm512_fmadd_ps(v, g1v, b[t]);
+                let v = unsafe { V::splat(xp.add(base + o)) };
+                for (a, &gv) in acc_t.iter_mut().zip(&g) {
+                    // SAFETY: register arithmetic on a CPU with the set.
+                    *a = unsafe { V::fmadd(v, gv, *a) };
                 }
             }
             p += 1;
             base += sw;
         }
     }
-    let c0 = g0 * LANES;
+    let c0 = g0 * lanes;
     // SAFETY: dw holds 9 rows of `oc` floats and db `oc` (asserted); the masks keep the stores
     // to lanes below out_c.
     unsafe {
         let (dwp, dbp) = (dw.as_mut_ptr(), db.as_mut_ptr());
-        _mm512_mask_storeu_ps(dbp.add(c0), m0, bias0);
-        if TWO {
-            _mm512_mask_storeu_ps(dbp.add(c0 + LANES), m1, bias1);
+        for (g, &b) in bias.iter().enumerate() {
+            V::store_live(dbp.add(c0 + g * lanes), mask[g], b);
         }
-        for t in 0..TAPS {
-            _mm512_mask_storeu_ps(dwp.add(t * oc + c0), m0, a[t]);
-            if TWO {
-                _mm512_mask_storeu_ps(dwp.add(t * oc + c0 + LANES), m1, b[t]);
+        for (t, acc_t) in acc.iter().enumerate() {
+            for (g, &a) in acc_t.iter().enumerate() {
+                V::store_live(dwp.add(t * oc + c0 + g * lanes), mask[g], a);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv::Padding;
+
+    #[target_feature(enable = "avx2,fma")]
+    fn forward_avx2_two_groups(
+        s: &Conv2d,
+        x: &[f32],
+        packed: &[f32],
+        ocp: usize,
+        y: &mut [f32],
+        relu: bool,
+    ) {
+        let pixels = 0..s.batch * s.out_pixels();
+        forward_passes::<__m256, 2>(s, x, packed, ocp, pixels, y, relu)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn weights_avx2_two_groups(s: &Conv2d, x: &[f32], dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
+        let pixels = 0..s.batch * s.out_pixels();
+        weights_passes::<__m256, 2>(s, x, dy, pixels, dw, db)
+    }
+
+    /// The bodies with two lane groups per pass (AVX-512's shape) give the bits of one group per
+    /// pass: checked on AVX2, so that a machine without AVX-512 runs the generic code AVX-512
+    /// uses, odd and even group counts and partial groups alike.
+    #[test]
+    fn two_groups_per_pass_give_the_bits_of_one() {
+        if !Isa::Avx2.is_available() {
+            return;
+        }
+        let value = |i: usize| ((i * 7919) % 201) as f32 / 100.0 - 1.0;
+        for (oc, stride) in [(8, 1), (17, 1), (24, 2), (32, 1), (40, 1)] {
+            let s = Conv2d {
+                stride_h: stride,
+                stride_w: stride,
+                ..Conv2d::square(2, (9, 11, 1), oc, 3, Padding::Valid)
+            };
+            assert!(applies(&s, Isa::Avx2));
+            let ocp = oc.next_multiple_of(16);
+            let x: Vec<f32> = (0..s.input_len()).map(value).collect();
+            let packed: Vec<f32> = (0..(1 + TAPS) * ocp).map(|i| value(i + 5)).collect();
+            let dy: Vec<f32> = (0..s.output_len()).map(|i| value(i + 11)).collect();
+            let pixels = 0..s.batch * s.out_pixels();
+            for relu in [false, true] {
+                let mut one = vec![f32::NAN; s.output_len()];
+                let mut two = vec![f32::NAN; s.output_len()];
+                // SAFETY: AVX2 is available (checked above) and `applies` holds.
+                unsafe {
+                    forward(
+                        Isa::Avx2,
+                        &s,
+                        &x,
+                        &packed,
+                        ocp,
+                        pixels.clone(),
+                        &mut one,
+                        relu,
+                    );
+                    forward_avx2_two_groups(&s, &x, &packed, ocp, &mut two, relu);
+                }
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&one),
+                    bits(&two),
+                    "forward, {oc} channels, relu {relu}"
+                );
+            }
+            let (mut dw1, mut db1) = (vec![f32::NAN; TAPS * oc], vec![f32::NAN; oc]);
+            let (mut dw2, mut db2) = (vec![f32::NAN; TAPS * oc], vec![f32::NAN; oc]);
+            // SAFETY: as above.
+            unsafe {
+                backward_weights(Isa::Avx2, &s, &x, &dy, pixels, &mut dw1, &mut db1);
+                weights_avx2_two_groups(&s, &x, &dy, &mut dw2, &mut db2);
+            }
+            assert_eq!((dw1, db1), (dw2, db2), "weights, {oc} channels");
         }
     }
 }
