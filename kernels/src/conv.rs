@@ -35,7 +35,8 @@ use crate::gemm::driver::PackA;
 use crate::gemm::pack::pack_lines;
 use crate::gemm::{gemm_fused, gemm_fused_packed_a, Bias, GemmOptions, Threading};
 use crate::mat::{MatMut, MatRef};
-use crate::scratch::{COL, GROUP_OUT, PACKED_W, PARTIALS};
+use crate::pool::Pool2d;
+use crate::scratch::{COL, CONV_GRAD, GROUP_OUT, PACKED_W, PARTIALS};
 
 #[cfg(target_arch = "x86_64")]
 mod direct3x3;
@@ -722,7 +723,7 @@ fn forward_groups(
 pub fn conv2d_maxpool_forward(
     opts: &GemmOptions,
     s: &Conv2d,
-    pool: &crate::pool::Pool2d,
+    pool: &Pool2d,
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
@@ -732,21 +733,7 @@ pub fn conv2d_maxpool_forward(
     argmax: Option<&mut [u32]>,
 ) -> Result<()> {
     check_forward_args(s, x, w, bias, y_conv.as_ref().map(|y| y.len()))?;
-    pool.validate()?;
-    if (pool.batch, pool.in_h, pool.in_w, pool.channels) != (s.batch, s.out_h(), s.out_w(), s.out_c)
-    {
-        return Err(Error::ShapeMismatch {
-            what: "conv2d_maxpool_forward",
-            detail: format!(
-                "the pooling takes {}×{}×{}×{} inputs but the convolution gives {}",
-                pool.batch,
-                pool.in_h,
-                pool.in_w,
-                pool.channels,
-                s.output_desc()
-            ),
-        });
-    }
+    check_pool_of("conv2d_maxpool_forward", s, pool)?;
     let pooled = pool.out_h() * pool.out_w() * pool.channels;
     check_len(
         "conv2d_maxpool_forward",
@@ -798,28 +785,193 @@ pub fn conv2d_backward_weights(
     dw: &mut [f32],
     db: Option<&mut [f32]>,
 ) -> Result<()> {
-    s.validate()?;
     let what = "conv2d_backward_weights";
-    check_len(what, "input x", x.len(), s.input_len(), || s.input_desc())?;
+    check_weights_args(what, s, x, dw, db.as_deref())?;
     check_len(what, "output gradient dy", dy.len(), s.output_len(), || {
         s.output_desc()
     })?;
+    let isa = resolve_isa(opts)?;
+    let (patch, oc) = (s.patch_len(), s.out_c);
+    let plan = Plan::new(s);
+    let inner = plan.inner_threading(opts);
+    let use_direct = direct::applies(s, isa);
+    let use_shifted = !use_direct && shifted::applies(s);
+    sum_task_partials(opts, s, &plan, dw, db, |t, part_w, part_b| {
+        let pixels = plan.pixels(s, t);
+        if use_direct {
+            let dy = &dy[pixels.start * oc..pixels.end * oc];
+            direct::backward_weights(isa, s, x, dy, pixels, part_w, part_b);
+            return Ok(());
+        }
+        if use_shifted {
+            return shifted::backward_weights(&inner, s, x, dy, pixels, part_w, part_b);
+        }
+        // Bias: column sums of the task's rows of dy, in pixel order.
+        part_b.fill(0.0);
+        for row in dy[pixels.start * oc..pixels.end * oc].chunks_exact(oc) {
+            for (d, &g) in part_b.iter_mut().zip(row) {
+                *d += g;
+            }
+        }
+        let rows_max = plan.chunk_rows.min(pixels.len());
+        COL.with(rows_max * patch, rows_max * patch, |col| {
+            for p0 in pixels.clone().step_by(plan.chunk_rows) {
+                let p1 = (p0 + plan.chunk_rows).min(pixels.end);
+                let rows = p1 - p0;
+                let col = &mut col[..rows * patch];
+                im2col(s, x, p0..p1, col);
+                let beta = if p0 == pixels.start { 0.0 } else { 1.0 };
+                crate::gemm::gemm_with(
+                    &inner,
+                    1.0,
+                    MatRef::row_major(col, rows, patch, patch).t(),
+                    MatRef::row_major(&dy[p0 * oc..p1 * oc], rows, oc, oc),
+                    beta,
+                    MatMut::row_major(part_w, patch, oc, oc),
+                )?;
+            }
+            Ok(())
+        })
+    })
+}
+
+/// The weight and bias gradients of a convolution whose activation `act` is followed by the max
+/// pooling `pool`, from the pooling's output `y_pool`, gradient `dy_pool` and `argmax` (as
+/// [`crate::pool::max_pool2d_forward`] wrote them): what
+/// [`crate::pool::max_pool2d_activation_backward`] then [`conv2d_backward_weights`] compute,
+/// bit for bit, for a convolution whose input gradient is not needed (a model's first layer).
+///
+/// For one-channel convolutions (the direct kernels) each task forms its images' output
+/// gradient in a buffer that stays in cache and runs the weight gradient on it at once, so the
+/// whole batch's output gradient is never written to memory; other convolutions write it to a
+/// scratch buffer between the two passes.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_maxpool_backward_weights(
+    opts: &GemmOptions,
+    s: &Conv2d,
+    pool: &Pool2d,
+    act: Activation,
+    x: &[f32],
+    y_pool: &[f32],
+    dy_pool: &[f32],
+    argmax: &[u32],
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+) -> Result<()> {
+    let what = "conv2d_maxpool_backward_weights";
+    check_weights_args(what, s, x, dw, db.as_deref())?;
+    check_pool_of(what, s, pool)?;
+    for (name, len) in [
+        ("pooled output y_pool", y_pool.len()),
+        ("pooled gradient dy_pool", dy_pool.len()),
+        ("argmax", argmax.len()),
+    ] {
+        check_len(what, name, len, pool.output_len(), || pool.desc_out())?;
+    }
+    crate::pool::check_argmax(argmax, pool)?;
+    let isa = resolve_isa(opts)?;
+    if !direct::applies(s, isa) {
+        return CONV_GRAD.with(s.output_len(), s.output_len(), |dy| {
+            crate::pool::max_pool2d_activation_backward(
+                opts, pool, act, y_pool, dy_pool, argmax, dy,
+            )?;
+            conv2d_backward_weights(opts, s, x, dy, dw, db)
+        });
+    }
+    let plan = Plan::new(s);
+    let (image_out, pooled) = (
+        s.out_pixels() * s.out_c,
+        pool.out_h() * pool.out_w() * s.out_c,
+    );
+    sum_task_partials(opts, s, &plan, dw, db, |t, part_w, part_b| {
+        let pixels = plan.pixels(s, t);
+        let images = pixels.start / s.out_pixels()..pixels.end / s.out_pixels();
+        let len = images.len() * image_out;
+        CONV_GRAD.with(len, len, |dy| {
+            for (i, dy_image) in dy.chunks_exact_mut(image_out).enumerate() {
+                let at = (images.start + i) * pooled..(images.start + i + 1) * pooled;
+                // SAFETY: `resolve_isa` checked that this CPU has `isa` (one of our own paths:
+                // `direct::applies`).
+                unsafe {
+                    crate::pool::max_backward_image(
+                        isa,
+                        pool,
+                        Some((act, &y_pool[at.clone()])),
+                        &dy_pool[at.clone()],
+                        &argmax[at],
+                        dy_image,
+                    )
+                };
+            }
+            direct::backward_weights(isa, s, x, dy, pixels, part_w, part_b);
+        });
+        Ok(())
+    })
+}
+
+/// The path a call runs on: the one `opts` names (if this CPU has it) or the active one.
+fn resolve_isa(opts: &GemmOptions) -> Result<crate::Isa> {
+    match opts.isa {
+        Some(isa) => {
+            isa.check_available()?;
+            Ok(isa)
+        }
+        None => crate::Isa::active(),
+    }
+}
+
+/// The shape checks every weight-gradient entry point makes.
+fn check_weights_args(
+    what: &'static str,
+    s: &Conv2d,
+    x: &[f32],
+    dw: &[f32],
+    db: Option<&[f32]>,
+) -> Result<()> {
+    s.validate()?;
+    check_len(what, "input x", x.len(), s.input_len(), || s.input_desc())?;
     check_len(what, "weight gradient dw", dw.len(), s.weight_len(), || {
         s.weight_desc()
     })?;
-    if let Some(db) = &db {
+    if let Some(db) = db {
         check_len(what, "bias gradient db", db.len(), s.out_c, || {
             s.out_c.to_string()
         })?;
     }
-    let isa = match opts.isa {
-        Some(isa) => {
-            isa.check_available()?;
-            isa
-        }
-        None => crate::Isa::active()?,
-    };
-    let (patch, oc) = (s.patch_len(), s.out_c);
+    Ok(())
+}
+
+/// That `pool` pools exactly the convolution's output.
+fn check_pool_of(what: &'static str, s: &Conv2d, pool: &Pool2d) -> Result<()> {
+    pool.validate()?;
+    if (pool.batch, pool.in_h, pool.in_w, pool.channels) != (s.batch, s.out_h(), s.out_w(), s.out_c)
+    {
+        return Err(Error::ShapeMismatch {
+            what,
+            detail: format!(
+                "the pooling takes {}×{}×{}×{} inputs but the convolution gives {}",
+                pool.batch,
+                pool.in_h,
+                pool.in_w,
+                pool.channels,
+                s.output_desc()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Runs `task(t, dw_t, db_t)` for every task of `plan`, each into its own partial weight and bias
+/// gradient, then sums the partials in task order into `dw` and `db`: the same bits for every
+/// thread count. The first error of any task is returned.
+fn sum_task_partials(
+    opts: &GemmOptions,
+    s: &Conv2d,
+    plan: &Plan,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    task: impl Fn(usize, &mut [f32], &mut [f32]) -> Result<()> + Sync + Send,
+) -> Result<()> {
     if s.batch == 0 {
         dw.fill(0.0);
         if let Some(db) = db {
@@ -827,63 +979,20 @@ pub fn conv2d_backward_weights(
         }
         return Ok(());
     }
-    let plan = Plan::new(s);
-    let inner = plan.inner_threading(opts);
-    let use_direct = direct::applies(s, isa);
-    let use_shifted = !use_direct && shifted::applies(s);
     let wlen = s.weight_len();
     // Each task's partial: its weight gradient, then its bias gradient.
-    let part_len = wlen + oc;
+    let part_len = wlen + s.out_c;
     let failed = std::sync::Mutex::new(None);
     PARTIALS.with(plan.tasks * part_len, plan.tasks * part_len, |parts| {
         let out = SharedOut::new(parts);
         plan.run(opts, |t| {
-            let pixels = plan.pixels(s, t);
             // SAFETY: task t writes only partial t.
             let part = unsafe { out.slice(t * part_len..(t + 1) * part_len) };
             let (part_w, part_b) = part.split_at_mut(wlen);
-            if use_direct {
-                direct::backward_weights(isa, s, x, dy, pixels, part_w, part_b);
-                return;
+            if let Err(e) = task(t, part_w, part_b) {
+                *failed.lock().unwrap() = Some(e);
             }
-            if use_shifted {
-                if let Err(e) = shifted::backward_weights(&inner, s, x, dy, pixels, part_w, part_b)
-                {
-                    *failed.lock().unwrap() = Some(e);
-                }
-                return;
-            }
-            // Bias: column sums of the task's rows of dy, in pixel order.
-            part_b.fill(0.0);
-            for row in dy[pixels.start * oc..pixels.end * oc].chunks_exact(oc) {
-                for (d, &g) in part_b.iter_mut().zip(row) {
-                    *d += g;
-                }
-            }
-            let rows_max = plan.chunk_rows.min(pixels.len());
-            COL.with(rows_max * patch, rows_max * patch, |col| {
-                for p0 in pixels.clone().step_by(plan.chunk_rows) {
-                    let p1 = (p0 + plan.chunk_rows).min(pixels.end);
-                    let rows = p1 - p0;
-                    let col = &mut col[..rows * patch];
-                    im2col(s, x, p0..p1, col);
-                    let beta = if p0 == pixels.start { 0.0 } else { 1.0 };
-                    let r = crate::gemm::gemm_with(
-                        &inner,
-                        1.0,
-                        MatRef::row_major(col, rows, patch, patch).t(),
-                        MatRef::row_major(&dy[p0 * oc..p1 * oc], rows, oc, oc),
-                        beta,
-                        MatMut::row_major(part_w, patch, oc, oc),
-                    );
-                    if let Err(e) = r {
-                        *failed.lock().unwrap() = Some(e);
-                        return;
-                    }
-                }
-            });
         });
-        // The partials summed in task order: the same bits for every thread count.
         let mut parts = parts.chunks_exact(part_len);
         let first = parts.next().expect("at least one task");
         dw.copy_from_slice(&first[..wlen]);
@@ -1295,7 +1404,7 @@ mod direct {
                 let mut at = super::PixelWalk::new(s, pixels.start);
                 for p in pixels.clone() {
                     // dy's lanes for this pixel, zero past out_c.
-                    let row = &dy[p * oc..][..oc];
+                    let row = &dy[(p - pixels.start) * oc..][..oc];
                     let g: [[f32; LANES]; WG_GROUPS] = std::array::from_fn(|gi| {
                         let c0 = f0 + gi * LANES;
                         match row.get(c0..c0 + LANES) {
@@ -1378,7 +1487,7 @@ mod direct {
          db: &mut [f32]));
 
     /// `dw` (`taps × out_c`) ← Σ over `pixels` of patchᵀ·dy and `db` ← Σ dy, for a
-    /// one-channel input.
+    /// one-channel input; `dy` holds the gradients of `pixels` only (`out_c` floats each).
     pub(super) fn backward_weights(
         isa: Isa,
         s: &Conv2d,

@@ -376,6 +376,28 @@ pub fn max_pool2d_activation_backward(
     max_backward(what, opts, s, dy, argmax, Some((act, y)), dx)
 }
 
+/// That every `argmax` entry points inside its image (a corrupt one is an error, never a write
+/// out of bounds or a silently wrong gradient).
+pub(crate) fn check_argmax(argmax: &[u32], s: &Pool2d) -> Result<()> {
+    let image_len = s.image_len();
+    // The largest entry first (a reduction that vectorises), the offending one only on failure.
+    if (argmax.iter().fold(0, |m, &a| m.max(a)) as usize) < image_len {
+        return Ok(());
+    }
+    match argmax
+        .iter()
+        .enumerate()
+        .find(|(_, &a)| a as usize >= image_len)
+    {
+        Some((i, &bad)) => Err(Error::InvalidArgument {
+            name: "argmax",
+            value: bad.to_string(),
+            reason: format!("entry {i} points past the image's {image_len} elements"),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn max_backward(
     what: &'static str,
     opts: &GemmOptions,
@@ -395,22 +417,12 @@ fn max_backward(
     check_len(what, "input gradient dx", dx.len(), s.input_len(), || {
         s.desc_in()
     })?;
+    check_argmax(argmax, s)?;
     let image_len = s.image_len();
-    if let Some((i, &bad)) = argmax
-        .iter()
-        .enumerate()
-        .find(|(_, &a)| a as usize >= image_len)
-    {
-        return Err(Error::InvalidArgument {
-            name: "argmax",
-            value: bad.to_string(),
-            reason: format!("entry {i} points past the image's {image_len} elements"),
-        });
-    }
     if s.batch == 0 {
         return Ok(());
     }
-    resolve(opts.isa)?;
+    let isa = resolve(opts.isa)?;
     let out_len = s.out_image_len();
     let images = dx
         .par_chunks_exact_mut(image_len)
@@ -418,23 +430,112 @@ fn max_backward(
         .zip(argmax.par_chunks_exact(out_len))
         .enumerate();
     each_image(opts, images, |(n, ((dxi, dyi), ai))| {
-        dxi.fill(0.0);
-        match through {
-            None => {
-                for (&g, &a) in dyi.iter().zip(ai) {
-                    dxi[a as usize] += g;
-                }
-            }
-            Some((act, y)) => {
-                let yi = &y[n * out_len..][..out_len];
-                for ((&g, &a), &v) in dyi.iter().zip(ai).zip(yi) {
-                    dxi[a as usize] += act.backward(v, g);
-                }
-            }
-        }
+        let through = through.map(|(act, y)| (act, &y[n * out_len..][..out_len]));
+        // SAFETY: `resolve` checked that this CPU has the path's features.
+        unsafe { max_backward_image(isa, s, through, dyi, ai, dxi) };
     });
     Ok(())
 }
+
+/// [`max_pool2d_backward`] (or, with `through`, [`max_pool2d_activation_backward`], given the
+/// image's pooled output) of one image, whose argmax entries were checked, on `isa`.
+///
+/// # Safety
+/// `isa` is available on this CPU.
+pub(crate) unsafe fn max_backward_image(
+    isa: Isa,
+    s: &Pool2d,
+    through: Option<(Activation, &[f32])>,
+    dy: &[f32],
+    argmax: &[u32],
+    dx: &mut [f32],
+) {
+    if windows_apart(s) {
+        // SAFETY: the caller's contract.
+        return unsafe { backward_apart_loops::run(isa, s, through, dy, argmax, dx) };
+    }
+    dx.fill(0.0);
+    match through {
+        None => {
+            for (&g, &a) in dy.iter().zip(argmax) {
+                dx[a as usize] += g;
+            }
+        }
+        Some((act, y)) => {
+            for ((&g, &a), &v) in dy.iter().zip(argmax).zip(y) {
+                dx[a as usize] += act.backward(v, g);
+            }
+        }
+    }
+}
+
+/// Whether every input position lies in at most one window ('valid' padding, strides at least
+/// the window): then each input gradient is one window's or zero, and can be written in input
+/// order instead of scattered.
+fn windows_apart(s: &Pool2d) -> bool {
+    s.padding == Padding::Valid && s.stride_h >= s.pool_h && s.stride_w >= s.pool_w
+}
+
+/// The scatter of [`max_backward_image`] for windows apart, as a pass in input order: position
+/// (iy, ix) gets, in each channel, its window's (act'·)dy where it is the argmax and 0 elsewhere
+/// — `0 + g`, as the scatter's zero-filled sum gives, so the same bits. The channel loop
+/// vectorises (a compare and a select).
+#[inline(always)]
+fn backward_apart_body(
+    s: &Pool2d,
+    through: Option<(Activation, &[f32])>,
+    dy: &[f32],
+    argmax: &[u32],
+    dx: &mut [f32],
+) {
+    // Without an activation: the identity's derivative (g itself), `y` unread. One call per
+    // activation, so each one's loop is compiled with it as a constant.
+    let (act, y) = through.unwrap_or((Activation::Identity, dy));
+    match act {
+        Activation::Identity => backward_apart(s, Activation::Identity, y, dy, argmax, dx),
+        Activation::Relu => backward_apart(s, Activation::Relu, y, dy, argmax, dx),
+        Activation::Sigmoid => backward_apart(s, Activation::Sigmoid, y, dy, argmax, dx),
+        Activation::Tanh => backward_apart(s, Activation::Tanh, y, dy, argmax, dx),
+    }
+}
+
+#[inline(always)]
+fn backward_apart(
+    s: &Pool2d,
+    act: Activation,
+    y: &[f32],
+    dy: &[f32],
+    argmax: &[u32],
+    dx: &mut [f32],
+) {
+    let (c, ow) = (s.channels, s.out_w());
+    assert!(dy.len() == s.out_image_len() && argmax.len() == dy.len() && y.len() == dy.len());
+    for (iy, row) in dx.chunks_exact_mut(s.in_w * c).enumerate() {
+        let qy = iy / s.stride_h;
+        if qy >= s.out_h() || iy % s.stride_h >= s.pool_h {
+            row.fill(0.0);
+            continue;
+        }
+        for (ix, px) in row.chunks_exact_mut(c).enumerate() {
+            let qx = ix / s.stride_w;
+            if qx >= ow || ix % s.stride_w >= s.pool_w {
+                px.fill(0.0);
+                continue;
+            }
+            let q = (qy * ow + qx) * c;
+            let first = ((iy * s.in_w + ix) * c) as u32;
+            let window = argmax[q..q + c].iter().zip(&dy[q..q + c]).zip(&y[q..q + c]);
+            for ((d, ((&a, &g), &v)), ch) in px.iter_mut().zip(window).zip(0u32..) {
+                let g = 0.0 + act.backward(v, g);
+                *d = if a == first + ch { g } else { 0.0 };
+            }
+        }
+    }
+}
+
+crate::dispatch::per_isa!(backward_apart_loops, backward_apart_body, backward_apart_body,
+    (s: &Pool2d, through: Option<(Activation, &[f32])>, dy: &[f32], argmax: &[u32],
+     dx: &mut [f32]));
 
 /// Average pooling forward: each window's mean over the positions inside the input.
 pub fn avg_pool2d_forward(opts: &GemmOptions, s: &Pool2d, x: &[f32], y: &mut [f32]) -> Result<()> {

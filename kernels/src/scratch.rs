@@ -84,6 +84,7 @@ thread_local! {
     static PACKED_W_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
     static GROUP_OUT_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
     static STAGE_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
+    static CONV_GRAD_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
 }
 
 /// Packed micro-panels of A (GEMM driver).
@@ -101,9 +102,12 @@ pub(crate) static GROUP_OUT: Scratch = Scratch::new(&GROUP_OUT_TLS);
 /// Dense copies of the operands the OpenBLAS path cannot hand to CBLAS in place.
 #[cfg_attr(not(feature = "openblas"), allow(dead_code))]
 pub(crate) static STAGE: Scratch = Scratch::new(&STAGE_TLS);
+/// A convolution's output gradient between the pooling's backward pass and the weight gradient,
+/// where the two cannot run as one.
+pub(crate) static CONV_GRAD: Scratch = Scratch::new(&CONV_GRAD_TLS);
 
-static ALL: [&Scratch; 7] = [
-    &PACK_A, &PACK_B, &COL, &PARTIALS, &PACKED_W, &GROUP_OUT, &STAGE,
+static ALL: [&Scratch; 8] = [
+    &PACK_A, &PACK_B, &COL, &PARTIALS, &PACKED_W, &GROUP_OUT, &STAGE, &CONV_GRAD,
 ];
 
 /// A counter that changes whenever some thread's scratch buffer grew past every earlier size:

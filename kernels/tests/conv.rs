@@ -7,8 +7,8 @@
 
 use kernels::activation::{activation_backward, Activation};
 use kernels::conv::{
-    conv2d_backward_input, conv2d_backward_weights, conv2d_forward, conv2d_maxpool_forward, Conv2d,
-    Padding,
+    conv2d_backward_input, conv2d_backward_weights, conv2d_forward,
+    conv2d_maxpool_backward_weights, conv2d_maxpool_forward, Conv2d, Padding,
 };
 use kernels::pool::{
     avg_pool2d_backward, avg_pool2d_forward, max_pool2d_activation_backward, max_pool2d_backward,
@@ -518,6 +518,177 @@ proptest! {
             prop_assert_eq!(&dx, &dx2);
         }
     }
+}
+
+/// The weight gradient from the pooling's gradient (`conv2d_maxpool_backward_weights`) gives the
+/// bits of the pooling's backward pass then the weight gradient, on `isa`.
+fn check_pooled_weight_gradient(
+    s: Conv2d,
+    p: Pool2d,
+    act: Activation,
+    seed: u64,
+    isa: Isa,
+) -> Result<(), String> {
+    let mut rng = Rng(seed);
+    let x = rng.fill(s.input_len());
+    let w = rng.fill(s.weight_len());
+    let b = rng.fill(s.out_c);
+    let opts = GemmOptions::with_isa(isa);
+    let mut yp = vec![0.0; p.output_len()];
+    let mut am = vec![0u32; p.output_len()];
+    conv2d_maxpool_forward(
+        &opts,
+        &s,
+        &p,
+        &x,
+        &w,
+        Some(&b),
+        act,
+        None,
+        &mut yp,
+        Some(&mut am),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut dyp = rng.fill(p.output_len());
+    // Some exact zeros and negative zeros among the gradients.
+    for (i, d) in dyp.iter_mut().enumerate() {
+        match i % 7 {
+            3 => *d = 0.0,
+            5 => *d = -0.0,
+            _ => {}
+        }
+    }
+    let mut dy = vec![f32::NAN; s.output_len()];
+    max_pool2d_activation_backward(&opts, &p, act, &yp, &dyp, &am, &mut dy)
+        .map_err(|e| e.to_string())?;
+    let (mut dw, mut db) = (vec![f32::NAN; s.weight_len()], vec![f32::NAN; s.out_c]);
+    conv2d_backward_weights(&opts, &s, &x, &dy, &mut dw, Some(&mut db))
+        .map_err(|e| e.to_string())?;
+    let (mut dw2, mut db2) = (vec![f32::NAN; s.weight_len()], vec![f32::NAN; s.out_c]);
+    conv2d_maxpool_backward_weights(
+        &opts,
+        &s,
+        &p,
+        act,
+        &x,
+        &yp,
+        &dyp,
+        &am,
+        &mut dw2,
+        Some(&mut db2),
+    )
+    .map_err(|e| e.to_string())?;
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    if bits(&dw) != bits(&dw2) || bits(&db) != bits(&db2) {
+        return Err(format!(
+            "{isa} {act:?} {s:?} {p:?}: fused {dw2:?} {db2:?}, separate {dw:?} {db:?}"
+        ));
+    }
+    let mut dw3 = vec![f32::NAN; s.weight_len()];
+    conv2d_maxpool_backward_weights(&opts, &s, &p, act, &x, &yp, &dyp, &am, &mut dw3, None)
+        .map_err(|e| e.to_string())?;
+    if bits(&dw) != bits(&dw3) {
+        return Err(format!("{isa} {act:?} {s:?}: without db"));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    /// The fused weight gradient on one-channel 3×3 layers (the direct kernels' case): windows
+    /// apart or overlapping, rows and columns no window covers, partial lane groups, strides.
+    #[test]
+    fn pooled_weight_gradient_of_one_channel_layers_matches_the_separate_calls(
+        batch in 0usize..4,
+        (in_h, in_w) in (3usize..16, 3usize..16),
+        out_c in prop_oneof![1usize..20, Just(32usize), Just(40usize)],
+        stride in 1usize..3,
+        (pool, pool_stride) in (1usize..4, 1usize..4),
+        act in 0usize..4,
+        seed: u64,
+    ) {
+        let act = [Activation::Identity, Activation::Relu, Activation::Sigmoid, Activation::Tanh][act];
+        let s = Conv2d {
+            stride_h: stride,
+            stride_w: stride,
+            ..Conv2d::square(batch, (in_h, in_w, 1), out_c, 3, Padding::Valid)
+        };
+        prop_assume!(s.out_h() >= pool && s.out_w() >= pool);
+        let p = Pool2d {
+            stride_h: pool_stride,
+            stride_w: pool_stride,
+            ..Pool2d::new(batch, (s.out_h(), s.out_w(), out_c), pool)
+        };
+        for isa in Isa::available() {
+            check_pooled_weight_gradient(s, p, act, seed, isa).map_err(TestCaseError::fail)?;
+        }
+    }
+
+    /// The same on every other convolution (the unfused passes through a scratch buffer).
+    #[test]
+    fn pooled_weight_gradient_matches_the_separate_calls(
+        s in conv_shape(),
+        pool in 1usize..4,
+        same in any::<bool>(),
+        seed: u64,
+    ) {
+        prop_assume!(s.out_h() >= pool && s.out_w() >= pool);
+        let p = Pool2d {
+            padding: if same { Padding::Same } else { Padding::Valid },
+            ..Pool2d::new(s.batch, (s.out_h(), s.out_w(), s.out_c), pool)
+        };
+        for isa in Isa::available() {
+            check_pooled_weight_gradient(s, p, Activation::Relu, seed, isa)
+                .map_err(TestCaseError::fail)?;
+        }
+    }
+}
+
+/// Several images per task (a batch above the task count), for the direct 3×3 kernel, the
+/// portable direct kernel (5×5) and an im2col layer.
+#[test]
+fn pooled_weight_gradient_with_several_images_per_task() {
+    for (s, pool) in [
+        (Conv2d::square(70, (28, 28, 1), 32, 3, Padding::Valid), 2),
+        (Conv2d::square(40, (12, 11, 1), 12, 5, Padding::Valid), 3),
+        (Conv2d::square(35, (8, 8, 3), 16, 3, Padding::Same), 2),
+    ] {
+        let p = Pool2d::new(s.batch, (s.out_h(), s.out_w(), s.out_c), pool);
+        for isa in Isa::available() {
+            check_pooled_weight_gradient(s, p, Activation::Relu, 3, isa).unwrap();
+        }
+    }
+}
+
+#[test]
+fn pooled_weight_gradient_checks_its_arguments() {
+    let s = Conv2d::square(2, (8, 8, 1), 4, 3, Padding::Valid);
+    let p = Pool2d::new(2, (6, 6, 4), 2);
+    let x = vec![0.0; s.input_len()];
+    let (yp, dyp) = (vec![0.0; p.output_len()], vec![0.0; p.output_len()]);
+    let mut am = vec![0u32; p.output_len()];
+    let (mut dw, mut db) = (vec![0.0; s.weight_len()], vec![0.0; 4]);
+    let opts = GemmOptions::default();
+    let act = Activation::Relu;
+    let run = |p: &Pool2d, am: &[u32], dyp: &[f32], dw: &mut [f32], db: &mut [f32]| {
+        conv2d_maxpool_backward_weights(&opts, &s, p, act, &x, &yp, dyp, am, dw, Some(db))
+            .unwrap_err()
+            .to_string()
+    };
+    let wrong = Pool2d::new(2, (5, 6, 4), 2);
+    assert_eq!(
+        run(&wrong, &am, &dyp, &mut dw, &mut db),
+        "conv2d_maxpool_backward_weights: the pooling takes 2×5×6×4 inputs but the convolution \
+         gives 2×6×6×4"
+    );
+    assert!(run(&p, &am, &dyp[1..], &mut dw, &mut db)
+        .contains("pooled gradient dy_pool has 71 elements"));
+    assert!(run(&p, &am, &dyp, &mut dw[1..], &mut db).contains("weight gradient dw has 35"));
+    am[5] = 6 * 6 * 4;
+    assert_eq!(
+        run(&p, &am, &dyp, &mut dw, &mut db),
+        "argument argmax = 144 is invalid: entry 5 points past the image's 144 elements"
+    );
 }
 
 #[test]

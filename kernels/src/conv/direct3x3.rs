@@ -368,7 +368,7 @@ impl<V: Vector, const G: usize> Tile<V, G> {
 }
 
 /// The weight and bias gradients of the same layers: `dw` (9 × out_c) ← Σ over `pixels` of
-/// patchᵀ·dy and `db` ← Σ dy, written over. A pass holds `G` lane groups' nine tap accumulators
+/// patchᵀ·dy and `db` ← Σ dy, written over, with `dy` the gradients of `pixels` only. A pass holds `G` lane groups' nine tap accumulators
 /// and bias accumulator in registers; per pixel, nine broadcasts of the input and the pixel's dy
 /// vectors. Same operations in the same order as the portable kernel (from zero, pixel by pixel:
 /// one FMA per tap, one add for the bias): the same bits.
@@ -386,7 +386,7 @@ pub(super) unsafe fn backward_weights(
 ) {
     let oc = s.out_c;
     assert!(applies(s, isa) && x.len() >= s.input_len());
-    assert!(pixels.end <= s.batch * s.out_pixels() && dy.len() >= pixels.end * oc);
+    assert!(pixels.end <= s.batch * s.out_pixels() && dy.len() == pixels.len() * oc);
     assert!(dw.len() == TAPS * oc && db.len() == oc);
     // SAFETY: the CPU has `isa` (caller's contract); the shapes were asserted.
     unsafe {
@@ -472,8 +472,8 @@ fn weights_pass<V: Vector, const G: usize>(
         let row_end = (p - ox0 + ow).min(pixels.end);
         let mut base = n * image_len + oy * sh * in_w + ox0 * sw;
         while p < row_end {
-            let at = p * oc + g0 * lanes;
-            // SAFETY: pixel p < pixels.end has `oc` floats of dy (asserted length); the masks
+            let at = (p - pixels.start) * oc + g0 * lanes;
+            // SAFETY: pixel p of `pixels` has `oc` floats of dy (asserted length); the masks
             // keep the loads to lanes below out_c.
             let g: [V; G] = std::array::from_fn(|gi| unsafe {
                 V::load_live(dyp.add(at + gi * lanes), mask[gi])
