@@ -397,14 +397,32 @@ impl Sequential {
             });
         }
         let (hits, of) = c.loss.correct(out, y_buf, n, k);
-        for i in (0..layers.len()).rev() {
+        let mut i = layers.len();
+        while i > 0 {
+            i -= 1;
             if skipped(layers, i) {
                 continue;
             }
             // The layer below whose output this one reads, and whose gradient it writes.
             let source = (0..i).rev().find(|&j| !skipped(layers, j));
+            // Whether this layer and the one below form the model's first pair (the lower
+            // one's input gradient is not needed).
+            let bottom_pair =
+                i > 0 && source == Some(i - 1) && (0..i - 1).all(|b| skipped(layers, b));
             let (below, here) = grads.split_at_mut(i);
             let (lower, upper) = layers.split_at_mut(i);
+            if bottom_pair {
+                // A Conv2D + MaxPooling2D pair: the convolution's gradients straight from the
+                // pooling's, in one pass (`layers::backward_conv_pool`).
+                let conv = lower[i - 1].as_mut();
+                if let Some(r) =
+                    crate::layers::backward_conv_pool(conv, upper[0].as_mut(), x_buf, &here[0], n)
+                {
+                    r?;
+                    i -= 1;
+                    continue;
+                }
+            }
             let input: &[f32] = match source {
                 Some(j) => lower[j].output(),
                 None => x_buf,

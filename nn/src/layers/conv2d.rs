@@ -108,6 +108,41 @@ impl Conv2D {
     }
 }
 
+impl Conv2D {
+    /// Backward pass fused with that of the max pooling `pool` after it, for a layer whose input
+    /// gradient is not needed: kernel and bias gradients from the pooling's gradient `grad`
+    /// (`kernels::conv::conv2d_maxpool_backward_weights`). `None` unless the pooling took over
+    /// this layer's activation.
+    pub(crate) fn backward_pooled(
+        &mut self,
+        pool: &super::MaxPooling2D,
+        x: &[f32],
+        grad: &[f32],
+        n: usize,
+    ) -> Option<Result<()>> {
+        if !self.grad_is_preactivation {
+            return None;
+        }
+        let (p, act, y_pool, argmax) = pool.backward_parts(n)?;
+        let s = self.conv(n);
+        Some(
+            kernels::conv::conv2d_maxpool_backward_weights(
+                &GemmOptions::default(),
+                &s,
+                &p,
+                act,
+                &x[..s.input_len()],
+                y_pool,
+                &grad[..p.output_len()],
+                argmax,
+                &mut self.dkernel,
+                Some(&mut self.dbias),
+            )
+            .map_err(Error::kernel(&self.name)),
+        )
+    }
+}
+
 impl Layer for Conv2D {
     fn class_name(&self) -> &'static str {
         "Conv2D"

@@ -223,3 +223,20 @@ pub(crate) fn forward_conv_pool(
     let pool = pool.as_any_mut().downcast_mut::<MaxPooling2D>()?;
     conv.forward_pooled(pool, x, n, training)
 }
+
+/// The backward passes of `pool` then `conv` as one, when `conv` is a Conv2D whose activation
+/// `pool` (a MaxPooling2D) took over and whose input gradient is not needed (the model's first
+/// layer): the convolution's parameter gradients straight from the pooling's gradient `grad`
+/// (see `kernels::conv::conv2d_maxpool_backward_weights`). Returns `None` when the pair is not
+/// of that kind.
+pub(crate) fn backward_conv_pool(
+    conv: &mut dyn Layer,
+    pool: &mut dyn Layer,
+    x: &[f32],
+    grad: &[f32],
+    n: usize,
+) -> Option<Result<()>> {
+    let conv = conv.as_any_mut().downcast_mut::<Conv2D>()?;
+    let pool = pool.as_any_mut().downcast_mut::<MaxPooling2D>()?;
+    conv.backward_pooled(pool, x, grad, n)
+}

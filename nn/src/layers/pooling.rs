@@ -73,6 +73,20 @@ impl MaxPooling2D {
     }
 }
 
+impl MaxPooling2D {
+    /// For the fused backward pass: the pooling of `n` samples, the activation whose backward
+    /// pass it took over, and its output and argmax from the last training forward pass.
+    pub(crate) fn backward_parts(
+        &self,
+        n: usize,
+    ) -> Option<(Pool2d, kernels::Activation, &[f32], &[u32])> {
+        let s = self.shape(n);
+        let len = s.output_len();
+        let act = self.input_act?;
+        Some((s, act, &self.out[..len], &self.argmax[..len]))
+    }
+}
+
 impl Layer for MaxPooling2D {
     fn class_name(&self) -> &'static str {
         "MaxPooling2D"
