@@ -115,6 +115,11 @@ pub struct TrainSummaryRow {
     pub meets_time_target: bool,
     /// Within 0.5 points of Keras (the floor).
     pub meets_accuracy_floor: Option<bool>,
+    /// Where the Keras and PyTorch figures come from ("same run" or a recorded file).
+    #[serde(default)]
+    pub keras_source: Option<String>,
+    #[serde(default)]
+    pub torch_source: Option<String>,
 }
 
 /// The training part of the report.
@@ -409,6 +414,8 @@ impl TrainingReport {
                     meets_accuracy_floor: keras
                         .as_ref()
                         .map(|k| r.test_accuracy >= k.test_accuracy - 0.005),
+                    keras_source: keras.as_ref().map(|k| k.source.clone()),
+                    torch_source: torch.as_ref().map(|t| t.source.clone()),
                 }
             })
             .collect();
@@ -460,8 +467,13 @@ pub fn training_markdown(t: &TrainingReport) -> String {
             r.ours_inference_images_per_s,
         );
     }
-    let sources: std::collections::BTreeSet<&str> =
-        t.peers.iter().map(|p| p.source.as_str()).collect();
+    // The sources of the figures in the table (not of every peer figure known).
+    let sources: std::collections::BTreeSet<&str> = t
+        .summary
+        .iter()
+        .flat_map(|r| [&r.keras_source, &r.torch_source])
+        .filter_map(|s| s.as_deref())
+        .collect();
     out += "\nPeer figures: ";
     out += &sources.into_iter().collect::<Vec<_>>().join("; ");
     out += &format!(".\n\nMethod: {}.\n", t.method);
