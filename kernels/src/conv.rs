@@ -648,30 +648,22 @@ fn forward_groups(
             }
             return;
         }
-        let rows_max = plan.chunk_rows.min(pixels.len());
-        COL.with(rows_max * patch, rows_max * patch, |col| {
-            for p0 in pixels.clone().step_by(plan.chunk_rows) {
-                let p1 = (p0 + plan.chunk_rows).min(pixels.end);
-                let rows = p1 - p0;
-                let col = &mut col[..rows * patch];
-                im2col(s, x, p0..p1, col);
-                let y_chunk = &mut y_part[(p0 - pixels.start) * oc..][..rows * oc];
-                let r = gemm_fused(
-                    &inner,
-                    1.0,
-                    MatRef::row_major(col, rows, patch, patch),
-                    MatRef::row_major(w, patch, oc, oc),
-                    0.0,
-                    bias.map_or(Bias::None, Bias::PerColumn),
-                    act,
-                    MatMut::row_major(y_chunk, rows, oc, oc),
-                );
-                if let Err(e) = r {
-                    *failed.lock().unwrap() = Some(e);
-                    return;
-                }
-            }
+        let r = im2col_chunks(&plan, s, x, pixels.clone(), |p0, rows, col| {
+            let y_chunk = &mut y_part[(p0 - pixels.start) * oc..][..rows * oc];
+            gemm_fused(
+                &inner,
+                1.0,
+                MatRef::row_major(col, rows, patch, patch),
+                MatRef::row_major(w, patch, oc, oc),
+                0.0,
+                bias.map_or(Bias::None, Bias::PerColumn),
+                act,
+                MatMut::row_major(y_chunk, rows, oc, oc),
+            )
         });
+        if let Err(e) = r {
+            *failed.lock().unwrap() = Some(e);
+        }
     };
     let task = |packed: &[f32], t: usize| {
         let first = t * plan.images_per_task;
@@ -813,24 +805,16 @@ pub fn conv2d_backward_weights(
                 *d += g;
             }
         }
-        let rows_max = plan.chunk_rows.min(pixels.len());
-        COL.with(rows_max * patch, rows_max * patch, |col| {
-            for p0 in pixels.clone().step_by(plan.chunk_rows) {
-                let p1 = (p0 + plan.chunk_rows).min(pixels.end);
-                let rows = p1 - p0;
-                let col = &mut col[..rows * patch];
-                im2col(s, x, p0..p1, col);
-                let beta = if p0 == pixels.start { 0.0 } else { 1.0 };
-                crate::gemm::gemm_with(
-                    &inner,
-                    1.0,
-                    MatRef::row_major(col, rows, patch, patch).t(),
-                    MatRef::row_major(&dy[p0 * oc..p1 * oc], rows, oc, oc),
-                    beta,
-                    MatMut::row_major(part_w, patch, oc, oc),
-                )?;
-            }
-            Ok(())
+        im2col_chunks(&plan, s, x, pixels.clone(), |p0, rows, col| {
+            let beta = if p0 == pixels.start { 0.0 } else { 1.0 };
+            crate::gemm::gemm_with(
+                &inner,
+                1.0,
+                MatRef::row_major(col, rows, patch, patch).t(),
+                MatRef::row_major(&dy[p0 * oc..(p0 + rows) * oc], rows, oc, oc),
+                beta,
+                MatMut::row_major(part_w, patch, oc, oc),
+            )
         })
     })
 }
@@ -905,6 +889,28 @@ pub fn conv2d_maxpool_backward_weights(
             }
             direct::backward_weights(isa, s, x, dy, pixels, part_w, part_b);
         });
+        Ok(())
+    })
+}
+
+/// Runs `f(first pixel, rows, col)` over `pixels` in im2col chunks of at most `plan.chunk_rows`
+/// rows (this thread's scratch, kept in L2 for the GEMM that reads it), stopping at an error.
+fn im2col_chunks(
+    plan: &Plan,
+    s: &Conv2d,
+    x: &[f32],
+    pixels: std::ops::Range<usize>,
+    mut f: impl FnMut(usize, usize, &[f32]) -> Result<()>,
+) -> Result<()> {
+    let patch = s.patch_len();
+    let rows_max = plan.chunk_rows.min(pixels.len());
+    COL.with(rows_max * patch, rows_max * patch, |col| {
+        for p0 in pixels.clone().step_by(plan.chunk_rows) {
+            let p1 = (p0 + plan.chunk_rows).min(pixels.end);
+            let col = &mut col[..(p1 - p0) * patch];
+            im2col(s, x, p0..p1, col);
+            f(p0, p1 - p0, col)?;
+        }
         Ok(())
     })
 }
