@@ -204,7 +204,7 @@ proptest! {
 }
 
 /// Every remainder of M mod MR and N mod NR of every kernel (MR ≤ 24, NR ≤ 48), K in {0, 1, 2, 9}
-/// and across a KC boundary (256 scalar, 512 SIMD), both transposes.
+/// and across a KC boundary (256 scalar and AVX2, 512 AVX-512 and NEON), both transposes.
 #[test]
 fn every_tile_remainder() {
     let mut seed = 1;

@@ -16,7 +16,12 @@
 //!   micro-panel of B from L2 instead of L1 (16 bytes per cycle, well within L2's bandwidth).
 //!   Measured on this machine kind with the report's `--shapes`: the 8 × 48 tile at 2048³ runs
 //!   at 130 GFLOP/s with kc = 128, 157 with 256 and 186 with 512 (768 and 1024 no better); the
-//!   AVX2 tile is indifferent.
+//!   AVX2 tiles were indifferent there.
+//! * `kc` = 256 for the AVX2 tiles: AVX2-only CPUs mostly have a 32 KiB L1d (Zen 2/3, Intel
+//!   before Ice Lake), which one 512-deep 16-wide micro-panel of B would fill on its own.
+//!   Measured on a Zen 3 VM (report `--shapes`, 1 thread, ours ÷ OpenBLAS in the same run, two
+//!   runs against one): 784×32×128 1.34–1.35 against 1.10, 128×784×512 0.83–0.91 against 0.77,
+//!   32×784×128 0.92–0.93 against 0.86; square sizes alike.
 //! * `mc`: the packed `mc × kc` block of A stays in L2 across the loop over B's micro-panels.
 //! * `nc`: the packed `kc × nc` panel of B stays in the shared L3.
 //!
@@ -76,8 +81,14 @@ const SCALAR: [KernelConfig; 1] = [KernelConfig {
 
 #[cfg(target_arch = "x86_64")]
 const AVX2: [KernelConfig; 2] = [
-    blocked(6, 16, arch::avx2::kernel::<6, 2>, true, 1.0),
-    blocked(12, 8, arch::avx2::kernel::<12, 1>, true, 1.15),
+    KernelConfig {
+        kc: 256,
+        ..blocked(6, 16, arch::avx2::kernel::<6, 2>, true, 1.0)
+    },
+    KernelConfig {
+        kc: 256,
+        ..blocked(12, 8, arch::avx2::kernel::<12, 1>, true, 1.15)
+    },
 ];
 
 #[cfg(target_arch = "x86_64")]
