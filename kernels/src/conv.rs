@@ -604,13 +604,7 @@ fn forward_groups(
     if s.batch == 0 {
         return Ok(());
     }
-    let isa = match opts.isa {
-        Some(isa) => {
-            isa.check_available()?;
-            isa
-        }
-        None => crate::Isa::active()?,
-    };
+    let isa = crate::Isa::resolve(opts.isa)?;
     let plan = Plan::new(s);
     let inner = plan.inner_threading(opts);
     let (patch, oc) = (s.patch_len(), s.out_c);
@@ -782,7 +776,7 @@ pub fn conv2d_backward_weights(
     check_len(what, "output gradient dy", dy.len(), s.output_len(), || {
         s.output_desc()
     })?;
-    let isa = resolve_isa(opts)?;
+    let isa = crate::Isa::resolve(opts.isa)?;
     let (patch, oc) = (s.patch_len(), s.out_c);
     let plan = Plan::new(s);
     let inner = plan.inner_threading(opts);
@@ -853,7 +847,7 @@ pub fn conv2d_maxpool_backward_weights(
         check_len(what, name, len, pool.output_len(), || pool.desc_out())?;
     }
     crate::pool::check_argmax(argmax, pool)?;
-    let isa = resolve_isa(opts)?;
+    let isa = crate::Isa::resolve(opts.isa)?;
     if !direct::applies(s, isa) {
         return CONV_GRAD.with(s.output_len(), s.output_len(), |dy| {
             crate::pool::max_pool2d_activation_backward(
@@ -874,7 +868,7 @@ pub fn conv2d_maxpool_backward_weights(
         CONV_GRAD.with(len, len, |dy| {
             for (i, dy_image) in dy.chunks_exact_mut(image_out).enumerate() {
                 let at = (images.start + i) * pooled..(images.start + i + 1) * pooled;
-                // SAFETY: `resolve_isa` checked that this CPU has `isa` (one of our own paths:
+                // SAFETY: `Isa::resolve` checked that this CPU has `isa` (one of our own paths:
                 // `direct::applies`).
                 unsafe {
                     crate::pool::max_backward_image(
@@ -913,17 +907,6 @@ fn im2col_chunks(
         }
         Ok(())
     })
-}
-
-/// The path a call runs on: the one `opts` names (if this CPU has it) or the active one.
-fn resolve_isa(opts: &GemmOptions) -> Result<crate::Isa> {
-    match opts.isa {
-        Some(isa) => {
-            isa.check_available()?;
-            Ok(isa)
-        }
-        None => crate::Isa::active(),
-    }
 }
 
 /// The shape checks every weight-gradient entry point makes.

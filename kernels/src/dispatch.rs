@@ -131,6 +131,18 @@ impl Isa {
         })
     }
 
+    /// The path a call runs on: `forced`, if this CPU and build have it (else the reason it
+    /// cannot run), or [`Isa::active`].
+    pub(crate) fn resolve(forced: Option<Isa>) -> Result<Isa> {
+        match forced {
+            Some(isa) => {
+                isa.check_available()?;
+                Ok(isa)
+            }
+            None => Isa::active(),
+        }
+    }
+
     /// The path calls use when they do not name one: `KERNELS_ISA` if set (read once), else
     /// [`Isa::best`]. An unknown or unavailable `KERNELS_ISA` makes every such call fail with the
     /// reason, rather than silently running something else.

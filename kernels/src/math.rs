@@ -205,13 +205,7 @@ elementwise!(tanh_loops, tanh1);
 /// The instruction set whose loops run: the forced one (checked) or the active one; OpenBLAS,
 /// which has no such functions, means our best.
 pub(crate) fn resolve(isa: Option<Isa>) -> Result<Isa> {
-    let isa = match isa {
-        Some(isa) => {
-            isa.check_available()?;
-            isa
-        }
-        None => Isa::active()?,
-    };
+    let isa = Isa::resolve(isa)?;
     Ok(if isa == Isa::OpenBlas {
         Isa::best()
     } else {

@@ -113,13 +113,7 @@ pub fn gemm_fused(
 ) -> Result<()> {
     crate::mat::check_product(&a, &b, &c)?;
     check_bias(bias, c.rows(), c.cols())?;
-    let isa = match opts.isa {
-        Some(isa) => {
-            isa.check_available()?;
-            isa
-        }
-        None => Isa::active()?,
-    };
+    let isa = Isa::resolve(opts.isa)?;
     let epilogue = Epilogue {
         // OpenBLAS has no epilogue: ours runs after it, on our best path.
         isa: if isa == Isa::OpenBlas {
@@ -256,13 +250,7 @@ pub(crate) fn gemm_fused_packed_a(
         });
     }
     check_bias(bias, m, n)?;
-    let isa = match opts.isa {
-        Some(isa) => {
-            isa.check_available()?;
-            isa
-        }
-        None => Isa::active()?,
-    };
+    let isa = Isa::resolve(opts.isa)?;
     let cfg = config::kernel_config(isa, m, n).ok_or(Error::InvalidArgument {
         name: "isa",
         value: isa.name().into(),
