@@ -106,9 +106,7 @@ impl Conv2D {
             .map_err(Error::kernel(&self.name)),
         )
     }
-}
 
-impl Conv2D {
     /// Backward pass fused with that of the max pooling `pool` after it, for a layer whose input
     /// gradient is not needed: kernel and bias gradients from the pooling's gradient `grad`
     /// (`kernels::conv::conv2d_maxpool_backward_weights`). `None` unless the pooling took over

@@ -71,9 +71,7 @@ impl MaxPooling2D {
             training.then_some(&mut self.argmax[..len]),
         )
     }
-}
 
-impl MaxPooling2D {
     /// For the fused backward pass: the pooling of `n` samples, the activation whose backward
     /// pass it took over, and its output and argmax from the last training forward pass.
     pub(crate) fn backward_parts(
