@@ -27,9 +27,9 @@ trait Vector: Copy {
     const LANES: usize;
     /// Which lanes of a register are live (the last lane group of a row may be partial).
     type Mask: Copy;
-    fn mask(live: usize) -> Self::Mask;
     /// # Safety (every method)
     /// The CPU has the instruction set; pointers are valid for the live lanes.
+    unsafe fn mask(live: usize) -> Self::Mask;
     unsafe fn zero() -> Self;
     unsafe fn splat(p: *const f32) -> Self;
     /// All `LANES` floats at `p`.
@@ -49,7 +49,7 @@ impl Vector for __m512 {
     const LANES: usize = 16;
     type Mask = __mmask16;
     #[inline(always)]
-    fn mask(live: usize) -> __mmask16 {
+    unsafe fn mask(live: usize) -> __mmask16 {
         ((1u32 << live.min(16)) - 1) as u16
     }
     #[inline(always)]
@@ -103,12 +103,9 @@ impl Vector for __m256 {
     const LANES: usize = 8;
     type Mask = Mask256;
     #[inline(always)]
-    fn mask(live: usize) -> Mask256 {
-        // SAFETY: register arithmetic only; the entry points run where AVX2 is present.
-        let lanes = unsafe {
-            let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-            _mm256_cmpgt_epi32(_mm256_set1_epi32(live.min(8) as i32), index)
-        };
+    unsafe fn mask(live: usize) -> Mask256 {
+        let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(live.min(8) as i32), index);
         Mask256 {
             lanes,
             full: live >= 8,
@@ -285,7 +282,10 @@ fn pass<V: Vector, const G: usize, const RELU: bool>(
     };
     let bias = group(0);
     let w: [[V; G]; TAPS] = std::array::from_fn(|t| group(1 + t));
-    let mask: [V::Mask; G] = std::array::from_fn(|g| V::mask(oc.saturating_sub((g0 + g) * lanes)));
+    let mask: [V::Mask; G] = std::array::from_fn(|g| {
+        // SAFETY: register arithmetic on a CPU with the set.
+        unsafe { V::mask(oc.saturating_sub((g0 + g) * lanes)) }
+    });
     let tile = Tile {
         w,
         bias,
@@ -458,7 +458,10 @@ fn weights_pass<V: Vector, const G: usize>(
     let (sh, sw, in_w) = (s.stride_h, s.stride_w, s.in_w);
     let image_len = s.in_h * in_w;
     let lanes = V::LANES;
-    let mask: [V::Mask; G] = std::array::from_fn(|g| V::mask(oc.saturating_sub((g0 + g) * lanes)));
+    let mask: [V::Mask; G] = std::array::from_fn(|g| {
+        // SAFETY: register arithmetic on a CPU with the set.
+        unsafe { V::mask(oc.saturating_sub((g0 + g) * lanes)) }
+    });
     let off: [usize; TAPS] = std::array::from_fn(|t| (t / 3) * in_w + t % 3);
     // SAFETY: register arithmetic on a CPU with the set.
     let zero = unsafe { V::zero() };
