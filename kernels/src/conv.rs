@@ -37,6 +37,7 @@ use crate::gemm::{gemm_fused, gemm_fused_packed_a, Bias, GemmOptions, Threading}
 use crate::mat::{MatMut, MatRef};
 use crate::pool::Pool2d;
 use crate::scratch::{COL, CONV_GRAD, GROUP_OUT, PACKED_W, PARTIALS};
+use crate::shared::SharedOut;
 
 #[cfg(target_arch = "x86_64")]
 mod direct3x3;
@@ -472,29 +473,6 @@ fn col2im_add(
             }
         }
         at.advance();
-    }
-}
-
-/// Raw pointer to an output buffer shared by tasks that write disjoint parts of it.
-#[derive(Clone, Copy)]
-pub(crate) struct SharedOut<T>(*mut T, usize);
-// SAFETY: tasks only form slices of disjoint ranges of the buffer (whole images or whole task
-// partials), and the `&mut [T]` it came from outlives the parallel section.
-unsafe impl<T: Send> Send for SharedOut<T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Sync for SharedOut<T> {}
-
-impl<T> SharedOut<T> {
-    pub(crate) fn new(buf: &mut [T]) -> Self {
-        SharedOut(buf.as_mut_ptr(), buf.len())
-    }
-    /// # Safety
-    /// No two live slices from the same `SharedOut` overlap.
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn slice(&self, range: std::ops::Range<usize>) -> &mut [T] {
-        assert!(range.start <= range.end && range.end <= self.1);
-        // SAFETY: in bounds (asserted); exclusivity is the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
     }
 }
 

@@ -54,6 +54,16 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// Columns `first..first + count` (a view of the same buffer; `validate` checks it).
+    pub(crate) fn columns(self, first: usize, count: usize) -> Self {
+        let offset = (first * self.col_stride).min(self.data.len());
+        MatRef {
+            data: &self.data[offset..],
+            cols: count,
+            ..self
+        }
+    }
+
     /// The transposed view (no copy).
     pub fn t(self) -> Self {
         MatRef {

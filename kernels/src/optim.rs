@@ -10,12 +10,22 @@
 //! Each loop is compiled per instruction set like [`crate::math`]'s. Large tensors are updated
 //! in chunks on the rayon pool (the update is elementwise and memory-bound: a CNN's 700 000
 //! parameters move 20 MB per Adam step); the result does not depend on the split.
+//!
+//! [`update_from_product`] fuses a step with the products that feed it: a weight matrix whose
+//! gradient is a product `Aᵀ·B` (a dense layer's kernel) is updated block of rows by block of
+//! rows while each block's gradient is still in cache, and the product `B·Wᵀ` that needs the old
+//! weights (the layer's input gradient) is formed from the same blocks just before: the
+//! weights and optimizer state are streamed once instead of three times, and the gradient is
+//! never stored.
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::{check_len, Error, Result};
+use crate::gemm::{gemm_with, GemmOptions, Threading};
 use crate::math::resolve;
-use crate::Isa;
+use crate::scratch::PRODUCT;
+use crate::shared::SharedOut;
+use crate::{Isa, MatMut, MatRef};
 
 #[inline(always)]
 fn sgd_body(w: &mut [f32], g: &[f32], lr: f32) {
@@ -105,7 +115,11 @@ pub fn sgd_update(
     mu: f32,
     nesterov: bool,
 ) -> Result<()> {
-    let isa = resolve(isa)?;
+    let rule = Rule::Sgd {
+        lr,
+        momentum: mu,
+        nesterov,
+    };
     match vel {
         Some(vel) => {
             check(
@@ -113,32 +127,18 @@ pub fn sgd_update(
                 w.len(),
                 &[("the gradient", g.len()), ("the velocity", vel.len())],
             )?;
-            w.par_chunks_mut(CHUNK)
-                .zip(g.par_chunks(CHUNK))
-                .zip(vel.par_chunks_mut(CHUNK))
-                .for_each(|((w, g), vel)| {
-                    // SAFETY: `resolve` checked that this CPU has `isa`'s features.
-                    unsafe { sgd_momentum_run::run(isa, w, g, vel, lr, mu, nesterov) }
-                });
+            update(isa, rule, w, g, &mut [vel])
         }
         None if mu == 0.0 => {
             check("sgd_update", w.len(), &[("the gradient", g.len())])?;
-            w.par_chunks_mut(CHUNK)
-                .zip(g.par_chunks(CHUNK))
-                .for_each(|(w, g)| {
-                    // SAFETY: `resolve` checked that this CPU has `isa`'s features.
-                    unsafe { sgd_run::run(isa, w, g, lr) }
-                });
+            update(isa, rule, w, g, &mut [])
         }
-        None => {
-            return Err(Error::InvalidArgument {
-                name: "vel",
-                value: "None".into(),
-                reason: format!("momentum {mu} needs a velocity buffer"),
-            })
-        }
+        None => Err(Error::InvalidArgument {
+            name: "vel",
+            value: "None".into(),
+            reason: format!("momentum {mu} needs a velocity buffer"),
+        }),
     }
-    Ok(())
 }
 
 /// One Adam step with the bias-corrected step size `alpha` (see the module docs).
@@ -159,16 +159,13 @@ pub fn adam_update(
         w.len(),
         &[("the gradient", g.len()), ("m", m.len()), ("v", v.len())],
     )?;
-    let isa = resolve(isa)?;
-    w.par_chunks_mut(CHUNK)
-        .zip(g.par_chunks(CHUNK))
-        .zip(m.par_chunks_mut(CHUNK))
-        .zip(v.par_chunks_mut(CHUNK))
-        .for_each(|(((w, g), m), v)| {
-            // SAFETY: `resolve` checked that this CPU has `isa`'s features.
-            unsafe { adam_run::run(isa, w, g, m, v, alpha, beta1, beta2, eps) }
-        });
-    Ok(())
+    let rule = Rule::Adam {
+        alpha,
+        beta1,
+        beta2,
+        eps,
+    };
+    update(isa, rule, w, g, &mut [m, v])
 }
 
 /// One RMSprop step (see the module docs).
@@ -186,13 +183,260 @@ pub fn rmsprop_update(
         w.len(),
         &[("the gradient", g.len()), ("v", v.len())],
     )?;
+    update(isa, Rule::RmsProp { lr, rho, eps }, w, g, &mut [v])
+}
+
+/// One step of `rule` on the parameters `w` from their gradient `g`; `state` holds the rule's
+/// state buffers ([`Rule::state_buffers`] of them, each as long as `w`). What
+/// [`sgd_update`], [`adam_update`] and [`rmsprop_update`] run; for callers that hold the rule
+/// as a value.
+pub fn update(
+    isa: Option<Isa>,
+    rule: Rule,
+    w: &mut [f32],
+    g: &[f32],
+    state: &mut [&mut [f32]],
+) -> Result<()> {
+    check_state(rule, state)?;
+    check("update", w.len(), &[("the gradient", g.len())])?;
+    for s in state.iter() {
+        check("update", w.len(), &[("a state buffer", s.len())])?;
+    }
     let isa = resolve(isa)?;
-    w.par_chunks_mut(CHUNK)
-        .zip(g.par_chunks(CHUNK))
-        .zip(v.par_chunks_mut(CHUNK))
-        .for_each(|((w, g), v)| {
+    let (w_out, state_out) = (SharedOut::new(w), state_handles(state));
+    (0..g.len())
+        .into_par_iter()
+        .step_by(CHUNK)
+        .for_each(|first| {
+            let span = first..(first + CHUNK).min(g.len());
+            // SAFETY: each task owns its span of the parameters and the state.
+            let (w, mut state) =
+                unsafe { (w_out.slice(span.clone()), state_spans(&state_out, &span)) };
             // SAFETY: `resolve` checked that this CPU has `isa`'s features.
-            unsafe { rmsprop_run::run(isa, w, g, v, lr, rho, eps) }
+            unsafe { rule.apply(isa, w, &g[span], &mut state[..rule.state_buffers()]) };
         });
     Ok(())
+}
+
+fn check_state(rule: Rule, state: &[&mut [f32]]) -> Result<()> {
+    if state.len() != rule.state_buffers() {
+        return Err(Error::InvalidArgument {
+            name: "state",
+            value: format!("{} buffers", state.len()),
+            reason: format!("{rule:?} keeps {} state buffers", rule.state_buffers()),
+        });
+    }
+    Ok(())
+}
+
+/// Handles on up to two state buffers, for tasks that each update a span of them.
+fn state_handles(state: &mut [&mut [f32]]) -> [Option<SharedOut<f32>>; 2] {
+    let mut out = [None, None];
+    for (slot, s) in out.iter_mut().zip(state.iter_mut()) {
+        *slot = Some(SharedOut::new(s));
+    }
+    out
+}
+
+/// The state buffers' elements `span` (empty slices for the unused ones).
+///
+/// # Safety
+/// No other live slice of the buffers overlaps `span`.
+#[allow(clippy::mut_from_ref)]
+unsafe fn state_spans<'a>(
+    handles: &'a [Option<SharedOut<f32>>; 2],
+    span: &std::ops::Range<usize>,
+) -> [&'a mut [f32]; 2] {
+    // SAFETY: the caller's contract.
+    handles.each_ref().map(|h| match h {
+        Some(h) => unsafe { h.slice(span.clone()) },
+        None => &mut [],
+    })
+}
+
+/// One step of an optimizer rule, with this step's hyperparameters (Adam's bias correction
+/// already folded into `alpha`, see the module docs). The state a rule keeps per parameter:
+/// SGD with momentum the velocity; Adam `m` then `v`; RMSprop the mean square.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rule {
+    /// [`sgd_update`]'s rule (state: the velocity when `momentum ≠ 0`, else none).
+    Sgd {
+        lr: f32,
+        momentum: f32,
+        nesterov: bool,
+    },
+    /// [`adam_update`]'s rule (state: `m`, `v`).
+    Adam {
+        alpha: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+    },
+    /// [`rmsprop_update`]'s rule (state: the mean square).
+    RmsProp { lr: f32, rho: f32, eps: f32 },
+}
+
+impl Rule {
+    /// How many state buffers (each as long as the parameters) the rule uses.
+    pub fn state_buffers(&self) -> usize {
+        match *self {
+            Rule::Sgd { momentum, .. } => usize::from(momentum != 0.0),
+            Rule::Adam { .. } => 2,
+            Rule::RmsProp { .. } => 1,
+        }
+    }
+
+    /// Applies the rule to one block (`state` holds [`Self::state_buffers`] slices as long as
+    /// `w`; the caller checked the lengths).
+    ///
+    /// # Safety
+    /// The CPU has `isa`'s features.
+    unsafe fn apply(&self, isa: Isa, w: &mut [f32], g: &[f32], state: &mut [&mut [f32]]) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            match (*self, state) {
+                (Rule::Sgd { lr, .. }, []) => sgd_run::run(isa, w, g, lr),
+                (
+                    Rule::Sgd {
+                        lr,
+                        momentum,
+                        nesterov,
+                    },
+                    [vel],
+                ) => sgd_momentum_run::run(isa, w, g, vel, lr, momentum, nesterov),
+                (
+                    Rule::Adam {
+                        alpha,
+                        beta1,
+                        beta2,
+                        eps,
+                    },
+                    [m, v],
+                ) => adam_run::run(isa, w, g, m, v, alpha, beta1, beta2, eps),
+                (Rule::RmsProp { lr, rho, eps }, [v]) => {
+                    rmsprop_run::run(isa, w, g, v, lr, rho, eps)
+                }
+                _ => unreachable!("state buffers checked against the rule"),
+            }
+        }
+    }
+}
+
+/// Rows of the weight matrix per block of [`update_from_product`]: a multiple of 24 (of every
+/// registered tile's MR, so no block computes padding rows), such that the block's weights,
+/// state and gradient (up to four `rows × n` arrays) stay within about 256 KiB (L2) and a
+/// matrix makes about a dozen blocks or more for the threads to share. A function of the shape
+/// only, so every thread count gives the same blocks.
+fn block_rows(k: usize, n: usize) -> usize {
+    const QUANTUM: usize = 24;
+    let cache_rows = (16 * 1024 / n.max(1)) / QUANTUM * QUANTUM;
+    let balance_rows = k.div_ceil(12).next_multiple_of(QUANTUM);
+    cache_rows.min(balance_rows).max(QUANTUM)
+}
+
+/// One optimizer step on a weight matrix whose gradient is a product, fused with that product
+/// and with the product that needs the weights before the step:
+///
+/// * `d ← b·wᵀ` (when `d` is given; `n × k`, row-major, overwritten), with `w` as it was before;
+/// * `w ← rule(w, aᵀ·b)`, the gradient `aᵀ·b` (`k × n`) formed a block of rows at a time and
+///   never stored;
+///
+/// where `a` is `m × k` (a dense layer's input, one sample per row), `b` is `m × n` (the
+/// gradient of its pre-activation output) and `w` is the `k × n` row-major kernel. `state`
+/// holds the rule's state buffers ([`Rule::state_buffers`] of them, each `k·n` long).
+///
+/// On our GEMM paths the results are bit for bit those of the two products by [`gemm_with`]
+/// followed by [`update`] (an element of our product does not depend on the rows computed with
+/// it); on the OpenBLAS path they agree up to rounding (its kernels change with the block's
+/// shape). Blocks are cut by the shape alone and run in parallel over rows of `w`, never over
+/// `m`, so every thread count gives the same bits.
+pub fn update_from_product(
+    opts: &GemmOptions,
+    rule: Rule,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    w: &mut [f32],
+    state: &mut [&mut [f32]],
+    d: Option<&mut [f32]>,
+) -> Result<()> {
+    let what = "update_from_product";
+    let (m, k, n) = (a.rows(), a.cols(), b.cols());
+    if b.rows() != m {
+        return Err(Error::ShapeMismatch {
+            what,
+            detail: format!(
+                "a is {m}×{k} and b is {}×{n}: they need the same number of rows",
+                b.rows()
+            ),
+        });
+    }
+    a.validate("A")?;
+    b.validate("B")?;
+    let kn = || format!("{k}×{n}");
+    check_len(what, "the weights w", w.len(), k * n, kn)?;
+    check_state(rule, state)?;
+    for s in state.iter() {
+        check_len(what, "a state buffer", s.len(), k * n, kn)?;
+    }
+    if let Some(d) = &d {
+        check_len(what, "the input gradient d", d.len(), m * k, || {
+            format!("{m}×{k}")
+        })?;
+    }
+    let update_isa = resolve(opts.isa)?;
+    if k == 0 || n == 0 {
+        return Ok(());
+    }
+    let single = GemmOptions {
+        isa: opts.isa,
+        threading: Threading::Single,
+    };
+    let rows = block_rows(k, n);
+    let w_out = SharedOut::new(w);
+    let d_out = d.map(SharedOut::new);
+    let state_out = state_handles(state);
+    let block = |first: usize| -> Result<()> {
+        let r = rows.min(k - first);
+        let span = first * n..(first + r) * n;
+        // SAFETY: each block owns rows first..first + r of w and of the state, and columns
+        // first..first + r of d; no other task forms slices of them.
+        let w_blk = unsafe { w_out.slice(span.clone()) };
+        PRODUCT.with(r * n + m * r, 0, |buf| {
+            let (g, d_blk) = buf.split_at_mut(r * n);
+            if let Some(d_out) = &d_out {
+                // d[:, first..first + r] = b · w_blkᵀ, with the weights before the step.
+                gemm_with(
+                    &single,
+                    1.0,
+                    b,
+                    MatRef::row_major(w_blk, r, n, n).t(),
+                    0.0,
+                    MatMut::row_major(d_blk, m, r, r),
+                )?;
+                for (i, src) in d_blk.chunks_exact(r).enumerate() {
+                    // SAFETY: as above (row i's columns of this block).
+                    unsafe { d_out.slice(i * k + first..i * k + first + r) }.copy_from_slice(src);
+                }
+            }
+            // g = (a[:, first..first + r])ᵀ · b.
+            gemm_with(
+                &single,
+                1.0,
+                a.columns(first, r).t(),
+                b,
+                0.0,
+                MatMut::row_major(g, r, n, n),
+            )?;
+            // SAFETY: as above.
+            let mut blk_state = unsafe { state_spans(&state_out, &span) };
+            // SAFETY: `resolve` checked that this CPU has `update_isa`'s features.
+            unsafe { rule.apply(update_isa, w_blk, g, &mut blk_state[..rule.state_buffers()]) };
+            Ok(())
+        })
+    };
+    if k <= rows {
+        block(0)
+    } else {
+        (0..k).into_par_iter().step_by(rows).try_for_each(block)
+    }
 }

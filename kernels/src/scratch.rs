@@ -85,6 +85,7 @@ thread_local! {
     static GROUP_OUT_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
     static STAGE_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
     static CONV_GRAD_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
+    static PRODUCT_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
 }
 
 /// Packed micro-panels of A (GEMM driver).
@@ -106,8 +107,12 @@ pub(crate) static STAGE: Scratch = Scratch::new(&STAGE_TLS);
 /// where the two cannot run as one.
 pub(crate) static CONV_GRAD: Scratch = Scratch::new(&CONV_GRAD_TLS);
 
-static ALL: [&Scratch; 8] = [
-    &PACK_A, &PACK_B, &COL, &PARTIALS, &PACKED_W, &GROUP_OUT, &STAGE, &CONV_GRAD,
+/// One block of rows of a gradient product (and of the input gradient) between the GEMM that
+/// forms it and the optimizer step that consumes it (`optim::update_from_product`).
+pub(crate) static PRODUCT: Scratch = Scratch::new(&PRODUCT_TLS);
+
+static ALL: [&Scratch; 9] = [
+    &PACK_A, &PACK_B, &COL, &PARTIALS, &PACKED_W, &GROUP_OUT, &STAGE, &CONV_GRAD, &PRODUCT,
 ];
 
 /// A counter that changes whenever some thread's scratch buffer grew past every earlier size:
