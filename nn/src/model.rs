@@ -51,6 +51,9 @@ pub struct Sequential {
     pub(crate) stop_training: bool,
     /// `kernels::scratch_generation()` when the pool's scratch buffers were last prepared.
     prepared_generation: usize,
+    /// Whether layers that can apply the optimizer's step inside their backward pass do
+    /// (`Layer::backward_stepping`; on by default, the same bits either way).
+    fused_steps: bool,
 }
 
 struct Compiled {
@@ -152,6 +155,7 @@ impl Sequential {
             order: vec![],
             stop_training: false,
             prepared_generation: usize::MAX,
+            fused_steps: true,
         }
     }
 
@@ -383,6 +387,7 @@ impl Sequential {
             y_buf,
             grads,
             compiled,
+            fused_steps,
             ..
         } = self;
         let c = compiled.as_mut().expect("compiled");
@@ -397,6 +402,7 @@ impl Sequential {
             });
         }
         let (hits, of) = c.loss.correct(out, y_buf, n, k);
+        c.optimizer.begin_step(layers);
         let mut i = layers.len();
         while i > 0 {
             i -= 1;
@@ -423,15 +429,25 @@ impl Sequential {
                     continue;
                 }
             }
+            let first = first_param(lower);
             let input: &[f32] = match source {
                 Some(j) => lower[j].output(),
                 None => x_buf,
             };
             // The model's input gradient is never needed.
             let dx = source.map(|j| &mut below[j][..]);
+            if *fused_steps {
+                let mut steps = c.optimizer.steps_for(first);
+                if let Some(r) = upper[0].backward_stepping(input, &mut here[0], dx, n, &mut steps)
+                {
+                    r?;
+                    continue;
+                }
+            }
+            let dx = source.map(|j| &mut below[j][..]);
             upper[0].backward(input, &mut here[0], dx, n)?;
         }
-        c.optimizer.step(layers)?;
+        c.optimizer.finish_step(layers)?;
         // A kernel's per-thread scratch grew past every earlier size: grow every worker's to
         // match, so that later steps allocate nothing whichever worker runs which task.
         let generation = kernels::scratch_generation();
@@ -440,6 +456,14 @@ impl Sequential {
             self.prepared_generation = generation;
         }
         Ok((loss, hits, of))
+    }
+
+    /// Turns off (or back on) the optimizer steps fused into layers' backward passes
+    /// (`Layer::backward_stepping`): the same bits either way on the library's own GEMM paths;
+    /// for tests and measurements.
+    #[doc(hidden)]
+    pub fn set_fused_steps(&mut self, on: bool) {
+        self.fused_steps = on;
     }
 
     /// Keras's `train_on_batch`: one step on the samples `x` (`n × input`) with targets `y`;
@@ -814,6 +838,16 @@ fn snake_case(class: &str) -> String {
 /// the reference CNN at batch 1000: 157 k images/s in passes of 256 against 145 k in one pass
 /// (250–400 were alike; 125 and less were slower again).
 pub const PREDICT_PASS: usize = 256;
+
+/// The index of the first parameter of the layer after `below` among the model's parameters
+/// (the optimizer's visiting order).
+fn first_param(below: &mut [Box<dyn Layer>]) -> usize {
+    let mut count = 0;
+    for layer in below {
+        layer.for_each_param(&mut |_| count += 1);
+    }
+    count
+}
 
 /// Whether the model skips layer `i`: a reshape (Flatten) whose output would be its input's data
 /// unchanged, so the layers around it share that buffer instead of copying it both ways. The last

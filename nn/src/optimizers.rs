@@ -4,8 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use kernels::optim::Rule;
+
 use crate::error::{Error, Result};
-use crate::layers::Layer;
+use crate::layers::{Layer, ParamSteps};
 
 /// Which rule and its hyperparameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -38,6 +40,10 @@ pub struct Optimizer {
     iterations: u64,
     /// Per parameter tensor (in the model's visiting order): up to two state buffers.
     state: Vec<[Vec<f32>; 2]>,
+    /// This step's rule (set by `begin_step`).
+    rule: Rule,
+    /// Per parameter tensor: whether a fused backward pass took this step's update.
+    stepped: Vec<bool>,
 }
 
 impl From<OptimizerKind> for Optimizer {
@@ -46,6 +52,12 @@ impl From<OptimizerKind> for Optimizer {
             kind,
             iterations: 0,
             state: vec![],
+            rule: Rule::Sgd {
+                lr: 0.0,
+                momentum: 0.0,
+                nesterov: false,
+            },
+            stepped: vec![],
         }
     }
 }
@@ -134,89 +146,93 @@ impl Optimizer {
     pub(crate) fn reset(&mut self) {
         self.iterations = 0;
         self.state.clear();
+        self.stepped.clear();
     }
 
     /// One update of every parameter of `layers` from its gradient (what `fit` does after each
     /// backward pass; public for programs that drive layers themselves).
     pub fn step_layers(&mut self, layers: &mut [Box<dyn Layer>]) -> Result<()> {
-        self.step(layers)
+        self.begin_step(layers);
+        self.finish_step(layers)
     }
 
-    /// One update of every parameter of `layers` from its gradient.
-    pub(crate) fn step(&mut self, layers: &mut [Box<dyn Layer>]) -> Result<()> {
+    /// Starts a step: counts it, fixes its rule (Adam's bias correction for this iteration)
+    /// and creates the state of parameters met for the first time (the only allocation,
+    /// on the first step).
+    pub(crate) fn begin_step(&mut self, layers: &mut [Box<dyn Layer>]) {
         self.iterations += 1;
         let t = self.iterations as f64;
-        let kind = self.kind;
-        // Adam's bias correction, folded into the step size (computed in f64, as Keras in f32
-        // up to rounding).
-        let alpha = match kind {
+        self.rule = match self.kind {
+            OptimizerKind::Sgd {
+                learning_rate,
+                momentum,
+                nesterov,
+            } => Rule::Sgd {
+                lr: learning_rate,
+                momentum,
+                nesterov,
+            },
+            // The bias correction, folded into the step size (computed in f64, as Keras in
+            // f32 up to rounding).
             OptimizerKind::Adam {
                 learning_rate,
                 beta_1,
                 beta_2,
-                ..
-            } => {
-                (learning_rate as f64 * (1.0 - (beta_2 as f64).powf(t)).sqrt()
-                    / (1.0 - (beta_1 as f64).powf(t))) as f32
-            }
-            _ => 0.0,
+                epsilon,
+            } => Rule::Adam {
+                alpha: (learning_rate as f64 * (1.0 - (beta_2 as f64).powf(t)).sqrt()
+                    / (1.0 - (beta_1 as f64).powf(t))) as f32,
+                beta1: beta_1,
+                beta2: beta_2,
+                eps: epsilon,
+            },
+            OptimizerKind::RmsProp {
+                learning_rate,
+                rho,
+                epsilon,
+            } => Rule::RmsProp {
+                lr: learning_rate,
+                rho,
+                eps: epsilon,
+            },
         };
+        let buffers = self.rule.state_buffers();
+        let mut index = 0;
+        for layer in layers.iter_mut() {
+            layer.for_each_param(&mut |p| {
+                if self.state.len() <= index {
+                    let n = p.value.len();
+                    self.state
+                        .push([vec![0.0; n], vec![0.0; if buffers == 2 { n } else { 0 }]]);
+                    self.stepped.push(false);
+                }
+                self.stepped[index] = false;
+                index += 1;
+            });
+        }
+    }
+
+    /// The handle a layer's fused backward pass takes its parameters' steps from; `first` is
+    /// the index of the layer's first parameter among all of the model's (visiting order).
+    pub(crate) fn steps_for(&mut self, first: usize) -> LayerSteps<'_> {
+        LayerSteps { opt: self, first }
+    }
+
+    /// Ends a step: updates every parameter of `layers` from its gradient, except those a
+    /// fused backward pass updated already.
+    pub(crate) fn finish_step(&mut self, layers: &mut [Box<dyn Layer>]) -> Result<()> {
+        let rule = self.rule;
         let mut index = 0;
         let mut failure = None;
-        let state = &mut self.state;
         for (li, layer) in layers.iter_mut().enumerate() {
             layer.for_each_param(&mut |p| {
-                if failure.is_some() {
-                    return;
-                }
-                if state.len() <= index {
-                    let n = p.value.len();
-                    let second = if matches!(kind, OptimizerKind::Adam { .. }) {
-                        n
-                    } else {
-                        0
-                    };
-                    state.push([vec![0.0; n], vec![0.0; second]]);
-                }
-                let [s0, s1] = &mut state[index];
-                let r = match kind {
-                    OptimizerKind::Sgd {
-                        learning_rate,
-                        momentum,
-                        nesterov,
-                    } => kernels::optim::sgd_update(
-                        None,
-                        p.value,
-                        p.grad,
-                        (momentum != 0.0).then_some(&mut s0[..]),
-                        learning_rate,
-                        momentum,
-                        nesterov,
-                    ),
-                    OptimizerKind::Adam {
-                        beta_1,
-                        beta_2,
-                        epsilon,
-                        ..
-                    } => kernels::optim::adam_update(
-                        None, p.value, p.grad, s0, s1, alpha, beta_1, beta_2, epsilon,
-                    ),
-                    OptimizerKind::RmsProp {
-                        learning_rate,
-                        rho,
-                        epsilon,
-                    } => kernels::optim::rmsprop_update(
-                        None,
-                        p.value,
-                        p.grad,
-                        s0,
-                        learning_rate,
-                        rho,
-                        epsilon,
-                    ),
-                };
-                if let Err(e) = r {
-                    failure = Some((li, e));
+                if failure.is_none() && !self.stepped[index] {
+                    let [s0, s1] = &mut self.state[index];
+                    let mut state = [&mut s0[..], &mut s1[..]];
+                    let state = &mut state[..rule.state_buffers()];
+                    if let Err(e) = kernels::optim::update(None, rule, p.value, p.grad, state) {
+                        failure = Some((li, e));
+                    }
                 }
                 index += 1;
             });
@@ -228,5 +244,20 @@ impl Optimizer {
             }),
             None => Ok(()),
         }
+    }
+}
+
+/// One layer's view of the optimizer during a step (see [`ParamSteps`]).
+pub(crate) struct LayerSteps<'a> {
+    opt: &'a mut Optimizer,
+    first: usize,
+}
+
+impl ParamSteps for LayerSteps<'_> {
+    fn take(&mut self, param: usize) -> (Rule, [&mut [f32]; 2]) {
+        let index = self.first + param;
+        self.opt.stepped[index] = true;
+        let [s0, s1] = &mut self.opt.state[index];
+        (self.opt.rule, [&mut s0[..], &mut s1[..]])
     }
 }

@@ -407,3 +407,56 @@ fn predictions_do_not_depend_on_the_batch_size() {
         );
     }
 }
+
+/// Dense layers with large kernels at small batches take the optimizer's step inside their
+/// backward pass (`Layer::backward_stepping`); a model trained that way must end with exactly
+/// the weights of the same model trained with the steps applied after the backward pass, for
+/// every optimizer, for a first layer (no input gradient) and a middle one (input gradient from
+/// the kernel before its step).
+#[test]
+fn fused_optimizer_steps_match_the_steps_after_backward() {
+    let x: Vec<f32> = (0..16 * 512)
+        .map(|i| ((i * 7919) % 256) as f32 / 255.0 - 0.5)
+        .collect();
+    let y: Vec<f32> = (0..16).map(|i| (i % 3) as f32).collect();
+    let optimizers = [
+        Optimizer::sgd().with_momentum(0.9, true),
+        Optimizer::adam(),
+        Optimizer::rmsprop(),
+    ];
+    for opt in optimizers {
+        let train = |fused: bool, steps: usize| {
+            let mut m = Sequential::new()
+                .input_shape(&[512])
+                .seed(3)
+                .add(Dense::new(512, Act::Relu))
+                .add(Dense::new(512, Act::Tanh))
+                .add(Dense::new(3, Act::Softmax));
+            m.compile(
+                opt.clone(),
+                Loss::sparse_categorical_crossentropy(),
+                &[Metric::Accuracy],
+            )
+            .unwrap();
+            m.set_fused_steps(fused);
+            for _ in 0..steps {
+                m.train_on_batch(&x, &y, 16).unwrap();
+            }
+            m.get_weights()
+                .into_iter()
+                .map(|(_, t)| t.data().to_vec())
+                .collect::<Vec<_>>()
+        };
+        let (fused, after) = (train(true, 3), train(false, 3));
+        let start = train(true, 0);
+        for i in 0..4 {
+            assert_ne!(
+                fused[i],
+                start[i],
+                "{:?}: tensor {i} did not move",
+                opt.kind()
+            );
+        }
+        assert_eq!(fused, after, "{:?}", opt.kind());
+    }
+}

@@ -1,10 +1,14 @@
 //! Dense: `y = act(x·W + b)`, one fused GEMM forward (bias and activation in the epilogue);
-//! backward `dW = xᵀ·g`, `db = 1ᵀ·g`, `dx = g·Wᵀ` — three GEMMs.
+//! backward `dW = xᵀ·g`, `db = 1ᵀ·g`, `dx = g·Wᵀ` — three GEMMs. In a model, large kernels at
+//! small batches take the optimizer's step inside the backward pass
+//! (`kernels::optim::update_from_product`): `dx`, `dW` and the step run block by block of the
+//! kernel's rows, and the kernel and its optimizer state are streamed once instead of three
+//! times.
 
 use kernels::{gemm, gemm_fused, Bias, GemmOptions, MatMut, MatRef};
 use rand::rngs::StdRng;
 
-use super::{glorot_uniform, samples, samples_mut, Layer, LayerConfig, Param};
+use super::{glorot_uniform, samples, samples_mut, Layer, LayerConfig, Param, ParamSteps};
 use crate::activations::{backward_in_place, finish_forward, Act};
 use crate::error::{Error, Result};
 
@@ -44,6 +48,45 @@ impl Dense {
             ones: vec![],
             grad_is_preactivation: false,
         }
+    }
+}
+
+impl Dense {
+    /// `backward` with the kernel's optimizer step fused in (`Layer::backward_stepping`).
+    fn backward_with_steps(
+        &mut self,
+        x: &[f32],
+        grad: &mut [f32],
+        dx: Option<&mut [f32]>,
+        n: usize,
+        steps: &mut dyn ParamSteps,
+    ) -> Result<()> {
+        let (k, u) = (self.inputs, self.units);
+        let g = samples_mut(grad, n, u);
+        if !self.grad_is_preactivation {
+            backward_in_place(self.act, samples(&self.out, n, u), g, u, &self.name)?;
+        }
+        let name = &self.name;
+        let gv = MatRef::row_major(g, n, u, u);
+        gemm(
+            1.0,
+            MatRef::row_major(&self.ones[..n], 1, n, n),
+            gv,
+            0.0,
+            MatMut::row_major(&mut self.dbias, 1, u, u),
+        )
+        .map_err(Error::kernel(name))?;
+        let (rule, mut state) = steps.take(0);
+        kernels::optim::update_from_product(
+            &GemmOptions::default(),
+            rule,
+            MatRef::row_major(&x[..n * k], n, k, k),
+            gv,
+            &mut self.kernel,
+            &mut state[..rule.state_buffers()],
+            dx.map(|dx| &mut dx[..n * k]),
+        )
+        .map_err(Error::kernel(name))
     }
 }
 
@@ -161,6 +204,27 @@ impl Layer for Dense {
         Ok(())
     }
 
+    fn backward_stepping(
+        &mut self,
+        x: &[f32],
+        grad: &mut [f32],
+        dx: Option<&mut [f32]>,
+        n: usize,
+        steps: &mut dyn ParamSteps,
+    ) -> Option<Result<()>> {
+        let (k, u) = (self.inputs, self.units);
+        // Fused where the kernel's traffic dominates its products: a kernel and its state that
+        // do not stay in cache between the passes (≥ 256 Ki parameters), at batches whose
+        // products do little arithmetic per weight (≤ 64 samples). Measured on a 2-core Zen 3,
+        // dX + dW + Adam of Dense 5408→128 at batch 32 took 0.72–0.87 of the time of the three
+        // calls in turn; Dense 784→128 at batch 32 and 784→512 at batch 128 gained nothing or
+        // lost (up to 8 %: the blocks' products run less efficiently than one product).
+        if k * u < 1 << 18 || n > 64 {
+            return None;
+        }
+        Some(self.backward_with_steps(x, grad, dx, n, steps))
+    }
+
     fn for_each_param(&mut self, f: &mut dyn FnMut(Param<'_>)) {
         f(Param {
             name: "kernel",
@@ -194,5 +258,97 @@ impl Layer for Dense {
 
     fn set_grad_is_preactivation(&mut self, on: bool) {
         self.grad_is_preactivation = on;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernels::optim::Rule;
+    use rand::SeedableRng;
+
+    /// Hands out one Adam state and records what was taken.
+    struct OneState {
+        m: Vec<f32>,
+        v: Vec<f32>,
+        taken: Vec<usize>,
+    }
+
+    impl ParamSteps for OneState {
+        fn take(&mut self, param: usize) -> (Rule, [&mut [f32]; 2]) {
+            self.taken.push(param);
+            (ADAM, [&mut self.m[..], &mut self.v[..]])
+        }
+    }
+
+    const ADAM: Rule = Rule::Adam {
+        alpha: 0.01,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-7,
+    };
+
+    fn layer(inputs: usize, units: usize, n: usize) -> Dense {
+        let mut d = Dense::new(units, Act::Relu);
+        d.set_name("dense".into());
+        d.build(&[inputs], &mut StdRng::seed_from_u64(1)).unwrap();
+        d.allocate(n);
+        d
+    }
+
+    /// The fused pass equals `backward` then the rule on the kernel; it runs only for large
+    /// kernels at small batches, and leaves the bias to the optimizer.
+    #[test]
+    fn backward_stepping_is_backward_then_the_step() {
+        let (k, u, n) = (600, 448, 8);
+        let x: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 31) % 97) as f32 / 97.0 - 0.5)
+            .collect();
+        let grad0: Vec<f32> = (0..n * u)
+            .map(|i| ((i * 17) % 89) as f32 / 89.0 - 0.5)
+            .collect();
+        let (mut fused, mut apart) = (layer(k, u, n), layer(k, u, n));
+        for d in [&mut fused, &mut apart] {
+            d.forward(&x, n, true).unwrap();
+        }
+        let mut steps = OneState {
+            m: vec![0.0; k * u],
+            v: vec![0.0; k * u],
+            taken: vec![],
+        };
+        let (mut dx_fused, mut dx_apart) = (vec![0.0; n * k], vec![0.0; n * k]);
+        let mut grad = grad0.clone();
+        fused
+            .backward_stepping(&x, &mut grad, Some(&mut dx_fused), n, &mut steps)
+            .expect("a 600×448 kernel at batch 8 is fused")
+            .unwrap();
+        assert_eq!(steps.taken, [0]);
+        let mut grad = grad0.clone();
+        apart
+            .backward(&x, &mut grad, Some(&mut dx_apart), n)
+            .unwrap();
+        let (mut m, mut v) = (vec![0.0; k * u], vec![0.0; k * u]);
+        let mut state = [&mut m[..], &mut v[..]];
+        kernels::optim::update(None, ADAM, &mut apart.kernel, &apart.dkernel, &mut state).unwrap();
+        assert_eq!(dx_fused, dx_apart);
+        assert_eq!(fused.kernel, apart.kernel);
+        assert!(steps.m == m && steps.v == v);
+        assert_eq!(fused.dbias, apart.dbias);
+        assert_ne!(fused.kernel, layer(k, u, n).kernel);
+
+        // Too small a kernel, or too large a batch: declined.
+        let mut small = layer(100, 64, n);
+        let mut grad = vec![0.1; n * 64];
+        assert!(small
+            .backward_stepping(&x[..n * 100], &mut grad, None, n, &mut steps)
+            .is_none());
+        let mut big_batch = layer(k, u, 65);
+        let x65 = vec![0.5; 65 * k];
+        big_batch.forward(&x65, 65, true).unwrap();
+        let mut grad = vec![0.1; 65 * u];
+        assert!(big_batch
+            .backward_stepping(&x65, &mut grad, None, 65, &mut steps)
+            .is_none());
+        assert_eq!(steps.taken, [0]);
     }
 }

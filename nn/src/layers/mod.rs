@@ -36,6 +36,17 @@ pub struct Param<'a> {
     pub grad: &'a [f32],
 }
 
+/// Where a layer's fused backward pass ([`Layer::backward_stepping`]) takes the optimizer's step
+/// for one of its parameters.
+pub trait ParamSteps {
+    /// This step's rule and the state buffers of the layer's parameter number `param` (in
+    /// `for_each_param` order; the first [`Rule::state_buffers`] of the two are used). The
+    /// caller updates that parameter itself: the optimizer leaves it alone this step.
+    ///
+    /// [`Rule::state_buffers`]: kernels::optim::Rule::state_buffers
+    fn take(&mut self, param: usize) -> (kernels::optim::Rule, [&mut [f32]; 2]);
+}
+
 /// The serialisable description of a layer (Keras's `get_config`, reduced to what we use).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "class_name")]
@@ -159,6 +170,24 @@ pub trait Layer: Send {
         dx: Option<&mut [f32]>,
         n: usize,
     ) -> Result<()>;
+
+    /// The backward pass with the optimizer's step fused in for some parameters: each is
+    /// updated as its gradient is formed, with the rule and state `steps` hands out (the
+    /// optimizer then skips it; its gradient buffer is not written). The other parameters get
+    /// their gradients as in `backward`. Inputs and outputs otherwise as `backward`'s, and the
+    /// same bits on the library's own GEMM paths (OpenBLAS, forced, agrees up to rounding); `dx`
+    /// is formed from the parameters as they were before the step. `None` (the
+    /// default): the layer has no fused form, and the model calls `backward`.
+    fn backward_stepping(
+        &mut self,
+        _x: &[f32],
+        _grad: &mut [f32],
+        _dx: Option<&mut [f32]>,
+        _n: usize,
+        _steps: &mut dyn ParamSteps,
+    ) -> Option<Result<()>> {
+        None
+    }
 
     /// Calls `f` on each trainable tensor with its gradient, in a fixed order (kernel, bias);
     /// nothing for layers without parameters. (A visitor, not a `Vec`: no allocation per step.)
