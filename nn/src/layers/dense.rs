@@ -52,6 +52,25 @@ impl Dense {
 }
 
 impl Dense {
+    /// Turns `grad` into dL/d(pre-activation) (unless it is that already) and writes the bias
+    /// gradient `1ᵀ·g`; returns the `n` samples of `g`.
+    fn bias_backward<'g>(&mut self, grad: &'g mut [f32], n: usize) -> Result<&'g mut [f32]> {
+        let u = self.units;
+        let g = samples_mut(grad, n, u);
+        if !self.grad_is_preactivation {
+            backward_in_place(self.act, samples(&self.out, n, u), g, u, &self.name)?;
+        }
+        gemm(
+            1.0,
+            MatRef::row_major(&self.ones[..n], 1, n, n),
+            MatRef::row_major(g, n, u, u),
+            0.0,
+            MatMut::row_major(&mut self.dbias, 1, u, u),
+        )
+        .map_err(Error::kernel(&self.name))?;
+        Ok(g)
+    }
+
     /// `backward` with the kernel's optimizer step fused in (`Layer::backward_stepping`).
     fn backward_with_steps(
         &mut self,
@@ -62,20 +81,9 @@ impl Dense {
         steps: &mut dyn ParamSteps,
     ) -> Result<()> {
         let (k, u) = (self.inputs, self.units);
-        let g = samples_mut(grad, n, u);
-        if !self.grad_is_preactivation {
-            backward_in_place(self.act, samples(&self.out, n, u), g, u, &self.name)?;
-        }
+        let g = self.bias_backward(grad, n)?;
         let name = &self.name;
         let gv = MatRef::row_major(g, n, u, u);
-        gemm(
-            1.0,
-            MatRef::row_major(&self.ones[..n], 1, n, n),
-            gv,
-            0.0,
-            MatMut::row_major(&mut self.dbias, 1, u, u),
-        )
-        .map_err(Error::kernel(name))?;
         let (rule, mut state) = steps.take(0);
         kernels::optim::update_from_product(
             &GemmOptions::default(),
@@ -168,10 +176,7 @@ impl Layer for Dense {
         n: usize,
     ) -> Result<()> {
         let (k, u) = (self.inputs, self.units);
-        let g = samples_mut(grad, n, u);
-        if !self.grad_is_preactivation {
-            backward_in_place(self.act, samples(&self.out, n, u), g, u, &self.name)?;
-        }
+        let g = self.bias_backward(grad, n)?;
         let name = &self.name;
         let x = MatRef::row_major(&x[..n * k], n, k, k);
         let gv = MatRef::row_major(g, n, u, u);
@@ -181,14 +186,6 @@ impl Layer for Dense {
             gv,
             0.0,
             MatMut::row_major(&mut self.dkernel, k, u, u),
-        )
-        .map_err(Error::kernel(name))?;
-        gemm(
-            1.0,
-            MatRef::row_major(&self.ones[..n], 1, n, n),
-            gv,
-            0.0,
-            MatMut::row_major(&mut self.dbias, 1, u, u),
         )
         .map_err(Error::kernel(name))?;
         if let Some(dx) = dx {
