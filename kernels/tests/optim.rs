@@ -134,3 +134,37 @@ fn sgd_matches_keras_rule_with_and_without_momentum() {
         .to_string()
         .contains("momentum 0.9 needs a velocity buffer"));
 }
+
+/// `update` (the rule as a value) checks its state buffers against the rule.
+#[test]
+fn update_checks_the_state_against_the_rule() {
+    use kernels::optim::{update, Rule};
+    let rms = Rule::RmsProp {
+        lr: 0.001,
+        rho: 0.9,
+        eps: 1e-7,
+    };
+    let (mut w, g) = (vec![1.0f32; 4], vec![0.5f32; 4]);
+    let err = update(None, rms, &mut w, &g, &mut []).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "argument state = 0 buffers is invalid: RmsProp { lr: 0.001, rho: 0.9, eps: 1e-7 } keeps \
+         1 state buffers"
+    );
+    let mut short = [0.0f32; 3];
+    let err = update(None, rms, &mut w, &g, &mut [&mut short[..]]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "update: the parameters have 4 elements but a state buffer has 3"
+    );
+    let err = update(None, rms, &mut w, &g[..2], &mut [&mut short[..]]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "update: the parameters have 4 elements but the gradient has 2"
+    );
+    // And a correct call steps: w − lr·g/√(0.1·g² + ε).
+    let mut v = [0.0f32; 4];
+    update(None, rms, &mut w, &g, &mut [&mut v[..]]).unwrap();
+    let want = 1.0 - 0.001 * 0.5 / (0.1f64 * 0.25 + 1e-7).sqrt();
+    assert!(w.iter().all(|&x| (x as f64 - want).abs() < 1e-6), "{w:?}");
+}

@@ -328,6 +328,33 @@ fn fused_conv_pool_forward_matches_the_layers_one_by_one() {
     assert_eq!(fused.data(), &layers[4].output()[..400]);
 }
 
+/// Compiles `m` (sparse categorical cross-entropy), takes `steps` training steps on the batch
+/// (`x`, integer labels `y`), with the fused optimizer steps on or off; returns every weight
+/// tensor's values.
+fn weights_after_steps(
+    mut m: Sequential,
+    opt: Optimizer,
+    fused_steps: bool,
+    x: &[f32],
+    y: &[f32],
+    steps: usize,
+) -> Vec<Vec<f32>> {
+    m.compile(
+        opt,
+        Loss::sparse_categorical_crossentropy(),
+        &[Metric::Accuracy],
+    )
+    .unwrap();
+    m.set_fused_steps(fused_steps);
+    for _ in 0..steps {
+        m.train_on_batch(x, y, y.len()).unwrap();
+    }
+    m.get_weights()
+        .into_iter()
+        .map(|(_, t)| t.data().to_vec())
+        .collect()
+}
+
 /// Max pooling takes over the backward pass of the convolution's activation (and the
 /// convolution then keeps no output in training). A linear Activation layer between the two
 /// stops both fusions; with the same seed, a few SGD steps must give the same weights either way.
@@ -350,19 +377,8 @@ fn pooling_through_the_activation_matches_the_unfused_layers() {
                 .add(MaxPooling2D::new((2, 2)))
                 .add(Flatten::new())
                 .add(Dense::new(3, Act::Softmax));
-            m.compile(
-                Optimizer::sgd().with_learning_rate(0.5),
-                Loss::sparse_categorical_crossentropy(),
-                &[Metric::Accuracy],
-            )
-            .unwrap();
-            for _ in 0..steps {
-                m.train_on_batch(&x, &y, 16).unwrap();
-            }
-            m.get_weights()
-                .into_iter()
-                .map(|(_, t)| t.data().to_vec())
-                .collect::<Vec<_>>()
+            let opt = Optimizer::sgd().with_learning_rate(0.5);
+            weights_after_steps(m, opt, true, &x, &y, steps)
         };
         let (fused, unfused) = (model(false, 3), model(true, 3));
         // The convolution's weights did move (its gradient is not lost on the way).
@@ -426,26 +442,13 @@ fn fused_optimizer_steps_match_the_steps_after_backward() {
     ];
     for opt in optimizers {
         let train = |fused: bool, steps: usize| {
-            let mut m = Sequential::new()
+            let m = Sequential::new()
                 .input_shape(&[512])
                 .seed(3)
                 .add(Dense::new(512, Act::Relu))
                 .add(Dense::new(512, Act::Tanh))
                 .add(Dense::new(3, Act::Softmax));
-            m.compile(
-                opt.clone(),
-                Loss::sparse_categorical_crossentropy(),
-                &[Metric::Accuracy],
-            )
-            .unwrap();
-            m.set_fused_steps(fused);
-            for _ in 0..steps {
-                m.train_on_batch(&x, &y, 16).unwrap();
-            }
-            m.get_weights()
-                .into_iter()
-                .map(|(_, t)| t.data().to_vec())
-                .collect::<Vec<_>>()
+            weights_after_steps(m, opt.clone(), fused, &x, &y, steps)
         };
         let (fused, after) = (train(true, 3), train(false, 3));
         let start = train(true, 0);
