@@ -384,7 +384,14 @@ pub fn update_from_product(
         })?;
     }
     let update_isa = resolve(opts.isa)?;
-    if k == 0 || n == 0 {
+    if n == 0 {
+        // No gradient to step with, and d = b·wᵀ is a sum over nothing: zero (as a GEMM's).
+        if let Some(d) = d {
+            d.fill(0.0);
+        }
+        return Ok(());
+    }
+    if k == 0 {
         return Ok(());
     }
     let single = GemmOptions {
@@ -401,7 +408,8 @@ pub fn update_from_product(
         // SAFETY: each block owns rows first..first + r of w and of the state, and columns
         // first..first + r of d; no other task forms slices of them.
         let w_blk = unsafe { w_out.slice(span.clone()) };
-        PRODUCT.with(r * n + m * r, 0, |buf| {
+        let d_len = if d_out.is_some() { m * r } else { 0 };
+        PRODUCT.with(r * n + d_len, 0, |buf| {
             let (g, d_blk) = buf.split_at_mut(r * n);
             if let Some(d_out) = &d_out {
                 // d[:, first..first + r] = b · w_blkᵀ, with the weights before the step.

@@ -238,7 +238,8 @@ proptest! {
 }
 
 /// The layer shapes of the reference programs (dense 784→128, 784→512 at batch 128, 5408→128,
-/// 128→10), and an empty batch (the gradient is zero; the rule still runs).
+/// 128→10), an empty batch (the gradient is zero; the rule still runs) and no units (no
+/// weights; the input gradient is a sum over nothing, zero).
 #[test]
 fn training_shapes() {
     for (m, k, n) in [
@@ -247,6 +248,7 @@ fn training_shapes() {
         (32, 5408, 128),
         (32, 128, 10),
         (0, 20, 3),
+        (5, 7, 0),
     ] {
         check(&Case::new(m, k, n, false, 7), true).unwrap();
     }
