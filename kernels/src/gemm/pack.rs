@@ -108,7 +108,8 @@ fn pack_a_by_columns(
     }
 }
 
-/// Columns per slab of [`pack_a_by_columns`]: 16 columns of a 240-row block are 15 KiB.
+/// Columns per slab of [`pack_a_by_columns`] (16 columns of a 240-row block are 15 KiB), and
+/// rows per slab of [`pack_b`]'s row-major case.
 const SLAB: usize = 16;
 
 /// Packs the `kb × nb` block of `b` whose top-left element is (`p0`, `j0`) into `dst` as
@@ -126,6 +127,31 @@ pub(crate) fn pack_b(
     first_panel: usize,
 ) {
     let panels = nb.div_ceil(nr);
+    let here = dst.len() / (nr * kb).max(1);
+    let ours = first_panel..panels.min(first_panel + here);
+    if b.cs == 1 {
+        // Rows of B are contiguous. Panel by panel, each pass would read one short run of
+        // every row, `rs` apart: strided reads that missed the caches often enough to make
+        // packing a fifth of a 128×784×512 product. So the rows are taken in slabs of
+        // [`SLAB`]: every panel copies its runs of the slab's rows, and each row is read front
+        // to back (a few sequential streams the prefetcher follows).
+        for p_start in (0..kb).step_by(SLAB) {
+            let slab = SLAB.min(kb - p_start);
+            for panel in ours.clone() {
+                let col0 = j0 + panel * nr;
+                let cols = nr.min(j0 + nb - col0);
+                let out = &mut dst[((panel - first_panel) * kb + p_start) * nr..][..slab * nr];
+                let base = (p0 + p_start) * b.rs + col0;
+                copy_runs(out, b.data, base, b.rs, cols, nr, slab);
+                if cols < nr {
+                    for line in out.chunks_exact_mut(nr) {
+                        line[cols..].fill(0.0);
+                    }
+                }
+            }
+        }
+        return;
+    }
     for (idx, out) in dst.chunks_exact_mut(nr * kb).enumerate() {
         let panel = first_panel + idx;
         if panel >= panels {
@@ -134,10 +160,7 @@ pub(crate) fn pack_b(
         let col0 = j0 + panel * nr;
         let cols = nr.min(j0 + nb - col0);
         let base = p0 * b.rs + col0 * b.cs;
-        if b.cs == 1 {
-            // Rows of B are contiguous: one copy per p.
-            copy_runs(out, b.data, base, b.rs, cols, nr, kb);
-        } else if b.rs == 1 {
+        if b.rs == 1 {
             // Columns of B are contiguous (B is transposed): a transpose, as for row-major A.
             pack_lines_across(out, b.data, base, b.cs, cols, nr, kb);
         } else {
