@@ -32,18 +32,7 @@ impl Activation {
 }
 
 impl Layer for Activation {
-    fn class_name(&self) -> &'static str {
-        "Activation"
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-    fn set_name(&mut self, name: String) {
-        self.name = name;
-    }
+    layer_identity!("Activation");
     fn build(&mut self, input: &[usize], _rng: &mut StdRng) -> Result<Vec<usize>> {
         self.per = input.iter().product();
         self.last = input.last().copied().unwrap_or(1).max(1);

@@ -142,18 +142,7 @@ impl Conv2D {
 }
 
 impl Layer for Conv2D {
-    fn class_name(&self) -> &'static str {
-        "Conv2D"
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-    fn set_name(&mut self, name: String) {
-        self.name = name;
-    }
+    layer_identity!("Conv2D");
 
     fn build(&mut self, input: &[usize], rng: &mut StdRng) -> Result<Vec<usize>> {
         let [h, w, c] = *input else {

@@ -99,18 +99,7 @@ impl Dense {
 }
 
 impl Layer for Dense {
-    fn class_name(&self) -> &'static str {
-        "Dense"
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-    fn set_name(&mut self, name: String) {
-        self.name = name;
-    }
+    layer_identity!("Dense");
 
     fn build(&mut self, input: &[usize], rng: &mut StdRng) -> Result<Vec<usize>> {
         if self.units == 0 {

@@ -34,18 +34,7 @@ impl Dropout {
 }
 
 impl Layer for Dropout {
-    fn class_name(&self) -> &'static str {
-        "Dropout"
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-    fn set_name(&mut self, name: String) {
-        self.name = name;
-    }
+    layer_identity!("Dropout");
     fn build(&mut self, input: &[usize], rng: &mut StdRng) -> Result<Vec<usize>> {
         if !(0.0..1.0).contains(&self.rate) {
             return Err(Error::InvalidArgument(format!(

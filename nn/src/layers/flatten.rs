@@ -22,18 +22,7 @@ impl Flatten {
 }
 
 impl Layer for Flatten {
-    fn class_name(&self) -> &'static str {
-        "Flatten"
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-    fn set_name(&mut self, name: String) {
-        self.name = name;
-    }
+    layer_identity!("Flatten");
     fn build(&mut self, input: &[usize], _rng: &mut StdRng) -> Result<Vec<usize>> {
         self.per = input.iter().product();
         self.out_shape = vec![self.per];

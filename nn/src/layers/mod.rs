@@ -7,6 +7,25 @@
 //! dL/d(output) in `grad` (which it may overwrite), fills its parameter gradients and, when asked,
 //! writes dL/d(input) into `dx`.
 
+/// The four [`Layer`] methods that every layer writes alike, for a layer struct with a
+/// `name: String` field: its Keras class name, its name, setting it, and itself as `Any`.
+macro_rules! layer_identity {
+    ($class:literal) => {
+        fn class_name(&self) -> &'static str {
+            $class
+        }
+        fn name(&self) -> &str {
+            &self.name
+        }
+        fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+            self
+        }
+        fn set_name(&mut self, name: String) {
+            self.name = name;
+        }
+    };
+}
+
 mod activation;
 mod conv2d;
 mod dense;

@@ -86,18 +86,7 @@ impl MaxPooling2D {
 }
 
 impl Layer for MaxPooling2D {
-    fn class_name(&self) -> &'static str {
-        "MaxPooling2D"
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-    fn set_name(&mut self, name: String) {
-        self.name = name;
-    }
+    layer_identity!("MaxPooling2D");
 
     fn build(&mut self, input: &[usize], _rng: &mut StdRng) -> Result<Vec<usize>> {
         let [h, w, c] = *input else {
