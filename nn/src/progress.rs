@@ -64,11 +64,11 @@ impl Progress {
             line += &format!("Epoch {}/{} - ", self.epoch + 1, self.epochs);
         }
         line += &format!(
-            "{}/{} - {:.1}s {:.0}ms/step",
+            "{}/{} - {:.1}s {}",
             self.steps,
             self.steps,
             logs.seconds,
-            logs.seconds * 1e3 / self.steps.max(1) as f64
+            per_step(logs.seconds / self.steps.max(1) as f64)
         );
         if with_accuracy {
             line += &format!(" - accuracy: {:.4}", logs.accuracy);
@@ -87,5 +87,33 @@ impl Progress {
             }
             None => eprintln!("{line}"),
         }
+    }
+}
+
+/// A step's duration as Keras's progress bar shows it: whole seconds from 1 s (and for 0),
+/// else whole milliseconds from 1 ms, else whole microseconds ("315us/step" rather than
+/// "0ms/step" for the small models' steps).
+fn per_step(seconds: f64) -> String {
+    if seconds >= 1.0 || seconds == 0.0 {
+        format!("{seconds:.0}s/step")
+    } else if seconds >= 1e-3 {
+        format!("{:.0}ms/step", seconds * 1e3)
+    } else {
+        format!("{:.0}us/step", seconds * 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::per_step;
+
+    #[test]
+    fn step_times_take_keras_units() {
+        assert_eq!(per_step(0.0), "0s/step");
+        assert_eq!(per_step(2.4), "2s/step");
+        assert_eq!(per_step(1.0), "1s/step");
+        assert_eq!(per_step(0.0123), "12ms/step");
+        assert_eq!(per_step(0.001), "1ms/step");
+        assert_eq!(per_step(0.000315), "315us/step");
     }
 }
