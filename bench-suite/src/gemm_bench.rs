@@ -20,6 +20,14 @@ impl Shape {
     pub fn label(&self) -> String {
         format!("{}x{}x{}", self.m, self.k, self.n)
     }
+    /// A one-row or one-column product, bound by memory bandwidth.
+    pub fn is_vector(&self) -> bool {
+        (self.m == 1 || self.n == 1) && self.m.max(self.n) > 1
+    }
+    /// Bytes of A and B, each read once.
+    pub fn bytes(&self) -> f64 {
+        4.0 * (self.m * self.k + self.k * self.n) as f64
+    }
 }
 
 /// The square sizes of the GEMM issue.
@@ -43,12 +51,27 @@ pub const TRAINING_SHAPES: [(usize, usize, usize); 12] = [
     (32, 128, 5408),
 ];
 
-/// Every benchmarked shape: the squares, then the training shapes.
+/// Small products (every side at most 64, beside 64³ among the squares), where code generated
+/// per shape (LIBXSMM) is the peer to beat; odd sizes on purpose.
+pub const SMALL_SHAPES: [(usize, usize, usize); 4] =
+    [(16, 16, 16), (32, 32, 32), (48, 48, 48), (13, 27, 40)];
+
+/// One-column and one-row products (matrix–vector, (M, K, N) = (m, k, 1) and (1, k, n)): the
+/// matrix (64 MiB) far larger than the caches, so the memory's speed is the limit.
+pub const VECTOR_SHAPES: [(usize, usize, usize); 2] = [(4096, 4096, 1), (1, 4096, 4096)];
+
+/// Every benchmarked shape: the squares, the training shapes, the small and the vector ones.
 pub fn all_shapes() -> Vec<Shape> {
     SQUARE_SIZES
         .iter()
         .map(|&s| Shape { m: s, k: s, n: s })
-        .chain(TRAINING_SHAPES.iter().map(|&(m, k, n)| Shape { m, k, n }))
+        .chain(
+            TRAINING_SHAPES
+                .iter()
+                .chain(&SMALL_SHAPES)
+                .chain(&VECTOR_SHAPES)
+                .map(|&(m, k, n)| Shape { m, k, n }),
+        )
         .collect()
 }
 
@@ -61,6 +84,8 @@ pub enum Library {
     GemmCrate,
     /// BLIS, loaded at run time when the system has it.
     Blis,
+    /// LIBXSMM, linked when the build found it; small products only.
+    Libxsmm,
 }
 
 impl Library {
@@ -71,6 +96,16 @@ impl Library {
             Library::MatrixMultiply => "matrixmultiply".into(),
             Library::GemmCrate => "gemm-crate".into(),
             Library::Blis => "blis".into(),
+            Library::Libxsmm => "libxsmm".into(),
+        }
+    }
+
+    /// Whether this library is measured on `shape`: LIBXSMM on products of at most 64 on every
+    /// side (what it generates code for), every other library on every shape.
+    pub fn serves(&self, shape: Shape) -> bool {
+        match self {
+            Library::Libxsmm => shape.m.max(shape.k).max(shape.n) <= 64,
+            _ => true,
         }
     }
 
@@ -91,6 +126,9 @@ impl Library {
         libs.push(Library::GemmCrate);
         if peers::Blis::get().is_ok() {
             libs.push(Library::Blis);
+        }
+        if peers::Libxsmm::get().is_ok() {
+            libs.push(Library::Libxsmm);
         }
         libs
     }
@@ -119,6 +157,10 @@ impl Library {
             Library::GemmCrate => peers::gemm_crate_gemm(1.0, a, b, 0.0, c, threads),
             Library::Blis => match peers::Blis::get() {
                 Ok(blis) => blis.gemm(1.0, a, b, 0.0, c, threads),
+                Err(e) => panic!("{e}"),
+            },
+            Library::Libxsmm => match peers::Libxsmm::get() {
+                Ok(xsmm) => xsmm.gemm(1.0, a, b, 0.0, c),
                 Err(e) => panic!("{e}"),
             },
         };
@@ -159,6 +201,8 @@ pub fn measure_shape(
     threads: usize,
     rounds: usize,
 ) -> Vec<Measurement> {
+    let libs: Vec<Library> = libs.iter().copied().filter(|l| l.serves(shape)).collect();
+    let libs = &libs[..];
     let Shape { m, k, n } = shape;
     let a = filled(m * k, 1);
     let b = filled(k * n, 2);

@@ -47,6 +47,7 @@ pub fn gemm_chart(report: &GemmReport, threads: usize, path: &Path) -> Res {
     libs.dedup();
     let max_g = square.iter().map(|m| m.gflops_median).fold(0.0, f64::max) * 1.1;
     let max_n = square.iter().map(|m| m.shape.n).max().unwrap_or(64) as f64;
+    let min_n = square.iter().map(|m| m.shape.n).min().unwrap_or(64).max(1) as f64;
     let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -57,7 +58,7 @@ pub fn gemm_chart(report: &GemmReport, threads: usize, path: &Path) -> Res {
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d((48f64..max_n * 1.2).log_scale(), 0f64..max_g)?;
+        .build_cartesian_2d((min_n * 0.8..max_n * 1.2).log_scale(), 0f64..max_g)?;
     chart
         .configure_mesh()
         .x_desc("M = N = K")

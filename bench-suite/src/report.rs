@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::gemm_bench::Measurement;
+use crate::gemm_bench::{Measurement, Shape};
 use crate::layers_bench::{layers_markdown, LayersReport};
 use crate::training::{training_markdown, TrainingReport};
 
@@ -22,6 +22,18 @@ pub struct MachineInfo {
     /// BLIS's version and the kernel configuration it chose here, when BLIS is installed.
     #[serde(default)]
     pub blis: Option<String>,
+    /// The data caches `kernels` detected (and where it read them), absent in older reports.
+    #[serde(default)]
+    pub caches: Option<String>,
+    /// Our path's tiles with the block sizes the cache model derived from those caches.
+    #[serde(default)]
+    pub gemm_blocking: Vec<String>,
+    /// `OPENBLAS_CORETYPE` when the run's environment forced OpenBLAS's kernel choice.
+    #[serde(default)]
+    pub openblas_coretype: Option<String>,
+    /// LIBXSMM's code-generation target, when the build linked it.
+    #[serde(default)]
+    pub libxsmm: Option<String>,
 }
 
 impl MachineInfo {
@@ -54,7 +66,60 @@ impl MachineInfo {
             blis: kernels::peers::Blis::get()
                 .ok()
                 .map(|b| format!("BLIS {} (configuration '{}')", b.version(), b.config())),
+            caches: Some(kernels::cpu::cache_info().to_string()),
+            gemm_blocking: kernels::gemm_blocking(kernels::Isa::best())
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
+            openblas_coretype: std::env::var("OPENBLAS_CORETYPE").ok(),
+            libxsmm: kernels::peers::Libxsmm::get().ok().map(|x| {
+                format!(
+                    "LIBXSMM 1.17 (static; code generated for '{}'; BLAS fallback {}; \
+                     single-threaded, measured on products of at most 64 on every side)",
+                    x.target(),
+                    if cfg!(feature = "openblas") {
+                        "OpenBLAS"
+                    } else {
+                        "none"
+                    }
+                )
+            }),
         }
+    }
+
+    /// The lines that say what the peers and our blocking were on this machine (markdown).
+    pub fn setup_markdown(&self) -> String {
+        let mut out = String::new();
+        if let Some(c) = &self.caches {
+            out += &format!(
+                "Caches: {c}.
+"
+            );
+        }
+        if !self.gemm_blocking.is_empty() {
+            out += &format!(
+                "Our {} blocking from the cache model: {}.
+",
+                self.best_isa,
+                self.gemm_blocking.join("; ")
+            );
+        }
+        if let Some(b) = &self.blis {
+            out += &format!(
+                "{b}.
+"
+            );
+        }
+        if let Some(x) = &self.libxsmm {
+            out += &format!("{x}.\n");
+        }
+        if let Some(t) = &self.openblas_coretype {
+            out += &format!(
+                "OpenBLAS's kernels forced by OPENBLAS_CORETYPE={t}.
+"
+            );
+        }
+        out
     }
 }
 
@@ -84,6 +149,22 @@ pub struct SummaryRow {
     /// thread count for our path's instruction set (absent in reports written before it was).
     #[serde(default)]
     pub fma_peak_gflops: Option<f64>,
+    /// One-row and one-column products: bytes of A and B ÷ our time ÷ the same run's memory
+    /// bandwidth on this thread count.
+    #[serde(default)]
+    pub fraction_of_memory_bandwidth: Option<f64>,
+}
+
+impl SummaryRow {
+    /// The last column of the tables: the fraction of the memory bandwidth for vector products
+    /// (bandwidth-bound), of the FMA peak otherwise.
+    pub fn fraction_of_limit(&self) -> String {
+        match (self.fraction_of_memory_bandwidth, self.fraction_of_fma_peak) {
+            (Some(f), _) => format!("{:.0} % of bandwidth", 100.0 * f),
+            (None, Some(f)) => format!("{:.0} %", 100.0 * f),
+            (None, None) => "—".into(),
+        }
+    }
 }
 
 /// The whole GEMM report (`results/gemm.json`).
@@ -108,6 +189,7 @@ impl GemmReport {
         rounds: usize,
         runs: Vec<GemmChildReport>,
         machine_peaks: &[(usize, f64)],
+        machine_bandwidths: &[(usize, f64)],
     ) -> Self {
         let ours_name = format!("ours-{}", machine.best_isa);
         let mut summary = Vec::new();
@@ -123,13 +205,18 @@ impl GemmReport {
                 .map(|&(_, p)| p)
                 .chain(child_peak)
                 .max_by(f64::total_cmp);
-            let mut labels: Vec<String> = Vec::new();
+            let bandwidth = machine_bandwidths
+                .iter()
+                .find(|&&(t, _)| t == run.threads)
+                .map(|&(_, b)| b);
+            let mut shapes: Vec<Shape> = Vec::new();
             for m in &run.measurements {
-                if !labels.contains(&m.shape.label()) {
-                    labels.push(m.shape.label());
+                if !shapes.contains(&m.shape) {
+                    shapes.push(m.shape);
                 }
             }
-            for label in labels {
+            for shape in shapes {
+                let label = shape.label();
                 let of = |pred: &dyn Fn(&str) -> bool| {
                     run.measurements
                         .iter()
@@ -155,6 +242,9 @@ impl GemmReport {
                     ours_over_best_peer: ours / best,
                     fraction_of_fma_peak: peak.map(|p| ours / p),
                     fma_peak_gflops: peak,
+                    fraction_of_memory_bandwidth: bandwidth
+                        .filter(|_| shape.is_vector())
+                        .map(|bw| ours * shape.bytes() / shape.flops() / bw),
                 });
             }
         }
@@ -188,6 +278,7 @@ pub fn gemm_markdown(report: &GemmReport) -> String {
         report.machine.best_isa,
         report.method
     ));
+    out += &report.machine.setup_markdown();
     for run in &report.runs {
         out.push_str(&format!(
             "\n## {} thread(s)\n\nFMA peak measured in the same run: AVX-512 {} GFLOP/s, AVX2 {} GFLOP/s{}.\n\n",
@@ -234,8 +325,7 @@ pub fn gemm_markdown(report: &GemmReport) -> String {
                 row.ours_over_openblas,
                 row.ours_over_best_peer,
                 row.best_peer,
-                row.fraction_of_fma_peak
-                    .map_or("n/a".into(), |f| format!("{:.0} %", 100.0 * f)),
+                row.fraction_of_limit(),
             ));
         }
     }
@@ -296,6 +386,8 @@ pub fn results_markdown(r: &Results, json_name: &str) -> String {
          These VMs vary up to 2× between runs: read the same-run ratios, not absolute figures.\n\n",
         r.date_utc, r.machine.cpu, r.machine.cores, r.machine.best_isa, r.machine.kernels_version
     );
+    out += &r.machine.setup_markdown();
+    out += "\n";
     out += "## The machine\n\n| threads | FMA peak GFLOP/s | memory bandwidth GB/s |\n|---:|---:|---:|\n";
     for (t, p) in &r.machine_perf.fma_peak_gflops {
         let bw = r
@@ -329,8 +421,7 @@ pub fn results_markdown(r: &Results, json_name: &str) -> String {
                 row.ours_over_openblas,
                 row.ours_over_best_peer,
                 row.best_peer,
-                row.fraction_of_fma_peak
-                    .map_or("—".into(), |f| format!("{:.0} %", 100.0 * f))
+                row.fraction_of_limit()
             );
         }
         out += "\nEvery library per shape: [gemm.md](gemm.md).\n\n\
@@ -371,11 +462,15 @@ mod tests {
             available_isas: vec!["avx2".into()],
             kernels_version: "0".into(),
             blis: None,
+            caches: None,
+            gemm_blocking: vec![],
+            openblas_coretype: None,
+            libxsmm: None,
         };
         // 1 thread: the child's own peak (80) was low, the machine table's (120) counts;
         // 2 threads: the child's (150) beats the table's (100); 3 threads: only the child's.
         let runs = vec![child(1, Some(80.0)), child(2, Some(150.0)), child(3, None)];
-        let report = GemmReport::new(machine, 3, runs, &[(1, 120.0), (2, 100.0)]);
+        let report = GemmReport::new(machine, 3, runs, &[(1, 120.0), (2, 100.0)], &[]);
         let peak_of = |t: usize| {
             let row = report.summary.iter().find(|r| r.threads == t).unwrap();
             (row.fma_peak_gflops, row.fraction_of_fma_peak)

@@ -14,6 +14,7 @@
 pub mod activation;
 mod arch;
 pub mod conv;
+pub mod cpu;
 mod dispatch;
 mod error;
 mod gemm;
@@ -33,7 +34,8 @@ pub use conv::{conv2d_backward_input, conv2d_backward_weights, conv2d_forward, C
 pub use dispatch::{Isa, ISA_ENV_VAR};
 pub use error::{Error, Result};
 pub use gemm::{
-    gemm, gemm_fused, gemm_with, sgemm, Bias, GemmOptions, Layout, Threading, Transpose,
+    gemm, gemm_blocking, gemm_fused, gemm_with, sgemm, Bias, GemmOptions, Layout, Threading,
+    TileBlocking, Transpose,
 };
 pub use mat::{MatMut, MatRef};
 pub use pool::{

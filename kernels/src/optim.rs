@@ -402,8 +402,17 @@ pub fn update_from_product(
     let w_out = SharedOut::new(w);
     let d_out = d.map(SharedOut::new);
     let state_out = state_handles(state);
+    // A one-row last block joins the block before it: its input-gradient product would be a
+    // one-column product, which sums in another order than the tiles (`gemm::gemv`), and `d`
+    // would then differ from `b·wᵀ` computed whole.
+    let tail_joins = k > rows && (k - 1) % rows == 0;
     let block = |first: usize| -> Result<()> {
         let r = rows.min(k - first);
+        let r = if tail_joins && first + r == k - 1 {
+            r + 1
+        } else {
+            r
+        };
         let span = first * n..(first + r) * n;
         // SAFETY: each block owns rows first..first + r of w and of the state, and columns
         // first..first + r of d; no other task forms slices of them.
@@ -445,6 +454,10 @@ pub fn update_from_product(
     if k <= rows {
         block(0)
     } else {
-        (0..k).into_par_iter().step_by(rows).try_for_each(block)
+        (0..k)
+            .into_par_iter()
+            .step_by(rows)
+            .filter(|&first| !(tail_joins && first == k - 1))
+            .try_for_each(block)
     }
 }

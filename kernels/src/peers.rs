@@ -274,3 +274,195 @@ impl Blis {
         Ok(())
     }
 }
+
+/// LIBXSMM (Debian's `libxsmm-dev`, linked statically when the build finds it): small products
+/// by machine code generated at run time for each shape. The kernel of the last shape is kept
+/// per thread, so a loop over one shape pays for the code generation (and the look-up) once,
+/// as LIBXSMM's own users dispatch once and call many times. Single-threaded, as LIBXSMM's
+/// small-product kernels are. Products it generates no code for go to its BLAS fallback
+/// (OpenBLAS's `sgemm_` in builds with the `openblas` feature).
+pub struct Libxsmm {
+    target: String,
+}
+
+#[cfg(libxsmm)]
+mod xsmm_ffi {
+    use std::os::raw::{c_char, c_int};
+
+    /// `libxsmm_smmfunction`: C-variadic in LIBXSMM's header (prefetch pointers may follow).
+    pub(super) type Kernel = unsafe extern "C" fn(a: *const f32, b: *const f32, c: *mut f32, ...);
+
+    extern "C" {
+        pub(super) fn libxsmm_init();
+        pub(super) fn libxsmm_get_target_arch() -> *const c_char;
+        #[allow(clippy::too_many_arguments)]
+        pub(super) fn libxsmm_smmdispatch(
+            m: c_int,
+            n: c_int,
+            k: c_int,
+            lda: *const c_int,
+            ldb: *const c_int,
+            ldc: *const c_int,
+            alpha: *const f32,
+            beta: *const f32,
+            flags: *const c_int,
+            prefetch: *const c_int,
+        ) -> Option<Kernel>;
+    }
+}
+
+impl Libxsmm {
+    /// The process's LIBXSMM, initialised on first use; `Err` says why it is not available.
+    pub fn get() -> std::result::Result<&'static Libxsmm, String> {
+        static XSMM: std::sync::OnceLock<std::result::Result<Libxsmm, String>> =
+            std::sync::OnceLock::new();
+        XSMM.get_or_init(Libxsmm::init)
+            .as_ref()
+            .map_err(|e| e.clone())
+    }
+
+    #[cfg(libxsmm)]
+    fn init() -> std::result::Result<Libxsmm, String> {
+        // SAFETY: LIBXSMM's documented set-up call (idempotent); the target string it returns
+        // is a static NUL-terminated string.
+        let target = unsafe {
+            xsmm_ffi::libxsmm_init();
+            std::ffi::CStr::from_ptr(xsmm_ffi::libxsmm_get_target_arch())
+                .to_string_lossy()
+                .into_owned()
+        };
+        Ok(Libxsmm { target })
+    }
+
+    #[cfg(not(libxsmm))]
+    fn init() -> std::result::Result<Libxsmm, String> {
+        Err(
+            "this build found no LIBXSMM static library (Debian: libxsmm-dev; or set LIBXSMM_DIR)"
+                .into(),
+        )
+    }
+
+    /// The code-generation target LIBXSMM chose for this CPU (e.g. "hsw" for AVX2, "skx" for
+    /// AVX-512).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// `C ← alpha·A·B + beta·C` for row-major A, B and C (unit column strides), alpha = 1 and
+    /// beta ∈ {0, 1} (what LIBXSMM's kernels take), dimensions and strides up to `i32::MAX`.
+    pub fn gemm(
+        &self,
+        alpha: f32,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        beta: f32,
+        mut c: MatMut<'_>,
+    ) -> Result<()> {
+        check(&a, &b, &c)?;
+        let invalid = |name: &'static str, value: String, reason: &str| Error::InvalidArgument {
+            name,
+            value,
+            reason: reason.into(),
+        };
+        if alpha != 1.0 || (beta != 0.0 && beta != 1.0) {
+            return Err(invalid(
+                "alpha, beta",
+                format!("{alpha}, {beta}"),
+                "LIBXSMM's kernels take alpha = 1 and beta = 0 or 1",
+            ));
+        }
+        for (name, cs) in [
+            ("A", a.col_stride()),
+            ("B", b.col_stride()),
+            ("C", c.col_stride()),
+        ] {
+            if cs != 1 && a.rows().max(b.cols()) > 1 {
+                return Err(invalid(name, cs.to_string(), "row-major operands only"));
+            }
+        }
+        let int = |name: &'static str, v: usize| {
+            i32::try_from(v)
+                .map_err(|_| invalid(name, v.to_string(), "LIBXSMM takes 32-bit dimensions"))
+        };
+        let (m, k, n) = (
+            int("m", a.rows())?,
+            int("k", a.cols())?,
+            int("n", b.cols())?,
+        );
+        let (lda, ldb, ldc) = (
+            int("lda", a.row_stride().max(a.cols()))?,
+            int("ldb", b.row_stride().max(b.cols()))?,
+            int("ldc", c.row_stride().max(b.cols()))?,
+        );
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        self.run(
+            [m, n, k, lda, ldb, ldc],
+            beta,
+            a.data().as_ptr(),
+            b.data().as_ptr(),
+            c.data_mut().as_mut_ptr(),
+        )
+    }
+
+    #[cfg(libxsmm)]
+    fn run(
+        &self,
+        [m, n, k, lda, ldb, ldc]: [i32; 6],
+        beta: f32,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+    ) -> Result<()> {
+        type Key = ([i32; 6], u32);
+        thread_local! {
+            static LAST: std::cell::Cell<Option<(Key, xsmm_ffi::Kernel)>> =
+                const { std::cell::Cell::new(None) };
+        }
+        let key = ([m, n, k, lda, ldb, ldc], beta.to_bits());
+        let kernel = match LAST.get() {
+            Some((last, kernel)) if last == key => Some(kernel),
+            _ => {
+                // Column-major LIBXSMM computes our row-major C as Cᵀ = Bᵀ·Aᵀ: an n × m
+                // product of the n × k Bᵀ (leading dimension ldb) and the k × m Aᵀ (lda).
+                // SAFETY: plain values and pointers to locals that outlive the call.
+                let kernel = unsafe {
+                    xsmm_ffi::libxsmm_smmdispatch(
+                        n,
+                        m,
+                        k,
+                        &ldb,
+                        &lda,
+                        &ldc,
+                        &1.0,
+                        &beta,
+                        std::ptr::null(),
+                        std::ptr::null(),
+                    )
+                };
+                if let Some(kernel) = kernel {
+                    LAST.set(Some((key, kernel)));
+                }
+                kernel
+            }
+        };
+        let Some(kernel) = kernel else {
+            return Err(Error::InvalidArgument {
+                name: "shape",
+                value: format!("{m}×{k}×{n}"),
+                reason: "LIBXSMM generated no kernel for it".into(),
+            });
+        };
+        // SAFETY: the views were checked against their buffers; the kernel was generated for
+        // exactly these dimensions and leading dimensions (B as the left operand, A as the right,
+        // both read only; C written, read only when beta = 1).
+        unsafe { kernel(b, a, c) };
+        Ok(())
+    }
+
+    #[cfg(not(libxsmm))]
+    fn run(&self, _: [i32; 6], _: f32, _: *const f32, _: *const f32, _: *mut f32) -> Result<()> {
+        unreachable!("Libxsmm::get fails in builds without LIBXSMM")
+    }
+}

@@ -192,6 +192,33 @@ fn case() -> impl Strategy<Value = Case> {
         )
 }
 
+/// One-row and one-column products (the matrix–vector path): the vector side 1, the others up
+/// to a few thousand (primes, multiples of 16 and 1024 ± 1, where the lane and block loops end).
+fn vector_case() -> impl Strategy<Value = Case> {
+    let long = prop_oneof![
+        2 => 0usize..=40,
+        2 => 0usize..=3000,
+        1 => prop::sample::select(vec![1usize, 15, 16, 17, 63, 64, 65, 1023, 1024, 1025, 2053]),
+    ];
+    (case(), long.clone(), long, any::<bool>()).prop_map(|(c, outputs, k, one_row)| {
+        if one_row {
+            Case {
+                m: 1,
+                n: outputs,
+                k,
+                ..c
+            }
+        } else {
+            Case {
+                m: outputs,
+                n: 1,
+                k,
+                ..c
+            }
+        }
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
 
@@ -201,18 +228,31 @@ proptest! {
             prop_assert_eq!(check(case, isa), Ok(()));
         }
     }
+
+    #[test]
+    fn vector_products_match_reference_on_every_path(case in vector_case()) {
+        for isa in paths() {
+            prop_assert_eq!(check(case, isa), Ok(()));
+        }
+    }
 }
 
 /// Every remainder of M mod MR and N mod NR of every kernel (MR ≤ 24, NR ≤ 48), K in {0, 1, 2, 9}
-/// and across a KC boundary (256 scalar and AVX2, 512 AVX-512 and NEON), both transposes.
+/// and across a KC boundary (the deepest slice the cache model chose for the path), both
+/// transposes.
 #[test]
 fn every_tile_remainder() {
     let mut seed = 1;
     for isa in paths() {
+        let past_kc = kernels::gemm_blocking(isa)
+            .iter()
+            .map(|t| t.kc + 8)
+            .max()
+            .unwrap_or(520);
         for m in 0..=25 {
             for n in (0..=50).chain([63, 64, 65, 95, 96, 97]) {
-                for (t, &k) in [0usize, 1, 2, 9, 520].iter().enumerate() {
-                    if k == 520 && (m + n) % 5 != 0 {
+                for (t, &k) in [0usize, 1, 2, 9, past_kc].iter().enumerate() {
+                    if k == past_kc && (m + n) % 5 != 0 {
                         continue; // a sample of the long-K cases is enough
                     }
                     seed += 1;
@@ -290,6 +330,10 @@ fn thread_count_does_not_change_the_bits() {
         (5408, 32, 128),
         (200, 200, 200),
         (9, 2000, 32),
+        // Matrix–vector products large enough to be split among threads.
+        (100_003, 70, 1),
+        (1, 300, 70_001),
+        (1, 50_000, 37),
     ];
     for isa in paths().into_iter().filter(|&i| i != Isa::OpenBlas) {
         for &(m, k, n) in &shapes {
@@ -367,6 +411,94 @@ fn nan_and_inf_propagate() {
                     (9, _) => assert_eq!(v, f32::INFINITY, "{isa}: C[{i},{j}]"),
                     _ => assert_eq!(v, k as f32, "{isa}: C[{i},{j}]"),
                 }
+            }
+        }
+    }
+}
+
+/// A row of C computed alone (a one-row product, the matrix–vector path) has the bits it gets
+/// inside the whole product, with and without a fused bias + activation, on every path of our
+/// own: what makes a model's predictions independent of the batch size. Likewise a column of C
+/// alone when A is column-major.
+#[test]
+fn one_row_alone_has_the_bits_it_has_inside_the_product() {
+    use kernels::{gemm_fused, Activation, Bias};
+    let (m, k, n) = (37, 1300, 70);
+    let mut rng = Rng(99);
+    let (a, b, c0) = (rng.fill(m * k), rng.fill(k * n), rng.fill(m * n));
+    let bias = rng.fill(n);
+    for isa in paths().into_iter().filter(|&i| i != Isa::OpenBlas) {
+        let opts = GemmOptions::with_isa(isa);
+        for (act, with_bias) in [(Activation::Identity, false), (Activation::Relu, true)] {
+            let bias = if with_bias {
+                Bias::PerColumn(&bias)
+            } else {
+                Bias::None
+            };
+            let mut whole = c0.clone();
+            gemm_fused(
+                &opts,
+                1.25,
+                MatRef::row_major(&a, m, k, k),
+                MatRef::row_major(&b, k, n, n),
+                0.5,
+                bias,
+                act,
+                MatMut::row_major(&mut whole, m, n, n),
+            )
+            .unwrap();
+            for i in [0, 5, 36] {
+                let mut row = c0[i * n..(i + 1) * n].to_vec();
+                gemm_fused(
+                    &opts,
+                    1.25,
+                    MatRef::row_major(&a[i * k..(i + 1) * k], 1, k, k),
+                    MatRef::row_major(&b, k, n, n),
+                    0.5,
+                    bias,
+                    act,
+                    MatMut::row_major(&mut row, 1, n, n),
+                )
+                .unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&row),
+                    bits(&whole[i * n..(i + 1) * n]),
+                    "{isa} row {i}"
+                );
+            }
+        }
+        // Column j of C = A·B alone, with A column-major (stored as Aᵀ, k × m).
+        let at: Vec<f32> = (0..k * m).map(|x| a[(x % m) * k + x / m]).collect();
+        let av = MatRef::row_major(&at, k, m, m).t();
+        let mut whole = c0.clone();
+        gemm_with(
+            &opts,
+            1.0,
+            av,
+            MatRef::row_major(&b, k, n, n),
+            0.0,
+            MatMut::row_major(&mut whole, m, n, n),
+        )
+        .unwrap();
+        for j in [0, 33, 69] {
+            let col: Vec<f32> = (0..k).map(|p| b[p * n + j]).collect();
+            let mut out = vec![0.0; m];
+            gemm_with(
+                &opts,
+                1.0,
+                av,
+                MatRef::row_major(&col, k, 1, 1),
+                0.0,
+                MatMut::row_major(&mut out, m, 1, 1),
+            )
+            .unwrap();
+            for i in 0..m {
+                assert_eq!(
+                    out[i].to_bits(),
+                    whole[i * n + j].to_bits(),
+                    "{isa} column {j}, row {i}"
+                );
             }
         }
     }

@@ -225,9 +225,7 @@ fn main() {
     );
     std::fs::create_dir_all(args.out.join("plots")).expect("create the output directory");
     let machine_perf = measure_machine(&args.threads);
-    let gemm = args
-        .gemm
-        .then(|| run_gemm(&args, &machine, &machine_perf.fma_peak_gflops));
+    let gemm = args.gemm.then(|| run_gemm(&args, &machine, &machine_perf));
     let layers = args.layers.then(|| {
         let threads = *args.threads.iter().max().expect("a thread count");
         rayon::ThreadPoolBuilder::new()
@@ -328,8 +326,9 @@ fn measure_machine(threads: &[usize]) -> MachinePerf {
 }
 
 /// The GEMM part: one measuring child per thread count.
-/// `peaks`: the FMA peaks the parent measured, per thread count, for the best path.
-fn run_gemm(args: &Args, machine: &MachineInfo, peaks: &[(usize, f64)]) -> GemmReport {
+/// `perf`: the FMA peaks (for the best path) and memory bandwidths the parent measured, per
+/// thread count.
+fn run_gemm(args: &Args, machine: &MachineInfo, perf: &MachinePerf) -> GemmReport {
     let exe = std::env::current_exe().expect("own path");
     let mut children = Vec::new();
     for &t in &args.threads {
@@ -366,7 +365,13 @@ fn run_gemm(args: &Args, machine: &MachineInfo, peaks: &[(usize, f64)]) -> GemmR
             serde_json::from_slice(&out.stdout).expect("the child's JSON report");
         children.push(child);
     }
-    GemmReport::new(machine.clone(), args.rounds, children, peaks)
+    GemmReport::new(
+        machine.clone(),
+        args.rounds,
+        children,
+        &perf.fma_peak_gflops,
+        &perf.memory_bandwidth_gbs,
+    )
 }
 
 /// The training part: every program on every data set, on the largest thread count.

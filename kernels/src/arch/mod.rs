@@ -24,6 +24,14 @@
 
 pub(crate) mod scalar;
 
+// The generic tile and its register trait first: `tile`'s `microkernels!` makes the per-ISA
+// entry points below.
+#[cfg(target_arch = "x86_64")]
+#[macro_use]
+mod tile;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod vector;
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -46,6 +54,26 @@ pub(crate) type KernelFn = unsafe fn(
     k: usize,
     alpha: f32,
     a: *const f32,
+    b: *const f32,
+    rsb: usize,
+    beta: f32,
+    c: *mut f32,
+    rsc: usize,
+    rows: usize,
+    cols: usize,
+);
+
+/// A microkernel that reads A in place instead of from a packed micro-panel: element (i, p) of
+/// the tile's A at `a[i·rsa + p·csa]` (`a` = `(pointer, rsa, csa)`); otherwise as [`KernelFn`].
+/// For small products, where packing A costs more than the product.
+///
+/// # Safety
+/// As [`KernelFn`], except that `a` must be readable at `i·rsa + p·csa` for `i < rows`, `p < k`
+/// (only rows inside the tile are read), and `rows ≥ 1`.
+pub(crate) type StridedAKernelFn = unsafe fn(
+    k: usize,
+    alpha: f32,
+    a: (*const f32, usize, usize),
     b: *const f32,
     rsb: usize,
     beta: f32,

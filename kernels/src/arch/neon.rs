@@ -79,10 +79,12 @@ pub(crate) unsafe fn kernel<const MR: usize, const NV: usize>(
             // SAFETY: (i, j) < (rows, cols) lies inside C's tile (caller's contract).
             unsafe {
                 let p = c.add(i * rsc + j);
+                // As the full tiles' vfmaq: one rounding of scaled + beta·C, so a row gets the
+                // same bits wherever the tile edges fall.
                 *p = if beta == 0.0 {
                     alpha * x
                 } else {
-                    alpha * x + beta * *p
+                    beta.mul_add(*p, alpha * x)
                 };
             }
         }

@@ -9,27 +9,18 @@
 //! broadcast-heavier narrow tiles issue more loads per FMA), measured on the bench-suite GEMM
 //! group and rounded up.
 //!
-//! Block sizes follow the BLIS analysis for this project's machine kind (AMD EPYC, per core 48 KiB
-//! L1d, 1 MiB L2, 32 MiB shared L3):
-//! * `kc` = 512 for the SIMD tiles: every KC slice reads and writes all of C once more, and at
-//!   large sizes that traffic (C does not fit in L2) costs more than serving the `kc × NR`
-//!   micro-panel of B from L2 instead of L1 (16 bytes per cycle, well within L2's bandwidth).
-//!   Measured on this machine kind with the report's `--shapes`: the 8 × 48 tile at 2048³ runs
-//!   at 130 GFLOP/s with kc = 128, 157 with 256 and 186 with 512 (768 and 1024 no better); the
-//!   AVX2 tiles were indifferent there.
-//! * `kc` = 256 for the AVX2 tiles: AVX2-only CPUs mostly have a 32 KiB L1d (Zen 2/3, Intel
-//!   before Ice Lake), which one 512-deep 16-wide micro-panel of B would fill on its own.
-//!   Measured on a Zen 3 VM (report `--shapes`, 1 thread, ours ÷ OpenBLAS in the same run, two
-//!   runs against one): 784×32×128 1.34–1.35 against 1.10, 128×784×512 0.83–0.91 against 0.77,
-//!   32×784×128 0.92–0.93 against 0.86; square sizes alike.
-//! * `mc`: the packed `mc × kc` block of A stays in L2 across the loop over B's micro-panels.
-//! * `nc`: the packed `kc × nc` panel of B stays in the shared L3.
-//!
-//! `mc` is a multiple of MR and `nc` of NR, so a tile never straddles two blocks. `kc` also fixes
-//! the order of the sum over K (one partial sum per `kc` block); it depends on the kernel only,
-//! never on the thread count, so results are bit-identical however many threads run.
+//! Block sizes are not constants: [`super::blocking`] derives `mc`, `kc`, `nc` for each tile from
+//! the caches [`crate::cpu::cache_info`] reads at run time (BLIS's analytical model), once per
+//! process. `mc` is a multiple of MR and `nc` of NR, so a tile never straddles two blocks. `kc`
+//! also fixes the order of the sum over K (one partial sum per `kc` block); it depends on the
+//! CPU and the tile only, never on the thread count, so results are bit-identical however many
+//! threads run.
 
-use crate::arch::{self, KernelFn};
+use std::sync::OnceLock;
+
+use super::blocking::{blocks_at_depth, depth, Blocks};
+use crate::arch::{self, KernelFn, StridedAKernelFn};
+use crate::cpu::CacheInfo;
 use crate::Isa;
 
 /// One microkernel and the block sizes the driver uses with it.
@@ -48,66 +39,138 @@ pub(crate) struct KernelConfig {
     pub cost: f64,
 }
 
-/// The common block sizes for a tile of `mr × nr`.
-const fn blocked(
+/// A registered tile: its shape, kernel and relative cost; the block sizes come from the cache
+/// model at run time.
+#[derive(Clone, Copy)]
+struct Tile {
     mr: usize,
     nr: usize,
     kernel: KernelFn,
     direct_b: bool,
     cost: f64,
-) -> KernelConfig {
-    KernelConfig {
+}
+
+const fn tile(mr: usize, nr: usize, kernel: KernelFn, direct_b: bool, cost: f64) -> Tile {
+    Tile {
         mr,
         nr,
-        mc: mr * (240 / mr),
-        kc: 512,
-        nc: nr * (4096 / nr),
         kernel,
         direct_b,
         cost,
     }
 }
 
-const SCALAR: [KernelConfig; 1] = [KernelConfig {
-    kc: 256,
-    ..blocked(
-        arch::scalar::MR,
-        arch::scalar::NR,
-        arch::scalar::kernel,
-        false,
-        1.0,
-    )
-}];
+const SCALAR: [Tile; 1] = [tile(
+    arch::scalar::MR,
+    arch::scalar::NR,
+    arch::scalar::kernel,
+    false,
+    1.0,
+)];
 
 #[cfg(target_arch = "x86_64")]
-const AVX2: [KernelConfig; 2] = [
-    KernelConfig {
-        kc: 256,
-        ..blocked(6, 16, arch::avx2::kernel::<6, 2>, true, 1.0)
-    },
-    KernelConfig {
-        kc: 256,
-        ..blocked(12, 8, arch::avx2::kernel::<12, 1>, true, 1.15)
-    },
+const AVX2: [Tile; 2] = [
+    tile(6, 16, arch::avx2::kernel::<6, 2>, true, 1.0),
+    tile(12, 8, arch::avx2::kernel::<12, 1>, true, 1.15),
 ];
 
 #[cfg(target_arch = "x86_64")]
-const AVX512: [KernelConfig; 4] = [
-    blocked(8, 48, arch::avx512::kernel::<8, 3>, true, 1.0),
-    blocked(12, 32, arch::avx512::kernel::<12, 2>, true, 1.05),
+const AVX512: [Tile; 4] = [
+    tile(8, 48, arch::avx512::kernel::<8, 3>, true, 1.0),
+    tile(12, 32, arch::avx512::kernel::<12, 2>, true, 1.05),
     // 9 rows: a 3×3 convolution's weight gradient has exactly 9 (one input channel).
-    blocked(9, 32, arch::avx512::kernel::<9, 2>, true, 1.1),
-    blocked(24, 16, arch::avx512::kernel::<24, 1>, true, 1.15),
+    tile(9, 32, arch::avx512::kernel::<9, 2>, true, 1.1),
+    tile(24, 16, arch::avx512::kernel::<24, 1>, true, 1.15),
 ];
+
+/// A tile for small products (every side ≤ [`SMALL`]), reading A in place.
+#[derive(Clone, Copy)]
+pub(crate) struct SmallTile {
+    pub mr: usize,
+    pub nr: usize,
+    /// `kernels[rows - 1]` computes a tile of `rows` rows; a single kernel serves every row
+    /// count (computing `mr` rows, storing `rows`).
+    kernels: &'static [StridedAKernelFn],
+    /// Time per useful multiply-add relative to the set's best small tile.
+    cost: f64,
+}
+
+impl SmallTile {
+    /// The kernel for a tile of `rows ≤ mr` rows.
+    pub(crate) fn kernel(&self, rows: usize) -> StridedAKernelFn {
+        self.kernels[(rows.max(1) - 1).min(self.kernels.len() - 1)]
+    }
+
+    /// The rows this tile computes for an `m`-row C: exactly `m` when it has a kernel per row
+    /// count, else whole tiles.
+    fn rows_computed(&self, m: usize) -> usize {
+        if self.kernels.len() == self.mr {
+            m
+        } else {
+            m.next_multiple_of(self.mr)
+        }
+    }
+}
+
+/// The strided-A kernels of `$module` for 1 to `$mr` rows and `$nv` vectors per row.
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_rows {
+    ($module:ident, $nv:literal, [$($rows:literal),*]) => {
+        &[$(arch::$module::kernel_strided_a::<$rows, $nv>),*]
+    };
+}
+
+/// Every side of C and K at most this: the product runs on the calling thread with A and B read
+/// in place and nothing packed (it takes about as long as a hand-off to another thread).
+pub(crate) const SMALL: usize = 64;
+
+// The small tiles keep to 8 rows (6 for AVX2): A read in place needs one address register per
+// row, and with 12 or more rows the loop reloads them from the stack every step (measured on a
+// Zen 5, one thread: 32³ at 178 GFLOP/s with 16 × 16, 210 with 8 × 32; 64³ 210 against 250).
+// The 16-row tile stays for 16-row products: K = 16 is too short for 8 accumulators to hide the
+// FMA latency (16³: 112 against 83 with 8 × 16). The 8-row tiles have a kernel for every row
+// count, so the last rows of C are computed exactly (13 × 27 × 40: 144 → 167 GFLOP/s).
+#[cfg(target_arch = "x86_64")]
+const SMALL_AVX512: [SmallTile; 4] = [
+    small(8, 48, by_rows!(avx512, 3, [1, 2, 3, 4, 5, 6, 7, 8]), 1.0),
+    small(8, 32, by_rows!(avx512, 2, [1, 2, 3, 4, 5, 6, 7, 8]), 1.0),
+    small(16, 16, by_rows!(avx512, 1, [16]), 1.05),
+    small(8, 16, by_rows!(avx512, 1, [1, 2, 3, 4, 5, 6, 7, 8]), 1.2),
+];
+
+#[cfg(target_arch = "x86_64")]
+const SMALL_AVX2: [SmallTile; 2] = [
+    small(6, 16, by_rows!(avx2, 2, [1, 2, 3, 4, 5, 6]), 1.0),
+    small(6, 8, by_rows!(avx2, 1, [1, 2, 3, 4, 5, 6]), 1.2),
+];
+
+#[cfg(target_arch = "x86_64")]
+const fn small(mr: usize, nr: usize, kernels: &'static [StridedAKernelFn], cost: f64) -> SmallTile {
+    SmallTile {
+        mr,
+        nr,
+        kernels,
+        cost,
+    }
+}
+
+pub(crate) fn small_tiles_of(isa: Isa) -> &'static [SmallTile] {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => &SMALL_AVX2,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => &SMALL_AVX512,
+        _ => &[],
+    }
+}
 
 #[cfg(target_arch = "aarch64")]
-const NEON: [KernelConfig; 2] = [
-    blocked(8, 12, arch::neon::kernel::<8, 3>, false, 1.0),
-    blocked(12, 8, arch::neon::kernel::<12, 2>, false, 1.1),
+const NEON: [Tile; 2] = [
+    tile(8, 12, arch::neon::kernel::<8, 3>, false, 1.0),
+    tile(12, 8, arch::neon::kernel::<12, 2>, false, 1.1),
 ];
 
-/// Every tile registered for `isa` (empty for paths that do not use our driver).
-pub(crate) fn kernels_of(isa: Isa) -> &'static [KernelConfig] {
+fn tiles_of(isa: Isa) -> &'static [Tile] {
     match isa {
         Isa::Scalar => &SCALAR,
         #[cfg(target_arch = "x86_64")]
@@ -120,16 +183,119 @@ pub(crate) fn kernels_of(isa: Isa) -> &'static [KernelConfig] {
     }
 }
 
+/// `tiles` with the cache model's block sizes for `caches`. One `kc` for all the tiles of an
+/// instruction set (the model's for its first, main tile): `kc` fixes where a row's sum is cut
+/// into slices, so with tiles of different depths a row's bits would depend on the tile its
+/// product's shape chose — and a model's predictions on the batch size.
+fn configure(tiles: &[Tile], caches: &CacheInfo) -> Vec<KernelConfig> {
+    let Some(main) = tiles.first() else {
+        return Vec::new();
+    };
+    let kc = depth(caches, main.mr, main.nr);
+    tiles
+        .iter()
+        .map(|t| {
+            let Blocks { mc, kc, nc } = blocks_at_depth(caches, t.mr, t.nr, kc);
+            KernelConfig {
+                mr: t.mr,
+                nr: t.nr,
+                mc,
+                kc,
+                nc,
+                kernel: t.kernel,
+                direct_b: t.direct_b,
+                cost: t.cost,
+            }
+        })
+        .collect()
+}
+
+/// The tiles of one instruction set with this CPU's block sizes, and the choice among them for
+/// every small C.
+struct IsaConfigs {
+    tiles: Vec<KernelConfig>,
+    /// `small_choice[m · (SMALL + 1) + n]`: the index of the small tile for `m × n`.
+    small_choice: Vec<u8>,
+    /// `choice[m · (CHOSEN_UP_TO + 1) + n]`: the index of `m × n`'s tile, for m, n ≤
+    /// CHOSEN_UP_TO (the search below costs a few integer divisions per tile: a third of a
+    /// 16³ product's time).
+    choice: Vec<u8>,
+}
+
+/// The largest side of C whose tile is looked up rather than searched for.
+const CHOSEN_UP_TO: usize = 64;
+
+fn all_configs() -> &'static [IsaConfigs] {
+    static CONFIGS: OnceLock<Vec<IsaConfigs>> = OnceLock::new();
+    CONFIGS.get_or_init(|| {
+        let caches = crate::cpu::cache_info();
+        Isa::ALL
+            .iter()
+            .map(|&isa| {
+                let tiles = configure(tiles_of(isa), caches);
+                let side = CHOSEN_UP_TO + 1;
+                let choice = (0..side * side)
+                    .map(|mn| cheapest(&tiles, mn / side, mn % side).map_or(0, |i| i as u8))
+                    .collect();
+                let small = small_tiles_of(isa);
+                let side = SMALL + 1;
+                let small_choice = (0..side * side)
+                    .map(|mn| {
+                        let (m, n) = (mn / side, mn % side);
+                        let padded = |t: &SmallTile| {
+                            (t.rows_computed(m) * n.next_multiple_of(t.nr)) as f64 * t.cost
+                        };
+                        (0..small.len())
+                            .min_by(|&x, &y| padded(&small[x]).total_cmp(&padded(&small[y])))
+                            .map_or(0, |i| i as u8)
+                    })
+                    .collect();
+                IsaConfigs {
+                    tiles,
+                    choice,
+                    small_choice,
+                }
+            })
+            .collect()
+    })
+}
+
+/// Every tile registered for `isa` (empty for paths that do not use our driver).
+pub(crate) fn kernels_of(isa: Isa) -> &'static [KernelConfig] {
+    &all_configs()[isa as usize].tiles
+}
+
+/// The small tile for an `m × n` C (m, n ≤ [`SMALL`]), where `isa` has small tiles.
+pub(crate) fn small_tile(isa: Isa, m: usize, n: usize) -> Option<&'static SmallTile> {
+    if m > SMALL || n > SMALL {
+        return None;
+    }
+    let tiles = small_tiles_of(isa);
+    let index = all_configs()[isa as usize].small_choice[m * (SMALL + 1) + n];
+    tiles.get(index as usize)
+}
+
+/// The index of the tile that computes an `m × n` C cheapest: least padded work times `cost`.
+fn cheapest(tiles: &[KernelConfig], m: usize, n: usize) -> Option<usize> {
+    let padded = |cfg: &KernelConfig| {
+        (m.next_multiple_of(cfg.mr) * n.next_multiple_of(cfg.nr)) as f64 * cfg.cost
+    };
+    (0..tiles.len()).min_by(|&x, &y| padded(&tiles[x]).total_cmp(&padded(&tiles[y])))
+}
+
 /// The tile of `isa` that computes an `m × n` C cheapest: least padded work times `cost`.
 /// Depends on the shape only, so the choice (and the bits) are the same on every thread count.
 /// `None` for paths that do not use our driver (OpenBLAS).
 pub(crate) fn kernel_config(isa: Isa, m: usize, n: usize) -> Option<&'static KernelConfig> {
-    let padded = |cfg: &KernelConfig| {
-        (m.next_multiple_of(cfg.mr) * n.next_multiple_of(cfg.nr)) as f64 * cfg.cost
-    };
-    kernels_of(isa)
-        .iter()
-        .min_by(|x, y| padded(x).total_cmp(&padded(y)))
+    let configs = &all_configs()[isa as usize];
+    if configs.tiles.is_empty() {
+        return None;
+    }
+    if m <= CHOSEN_UP_TO && n <= CHOSEN_UP_TO {
+        let index = configs.choice[m * (CHOSEN_UP_TO + 1) + n];
+        return Some(&configs.tiles[index as usize]);
+    }
+    cheapest(&configs.tiles, m, n).map(|i| &configs.tiles[i])
 }
 
 #[cfg(test)]
@@ -138,8 +304,11 @@ mod tests {
 
     #[test]
     fn block_sizes_are_multiples_of_the_tile() {
-        for isa in Isa::ALL {
-            for cfg in kernels_of(isa) {
+        for (i, isa) in Isa::ALL.into_iter().enumerate() {
+            assert_eq!(isa as usize, i, "kernels_of indexes by the enum's order");
+            let tiles = kernels_of(isa);
+            assert!(tiles.iter().all(|c| c.kc == tiles[0].kc), "{isa}: one kc");
+            for cfg in tiles {
                 assert_eq!(cfg.mc % cfg.mr, 0, "{isa}: mc");
                 assert_eq!(cfg.nc % cfg.nr, 0, "{isa}: nc");
                 assert!(
@@ -158,5 +327,26 @@ mod tests {
         assert_eq!(kernel_config(Isa::Avx512, 9, 32).unwrap().mr, 9);
         assert_eq!(kernel_config(Isa::Avx2, 21632, 9).unwrap().nr, 16);
         assert_eq!(kernel_config(Isa::Avx2, 5000, 8).unwrap().nr, 8);
+        assert_eq!(kernel_config(Isa::Avx512, 21600, 9).unwrap().mr, 24);
+        let small = |m, n| small_tile(Isa::Avx512, m, n).map(|t| (t.mr, t.nr));
+        assert_eq!(small(16, 16), Some((16, 16)));
+        assert_eq!(small(32, 32), Some((8, 32)));
+        assert_eq!(small(48, 48), Some((8, 48)));
+        assert_eq!(small(64, 65), None);
+        assert!(small_tile(Isa::Scalar, 4, 4).is_none());
+    }
+
+    #[test]
+    fn looked_up_choices_are_the_searched_ones() {
+        for isa in Isa::ALL {
+            let tiles = kernels_of(isa);
+            for m in 0..=CHOSEN_UP_TO + 3 {
+                for n in 0..=CHOSEN_UP_TO + 3 {
+                    let looked_up = kernel_config(isa, m, n).map(|c| c as *const KernelConfig);
+                    let searched = cheapest(tiles, m, n).map(|i| &tiles[i] as *const _);
+                    assert_eq!(looked_up, searched, "{isa} {m}×{n}");
+                }
+            }
+        }
     }
 }

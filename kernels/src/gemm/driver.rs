@@ -6,10 +6,13 @@
 
 use rayon::prelude::*;
 
-use super::config::KernelConfig;
+use crate::shared::SharedOut;
+
+use super::config::{small_tile, KernelConfig, SmallTile, SMALL};
 use super::epilogue::Epilogue;
 use super::pack::{pack_a, pack_b};
 use crate::scratch::{PACK_A, PACK_B};
+use crate::Isa;
 
 /// The largest `MR × NR` tile any registered kernel may have (scratch space for edge tiles).
 pub(crate) const MAX_TILE: usize = 512;
@@ -18,9 +21,12 @@ pub(crate) const MAX_TILE: usize = 512;
 /// multiply-add on the packed tiles. Packing one element of A or B costs about as much as this
 /// many multiply-adds (a copy moves a few elements per cycle; the tile does 16–32 per cycle).
 const PACK_COST: f64 = 16.0;
-/// One rayon fork-join (waking the pool's threads and waiting for the last): a few microseconds
-/// on a shared VM, i.e. some hundred thousand multiply-adds.
+/// One rayon fork-join (waking the pool's threads and waiting for the last), or a hand-off to a
+/// parked helper team: 15 µs on a shared VM, i.e. some hundred thousand multiply-adds.
 const FORK_JOIN_COST: f64 = (1 << 19) as f64;
+/// A hand-off to the GEMM's helper team while its helpers are awake: 0.2–0.3 µs for an empty
+/// job (measured on a 2-core Zen 5 VM), plus the helper's cold caches.
+const HANDOFF_COST: f64 = (1 << 17) as f64;
 
 /// Up to this many rows of C, B is read in place (for kernels that can) rather than packed: each
 /// element of B then serves so few rows that copying it first costs more than it saves.
@@ -130,6 +136,7 @@ impl Grid {
         k: usize,
         threads: usize,
         direct_b: bool,
+        fork_cost: f64,
     ) -> (Grid, f64) {
         let m_tiles = m.div_ceil(cfg.mr);
         let n_tiles = n.div_ceil(cfg.nr);
@@ -151,7 +158,7 @@ impl Grid {
                     k as f64,
                 );
                 let task = rows * cols * k + PACK_COST * rows * k + b_pack * k * cols;
-                let fork = if tasks > 1 { FORK_JOIN_COST } else { 0.0 };
+                let fork = if tasks > 1 { fork_cost } else { 0.0 };
                 let cost = rounds * task + fork;
                 if cost < best.0 {
                     best = (cost, mchunks, nchunks);
@@ -192,8 +199,27 @@ impl Grid {
 /// rayon pool.
 pub(crate) fn gemm_blocked(cfg: &KernelConfig, prob: &Problem<'_>, threads: usize) {
     let direct_b = cfg.direct_b && prob.b.cs == 1 && prob.m <= DIRECT_B_MAX_ROWS;
-    let (grid, grid_cost) = Grid::new(cfg, prob.m, prob.n, prob.k, threads, direct_b);
+    let (m, n, k) = (prob.m, prob.n, prob.k);
+    // Outside a rayon pool, products go to the helper team, cheap to hand to while it is awake.
+    let team = threads > 1 && rayon::current_thread_index().is_none();
+    let team_awake = team && super::team::awake();
+    let fork_cost = if team_awake {
+        HANDOFF_COST
+    } else {
+        FORK_JOIN_COST
+    };
+    let (grid, grid_cost) = Grid::new(cfg, m, n, k, threads, direct_b, fork_cost);
     if threads <= 1 || grid.tasks() == 1 {
+        // A product that an awake team would have split: wake it for the products that follow.
+        if team
+            && !team_awake
+            && Grid::new(cfg, m, n, k, threads, direct_b, HANDOFF_COST)
+                .0
+                .tasks()
+                > 1
+        {
+            super::team::wake(threads);
+        }
         let all = Rect {
             i0: 0,
             mb: prob.m,
@@ -204,10 +230,10 @@ pub(crate) fn gemm_blocked(cfg: &KernelConfig, prob: &Problem<'_>, threads: usiz
     }
     // The shared-B alternative: every B element packed once (by all threads together), at the
     // price of two fork-joins per K slice and column panel.
-    let (m, n, k) = (prob.m as f64, prob.n as f64, prob.k as f64);
+    let (m, n, k) = (m as f64, n as f64, k as f64);
     let slices = (prob.k.div_ceil(cfg.kc) * prob.n.div_ceil(cfg.nc)) as f64;
     let shared_cost =
-        (m * n * k + PACK_COST * (m * k + k * n)) / threads as f64 + 2.0 * slices * FORK_JOIN_COST;
+        (m * n * k + PACK_COST * (m * k + k * n)) / threads as f64 + 2.0 * slices * fork_cost;
     if !direct_b && shared_cost < grid_cost {
         return blocked_shared_b(cfg, prob, threads);
     }
@@ -218,14 +244,17 @@ pub(crate) fn gemm_blocked(cfg: &KernelConfig, prob: &Problem<'_>, threads: usiz
     });
 }
 
-/// Runs `f(0..tasks)` on up to `threads` threads of the current rayon pool. From a pool thread,
-/// rayon's own work splitting (the caller works too). From outside the pool (a program's main
-/// thread), the caller takes every `threads`-th task itself and hands the other groups to the
-/// pool: the caller does not sit idle waiting for an injected job, which on small products costs
-/// more than the work (measured: 128³ on 2 threads took 38 µs that way against 22 µs on one).
-fn run_parallel(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) {
+/// Runs `f(0..tasks)` on up to `threads` threads. From a rayon pool thread, rayon's own work
+/// splitting (the caller works too). From outside any pool (a program's main thread, a C
+/// caller), the GEMM's own helper team ([`super::team`]), whose helpers stay awake between
+/// products; if another thread's product holds the team, the caller takes every `threads`-th
+/// task itself and hands the other groups to the rayon pool.
+pub(super) fn run_parallel(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) {
     if rayon::current_thread_index().is_some() {
         (0..tasks).into_par_iter().for_each(f);
+        return;
+    }
+    if super::team::run(tasks, threads, f) {
         return;
     }
     let groups = threads.clamp(1, tasks.max(1));
@@ -235,6 +264,70 @@ fn run_parallel(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) {
         }
         (0..tasks).step_by(groups).for_each(f);
     });
+}
+
+/// A small product (every side ≤ [`SMALL`]) on the calling thread with `isa`'s small tile,
+/// when it has one and B and C have unit column strides; `false` (nothing done) otherwise. The
+/// tiles of an instruction set all sum an element of C alike (in increasing `p`, one slice:
+/// K ≤ KC), so the bits are those of the packed path.
+pub(crate) fn gemm_small(isa: Isa, prob: &Problem<'_>) -> bool {
+    let (m, n, k) = (prob.m, prob.n, prob.k);
+    if k > SMALL || prob.a_packer.is_some() || prob.b.cs != 1 || prob.c.cs != 1 {
+        return false;
+    }
+    let Some(tile) = small_tile(isa, m, n) else {
+        return false;
+    };
+    run_small(tile, prob);
+    true
+}
+
+/// A small product on `tile` (whose instruction set the caller checked): B and C with unit
+/// column strides, K ≤ [`SMALL`].
+fn run_small(tile: &SmallTile, prob: &Problem<'_>) {
+    let (mr, nr) = (tile.mr, tile.nr);
+    let (m, n, k) = (prob.m, prob.n, prob.k);
+    let (a, b, c) = (prob.a, prob.b, prob.c);
+    // The last elements the kernels read of A and B, inside the checked views.
+    debug_assert!(a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs);
+    debug_assert!(b.data.len() > (k - 1) * b.rs + (n - 1));
+    // Plain loops: `step_by` divides to count its steps, a tenth of a 16³ product's time.
+    let mut i = 0;
+    while i < m {
+        let rows = mr.min(m - i);
+        let kernel = tile.kernel(rows);
+        let mut j = 0;
+        while j < n {
+            let cols = nr.min(n - j);
+            // SAFETY: (i, j) lies inside C, which the caller checked against its buffer.
+            let c_tile = unsafe { c.ptr.add(i * c.rs + j) };
+            // SAFETY: rows i..i+rows of A have k elements a.cs apart inside A's checked view;
+            // rows 0..k of B have `cols` elements from column j inside B's; the tile lies
+            // inside C (unit column stride) and nothing else writes it; the kernel's ISA was
+            // checked before the driver was entered.
+            unsafe {
+                kernel(
+                    k,
+                    prob.alpha,
+                    (a.data.as_ptr().add(i * a.rs), a.rs, a.cs),
+                    b.data.as_ptr().add(j),
+                    b.rs,
+                    prob.beta,
+                    c_tile,
+                    c.rs,
+                    rows,
+                    cols,
+                )
+            };
+            if let Some(e) = prob.epilogue {
+                // SAFETY: the tile lies inside C and only this call touches it; the caller
+                // checked the bias lengths against C's shape and the epilogue's ISA.
+                unsafe { e.apply(c_tile, c.rs, 1, (i, j), (rows, cols)) };
+            }
+            j += nr;
+        }
+        i += mr;
+    }
 }
 
 /// The five loops on one rectangle of C, on this thread.
@@ -283,22 +376,33 @@ fn blocked_shared_b(cfg: &KernelConfig, prob: &Problem<'_>, threads: usize) {
         // Loop 5 over NC-wide column panels: sequential (one shared B buffer).
         for jc in (0..prob.n).step_by(cfg.nc) {
             let nb = cfg.nc.min(prob.n - jc);
-            let (grid, _) = Grid::new(cfg, prob.m, nb, prob.k.min(cfg.kc), threads, false);
+            let (grid, _) = Grid::new(
+                cfg,
+                prob.m,
+                nb,
+                prob.k.min(cfg.kc),
+                threads,
+                false,
+                FORK_JOIN_COST,
+            );
             // Loop 4 over KC-deep slices: sequential (fixed summation order).
             for pc in (0..prob.k).step_by(cfg.kc) {
                 let kb = cfg.kc.min(prob.k - pc);
                 let bpack = &mut bbuf[..nb.div_ceil(cfg.nr) * cfg.nr * kb];
                 // Packing B: parallel over groups of micro-panels (disjoint destinations).
                 let panels_per_task = nb.div_ceil(cfg.nr).div_ceil(threads);
-                bpack
-                    .par_chunks_mut(panels_per_task * cfg.nr * kb)
-                    .enumerate()
-                    .for_each(|(t, chunk)| {
-                        pack_b(chunk, prob.b, pc, jc, kb, nb, cfg.nr, t * panels_per_task);
-                    });
+                let chunk = panels_per_task * cfg.nr * kb;
+                let len = bpack.len();
+                let shared = SharedOut::new(bpack);
+                run_parallel(len.div_ceil(chunk), threads, &|t| {
+                    let range = t * chunk..((t + 1) * chunk).min(len);
+                    // SAFETY: task t alone forms the slice of chunk t; chunks are disjoint.
+                    let dst = unsafe { shared.slice(range) };
+                    pack_b(dst, prob.b, pc, jc, kb, nb, cfg.nr, t * panels_per_task);
+                });
                 let all_panels = BPanels::packed(bpack, kb, cfg.nr);
                 // Loops 3–1 on the grid's rectangles: parallel.
-                (0..grid.tasks()).into_par_iter().for_each(|t| {
+                run_parallel(grid.tasks(), threads, &|t| {
                     let rect = grid.rect(t, prob.m, nb, jc);
                     let panels = BPanels {
                         origin: ((rect.j0 - jc) / cfg.nr) * all_panels.panel_step,
@@ -465,7 +569,7 @@ mod tests {
             (5000, 300, 4),
             (64, 64, 1),
         ] {
-            let (g, _) = Grid::new(cfg, m, n, 100, threads, false);
+            let (g, _) = Grid::new(cfg, m, n, 100, threads, false, FORK_JOIN_COST);
             assert_eq!(g.m_chunk % cfg.mr, 0);
             assert_eq!(g.n_chunk % cfg.nr, 0);
             assert!(g.m_chunk <= cfg.mc.max(cfg.mr));
@@ -482,29 +586,121 @@ mod tests {
     #[test]
     fn grid_splits_large_products_only() {
         let cfg = &kernels_of(Isa::Scalar)[0];
-        assert!(Grid::new(cfg, 32, 1024, 1000, 2, false).0.tasks() >= 2);
-        assert!(Grid::new(cfg, 4096, 8, 1000, 2, false).0.tasks() >= 2);
-        assert_eq!(Grid::new(cfg, 4, 8, 1000, 2, false).0.tasks(), 1);
+        let grid = |m, n, k, fork| Grid::new(cfg, m, n, k, 2, false, fork).0;
+        assert!(grid(32, 1024, 1000, FORK_JOIN_COST).tasks() >= 2);
+        assert!(grid(4096, 8, 1000, FORK_JOIN_COST).tasks() >= 2);
+        assert_eq!(grid(4, 8, 1000, FORK_JOIN_COST).tasks(), 1);
         // Too little work to pay for waking a second thread.
-        assert_eq!(Grid::new(cfg, 16, 16, 16, 2, false).0.tasks(), 1);
+        assert_eq!(grid(16, 16, 16, FORK_JOIN_COST).tasks(), 1);
+        // An awake helper team makes a split pay off sooner than a rayon wake-up does.
+        assert_eq!(grid(96, 96, 96, FORK_JOIN_COST).tasks(), 1);
+        assert!(grid(96, 96, 96, HANDOFF_COST).tasks() >= 2);
+    }
+
+    /// A deterministic value in [-1, 1) per call.
+    fn values(seed: u64) -> impl FnMut() -> f32 {
+        let mut seed = seed;
+        move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        }
+    }
+
+    /// Runs `run` on an `m × n × k` problem (alpha −0.75, beta 0.5; A column-major when asked)
+    /// and holds every element of C to the reference's error bound.
+    fn check_against_reference(
+        what: &str,
+        (m, n, k): (usize, usize, usize),
+        a_col_major: bool,
+        value: &mut impl FnMut() -> f32,
+        run: impl Fn(&Problem<'_>),
+    ) {
+        use crate::mat::{MatMut, MatRef};
+        use crate::reference;
+        let a: Vec<f32> = (0..m * k).map(|_| value()).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| value()).collect();
+        let c0: Vec<f32> = (0..m * n).map(|_| value()).collect();
+        let av = if a_col_major {
+            MatRef::row_major(&a, k, m, m).t()
+        } else {
+            MatRef::row_major(&a, m, k, k)
+        };
+        let (alpha, beta) = (-0.75, 0.5);
+        let mut ours = c0.clone();
+        run(&Problem {
+            m,
+            n,
+            k,
+            alpha,
+            a: Operand {
+                data: av.data(),
+                rs: av.row_stride(),
+                cs: av.col_stride(),
+            },
+            a_packer: None,
+            b: Operand {
+                data: &b,
+                rs: n,
+                cs: 1,
+            },
+            beta,
+            c: Output {
+                ptr: ours.as_mut_ptr(),
+                rs: n,
+                cs: 1,
+            },
+            epilogue: None,
+        });
+        let bv = MatRef::row_major(&b, k, n, n);
+        let mut want = c0.clone();
+        reference::gemm(alpha, av, bv, beta, MatMut::row_major(&mut want, m, n, n)).unwrap();
+        let bound =
+            reference::gemm_error_bound(alpha, av, bv, beta, MatRef::row_major(&c0, m, n, n));
+        for i in 0..m * n {
+            let err = (ours[i] as f64 - want[i] as f64).abs();
+            assert!(
+                err <= bound[i],
+                "{what}, {m}×{n}×{k}: element {i}: {} vs {}",
+                ours[i],
+                want[i]
+            );
+        }
+    }
+
+    /// Every small tile of every available path (A read in place), forced, against the
+    /// reference: row-major and column-major A, edge rows and columns.
+    #[test]
+    fn every_small_tile_matches_the_reference() {
+        let mut value = values(11);
+        for isa in Isa::available() {
+            for tile in crate::gemm::config::small_tiles_of(isa) {
+                for &(shape, a_col_major) in &[
+                    ((1, 1, 1), false),
+                    ((7, 13, 5), true),
+                    ((16, 16, 16), false),
+                    ((17, 33, 64), false),
+                    ((64, 64, 64), true),
+                    ((9, 48, 31), false),
+                ] {
+                    let what = format!("{isa} small {}x{} tile", tile.mr, tile.nr);
+                    check_against_reference(&what, shape, a_col_major, &mut value, |prob| {
+                        run_small(tile, prob)
+                    });
+                }
+            }
+        }
     }
 
     /// Every registered tile of every available path, forced through the driver (the public API
     /// picks tiles by shape, so this is where each one is sure to run), against the reference.
     #[test]
     fn every_registered_tile_matches_the_reference() {
-        use crate::mat::{MatMut, MatRef};
-        use crate::reference;
-        let mut seed = 7u64;
-        let mut value = move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        };
+        let mut value = values(7);
         for isa in Isa::available() {
             for cfg in kernels_of(isa) {
-                for &(m, n, k) in &[
+                for &shape in &[
                     (1, 1, 1),
                     (25, 50, 7),
                     (24, 48, 256),
@@ -512,59 +708,10 @@ mod tests {
                     (70, 100, 3),
                     (250, 9, 40),
                 ] {
-                    let a: Vec<f32> = (0..m * k).map(|_| value()).collect();
-                    let b: Vec<f32> = (0..k * n).map(|_| value()).collect();
-                    let c0: Vec<f32> = (0..m * n).map(|_| value()).collect();
-                    let (alpha, beta) = (0.5, -1.5);
-                    let mut ours = c0.clone();
-                    let prob = Problem {
-                        m,
-                        n,
-                        k,
-                        alpha,
-                        a: Operand {
-                            data: &a,
-                            rs: k,
-                            cs: 1,
-                        },
-                        a_packer: None,
-                        b: Operand {
-                            data: &b,
-                            rs: n,
-                            cs: 1,
-                        },
-                        beta,
-                        c: Output {
-                            ptr: ours.as_mut_ptr(),
-                            rs: n,
-                            cs: 1,
-                        },
-                        epilogue: None,
-                    };
-                    gemm_blocked(cfg, &prob, 2);
-                    let av = MatRef::row_major(&a, m, k, k);
-                    let bv = MatRef::row_major(&b, k, n, n);
-                    let mut want = c0.clone();
-                    reference::gemm(alpha, av, bv, beta, MatMut::row_major(&mut want, m, n, n))
-                        .unwrap();
-                    let bound = reference::gemm_error_bound(
-                        alpha,
-                        av,
-                        bv,
-                        beta,
-                        MatRef::row_major(&c0, m, n, n),
-                    );
-                    for i in 0..m * n {
-                        let err = (ours[i] as f64 - want[i] as f64).abs();
-                        assert!(
-                            err <= bound[i],
-                            "{isa} {}x{} tile, {m}×{n}×{k}: element {i}: {} vs {}",
-                            cfg.mr,
-                            cfg.nr,
-                            ours[i],
-                            want[i]
-                        );
-                    }
+                    let what = format!("{isa} {}x{} tile", cfg.mr, cfg.nr);
+                    check_against_reference(&what, shape, false, &mut value, |prob| {
+                        gemm_blocked(cfg, prob, 2)
+                    });
                 }
             }
         }

@@ -9,10 +9,13 @@
 //! * `alpha == 0` (or K = 0): A and B are not read; C ← beta·C.
 //! * otherwise NaN and infinities propagate as IEEE arithmetic says.
 
+mod blocking;
 pub(crate) mod config;
 pub(crate) mod driver;
 pub(crate) mod epilogue;
+mod gemv;
 pub(crate) mod pack;
+mod team;
 
 use crate::activation::Activation;
 use crate::error::{Error, Result};
@@ -52,6 +55,46 @@ impl GemmOptions {
             ..Self::default()
         }
     }
+}
+
+/// One microkernel tile of an instruction-set path and the block sizes the cache model gave it
+/// on this CPU (see [`crate::cpu::cache_info`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TileBlocking {
+    /// Rows × columns of C one microkernel call computes.
+    pub mr: usize,
+    pub nr: usize,
+    /// Rows of A packed per block (kept in L2).
+    pub mc: usize,
+    /// Depth of a K slice (B's micro-panel in L1); also fixes the summation order.
+    pub kc: usize,
+    /// Columns of B packed per panel (kept in the last-level cache).
+    pub nc: usize,
+}
+
+impl std::fmt::Display for TileBlocking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}×{} tile: mc {}, kc {}, nc {}",
+            self.mr, self.nr, self.mc, self.kc, self.nc
+        )
+    }
+}
+
+/// The tiles `isa` registers, with this CPU's block sizes (empty for OpenBLAS, which blocks for
+/// itself).
+pub fn gemm_blocking(isa: Isa) -> Vec<TileBlocking> {
+    config::kernels_of(isa)
+        .iter()
+        .map(|c| TileBlocking {
+            mr: c.mr,
+            nr: c.nr,
+            mc: c.mc,
+            kc: c.kc,
+            nc: c.nc,
+        })
+        .collect()
 }
 
 /// `C ← alpha·A·B + beta·C` with the default options (active path, rayon threads).
@@ -184,6 +227,16 @@ pub fn gemm_fused(
         Threading::Single => 1,
         Threading::Rayon => rayon::current_num_threads(),
     };
+    if isa != Isa::OpenBlas && gemv::try_gemv(isa, &prob, threads) {
+        if let Some(e) = prob.epilogue {
+            // SAFETY: as for the quick return above, in the problem's orientation of C.
+            unsafe { e.apply(prob.c.ptr, prob.c.rs, prob.c.cs, (0, 0), (prob.m, prob.n)) };
+        }
+        return Ok(());
+    }
+    if driver::gemm_small(isa, &prob) {
+        return Ok(());
+    }
     match config::kernel_config(isa, prob.m, prob.n) {
         Some(cfg) => driver::gemm_blocked(cfg, &prob, threads),
         None => {

@@ -1,0 +1,237 @@
+//! The one microkernel body, generic over the SIMD register ([`Vector`]): an `MR × NV·LANES`
+//! tile of accumulators; per step of k it loads `NV` vectors of B's row and broadcasts `MR`
+//! values of A's column. `avx512.rs` and `avx2.rs` instantiate it inside their
+//! `#[target_feature]` entry points, for A packed (`MR` values per step) or read in place
+//! (element (i, p) at `a[i·rsa + p·csa]`). Edge columns use masked loads and stores, which never
+//! touch masked-out lanes, so the same code reads B in place and writes partial tiles of C.
+
+use super::vector::Vector;
+
+/// The two entry points of one instruction set, `kernel::<MR, NV>` (packed A, a
+/// [`super::KernelFn`]) and `kernel_strided_a::<MR, NV>` (A in place, a
+/// [`super::StridedAKernelFn`]): [`tile`] on `$vector` inside `#[target_feature($features)]`.
+macro_rules! microkernels {
+    ($vector:ty, $features:literal, $name:literal) => {
+        #[doc = concat!("The ", $name, " tile `MR × NV·LANES`; contract in [`crate::arch`].")]
+        ///
+        /// # Safety
+        #[doc = concat!("As [`crate::arch::KernelFn`]; the CPU must have ", $name, ".")]
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn kernel<const MR: usize, const NV: usize>(
+            k: usize,
+            alpha: f32,
+            a: *const f32,
+            b: *const f32,
+            rsb: usize,
+            beta: f32,
+            c: *mut f32,
+            rsc: usize,
+            rows: usize,
+            cols: usize,
+        ) {
+            let a_rows = std::array::from_fn(|i| i);
+            // SAFETY: the packed micro-panel holds MR rows of k columns, MR apart (caller's
+            // contract).
+            unsafe {
+                $crate::arch::tile::tile::<$vector, MR, NV, true>(
+                    k,
+                    alpha,
+                    (a, a_rows, MR),
+                    b,
+                    rsb,
+                    beta,
+                    c,
+                    rsc,
+                    rows,
+                    cols,
+                )
+            }
+        }
+
+        #[doc = concat!("The ", $name, " tile with A read in place: element (i, p) at ")]
+        /// `a[i·rsa + p·csa]`; contract in [`crate::arch::StridedAKernelFn`].
+        ///
+        /// # Safety
+        #[doc = concat!("As [`crate::arch::StridedAKernelFn`]; the CPU must have ", $name, ".")]
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn kernel_strided_a<const MR: usize, const NV: usize>(
+            k: usize,
+            alpha: f32,
+            (a, rsa, csa): (*const f32, usize, usize),
+            b: *const f32,
+            rsb: usize,
+            beta: f32,
+            c: *mut f32,
+            rsc: usize,
+            rows: usize,
+            cols: usize,
+        ) {
+            // Rows past `rows` repeat the last one: read inside A, computed, never stored.
+            let a_rows = std::array::from_fn(|i| i.min(rows - 1) * rsa);
+            // SAFETY: rows 0..rows of A have k elements csa apart (caller's contract).
+            unsafe {
+                $crate::arch::tile::tile::<$vector, MR, NV, false>(
+                    k,
+                    alpha,
+                    (a, a_rows, csa),
+                    b,
+                    rsb,
+                    beta,
+                    c,
+                    rsc,
+                    rows,
+                    cols,
+                )
+            }
+        }
+    };
+}
+
+/// One tile, C ← alpha·Ã·B̃ + beta·C: A's row `i` at `a + a_rows[i]`, advancing `a_step` per step
+/// of k (packed: `a_rows[i] = i`, `a_step = MR`).
+///
+/// # Safety
+/// As [`super::KernelFn`] (packed A) or [`super::StridedAKernelFn`] (A in place), with `a_rows`
+/// and `a_step` addressing A's elements inside it; the CPU has `V`'s instruction set.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) unsafe fn tile<V: Vector, const MR: usize, const NV: usize, const PACKED: bool>(
+    k: usize,
+    alpha: f32,
+    a: (*const f32, [usize; MR], usize),
+    b: *const f32,
+    rsb: usize,
+    beta: f32,
+    c: *mut f32,
+    rsc: usize,
+    rows: usize,
+    cols: usize,
+) {
+    // SAFETY: register arithmetic on a CPU with V's instruction set (caller's contract).
+    let masks: [V::Mask; NV] =
+        std::array::from_fn(|v| unsafe { V::mask(cols.saturating_sub(V::LANES * v)) });
+    // Start fetching the C tile now: it is read (or written) only after the k loop, and its
+    // rows are far apart, so without this each row would miss the cache at the end. (Not for
+    // small products, A read in place: their C is in L1 already.)
+    if PACKED {
+        for i in 0..rows {
+            for j in (0..NV * V::LANES).step_by(16) {
+                // SAFETY: a hint, which cannot fault; the addresses lie in C's tile's rows.
+                unsafe { prefetch(c.wrapping_add(i * rsc + j)) };
+            }
+        }
+    }
+    // SAFETY: forwarded from this function's contract.
+    let acc = unsafe {
+        if cols == NV * V::LANES {
+            accumulate::<V, MR, NV, true, PACKED>(k, a, b, rsb, &masks)
+        } else {
+            accumulate::<V, MR, NV, false, PACKED>(k, a, b, rsb, &masks)
+        }
+    };
+    // SAFETY: as above.
+    let (valpha, vbeta) = unsafe { (V::splat(&alpha), V::splat(&beta)) };
+    for (i, acc_i) in acc.iter().enumerate().take(rows) {
+        // SAFETY: row i < rows of the tile has `cols` writable floats (caller's contract); the
+        // masks keep every access inside them.
+        unsafe {
+            let row = c.add(i * rsc);
+            for (v, &acc_iv) in acc_i.iter().enumerate() {
+                let p = row.add(V::LANES * v);
+                // alpha = 1 (the common case) scales exactly: skipped.
+                let scaled = if alpha == 1.0 {
+                    acc_iv
+                } else {
+                    V::mul(valpha, acc_iv)
+                };
+                let out = if beta == 0.0 {
+                    scaled
+                } else {
+                    V::fmadd(vbeta, V::load_live(p, masks[v]), scaled)
+                };
+                V::store_live(p, masks[v], out);
+            }
+        }
+    }
+}
+
+/// The k loop: Σₚ A[i][p]·B[p][..] into MR × NV accumulators. With `FULL` every lane of B is
+/// live and plain loads are used; otherwise masked ones (chosen once per tile, not per step).
+///
+/// # Safety
+/// As [`tile`]'s contract for `a` and `b`.
+#[inline(always)]
+unsafe fn accumulate<
+    V: Vector,
+    const MR: usize,
+    const NV: usize,
+    const FULL: bool,
+    const PACKED: bool,
+>(
+    k: usize,
+    (a, a_rows, a_step): (*const f32, [usize; MR], usize),
+    b: *const f32,
+    rsb: usize,
+    masks: &[V::Mask; NV],
+) -> [[V; NV]; MR] {
+    // SAFETY: register arithmetic (caller's contract: the CPU has V's instruction set).
+    let mut acc = [[unsafe { V::zero() }; NV]; MR];
+    let (mut a, mut b) = (a, b);
+    // One step of k: NV vectors of B's row, MR broadcasts of A's column, MR·NV FMAs.
+    macro_rules! step {
+        () => {
+            // SAFETY: row p of B has `cols` readable floats at `b` (masked lanes are not
+            // accessed; with FULL all of them are live) and A's column p is readable at
+            // `a + a_rows[i]` (caller's contract).
+            unsafe {
+                let bv: [V; NV] = std::array::from_fn(|v| {
+                    if FULL {
+                        V::load(b.add(V::LANES * v))
+                    } else {
+                        V::load_live(b.add(V::LANES * v), masks[v])
+                    }
+                });
+                for (acc_i, &row) in acc.iter_mut().zip(&a_rows) {
+                    let ai = V::splat(a.add(row));
+                    for (acc_iv, &bv) in acc_i.iter_mut().zip(&bv) {
+                        *acc_iv = V::fmadd(ai, bv, *acc_iv);
+                    }
+                }
+                a = a.add(a_step);
+                b = b.add(rsb);
+            }
+        };
+    }
+    if PACKED {
+        // Unrolled by four: the loop's own instructions (count, compare, branch) once per four
+        // steps. (Not for A read in place: its MR row offsets already take the general
+        // registers, and unrolled the loop spills them: 32³ ran 25 % slower so.)
+        for _ in 0..k / 4 {
+            step!();
+            step!();
+            step!();
+            step!();
+        }
+        for _ in 0..k % 4 {
+            step!();
+        }
+    } else {
+        for _ in 0..k {
+            step!();
+        }
+    }
+    acc
+}
+
+/// A prefetch of the line at `p` into L1.
+///
+/// # Safety
+/// None beyond the CPU's (a hint; any address).
+#[inline(always)]
+unsafe fn prefetch(p: *const f32) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    // SAFETY: prefetching is a hint and cannot fault.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) };
+}

@@ -1,0 +1,335 @@
+//! The GEMM's own helper threads, for products called from outside any rayon pool (a program's
+//! main thread, a C caller of `cblas_sgemm`).
+//!
+//! Handing work to a sleeping rayon worker costs about 15 µs on the VMs this project is measured
+//! on (measured: an empty `rayon::in_place_scope` spawn from the main thread, back to back, took
+//! 14–17 µs on a 2-core Zen 5 VM: the worker has gone to sleep and waking it goes through the
+//! hypervisor), which is as long as a whole 128³ product on one core. The helpers here spin for
+//! [`SPIN`] after each job before they park, so calls that follow each other (a training loop,
+//! a benchmark, a solver) find them awake and the hand-off is a few cache-line transfers.
+//!
+//! One job runs at a time; a caller that finds the team busy (another thread's product) runs on
+//! the rayon pool instead. Tasks are claimed from a shared counter by the caller and the helpers
+//! alike; each task writes its own part of C, so which thread runs it never changes a bit.
+//!
+//! # The hand-off protocol
+//! `state` packs the job's epoch (high 32 bits), a `CLOSED` bit and the number of helpers inside
+//! the job (low bits). The caller stores the job, then a new epoch with `active = 0`; a helper
+//! joins by a compare-and-swap that raises `active` while the epoch is open and fewer than
+//! `wanted` helpers are in; it then claims tasks and, done, lowers `active`. The caller, out of
+//! tasks, sets `CLOSED` (no helper can join after that) and waits for `active = 0` before it
+//! returns: no helper touches a job, which lives on the caller's stack, after that. A helper
+//! that was parked, or died with a forked process, simply never joins: the caller runs every
+//! task itself, so nothing waits on it.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long a helper stays awake after a job, waiting for the next. Long enough to span the
+/// gap between the products of a loop; short enough that an idle program gives its cores back
+/// at once (a helper spinning for this long after each job costs at most this much CPU time).
+const SPIN: Duration = Duration::from_micros(200);
+
+const CLOSED: u64 = 1 << 31;
+const ACTIVE: u64 = CLOSED - 1;
+
+fn epoch_of(state: u64) -> u64 {
+    state >> 32
+}
+
+/// One parallel loop: `f(t)` for every `t < tasks`.
+struct Job<'a> {
+    f: &'a (dyn Fn(usize) + Sync),
+    tasks: usize,
+    next: AtomicUsize,
+    panicked: AtomicBool,
+}
+
+impl Job<'_> {
+    /// Claims and runs tasks until none is left.
+    fn work(&self) {
+        loop {
+            let t = self.next.fetch_add(1, Ordering::Relaxed);
+            if t >= self.tasks {
+                return;
+            }
+            (self.f)(t);
+        }
+    }
+}
+
+struct Team {
+    state: AtomicU64,
+    /// The open job (valid while its epoch is open or a helper is inside it).
+    job: AtomicPtr<Job<'static>>,
+    /// How many helpers the open job takes.
+    wanted: AtomicUsize,
+    /// Helpers spawned so far (the lock serialises spawning; `spawned` mirrors the count for
+    /// readers that must not wait).
+    helpers: Mutex<usize>,
+    spawned: AtomicUsize,
+    /// Helpers parked (or about to park) on `wake`.
+    sleepers: AtomicUsize,
+    sleep_lock: Mutex<()>,
+    wake: Condvar,
+    /// Held by the caller whose job is open.
+    busy: Mutex<()>,
+    /// Bumped by [`wake`]: parked helpers get up and spin for another [`SPIN`].
+    nudges: AtomicU64,
+}
+
+fn team() -> &'static Team {
+    static TEAM: OnceLock<Team> = OnceLock::new();
+    TEAM.get_or_init(|| Team {
+        state: AtomicU64::new(0),
+        job: AtomicPtr::new(std::ptr::null_mut()),
+        wanted: AtomicUsize::new(0),
+        helpers: Mutex::new(0),
+        spawned: AtomicUsize::new(0),
+        sleepers: AtomicUsize::new(0),
+        sleep_lock: Mutex::new(()),
+        wake: Condvar::new(),
+        busy: Mutex::new(()),
+        nudges: AtomicU64::new(0),
+    })
+}
+
+/// Whether a job handed to the team now would find its helpers awake (spawned, none parked):
+/// then a hand-off costs a few cache-line transfers instead of a wake-up through the kernel.
+pub(crate) fn awake() -> bool {
+    let team = team();
+    team.sleepers.load(Ordering::Relaxed) == 0 && team.spawned.load(Ordering::Relaxed) > 0
+}
+
+/// Gets parked helpers (spawning them first, up to `threads - 1`) spinning again without giving
+/// them work: a caller that runs a product alone because the team was asleep calls this, so
+/// that the products that follow it find the team awake.
+pub(crate) fn wake(threads: usize) {
+    let team = team();
+    ensure_helpers(team, threads.saturating_sub(1));
+    team.nudges.fetch_add(1, Ordering::SeqCst);
+    if team.sleepers.load(Ordering::SeqCst) > 0 {
+        notify(team);
+    }
+}
+
+/// Runs `f(t)` for every `t < tasks` on the calling thread and up to `threads - 1` helpers.
+/// Returns `false`, having run nothing, when another thread's job holds the team.
+pub(crate) fn run(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) -> bool {
+    let team = team();
+    // A task that panicked on this thread poisoned the lock; the team itself is intact.
+    let _busy = match team.busy.try_lock() {
+        Ok(guard) => guard,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return false,
+    };
+    let wanted = ensure_helpers(team, threads.min(tasks).saturating_sub(1));
+    let job = Job {
+        f,
+        tasks,
+        next: AtomicUsize::new(0),
+        panicked: AtomicBool::new(false),
+    };
+    let epoch = epoch_of(team.state.load(Ordering::Relaxed)).wrapping_add(1) & 0xffff_ffff;
+    // The lifetime is erased for the helpers; the protocol (module docs) keeps them from
+    // touching the job after `close` below returns, before `job` goes out of scope.
+    team.job.store(
+        &job as *const Job<'_> as *mut Job<'static>,
+        Ordering::Relaxed,
+    );
+    team.wanted.store(wanted, Ordering::Relaxed);
+    team.state.store(epoch << 32, Ordering::SeqCst);
+    if team.sleepers.load(Ordering::SeqCst) > 0 {
+        notify(team);
+    }
+    // Close and wait for the helpers even if a task panics on this thread.
+    struct Close<'t>(&'t Team);
+    impl Drop for Close<'_> {
+        fn drop(&mut self) {
+            self.0.state.fetch_or(CLOSED, Ordering::AcqRel);
+            while self.0.state.load(Ordering::Acquire) & ACTIVE != 0 {
+                std::hint::spin_loop();
+            }
+        }
+    }
+    let close = Close(team);
+    job.work();
+    drop(close);
+    if job.panicked.load(Ordering::Relaxed) {
+        panic!("a GEMM task panicked on a helper thread");
+    }
+    true
+}
+
+/// Wakes the parked helpers. The lock is taken with a bounded number of tries: a helper holds
+/// it only between announcing that it parks and parking, unless the process was forked at that
+/// moment (the helper is gone and the lock never comes free): then the helpers stay parked and
+/// the caller runs the tasks alone.
+fn notify(team: &Team) {
+    for _ in 0..10_000 {
+        if let Ok(guard) = team.sleep_lock.try_lock() {
+            team.wake.notify_all();
+            drop(guard);
+            return;
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// Spawns helpers until there are `want` (as many as the system allows); returns how many the
+/// job may use.
+fn ensure_helpers(team: &'static Team, want: usize) -> usize {
+    if want == 0 {
+        return 0;
+    }
+    if team.spawned.load(Ordering::Relaxed) >= want {
+        return want;
+    }
+    let Ok(mut count) = team.helpers.lock() else {
+        return 0;
+    };
+    while *count < want {
+        let spawned = std::thread::Builder::new()
+            .name(format!("kernels-gemm-{}", *count + 1))
+            .spawn(move || helper(team));
+        if spawned.is_err() {
+            break;
+        }
+        *count += 1;
+        team.spawned.store(*count, Ordering::Relaxed);
+    }
+    want.min(*count)
+}
+
+fn helper(team: &'static Team) {
+    let mut seen = epoch_of(team.state.load(Ordering::Acquire));
+    let mut idle_since = Instant::now();
+    let mut polls = 0u32;
+    loop {
+        let state = team.state.load(Ordering::Acquire);
+        let epoch = epoch_of(state);
+        if epoch == seen {
+            polls = polls.wrapping_add(1);
+            if polls.is_multiple_of(256) && idle_since.elapsed() > SPIN {
+                park(team, seen);
+                idle_since = Instant::now();
+            } else {
+                std::hint::spin_loop();
+            }
+            continue;
+        }
+        if state & CLOSED != 0 || (state & ACTIVE) as usize >= team.wanted.load(Ordering::Acquire) {
+            seen = epoch;
+            continue;
+        }
+        if team
+            .state
+            .compare_exchange_weak(state, state + 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        // SAFETY: this helper joined the open job (active > 0), so its caller is still inside
+        // `run`, waiting in `Close` for active to fall to 0: the job outlives this use.
+        let job = unsafe { &*team.job.load(Ordering::Acquire) };
+        if catch_unwind(AssertUnwindSafe(|| job.work())).is_err() {
+            job.panicked.store(true, Ordering::Relaxed);
+            // Let the caller finish the remaining tasks' count without this helper.
+        }
+        team.state.fetch_sub(1, Ordering::AcqRel);
+        seen = epoch;
+        idle_since = Instant::now();
+    }
+}
+
+/// Parks until the epoch moves past `seen` or someone calls [`wake`].
+fn park(team: &Team, seen: u64) {
+    let Ok(mut guard) = team.sleep_lock.lock() else {
+        return;
+    };
+    team.sleepers.fetch_add(1, Ordering::SeqCst);
+    let nudges = team.nudges.load(Ordering::SeqCst);
+    while epoch_of(team.state.load(Ordering::SeqCst)) == seen
+        && team.nudges.load(Ordering::SeqCst) == nudges
+    {
+        guard = match team.wake.wait(guard) {
+            Ok(g) => g,
+            Err(_) => break,
+        };
+    }
+    team.sleepers.fetch_sub(1, Ordering::SeqCst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    #[test]
+    fn every_task_runs_once_whoever_runs_it() {
+        for (tasks, threads) in [(0, 2), (1, 2), (2, 2), (7, 3), (100, 2), (5, 1)] {
+            let counts: Vec<AtomicU32> = (0..tasks).map(|_| AtomicU32::new(0)).collect();
+            // Back to back (helpers awake) and after a pause longer than SPIN (helpers parked).
+            // (Another test holding the team makes `run` decline: then the tasks run here.)
+            for pause in [Duration::ZERO, SPIN * 5] {
+                std::thread::sleep(pause);
+                let f = |t: usize| {
+                    counts[t].fetch_add(1, Ordering::Relaxed);
+                };
+                if !run(tasks, threads, &f) {
+                    (0..tasks).for_each(f);
+                }
+            }
+            assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 2));
+        }
+    }
+
+    #[test]
+    fn concurrent_callers_never_share_a_job() {
+        let total = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..200 {
+                        let ran = AtomicUsize::new(0);
+                        if !run(10, 2, &|_| {
+                            ran.fetch_add(1, Ordering::Relaxed);
+                        }) {
+                            (0..10).for_each(|_| {
+                                ran.fetch_add(1, Ordering::Relaxed);
+                            });
+                        }
+                        assert_eq!(ran.load(Ordering::Relaxed), 10);
+                        total.fetch_add(10, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        assert_eq!(total.load(Ordering::Relaxed), 8000);
+    }
+
+    #[test]
+    fn a_panicking_task_reaches_the_caller_and_the_team_goes_on() {
+        for _ in 0..20 {
+            let result = catch_unwind(|| {
+                run(64, 2, &|t| {
+                    if t % 2 == 1 {
+                        std::thread::sleep(Duration::from_micros(10));
+                        panic!("task {t}");
+                    }
+                })
+            });
+            assert!(result.is_err());
+        }
+        let ran = AtomicUsize::new(0);
+        let f = |_| {
+            ran.fetch_add(1, Ordering::Relaxed);
+        };
+        if !run(8, 2, &f) {
+            (0..8).for_each(f);
+        }
+        assert_eq!(ran.load(Ordering::Relaxed), 8);
+    }
+}
