@@ -220,6 +220,9 @@ pub(crate) fn gemm_blocked(cfg: &KernelConfig, prob: &Problem<'_>, threads: usiz
         {
             super::team::wake(threads);
         }
+        if gemm_small(cfg.isa, prob, SMALL.min(cfg.kc)) {
+            return;
+        }
         let all = Rect {
             i0: 0,
             mb: prob.m,
@@ -266,13 +269,17 @@ pub(super) fn run_parallel(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sy
     });
 }
 
-/// A small product (every side ≤ [`SMALL`]) on the calling thread with `isa`'s small tile,
-/// when it has one and B and C have unit column strides; `false` (nothing done) otherwise. The
-/// tiles of an instruction set all sum an element of C alike (in increasing `p`, one slice:
-/// K ≤ KC), so the bits are those of the packed path.
-pub(crate) fn gemm_small(isa: Isa, prob: &Problem<'_>) -> bool {
+/// A product with every side ≤ `limit` (at most [`SMALL`]) on the calling thread with `isa`'s
+/// small tiles, when it has them and B and C have unit column strides; `false` (nothing done)
+/// otherwise. The tiles of an instruction set all sum an element of C alike (in increasing `p`,
+/// one slice: K ≤ KC), so the bits are those of the packed path.
+pub(crate) fn gemm_small(isa: Isa, prob: &Problem<'_>, limit: usize) -> bool {
     let (m, n, k) = (prob.m, prob.n, prob.k);
-    if k > SMALL || prob.a_packer.is_some() || prob.b.cs != 1 || prob.c.cs != 1 {
+    let limit = limit.min(SMALL);
+    if m > limit || n > limit || k > limit || prob.a_packer.is_some() {
+        return false;
+    }
+    if prob.b.cs != 1 || prob.c.cs != 1 {
         return false;
     }
     let Some(tile) = small_tile(isa, m, n) else {
@@ -683,6 +690,7 @@ mod tests {
                     ((17, 33, 64), false),
                     ((64, 64, 64), true),
                     ((9, 48, 31), false),
+                    ((97, 128, 128), false),
                 ] {
                     let what = format!("{isa} small {}x{} tile", tile.mr, tile.nr);
                     check_against_reference(&what, shape, a_col_major, &mut value, |prob| {

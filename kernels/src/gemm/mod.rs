@@ -234,7 +234,7 @@ pub fn gemm_fused(
         }
         return Ok(());
     }
-    if driver::gemm_small(isa, &prob) {
+    if driver::gemm_small(isa, &prob, config::SMALL_ALONE) {
         return Ok(());
     }
     match config::kernel_config(isa, prob.m, prob.n) {
