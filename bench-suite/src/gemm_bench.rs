@@ -193,6 +193,10 @@ pub fn filled(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// The pause before each multi-threaded sample, for the previous library's idle threads to stop
+/// spinning and give their cores back.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Measures every library on `shape`, interleaved: each of `rounds` rounds takes one sample of
 /// every library in turn, so drift on a shared machine hits them alike.
 pub fn measure_shape(
@@ -221,6 +225,13 @@ pub fn measure_shape(
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); libs.len()];
     for _ in 0..rounds {
         for (i, lib) in libs.iter().enumerate() {
+            // Libraries whose threads spin between calls (OpenBLAS's, BLIS's, our helper team)
+            // would otherwise still hold the second core while the next library is timed: in
+            // one run our 2-thread 128×784×512 came out at one thread's speed, behind our own
+            // AVX2 path, right after the previous round's peers.
+            if threads > 1 {
+                std::thread::sleep(SETTLE);
+            }
             let out = &mut outputs[i];
             let secs = sample_secs(
                 &mut || lib.run(av, bv, MatMut::row_major(out, m, n, n), threads),
