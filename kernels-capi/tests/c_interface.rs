@@ -31,23 +31,24 @@ fn crate_dir() -> &'static Path {
 }
 
 fn compile(out: &Path, link: &[String]) {
+    compile_program("check_sgemm.c", out, link)
+}
+
+fn compile_program(source: &str, out: &Path, link: &[String]) {
     let status = Command::new("cc")
         .arg("-O1")
         .arg("-Wall")
         .arg("-Werror")
         .arg("-I")
         .arg(crate_dir().join("include"))
-        .arg(crate_dir().join("tests/c/check_sgemm.c"))
+        .arg(crate_dir().join("tests/c").join(source))
         .arg("-o")
         .arg(out)
         .args(link)
         .arg("-lm")
         .status()
         .expect("the system C compiler (cc)");
-    assert!(
-        status.success(),
-        "compiling check_sgemm.c with {link:?} failed"
-    );
+    assert!(status.success(), "compiling {source} with {link:?} failed");
 }
 
 fn run_check(exe: &Path) {
@@ -73,6 +74,35 @@ fn c_program_against_the_shared_library() {
         ],
     );
     run_check(&exe);
+}
+
+/// A C program that forks after products (our helper threads spinning, then parked) and runs
+/// products of every kind in the child, which has none of the parent's threads: no hang, right
+/// answers, and the parent goes on.
+#[test]
+fn products_work_in_a_forked_child() {
+    let dir = lib_dir();
+    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fork_sgemm");
+    compile_program(
+        "fork_sgemm.c",
+        &exe,
+        &[
+            format!("-L{}", dir.display()),
+            "-lkernels_capi".into(),
+            format!("-Wl,-rpath,{}", dir.display()),
+        ],
+    );
+    let out = Command::new(&exe)
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(
+        stdout.lines().last(),
+        Some("6 passed, 0 failed"),
+        "{stdout}"
+    );
 }
 
 #[test]
