@@ -31,8 +31,8 @@ use rayon::prelude::*;
 
 use crate::activation::Activation;
 use crate::error::{check_len, Error, Result};
-use crate::gemm::driver::PackA;
 use crate::gemm::pack::pack_lines;
+use crate::gemm::problem::PackA;
 use crate::gemm::{gemm_fused, gemm_fused_packed_a, Bias, GemmOptions, Threading};
 use crate::mat::{MatMut, MatRef};
 use crate::pool::Pool2d;
@@ -43,45 +43,7 @@ use crate::shared::SharedOut;
 mod direct3x3;
 mod shifted;
 
-/// How the input is padded, as Keras's `padding` argument.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum Padding {
-    /// No padding: only windows that fit entirely inside the input.
-    #[default]
-    Valid,
-    /// Zero padding so that the output has `ceil(input / stride)` positions per dimension.
-    Same,
-}
-
-impl Padding {
-    /// Keras's name ("valid" or "same").
-    pub fn name(self) -> &'static str {
-        match self {
-            Padding::Valid => "valid",
-            Padding::Same => "same",
-        }
-    }
-}
-
-/// Output positions along one dimension of `input` positions.
-pub fn output_len(input: usize, kernel: usize, stride: usize, padding: Padding) -> usize {
-    match padding {
-        Padding::Valid if input >= kernel && stride > 0 => (input - kernel) / stride + 1,
-        Padding::Valid => 0,
-        Padding::Same => input.div_ceil(stride.max(1)),
-    }
-}
-
-/// Zero padding before the first input position (top or left); TensorFlow puts the odd one after.
-pub fn padding_before(input: usize, kernel: usize, stride: usize, padding: Padding) -> usize {
-    match padding {
-        Padding::Valid => 0,
-        Padding::Same => {
-            let out = output_len(input, kernel, stride, padding);
-            ((out.saturating_sub(1)) * stride + kernel).saturating_sub(input) / 2
-        }
-    }
-}
+pub use crate::window::{output_len, padding_before, Padding};
 
 /// The shape of one 2-D convolution: everything the kernels need besides the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

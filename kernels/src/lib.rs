@@ -28,6 +28,7 @@ pub mod pool;
 pub mod reference;
 mod scratch;
 mod shared;
+mod window;
 
 pub use activation::Activation;
 pub use conv::{conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2d, Padding};

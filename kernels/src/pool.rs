@@ -1,7 +1,7 @@
 //! 2-D max and average pooling on NHWC tensors, forward and backward.
 //!
 //! Windows of `pool_h × pool_w` positions, `stride_h`/`stride_w` apart, over each channel; the
-//! output size and padding follow [`crate::conv::output_len`] / [`crate::conv::padding_before`]
+//! output size and padding follow [`crate::window::output_len`] / [`crate::window::padding_before`]
 //! (TensorFlow's rules). Positions in the padding take no part: a max ignores them, an average
 //! divides by the number of positions inside the input (TensorFlow's `avg_pool`).
 //!
@@ -17,10 +17,10 @@ use rayon::prelude::*;
 mod max_x86;
 
 use crate::activation::Activation;
-use crate::conv::{output_len, padding_before, Padding};
 use crate::error::{check_len, Error, Result};
 use crate::gemm::{GemmOptions, Threading};
 use crate::math::resolve;
+use crate::window::{output_len, padding_before, Padding};
 use crate::Isa;
 
 /// The shape of one pooling operation.

@@ -8,7 +8,7 @@ use std::os::raw::c_int;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::error::{Error, Result};
-use crate::gemm::driver::{Operand, Problem};
+use crate::gemm::problem::{Operand, Problem};
 use crate::scratch::STAGE;
 
 extern "C" {

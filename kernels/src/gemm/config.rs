@@ -217,20 +217,14 @@ fn configure(isa: Isa, tiles: &[Tile], caches: &CacheInfo) -> Vec<KernelConfig> 
         .collect()
 }
 
-/// The tiles of one instruction set with this CPU's block sizes, and the choice among them for
-/// every small C.
+/// The tiles of one instruction set with this CPU's block sizes, and the choice of small tile
+/// for every small C (looked up: the search's integer divisions were a third of a 16³
+/// product's time).
 struct IsaConfigs {
     tiles: Vec<KernelConfig>,
     /// `small_choice[m · (SMALL + 1) + n]`: the index of the small tile for `m × n`.
     small_choice: Vec<u8>,
-    /// `choice[m · (CHOSEN_UP_TO + 1) + n]`: the index of `m × n`'s tile, for m, n ≤
-    /// CHOSEN_UP_TO (the search below costs a few integer divisions per tile: a third of a
-    /// 16³ product's time).
-    choice: Vec<u8>,
 }
-
-/// The largest side of C whose tile is looked up rather than searched for.
-const CHOSEN_UP_TO: usize = 64;
 
 fn all_configs() -> &'static [IsaConfigs] {
     static CONFIGS: OnceLock<Vec<IsaConfigs>> = OnceLock::new();
@@ -240,26 +234,19 @@ fn all_configs() -> &'static [IsaConfigs] {
             .iter()
             .map(|&isa| {
                 let tiles = configure(isa, tiles_of(isa), caches);
-                let side = CHOSEN_UP_TO + 1;
-                let choice = (0..side * side)
-                    .map(|mn| cheapest(&tiles, mn / side, mn % side).map_or(0, |i| i as u8))
-                    .collect();
                 let small = small_tiles_of(isa);
                 let side = SMALL + 1;
                 let small_choice = (0..side * side)
                     .map(|mn| {
                         let (m, n) = (mn / side, mn % side);
-                        let padded = |t: &SmallTile| {
+                        least_padded(small, |t| {
                             (t.rows_computed(m) * n.next_multiple_of(t.nr)) as f64 * t.cost
-                        };
-                        (0..small.len())
-                            .min_by(|&x, &y| padded(&small[x]).total_cmp(&padded(&small[y])))
-                            .map_or(0, |i| i as u8)
+                        })
+                        .map_or(0, |i| i as u8)
                     })
                     .collect();
                 IsaConfigs {
                     tiles,
-                    choice,
                     small_choice,
                 }
             })
@@ -282,11 +269,8 @@ pub(crate) fn small_tile(isa: Isa, m: usize, n: usize) -> Option<&'static SmallT
     tiles.get(index as usize)
 }
 
-/// The index of the tile that computes an `m × n` C cheapest: least padded work times `cost`.
-fn cheapest(tiles: &[KernelConfig], m: usize, n: usize) -> Option<usize> {
-    let padded = |cfg: &KernelConfig| {
-        (m.next_multiple_of(cfg.mr) * n.next_multiple_of(cfg.nr)) as f64 * cfg.cost
-    };
+/// The index of the tile with the least `padded` work (the padded tile area times its cost).
+fn least_padded<T>(tiles: &[T], padded: impl Fn(&T) -> f64) -> Option<usize> {
     (0..tiles.len()).min_by(|&x, &y| padded(&tiles[x]).total_cmp(&padded(&tiles[y])))
 }
 
@@ -294,15 +278,17 @@ fn cheapest(tiles: &[KernelConfig], m: usize, n: usize) -> Option<usize> {
 /// Depends on the shape only, so the choice (and the bits) are the same on every thread count.
 /// `None` for paths that do not use our driver (OpenBLAS).
 pub(crate) fn kernel_config(isa: Isa, m: usize, n: usize) -> Option<&'static KernelConfig> {
-    let configs = &all_configs()[isa as usize];
-    if configs.tiles.is_empty() {
-        return None;
-    }
-    if m <= CHOSEN_UP_TO && n <= CHOSEN_UP_TO {
-        let index = configs.choice[m * (CHOSEN_UP_TO + 1) + n];
-        return Some(&configs.tiles[index as usize]);
-    }
-    cheapest(&configs.tiles, m, n).map(|i| &configs.tiles[i])
+    let tiles = kernels_of(isa);
+    least_padded(tiles, |cfg| {
+        (m.next_multiple_of(cfg.mr) * n.next_multiple_of(cfg.nr)) as f64 * cfg.cost
+    })
+    .map(|i| &tiles[i])
+}
+
+/// The depth of `isa`'s K slices (one for all its tiles: it fixes where a row's sum is cut);
+/// `None` for paths that do not use our driver.
+pub(crate) fn slice_depth(isa: Isa) -> Option<usize> {
+    kernels_of(isa).first().map(|cfg| cfg.kc)
 }
 
 #[cfg(test)]
@@ -341,19 +327,5 @@ mod tests {
         assert_eq!(small(48, 48), Some((8, 48)));
         assert_eq!(small(128, 129), None);
         assert!(small_tile(Isa::Scalar, 4, 4).is_none());
-    }
-
-    #[test]
-    fn looked_up_choices_are_the_searched_ones() {
-        for isa in Isa::ALL {
-            let tiles = kernels_of(isa);
-            for m in 0..=CHOSEN_UP_TO + 3 {
-                for n in 0..=CHOSEN_UP_TO + 3 {
-                    let looked_up = kernel_config(isa, m, n).map(|c| c as *const KernelConfig);
-                    let searched = cheapest(tiles, m, n).map(|i| &tiles[i] as *const _);
-                    assert_eq!(looked_up, searched, "{isa} {m}×{n}");
-                }
-            }
-        }
     }
 }

@@ -9,8 +9,10 @@ use rayon::prelude::*;
 use crate::shared::SharedOut;
 
 use super::config::{small_tile, KernelConfig, SmallTile, SMALL};
-use super::epilogue::Epilogue;
 use super::pack::{pack_a, pack_b};
+use super::problem::Problem;
+#[cfg(test)]
+use super::problem::{Operand, Output};
 use crate::scratch::{PACK_A, PACK_B};
 use crate::Isa;
 
@@ -31,53 +33,6 @@ const HANDOFF_COST: f64 = (1 << 17) as f64;
 /// Up to this many rows of C, B is read in place (for kernels that can) rather than packed: each
 /// element of B then serves so few rows that copying it first costs more than it saves.
 const DIRECT_B_MAX_ROWS: usize = 32;
-
-/// Packs blocks of an A that is never stored whole (an implicit im2col matrix): what
-/// [`pack_a`] does for a stored A, for `dst`, rows `i0..i0 + mb`, columns `p0..p0 + kb` and
-/// micro-panels of `mr` rows (the rows past `mb` zero).
-pub(crate) trait PackA: Sync {
-    fn pack(&self, dst: &mut [f32], i0: usize, p0: usize, mb: usize, kb: usize, mr: usize);
-}
-
-/// An input matrix: its buffer and element strides (checked against the buffer by the caller).
-#[derive(Clone, Copy)]
-pub(crate) struct Operand<'a> {
-    pub data: &'a [f32],
-    pub rs: usize,
-    pub cs: usize,
-}
-
-/// The output matrix as a raw pointer, so threads can write disjoint tiles of it at once.
-#[derive(Clone, Copy)]
-pub(crate) struct Output {
-    pub ptr: *mut f32,
-    pub rs: usize,
-    pub cs: usize,
-}
-
-// SAFETY: `Output` is only shared between tasks that write disjoint elements of C (the grid of
-// rectangles below), and the `&mut [f32]` it came from outlives the parallel section.
-unsafe impl Send for Output {}
-// SAFETY: as for `Send`: concurrent users touch disjoint elements.
-unsafe impl Sync for Output {}
-
-/// One GEMM problem as the driver sees it: C (m×n) ← alpha·A (m×k)·B (k×n) + beta·C, with
-/// m, n, k > 0 and alpha ≠ 0 (the caller handled the quick returns).
-#[derive(Clone, Copy)]
-pub(crate) struct Problem<'a> {
-    pub m: usize,
-    pub n: usize,
-    pub k: usize,
-    pub alpha: f32,
-    pub a: Operand<'a>,
-    /// When set, A's blocks come from here and `a` is not read.
-    pub a_packer: Option<&'a dyn PackA>,
-    pub b: Operand<'a>,
-    pub beta: f32,
-    pub c: Output,
-    /// Bias and activation applied to each tile after its last K slice.
-    pub epilogue: Option<Epilogue<'a>>,
-}
 
 /// Where the micro-panels of B for one K slice come from: a packed buffer (`rsb = NR`), or B
 /// itself read in place (`rsb` = B's row stride).
@@ -683,7 +638,9 @@ mod tests {
         let mut value = values(11);
         for isa in Isa::available() {
             for tile in crate::gemm::config::small_tiles_of(isa) {
-                for &(shape, a_col_major) in &[
+                // Every row count of the last tile (1 to 8: each has its own kernel).
+                let last_rows = (1..=8).map(|m| ((m, 19, 7), m % 2 == 0));
+                for (shape, a_col_major) in last_rows.chain([
                     ((1, 1, 1), false),
                     ((7, 13, 5), true),
                     ((16, 16, 16), false),
@@ -691,7 +648,7 @@ mod tests {
                     ((64, 64, 64), true),
                     ((9, 48, 31), false),
                     ((97, 128, 128), false),
-                ] {
+                ]) {
                     let what = format!("{isa} small {}x{} tile", tile.mr, tile.nr);
                     check_against_reference(&what, shape, a_col_major, &mut value, |prob| {
                         run_small(tile, prob)

@@ -23,8 +23,9 @@
 //! Outputs are split among threads in contiguous ranges; each output's sum is formed by one
 //! thread in an order fixed by the shape, so every thread count gives the same bits.
 
-use super::config::kernel_config;
-use super::driver::{run_parallel, Problem};
+use super::config::slice_depth;
+use super::driver::run_parallel;
+use super::problem::{Output, Problem};
 use crate::dispatch::per_isa;
 use crate::scratch::STAGE;
 use crate::Isa;
@@ -127,8 +128,8 @@ pub(crate) fn try_gemv(isa: Isa, prob: &Problem<'_>, threads: usize) -> bool {
     } else {
         return false;
     };
-    // The K slices of the tile the blocked driver would run this shape with.
-    let Some(kc) = kernel_config(isa, prob.m, prob.n).map(|cfg| cfg.kc) else {
+    // The K slices the tiles sum in.
+    let Some(kc) = slice_depth(isa) else {
         return false;
     };
     let bytes = g.outputs * g.k * std::mem::size_of::<f32>();
@@ -136,29 +137,18 @@ pub(crate) fn try_gemv(isa: Isa, prob: &Problem<'_>, threads: usize) -> bool {
     // Whole lane groups per task, so the split never changes how an output is summed.
     let per_task = g.outputs.div_ceil(tasks).next_multiple_of(LANES);
     let tasks = g.outputs.div_ceil(per_task);
-    let y = SharedY(c.ptr);
+
     run_parallel(tasks, threads, &|t| {
         let r0 = t * per_task;
         let r1 = (r0 + per_task).min(g.outputs);
+        // The whole `Output` (the shared handle on C) is taken into the closure, not its
+        // pointer field alone.
+        let c: Output = c;
         // SAFETY: outputs r0..r1 belong to this task alone; the view of C was checked, so each
         // lies inside C's buffer.
-        unsafe { run_range(isa, &g, kc, r0..r1, prob.alpha, prob.beta, y.ptr()) };
+        unsafe { run_range(isa, &g, kc, r0..r1, prob.alpha, prob.beta, c.ptr) };
     });
     true
-}
-
-#[derive(Clone, Copy)]
-struct SharedY(*mut f32);
-// SAFETY: tasks write disjoint outputs (their ranges) through it, and the C it points into
-// outlives the parallel section.
-unsafe impl Send for SharedY {}
-// SAFETY: as above.
-unsafe impl Sync for SharedY {}
-
-impl SharedY {
-    fn ptr(&self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// Outputs `range` of `g`: `y[r] ← alpha·sum + beta·y[r]` (y not read when beta = 0); in the

@@ -15,15 +15,16 @@ pub(crate) mod driver;
 pub(crate) mod epilogue;
 mod gemv;
 pub(crate) mod pack;
+pub(crate) mod problem;
 mod team;
 
 use crate::activation::Activation;
 use crate::error::{Error, Result};
 use crate::mat::{MatMut, MatRef};
 use crate::Isa;
-use driver::{Operand, Output, Problem};
 pub use epilogue::Bias;
 use epilogue::Epilogue;
+use problem::{Operand, Output, Problem};
 
 /// How many threads a product may use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -280,7 +281,7 @@ fn operand<'a>(x: MatRef<'a>) -> Operand<'a> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_fused_packed_a(
     opts: &GemmOptions,
-    packer: &dyn driver::PackA,
+    packer: &dyn problem::PackA,
     m: usize,
     k: usize,
     b: MatRef<'_>,

@@ -2,7 +2,7 @@
 //! contiguous, aligned memory whatever the caller's strides and transposes were. Rows (columns)
 //! past the matrix edge are filled with zeros, so edge tiles run the same kernel.
 
-use super::driver::Operand;
+use super::problem::Operand;
 
 /// Packs the `mb × kb` block of `a` whose top-left element is (`i0`, `p0`) into `dst` as
 /// `ceil(mb / mr)` micro-panels of `mr × kb`, each stored column by column (`mr` values per `p`).

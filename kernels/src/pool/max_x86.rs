@@ -16,7 +16,7 @@ const IOTA: [i32; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 /// Keras's default: 2×2 windows, stride 2, no padding.
 fn is_2x2(s: &Pool2d) -> bool {
     (s.pool_h, s.pool_w, s.stride_h, s.stride_w) == (2, 2, 2, 2)
-        && s.padding == crate::conv::Padding::Valid
+        && s.padding == crate::window::Padding::Valid
 }
 
 /// AVX-512 (`channels` a multiple of 16). With `ARGMAX`, `ai` (as long as `yi`) gets each
