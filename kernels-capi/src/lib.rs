@@ -78,7 +78,8 @@ fn isa() -> Isa {
 ///
 /// # Safety
 /// The pointers address the column-major matrices the dimensions and leading dimensions
-/// describe (the caller's side of the BLAS contract); `c` does not overlap `a` or `b`.
+/// describe (the caller's side of the BLAS contract). `c` may overlap `a` or `b` (which BLAS
+/// forbids): the overlapped operand is then read from a copy.
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_col_major(
     trans_a: bool,
@@ -110,20 +111,42 @@ unsafe fn gemm_col_major(
         }
     };
     let reads_ab = alpha != 0.0 && k != 0;
-    // SAFETY: the caller guarantees these extents (the BLAS contract: lda ≥ rows, and so on).
+    let (a_len, b_len) = if reads_ab {
+        (span(ar, ac, lda), span(br, bc, ldb))
+    } else {
+        (0, 0)
+    };
+    let c_len = span(m, n, ldc);
+    // BLAS forbids C to overlap A or B, and the reference then returns garbage; one range check
+    // each finds it, and a copy of the operand C overlaps gives the product as written.
+    let overlaps_c = |p: *const f32, len: usize| {
+        let (p, q) = (p as usize, c as usize);
+        let size = std::mem::size_of::<f32>();
+        len > 0 && p < q + c_len * size && q < p + len * size
+    };
+    // SAFETY: the caller guarantees these extents (the BLAS contract: lda ≥ rows, and so on);
+    // each copy's source slice is dropped before C's mutable slice is formed.
+    let (a_copy, b_copy) = unsafe {
+        (
+            overlaps_c(a, a_len).then(|| std::slice::from_raw_parts(a, a_len).to_vec()),
+            overlaps_c(b, b_len).then(|| std::slice::from_raw_parts(b, b_len).to_vec()),
+        )
+    };
+    // SAFETY: as above; A and B are read through these slices only where they do not overlap C
+    // (otherwise through the copies).
     let (a, b, c) = unsafe {
         (
-            if reads_ab {
-                std::slice::from_raw_parts(a, span(ar, ac, lda))
-            } else {
-                &[][..]
+            match &a_copy {
+                Some(copy) => &copy[..],
+                None if a_len > 0 => std::slice::from_raw_parts(a, a_len),
+                None => &[][..],
             },
-            if reads_ab {
-                std::slice::from_raw_parts(b, span(br, bc, ldb))
-            } else {
-                &[][..]
+            match &b_copy {
+                Some(copy) => &copy[..],
+                None if b_len > 0 => std::slice::from_raw_parts(b, b_len),
+                None => &[][..],
             },
-            std::slice::from_raw_parts_mut(c, span(m, n, ldc)),
+            std::slice::from_raw_parts_mut(c, c_len),
         )
     };
     let view = |data, r, c, ld, t: bool| {
@@ -182,66 +205,68 @@ pub unsafe extern "C" fn sgemm_(
     _transa_len: usize,
     _transb_len: usize,
 ) {
-    // SAFETY: the caller passes valid pointers to each scalar argument.
-    let (ta, tb, m, n, k, alpha, lda, ldb, beta, ldc) = unsafe {
-        (
-            *transa.cast::<u8>(),
-            *transb.cast::<u8>(),
-            *m,
-            *n,
-            *k,
-            *alpha,
-            *lda,
-            *ldb,
-            *beta,
-            *ldc,
-        )
-    };
-    let (ta, tb) = (transpose_flag(ta), transpose_flag(tb));
-    let nrowa = if ta == Some(true) { k } else { m };
-    let nrowb = if tb == Some(true) { n } else { k };
-    // The reference order of the checks, and the argument positions it reports.
-    let info = if ta.is_none() {
-        1
-    } else if tb.is_none() {
-        2
-    } else if m < 0 {
-        3
-    } else if n < 0 {
-        4
-    } else if k < 0 {
-        5
-    } else if lda < nrowa.max(1) {
-        8
-    } else if ldb < nrowb.max(1) {
-        10
-    } else if ldc < m.max(1) {
-        13
-    } else {
-        0
-    };
-    if info != 0 {
-        report_f77(b"SGEMM ", info);
-        return;
-    }
-    // SAFETY: the arguments passed the reference checks; the caller guarantees the matrices.
-    unsafe {
-        gemm_col_major(
-            ta == Some(true),
-            tb == Some(true),
-            m as usize,
-            n as usize,
-            k as usize,
-            alpha,
-            a,
-            lda as usize,
-            b,
-            ldb as usize,
-            beta,
-            c,
-            ldc as usize,
-        )
-    };
+    no_unwind("SGEMM", || {
+        // SAFETY: the caller passes valid pointers to each scalar argument.
+        let (ta, tb, m, n, k, alpha, lda, ldb, beta, ldc) = unsafe {
+            (
+                *transa.cast::<u8>(),
+                *transb.cast::<u8>(),
+                *m,
+                *n,
+                *k,
+                *alpha,
+                *lda,
+                *ldb,
+                *beta,
+                *ldc,
+            )
+        };
+        let (ta, tb) = (transpose_flag(ta), transpose_flag(tb));
+        let nrowa = if ta == Some(true) { k } else { m };
+        let nrowb = if tb == Some(true) { n } else { k };
+        // The reference order of the checks, and the argument positions it reports.
+        let info = if ta.is_none() {
+            1
+        } else if tb.is_none() {
+            2
+        } else if m < 0 {
+            3
+        } else if n < 0 {
+            4
+        } else if k < 0 {
+            5
+        } else if lda < nrowa.max(1) {
+            8
+        } else if ldb < nrowb.max(1) {
+            10
+        } else if ldc < m.max(1) {
+            13
+        } else {
+            0
+        };
+        if info != 0 {
+            report_f77(b"SGEMM ", info);
+            return;
+        }
+        // SAFETY: the arguments passed the reference checks; the caller guarantees the matrices.
+        unsafe {
+            gemm_col_major(
+                ta == Some(true),
+                tb == Some(true),
+                m as usize,
+                n as usize,
+                k as usize,
+                alpha,
+                a,
+                lda as usize,
+                b,
+                ldb as usize,
+                beta,
+                c,
+                ldc as usize,
+            )
+        };
+    })
 }
 
 /// CBLAS `cblas_sgemm`: C ← alpha·op(A)·op(B) + beta·C in `order` (`CblasRowMajor` = 101 or
@@ -268,53 +293,74 @@ pub unsafe extern "C" fn cblas_sgemm(
     c: *mut f32,
     ldc: c_int,
 ) {
-    let flag = |t| match t {
-        CBLAS_NO_TRANS => Some(false),
-        CBLAS_TRANS | CBLAS_CONJ_TRANS => Some(true),
-        _ => None,
-    };
-    let (ta, tb) = (flag(trans_a), flag(trans_b));
-    let row_major = order == CBLAS_ROW_MAJOR;
-    // Stored rows of A and B and C in the caller's layout decide the leading-dimension minima.
-    let (a_rows, a_cols) = if ta == Some(true) { (k, m) } else { (m, k) };
-    let (b_rows, b_cols) = if tb == Some(true) { (n, k) } else { (k, n) };
-    let min_ld = |rows: c_int, cols: c_int| if row_major { cols.max(1) } else { rows.max(1) };
-    // Positions in cblas_sgemm's own argument list, checked in the reference order.
-    let (p, what) = if order != CBLAS_ROW_MAJOR && order != CBLAS_COL_MAJOR {
-        (1, c"Illegal Order setting\n")
-    } else if ta.is_none() {
-        (2, c"Illegal TransA setting\n")
-    } else if tb.is_none() {
-        (3, c"Illegal TransB setting\n")
-    } else if m < 0 {
-        (4, c"")
-    } else if n < 0 {
-        (5, c"")
-    } else if k < 0 {
-        (6, c"")
-    } else if lda < min_ld(a_rows, a_cols) {
-        (9, c"")
-    } else if ldb < min_ld(b_rows, b_cols) {
-        (11, c"")
-    } else if ldc < min_ld(m, n) {
-        (14, c"")
-    } else {
-        (0, c"")
-    };
-    if p != 0 {
-        report_cblas(p, what);
-        return;
-    }
-    let (ta, tb) = (ta == Some(true), tb == Some(true));
-    let (m, n, k) = (m as usize, n as usize, k as usize);
-    let (lda, ldb, ldc) = (lda as usize, ldb as usize, ldc as usize);
-    // SAFETY: checked arguments; the caller guarantees the matrices (CBLAS contract).
-    unsafe {
-        if row_major {
-            // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ.
-            gemm_col_major(tb, ta, n, m, k, alpha, b, ldb, a, lda, beta, c, ldc)
+    no_unwind("cblas_sgemm", || {
+        let flag = |t| match t {
+            CBLAS_NO_TRANS => Some(false),
+            CBLAS_TRANS | CBLAS_CONJ_TRANS => Some(true),
+            _ => None,
+        };
+        let (ta, tb) = (flag(trans_a), flag(trans_b));
+        let row_major = order == CBLAS_ROW_MAJOR;
+        // Stored rows of A and B and C in the caller's layout decide the leading-dimension minima.
+        let (a_rows, a_cols) = if ta == Some(true) { (k, m) } else { (m, k) };
+        let (b_rows, b_cols) = if tb == Some(true) { (n, k) } else { (k, n) };
+        let min_ld = |rows: c_int, cols: c_int| if row_major { cols.max(1) } else { rows.max(1) };
+        // Positions in cblas_sgemm's own argument list, checked in the reference order.
+        let (p, what) = if order != CBLAS_ROW_MAJOR && order != CBLAS_COL_MAJOR {
+            (1, c"Illegal Order setting\n")
+        } else if ta.is_none() {
+            (2, c"Illegal TransA setting\n")
+        } else if tb.is_none() {
+            (3, c"Illegal TransB setting\n")
+        } else if m < 0 {
+            (4, c"")
+        } else if n < 0 {
+            (5, c"")
+        } else if k < 0 {
+            (6, c"")
+        } else if lda < min_ld(a_rows, a_cols) {
+            (9, c"")
+        } else if ldb < min_ld(b_rows, b_cols) {
+            (11, c"")
+        } else if ldc < min_ld(m, n) {
+            (14, c"")
         } else {
-            gemm_col_major(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+            (0, c"")
+        };
+        if p != 0 {
+            report_cblas(p, what);
+            return;
         }
+        let (ta, tb) = (ta == Some(true), tb == Some(true));
+        let (m, n, k) = (m as usize, n as usize, k as usize);
+        let (lda, ldb, ldc) = (lda as usize, ldb as usize, ldc as usize);
+        // SAFETY: checked arguments; the caller guarantees the matrices (CBLAS contract).
+        unsafe {
+            if row_major {
+                // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ.
+                gemm_col_major(tb, ta, n, m, k, alpha, b, ldb, a, lda, beta, c, ldc)
+            } else {
+                gemm_col_major(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+            }
+        }
+    })
+}
+
+/// Runs `body`, an exported routine's, so that no panic unwinds into the C caller (undefined
+/// behaviour, and an abort of the whole program in Rust's own runtime): a panic — a bug of
+/// ours, since every argument is checked first — is reported on stderr and the routine returns
+/// (C is then undefined, as after any failed BLAS call).
+fn no_unwind(routine: &str, body: impl FnOnce()) {
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        use std::io::Write;
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let _ = writeln!(
+            std::io::stderr(),
+            "{routine}: internal error, the result is undefined: {message}"
+        );
     }
 }

@@ -105,6 +105,38 @@ fn products_work_in_a_forked_child() {
     );
 }
 
+/// `tests/c/lifecycle_sgemm.c`: a fork while another thread is inside a product, products from a
+/// pthread-key destructor (after the thread's thread-local storage is gone) and from an `atexit`
+/// handler, and C passed as A or B — no hang, no abort, right answers.
+#[test]
+fn products_survive_fork_exit_handlers_and_aliasing() {
+    let dir = lib_dir();
+    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lifecycle_sgemm");
+    compile_program(
+        "lifecycle_sgemm.c",
+        &exe,
+        &[
+            format!("-L{}", dir.display()),
+            "-lkernels_capi".into(),
+            format!("-Wl,-rpath,{}", dir.display()),
+            "-pthread".into(),
+        ],
+    );
+    let out = Command::new(&exe)
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}\n{stdout}\n{stderr}", out.status);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[lines.len() - 2..],
+        ["10 passed, 0 failed", "atexit: right"],
+        "{stdout}"
+    );
+}
+
 #[test]
 fn c_program_against_the_static_library_with_its_own_xerbla() {
     let dir = lib_dir();

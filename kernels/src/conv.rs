@@ -239,7 +239,7 @@ impl Plan {
 
     /// Runs `f(task)` for every task: in parallel unless the caller asked for one thread.
     fn run(&self, opts: &GemmOptions, f: impl Fn(usize) + Sync + Send) {
-        if self.tasks > 1 && opts.threading == Threading::Rayon {
+        if self.tasks > 1 && crate::process::parallel(opts.threading) {
             (0..self.tasks).into_par_iter().for_each(f);
         } else {
             (0..self.tasks).for_each(f);
@@ -786,7 +786,7 @@ pub fn conv2d_maxpool_backward_weights(
     ] {
         check_len(what, name, len, pool.output_len(), || pool.desc_out())?;
     }
-    crate::pool::check_argmax(argmax, pool)?;
+    crate::pool::check_argmax(opts, argmax, pool)?;
     let isa = crate::Isa::resolve(opts.isa)?;
     if !direct::applies(s, isa) {
         return CONV_GRAD.with(s.output_len(), s.output_len(), |dy| {

@@ -25,6 +25,7 @@ pub mod peak;
 #[cfg(feature = "peers")]
 pub mod peers;
 pub mod pool;
+mod process;
 pub mod reference;
 mod scratch;
 mod shared;
@@ -43,4 +44,5 @@ pub use pool::{
     avg_pool2d_backward, avg_pool2d_forward, max_pool2d_activation_backward, max_pool2d_backward,
     max_pool2d_forward, Pool2d,
 };
+pub use process::forked_child;
 pub use scratch::{prepare_threads, scratch_generation};

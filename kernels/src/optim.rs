@@ -207,6 +207,7 @@ pub fn update(
     (0..g.len())
         .into_par_iter()
         .step_by(CHUNK)
+        .with_min_len(min_len(Threading::Rayon))
         .for_each(|first| {
             let span = first..(first + CHUNK).min(g.len());
             // SAFETY: each task owns its span of the parameters and the state.
@@ -327,6 +328,16 @@ impl Rule {
 /// state and gradient (up to four `rows × n` arrays) stay within about 256 KiB (L2) and a
 /// matrix makes about a dozen blocks or more for the threads to share. A function of the shape
 /// only, so every thread count gives the same blocks.
+/// The smallest piece a parallel loop with `threading` is split into: one item, or all of them
+/// (the loop then runs where it is called) when the pool may not be used (`crate::process`).
+fn min_len(threading: Threading) -> usize {
+    if crate::process::parallel(threading) {
+        1
+    } else {
+        usize::MAX
+    }
+}
+
 fn block_rows(k: usize, n: usize) -> usize {
     const QUANTUM: usize = 24;
     let cache_rows = (16 * 1024 / n.max(1)) / QUANTUM * QUANTUM;
@@ -372,14 +383,20 @@ pub fn update_from_product(
     }
     a.validate("A")?;
     b.validate("B")?;
+    let size = |r: usize, c: usize| {
+        r.checked_mul(c).ok_or_else(|| Error::ShapeMismatch {
+            what,
+            detail: format!("a {r}×{c} matrix has more elements than memory can hold"),
+        })
+    };
     let kn = || format!("{k}×{n}");
-    check_len(what, "the weights w", w.len(), k * n, kn)?;
+    check_len(what, "the weights w", w.len(), size(k, n)?, kn)?;
     check_state(rule, state)?;
     for s in state.iter() {
-        check_len(what, "a state buffer", s.len(), k * n, kn)?;
+        check_len(what, "a state buffer", s.len(), size(k, n)?, kn)?;
     }
     if let Some(d) = &d {
-        check_len(what, "the input gradient d", d.len(), m * k, || {
+        check_len(what, "the input gradient d", d.len(), size(m, k)?, || {
             format!("{m}×{k}")
         })?;
     }
@@ -457,6 +474,7 @@ pub fn update_from_product(
         (0..k)
             .into_par_iter()
             .step_by(rows)
+            .with_min_len(min_len(opts.threading))
             .filter(|&first| !(tail_joins && first == k - 1))
             .try_for_each(block)
     }

@@ -18,7 +18,7 @@ mod max_x86;
 
 use crate::activation::Activation;
 use crate::error::{check_len, Error, Result};
-use crate::gemm::{GemmOptions, Threading};
+use crate::gemm::GemmOptions;
 use crate::math::resolve;
 use crate::window::{output_len, padding_before, Padding};
 use crate::Isa;
@@ -203,14 +203,15 @@ pub fn max_pool2d_forward(
 }
 
 /// Runs `f` on every image: in parallel on the rayon pool, or all on this thread for
-/// [`Threading::Single`] (a producer that may not split runs where it is called).
+/// [`Threading::Single`](crate::gemm::Threading::Single) (a producer that may not split runs where it is called).
 fn each_image<I>(opts: &GemmOptions, images: I, f: impl Fn(I::Item) + Sync + Send)
 where
     I: IndexedParallelIterator,
 {
-    match opts.threading {
-        Threading::Rayon => images.for_each(f),
-        Threading::Single => images.with_min_len(usize::MAX).for_each(f),
+    if crate::process::parallel(opts.threading) {
+        images.for_each(f)
+    } else {
+        images.with_min_len(usize::MAX).for_each(f)
     }
 }
 
@@ -376,26 +377,68 @@ pub fn max_pool2d_activation_backward(
     max_backward(what, opts, s, dy, argmax, Some((act, y)), dx)
 }
 
-/// That every `argmax` entry points inside its image (a corrupt one is an error, never a write
-/// out of bounds or a silently wrong gradient).
-pub(crate) fn check_argmax(argmax: &[u32], s: &Pool2d) -> Result<()> {
-    let image_len = s.image_len();
-    // The largest entry first (a reduction that vectorises), the offending one only on failure.
-    if (argmax.iter().fold(0, |m, &a| m.max(a)) as usize) < image_len {
+/// That every `argmax` entry is a position of its own window, in its own channel — what the
+/// forward pass writes. Any other entry (past the image, in another window or channel) is an
+/// error, never a write out of bounds nor a gradient silently dropped or piled onto another
+/// position; it is found before anything is written.
+///
+/// Per output position the window's candidate offsets are compared with a whole run of channels
+/// at once (no division per entry: the loop over channels vectorises), so the check costs about
+/// as much as reading the window once.
+pub(crate) fn check_argmax(opts: &GemmOptions, argmax: &[u32], s: &Pool2d) -> Result<()> {
+    let out_len = s.out_image_len();
+    if out_len == 0 || argmax.is_empty() {
         return Ok(());
     }
-    match argmax
-        .iter()
+    let min_len = if crate::process::parallel(opts.threading) {
+        1
+    } else {
+        usize::MAX
+    };
+    argmax
+        .par_chunks_exact(out_len)
         .enumerate()
-        .find(|(_, &a)| a as usize >= image_len)
-    {
-        Some((i, &bad)) => Err(Error::InvalidArgument {
-            name: "argmax",
-            value: bad.to_string(),
-            reason: format!("entry {i} points past the image's {image_len} elements"),
-        }),
-        None => Ok(()),
+        .with_min_len(min_len)
+        .try_for_each(|(n, image)| check_argmax_image(s, n, image))
+}
+
+/// [`check_argmax`] for image `n`.
+fn check_argmax_image(s: &Pool2d, n: usize, argmax: &[u32]) -> Result<()> {
+    const LANES: usize = 16;
+    let (c, ow, in_w) = (s.channels, s.out_w(), s.in_w);
+    let pad = s.padding();
+    for oy in 0..s.out_h() {
+        for ox in 0..ow {
+            let (y0, y1, x0, x1) = s.window(pad, oy, ox);
+            let q = (oy * ow + ox) * c;
+            // Offsets within an image fit in u32 (`Pool2d::validate`).
+            let first = ((y0 * in_w + x0) * c) as u32;
+            for (run, entries) in argmax[q..q + c].chunks(LANES).enumerate() {
+                let mut hit = [false; LANES];
+                let first = first + (run * LANES) as u32;
+                for wy in 0..y1 - y0 {
+                    for wx in 0..x1 - x0 {
+                        let at = first + ((wy * in_w + wx) * c) as u32;
+                        for (lane, (h, &a)) in hit.iter_mut().zip(entries).enumerate() {
+                            *h |= a == at + lane as u32;
+                        }
+                    }
+                }
+                if let Some(lane) = hit[..entries.len()].iter().position(|&h| !h) {
+                    let ch = run * LANES + lane;
+                    return Err(Error::InvalidArgument {
+                        name: "argmax",
+                        value: entries[lane].to_string(),
+                        reason: format!(
+                            "image {n}, output ({oy}, {ox}), channel {ch}: not a position of \
+                             its window (rows {y0}..{y1}, columns {x0}..{x1}) in channel {ch}"
+                        ),
+                    });
+                }
+            }
+        }
     }
+    Ok(())
 }
 
 fn max_backward(
@@ -417,7 +460,7 @@ fn max_backward(
     check_len(what, "input gradient dx", dx.len(), s.input_len(), || {
         s.desc_in()
     })?;
-    check_argmax(argmax, s)?;
+    check_argmax(opts, argmax, s)?;
     let image_len = s.image_len();
     if s.batch == 0 {
         return Ok(());

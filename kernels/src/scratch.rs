@@ -35,38 +35,43 @@ impl Scratch {
 
     /// Runs `f` on `len` floats of this thread's buffer, growing it (when it must grow) to at
     /// least `grow_to` ≥ `len` and to the mark other threads have reached. If the buffer is already
-    /// in use on this thread (a worker that stole a second task while inside the first), a fresh
-    /// one is used instead.
+    /// in use on this thread (a worker that stole a second task while inside the first), or the
+    /// thread's buffers are gone (a call from a thread-local destructor, or from an `atexit`
+    /// handler after the main thread's were destroyed), a fresh one is used instead.
     pub(crate) fn with<R>(
         &'static self,
         len: usize,
         grow_to: usize,
         f: impl FnOnce(&mut [f32]) -> R,
     ) -> R {
-        self.key.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut buf) => {
-                if buf.len() < len {
-                    let size = grow_to
-                        .max(len)
-                        .max(self.high_water.load(Ordering::Relaxed));
-                    buf.resize(size, 0.0);
-                    if self.high_water.fetch_max(size, Ordering::Relaxed) < size {
-                        GENERATION.fetch_add(1, Ordering::Relaxed);
-                    }
+        let mut f = Some(f);
+        let kept = self.key.try_with(|cell| {
+            let mut buf = cell.try_borrow_mut().ok()?;
+            if buf.len() < len {
+                let size = grow_to
+                    .max(len)
+                    .max(self.high_water.load(Ordering::Relaxed));
+                buf.resize(size, 0.0);
+                if self.high_water.fetch_max(size, Ordering::Relaxed) < size {
+                    GENERATION.fetch_add(1, Ordering::Relaxed);
                 }
-                f(&mut buf[..len])
             }
-            Err(_) => {
+            let f = f.take().expect("called once");
+            Some(f(&mut buf[..len]))
+        });
+        match kept {
+            Ok(Some(r)) => r,
+            _ => {
                 let mut fresh = Buffer::from_iter(64, std::iter::repeat_n(0.0, len));
-                f(&mut fresh)
+                (f.take().expect("not called yet"))(&mut fresh)
             }
-        })
+        }
     }
 
     /// Grows this thread's buffer to the high-water mark.
     fn prepare(&self) {
         let mark = self.high_water.load(Ordering::Relaxed);
-        self.key.with(|cell| {
+        let _ = self.key.try_with(|cell| {
             if let Ok(mut buf) = cell.try_borrow_mut() {
                 if buf.len() < mark {
                     buf.resize(mark, 0.0);
@@ -127,5 +132,8 @@ pub fn scratch_generation() -> usize {
 /// broadcast and the growth); call it after warm-up, when [`scratch_generation`] has changed.
 pub fn prepare_threads() {
     ALL.iter().for_each(|s| s.prepare());
+    if crate::process::forked_child() {
+        return;
+    }
     rayon::broadcast(|_| ALL.iter().for_each(|s| s.prepare()));
 }

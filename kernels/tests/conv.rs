@@ -455,8 +455,10 @@ fn pooling_rejects_bad_input() {
     let mut dx = vec![0.0; s.input_len()];
     let err = max_pool2d_backward(&GemmOptions::default(), &s, &y, &arg, &mut dx).unwrap_err();
     assert!(
-        err.to_string()
-            .contains("points past the image's 48 elements"),
+        err.to_string().contains(
+            "argument argmax = 48 is invalid: image 0, output (0, 0), channel 0: not a position \
+             of its window (rows 0..2, columns 0..2) in channel 0"
+        ),
         "{err}"
     );
     let err = Pool2d::new(1, (1, 4, 1), 2).validate().unwrap_err();
@@ -666,7 +668,13 @@ fn pooled_weight_gradient_checks_its_arguments() {
     let p = Pool2d::new(2, (6, 6, 4), 2);
     let x = vec![0.0; s.input_len()];
     let (yp, dyp) = (vec![0.0; p.output_len()], vec![0.0; p.output_len()]);
-    let mut am = vec![0u32; p.output_len()];
+    // Each window's first position, in its channel: a valid argmax.
+    let mut am: Vec<u32> = (0..p.output_len())
+        .map(|i| {
+            let (q, ch) = ((i / 4) % 9, i % 4);
+            (((q / 3) * 2 * 6 + (q % 3) * 2) * 4 + ch) as u32
+        })
+        .collect();
     let (mut dw, mut db) = (vec![0.0; s.weight_len()], vec![0.0; 4]);
     let opts = GemmOptions::default();
     let act = Activation::Relu;
@@ -687,8 +695,88 @@ fn pooled_weight_gradient_checks_its_arguments() {
     am[5] = 6 * 6 * 4;
     assert_eq!(
         run(&p, &am, &dyp, &mut dw, &mut db),
-        "argument argmax = 144 is invalid: entry 5 points past the image's 144 elements"
+        "argument argmax = 144 is invalid: image 0, output (0, 1), channel 1: not a position of \
+         its window (rows 0..2, columns 2..4) in channel 1"
     );
+    // Inside the image, but another window's position: refused before anything is computed.
+    am[5] = 1;
+    assert!(run(&p, &am, &dyp, &mut dw, &mut db).contains("argument argmax = 1 is invalid"));
+}
+
+/// An argmax entry inside the image but outside its window, or in another channel, is an error
+/// on every pooling geometry (windows apart, overlapping, 'same' padding), never a gradient
+/// dropped or added to another position; a forward pass's own argmax always passes.
+#[test]
+fn pooling_backward_refuses_an_argmax_outside_its_window() {
+    let shapes = [
+        Pool2d::new(2, (6, 6, 3), 2),
+        Pool2d {
+            stride_h: 1,
+            stride_w: 1,
+            ..Pool2d::new(2, (5, 7, 18), 3)
+        },
+        Pool2d {
+            padding: Padding::Same,
+            ..Pool2d::new(1, (5, 5, 2), 2)
+        },
+    ];
+    let opts = GemmOptions::default();
+    for s in shapes {
+        let x: Vec<f32> = (0..s.input_len())
+            .map(|i| ((i * 7919) % 101) as f32)
+            .collect();
+        let mut y = vec![0.0; s.output_len()];
+        let mut arg = vec![0u32; s.output_len()];
+        max_pool2d_forward(&opts, &s, &x, &mut y, Some(&mut arg)).unwrap();
+        let dy = vec![1.0; s.output_len()];
+        let mut dx = vec![0.0; s.input_len()];
+        max_pool2d_backward(&opts, &s, &dy, &arg, &mut dx).unwrap();
+        let image = (s.in_h * s.in_w * s.channels) as u32;
+        let out = s.output_len() / s.batch;
+        for at in [0, out / 2, s.output_len() - 1] {
+            let a = arg[at];
+            // Another window (a far row), another channel, and the image's last element.
+            for bad in [(a + image / 2) % image, a ^ 1, image - 1] {
+                let mut wrong = arg.clone();
+                if bad == a || !moves_out_of_window(&s, at, bad) {
+                    continue;
+                }
+                wrong[at] = bad;
+                let mut dx2 = vec![7.0; s.input_len()];
+                let err = max_pool2d_backward(&opts, &s, &dy, &wrong, &mut dx2)
+                    .expect_err(&format!("{s:?}: argmax {bad} at {at} accepted"))
+                    .to_string();
+                assert!(err.contains("not a position of its window"), "{err}");
+                assert!(
+                    dx2.iter().all(|&v| v == 7.0),
+                    "{s:?}: dx written before the error"
+                );
+            }
+        }
+    }
+}
+
+/// Whether offset `a` lies outside the window of output entry `at` of `s` (or in another channel).
+fn moves_out_of_window(s: &Pool2d, at: usize, a: u32) -> bool {
+    let c = s.channels;
+    let (ow, oh) = (s.out_w(), s.out_h());
+    let local = at % (oh * ow * c);
+    let (q, ch) = (local / c, local % c);
+    let (oy, ox) = (q / ow, q % ow);
+    let a = a as usize;
+    let (p, ach) = (a / c, a % c);
+    let (iy, ix) = ((p / s.in_w) as isize, (p % s.in_w) as isize);
+    let (pt, pl) = if s.padding == Padding::Same {
+        (
+            ((oh - 1) * s.stride_h + s.pool_h).saturating_sub(s.in_h) / 2,
+            ((ow - 1) * s.stride_w + s.pool_w).saturating_sub(s.in_w) / 2,
+        )
+    } else {
+        (0, 0)
+    };
+    let y0 = (oy * s.stride_h) as isize - pt as isize;
+    let x0 = (ox * s.stride_w) as isize - pl as isize;
+    ach != ch || iy < y0 || iy >= y0 + s.pool_h as isize || ix < x0 || ix >= x0 + s.pool_w as isize
 }
 
 #[test]

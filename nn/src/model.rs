@@ -131,8 +131,10 @@ impl Default for Sequential {
 
 /// Runs `f` on a thread of the rayon pool (the caller waits), so that parallel kernels inside
 /// fork and join within the pool.
+/// In a child forked from a process with threads (whose pool did not survive the fork), `f`
+/// runs on the calling thread, as the kernels then do.
 fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_thread_index().is_some() {
+    if rayon::current_thread_index().is_some() || kernels::forked_child() {
         f()
     } else {
         rayon::scope(|_| f())

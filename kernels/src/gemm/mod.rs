@@ -224,10 +224,7 @@ pub fn gemm_fused(
             epilogue,
         }
     };
-    let threads = match opts.threading {
-        Threading::Single => 1,
-        Threading::Rayon => rayon::current_num_threads(),
-    };
+    let threads = crate::process::threads(opts.threading);
     if isa != Isa::OpenBlas && gemv::try_gemv(isa, &prob, threads) {
         if let Some(e) = prob.epilogue {
             // SAFETY: as for the quick return above, in the problem's orientation of C.
@@ -349,10 +346,7 @@ pub(crate) fn gemm_fused_packed_a(
         },
         epilogue,
     };
-    let threads = match opts.threading {
-        Threading::Single => 1,
-        Threading::Rayon => rayon::current_num_threads(),
-    };
+    let threads = crate::process::threads(opts.threading);
     driver::gemm_blocked(cfg, &prob, threads);
     Ok(())
 }

@@ -1,0 +1,56 @@
+//! The process the kernels run in: whether it is a child forked from a process that had started
+//! threads, and how many threads a call may therefore use.
+//!
+//! `fork()` copies only the calling thread. In the child, rayon's pool and the GEMM's helper team
+//! exist as data but not as threads: a job handed to them would wait forever. A fork handler
+//! (registered before the first parallel call) marks the child, and every parallel loop of this
+//! crate then runs on the calling thread — the same results, bit for bit, since no thread count
+//! changes a result here.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
+
+use crate::gemm::Threading;
+
+static FORKED: AtomicBool = AtomicBool::new(false);
+static WATCH: Once = Once::new();
+
+#[cfg(unix)]
+extern "C" fn mark_child() {
+    FORKED.store(true, Ordering::Relaxed);
+}
+
+/// Registers the fork handler (once). Called before any parallel work starts, so that a fork
+/// after it is seen.
+fn watch() {
+    WATCH.call_once(|| {
+        #[cfg(unix)]
+        // SAFETY: `mark_child` only stores to an atomic (async-signal-safe), as a handler that
+        // runs in the child of a fork must.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(mark_child));
+        }
+    });
+}
+
+/// Whether this process is a child forked after this library was first used for parallel work:
+/// its threads did not survive the fork, and every call runs on the calling thread.
+pub fn forked_child() -> bool {
+    watch();
+    FORKED.load(Ordering::Relaxed)
+}
+
+/// The threads a call with `threading` may use: the rayon pool's in a process whose pool is
+/// alive, one in a forked child.
+pub(crate) fn threads(threading: Threading) -> usize {
+    match threading {
+        Threading::Single => 1,
+        Threading::Rayon if forked_child() => 1,
+        Threading::Rayon => rayon::current_num_threads(),
+    }
+}
+
+/// Whether a loop with `threading` may run on the pool (see [`threads`]).
+pub(crate) fn parallel(threading: Threading) -> bool {
+    threads(threading) > 1
+}
