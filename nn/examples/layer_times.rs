@@ -22,7 +22,7 @@ fn main() {
     for (i, l) in layers.iter_mut().enumerate() {
         l.set_name(format!("layer{i}"));
         shape = l.build(&shape, &mut rng).unwrap();
-        l.allocate(n);
+        l.allocate(n).unwrap();
         grads.push(vec![0.01f32; n * shape.iter().product::<usize>()]);
     }
     let x: Vec<f32> = (0..n * 784).map(|i| (i % 255) as f32 / 255.0).collect();

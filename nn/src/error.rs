@@ -22,6 +22,9 @@ pub enum Error {
     /// The model is used before `compile` (or `build`).
     #[error("{0}")]
     NotReady(String),
+    /// Memory the system refused for a model's parameters or buffers.
+    #[error("not enough memory: {0}")]
+    Memory(String),
     /// The loss became NaN or infinite during training.
     #[error("the loss became {loss} at epoch {epoch}, step {step}: training stopped (try a lower learning rate)")]
     NonFiniteLoss {

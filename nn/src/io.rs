@@ -1,9 +1,14 @@
 //! Saving and loading: weights in safetensors (tensors named "layer/kernel", "layer/bias", f32,
 //! little-endian), and the whole model — the same file with the architecture (input shape, seed,
-//! layer configurations as JSON) in the safetensors metadata. Writes go to a temporary file in
-//! the same directory, then a rename: a crash never leaves half a file under the real name.
-//! Reading checks everything: a corrupt file, a tensor missing, of the wrong shape or type, or a
-//! file of another format is an error that says what does not match.
+//! layer configurations as JSON) in the safetensors metadata, and a SHA-256 of the architecture
+//! and every tensor. Writes are atomic (`files::write_atomically`).
+//!
+//! Reading trusts nothing in the file: only a regular file is read, and never past its length;
+//! the checksum, when present (files of other tools have none), must match; every size the
+//! architecture implies is computed with overflow checks and each parameter must be a tensor of
+//! the file, of that exact shape and type, before the model's memory is allocated — so a small
+//! file cannot make the loader allocate more than the tensors it holds; values must be finite.
+//! Any mismatch is an error that names the file and what does not fit.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,6 +18,7 @@ use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::files::{read_regular, write_atomically};
 use crate::layers::LayerConfig;
 use crate::model::Sequential;
 use crate::tensor::Tensor;
@@ -20,6 +26,8 @@ use crate::tensor::Tensor;
 const FORMAT_KEY: &str = "format";
 const FORMAT: &str = "nn.Sequential";
 const ARCHITECTURE_KEY: &str = "architecture";
+/// The metadata entry holding "sha256:" and the hex digest of [`checksum`].
+const CHECKSUM_KEY: &str = "checksum";
 
 #[derive(Serialize, Deserialize)]
 struct Architecture {
@@ -28,35 +36,45 @@ struct Architecture {
     layers: Vec<LayerConfig>,
 }
 
-/// Writes `bytes` to `path` atomically (temporary file + rename).
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::file(path, "not a file path"))?
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(Error::io(path))
-}
-
 fn to_bytes(t: &Tensor) -> Vec<u8> {
     t.data().iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-fn serialize(model: &mut Sequential, metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+/// SHA-256 over the architecture entry (empty for a weights file) and every tensor, in name
+/// order: its name, dtype, shape and bytes, each length-prefixed so that no two files hash
+/// alike by shifting bytes from one field to the next.
+fn checksum(architecture: &str, tensors: &[(String, TensorView<'_>)]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut sorted: Vec<&(String, TensorView<'_>)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut h = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    field(architecture.as_bytes());
+    for (name, view) in sorted {
+        field(name.as_bytes());
+        field(format!("{:?}", view.dtype()).as_bytes());
+        let shape: Vec<u8> = view
+            .shape()
+            .iter()
+            .flat_map(|&d| (d as u64).to_le_bytes())
+            .collect();
+        field(&shape);
+        field(view.data());
+    }
+    let digest = h.finalize();
+    format!(
+        "sha256:{}",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
+fn serialize(model: &mut Sequential, mut metadata: HashMap<String, String>) -> Result<Vec<u8>> {
     let weights = model.get_weights();
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = weights
         .iter()
@@ -70,20 +88,33 @@ fn serialize(model: &mut Sequential, metadata: HashMap<String, String>) -> Resul
                 .map_err(|e| Error::InvalidArgument(format!("tensor {n}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
+    let architecture = metadata.get(ARCHITECTURE_KEY).map_or("", String::as_str);
+    metadata.insert(CHECKSUM_KEY.to_string(), checksum(architecture, &views));
     safetensors::serialize(views, Some(metadata))
         .map_err(|e| Error::InvalidArgument(format!("serialising the weights: {e}")))
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(Error::io(path))
-}
-
+/// The safetensors file in `bytes` and its metadata, its checksum verified when it has one.
 fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<(SafeTensors<'a>, HashMap<String, String>)> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
     let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
-    Ok((st, meta.metadata().clone().unwrap_or_default()))
+    let meta = meta.metadata().clone().unwrap_or_default();
+    if let Some(stored) = meta.get(CHECKSUM_KEY) {
+        let architecture = meta.get(ARCHITECTURE_KEY).map_or("", String::as_str);
+        let actual = checksum(architecture, &st.tensors());
+        if *stored != actual {
+            return Err(Error::file(
+                path,
+                format!(
+                    "the checksum does not match: the file is corrupt (stored {stored}, \
+                     contents {actual})"
+                ),
+            ));
+        }
+    }
+    Ok((st, meta))
 }
 
 /// The model's tensors from `st`, checked name by name against the model's.
@@ -124,6 +155,15 @@ fn weights_from(
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
+        if let Some(at) = data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::file(
+                path,
+                format!(
+                    "tensor {name} holds a non-finite value ({}) at element {at}",
+                    data[at]
+                ),
+            ));
+        }
         out.push((name, Tensor::from_vec(data, view.shape())?));
     }
     let expected = out.len();
@@ -163,7 +203,7 @@ impl Sequential {
         if !self.is_built() {
             self.build()?;
         }
-        let bytes = read(path)?;
+        let bytes = read_regular(path)?;
         let (st, _) = parse(path, &bytes)?;
         let w = weights_from(path, &st, self)?;
         self.set_weights(&w)
@@ -181,10 +221,9 @@ impl Sequential {
         };
         let mut meta = HashMap::new();
         meta.insert(FORMAT_KEY.to_string(), FORMAT.to_string());
-        meta.insert(
-            ARCHITECTURE_KEY.to_string(),
-            serde_json::to_string(&arch).expect("serialisable"),
-        );
+        let arch = serde_json::to_string(&arch)
+            .map_err(|e| Error::InvalidArgument(format!("serialising the architecture: {e}")))?;
+        meta.insert(ARCHITECTURE_KEY.to_string(), arch);
         let bytes = serialize(self, meta)?;
         write_atomically(path.as_ref(), &bytes)
     }
@@ -193,7 +232,7 @@ impl Sequential {
     /// identically. Compile it again to train it.
     pub fn load(path: impl AsRef<Path>) -> Result<Sequential> {
         let path = path.as_ref();
-        let bytes = read(path)?;
+        let bytes = read_regular(path)?;
         let (st, meta) = parse(path, &bytes)?;
         match meta.get(FORMAT_KEY) {
             Some(f) if f == FORMAT => {}
@@ -214,7 +253,51 @@ impl Sequential {
             .input_shape(&arch.input_shape)
             .seed(arch.seed);
         for cfg in &arch.layers {
-            model.push(cfg.to_layer()?);
+            model.push(
+                cfg.to_layer()
+                    .map_err(|e| Error::file(path, e.to_string()))?,
+            );
+        }
+        // Every size the architecture implies, against the tensors the file holds, before any
+        // of the model's memory exists.
+        let inferred = model
+            .infer()
+            .map_err(|e| Error::file(path, format!("the architecture is not valid: {e}")))?;
+        let mut count = 0;
+        for (layer, shapes) in model.layers().iter().zip(&inferred) {
+            for (param, shape) in &shapes.params {
+                let name = format!("{}/{param}", layer.name());
+                let view = st.tensor(&name).map_err(|_| {
+                    Error::file(
+                        path,
+                        format!(
+                            "the architecture needs a tensor {name} of shape {shape:?}, \
+                                 the file has none"
+                        ),
+                    )
+                })?;
+                if view.shape() != &shape[..] || view.dtype() != Dtype::F32 {
+                    return Err(Error::file(
+                        path,
+                        format!(
+                            "the architecture needs {name} of shape {shape:?} (F32), the file \
+                             holds {:?} ({:?})",
+                            view.shape(),
+                            view.dtype()
+                        ),
+                    ));
+                }
+                count += 1;
+            }
+        }
+        if count != st.len() {
+            return Err(Error::file(
+                path,
+                format!(
+                    "the file has {} tensors, the architecture {count}",
+                    st.len()
+                ),
+            ));
         }
         model.build()?;
         let w = weights_from(path, &st, &mut model)?;

@@ -28,6 +28,7 @@ pub mod activations;
 pub mod callbacks;
 pub mod datasets;
 mod error;
+mod files;
 mod io;
 pub mod layers;
 pub mod loss;
@@ -37,7 +38,7 @@ mod progress;
 pub mod tensor;
 
 pub use error::{Error, Result};
-pub use io::write_atomically;
+pub use files::write_atomically;
 pub use kernels;
 
 /// Everything a training program needs.

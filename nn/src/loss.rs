@@ -123,17 +123,28 @@ impl Loss {
                 y.shape()
             )));
         }
+        self.check_target_values(y.data(), outputs)
+    }
+
+    /// Checks target values (of any number of samples): finite, and for sparse labels whole
+    /// numbers in `0..outputs`. Every entry point that trains or evaluates runs it.
+    pub(crate) fn check_target_values(&self, y: &[f32], outputs: usize) -> Result<()> {
         if let Loss::SparseCategoricalCrossentropy { .. } = self {
+            let per = self.target_len(outputs).max(1);
             if let Some((i, &l)) = y
-                .data()
                 .iter()
                 .enumerate()
                 .find(|(_, &l)| !(l >= 0.0 && l < outputs as f32 && l.fract() == 0.0))
             {
                 return Err(Error::InvalidArgument(format!(
-                    "label {l} of sample {i} is not a class index in 0..{outputs}"
+                    "label {l} of sample {} is not a class index in 0..{outputs}",
+                    i / per
                 )));
             }
+        } else if let Some((i, &v)) = y.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "target value {i} is {v}: targets must be finite"
+            )));
         }
         Ok(())
     }

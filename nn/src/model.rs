@@ -54,6 +54,8 @@ pub struct Sequential {
     /// Whether layers that can apply the optimizer's step inside their backward pass do
     /// (`Layer::backward_stepping`; on by default, the same bits either way).
     fused_steps: bool,
+    /// The model was compiled, then changed: the error of `fit` says so.
+    recompile: bool,
 }
 
 struct Compiled {
@@ -158,21 +160,32 @@ impl Sequential {
             stop_training: false,
             prepared_generation: usize::MAX,
             fused_steps: true,
+            recompile: false,
         }
     }
 
     /// The shape of one input sample (Keras's `input_shape`, without the batch dimension).
     pub fn input_shape(mut self, shape: &[usize]) -> Self {
         self.input_shape = Some(shape.to_vec());
-        self.built = false;
+        self.changed();
         self
     }
 
     /// The seed of weight initialisation, shuffling and dropout: same seed, same training.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
-        self.built = false;
+        self.changed();
         self
+    }
+
+    /// A change to the structure (input shape, seed, layers): the model must be built and
+    /// compiled again before it trains (its buffers and plan no longer fit).
+    fn changed(&mut self) {
+        self.built = false;
+        self.capacity = 0;
+        if self.compiled.take().is_some() {
+            self.recompile = true;
+        }
     }
 
     /// Appends `layer` (builder style; Keras's `model.add`).
@@ -185,8 +198,7 @@ impl Sequential {
     /// Appends `layer`.
     pub fn push(&mut self, layer: Box<dyn Layer>) {
         self.layers.push(layer);
-        self.built = false;
-        self.compiled = None;
+        self.changed();
     }
 
     /// Whether `build` (or `compile`) has run since the last change.
@@ -216,16 +228,8 @@ impl Sequential {
         if self.layers.is_empty() {
             return Err(Error::NotReady("the model has no layers".into()));
         }
-        let mut counts = std::collections::HashMap::new();
-        for layer in &mut self.layers {
-            if layer.name().is_empty() {
-                let base = snake_case(layer.class_name());
-                let c = counts.entry(base.clone()).or_insert(0usize);
-                let name = if *c == 0 { base } else { format!("{base}_{c}") };
-                *c += 1;
-                layer.set_name(name);
-            }
-        }
+        self.name_layers()?;
+        crate::layers::elements(&input, "input")?;
         let mut rng = StdRng::seed_from_u64(self.seed);
         let mut shape = input;
         for layer in &mut self.layers {
@@ -234,6 +238,61 @@ impl Sequential {
         self.built = true;
         self.capacity = 0;
         Ok(())
+    }
+
+    /// Names the unnamed layers as Keras does ("dense", "dense_1", …), skipping names the user
+    /// gave other layers; two layers of one name are an error (Keras refuses them too: the
+    /// weights are saved by name).
+    fn name_layers(&mut self) -> Result<()> {
+        let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let name = layer.name();
+            if !name.is_empty() && !taken.insert(name.to_string()) {
+                return Err(Error::InvalidArgument(format!(
+                    "layer {i} ({}) is named {name:?}, as an earlier layer is: layer names \
+                     must be unique",
+                    layer.class_name()
+                )));
+            }
+        }
+        let mut counts = std::collections::HashMap::new();
+        for layer in &mut self.layers {
+            if layer.name().is_empty() {
+                let base = snake_case(layer.class_name());
+                let c = counts.entry(base.clone()).or_insert(0usize);
+                let name = loop {
+                    let name = if *c == 0 {
+                        base.clone()
+                    } else {
+                        format!("{base}_{c}")
+                    };
+                    *c += 1;
+                    if taken.insert(name.clone()) {
+                        break name;
+                    }
+                };
+                layer.set_name(name);
+            }
+        }
+        Ok(())
+    }
+
+    /// What building would make of the layers (names given, nothing allocated): each layer's
+    /// output and parameter shapes, every size checked; an error names the layer.
+    pub(crate) fn infer(&mut self) -> Result<Vec<crate::layers::Inferred>> {
+        let input = self.input_shape.clone().ok_or_else(|| {
+            Error::NotReady("the model has no input shape: call input_shape(&[…]) first".into())
+        })?;
+        self.name_layers()?;
+        crate::layers::elements(&input, "input")?;
+        let mut shape = input;
+        let mut all = vec![];
+        for layer in &self.layers {
+            let inferred = layer.infer(&shape)?;
+            shape = inferred.output.clone();
+            all.push(inferred);
+        }
+        Ok(all)
     }
 
     /// Keras's `compile(optimizer, loss, metrics)`: builds the model if needed and prepares
@@ -261,7 +320,9 @@ impl Sequential {
             self.layers[i].set_grad_is_preactivation(absorbed || (fused && i + 1 == count));
         }
         let mut optimizer = optimizer.into();
+        optimizer.validate()?;
         optimizer.reset();
+        self.recompile = false;
         self.compiled = Some(Compiled {
             optimizer,
             loss,
@@ -296,26 +357,30 @@ impl Sequential {
             .map_or(0, |l| l.output_shape().iter().product())
     }
 
-    /// Sizes every buffer for `batch` samples (grows only).
-    fn ensure_capacity(&mut self, batch: usize) {
+    /// Sizes every buffer for `batch` samples (grows only); a size that overflows or memory the
+    /// system refuses is an error (the buffers grown so far stay, unused).
+    fn ensure_capacity(&mut self, batch: usize) -> Result<()> {
+        use crate::layers::grow;
         if batch <= self.capacity {
-            return;
+            return Ok(());
         }
-        self.capacity = batch;
         for layer in &mut self.layers {
-            layer.allocate(batch);
+            layer.allocate(batch)?;
         }
         let target = self
             .compiled
             .as_ref()
             .map_or(self.output_len(), |c| c.loss.target_len(self.output_len()));
-        self.x_buf.resize(batch * self.input_len(), 0.0);
-        self.y_buf.resize(batch * target, 0.0);
-        self.grads = self
-            .layers
-            .iter()
-            .map(|l| vec![0.0; batch * l.output_shape().iter().product::<usize>()])
-            .collect();
+        let input_len = self.input_len();
+        grow(&mut self.x_buf, batch, input_len, 0.0, "input")?;
+        grow(&mut self.y_buf, batch, target, 0.0, "target")?;
+        self.grads.resize_with(self.layers.len(), Vec::new);
+        for (g, l) in self.grads.iter_mut().zip(&self.layers) {
+            let per = l.output_shape().iter().product::<usize>();
+            grow(g, batch, per, 0.0, l.name())?;
+        }
+        self.capacity = batch;
+        Ok(())
     }
 
     fn check_input(&self, x: &Tensor, what: &str) -> Result<()> {
@@ -404,7 +469,7 @@ impl Sequential {
             });
         }
         let (hits, of) = c.loss.correct(out, y_buf, n, k);
-        c.optimizer.begin_step(layers);
+        c.optimizer.begin_step(layers)?;
         let mut i = layers.len();
         while i > 0 {
             i -= 1;
@@ -471,10 +536,8 @@ impl Sequential {
     /// Keras's `train_on_batch`: one step on the samples `x` (`n × input`) with targets `y`;
     /// returns (mean loss, accuracy). Allocates nothing once the buffers have grown to `n`.
     pub fn train_on_batch(&mut self, x: &[f32], y: &[f32], n: usize) -> Result<(f32, f32)> {
-        let c = self
-            .compiled
-            .as_ref()
-            .ok_or_else(|| Error::NotReady("train_on_batch before compile".into()))?;
+        let c = self.compiled_for("train_on_batch")?;
+        let loss = c.loss;
         let (il, tl) = (self.input_len(), c.loss.target_len(self.output_len()));
         if x.len() != n * il || y.len() != n * tl || n == 0 {
             return Err(Error::Shape(format!(
@@ -485,7 +548,15 @@ impl Sequential {
                 y.len()
             )));
         }
-        self.ensure_capacity(n);
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "train_on_batch: input value {i} is {}: inputs must be finite",
+                x[i]
+            )));
+        }
+        loss.check_target_values(y, self.output_len())
+            .map_err(|e| Error::InvalidArgument(format!("train_on_batch: {e}")))?;
+        self.ensure_capacity(n)?;
         self.x_buf[..x.len()].copy_from_slice(x);
         self.y_buf[..y.len()].copy_from_slice(y);
         let (loss, hits, of) = in_pool(|| self.step(n, 0, 0))?;
@@ -515,11 +586,7 @@ impl Sequential {
         cfg: &FitConfig<'_>,
         callbacks: &mut [&mut dyn Callback],
     ) -> Result<History> {
-        let c = self
-            .compiled
-            .as_ref()
-            .ok_or_else(|| Error::NotReady("fit before compile: call compile first".into()))?;
-        let loss = c.loss;
+        let loss = self.compiled_for("fit")?.loss;
         self.check_input(x, "the training input")?;
         loss.check_targets(y, x.samples(), self.output_len())?;
         if cfg.batch_size == 0 || cfg.epochs == 0 {
@@ -564,7 +631,7 @@ impl Sequential {
             None => None,
         };
         let batch = cfg.batch_size.min(train_n);
-        self.ensure_capacity(batch.max(INFERENCE_BATCH.min(total)));
+        self.ensure_capacity(batch.max(INFERENCE_BATCH.min(total)))?;
         self.order = (0..train_n).collect();
         self.stop_training = false;
         let mut shuffle_rng = StdRng::seed_from_u64(self.seed ^ 0x5eed_5eed);
@@ -633,6 +700,21 @@ impl Sequential {
         })
     }
 
+    /// The compiled state `what` (fit, evaluate, train_on_batch) needs, or the error that says
+    /// why there is none.
+    fn compiled_for(&self, what: &str) -> Result<&Compiled> {
+        match &self.compiled {
+            Some(c) if self.built => Ok(c),
+            _ if self.recompile => Err(Error::NotReady(format!(
+                "{what}: the model's input shape, seed or layers changed after compile: call \
+                 compile again"
+            ))),
+            _ => Err(Error::NotReady(format!(
+                "{what} before compile: call compile first"
+            ))),
+        }
+    }
+
     fn has_accuracy(&self) -> bool {
         self.compiled
             .as_ref()
@@ -641,11 +723,7 @@ impl Sequential {
 
     /// Keras's `evaluate`: mean loss and accuracy over `x`, `y`.
     pub fn evaluate(&mut self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Evaluation> {
-        let loss = self
-            .compiled
-            .as_ref()
-            .ok_or_else(|| Error::NotReady("evaluate before compile".into()))?
-            .loss;
+        let loss = self.compiled_for("evaluate")?.loss;
         self.check_input(x, "the input")?;
         loss.check_targets(y, x.samples(), self.output_len())?;
         if batch_size == 0 {
@@ -664,7 +742,7 @@ impl Sequential {
             ));
         }
         let batch = batch.min(total);
-        self.ensure_capacity(batch);
+        self.ensure_capacity(batch)?;
         let k = self.output_len();
         let (mut loss_sum, mut hits, mut count) = (0.0f64, 0usize, 0usize);
         let mut scratch = vec![0.0f32; batch * k];
@@ -696,7 +774,7 @@ impl Sequential {
         self.check_input(x, "the input")?;
         let total = x.samples();
         let batch = batch_size.clamp(1, total.max(1)).min(PREDICT_PASS);
-        self.ensure_capacity(batch);
+        self.ensure_capacity(batch)?;
         let k = self.output_len();
         let mut out = Vec::with_capacity(total * k);
         for from in (0..total).step_by(batch) {
@@ -725,42 +803,49 @@ impl Sequential {
         all
     }
 
-    /// Replaces every trainable tensor; names, count and shapes must match `get_weights`.
+    /// Replaces every trainable tensor; names, count and shapes must match `get_weights`, and
+    /// every value must be finite. All are checked before any is written: a call that fails
+    /// changes nothing.
     pub fn set_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()> {
-        let mut i = 0;
-        let mut problem = None;
+        let mut expected = vec![];
         for layer in &mut self.layers {
             let lname = layer.name().to_string();
             layer.for_each_param(&mut |p: Param<'_>| {
-                if problem.is_some() {
-                    return;
-                }
-                let want = format!("{lname}/{}", p.name);
-                match weights.get(i) {
-                    None => problem = Some(format!("no tensor given for {want}")),
-                    Some((name, t)) if *name != want => {
-                        problem = Some(format!("tensor {i} is {name}, expected {want}"))
-                    }
-                    Some((_, t)) if t.shape() != p.shape => {
-                        problem = Some(format!(
-                            "{want} has shape {:?} in the model but {:?} was given",
-                            p.shape,
-                            t.shape()
-                        ))
-                    }
-                    Some((_, t)) => p.value.copy_from_slice(t.data()),
-                }
-                i += 1;
+                expected.push((format!("{lname}/{}", p.name), p.shape.to_vec()));
             });
         }
-        if let Some(p) = problem {
-            return Err(Error::Shape(p));
-        }
-        if i != weights.len() {
+        if expected.len() != weights.len() {
             return Err(Error::Shape(format!(
-                "the model has {i} weight tensors but {} were given",
+                "the model has {} weight tensors but {} were given",
+                expected.len(),
                 weights.len()
             )));
+        }
+        for (i, ((want, shape), (name, t))) in expected.iter().zip(weights).enumerate() {
+            if name != want {
+                return Err(Error::Shape(format!(
+                    "tensor {i} is {name}, expected {want}"
+                )));
+            }
+            if t.shape() != &shape[..] {
+                return Err(Error::Shape(format!(
+                    "{want} has shape {shape:?} in the model but {:?} was given",
+                    t.shape()
+                )));
+            }
+            if let Some(at) = t.data().iter().position(|v| !v.is_finite()) {
+                return Err(Error::InvalidArgument(format!(
+                    "{want} holds a non-finite value ({}) at element {at}",
+                    t.data()[at]
+                )));
+            }
+        }
+        let mut given = weights.iter();
+        for layer in &mut self.layers {
+            layer.for_each_param(&mut |p: Param<'_>| {
+                let (_, t) = given.next().expect("counted above");
+                p.value.copy_from_slice(t.data());
+            });
         }
         Ok(())
     }

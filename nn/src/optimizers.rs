@@ -44,6 +44,8 @@ pub struct Optimizer {
     rule: Rule,
     /// Per parameter tensor: whether a fused backward pass took this step's update.
     stepped: Vec<bool>,
+    /// A builder call that does not apply to this optimizer (refused at `compile`).
+    misuse: Option<String>,
 }
 
 impl From<OptimizerKind> for Optimizer {
@@ -58,6 +60,7 @@ impl From<OptimizerKind> for Optimizer {
                 nesterov: false,
             },
             stepped: vec![],
+            misuse: None,
         }
     }
 }
@@ -130,16 +133,71 @@ impl Optimizer {
         self.set_learning_rate(lr);
         self
     }
-    /// SGD with `momentum` (and Nesterov's variant).
+    /// SGD with `momentum` (and Nesterov's variant). Only SGD has these: on another optimizer the
+    /// call is refused when the model is compiled (never silently ignored).
     pub fn with_momentum(mut self, m: f32, nest: bool) -> Optimizer {
-        if let OptimizerKind::Sgd {
-            momentum, nesterov, ..
-        } = &mut self.kind
-        {
-            *momentum = m;
-            *nesterov = nest;
+        match &mut self.kind {
+            OptimizerKind::Sgd {
+                momentum, nesterov, ..
+            } => {
+                *momentum = m;
+                *nesterov = nest;
+            }
+            other => {
+                self.misuse = Some(format!(
+                    "with_momentum({m}, {nest}) applies to SGD only, not to {}",
+                    match other {
+                        OptimizerKind::Adam { .. } => "Adam (its beta_1 plays that part)",
+                        _ => "RMSprop",
+                    }
+                ))
+            }
         }
         self
+    }
+
+    /// Checks the hyperparameters against the ranges where the rule is defined (Keras's, and
+    /// where Keras would silently produce NaN weights, a refusal): learning rate finite and
+    /// ≥ 0; SGD momentum in [0, 1]; Adam's β₁, β₂ and RMSprop's ρ in [0, 1); ε finite and > 0.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(m) = &self.misuse {
+            return Err(Error::InvalidArgument(m.clone()));
+        }
+        let bad = |name: &str, v: f32, range: &str| {
+            Err(Error::InvalidArgument(format!(
+                "{}: {name} = {v} is not in {range}",
+                self.name()
+            )))
+        };
+        let lr = self.learning_rate();
+        if !(lr.is_finite() && lr >= 0.0) {
+            return bad("learning_rate", lr, "[0, ∞)");
+        }
+        let unit = |v: f32| (0.0..1.0).contains(&v);
+        let eps_ok = |e: f32| e.is_finite() && e > 0.0;
+        match self.kind {
+            OptimizerKind::Sgd { momentum, .. } if !(0.0..=1.0).contains(&momentum) => {
+                bad("momentum", momentum, "[0, 1]")
+            }
+            OptimizerKind::Adam { beta_1, .. } if !unit(beta_1) => bad("beta_1", beta_1, "[0, 1)"),
+            OptimizerKind::Adam { beta_2, .. } if !unit(beta_2) => bad("beta_2", beta_2, "[0, 1)"),
+            OptimizerKind::RmsProp { rho, .. } if !unit(rho) => bad("rho", rho, "[0, 1)"),
+            OptimizerKind::Adam { epsilon, .. } | OptimizerKind::RmsProp { epsilon, .. }
+                if !eps_ok(epsilon) =>
+            {
+                bad("epsilon", epsilon, "(0, ∞)")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Keras's name of the rule.
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            OptimizerKind::Sgd { .. } => "SGD",
+            OptimizerKind::Adam { .. } => "Adam",
+            OptimizerKind::RmsProp { .. } => "RMSprop",
+        }
     }
 
     /// Forgets the state (a fresh start, as after `compile`).
@@ -152,14 +210,16 @@ impl Optimizer {
     /// One update of every parameter of `layers` from its gradient (what `fit` does after each
     /// backward pass; public for programs that drive layers themselves).
     pub fn step_layers(&mut self, layers: &mut [Box<dyn Layer>]) -> Result<()> {
-        self.begin_step(layers);
+        self.begin_step(layers)?;
         self.finish_step(layers)
     }
 
-    /// Starts a step: counts it, fixes its rule (Adam's bias correction for this iteration)
-    /// and creates the state of parameters met for the first time (the only allocation,
-    /// on the first step).
-    pub(crate) fn begin_step(&mut self, layers: &mut [Box<dyn Layer>]) {
+    /// Starts a step: checks the hyperparameters (a callback may have changed the learning
+    /// rate), counts the step, fixes its rule (Adam's bias correction for this iteration) and
+    /// creates the state of parameters met for the first time (the only allocation, on the
+    /// first step).
+    pub(crate) fn begin_step(&mut self, layers: &mut [Box<dyn Layer>]) -> Result<()> {
+        self.validate()?;
         self.iterations += 1;
         let t = self.iterations as f64;
         self.rule = match self.kind {
@@ -210,6 +270,7 @@ impl Optimizer {
                 index += 1;
             });
         }
+        Ok(())
     }
 
     /// The handle a layer's fused backward pass takes its parameters' steps from; `first` is

@@ -15,6 +15,27 @@ pub struct Tensor {
     data: Storage,
 }
 
+/// The number of elements of `shape`, or an error when the product overflows.
+fn element_count(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| {
+            Error::Shape(format!(
+                "a tensor of shape {shape:?} has more elements than memory can hold"
+            ))
+        })
+}
+
+/// `len` copies of `value` in aligned storage; memory the system refuses is an error.
+fn filled(len: usize, value: f32) -> Result<Storage> {
+    let mut data = AVec::new(64);
+    data.try_reserve_exact(len)
+        .map_err(|_| Error::Memory(format!("a tensor of {len} values")))?;
+    data.resize(len, value);
+    Ok(data)
+}
+
 impl Tensor {
     /// A tensor of `shape` holding `data` (row-major); the lengths must agree.
     pub fn from_vec(data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
@@ -23,7 +44,7 @@ impl Tensor {
 
     /// A tensor of `shape` copied from `data`.
     pub fn from_slice(data: &[f32], shape: &[usize]) -> Result<Tensor> {
-        let want: usize = shape.iter().product();
+        let want = element_count(shape)?;
         if want != data.len() {
             return Err(Error::Shape(format!(
                 "a tensor of shape {shape:?} needs {want} elements, but {} were given",
@@ -36,18 +57,18 @@ impl Tensor {
         })
     }
 
-    /// Zeros of `shape`.
-    pub fn zeros(shape: &[usize]) -> Tensor {
-        let n = shape.iter().product();
-        Tensor {
+    /// Zeros of `shape`; a shape whose size overflows, or memory the system refuses, is an
+    /// error.
+    pub fn zeros(shape: &[usize]) -> Result<Tensor> {
+        Ok(Tensor {
             shape: shape.to_vec(),
-            data: AVec::from_iter(64, std::iter::repeat_n(0.0, n)),
-        }
+            data: filled(element_count(shape)?, 0.0)?,
+        })
     }
 
     /// Bytes (images) scaled by `scale` (Keras programs use `x / 255.0`: pass `1.0 / 255.0`).
     pub fn from_u8(bytes: &[u8], shape: &[usize], scale: f32) -> Result<Tensor> {
-        let want: usize = shape.iter().product();
+        let want = element_count(shape)?;
         if want != bytes.len() {
             return Err(Error::Shape(format!(
                 "a tensor of shape {shape:?} needs {want} elements, but {} bytes were given",
@@ -104,7 +125,7 @@ impl Tensor {
 
     /// The same data with another shape of the same size.
     pub fn reshape(mut self, shape: &[usize]) -> Result<Tensor> {
-        let want: usize = shape.iter().product();
+        let want = element_count(shape)?;
         if want != self.data.len() {
             return Err(Error::Shape(format!(
                 "cannot reshape {:?} ({} elements) to {shape:?} ({want})",
@@ -147,7 +168,14 @@ pub(crate) fn argmax(v: &[f32]) -> usize {
 /// Keras's `to_categorical`: one-hot rows of `classes` columns from integer labels; a label
 /// outside `0..classes` is an error naming it.
 pub fn to_categorical(labels: &[u8], classes: usize) -> Result<Tensor> {
-    let mut t = Tensor::zeros(&[labels.len(), classes]);
+    for (i, &l) in labels.iter().enumerate() {
+        if l as usize >= classes {
+            return Err(Error::InvalidArgument(format!(
+                "to_categorical: label {l} at index {i} is not below the class count {classes}"
+            )));
+        }
+    }
+    let mut t = Tensor::zeros(&[labels.len(), classes])?;
     for (i, &l) in labels.iter().enumerate() {
         if l as usize >= classes {
             return Err(Error::InvalidArgument(format!(

@@ -55,22 +55,22 @@ fn data_that_does_not_fit_the_model() {
     let mut m = model();
     m.compile(Optimizer::adam(), Loss::categorical_crossentropy(), &[])
         .unwrap();
-    let x = Tensor::zeros(&[5, 3]);
-    let y = Tensor::zeros(&[5, 2]);
+    let x = Tensor::zeros(&[5, 3]).unwrap();
+    let y = Tensor::zeros(&[5, 2]).unwrap();
     let cfg = FitConfig::new(1, 2).verbose(0);
     let err = m.fit(&x, &y, &cfg, &mut []).unwrap_err().to_string();
     assert_eq!(
         err,
         "the training input has shape [5, 3], but the model takes samples of shape [4] (expected [n, 4])"
     );
-    let x = Tensor::zeros(&[5, 4]);
+    let x = Tensor::zeros(&[5, 4]).unwrap();
     let err = m
-        .fit(&x, &Tensor::zeros(&[4, 2]), &cfg, &mut [])
+        .fit(&x, &Tensor::zeros(&[4, 2]).unwrap(), &cfg, &mut [])
         .unwrap_err()
         .to_string();
     assert_eq!(err, "there are 5 input samples but 4 targets");
     let err = m
-        .fit(&x, &Tensor::zeros(&[5]), &cfg, &mut [])
+        .fit(&x, &Tensor::zeros(&[5]).unwrap(), &cfg, &mut [])
         .unwrap_err()
         .to_string();
     assert!(
@@ -80,14 +80,14 @@ fn data_that_does_not_fit_the_model() {
     );
     let err = m
         .fit(
-            &Tensor::zeros(&[0, 4]),
-            &Tensor::zeros(&[0, 2]),
+            &Tensor::zeros(&[0, 4]).unwrap(),
+            &Tensor::zeros(&[0, 2]).unwrap(),
             &cfg,
             &mut [],
         )
         .unwrap_err();
     assert_eq!(err.to_string(), "fit: there are no training samples");
-    let mut bad = Tensor::zeros(&[5, 4]);
+    let mut bad = Tensor::zeros(&[5, 4]).unwrap();
     bad.data_mut()[7] = f32::NAN;
     let err = m.fit(&bad, &y, &cfg, &mut []).unwrap_err().to_string();
     assert!(err.contains("non-finite value (NaN) at element 7"), "{err}");
@@ -102,7 +102,7 @@ fn labels_out_of_range() {
         &[],
     )
     .unwrap();
-    let x = Tensor::zeros(&[3, 4]);
+    let x = Tensor::zeros(&[3, 4]).unwrap();
     let y = Tensor::from_vec(vec![0.0, 2.0, 1.0], &[3]).unwrap();
     let err = m
         .fit(&x, &y, &FitConfig::new(1, 2).verbose(0), &mut [])
@@ -150,13 +150,25 @@ fn missing_truncated_and_corrupt_data_files() {
     let mut truncated = header.clone();
     truncated.extend(std::iter::repeat_n(0u8, 1000));
     write(&dir.join("train-images-idx3-ubyte"), &truncated);
-    // The checksum catches it first for MNIST...
+    // The reader checks the header's sizes against the file before the data is read.
+    let err = mnist::load_data_from(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("train-images-idx3-ubyte")
+            && err.ends_with(
+                "truncated: dimensions [60000, 28, 28] need 47040000 data bytes, found 1000"
+            ),
+        "{err}"
+    );
+    // A file of the right size with other contents: the checksum catches it for MNIST.
+    let mut wrong = header.clone();
+    wrong.extend(std::iter::repeat_n(0u8, 60000 * 28 * 28));
+    write(&dir.join("train-images-idx3-ubyte"), &wrong);
     let err = mnist::load_data_from(&dir).unwrap_err().to_string();
     assert!(
         err.contains("train-images-idx3-ubyte") && err.contains("SHA-256"),
         "{err}"
     );
-    // ...and the IDX parser says what is wrong with the sizes (as it does for Fashion-MNIST).
+    // The in-memory parser says what is wrong with the sizes.
     let p = dir.join("train-images-idx3-ubyte");
     let e = nn::datasets::idx::parse(&p, &truncated, 3)
         .unwrap_err()
@@ -188,29 +200,48 @@ fn missing_truncated_and_corrupt_data_files() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn a_search_that_finds_nothing_lists_where_it_looked() {
-    let dir = tmp("nowhere");
-    // Only the environment variable's directory is set to an empty one; the error lists it
-    // among the others and says how to get the data.
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .arg("--exact")
+/// Runs `child_load_mnist` in a child process with `NN_MNIST_DIR` set to `explicit` (or unset),
+/// `HOME` and the working directory in the empty `dir`; returns what it printed.
+fn load_mnist_in_child(dir: &std::path::Path, explicit: Option<&std::path::Path>) -> String {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.arg("--exact")
         .arg("child_load_mnist")
         .arg("--ignored")
         .arg("--nocapture")
-        .env("NN_MNIST_DIR", &dir)
-        .env("HOME", &dir)
+        .env("HOME", dir)
         .env_remove("NN_DATA_DIR")
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+        .env_remove("NN_MNIST_DIR")
+        .current_dir(dir);
+    if let Some(e) = explicit {
+        cmd.env("NN_MNIST_DIR", e);
+    }
+    String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned()
+}
+
+#[test]
+fn a_search_that_finds_nothing_lists_where_it_looked() {
+    let dir = tmp("nowhere");
+    // Nothing chosen, nothing found: the error lists where it looked and how to get the data.
+    let text = load_mnist_in_child(&dir, None);
     assert!(
         text.contains("were not found in any of:")
-            && text.contains(&dir.display().to_string())
+            && text.contains(&dir.join(".keras/datasets/mnist").display().to_string())
             && text.contains("../shared/data/mnist")
             && text.contains("Set NN_MNIST_DIR")
             && text.contains("mnist::download"),
+        "{text}"
+    );
+    // A directory chosen by the environment variable that lacks the files is an error naming
+    // it, even where another location has them (the project's own data, found from here
+    // without the variable).
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = load_mnist_in_child(here, Some(&dir));
+    assert!(
+        text.contains(&format!(
+            "{}: NN_MNIST_DIR names this directory for mnist, but it has no \
+             train-images-idx3-ubyte",
+            dir.display()
+        )),
         "{text}"
     );
     std::fs::remove_dir_all(&dir).unwrap();

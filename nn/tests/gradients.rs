@@ -40,7 +40,7 @@ fn check_layer(mut layer: Box<dyn Layer>, input: &[usize], n: usize, seed: u64) 
     let mut rng = StdRng::seed_from_u64(seed);
     layer.set_name("under_test".into());
     let out_shape = layer.build(input, &mut rng).unwrap();
-    layer.allocate(n);
+    layer.allocate(n).unwrap();
     let in_len: usize = input.iter().product::<usize>() * n;
     let out_len: usize = out_shape.iter().product::<usize>() * n;
     let mut x = random(in_len, &mut rng);
@@ -153,7 +153,7 @@ fn max_pooling_flatten_dropout_activation() {
 fn min_preactivation(mut twin: Box<dyn Layer>, input: &[usize], n: usize, seed: u64) -> f32 {
     let mut rng = StdRng::seed_from_u64(seed);
     let out = twin.build(input, &mut rng).unwrap();
-    twin.allocate(n);
+    twin.allocate(n).unwrap();
     let x = random(input.iter().product::<usize>() * n, &mut rng);
     twin.forward(&x, n, false).unwrap();
     let len = out.iter().product::<usize>() * n;
@@ -188,7 +188,7 @@ fn dropout_in_training_scales_survivors_and_routes_gradients() {
     let mut layer = Dropout::new(0.25);
     let mut rng = StdRng::seed_from_u64(3);
     layer.build(&[1000], &mut rng).unwrap();
-    layer.allocate(1);
+    layer.allocate(1).unwrap();
     let x = vec![1.0f32; 1000];
     layer.forward(&x, 1, true).unwrap();
     let kept = layer.output().iter().filter(|&&v| v != 0.0).count();

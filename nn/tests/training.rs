@@ -318,7 +318,7 @@ fn fused_conv_pool_forward_matches_the_layers_one_by_one() {
     let mut shape = vec![28, 28, 1];
     for l in layers.iter_mut() {
         shape = l.build(&shape, &mut rng).unwrap();
-        l.allocate(40);
+        l.allocate(40).unwrap();
     }
     for i in 0..layers.len() {
         let (a, b) = layers.split_at_mut(i);

@@ -2,13 +2,13 @@
 //! reading the four IDX files (gzip or raw) from an explicit directory (`load_data_from`), an
 //! environment variable, or the default locations. A missing file is an error listing where it
 //! looked and how to get the data; a truncated or corrupt file an error naming the file and the
-//! sizes; MNIST's files are checked against their canonical SHA-256.
+//! sizes; MNIST's files are checked against their canonical SHA-256. A directory chosen
+//! explicitly (the argument, or the data set's environment variable) that lacks the files is an
+//! error naming it — never silently replaced by another location's files.
 
 pub mod idx;
 
 use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -71,12 +71,9 @@ fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The directories searched, in order.
+/// The directories searched, in order, when none was chosen explicitly.
 fn candidates(src: &Source) -> Vec<PathBuf> {
     let mut dirs = vec![];
-    if let Some(d) = std::env::var_os(src.env_var) {
-        dirs.push(PathBuf::from(d));
-    }
     if let Some(d) = std::env::var_os("NN_DATA_DIR") {
         dirs.push(PathBuf::from(d).join(src.name));
     }
@@ -88,9 +85,23 @@ fn candidates(src: &Source) -> Vec<PathBuf> {
 }
 
 pub(crate) fn load(src: &Source, dir: Option<&Path>) -> Result<Split> {
-    let dir = match dir {
-        Some(d) => d.to_path_buf(),
-        None => {
+    let explicit = std::env::var_os(src.env_var).map(PathBuf::from);
+    let dir = match (dir, explicit) {
+        (Some(d), _) => d.to_path_buf(),
+        (None, Some(d)) => {
+            if let Some(f) = FILES.iter().find(|f| find_file(&d, f).is_none()) {
+                return Err(Error::file(
+                    &d,
+                    format!(
+                        "{} names this directory for {}, but it has no {f} (nor {f}.gz); \
+                         unset it to search the default locations",
+                        src.env_var, src.name
+                    ),
+                ));
+            }
+            d
+        }
+        (None, None) => {
             let dirs = candidates(src);
             dirs.iter()
                 .find(|d| FILES.iter().all(|f| find_file(d, f).is_some()))
@@ -121,9 +132,9 @@ pub(crate) fn load(src: &Source, dir: Option<&Path>) -> Result<Split> {
                 format!("missing (neither {f} nor {f}.gz); {}", src.how_to_get),
             )
         })?;
-        let bytes = idx::read_maybe_gz(&path)?;
+        let part = idx::read(&path, if i % 2 == 0 { 3 } else { 1 })?;
         if let Some(hashes) = &src.sha256 {
-            let got = hex(&Sha256::digest(&bytes));
+            let got = hex(&part.sha256());
             if got != hashes[i] {
                 return Err(Error::file(
                     &path,
@@ -134,7 +145,7 @@ pub(crate) fn load(src: &Source, dir: Option<&Path>) -> Result<Split> {
                 ));
             }
         }
-        parts.push(idx::parse(&path, &bytes, if i % 2 == 0 { 3 } else { 1 })?);
+        parts.push(part);
     }
     let mut it = parts.into_iter();
     let mut pair = |images_name: &str| -> Result<(Images, Vec<u8>)> {
@@ -175,7 +186,7 @@ pub(crate) fn download(src: &Source, base_url: &str, dir: &Path) -> Result<()> {
         ))
     })?;
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-    for (f, want) in FILES.iter().zip(hashes) {
+    for (i, (f, want)) in FILES.iter().zip(hashes).enumerate() {
         let target = dir.join(format!("{f}.gz"));
         let tmp = dir.join(format!(".{f}.gz.download"));
         let url = format!("{base_url}/{f}.gz");
@@ -192,8 +203,11 @@ pub(crate) fn download(src: &Source, base_url: &str, dir: &Path) -> Result<()> {
                 format!("curl failed ({status}) fetching {url}"),
             ));
         }
-        let bytes = idx::read_maybe_gz(&tmp)?;
-        let got = hex(&Sha256::digest(&bytes));
+        let got = idx::read(&tmp, if i % 2 == 0 { 3 } else { 1 })
+            .map(|part| hex(&part.sha256()))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })?;
         if got != want {
             let _ = std::fs::remove_file(&tmp);
             return Err(Error::file(

@@ -2,7 +2,7 @@
 
 use rand::rngs::StdRng;
 
-use super::{samples, Layer, LayerConfig, Param};
+use super::{elements, grow, samples, Inferred, Layer, LayerConfig, Param};
 use crate::activations::{backward_in_place, finish_forward, Act};
 use crate::error::{Error, Result};
 
@@ -33,14 +33,18 @@ impl Activation {
 
 impl Layer for Activation {
     layer_identity!("Activation");
+    fn infer(&self, input: &[usize]) -> Result<Inferred> {
+        elements(input, &self.name)?;
+        Ok(Inferred::output(input.to_vec()))
+    }
     fn build(&mut self, input: &[usize], _rng: &mut StdRng) -> Result<Vec<usize>> {
-        self.per = input.iter().product();
+        self.per = elements(input, &self.name)?;
         self.last = input.last().copied().unwrap_or(1).max(1);
         self.out_shape = input.to_vec();
         Ok(self.out_shape.clone())
     }
-    fn allocate(&mut self, batch: usize) {
-        self.out.resize(batch * self.per, 0.0);
+    fn allocate(&mut self, batch: usize) -> Result<()> {
+        grow(&mut self.out, batch, self.per, 0.0, &self.name)
     }
     fn output_shape(&self) -> &[usize] {
         &self.out_shape

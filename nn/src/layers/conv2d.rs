@@ -5,7 +5,10 @@ use kernels::conv::{conv2d_backward_input, conv2d_backward_weights, conv2d_forwa
 use kernels::{GemmOptions, Padding};
 use rand::rngs::StdRng;
 
-use super::{glorot_uniform, samples, samples_mut, Layer, LayerConfig, Param};
+use super::{
+    elements, glorot_uniform, grow, samples, samples_mut, zeros, Inferred, Layer, LayerConfig,
+    Param,
+};
 use crate::activations::{backward_in_place, finish_forward, Act};
 use crate::error::{Error, Result};
 
@@ -59,6 +62,22 @@ impl Conv2D {
     pub fn padding(mut self, padding: Padding) -> Conv2D {
         self.padding = padding;
         self
+    }
+
+    /// The convolution of one `h × w × c` sample.
+    fn shape_for(&self, h: usize, w: usize, c: usize) -> Conv2d {
+        Conv2d {
+            batch: 1,
+            in_h: h,
+            in_w: w,
+            in_c: c,
+            out_c: self.filters,
+            kernel_h: self.kernel_size.0,
+            kernel_w: self.kernel_size.1,
+            stride_h: self.strides.0,
+            stride_w: self.strides.1,
+            padding: self.padding,
+        }
     }
 
     fn conv(&self, n: usize) -> Conv2d {
@@ -144,7 +163,7 @@ impl Conv2D {
 impl Layer for Conv2D {
     layer_identity!("Conv2D");
 
-    fn build(&mut self, input: &[usize], rng: &mut StdRng) -> Result<Vec<usize>> {
+    fn infer(&self, input: &[usize]) -> Result<Inferred> {
         let [h, w, c] = *input else {
             return Err(Error::Shape(format!(
                 "layer {} (Conv2D) expects samples of shape (height, width, channels), but its \
@@ -152,18 +171,7 @@ impl Layer for Conv2D {
                 self.name
             )));
         };
-        let shape = Conv2d {
-            batch: 1,
-            in_h: h,
-            in_w: w,
-            in_c: c,
-            out_c: self.filters,
-            kernel_h: self.kernel_size.0,
-            kernel_w: self.kernel_size.1,
-            stride_h: self.strides.0,
-            stride_w: self.strides.1,
-            padding: self.padding,
-        };
+        let shape = self.shape_for(h, w, c);
         shape.validate().map_err(Error::kernel(&self.name))?;
         if shape.out_h() == 0 || shape.out_w() == 0 {
             return Err(Error::Shape(format!(
@@ -171,23 +179,40 @@ impl Layer for Conv2D {
                 self.name, self.kernel_size
             )));
         }
-        if self.shape.map(|s| (s.in_h, s.in_w, s.in_c)) != Some((h, w, c)) {
-            let (kh, kw) = self.kernel_size;
-            self.kernel = vec![0.0; shape.weight_len()];
-            glorot_uniform(&mut self.kernel, kh * kw * c, kh * kw * self.filters, rng);
-            self.bias = vec![0.0; self.filters];
-            self.kernel_shape = vec![kh, kw, c, self.filters];
-            self.dkernel = vec![0.0; shape.weight_len()];
-            self.dbias = vec![0.0; self.filters];
-        }
-        self.shape = Some(shape);
-        self.out_shape = vec![shape.out_h(), shape.out_w(), self.filters];
-        Ok(self.out_shape.clone())
+        let (kh, kw) = self.kernel_size;
+        let output = vec![shape.out_h(), shape.out_w(), self.filters];
+        elements(&output, &self.name)?;
+        Ok(Inferred {
+            output,
+            params: vec![
+                ("kernel", vec![kh, kw, c, self.filters]),
+                ("bias", vec![self.filters]),
+            ],
+        })
     }
 
-    fn allocate(&mut self, batch: usize) {
+    fn build(&mut self, input: &[usize], rng: &mut StdRng) -> Result<Vec<usize>> {
+        let inferred = self.infer(input)?;
+        let (h, w, c) = (input[0], input[1], input[2]);
+        let shape = self.shape_for(h, w, c);
+        if self.shape.map(|s| (s.in_h, s.in_w, s.in_c)) != Some((h, w, c)) {
+            let (kh, kw) = self.kernel_size;
+            let mut kernel = zeros(shape.weight_len(), &self.name)?;
+            let dkernel = zeros(shape.weight_len(), &self.name)?;
+            glorot_uniform(&mut kernel, kh * kw * c, kh * kw * self.filters, rng);
+            self.bias = zeros(self.filters, &self.name)?;
+            self.dbias = zeros(self.filters, &self.name)?;
+            (self.kernel, self.dkernel) = (kernel, dkernel);
+            self.kernel_shape = vec![kh, kw, c, self.filters];
+        }
+        self.shape = Some(shape);
+        self.out_shape = inferred.output.clone();
+        Ok(inferred.output)
+    }
+
+    fn allocate(&mut self, batch: usize) -> Result<()> {
         let per: usize = self.out_shape.iter().product();
-        self.out.resize(batch * per, 0.0);
+        grow(&mut self.out, batch, per, 0.0, &self.name)
     }
 
     fn output_shape(&self) -> &[usize] {

@@ -8,7 +8,10 @@
 use kernels::{gemm, gemm_fused, Bias, GemmOptions, MatMut, MatRef};
 use rand::rngs::StdRng;
 
-use super::{glorot_uniform, samples, samples_mut, Layer, LayerConfig, Param, ParamSteps};
+use super::{
+    elements, glorot_uniform, grow, samples, samples_mut, zeros, Inferred, Layer, LayerConfig,
+    Param, ParamSteps,
+};
 use crate::activations::{backward_in_place, finish_forward, Act};
 use crate::error::{Error, Result};
 
@@ -101,7 +104,7 @@ impl Dense {
 impl Layer for Dense {
     layer_identity!("Dense");
 
-    fn build(&mut self, input: &[usize], rng: &mut StdRng) -> Result<Vec<usize>> {
+    fn infer(&self, input: &[usize]) -> Result<Inferred> {
         if self.units == 0 {
             return Err(Error::InvalidArgument(format!(
                 "layer {}: Dense needs at least one unit",
@@ -115,21 +118,34 @@ impl Layer for Dense {
                 self.name
             )));
         };
-        if self.kernel.is_empty() || self.inputs != *inputs {
-            self.inputs = *inputs;
-            self.kernel_shape = vec![*inputs, self.units];
-            self.kernel = vec![0.0; inputs * self.units];
-            glorot_uniform(&mut self.kernel, *inputs, self.units, rng);
-            self.bias = vec![0.0; self.units];
-            self.dkernel = vec![0.0; inputs * self.units];
-            self.dbias = vec![0.0; self.units];
-        }
-        Ok(self.out_shape.clone())
+        let kernel = vec![*inputs, self.units];
+        elements(&kernel, &self.name)?;
+        Ok(Inferred {
+            output: vec![self.units],
+            params: vec![("kernel", kernel), ("bias", vec![self.units])],
+        })
     }
 
-    fn allocate(&mut self, batch: usize) {
-        self.out.resize(batch * self.units, 0.0);
-        self.ones.resize(batch, 1.0);
+    fn build(&mut self, input: &[usize], rng: &mut StdRng) -> Result<Vec<usize>> {
+        let inferred = self.infer(input)?;
+        let inputs = input[0];
+        if self.kernel.is_empty() || self.inputs != inputs {
+            let len = inputs * self.units;
+            let mut kernel = zeros(len, &self.name)?;
+            let dkernel = zeros(len, &self.name)?;
+            glorot_uniform(&mut kernel, inputs, self.units, rng);
+            self.bias = zeros(self.units, &self.name)?;
+            self.dbias = zeros(self.units, &self.name)?;
+            self.inputs = inputs;
+            self.kernel_shape = vec![inputs, self.units];
+            (self.kernel, self.dkernel) = (kernel, dkernel);
+        }
+        Ok(inferred.output)
+    }
+
+    fn allocate(&mut self, batch: usize) -> Result<()> {
+        grow(&mut self.out, batch, self.units, 0.0, &self.name)?;
+        grow(&mut self.ones, batch, 1, 1.0, &self.name)
     }
 
     fn output_shape(&self) -> &[usize] {
@@ -278,7 +294,7 @@ mod tests {
         let mut d = Dense::new(units, Act::Relu);
         d.set_name("dense".into());
         d.build(&[inputs], &mut StdRng::seed_from_u64(1)).unwrap();
-        d.allocate(n);
+        d.allocate(n).unwrap();
         d
     }
 

@@ -5,7 +5,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{Layer, LayerConfig, Param};
+use super::{elements, grow, Inferred, Layer, LayerConfig, Param};
 use crate::error::{Error, Result};
 
 /// Keras's `Dropout(rate)`.
@@ -35,21 +35,26 @@ impl Dropout {
 
 impl Layer for Dropout {
     layer_identity!("Dropout");
-    fn build(&mut self, input: &[usize], rng: &mut StdRng) -> Result<Vec<usize>> {
+    fn infer(&self, input: &[usize]) -> Result<Inferred> {
         if !(0.0..1.0).contains(&self.rate) {
             return Err(Error::InvalidArgument(format!(
                 "layer {}: dropout rate {} is not in [0, 1)",
                 self.name, self.rate
             )));
         }
+        elements(input, &self.name)?;
+        Ok(Inferred::output(input.to_vec()))
+    }
+    fn build(&mut self, input: &[usize], rng: &mut StdRng) -> Result<Vec<usize>> {
+        self.infer(input)?;
         self.rng = StdRng::seed_from_u64(rng.gen());
         self.per = input.iter().product();
         self.out_shape = input.to_vec();
         Ok(self.out_shape.clone())
     }
-    fn allocate(&mut self, batch: usize) {
-        self.out.resize(batch * self.per, 0.0);
-        self.mask.resize(batch * self.per, 1.0);
+    fn allocate(&mut self, batch: usize) -> Result<()> {
+        grow(&mut self.out, batch, self.per, 0.0, &self.name)?;
+        grow(&mut self.mask, batch, self.per, 1.0, &self.name)
     }
     fn output_shape(&self) -> &[usize] {
         &self.out_shape

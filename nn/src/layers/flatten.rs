@@ -3,7 +3,7 @@
 
 use rand::rngs::StdRng;
 
-use super::{Layer, LayerConfig, Param};
+use super::{elements, grow, Inferred, Layer, LayerConfig, Param};
 use crate::error::Result;
 
 /// Keras's `Flatten()`.
@@ -23,13 +23,16 @@ impl Flatten {
 
 impl Layer for Flatten {
     layer_identity!("Flatten");
+    fn infer(&self, input: &[usize]) -> Result<Inferred> {
+        Ok(Inferred::output(vec![elements(input, &self.name)?]))
+    }
     fn build(&mut self, input: &[usize], _rng: &mut StdRng) -> Result<Vec<usize>> {
-        self.per = input.iter().product();
-        self.out_shape = vec![self.per];
+        self.out_shape = self.infer(input)?.output;
+        self.per = self.out_shape[0];
         Ok(self.out_shape.clone())
     }
-    fn allocate(&mut self, batch: usize) {
-        self.out.resize(batch * self.per, 0.0);
+    fn allocate(&mut self, batch: usize) -> Result<()> {
+        grow(&mut self.out, batch, self.per, 0.0, &self.name)
     }
     fn output_shape(&self) -> &[usize] {
         &self.out_shape

@@ -44,7 +44,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 use crate::activations::Act;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// One trainable tensor of a layer, with its gradient, as the optimizer sees it.
 pub struct Param<'a> {
@@ -105,7 +105,6 @@ pub enum LayerConfig {
 impl LayerConfig {
     /// The layer this configuration describes (unbuilt).
     pub fn to_layer(&self) -> Result<Box<dyn Layer>> {
-        use crate::error::Error;
         let padding = |p: &str| match p {
             "valid" => Ok(kernels::Padding::Valid),
             "same" => Ok(kernels::Padding::Same),
@@ -166,12 +165,18 @@ pub trait Layer: Send {
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
     fn set_name(&mut self, name: String);
 
-    /// Shape inference: the per-sample output shape for a per-sample `input` shape, or an error
-    /// naming the layer and both shapes. Creates the parameters (Keras's initialisers, from
-    /// `rng`) the first time.
+    /// What [`Layer::build`] would make of a per-sample `input` shape, allocating nothing: the
+    /// output shape and the parameters' shapes, or the error `build` would return (naming the
+    /// layer and the shapes). Every size product is checked against overflow: a model read from
+    /// a file is checked against the file with this before anything is built.
+    fn infer(&self, input: &[usize]) -> Result<Inferred>;
+    /// Shape inference ([`Layer::infer`]) and, the first time (or for a new input shape), the
+    /// parameters (Keras's initialisers, from `rng`); returns the per-sample output shape.
+    /// Memory the system refuses is an error, never an abort.
     fn build(&mut self, input: &[usize], rng: &mut StdRng) -> Result<Vec<usize>>;
-    /// Sizes every buffer for up to `batch` samples.
-    fn allocate(&mut self, batch: usize);
+    /// Sizes every buffer for up to `batch` samples (a size that overflows, or memory the
+    /// system refuses, is an error).
+    fn allocate(&mut self, batch: usize) -> Result<()>;
     /// The per-sample output shape (after `build`).
     fn output_shape(&self) -> &[usize];
 
@@ -235,6 +240,71 @@ pub trait Layer: Send {
     fn absorb_input_activation(&mut self, _act: Act) -> bool {
         false
     }
+}
+
+/// What a layer makes of an input shape ([`Layer::infer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inferred {
+    /// The per-sample output shape.
+    pub output: Vec<usize>,
+    /// Each parameter's name ("kernel", "bias") and shape, in `for_each_param` order.
+    pub params: Vec<(&'static str, Vec<usize>)>,
+}
+
+impl Inferred {
+    /// A layer without parameters whose output has `shape`.
+    pub(crate) fn output(shape: Vec<usize>) -> Inferred {
+        Inferred {
+            output: shape,
+            params: vec![],
+        }
+    }
+}
+
+/// The number of elements of `shape`, or an error naming `layer` when the product overflows.
+pub(crate) fn elements(shape: &[usize], layer: &str) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| {
+            Error::Shape(format!(
+                "layer {layer}: a tensor of shape {shape:?} has more elements than memory can hold"
+            ))
+        })
+}
+
+/// Grows `buf` to `rows × per` elements (new ones `fill`; a longer buffer is left as it is); a
+/// size that overflows, or memory the system refuses, is an error naming `layer` — never an
+/// abort.
+pub(crate) fn grow<T: Clone>(
+    buf: &mut Vec<T>,
+    rows: usize,
+    per: usize,
+    fill: T,
+    layer: &str,
+) -> Result<()> {
+    let len = rows.checked_mul(per).ok_or_else(|| {
+        Error::Shape(format!(
+            "layer {layer}: {rows} samples of {per} values are more than memory can hold"
+        ))
+    })?;
+    if len > buf.len() {
+        buf.try_reserve_exact(len - buf.len()).map_err(|_| {
+            Error::Memory(format!(
+                "layer {layer}: {len} values ({:.1} GB) for {rows} samples",
+                len as f64 * std::mem::size_of::<T>() as f64 / 1e9
+            ))
+        })?;
+        buf.resize(len, fill);
+    }
+    Ok(())
+}
+
+/// `len` zeros (see [`grow`]).
+pub(crate) fn zeros(len: usize, layer: &str) -> Result<Vec<f32>> {
+    let mut v = vec![];
+    grow(&mut v, 1, len, 0.0, layer)?;
+    Ok(v)
 }
 
 /// Keras's glorot_uniform: U(−l, l) with l = √(6 / (fan_in + fan_out)).

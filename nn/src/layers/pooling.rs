@@ -6,7 +6,7 @@ use kernels::pool::{
 use kernels::{GemmOptions, Padding};
 use rand::rngs::StdRng;
 
-use super::{samples_mut, Layer, LayerConfig, Param};
+use super::{grow, samples_mut, Inferred, Layer, LayerConfig, Param};
 use crate::activations::Act;
 use crate::error::{Error, Result};
 
@@ -85,10 +85,9 @@ impl MaxPooling2D {
     }
 }
 
-impl Layer for MaxPooling2D {
-    layer_identity!("MaxPooling2D");
-
-    fn build(&mut self, input: &[usize], _rng: &mut StdRng) -> Result<Vec<usize>> {
+impl MaxPooling2D {
+    /// The pooling of one sample of shape `input`, checked.
+    fn pooling(&self, input: &[usize]) -> Result<Pool2d> {
         let [h, w, c] = *input else {
             return Err(Error::Shape(format!(
                 "layer {} (MaxPooling2D) expects samples of shape (height, width, channels), but \
@@ -109,17 +108,30 @@ impl Layer for MaxPooling2D {
             padding: self.padding,
         };
         shape.validate().map_err(Error::kernel(&self.name))?;
+        Ok(shape)
+    }
+}
+
+impl Layer for MaxPooling2D {
+    layer_identity!("MaxPooling2D");
+
+    fn infer(&self, input: &[usize]) -> Result<Inferred> {
+        let s = self.pooling(input)?;
+        Ok(Inferred::output(vec![s.out_h(), s.out_w(), s.channels]))
+    }
+
+    fn build(&mut self, input: &[usize], _rng: &mut StdRng) -> Result<Vec<usize>> {
+        let shape = self.pooling(input)?;
         self.shape = Some(shape);
-        self.out_shape = vec![shape.out_h(), shape.out_w(), c];
+        self.out_shape = vec![shape.out_h(), shape.out_w(), shape.channels];
         Ok(self.out_shape.clone())
     }
 
-    fn allocate(&mut self, batch: usize) {
+    fn allocate(&mut self, batch: usize) -> Result<()> {
         let per: usize = self.out_shape.iter().product();
-        self.out.resize(batch * per, 0.0);
-        self.argmax.resize(batch * per, 0);
+        grow(&mut self.out, batch, per, 0.0, &self.name)?;
+        grow(&mut self.argmax, batch, per, 0, &self.name)
     }
-
     fn output_shape(&self) -> &[usize] {
         &self.out_shape
     }
