@@ -137,6 +137,55 @@ fn train_on_batch_checks_labels_and_inputs_as_fit_does() {
 }
 
 #[test]
+fn targets_out_of_their_loss_range_are_refused() {
+    let mut m = Sequential::new()
+        .input_shape(&[4])
+        .add(Dense::new(1, Act::Sigmoid));
+    m.compile(Optimizer::sgd(), Loss::binary_crossentropy(), &[])
+        .unwrap();
+    let x = Tensor::from_vec(vec![1.0; 8], &[2, 4]).unwrap();
+    let before = weights(&mut m);
+    for bad in [2.0, -1.0, f32::NAN] {
+        let y = Tensor::from_vec(vec![0.0, bad], &[2, 1]).unwrap();
+        let err = m
+            .fit(&x, &y, &FitConfig::new(1, 2).verbose(0), &mut [])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!("target value 1 is {bad}: binary_crossentropy takes targets in [0, 1]")
+        );
+        assert!(m.evaluate(&x, &y, 2).is_err());
+        assert!(m.train_on_batch(x.data(), y.data(), 2).is_err());
+    }
+    assert_eq!(weights(&mut m), before);
+    // One-hot targets must be finite.
+    let mut m = small_cnn(6);
+    m.compile(Optimizer::sgd(), Loss::categorical_crossentropy(), &[])
+        .unwrap();
+    let (x, _) = images(2);
+    let err = m
+        .train_on_batch(x.data(), &[1.0, 0.0, 0.0, f32::INFINITY, 0.0, 0.0], 2)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "train_on_batch: target value 3 is inf: targets must be finite"
+    );
+}
+
+#[test]
+fn sample_ranges_past_the_data_are_refused() {
+    let t = Tensor::from_vec(vec![1.0; 8], &[2, 4]).unwrap();
+    assert_eq!(t.slice_samples(1..2).unwrap().shape(), [1, 4]);
+    let err = t.slice_samples(1..5).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "samples 1..5 of a tensor of shape [2, 4]: out of range"
+    );
+}
+
+#[test]
 fn hyperparameters_out_of_range_are_refused() {
     let cases: Vec<(Optimizer, &str)> = vec![
         (

@@ -141,6 +141,16 @@ impl Loss {
                     i / per
                 )));
             }
+        } else if let Loss::BinaryCrossentropy { .. } = self {
+            if let Some((i, &v)) = y
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !(0.0..=1.0).contains(*v))
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "target value {i} is {v}: binary_crossentropy takes targets in [0, 1]"
+                )));
+            }
         } else if let Some((i, &v)) = y.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(Error::InvalidArgument(format!(
                 "target value {i} is {v}: targets must be finite"

@@ -623,8 +623,8 @@ impl Sequential {
             }
             None if held_out > 0 => {
                 split_val = (
-                    x.slice_samples(train_n..total),
-                    y.slice_samples(train_n..total),
+                    x.slice_samples(train_n..total)?,
+                    y.slice_samples(train_n..total)?,
                 );
                 Some((&split_val.0, &split_val.1))
             }

@@ -137,14 +137,20 @@ impl Tensor {
         Ok(self)
     }
 
-    /// Copies samples `range` into a new tensor.
-    pub fn slice_samples(&self, range: std::ops::Range<usize>) -> Tensor {
+    /// Copies samples `range` into a new tensor; a range past the samples is an error.
+    pub fn slice_samples(&self, range: std::ops::Range<usize>) -> Result<Tensor> {
+        if range.start > range.end || range.end > self.samples() || self.shape.is_empty() {
+            return Err(Error::Shape(format!(
+                "samples {range:?} of a tensor of shape {:?}: out of range",
+                self.shape
+            )));
+        }
         let mut shape = self.shape.clone();
         shape[0] = range.len();
-        Tensor {
+        Ok(Tensor {
             shape,
             data: AVec::from_slice(64, self.rows(range)),
-        }
+        })
     }
 
     /// The index of the largest element of each sample (first on ties).

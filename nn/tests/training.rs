@@ -87,7 +87,7 @@ fn mnist_cnn_one_epoch_then_save_load_predicts_identically() {
     let path = dir.join("cnn.safetensors");
     model.save(&path).unwrap();
     let mut loaded = Sequential::load(&path).unwrap();
-    let sample = xte.slice_samples(0..500);
+    let sample = xte.slice_samples(0..500).unwrap();
     let a = model.predict(&sample, 100).unwrap();
     let b = loaded.predict(&sample, 100).unwrap();
     assert_eq!(a, b, "a loaded model predicts bit-identically");

@@ -117,7 +117,7 @@ pub fn peak_rss_mib() -> Option<f64> {
 /// speed drifts within seconds, and a pass takes milliseconds).
 pub fn inference_rate(model: &mut nn::model::Sequential, x: &nn::tensor::Tensor) -> f64 {
     let n = x.samples().min(1000);
-    let batch = x.slice_samples(0..n);
+    let batch = x.slice_samples(0..n).expect("n ≤ samples");
     model.predict(&batch, n).expect("predict");
     let mut times: Vec<f64> = (0..15)
         .map(|_| {
