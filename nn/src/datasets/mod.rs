@@ -188,7 +188,7 @@ pub(crate) fn download(src: &Source, base_url: &str, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
     for (i, (f, want)) in FILES.iter().zip(hashes).enumerate() {
         let target = dir.join(format!("{f}.gz"));
-        let tmp = dir.join(format!(".{f}.gz.download"));
+        let tmp = dir.join(format!(".{f}.gz.{}.download", std::process::id()));
         let url = format!("{base_url}/{f}.gz");
         let status = std::process::Command::new("curl")
             .args(["-fsSL", "-o"])
