@@ -175,6 +175,28 @@ fn targets_out_of_their_loss_range_are_refused() {
 }
 
 #[test]
+fn fit_and_callback_settings_out_of_range_are_refused() {
+    let mut m = small_cnn(7);
+    let before = weights(&mut m);
+    let (x, y) = images(4);
+    let err = m
+        .fit(&x, &y, &FitConfig::new(1, 2).verbose(3), &mut [])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "fit: verbose = 3 is not 0 (silent), 1 (a progress bar) or 2 (a line per epoch)"
+    );
+    let mut stop = EarlyStopping::new(Monitor::Loss, 1).min_delta(f32::NAN);
+    let err = m
+        .fit(&x, &y, &FitConfig::new(2, 2).verbose(0), &mut [&mut stop])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "EarlyStopping: min_delta = NaN is not a finite number");
+    assert_eq!(weights(&mut m), before);
+}
+
+#[test]
 fn sample_ranges_past_the_data_are_refused() {
     let t = Tensor::from_vec(vec![1.0; 8], &[2, 4]).unwrap();
     assert_eq!(t.slice_samples(1..2).unwrap().shape(), [1, 4]);
@@ -183,6 +205,10 @@ fn sample_ranges_past_the_data_are_refused() {
         err,
         "samples 1..5 of a tensor of shape [2, 4]: out of range"
     );
+    assert_eq!(t.sample(1), Some(&[1.0; 4][..]));
+    assert_eq!(t.sample(2), None);
+    assert_eq!(t.sample(usize::MAX), None);
+    assert_eq!(t.rows(1..3), None);
 }
 
 #[test]

@@ -65,8 +65,8 @@ impl Monitor {
     /// Losses improve downwards, accuracies upwards (Keras's mode "auto").
     fn improved(self, value: f32, best: f32, min_delta: f32) -> bool {
         match self {
-            Monitor::Loss | Monitor::ValLoss => value < best - min_delta,
-            Monitor::Accuracy | Monitor::ValAccuracy => value > best + min_delta,
+            Monitor::Loss | Monitor::ValLoss => value < best - min_delta.abs(),
+            Monitor::Accuracy | Monitor::ValAccuracy => value > best + min_delta.abs(),
         }
     }
     fn worst(self) -> f32 {
@@ -147,6 +147,13 @@ impl EarlyStopping {
 
 impl Callback for EarlyStopping {
     fn on_train_begin(&mut self, _model: &mut Sequential) -> Result<()> {
+        // Keras takes |min_delta|; a NaN or infinite one would stop every run after `patience`.
+        if !self.min_delta.is_finite() {
+            return Err(crate::error::Error::InvalidArgument(format!(
+                "EarlyStopping: min_delta = {} is not a finite number",
+                self.min_delta
+            )));
+        }
         self.best = self.monitor.worst();
         self.wait = 0;
         self.best_weights = None;

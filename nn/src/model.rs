@@ -567,12 +567,12 @@ impl Sequential {
     fn gather(&mut self, x: &Tensor, y: Option<&Tensor>, idx: &[usize]) {
         let il = self.input_len();
         for (r, &i) in idx.iter().enumerate() {
-            self.x_buf[r * il..(r + 1) * il].copy_from_slice(x.sample(i));
+            self.x_buf[r * il..(r + 1) * il].copy_from_slice(x.sample(i).expect("i < samples"));
         }
         if let Some(y) = y {
             let tl = y.sample_len();
             for (r, &i) in idx.iter().enumerate() {
-                self.y_buf[r * tl..(r + 1) * tl].copy_from_slice(y.sample(i));
+                self.y_buf[r * tl..(r + 1) * tl].copy_from_slice(y.sample(i).expect("i < samples"));
             }
         }
     }
@@ -593,6 +593,12 @@ impl Sequential {
             return Err(Error::InvalidArgument(format!(
                 "fit: batch_size ({}) and epochs ({}) must be at least 1",
                 cfg.batch_size, cfg.epochs
+            )));
+        }
+        if cfg.verbose > 2 {
+            return Err(Error::InvalidArgument(format!(
+                "fit: verbose = {} is not 0 (silent), 1 (a progress bar) or 2 (a line per epoch)",
+                cfg.verbose
             )));
         }
         if !(0.0..1.0).contains(&cfg.validation_split) {
@@ -749,8 +755,8 @@ impl Sequential {
         for from in (0..total).step_by(batch) {
             let n = batch.min(total - from);
             let il = self.input_len();
-            self.x_buf[..n * il].copy_from_slice(x.rows(from..from + n));
-            let yv = y.rows(from..from + n);
+            self.x_buf[..n * il].copy_from_slice(x.rows(from..from + n).expect("in range"));
+            let yv = y.rows(from..from + n).expect("as many targets as inputs");
             in_pool(|| self.forward(n, false))?;
             let c = self.compiled.as_ref().expect("compiled");
             let out = &self.layers.last().expect("built").output()[..n * k];
@@ -780,7 +786,7 @@ impl Sequential {
         for from in (0..total).step_by(batch) {
             let n = batch.min(total - from);
             let il = self.input_len();
-            self.x_buf[..n * il].copy_from_slice(x.rows(from..from + n));
+            self.x_buf[..n * il].copy_from_slice(x.rows(from..from + n).expect("in range"));
             in_pool(|| self.forward(n, false))?;
             out.extend_from_slice(&self.layers.last().expect("built").output()[..n * k]);
         }

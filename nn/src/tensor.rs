@@ -112,15 +112,17 @@ impl Tensor {
     pub fn sample_len(&self) -> usize {
         self.shape.iter().skip(1).product()
     }
-    /// Sample `i`'s elements.
-    pub fn sample(&self, i: usize) -> &[f32] {
-        let n = self.sample_len();
-        &self.data[i * n..(i + 1) * n]
+    /// Sample `i`'s elements (`None` past the last sample).
+    pub fn sample(&self, i: usize) -> Option<&[f32]> {
+        self.rows(i..i.checked_add(1)?)
     }
-    /// Samples `range` as a slice (a batch view, no copy).
-    pub fn rows(&self, range: std::ops::Range<usize>) -> &[f32] {
+    /// Samples `range` as a slice (a batch view, no copy; `None` past the last sample).
+    pub fn rows(&self, range: std::ops::Range<usize>) -> Option<&[f32]> {
+        if range.start > range.end || range.end > self.samples() {
+            return None;
+        }
         let n = self.sample_len();
-        &self.data[range.start * n..range.end * n]
+        self.data.get(range.start * n..range.end * n)
     }
 
     /// The same data with another shape of the same size.
@@ -149,7 +151,7 @@ impl Tensor {
         shape[0] = range.len();
         Ok(Tensor {
             shape,
-            data: AVec::from_slice(64, self.rows(range)),
+            data: AVec::from_slice(64, self.rows(range).expect("checked above")),
         })
     }
 
