@@ -40,7 +40,7 @@ fn one_epoch(
     sparse: bool,
 ) -> (f32, Sequential, Tensor) {
     let ((xtr, ytr), (xte, yte)) = split;
-    let (xtr, xte) = (xtr.to_tensor(), xte.to_tensor());
+    let (xtr, xte) = (xtr.to_tensor().unwrap(), xte.to_tensor().unwrap());
     let (ytr, yte, loss) = if sparse {
         (
             Tensor::from_labels(&ytr),

@@ -23,23 +23,21 @@ pub struct Images {
 }
 
 impl Images {
-    /// `[count, rows, cols, 1]` scaled to [0, 1] (Keras programs' `x / 255.0`, channels last).
-    pub fn to_tensor(&self) -> Tensor {
+    /// `[count, rows, cols, 1]` scaled to [0, 1] (Keras programs' `x / 255.0`, channels last);
+    /// an error if the fields do not describe `data` (they are public).
+    pub fn to_tensor(&self) -> Result<Tensor> {
         Tensor::from_u8(
             &self.data,
             &[self.count, self.rows, self.cols, 1],
             1.0 / 255.0,
         )
-        .expect("consistent sizes")
     }
     /// `[count, rows·cols]` scaled to [0, 1] (`reshape(-1, 784) / 255.0`).
-    pub fn to_flat_tensor(&self) -> Tensor {
-        Tensor::from_u8(
-            &self.data,
-            &[self.count, self.rows * self.cols],
-            1.0 / 255.0,
-        )
-        .expect("consistent sizes")
+    pub fn to_flat_tensor(&self) -> Result<Tensor> {
+        let per = self.rows.checked_mul(self.cols).ok_or_else(|| {
+            Error::Shape(format!("{} × {} pixels overflow", self.rows, self.cols))
+        })?;
+        Tensor::from_u8(&self.data, &[self.count, per], 1.0 / 255.0)
     }
 }
 
