@@ -139,6 +139,12 @@ pub fn peak_rss() -> u64 {
     kb * 1024
 }
 
+/// Resets the peak that [`peak_rss`] reports to the present resident size (Linux's
+/// `clear_refs`), so that a later peak measures what came after.
+pub fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").expect("writing /proc/self/clear_refs");
+}
+
 /// Runs this test binary again with only the test `name` (an ignored one) and the environment
 /// `env`; returns its exit status and what it printed.
 pub fn run_child_test(name: &str, env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
