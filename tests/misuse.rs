@@ -193,6 +193,10 @@ fn fit_and_callback_settings_out_of_range_are_refused() {
         .unwrap_err()
         .to_string();
     assert_eq!(err, "EarlyStopping: min_delta = NaN is not a finite number");
+    let err = m.predict(&x, 0).unwrap_err().to_string();
+    assert_eq!(err, "predict: batch_size must be at least 1");
+    let err = m.evaluate(&x, &y, 0).unwrap_err().to_string();
+    assert_eq!(err, "evaluate: batch_size must be at least 1");
     assert_eq!(weights(&mut m), before);
 }
 

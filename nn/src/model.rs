@@ -778,8 +778,13 @@ impl Sequential {
             self.build()?;
         }
         self.check_input(x, "the input")?;
+        if batch_size == 0 {
+            return Err(Error::InvalidArgument(
+                "predict: batch_size must be at least 1".into(),
+            ));
+        }
         let total = x.samples();
-        let batch = batch_size.clamp(1, total.max(1)).min(PREDICT_PASS);
+        let batch = batch_size.min(total.max(1)).min(PREDICT_PASS);
         self.ensure_capacity(batch)?;
         let k = self.output_len();
         let mut out = Vec::with_capacity(total * k);
