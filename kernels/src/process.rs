@@ -10,7 +10,18 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
-use crate::gemm::Threading;
+/// How many threads a call (a product, a convolution, a pooling) may use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Threading {
+    /// On the calling thread only.
+    Single,
+    /// The threads of the rayon pool the call runs in (the global pool unless the caller installed
+    /// another), for products large enough to gain from it. Work is split over rows and columns of
+    /// C, never over K, so the result is bit-identical for every pool size. In a forked child,
+    /// the calling thread only ([`forked_child`]).
+    #[default]
+    Rayon,
+}
 
 static FORKED: AtomicBool = AtomicBool::new(false);
 static WATCH: Once = Once::new();

@@ -26,17 +26,7 @@ pub use epilogue::Bias;
 use epilogue::Epilogue;
 use problem::{Operand, Output, Problem};
 
-/// How many threads a product may use.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Threading {
-    /// On the calling thread only.
-    Single,
-    /// The threads of the rayon pool the call runs in (the global pool unless the caller installed
-    /// another), for products large enough to gain from it. Work is split over rows and columns of
-    /// C, never over K, so the result is bit-identical for every pool size.
-    #[default]
-    Rayon,
-}
+pub use crate::process::Threading;
 
 /// Options of [`gemm_with`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
