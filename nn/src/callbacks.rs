@@ -1,105 +1,62 @@
-//! Training history and callbacks: EarlyStopping and ModelCheckpoint with Keras's semantics.
+//! Callbacks with Keras's hooks — train, epoch and batch, begin and end, with their logs — and
+//! `EarlyStopping` and `ModelCheckpoint` with Keras's semantics. A callback sees the model
+//! through [`TrainingModel`], a narrow handle (weights, saving, learning rate, the stop flag),
+//! so this room knows nothing of the model's or the trainer's insides.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::model::Sequential;
+pub use crate::logs::{BatchLogs, EpochLogs, History, Monitor};
 use crate::tensor::Tensor;
 
-/// What one epoch measured.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EpochLogs {
-    /// 0-based.
-    pub epoch: usize,
-    pub loss: f32,
-    pub accuracy: f32,
-    pub val_loss: Option<f32>,
-    pub val_accuracy: Option<f32>,
-    /// Wall time of the epoch (training and validation).
-    pub seconds: f64,
+/// What a callback may do to the model being trained.
+pub trait TrainingModel {
+    /// Every trainable tensor with its name ("dense/kernel"), as `Sequential::get_weights`.
+    fn get_weights(&mut self) -> Vec<(String, Tensor)>;
+    /// Replaces every trainable tensor, as `Sequential::set_weights` (all or nothing).
+    fn set_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()>;
+    /// Saves the model (architecture and weights, atomically), as `Sequential::save`.
+    fn save(&mut self, path: &Path) -> Result<()>;
+    /// The optimizer's learning rate.
+    fn learning_rate(&self) -> f32;
+    /// Sets the optimizer's learning rate from the next step on (checked at that step).
+    fn set_learning_rate(&mut self, lr: f32);
+    /// Ends training after the current epoch (Keras's `model.stop_training = True`).
+    fn stop_training(&mut self);
 }
 
-impl EpochLogs {
-    /// The value of `monitor` this epoch, if measured.
-    pub fn get(&self, monitor: Monitor) -> Option<f32> {
-        match monitor {
-            Monitor::Loss => Some(self.loss),
-            Monitor::Accuracy => Some(self.accuracy),
-            Monitor::ValLoss => self.val_loss,
-            Monitor::ValAccuracy => self.val_accuracy,
-        }
-    }
-}
-
-/// `fit`'s result: one entry per epoch run (Keras's `History.history`, by epoch).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct History {
-    pub epochs: Vec<EpochLogs>,
-}
-
-impl History {
-    pub fn loss(&self) -> Vec<f32> {
-        self.epochs.iter().map(|e| e.loss).collect()
-    }
-    pub fn accuracy(&self) -> Vec<f32> {
-        self.epochs.iter().map(|e| e.accuracy).collect()
-    }
-    pub fn val_loss(&self) -> Vec<Option<f32>> {
-        self.epochs.iter().map(|e| e.val_loss).collect()
-    }
-    pub fn val_accuracy(&self) -> Vec<Option<f32>> {
-        self.epochs.iter().map(|e| e.val_accuracy).collect()
-    }
-}
-
-/// A quantity callbacks watch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Monitor {
-    Loss,
-    Accuracy,
-    ValLoss,
-    ValAccuracy,
-}
-
-impl Monitor {
-    /// Losses improve downwards, accuracies upwards (Keras's mode "auto").
-    fn improved(self, value: f32, best: f32, min_delta: f32) -> bool {
-        match self {
-            Monitor::Loss | Monitor::ValLoss => value < best - min_delta.abs(),
-            Monitor::Accuracy | Monitor::ValAccuracy => value > best + min_delta.abs(),
-        }
-    }
-    fn worst(self) -> f32 {
-        match self {
-            Monitor::Loss | Monitor::ValLoss => f32::INFINITY,
-            Monitor::Accuracy | Monitor::ValAccuracy => f32::NEG_INFINITY,
-        }
-    }
-    fn name(self) -> &'static str {
-        match self {
-            Monitor::Loss => "loss",
-            Monitor::Accuracy => "accuracy",
-            Monitor::ValLoss => "val_loss",
-            Monitor::ValAccuracy => "val_accuracy",
-        }
-    }
-}
-
-/// Hooks `fit` calls; `model.stop_training()` ends training after the current epoch.
+/// Hooks `fit` calls, in Keras's order: `on_train_begin`; per epoch `on_epoch_begin`, per batch
+/// `on_train_batch_begin` and `on_train_batch_end`, then (after validation) `on_epoch_end`;
+/// `on_train_end`. An error from any hook ends `fit` with that error. The batch hooks run
+/// inside the training loop: they should not allocate (the built-in ones do not).
 pub trait Callback: Send {
-    fn on_train_begin(&mut self, _model: &mut Sequential) -> Result<()> {
+    fn on_train_begin(&mut self, _model: &mut dyn TrainingModel) -> Result<()> {
         Ok(())
     }
-    fn on_epoch_end(&mut self, logs: &EpochLogs, model: &mut Sequential) -> Result<()>;
-    fn on_train_end(&mut self, _model: &mut Sequential) -> Result<()> {
+    fn on_train_end(&mut self, _model: &mut dyn TrainingModel) -> Result<()> {
         Ok(())
     }
-}
-
-impl Sequential {
-    /// Asks `fit` to stop after the current epoch (for callbacks).
-    pub fn stop_training(&mut self) {
-        self.stop_training = true;
+    /// `epoch` is 0-based.
+    fn on_epoch_begin(&mut self, _epoch: usize, _model: &mut dyn TrainingModel) -> Result<()> {
+        Ok(())
+    }
+    fn on_epoch_end(&mut self, _logs: &EpochLogs, _model: &mut dyn TrainingModel) -> Result<()> {
+        Ok(())
+    }
+    /// `batch` is 0-based, within the epoch.
+    fn on_train_batch_begin(
+        &mut self,
+        _batch: usize,
+        _model: &mut dyn TrainingModel,
+    ) -> Result<()> {
+        Ok(())
+    }
+    fn on_train_batch_end(
+        &mut self,
+        _logs: &BatchLogs,
+        _model: &mut dyn TrainingModel,
+    ) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -146,7 +103,7 @@ impl EarlyStopping {
 }
 
 impl Callback for EarlyStopping {
-    fn on_train_begin(&mut self, _model: &mut Sequential) -> Result<()> {
+    fn on_train_begin(&mut self, _model: &mut dyn TrainingModel) -> Result<()> {
         // Keras takes |min_delta|; a NaN or infinite one would stop every run after `patience`.
         if !self.min_delta.is_finite() {
             return Err(crate::error::Error::InvalidArgument(format!(
@@ -162,7 +119,7 @@ impl Callback for EarlyStopping {
         Ok(())
     }
 
-    fn on_epoch_end(&mut self, logs: &EpochLogs, model: &mut Sequential) -> Result<()> {
+    fn on_epoch_end(&mut self, logs: &EpochLogs, model: &mut dyn TrainingModel) -> Result<()> {
         let Some(value) = logs.get(self.monitor) else {
             return Err(crate::error::Error::InvalidArgument(format!(
                 "EarlyStopping monitors {} but fit does not measure it (give validation data)",
@@ -215,7 +172,7 @@ impl ModelCheckpoint {
 }
 
 impl Callback for ModelCheckpoint {
-    fn on_epoch_end(&mut self, logs: &EpochLogs, model: &mut Sequential) -> Result<()> {
+    fn on_epoch_end(&mut self, logs: &EpochLogs, model: &mut dyn TrainingModel) -> Result<()> {
         if self.save_best_only {
             let Some(value) = logs.get(self.monitor) else {
                 return Err(crate::error::Error::InvalidArgument(format!(

@@ -19,8 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::files::{read_regular, write_atomically};
-use crate::layers::LayerConfig;
-use crate::model::Sequential;
+use crate::layers::{self, Layer, LayerConfig};
 use crate::tensor::Tensor;
 
 const FORMAT_KEY: &str = "format";
@@ -74,8 +73,10 @@ fn checksum(architecture: &str, tensors: &[(String, TensorView<'_>)]) -> String 
     )
 }
 
-fn serialize(model: &mut Sequential, mut metadata: HashMap<String, String>) -> Result<Vec<u8>> {
-    let weights = model.get_weights();
+fn serialize(
+    weights: &[(String, Tensor)],
+    mut metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = weights
         .iter()
         .map(|(n, t)| (n.clone(), to_bytes(t), t.shape().to_vec()))
@@ -117,58 +118,60 @@ fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<(SafeTensors<'a>, HashMap<S
     Ok((st, meta))
 }
 
-/// The model's tensors from `st`, checked name by name against the model's.
-fn weights_from(
+/// The tensor `name` of shape `shape` from `st`, checked (present, F32, that shape, finite).
+fn tensor(path: &Path, st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result<Tensor> {
+    let view = st.tensor(name).map_err(|_| {
+        Error::file(
+            path,
+            format!("the file has no tensor {name} (the model needs one of shape {shape:?})"),
+        )
+    })?;
+    if view.dtype() != Dtype::F32 {
+        return Err(Error::file(
+            path,
+            format!("tensor {name} is {:?}, expected F32", view.dtype()),
+        ));
+    }
+    if view.shape() != shape {
+        return Err(Error::file(
+            path,
+            format!(
+                "tensor {name} has shape {:?} but the model's is {shape:?}",
+                view.shape()
+            ),
+        ));
+    }
+    let data: Vec<f32> = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    if let Some(at) = data.iter().position(|v| !v.is_finite()) {
+        return Err(Error::file(
+            path,
+            format!(
+                "tensor {name} holds a non-finite value ({}) at element {at}",
+                data[at]
+            ),
+        ));
+    }
+    Tensor::from_vec(data, shape)
+}
+
+/// The tensors `wanted` (name and shape, in order) from `st`, each checked; the file must hold
+/// no others.
+fn tensors(
     path: &Path,
     st: &SafeTensors<'_>,
-    model: &mut Sequential,
+    wanted: &[(String, Vec<usize>)],
 ) -> Result<Vec<(String, Tensor)>> {
     let mut out = vec![];
-    for (name, current) in model.get_weights() {
-        let view = st.tensor(&name).map_err(|_| {
-            Error::file(
-                path,
-                format!(
-                    "the file has no tensor {name} (the model needs one of shape {:?})",
-                    current.shape()
-                ),
-            )
-        })?;
-        if view.dtype() != Dtype::F32 {
-            return Err(Error::file(
-                path,
-                format!("tensor {name} is {:?}, expected F32", view.dtype()),
-            ));
-        }
-        if view.shape() != current.shape() {
-            return Err(Error::file(
-                path,
-                format!(
-                    "tensor {name} has shape {:?} but the model's is {:?}",
-                    view.shape(),
-                    current.shape()
-                ),
-            ));
-        }
-        let data: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        if let Some(at) = data.iter().position(|v| !v.is_finite()) {
-            return Err(Error::file(
-                path,
-                format!(
-                    "tensor {name} holds a non-finite value ({}) at element {at}",
-                    data[at]
-                ),
-            ));
-        }
-        out.push((name, Tensor::from_vec(data, view.shape())?));
+    for (name, shape) in wanted {
+        out.push((name.clone(), tensor(path, st, name, shape)?));
     }
-    let expected = out.len();
-    if st.len() != expected {
-        let known: std::collections::HashSet<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
+    if st.len() != wanted.len() {
+        let known: std::collections::HashSet<&str> =
+            wanted.iter().map(|(n, _)| n.as_str()).collect();
         let extra: Vec<String> = st
             .names()
             .into_iter()
@@ -178,130 +181,140 @@ fn weights_from(
         return Err(Error::file(
             path,
             format!(
-                "the file has {} tensors, the model {expected}; not in the model: {extra:?}",
-                st.len()
+                "the file has {} tensors, the model {}; not in the model: {extra:?}",
+                st.len(),
+                wanted.len()
             ),
         ));
     }
     Ok(out)
 }
 
-impl Sequential {
-    /// Saves the weights only (Keras's `save_weights`), as safetensors.
-    pub fn save_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        if !self.is_built() {
-            self.build()?;
-        }
-        let bytes = serialize(self, HashMap::new())?;
-        write_atomically(path.as_ref(), &bytes)
-    }
+/// Writes the weights of `layers` (Keras's `save_weights`) to `path`, as safetensors.
+pub(crate) fn write_weights(path: &Path, layers: &mut [Box<dyn Layer>]) -> Result<()> {
+    let bytes = serialize(&layers::get_weights(layers), HashMap::new())?;
+    write_atomically(path, &bytes)
+}
 
-    /// Loads weights saved by `save_weights` or `save` into this (built) model; every tensor's
-    /// name and shape must match.
-    pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        if !self.is_built() {
-            self.build()?;
-        }
-        let bytes = read_regular(path)?;
-        let (st, _) = parse(path, &bytes)?;
-        let w = weights_from(path, &st, self)?;
-        self.set_weights(&w)
-    }
+/// Writes the model of `layers` (built) on samples of `input_shape`, with `seed`: the
+/// architecture and the weights in one safetensors file.
+pub(crate) fn write_model(
+    path: &Path,
+    input_shape: &[usize],
+    seed: u64,
+    layers: &mut [Box<dyn Layer>],
+) -> Result<()> {
+    let arch = Architecture {
+        input_shape: input_shape.to_vec(),
+        seed,
+        layers: layers.iter().map(|l| l.config()).collect(),
+    };
+    let mut meta = HashMap::new();
+    meta.insert(FORMAT_KEY.to_string(), FORMAT.to_string());
+    let arch = serde_json::to_string(&arch)
+        .map_err(|e| Error::InvalidArgument(format!("serialising the architecture: {e}")))?;
+    meta.insert(ARCHITECTURE_KEY.to_string(), arch);
+    let bytes = serialize(&layers::get_weights(layers), meta)?;
+    write_atomically(path, &bytes)
+}
 
-    /// Saves the model: architecture and weights in one safetensors file.
-    pub fn save(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        if !self.is_built() {
-            self.build()?;
-        }
-        let arch = Architecture {
-            input_shape: self.get_input_shape().unwrap_or(&[]).to_vec(),
-            seed: self.get_seed(),
-            layers: self.layers().iter().map(|l| l.config()).collect(),
-        };
-        let mut meta = HashMap::new();
-        meta.insert(FORMAT_KEY.to_string(), FORMAT.to_string());
-        let arch = serde_json::to_string(&arch)
-            .map_err(|e| Error::InvalidArgument(format!("serialising the architecture: {e}")))?;
-        meta.insert(ARCHITECTURE_KEY.to_string(), arch);
-        let bytes = serialize(self, meta)?;
-        write_atomically(path.as_ref(), &bytes)
-    }
+/// The weights in `path` for `layers` (built): every tensor's name and shape must match.
+pub(crate) fn read_weights(
+    path: &Path,
+    layers: &mut [Box<dyn Layer>],
+) -> Result<Vec<(String, Tensor)>> {
+    let bytes = read_regular(path)?;
+    let (st, _) = parse(path, &bytes)?;
+    let wanted: Vec<(String, Vec<usize>)> = layers::get_weights(layers)
+        .into_iter()
+        .map(|(n, t)| (n, t.shape().to_vec()))
+        .collect();
+    tensors(path, &st, &wanted)
+}
 
-    /// Loads a model saved by [`Sequential::save`]: the same layers and weights, so it predicts
-    /// identically. Compile it again to train it.
-    pub fn load(path: impl AsRef<Path>) -> Result<Sequential> {
-        let path = path.as_ref();
-        let bytes = read_regular(path)?;
-        let (st, meta) = parse(path, &bytes)?;
-        match meta.get(FORMAT_KEY) {
-            Some(f) if f == FORMAT => {}
-            Some(f) => return Err(Error::file(path, format!("format {f:?} is not {FORMAT:?}"))),
-            None => return Err(Error::file(
+/// A model file's contents, checked: the architecture (layers named, not built) and the
+/// weights, in the order the built model takes them.
+pub(crate) struct ModelFile {
+    pub input_shape: Vec<usize>,
+    pub seed: u64,
+    pub layers: Vec<Box<dyn Layer>>,
+    pub weights: Vec<(String, Tensor)>,
+}
+
+/// Reads a model written by [`write_model`]. Every size the architecture implies is inferred
+/// (overflow-checked) and matched against the file's tensors before anything is built: the
+/// model the caller builds from this allocates what the file holds, no more.
+pub(crate) fn read_model(path: &Path) -> Result<ModelFile> {
+    let bytes = read_regular(path)?;
+    let (st, meta) = parse(path, &bytes)?;
+    match meta.get(FORMAT_KEY) {
+        Some(f) if f == FORMAT => {}
+        Some(f) => return Err(Error::file(path, format!("format {f:?} is not {FORMAT:?}"))),
+        None => {
+            return Err(Error::file(
                 path,
                 "no model architecture (a weights-only file? use load_weights on a built model)",
-            )),
+            ))
         }
-        let arch: Architecture = meta
-            .get(ARCHITECTURE_KEY)
-            .ok_or_else(|| Error::file(path, "the architecture entry is missing"))
-            .and_then(|a| {
-                serde_json::from_str(a)
-                    .map_err(|e| Error::file(path, format!("the architecture is not valid: {e}")))
-            })?;
-        let mut model = Sequential::new()
-            .input_shape(&arch.input_shape)
-            .seed(arch.seed);
-        for cfg in &arch.layers {
-            model.push(
-                cfg.to_layer()
-                    .map_err(|e| Error::file(path, e.to_string()))?,
-            );
+    }
+    let arch: Architecture = meta
+        .get(ARCHITECTURE_KEY)
+        .ok_or_else(|| Error::file(path, "the architecture entry is missing"))
+        .and_then(|a| {
+            serde_json::from_str(a)
+                .map_err(|e| Error::file(path, format!("the architecture is not valid: {e}")))
+        })?;
+    let mut layers = arch
+        .layers
+        .iter()
+        .map(|cfg| cfg.to_layer().map_err(|e| Error::file(path, e.to_string())))
+        .collect::<Result<Vec<_>>>()?;
+    let inferred = layers::name_layers(&mut layers)
+        .and_then(|()| layers::infer_all(&layers, &arch.input_shape))
+        .map_err(|e| Error::file(path, format!("the architecture is not valid: {e}")))?;
+    let mut wanted = vec![];
+    for (layer, shapes) in layers.iter().zip(&inferred) {
+        for (param, shape) in &shapes.params {
+            wanted.push((format!("{}/{param}", layer.name()), shape.clone()));
         }
-        // Every size the architecture implies, against the tensors the file holds, before any
-        // of the model's memory exists.
-        let inferred = model
-            .infer()
-            .map_err(|e| Error::file(path, format!("the architecture is not valid: {e}")))?;
-        let mut count = 0;
-        for (layer, shapes) in model.layers().iter().zip(&inferred) {
-            for (param, shape) in &shapes.params {
-                let name = format!("{}/{param}", layer.name());
-                let view = st.tensor(&name).map_err(|_| {
-                    Error::file(
-                        path,
-                        format!(
-                            "the architecture needs a tensor {name} of shape {shape:?}, \
-                                 the file has none"
-                        ),
-                    )
-                })?;
-                if view.shape() != &shape[..] || view.dtype() != Dtype::F32 {
-                    return Err(Error::file(
-                        path,
-                        format!(
-                            "the architecture needs {name} of shape {shape:?} (F32), the file \
-                             holds {:?} ({:?})",
-                            view.shape(),
-                            view.dtype()
-                        ),
-                    ));
-                }
-                count += 1;
-            }
-        }
-        if count != st.len() {
+    }
+    // Shapes and types against the file's tensors first, from the header alone.
+    for (name, shape) in &wanted {
+        let view = st.tensor(name).map_err(|_| {
+            Error::file(
+                path,
+                format!(
+                    "the architecture needs a tensor {name} of shape {shape:?}, the file has none"
+                ),
+            )
+        })?;
+        if view.shape() != &shape[..] || view.dtype() != Dtype::F32 {
             return Err(Error::file(
                 path,
                 format!(
-                    "the file has {} tensors, the architecture {count}",
-                    st.len()
+                    "the architecture needs {name} of shape {shape:?} (F32), the file holds \
+                     {:?} ({:?})",
+                    view.shape(),
+                    view.dtype()
                 ),
             ));
         }
-        model.build()?;
-        let w = weights_from(path, &st, &mut model)?;
-        model.set_weights(&w)?;
-        Ok(model)
     }
+    if wanted.len() != st.len() {
+        return Err(Error::file(
+            path,
+            format!(
+                "the file has {} tensors, the architecture {}",
+                st.len(),
+                wanted.len()
+            ),
+        ));
+    }
+    let weights = tensors(path, &st, &wanted)?;
+    Ok(ModelFile {
+        input_shape: arch.input_shape,
+        seed: arch.seed,
+        layers,
+        weights,
+    })
 }

@@ -31,11 +31,14 @@ mod error;
 mod files;
 mod io;
 pub mod layers;
+mod logs;
 pub mod loss;
 pub mod model;
 pub mod optimizers;
+mod plan;
 mod progress;
 pub mod tensor;
+mod trainer;
 
 pub use error::{Error, Result};
 pub use files::write_atomically;

@@ -1,29 +1,47 @@
-//! Keras-like progress output: a live bar per epoch on a terminal (`indicatif`), plain lines
-//! otherwise, nothing at verbose 0.
+//! Keras's `ProgbarLogger`, a callback `fit` adds when `verbose` > 0: a live bar per epoch on a
+//! terminal (`indicatif`), plain lines otherwise.
 
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::callbacks::EpochLogs;
+use crate::callbacks::{Callback, TrainingModel};
+use crate::error::Result;
+use crate::logs::{BatchLogs, EpochLogs};
 
-pub(crate) struct Progress {
+pub(crate) struct ProgbarLogger {
     bar: Option<ProgressBar>,
     verbose: u8,
     steps: usize,
     epoch: usize,
     epochs: usize,
+    with_accuracy: bool,
 }
 
-impl Progress {
-    pub fn new(verbose: u8, epoch: usize, epochs: usize, steps: usize) -> Progress {
-        let live = verbose == 1 && std::io::stderr().is_terminal();
-        if verbose > 0 && live {
-            eprintln!("Epoch {}/{epochs}", epoch + 1);
+impl ProgbarLogger {
+    /// For `epochs` epochs of `steps` steps; `verbose` 1 (a bar) or 2 (a line per epoch).
+    pub fn new(verbose: u8, epochs: usize, steps: usize, with_accuracy: bool) -> ProgbarLogger {
+        ProgbarLogger {
+            bar: None,
+            verbose,
+            steps,
+            epoch: 0,
+            epochs,
+            with_accuracy,
         }
-        let bar = live.then(|| {
+    }
+}
+
+impl Callback for ProgbarLogger {
+    fn on_epoch_begin(&mut self, epoch: usize, _model: &mut dyn TrainingModel) -> Result<()> {
+        self.epoch = epoch;
+        let live = self.verbose == 1 && std::io::stderr().is_terminal();
+        if live {
+            eprintln!("Epoch {}/{}", epoch + 1, self.epochs);
+        }
+        self.bar = live.then(|| {
             let bar = ProgressBar::with_draw_target(
-                Some(steps as u64),
+                Some(self.steps as u64),
                 ProgressDrawTarget::stderr_with_hz(10),
             );
             bar.set_style(
@@ -35,29 +53,32 @@ impl Progress {
             );
             bar
         });
-        Progress {
-            bar,
-            verbose,
-            steps,
-            epoch,
-            epochs,
-        }
+        Ok(())
     }
 
-    /// After step `step` (1-based) with the running means so far.
-    pub fn step(&mut self, step: usize, loss: f32, accuracy: f32) {
+    fn on_train_batch_end(
+        &mut self,
+        logs: &BatchLogs,
+        _model: &mut dyn TrainingModel,
+    ) -> Result<()> {
         if let Some(bar) = &self.bar {
+            let step = logs.batch + 1;
             bar.set_position(step as u64);
             // Formatting allocates: only every 16 steps and at the end.
             if step.is_multiple_of(16) || step == self.steps {
-                bar.set_message(format!("- accuracy: {accuracy:.4} - loss: {loss:.4}"));
+                bar.set_message(format!(
+                    "- accuracy: {:.4} - loss: {:.4}",
+                    logs.accuracy, logs.loss
+                ));
             }
         }
+        Ok(())
     }
 
-    pub fn finish(&mut self, logs: &EpochLogs, with_accuracy: bool) {
+    fn on_epoch_end(&mut self, logs: &EpochLogs, _model: &mut dyn TrainingModel) -> Result<()> {
+        let with_accuracy = self.with_accuracy;
         if self.verbose == 0 {
-            return;
+            return Ok(());
         }
         let mut line = String::new();
         if self.bar.is_none() {
@@ -87,6 +108,7 @@ impl Progress {
             }
             None => eprintln!("{line}"),
         }
+        Ok(())
     }
 }
 

@@ -64,6 +64,17 @@ impl Conv2D {
         self
     }
 
+    /// Whether a MaxPooling2D after this layer can run in one pass with it (not after a
+    /// softmax, which needs the whole output before the pooling).
+    pub(crate) fn pools_in_one_pass(&self) -> bool {
+        self.act != Act::Softmax
+    }
+
+    /// Whether the backward pass receives dL/d(pre-activation) (set at compile).
+    pub(crate) fn gets_preactivation_gradient(&self) -> bool {
+        self.grad_is_preactivation
+    }
+
     /// The convolution of one `h × w × c` sample.
     fn shape_for(&self, h: usize, w: usize, c: usize) -> Conv2d {
         Conv2d {

@@ -86,6 +86,11 @@ impl MaxPooling2D {
 }
 
 impl MaxPooling2D {
+    /// Whether this layer's backward pass took over the activation of the layer before it.
+    pub(crate) fn takes_activation(&self) -> bool {
+        self.input_act.is_some()
+    }
+
     /// The pooling of one sample of shape `input`, checked.
     fn pooling(&self, input: &[usize]) -> Result<Pool2d> {
         let [h, w, c] = *input else {

@@ -1,0 +1,96 @@
+//! What training measures: per batch, per epoch, and the whole run's `History`; and the
+//! quantities callbacks watch. A leaf: the trainer writes these, callbacks and the progress bar
+//! read them.
+
+/// What one epoch measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochLogs {
+    /// 0-based.
+    pub epoch: usize,
+    pub loss: f32,
+    pub accuracy: f32,
+    pub val_loss: Option<f32>,
+    pub val_accuracy: Option<f32>,
+    /// Wall time of the epoch (training and validation).
+    pub seconds: f64,
+}
+
+impl EpochLogs {
+    /// The value of `monitor` this epoch, if measured.
+    pub fn get(&self, monitor: Monitor) -> Option<f32> {
+        match monitor {
+            Monitor::Loss => Some(self.loss),
+            Monitor::Accuracy => Some(self.accuracy),
+            Monitor::ValLoss => self.val_loss,
+            Monitor::ValAccuracy => self.val_accuracy,
+        }
+    }
+}
+
+/// What one training step measured (for the batch hooks), as running means over the epoch so
+/// far, as Keras's batch logs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchLogs {
+    /// 0-based, within the epoch.
+    pub batch: usize,
+    /// Samples in this batch.
+    pub size: usize,
+    /// The mean loss over the epoch's batches so far.
+    pub loss: f32,
+    /// The accuracy over the epoch's batches so far.
+    pub accuracy: f32,
+}
+
+/// `fit`'s result: one entry per epoch run (Keras's `History.history`, by epoch).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    pub epochs: Vec<EpochLogs>,
+}
+
+impl History {
+    pub fn loss(&self) -> Vec<f32> {
+        self.epochs.iter().map(|e| e.loss).collect()
+    }
+    pub fn accuracy(&self) -> Vec<f32> {
+        self.epochs.iter().map(|e| e.accuracy).collect()
+    }
+    pub fn val_loss(&self) -> Vec<Option<f32>> {
+        self.epochs.iter().map(|e| e.val_loss).collect()
+    }
+    pub fn val_accuracy(&self) -> Vec<Option<f32>> {
+        self.epochs.iter().map(|e| e.val_accuracy).collect()
+    }
+}
+
+/// A quantity callbacks watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Monitor {
+    Loss,
+    Accuracy,
+    ValLoss,
+    ValAccuracy,
+}
+
+impl Monitor {
+    /// Losses improve downwards, accuracies upwards (Keras's mode "auto").
+    pub(crate) fn improved(self, value: f32, best: f32, min_delta: f32) -> bool {
+        match self {
+            Monitor::Loss | Monitor::ValLoss => value < best - min_delta.abs(),
+            Monitor::Accuracy | Monitor::ValAccuracy => value > best + min_delta.abs(),
+        }
+    }
+    pub(crate) fn worst(self) -> f32 {
+        match self {
+            Monitor::Loss | Monitor::ValLoss => f32::INFINITY,
+            Monitor::Accuracy | Monitor::ValAccuracy => f32::NEG_INFINITY,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Monitor::Loss => "loss",
+            Monitor::Accuracy => "accuracy",
+            Monitor::ValLoss => "val_loss",
+            Monitor::ValAccuracy => "val_accuracy",
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The execution plan of a model: which layers run, which pairs run as one pass, where each
+//! layer's input comes from and which parameters it owns — worked out once when the model is
+//! built (and again at compile, which decides the fused backward passes), then followed by every
+//! forward and backward pass: nothing is re-derived and nothing allocated per step.
+
+use crate::layers::{self, Layer};
+
+/// One unit of the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unit {
+    /// Layer `i` alone.
+    Layer(usize),
+    /// The Conv2D at `i` and the MaxPooling2D at `i + 1` as one pass (`layers::forward_conv_pool`).
+    ConvPool(usize),
+}
+
+/// One unit of the backward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Back {
+    /// The layer whose backward pass this is.
+    pub layer: usize,
+    /// The layer whose output is its input (`None`: the model's input, whose gradient nobody
+    /// needs).
+    pub source: Option<usize>,
+    /// The index of the layer's first parameter among the model's (the optimizer's order).
+    pub first_param: usize,
+    /// The layer is a MaxPooling2D that, with the Conv2D below it (the model's first layers),
+    /// runs as one backward pass (`layers::backward_conv_pool`): the convolution has no unit of
+    /// its own.
+    pub with_conv_below: bool,
+}
+
+/// The plan of a model's layers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// In running order.
+    pub forward: Vec<Unit>,
+    /// In running order: the last layer first.
+    pub backward: Vec<Back>,
+}
+
+/// Whether the model skips layer `i`: a reshape (Flatten) whose output would be its input's data
+/// unchanged, so the layers around it share that buffer instead of copying it both ways. The last
+/// layer always runs (its output is the model's).
+fn skipped(layers: &[Box<dyn Layer>], i: usize) -> bool {
+    i + 1 < layers.len() && layers[i].passes_input_through()
+}
+
+impl Plan {
+    /// The plan of `layers` (built; for the backward pass, compiled: which layers take over the
+    /// activation below them is decided then).
+    pub fn new(layers: &mut [Box<dyn Layer>]) -> Plan {
+        let count = layers.len();
+        let mut forward = vec![];
+        let mut i = 0;
+        while i < count {
+            if skipped(layers, i) {
+                i += 1;
+                continue;
+            }
+            if i + 1 < count {
+                let (a, b) = layers.split_at_mut(i + 1);
+                if layers::fuses_forward(a[i].as_mut(), b[0].as_mut()) {
+                    forward.push(Unit::ConvPool(i));
+                    i += 2;
+                    continue;
+                }
+            }
+            forward.push(Unit::Layer(i));
+            i += 1;
+        }
+        let mut first_params = Vec::with_capacity(count);
+        let mut params = 0;
+        for layer in layers.iter_mut() {
+            first_params.push(params);
+            layer.for_each_param(&mut |_| params += 1);
+        }
+        let mut backward = vec![];
+        let mut i = count;
+        while i > 0 {
+            i -= 1;
+            if skipped(layers, i) {
+                continue;
+            }
+            let source = (0..i).rev().find(|&j| !skipped(layers, j));
+            // This layer and the one below are the model's first pair: the lower one's input
+            // gradient is not needed.
+            let bottom_pair =
+                i > 0 && source == Some(i - 1) && (0..i - 1).all(|b| skipped(layers, b));
+            let with_conv_below = bottom_pair && {
+                let (a, b) = layers.split_at_mut(i);
+                layers::fuses_backward(a[i - 1].as_mut(), b[0].as_mut())
+            };
+            backward.push(Back {
+                layer: i,
+                source,
+                first_param: first_params[i],
+                with_conv_below,
+            });
+            if with_conv_below {
+                i -= 1;
+            }
+        }
+        Plan { forward, backward }
+    }
+}
