@@ -14,6 +14,7 @@
 pub mod activation;
 mod arch;
 pub mod conv;
+pub mod conv_pool;
 pub mod cpu;
 mod dispatch;
 mod error;

@@ -7,9 +7,9 @@
 
 use kernels::activation::{activation_backward, Activation};
 use kernels::conv::{
-    conv2d_backward_input, conv2d_backward_weights, conv2d_forward,
-    conv2d_maxpool_backward_weights, conv2d_maxpool_forward, Conv2d, Padding,
+    conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2d, Padding,
 };
+use kernels::conv_pool::{conv2d_maxpool_backward_weights, conv2d_maxpool_forward};
 use kernels::pool::{
     avg_pool2d_backward, avg_pool2d_forward, max_pool2d_activation_backward, max_pool2d_backward,
     max_pool2d_forward, Pool2d,

@@ -101,7 +101,7 @@ impl Conv2D {
 
 impl Conv2D {
     /// Forward pass fused with the max pooling `pool` that follows (see
-    /// `kernels::conv::conv2d_maxpool_forward`); the convolution's own output is kept only in
+    /// `kernels::conv_pool::conv2d_maxpool_forward`); the convolution's own output is kept only in
     /// training, for its activation's backward pass, when the pooling has not taken that over. `None` when the activation is softmax, which
     /// cannot run before the pooling in one pass.
     pub(crate) fn forward_pooled(
@@ -121,7 +121,7 @@ impl Conv2D {
         let keep = training && !self.grad_is_preactivation;
         let y_conv = keep.then(|| samples_mut(&mut self.out, n, s.out_pixels() * s.out_c));
         Some(
-            kernels::conv::conv2d_maxpool_forward(
+            kernels::conv_pool::conv2d_maxpool_forward(
                 &GemmOptions::default(),
                 &s,
                 &p,
@@ -139,7 +139,7 @@ impl Conv2D {
 
     /// Backward pass fused with that of the max pooling `pool` after it, for a layer whose input
     /// gradient is not needed: kernel and bias gradients from the pooling's gradient `grad`
-    /// (`kernels::conv::conv2d_maxpool_backward_weights`). `None` unless the pooling took over
+    /// (`kernels::conv_pool::conv2d_maxpool_backward_weights`). `None` unless the pooling took over
     /// this layer's activation.
     pub(crate) fn backward_pooled(
         &mut self,
@@ -154,7 +154,7 @@ impl Conv2D {
         let (p, act, y_pool, argmax) = pool.backward_parts(n)?;
         let s = self.conv(n);
         Some(
-            kernels::conv::conv2d_maxpool_backward_weights(
+            kernels::conv_pool::conv2d_maxpool_backward_weights(
                 &GemmOptions::default(),
                 &s,
                 &p,

@@ -504,7 +504,7 @@ pub(crate) fn forward_conv_pool(
 /// The backward passes of `pool` then `conv` as one, when `conv` is a Conv2D whose activation
 /// `pool` (a MaxPooling2D) took over and whose input gradient is not needed (the model's first
 /// layer): the convolution's parameter gradients straight from the pooling's gradient `grad`
-/// (see `kernels::conv::conv2d_maxpool_backward_weights`). Returns `None` when the pair is not
+/// (see `kernels::conv_pool::conv2d_maxpool_backward_weights`). Returns `None` when the pair is not
 /// of that kind.
 pub(crate) fn backward_conv_pool(
     conv: &mut dyn Layer,

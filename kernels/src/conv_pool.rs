@@ -1,0 +1,167 @@
+//! Convolution and max pooling as one pass: the forward pass pools each group of images while
+//! its convolution output is in cache; the first pair's backward pass forms the convolution's
+//! weight gradient straight from the pooling's. A room above both `conv` and `pool`, which know
+//! nothing of each other.
+
+use crate::activation::Activation;
+use crate::conv::{
+    check_forward_args, check_weights_args, conv2d_backward_weights, direct, forward_groups,
+    sum_task_partials, Conv2d, Plan,
+};
+use crate::error::{check_len, Error, Result};
+use crate::gemm::GemmOptions;
+use crate::pool::Pool2d;
+use crate::scratch::CONV_GRAD;
+use crate::shared::SharedOut;
+
+/// Convolution then max pooling in one pass over the data: each group of images is convolved
+/// and pooled while its convolution output is still in cache. `y_conv` keeps the convolution's
+/// output (training needs it for the backward pass; pass `None` at inference and it is never
+/// written to memory). `pool` describes the pooling of the convolution's output (its batch and
+/// input sizes must be the convolution's output's); `y_pool` and `argmax` are as
+/// [`crate::pool::max_pool2d_forward`]'s (`argmax` too may be `None` at inference). Results are bit-identical to the two calls in turn.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_maxpool_forward(
+    opts: &GemmOptions,
+    s: &Conv2d,
+    pool: &Pool2d,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    y_conv: Option<&mut [f32]>,
+    y_pool: &mut [f32],
+    argmax: Option<&mut [u32]>,
+) -> Result<()> {
+    check_forward_args(s, x, w, bias, y_conv.as_ref().map(|y| y.len()))?;
+    check_pool_of("conv2d_maxpool_forward", s, pool)?;
+    let pooled = pool.out_h() * pool.out_w() * pool.channels;
+    check_len(
+        "conv2d_maxpool_forward",
+        "pooled output y_pool",
+        y_pool.len(),
+        s.batch * pooled,
+        || pool.desc_out(),
+    )?;
+    if let Some(argmax) = &argmax {
+        check_len(
+            "conv2d_maxpool_forward",
+            "argmax",
+            argmax.len(),
+            s.batch * pooled,
+            || pool.desc_out(),
+        )?;
+    }
+    let pool_isa = crate::math::resolve(opts.isa)?;
+    let image_out = s.out_pixels() * s.out_c;
+    let (yp, am) = (SharedOut::new(y_pool), argmax.map(SharedOut::new));
+    let then = |first: usize, y_group: &[f32]| {
+        for (i, img) in y_group.chunks_exact(image_out).enumerate() {
+            let n = first + i;
+            // SAFETY: image n belongs to the calling task only.
+            let (yi, ai) = unsafe {
+                (
+                    yp.slice(n * pooled..(n + 1) * pooled),
+                    am.as_ref().map(|am| am.slice(n * pooled..(n + 1) * pooled)),
+                )
+            };
+            // SAFETY: `resolve` checked that this CPU has the path's features.
+            unsafe { crate::pool::max_image(pool_isa, pool, img, yi, ai) };
+        }
+    };
+    forward_groups(opts, s, x, w, bias, act, y_conv, true, Some(&then))
+}
+
+/// The weight and bias gradients of a convolution whose activation `act` is followed by the max
+/// pooling `pool`, from the pooling's output `y_pool`, gradient `dy_pool` and `argmax` (as
+/// [`crate::pool::max_pool2d_forward`] wrote them): what
+/// [`crate::pool::max_pool2d_activation_backward`] then [`conv2d_backward_weights`] compute,
+/// bit for bit, for a convolution whose input gradient is not needed (a model's first layer).
+///
+/// For one-channel convolutions (the direct kernels) each task forms its images' output
+/// gradient in a buffer that stays in cache and runs the weight gradient on it at once, so the
+/// whole batch's output gradient is never written to memory; other convolutions write it to a
+/// scratch buffer between the two passes.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_maxpool_backward_weights(
+    opts: &GemmOptions,
+    s: &Conv2d,
+    pool: &Pool2d,
+    act: Activation,
+    x: &[f32],
+    y_pool: &[f32],
+    dy_pool: &[f32],
+    argmax: &[u32],
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+) -> Result<()> {
+    let what = "conv2d_maxpool_backward_weights";
+    check_weights_args(what, s, x, dw, db.as_deref())?;
+    check_pool_of(what, s, pool)?;
+    for (name, len) in [
+        ("pooled output y_pool", y_pool.len()),
+        ("pooled gradient dy_pool", dy_pool.len()),
+        ("argmax", argmax.len()),
+    ] {
+        check_len(what, name, len, pool.output_len(), || pool.desc_out())?;
+    }
+    crate::pool::check_argmax(opts, argmax, pool)?;
+    let isa = crate::Isa::resolve(opts.isa)?;
+    if !direct::applies(s, isa) {
+        return CONV_GRAD.with(s.output_len(), s.output_len(), |dy| {
+            crate::pool::max_pool2d_activation_backward(
+                opts, pool, act, y_pool, dy_pool, argmax, dy,
+            )?;
+            conv2d_backward_weights(opts, s, x, dy, dw, db)
+        });
+    }
+    let plan = Plan::new(s);
+    let (image_out, pooled) = (
+        s.out_pixels() * s.out_c,
+        pool.out_h() * pool.out_w() * s.out_c,
+    );
+    sum_task_partials(opts, s, &plan, dw, db, |t, part_w, part_b| {
+        let pixels = plan.pixels(s, t);
+        let images = pixels.start / s.out_pixels()..pixels.end / s.out_pixels();
+        let len = images.len() * image_out;
+        CONV_GRAD.with(len, len, |dy| {
+            for (i, dy_image) in dy.chunks_exact_mut(image_out).enumerate() {
+                let at = (images.start + i) * pooled..(images.start + i + 1) * pooled;
+                // SAFETY: `Isa::resolve` checked that this CPU has `isa` (one of our own paths:
+                // `direct::applies`).
+                unsafe {
+                    crate::pool::max_backward_image(
+                        isa,
+                        pool,
+                        Some((act, &y_pool[at.clone()])),
+                        &dy_pool[at.clone()],
+                        &argmax[at],
+                        dy_image,
+                    )
+                };
+            }
+            direct::backward_weights(isa, s, x, dy, pixels, part_w, part_b);
+        });
+        Ok(())
+    })
+}
+
+/// That `pool` pools exactly the convolution's output.
+fn check_pool_of(what: &'static str, s: &Conv2d, pool: &Pool2d) -> Result<()> {
+    pool.validate()?;
+    if (pool.batch, pool.in_h, pool.in_w, pool.channels) != (s.batch, s.out_h(), s.out_w(), s.out_c)
+    {
+        return Err(Error::ShapeMismatch {
+            what,
+            detail: format!(
+                "the pooling takes {}×{}×{}×{} inputs but the convolution gives {}",
+                pool.batch,
+                pool.in_h,
+                pool.in_w,
+                pool.channels,
+                s.output_desc()
+            ),
+        });
+    }
+    Ok(())
+}
