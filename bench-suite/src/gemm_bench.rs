@@ -1,6 +1,7 @@
 //! The GEMM comparison: shapes, libraries, and one interleaved measurement of all of them.
 
-use kernels::{gemm_with, peers, GemmOptions, Isa, MatMut, MatRef, Threading};
+use bench_peers as peers;
+use kernels::{gemm_with, GemmOptions, Isa, MatMut, MatRef, Threading};
 use serde::{Deserialize, Serialize};
 
 use crate::timing::{calls_per_sample, estimate_secs, median, sample_secs};

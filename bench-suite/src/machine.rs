@@ -1,5 +1,5 @@
 //! Measurements of the machine itself: memory bandwidth (a STREAM-style triad) next to the FMA
-//! peak of `kernels::peak`.
+//! peak of `bench_peers::peak`.
 
 use rayon::prelude::*;
 

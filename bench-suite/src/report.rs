@@ -63,7 +63,7 @@ impl MachineInfo {
                 .map(|i| i.to_string())
                 .collect(),
             kernels_version: env!("CARGO_PKG_VERSION").to_string(),
-            blis: kernels::peers::Blis::get()
+            blis: bench_peers::Blis::get()
                 .ok()
                 .map(|b| format!("BLIS {} (configuration '{}')", b.version(), b.config())),
             caches: Some(kernels::cpu::cache_info().to_string()),
@@ -72,7 +72,7 @@ impl MachineInfo {
                 .map(|t| t.to_string())
                 .collect(),
             openblas_coretype: std::env::var("OPENBLAS_CORETYPE").ok(),
-            libxsmm: kernels::peers::Libxsmm::get().ok().map(|x| {
+            libxsmm: bench_peers::Libxsmm::get().ok().map(|x| {
                 format!(
                     "LIBXSMM 1.17 (static; code generated for '{}'; BLAS fallback {}; \
                      single-threaded, measured on products of at most 64 on every side)",

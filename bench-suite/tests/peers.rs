@@ -1,7 +1,7 @@
 //! The peer wrappers the report measures give correct products (against the f64 reference),
 //! and refuse what they cannot do with an error.
 
-use kernels::peers::Libxsmm;
+use bench_peers::Libxsmm;
 use kernels::{reference, MatMut, MatRef};
 
 fn values(n: usize, seed: u64) -> Vec<f32> {

@@ -65,8 +65,9 @@ pub fn conv2d_forward(
 }
 
 /// [`conv2d_forward`] always through an explicit im2col buffer + GEMM, never the direct kernel or
-/// the implicit im2col packing: for the benchmarks and profiles that measure what those gain.
-#[doc(hidden)]
+/// the implicit im2col packing: for the benchmarks and profiles that measure what those gain
+/// (cargo feature `bench-hooks`).
+#[cfg(feature = "bench-hooks")]
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward_im2col(
     opts: &GemmOptions,

@@ -22,11 +22,9 @@ mod gemm;
 mod mat;
 pub mod math;
 pub mod optim;
-pub mod peak;
-#[cfg(feature = "peers")]
-pub mod peers;
 pub mod pool;
 mod process;
+#[cfg(any(test, feature = "reference"))]
 pub mod reference;
 mod scratch;
 mod shared;
@@ -40,7 +38,7 @@ pub use gemm::{
     gemm, gemm_blocking, gemm_fused, gemm_with, sgemm, Bias, GemmOptions, Layout, Threading,
     TileBlocking, Transpose,
 };
-pub use mat::{MatMut, MatRef};
+pub use mat::{check_product, MatMut, MatRef};
 pub use pool::{
     avg_pool2d_backward, avg_pool2d_forward, max_pool2d_activation_backward, max_pool2d_backward,
     max_pool2d_forward, Pool2d,

@@ -240,8 +240,9 @@ impl<'a> MatMut<'a> {
 
 /// Checks the operands of `C ← A·B (+ C)`: each view inside its buffer, C's elements distinct,
 /// A's columns matching B's rows and C matching the product's shape. Every GEMM entry point
-/// (ours, the reference, the peer wrappers) checks through this one function.
-pub(crate) fn check_product(a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) -> Result<()> {
+/// (ours, the reference, the benchmarks' wrappers of other libraries) checks through this one
+/// function.
+pub fn check_product(a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) -> Result<()> {
     a.validate("A")?;
     b.validate("B")?;
     c.validate("C")?;

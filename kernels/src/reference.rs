@@ -215,3 +215,29 @@ fn pool_by_definition(s: &crate::pool::Pool2d, x: &[f32], f: impl Fn(&[f32]) -> 
     }
     y
 }
+
+/// The tests' and benchmarks' value generator: splitmix64, so that one seed fixes every value
+/// (a proptest case, a benchmark's data) on every machine.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1), on a grid of 2⁻²³.
+    pub fn value(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    /// `n` values of [`Rng::value`].
+    pub fn fill(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.value()).collect()
+    }
+}

@@ -14,22 +14,9 @@ use kernels::pool::{
     avg_pool2d_backward, avg_pool2d_forward, max_pool2d_activation_backward, max_pool2d_backward,
     max_pool2d_forward, Pool2d,
 };
+use kernels::reference::Rng;
 use kernels::{reference, GemmOptions, Isa, Threading};
 use proptest::prelude::*;
-
-struct Rng(u64);
-impl Rng {
-    fn value(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    fn fill(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.value()).collect()
-    }
-}
 
 const EPS: f64 = 1.0 / (1u64 << 24) as f64;
 
@@ -68,7 +55,7 @@ fn check_conv(
     with_bias: bool,
     seed: u64,
 ) -> Result<(), String> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let x = rng.fill(s.input_len());
     let w = rng.fill(s.weight_len());
     let bias = rng.fill(s.out_c);
@@ -217,7 +204,7 @@ fn results_do_not_depend_on_the_thread_count() {
 }
 
 fn same_bits_on_any_thread_count(s: Conv2d) {
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     let x = rng.fill(s.input_len());
     let w = rng.fill(s.weight_len());
     let dy = rng.fill(s.output_len());
@@ -287,7 +274,7 @@ fn bad_shapes_are_errors_naming_the_buffer() {
 /// backward pass against routing each gradient to the recorded argmax.
 fn check_max_pool(s: Pool2d, seed: u64, nan: bool, isa: Isa) -> Result<(), String> {
     let opts = GemmOptions::with_isa(isa);
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     // Coarse values so windows have ties.
     let mut x: Vec<f32> = rng
         .fill(s.input_len())
@@ -421,7 +408,7 @@ proptest! {
     #[test]
     fn avg_pool_matches_the_definition_and_its_adjoint(s in pool_shape(), seed: u64) {
         let opts = GemmOptions::default();
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let x = rng.fill(s.input_len());
         let mut y = vec![0.0; s.output_len()];
         avg_pool2d_forward(&opts, &s, &x, &mut y).unwrap();
@@ -483,7 +470,7 @@ proptest! {
         let act = [Activation::Identity, Activation::Relu, Activation::Sigmoid, Activation::Tanh][act];
         let p = Pool2d::new(s.batch, (s.out_h(), s.out_w(), s.out_c), pool);
         prop_assume!(s.out_h() >= pool && s.out_w() >= pool);
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let x = rng.fill(s.input_len());
         let w = rng.fill(s.weight_len());
         let b = rng.fill(s.out_c);
@@ -531,7 +518,7 @@ fn check_pooled_weight_gradient(
     seed: u64,
     isa: Isa,
 ) -> Result<(), String> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let x = rng.fill(s.input_len());
     let w = rng.fill(s.weight_len());
     let b = rng.fill(s.out_c);

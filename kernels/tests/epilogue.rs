@@ -7,6 +7,7 @@
 //! (3·2⁻²³ relative, `kernels::math`) and 1e-30 absolute.
 
 use kernels::activation::{activation_backward, bias_activation};
+use kernels::reference::Rng;
 use kernels::{gemm_fused, reference, Activation, Bias, GemmOptions, Isa, MatMut, MatRef};
 use proptest::prelude::*;
 
@@ -23,20 +24,6 @@ fn act64(act: Activation, x: f64) -> f64 {
         Activation::Relu => x.max(0.0),
         Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         Activation::Tanh => x.tanh(),
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn value(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 40) as f32 / (1u64 << 22) as f32 - 2.0
-    }
-    fn fill(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.value()).collect()
     }
 }
 
@@ -58,7 +45,7 @@ fn check(
     beta: f32,
     seed: u64,
 ) -> Result<(), String> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let a = rng.fill(m * k);
     let b = rng.fill(k * n);
     let c0 = if beta == 0.0 {
@@ -214,7 +201,7 @@ fn bias_length_is_checked() {
 
 #[test]
 fn bias_activation_pass_matches_per_element_activation() {
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let x = rng.fill(7 * 13);
     let bias = rng.fill(13);
     for isa in Isa::available() {
@@ -245,7 +232,7 @@ fn bias_activation_pass_matches_per_element_activation() {
 /// pass (in f64 around the f32 input), on every path: |analytic − numeric| ≤ 1e-3·(1 + |numeric|).
 #[test]
 fn activation_backward_matches_finite_differences() {
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     // Inputs away from relu's kink, so the difference quotient is the derivative.
     let x: Vec<f32> = rng
         .fill(2000)

@@ -10,17 +10,7 @@ use kernels::{gemm_with, GemmOptions, Isa, MatMut, MatRef, Threading};
 use proptest::prelude::*;
 
 fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        })
-        .collect()
+    kernels::reference::Rng::new(seed).fill(n)
 }
 
 fn rules() -> [Rule; 5] {

@@ -4,27 +4,9 @@
 //! Error bound (from `kernels::reference::gemm_error_bound`), element by element:
 //! |ours − ref| ≤ 2·(k+2)·2⁻²⁴·(|α|·Σₚ|aᵢₚ·bₚⱼ| + |β·cᵢⱼ|) + f32::MIN_POSITIVE.
 
+use kernels::reference::Rng;
 use kernels::{gemm_with, reference, GemmOptions, Isa, MatMut, MatRef, Threading};
 use proptest::prelude::*;
-
-/// A small deterministic generator (splitmix64) so a proptest seed fixes every value.
-struct Rng(u64);
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    fn value(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    fn fill(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.value()).collect()
-    }
-}
 
 /// The machine's paths that run our driver or OpenBLAS, each to be forced in turn.
 fn paths() -> Vec<Isa> {
@@ -59,7 +41,7 @@ fn check(case: Case, isa: Isa) -> Result<(), String> {
         beta,
         ..
     } = case;
-    let mut rng = Rng(case.seed);
+    let mut rng = Rng::new(case.seed);
     // Stored shapes: A is m×k (or k×m when transposed), B is k×n (or n×k), C m×n.
     let (ar, ac) = if case.trans_a { (k, m) } else { (m, k) };
     let (br, bc) = if case.trans_b { (n, k) } else { (k, n) };
@@ -337,7 +319,7 @@ fn thread_count_does_not_change_the_bits() {
     ];
     for isa in paths().into_iter().filter(|&i| i != Isa::OpenBlas) {
         for &(m, k, n) in &shapes {
-            let mut rng = Rng((m * k + n) as u64);
+            let mut rng = Rng::new((m * k + n) as u64);
             let a = rng.fill(m * k);
             let b = rng.fill(k * n);
             let c0 = rng.fill(m * n);
@@ -424,7 +406,7 @@ fn nan_and_inf_propagate() {
 fn one_row_alone_has_the_bits_it_has_inside_the_product() {
     use kernels::{gemm_fused, Activation, Bias};
     let (m, k, n) = (37, 1300, 70);
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     let (a, b, c0) = (rng.fill(m * k), rng.fill(k * n), rng.fill(m * n));
     let bias = rng.fill(n);
     for isa in paths().into_iter().filter(|&i| i != Isa::OpenBlas) {

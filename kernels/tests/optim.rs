@@ -5,12 +5,7 @@ use kernels::optim::{adam_update, rmsprop_update, sgd_update};
 use kernels::Isa;
 
 fn data(n: usize, seed: u32) -> Vec<f32> {
-    (0..n)
-        .map(|i| {
-            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32
-                - 0.5
-        })
-        .collect()
+    kernels::reference::Rng::new(seed as u64).fill(n)
 }
 
 fn close(got: &[f32], want: &[f64], what: &str) {

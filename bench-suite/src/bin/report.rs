@@ -177,7 +177,7 @@ fn shapes(quick: bool, only: &Option<Vec<String>>) -> Vec<Shape> {
 fn run_child(args: &Args) {
     let threads = args.threads[0];
     let libs = Library::available();
-    let peak = |isa| kernels::peak::fma_peak_gflops(isa, threads, 5).ok();
+    let peak = |isa| bench_peers::peak::fma_peak_gflops(isa, threads, 5).ok();
     let peak_before = (peak(Isa::Avx512), peak(Isa::Avx2));
     let shapes = shapes(args.quick, &args.only);
     let mut measurements: Vec<Measurement> = Vec::new();
@@ -316,7 +316,7 @@ fn measure_machine(threads: &[usize]) -> MachinePerf {
     };
     for &t in threads {
         eprintln!("report: machine: FMA peak and memory bandwidth on {t} thread(s)");
-        if let Ok(p) = kernels::peak::fma_peak_gflops(isa, t, 5) {
+        if let Ok(p) = bench_peers::peak::fma_peak_gflops(isa, t, 5) {
             perf.fma_peak_gflops.push((t, p));
         }
         perf.memory_bandwidth_gbs

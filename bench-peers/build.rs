@@ -1,8 +1,8 @@
-//! With the `peers` feature on x86-64: links LIBXSMM's static library when the system has it
+//! On x86-64 Linux: links LIBXSMM's static library when the system has it
 //! (Debian: libxsmm-dev; another prefix through `LIBXSMM_DIR`), so that the benchmarks can
 //! measure it as a peer. Its fallback for products it does not generate code for is the BLAS
 //! `sgemm_`: OpenBLAS's with the `openblas` feature, else LIBXSMM's own stub library.
-//! Without the library nothing is linked and `kernels::peers::Libxsmm` reports why.
+//! Without the library nothing is linked and `bench_peers::Libxsmm` reports why.
 
 use std::path::PathBuf;
 
@@ -10,10 +10,9 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(libxsmm)");
     println!("cargo::rerun-if-env-changed=LIBXSMM_DIR");
     println!("cargo::rerun-if-changed=build.rs");
-    let peers = std::env::var_os("CARGO_FEATURE_PEERS").is_some();
     let x86_64 = std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64");
     let linux = std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");
-    if !(peers && x86_64 && linux) {
+    if !(x86_64 && linux) {
         return;
     }
     let dirs: Vec<PathBuf> = match std::env::var_os("LIBXSMM_DIR") {

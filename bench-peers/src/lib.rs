@@ -1,12 +1,15 @@
-//! Safe, checked entry points to the peer GEMM libraries the benchmarks compare against
-//! (`matrixmultiply`, the `gemm` crate, and BLIS loaded at run time when the system has it),
-//! behind the cargo feature `peers`. They take the same
-//! views as [`crate::gemm`] and check them the same way, so the benchmark code needs no `unsafe`.
+//! For the benchmarks only (never a dependency of the library crates): safe, checked entry
+//! points to the peer GEMM libraries the benchmarks compare against — `matrixmultiply`, the
+//! `gemm` crate, BLIS loaded at run time when the system has it, LIBXSMM linked by `build.rs`
+//! when found — and the machine's FMA peak ([`peak`]), the benchmarks' denominator. The wrappers
+//! take the same views as `kernels::gemm` and check them the same way
+//! ([`kernels::check_product`]), so the benchmark code needs no `unsafe`; the `unsafe` here is the
+//! FFI those libraries need, each block with its SAFETY line.
 
-use crate::error::{Error, Result};
-use crate::mat::{MatMut, MatRef};
+pub mod peak;
 
-use crate::mat::check_product as check;
+use kernels::check_product as check;
+use kernels::{Error, MatMut, MatRef, Result};
 
 /// The six strides of A, B and C as the peers take them.
 fn strides(a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) -> Result<[isize; 6]> {

@@ -4,8 +4,7 @@
 
 use std::time::Instant;
 
-use crate::error::{Error, Result};
-use crate::Isa;
+use kernels::{Error, Isa, Result};
 
 /// FMA iterations per timed run and thread: long enough (tens of milliseconds) to swamp timer
 /// and thread start-up noise.
