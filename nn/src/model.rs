@@ -175,8 +175,8 @@ impl Sequential {
 
     /// Turns off (or back on) the optimizer steps fused into layers' backward passes
     /// (`Layer::backward_stepping`): the same bits either way on the library's own GEMM paths;
-    /// for tests and measurements.
-    #[doc(hidden)]
+    /// for tests and measurements (cargo feature `bench-hooks`).
+    #[cfg(feature = "bench-hooks")]
     pub fn set_fused_steps(&mut self, on: bool) {
         self.trainer.set_fused_steps(on);
     }

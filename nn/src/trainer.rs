@@ -272,6 +272,7 @@ impl Trainer {
         self.compiled.as_ref().map(|c| c.loss)
     }
 
+    #[cfg(feature = "bench-hooks")]
     pub fn set_fused_steps(&mut self, on: bool) {
         self.fused_steps = on;
     }
