@@ -6,6 +6,8 @@
 //! ([`kernels::check_product`]), so the benchmark code needs no `unsafe`; the `unsafe` here is the
 //! FFI those libraries need, each block with its SAFETY line.
 
+#![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+
 pub mod peak;
 
 use kernels::check_product as check;

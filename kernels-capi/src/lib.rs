@@ -13,6 +13,8 @@
 //! The product runs on this crate's dispatched kernels (`KERNELS_ISA` applies), never on
 //! OpenBLAS: standing in for the system BLAS, forwarding to it could call back into this library.
 
+#![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+
 use std::ffi::{c_char, c_int, CStr};
 
 use kernels::{gemm_with, GemmOptions, Isa, MatMut, MatRef};

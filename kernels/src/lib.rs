@@ -11,6 +11,8 @@
 //!   thread count (K is never split).
 //! * Every argument is checked; bad input is an [`Error`] naming the argument and the numbers.
 
+#![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+
 pub mod activation;
 mod arch;
 pub mod conv;

@@ -248,8 +248,8 @@ unsafe fn state_spans<'a>(
     handles: &'a [Option<SharedOut<f32>>; 2],
     span: &std::ops::Range<usize>,
 ) -> [&'a mut [f32]; 2] {
-    // SAFETY: the caller's contract.
     handles.each_ref().map(|h| match h {
+        // SAFETY: the caller's contract (no other live slice overlaps `span`).
         Some(h) => unsafe { h.slice(span.clone()) },
         None => &mut [],
     })

@@ -323,7 +323,8 @@ pub(crate) unsafe fn max_image(
         let wide = isa == Isa::Avx512 && c.is_multiple_of(16);
         // AVX-512 CPUs have AVX2, for channel counts that are whole 8-lane vectors only.
         let narrow = matches!(isa, Isa::Avx512 | Isa::Avx2) && c.is_multiple_of(8);
-        // SAFETY (all five calls): the caller's contract; the chosen set is `isa`'s or part of it.
+        // SAFETY: (all five calls) the caller's contract; the chosen set is `isa`'s or part of
+        // it.
         unsafe {
             match ai {
                 Some(ai) if wide => max_x86::image_avx512::<true>(s, img, yi, ai),

@@ -4,6 +4,8 @@
 //! pulls these in. In the shared library they are exported, and the C interface looks the
 //! handler up through the dynamic linker, so a program's own definition comes first there too.
 
+#![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+
 use std::ffi::{c_char, c_int, CStr};
 
 /// The reference XERBLA: prints which argument of which routine was bad, then stops the

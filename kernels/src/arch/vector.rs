@@ -39,7 +39,8 @@ impl Vector for __m512 {
     }
     #[inline(always)]
     unsafe fn zero() -> Self {
-        _mm512_setzero_ps()
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm512_setzero_ps() }
     }
     #[inline(always)]
     unsafe fn splat(p: *const f32) -> Self {
@@ -63,21 +64,27 @@ impl Vector for __m512 {
     }
     #[inline(always)]
     unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
-        _mm512_fmadd_ps(a, b, c)
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm512_fmadd_ps(a, b, c) }
     }
     #[inline(always)]
     unsafe fn add(a: Self, b: Self) -> Self {
-        _mm512_add_ps(a, b)
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm512_add_ps(a, b) }
     }
     #[inline(always)]
     unsafe fn mul(a: Self, b: Self) -> Self {
-        _mm512_mul_ps(a, b)
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm512_mul_ps(a, b) }
     }
 
     #[inline(always)]
     unsafe fn relu(a: Self) -> Self {
-        let keep = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(a, _mm512_setzero_ps());
-        _mm512_maskz_mov_ps(keep, a)
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe {
+            let keep = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(a, _mm512_setzero_ps());
+            _mm512_maskz_mov_ps(keep, a)
+        }
     }
 }
 
@@ -94,16 +101,20 @@ impl Vector for __m256 {
     type Mask = Mask256;
     #[inline(always)]
     unsafe fn mask(live: usize) -> Mask256 {
-        let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(live.min(8) as i32), index);
-        Mask256 {
-            lanes,
-            full: live >= 8,
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe {
+            let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(live.min(8) as i32), index);
+            Mask256 {
+                lanes,
+                full: live >= 8,
+            }
         }
     }
     #[inline(always)]
     unsafe fn zero() -> Self {
-        _mm256_setzero_ps()
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_setzero_ps() }
     }
     #[inline(always)]
     unsafe fn splat(p: *const f32) -> Self {
@@ -139,20 +150,26 @@ impl Vector for __m256 {
     }
     #[inline(always)]
     unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
-        _mm256_fmadd_ps(a, b, c)
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_fmadd_ps(a, b, c) }
     }
     #[inline(always)]
     unsafe fn add(a: Self, b: Self) -> Self {
-        _mm256_add_ps(a, b)
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_add_ps(a, b) }
     }
     #[inline(always)]
     unsafe fn mul(a: Self, b: Self) -> Self {
-        _mm256_mul_ps(a, b)
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_mul_ps(a, b) }
     }
 
     #[inline(always)]
     unsafe fn relu(a: Self) -> Self {
-        let keep = _mm256_cmp_ps::<_CMP_NLT_UQ>(a, _mm256_setzero_ps());
-        _mm256_and_ps(keep, a)
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe {
+            let keep = _mm256_cmp_ps::<_CMP_NLT_UQ>(a, _mm256_setzero_ps());
+            _mm256_and_ps(keep, a)
+        }
     }
 }

@@ -166,12 +166,14 @@ fn pass<V: Vector, const G: usize, const RELU: bool>(
         // inside x (`applies`; x's length asserted by `forward`).
         while p + PX <= row_end {
             let at = (p - pixels.start) * oc + g0 * lanes;
+            // SAFETY: as above.
             unsafe { tile.block::<RELU, PX>(row + ix, yp.add(at), oc) };
             p += PX;
             ix += PX * sw;
         }
         while p < row_end {
             let at = (p - pixels.start) * oc + g0 * lanes;
+            // SAFETY: as above.
             unsafe { tile.block::<RELU, 1>(row + ix, yp.add(at), oc) };
             p += 1;
             ix += sw;
