@@ -105,7 +105,6 @@ pub fn conv2d_maxpool_backward_weights(
     ] {
         check_len(what, name, len, pool.output_len(), || pool.desc_out())?;
     }
-    crate::pool::check_argmax(opts, argmax, pool)?;
     let isa = crate::Isa::resolve(opts.isa)?;
     if !direct::applies(s, isa) {
         return CONV_GRAD.with(s.output_len(), s.output_len(), |dy| {
@@ -120,6 +119,8 @@ pub fn conv2d_maxpool_backward_weights(
         s.out_pixels() * s.out_c,
         pool.out_h() * pool.out_w() * s.out_c,
     );
+    // An argmax entry outside its window is found as the images are unpooled; the weight
+    // gradient is then not formed (dw and db are left unspecified) and the error names the entry.
     sum_task_partials(opts, s, &plan, dw, db, |t, part_w, part_b| {
         let pixels = plan.pixels(s, t);
         let images = pixels.start / s.out_pixels()..pixels.end / s.out_pixels();
@@ -129,7 +130,7 @@ pub fn conv2d_maxpool_backward_weights(
                 let at = (images.start + i) * pooled..(images.start + i + 1) * pooled;
                 // SAFETY: `Isa::resolve` checked that this CPU has `isa` (one of our own paths:
                 // `direct::applies`).
-                unsafe {
+                let routed = unsafe {
                     crate::pool::max_backward_image(
                         isa,
                         pool,
@@ -139,10 +140,13 @@ pub fn conv2d_maxpool_backward_weights(
                         dy_image,
                     )
                 };
+                if !routed {
+                    return Err(crate::pool::argmax_error(opts, argmax, pool));
+                }
             }
             direct::backward_weights(isa, s, x, dy, pixels, part_w, part_b);
-        });
-        Ok(())
+            Ok(())
+        })
     })
 }
 

@@ -11,6 +11,8 @@
 //! also apply the derivative of the activation before the pooling, which at a window's argmax is
 //! a function of the pooled value. A NaN in a window wins the max (NaN propagates). Loops run over the channels innermost (contiguous in NHWC), images in parallel.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
@@ -343,7 +345,8 @@ pub(crate) unsafe fn max_image(
 }
 
 /// Max pooling backward: `dx` (written over) gets each output gradient at its window's argmax;
-/// where windows overlap, contributions add up. An `argmax` entry outside the image is an error.
+/// where windows overlap, contributions add up. An `argmax` entry that is not a position of its
+/// window in its channel is an error naming it (`dx` is then unspecified).
 pub fn max_pool2d_backward(
     opts: &GemmOptions,
     s: &Pool2d,
@@ -461,7 +464,6 @@ fn max_backward(
     check_len(what, "input gradient dx", dx.len(), s.input_len(), || {
         s.desc_in()
     })?;
-    check_argmax(opts, argmax, s)?;
     let image_len = s.image_len();
     if s.batch == 0 {
         return Ok(());
@@ -473,19 +475,43 @@ fn max_backward(
         .zip(dy.par_chunks_exact(out_len))
         .zip(argmax.par_chunks_exact(out_len))
         .enumerate();
+    let refused = AtomicBool::new(false);
     each_image(opts, images, |(n, ((dxi, dyi), ai))| {
         let through = through.map(|(act, y)| (act, &y[n * out_len..][..out_len]));
         // SAFETY: `resolve` checked that this CPU has the path's features.
-        unsafe { max_backward_image(isa, s, through, dyi, ai, dxi) };
+        if !unsafe { max_backward_image(isa, s, through, dyi, ai, dxi) } {
+            refused.store(true, Ordering::Relaxed);
+        }
     });
+    if refused.into_inner() {
+        return Err(argmax_error(opts, argmax, s));
+    }
     Ok(())
 }
 
+/// The error for an `argmax` that a backward pass found entries of outside their windows: the
+/// first such entry, found by [`check_argmax`] (run only then: the passes count the entries
+/// that fall in their window as they go, at no cost worth measuring, where a check before them
+/// doubled the time of the backward pass of the reference CNN's pooling).
+pub(crate) fn argmax_error(opts: &GemmOptions, argmax: &[u32], s: &Pool2d) -> Error {
+    check_argmax(opts, argmax, s)
+        .err()
+        .unwrap_or(Error::InvalidArgument {
+            name: "argmax",
+            value: format!("{} entries", argmax.len()),
+            reason: "an entry is not a position of its window".into(),
+        })
+}
+
 /// [`max_pool2d_backward`] (or, with `through`, [`max_pool2d_activation_backward`], given the
-/// image's pooled output) of one image, whose argmax entries were checked, on `isa`.
+/// image's pooled output) of one image, on `isa`. Returns whether every argmax entry is a
+/// position of its window in its channel; when one is not, `dx` is left unspecified (windows
+/// apart: the pass counts the entries it routes; overlapping windows: they are checked first, as
+/// the scatter would write through them).
 ///
 /// # Safety
 /// `isa` is available on this CPU.
+#[must_use]
 pub(crate) unsafe fn max_backward_image(
     isa: Isa,
     s: &Pool2d,
@@ -493,10 +519,15 @@ pub(crate) unsafe fn max_backward_image(
     dy: &[f32],
     argmax: &[u32],
     dx: &mut [f32],
-) {
+) -> bool {
     if windows_apart(s) {
+        let mut routed = 0;
         // SAFETY: the caller's contract.
-        return unsafe { backward_apart_loops::run(isa, s, through, dy, argmax, dx) };
+        unsafe { backward_apart_loops::run(isa, s, through, dy, argmax, dx, &mut routed) };
+        return routed == dy.len();
+    }
+    if check_argmax_image(s, 0, argmax).is_err() {
+        return false;
     }
     dx.fill(0.0);
     match through {
@@ -511,6 +542,7 @@ pub(crate) unsafe fn max_backward_image(
             }
         }
     }
+    true
 }
 
 /// Whether every input position lies in at most one window ('valid' padding, strides at least
@@ -531,16 +563,17 @@ fn backward_apart_body(
     dy: &[f32],
     argmax: &[u32],
     dx: &mut [f32],
+    routed: &mut usize,
 ) {
     // Without an activation: the identity's derivative (g itself), `y` unread. One call per
     // activation, so each one's loop is compiled with it as a constant.
     let (act, y) = through.unwrap_or((Activation::Identity, dy));
-    match act {
+    *routed = match act {
         Activation::Identity => backward_apart(s, Activation::Identity, y, dy, argmax, dx),
         Activation::Relu => backward_apart(s, Activation::Relu, y, dy, argmax, dx),
         Activation::Sigmoid => backward_apart(s, Activation::Sigmoid, y, dy, argmax, dx),
         Activation::Tanh => backward_apart(s, Activation::Tanh, y, dy, argmax, dx),
-    }
+    };
 }
 
 #[inline(always)]
@@ -551,8 +584,10 @@ fn backward_apart(
     dy: &[f32],
     argmax: &[u32],
     dx: &mut [f32],
-) {
+) -> usize {
     let (c, ow) = (s.channels, s.out_w());
+    // Entries routed to their position: every one, unless some lie outside their window.
+    let mut routed = 0;
     assert!(dy.len() == s.out_image_len() && argmax.len() == dy.len() && y.len() == dy.len());
     for (iy, row) in dx.chunks_exact_mut(s.in_w * c).enumerate() {
         let qy = iy / s.stride_h;
@@ -571,15 +606,18 @@ fn backward_apart(
             let window = argmax[q..q + c].iter().zip(&dy[q..q + c]).zip(&y[q..q + c]);
             for ((d, ((&a, &g), &v)), ch) in px.iter_mut().zip(window).zip(0u32..) {
                 let g = 0.0 + act.backward(v, g);
-                *d = if a == first + ch { g } else { 0.0 };
+                let hit = a == first + ch;
+                *d = if hit { g } else { 0.0 };
+                routed += hit as usize;
             }
         }
     }
+    routed
 }
 
 crate::dispatch::per_isa!(backward_apart_loops, backward_apart_body, backward_apart_body,
     (s: &Pool2d, through: Option<(Activation, &[f32])>, dy: &[f32], argmax: &[u32],
-     dx: &mut [f32]));
+     dx: &mut [f32], routed: &mut usize));
 
 /// Average pooling forward: each window's mean over the positions inside the input.
 pub fn avg_pool2d_forward(opts: &GemmOptions, s: &Pool2d, x: &[f32], y: &mut [f32]) -> Result<()> {
