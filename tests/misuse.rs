@@ -2,7 +2,7 @@
 //! argument and the numbers, and a refused call changes nothing.
 
 use kernels::optim::{update_from_product, Rule};
-use kernels::{GemmOptions, MatRef, Pool2d};
+use kernels::{ExecOptions, MatRef, Pool2d};
 use nn::prelude::*;
 use workspace_tests::*;
 
@@ -343,7 +343,7 @@ fn sizes_that_overflow_are_errors() {
         momentum: 0.0,
         nesterov: false,
     };
-    let err = update_from_product(&GemmOptions::default(), rule, a, b, &mut [], &mut [], None)
+    let err = update_from_product(&ExecOptions::default(), rule, a, b, &mut [], &mut [], None)
         .unwrap_err()
         .to_string();
     assert!(err.contains("more elements than memory can hold"), "{err}");
@@ -361,9 +361,9 @@ fn a_pooling_argmax_outside_its_window_is_an_error() {
             ((q / 2) * 2 * 4 + (q % 2) * 2) * 2 + ch
         })
         .collect();
-    kernels::max_pool2d_backward(&GemmOptions::default(), &s, &dy, &argmax, &mut dx).unwrap();
+    kernels::max_pool2d_backward(&ExecOptions::default(), &s, &dy, &argmax, &mut dx).unwrap();
     argmax[0] = (2 * 4 + 2) * 2;
-    let err = kernels::max_pool2d_backward(&GemmOptions::default(), &s, &dy, &argmax, &mut dx)
+    let err = kernels::max_pool2d_backward(&ExecOptions::default(), &s, &dy, &argmax, &mut dx)
         .unwrap_err()
         .to_string();
     assert_eq!(

@@ -5,7 +5,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kernels::{math, Isa};
 
-type Ours = fn(Option<Isa>, &[f32], &mut [f32]) -> kernels::Result<()>;
+type Ours = fn(&kernels::ExecOptions, &[f32], &mut [f32]) -> kernels::Result<()>;
 type Std = fn(f32) -> f32;
 
 fn activations(c: &mut Criterion) {
@@ -25,7 +25,7 @@ fn activations(c: &mut Criterion) {
             .filter(|i| i.is_available())
         {
             group.bench_function(BenchmarkId::new("ours", isa.name()), |b| {
-                b.iter(|| ours(Some(isa), &x, &mut y).unwrap())
+                b.iter(|| ours(&kernels::ExecOptions::with_isa(isa), &x, &mut y).unwrap())
             });
         }
         group.bench_function(BenchmarkId::new("std-scalar-loop", "libm"), |b| {

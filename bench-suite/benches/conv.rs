@@ -10,7 +10,7 @@ use kernels::conv::{
     Padding,
 };
 use kernels::pool::{max_pool2d_backward, max_pool2d_forward, Pool2d};
-use kernels::{Activation, GemmOptions, Isa};
+use kernels::{Activation, ExecOptions, Isa};
 
 fn data(n: usize, seed: u32) -> Vec<f32> {
     (0..n)
@@ -36,8 +36,8 @@ fn conv(c: &mut Criterion) {
             Conv2d::square(4, (56, 56, 64), 64, 3, Padding::Same),
         ),
     ];
-    let ours = GemmOptions::default();
-    let openblas = GemmOptions::with_isa(Isa::OpenBlas);
+    let ours = ExecOptions::default();
+    let openblas = ExecOptions::with_isa(Isa::OpenBlas);
     let have_openblas = Isa::OpenBlas.is_available();
     for (name, s) in cases {
         let x = data(s.input_len(), 1);
@@ -87,7 +87,7 @@ fn pool(c: &mut Criterion) {
     let mut y = vec![0.0; s.output_len()];
     let mut arg = vec![0u32; s.output_len()];
     let mut dx = vec![0.0; s.input_len()];
-    let opts = GemmOptions::default();
+    let opts = ExecOptions::default();
     let mut group = c.benchmark_group("pool/max-2x2-26x26x32-b32");
     group.throughput(Throughput::Elements(s.input_len() as u64));
     group.bench_function("forward", |b| {

@@ -1,7 +1,7 @@
 //! The GEMM comparison: shapes, libraries, and one interleaved measurement of all of them.
 
 use bench_peers as peers;
-use kernels::{gemm_with, GemmOptions, Isa, MatMut, MatRef, Threading};
+use kernels::{gemm_with, ExecOptions, Isa, MatMut, MatRef, Threading};
 use serde::{Deserialize, Serialize};
 
 use crate::timing::{calls_per_sample, estimate_secs, median, sample_secs};
@@ -144,7 +144,7 @@ impl Library {
         };
         let result = match *self {
             Library::Ours(isa) => gemm_with(
-                &GemmOptions {
+                &ExecOptions {
                     isa: Some(isa),
                     threading,
                 },

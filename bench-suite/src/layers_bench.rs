@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use kernels::conv::{conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2d};
-use kernels::{Activation, GemmOptions, Isa, MatMut, MatRef, Padding};
+use kernels::{Activation, ExecOptions, Isa, MatMut, MatRef, Padding};
 
 use crate::timing::{calls_per_sample, estimate_secs, median, sample_secs};
 
@@ -94,10 +94,10 @@ pub fn measure(rounds: usize) -> LayersReport {
         .unwrap()
     };
     let gemm_flops = 2.0 * (n * n * n) as f64;
-    let ours = GemmOptions::default();
+    let ours = ExecOptions::default();
     let blas = Isa::OpenBlas
         .is_available()
-        .then(|| GemmOptions::with_isa(Isa::OpenBlas));
+        .then(|| ExecOptions::with_isa(Isa::OpenBlas));
     let mut out = vec![];
     for (name, s) in cases {
         eprintln!("report: layers: {name}");
@@ -119,7 +119,7 @@ pub fn measure(rounds: usize) -> LayersReport {
             &["forward", "backward-weights", "backward-input"]
         };
         for &pass in passes {
-            let mut run = |opts: &GemmOptions| match pass {
+            let mut run = |opts: &ExecOptions| match pass {
                 "forward" => {
                     conv2d_forward(opts, &s, &x, &w, Some(&bias), Activation::Relu, &mut y).unwrap()
                 }

@@ -17,7 +17,7 @@
 
 use std::ffi::{c_char, c_int, CStr};
 
-use kernels::{gemm_with, GemmOptions, Isa, MatMut, MatRef};
+use kernels::{gemm_with, ExecOptions, Isa, MatMut, MatRef};
 
 // CBLAS enumerations (cblas.h).
 pub const CBLAS_ROW_MAJOR: c_int = 101;
@@ -168,7 +168,7 @@ unsafe fn gemm_col_major(
             MatRef::col_major(&[], 0, n, 1),
         )
     };
-    let opts = GemmOptions::with_isa(isa());
+    let opts = ExecOptions::with_isa(isa());
     // The checks above are the BLAS's; the views satisfy the checked API's by construction, so
     // this cannot fail, and a BLAS routine has no error return: a failure would be our bug.
     gemm_with(&opts, alpha, av, bv, beta, MatMut::col_major(c, m, n, ldc))

@@ -2,7 +2,7 @@
 //! `conv_profile <forward|forward-im2col|weights|input> [iters] [vgg]` — the reference CNN's
 //! first layer at batch 32, or with `vgg` a 56×56×64 → 64 'same' layer at batch 4.
 use kernels::conv::*;
-use kernels::{Activation, GemmOptions};
+use kernels::{Activation, ExecOptions};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let which = args.get(1).map(String::as_str).unwrap_or("forward");
@@ -20,7 +20,7 @@ fn main() {
     let mut dw = vec![0.0; s.weight_len()];
     let mut db = vec![0.0; s.out_c];
     let mut dx = vec![0.0; s.input_len()];
-    let o = GemmOptions::default();
+    let o = ExecOptions::default();
     let t = std::time::Instant::now();
     for _ in 0..iters {
         match which {

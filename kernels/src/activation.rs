@@ -14,6 +14,7 @@
 
 use crate::error::{Error, Result};
 use crate::math::{resolve, sigmoid1, tanh1};
+use crate::process::ExecOptions;
 use crate::Isa;
 
 /// An elementwise activation with a cheap derivative, as Keras names them.
@@ -164,7 +165,7 @@ pub(crate) unsafe fn bias_act_row(isa: Isa, act: Activation, row: &mut [f32], bi
 /// (`bias = None`: the activation alone). This is the GEMM epilogue as a separate pass, for
 /// outputs computed elsewhere.
 pub fn bias_activation(
-    isa: Option<Isa>,
+    opts: &ExecOptions,
     act: Activation,
     bias: Option<&[f32]>,
     y: &mut [f32],
@@ -188,7 +189,7 @@ pub fn bias_activation(
             });
         }
     }
-    let isa = resolve(isa)?;
+    let isa = resolve(opts.isa)?;
     for row in y.chunks_exact_mut(cols) {
         let rb = bias.map_or(RowBias::None, RowBias::Each);
         // SAFETY: `resolve` checked that this CPU has `isa`'s features.
@@ -200,7 +201,7 @@ pub fn bias_activation(
 /// The backward pass of `act` in place: `dy[i] ← dy[i]·act'(x_i)`, where `y = act(x)` is the
 /// forward output (every derivative here is a function of it).
 pub fn activation_backward(
-    isa: Option<Isa>,
+    opts: &ExecOptions,
     act: Activation,
     y: &[f32],
     dy: &mut [f32],
@@ -215,7 +216,7 @@ pub fn activation_backward(
             ),
         });
     }
-    let isa = resolve(isa)?;
+    let isa = resolve(opts.isa)?;
     // SAFETY: `resolve` checked that this CPU has `isa`'s features.
     unsafe { backward_loops::run(isa, act, y, dy) };
     Ok(())

@@ -29,7 +29,7 @@
 
 use crate::activation::Activation;
 use crate::error::{check_len, Result};
-use crate::gemm::{gemm_fused, gemm_fused_packed_a, Bias, GemmOptions};
+use crate::gemm::{gemm_fused, gemm_fused_packed_a, Bias, ExecOptions};
 use crate::mat::{MatMut, MatRef};
 use crate::scratch::{COL, GROUP_OUT, PACKED_W, PARTIALS};
 use crate::shared::SharedOut;
@@ -53,7 +53,7 @@ pub use crate::window::{output_len, padding_before, Padding};
 /// images (see the module documentation); the result does not depend on the thread count.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward(
-    opts: &GemmOptions,
+    opts: &ExecOptions,
     s: &Conv2d,
     x: &[f32],
     w: &[f32],
@@ -70,7 +70,7 @@ pub fn conv2d_forward(
 #[cfg(feature = "bench-hooks")]
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward_im2col(
-    opts: &GemmOptions,
+    opts: &ExecOptions,
     s: &Conv2d,
     x: &[f32],
     w: &[f32],
@@ -91,7 +91,7 @@ const GROUP_FLOATS: usize = 1 << 16;
 
 #[allow(clippy::too_many_arguments)]
 fn forward(
-    opts: &GemmOptions,
+    opts: &ExecOptions,
     s: &Conv2d,
     x: &[f32],
     w: &[f32],
@@ -141,7 +141,7 @@ pub(crate) fn check_forward_args(
 /// `then` while it is still in cache. Without `beyond_im2col`, only explicit im2col + GEMM.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_groups(
-    opts: &GemmOptions,
+    opts: &ExecOptions,
     s: &Conv2d,
     x: &[f32],
     w: &[f32],
@@ -256,7 +256,7 @@ pub(crate) fn forward_groups(
 /// Partial sums are formed per task of whole images and added in task order: bit-identical
 /// results for every thread count.
 pub fn conv2d_backward_weights(
-    opts: &GemmOptions,
+    opts: &ExecOptions,
     s: &Conv2d,
     x: &[f32],
     dy: &[f32],
@@ -330,7 +330,7 @@ pub(crate) fn check_weights_args(
 /// gradient, then sums the partials in task order into `dw` and `db`: the same bits for every
 /// thread count. The first error of any task is returned.
 pub(crate) fn sum_task_partials(
-    opts: &GemmOptions,
+    opts: &ExecOptions,
     s: &Conv2d,
     plan: &Plan,
     dw: &mut [f32],
@@ -385,7 +385,7 @@ pub(crate) fn sum_task_partials(
 /// Input gradient: `dx = col2im(dy·wᵀ)`, written over `dx`. `dy` is the gradient with respect to
 /// the output before the activation. Tasks own whole images of `dx` and run in parallel.
 pub fn conv2d_backward_input(
-    opts: &GemmOptions,
+    opts: &ExecOptions,
     s: &Conv2d,
     dy: &[f32],
     w: &[f32],

@@ -9,7 +9,7 @@ use crate::conv::{
     sum_task_partials, Conv2d, Plan,
 };
 use crate::error::{check_len, Error, Result};
-use crate::gemm::GemmOptions;
+use crate::gemm::ExecOptions;
 use crate::pool::Pool2d;
 use crate::scratch::CONV_GRAD;
 use crate::shared::SharedOut;
@@ -22,7 +22,7 @@ use crate::shared::SharedOut;
 /// [`crate::pool::max_pool2d_forward`]'s (`argmax` too may be `None` at inference). Results are bit-identical to the two calls in turn.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_maxpool_forward(
-    opts: &GemmOptions,
+    opts: &ExecOptions,
     s: &Conv2d,
     pool: &Pool2d,
     x: &[f32],
@@ -84,7 +84,7 @@ pub fn conv2d_maxpool_forward(
 /// scratch buffer between the two passes.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_maxpool_backward_weights(
-    opts: &GemmOptions,
+    opts: &ExecOptions,
     s: &Conv2d,
     pool: &Pool2d,
     act: Activation,

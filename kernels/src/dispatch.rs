@@ -1,5 +1,5 @@
 //! Which instruction-set path runs: detected once from the CPU's features and cached, overridable
-//! by the `KERNELS_ISA` environment variable (read once) or per call (`GemmOptions::isa`).
+//! by the `KERNELS_ISA` environment variable (read once) or per call (`ExecOptions::isa`).
 //!
 //! Forcing a path the CPU or the build lacks is an [`Error::IsaUnavailable`], never a crash: the
 //! microkernels are `#[target_feature]` functions that must only run where the feature exists, and

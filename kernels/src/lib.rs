@@ -6,7 +6,7 @@
 //! feature `openblas`). See `ARCHITECTURE.md` for the map.
 //!
 //! * Choose or inspect the path: [`Isa::best`], [`Isa::active`], the `KERNELS_ISA` environment
-//!   variable, or [`GemmOptions::isa`] per call.
+//!   variable, or [`ExecOptions::isa`] per call.
 //! * Threads come from the rayon pool the call runs in; results are bit-identical for every
 //!   thread count (K is never split).
 //! * Every argument is checked; bad input is an [`Error`] naming the argument and the numbers.
@@ -37,7 +37,7 @@ pub use conv::{conv2d_backward_input, conv2d_backward_weights, conv2d_forward, C
 pub use dispatch::{Isa, ISA_ENV_VAR};
 pub use error::{Error, Result};
 pub use gemm::{
-    gemm, gemm_blocking, gemm_fused, gemm_with, sgemm, Bias, GemmOptions, Layout, Threading,
+    gemm, gemm_blocking, gemm_fused, gemm_with, sgemm, Bias, ExecOptions, Layout, Threading,
     TileBlocking, Transpose,
 };
 pub use mat::{check_product, MatMut, MatRef};

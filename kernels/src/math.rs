@@ -16,6 +16,7 @@
 //! * ±∞ map to their limits (exp: ∞, 0; sigmoid: 1, 0; tanh: ±1); NaN propagates.
 
 use crate::error::{Error, Result};
+use crate::process::ExecOptions;
 use crate::Isa;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -231,13 +232,13 @@ macro_rules! public {
     ($loops:ident, $name:ident, $with:ident, $in_place:ident, $in_place_with:ident, $doc:literal) => {
         #[doc = concat!("`y[i] = ", $doc, "(x[i])` on the active path; `x` and `y` have equal lengths.")]
         pub fn $name(x: &[f32], y: &mut [f32]) -> Result<()> {
-            $with(None, x, y)
+            $with(&ExecOptions::default(), x, y)
         }
 
-        #[doc = concat!("`y[i] = ", $doc, "(x[i])` on `isa` (`None`: the active path).")]
-        pub fn $with(isa: Option<Isa>, x: &[f32], y: &mut [f32]) -> Result<()> {
+        #[doc = concat!("`y[i] = ", $doc, "(x[i])` on `isa` (`opts.isa`; `None`: the active path).")]
+        pub fn $with(opts: &ExecOptions, x: &[f32], y: &mut [f32]) -> Result<()> {
             check_lengths(stringify!($name), x, y)?;
-            let isa = resolve(isa)?;
+            let isa = resolve(opts.isa)?;
             // SAFETY: `resolve` checked that this CPU has `isa`'s features.
             unsafe { $loops::run(isa, x, y) };
             Ok(())
@@ -245,12 +246,12 @@ macro_rules! public {
 
         #[doc = concat!("`v[i] = ", $doc, "(v[i])` on the active path.")]
         pub fn $in_place(v: &mut [f32]) -> Result<()> {
-            $in_place_with(None, v)
+            $in_place_with(&ExecOptions::default(), v)
         }
 
-        #[doc = concat!("`v[i] = ", $doc, "(v[i])` on `isa` (`None`: the active path).")]
-        pub fn $in_place_with(isa: Option<Isa>, v: &mut [f32]) -> Result<()> {
-            let isa = resolve(isa)?;
+        #[doc = concat!("`v[i] = ", $doc, "(v[i])` on `isa` (`opts.isa`; `None`: the active path).")]
+        pub fn $in_place_with(opts: &ExecOptions, v: &mut [f32]) -> Result<()> {
+            let isa = resolve(opts.isa)?;
             // SAFETY: `resolve` checked that this CPU has `isa`'s features.
             unsafe { $loops::run_in_place(isa, v) };
             Ok(())
@@ -313,14 +314,14 @@ fn shifted_exp(isa: Isa, x: &[f32], v: &mut [f32]) -> (f32, f64) {
 /// e^x[r][k]`, computed stably (shifted by the row maximum, summed in f64). A row holding NaN or
 /// +∞ comes out NaN.
 pub fn softmax_rows(x: &[f32], y: &mut [f32], cols: usize) -> Result<()> {
-    softmax_rows_with(None, x, y, cols)
+    softmax_rows_with(&ExecOptions::default(), x, y, cols)
 }
 
-/// [`softmax_rows`] on `isa` (`None`: the active path).
-pub fn softmax_rows_with(isa: Option<Isa>, x: &[f32], y: &mut [f32], cols: usize) -> Result<()> {
+/// [`softmax_rows`] on `isa` (`opts.isa`; `None`: the active path).
+pub fn softmax_rows_with(opts: &ExecOptions, x: &[f32], y: &mut [f32], cols: usize) -> Result<()> {
     check_lengths("softmax_rows", x, y)?;
     rows_of("softmax_rows", x.len(), cols)?;
-    let isa = resolve(isa)?;
+    let isa = resolve(opts.isa)?;
     for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
         let (_, sum) = shifted_exp(isa, xr, yr);
         let inv = (1.0 / sum) as f32;
@@ -359,19 +360,19 @@ pub fn softmax_rows_in_place(v: &mut [f32], cols: usize) -> Result<()> {
 /// Row-wise log-softmax: `y[r][j] = x[r][j] − max_r − ln Σ_k e^(x[r][k] − max_r)`, exact for
 /// logits of any magnitude (no exp of a large number is ever taken).
 pub fn log_softmax_rows(x: &[f32], y: &mut [f32], cols: usize) -> Result<()> {
-    log_softmax_rows_with(None, x, y, cols)
+    log_softmax_rows_with(&ExecOptions::default(), x, y, cols)
 }
 
-/// [`log_softmax_rows`] on `isa` (`None`: the active path).
+/// [`log_softmax_rows`] on `isa` (`opts.isa`; `None`: the active path).
 pub fn log_softmax_rows_with(
-    isa: Option<Isa>,
+    opts: &ExecOptions,
     x: &[f32],
     y: &mut [f32],
     cols: usize,
 ) -> Result<()> {
     check_lengths("log_softmax_rows", x, y)?;
     rows_of("log_softmax_rows", x.len(), cols)?;
-    let isa = resolve(isa)?;
+    let isa = resolve(opts.isa)?;
     for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
         let (max, sum) = shifted_exp(isa, xr, yr);
         let shift = max as f64 + sum.ln();
@@ -394,12 +395,12 @@ pub fn softmax_cross_entropy(
     cols: usize,
     scale: f32,
 ) -> Result<f32> {
-    softmax_cross_entropy_with(None, logits, targets, grad, cols, scale)
+    softmax_cross_entropy_with(&ExecOptions::default(), logits, targets, grad, cols, scale)
 }
 
-/// [`softmax_cross_entropy`] on `isa` (`None`: the active path).
+/// [`softmax_cross_entropy`] on `isa` (`opts.isa`; `None`: the active path).
 pub fn softmax_cross_entropy_with(
-    isa: Option<Isa>,
+    opts: &ExecOptions,
     logits: &[f32],
     targets: &[f32],
     grad: &mut [f32],
@@ -418,7 +419,7 @@ pub fn softmax_cross_entropy_with(
     }
     check_lengths("softmax_cross_entropy", logits, grad)?;
     let rows = rows_of("softmax_cross_entropy", logits.len(), cols)?;
-    let isa = resolve(isa)?;
+    let isa = resolve(opts.isa)?;
     let mut total = 0.0f64;
     for ((xr, tr), gr) in logits
         .chunks_exact(cols)

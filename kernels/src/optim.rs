@@ -21,7 +21,7 @@
 use rayon::prelude::*;
 
 use crate::error::{check_len, Error, Result};
-use crate::gemm::{gemm_with, GemmOptions, Threading};
+use crate::gemm::{gemm_with, ExecOptions, Threading};
 use crate::math::resolve;
 use crate::scratch::PRODUCT;
 use crate::shared::SharedOut;
@@ -107,7 +107,7 @@ fn check(what: &'static str, w: usize, others: &[(&str, usize)]) -> Result<()> {
 /// `vel` is required when `mu ≠ 0`.
 #[allow(clippy::too_many_arguments)]
 pub fn sgd_update(
-    isa: Option<Isa>,
+    opts: &ExecOptions,
     w: &mut [f32],
     g: &[f32],
     vel: Option<&mut [f32]>,
@@ -127,11 +127,11 @@ pub fn sgd_update(
                 w.len(),
                 &[("the gradient", g.len()), ("the velocity", vel.len())],
             )?;
-            update(isa, rule, w, g, &mut [vel])
+            update(opts, rule, w, g, &mut [vel])
         }
         None if mu == 0.0 => {
             check("sgd_update", w.len(), &[("the gradient", g.len())])?;
-            update(isa, rule, w, g, &mut [])
+            update(opts, rule, w, g, &mut [])
         }
         None => Err(Error::InvalidArgument {
             name: "vel",
@@ -144,7 +144,7 @@ pub fn sgd_update(
 /// One Adam step with the bias-corrected step size `alpha` (see the module docs).
 #[allow(clippy::too_many_arguments)]
 pub fn adam_update(
-    isa: Option<Isa>,
+    opts: &ExecOptions,
     w: &mut [f32],
     g: &[f32],
     m: &mut [f32],
@@ -165,12 +165,12 @@ pub fn adam_update(
         beta2,
         eps,
     };
-    update(isa, rule, w, g, &mut [m, v])
+    update(opts, rule, w, g, &mut [m, v])
 }
 
 /// One RMSprop step (see the module docs).
 pub fn rmsprop_update(
-    isa: Option<Isa>,
+    opts: &ExecOptions,
     w: &mut [f32],
     g: &[f32],
     v: &mut [f32],
@@ -183,7 +183,7 @@ pub fn rmsprop_update(
         w.len(),
         &[("the gradient", g.len()), ("v", v.len())],
     )?;
-    update(isa, Rule::RmsProp { lr, rho, eps }, w, g, &mut [v])
+    update(opts, Rule::RmsProp { lr, rho, eps }, w, g, &mut [v])
 }
 
 /// One step of `rule` on the parameters `w` from their gradient `g`; `state` holds the rule's
@@ -191,7 +191,7 @@ pub fn rmsprop_update(
 /// [`sgd_update`], [`adam_update`] and [`rmsprop_update`] run; for callers that hold the rule
 /// as a value.
 pub fn update(
-    isa: Option<Isa>,
+    opts: &ExecOptions,
     rule: Rule,
     w: &mut [f32],
     g: &[f32],
@@ -202,7 +202,7 @@ pub fn update(
     for s in state.iter() {
         check("update", w.len(), &[("a state buffer", s.len())])?;
     }
-    let isa = resolve(isa)?;
+    let isa = resolve(opts.isa)?;
     let (w_out, state_out) = (SharedOut::new(w), state_handles(state));
     (0..g.len())
         .into_par_iter()
@@ -362,7 +362,7 @@ fn block_rows(k: usize, n: usize) -> usize {
 /// shape). Blocks are cut by the shape alone and run in parallel over rows of `w`, never over
 /// `m`, so every thread count gives the same bits.
 pub fn update_from_product(
-    opts: &GemmOptions,
+    opts: &ExecOptions,
     rule: Rule,
     a: MatRef<'_>,
     b: MatRef<'_>,
@@ -411,7 +411,7 @@ pub fn update_from_product(
     if k == 0 {
         return Ok(());
     }
-    let single = GemmOptions {
+    let single = ExecOptions {
         isa: opts.isa,
         threading: Threading::Single,
     };

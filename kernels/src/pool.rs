@@ -20,7 +20,7 @@ mod max_x86;
 
 use crate::activation::Activation;
 use crate::error::{check_len, Error, Result};
-use crate::gemm::GemmOptions;
+use crate::gemm::ExecOptions;
 use crate::math::resolve;
 use crate::window::{output_len, padding_before, Padding};
 use crate::Isa;
@@ -166,7 +166,7 @@ impl Pool2d {
 /// source's offset within the image (for [`max_pool2d_backward`]; inference passes `None` and
 /// saves writing it). Both are written, never read.
 pub fn max_pool2d_forward(
-    opts: &GemmOptions,
+    opts: &ExecOptions,
     s: &Pool2d,
     x: &[f32],
     y: &mut [f32],
@@ -206,7 +206,7 @@ pub fn max_pool2d_forward(
 
 /// Runs `f` on every image: in parallel on the rayon pool, or all on this thread for
 /// [`Threading::Single`](crate::gemm::Threading::Single) (a producer that may not split runs where it is called).
-fn each_image<I>(opts: &GemmOptions, images: I, f: impl Fn(I::Item) + Sync + Send)
+fn each_image<I>(opts: &ExecOptions, images: I, f: impl Fn(I::Item) + Sync + Send)
 where
     I: IndexedParallelIterator,
 {
@@ -348,7 +348,7 @@ pub(crate) unsafe fn max_image(
 /// where windows overlap, contributions add up. An `argmax` entry that is not a position of its
 /// window in its channel is an error naming it (`dx` is then unspecified).
 pub fn max_pool2d_backward(
-    opts: &GemmOptions,
+    opts: &ExecOptions,
     s: &Pool2d,
     dy: &[f32],
     argmax: &[u32],
@@ -366,7 +366,7 @@ pub fn max_pool2d_backward(
 /// windows do not overlap).
 #[allow(clippy::too_many_arguments)]
 pub fn max_pool2d_activation_backward(
-    opts: &GemmOptions,
+    opts: &ExecOptions,
     s: &Pool2d,
     act: Activation,
     y: &[f32],
@@ -389,7 +389,7 @@ pub fn max_pool2d_activation_backward(
 /// Per output position the window's candidate offsets are compared with a whole run of channels
 /// at once (no division per entry: the loop over channels vectorises), so the check costs about
 /// as much as reading the window once.
-pub(crate) fn check_argmax(opts: &GemmOptions, argmax: &[u32], s: &Pool2d) -> Result<()> {
+pub(crate) fn check_argmax(opts: &ExecOptions, argmax: &[u32], s: &Pool2d) -> Result<()> {
     let out_len = s.out_image_len();
     if out_len == 0 || argmax.is_empty() {
         return Ok(());
@@ -447,7 +447,7 @@ fn check_argmax_image(s: &Pool2d, n: usize, argmax: &[u32]) -> Result<()> {
 
 fn max_backward(
     what: &'static str,
-    opts: &GemmOptions,
+    opts: &ExecOptions,
     s: &Pool2d,
     dy: &[f32],
     argmax: &[u32],
@@ -493,7 +493,7 @@ fn max_backward(
 /// first such entry, found by [`check_argmax`] (run only then: the passes count the entries
 /// that fall in their window as they go, at no cost worth measuring, where a check before them
 /// doubled the time of the backward pass of the reference CNN's pooling).
-pub(crate) fn argmax_error(opts: &GemmOptions, argmax: &[u32], s: &Pool2d) -> Error {
+pub(crate) fn argmax_error(opts: &ExecOptions, argmax: &[u32], s: &Pool2d) -> Error {
     check_argmax(opts, argmax, s)
         .err()
         .unwrap_or(Error::InvalidArgument {
@@ -620,7 +620,7 @@ crate::dispatch::per_isa!(backward_apart_loops, backward_apart_body, backward_ap
      dx: &mut [f32], routed: &mut usize));
 
 /// Average pooling forward: each window's mean over the positions inside the input.
-pub fn avg_pool2d_forward(opts: &GemmOptions, s: &Pool2d, x: &[f32], y: &mut [f32]) -> Result<()> {
+pub fn avg_pool2d_forward(opts: &ExecOptions, s: &Pool2d, x: &[f32], y: &mut [f32]) -> Result<()> {
     s.validate()?;
     let what = "avg_pool2d_forward";
     check_len(what, "input x", x.len(), s.input_len(), || s.desc_in())?;
@@ -656,7 +656,7 @@ pub fn avg_pool2d_forward(opts: &GemmOptions, s: &Pool2d, x: &[f32], y: &mut [f3
 /// Average pooling backward: each output gradient spread evenly over its window's positions
 /// inside the input; `dx` is written over.
 pub fn avg_pool2d_backward(
-    opts: &GemmOptions,
+    opts: &ExecOptions,
     s: &Pool2d,
     dy: &[f32],
     dx: &mut [f32],

@@ -10,6 +10,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
+use crate::Isa;
+
 /// How many threads a call (a product, a convolution, a pooling) may use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Threading {
@@ -64,4 +66,26 @@ pub(crate) fn threads(threading: Threading) -> usize {
 /// Whether a loop with `threading` may run on the pool (see [`threads`]).
 pub(crate) fn parallel(threading: Threading) -> bool {
     threads(threading) > 1
+}
+
+/// How a kernel call runs — which instruction-set path, how many threads: the one options value
+/// of every kernel family (GEMM, convolution, pooling, activations, softmax, optimizer steps;
+/// the single-row and elementwise ones run on the calling thread whatever `threading` says).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExecOptions {
+    /// The instruction-set path to use; `None` means [`Isa::active`] (the `KERNELS_ISA`
+    /// environment variable, else the best path of this CPU).
+    pub isa: Option<Isa>,
+    /// Threads to use.
+    pub threading: Threading,
+}
+
+impl ExecOptions {
+    /// Options that force `isa`.
+    pub fn with_isa(isa: Isa) -> Self {
+        ExecOptions {
+            isa: Some(isa),
+            ..Self::default()
+        }
+    }
 }

@@ -15,7 +15,7 @@ use kernels::pool::{
     max_pool2d_forward, Pool2d,
 };
 use kernels::reference::Rng;
-use kernels::{reference, GemmOptions, Isa, Threading};
+use kernels::{reference, ExecOptions, Isa, Threading};
 use proptest::prelude::*;
 
 const EPS: f64 = 1.0 / (1u64 << 24) as f64;
@@ -61,7 +61,7 @@ fn check_conv(
     let bias = rng.fill(s.out_c);
     let bias = with_bias.then_some(&bias[..]);
     let dy = rng.fill(s.output_len());
-    let opts = GemmOptions::with_isa(isa);
+    let opts = ExecOptions::with_isa(isa);
     let ctx = format!("{isa} {act:?} {s:?}");
 
     let mut y = vec![f32::NAN; s.output_len()];
@@ -214,7 +214,7 @@ fn same_bits_on_any_thread_count(s: Conv2d) {
             .build()
             .unwrap();
         pool.install(|| {
-            let opts = GemmOptions {
+            let opts = ExecOptions {
                 isa: None,
                 threading,
             };
@@ -236,7 +236,7 @@ fn same_bits_on_any_thread_count(s: Conv2d) {
 #[test]
 fn bad_shapes_are_errors_naming_the_buffer() {
     let s = Conv2d::square(2, (5, 5, 3), 4, 3, Padding::Valid);
-    let opts = GemmOptions::default();
+    let opts = ExecOptions::default();
     let x = vec![0.0; s.input_len()];
     let w = vec![0.0; s.weight_len()];
     let mut y = vec![0.0; s.output_len()];
@@ -273,7 +273,7 @@ fn bad_shapes_are_errors_naming_the_buffer() {
 /// Max pooling on `isa` against the definition (ties: the first maximum in scan order), and its
 /// backward pass against routing each gradient to the recorded argmax.
 fn check_max_pool(s: Pool2d, seed: u64, nan: bool, isa: Isa) -> Result<(), String> {
-    let opts = GemmOptions::with_isa(isa);
+    let opts = ExecOptions::with_isa(isa);
     let mut rng = Rng::new(seed);
     // Coarse values so windows have ties.
     let mut x: Vec<f32> = rng
@@ -304,7 +304,7 @@ fn check_max_pool(s: Pool2d, seed: u64, nan: bool, isa: Isa) -> Result<(), Strin
     // Ties go to the window's first position on every path: the same argmax as the portable
     // sequential scan.
     let mut scalar_arg = vec![0u32; s.output_len()];
-    let scalar = GemmOptions::with_isa(Isa::Scalar);
+    let scalar = ExecOptions::with_isa(Isa::Scalar);
     max_pool2d_forward(&scalar, &s, &x, &mut y_only, Some(&mut scalar_arg))
         .map_err(|e| e.to_string())?;
     if let Some(i) = (0..arg.len()).find(|&i| arg[i] != scalar_arg[i]) {
@@ -407,7 +407,7 @@ proptest! {
 
     #[test]
     fn avg_pool_matches_the_definition_and_its_adjoint(s in pool_shape(), seed: u64) {
-        let opts = GemmOptions::default();
+        let opts = ExecOptions::default();
         let mut rng = Rng::new(seed);
         let x = rng.fill(s.input_len());
         let mut y = vec![0.0; s.output_len()];
@@ -433,14 +433,14 @@ fn pooling_rejects_bad_input() {
     let mut y = vec![0.0; s.output_len()];
     let mut arg = vec![0u32; s.output_len() - 1];
     let err =
-        max_pool2d_forward(&GemmOptions::default(), &s, &x, &mut y, Some(&mut arg)).unwrap_err();
+        max_pool2d_forward(&ExecOptions::default(), &s, &x, &mut y, Some(&mut arg)).unwrap_err();
     assert_eq!(
         err.to_string(),
         "max_pool2d_forward: argmax has 23 elements but a 2×2×2×3 tensor needs 24"
     );
     let arg = vec![48u32; s.output_len()];
     let mut dx = vec![0.0; s.input_len()];
-    let err = max_pool2d_backward(&GemmOptions::default(), &s, &y, &arg, &mut dx).unwrap_err();
+    let err = max_pool2d_backward(&ExecOptions::default(), &s, &y, &arg, &mut dx).unwrap_err();
     assert!(
         err.to_string().contains(
             "argument argmax = 48 is invalid: image 0, output (0, 0), channel 0: not a position \
@@ -475,7 +475,7 @@ proptest! {
         let w = rng.fill(s.weight_len());
         let b = rng.fill(s.out_c);
         for isa in Isa::available() {
-            let opts = GemmOptions::with_isa(isa);
+            let opts = ExecOptions::with_isa(isa);
             let mut y = vec![0.0; s.output_len()];
             let mut yp = vec![0.0; p.output_len()];
             let mut am = vec![0u32; p.output_len()];
@@ -501,7 +501,7 @@ proptest! {
             let dy = rng.fill(p.output_len());
             let mut dx = vec![f32::NAN; s.output_len()];
             max_pool2d_backward(&opts, &p, &dy, &am, &mut dx).unwrap();
-            activation_backward(Some(isa), act, &y, &mut dx).unwrap();
+            activation_backward(&kernels::ExecOptions::with_isa(isa), act, &y, &mut dx).unwrap();
             let mut dx2 = vec![f32::NAN; s.output_len()];
             max_pool2d_activation_backward(&opts, &p, act, &yp, &dy, &am, &mut dx2).unwrap();
             prop_assert_eq!(&dx, &dx2);
@@ -522,7 +522,7 @@ fn check_pooled_weight_gradient(
     let x = rng.fill(s.input_len());
     let w = rng.fill(s.weight_len());
     let b = rng.fill(s.out_c);
-    let opts = GemmOptions::with_isa(isa);
+    let opts = ExecOptions::with_isa(isa);
     let mut yp = vec![0.0; p.output_len()];
     let mut am = vec![0u32; p.output_len()];
     conv2d_maxpool_forward(
@@ -663,7 +663,7 @@ fn pooled_weight_gradient_checks_its_arguments() {
         })
         .collect();
     let (mut dw, mut db) = (vec![0.0; s.weight_len()], vec![0.0; 4]);
-    let opts = GemmOptions::default();
+    let opts = ExecOptions::default();
     let act = Activation::Relu;
     let run = |p: &Pool2d, am: &[u32], dyp: &[f32], dw: &mut [f32], db: &mut [f32]| {
         conv2d_maxpool_backward_weights(&opts, &s, p, act, &x, &yp, dyp, am, dw, Some(db))
@@ -707,7 +707,7 @@ fn pooling_backward_refuses_an_argmax_outside_its_window() {
             ..Pool2d::new(1, (5, 5, 2), 2)
         },
     ];
-    let opts = GemmOptions::default();
+    let opts = ExecOptions::default();
     for s in shapes {
         let x: Vec<f32> = (0..s.input_len())
             .map(|i| ((i * 7919) % 101) as f32)
@@ -771,7 +771,7 @@ fn fused_conv_and_pool_check_the_pooling_shape() {
     let mut yp = vec![0.0; p.output_len()];
     let mut am = vec![0u32; p.output_len()];
     let err = conv2d_maxpool_forward(
-        &GemmOptions::default(),
+        &ExecOptions::default(),
         &s,
         &p,
         &x,

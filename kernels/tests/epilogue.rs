@@ -8,7 +8,7 @@
 
 use kernels::activation::{activation_backward, bias_activation};
 use kernels::reference::Rng;
-use kernels::{gemm_fused, reference, Activation, Bias, GemmOptions, Isa, MatMut, MatRef};
+use kernels::{gemm_fused, reference, Activation, Bias, ExecOptions, Isa, MatMut, MatRef};
 use proptest::prelude::*;
 
 const ACTIVATIONS: [Activation; 4] = [
@@ -73,7 +73,7 @@ fn check(
             MatMut::row_major(&mut ours, m, n, n.max(1))
         };
         gemm_fused(
-            &GemmOptions::with_isa(isa),
+            &ExecOptions::with_isa(isa),
             alpha,
             av,
             bv,
@@ -183,7 +183,7 @@ fn bias_length_is_checked() {
     let b = [1.0; 6];
     let mut c = [0.0; 4];
     let err = gemm_fused(
-        &GemmOptions::default(),
+        &ExecOptions::default(),
         1.0,
         MatRef::row_major(&a, 2, 3, 3),
         MatRef::row_major(&b, 3, 2, 2),
@@ -207,7 +207,14 @@ fn bias_activation_pass_matches_per_element_activation() {
     for isa in Isa::available() {
         for act in ACTIVATIONS {
             let mut y = x.clone();
-            bias_activation(Some(isa), act, Some(&bias), &mut y, 13).unwrap();
+            bias_activation(
+                &kernels::ExecOptions::with_isa(isa),
+                act,
+                Some(&bias),
+                &mut y,
+                13,
+            )
+            .unwrap();
             for (i, (&got, &x)) in y.iter().zip(&x).enumerate() {
                 let want = act64(act, x as f64 + bias[i % 13] as f64);
                 assert!(
@@ -218,11 +225,25 @@ fn bias_activation_pass_matches_per_element_activation() {
         }
     }
     let mut y = vec![0.0; 10];
-    let err = bias_activation(None, Activation::Relu, Some(&[1.0; 3]), &mut y, 5).unwrap_err();
+    let err = bias_activation(
+        &kernels::ExecOptions::default(),
+        Activation::Relu,
+        Some(&[1.0; 3]),
+        &mut y,
+        5,
+    )
+    .unwrap_err();
     assert!(err
         .to_string()
         .contains("the bias has 3 elements but the rows have 5"));
-    let err = bias_activation(None, Activation::Relu, None, &mut y, 3).unwrap_err();
+    let err = bias_activation(
+        &kernels::ExecOptions::default(),
+        Activation::Relu,
+        None,
+        &mut y,
+        3,
+    )
+    .unwrap_err();
     assert!(err
         .to_string()
         .contains("10 elements do not form whole rows of 3 columns"));
@@ -243,9 +264,9 @@ fn activation_backward_matches_finite_differences() {
     for isa in Isa::available() {
         for act in ACTIVATIONS {
             let mut y = x.clone();
-            bias_activation(Some(isa), act, None, &mut y, 1).unwrap();
+            bias_activation(&kernels::ExecOptions::with_isa(isa), act, None, &mut y, 1).unwrap();
             let mut g = upstream.clone();
-            activation_backward(Some(isa), act, &y, &mut g).unwrap();
+            activation_backward(&kernels::ExecOptions::with_isa(isa), act, &y, &mut g).unwrap();
             for i in 0..x.len() {
                 let h = 1e-3;
                 let numeric = (act64(act, x[i] as f64 + h) - act64(act, x[i] as f64 - h))
@@ -260,7 +281,13 @@ fn activation_backward_matches_finite_differences() {
             }
         }
     }
-    let err = activation_backward(None, Activation::Tanh, &[0.0; 3], &mut [0.0; 4]).unwrap_err();
+    let err = activation_backward(
+        &kernels::ExecOptions::default(),
+        Activation::Tanh,
+        &[0.0; 3],
+        &mut [0.0; 4],
+    )
+    .unwrap_err();
     assert!(err
         .to_string()
         .contains("the forward output has 3 elements but the gradient has 4"));
@@ -270,6 +297,12 @@ fn activation_backward_matches_finite_differences() {
 fn relu_backward_is_zero_at_and_below_zero_output() {
     let y = [0.0, 2.0, 0.0, 1e-30];
     let mut g = [1.0, 1.0, -3.0, 5.0];
-    activation_backward(None, Activation::Relu, &y, &mut g).unwrap();
+    activation_backward(
+        &kernels::ExecOptions::default(),
+        Activation::Relu,
+        &y,
+        &mut g,
+    )
+    .unwrap();
     assert_eq!(g, [0.0, 1.0, 0.0, 5.0]);
 }

@@ -1,7 +1,7 @@
 //! Every argument error of the GEMM API is an `Err` with a message naming the argument and the
 //! numbers, and nothing is written to C.
 
-use kernels::{gemm, gemm_with, sgemm, GemmOptions, Isa, Layout, MatMut, MatRef, Transpose};
+use kernels::{gemm, gemm_with, sgemm, ExecOptions, Isa, Layout, MatMut, MatRef, Transpose};
 
 fn err(r: kernels::Result<()>) -> String {
     r.unwrap_err().to_string()
@@ -164,7 +164,7 @@ fn unavailable_or_unbuilt_paths_are_errors() {
     let mut c = [0.0f32; 4];
     for isa in Isa::ALL {
         let r = gemm_with(
-            &GemmOptions::with_isa(isa),
+            &ExecOptions::with_isa(isa),
             1.0,
             MatRef::row_major(&a, 2, 2, 2),
             MatRef::row_major(&a, 2, 2, 2),

@@ -6,7 +6,7 @@
 //! 1e-5 relative. Bit for bit between one and two threads on every path.
 
 use kernels::optim::{adam_update, rmsprop_update, sgd_update, update_from_product, Rule};
-use kernels::{gemm_with, GemmOptions, Isa, MatMut, MatRef, Threading};
+use kernels::{gemm_with, ExecOptions, Isa, MatMut, MatRef, Threading};
 use proptest::prelude::*;
 
 fn data(n: usize, seed: u64) -> Vec<f32> {
@@ -95,7 +95,7 @@ impl Case {
         let mut d = vec![f32::NAN; self.m * self.k];
         let mut views: Vec<&mut [f32]> = state.iter_mut().map(|s| &mut s[..]).collect();
         update_from_product(
-            &GemmOptions::with_isa(isa),
+            &ExecOptions::with_isa(isa),
             rule,
             self.a(),
             self.b(),
@@ -109,7 +109,7 @@ impl Case {
 
     /// The same, as a product on one thread and then the rule's update function.
     fn apart(&self, isa: Isa, rule: Rule) -> (Vec<f32>, Vec<Vec<f32>>, Vec<f32>) {
-        let single = GemmOptions {
+        let single = ExecOptions {
             isa: Some(isa),
             threading: Threading::Single,
         };
@@ -136,7 +136,7 @@ impl Case {
         .unwrap();
         let mut w = self.w.clone();
         let [mut s0, mut s1] = self.state.clone();
-        let isa = Some(isa);
+        let isa = &kernels::ExecOptions::with_isa(isa);
         match rule {
             Rule::Sgd {
                 lr,
@@ -252,7 +252,7 @@ fn bad_arguments_are_errors_naming_them() {
         beta2: 0.999,
         eps: 1e-7,
     };
-    let opts = GemmOptions::default();
+    let opts = ExecOptions::default();
     let (a, b) = (vec![0.0; 6], vec![0.0; 8]);
     let (mut w, mut s0, mut s1) = (vec![0.0; 12], vec![0.0; 12], vec![0.0; 12]);
     let mut run =

@@ -5,7 +5,7 @@
 //! |ours − ref| ≤ 2·(k+2)·2⁻²⁴·(|α|·Σₚ|aᵢₚ·bₚⱼ| + |β·cᵢⱼ|) + f32::MIN_POSITIVE.
 
 use kernels::reference::Rng;
-use kernels::{gemm_with, reference, GemmOptions, Isa, MatMut, MatRef, Threading};
+use kernels::{gemm_with, reference, ExecOptions, Isa, MatMut, MatRef, Threading};
 use proptest::prelude::*;
 
 /// The machine's paths that run our driver or OpenBLAS, each to be forced in turn.
@@ -76,7 +76,7 @@ fn check(case: Case, isa: Isa) -> Result<(), String> {
             MatMut::row_major(data, m, n, ldc)
         }
     }
-    let opts = GemmOptions {
+    let opts = ExecOptions {
         isa: Some(isa),
         threading: case.threading,
     };
@@ -325,7 +325,7 @@ fn thread_count_does_not_change_the_bits() {
             let c0 = rng.fill(m * n);
             let run = |threading| {
                 let mut c = c0.clone();
-                let opts = GemmOptions {
+                let opts = ExecOptions {
                     isa: Some(isa),
                     threading,
                 };
@@ -377,7 +377,7 @@ fn nan_and_inf_propagate() {
         let mut c = vec![0.0f32; m * n];
         c[2 * n + 4] = f32::NAN; // read because beta = 1
         gemm_with(
-            &GemmOptions::with_isa(isa),
+            &ExecOptions::with_isa(isa),
             1.0,
             MatRef::row_major(&a, m, k, k),
             MatRef::row_major(&b, k, n, n),
@@ -410,7 +410,7 @@ fn one_row_alone_has_the_bits_it_has_inside_the_product() {
     let (a, b, c0) = (rng.fill(m * k), rng.fill(k * n), rng.fill(m * n));
     let bias = rng.fill(n);
     for isa in paths().into_iter().filter(|&i| i != Isa::OpenBlas) {
-        let opts = GemmOptions::with_isa(isa);
+        let opts = ExecOptions::with_isa(isa);
         for (act, with_bias) in [(Activation::Identity, false), (Activation::Relu, true)] {
             let bias = if with_bias {
                 Bias::PerColumn(&bias)

@@ -2,12 +2,13 @@
 //! against f64, over dense sweeps of their input ranges, plus special values and argument errors.
 //! The bounds are the ones `kernels::math` documents.
 
+use kernels::ExecOptions;
 use kernels::{math, Isa};
 use proptest::prelude::*;
 
 const ULP1: f64 = 1.0 / (1u64 << 23) as f64; // 2⁻²³: the spacing just above 1
 
-type F32Fn = fn(Option<Isa>, &[f32], &mut [f32]) -> kernels::Result<()>;
+type F32Fn = fn(&ExecOptions, &[f32], &mut [f32]) -> kernels::Result<()>;
 
 /// Checks `f` on `isa` over `xs` against `reference`: relative error ≤ `rel` where the reference is
 /// a normal f32, absolute ≤ 2⁻¹⁴⁸ below that, and exact agreement on ±∞.
@@ -20,7 +21,7 @@ fn check(
     rel: f64,
 ) -> Result<(), String> {
     let mut ys = vec![0.0f32; xs.len()];
-    f(Some(isa), xs, &mut ys).map_err(|e| e.to_string())?;
+    f(&ExecOptions::with_isa(isa), xs, &mut ys).map_err(|e| e.to_string())?;
     let mut worst = 0.0f64;
     for (&x, &y) in xs.iter().zip(&ys) {
         let want = reference(x as f64);
@@ -120,15 +121,15 @@ fn special_values() {
     ];
     for isa in Isa::available() {
         let mut y = [0.0f32; 7];
-        math::exp_with(Some(isa), &xs, &mut y).unwrap();
+        math::exp_with(&kernels::ExecOptions::with_isa(isa), &xs, &mut y).unwrap();
         assert_eq!(&y[..2], &[f32::INFINITY, 0.0], "{isa}");
         assert!(y[2].is_nan(), "{isa}");
         assert_eq!(&y[3..], &[1.0, 1.0, f32::INFINITY, 0.0], "{isa}");
-        math::sigmoid_with(Some(isa), &xs, &mut y).unwrap();
+        math::sigmoid_with(&kernels::ExecOptions::with_isa(isa), &xs, &mut y).unwrap();
         assert_eq!(&y[..2], &[1.0, 0.0], "{isa}");
         assert!(y[2].is_nan(), "{isa}");
         assert_eq!(&y[3..], &[0.5, 0.5, 1.0, 0.0], "{isa}");
-        math::tanh_with(Some(isa), &xs, &mut y).unwrap();
+        math::tanh_with(&kernels::ExecOptions::with_isa(isa), &xs, &mut y).unwrap();
         assert_eq!(&y[..2], &[1.0, -1.0], "{isa}");
         assert!(y[2].is_nan(), "{isa}");
         assert_eq!(y[3].to_bits(), 0.0f32.to_bits(), "{isa}: tanh(+0)");
@@ -150,7 +151,8 @@ fn length_mismatch_and_unavailable_paths_are_errors() {
         "tanh: the input has 5 elements but the output has 4"
     );
     for isa in Isa::ALL.into_iter().filter(|i| !i.is_available()) {
-        let err = math::sigmoid_in_place_with(Some(isa), &mut y).unwrap_err();
+        let err =
+            math::sigmoid_in_place_with(&kernels::ExecOptions::with_isa(isa), &mut y).unwrap_err();
         assert_eq!(err, isa.check_available().unwrap_err());
     }
 }
@@ -164,15 +166,15 @@ proptest! {
     fn any_length_any_values(xs in prop::collection::vec(-120.0f32..120.0, 0..70)) {
         for isa in Isa::available() {
             for (name, f, g, reference, rel) in [
-                ("exp", math::exp_with as F32Fn, math::exp_in_place_with as fn(Option<Isa>, &mut [f32]) -> kernels::Result<()>, f64::exp as fn(f64) -> f64, 2.0 * ULP1),
+                ("exp", math::exp_with as F32Fn, math::exp_in_place_with as fn(&ExecOptions, &mut [f32]) -> kernels::Result<()>, f64::exp as fn(f64) -> f64, 2.0 * ULP1),
                 ("sigmoid", math::sigmoid_with, math::sigmoid_in_place_with, sigmoid64, 3.0 * ULP1),
                 ("tanh", math::tanh_with, math::tanh_in_place_with, f64::tanh, 3.0 * ULP1),
             ] {
                 prop_assert_eq!(check(name, isa, f, reference, &xs, rel), Ok(()));
                 let mut out = vec![0.0f32; xs.len()];
-                f(Some(isa), &xs, &mut out).unwrap();
+                f(&ExecOptions::with_isa(isa), &xs, &mut out).unwrap();
                 let mut v = xs.clone();
-                g(Some(isa), &mut v).unwrap();
+                g(&ExecOptions::with_isa(isa), &mut v).unwrap();
                 prop_assert_eq!(
                     out.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
                     v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()

@@ -24,7 +24,7 @@ fn adam_matches_keras_rule() {
         adam_case(n);
     }
     let err = adam_update(
-        None,
+        &kernels::ExecOptions::default(),
         &mut [0.0; 3],
         &[0.0; 3],
         &mut [0.0; 2],
@@ -58,7 +58,7 @@ fn adam_case(n: usize) {
     for isa in Isa::available() {
         let (mut w, mut m, mut v) = (w0.clone(), m0.clone(), v0.clone());
         adam_update(
-            Some(isa),
+            &kernels::ExecOptions::with_isa(isa),
             &mut w,
             &g,
             &mut m,
@@ -83,7 +83,16 @@ fn rmsprop_matches_keras_rule() {
     let (lr, rho, eps) = (0.001f64, 0.9f64, 1e-7f64);
     for isa in Isa::available() {
         let (mut w, mut v) = (w0.clone(), v0.clone());
-        rmsprop_update(Some(isa), &mut w, &g, &mut v, 0.001, 0.9, 1e-7).unwrap();
+        rmsprop_update(
+            &kernels::ExecOptions::with_isa(isa),
+            &mut w,
+            &g,
+            &mut v,
+            0.001,
+            0.9,
+            1e-7,
+        )
+        .unwrap();
         let want_v: Vec<f64> = (0..n)
             .map(|i| rho * v0[i] as f64 + (1.0 - rho) * (g[i] as f64).powi(2))
             .collect();
@@ -101,12 +110,30 @@ fn sgd_matches_keras_rule_with_and_without_momentum() {
     let (g, w0, vel0) = (data(n, 8), data(n, 9), data(n, 10));
     for isa in Isa::available() {
         let mut w = w0.clone();
-        sgd_update(Some(isa), &mut w, &g, None, 0.01, 0.0, false).unwrap();
+        sgd_update(
+            &kernels::ExecOptions::with_isa(isa),
+            &mut w,
+            &g,
+            None,
+            0.01,
+            0.0,
+            false,
+        )
+        .unwrap();
         let want: Vec<f64> = (0..n).map(|i| w0[i] as f64 - 0.01 * g[i] as f64).collect();
         close(&w, &want, "sgd");
         for nesterov in [false, true] {
             let (mut w, mut vel) = (w0.clone(), vel0.clone());
-            sgd_update(Some(isa), &mut w, &g, Some(&mut vel), 0.01, 0.9, nesterov).unwrap();
+            sgd_update(
+                &kernels::ExecOptions::with_isa(isa),
+                &mut w,
+                &g,
+                Some(&mut vel),
+                0.01,
+                0.9,
+                nesterov,
+            )
+            .unwrap();
             let want_vel: Vec<f64> = (0..n)
                 .map(|i| 0.9 * vel0[i] as f64 - 0.01 * g[i] as f64)
                 .collect();
@@ -124,7 +151,16 @@ fn sgd_matches_keras_rule_with_and_without_momentum() {
             close(&w, &want_w, "sgd momentum w");
         }
     }
-    let err = sgd_update(None, &mut [0.0; 2], &[0.0; 2], None, 0.1, 0.9, false).unwrap_err();
+    let err = sgd_update(
+        &kernels::ExecOptions::default(),
+        &mut [0.0; 2],
+        &[0.0; 2],
+        None,
+        0.1,
+        0.9,
+        false,
+    )
+    .unwrap_err();
     assert!(err
         .to_string()
         .contains("momentum 0.9 needs a velocity buffer"));
@@ -140,26 +176,47 @@ fn update_checks_the_state_against_the_rule() {
         eps: 1e-7,
     };
     let (mut w, g) = (vec![1.0f32; 4], vec![0.5f32; 4]);
-    let err = update(None, rms, &mut w, &g, &mut []).unwrap_err();
+    let err = update(&kernels::ExecOptions::default(), rms, &mut w, &g, &mut []).unwrap_err();
     assert_eq!(
         err.to_string(),
         "argument state = 0 buffers is invalid: RmsProp { lr: 0.001, rho: 0.9, eps: 1e-7 } keeps \
          1 state buffers"
     );
     let mut short = [0.0f32; 3];
-    let err = update(None, rms, &mut w, &g, &mut [&mut short[..]]).unwrap_err();
+    let err = update(
+        &kernels::ExecOptions::default(),
+        rms,
+        &mut w,
+        &g,
+        &mut [&mut short[..]],
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "update: the parameters have 4 elements but a state buffer has 3"
     );
-    let err = update(None, rms, &mut w, &g[..2], &mut [&mut short[..]]).unwrap_err();
+    let err = update(
+        &kernels::ExecOptions::default(),
+        rms,
+        &mut w,
+        &g[..2],
+        &mut [&mut short[..]],
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "update: the parameters have 4 elements but the gradient has 2"
     );
     // And a correct call steps: w − lr·g/√(0.1·g² + ε).
     let mut v = [0.0f32; 4];
-    update(None, rms, &mut w, &g, &mut [&mut v[..]]).unwrap();
+    update(
+        &kernels::ExecOptions::default(),
+        rms,
+        &mut w,
+        &g,
+        &mut [&mut v[..]],
+    )
+    .unwrap();
     let want = 1.0 - 0.001 * 0.5 / (0.1f64 * 0.25 + 1e-7).sqrt();
     assert!(w.iter().all(|&x| (x as f64 - want).abs() < 1e-6), "{w:?}");
 }

@@ -39,8 +39,8 @@ proptest! {
         for isa in Isa::available() {
             let mut p = vec![0.0f32; x.len()];
             let mut lp = vec![0.0f32; x.len()];
-            math::softmax_rows_with(Some(isa), &x, &mut p, cols).unwrap();
-            math::log_softmax_rows_with(Some(isa), &x, &mut lp, cols).unwrap();
+            math::softmax_rows_with(&kernels::ExecOptions::with_isa(isa), &x, &mut p, cols).unwrap();
+            math::log_softmax_rows_with(&kernels::ExecOptions::with_isa(isa), &x, &mut lp, cols).unwrap();
             for (r, row) in x.chunks(cols).enumerate() {
                 let want = softmax64(row);
                 let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
@@ -80,7 +80,7 @@ proptest! {
         let scale = if rows > 0 { 1.0 / rows as f32 } else { 1.0 };
         for isa in Isa::available() {
             let mut g = vec![0.0f32; x.len()];
-            let loss = math::softmax_cross_entropy_with(Some(isa), &x, &t, &mut g, cols, scale).unwrap();
+            let loss = math::softmax_cross_entropy_with(&kernels::ExecOptions::with_isa(isa), &x, &t, &mut g, cols, scale).unwrap();
             let mut want_loss = 0.0f64;
             for (r, row) in x.chunks(cols).enumerate() {
                 let p = softmax64(row);
@@ -136,13 +136,19 @@ fn huge_logits_nan_rows_and_bad_shapes() {
     for isa in Isa::available() {
         let x = [1e30f32, -1e30, 0.0, f32::NAN, 1.0, 2.0];
         let mut y = [0.0f32; 6];
-        math::softmax_rows_with(Some(isa), &x, &mut y, 3).unwrap();
+        math::softmax_rows_with(&kernels::ExecOptions::with_isa(isa), &x, &mut y, 3).unwrap();
         assert_eq!(&y[..3], &[1.0, 0.0, 0.0], "{isa}");
         assert!(
             y[3..].iter().all(|v| v.is_nan()),
             "{isa}: a NaN logit makes its row NaN"
         );
-        math::log_softmax_rows_with(Some(isa), &x[..3], &mut y[..3], 3).unwrap();
+        math::log_softmax_rows_with(
+            &kernels::ExecOptions::with_isa(isa),
+            &x[..3],
+            &mut y[..3],
+            3,
+        )
+        .unwrap();
         assert_eq!(&y[..3], &[0.0, -2e30, -1e30], "{isa}");
     }
     let x = [0.0f32; 6];

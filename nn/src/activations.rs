@@ -86,7 +86,12 @@ pub(crate) fn backward_in_place(
             }
             Ok(())
         }
-        _ => kernels::activation::activation_backward(None, act.elementwise(), y, grad)
-            .map_err(Error::kernel(layer)),
+        _ => kernels::activation::activation_backward(
+            &kernels::ExecOptions::default(),
+            act.elementwise(),
+            y,
+            grad,
+        )
+        .map_err(Error::kernel(layer)),
     }
 }

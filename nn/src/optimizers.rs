@@ -291,7 +291,13 @@ impl Optimizer {
                     let [s0, s1] = &mut self.state[index];
                     let mut state = [&mut s0[..], &mut s1[..]];
                     let state = &mut state[..rule.state_buffers()];
-                    if let Err(e) = kernels::optim::update(None, rule, p.value, p.grad, state) {
+                    if let Err(e) = kernels::optim::update(
+                        &kernels::ExecOptions::default(),
+                        rule,
+                        p.value,
+                        p.grad,
+                        state,
+                    ) {
                         failure = Some((li, e));
                     }
                 }

@@ -10,7 +10,7 @@ use super::Conv2d;
 use crate::error::Result;
 use crate::gemm::pack::pack_lines;
 use crate::gemm::problem::PackA;
-use crate::gemm::{GemmOptions, Threading};
+use crate::gemm::{ExecOptions, Threading};
 use crate::scratch::COL;
 
 /// im2col blocks are kept to about this many floats (1 MiB: they stay in L2 until the GEMM reads
@@ -48,8 +48,8 @@ impl Plan {
     }
 
     /// The GEMM threading inside a task: the pool's threads only when there is a single task.
-    pub(crate) fn inner_threading(&self, opts: &GemmOptions) -> GemmOptions {
-        GemmOptions {
+    pub(crate) fn inner_threading(&self, opts: &ExecOptions) -> ExecOptions {
+        ExecOptions {
             threading: if self.tasks == 1 {
                 opts.threading
             } else {
@@ -60,7 +60,7 @@ impl Plan {
     }
 
     /// Runs `f(task)` for every task: in parallel unless the caller asked for one thread.
-    pub(crate) fn run(&self, opts: &GemmOptions, f: impl Fn(usize) + Sync + Send) {
+    pub(crate) fn run(&self, opts: &ExecOptions, f: impl Fn(usize) + Sync + Send) {
         if self.tasks > 1 && crate::process::parallel(opts.threading) {
             (0..self.tasks).into_par_iter().for_each(f);
         } else {

@@ -14,7 +14,7 @@
 
 use super::Conv2d;
 use crate::error::Result;
-use crate::gemm::{gemm_with, GemmOptions};
+use crate::gemm::{gemm_with, ExecOptions};
 use crate::mat::{MatMut, MatRef};
 use crate::scratch::COL;
 
@@ -51,7 +51,7 @@ fn xp_len(s: &Conv2d, rows: usize) -> usize {
 
 /// `dw` ← Σ over the whole images of `pixels` of patchᵀ·dy, and `db` ← Σ dy (in pixel order).
 pub(super) fn backward_weights(
-    inner: &GemmOptions,
+    inner: &ExecOptions,
     s: &Conv2d,
     x: &[f32],
     dy: &[f32],

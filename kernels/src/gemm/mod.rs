@@ -26,27 +26,7 @@ pub use epilogue::Bias;
 use epilogue::Epilogue;
 use problem::{Operand, Output, Problem};
 
-pub use crate::process::Threading;
-
-/// Options of [`gemm_with`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct GemmOptions {
-    /// The instruction-set path to use; `None` means [`Isa::active`] (the `KERNELS_ISA`
-    /// environment variable, else the best path of this CPU).
-    pub isa: Option<Isa>,
-    /// Threads to use.
-    pub threading: Threading,
-}
-
-impl GemmOptions {
-    /// Options that force `isa`.
-    pub fn with_isa(isa: Isa) -> Self {
-        GemmOptions {
-            isa: Some(isa),
-            ..Self::default()
-        }
-    }
-}
+pub use crate::process::{ExecOptions, Threading};
 
 /// One microkernel tile of an instruction-set path and the block sizes the cache model gave it
 /// on this CPU (see [`crate::cpu::cache_info`]).
@@ -102,12 +82,12 @@ pub fn gemm_blocking(isa: Isa) -> Vec<TileBlocking> {
 /// assert_eq!(c, [4.0, 5.0, 10.0, 11.0]);
 /// ```
 pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) -> Result<()> {
-    gemm_with(&GemmOptions::default(), alpha, a, b, beta, c)
+    gemm_with(&ExecOptions::default(), alpha, a, b, beta, c)
 }
 
 /// `C ← alpha·A·B + beta·C` with explicit options.
 pub fn gemm_with(
-    opts: &GemmOptions,
+    opts: &ExecOptions,
     alpha: f32,
     a: MatRef<'_>,
     b: MatRef<'_>,
@@ -125,18 +105,18 @@ pub fn gemm_with(
 /// epilogue to `beta·C`. With `Bias::None` and [`Activation::Identity`] this is [`gemm_with`].
 ///
 /// ```
-/// use kernels::{gemm_fused, Activation, Bias, GemmOptions, MatMut, MatRef};
+/// use kernels::{gemm_fused, Activation, Bias, ExecOptions, MatMut, MatRef};
 /// let x = [1.0, -2.0]; // 1×2
 /// let w = [1.0, 0.0, 0.0, 1.0]; // 2×2 identity
 /// let mut y = [0.0; 2];
-/// gemm_fused(&GemmOptions::default(), 1.0, MatRef::row_major(&x, 1, 2, 2),
+/// gemm_fused(&ExecOptions::default(), 1.0, MatRef::row_major(&x, 1, 2, 2),
 ///            MatRef::row_major(&w, 2, 2, 2), 0.0, Bias::PerColumn(&[0.5, 0.5]),
 ///            Activation::Relu, MatMut::row_major(&mut y, 1, 2, 2)).unwrap();
 /// assert_eq!(y, [1.5, 0.0]);
 /// ```
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_fused(
-    opts: &GemmOptions,
+    opts: &ExecOptions,
     alpha: f32,
     a: MatRef<'_>,
     b: MatRef<'_>,
@@ -267,7 +247,7 @@ fn operand<'a>(x: MatRef<'a>) -> Operand<'a> {
 /// row-major. Our own instruction-set paths only: OpenBLAS needs A stored.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_fused_packed_a(
-    opts: &GemmOptions,
+    opts: &ExecOptions,
     packer: &dyn problem::PackA,
     m: usize,
     k: usize,

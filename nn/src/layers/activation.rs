@@ -53,8 +53,14 @@ impl Layer for Activation {
         let len = n * self.per;
         let y = &mut self.out[..len];
         y.copy_from_slice(&x[..len]);
-        kernels::activation::bias_activation(None, self.act.elementwise(), None, y, self.last)
-            .map_err(Error::kernel(&self.name))?;
+        kernels::activation::bias_activation(
+            &kernels::ExecOptions::default(),
+            self.act.elementwise(),
+            None,
+            y,
+            self.last,
+        )
+        .map_err(Error::kernel(&self.name))?;
         finish_forward(self.act, y, self.last, &self.name)
     }
     fn output(&self) -> &[f32] {

@@ -2,7 +2,7 @@
 //! activation fused; backward weights, bias and (except for the first layer) input.
 
 use kernels::conv::{conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2d};
-use kernels::{GemmOptions, Padding};
+use kernels::{ExecOptions, Padding};
 use rand::rngs::StdRng;
 
 use super::{
@@ -122,7 +122,7 @@ impl Conv2D {
         let y_conv = keep.then(|| samples_mut(&mut self.out, n, s.out_pixels() * s.out_c));
         Some(
             kernels::conv_pool::conv2d_maxpool_forward(
-                &GemmOptions::default(),
+                &ExecOptions::default(),
                 &s,
                 &p,
                 &x[..s.input_len()],
@@ -155,7 +155,7 @@ impl Conv2D {
         let s = self.conv(n);
         Some(
             kernels::conv_pool::conv2d_maxpool_backward_weights(
-                &GemmOptions::default(),
+                &ExecOptions::default(),
                 &s,
                 &p,
                 act,
@@ -234,7 +234,7 @@ impl Layer for Conv2D {
         let s = self.conv(n);
         let y = samples_mut(&mut self.out, n, s.out_pixels() * s.out_c);
         conv2d_forward(
-            &GemmOptions::default(),
+            &ExecOptions::default(),
             &s,
             &x[..s.input_len()],
             &self.kernel,
@@ -263,7 +263,7 @@ impl Layer for Conv2D {
         if !self.grad_is_preactivation {
             backward_in_place(self.act, samples(&self.out, n, per), g, s.out_c, &self.name)?;
         }
-        let opts = GemmOptions::default();
+        let opts = ExecOptions::default();
         conv2d_backward_weights(
             &opts,
             &s,

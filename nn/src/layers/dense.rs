@@ -5,7 +5,7 @@
 //! kernel's rows, and the kernel and its optimizer state are streamed once instead of three
 //! times.
 
-use kernels::{gemm, gemm_fused, Bias, GemmOptions, MatMut, MatRef};
+use kernels::{gemm, gemm_fused, Bias, ExecOptions, MatMut, MatRef};
 use rand::rngs::StdRng;
 
 use super::{
@@ -89,7 +89,7 @@ impl Dense {
         let gv = MatRef::row_major(g, n, u, u);
         let (rule, mut state) = steps.take(0);
         kernels::optim::update_from_product(
-            &GemmOptions::default(),
+            &ExecOptions::default(),
             rule,
             MatRef::row_major(&x[..n * k], n, k, k),
             gv,
@@ -156,7 +156,7 @@ impl Layer for Dense {
         let (k, u) = (self.inputs, self.units);
         let y = samples_mut(&mut self.out, n, u);
         gemm_fused(
-            &GemmOptions::default(),
+            &ExecOptions::default(),
             1.0,
             MatRef::row_major(&x[..n * k], n, k, k),
             MatRef::row_major(&self.kernel, k, u, u),
@@ -331,7 +331,14 @@ mod tests {
             .unwrap();
         let (mut m, mut v) = (vec![0.0; k * u], vec![0.0; k * u]);
         let mut state = [&mut m[..], &mut v[..]];
-        kernels::optim::update(None, ADAM, &mut apart.kernel, &apart.dkernel, &mut state).unwrap();
+        kernels::optim::update(
+            &kernels::ExecOptions::default(),
+            ADAM,
+            &mut apart.kernel,
+            &apart.dkernel,
+            &mut state,
+        )
+        .unwrap();
         assert_eq!(dx_fused, dx_apart);
         assert_eq!(fused.kernel, apart.kernel);
         assert!(steps.m == m && steps.v == v);

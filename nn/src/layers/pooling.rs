@@ -3,7 +3,7 @@
 use kernels::pool::{
     max_pool2d_activation_backward, max_pool2d_backward, max_pool2d_forward, Pool2d,
 };
-use kernels::{GemmOptions, Padding};
+use kernels::{ExecOptions, Padding};
 use rand::rngs::StdRng;
 
 use super::{grow, samples_mut, Inferred, Layer, LayerConfig, Param};
@@ -145,7 +145,7 @@ impl Layer for MaxPooling2D {
         let s = self.shape(n);
         let per = s.output_len() / n.max(1);
         max_pool2d_forward(
-            &GemmOptions::default(),
+            &ExecOptions::default(),
             &s,
             &x[..s.input_len()],
             samples_mut(&mut self.out, n, per),
@@ -169,7 +169,7 @@ impl Layer for MaxPooling2D {
         let Some(dx) = dx else {
             return Ok(());
         };
-        let (len, opts) = (s.output_len(), GemmOptions::default());
+        let (len, opts) = (s.output_len(), ExecOptions::default());
         let (dy, argmax, dx) = (&grad[..len], &self.argmax[..len], &mut dx[..s.input_len()]);
         match self.input_act {
             Some(act) => {
