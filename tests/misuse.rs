@@ -201,6 +201,31 @@ fn fit_and_callback_settings_out_of_range_are_refused() {
 }
 
 #[test]
+fn errors_read_as_sentences_when_main_returns_them() {
+    // `fn main() -> Result<(), nn::Error>` prints the error with `Debug`: the message, not a
+    // struct.
+    let err = Tensor::from_vec(vec![1.0; 3], &[2, 2]).unwrap_err();
+    assert_eq!(format!("{err:?}"), err.to_string());
+    assert_eq!(
+        format!("{err:?}"),
+        "a tensor of shape [2, 2] needs 4 elements, but 3 were given"
+    );
+    let err = kernels::gemm(
+        1.0,
+        MatRef::row_major(&[1.0; 4], 2, 2, 2),
+        MatRef::row_major(&[1.0; 6], 3, 2, 2),
+        0.0,
+        kernels::MatMut::row_major(&mut [0.0; 4], 2, 2, 2),
+    )
+    .unwrap_err();
+    assert_eq!(format!("{err:?}"), err.to_string());
+    let err = Sequential::load("/nonexistent/model.safetensors")
+        .err()
+        .unwrap();
+    assert!(format!("{err:?}").starts_with("/nonexistent/model.safetensors: "));
+}
+
+#[test]
 fn sample_ranges_past_the_data_are_refused() {
     let t = Tensor::from_vec(vec![1.0; 8], &[2, 4]).unwrap();
     assert_eq!(t.slice_samples(1..2).unwrap().shape(), [1, 4]);

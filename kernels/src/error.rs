@@ -3,8 +3,9 @@
 
 use crate::Isa;
 
-/// Everything a `kernels` call can reject.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Everything a `kernels` call can reject. `Debug` prints the message too (as `Display`), so a
+/// `main` that returns the error shows a sentence, not a struct.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// A matrix view reaches past the end of its buffer.
     #[error(
@@ -79,6 +80,12 @@ pub enum Error {
         source_name: &'static str,
         expected: String,
     },
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// `Result` with [`Error`].

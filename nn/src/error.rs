@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 
-/// Everything an `nn` call can reject.
-#[derive(Debug, thiserror::Error)]
+/// Everything an `nn` call can reject. `Debug` prints the message too (as `Display`), so a
+/// `main() -> Result<…>` that returns the error shows a sentence (with its cause), not a struct.
+#[derive(thiserror::Error)]
 pub enum Error {
     /// A kernel rejected its arguments while running `layer`.
     #[error("layer {layer}: {source}")]
@@ -42,6 +43,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// `Result` with [`Error`].
