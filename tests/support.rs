@@ -58,6 +58,26 @@ pub fn small_cnn(seed: u64) -> Sequential {
     m
 }
 
+/// Loads `path` as a model — and, whatever it holds, its weights into [`small_cnn`]'s — as the
+/// fuzzers do: a model that loads must predict on zeros of its input shape (when that is at most
+/// 65 536 values a sample). Returns whether the model loaded. Never panics on any file.
+pub fn exercise_model_file(path: &Path) -> bool {
+    let loaded = Sequential::load(path);
+    let ok = loaded.is_ok();
+    if let Ok(mut m) = loaded {
+        let shape = m.get_input_shape().unwrap().to_vec();
+        let per: usize = shape.iter().product();
+        if per <= 1 << 16 {
+            let mut full = vec![2];
+            full.extend(&shape);
+            let x = Tensor::from_vec(vec![0.0; 2 * per], &full).unwrap();
+            let _ = m.predict(&x, 2);
+        }
+    }
+    let _ = small_cnn(0).load_weights(path);
+    ok
+}
+
 /// `n` deterministic 8 × 8 × 1 images and their labels (0..3).
 pub fn images(n: usize) -> (Tensor, Tensor) {
     let x: Vec<f32> = (0..n * 64)

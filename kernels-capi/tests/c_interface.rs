@@ -51,6 +51,19 @@ fn compile_program(source: &str, out: &Path, link: &[String]) {
     assert!(status.success(), "compiling {source} with {link:?} failed");
 }
 
+/// The link line of a program against the static library in `dir`: the system libraries Rust's
+/// runtime needs, and OpenBLAS only if the kernels crate was built with that path.
+fn static_link(dir: &Path) -> Vec<String> {
+    vec![
+        dir.join("libkernels_capi.a").display().to_string(),
+        "-Wl,--as-needed".into(),
+        "-lopenblas".into(),
+        "-lgcc_s".into(),
+        "-lpthread".into(),
+        "-ldl".into(),
+    ]
+}
+
 fn run_check(exe: &Path) {
     let out = Command::new(exe).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -81,23 +94,7 @@ fn c_program_against_the_shared_library() {
 /// answers, and the parent goes on.
 #[test]
 fn products_work_in_a_forked_child() {
-    let dir = lib_dir();
-    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fork_sgemm");
-    compile_program(
-        "fork_sgemm.c",
-        &exe,
-        &[
-            format!("-L{}", dir.display()),
-            "-lkernels_capi".into(),
-            format!("-Wl,-rpath,{}", dir.display()),
-        ],
-    );
-    let out = Command::new(&exe)
-        .env("RAYON_NUM_THREADS", "2")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    let stdout = run_against_shared_library("fork_sgemm.c", "fork_sgemm");
     assert_eq!(
         stdout.lines().last(),
         Some("6 passed, 0 failed"),
@@ -105,15 +102,13 @@ fn products_work_in_a_forked_child() {
     );
 }
 
-/// `tests/c/lifecycle_sgemm.c`: a fork while another thread is inside a product, products from a
-/// pthread-key destructor (after the thread's thread-local storage is gone) and from an `atexit`
-/// handler, and C passed as A or B — no hang, no abort, right answers.
-#[test]
-fn products_survive_fork_exit_handlers_and_aliasing() {
+/// Compiles `source` (from `tests/c/`) against the shared library, runs it on two threads'
+/// worth of rayon pool, and returns what it printed, after asserting that it exited 0.
+fn run_against_shared_library(source: &str, name: &str) -> String {
     let dir = lib_dir();
-    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lifecycle_sgemm");
+    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     compile_program(
-        "lifecycle_sgemm.c",
+        source,
         &exe,
         &[
             format!("-L{}", dir.display()),
@@ -126,9 +121,18 @@ fn products_survive_fork_exit_handlers_and_aliasing() {
         .env("RAYON_NUM_THREADS", "2")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{:?}\n{stdout}\n{stderr}", out.status);
+    stdout
+}
+
+/// `tests/c/lifecycle_sgemm.c`: a fork while another thread is inside a product, products from a
+/// pthread-key destructor (after the thread's thread-local storage is gone) and from an `atexit`
+/// handler, and C passed as A or B — no hang, no abort, right answers.
+#[test]
+fn products_survive_fork_exit_handlers_and_aliasing() {
+    let stdout = run_against_shared_library("lifecycle_sgemm.c", "lifecycle_sgemm");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines[lines.len() - 2..],
@@ -143,17 +147,7 @@ fn c_program_against_the_static_library_with_its_own_xerbla() {
     let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("check_sgemm_static");
     // The program defines xerbla_ and cblas_xerbla itself: linking must take those, not fail on
     // duplicates. OpenBLAS is only needed when the kernels crate was built with that path.
-    compile(
-        &exe,
-        &[
-            dir.join("libkernels_capi.a").display().to_string(),
-            "-Wl,--as-needed".into(),
-            "-lopenblas".into(),
-            "-lgcc_s".into(),
-            "-lpthread".into(),
-            "-ldl".into(),
-        ],
-    );
+    compile(&exe, &static_link(&dir));
     run_check(&exe);
 }
 
@@ -165,18 +159,7 @@ fn c_program_against_the_static_library_with_its_own_xerbla() {
 fn random_arguments_are_reported_or_computed_right() {
     let dir = lib_dir();
     let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fuzz_args");
-    compile_program(
-        "fuzz_args.c",
-        &exe,
-        &[
-            dir.join("libkernels_capi.a").display().to_string(),
-            "-Wl,--as-needed".into(),
-            "-lopenblas".into(),
-            "-lgcc_s".into(),
-            "-lpthread".into(),
-            "-ldl".into(),
-        ],
-    );
+    compile_program("fuzz_args.c", &exe, &static_link(&dir));
     let cases = std::env::var("FUZZ_CASES").unwrap_or_else(|_| "4000".into());
     let out = Command::new(&exe).arg(&cases).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

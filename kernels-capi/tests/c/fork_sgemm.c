@@ -17,20 +17,11 @@ int main(void)
         if (all_kinds()) passed++; else failed++;
         /* Helpers spinning (no pause) or parked (a pause far beyond their spin). */
         if (pause) usleep(50000);
-        pid_t child = fork();
-        if (child == 0) {
-            alarm(60);
-            _exit(all_kinds() && all_kinds() ? 0 : 1);
-        }
-        int status = 0;
-        waitpid(child, &status, 0);
-        if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        if (all_kinds_in_a_child()) {
             passed++;
         } else {
             failed++;
-            printf("child after %s: %s %d\n", pause ? "a pause" : "products",
-                   WIFSIGNALED(status) ? "killed by signal" : "exit status",
-                   WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+            printf("child after %s: hung, crashed or wrong\n", pause ? "a pause" : "products");
         }
         /* And the parent goes on working. */
         if (all_kinds()) passed++; else failed++;
