@@ -174,11 +174,17 @@ impl Sequential {
     }
 
     /// Turns off (or back on) the optimizer steps fused into layers' backward passes
-    /// (`Layer::backward_stepping`): the same bits either way on the library's own GEMM paths;
+    /// (`Dense::backward_stepping`): the same bits either way on the library's own GEMM paths;
     /// for tests and measurements (cargo feature `bench-hooks`).
     #[cfg(feature = "bench-hooks")]
     pub fn set_fused_steps(&mut self, on: bool) {
         self.trainer.set_fused_steps(on);
+    }
+
+    /// The execution plan (for the plan's tests).
+    #[cfg(test)]
+    pub(crate) fn plan_for_tests(&self) -> &crate::plan::Plan {
+        self.trainer.plan()
     }
 
     /// Keras's `train_on_batch`: one step on the samples `x` (`n × input`) with targets `y`,

@@ -3,7 +3,7 @@
 //! built (and again at compile, which decides the fused backward passes), then followed by every
 //! forward and backward pass: nothing is re-derived and nothing allocated per step.
 
-use crate::layers::{self, Layer};
+use crate::layers::{self, Kind, Layer};
 
 /// One unit of the forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,11 +39,16 @@ pub(crate) struct Plan {
     pub backward: Vec<Back>,
 }
 
-/// Whether the model skips layer `i`: a reshape (Flatten) whose output would be its input's data
-/// unchanged, so the layers around it share that buffer instead of copying it both ways. The last
-/// layer always runs (its output is the model's).
-fn skipped(layers: &[Box<dyn Layer>], i: usize) -> bool {
-    i + 1 < layers.len() && layers[i].passes_input_through()
+/// Which layers the model skips: a Flatten (a reshape: its output is its input's data unchanged)
+/// lets the layers around it share that buffer instead of copying it both ways. The last layer
+/// always runs (its output is the model's).
+fn skipped(layers: &mut [Box<dyn Layer>]) -> Vec<bool> {
+    let count = layers.len();
+    layers
+        .iter_mut()
+        .enumerate()
+        .map(|(i, l)| i + 1 < count && matches!(l.kind(), Kind::Flatten(_)))
+        .collect()
 }
 
 impl Plan {
@@ -51,10 +56,11 @@ impl Plan {
     /// activation below them is decided then).
     pub fn new(layers: &mut [Box<dyn Layer>]) -> Plan {
         let count = layers.len();
+        let skip = skipped(layers);
         let mut forward = vec![];
         let mut i = 0;
         while i < count {
-            if skipped(layers, i) {
+            if skip[i] {
                 i += 1;
                 continue;
             }
@@ -79,14 +85,13 @@ impl Plan {
         let mut i = count;
         while i > 0 {
             i -= 1;
-            if skipped(layers, i) {
+            if skip[i] {
                 continue;
             }
-            let source = (0..i).rev().find(|&j| !skipped(layers, j));
+            let source = (0..i).rev().find(|&j| !skip[j]);
             // This layer and the one below are the model's first pair: the lower one's input
             // gradient is not needed.
-            let bottom_pair =
-                i > 0 && source == Some(i - 1) && (0..i - 1).all(|b| skipped(layers, b));
+            let bottom_pair = i > 0 && source == Some(i - 1) && (0..i - 1).all(|b| skip[b]);
             let with_conv_below = bottom_pair && {
                 let (a, b) = layers.split_at_mut(i);
                 layers::fuses_backward(a[i - 1].as_mut(), b[0].as_mut())
@@ -102,5 +107,48 @@ impl Plan {
             }
         }
         Plan { forward, backward }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prelude::*;
+
+    #[test]
+    fn a_cnn_runs_its_first_pair_fused_and_elides_flatten() {
+        let mut m = Sequential::new()
+            .input_shape(&[8, 8, 1])
+            .add(Conv2D::new(4, (3, 3), Act::Relu))
+            .add(MaxPooling2D::new((2, 2)))
+            .add(Flatten::new())
+            .add(Dense::new(16, Act::Relu))
+            .add(Dense::new(3, Act::Softmax));
+        m.compile(
+            Optimizer::adam(),
+            Loss::sparse_categorical_crossentropy(),
+            &[],
+        )
+        .unwrap();
+        let plan = m.plan_for_tests();
+        assert_eq!(
+            plan.forward,
+            [Unit::ConvPool(0), Unit::Layer(3), Unit::Layer(4)]
+        );
+        let backward: Vec<(usize, Option<usize>, usize, bool)> = plan
+            .backward
+            .iter()
+            .map(|b| (b.layer, b.source, b.first_param, b.with_conv_below))
+            .collect();
+        // Dense 4 reads Dense 3; Dense 3 reads the pooling's output through the elided Flatten;
+        // the pooling and the convolution run as one, the model's first pair.
+        assert_eq!(
+            backward,
+            [
+                (4, Some(3), 4, false),
+                (3, Some(1), 2, false),
+                (1, Some(0), 2, true)
+            ]
+        );
     }
 }

@@ -25,7 +25,7 @@ use rand::SeedableRng;
 
 use crate::callbacks::{Callback, TrainingModel};
 use crate::error::{Error, Result};
-use crate::layers::{self, Layer};
+use crate::layers::{self, Kind, Layer};
 use crate::logs::{BatchLogs, EpochLogs, History};
 use crate::loss::Loss;
 use crate::optimizers::Optimizer;
@@ -151,7 +151,7 @@ pub(crate) struct Trainer {
     /// `kernels::scratch_generation()` when the pool's scratch buffers were last prepared.
     prepared_generation: usize,
     /// Whether layers that can apply the optimizer's step inside their backward pass do
-    /// (`Layer::backward_stepping`; on by default, the same bits either way).
+    /// (`Dense::backward_stepping`; on by default, the same bits either way).
     fused_steps: bool,
 }
 
@@ -248,7 +248,10 @@ impl Trainer {
         for i in 0..count {
             let absorbed = i + 1 < count && {
                 let act = layers[i].output_activation();
-                layers[i + 1].absorb_input_activation(act)
+                match layers[i + 1].kind() {
+                    Kind::MaxPooling2D(pool) => pool.absorb_input_activation(act),
+                    _ => false,
+                }
             };
             layers[i].set_grad_is_preactivation(absorbed || (fused && i + 1 == count));
         }
@@ -262,6 +265,11 @@ impl Trainer {
             metrics: metrics.to_vec(),
         });
         Ok(())
+    }
+
+    #[cfg(test)]
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     pub fn optimizer_mut(&mut self) -> Option<&mut Optimizer> {
@@ -445,12 +453,14 @@ impl Trainer {
             };
             // The model's input gradient is never needed.
             if *fused_steps {
-                let dx = back.source.map(|j| &mut below[j][..]);
-                let mut steps = c.optimizer.steps_for(back.first_param);
-                if let Some(r) = upper[0].backward_stepping(input, &mut here[0], dx, n, &mut steps)
-                {
-                    r?;
-                    continue;
+                if let Kind::Dense(dense) = upper[0].kind() {
+                    let dx = back.source.map(|j| &mut below[j][..]);
+                    let mut steps = c.optimizer.steps_for(back.first_param);
+                    if let Some(r) = dense.backward_stepping(input, &mut here[0], dx, n, &mut steps)
+                    {
+                        r?;
+                        continue;
+                    }
                 }
             }
             let dx = back.source.map(|j| &mut below[j][..]);

@@ -425,7 +425,7 @@ fn predictions_do_not_depend_on_the_batch_size() {
 }
 
 /// Dense layers with large kernels at small batches take the optimizer's step inside their
-/// backward pass (`Layer::backward_stepping`); a model trained that way must end with exactly
+/// backward pass (`Dense::backward_stepping`); a model trained that way must end with exactly
 /// the weights of the same model trained with the steps applied after the backward pass, for
 /// every optimizer, for a first layer (no input gradient) and a middle one (input gradient from
 /// the kernel before its step).

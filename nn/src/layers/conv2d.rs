@@ -6,8 +6,8 @@ use kernels::{ExecOptions, Padding};
 use rand::rngs::StdRng;
 
 use super::{
-    elements, glorot_uniform, grow, samples, samples_mut, zeros, Inferred, Layer, LayerConfig,
-    Param,
+    elements, glorot_uniform, grow, samples, samples_mut, zeros, Inferred, Kind, Layer,
+    LayerConfig, Param,
 };
 use crate::activations::{backward_in_place, finish_forward, Act};
 use crate::error::{Error, Result};
@@ -308,6 +308,10 @@ impl Layer for Conv2D {
             padding: self.padding.name().to_string(),
             activation: self.act,
         }
+    }
+
+    fn kind(&mut self) -> Kind<'_> {
+        Kind::Conv2D(self)
     }
 
     fn output_activation(&self) -> Act {

@@ -9,8 +9,8 @@ use kernels::{gemm, gemm_fused, Bias, ExecOptions, MatMut, MatRef};
 use rand::rngs::StdRng;
 
 use super::{
-    elements, glorot_uniform, grow, samples, samples_mut, zeros, Inferred, Layer, LayerConfig,
-    Param, ParamSteps,
+    elements, glorot_uniform, grow, samples, samples_mut, zeros, Inferred, Kind, Layer,
+    LayerConfig, Param, ParamSteps,
 };
 use crate::activations::{backward_in_place, finish_forward, Act};
 use crate::error::{Error, Result};
@@ -55,6 +55,33 @@ impl Dense {
 }
 
 impl Dense {
+    /// The backward pass with the kernel's optimizer step fused in: the kernel is updated as its
+    /// gradient is formed, with the rule and state `steps` hands out (the optimizer then skips
+    /// it; its gradient buffer is not written); the bias gets its gradient as in `backward`.
+    /// `dx` is formed from the kernel as it was before the step; the same bits as `backward`
+    /// then the step on the library's own GEMM paths (OpenBLAS, forced, agrees up to rounding).
+    /// `None` where the fused form does not pay (the model then calls `backward`).
+    pub(crate) fn backward_stepping(
+        &mut self,
+        x: &[f32],
+        grad: &mut [f32],
+        dx: Option<&mut [f32]>,
+        n: usize,
+        steps: &mut dyn ParamSteps,
+    ) -> Option<Result<()>> {
+        let (k, u) = (self.inputs, self.units);
+        // Fused where the kernel's traffic dominates its products: a kernel and its state that
+        // do not stay in cache between the passes (≥ 256 Ki parameters), at batches whose
+        // products do little arithmetic per weight (≤ 64 samples). Measured on a 2-core Zen 3,
+        // dX + dW + Adam of Dense 5408→128 at batch 32 took 0.72–0.87 of the time of the three
+        // calls in turn; Dense 784→128 at batch 32 and 784→512 at batch 128 gained nothing or
+        // lost (up to 8 %: the blocks' products run less efficiently than one product).
+        if k * u < 1 << 18 || n > 64 {
+            return None;
+        }
+        Some(self.backward_with_steps(x, grad, dx, n, steps))
+    }
+
     /// Turns `grad` into dL/d(pre-activation) (unless it is that already) and writes the bias
     /// gradient `1ᵀ·g`; returns the `n` samples of `g`.
     fn bias_backward<'g>(&mut self, grad: &'g mut [f32], n: usize) -> Result<&'g mut [f32]> {
@@ -74,7 +101,7 @@ impl Dense {
         Ok(g)
     }
 
-    /// `backward` with the kernel's optimizer step fused in (`Layer::backward_stepping`).
+    /// `backward` with the kernel's optimizer step fused in ([`Dense::backward_stepping`]).
     fn backward_with_steps(
         &mut self,
         x: &[f32],
@@ -206,27 +233,6 @@ impl Layer for Dense {
         Ok(())
     }
 
-    fn backward_stepping(
-        &mut self,
-        x: &[f32],
-        grad: &mut [f32],
-        dx: Option<&mut [f32]>,
-        n: usize,
-        steps: &mut dyn ParamSteps,
-    ) -> Option<Result<()>> {
-        let (k, u) = (self.inputs, self.units);
-        // Fused where the kernel's traffic dominates its products: a kernel and its state that
-        // do not stay in cache between the passes (≥ 256 Ki parameters), at batches whose
-        // products do little arithmetic per weight (≤ 64 samples). Measured on a 2-core Zen 3,
-        // dX + dW + Adam of Dense 5408→128 at batch 32 took 0.72–0.87 of the time of the three
-        // calls in turn; Dense 784→128 at batch 32 and 784→512 at batch 128 gained nothing or
-        // lost (up to 8 %: the blocks' products run less efficiently than one product).
-        if k * u < 1 << 18 || n > 64 {
-            return None;
-        }
-        Some(self.backward_with_steps(x, grad, dx, n, steps))
-    }
-
     fn for_each_param(&mut self, f: &mut dyn FnMut(Param<'_>)) {
         f(Param {
             name: "kernel",
@@ -252,6 +258,10 @@ impl Layer for Dense {
             units: self.units,
             activation: self.act,
         }
+    }
+
+    fn kind(&mut self) -> Kind<'_> {
+        Kind::Dense(self)
     }
 
     fn output_activation(&self) -> Act {

@@ -3,7 +3,7 @@
 
 use rand::rngs::StdRng;
 
-use super::{elements, grow, Inferred, Layer, LayerConfig, Param};
+use super::{elements, grow, Inferred, Kind, Layer, LayerConfig, Param};
 use crate::error::Result;
 
 /// Keras's `Flatten()`.
@@ -58,8 +58,8 @@ impl Layer for Flatten {
         }
         Ok(())
     }
-    fn passes_input_through(&self) -> bool {
-        true
+    fn kind(&mut self) -> Kind<'_> {
+        Kind::Flatten(self)
     }
     fn for_each_param(&mut self, _f: &mut dyn FnMut(Param<'_>)) {}
     fn param_count(&self) -> usize {

@@ -7,8 +7,8 @@
 //! dL/d(output) in `grad` (which it may overwrite), fills its parameter gradients and, when asked,
 //! writes dL/d(input) into `dx`.
 
-/// The four [`Layer`] methods that every layer writes alike, for a layer struct with a
-/// `name: String` field: its Keras class name, its name, setting it, and itself as `Any`.
+/// The three [`Layer`] methods that every layer writes alike, for a layer struct with a
+/// `name: String` field: its Keras class name, its name, and setting it.
 macro_rules! layer_identity {
     ($class:literal) => {
         fn class_name(&self) -> &'static str {
@@ -16,9 +16,6 @@ macro_rules! layer_identity {
         }
         fn name(&self) -> &str {
             &self.name
-        }
-        fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-            self
         }
         fn set_name(&mut self, name: String) {
             self.name = name;
@@ -56,7 +53,7 @@ pub struct Param<'a> {
     pub grad: &'a [f32],
 }
 
-/// Where a layer's fused backward pass ([`Layer::backward_stepping`]) takes the optimizer's step
+/// Where a layer's fused backward pass ([`Dense::backward_stepping`]) takes the optimizer's step
 /// for one of its parameters.
 pub trait ParamSteps {
     /// This step's rule and the state buffers of the layer's parameter number `param` (in
@@ -162,8 +159,6 @@ pub trait Layer: Send {
     fn class_name(&self) -> &'static str;
     /// This layer's name ("dense", "dense_1", …; set by the model when empty).
     fn name(&self) -> &str;
-    /// The layer as `Any`, for the model to recognise pairs it runs fused.
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
     fn set_name(&mut self, name: String);
 
     /// What [`Layer::build`] would make of a per-sample `input` shape, allocating nothing: the
@@ -196,24 +191,6 @@ pub trait Layer: Send {
         n: usize,
     ) -> Result<()>;
 
-    /// The backward pass with the optimizer's step fused in for some parameters: each is
-    /// updated as its gradient is formed, with the rule and state `steps` hands out (the
-    /// optimizer then skips it; its gradient buffer is not written). The other parameters get
-    /// their gradients as in `backward`. Inputs and outputs otherwise as `backward`'s, and the
-    /// same bits on the library's own GEMM paths (OpenBLAS, forced, agrees up to rounding); `dx`
-    /// is formed from the parameters as they were before the step. `None` (the
-    /// default): the layer has no fused form, and the model calls `backward`.
-    fn backward_stepping(
-        &mut self,
-        _x: &[f32],
-        _grad: &mut [f32],
-        _dx: Option<&mut [f32]>,
-        _n: usize,
-        _steps: &mut dyn ParamSteps,
-    ) -> Option<Result<()>> {
-        None
-    }
-
     /// Calls `f` on each trainable tensor with its gradient, in a fixed order (kernel, bias);
     /// nothing for layers without parameters. (A visitor, not a `Vec`: no allocation per step.)
     fn for_each_param(&mut self, f: &mut dyn FnMut(Param<'_>));
@@ -229,18 +206,23 @@ pub trait Layer: Send {
     /// When set, `backward` receives dL/d(pre-activation) instead of dL/d(output): the loss
     /// differentiated through the final softmax or sigmoid itself (p − y).
     fn set_grad_is_preactivation(&mut self, _on: bool) {}
-    /// Whether the output is the input's data unchanged (a reshape, like Flatten): inside a
-    /// model the layer is then skipped, and the layers around it share the buffer. Default: no.
-    fn passes_input_through(&self) -> bool {
-        false
+    /// Which built-in layer this is ([`Kind`]); a layer of one's own is [`Kind::Other`].
+    fn kind(&mut self) -> Kind<'_> {
+        Kind::Other
     }
-    /// Offers this layer the backward pass of `act`, the activation the layer before it applies
-    /// last. A layer that takes it (returns `true`) passes back dL/d(that layer's pre-activation),
-    /// and the model sets the layer before to expect it ([`Layer::set_grad_is_preactivation`]).
-    /// Called at every compile; the default declines.
-    fn absorb_input_activation(&mut self, _act: Act) -> bool {
-        false
-    }
+}
+
+/// Which built-in layer a layer is, for the model's plan: the reshape it elides (Flatten), the
+/// pairs it runs as one pass (Conv2D + MaxPooling2D), the layer that takes over the activation
+/// before it (MaxPooling2D) and the one that steps its optimizer inside its backward pass
+/// (Dense) are built-in layers' own business, not the `Layer` trait's. A layer of one's own is
+/// `Other` and simply runs.
+pub enum Kind<'a> {
+    Dense(&'a mut Dense),
+    Conv2D(&'a mut Conv2D),
+    MaxPooling2D(&'a mut MaxPooling2D),
+    Flatten(&'a mut Flatten),
+    Other,
 }
 
 /// What a layer makes of an input shape ([`Layer::infer`]).
@@ -330,26 +312,21 @@ pub(crate) fn samples_mut(buf: &mut [f32], n: usize, per: usize) -> &mut [f32] {
 /// Whether [`forward_conv_pool`] runs `conv` and `pool` as one pass: a Conv2D whose activation is
 /// elementwise, then a MaxPooling2D (decided once, by the model's plan).
 pub(crate) fn fuses_forward(conv: &mut dyn Layer, pool: &mut dyn Layer) -> bool {
-    let pooled = pool.as_any_mut().downcast_mut::<MaxPooling2D>().is_some();
-    pooled
-        && conv
-            .as_any_mut()
-            .downcast_mut::<Conv2D>()
-            .is_some_and(|c| c.pools_in_one_pass())
+    match (conv.kind(), pool.kind()) {
+        (Kind::Conv2D(c), Kind::MaxPooling2D(_)) => c.pools_in_one_pass(),
+        _ => false,
+    }
 }
 
 /// Whether [`backward_conv_pool`] runs the backward passes of `pool` and `conv` as one: a
 /// MaxPooling2D that took over the activation of the Conv2D below it (decided at compile).
 pub(crate) fn fuses_backward(conv: &mut dyn Layer, pool: &mut dyn Layer) -> bool {
-    let takes_over = pool
-        .as_any_mut()
-        .downcast_mut::<MaxPooling2D>()
-        .is_some_and(|p| p.takes_activation());
-    takes_over
-        && conv
-            .as_any_mut()
-            .downcast_mut::<Conv2D>()
-            .is_some_and(|c| c.gets_preactivation_gradient())
+    match (conv.kind(), pool.kind()) {
+        (Kind::Conv2D(c), Kind::MaxPooling2D(p)) => {
+            c.gets_preactivation_gradient() && p.takes_activation()
+        }
+        _ => false,
+    }
 }
 
 /// Names the unnamed layers as Keras does ("dense", "dense_1", …), skipping names the user
@@ -496,9 +473,10 @@ pub(crate) fn forward_conv_pool(
     n: usize,
     training: bool,
 ) -> Option<Result<()>> {
-    let conv = conv.as_any_mut().downcast_mut::<Conv2D>()?;
-    let pool = pool.as_any_mut().downcast_mut::<MaxPooling2D>()?;
-    conv.forward_pooled(pool, x, n, training)
+    match (conv.kind(), pool.kind()) {
+        (Kind::Conv2D(conv), Kind::MaxPooling2D(pool)) => conv.forward_pooled(pool, x, n, training),
+        _ => None,
+    }
 }
 
 /// The backward passes of `pool` then `conv` as one, when `conv` is a Conv2D whose activation
@@ -513,7 +491,8 @@ pub(crate) fn backward_conv_pool(
     grad: &[f32],
     n: usize,
 ) -> Option<Result<()>> {
-    let conv = conv.as_any_mut().downcast_mut::<Conv2D>()?;
-    let pool = pool.as_any_mut().downcast_mut::<MaxPooling2D>()?;
-    conv.backward_pooled(pool, x, grad, n)
+    match (conv.kind(), pool.kind()) {
+        (Kind::Conv2D(conv), Kind::MaxPooling2D(pool)) => conv.backward_pooled(pool, x, grad, n),
+        _ => None,
+    }
 }

@@ -6,7 +6,7 @@ use kernels::pool::{
 use kernels::{ExecOptions, Padding};
 use rand::rngs::StdRng;
 
-use super::{grow, samples_mut, Inferred, Layer, LayerConfig, Param};
+use super::{grow, samples_mut, Inferred, Kind, Layer, LayerConfig, Param};
 use crate::activations::Act;
 use crate::error::{Error, Result};
 
@@ -86,6 +86,15 @@ impl MaxPooling2D {
 }
 
 impl MaxPooling2D {
+    /// Max pooling takes over an elementwise activation's backward pass: the activation's output
+    /// at each window's argmax is the pooled value, so its derivative there needs no other data.
+    /// Returns whether it took it (not a softmax); the model then has the layer before pass back
+    /// dL/d(pre-activation). Called at every compile.
+    pub(crate) fn absorb_input_activation(&mut self, act: Act) -> bool {
+        self.input_act = (act != Act::Softmax).then(|| act.elementwise());
+        self.input_act.is_some()
+    }
+
     /// Whether this layer's backward pass took over the activation of the layer before it.
     pub(crate) fn takes_activation(&self) -> bool {
         self.input_act.is_some()
@@ -180,11 +189,8 @@ impl Layer for MaxPooling2D {
         .map_err(Error::kernel(&self.name))
     }
 
-    /// Max pooling takes over an elementwise activation's backward pass: the activation's output
-    /// at each window's argmax is the pooled value, so its derivative there needs no other data.
-    fn absorb_input_activation(&mut self, act: Act) -> bool {
-        self.input_act = (act != Act::Softmax).then(|| act.elementwise());
-        self.input_act.is_some()
+    fn kind(&mut self) -> Kind<'_> {
+        Kind::MaxPooling2D(self)
     }
 
     fn for_each_param(&mut self, _f: &mut dyn FnMut(Param<'_>)) {}
