@@ -51,7 +51,6 @@ pub use crate::window::{output_len, padding_before, Padding};
 ///
 /// `bias` has `out_c` entries. The output pixels are computed in parallel over tasks of whole
 /// images (see the module documentation); the result does not depend on the thread count.
-#[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward(
     opts: &ExecOptions,
     s: &Conv2d,
@@ -68,7 +67,6 @@ pub fn conv2d_forward(
 /// the implicit im2col packing: for the benchmarks and profiles that measure what those gain
 /// (cargo feature `bench-hooks`).
 #[cfg(feature = "bench-hooks")]
-#[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward_im2col(
     opts: &ExecOptions,
     s: &Conv2d,

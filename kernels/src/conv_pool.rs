@@ -14,25 +14,58 @@ use crate::pool::Pool2d;
 use crate::scratch::CONV_GRAD;
 use crate::shared::SharedOut;
 
+/// A convolution's parameters as the fused passes take them: weights (`kernel_h × kernel_w ×
+/// in_c × out_c`), the optional bias (`out_c`), the elementwise activation after the bias.
+#[derive(Debug, Clone, Copy)]
+pub struct Filter<'a> {
+    pub weights: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    pub act: Activation,
+}
+
+/// Where [`conv2d_maxpool_forward`] writes: the convolution's output (`None`: never written, as
+/// at inference), the pooled output, and the argmax (`None` at inference).
+#[derive(Debug)]
+pub struct PooledOutput<'a> {
+    pub y_conv: Option<&'a mut [f32]>,
+    pub y_pool: &'a mut [f32],
+    pub argmax: Option<&'a mut [u32]>,
+}
+
+/// What [`conv2d_maxpool_backward_weights`] reads of the pooling: the activation it took over,
+/// its output and argmax from the forward pass, and the gradient of its output.
+#[derive(Debug, Clone, Copy)]
+pub struct PooledGradient<'a> {
+    pub act: Activation,
+    pub y_pool: &'a [f32],
+    pub dy_pool: &'a [f32],
+    pub argmax: &'a [u32],
+}
+
 /// Convolution then max pooling in one pass over the data: each group of images is convolved
-/// and pooled while its convolution output is still in cache. `y_conv` keeps the convolution's
-/// output (training needs it for the backward pass; pass `None` at inference and it is never
-/// written to memory). `pool` describes the pooling of the convolution's output (its batch and
-/// input sizes must be the convolution's output's); `y_pool` and `argmax` are as
-/// [`crate::pool::max_pool2d_forward`]'s (`argmax` too may be `None` at inference). Results are bit-identical to the two calls in turn.
-#[allow(clippy::too_many_arguments)]
+/// and pooled while its convolution output is still in cache. `out.y_conv` keeps the
+/// convolution's output (training needs it for the backward pass; `None` at inference, and it is
+/// never written to memory). `pool` describes the pooling of the convolution's output (its batch
+/// and input sizes must be the convolution's output's); `out.y_pool` and `out.argmax` are as
+/// [`crate::pool::max_pool2d_forward`]'s. Results are bit-identical to the two calls in turn.
 pub fn conv2d_maxpool_forward(
     opts: &ExecOptions,
     s: &Conv2d,
     pool: &Pool2d,
     x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    act: Activation,
-    y_conv: Option<&mut [f32]>,
-    y_pool: &mut [f32],
-    argmax: Option<&mut [u32]>,
+    filter: Filter<'_>,
+    out: PooledOutput<'_>,
 ) -> Result<()> {
+    let Filter {
+        weights: w,
+        bias,
+        act,
+    } = filter;
+    let PooledOutput {
+        y_conv,
+        y_pool,
+        argmax,
+    } = out;
     check_forward_args(s, x, w, bias, y_conv.as_ref().map(|y| y.len()))?;
     check_pool_of("conv2d_maxpool_forward", s, pool)?;
     let pooled = pool.out_h() * pool.out_w() * pool.channels;
@@ -82,19 +115,21 @@ pub fn conv2d_maxpool_forward(
 /// gradient in a buffer that stays in cache and runs the weight gradient on it at once, so the
 /// whole batch's output gradient is never written to memory; other convolutions write it to a
 /// scratch buffer between the two passes.
-#[allow(clippy::too_many_arguments)]
 pub fn conv2d_maxpool_backward_weights(
     opts: &ExecOptions,
     s: &Conv2d,
     pool: &Pool2d,
-    act: Activation,
     x: &[f32],
-    y_pool: &[f32],
-    dy_pool: &[f32],
-    argmax: &[u32],
+    pooled: PooledGradient<'_>,
     dw: &mut [f32],
     db: Option<&mut [f32]>,
 ) -> Result<()> {
+    let PooledGradient {
+        act,
+        y_pool,
+        dy_pool,
+        argmax,
+    } = pooled;
     let what = "conv2d_maxpool_backward_weights";
     check_weights_args(what, s, x, dw, db.as_deref())?;
     check_pool_of(what, s, pool)?;

@@ -105,7 +105,6 @@ fn check(what: &'static str, w: usize, others: &[(&str, usize)]) -> Result<()> {
 
 /// Plain SGD, or with momentum `mu` (velocity `vel`, Nesterov optional): see the module docs.
 /// `vel` is required when `mu ≠ 0`.
-#[allow(clippy::too_many_arguments)]
 pub fn sgd_update(
     opts: &ExecOptions,
     w: &mut [f32],

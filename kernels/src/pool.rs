@@ -364,7 +364,6 @@ pub fn max_pool2d_backward(
 /// activation's own output is never read and `dx` is written once, not twice. The same as
 /// [`max_pool2d_backward`] then [`crate::activation::activation_backward`] (bit for bit where
 /// windows do not overlap).
-#[allow(clippy::too_many_arguments)]
 pub fn max_pool2d_activation_backward(
     opts: &ExecOptions,
     s: &Pool2d,

@@ -9,7 +9,9 @@ use kernels::activation::{activation_backward, Activation};
 use kernels::conv::{
     conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2d, Padding,
 };
-use kernels::conv_pool::{conv2d_maxpool_backward_weights, conv2d_maxpool_forward};
+use kernels::conv_pool::{
+    conv2d_maxpool_backward_weights, conv2d_maxpool_forward, Filter, PooledGradient, PooledOutput,
+};
 use kernels::pool::{
     avg_pool2d_backward, avg_pool2d_forward, max_pool2d_activation_backward, max_pool2d_backward,
     max_pool2d_forward, Pool2d,
@@ -484,18 +486,18 @@ proptest! {
             let mut y2 = vec![f32::NAN; s.output_len()];
             let mut yp2 = vec![f32::NAN; p.output_len()];
             let mut am2 = vec![7u32; p.output_len()];
-            conv2d_maxpool_forward(&opts, &s, &p, &x, &w, Some(&b), act, Some(&mut y2), &mut yp2, Some(&mut am2)).unwrap();
+            conv2d_maxpool_forward(&opts, &s, &p, &x, Filter { weights: &w, bias: Some(&b), act }, PooledOutput { y_conv: Some(&mut y2), y_pool: &mut yp2, argmax: Some(&mut am2) }).unwrap();
             prop_assert_eq!(&y, &y2);
             prop_assert_eq!(&yp, &yp2);
             prop_assert_eq!(&am, &am2);
             let mut yp3 = vec![f32::NAN; p.output_len()];
             let mut am3 = vec![7u32; p.output_len()];
-            conv2d_maxpool_forward(&opts, &s, &p, &x, &w, Some(&b), act, None, &mut yp3, Some(&mut am3)).unwrap();
+            conv2d_maxpool_forward(&opts, &s, &p, &x, Filter { weights: &w, bias: Some(&b), act }, PooledOutput { y_conv: None, y_pool: &mut yp3, argmax: Some(&mut am3) }).unwrap();
             prop_assert_eq!(&yp, &yp3);
             prop_assert_eq!(&am, &am3);
             // Inference: neither the convolution's output nor the argmax.
             let mut yp4 = vec![f32::NAN; p.output_len()];
-            conv2d_maxpool_forward(&opts, &s, &p, &x, &w, Some(&b), act, None, &mut yp4, None).unwrap();
+            conv2d_maxpool_forward(&opts, &s, &p, &x, Filter { weights: &w, bias: Some(&b), act }, PooledOutput { y_conv: None, y_pool: &mut yp4, argmax: None }).unwrap();
             prop_assert_eq!(&yp, &yp4);
             // The backward passes of pooling and activation in one = the two in turn.
             let dy = rng.fill(p.output_len());
@@ -530,12 +532,16 @@ fn check_pooled_weight_gradient(
         &s,
         &p,
         &x,
-        &w,
-        Some(&b),
-        act,
-        None,
-        &mut yp,
-        Some(&mut am),
+        Filter {
+            weights: &w,
+            bias: Some(&b),
+            act,
+        },
+        PooledOutput {
+            y_conv: None,
+            y_pool: &mut yp,
+            argmax: Some(&mut am),
+        },
     )
     .map_err(|e| e.to_string())?;
     let mut dyp = rng.fill(p.output_len());
@@ -558,11 +564,13 @@ fn check_pooled_weight_gradient(
         &opts,
         &s,
         &p,
-        act,
         &x,
-        &yp,
-        &dyp,
-        &am,
+        PooledGradient {
+            act,
+            y_pool: &yp,
+            dy_pool: &dyp,
+            argmax: &am,
+        },
         &mut dw2,
         Some(&mut db2),
     )
@@ -574,8 +582,21 @@ fn check_pooled_weight_gradient(
         ));
     }
     let mut dw3 = vec![f32::NAN; s.weight_len()];
-    conv2d_maxpool_backward_weights(&opts, &s, &p, act, &x, &yp, &dyp, &am, &mut dw3, None)
-        .map_err(|e| e.to_string())?;
+    conv2d_maxpool_backward_weights(
+        &opts,
+        &s,
+        &p,
+        &x,
+        PooledGradient {
+            act,
+            y_pool: &yp,
+            dy_pool: &dyp,
+            argmax: &am,
+        },
+        &mut dw3,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
     if bits(&dw) != bits(&dw3) {
         return Err(format!("{isa} {act:?} {s:?}: without db"));
     }
@@ -666,9 +687,22 @@ fn pooled_weight_gradient_checks_its_arguments() {
     let opts = ExecOptions::default();
     let act = Activation::Relu;
     let run = |p: &Pool2d, am: &[u32], dyp: &[f32], dw: &mut [f32], db: &mut [f32]| {
-        conv2d_maxpool_backward_weights(&opts, &s, p, act, &x, &yp, dyp, am, dw, Some(db))
-            .unwrap_err()
-            .to_string()
+        conv2d_maxpool_backward_weights(
+            &opts,
+            &s,
+            p,
+            &x,
+            PooledGradient {
+                act,
+                y_pool: &yp,
+                dy_pool: dyp,
+                argmax: am,
+            },
+            dw,
+            Some(db),
+        )
+        .unwrap_err()
+        .to_string()
     };
     let wrong = Pool2d::new(2, (5, 6, 4), 2);
     assert_eq!(
@@ -775,12 +809,16 @@ fn fused_conv_and_pool_check_the_pooling_shape() {
         &s,
         &p,
         &x,
-        &w,
-        None,
-        Activation::Relu,
-        None,
-        &mut yp,
-        Some(&mut am),
+        Filter {
+            weights: &w,
+            bias: None,
+            act: Activation::Relu,
+        },
+        PooledOutput {
+            y_conv: None,
+            y_pool: &mut yp,
+            argmax: Some(&mut am),
+        },
     )
     .unwrap_err();
     assert_eq!(

@@ -2,6 +2,7 @@
 //! activation fused; backward weights, bias and (except for the first layer) input.
 
 use kernels::conv::{conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2d};
+use kernels::conv_pool::{Filter, PooledGradient, PooledOutput};
 use kernels::{ExecOptions, Padding};
 use rand::rngs::StdRng;
 
@@ -126,12 +127,16 @@ impl Conv2D {
                 &s,
                 &p,
                 &x[..s.input_len()],
-                &self.kernel,
-                Some(&self.bias),
-                self.act.elementwise(),
-                y_conv,
-                y_pool,
-                argmax,
+                Filter {
+                    weights: &self.kernel,
+                    bias: Some(&self.bias),
+                    act: self.act.elementwise(),
+                },
+                PooledOutput {
+                    y_conv,
+                    y_pool,
+                    argmax,
+                },
             )
             .map_err(Error::kernel(&self.name)),
         )
@@ -158,11 +163,13 @@ impl Conv2D {
                 &ExecOptions::default(),
                 &s,
                 &p,
-                act,
                 &x[..s.input_len()],
-                y_pool,
-                &grad[..p.output_len()],
-                argmax,
+                PooledGradient {
+                    act,
+                    y_pool,
+                    dy_pool: &grad[..p.output_len()],
+                    argmax,
+                },
                 &mut self.dkernel,
                 Some(&mut self.dbias),
             )
