@@ -230,7 +230,7 @@ fn check_state(rule: Rule, state: &[&mut [f32]]) -> Result<()> {
 }
 
 /// Handles on up to two state buffers, for tasks that each update a span of them.
-fn state_handles(state: &mut [&mut [f32]]) -> [Option<SharedOut<f32>>; 2] {
+fn state_handles<'s>(state: &'s mut [&mut [f32]]) -> [Option<SharedOut<'s, f32>>; 2] {
     let mut out = [None, None];
     for (slot, s) in out.iter_mut().zip(state.iter_mut()) {
         *slot = Some(SharedOut::new(s));
@@ -244,7 +244,7 @@ fn state_handles(state: &mut [&mut [f32]]) -> [Option<SharedOut<f32>>; 2] {
 /// No other live slice of the buffers overlaps `span`.
 #[allow(clippy::mut_from_ref)]
 unsafe fn state_spans<'a>(
-    handles: &'a [Option<SharedOut<f32>>; 2],
+    handles: &[Option<SharedOut<'a, f32>>; 2],
     span: &std::ops::Range<usize>,
 ) -> [&'a mut [f32]; 2] {
     handles.each_ref().map(|h| match h {
