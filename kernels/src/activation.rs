@@ -19,6 +19,7 @@ use crate::Isa;
 
 /// An elementwise activation with a cheap derivative, as Keras names them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Activation {
     /// `x` (Keras's "linear").
     #[default]

@@ -16,6 +16,7 @@ pub const ISA_ENV_VAR: &str = "KERNELS_ISA";
 
 /// An instruction-set path of the compute kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Isa {
     /// Portable Rust, no explicit SIMD; runs everywhere.
     Scalar,

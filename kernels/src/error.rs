@@ -6,6 +6,7 @@ use crate::Isa;
 /// Everything a `kernels` call can reject. `Debug` prints the message too (as `Display`), so a
 /// `main` that returns the error shows a sentence, not a struct.
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A matrix view reaches past the end of its buffer.
     #[error(

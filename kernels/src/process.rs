@@ -14,6 +14,7 @@ use crate::Isa;
 
 /// How many threads a call (a product, a convolution, a pooling) may use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Threading {
     /// On the calling thread only.
     Single,

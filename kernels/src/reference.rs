@@ -241,3 +241,13 @@ impl Rng {
         (0..n).map(|_| self.value()).collect()
     }
 }
+
+/// `act(x)` in f64, by the definition.
+pub fn activation(act: crate::Activation, x: f64) -> f64 {
+    match act {
+        crate::Activation::Identity => x,
+        crate::Activation::Relu => x.max(0.0),
+        crate::Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        crate::Activation::Tanh => x.tanh(),
+    }
+}

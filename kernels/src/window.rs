@@ -4,6 +4,7 @@
 
 /// How the input is padded, as Keras's `padding` argument.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Padding {
     /// No padding: only windows that fit entirely inside the input.
     #[default]

@@ -42,12 +42,7 @@ fn assert_close(
 }
 
 fn act64(act: Activation, x: f64) -> f64 {
-    match act {
-        Activation::Identity => x,
-        Activation::Relu => x.max(0.0),
-        Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-        Activation::Tanh => x.tanh(),
-    }
+    kernels::reference::activation(act, x)
 }
 
 fn check_conv(

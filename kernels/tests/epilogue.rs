@@ -19,12 +19,7 @@ const ACTIVATIONS: [Activation; 4] = [
 ];
 
 fn act64(act: Activation, x: f64) -> f64 {
-    match act {
-        Activation::Identity => x,
-        Activation::Relu => x.max(0.0),
-        Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-        Activation::Tanh => x.tanh(),
-    }
+    kernels::reference::activation(act, x)
 }
 
 #[derive(Debug, Clone, Copy)]

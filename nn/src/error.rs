@@ -6,6 +6,7 @@ use std::path::PathBuf;
 /// Everything an `nn` call can reject. `Debug` prints the message too (as `Display`), so a
 /// `main() -> Result<…>` that returns the error shows a sentence (with its cause), not a struct.
 #[derive(thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A kernel rejected its arguments while running `layer`.
     #[error("layer {layer}: {source}")]

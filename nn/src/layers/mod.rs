@@ -217,6 +217,7 @@ pub trait Layer: Send {
 /// before it (MaxPooling2D) and the one that steps its optimizer inside its backward pass
 /// (Dense) are built-in layers' own business, not the `Layer` trait's. A layer of one's own is
 /// `Other` and simply runs.
+#[non_exhaustive]
 pub enum Kind<'a> {
     Dense(&'a mut Dense),
     Conv2D(&'a mut Conv2D),
