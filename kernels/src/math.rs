@@ -111,97 +111,49 @@ pub(crate) fn tanh1(x: f32) -> f32 {
     (e / (e + 2.0)).copysign(x)
 }
 
+/// The loops of an elementwise function `$one`, out of place (`$loops`) and in place
+/// (`$in_place`), each compiled per instruction set by [`per_isa!`](crate::dispatch::per_isa)
+/// (the compiler vectorises the branch-free body at each set's width).
 macro_rules! elementwise {
-    ($name:ident, $one:ident) => {
-        /// The loop for each instruction set: the same body, compiled with that set's features.
-        mod $name {
-            #[inline(always)]
-            pub(super) fn scalar(x: &[f32], y: &mut [f32]) {
-                for (o, &i) in y.iter_mut().zip(x) {
-                    *o = super::$one(i);
-                }
-            }
-            #[inline(always)]
-            pub(super) fn scalar_in_place(v: &mut [f32]) {
-                for o in v.iter_mut() {
-                    *o = super::$one(*o);
-                }
-            }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f")]
-            pub(super) fn avx512(x: &[f32], y: &mut [f32]) {
-                scalar(x, y)
-            }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f")]
-            pub(super) fn avx512_in_place(v: &mut [f32]) {
-                scalar_in_place(v)
-            }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            pub(super) fn avx2(x: &[f32], y: &mut [f32]) {
-                scalar(x, y)
-            }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            pub(super) fn avx2_in_place(v: &mut [f32]) {
-                scalar_in_place(v)
-            }
-            #[cfg(target_arch = "aarch64")]
-            #[target_feature(enable = "neon")]
-            pub(super) fn neon(x: &[f32], y: &mut [f32]) {
-                scalar(x, y)
-            }
-            #[cfg(target_arch = "aarch64")]
-            #[target_feature(enable = "neon")]
-            pub(super) fn neon_in_place(v: &mut [f32]) {
-                scalar_in_place(v)
-            }
-
-            /// The loop compiled for `isa`.
-            ///
-            /// # Safety
-            /// `isa` is available on this CPU (checked by `resolve`).
-            pub(super) unsafe fn run(isa: crate::Isa, x: &[f32], y: &mut [f32]) {
-                match isa {
-                    // SAFETY: the caller guarantees the CPU has the set's features.
-                    #[cfg(target_arch = "x86_64")]
-                    crate::Isa::Avx512 => unsafe { avx512(x, y) },
-                    // SAFETY: as above.
-                    #[cfg(target_arch = "x86_64")]
-                    crate::Isa::Avx2 => unsafe { avx2(x, y) },
-                    // SAFETY: as above.
-                    #[cfg(target_arch = "aarch64")]
-                    crate::Isa::Neon => unsafe { neon(x, y) },
-                    _ => scalar(x, y),
-                }
-            }
-
-            /// The in-place loop compiled for `isa`.
-            ///
-            /// # Safety
-            /// `isa` is available on this CPU (checked by `resolve`).
-            pub(super) unsafe fn run_in_place(isa: crate::Isa, v: &mut [f32]) {
-                match isa {
-                    // SAFETY: the caller guarantees the CPU has the set's features.
-                    #[cfg(target_arch = "x86_64")]
-                    crate::Isa::Avx512 => unsafe { avx512_in_place(v) },
-                    // SAFETY: as above.
-                    #[cfg(target_arch = "x86_64")]
-                    crate::Isa::Avx2 => unsafe { avx2_in_place(v) },
-                    // SAFETY: as above.
-                    #[cfg(target_arch = "aarch64")]
-                    crate::Isa::Neon => unsafe { neon_in_place(v) },
-                    _ => scalar_in_place(v),
-                }
+    ($loops:ident, $in_place:ident, $one:ident, $body:ident, $in_place_body:ident) => {
+        #[inline(always)]
+        fn $body(x: &[f32], y: &mut [f32]) {
+            for (o, &i) in y.iter_mut().zip(x) {
+                *o = $one(i);
             }
         }
+        #[inline(always)]
+        fn $in_place_body(v: &mut [f32]) {
+            for o in v.iter_mut() {
+                *o = $one(*o);
+            }
+        }
+        crate::dispatch::per_isa!($loops, $body, $body, (x: &[f32], y: &mut [f32]));
+        crate::dispatch::per_isa!($in_place, $in_place_body, $in_place_body, (v: &mut [f32]));
     };
 }
 
-elementwise!(exp_loops, exp1);
-elementwise!(sigmoid_loops, sigmoid1);
-elementwise!(tanh_loops, tanh1);
+elementwise!(
+    exp_loops,
+    exp_in_place_loops,
+    exp1,
+    exp_body,
+    exp_in_place_body
+);
+elementwise!(
+    sigmoid_loops,
+    sigmoid_in_place_loops,
+    sigmoid1,
+    sigmoid_body,
+    sigmoid_in_place_body
+);
+elementwise!(
+    tanh_loops,
+    tanh_in_place_loops,
+    tanh1,
+    tanh_body,
+    tanh_in_place_body
+);
 
 /// The instruction set whose loops run: the forced one (checked) or the active one; OpenBLAS,
 /// which has no such functions, means our best.
@@ -229,7 +181,7 @@ fn check_lengths(what: &'static str, x: &[f32], y: &[f32]) -> Result<()> {
 }
 
 macro_rules! public {
-    ($loops:ident, $name:ident, $with:ident, $in_place:ident, $in_place_with:ident, $doc:literal) => {
+    ($loops:ident, $in_place_loops:ident, $name:ident, $with:ident, $in_place:ident, $in_place_with:ident, $doc:literal) => {
         #[doc = concat!("`y[i] = ", $doc, "(x[i])` on the active path; `x` and `y` have equal lengths.")]
         pub fn $name(x: &[f32], y: &mut [f32]) -> Result<()> {
             $with(&ExecOptions::default(), x, y)
@@ -253,7 +205,7 @@ macro_rules! public {
         pub fn $in_place_with(opts: &ExecOptions, v: &mut [f32]) -> Result<()> {
             let isa = resolve(opts.isa)?;
             // SAFETY: `resolve` checked that this CPU has `isa`'s features.
-            unsafe { $loops::run_in_place(isa, v) };
+            unsafe { $in_place_loops::run(isa, v) };
             Ok(())
         }
     };
@@ -261,6 +213,7 @@ macro_rules! public {
 
 public!(
     exp_loops,
+    exp_in_place_loops,
     exp,
     exp_with,
     exp_in_place,
@@ -269,6 +222,7 @@ public!(
 );
 public!(
     sigmoid_loops,
+    sigmoid_in_place_loops,
     sigmoid,
     sigmoid_with,
     sigmoid_in_place,
@@ -277,6 +231,7 @@ public!(
 );
 public!(
     tanh_loops,
+    tanh_in_place_loops,
     tanh,
     tanh_with,
     tanh_in_place,
@@ -304,7 +259,7 @@ fn shifted_exp(isa: Isa, x: &[f32], v: &mut [f32]) -> (f32, f64) {
         *o = e - max;
     }
     // SAFETY: callers resolved `isa` through `resolve`, which checked the CPU has it.
-    unsafe { exp_loops::run_in_place(isa, v) };
+    unsafe { exp_in_place_loops::run(isa, v) };
     let nan_in_row = x.iter().any(|e| e.is_nan());
     let sum: f64 = v.iter().map(|&e| e as f64).sum();
     (max, if nan_in_row { f64::NAN } else { sum })
@@ -343,7 +298,7 @@ pub fn softmax_rows_in_place(v: &mut [f32], cols: usize) -> Result<()> {
             *o -= max;
         }
         // SAFETY: `resolve` checked that this CPU has `isa`'s features.
-        unsafe { exp_loops::run_in_place(isa, row) };
+        unsafe { exp_in_place_loops::run(isa, row) };
         let sum: f64 = row.iter().map(|&e| e as f64).sum();
         let inv = if nan_in_row {
             f32::NAN
