@@ -555,21 +555,14 @@ fn check_pooled_weight_gradient(
     conv2d_backward_weights(&opts, &s, &x, &dy, &mut dw, Some(&mut db))
         .map_err(|e| e.to_string())?;
     let (mut dw2, mut db2) = (vec![f32::NAN; s.weight_len()], vec![f32::NAN; s.out_c]);
-    conv2d_maxpool_backward_weights(
-        &opts,
-        &s,
-        &p,
-        &x,
-        PooledGradient {
-            act,
-            y_pool: &yp,
-            dy_pool: &dyp,
-            argmax: &am,
-        },
-        &mut dw2,
-        Some(&mut db2),
-    )
-    .map_err(|e| e.to_string())?;
+    let pooled = PooledGradient {
+        act,
+        y_pool: &yp,
+        dy_pool: &dyp,
+        argmax: &am,
+    };
+    conv2d_maxpool_backward_weights(&opts, &s, &p, &x, pooled, &mut dw2, Some(&mut db2))
+        .map_err(|e| e.to_string())?;
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
     if bits(&dw) != bits(&dw2) || bits(&db) != bits(&db2) {
         return Err(format!(
@@ -577,21 +570,8 @@ fn check_pooled_weight_gradient(
         ));
     }
     let mut dw3 = vec![f32::NAN; s.weight_len()];
-    conv2d_maxpool_backward_weights(
-        &opts,
-        &s,
-        &p,
-        &x,
-        PooledGradient {
-            act,
-            y_pool: &yp,
-            dy_pool: &dyp,
-            argmax: &am,
-        },
-        &mut dw3,
-        None,
-    )
-    .map_err(|e| e.to_string())?;
+    conv2d_maxpool_backward_weights(&opts, &s, &p, &x, pooled, &mut dw3, None)
+        .map_err(|e| e.to_string())?;
     if bits(&dw) != bits(&dw3) {
         return Err(format!("{isa} {act:?} {s:?}: without db"));
     }
