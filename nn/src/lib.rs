@@ -29,6 +29,7 @@ pub mod callbacks;
 pub mod datasets;
 mod error;
 mod files;
+mod fit_config;
 mod io;
 pub mod layers;
 mod logs;

@@ -25,6 +25,7 @@ use rand::SeedableRng;
 
 use crate::callbacks::{Callback, TrainingModel};
 use crate::error::{Error, Result};
+pub use crate::fit_config::{Evaluation, FitConfig, Metric};
 use crate::layers::{self, Kind, Layer};
 use crate::logs::{BatchLogs, EpochLogs, History};
 use crate::loss::Loss;
@@ -44,65 +45,6 @@ const INFERENCE_BATCH: usize = 256;
 /// reference CNN at batch 1000: 157 k images/s in passes of 256 against 145 k in one pass
 /// (250–400 were alike; 125 and less were slower again).
 pub const PREDICT_PASS: usize = 256;
-
-/// A metric reported next to the loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Metric {
-    /// Keras's "accuracy", interpreted for the loss (categorical, sparse or binary).
-    Accuracy,
-}
-
-/// `fit`'s arguments beyond the data (Keras's keyword arguments, with its defaults).
-#[derive(Clone)]
-pub struct FitConfig<'a> {
-    pub epochs: usize,
-    pub batch_size: usize,
-    /// Data evaluated after each epoch (takes precedence over `validation_split`).
-    pub validation_data: Option<(&'a Tensor, &'a Tensor)>,
-    /// Fraction of the training data, taken from its end before shuffling, held out.
-    pub validation_split: f32,
-    pub shuffle: bool,
-    /// 0: silent; 1: a progress bar per epoch (plain lines when not on a terminal); 2: one
-    /// line per epoch.
-    pub verbose: u8,
-}
-
-impl<'a> FitConfig<'a> {
-    /// `epochs`, `batch_size`; shuffled, verbose 1, no validation.
-    pub fn new(epochs: usize, batch_size: usize) -> Self {
-        FitConfig {
-            epochs,
-            batch_size,
-            validation_data: None,
-            validation_split: 0.0,
-            shuffle: true,
-            verbose: 1,
-        }
-    }
-    pub fn validation_data(mut self, x: &'a Tensor, y: &'a Tensor) -> Self {
-        self.validation_data = Some((x, y));
-        self
-    }
-    pub fn validation_split(mut self, fraction: f32) -> Self {
-        self.validation_split = fraction;
-        self
-    }
-    pub fn shuffle(mut self, on: bool) -> Self {
-        self.shuffle = on;
-        self
-    }
-    pub fn verbose(mut self, level: u8) -> Self {
-        self.verbose = level;
-        self
-    }
-}
-
-/// Loss and accuracy over a data set.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Evaluation {
-    pub loss: f32,
-    pub accuracy: f32,
-}
 
 /// The model as the trainer sees it for one call: its (built) layers, and what saving it needs.
 pub(crate) struct Net<'a> {

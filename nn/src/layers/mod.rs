@@ -24,11 +24,14 @@ macro_rules! layer_identity {
 }
 
 mod activation;
+mod config;
 mod conv2d;
 mod dense;
 mod dropout;
 mod flatten;
+mod fused;
 mod pooling;
+mod stack;
 
 pub use activation::Activation;
 pub use conv2d::Conv2D;
@@ -37,12 +40,14 @@ pub use dropout::Dropout;
 pub use flatten::Flatten;
 pub use pooling::MaxPooling2D;
 
+pub use config::LayerConfig;
+pub(crate) use fused::{backward_conv_pool, forward_conv_pool, fuses_backward, fuses_forward};
+pub(crate) use stack::{get_weights, infer_all, name_layers, set_weights};
+
 use rand::rngs::StdRng;
-use serde::{Deserialize, Serialize};
 
 use crate::activations::Act;
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
 
 /// One trainable tensor of a layer, with its gradient, as the optimizer sees it.
 pub struct Param<'a> {
@@ -62,95 +67,6 @@ pub trait ParamSteps {
     ///
     /// [`Rule::state_buffers`]: kernels::optim::Rule::state_buffers
     fn take(&mut self, param: usize) -> (kernels::optim::Rule, [&mut [f32]; 2]);
-}
-
-/// The serialisable description of a layer (Keras's `get_config`, reduced to what we use).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "class_name")]
-pub enum LayerConfig {
-    Dense {
-        name: String,
-        units: usize,
-        activation: Act,
-    },
-    Conv2D {
-        name: String,
-        filters: usize,
-        kernel_size: [usize; 2],
-        strides: [usize; 2],
-        padding: String,
-        activation: Act,
-    },
-    MaxPooling2D {
-        name: String,
-        pool_size: [usize; 2],
-        strides: [usize; 2],
-        padding: String,
-    },
-    Flatten {
-        name: String,
-    },
-    Dropout {
-        name: String,
-        rate: f32,
-    },
-    Activation {
-        name: String,
-        activation: Act,
-    },
-}
-
-impl LayerConfig {
-    /// The layer this configuration describes (unbuilt).
-    pub fn to_layer(&self) -> Result<Box<dyn Layer>> {
-        let padding = |p: &str| match p {
-            "valid" => Ok(kernels::Padding::Valid),
-            "same" => Ok(kernels::Padding::Same),
-            other => Err(Error::InvalidArgument(format!(
-                "unknown padding {other:?}: expected \"valid\" or \"same\""
-            ))),
-        };
-        let mut layer: Box<dyn Layer> = match self {
-            LayerConfig::Dense {
-                units, activation, ..
-            } => Box::new(Dense::new(*units, *activation)),
-            LayerConfig::Conv2D {
-                filters,
-                kernel_size,
-                strides,
-                padding: p,
-                activation,
-                ..
-            } => Box::new(
-                Conv2D::new(*filters, (kernel_size[0], kernel_size[1]), *activation)
-                    .strides((strides[0], strides[1]))
-                    .padding(padding(p)?),
-            ),
-            LayerConfig::MaxPooling2D {
-                pool_size,
-                strides,
-                padding: p,
-                ..
-            } => Box::new(
-                MaxPooling2D::new((pool_size[0], pool_size[1]))
-                    .strides((strides[0], strides[1]))
-                    .padding(padding(p)?),
-            ),
-            LayerConfig::Flatten { .. } => Box::new(Flatten::new()),
-            LayerConfig::Dropout { rate, .. } => Box::new(Dropout::new(*rate)),
-            LayerConfig::Activation { activation, .. } => Box::new(Activation::new(*activation)),
-        };
-        let name = match self {
-            LayerConfig::Dense { name, .. }
-            | LayerConfig::Conv2D { name, .. }
-            | LayerConfig::MaxPooling2D { name, .. }
-            | LayerConfig::Flatten { name }
-            | LayerConfig::Dropout { name, .. }
-            | LayerConfig::Activation { name, .. } => name.clone(),
-        };
-        layer.set_name(name);
-        Ok(layer)
-    }
 }
 
 /// A layer of a `Sequential` model.
@@ -308,192 +224,4 @@ pub(crate) fn samples(buf: &[f32], n: usize, per: usize) -> &[f32] {
 /// The first `n` samples of a mutable buffer.
 pub(crate) fn samples_mut(buf: &mut [f32], n: usize, per: usize) -> &mut [f32] {
     &mut buf[..n * per]
-}
-
-/// Whether [`forward_conv_pool`] runs `conv` and `pool` as one pass: a Conv2D whose activation is
-/// elementwise, then a MaxPooling2D (decided once, by the model's plan).
-pub(crate) fn fuses_forward(conv: &mut dyn Layer, pool: &mut dyn Layer) -> bool {
-    match (conv.kind(), pool.kind()) {
-        (Kind::Conv2D(c), Kind::MaxPooling2D(_)) => c.pools_in_one_pass(),
-        _ => false,
-    }
-}
-
-/// Whether [`backward_conv_pool`] runs the backward passes of `pool` and `conv` as one: a
-/// MaxPooling2D that took over the activation of the Conv2D below it (decided at compile).
-pub(crate) fn fuses_backward(conv: &mut dyn Layer, pool: &mut dyn Layer) -> bool {
-    match (conv.kind(), pool.kind()) {
-        (Kind::Conv2D(c), Kind::MaxPooling2D(p)) => {
-            c.gets_preactivation_gradient() && p.takes_activation()
-        }
-        _ => false,
-    }
-}
-
-/// Names the unnamed layers as Keras does ("dense", "dense_1", …), skipping names the user
-/// gave other layers; two layers of one name are an error (Keras refuses them too: the weights
-/// are saved by name).
-pub(crate) fn name_layers(layers: &mut [Box<dyn Layer>]) -> Result<()> {
-    let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
-    for (i, layer) in layers.iter().enumerate() {
-        let name = layer.name();
-        if !name.is_empty() && !taken.insert(name.to_string()) {
-            return Err(Error::InvalidArgument(format!(
-                "layer {i} ({}) is named {name:?}, as an earlier layer is: layer names must be \
-                 unique",
-                layer.class_name()
-            )));
-        }
-    }
-    let mut counts = std::collections::HashMap::new();
-    for layer in layers.iter_mut() {
-        if layer.name().is_empty() {
-            let base = snake_case(layer.class_name());
-            let c = counts.entry(base.clone()).or_insert(0usize);
-            let name = loop {
-                let name = if *c == 0 {
-                    base.clone()
-                } else {
-                    format!("{base}_{c}")
-                };
-                *c += 1;
-                if taken.insert(name.clone()) {
-                    break name;
-                }
-            };
-            layer.set_name(name);
-        }
-    }
-    Ok(())
-}
-
-/// "MaxPooling2D" → "max_pooling2d", as Keras names layers.
-fn snake_case(class: &str) -> String {
-    let mut out = String::new();
-    let chars: Vec<char> = class.chars().collect();
-    for (i, &c) in chars.iter().enumerate() {
-        if c.is_ascii_uppercase() {
-            let prev_lower = i > 0 && chars[i - 1].is_ascii_lowercase();
-            if prev_lower {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// What building `layers` on samples of `input` would make (see [`Layer::infer`]): each
-/// layer's output and parameter shapes, every size checked, nothing allocated.
-pub(crate) fn infer_all(layers: &[Box<dyn Layer>], input: &[usize]) -> Result<Vec<Inferred>> {
-    elements(input, "input")?;
-    let mut shape = input.to_vec();
-    let mut all = vec![];
-    for layer in layers {
-        let inferred = layer.infer(&shape)?;
-        shape = inferred.output.clone();
-        all.push(inferred);
-    }
-    Ok(all)
-}
-
-/// Every trainable tensor of `layers`, in order (layer by layer, kernel then bias), named
-/// "layer/param" ("dense/kernel").
-pub(crate) fn get_weights(layers: &mut [Box<dyn Layer>]) -> Vec<(String, Tensor)> {
-    let mut all = vec![];
-    for layer in layers {
-        let lname = layer.name().to_string();
-        layer.for_each_param(&mut |p: Param<'_>| {
-            let t = Tensor::from_slice(p.value, p.shape).expect("consistent shapes");
-            all.push((format!("{lname}/{}", p.name), t));
-        });
-    }
-    all
-}
-
-/// Replaces every trainable tensor of `layers`; names, count and shapes must match
-/// [`get_weights`], and every value must be finite. All are checked before any is written: a
-/// call that fails changes nothing.
-pub(crate) fn set_weights(
-    layers: &mut [Box<dyn Layer>],
-    weights: &[(String, Tensor)],
-) -> Result<()> {
-    let mut expected = vec![];
-    for layer in layers.iter_mut() {
-        let lname = layer.name().to_string();
-        layer.for_each_param(&mut |p: Param<'_>| {
-            expected.push((format!("{lname}/{}", p.name), p.shape.to_vec()));
-        });
-    }
-    if expected.len() != weights.len() {
-        return Err(Error::Shape(format!(
-            "the model has {} weight tensors but {} were given",
-            expected.len(),
-            weights.len()
-        )));
-    }
-    for (i, ((want, shape), (name, t))) in expected.iter().zip(weights).enumerate() {
-        if name != want {
-            return Err(Error::Shape(format!(
-                "tensor {i} is {name}, expected {want}"
-            )));
-        }
-        if t.shape() != &shape[..] {
-            return Err(Error::Shape(format!(
-                "{want} has shape {shape:?} in the model but {:?} was given",
-                t.shape()
-            )));
-        }
-        if let Some(at) = t.data().iter().position(|v| !v.is_finite()) {
-            return Err(Error::InvalidArgument(format!(
-                "{want} holds a non-finite value ({}) at element {at}",
-                t.data()[at]
-            )));
-        }
-    }
-    let mut given = weights.iter();
-    for layer in layers.iter_mut() {
-        layer.for_each_param(&mut |p: Param<'_>| {
-            let (_, t) = given.next().expect("counted above");
-            p.value.copy_from_slice(t.data());
-        });
-    }
-    Ok(())
-}
-
-/// Runs `conv` then `pool` as one pass when `conv` is a Conv2D with an elementwise activation and
-/// `pool` a MaxPooling2D (each group of images is pooled while its convolution output is in
-/// cache; at inference the convolution output is not even written). Returns `None` when the pair
-/// is not of that kind.
-pub(crate) fn forward_conv_pool(
-    conv: &mut dyn Layer,
-    pool: &mut dyn Layer,
-    x: &[f32],
-    n: usize,
-    training: bool,
-) -> Option<Result<()>> {
-    match (conv.kind(), pool.kind()) {
-        (Kind::Conv2D(conv), Kind::MaxPooling2D(pool)) => conv.forward_pooled(pool, x, n, training),
-        _ => None,
-    }
-}
-
-/// The backward passes of `pool` then `conv` as one, when `conv` is a Conv2D whose activation
-/// `pool` (a MaxPooling2D) took over and whose input gradient is not needed (the model's first
-/// layer): the convolution's parameter gradients straight from the pooling's gradient `grad`
-/// (see `kernels::conv_pool::conv2d_maxpool_backward_weights`). Returns `None` when the pair is not
-/// of that kind.
-pub(crate) fn backward_conv_pool(
-    conv: &mut dyn Layer,
-    pool: &mut dyn Layer,
-    x: &[f32],
-    grad: &[f32],
-    n: usize,
-) -> Option<Result<()>> {
-    match (conv.kind(), pool.kind()) {
-        (Kind::Conv2D(conv), Kind::MaxPooling2D(pool)) => conv.backward_pooled(pool, x, grad, n),
-        _ => None,
-    }
 }

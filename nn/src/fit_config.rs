@@ -1,0 +1,63 @@
+//! What `compile` and `fit` take beyond the data (the metrics, Keras's `fit` keyword arguments)
+//! and what `evaluate` returns. A leaf: the trainer reads these.
+
+use crate::tensor::Tensor;
+
+/// A metric reported next to the loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Keras's "accuracy", interpreted for the loss (categorical, sparse or binary).
+    Accuracy,
+}
+
+/// `fit`'s arguments beyond the data (Keras's keyword arguments, with its defaults).
+#[derive(Clone)]
+pub struct FitConfig<'a> {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Data evaluated after each epoch (takes precedence over `validation_split`).
+    pub validation_data: Option<(&'a Tensor, &'a Tensor)>,
+    /// Fraction of the training data, taken from its end before shuffling, held out.
+    pub validation_split: f32,
+    pub shuffle: bool,
+    /// 0: silent; 1: a progress bar per epoch (plain lines when not on a terminal); 2: one
+    /// line per epoch.
+    pub verbose: u8,
+}
+
+impl<'a> FitConfig<'a> {
+    /// `epochs`, `batch_size`; shuffled, verbose 1, no validation.
+    pub fn new(epochs: usize, batch_size: usize) -> Self {
+        FitConfig {
+            epochs,
+            batch_size,
+            validation_data: None,
+            validation_split: 0.0,
+            shuffle: true,
+            verbose: 1,
+        }
+    }
+    pub fn validation_data(mut self, x: &'a Tensor, y: &'a Tensor) -> Self {
+        self.validation_data = Some((x, y));
+        self
+    }
+    pub fn validation_split(mut self, fraction: f32) -> Self {
+        self.validation_split = fraction;
+        self
+    }
+    pub fn shuffle(mut self, on: bool) -> Self {
+        self.shuffle = on;
+        self
+    }
+    pub fn verbose(mut self, level: u8) -> Self {
+        self.verbose = level;
+        self
+    }
+}
+
+/// Loss and accuracy over a data set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    pub loss: f32,
+    pub accuracy: f32,
+}
