@@ -176,7 +176,7 @@ pub fn conv2d_maxpool_backward_weights(
                     )
                 };
                 if !routed {
-                    return Err(crate::pool::argmax_error(opts, argmax, pool));
+                    return Err(crate::pool::argmax_error(argmax, pool));
                 }
             }
             direct::backward_weights(isa, s, x, dy, pixels, part_w, part_b);

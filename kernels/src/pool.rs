@@ -380,32 +380,11 @@ pub fn max_pool2d_activation_backward(
     max_backward(what, opts, s, dy, argmax, Some((act, y)), dx)
 }
 
-/// That every `argmax` entry is a position of its own window, in its own channel — what the
-/// forward pass writes. Any other entry (past the image, in another window or channel) is an
-/// error, never a write out of bounds nor a gradient silently dropped or piled onto another
-/// position; it is found before anything is written.
-///
-/// Per output position the window's candidate offsets are compared with a whole run of channels
-/// at once (no division per entry: the loop over channels vectorises), so the check costs about
-/// as much as reading the window once.
-pub(crate) fn check_argmax(opts: &ExecOptions, argmax: &[u32], s: &Pool2d) -> Result<()> {
-    let out_len = s.out_image_len();
-    if out_len == 0 || argmax.is_empty() {
-        return Ok(());
-    }
-    let min_len = if crate::process::parallel(opts.threading) {
-        1
-    } else {
-        usize::MAX
-    };
-    argmax
-        .par_chunks_exact(out_len)
-        .enumerate()
-        .with_min_len(min_len)
-        .try_for_each(|(n, image)| check_argmax_image(s, n, image))
-}
-
-/// [`check_argmax`] for image `n`.
+/// That every `argmax` entry of image `n` is a position of its own window, in its own channel —
+/// what the forward pass writes; the first entry that is not (past the image, in another window
+/// or channel) is an error naming it. Per output position the window's candidate offsets are
+/// compared with a whole run of channels at once (no division per entry: the loop over channels
+/// vectorises).
 fn check_argmax_image(s: &Pool2d, n: usize, argmax: &[u32]) -> Result<()> {
     const LANES: usize = 16;
     let (c, ow, in_w) = (s.channels, s.out_w(), s.in_w);
@@ -483,18 +462,21 @@ fn max_backward(
         }
     });
     if refused.into_inner() {
-        return Err(argmax_error(opts, argmax, s));
+        return Err(argmax_error(argmax, s));
     }
     Ok(())
 }
 
 /// The error for an `argmax` that a backward pass found entries of outside their windows: the
-/// first such entry, found by [`check_argmax`] (run only then: the passes count the entries
-/// that fall in their window as they go, at no cost worth measuring, where a check before them
-/// doubled the time of the backward pass of the reference CNN's pooling).
-pub(crate) fn argmax_error(opts: &ExecOptions, argmax: &[u32], s: &Pool2d) -> Error {
-    check_argmax(opts, argmax, s)
-        .err()
+/// first such entry, found by [`check_argmax_image`] image by image (run only then: the passes
+/// count the entries that fall in their window as they go, at no cost worth measuring, where a
+/// check before them doubled the time of the backward pass of the reference CNN's pooling).
+pub(crate) fn argmax_error(argmax: &[u32], s: &Pool2d) -> Error {
+    let out_len = s.out_image_len().max(1);
+    argmax
+        .chunks_exact(out_len)
+        .enumerate()
+        .find_map(|(n, image)| check_argmax_image(s, n, image).err())
         .unwrap_or(Error::InvalidArgument {
             name: "argmax",
             value: format!("{} entries", argmax.len()),

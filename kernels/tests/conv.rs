@@ -700,7 +700,7 @@ fn pooled_weight_gradient_checks_its_arguments() {
 }
 
 /// An argmax entry inside the image but outside its window, or in another channel, is an error
-/// naming it on every pooling geometry (windows apart, overlapping, 'same' padding), never a
+/// naming it on every instruction-set path and pooling geometry (windows apart, overlapping, 'same' padding), never a
 /// gradient dropped or added to another position; a forward pass's own argmax always passes.
 #[test]
 fn pooling_backward_refuses_an_argmax_outside_its_window() {
@@ -716,8 +716,11 @@ fn pooling_backward_refuses_an_argmax_outside_its_window() {
             ..Pool2d::new(1, (5, 5, 2), 2)
         },
     ];
-    let opts = ExecOptions::default();
-    for s in shapes {
+    for (isa, s) in Isa::available()
+        .into_iter()
+        .flat_map(|isa| shapes.iter().map(move |&s| (isa, s)))
+    {
+        let opts = ExecOptions::with_isa(isa);
         let x: Vec<f32> = (0..s.input_len())
             .map(|i| ((i * 7919) % 101) as f32)
             .collect();
@@ -740,8 +743,22 @@ fn pooling_backward_refuses_an_argmax_outside_its_window() {
                 wrong[at] = bad;
                 let mut dx2 = vec![7.0; s.input_len()];
                 let err = max_pool2d_backward(&opts, &s, &dy, &wrong, &mut dx2)
-                    .expect_err(&format!("{s:?}: argmax {bad} at {at} accepted"))
+                    .expect_err(&format!("{isa} {s:?}: argmax {bad} at {at} accepted"))
                     .to_string();
+                assert!(err.contains("not a position of its window"), "{err}");
+                let err = max_pool2d_activation_backward(
+                    &opts,
+                    &s,
+                    Activation::Relu,
+                    &y,
+                    &dy,
+                    &wrong,
+                    &mut dx2,
+                )
+                .expect_err(&format!(
+                    "{isa} {s:?}: argmax {bad} at {at} accepted through relu"
+                ))
+                .to_string();
                 assert!(err.contains("not a position of its window"), "{err}");
             }
         }
