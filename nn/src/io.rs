@@ -141,6 +141,11 @@ fn tensor(path: &Path, st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Res
             ),
         ));
     }
+    decode(path, name, &view)
+}
+
+/// The f32 values of the (checked) tensor `name`; a non-finite one is an error naming it.
+fn decode(path: &Path, name: &str, view: &TensorView<'_>) -> Result<Tensor> {
     let data: Vec<f32> = view
         .data()
         .chunks_exact(4)
@@ -155,7 +160,7 @@ fn tensor(path: &Path, st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Res
             ),
         ));
     }
-    Tensor::from_vec(data, shape)
+    Tensor::from_vec(data, view.shape())
 }
 
 /// The tensors `wanted` (name and shape, in order) from `st`, each checked; the file must hold
@@ -279,6 +284,7 @@ pub(crate) fn read_model(path: &Path) -> Result<ModelFile> {
         }
     }
     // Shapes and types against the file's tensors first, from the header alone.
+    let mut views = Vec::with_capacity(wanted.len());
     for (name, shape) in &wanted {
         let view = st.tensor(name).map_err(|_| {
             Error::file(
@@ -299,6 +305,7 @@ pub(crate) fn read_model(path: &Path) -> Result<ModelFile> {
                 ),
             ));
         }
+        views.push((name, view));
     }
     if wanted.len() != st.len() {
         return Err(Error::file(
@@ -310,7 +317,10 @@ pub(crate) fn read_model(path: &Path) -> Result<ModelFile> {
             ),
         ));
     }
-    let weights = tensors(path, &st, &wanted)?;
+    let weights = views
+        .into_iter()
+        .map(|(name, view)| Ok((name.clone(), decode(path, name, &view)?)))
+        .collect::<Result<Vec<_>>>()?;
     Ok(ModelFile {
         input_shape: arch.input_shape,
         seed: arch.seed,
