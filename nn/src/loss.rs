@@ -130,15 +130,14 @@ impl Loss {
     /// numbers in `0..outputs`. Every entry point that trains or evaluates runs it.
     pub(crate) fn check_target_values(&self, y: &[f32], outputs: usize) -> Result<()> {
         if let Loss::SparseCategoricalCrossentropy { .. } = self {
-            let per = self.target_len(outputs).max(1);
+            // One label per sample: index i is sample i.
             if let Some((i, &l)) = y
                 .iter()
                 .enumerate()
                 .find(|(_, &l)| !(l >= 0.0 && l < outputs as f32 && l.fract() == 0.0))
             {
                 return Err(Error::InvalidArgument(format!(
-                    "label {l} of sample {} is not a class index in 0..{outputs}",
-                    i / per
+                    "label {l} of sample {i} is not a class index in 0..{outputs}"
                 )));
             }
         } else if let Loss::BinaryCrossentropy { .. } = self {

@@ -16,15 +16,18 @@ pub struct Tensor {
 }
 
 /// The number of elements of `shape`, or an error when the product overflows.
-fn element_count(shape: &[usize]) -> Result<usize> {
-    shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| {
-            Error::Shape(format!(
-                "a tensor of shape {shape:?} has more elements than memory can hold"
-            ))
-        })
+pub(crate) fn element_count(shape: &[usize]) -> Result<usize> {
+    checked_product(shape).ok_or_else(|| {
+        Error::Shape(format!(
+            "a tensor of shape {shape:?} has more elements than memory can hold"
+        ))
+    })
+}
+
+/// The product of `dims`, or `None` when it overflows: every size `nn` takes from a shape or a
+/// file goes through here.
+pub(crate) fn checked_product(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
 }
 
 /// `len` copies of `value` in aligned storage; memory the system refuses is an error.

@@ -78,9 +78,7 @@ fn dims_and_len(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, usize)> {
         .chunks_exact(4)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .collect();
-    let want = dims
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
+    let want = crate::tensor::checked_product(&dims)
         .ok_or_else(|| Error::file(path, format!("dimensions {dims:?} overflow")))?;
     Ok((dims, want))
 }

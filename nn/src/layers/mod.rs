@@ -163,14 +163,7 @@ impl Inferred {
 
 /// The number of elements of `shape`, or an error naming `layer` when the product overflows.
 pub(crate) fn elements(shape: &[usize], layer: &str) -> Result<usize> {
-    shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| {
-            Error::Shape(format!(
-                "layer {layer}: a tensor of shape {shape:?} has more elements than memory can hold"
-            ))
-        })
+    crate::tensor::element_count(shape).map_err(|e| Error::Shape(format!("layer {layer}: {e}")))
 }
 
 /// Grows `buf` to `rows × per` elements (new ones `fill`; a longer buffer is left as it is); a
