@@ -4,6 +4,7 @@
 //! Throughput is in floating-point operations (criterion's "elements"), so its rate is FLOP/s.
 //! `cargo bench -p bench-suite --bench conv`.
 
+use bench_suite::gemm_bench::filled;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kernels::conv::{
     conv2d_backward_input, conv2d_backward_weights, conv2d_forward, conv2d_forward_im2col, Conv2d,
@@ -11,15 +12,6 @@ use kernels::conv::{
 };
 use kernels::pool::{max_pool2d_backward, max_pool2d_forward, Pool2d};
 use kernels::{Activation, ExecOptions, Isa};
-
-fn data(n: usize, seed: u32) -> Vec<f32> {
-    (0..n)
-        .map(|i| {
-            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32
-                - 0.5
-        })
-        .collect()
-}
 
 fn conv(c: &mut Criterion) {
     let cases = [
@@ -40,10 +32,10 @@ fn conv(c: &mut Criterion) {
     let openblas = ExecOptions::with_isa(Isa::OpenBlas);
     let have_openblas = Isa::OpenBlas.is_available();
     for (name, s) in cases {
-        let x = data(s.input_len(), 1);
-        let w = data(s.weight_len(), 2);
-        let bias = data(s.out_c, 3);
-        let dy = data(s.output_len(), 4);
+        let x = filled(s.input_len(), 1);
+        let w = filled(s.weight_len(), 2);
+        let bias = filled(s.out_c, 3);
+        let dy = filled(s.output_len(), 4);
         let mut y = vec![0.0; s.output_len()];
         let mut dw = vec![0.0; s.weight_len()];
         let mut db = vec![0.0; s.out_c];
@@ -82,8 +74,8 @@ fn conv(c: &mut Criterion) {
 
 fn pool(c: &mut Criterion) {
     let s = Pool2d::new(32, (26, 26, 32), 2);
-    let x = data(s.input_len(), 5);
-    let dy = data(s.output_len(), 6);
+    let x = filled(s.input_len(), 5);
+    let dy = filled(s.output_len(), 6);
     let mut y = vec![0.0; s.output_len()];
     let mut arg = vec![0u32; s.output_len()];
     let mut dx = vec![0.0; s.input_len()];

@@ -181,17 +181,9 @@ pub struct Measurement {
     pub max_rel_diff_vs_openblas: f64,
 }
 
-/// Deterministic values in [-1, 1).
+/// Deterministic values in [-1, 1): the benchmarks' data, from the tests' generator.
 pub fn filled(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    kernels::reference::Rng::new(seed).fill(len)
 }
 
 /// The pause before each multi-threaded sample, for the previous library's idle threads to stop

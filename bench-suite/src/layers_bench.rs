@@ -4,6 +4,7 @@
 //! product an OpenBLAS sgemm), timed in interleaved rounds; and our large-GEMM rate on the same
 //! threads, the yardstick of the VGG layer's target.
 
+use crate::gemm_bench::filled;
 use serde::{Deserialize, Serialize};
 
 use kernels::conv::{conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2d};
@@ -40,15 +41,6 @@ pub struct LayersReport {
     pub ours_gemm_1024_gflops: f64,
 }
 
-fn data(n: usize, seed: u32) -> Vec<f32> {
-    (0..n)
-        .map(|i| {
-            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32
-                - 0.5
-        })
-        .collect()
-}
-
 /// Median seconds per call of each closure, sampled in interleaved rounds.
 fn interleaved(fs: &mut [&mut dyn FnMut()], rounds: usize) -> Vec<f64> {
     let calls: Vec<usize> = fs
@@ -81,7 +73,7 @@ pub fn measure(rounds: usize) -> LayersReport {
         ),
     ];
     let n = 1024;
-    let (ga, gb) = (data(n * n, 5), data(n * n, 6));
+    let (ga, gb) = (filled(n * n, 5), filled(n * n, 6));
     let mut gc = vec![0.0; n * n];
     let mut gemm_1024 = || {
         kernels::gemm(
@@ -101,10 +93,10 @@ pub fn measure(rounds: usize) -> LayersReport {
     let mut out = vec![];
     for (name, s) in cases {
         eprintln!("report: layers: {name}");
-        let x = data(s.input_len(), 1);
-        let w = data(s.weight_len(), 2);
-        let bias = data(s.out_c, 3);
-        let dy = data(s.output_len(), 4);
+        let x = filled(s.input_len(), 1);
+        let w = filled(s.weight_len(), 2);
+        let bias = filled(s.out_c, 3);
+        let dy = filled(s.output_len(), 4);
         let (mut y, mut dw, mut db, mut dx) = (
             vec![0.0; s.output_len()],
             vec![0.0; s.weight_len()],
