@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
-mod max_x86;
+mod max_vector;
 
 use crate::activation::Activation;
 use crate::error::{check_len, Error, Result};
@@ -329,10 +329,10 @@ pub(crate) unsafe fn max_image(
         // it.
         unsafe {
             match ai {
-                Some(ai) if wide => max_x86::image_avx512::<true>(s, img, yi, ai),
-                None if wide => max_x86::image_avx512::<false>(s, img, yi, &mut []),
-                Some(ai) if narrow => max_x86::image_avx2::<true>(s, img, yi, ai),
-                None if narrow => max_x86::image_avx2::<false>(s, img, yi, &mut []),
+                Some(ai) if wide => max_vector::image_avx512::<true>(s, img, yi, ai),
+                None if wide => max_vector::image_avx512::<false>(s, img, yi, &mut []),
+                Some(ai) if narrow => max_vector::image_avx2::<true>(s, img, yi, ai),
+                None if narrow => max_vector::image_avx2::<false>(s, img, yi, &mut []),
                 ai => max_image_loops::run(isa, s, img, yi, ai),
             }
         }

@@ -1,6 +1,137 @@
-//! AVX2 + FMA microkernels: tiles of `MR × 8·NV` 256-bit accumulators, the generic body of
-//! [`super::tile`] compiled for AVX2. The registered shapes keep accumulators + B vectors + one
+//! AVX2 + FMA: the [`Vector`] register (`__m256`, 8 lanes) and the microkernels, tiles of
+//! `MR × 8·NV` 256-bit accumulators, the generic body of [`super::tile`] compiled for AVX2. The registered shapes keep accumulators + B vectors + one
 //! broadcast within the 16 ymm registers (6 × 16 is the classic Haswell shape). Edge columns
 //! use `vmaskmov` loads and stores, which never touch masked-out lanes.
 
-microkernels!(std::arch::x86_64::__m256, "avx2,fma", "AVX2 and FMA");
+use std::arch::x86_64::*;
+
+use super::vector::Vector;
+
+microkernels!(__m256, "avx2,fma", "AVX2 and FMA");
+
+/// AVX2's lane mask, and whether every lane is live (then plain loads and stores: AMD's
+/// `vmaskmov` stores are slow).
+#[derive(Clone, Copy)]
+pub(crate) struct Mask256 {
+    lanes: __m256i,
+    full: bool,
+}
+
+impl Vector for __m256 {
+    const LANES: usize = 8;
+    type Mask = Mask256;
+    #[inline(always)]
+    unsafe fn mask(live: usize) -> Mask256 {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe {
+            let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(live.min(8) as i32), index);
+            Mask256 {
+                lanes,
+                full: live >= 8,
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn splat(p: *const f32) -> Self {
+        // SAFETY: caller's contract.
+        unsafe { _mm256_broadcast_ss(&*p) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: caller's contract.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn load_live(p: *const f32, m: Mask256) -> Self {
+        // SAFETY: caller's contract; masked-out lanes are not accessed.
+        unsafe {
+            if m.full {
+                _mm256_loadu_ps(p)
+            } else {
+                _mm256_maskload_ps(p, m.lanes)
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_live(p: *mut f32, m: Mask256, v: Self) {
+        // SAFETY: caller's contract; masked-out lanes are not accessed.
+        unsafe {
+            if m.full {
+                _mm256_storeu_ps(p, v)
+            } else {
+                _mm256_maskstore_ps(p, m.lanes, v)
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self, b: Self) -> Self {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_mul_ps(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn relu(a: Self) -> Self {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe {
+            let keep = _mm256_cmp_ps::<_CMP_NLT_UQ>(a, _mm256_setzero_ps());
+            _mm256_and_ps(keep, a)
+        }
+    }
+
+    type Choice = __m256;
+    type Offsets = __m256i;
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self) {
+        // SAFETY: caller's contract.
+        unsafe { _mm256_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn takes_over(v: Self, best: Self) -> __m256 {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe {
+            _mm256_and_ps(
+                _mm256_cmp_ps::<_CMP_NLE_UQ>(v, best),
+                _mm256_cmp_ps::<_CMP_ORD_Q>(best, best),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn choose(take: __m256, a: Self, b: Self) -> Self {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_blendv_ps(a, b, take) }
+    }
+    #[inline(always)]
+    unsafe fn offsets(at: usize) -> __m256i {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe {
+            let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            _mm256_add_epi32(_mm256_set1_epi32(at as i32), iota)
+        }
+    }
+    #[inline(always)]
+    unsafe fn choose_offsets(take: __m256, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_blendv_epi8(a, b, _mm256_castps_si256(take)) }
+    }
+    #[inline(always)]
+    unsafe fn store_offsets(p: *mut u32, o: __m256i) {
+        // SAFETY: caller's contract.
+        unsafe { _mm256_storeu_si256(p.cast(), o) }
+    }
+}

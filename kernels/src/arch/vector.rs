@@ -1,8 +1,7 @@
 //! One SIMD register of f32 lanes behind a small trait, for kernels written once and compiled
-//! per instruction set: the GEMM's microkernels ([`super::tile`]) and the one-channel 3×3
-//! convolution (`conv::direct3x3`). AVX-512 (`__m512`, 16 lanes) and AVX2 (`__m256`, 8).
-
-use std::arch::x86_64::*;
+//! per instruction set: the GEMM's microkernels ([`super::tile`]), the one-channel 3×3
+//! convolution (`conv::direct3x3`) and max pooling (`pool::max_vector`). AVX-512 (`__m512`, 16
+//! lanes, implemented in `avx512.rs`) and AVX2 (`__m256`, 8, in `avx2.rs`).
 
 /// One SIMD register of f32 lanes as the generic kernels use it. Every method is
 /// `inline(always)`, so the generic bodies compile inside their `#[target_feature]` entry points.
@@ -28,148 +27,26 @@ pub(crate) trait Vector: Copy {
     unsafe fn mul(a: Self, b: Self) -> Self;
     /// The activation's ReLU bit for bit: NaN kept, x < 0 to +0, the rest (−0 too) kept.
     unsafe fn relu(a: Self) -> Self;
-}
 
-impl Vector for __m512 {
-    const LANES: usize = 16;
-    type Mask = __mmask16;
-    #[inline(always)]
-    unsafe fn mask(live: usize) -> __mmask16 {
-        ((1u32 << live.min(16)) - 1) as u16
-    }
-    #[inline(always)]
-    unsafe fn zero() -> Self {
-        // SAFETY: the caller's contract: the CPU has the instruction set.
-        unsafe { _mm512_setzero_ps() }
-    }
-    #[inline(always)]
-    unsafe fn splat(p: *const f32) -> Self {
-        // SAFETY: caller's contract.
-        unsafe { _mm512_set1_ps(*p) }
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self {
-        // SAFETY: caller's contract.
-        unsafe { _mm512_loadu_ps(p) }
-    }
-    #[inline(always)]
-    unsafe fn load_live(p: *const f32, m: __mmask16) -> Self {
-        // SAFETY: caller's contract; masked-out lanes are not accessed.
-        unsafe { _mm512_maskz_loadu_ps(m, p) }
-    }
-    #[inline(always)]
-    unsafe fn store_live(p: *mut f32, m: __mmask16, v: Self) {
-        // SAFETY: caller's contract; masked-out lanes are not accessed.
-        unsafe { _mm512_mask_storeu_ps(p, m, v) }
-    }
-    #[inline(always)]
-    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
-        // SAFETY: the caller's contract: the CPU has the instruction set.
-        unsafe { _mm512_fmadd_ps(a, b, c) }
-    }
-    #[inline(always)]
-    unsafe fn add(a: Self, b: Self) -> Self {
-        // SAFETY: the caller's contract: the CPU has the instruction set.
-        unsafe { _mm512_add_ps(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn mul(a: Self, b: Self) -> Self {
-        // SAFETY: the caller's contract: the CPU has the instruction set.
-        unsafe { _mm512_mul_ps(a, b) }
-    }
-
-    #[inline(always)]
-    unsafe fn relu(a: Self) -> Self {
-        // SAFETY: the caller's contract: the CPU has the instruction set.
-        unsafe {
-            let keep = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(a, _mm512_setzero_ps());
-            _mm512_maskz_mov_ps(keep, a)
-        }
-    }
-}
-
-/// AVX2's lane mask, and whether every lane is live (then plain loads and stores: AMD's
-/// `vmaskmov` stores are slow).
-#[derive(Clone, Copy)]
-pub(crate) struct Mask256 {
-    lanes: __m256i,
-    full: bool,
-}
-
-impl Vector for __m256 {
-    const LANES: usize = 8;
-    type Mask = Mask256;
-    #[inline(always)]
-    unsafe fn mask(live: usize) -> Mask256 {
-        // SAFETY: the caller's contract: the CPU has the instruction set.
-        unsafe {
-            let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-            let lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(live.min(8) as i32), index);
-            Mask256 {
-                lanes,
-                full: live >= 8,
-            }
-        }
-    }
-    #[inline(always)]
-    unsafe fn zero() -> Self {
-        // SAFETY: the caller's contract: the CPU has the instruction set.
-        unsafe { _mm256_setzero_ps() }
-    }
-    #[inline(always)]
-    unsafe fn splat(p: *const f32) -> Self {
-        // SAFETY: caller's contract.
-        unsafe { _mm256_broadcast_ss(&*p) }
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self {
-        // SAFETY: caller's contract.
-        unsafe { _mm256_loadu_ps(p) }
-    }
-    #[inline(always)]
-    unsafe fn load_live(p: *const f32, m: Mask256) -> Self {
-        // SAFETY: caller's contract; masked-out lanes are not accessed.
-        unsafe {
-            if m.full {
-                _mm256_loadu_ps(p)
-            } else {
-                _mm256_maskload_ps(p, m.lanes)
-            }
-        }
-    }
-    #[inline(always)]
-    unsafe fn store_live(p: *mut f32, m: Mask256, v: Self) {
-        // SAFETY: caller's contract; masked-out lanes are not accessed.
-        unsafe {
-            if m.full {
-                _mm256_storeu_ps(p, v)
-            } else {
-                _mm256_maskstore_ps(p, m.lanes, v)
-            }
-        }
-    }
-    #[inline(always)]
-    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
-        // SAFETY: the caller's contract: the CPU has the instruction set.
-        unsafe { _mm256_fmadd_ps(a, b, c) }
-    }
-    #[inline(always)]
-    unsafe fn add(a: Self, b: Self) -> Self {
-        // SAFETY: the caller's contract: the CPU has the instruction set.
-        unsafe { _mm256_add_ps(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn mul(a: Self, b: Self) -> Self {
-        // SAFETY: the caller's contract: the CPU has the instruction set.
-        unsafe { _mm256_mul_ps(a, b) }
-    }
-
-    #[inline(always)]
-    unsafe fn relu(a: Self) -> Self {
-        // SAFETY: the caller's contract: the CPU has the instruction set.
-        unsafe {
-            let keep = _mm256_cmp_ps::<_CMP_NLT_UQ>(a, _mm256_setzero_ps());
-            _mm256_and_ps(keep, a)
-        }
-    }
+    /// A per-lane choice (a comparison's result).
+    type Choice: Copy;
+    /// A register of `LANES` u32 (element offsets).
+    type Offsets: Copy;
+    /// All `LANES` floats to `p`.
+    unsafe fn store(p: *mut f32, v: Self);
+    /// The lanes where `v` takes over from a running maximum `best`: `!isnan(best) && !(v <=
+    /// best)` — larger, or the first NaN (max pooling's rule).
+    unsafe fn takes_over(v: Self, best: Self) -> Self::Choice;
+    /// `b` in the chosen lanes, `a` in the others.
+    unsafe fn choose(take: Self::Choice, a: Self, b: Self) -> Self;
+    /// `at, at + 1, …, at + LANES − 1` (`at + LANES ≤ 2³²`).
+    unsafe fn offsets(at: usize) -> Self::Offsets;
+    /// `b` in the chosen lanes, `a` in the others.
+    unsafe fn choose_offsets(
+        take: Self::Choice,
+        a: Self::Offsets,
+        b: Self::Offsets,
+    ) -> Self::Offsets;
+    /// All `LANES` offsets to `p`.
+    unsafe fn store_offsets(p: *mut u32, o: Self::Offsets);
 }
