@@ -11,7 +11,7 @@ use kernels::conv::{
     Padding,
 };
 use kernels::pool::{max_pool2d_backward, max_pool2d_forward, Pool2d};
-use kernels::{Activation, ExecOptions, Isa};
+use kernels::{Activation, Backend, ExecOptions};
 
 fn conv(c: &mut Criterion) {
     let cases = [
@@ -29,8 +29,8 @@ fn conv(c: &mut Criterion) {
         ),
     ];
     let ours = ExecOptions::default();
-    let openblas = ExecOptions::with_isa(Isa::OpenBlas);
-    let have_openblas = Isa::OpenBlas.is_available();
+    let openblas = ExecOptions::with_backend(Backend::OpenBlas);
+    let have_openblas = Backend::OpenBlas.is_available();
     for (name, s) in cases {
         let x = filled(s.input_len(), 1);
         let w = filled(s.weight_len(), 2);

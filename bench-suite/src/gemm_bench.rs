@@ -1,7 +1,7 @@
 //! The GEMM comparison: shapes, libraries, and one interleaved measurement of all of them.
 
 use bench_peers as peers;
-use kernels::{gemm_with, ExecOptions, Isa, MatMut, MatRef, Threading};
+use kernels::{gemm_with, Backend, ExecOptions, Isa, MatMut, MatRef, Threading};
 use serde::{Deserialize, Serialize};
 
 use crate::timing::{calls_per_sample, estimate_secs, median, sample_secs};
@@ -79,8 +79,10 @@ pub fn all_shapes() -> Vec<Shape> {
 /// A GEMM implementation under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Library {
-    /// Our GEMM with a forced instruction-set path (`Isa::OpenBlas` = the system OpenBLAS).
+    /// Our GEMM with a forced instruction-set path.
     Ours(Isa),
+    /// The system OpenBLAS, through our OpenBLAS backend.
+    OpenBlas,
     MatrixMultiply,
     GemmCrate,
     /// BLIS, loaded at run time when the system has it.
@@ -92,7 +94,7 @@ pub enum Library {
 impl Library {
     pub fn name(&self) -> String {
         match self {
-            Library::Ours(Isa::OpenBlas) => "openblas".into(),
+            Library::OpenBlas => "openblas".into(),
             Library::Ours(isa) => format!("ours-{isa}"),
             Library::MatrixMultiply => "matrixmultiply".into(),
             Library::GemmCrate => "gemm-crate".into(),
@@ -112,17 +114,14 @@ impl Library {
 
     /// Every library this machine can run, ours first.
     pub fn available() -> Vec<Library> {
-        let mut libs: Vec<Library> = [
-            Isa::Avx512,
-            Isa::Avx2,
-            Isa::Neon,
-            Isa::Scalar,
-            Isa::OpenBlas,
-        ]
-        .into_iter()
-        .filter(|isa| isa.is_available())
-        .map(Library::Ours)
-        .collect();
+        let mut libs: Vec<Library> = [Isa::Avx512, Isa::Avx2, Isa::Neon, Isa::Scalar]
+            .into_iter()
+            .filter(|isa| isa.is_available())
+            .map(Library::Ours)
+            .collect();
+        if Backend::OpenBlas.is_available() {
+            libs.push(Library::OpenBlas);
+        }
         libs.push(Library::MatrixMultiply);
         libs.push(Library::GemmCrate);
         if peers::Blis::get().is_ok() {
@@ -145,8 +144,19 @@ impl Library {
         let result = match *self {
             Library::Ours(isa) => gemm_with(
                 &ExecOptions {
-                    isa: Some(isa),
                     threading,
+                    ..ExecOptions::with_isa(isa)
+                },
+                1.0,
+                a,
+                b,
+                0.0,
+                c,
+            ),
+            Library::OpenBlas => gemm_with(
+                &ExecOptions {
+                    threading,
+                    ..ExecOptions::with_backend(Backend::OpenBlas)
                 },
                 1.0,
                 a,
@@ -235,7 +245,7 @@ pub fn measure_shape(
     }
     let reference = libs
         .iter()
-        .position(|l| *l == Library::Ours(Isa::OpenBlas))
+        .position(|l| *l == Library::OpenBlas)
         .map(|i| outputs[i].clone());
     libs.iter()
         .enumerate()

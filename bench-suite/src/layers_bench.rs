@@ -1,6 +1,6 @@
 //! The layers part of the report: convolution passes of the reference CNN's first layer (batch
 //! 32 and 256) and of a VGG-style layer (3×3, 64 → 64 channels, 56×56, 'same', batch 4), ours
-//! against the same operation through im2col + OpenBLAS (`Isa::OpenBlas`: the same tasks, each
+//! against the same operation through im2col + OpenBLAS (`Backend::OpenBlas`: the same tasks, each
 //! product an OpenBLAS sgemm), timed in interleaved rounds; and our large-GEMM rate on the same
 //! threads, the yardstick of the VGG layer's target.
 
@@ -8,7 +8,7 @@ use crate::gemm_bench::filled;
 use serde::{Deserialize, Serialize};
 
 use kernels::conv::{conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2d};
-use kernels::{Activation, ExecOptions, Isa, MatMut, MatRef, Padding};
+use kernels::{Activation, Backend, ExecOptions, MatMut, MatRef, Padding};
 
 use crate::timing::{calls_per_sample, estimate_secs, median, sample_secs};
 
@@ -87,9 +87,9 @@ pub fn measure(rounds: usize) -> LayersReport {
     };
     let gemm_flops = 2.0 * (n * n * n) as f64;
     let ours = ExecOptions::default();
-    let blas = Isa::OpenBlas
+    let blas = Backend::OpenBlas
         .is_available()
-        .then(|| ExecOptions::with_isa(Isa::OpenBlas));
+        .then(|| ExecOptions::with_backend(Backend::OpenBlas));
     let mut out = vec![];
     for (name, s) in cases {
         eprintln!("report: layers: {name}");

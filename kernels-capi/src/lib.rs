@@ -11,13 +11,13 @@
 //! N = 0, and alpha = 0 or K = 0 with beta = 1; beta = 0 never reads C.
 //!
 //! The product runs on this crate's dispatched kernels (`KERNELS_ISA` applies), never on
-//! OpenBLAS: standing in for the system BLAS, forwarding to it could call back into this library.
+//! OpenBLAS, whatever `KERNELS_BACKEND` says: standing in for the system BLAS, forwarding to it could call back into this library.
 
 #![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 
 use std::ffi::{c_char, c_int, CStr};
 
-use kernels::{gemm_with, ExecOptions, Isa, MatMut, MatRef};
+use kernels::{gemm_with, Backend, ExecOptions, Isa, MatMut, MatRef};
 
 // CBLAS enumerations (cblas.h).
 pub const CBLAS_ROW_MAJOR: c_int = 101;
@@ -67,12 +67,10 @@ fn report_cblas(p: c_int, message: &CStr) {
     }
 }
 
-/// Our own fastest path, or the one `KERNELS_ISA` forces unless that is OpenBLAS.
+/// Our own fastest path, or the one `KERNELS_ISA` forces (an unknown or unavailable one: the
+/// fastest, since a BLAS call has no way to report it).
 fn isa() -> Isa {
-    match Isa::active() {
-        Ok(Isa::OpenBlas) | Err(_) => Isa::best(),
-        Ok(isa) => isa,
-    }
+    Isa::active().unwrap_or_else(|_| Isa::best())
 }
 
 /// op(A) is `m × k` and op(B) `k × n`, stored column-major with leading dimensions: the
@@ -168,7 +166,11 @@ unsafe fn gemm_col_major(
             MatRef::col_major(&[], 0, n, 1),
         )
     };
-    let opts = ExecOptions::with_isa(isa());
+    // Our own driver whatever `KERNELS_BACKEND` says (see the module documentation).
+    let opts = ExecOptions {
+        backend: Some(Backend::Native),
+        ..ExecOptions::with_isa(isa())
+    };
     // The checks above are the BLAS's; the views satisfy the checked API's by construction, so
     // this cannot fail, and a BLAS routine has no error return: a failure would be our bug.
     gemm_with(&opts, alpha, av, bv, beta, MatMut::col_major(c, m, n, ldc))

@@ -153,14 +153,15 @@ pub(crate) fn forward_groups(
         return Ok(());
     }
     let isa = crate::Isa::resolve(opts.isa)?;
+    let backend = crate::Backend::resolve(opts.backend)?;
     let plan = Plan::new(s);
     let inner = plan.inner_threading(opts);
     let (patch, oc) = (s.patch_len(), s.out_c);
     let image_out = s.out_pixels() * oc;
     let group = (GROUP_FLOATS / image_out.max(1)).max(1);
     let out = y.map(SharedOut::new);
-    let direct = beyond_im2col && direct::applies(s, isa);
-    let implicit = beyond_im2col && !direct && Im2colPacker::applies(s, isa);
+    let direct = beyond_im2col && direct::applies(s, backend);
+    let implicit = beyond_im2col && !direct && Im2colPacker::applies(s, backend);
     let failed = std::sync::Mutex::new(None);
     // Convolves output pixels `pixels` into `y_part`.
     let conv = |packed: &[f32], pixels: std::ops::Range<usize>, y_part: &mut [f32]| {
@@ -267,10 +268,11 @@ pub fn conv2d_backward_weights(
         s.output_desc()
     })?;
     let isa = crate::Isa::resolve(opts.isa)?;
+    let backend = crate::Backend::resolve(opts.backend)?;
     let (patch, oc) = (s.patch_len(), s.out_c);
     let plan = Plan::new(s);
     let inner = plan.inner_threading(opts);
-    let use_direct = direct::applies(s, isa);
+    let use_direct = direct::applies(s, backend);
     let use_shifted = !use_direct && shifted::applies(s);
     sum_task_partials(opts, s, &plan, dw, db, |t, part_w, part_b| {
         let pixels = plan.pixels(s, t);

@@ -85,7 +85,7 @@ pub fn conv2d_maxpool_forward(
             || pool.desc_out(),
         )?;
     }
-    let pool_isa = crate::math::resolve(opts.isa)?;
+    let pool_isa = crate::Isa::resolve(opts.isa)?;
     let image_out = s.out_pixels() * s.out_c;
     let (yp, am) = (SharedOut::new(y_pool), argmax.map(SharedOut::new));
     let then = |first: usize, y_group: &[f32]| {
@@ -141,7 +141,7 @@ pub fn conv2d_maxpool_backward_weights(
         check_len(what, name, len, pool.output_len(), || pool.desc_out())?;
     }
     let isa = crate::Isa::resolve(opts.isa)?;
-    if !direct::applies(s, isa) {
+    if !direct::applies(s, crate::Backend::resolve(opts.backend)?) {
         return CONV_GRAD.with(s.output_len(), s.output_len(), |dy| {
             crate::pool::max_pool2d_activation_backward(
                 opts, pool, act, y_pool, dy_pool, argmax, dy,

@@ -26,19 +26,11 @@ pub enum Isa {
     Avx512,
     /// AArch64 Advanced SIMD (128-bit), present on every AArch64 CPU.
     Neon,
-    /// The system OpenBLAS through CBLAS (cargo feature `openblas`).
-    OpenBlas,
 }
 
 impl Isa {
     /// Every path this crate knows, available here or not.
-    pub const ALL: [Isa; 5] = [
-        Isa::Scalar,
-        Isa::Avx2,
-        Isa::Avx512,
-        Isa::Neon,
-        Isa::OpenBlas,
-    ];
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon];
 
     /// The name used by `KERNELS_ISA` and in reports.
     pub fn name(self) -> &'static str {
@@ -47,7 +39,6 @@ impl Isa {
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
             Isa::Neon => "neon",
-            Isa::OpenBlas => "openblas",
         }
     }
 
@@ -97,13 +88,6 @@ impl Isa {
                 #[cfg(not(target_arch = "aarch64"))]
                 unavailable("NEON is an AArch64 instruction set")
             }
-            Isa::OpenBlas => {
-                if cfg!(feature = "openblas") {
-                    Ok(())
-                } else {
-                    unavailable("this build of `kernels` has no `openblas` cargo feature")
-                }
-            }
         }
     }
 
@@ -120,8 +104,7 @@ impl Isa {
             .collect()
     }
 
-    /// The fastest hand-written path this CPU supports (detected once, then cached). OpenBLAS is
-    /// never chosen automatically: it is a fallback to ask for.
+    /// The fastest path this CPU supports (detected once, then cached).
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
         *BEST.get_or_init(|| {
@@ -167,10 +150,20 @@ fn parse_isa(text: &str, source_name: &'static str) -> Result<Isa> {
     Isa::ALL
         .into_iter()
         .find(|isa| isa.name() == wanted)
-        .ok_or_else(|| Error::UnknownIsa {
-            name: text.to_string(),
-            source_name,
-            expected: Isa::ALL.map(Isa::name).join(", "),
+        .ok_or_else(|| {
+            let mut expected = Isa::ALL.map(Isa::name).join(", ");
+            if wanted == crate::Backend::OpenBlas.name() {
+                // It was one, once: say where it went.
+                expected.push_str(&format!(
+                    " (OpenBLAS is a GEMM backend, not an instruction set: {}={wanted})",
+                    crate::backend::BACKEND_ENV_VAR
+                ));
+            }
+            Error::UnknownIsa {
+                name: text.to_string(),
+                source_name,
+                expected,
+            }
         })
 }
 
@@ -264,8 +257,12 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "unknown instruction-set path \"sse9\" (from a string); expected one of: \
-             scalar, avx2, avx512, neon, openblas"
+             scalar, avx2, avx512, neon"
         );
+        let err = "OpenBLAS".parse::<Isa>().unwrap_err();
+        assert!(err.to_string().ends_with(
+            "(OpenBLAS is a GEMM backend, not an instruction set: KERNELS_BACKEND=openblas)"
+        ));
     }
 
     #[test]
@@ -273,7 +270,6 @@ mod tests {
         assert!(Isa::Scalar.is_available());
         assert!(Isa::best().is_available());
         assert!(Isa::available().contains(&Isa::best()));
-        assert_ne!(Isa::best(), Isa::OpenBlas);
     }
 
     #[cfg(target_arch = "aarch64")]

@@ -1,7 +1,7 @@
 //! The one error type of the `kernels` crate. Every variant names the argument at fault and the
 //! numbers that do not fit, so a caller can tell what went wrong without a debugger.
 
-use crate::Isa;
+use crate::{Backend, Isa};
 
 /// Everything a `kernels` call can reject. `Debug` prints the message too (as `Display`), so a
 /// `main` that returns the error shows a sentence, not a struct.
@@ -77,6 +77,18 @@ pub enum Error {
         "unknown instruction-set path {name:?} (from {source_name}); expected one of: {expected}"
     )]
     UnknownIsa {
+        name: String,
+        source_name: &'static str,
+        expected: String,
+    },
+
+    /// A GEMM backend this build cannot run (OpenBLAS without the `openblas` feature).
+    #[error("GEMM backend {backend} is not available: {reason}")]
+    BackendUnavailable { backend: Backend, reason: String },
+
+    /// A backend name (from `KERNELS_BACKEND` or `Backend::from_str`) that names no backend.
+    #[error("unknown GEMM backend {name:?} (from {source_name}); expected one of: {expected}")]
+    UnknownBackend {
         name: String,
         source_name: &'static str,
         expected: String,

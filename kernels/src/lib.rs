@@ -2,11 +2,12 @@
 //!
 //! The centre is [`gemm`]: a BLIS-style matrix product (packing, cache blocking, register-tiled
 //! microkernels) whose microkernel is chosen at run time from the CPU's features — AVX-512,
-//! AVX2+FMA or portable scalar — with the system OpenBLAS as one more selectable path (cargo
-//! feature `openblas`). See `ARCHITECTURE.md` for the map.
+//! AVX2+FMA, NEON or portable scalar — with the system OpenBLAS as a backend to ask for instead
+//! of our driver (cargo feature `openblas`). See `ARCHITECTURE.md` for the map.
 //!
 //! * Choose or inspect the path: [`Isa::best`], [`Isa::active`], the `KERNELS_ISA` environment
-//!   variable, or [`ExecOptions::isa`] per call.
+//!   variable, or [`ExecOptions::isa`] per call; the backend likewise ([`Backend::active`],
+//!   `KERNELS_BACKEND`, [`ExecOptions::backend`]).
 //! * Threads come from the rayon pool the call runs in; results are bit-identical for every
 //!   thread count (K is never split).
 //! * Every argument is checked; bad input is an [`Error`] naming the argument and the numbers.
@@ -15,6 +16,7 @@
 
 pub mod activation;
 mod arch;
+mod backend;
 pub mod conv;
 pub mod conv_pool;
 pub mod cpu;
@@ -33,6 +35,7 @@ mod shared;
 mod window;
 
 pub use activation::Activation;
+pub use backend::{Backend, BACKEND_ENV_VAR};
 pub use conv::{conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2d, Padding};
 pub use dispatch::{Isa, ISA_ENV_VAR};
 pub use error::{Error, Result};

@@ -4,8 +4,7 @@
 //! manipulation (no table, no libm call), and compiled once per instruction set inside a
 //! `#[target_feature]` loop, where the compiler vectorises it at that set's width (16 lanes with
 //! AVX-512, 8 with AVX2, 4 with NEON; the scalar path is the same code at the baseline). The path
-//! is chosen as for GEMM: [`Isa::active`] unless one is forced; OpenBLAS, having no such
-//! functions, means the best of ours.
+//! is chosen as for GEMM: [`Isa::active`] unless one is forced.
 //!
 //! # Accuracy (checked by `tests/math.rs` against f64 over a dense sweep)
 //! * `exp`: relative error ≤ 2·2⁻²³ (≈ 2.4e-7; measured worst 9.7e-8) wherever the result is a
@@ -155,15 +154,9 @@ elementwise!(
     tanh_in_place_body
 );
 
-/// The instruction set whose loops run: the forced one (checked) or the active one; OpenBLAS,
-/// which has no such functions, means our best.
+/// The instruction set whose loops run: the forced one (checked) or the active one.
 pub(crate) fn resolve(isa: Option<Isa>) -> Result<Isa> {
-    let isa = Isa::resolve(isa)?;
-    Ok(if isa == Isa::OpenBlas {
-        Isa::best()
-    } else {
-        isa
-    })
+    Isa::resolve(isa)
 }
 
 fn check_lengths(what: &'static str, x: &[f32], y: &[f32]) -> Result<()> {

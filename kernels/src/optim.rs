@@ -411,8 +411,8 @@ pub fn update_from_product(
         return Ok(());
     }
     let single = ExecOptions {
-        isa: opts.isa,
         threading: Threading::Single,
+        ..*opts
     };
     let rows = block_rows(k, n);
     let w_out = SharedOut::new(w);

@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
-use crate::Isa;
+use crate::{Backend, Isa};
 
 /// How many threads a call (a product, a convolution, a pooling) may use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,6 +77,9 @@ pub struct ExecOptions {
     /// The instruction-set path to use; `None` means [`Isa::active`] (the `KERNELS_ISA`
     /// environment variable, else the best path of this CPU).
     pub isa: Option<Isa>,
+    /// The implementation behind products; `None` means [`Backend::active`] (the
+    /// `KERNELS_BACKEND` environment variable, else our own driver).
+    pub backend: Option<Backend>,
     /// Threads to use.
     pub threading: Threading,
 }
@@ -86,6 +89,14 @@ impl ExecOptions {
     pub fn with_isa(isa: Isa) -> Self {
         ExecOptions {
             isa: Some(isa),
+            ..Self::default()
+        }
+    }
+
+    /// Options that force `backend`.
+    pub fn with_backend(backend: Backend) -> Self {
+        ExecOptions {
+            backend: Some(backend),
             ..Self::default()
         }
     }

@@ -251,3 +251,45 @@ pub fn activation(act: crate::Activation, x: f64) -> f64 {
         crate::Activation::Tanh => x.tanh(),
     }
 }
+
+/// One way a product can run here, for tests that force each in turn: an instruction set with our
+/// own driver, or the OpenBLAS backend (with the best instruction set for what is not a product).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Path {
+    pub isa: crate::Isa,
+    pub backend: crate::Backend,
+}
+
+impl Path {
+    /// Every path this machine and build can run: each available instruction set on our driver,
+    /// then OpenBLAS where the `openblas` feature is on.
+    pub fn all() -> Vec<Path> {
+        let native = crate::Isa::available().into_iter().map(|isa| Path {
+            isa,
+            backend: crate::Backend::Native,
+        });
+        let openblas = crate::Backend::OpenBlas.is_available().then(|| Path {
+            isa: crate::Isa::best(),
+            backend: crate::Backend::OpenBlas,
+        });
+        native.chain(openblas).collect()
+    }
+
+    /// Options that force this path (threads: the default).
+    pub fn opts(self) -> crate::ExecOptions {
+        crate::ExecOptions {
+            isa: Some(self.isa),
+            backend: Some(self.backend),
+            ..Default::default()
+        }
+    }
+}
+
+impl std::fmt::Display for Path {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.backend {
+            crate::Backend::Native => write!(f, "{}", self.isa),
+            backend => write!(f, "{backend} ({})", self.isa),
+        }
+    }
+}

@@ -16,7 +16,7 @@ use kernels::pool::{
     avg_pool2d_backward, avg_pool2d_forward, max_pool2d_activation_backward, max_pool2d_backward,
     max_pool2d_forward, Pool2d,
 };
-use kernels::reference::Rng;
+use kernels::reference::{Path, Rng};
 use kernels::{reference, ExecOptions, Isa, Threading};
 use proptest::prelude::*;
 
@@ -47,7 +47,7 @@ fn act64(act: Activation, x: f64) -> f64 {
 
 fn check_conv(
     s: Conv2d,
-    isa: Isa,
+    path: Path,
     act: Activation,
     with_bias: bool,
     seed: u64,
@@ -58,8 +58,8 @@ fn check_conv(
     let bias = rng.fill(s.out_c);
     let bias = with_bias.then_some(&bias[..]);
     let dy = rng.fill(s.output_len());
-    let opts = ExecOptions::with_isa(isa);
-    let ctx = format!("{isa} {act:?} {s:?}");
+    let opts = path.opts();
+    let ctx = format!("{path} {act:?} {s:?}");
 
     let mut y = vec![f32::NAN; s.output_len()];
     conv2d_forward(&opts, &s, &x, &w, bias, act, &mut y).map_err(|e| e.to_string())?;
@@ -148,8 +148,8 @@ proptest! {
         seed: u64,
     ) {
         let act = [Activation::Identity, Activation::Relu, Activation::Sigmoid, Activation::Tanh][act];
-        for isa in Isa::available() {
-            check_conv(s, isa, act, with_bias, seed).map_err(TestCaseError::fail)?;
+        for path in Path::all() {
+            check_conv(s, path, act, with_bias, seed).map_err(TestCaseError::fail)?;
         }
     }
 }
@@ -181,8 +181,8 @@ fn training_shapes_match_the_definition() {
         },
     ];
     for s in shapes {
-        for isa in Isa::available() {
-            check_conv(s, isa, Activation::Relu, true, 9).unwrap();
+        for path in Path::all() {
+            check_conv(s, path, Activation::Relu, true, 9).unwrap();
         }
     }
 }
@@ -212,8 +212,8 @@ fn same_bits_on_any_thread_count(s: Conv2d) {
             .unwrap();
         pool.install(|| {
             let opts = ExecOptions {
-                isa: None,
                 threading,
+                ..ExecOptions::default()
             };
             let mut y = vec![0.0; s.output_len()];
             let mut dw = vec![0.0; s.weight_len()];
@@ -507,19 +507,19 @@ proptest! {
 }
 
 /// The weight gradient from the pooling's gradient (`conv2d_maxpool_backward_weights`) gives the
-/// bits of the pooling's backward pass then the weight gradient, on `isa`.
+/// bits of the pooling's backward pass then the weight gradient, on `path`.
 fn check_pooled_weight_gradient(
     s: Conv2d,
     p: Pool2d,
     act: Activation,
     seed: u64,
-    isa: Isa,
+    path: Path,
 ) -> Result<(), String> {
     let mut rng = Rng::new(seed);
     let x = rng.fill(s.input_len());
     let w = rng.fill(s.weight_len());
     let b = rng.fill(s.out_c);
-    let opts = ExecOptions::with_isa(isa);
+    let opts = path.opts();
     let mut yp = vec![0.0; p.output_len()];
     let mut am = vec![0u32; p.output_len()];
     conv2d_maxpool_forward(
@@ -566,14 +566,14 @@ fn check_pooled_weight_gradient(
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
     if bits(&dw) != bits(&dw2) || bits(&db) != bits(&db2) {
         return Err(format!(
-            "{isa} {act:?} {s:?} {p:?}: fused {dw2:?} {db2:?}, separate {dw:?} {db:?}"
+            "{path} {act:?} {s:?} {p:?}: fused {dw2:?} {db2:?}, separate {dw:?} {db:?}"
         ));
     }
     let mut dw3 = vec![f32::NAN; s.weight_len()];
     conv2d_maxpool_backward_weights(&opts, &s, &p, &x, pooled, &mut dw3, None)
         .map_err(|e| e.to_string())?;
     if bits(&dw) != bits(&dw3) {
-        return Err(format!("{isa} {act:?} {s:?}: without db"));
+        return Err(format!("{path} {act:?} {s:?}: without db"));
     }
     Ok(())
 }
@@ -604,8 +604,8 @@ proptest! {
             stride_w: pool_stride,
             ..Pool2d::new(batch, (s.out_h(), s.out_w(), out_c), pool)
         };
-        for isa in Isa::available() {
-            check_pooled_weight_gradient(s, p, act, seed, isa).map_err(TestCaseError::fail)?;
+        for path in Path::all() {
+            check_pooled_weight_gradient(s, p, act, seed, path).map_err(TestCaseError::fail)?;
         }
     }
 
@@ -622,8 +622,8 @@ proptest! {
             padding: if same { Padding::Same } else { Padding::Valid },
             ..Pool2d::new(s.batch, (s.out_h(), s.out_w(), s.out_c), pool)
         };
-        for isa in Isa::available() {
-            check_pooled_weight_gradient(s, p, Activation::Relu, seed, isa)
+        for path in Path::all() {
+            check_pooled_weight_gradient(s, p, Activation::Relu, seed, path)
                 .map_err(TestCaseError::fail)?;
         }
     }
@@ -639,8 +639,8 @@ fn pooled_weight_gradient_with_several_images_per_task() {
         (Conv2d::square(35, (8, 8, 3), 16, 3, Padding::Same), 2),
     ] {
         let p = Pool2d::new(s.batch, (s.out_h(), s.out_w(), s.out_c), pool);
-        for isa in Isa::available() {
-            check_pooled_weight_gradient(s, p, Activation::Relu, 3, isa).unwrap();
+        for path in Path::all() {
+            check_pooled_weight_gradient(s, p, Activation::Relu, 3, path).unwrap();
         }
     }
 }

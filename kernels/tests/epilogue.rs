@@ -7,7 +7,7 @@
 //! (3·2⁻²³ relative, `kernels::math`) and 1e-30 absolute.
 
 use kernels::activation::{activation_backward, bias_activation};
-use kernels::reference::Rng;
+use kernels::reference::{Path, Rng};
 use kernels::{gemm_fused, reference, Activation, Bias, ExecOptions, Isa, MatMut, MatRef};
 use proptest::prelude::*;
 
@@ -31,7 +31,7 @@ enum BiasKind {
 
 #[allow(clippy::too_many_arguments)]
 fn check(
-    isa: Isa,
+    path: Path,
     (m, n, k): (usize, usize, usize),
     act: Activation,
     bias_kind: BiasKind,
@@ -67,17 +67,7 @@ fn check(
         } else {
             MatMut::row_major(&mut ours, m, n, n.max(1))
         };
-        gemm_fused(
-            &ExecOptions::with_isa(isa),
-            alpha,
-            av,
-            bv,
-            beta,
-            bias,
-            act,
-            cv,
-        )
-        .map_err(|e| e.to_string())?;
+        gemm_fused(&path.opts(), alpha, av, bv, beta, bias, act, cv).map_err(|e| e.to_string())?;
     }
     let mut lin = c0.clone();
     {
@@ -109,7 +99,7 @@ fn check(
             let got = ours[idx] as f64;
             if (got - want).abs() > tol {
                 return Err(format!(
-                    "{isa} {act:?} {bias_kind:?} col_major={c_col_major} {m}×{n}×{k} \
+                    "{path} {act:?} {bias_kind:?} col_major={c_col_major} {m}×{n}×{k} \
                      α={alpha} β={beta}: C[{i}][{j}] = {got}, want {want} (±{tol})"
                 ));
             }
@@ -133,8 +123,8 @@ proptest! {
         seed: u64,
     ) {
         let bias = [BiasKind::None, BiasKind::PerColumn, BiasKind::PerRow][bias];
-        for isa in Isa::available() {
-            check(isa, (m, n, k), ACTIVATIONS[act], bias, c_col_major, alpha, beta, seed)
+        for path in Path::all() {
+            check(path, (m, n, k), ACTIVATIONS[act], bias, c_col_major, alpha, beta, seed)
                 .map_err(TestCaseError::fail)?;
         }
     }
@@ -144,10 +134,10 @@ proptest! {
 fn large_products_apply_the_epilogue_once_after_the_last_k_slice() {
     // K spans several KC slices and C several MC/NC blocks; a tile given the epilogue after an
     // early slice would come out visibly wrong (relu of a partial sum, bias added twice).
-    for isa in Isa::available() {
+    for path in Path::all() {
         for act in ACTIVATIONS {
             check(
-                isa,
+                path,
                 (300, 200, 1100),
                 act,
                 BiasKind::PerColumn,
@@ -158,7 +148,7 @@ fn large_products_apply_the_epilogue_once_after_the_last_k_slice() {
             )
             .unwrap();
             check(
-                isa,
+                path,
                 (64, 517, 1030),
                 act,
                 BiasKind::PerRow,

@@ -6,7 +6,8 @@
 //! 1e-5 relative. Bit for bit between one and two threads on every path.
 
 use kernels::optim::{adam_update, rmsprop_update, sgd_update, update_from_product, Rule};
-use kernels::{gemm_with, ExecOptions, Isa, MatMut, MatRef, Threading};
+use kernels::reference::Path;
+use kernels::{gemm_with, Backend, ExecOptions, MatMut, MatRef, Threading};
 use proptest::prelude::*;
 
 fn data(n: usize, seed: u64) -> Vec<f32> {
@@ -89,13 +90,13 @@ impl Case {
     }
 
     /// (w, state, d) after the fused call.
-    fn fused(&self, isa: Isa, rule: Rule, with_d: bool) -> (Vec<f32>, Vec<Vec<f32>>, Vec<f32>) {
+    fn fused(&self, path: Path, rule: Rule, with_d: bool) -> (Vec<f32>, Vec<Vec<f32>>, Vec<f32>) {
         let mut w = self.w.clone();
         let mut state: Vec<Vec<f32>> = self.state[..rule.state_buffers()].to_vec();
         let mut d = vec![f32::NAN; self.m * self.k];
         let mut views: Vec<&mut [f32]> = state.iter_mut().map(|s| &mut s[..]).collect();
         update_from_product(
-            &ExecOptions::with_isa(isa),
+            &path.opts(),
             rule,
             self.a(),
             self.b(),
@@ -108,10 +109,10 @@ impl Case {
     }
 
     /// The same, as a product on one thread and then the rule's update function.
-    fn apart(&self, isa: Isa, rule: Rule) -> (Vec<f32>, Vec<Vec<f32>>, Vec<f32>) {
+    fn apart(&self, path: Path, rule: Rule) -> (Vec<f32>, Vec<Vec<f32>>, Vec<f32>) {
         let single = ExecOptions {
-            isa: Some(isa),
             threading: Threading::Single,
+            ..path.opts()
         };
         let (m, k, n) = (self.m, self.k, self.n);
         let mut d = vec![0.0; m * k];
@@ -136,7 +137,7 @@ impl Case {
         .unwrap();
         let mut w = self.w.clone();
         let [mut s0, mut s1] = self.state.clone();
-        let isa = &kernels::ExecOptions::with_isa(isa);
+        let opts = &path.opts();
         match rule {
             Rule::Sgd {
                 lr,
@@ -144,16 +145,16 @@ impl Case {
                 nesterov,
             } => {
                 let vel = (momentum != 0.0).then_some(&mut s0[..]);
-                sgd_update(isa, &mut w, &g, vel, lr, momentum, nesterov).unwrap()
+                sgd_update(opts, &mut w, &g, vel, lr, momentum, nesterov).unwrap()
             }
             Rule::Adam {
                 alpha,
                 beta1,
                 beta2,
                 eps,
-            } => adam_update(isa, &mut w, &g, &mut s0, &mut s1, alpha, beta1, beta2, eps).unwrap(),
+            } => adam_update(opts, &mut w, &g, &mut s0, &mut s1, alpha, beta1, beta2, eps).unwrap(),
             Rule::RmsProp { lr, rho, eps } => {
-                rmsprop_update(isa, &mut w, &g, &mut s0, lr, rho, eps).unwrap()
+                rmsprop_update(opts, &mut w, &g, &mut s0, lr, rho, eps).unwrap()
             }
         }
         let state = [s0, s1][..rule.state_buffers()].to_vec();
@@ -170,16 +171,16 @@ fn pool(threads: usize) -> rayon::ThreadPool {
 
 fn check(case: &Case, with_d: bool) -> Result<(), TestCaseError> {
     let (one, two) = (pool(1), pool(2));
-    for isa in Isa::available() {
+    for path in Path::all() {
         for rule in rules() {
             let what = format!(
-                "{isa:?} {rule:?} m {} k {} n {} a_t {} d {with_d}",
+                "{path} {rule:?} m {} k {} n {} a_t {} d {with_d}",
                 case.m, case.k, case.n, case.a_t
             );
-            let fused = two.install(|| case.fused(isa, rule, with_d));
-            let apart = case.apart(isa, rule);
+            let fused = two.install(|| case.fused(path, rule, with_d));
+            let apart = case.apart(path, rule);
             let same = |x: &[f32], y: &[f32]| {
-                if isa == Isa::OpenBlas {
+                if path.backend == Backend::OpenBlas {
                     x.len() == y.len()
                         && x.iter()
                             .zip(y)
@@ -197,7 +198,7 @@ fn check(case: &Case, with_d: bool) -> Result<(), TestCaseError> {
             } else {
                 prop_assert!(fused.2.iter().all(|v| v.is_nan()), "d written: {}", what);
             }
-            let single_thread = one.install(|| case.fused(isa, rule, with_d));
+            let single_thread = one.install(|| case.fused(path, rule, with_d));
             prop_assert!(
                 single_thread.0 == fused.0 && (!with_d || single_thread.2 == fused.2),
                 "1 vs 2 threads: {}",

@@ -4,13 +4,21 @@
 //! Error bound (from `kernels::reference::gemm_error_bound`), element by element:
 //! |ours − ref| ≤ 2·(k+2)·2⁻²⁴·(|α|·Σₚ|aᵢₚ·bₚⱼ| + |β·cᵢⱼ|) + f32::MIN_POSITIVE.
 
-use kernels::reference::Rng;
-use kernels::{gemm_with, reference, ExecOptions, Isa, MatMut, MatRef, Threading};
+use kernels::reference::{Path, Rng};
+use kernels::{gemm_with, reference, Backend, ExecOptions, MatMut, MatRef, Threading};
 use proptest::prelude::*;
 
 /// The machine's paths that run our driver or OpenBLAS, each to be forced in turn.
-fn paths() -> Vec<Isa> {
-    Isa::available()
+fn paths() -> Vec<Path> {
+    Path::all()
+}
+
+/// The paths that run our own driver (whose bits the tests below pin down).
+fn native_paths() -> Vec<Path> {
+    paths()
+        .into_iter()
+        .filter(|p| p.backend == Backend::Native)
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -29,9 +37,9 @@ struct Case {
     threading: Threading,
 }
 
-/// Runs `case` on `isa` and checks every element against the reference bound, and the BLAS
+/// Runs `case` on `path` and checks every element against the reference bound, and the BLAS
 /// rules: beta = 0 ignores NaN in C, alpha = 0 ignores NaN/Inf in A and B, padding untouched.
-fn check(case: Case, isa: Isa) -> Result<(), String> {
+fn check(case: Case, path: Path) -> Result<(), String> {
     let Case {
         m,
         n,
@@ -77,8 +85,8 @@ fn check(case: Case, isa: Isa) -> Result<(), String> {
         }
     }
     let opts = ExecOptions {
-        isa: Some(isa),
         threading: case.threading,
+        ..path.opts()
     };
     gemm_with(
         &opts,
@@ -118,7 +126,7 @@ fn check(case: Case, isa: Isa) -> Result<(), String> {
             let err = (got as f64 - exp as f64).abs();
             if err.is_nan() || err > bound[i * n + j] {
                 return Err(format!(
-                    "{isa}: C[{i},{j}] = {got}, reference {exp}, error {err:e} > bound {:e}",
+                    "{path}: C[{i},{j}] = {got}, reference {exp}, error {err:e} > bound {:e}",
                     bound[i * n + j]
                 ));
             }
@@ -129,7 +137,7 @@ fn check(case: Case, isa: Isa) -> Result<(), String> {
         let (outer, inner) = (idx / ldc, idx % ldc);
         let is_padding = inner >= c_inner || outer >= c_outer;
         if is_padding && o.to_bits() != c.to_bits() {
-            return Err(format!("{isa}: padding element {idx} of C changed"));
+            return Err(format!("{path}: padding element {idx} of C changed"));
         }
     }
     Ok(())
@@ -206,15 +214,15 @@ proptest! {
 
     #[test]
     fn matches_reference_on_every_path(case in case()) {
-        for isa in paths() {
-            prop_assert_eq!(check(case, isa), Ok(()));
+        for path in paths() {
+            prop_assert_eq!(check(case, path), Ok(()));
         }
     }
 
     #[test]
     fn vector_products_match_reference_on_every_path(case in vector_case()) {
-        for isa in paths() {
-            prop_assert_eq!(check(case, isa), Ok(()));
+        for path in paths() {
+            prop_assert_eq!(check(case, path), Ok(()));
         }
     }
 }
@@ -225,8 +233,8 @@ proptest! {
 #[test]
 fn every_tile_remainder() {
     let mut seed = 1;
-    for isa in paths() {
-        let past_kc = kernels::gemm_blocking(isa)
+    for path in paths() {
+        let past_kc = kernels::gemm_blocking(path.isa)
             .iter()
             .map(|t| t.kc + 8)
             .max()
@@ -251,7 +259,7 @@ fn every_tile_remainder() {
                         seed,
                         threading: Threading::Single,
                     };
-                    check(case, isa).unwrap();
+                    check(case, path).unwrap();
                 }
             }
         }
@@ -276,7 +284,7 @@ fn large_and_training_shapes() {
         (32, 5408 / 4, 128),
     ];
     for (s, &(m, k, n)) in shapes.iter().enumerate() {
-        for isa in paths() {
+        for path in paths() {
             let case = Case {
                 m,
                 n,
@@ -290,7 +298,7 @@ fn large_and_training_shapes() {
                 seed: s as u64,
                 threading: Threading::Rayon,
             };
-            check(case, isa).unwrap();
+            check(case, path).unwrap();
         }
     }
 }
@@ -317,7 +325,7 @@ fn thread_count_does_not_change_the_bits() {
         (1, 300, 70_001),
         (1, 50_000, 37),
     ];
-    for isa in paths().into_iter().filter(|&i| i != Isa::OpenBlas) {
+    for path in native_paths() {
         for &(m, k, n) in &shapes {
             let mut rng = Rng::new((m * k + n) as u64);
             let a = rng.fill(m * k);
@@ -326,8 +334,8 @@ fn thread_count_does_not_change_the_bits() {
             let run = |threading| {
                 let mut c = c0.clone();
                 let opts = ExecOptions {
-                    isa: Some(isa),
                     threading,
+                    ..path.opts()
                 };
                 gemm_with(
                     &opts,
@@ -349,17 +357,17 @@ fn thread_count_does_not_change_the_bits() {
             assert_eq!(
                 bits(&single),
                 bits(&on_one),
-                "{isa} {m}×{k}×{n}: single vs 1-thread pool"
+                "{path} {m}×{k}×{n}: single vs 1-thread pool"
             );
             assert_eq!(
                 bits(&on_one),
                 bits(&on_two),
-                "{isa} {m}×{k}×{n}: 1 vs 2 threads"
+                "{path} {m}×{k}×{n}: 1 vs 2 threads"
             );
             assert_eq!(
                 bits(&on_one),
                 bits(&outside),
-                "{isa} {m}×{k}×{n}: outside the pool"
+                "{path} {m}×{k}×{n}: outside the pool"
             );
         }
     }
@@ -368,7 +376,7 @@ fn thread_count_does_not_change_the_bits() {
 /// Outside the alpha = 0 and beta = 0 rules, NaN and infinities propagate.
 #[test]
 fn nan_and_inf_propagate() {
-    for isa in paths() {
+    for path in paths() {
         let (m, n, k) = (13, 37, 20);
         let mut a = vec![1.0f32; m * k];
         let b = vec![1.0f32; k * n];
@@ -377,7 +385,7 @@ fn nan_and_inf_propagate() {
         let mut c = vec![0.0f32; m * n];
         c[2 * n + 4] = f32::NAN; // read because beta = 1
         gemm_with(
-            &ExecOptions::with_isa(isa),
+            &path.opts(),
             1.0,
             MatRef::row_major(&a, m, k, k),
             MatRef::row_major(&b, k, n, n),
@@ -389,9 +397,9 @@ fn nan_and_inf_propagate() {
             for j in 0..n {
                 let v = c[i * n + j];
                 match (i, j) {
-                    (5, _) | (2, 4) => assert!(v.is_nan(), "{isa}: C[{i},{j}] = {v}"),
-                    (9, _) => assert_eq!(v, f32::INFINITY, "{isa}: C[{i},{j}]"),
-                    _ => assert_eq!(v, k as f32, "{isa}: C[{i},{j}]"),
+                    (5, _) | (2, 4) => assert!(v.is_nan(), "{path}: C[{i},{j}] = {v}"),
+                    (9, _) => assert_eq!(v, f32::INFINITY, "{path}: C[{i},{j}]"),
+                    _ => assert_eq!(v, k as f32, "{path}: C[{i},{j}]"),
                 }
             }
         }
@@ -409,8 +417,8 @@ fn one_row_alone_has_the_bits_it_has_inside_the_product() {
     let mut rng = Rng::new(99);
     let (a, b, c0) = (rng.fill(m * k), rng.fill(k * n), rng.fill(m * n));
     let bias = rng.fill(n);
-    for isa in paths().into_iter().filter(|&i| i != Isa::OpenBlas) {
-        let opts = ExecOptions::with_isa(isa);
+    for path in native_paths() {
+        let opts = path.opts();
         for (act, with_bias) in [(Activation::Identity, false), (Activation::Relu, true)] {
             let bias = if with_bias {
                 Bias::PerColumn(&bias)
@@ -446,7 +454,7 @@ fn one_row_alone_has_the_bits_it_has_inside_the_product() {
                 assert_eq!(
                     bits(&row),
                     bits(&whole[i * n..(i + 1) * n]),
-                    "{isa} row {i}"
+                    "{path} row {i}"
                 );
             }
         }
@@ -479,7 +487,7 @@ fn one_row_alone_has_the_bits_it_has_inside_the_product() {
                 assert_eq!(
                     out[i].to_bits(),
                     whole[i * n + j].to_bits(),
-                    "{isa} column {j}, row {i}"
+                    "{path} column {j}, row {i}"
                 );
             }
         }

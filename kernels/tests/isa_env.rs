@@ -1,7 +1,7 @@
-//! `KERNELS_ISA` is read once per process, so each case runs this test binary again as a child
-//! with the variable set, and checks what the child reports.
+//! `KERNELS_ISA` and `KERNELS_BACKEND` are read once per process, so each case runs this test
+//! binary again as a child with the variable set, and checks what the child reports.
 
-use kernels::{gemm, Isa, MatMut, MatRef};
+use kernels::{gemm, Backend, Isa, MatMut, MatRef};
 
 /// The child's side: prints the active path and whether a product runs. Does nothing unless
 /// started by `kernels_isa_forces_a_path_or_fails_clearly`.
@@ -19,6 +19,13 @@ fn child_reports_active_isa() {
         0.0,
         MatMut::row_major(&mut c, 2, 2, 2),
     );
+    if std::env::var_os("KERNELS_BACKEND").is_some() {
+        match Backend::active() {
+            Ok(b) => println!("ACTIVE_BACKEND={b} GEMM={:?} C={c:?}", run.is_ok()),
+            Err(e) => println!("ACTIVE_BACKEND_ERR={e} GEMM_ERR={}", run.unwrap_err()),
+        }
+        return;
+    }
     match Isa::active() {
         Ok(isa) => println!("ACTIVE={isa} GEMM={:?} C={c:?}", run.is_ok()),
         Err(e) => println!("ACTIVE_ERR={e} GEMM_ERR={}", run.unwrap_err()),
@@ -26,6 +33,10 @@ fn child_reports_active_isa() {
 }
 
 fn child(value: &str) -> String {
+    child_with("KERNELS_ISA", value)
+}
+
+fn child_with(variable: &str, value: &str) -> String {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -33,7 +44,7 @@ fn child(value: &str) -> String {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("KERNELS_ISA", value)
+        .env(variable, value)
         .env("KERNELS_ISA_CHILD", "1")
         .output()
         .unwrap();
@@ -76,7 +87,7 @@ fn kernels_isa_forces_a_path_or_fails_clearly() {
         );
     }
     let unknown = "unknown instruction-set path \"sse9\" (from KERNELS_ISA); expected one of: \
-                   scalar, avx2, avx512, neon, openblas";
+                   scalar, avx2, avx512, neon";
     assert_eq!(
         child("sse9"),
         format!("ACTIVE_ERR={unknown} GEMM_ERR={unknown}")
@@ -85,5 +96,40 @@ fn kernels_isa_forces_a_path_or_fails_clearly() {
     assert_eq!(
         child("").split(' ').next().unwrap(),
         format!("ACTIVE={}", Isa::best())
+    );
+}
+
+#[test]
+fn kernels_backend_chooses_or_fails_clearly() {
+    if std::env::var_os("KERNELS_EMULATED").is_some() {
+        eprintln!("skipped under emulation");
+        return;
+    }
+    for backend in Backend::ALL {
+        let line = child_with(
+            "KERNELS_BACKEND",
+            &format!(" {} ", backend.name().to_uppercase()),
+        );
+        match backend.check_available() {
+            Ok(()) => assert_eq!(
+                line,
+                format!("ACTIVE_BACKEND={backend} GEMM=true C=[7.0, 10.0, 15.0, 22.0]")
+            ),
+            Err(e) => assert_eq!(line, format!("ACTIVE_BACKEND_ERR={e} GEMM_ERR={e}")),
+        }
+    }
+    let unknown = "unknown GEMM backend \"mkl\" (from KERNELS_BACKEND); expected one of: \
+                   native, openblas";
+    assert_eq!(
+        child_with("KERNELS_BACKEND", "mkl"),
+        format!("ACTIVE_BACKEND_ERR={unknown} GEMM_ERR={unknown}")
+    );
+    // The old way of asking for OpenBLAS says where it went.
+    let line = child("openblas");
+    assert!(
+        line.contains(
+            "OpenBLAS is a GEMM backend, not an instruction set: KERNELS_BACKEND=openblas"
+        ),
+        "{line}"
     );
 }

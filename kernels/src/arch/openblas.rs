@@ -1,5 +1,5 @@
-//! The OpenBLAS path: the system library's `cblas_sgemm`, selectable as `Isa::OpenBlas`. Used on
-//! targets without a hand-written kernel and as the peer our benchmarks measure against.
+//! The OpenBLAS backend: the system library's `cblas_sgemm`, selectable as `Backend::OpenBlas`. A
+//! fallback to ask for, and the peer our benchmarks measure against.
 
 // Links the system OpenBLAS (Debian: libopenblas-dev) into any binary that uses this path.
 extern crate blas_src;

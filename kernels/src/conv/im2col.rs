@@ -170,9 +170,10 @@ pub(crate) struct Im2colPacker<'a> {
 pub(crate) const MAX_MR: usize = 32;
 
 impl Im2colPacker<'_> {
-    /// Whether the forward pass of `s` packs its A this way.
-    pub(crate) fn applies(s: &Conv2d, isa: crate::Isa) -> bool {
-        s.in_c >= 8 && isa != crate::Isa::OpenBlas
+    /// Whether the forward pass of `s` packs its A this way (our own driver only: OpenBLAS
+    /// needs A stored).
+    pub(crate) fn applies(s: &Conv2d, backend: crate::Backend) -> bool {
+        s.in_c >= 8 && backend == crate::Backend::Native
     }
 }
 

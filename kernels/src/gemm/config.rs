@@ -276,17 +276,17 @@ fn least_padded<T>(tiles: &[T], padded: impl Fn(&T) -> f64) -> Option<usize> {
 
 /// The tile of `isa` that computes an `m × n` C cheapest: least padded work times `cost`.
 /// Depends on the shape only, so the choice (and the bits) are the same on every thread count.
-/// `None` for paths that do not use our driver (OpenBLAS).
-pub(crate) fn kernel_config(isa: Isa, m: usize, n: usize) -> Option<&'static KernelConfig> {
+/// `isa` is one this CPU runs (resolved), so it registers tiles.
+pub(crate) fn kernel_config(isa: Isa, m: usize, n: usize) -> &'static KernelConfig {
     let tiles = kernels_of(isa);
-    least_padded(tiles, |cfg| {
+    let best = least_padded(tiles, |cfg| {
         (m.next_multiple_of(cfg.mr) * n.next_multiple_of(cfg.nr)) as f64 * cfg.cost
-    })
-    .map(|i| &tiles[i])
+    });
+    &tiles[best.expect("every instruction set compiled into this build registers tiles")]
 }
 
 /// The depth of `isa`'s K slices (one for all its tiles: it fixes where a row's sum is cut);
-/// `None` for paths that do not use our driver.
+/// `None` for a set not compiled into this build.
 pub(crate) fn slice_depth(isa: Isa) -> Option<usize> {
     kernels_of(isa).first().map(|cfg| cfg.kc)
 }
@@ -315,12 +315,12 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn narrow_products_get_narrow_tiles() {
-        assert_eq!(kernel_config(Isa::Avx512, 1024, 1024).unwrap().nr, 48);
-        assert_eq!(kernel_config(Isa::Avx512, 21632, 9).unwrap().nr, 16);
-        assert_eq!(kernel_config(Isa::Avx512, 9, 32).unwrap().mr, 9);
-        assert_eq!(kernel_config(Isa::Avx2, 21632, 9).unwrap().nr, 16);
-        assert_eq!(kernel_config(Isa::Avx2, 5000, 8).unwrap().nr, 8);
-        assert_eq!(kernel_config(Isa::Avx512, 21600, 9).unwrap().mr, 24);
+        assert_eq!(kernel_config(Isa::Avx512, 1024, 1024).nr, 48);
+        assert_eq!(kernel_config(Isa::Avx512, 21632, 9).nr, 16);
+        assert_eq!(kernel_config(Isa::Avx512, 9, 32).mr, 9);
+        assert_eq!(kernel_config(Isa::Avx2, 21632, 9).nr, 16);
+        assert_eq!(kernel_config(Isa::Avx2, 5000, 8).nr, 8);
+        assert_eq!(kernel_config(Isa::Avx512, 21600, 9).mr, 24);
         let small = |m, n| small_tile(Isa::Avx512, m, n).map(|t| (t.mr, t.nr));
         assert_eq!(small(16, 16), Some((16, 16)));
         assert_eq!(small(32, 32), Some((8, 32)));

@@ -21,7 +21,7 @@ mod team;
 use crate::activation::Activation;
 use crate::error::{Error, Result};
 use crate::mat::{MatMut, MatRef};
-use crate::Isa;
+use crate::{Backend, Isa};
 pub use epilogue::Bias;
 use epilogue::Epilogue;
 use problem::{Operand, Output, Problem};
@@ -53,8 +53,7 @@ impl std::fmt::Display for TileBlocking {
     }
 }
 
-/// The tiles `isa` registers, with this CPU's block sizes (empty for OpenBLAS, which blocks for
-/// itself).
+/// The tiles `isa` registers, with this CPU's block sizes.
 pub fn gemm_blocking(isa: Isa) -> Vec<TileBlocking> {
     config::kernels_of(isa)
         .iter()
@@ -128,13 +127,10 @@ pub fn gemm_fused(
     crate::mat::check_product(&a, &b, &c)?;
     check_bias(bias, c.rows(), c.cols())?;
     let isa = Isa::resolve(opts.isa)?;
+    let backend = Backend::resolve(opts.backend)?;
+    // Under OpenBLAS, which has no epilogue, ours runs after its product.
     let epilogue = Epilogue {
-        // OpenBLAS has no epilogue: ours runs after it, on our best path.
-        isa: if isa == Isa::OpenBlas {
-            Isa::best()
-        } else {
-            isa
-        },
+        isa,
         activation,
         bias,
     };
@@ -195,26 +191,25 @@ pub fn gemm_fused(
         }
     };
     let threads = crate::process::threads(opts.threading);
-    if isa != Isa::OpenBlas && gemv::try_gemv(isa, &prob, threads) {
+    let apply_epilogue = |prob: &Problem<'_>| {
         if let Some(e) = prob.epilogue {
             // SAFETY: as for the quick return above, in the problem's orientation of C.
             unsafe { e.apply(prob.c.ptr, prob.c.rs, prob.c.cs, (0, 0), (prob.m, prob.n)) };
         }
+    };
+    if backend == Backend::OpenBlas {
+        run_openblas(&prob, threads)?;
+        apply_epilogue(&prob);
+        return Ok(());
+    }
+    if gemv::try_gemv(isa, &prob, threads) {
+        apply_epilogue(&prob);
         return Ok(());
     }
     if driver::gemm_small(isa, &prob, config::SMALL_ALONE) {
         return Ok(());
     }
-    match config::kernel_config(isa, prob.m, prob.n) {
-        Some(cfg) => driver::gemm_blocked(cfg, &prob, threads),
-        None => {
-            run_openblas(&prob, threads)?;
-            if let Some(e) = prob.epilogue {
-                // SAFETY: as for the quick return above, in the problem's orientation of C.
-                unsafe { e.apply(prob.c.ptr, prob.c.rs, prob.c.cs, (0, 0), (prob.m, prob.n)) };
-            }
-        }
-    }
+    driver::gemm_blocked(config::kernel_config(isa, prob.m, prob.n), &prob, threads);
     Ok(())
 }
 
@@ -244,7 +239,7 @@ fn operand<'a>(x: MatRef<'a>) -> Operand<'a> {
 
 /// `C ← act(A·B + bias)` (C written over, never read) where the `m × k` matrix A is never stored:
 /// `packer` packs the blocks the driver asks for (an implicit im2col matrix, say). C must be
-/// row-major. Our own instruction-set paths only: OpenBLAS needs A stored.
+/// row-major. Our own driver whatever the backend: OpenBLAS needs A stored.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_fused_packed_a(
     opts: &ExecOptions,
@@ -272,11 +267,7 @@ pub(crate) fn gemm_fused_packed_a(
     }
     check_bias(bias, m, n)?;
     let isa = Isa::resolve(opts.isa)?;
-    let cfg = config::kernel_config(isa, m, n).ok_or(Error::InvalidArgument {
-        name: "isa",
-        value: isa.name().into(),
-        reason: "a packed A needs one of our own paths".into(),
-    })?;
+    let cfg = config::kernel_config(isa, m, n);
     let epilogue = Epilogue {
         isa,
         activation,
@@ -328,8 +319,8 @@ fn run_openblas(prob: &Problem<'_>, threads: usize) -> Result<()> {
 
 #[cfg(not(feature = "openblas"))]
 fn run_openblas(_prob: &Problem<'_>, _threads: usize) -> Result<()> {
-    // `check_available` rejects Isa::OpenBlas in such builds before we get here.
-    Isa::OpenBlas.check_available()
+    // `Backend::resolve` rejects OpenBLAS in such builds before we get here.
+    crate::Backend::OpenBlas.check_available()
 }
 
 /// C ← beta·C; with beta = 0, C ← 0 without reading C.
