@@ -112,13 +112,18 @@ fn train_on_batch_checks_labels_and_inputs_as_fit_does() {
     let before = weights(&mut m);
     let (x, _) = images(2);
     for bad in [3.0, 10.0, 255.0, -1.0, f32::NAN, 2.5, f32::INFINITY] {
-        let err = m
-            .train_on_batch(x.data(), &[0.0, bad], 2)
-            .unwrap_err()
-            .to_string();
+        let err = m.train_on_batch(x.data(), &[0.0, bad], 2).unwrap_err();
+        assert!(
+            matches!(err, nn::Error::Target { index: 1, value, .. }
+                if value == bad || value.is_nan() && bad.is_nan()),
+            "{err}"
+        );
         assert_eq!(
-            err,
-            format!("train_on_batch: label {bad} of sample 1 is not a class index in 0..3")
+            err.to_string(),
+            format!(
+                "target value 1 is {bad}: sparse_categorical_crossentropy takes class indices \
+                 in 0..3"
+            )
         );
     }
     let mut xs = x.data().to_vec();
@@ -129,7 +134,7 @@ fn train_on_batch_checks_labels_and_inputs_as_fit_does() {
         .to_string();
     assert_eq!(
         err,
-        "train_on_batch: input value 70 is NaN: inputs must be finite"
+        "train_on_batch's input holds a non-finite value (NaN) at element 70"
     );
     assert_eq!(weights(&mut m), before);
     m.train_on_batch(x.data(), &[0.0, 1.0], 2).unwrap();
@@ -170,7 +175,7 @@ fn targets_out_of_their_loss_range_are_refused() {
         .to_string();
     assert_eq!(
         err,
-        "train_on_batch: target value 3 is inf: targets must be finite"
+        "the target tensor holds a non-finite value (inf) at element 3"
     );
 }
 
@@ -194,9 +199,9 @@ fn fit_and_callback_settings_out_of_range_are_refused() {
         .to_string();
     assert_eq!(err, "EarlyStopping: min_delta = NaN is not a finite number");
     let err = m.predict(&x, 0).unwrap_err().to_string();
-    assert_eq!(err, "predict: batch_size must be at least 1");
+    assert_eq!(err, "predict: batch_size = 0 is not at least 1");
     let err = m.evaluate(&x, &y, 0).unwrap_err().to_string();
-    assert_eq!(err, "evaluate: batch_size must be at least 1");
+    assert_eq!(err, "evaluate: batch_size = 0 is not at least 1");
     assert_eq!(weights(&mut m), before);
 }
 
@@ -208,7 +213,7 @@ fn errors_read_as_sentences_when_main_returns_them() {
     assert_eq!(format!("{err:?}"), err.to_string());
     assert_eq!(
         format!("{err:?}"),
-        "a tensor of shape [2, 2] needs 4 elements, but 3 were given"
+        "a tensor of shape [2, 2] needs 4 elements, but 3 elements were given"
     );
     let err = kernels::gemm(
         1.0,

@@ -40,9 +40,11 @@ impl Act {
             "tanh" => Act::Tanh,
             "softmax" => Act::Softmax,
             other => {
-                return Err(Error::InvalidArgument(format!(
-                    "unknown activation {other:?}: expected linear, relu, sigmoid, tanh or softmax"
-                )))
+                return Err(Error::UnknownName {
+                    kind: "activation",
+                    name: other.to_string(),
+                    expected: "linear, relu, sigmoid, tanh or softmax",
+                })
             }
         })
     }

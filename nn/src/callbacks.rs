@@ -106,10 +106,12 @@ impl Callback for EarlyStopping {
     fn on_train_begin(&mut self, _model: &mut dyn TrainingModel) -> Result<()> {
         // Keras takes |min_delta|; a NaN or infinite one would stop every run after `patience`.
         if !self.min_delta.is_finite() {
-            return Err(crate::error::Error::InvalidArgument(format!(
-                "EarlyStopping: min_delta = {} is not a finite number",
-                self.min_delta
-            )));
+            return Err(crate::error::Error::Setting {
+                owner: "EarlyStopping",
+                name: "min_delta",
+                value: self.min_delta.to_string(),
+                allowed: "a finite number".into(),
+            });
         }
         self.best = self.monitor.worst();
         self.wait = 0;
@@ -121,10 +123,10 @@ impl Callback for EarlyStopping {
 
     fn on_epoch_end(&mut self, logs: &EpochLogs, model: &mut dyn TrainingModel) -> Result<()> {
         let Some(value) = logs.get(self.monitor) else {
-            return Err(crate::error::Error::InvalidArgument(format!(
-                "EarlyStopping monitors {} but fit does not measure it (give validation data)",
-                self.monitor.name()
-            )));
+            return Err(crate::error::Error::Misuse {
+                call: format!("EarlyStopping monitors {}", self.monitor.name()),
+                reason: "but fit does not measure it (give validation data)".into(),
+            });
         };
         if self.monitor.improved(value, self.best, self.min_delta) {
             self.best = value;
@@ -175,10 +177,10 @@ impl Callback for ModelCheckpoint {
     fn on_epoch_end(&mut self, logs: &EpochLogs, model: &mut dyn TrainingModel) -> Result<()> {
         if self.save_best_only {
             let Some(value) = logs.get(self.monitor) else {
-                return Err(crate::error::Error::InvalidArgument(format!(
-                    "ModelCheckpoint monitors {} but fit does not measure it",
-                    self.monitor.name()
-                )));
+                return Err(crate::error::Error::Misuse {
+                    call: format!("ModelCheckpoint monitors {}", self.monitor.name()),
+                    reason: "but fit does not measure it (give validation data)".into(),
+                });
             };
             if !self.monitor.improved(value, self.best, 0.0) {
                 return Ok(());

@@ -47,9 +47,10 @@ pub(crate) fn read_regular(path: &Path) -> Result<Vec<u8>> {
     let len = usize::try_from(len)
         .map_err(|_| Error::file(path, format!("{len} bytes: too large to read")))?;
     let mut bytes = vec![];
-    bytes
-        .try_reserve_exact(len)
-        .map_err(|_| Error::Memory(format!("{}: {len} bytes", path.display())))?;
+    bytes.try_reserve_exact(len).map_err(|_| Error::Memory {
+        what: format!("reading {}", path.display()),
+        bytes: len as u64,
+    })?;
     file.take(len as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(Error::io(path))?;

@@ -86,13 +86,18 @@ fn serialize(
         .map(|(n, b, s)| {
             TensorView::new(Dtype::F32, s.clone(), b)
                 .map(|v| (n.clone(), v))
-                .map_err(|e| Error::InvalidArgument(format!("tensor {n}: {e}")))
+                .map_err(|e| Error::Serialize {
+                    what: format!("tensor {n}"),
+                    reason: e.to_string(),
+                })
         })
         .collect::<Result<Vec<_>>>()?;
     let architecture = metadata.get(ARCHITECTURE_KEY).map_or("", String::as_str);
     metadata.insert(CHECKSUM_KEY.to_string(), checksum(architecture, &views));
-    safetensors::serialize(views, Some(metadata))
-        .map_err(|e| Error::InvalidArgument(format!("serialising the weights: {e}")))
+    safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Serialize {
+        what: "the weights".into(),
+        reason: e.to_string(),
+    })
 }
 
 /// The safetensors file in `bytes` and its metadata, its checksum verified when it has one.
@@ -216,8 +221,10 @@ pub(crate) fn write_model(
     };
     let mut meta = HashMap::new();
     meta.insert(FORMAT_KEY.to_string(), FORMAT.to_string());
-    let arch = serde_json::to_string(&arch)
-        .map_err(|e| Error::InvalidArgument(format!("serialising the architecture: {e}")))?;
+    let arch = serde_json::to_string(&arch).map_err(|e| Error::Serialize {
+        what: "the architecture".into(),
+        reason: e.to_string(),
+    })?;
     meta.insert(ARCHITECTURE_KEY.to_string(), arch);
     let bytes = serialize(&layers::get_weights(layers), meta)?;
     write_atomically(path, &bytes)

@@ -59,7 +59,14 @@ impl Loss {
             "sparse_categorical_crossentropy" => Loss::sparse_categorical_crossentropy(),
             "binary_crossentropy" => Loss::binary_crossentropy(),
             "mse" | "mean_squared_error" => Loss::MeanSquaredError,
-            other => return Err(Error::InvalidArgument(format!("unknown loss {other:?}"))),
+            other => {
+                return Err(Error::UnknownName {
+                    kind: "loss",
+                    name: other.to_string(),
+                    expected: "categorical_crossentropy, sparse_categorical_crossentropy, \
+                               binary_crossentropy or mse",
+                })
+            }
         })
     }
 
@@ -99,10 +106,11 @@ impl Loss {
     /// the count, the shape, and for sparse labels that they are whole numbers in range.
     pub(crate) fn check_targets(&self, y: &Tensor, samples: usize, outputs: usize) -> Result<()> {
         if y.samples() != samples {
-            return Err(Error::Shape(format!(
-                "there are {samples} input samples but {} targets",
-                y.samples()
-            )));
+            return Err(Error::DataShape {
+                what: "the targets".into(),
+                shape: y.shape().to_vec(),
+                expected: format!("there are {samples} input samples"),
+            });
         }
         let per = y.sample_len();
         let want = self.target_len(outputs);
@@ -116,12 +124,15 @@ impl Loss {
                 }
                 _ => "",
             };
-            return Err(Error::Shape(format!(
-                "{} needs {want} target value(s) per sample for a model with {outputs} outputs, \
-                 but the targets have shape {:?}{hint}",
-                self.name(),
-                y.shape()
-            )));
+            return Err(Error::DataShape {
+                what: "the targets".into(),
+                shape: y.shape().to_vec(),
+                expected: format!(
+                    "{} needs {want} target value(s) per sample for a model with {outputs} \
+                     outputs{hint}",
+                    self.name()
+                ),
+            });
         }
         self.check_target_values(y.data(), outputs)
     }
@@ -136,9 +147,12 @@ impl Loss {
                 .enumerate()
                 .find(|(_, &l)| !(l >= 0.0 && l < outputs as f32 && l.fract() == 0.0))
             {
-                return Err(Error::InvalidArgument(format!(
-                    "label {l} of sample {i} is not a class index in 0..{outputs}"
-                )));
+                return Err(Error::Target {
+                    loss: self.name(),
+                    index: i,
+                    value: l,
+                    takes: format!("class indices in 0..{outputs}"),
+                });
             }
         } else if let Loss::BinaryCrossentropy { .. } = self {
             if let Some((i, &v)) = y
@@ -146,14 +160,19 @@ impl Loss {
                 .enumerate()
                 .find(|(_, v)| !(0.0..=1.0).contains(*v))
             {
-                return Err(Error::InvalidArgument(format!(
-                    "target value {i} is {v}: binary_crossentropy takes targets in [0, 1]"
-                )));
+                return Err(Error::Target {
+                    loss: self.name(),
+                    index: i,
+                    value: v,
+                    takes: "targets in [0, 1]".into(),
+                });
             }
         } else if let Some((i, &v)) = y.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(Error::InvalidArgument(format!(
-                "target value {i} is {v}: targets must be finite"
-            )));
+            return Err(Error::NonFinite {
+                what: "the target tensor".into(),
+                index: i,
+                value: v,
+            });
         }
         Ok(())
     }

@@ -98,11 +98,13 @@ impl Sequential {
     /// an error), creates their parameters from the seed and checks that each layer accepts the
     /// previous one's output; an error names the layer and the shapes.
     pub fn build(&mut self) -> Result<()> {
-        let input = self.input_shape.clone().ok_or_else(|| {
-            Error::NotReady("the model has no input shape: call input_shape(&[…]) first".into())
+        let input = self.input_shape.clone().ok_or(Error::NotBuilt {
+            missing: "it has no input shape (call input_shape(&[…]) first)",
         })?;
         if self.layers.is_empty() {
-            return Err(Error::NotReady("the model has no layers".into()));
+            return Err(Error::NotBuilt {
+                missing: "it has no layers",
+            });
         }
         layers::name_layers(&mut self.layers)?;
         layers::elements(&input, "input")?;

@@ -44,8 +44,8 @@ pub struct Optimizer {
     rule: Rule,
     /// Per parameter tensor: whether a fused backward pass took this step's update.
     stepped: Vec<bool>,
-    /// A builder call that does not apply to this optimizer (refused at `compile`).
-    misuse: Option<String>,
+    /// A builder call that does not apply to this optimizer, and why (refused at `compile`).
+    misuse: Option<(String, String)>,
 }
 
 impl From<OptimizerKind> for Optimizer {
@@ -100,9 +100,11 @@ impl Optimizer {
             "sgd" => Ok(Self::sgd()),
             "adam" => Ok(Self::adam()),
             "rmsprop" => Ok(Self::rmsprop()),
-            other => Err(Error::InvalidArgument(format!(
-                "unknown optimizer {other:?}: expected sgd, adam or rmsprop"
-            ))),
+            other => Err(Error::UnknownName {
+                kind: "optimizer",
+                name: other.to_string(),
+                expected: "sgd, adam or rmsprop",
+            }),
         }
     }
 
@@ -144,12 +146,13 @@ impl Optimizer {
                 *nesterov = nest;
             }
             other => {
-                self.misuse = Some(format!(
-                    "with_momentum({m}, {nest}) applies to SGD only, not to {}",
-                    match other {
-                        OptimizerKind::Adam { .. } => "Adam (its beta_1 plays that part)",
-                        _ => "RMSprop",
-                    }
+                let not_to = match other {
+                    OptimizerKind::Adam { .. } => "Adam (its beta_1 plays that part)",
+                    _ => "RMSprop",
+                };
+                self.misuse = Some((
+                    format!("with_momentum({m}, {nest})"),
+                    format!("applies to SGD only, not to {not_to}"),
                 ))
             }
         }
@@ -160,14 +163,19 @@ impl Optimizer {
     /// where Keras would silently produce NaN weights, a refusal): learning rate finite and
     /// ≥ 0; SGD momentum in [0, 1]; Adam's β₁, β₂ and RMSprop's ρ in [0, 1); ε finite and > 0.
     pub fn validate(&self) -> Result<()> {
-        if let Some(m) = &self.misuse {
-            return Err(Error::InvalidArgument(m.clone()));
+        if let Some((call, reason)) = &self.misuse {
+            return Err(Error::Misuse {
+                call: call.clone(),
+                reason: reason.clone(),
+            });
         }
-        let bad = |name: &str, v: f32, range: &str| {
-            Err(Error::InvalidArgument(format!(
-                "{}: {name} = {v} is not in {range}",
-                self.name()
-            )))
+        let bad = |name: &'static str, v: f32, range: &str| {
+            Err(Error::Setting {
+                owner: self.name(),
+                name,
+                value: v.to_string(),
+                allowed: format!("in {range}"),
+            })
         };
         let lr = self.learning_rate();
         if !(lr.is_finite() && lr >= 0.0) {

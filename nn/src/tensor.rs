@@ -17,10 +17,9 @@ pub struct Tensor {
 
 /// The number of elements of `shape`, or an error when the product overflows.
 pub(crate) fn element_count(shape: &[usize]) -> Result<usize> {
-    checked_product(shape).ok_or_else(|| {
-        Error::Shape(format!(
-            "a tensor of shape {shape:?} has more elements than memory can hold"
-        ))
+    checked_product(shape).ok_or_else(|| Error::TooLarge {
+        what: "a tensor".into(),
+        shape: shape.to_vec(),
     })
 }
 
@@ -33,8 +32,10 @@ pub(crate) fn checked_product(dims: &[usize]) -> Option<usize> {
 /// `len` copies of `value` in aligned storage; memory the system refuses is an error.
 fn filled(len: usize, value: f32) -> Result<Storage> {
     let mut data = AVec::new(64);
-    data.try_reserve_exact(len)
-        .map_err(|_| Error::Memory(format!("a tensor of {len} values")))?;
+    data.try_reserve_exact(len).map_err(|_| Error::Memory {
+        what: format!("a tensor of {len} values"),
+        bytes: (len as u64).saturating_mul(4),
+    })?;
     data.resize(len, value);
     Ok(data)
 }
@@ -49,10 +50,12 @@ impl Tensor {
     pub fn from_slice(data: &[f32], shape: &[usize]) -> Result<Tensor> {
         let want = element_count(shape)?;
         if want != data.len() {
-            return Err(Error::Shape(format!(
-                "a tensor of shape {shape:?} needs {want} elements, but {} were given",
-                data.len()
-            )));
+            return Err(Error::TensorLength {
+                shape: shape.to_vec(),
+                needed: want,
+                given: data.len(),
+                unit: "elements",
+            });
         }
         Ok(Tensor {
             shape: shape.to_vec(),
@@ -73,10 +76,12 @@ impl Tensor {
     pub fn from_u8(bytes: &[u8], shape: &[usize], scale: f32) -> Result<Tensor> {
         let want = element_count(shape)?;
         if want != bytes.len() {
-            return Err(Error::Shape(format!(
-                "a tensor of shape {shape:?} needs {want} elements, but {} bytes were given",
-                bytes.len()
-            )));
+            return Err(Error::TensorLength {
+                shape: shape.to_vec(),
+                needed: want,
+                given: bytes.len(),
+                unit: "bytes",
+            });
         }
         Ok(Tensor {
             shape: shape.to_vec(),
@@ -132,11 +137,12 @@ impl Tensor {
     pub fn reshape(mut self, shape: &[usize]) -> Result<Tensor> {
         let want = element_count(shape)?;
         if want != self.data.len() {
-            return Err(Error::Shape(format!(
-                "cannot reshape {:?} ({} elements) to {shape:?} ({want})",
-                self.shape,
-                self.data.len()
-            )));
+            return Err(Error::Reshape {
+                from: self.shape.clone(),
+                elements: self.data.len(),
+                to: shape.to_vec(),
+                needed: want,
+            });
         }
         self.shape = shape.to_vec();
         Ok(self)
@@ -145,10 +151,11 @@ impl Tensor {
     /// Copies samples `range` into a new tensor; a range past the samples is an error.
     pub fn slice_samples(&self, range: std::ops::Range<usize>) -> Result<Tensor> {
         if range.start > range.end || range.end > self.samples() || self.shape.is_empty() {
-            return Err(Error::Shape(format!(
-                "samples {range:?} of a tensor of shape {:?}: out of range",
-                self.shape
-            )));
+            return Err(Error::SampleRange {
+                start: range.start,
+                end: range.end,
+                shape: self.shape.clone(),
+            });
         }
         let mut shape = self.shape.clone();
         shape[0] = range.len();
@@ -181,17 +188,21 @@ pub(crate) fn argmax(v: &[f32]) -> usize {
 pub fn to_categorical(labels: &[u8], classes: usize) -> Result<Tensor> {
     for (i, &l) in labels.iter().enumerate() {
         if l as usize >= classes {
-            return Err(Error::InvalidArgument(format!(
-                "to_categorical: label {l} at index {i} is not below the class count {classes}"
-            )));
+            return Err(Error::Label {
+                label: l,
+                index: i,
+                classes,
+            });
         }
     }
     let mut t = Tensor::zeros(&[labels.len(), classes])?;
     for (i, &l) in labels.iter().enumerate() {
         if l as usize >= classes {
-            return Err(Error::InvalidArgument(format!(
-                "to_categorical: label {l} at index {i} is not below the class count {classes}"
-            )));
+            return Err(Error::Label {
+                label: l,
+                index: i,
+                classes,
+            });
         }
         t.data[i * classes + l as usize] = 1.0;
     }

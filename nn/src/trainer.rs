@@ -238,13 +238,11 @@ impl Trainer {
     /// The error of `what` (fit, evaluate, train_on_batch) on a model not compiled, or changed
     /// since it was.
     pub fn not_compiled(&self, what: &str) -> Error {
+        let operation = what.to_string();
         if self.recompile {
-            Error::NotReady(format!(
-                "{what}: the model's input shape, seed or layers changed after compile: call \
-                 compile again"
-            ))
+            Error::ChangedAfterCompile { operation }
         } else {
-            Error::NotReady(format!("{what} before compile: call compile first"))
+            Error::NotCompiled { operation }
         }
     }
 
@@ -283,21 +281,24 @@ impl Trainer {
     fn check_input(net: &Net<'_>, x: &Tensor, what: &str) -> Result<()> {
         let want = net.input_shape;
         if x.shape().len() != want.len() + 1 || &x.shape()[1..] != want {
-            return Err(Error::Shape(format!(
-                "{what} has shape {:?}, but the model takes samples of shape {want:?} \
-                 (expected [n, {}])",
-                x.shape(),
-                want.iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+            return Err(Error::DataShape {
+                what: what.to_string(),
+                shape: x.shape().to_vec(),
+                expected: format!(
+                    "the model takes samples of shape {want:?} (expected [n, {}])",
+                    want.iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
         }
         if let Some(i) = x.data().iter().position(|v| !v.is_finite()) {
-            return Err(Error::InvalidArgument(format!(
-                "{what} holds a non-finite value ({}) at element {i}",
-                x.data()[i]
-            )));
+            return Err(Error::NonFinite {
+                what: what.to_string(),
+                index: i,
+                value: x.data()[i],
+            });
         }
         Ok(())
     }
@@ -431,22 +432,22 @@ impl Trainer {
         let loss = c.loss;
         let (il, tl) = (net.input_len(), loss.target_len(net.output_len()));
         if x.len() != n * il || y.len() != n * tl || n == 0 {
-            return Err(Error::Shape(format!(
-                "train_on_batch: {n} samples need {} input and {} target values, got {} and {}",
-                n * il,
-                n * tl,
-                x.len(),
-                y.len()
-            )));
+            return Err(Error::BatchLength {
+                samples: n,
+                inputs_needed: n * il,
+                targets_needed: n * tl,
+                inputs: x.len(),
+                targets: y.len(),
+            });
         }
         if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-            return Err(Error::InvalidArgument(format!(
-                "train_on_batch: input value {i} is {}: inputs must be finite",
-                x[i]
-            )));
+            return Err(Error::NonFinite {
+                what: "train_on_batch's input".into(),
+                index: i,
+                value: x[i],
+            });
         }
-        loss.check_target_values(y, net.output_len())
-            .map_err(|e| Error::InvalidArgument(format!("train_on_batch: {e}")))?;
+        loss.check_target_values(y, net.output_len())?;
         self.ensure_capacity(net, n)?;
         self.x_buf[..x.len()].copy_from_slice(x);
         self.y_buf[..y.len()].copy_from_slice(y);
@@ -478,23 +479,31 @@ impl Trainer {
         let loss = self.compiled_for("fit")?.loss;
         Self::check_input(net, x, "the training input")?;
         loss.check_targets(y, x.samples(), net.output_len())?;
-        if cfg.batch_size == 0 || cfg.epochs == 0 {
-            return Err(Error::InvalidArgument(format!(
-                "fit: batch_size ({}) and epochs ({}) must be at least 1",
-                cfg.batch_size, cfg.epochs
-            )));
+        let fit_setting = |name, value: String, allowed: &str| Error::Setting {
+            owner: "fit",
+            name,
+            value,
+            allowed: allowed.into(),
+        };
+        if cfg.batch_size == 0 {
+            return Err(fit_setting("batch_size", "0".into(), "at least 1"));
+        }
+        if cfg.epochs == 0 {
+            return Err(fit_setting("epochs", "0".into(), "at least 1"));
         }
         if cfg.verbose > 2 {
-            return Err(Error::InvalidArgument(format!(
-                "fit: verbose = {} is not 0 (silent), 1 (a progress bar) or 2 (a line per epoch)",
-                cfg.verbose
-            )));
+            return Err(fit_setting(
+                "verbose",
+                cfg.verbose.to_string(),
+                "0 (silent), 1 (a progress bar) or 2 (a line per epoch)",
+            ));
         }
         if !(0.0..1.0).contains(&cfg.validation_split) {
-            return Err(Error::InvalidArgument(format!(
-                "fit: validation_split {} is not in [0, 1)",
-                cfg.validation_split
-            )));
+            return Err(fit_setting(
+                "validation_split",
+                cfg.validation_split.to_string(),
+                "in [0, 1)",
+            ));
         }
         // Keras holds out the *last* samples, before shuffling.
         let total = x.samples();
@@ -505,9 +514,10 @@ impl Trainer {
         };
         let train_n = total - held_out;
         if train_n == 0 {
-            return Err(Error::InvalidArgument(
-                "fit: there are no training samples".into(),
-            ));
+            return Err(Error::NoSamples {
+                operation: "fit",
+                what: "training samples",
+            });
         }
         let split_val;
         let validation = match cfg.validation_data {
@@ -638,9 +648,12 @@ impl Trainer {
         Self::check_input(net, x, "the input")?;
         loss.check_targets(y, x.samples(), net.output_len())?;
         if batch_size == 0 {
-            return Err(Error::InvalidArgument(
-                "evaluate: batch_size must be at least 1".into(),
-            ));
+            return Err(Error::Setting {
+                owner: "evaluate",
+                name: "batch_size",
+                value: "0".into(),
+                allowed: "at least 1".into(),
+            });
         }
         self.evaluate_inner(net, x, y, batch_size)
     }
@@ -654,9 +667,10 @@ impl Trainer {
     ) -> Result<Evaluation> {
         let total = x.samples();
         if total == 0 {
-            return Err(Error::InvalidArgument(
-                "evaluate: there are no samples".into(),
-            ));
+            return Err(Error::NoSamples {
+                operation: "evaluate",
+                what: "samples",
+            });
         }
         let batch = batch.min(total);
         self.ensure_capacity(net, batch)?;
@@ -686,9 +700,12 @@ impl Trainer {
     pub fn predict(&mut self, net: &mut Net<'_>, x: &Tensor, batch_size: usize) -> Result<Tensor> {
         Self::check_input(net, x, "the input")?;
         if batch_size == 0 {
-            return Err(Error::InvalidArgument(
-                "predict: batch_size must be at least 1".into(),
-            ));
+            return Err(Error::Setting {
+                owner: "predict",
+                name: "batch_size",
+                value: "0".into(),
+                allowed: "at least 1".into(),
+            });
         }
         let total = x.samples();
         let batch = batch_size.min(total.max(1)).min(PREDICT_PASS);
@@ -710,8 +727,8 @@ impl Trainer {
 
 /// The error of a fused pair the plan chose but the layers declined (a bug, not the caller's).
 fn planned(layer: usize, what: &str) -> Error {
-    Error::NotReady(format!(
-        "internal: the plan runs layers {}–{layer} as one {what}, which they declined",
+    Error::Internal(format!(
+        "the plan runs layers {}–{layer} as one {what}, which they declined",
         layer.saturating_sub(1)
     ))
 }

@@ -34,6 +34,12 @@ fn a_layer_that_does_not_fit_is_named_with_the_shapes() {
         "layer dense (Dense) expects flat samples, but its input has shape [26, 26, 8]: add a \
          Flatten layer before it"
     );
+    // The same facts as fields, for a program to act on.
+    assert!(
+        matches!(&err, nn::Error::LayerInput { layer, class: "Dense", input, .. }
+            if layer == "dense" && input == &[26, 26, 8]),
+        "{err}"
+    );
     let mut m = Sequential::new()
         .input_shape(&[2, 2, 1])
         .add(Conv2D::new(1, (3, 3), Act::Relu));
@@ -58,17 +64,25 @@ fn data_that_does_not_fit_the_model() {
     let x = Tensor::zeros(&[5, 3]).unwrap();
     let y = Tensor::zeros(&[5, 2]).unwrap();
     let cfg = FitConfig::new(1, 2).verbose(0);
-    let err = m.fit(&x, &y, &cfg, &mut []).unwrap_err().to_string();
+    let err = m.fit(&x, &y, &cfg, &mut []).unwrap_err();
+    assert!(
+        matches!(&err, nn::Error::DataShape { shape, .. } if shape == &[5, 3]),
+        "{err}"
+    );
     assert_eq!(
-        err,
-        "the training input has shape [5, 3], but the model takes samples of shape [4] (expected [n, 4])"
+        err.to_string(),
+        "the training input: shape [5, 3], but the model takes samples of shape [4] (expected \
+         [n, 4])"
     );
     let x = Tensor::zeros(&[5, 4]).unwrap();
     let err = m
         .fit(&x, &Tensor::zeros(&[4, 2]).unwrap(), &cfg, &mut [])
         .unwrap_err()
         .to_string();
-    assert_eq!(err, "there are 5 input samples but 4 targets");
+    assert_eq!(
+        err,
+        "the targets: shape [4, 2], but there are 5 input samples"
+    );
     let err = m
         .fit(&x, &Tensor::zeros(&[5]).unwrap(), &cfg, &mut [])
         .unwrap_err()
@@ -89,8 +103,14 @@ fn data_that_does_not_fit_the_model() {
     assert_eq!(err.to_string(), "fit: there are no training samples");
     let mut bad = Tensor::zeros(&[5, 4]).unwrap();
     bad.data_mut()[7] = f32::NAN;
-    let err = m.fit(&bad, &y, &cfg, &mut []).unwrap_err().to_string();
-    assert!(err.contains("non-finite value (NaN) at element 7"), "{err}");
+    let err = m.fit(&bad, &y, &cfg, &mut []).unwrap_err();
+    assert!(
+        matches!(err, nn::Error::NonFinite { index: 7, value, .. } if value.is_nan()),
+        "{err}"
+    );
+    assert!(err
+        .to_string()
+        .contains("non-finite value (NaN) at element 7"));
 }
 
 #[test]
@@ -109,8 +129,16 @@ fn labels_out_of_range() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "label 2 of sample 1 is not a class index in 0..2"
+        "target value 1 is 2: sparse_categorical_crossentropy takes class indices in 0..2"
     );
+    assert!(matches!(
+        err,
+        nn::Error::Target {
+            index: 1,
+            value: 2.0,
+            ..
+        }
+    ));
     let err = to_categorical(&[0, 1, 10], 10).unwrap_err();
     assert_eq!(
         err.to_string(),

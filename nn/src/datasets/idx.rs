@@ -147,8 +147,10 @@ pub fn read(path: &Path, want_dims: usize) -> Result<Idx> {
         ));
     }
     let mut data = vec![];
-    data.try_reserve_exact(want)
-        .map_err(|_| Error::Memory(format!("{}: {want} bytes of data", path.display())))?;
+    data.try_reserve_exact(want).map_err(|_| Error::Memory {
+        what: format!("the data of {}", path.display()),
+        bytes: want as u64,
+    })?;
     read_up_to(path, &mut reader, &mut data, want)?;
     if data.len() < want {
         return Err(Error::file(

@@ -34,9 +34,13 @@ impl Images {
     }
     /// `[count, rows·cols]` scaled to [0, 1] (`reshape(-1, 784) / 255.0`).
     pub fn to_flat_tensor(&self) -> Result<Tensor> {
-        let per = self.rows.checked_mul(self.cols).ok_or_else(|| {
-            Error::Shape(format!("{} × {} pixels overflow", self.rows, self.cols))
-        })?;
+        let per = self
+            .rows
+            .checked_mul(self.cols)
+            .ok_or_else(|| Error::TooLarge {
+                what: "an image".into(),
+                shape: vec![self.rows, self.cols],
+            })?;
         Tensor::from_u8(&self.data, &[self.count, per], 1.0 / 255.0)
     }
 }
@@ -177,11 +181,9 @@ fn hex(bytes: &[u8]) -> String {
 /// Downloads the four files of `src` from `base_url` with `curl` into `dir` (atomically), and
 /// checks each against its SHA-256 before keeping it.
 pub(crate) fn download(src: &Source, base_url: &str, dir: &Path) -> Result<()> {
-    let hashes = src.sha256.ok_or_else(|| {
-        Error::InvalidArgument(format!(
-            "{}: no checksums to verify a download against",
-            src.name
-        ))
+    let hashes = src.sha256.ok_or_else(|| Error::Misuse {
+        call: format!("downloading {}", src.name),
+        reason: "is refused: there are no checksums to verify the files against".into(),
     })?;
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
     for (i, (f, want)) in FILES.iter().zip(hashes).enumerate() {

@@ -49,9 +49,11 @@ impl LayerConfig {
         let padding = |p: &str| match p {
             "valid" => Ok(kernels::Padding::Valid),
             "same" => Ok(kernels::Padding::Same),
-            other => Err(Error::InvalidArgument(format!(
-                "unknown padding {other:?}: expected \"valid\" or \"same\""
-            ))),
+            other => Err(Error::UnknownName {
+                kind: "padding",
+                name: other.to_string(),
+                expected: "\"valid\" or \"same\"",
+            }),
         };
         let mut layer: Box<dyn Layer> = match self {
             LayerConfig::Dense {

@@ -183,19 +183,24 @@ impl Layer for Conv2D {
 
     fn infer(&self, input: &[usize]) -> Result<Inferred> {
         let [h, w, c] = *input else {
-            return Err(Error::Shape(format!(
-                "layer {} (Conv2D) expects samples of shape (height, width, channels), but its \
-                 input has shape {input:?}",
-                self.name
-            )));
+            return Err(Error::LayerInput {
+                layer: self.name.clone(),
+                class: "Conv2D",
+                expected: "samples of shape (height, width, channels)",
+                input: input.to_vec(),
+                hint: "",
+            });
         };
         let shape = self.shape_for(h, w, c);
         shape.validate().map_err(Error::kernel(&self.name))?;
         if shape.out_h() == 0 || shape.out_w() == 0 {
-            return Err(Error::Shape(format!(
-                "layer {} (Conv2D): a {:?} kernel leaves no output positions on a {h}×{w} input",
-                self.name, self.kernel_size
-            )));
+            return Err(Error::LayerSetting {
+                layer: self.name.clone(),
+                class: "Conv2D",
+                setting: "kernel_size",
+                value: format!("{:?}", self.kernel_size),
+                reason: format!("leaves no output positions on a {h}×{w} input"),
+            });
         }
         let (kh, kw) = self.kernel_size;
         let output = vec![shape.out_h(), shape.out_w(), self.filters];

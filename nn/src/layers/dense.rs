@@ -133,17 +133,22 @@ impl Layer for Dense {
 
     fn infer(&self, input: &[usize]) -> Result<Inferred> {
         if self.units == 0 {
-            return Err(Error::InvalidArgument(format!(
-                "layer {}: Dense needs at least one unit",
-                self.name
-            )));
+            return Err(Error::LayerSetting {
+                layer: self.name.clone(),
+                class: "Dense",
+                setting: "units",
+                value: "0".into(),
+                reason: "a Dense layer needs at least one unit".into(),
+            });
         }
         let [inputs] = input else {
-            return Err(Error::Shape(format!(
-                "layer {} (Dense) expects flat samples, but its input has shape {input:?}: \
-                 add a Flatten layer before it",
-                self.name
-            )));
+            return Err(Error::LayerInput {
+                layer: self.name.clone(),
+                class: "Dense",
+                expected: "flat samples",
+                input: input.to_vec(),
+                hint: ": add a Flatten layer before it",
+            });
         };
         let kernel = vec![*inputs, self.units];
         elements(&kernel, &self.name)?;

@@ -37,10 +37,13 @@ impl Layer for Dropout {
     layer_identity!("Dropout");
     fn infer(&self, input: &[usize]) -> Result<Inferred> {
         if !(0.0..1.0).contains(&self.rate) {
-            return Err(Error::InvalidArgument(format!(
-                "layer {}: dropout rate {} is not in [0, 1)",
-                self.name, self.rate
-            )));
+            return Err(Error::LayerSetting {
+                layer: self.name.clone(),
+                class: "Dropout",
+                setting: "rate",
+                value: self.rate.to_string(),
+                reason: "not in [0, 1)".into(),
+            });
         }
         elements(input, &self.name)?;
         Ok(Inferred::output(input.to_vec()))

@@ -163,7 +163,10 @@ impl Inferred {
 
 /// The number of elements of `shape`, or an error naming `layer` when the product overflows.
 pub(crate) fn elements(shape: &[usize], layer: &str) -> Result<usize> {
-    crate::tensor::element_count(shape).map_err(|e| Error::Shape(format!("layer {layer}: {e}")))
+    crate::tensor::checked_product(shape).ok_or_else(|| Error::TooLarge {
+        what: format!("layer {layer}: a tensor"),
+        shape: shape.to_vec(),
+    })
 }
 
 /// Grows `buf` to `rows × per` elements (new ones `fill`; a longer buffer is left as it is); a
@@ -176,18 +179,16 @@ pub(crate) fn grow<T: Clone>(
     fill: T,
     layer: &str,
 ) -> Result<()> {
-    let len = rows.checked_mul(per).ok_or_else(|| {
-        Error::Shape(format!(
-            "layer {layer}: {rows} samples of {per} values are more than memory can hold"
-        ))
+    let len = rows.checked_mul(per).ok_or_else(|| Error::TooLarge {
+        what: format!("layer {layer}: a buffer of {rows} samples"),
+        shape: vec![rows, per],
     })?;
     if len > buf.len() {
-        buf.try_reserve_exact(len - buf.len()).map_err(|_| {
-            Error::Memory(format!(
-                "layer {layer}: {len} values ({:.1} GB) for {rows} samples",
-                len as f64 * std::mem::size_of::<T>() as f64 / 1e9
-            ))
-        })?;
+        buf.try_reserve_exact(len - buf.len())
+            .map_err(|_| Error::Memory {
+                what: format!("layer {layer}: {len} values for {rows} samples"),
+                bytes: (len as u64).saturating_mul(std::mem::size_of::<T>() as u64),
+            })?;
         buf.resize(len, fill);
     }
     Ok(())

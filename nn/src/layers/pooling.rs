@@ -103,11 +103,13 @@ impl MaxPooling2D {
     /// The pooling of one sample of shape `input`, checked.
     fn pooling(&self, input: &[usize]) -> Result<Pool2d> {
         let [h, w, c] = *input else {
-            return Err(Error::Shape(format!(
-                "layer {} (MaxPooling2D) expects samples of shape (height, width, channels), but \
-                 its input has shape {input:?}",
-                self.name
-            )));
+            return Err(Error::LayerInput {
+                layer: self.name.clone(),
+                class: "MaxPooling2D",
+                expected: "samples of shape (height, width, channels)",
+                input: input.to_vec(),
+                hint: "",
+            });
         };
         let (sh, sw) = self.strides.unwrap_or(self.pool);
         let shape = Pool2d {

@@ -13,11 +13,11 @@ pub(crate) fn name_layers(layers: &mut [Box<dyn Layer>]) -> Result<()> {
     for (i, layer) in layers.iter().enumerate() {
         let name = layer.name();
         if !name.is_empty() && !taken.insert(name.to_string()) {
-            return Err(Error::InvalidArgument(format!(
-                "layer {i} ({}) is named {name:?}, as an earlier layer is: layer names must be \
-                 unique",
-                layer.class_name()
-            )));
+            return Err(Error::DuplicateLayerName {
+                index: i,
+                class: layer.class_name(),
+                name: name.to_string(),
+            });
         }
     }
     let mut counts = std::collections::HashMap::new();
@@ -103,29 +103,32 @@ pub(crate) fn set_weights(
         });
     }
     if expected.len() != weights.len() {
-        return Err(Error::Shape(format!(
-            "the model has {} weight tensors but {} were given",
-            expected.len(),
-            weights.len()
-        )));
+        return Err(Error::WeightCount {
+            expected: expected.len(),
+            given: weights.len(),
+        });
     }
     for (i, ((want, shape), (name, t))) in expected.iter().zip(weights).enumerate() {
         if name != want {
-            return Err(Error::Shape(format!(
-                "tensor {i} is {name}, expected {want}"
-            )));
+            return Err(Error::WeightName {
+                index: i,
+                given: name.clone(),
+                expected: want.clone(),
+            });
         }
         if t.shape() != &shape[..] {
-            return Err(Error::Shape(format!(
-                "{want} has shape {shape:?} in the model but {:?} was given",
-                t.shape()
-            )));
+            return Err(Error::WeightShape {
+                tensor: want.clone(),
+                expected: shape.clone(),
+                given: t.shape().to_vec(),
+            });
         }
         if let Some(at) = t.data().iter().position(|v| !v.is_finite()) {
-            return Err(Error::InvalidArgument(format!(
-                "{want} holds a non-finite value ({}) at element {at}",
-                t.data()[at]
-            )));
+            return Err(Error::NonFinite {
+                what: want.clone(),
+                index: at,
+                value: t.data()[at],
+            });
         }
     }
     let mut given = weights.iter();
