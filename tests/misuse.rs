@@ -76,7 +76,7 @@ fn a_model_changed_after_compile_must_be_compiled_again() {
     let (x, y) = images(6);
     let m = small_cnn(2);
     let mut m = m.input_shape(&[6, 6, 1]);
-    let cfg = FitConfig::new(1, 3).verbose(0);
+    let cfg = FitConfig::new().epochs(1).batch_size(3).verbose(0);
     let err = m.fit(&x, &y, &cfg, &mut []).unwrap_err().to_string();
     assert_eq!(
         err,
@@ -153,7 +153,12 @@ fn targets_out_of_their_loss_range_are_refused() {
     for bad in [2.0, -1.0, f32::NAN] {
         let y = Tensor::from_vec(vec![0.0, bad], &[2, 1]).unwrap();
         let err = m
-            .fit(&x, &y, &FitConfig::new(1, 2).verbose(0), &mut [])
+            .fit(
+                &x,
+                &y,
+                &FitConfig::new().epochs(1).batch_size(2).verbose(0),
+                &mut [],
+            )
             .unwrap_err()
             .to_string();
         assert_eq!(
@@ -185,7 +190,12 @@ fn fit_and_callback_settings_out_of_range_are_refused() {
     let before = weights(&mut m);
     let (x, y) = images(4);
     let err = m
-        .fit(&x, &y, &FitConfig::new(1, 2).verbose(3), &mut [])
+        .fit(
+            &x,
+            &y,
+            &FitConfig::new().epochs(1).batch_size(2).verbose(3),
+            &mut [],
+        )
         .unwrap_err()
         .to_string();
     assert_eq!(
@@ -194,7 +204,12 @@ fn fit_and_callback_settings_out_of_range_are_refused() {
     );
     let mut stop = EarlyStopping::new(Monitor::Loss, 1).min_delta(f32::NAN);
     let err = m
-        .fit(&x, &y, &FitConfig::new(2, 2).verbose(0), &mut [&mut stop])
+        .fit(
+            &x,
+            &y,
+            &FitConfig::new().epochs(2).batch_size(2).verbose(0),
+            &mut [&mut stop],
+        )
         .unwrap_err()
         .to_string();
     assert_eq!(err, "EarlyStopping: min_delta = NaN is not a finite number");
@@ -314,12 +329,22 @@ fn hyperparameters_out_of_range_are_refused() {
     // step before it touches the weights.
     let mut m = small_cnn(5);
     let (x, y) = images(4);
-    m.fit(&x, &y, &FitConfig::new(1, 2).verbose(0), &mut [])
-        .unwrap();
+    m.fit(
+        &x,
+        &y,
+        &FitConfig::new().epochs(1).batch_size(2).verbose(0),
+        &mut [],
+    )
+    .unwrap();
     let before = weights(&mut m);
     m.optimizer_mut().unwrap().set_learning_rate(f32::NAN);
     let err = m
-        .fit(&x, &y, &FitConfig::new(1, 2).verbose(0), &mut [])
+        .fit(
+            &x,
+            &y,
+            &FitConfig::new().epochs(1).batch_size(2).verbose(0),
+            &mut [],
+        )
         .unwrap_err()
         .to_string();
     assert_eq!(err, "Adam: learning_rate = NaN is not in [0, ∞)");

@@ -50,8 +50,13 @@ fn product_is_right() -> bool {
 fn train_and_predict() -> Vec<u32> {
     let mut m = small_cnn(9);
     let (x, y) = images(64);
-    m.fit(&x, &y, &FitConfig::new(1, 16).verbose(0), &mut [])
-        .unwrap();
+    m.fit(
+        &x,
+        &y,
+        &FitConfig::new().epochs(1).batch_size(16).verbose(0),
+        &mut [],
+    )
+    .unwrap();
     predictions(&mut m)
 }
 

@@ -22,7 +22,9 @@ fn main() -> nn::Result<()> {
     )?;
     print!("{}", model.summary()?);
 
-    let cfg = FitConfig::new(o.epochs.unwrap_or(5), 32)
+    let cfg = FitConfig::new()
+        .epochs(o.epochs.unwrap_or(5))
+        .batch_size(32)
         .validation_data(&x_test, &y_test)
         .verbose(o.verbose);
     let history = model.fit(&x_train, &y_train, &cfg, &mut [])?;

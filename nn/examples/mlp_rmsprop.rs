@@ -25,7 +25,10 @@ fn main() -> nn::Result<()> {
     )?;
     print!("{}", model.summary()?);
 
-    let cfg = FitConfig::new(o.epochs.unwrap_or(5), 128).verbose(o.verbose);
+    let cfg = FitConfig::new()
+        .epochs(o.epochs.unwrap_or(5))
+        .batch_size(128)
+        .verbose(o.verbose);
     let history = model.fit(&x_train, &y_train, &cfg, &mut [])?;
     common::finish(&o, "B", &mut model, &history, 128, &x_test, &y_test)
 }

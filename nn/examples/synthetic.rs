@@ -54,7 +54,10 @@ fn main() -> nn::Result<()> {
     )?;
     print!("{}", model.summary()?);
 
-    let cfg = FitConfig::new(o.epochs.unwrap_or(10), 32).verbose(o.verbose);
+    let cfg = FitConfig::new()
+        .epochs(o.epochs.unwrap_or(10))
+        .batch_size(32)
+        .verbose(o.verbose);
     let history = model.fit(&x_train, &y_train, &cfg, &mut [])?;
     common::finish(&o, "E", &mut model, &history, 32, &x_test, &y_test)
 }

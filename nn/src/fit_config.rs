@@ -10,7 +10,8 @@ pub enum Metric {
     Accuracy,
 }
 
-/// `fit`'s arguments beyond the data (Keras's keyword arguments, with its defaults).
+/// `fit`'s arguments beyond the data: Keras's keyword arguments, with its defaults, set by name
+/// (`FitConfig::new().epochs(5).batch_size(32)`), so two numbers cannot be swapped unnoticed.
 #[derive(Clone)]
 pub struct FitConfig<'a> {
     pub epochs: usize,
@@ -25,17 +26,33 @@ pub struct FitConfig<'a> {
     pub verbose: u8,
 }
 
+impl Default for FitConfig<'_> {
+    fn default() -> Self {
+        FitConfig::new()
+    }
+}
+
 impl<'a> FitConfig<'a> {
-    /// `epochs`, `batch_size`; shuffled, verbose 1, no validation.
-    pub fn new(epochs: usize, batch_size: usize) -> Self {
+    /// Keras's defaults: 1 epoch, batches of 32, shuffled, verbose 1, no validation.
+    pub fn new() -> Self {
         FitConfig {
-            epochs,
-            batch_size,
+            epochs: 1,
+            batch_size: 32,
             validation_data: None,
             validation_split: 0.0,
             shuffle: true,
             verbose: 1,
         }
+    }
+    /// Passes over the training data.
+    pub fn epochs(mut self, epochs: usize) -> Self {
+        self.epochs = epochs;
+        self
+    }
+    /// Samples per step (the last batch of an epoch may be shorter).
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size;
+        self
     }
     pub fn validation_data(mut self, x: &'a Tensor, y: &'a Tensor) -> Self {
         self.validation_data = Some((x, y));
@@ -55,9 +72,10 @@ impl<'a> FitConfig<'a> {
     }
 }
 
-/// Loss and accuracy over a data set.
+/// Loss and the compiled metrics over a data set (`accuracy` is `None` unless
+/// `Metric::Accuracy` was asked for at `compile`, as Keras reports only what it was given).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Evaluation {
     pub loss: f32,
-    pub accuracy: f32,
+    pub accuracy: Option<f32>,
 }

@@ -14,8 +14,8 @@
 //!     .add(Dense::new(10, Act::Softmax));
 //! model.compile(Optimizer::adam(), Loss::categorical_crossentropy(), &[Metric::Accuracy])?;
 //! let history = model.fit(&x_train, &y_train,
-//!     &FitConfig::new(10, 32).validation_data(&x_test, &y_test), &mut [])?;
-//! println!("test accuracy {}", model.evaluate(&x_test, &y_test, 32)?.accuracy);
+//!     &FitConfig::new().epochs(10).batch_size(32).validation_data(&x_test, &y_test), &mut [])?;
+//! println!("{:?}", model.evaluate(&x_test, &y_test, 32)?); // loss and accuracy
 //! # Ok::<(), nn::Error>(())
 //! ```
 //!

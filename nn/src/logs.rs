@@ -8,8 +8,11 @@ pub struct EpochLogs {
     /// 0-based.
     pub epoch: usize,
     pub loss: f32,
-    pub accuracy: f32,
+    /// `None` unless `Metric::Accuracy` was compiled in.
+    pub accuracy: Option<f32>,
+    /// `None` without validation data.
     pub val_loss: Option<f32>,
+    /// `None` without validation data or without `Metric::Accuracy`.
     pub val_accuracy: Option<f32>,
     /// Wall time of the epoch (training and validation).
     pub seconds: f64,
@@ -20,7 +23,7 @@ impl EpochLogs {
     pub fn get(&self, monitor: Monitor) -> Option<f32> {
         match monitor {
             Monitor::Loss => Some(self.loss),
-            Monitor::Accuracy => Some(self.accuracy),
+            Monitor::Accuracy => self.accuracy,
             Monitor::ValLoss => self.val_loss,
             Monitor::ValAccuracy => self.val_accuracy,
         }
@@ -37,8 +40,9 @@ pub struct BatchLogs {
     pub size: usize,
     /// The mean loss over the epoch's batches so far.
     pub loss: f32,
-    /// The accuracy over the epoch's batches so far.
-    pub accuracy: f32,
+    /// The accuracy over the epoch's batches so far (`None` unless `Metric::Accuracy` was
+    /// compiled in).
+    pub accuracy: Option<f32>,
 }
 
 /// `fit`'s result: one entry per epoch run (Keras's `History.history`, by epoch).
@@ -48,16 +52,20 @@ pub struct History {
 }
 
 impl History {
+    /// The training loss per epoch.
     pub fn loss(&self) -> Vec<f32> {
         self.epochs.iter().map(|e| e.loss).collect()
     }
-    pub fn accuracy(&self) -> Vec<f32> {
+    /// The training accuracy per epoch, if it was measured (`Metric::Accuracy`).
+    pub fn accuracy(&self) -> Option<Vec<f32>> {
         self.epochs.iter().map(|e| e.accuracy).collect()
     }
-    pub fn val_loss(&self) -> Vec<Option<f32>> {
+    /// The validation loss per epoch, if there was validation data.
+    pub fn val_loss(&self) -> Option<Vec<f32>> {
         self.epochs.iter().map(|e| e.val_loss).collect()
     }
-    pub fn val_accuracy(&self) -> Vec<Option<f32>> {
+    /// The validation accuracy per epoch, if measured.
+    pub fn val_accuracy(&self) -> Option<Vec<f32>> {
         self.epochs.iter().map(|e| e.val_accuracy).collect()
     }
 }

@@ -15,19 +15,18 @@ pub(crate) struct ProgbarLogger {
     steps: usize,
     epoch: usize,
     epochs: usize,
-    with_accuracy: bool,
 }
 
 impl ProgbarLogger {
     /// For `epochs` epochs of `steps` steps; `verbose` 1 (a bar) or 2 (a line per epoch).
-    pub fn new(verbose: u8, epochs: usize, steps: usize, with_accuracy: bool) -> ProgbarLogger {
+    /// Prints the metrics the logs carry (accuracy only when it was compiled in).
+    pub fn new(verbose: u8, epochs: usize, steps: usize) -> ProgbarLogger {
         ProgbarLogger {
             bar: None,
             verbose,
             steps,
             epoch: 0,
             epochs,
-            with_accuracy,
         }
     }
 }
@@ -66,17 +65,16 @@ impl Callback for ProgbarLogger {
             bar.set_position(step as u64);
             // Formatting allocates: only every 16 steps and at the end.
             if step.is_multiple_of(16) || step == self.steps {
-                bar.set_message(format!(
-                    "- accuracy: {:.4} - loss: {:.4}",
-                    logs.accuracy, logs.loss
-                ));
+                bar.set_message(match logs.accuracy {
+                    Some(a) => format!("- accuracy: {a:.4} - loss: {:.4}", logs.loss),
+                    None => format!("- loss: {:.4}", logs.loss),
+                });
             }
         }
         Ok(())
     }
 
     fn on_epoch_end(&mut self, logs: &EpochLogs, _model: &mut dyn TrainingModel) -> Result<()> {
-        let with_accuracy = self.with_accuracy;
         if self.verbose == 0 {
             return Ok(());
         }
@@ -91,11 +89,11 @@ impl Callback for ProgbarLogger {
             logs.seconds,
             per_step(logs.seconds / self.steps.max(1) as f64)
         );
-        if with_accuracy {
-            line += &format!(" - accuracy: {:.4}", logs.accuracy);
+        if let Some(a) = logs.accuracy {
+            line += &format!(" - accuracy: {a:.4}");
         }
         line += &format!(" - loss: {:.4}", logs.loss);
-        if let (true, Some(a)) = (with_accuracy, logs.val_accuracy) {
+        if let Some(a) = logs.val_accuracy {
             line += &format!(" - val_accuracy: {a:.4}");
         }
         if let Some(l) = logs.val_loss {

@@ -542,7 +542,10 @@ impl Trainer {
         let mut shuffle_rng = StdRng::seed_from_u64(net.seed ^ 0x5eed_5eed);
         let steps = train_n.div_ceil(batch);
         // Keras adds its ProgbarLogger to the callbacks when verbose; it prints first here.
-        let mut progbar = ProgbarLogger::new(cfg.verbose, cfg.epochs, steps, self.has_accuracy());
+        let with_accuracy = self.has_accuracy();
+        let accuracy =
+            |hits: usize, count: usize| with_accuracy.then(|| hits as f32 / count.max(1) as f32);
+        let mut progbar = ProgbarLogger::new(cfg.verbose, cfg.epochs, steps);
         let mut all: Vec<&mut dyn Callback> = Vec::with_capacity(callbacks.len() + 1);
         if cfg.verbose > 0 {
             all.push(&mut progbar);
@@ -579,7 +582,7 @@ impl Trainer {
                         batch: step,
                         size: n,
                         loss: (loss_sum / seen as f64) as f32,
-                        accuracy: hits as f32 / count.max(1) as f32,
+                        accuracy: accuracy(hits, count),
                     };
                     self.each(net, &mut all, |cb, m| cb.on_train_batch_end(&logs, m))?;
                     // As Keras: a stop asked for in a batch hook ends the epoch there.
@@ -590,7 +593,7 @@ impl Trainer {
                 let mut logs = EpochLogs {
                     epoch,
                     loss: (loss_sum / seen as f64) as f32,
-                    accuracy: hits as f32 / count.max(1) as f32,
+                    accuracy: accuracy(hits, count),
                     val_loss: None,
                     val_accuracy: None,
                     seconds: 0.0,
@@ -598,7 +601,7 @@ impl Trainer {
                 if let Some((vx, vy)) = validation {
                     let e = self.evaluate_inner(net, vx, vy, batch.max(INFERENCE_BATCH))?;
                     logs.val_loss = Some(e.loss);
-                    logs.val_accuracy = Some(e.accuracy);
+                    logs.val_accuracy = e.accuracy;
                 }
                 logs.seconds = start.elapsed().as_secs_f64();
                 history.epochs.push(logs.clone());
@@ -692,7 +695,9 @@ impl Trainer {
         }
         Ok(Evaluation {
             loss: (loss_sum / total as f64) as f32,
-            accuracy: hits as f32 / count.max(1) as f32,
+            accuracy: self
+                .has_accuracy()
+                .then(|| hits as f32 / count.max(1) as f32),
         })
     }
 

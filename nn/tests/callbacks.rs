@@ -44,7 +44,7 @@ impl Callback for Recorder {
         Ok(())
     }
     fn on_train_batch_end(&mut self, logs: &BatchLogs, m: &mut dyn TrainingModel) -> Result<()> {
-        assert!(logs.loss.is_finite() && (0.0..=1.0).contains(&logs.accuracy));
+        assert!(logs.loss.is_finite() && logs.accuracy.is_some_and(|a| (0.0..=1.0).contains(&a)));
         self.events
             .push(format!("batch_end {} ({} samples)", logs.batch, logs.size));
         if self.stop_at == Some((self.epoch, logs.batch)) {
@@ -84,7 +84,12 @@ fn hooks_run_in_keras_order_with_their_logs() {
     let mut rec = Recorder::default();
     let mut m = model();
     let h = m
-        .fit(&x, &y, &FitConfig::new(2, 4).verbose(0), &mut [&mut rec])
+        .fit(
+            &x,
+            &y,
+            &FitConfig::new().epochs(2).batch_size(4).verbose(0),
+            &mut [&mut rec],
+        )
         .unwrap();
     let mut want = vec!["train_begin".to_string()];
     for epoch in 0..2 {
@@ -109,7 +114,12 @@ fn a_stop_in_a_batch_hook_ends_the_epoch_there() {
     };
     let mut m = model();
     let h = m
-        .fit(&x, &y, &FitConfig::new(3, 4).verbose(0), &mut [&mut rec])
+        .fit(
+            &x,
+            &y,
+            &FitConfig::new().epochs(3).batch_size(4).verbose(0),
+            &mut [&mut rec],
+        )
         .unwrap();
     assert_eq!(
         rec.events,
@@ -135,8 +145,13 @@ fn a_callback_changes_the_learning_rate_through_its_handle() {
         ..Recorder::default()
     };
     let mut m = model();
-    m.fit(&x, &y, &FitConfig::new(2, 4).verbose(0), &mut [&mut rec])
-        .unwrap();
+    m.fit(
+        &x,
+        &y,
+        &FitConfig::new().epochs(2).batch_size(4).verbose(0),
+        &mut [&mut rec],
+    )
+    .unwrap();
     assert_eq!(rec.lrs, [0.01, 0.5]);
     assert_eq!(m.optimizer_mut().unwrap().learning_rate(), 0.5);
     // A value the optimizer refuses stops the next step with an error.
@@ -145,7 +160,12 @@ fn a_callback_changes_the_learning_rate_through_its_handle() {
         ..Recorder::default()
     };
     let err = m
-        .fit(&x, &y, &FitConfig::new(2, 4).verbose(0), &mut [&mut bad])
+        .fit(
+            &x,
+            &y,
+            &FitConfig::new().epochs(2).batch_size(4).verbose(0),
+            &mut [&mut bad],
+        )
         .unwrap_err()
         .to_string();
     assert_eq!(err, "SGD: learning_rate = NaN is not in [0, ∞)");

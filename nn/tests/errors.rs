@@ -63,7 +63,7 @@ fn data_that_does_not_fit_the_model() {
         .unwrap();
     let x = Tensor::zeros(&[5, 3]).unwrap();
     let y = Tensor::zeros(&[5, 2]).unwrap();
-    let cfg = FitConfig::new(1, 2).verbose(0);
+    let cfg = FitConfig::new().epochs(1).batch_size(2).verbose(0);
     let err = m.fit(&x, &y, &cfg, &mut []).unwrap_err();
     assert!(
         matches!(&err, nn::Error::DataShape { shape, .. } if shape == &[5, 3]),
@@ -125,7 +125,12 @@ fn labels_out_of_range() {
     let x = Tensor::zeros(&[3, 4]).unwrap();
     let y = Tensor::from_vec(vec![0.0, 2.0, 1.0], &[3]).unwrap();
     let err = m
-        .fit(&x, &y, &FitConfig::new(1, 2).verbose(0), &mut [])
+        .fit(
+            &x,
+            &y,
+            &FitConfig::new().epochs(1).batch_size(2).verbose(0),
+            &mut [],
+        )
         .unwrap_err();
     assert_eq!(
         err.to_string(),

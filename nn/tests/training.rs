@@ -57,7 +57,11 @@ fn one_epoch(
     model
         .compile(Optimizer::adam(), loss, &[Metric::Accuracy])
         .unwrap();
-    let cfg = FitConfig::new(1, 32).validation_data(&xte, &yte).verbose(0);
+    let cfg = FitConfig::new()
+        .epochs(1)
+        .batch_size(32)
+        .validation_data(&xte, &yte)
+        .verbose(0);
     let h = model.fit(&xtr, &ytr, &cfg, &mut []).unwrap();
     (h.epochs[0].val_accuracy.unwrap(), model, xte)
 }
@@ -144,17 +148,22 @@ fn train_small(seed: u64, threads: usize) -> History {
             &[Metric::Accuracy],
         )
         .unwrap();
-        let cfg = FitConfig::new(3, 16).validation_split(0.2).verbose(0);
+        let cfg = FitConfig::new()
+            .epochs(3)
+            .batch_size(16)
+            .validation_split(0.2)
+            .verbose(0);
         m.fit(&x, &y, &cfg, &mut []).unwrap()
     })
 }
 
 #[test]
 fn same_seed_same_history_on_any_thread_count() {
-    let strip = |h: History| -> Vec<(f32, f32, Option<f32>, Option<f32>)> {
+    // The logs without their wall times.
+    let strip = |h: History| -> Vec<EpochLogs> {
         h.epochs
-            .iter()
-            .map(|e| (e.loss, e.accuracy, e.val_loss, e.val_accuracy))
+            .into_iter()
+            .map(|e| EpochLogs { seconds: 0.0, ..e })
             .collect()
     };
     let a = strip(train_small(5, 1));
@@ -169,7 +178,7 @@ fn same_seed_same_history_on_any_thread_count() {
         strip(train_small(6, 1)),
         "another seed trains differently"
     );
-    assert!(a[2].3.unwrap() > 0.7, "the small model learns: {a:?}");
+    assert!(a[2].val_accuracy.unwrap() > 0.7, "the small model learns: {a:?}");
 }
 
 /// Dense(1, linear) on two inputs with MSE: one step from known weights, checked by hand.
@@ -255,7 +264,11 @@ fn early_stopping_restores_the_best_weights_and_checkpoint_saves() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut es = EarlyStopping::new(Monitor::ValLoss, 2).restore_best_weights(true);
     let mut ck = ModelCheckpoint::new(dir.join("best.safetensors"), Monitor::ValLoss, true);
-    let cfg = FitConfig::new(40, 8).validation_data(&xv, &yv).verbose(0);
+    let cfg = FitConfig::new()
+        .epochs(40)
+        .batch_size(8)
+        .validation_data(&xv, &yv)
+        .verbose(0);
     let h = m.fit(&x, &y, &cfg, &mut [&mut es, &mut ck]).unwrap();
     let stopped = es.stopped_epoch.expect("stopped early");
     assert_eq!(h.epochs.len(), stopped + 1);
@@ -285,7 +298,12 @@ fn a_diverging_loss_stops_training_with_an_error() {
     m.compile(Optimizer::sgd().with_learning_rate(10.0), Loss::mse(), &[])
         .unwrap();
     let err = m
-        .fit(&x, &y, &FitConfig::new(5, 8).verbose(0), &mut [])
+        .fit(
+            &x,
+            &y,
+            &FitConfig::new().epochs(5).batch_size(8).verbose(0),
+            &mut [],
+        )
         .unwrap_err();
     assert!(matches!(err, nn::Error::NonFiniteLoss { .. }), "{err}");
     assert!(err.to_string().contains("training stopped"));
@@ -461,5 +479,26 @@ fn fused_optimizer_steps_match_the_steps_after_backward() {
             );
         }
         assert_eq!(fused, after, "{:?}", opt.kind());
+    }
+}
+
+#[test]
+fn metrics_not_asked_for_are_not_reported() {
+    let (x, y) = synthetic(64, 7);
+    for (metrics, with) in [(&[][..], false), (&[Metric::Accuracy][..], true)] {
+        let mut m = small_model(3);
+        m.compile(Optimizer::adam(), Loss::categorical_crossentropy(), metrics)
+            .unwrap();
+        let cfg = FitConfig::new()
+            .epochs(2)
+            .batch_size(16)
+            .validation_split(0.25)
+            .verbose(0);
+        let h = m.fit(&x, &y, &cfg, &mut []).unwrap();
+        assert_eq!(h.loss().len(), 2);
+        assert_eq!(h.val_loss().map(|v| v.len()), Some(2));
+        assert_eq!(h.accuracy().is_some(), with, "{metrics:?}");
+        assert_eq!(h.val_accuracy().is_some(), with, "{metrics:?}");
+        assert_eq!(m.evaluate(&x, &y, 32).unwrap().accuracy.is_some(), with);
     }
 }

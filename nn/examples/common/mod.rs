@@ -143,12 +143,14 @@ pub fn finish(
     y_test: &nn::tensor::Tensor,
 ) -> nn::Result<()> {
     let test = model.evaluate(x_test, y_test, batch_size.max(128))?;
+    // Every example compiles Metric::Accuracy.
+    let accuracy = test.accuracy.unwrap_or(0.0);
     let rss = peak_rss_mib();
     let rate = inference_rate(model, x_test);
     println!(
         "test accuracy: {:.4} (test loss {:.4}); median {:.2} s/epoch; peak RSS {:.0} MiB; \
          inference {:.0} images/s",
-        test.accuracy,
+        accuracy,
         test.loss,
         median_seconds(history),
         rss.unwrap_or(f64::NAN),
@@ -176,7 +178,7 @@ pub fn finish(
             epoch_s.join(", "),
             median_seconds(history),
             test.loss,
-            test.accuracy,
+            accuracy,
             rss.unwrap_or(-1.0),
             rate
         );
