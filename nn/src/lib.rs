@@ -38,6 +38,7 @@ pub mod model;
 pub mod optimizers;
 mod plan;
 mod progress;
+pub mod schedules;
 pub mod tensor;
 mod trainer;
 
@@ -49,12 +50,14 @@ pub use kernels;
 pub mod prelude {
     pub use crate::activations::Act;
     pub use crate::callbacks::{
-        Callback, EarlyStopping, EpochLogs, History, ModelCheckpoint, Monitor,
+        Callback, CsvLogger, EarlyStopping, EpochLogs, History, LearningRateScheduler,
+        ModelCheckpoint, Monitor, ReduceLrOnPlateau, TerminateOnNan,
     };
     pub use crate::layers::{Activation, Conv2D, Dense, Dropout, Flatten, Layer, MaxPooling2D};
     pub use crate::loss::Loss;
     pub use crate::model::{Evaluation, FitConfig, Metric, Sequential};
     pub use crate::optimizers::Optimizer;
+    pub use crate::schedules::LearningRateSchedule;
     pub use crate::tensor::{to_categorical, Tensor};
     pub use kernels::Padding;
 }

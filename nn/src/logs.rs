@@ -14,6 +14,9 @@ pub struct EpochLogs {
     pub val_loss: Option<f32>,
     /// `None` without validation data or without `Metric::Accuracy`.
     pub val_accuracy: Option<f32>,
+    /// The optimizer's learning rate at the epoch's end (what the next step would use; Keras
+    /// logs it when a learning-rate callback runs).
+    pub learning_rate: f32,
     /// Wall time of the epoch (training and validation).
     pub seconds: f64,
 }
@@ -52,6 +55,10 @@ pub struct History {
 }
 
 impl History {
+    /// The learning rate at each epoch's end.
+    pub fn learning_rate(&self) -> Vec<f32> {
+        self.epochs.iter().map(|e| e.learning_rate).collect()
+    }
     /// The training loss per epoch.
     pub fn loss(&self) -> Vec<f32> {
         self.epochs.iter().map(|e| e.loss).collect()

@@ -8,6 +8,7 @@ use kernels::optim::Rule;
 
 use crate::error::{Error, Result};
 use crate::layers::{Layer, ParamSteps};
+use crate::schedules::LearningRateSchedule;
 
 /// Which rule and its hyperparameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -46,6 +47,8 @@ pub struct Optimizer {
     stepped: Vec<bool>,
     /// A builder call that does not apply to this optimizer, and why (refused at `compile`).
     misuse: Option<(String, String)>,
+    /// Where each step's learning rate comes from, if not from `kind`'s.
+    schedule: Option<LearningRateSchedule>,
 }
 
 impl From<OptimizerKind> for Optimizer {
@@ -61,6 +64,7 @@ impl From<OptimizerKind> for Optimizer {
             },
             stepped: vec![],
             misuse: None,
+            schedule: None,
         }
     }
 }
@@ -115,15 +119,44 @@ impl Optimizer {
     pub fn iterations(&self) -> u64 {
         self.iterations
     }
+    /// The rate the next step uses (from the schedule, if there is one).
     pub fn learning_rate(&self) -> f32 {
+        if let Some(s) = &self.schedule {
+            return s.at(self.iterations);
+        }
         match self.kind {
             OptimizerKind::Sgd { learning_rate, .. }
             | OptimizerKind::Adam { learning_rate, .. }
             | OptimizerKind::RmsProp { learning_rate, .. } => learning_rate,
         }
     }
-    /// Sets the learning rate (also between epochs of training).
+    /// Sets the learning rate (also between epochs of training). On an optimizer whose rate
+    /// follows a schedule the call is refused at the next step (Keras refuses it too), never
+    /// silently ignored.
     pub fn set_learning_rate(&mut self, lr: f32) {
+        if let Some(s) = &self.schedule {
+            self.misuse = Some((
+                format!("set_learning_rate({lr})"),
+                format!(
+                    "on an optimizer whose learning rate follows a {} schedule",
+                    s.name()
+                ),
+            ));
+            return;
+        }
+        self.set_rate(lr);
+    }
+    /// Each step's learning rate from `schedule` (Keras's `learning_rate=` a
+    /// `LearningRateSchedule`), evaluated at the step count before the step.
+    pub fn with_schedule(mut self, schedule: LearningRateSchedule) -> Optimizer {
+        self.schedule = Some(schedule);
+        self
+    }
+    /// The schedule, if the rate follows one.
+    pub fn schedule(&self) -> Option<&LearningRateSchedule> {
+        self.schedule.as_ref()
+    }
+    fn set_rate(&mut self, lr: f32) {
         match &mut self.kind {
             OptimizerKind::Sgd { learning_rate, .. }
             | OptimizerKind::Adam { learning_rate, .. }
@@ -168,6 +201,9 @@ impl Optimizer {
                 call: call.clone(),
                 reason: reason.clone(),
             });
+        }
+        if let Some(s) = &self.schedule {
+            s.validate()?;
         }
         let bad = |name: &'static str, v: f32, range: &str| {
             Err(Error::Setting {
@@ -227,6 +263,10 @@ impl Optimizer {
     /// creates the state of parameters met for the first time (the only allocation, on the
     /// first step).
     pub(crate) fn begin_step(&mut self, layers: &mut [Box<dyn Layer>]) -> Result<()> {
+        if let Some(s) = &self.schedule {
+            let lr = s.at(self.iterations);
+            self.set_rate(lr);
+        }
         self.validate()?;
         self.iterations += 1;
         let t = self.iterations as f64;

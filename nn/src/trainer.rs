@@ -573,7 +573,16 @@ impl Trainer {
                     let idx = std::mem::take(&mut self.order);
                     self.gather(net, x, y, &idx[from..from + n]);
                     self.order = idx;
-                    let (l, h, c) = self.step(net, n, epoch, step)?;
+                    // A loss that is not a number took no step: the callbacks see it
+                    // (TerminateOnNaN stops training there, as in Keras); if none stops,
+                    // training ends with the error rather than go on with NaN weights.
+                    let (l, h, c, not_finite) = match self.step(net, n, epoch, step) {
+                        Err(e @ Error::NonFiniteLoss { loss, .. }) => (loss as f64, 0, 0, Some(e)),
+                        r => {
+                            let (l, h, c) = r?;
+                            (l, h, c, None)
+                        }
+                    };
                     loss_sum += l;
                     hits += h;
                     count += c;
@@ -585,6 +594,9 @@ impl Trainer {
                         accuracy: accuracy(hits, count),
                     };
                     self.each(net, &mut all, |cb, m| cb.on_train_batch_end(&logs, m))?;
+                    if let (Some(e), false) = (not_finite, self.stop_training) {
+                        return Err(e);
+                    }
                     // As Keras: a stop asked for in a batch hook ends the epoch there.
                     if self.stop_training {
                         break;
@@ -596,6 +608,12 @@ impl Trainer {
                     accuracy: accuracy(hits, count),
                     val_loss: None,
                     val_accuracy: None,
+                    learning_rate: self
+                        .compiled
+                        .as_ref()
+                        .expect("compiled")
+                        .optimizer
+                        .learning_rate(),
                     seconds: 0.0,
                 };
                 if let Some((vx, vy)) = validation {

@@ -178,7 +178,10 @@ fn same_seed_same_history_on_any_thread_count() {
         strip(train_small(6, 1)),
         "another seed trains differently"
     );
-    assert!(a[2].val_accuracy.unwrap() > 0.7, "the small model learns: {a:?}");
+    assert!(
+        a[2].val_accuracy.unwrap() > 0.7,
+        "the small model learns: {a:?}"
+    );
 }
 
 /// Dense(1, linear) on two inputs with MSE: one step from known weights, checked by hand.
