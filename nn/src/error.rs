@@ -198,6 +198,9 @@ pub enum Error {
     /// A data or model file is missing, truncated, corrupt or does not match.
     #[error("{path}: {reason}")]
     File { path: PathBuf, reason: String },
+    /// A chart that could not be drawn (no font, an empty history).
+    #[error("{path}: cannot draw the chart: {reason}")]
+    Plot { path: PathBuf, reason: String },
     /// An I/O error on a file.
     #[error("{path}: {source}")]
     Io {

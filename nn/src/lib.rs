@@ -26,6 +26,7 @@
 
 pub mod activations;
 pub mod callbacks;
+mod curves;
 pub mod datasets;
 mod error;
 mod files;

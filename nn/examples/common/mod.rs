@@ -4,7 +4,8 @@
 use nn::datasets::{fashion_mnist, mnist, Split};
 
 /// `--dataset mnist|fashion` (default mnist), `--data-dir DIR`, `--epochs N`, `--seed S`,
-/// `--verbose 0|1|2`, `--save PATH`, `--json` (one line of measurements on stdout, for the
+/// `--verbose 0|1|2`, `--save PATH`, `--plot FILE` (the loss and accuracy curves as a PNG),
+/// `--csv FILE` (the same as CSV), `--json` (one line of measurements on stdout, for the
 /// benchmark report).
 pub struct Options {
     pub json: bool,
@@ -14,6 +15,16 @@ pub struct Options {
     pub seed: u64,
     pub verbose: u8,
     pub save: Option<String>,
+    pub plot: Option<String>,
+    pub csv: Option<String>,
+}
+
+/// `text` as the value of option `name`, or a message and exit status 2.
+fn parse<T: std::str::FromStr>(name: &str, text: &str, what: &str) -> T {
+    text.parse().unwrap_or_else(|_| {
+        eprintln!("{name} {text:?}: expected {what}");
+        std::process::exit(2)
+    })
 }
 
 pub fn options() -> Options {
@@ -25,6 +36,8 @@ pub fn options() -> Options {
         seed: 42,
         verbose: 1,
         save: None,
+        plot: None,
+        csv: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -38,10 +51,12 @@ pub fn options() -> Options {
         match args[i].as_str() {
             "--dataset" => o.dataset = value(),
             "--data-dir" => o.data_dir = Some(value()),
-            "--epochs" => o.epochs = Some(value().parse().expect("--epochs N")),
-            "--seed" => o.seed = value().parse().expect("--seed N"),
-            "--verbose" => o.verbose = value().parse().expect("--verbose 0|1|2"),
+            "--epochs" => o.epochs = Some(parse("--epochs", &value(), "a whole number")),
+            "--seed" => o.seed = parse("--seed", &value(), "a whole number"),
+            "--verbose" => o.verbose = parse("--verbose", &value(), "0, 1 or 2"),
             "--save" => o.save = Some(value()),
+            "--plot" => o.plot = Some(value()),
+            "--csv" => o.csv = Some(value()),
             "--json" => {
                 o.json = true;
                 i += 1;
@@ -50,7 +65,7 @@ pub fn options() -> Options {
             "-h" | "--help" => {
                 println!(
                     "options: --dataset mnist|fashion  --data-dir DIR  --epochs N  --seed S  \
-                     --verbose 0|1|2  --save PATH  --json"
+                     --verbose 0|1|2  --save PATH  --plot FILE.png  --csv FILE.csv  --json"
                 );
                 std::process::exit(0)
             }
@@ -185,6 +200,12 @@ pub fn finish(
     }
     if let Some(p) = &o.save {
         model.save(p)?;
+    }
+    if let Some(p) = &o.plot {
+        history.plot(p)?;
+    }
+    if let Some(p) = &o.csv {
+        history.write_csv(p)?;
     }
     Ok(())
 }
