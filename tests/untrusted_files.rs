@@ -352,7 +352,7 @@ fn gzip_files_of_several_members_load() {
         .flat_map(|part| gzip(part))
         .collect()
     });
-    let ((train, labels), (test, _)) = fashion_mnist::load_data_from(dir.path()).unwrap();
+    let ((train, labels), (test, _)) = nn::datasets::load_mnist_format(dir.path()).unwrap();
     assert_eq!(
         (train.count, train.rows, train.cols, test.count),
         (50, 4, 4, 2)

@@ -168,7 +168,7 @@ fn missing_truncated_and_corrupt_data_files() {
     );
 
     // Copy the real labels, truncate the images: the size error names the file and numbers.
-    let real = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mnist");
+    let real = mnist::locate().unwrap_or_else(|e| panic!("{e}"));
     for f in [
         "train-labels-idx1-ubyte.gz",
         "t10k-images-idx3-ubyte.gz",
@@ -244,6 +244,9 @@ fn load_mnist_in_child(dir: &std::path::Path, explicit: Option<&std::path::Path>
         .env("HOME", dir)
         .env_remove("NN_DATA_DIR")
         .env_remove("NN_MNIST_DIR")
+        .env_remove("XDG_CACHE_HOME")
+        // Nothing listens there: the download fails at once.
+        .env("NN_MNIST_URL", "http://127.0.0.1:9/mnist")
         .current_dir(dir);
     if let Some(e) = explicit {
         cmd.env("NN_MNIST_DIR", e);
@@ -254,21 +257,24 @@ fn load_mnist_in_child(dir: &std::path::Path, explicit: Option<&std::path::Path>
 #[test]
 fn a_search_that_finds_nothing_lists_where_it_looked() {
     let dir = tmp("nowhere");
-    // Nothing chosen, nothing found: the error lists where it looked and how to get the data.
+    // Nothing chosen, nothing found, the download refused: the error lists where it looked,
+    // why the download failed, and how to point at the data.
     let text = load_mnist_in_child(&dir, None);
     assert!(
         text.contains("were not found in any of:")
             && text.contains(&dir.join(".keras/datasets/mnist").display().to_string())
-            && text.contains("../shared/data/mnist")
-            && text.contains("Set NN_MNIST_DIR")
-            && text.contains("mnist::download"),
+            && text.contains(&dir.join(".cache/nn/datasets/mnist").display().to_string())
+            && text.contains("/usr/share/datasets/mnist")
+            && text.contains("Downloading them from http://127.0.0.1:9/mnist failed")
+            && text.contains("Set NN_MNIST_DIR"),
         "{text}"
     );
+    assert!(!dir
+        .join(".cache/nn/datasets/mnist/train-images-idx3-ubyte.gz")
+        .exists());
     // A directory chosen by the environment variable that lacks the files is an error naming
-    // it, even where another location has them (the project's own data, found from here
-    // without the variable).
-    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = load_mnist_in_child(here, Some(&dir));
+    // it (nothing else is searched, nothing downloaded).
+    let text = load_mnist_in_child(&dir, Some(&dir));
     assert!(
         text.contains(&format!(
             "{}: NN_MNIST_DIR names this directory for mnist, but it has no \

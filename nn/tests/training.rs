@@ -11,7 +11,8 @@ use nn::datasets::{fashion_mnist, mnist};
 use nn::prelude::*;
 
 fn mnist_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mnist")
+    // Where a user's program finds it (CI points NN_DATA_DIR at its copy).
+    mnist::locate().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn mlp(seed: u64) -> Sequential {

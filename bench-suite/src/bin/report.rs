@@ -385,12 +385,19 @@ fn run_training(args: &Args) -> TrainingReport {
         .iter()
         .flat_map(|p| p.datasets.iter().map(move |d| (p, *d)))
         .collect();
-    let mnist_dir = args.data_dir.clone().unwrap_or_else(|| {
-        PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/data/mnist"
-        ))
-    });
+    // The data where a user's program finds it (downloaded there if no directory has it), so
+    // that every framework reads the same files.
+    let located = |dir: nn::Result<PathBuf>| {
+        dir.unwrap_or_else(|e| {
+            eprintln!("report: {e}");
+            std::process::exit(1)
+        })
+    };
+    let mnist_dir = match args.data_dir.clone() {
+        Some(d) => d,
+        None => located(nn::datasets::mnist::locate()),
+    };
+    let fashion_dir = located(nn::datasets::fashion_mnist::locate());
     let mut runs = vec![];
     for (i, (p, ds)) in jobs.iter().enumerate() {
         eprintln!(
@@ -419,13 +426,7 @@ fn run_training(args: &Args) -> TrainingReport {
         &args.python,
         &peers_dir,
         threads,
-        &[
-            ("mnist", mnist_dir),
-            (
-                "fashion",
-                PathBuf::from("/usr/share/datasets/fashion-mnist"),
-            ),
-        ],
+        &[("mnist", mnist_dir), ("fashion", fashion_dir)],
     );
     peers.extend(training::recorded_peers(&args.reference));
     TrainingReport::new(threads, runs, peers)
