@@ -609,30 +609,64 @@ pub fn avg_pool2d_forward(opts: &ExecOptions, s: &Pool2d, x: &[f32], y: &mut [f3
     if s.batch == 0 {
         return Ok(());
     }
-    let (ow, c) = (s.out_w(), s.channels);
-    let pad = s.padding();
-    resolve(opts.isa)?;
+    let isa = resolve(opts.isa)?;
     let images = x
         .par_chunks_exact(s.image_len())
         .zip(y.par_chunks_exact_mut(s.out_image_len()));
-    each_image(opts, images, |(img, yi)| {
-        for (o, yo) in yi.chunks_exact_mut(c).enumerate() {
-            let (y0, y1, x0, x1) = s.window(pad, o / ow, o % ow);
-            yo.fill(0.0);
-            for iy in y0..y1 {
-                for ix in x0..x1 {
-                    let src = &img[(iy * s.in_w + ix) * c..][..c];
-                    for (b, &v) in yo.iter_mut().zip(src) {
-                        *b += v;
-                    }
-                }
-            }
-            let inv = 1.0 / ((y1 - y0) * (x1 - x0)) as f32;
-            yo.iter_mut().for_each(|b| *b *= inv);
-        }
+    // SAFETY: `isa` was resolved, so this CPU has it.
+    each_image(opts, images, |(img, yi)| unsafe {
+        avg_image_loops::run(isa, s, img, yi)
     });
     Ok(())
 }
+
+/// One image of average pooling: per output position the window's rows of channels summed in
+/// scan order (the channel loop vectorises), then scaled by one over the positions inside.
+#[inline(always)]
+fn avg_image_body(s: &Pool2d, img: &[f32], yi: &mut [f32]) {
+    let (ow, c) = (s.out_w(), s.channels);
+    let pad = s.padding();
+    for (o, yo) in yi.chunks_exact_mut(c).enumerate() {
+        let (y0, y1, x0, x1) = s.window(pad, o / ow, o % ow);
+        yo.fill(0.0);
+        for iy in y0..y1 {
+            for ix in x0..x1 {
+                let src = &img[(iy * s.in_w + ix) * c..][..c];
+                for (b, &v) in yo.iter_mut().zip(src) {
+                    *b += v;
+                }
+            }
+        }
+        let inv = 1.0 / ((y1 - y0) * (x1 - x0)) as f32;
+        yo.iter_mut().for_each(|b| *b *= inv);
+    }
+}
+
+crate::dispatch::per_isa!(avg_image_loops, avg_image_body, avg_image_body,
+    (s: &Pool2d, img: &[f32], yi: &mut [f32]));
+
+/// One image of average pooling's backward pass: each output gradient spread over its window.
+#[inline(always)]
+fn avg_backward_body(s: &Pool2d, dxi: &mut [f32], dyi: &[f32]) {
+    let (ow, c) = (s.out_w(), s.channels);
+    let pad = s.padding();
+    dxi.fill(0.0);
+    for (o, g) in dyi.chunks_exact(c).enumerate() {
+        let (y0, y1, x0, x1) = s.window(pad, o / ow, o % ow);
+        let inv = 1.0 / ((y1 - y0) * (x1 - x0)) as f32;
+        for iy in y0..y1 {
+            for ix in x0..x1 {
+                let dst = &mut dxi[(iy * s.in_w + ix) * c..][..c];
+                for (d, &v) in dst.iter_mut().zip(g) {
+                    *d += v * inv;
+                }
+            }
+        }
+    }
+}
+
+crate::dispatch::per_isa!(avg_backward_loops, avg_backward_body, avg_backward_body,
+    (s: &Pool2d, dxi: &mut [f32], dyi: &[f32]));
 
 /// Average pooling backward: each output gradient spread evenly over its window's positions
 /// inside the input; `dx` is written over.
@@ -653,26 +687,13 @@ pub fn avg_pool2d_backward(
     if s.batch == 0 {
         return Ok(());
     }
-    let (ow, c) = (s.out_w(), s.channels);
-    let pad = s.padding();
-    resolve(opts.isa)?;
+    let isa = resolve(opts.isa)?;
     let images = dx
         .par_chunks_exact_mut(s.image_len())
         .zip(dy.par_chunks_exact(s.out_image_len()));
-    each_image(opts, images, |(dxi, dyi)| {
-        dxi.fill(0.0);
-        for (o, g) in dyi.chunks_exact(c).enumerate() {
-            let (y0, y1, x0, x1) = s.window(pad, o / ow, o % ow);
-            let inv = 1.0 / ((y1 - y0) * (x1 - x0)) as f32;
-            for iy in y0..y1 {
-                for ix in x0..x1 {
-                    let dst = &mut dxi[(iy * s.in_w + ix) * c..][..c];
-                    for (d, &v) in dst.iter_mut().zip(g) {
-                        *d += v * inv;
-                    }
-                }
-            }
-        }
+    // SAFETY: `isa` was resolved, so this CPU has it.
+    each_image(opts, images, |(dxi, dyi)| unsafe {
+        avg_backward_loops::run(isa, s, dxi, dyi)
     });
     Ok(())
 }

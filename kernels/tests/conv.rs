@@ -404,22 +404,24 @@ proptest! {
 
     #[test]
     fn avg_pool_matches_the_definition_and_its_adjoint(s in pool_shape(), seed: u64) {
-        let opts = ExecOptions::default();
-        let mut rng = Rng::new(seed);
-        let x = rng.fill(s.input_len());
-        let mut y = vec![0.0; s.output_len()];
-        avg_pool2d_forward(&opts, &s, &x, &mut y).unwrap();
-        let want = reference::avg_pool2d(&s, &x);
-        for i in 0..want.len() {
-            prop_assert!((y[i] - want[i]).abs() <= 1e-6, "y[{}] {} vs {}", i, y[i], want[i]);
+        for isa in Isa::available() {
+            let opts = ExecOptions::with_isa(isa);
+            let mut rng = Rng::new(seed);
+            let x = rng.fill(s.input_len());
+            let mut y = vec![0.0; s.output_len()];
+            avg_pool2d_forward(&opts, &s, &x, &mut y).unwrap();
+            let want = reference::avg_pool2d(&s, &x);
+            for i in 0..want.len() {
+                prop_assert!((y[i] - want[i]).abs() <= 1e-6, "{} y[{}] {} vs {}", isa, i, y[i], want[i]);
+            }
+            // The backward pass is the transpose of the (linear) forward: <A x, dy> = <x, Aᵀ dy>.
+            let dy = rng.fill(s.output_len());
+            let mut dx = vec![f32::NAN; s.input_len()];
+            avg_pool2d_backward(&opts, &s, &dy, &mut dx).unwrap();
+            let lhs: f64 = y.iter().zip(&dy).map(|(&a, &b)| a as f64 * b as f64).sum();
+            let rhs: f64 = x.iter().zip(&dx).map(|(&a, &b)| a as f64 * b as f64).sum();
+            prop_assert!((lhs - rhs).abs() <= 1e-5 * (1.0 + lhs.abs()), "{} {} vs {}", isa, lhs, rhs);
         }
-        // The backward pass is the transpose of the (linear) forward: <A x, dy> = <x, Aᵀ dy>.
-        let dy = rng.fill(s.output_len());
-        let mut dx = vec![f32::NAN; s.input_len()];
-        avg_pool2d_backward(&opts, &s, &dy, &mut dx).unwrap();
-        let lhs: f64 = y.iter().zip(&dy).map(|(&a, &b)| a as f64 * b as f64).sum();
-        let rhs: f64 = x.iter().zip(&dx).map(|(&a, &b)| a as f64 * b as f64).sum();
-        prop_assert!((lhs - rhs).abs() <= 1e-5 * (1.0 + lhs.abs()), "{} vs {}", lhs, rhs);
     }
 }
 

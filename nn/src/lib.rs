@@ -54,7 +54,10 @@ pub mod prelude {
         Callback, CsvLogger, EarlyStopping, EpochLogs, History, LearningRateScheduler,
         ModelCheckpoint, Monitor, ReduceLrOnPlateau, TerminateOnNan,
     };
-    pub use crate::layers::{Activation, Conv2D, Dense, Dropout, Flatten, Layer, MaxPooling2D};
+    pub use crate::layers::{
+        Activation, AveragePooling2D, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
+        GlobalMaxPooling2D, Layer, MaxPooling2D,
+    };
     pub use crate::loss::Loss;
     pub use crate::model::{Evaluation, FitConfig, Metric, Sequential};
     pub use crate::optimizers::Optimizer;

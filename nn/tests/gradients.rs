@@ -148,6 +148,25 @@ fn max_pooling_flatten_dropout_activation() {
     }
 }
 
+#[test]
+fn average_and_global_pooling() {
+    check_layer(Box::new(AveragePooling2D::new((2, 2))), &[4, 6, 2], 2, 7);
+    check_layer(
+        Box::new(
+            AveragePooling2D::new((3, 3))
+                .strides((2, 1))
+                .padding(Padding::Same),
+        ),
+        &[5, 4, 3],
+        2,
+        8,
+    );
+    check_layer(Box::new(GlobalAveragePooling2D::new()), &[3, 5, 4], 3, 9);
+    // Distinct random inputs: each channel's maximum is unique, its gap to the runner-up
+    // wider than the step (a small image and this seed).
+    check_layer(Box::new(GlobalMaxPooling2D::new()), &[2, 3, 4], 3, 10);
+}
+
 /// The smallest |pre-activation| the linear twin of a layer produces with `check_layer`'s draws
 /// for `seed` (same weights and inputs: the same generator sequence).
 fn min_preactivation(mut twin: Box<dyn Layer>, input: &[usize], n: usize, seed: u64) -> f32 {

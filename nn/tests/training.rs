@@ -506,3 +506,67 @@ fn metrics_not_asked_for_are_not_reported() {
         assert_eq!(m.evaluate(&x, &y, 32).unwrap().accuracy.is_some(), with);
     }
 }
+
+#[test]
+fn average_and_global_pooling_layers_train_save_and_load() {
+    // 8×8 single-channel images whose class is which half holds the bright pixels.
+    let n = 64;
+    let mut x = vec![0.0f32; n * 64];
+    let mut labels = vec![0u8; n];
+    for i in 0..n {
+        let class = (i % 2) as u8;
+        labels[i] = class;
+        for p in 0..64 {
+            let left = p % 8 < 4;
+            let bright = left == (class == 0);
+            x[i * 64 + p] = if bright { 0.8 } else { 0.1 } + ((i * 31 + p * 7) % 10) as f32 * 0.01;
+        }
+    }
+    let x = Tensor::from_vec(x, &[n, 8, 8, 1]).unwrap();
+    let y = Tensor::from_labels(&labels);
+    for (name, global_max) in [("gap", false), ("gmp", true)] {
+        let mut m = Sequential::new()
+            .input_shape(&[8, 8, 1])
+            .seed(11)
+            .add(Conv2D::new(8, (3, 3), Act::Relu).padding(Padding::Same))
+            .add(AveragePooling2D::new((2, 2)));
+        m = if global_max {
+            m.add(GlobalMaxPooling2D::new())
+        } else {
+            m.add(GlobalAveragePooling2D::new())
+        };
+        let mut m = m.add(Dense::new(2, Act::Softmax));
+        m.compile(
+            Optimizer::adam().with_learning_rate(0.01),
+            Loss::sparse_categorical_crossentropy(),
+            &[Metric::Accuracy],
+        )
+        .unwrap();
+        let h = m
+            .fit(
+                &x,
+                &y,
+                &FitConfig::new().epochs(30).batch_size(16).verbose(0),
+                &mut [],
+            )
+            .unwrap();
+        let acc = h.accuracy().unwrap();
+        assert!(*acc.last().unwrap() > 0.9, "{name}: {acc:?}");
+        let dir = std::env::temp_dir().join(format!("nn-pooling-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.safetensors");
+        m.save(&path).unwrap();
+        let mut loaded = Sequential::load(&path).unwrap();
+        assert_eq!(
+            loaded.predict(&x, 32).unwrap(),
+            m.predict(&x, 32).unwrap(),
+            "{name}"
+        );
+        assert!(loaded.summary().unwrap().contains(if global_max {
+            "GlobalMaxPooling2D"
+        } else {
+            "GlobalAveragePooling2D"
+        }));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

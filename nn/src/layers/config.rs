@@ -3,7 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Activation, Conv2D, Dense, Dropout, Flatten, Layer, MaxPooling2D};
+use super::{
+    Activation, AveragePooling2D, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
+    GlobalMaxPooling2D, Layer, MaxPooling2D,
+};
 use crate::activations::Act;
 use crate::error::{Error, Result};
 
@@ -29,6 +32,18 @@ pub enum LayerConfig {
         pool_size: [usize; 2],
         strides: [usize; 2],
         padding: String,
+    },
+    AveragePooling2D {
+        name: String,
+        pool_size: [usize; 2],
+        strides: [usize; 2],
+        padding: String,
+    },
+    GlobalAveragePooling2D {
+        name: String,
+    },
+    GlobalMaxPooling2D {
+        name: String,
     },
     Flatten {
         name: String,
@@ -81,6 +96,18 @@ impl LayerConfig {
                     .strides((strides[0], strides[1]))
                     .padding(padding(p)?),
             ),
+            LayerConfig::AveragePooling2D {
+                pool_size,
+                strides,
+                padding: p,
+                ..
+            } => Box::new(
+                AveragePooling2D::new((pool_size[0], pool_size[1]))
+                    .strides((strides[0], strides[1]))
+                    .padding(padding(p)?),
+            ),
+            LayerConfig::GlobalAveragePooling2D { .. } => Box::new(GlobalAveragePooling2D::new()),
+            LayerConfig::GlobalMaxPooling2D { .. } => Box::new(GlobalMaxPooling2D::new()),
             LayerConfig::Flatten { .. } => Box::new(Flatten::new()),
             LayerConfig::Dropout { rate, .. } => Box::new(Dropout::new(*rate)),
             LayerConfig::Activation { activation, .. } => Box::new(Activation::new(*activation)),
@@ -89,6 +116,9 @@ impl LayerConfig {
             LayerConfig::Dense { name, .. }
             | LayerConfig::Conv2D { name, .. }
             | LayerConfig::MaxPooling2D { name, .. }
+            | LayerConfig::AveragePooling2D { name, .. }
+            | LayerConfig::GlobalAveragePooling2D { name }
+            | LayerConfig::GlobalMaxPooling2D { name }
             | LayerConfig::Flatten { name }
             | LayerConfig::Dropout { name, .. }
             | LayerConfig::Activation { name, .. } => name.clone(),

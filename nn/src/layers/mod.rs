@@ -24,6 +24,7 @@ macro_rules! layer_identity {
 }
 
 mod activation;
+mod avg_pooling;
 mod config;
 mod conv2d;
 mod dense;
@@ -34,6 +35,7 @@ mod pooling;
 mod stack;
 
 pub use activation::Activation;
+pub use avg_pooling::{AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D};
 pub use conv2d::Conv2D;
 pub use dense::Dense;
 pub use dropout::Dropout;
