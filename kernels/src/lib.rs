@@ -25,6 +25,7 @@ mod error;
 mod gemm;
 mod mat;
 pub mod math;
+pub mod norm;
 pub mod optim;
 pub mod pool;
 mod process;

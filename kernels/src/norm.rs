@@ -1,0 +1,347 @@
+//! Batch normalisation over the last axis (channels) of row-major data, `rows × channels` (NHWC
+//! images are `batch·height·width` rows): the statistics, the normalisation and its backward
+//! pass, each loop compiled per instruction set by `per_isa!` (the channel loop vectorises).
+//!
+//! Sums run row by row in f64, in row order, on the calling thread: the same bits for any thread
+//! count. The variance is the biased one (divided by `rows`), as Keras's and TensorFlow's
+//! batch normalisation use in training and for the moving variance.
+
+use crate::error::{check_len, Error, Result};
+use crate::process::ExecOptions;
+
+/// The shape of one batch normalisation: `rows` rows of `channels` values, and ε.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchNorm {
+    pub rows: usize,
+    pub channels: usize,
+    pub epsilon: f32,
+}
+
+impl BatchNorm {
+    fn len(&self, what: &'static str) -> Result<usize> {
+        if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
+            return Err(Error::InvalidArgument {
+                name: "epsilon",
+                value: self.epsilon.to_string(),
+                reason: "batch normalisation needs a finite epsilon > 0".into(),
+            });
+        }
+        self.rows
+            .checked_mul(self.channels)
+            .ok_or_else(|| Error::InvalidArgument {
+                name: what,
+                value: format!("{} × {}", self.rows, self.channels),
+                reason: "more elements than memory can hold".into(),
+            })
+    }
+}
+
+/// Per channel: the statistics a training step normalises with.
+pub struct BatchStats<'a> {
+    /// The batch mean.
+    pub mean: &'a mut [f32],
+    /// The batch variance (biased).
+    pub variance: &'a mut [f32],
+    /// 1 / √(variance + ε).
+    pub inv_std: &'a mut [f32],
+}
+
+/// Training forward: per channel the batch mean and (biased) variance of `x`, then
+/// `y = gamma·(x − mean)·inv_std + beta`; the statistics are written to `stats`.
+pub fn batch_norm_forward_training(
+    opts: &ExecOptions,
+    s: &BatchNorm,
+    x: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
+    y: &mut [f32],
+    stats: BatchStats<'_>,
+) -> Result<()> {
+    let what = "batch_norm_forward_training";
+    let len = s.len(what)?;
+    check_len(what, "input x", x.len(), len, || desc(s))?;
+    check_len(what, "output y", y.len(), len, || desc(s))?;
+    for (name, v) in [
+        ("gamma", gamma.len()),
+        ("beta", beta.len()),
+        ("mean", stats.mean.len()),
+        ("variance", stats.variance.len()),
+        ("inv_std", stats.inv_std.len()),
+    ] {
+        check_len(what, name, v, s.channels, || channels(s))?;
+    }
+    if s.rows == 0 {
+        return Err(Error::InvalidArgument {
+            name: "rows",
+            value: "0".into(),
+            reason: "batch statistics need at least one row".into(),
+        });
+    }
+    let isa = crate::math::resolve(opts.isa)?;
+    let n = s.rows as f64;
+    // Channel blocks of BLOCK with their sums on the stack: no allocation per call.
+    for c0 in (0..s.channels).step_by(BLOCK) {
+        let w = BLOCK.min(s.channels - c0);
+        let mut acc = [0.0f64; BLOCK];
+        // SAFETY: `isa` was resolved, so this CPU has it.
+        unsafe { column_sums_loops::run(isa, x, s.channels, c0, &mut acc[..w], None) };
+        for (m, &t) in stats.mean[c0..c0 + w].iter_mut().zip(&acc) {
+            *m = (t / n) as f32;
+        }
+        let mut sq = [0.0f64; BLOCK];
+        let mean = &stats.mean[c0..c0 + w];
+        // SAFETY: as above.
+        unsafe { column_sums_loops::run(isa, x, s.channels, c0, &mut sq[..w], Some(mean)) };
+        let (mut scale, mut shift) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
+        for i in 0..w {
+            let var = sq[i] / n;
+            let inv_std = (1.0 / (var + s.epsilon as f64).sqrt()) as f32;
+            stats.variance[c0 + i] = var as f32;
+            stats.inv_std[c0 + i] = inv_std;
+            scale[i] = gamma[c0 + i] * inv_std;
+            shift[i] = beta[c0 + i] - stats.mean[c0 + i] * scale[i];
+        }
+        // SAFETY: as above.
+        unsafe { scale_shift_loops::run(isa, x, s.channels, c0, &scale[..w], &shift[..w], y) };
+    }
+    Ok(())
+}
+
+/// Channels per block of the per-channel loops (their accumulators live on the stack).
+const BLOCK: usize = 64;
+
+/// Inference forward (or any fixed statistics): `y = x·scale + shift` per channel, with
+/// `scale = gamma / √(variance + ε)` and `shift = beta − mean·scale` computed by the caller once
+/// (see [`batch_norm_affine`]).
+pub fn batch_norm_forward_inference(
+    opts: &ExecOptions,
+    s: &BatchNorm,
+    x: &[f32],
+    (scale, shift): (&[f32], &[f32]),
+    y: &mut [f32],
+) -> Result<()> {
+    let what = "batch_norm_forward_inference";
+    let len = s.len(what)?;
+    check_len(what, "input x", x.len(), len, || desc(s))?;
+    check_len(what, "output y", y.len(), len, || desc(s))?;
+    check_len(what, "scale", scale.len(), s.channels, || channels(s))?;
+    check_len(what, "shift", shift.len(), s.channels, || channels(s))?;
+    let isa = crate::math::resolve(opts.isa)?;
+    for c0 in (0..s.channels).step_by(BLOCK) {
+        let w = BLOCK.min(s.channels - c0);
+        let (k, b) = (&scale[c0..c0 + w], &shift[c0..c0 + w]);
+        // SAFETY: `isa` was resolved, so this CPU has it.
+        unsafe { scale_shift_loops::run(isa, x, s.channels, c0, k, b, y) };
+    }
+    Ok(())
+}
+
+/// The per-channel affine map of fixed statistics into `scale` and `shift`:
+/// `scale = gamma / √(variance + ε)`, `shift = beta − mean·scale` (computed in f64). All six
+/// slices have one entry per channel.
+pub fn batch_norm_affine(
+    (gamma, beta): (&[f32], &[f32]),
+    (mean, variance): (&[f32], &[f32]),
+    epsilon: f32,
+    scale: &mut [f32],
+    shift: &mut [f32],
+) -> Result<()> {
+    let c = gamma.len();
+    for (name, len) in [
+        ("beta", beta.len()),
+        ("mean", mean.len()),
+        ("variance", variance.len()),
+        ("scale", scale.len()),
+        ("shift", shift.len()),
+    ] {
+        check_len("batch_norm_affine", name, len, c, || {
+            format!("{c} channels")
+        })?;
+    }
+    for i in 0..c {
+        let k = gamma[i] as f64 / (variance[i] as f64 + epsilon as f64).sqrt();
+        scale[i] = k as f32;
+        shift[i] = (beta[i] as f64 - mean[i] as f64 * k) as f32;
+    }
+    Ok(())
+}
+
+/// What the training backward pass returns per channel.
+pub struct BatchNormGrads<'a> {
+    pub dgamma: &'a mut [f32],
+    pub dbeta: &'a mut [f32],
+}
+
+/// Training backward, through the batch statistics: with `x̂ = (x − mean)·inv_std`,
+/// `dbeta = Σ dy`, `dgamma = Σ dy·x̂` and
+/// `dx = gamma·inv_std·(dy − dbeta/rows − x̂·dgamma/rows)`; `dx` is written over.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_backward(
+    opts: &ExecOptions,
+    s: &BatchNorm,
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    (mean, inv_std): (&[f32], &[f32]),
+    dx: Option<&mut [f32]>,
+    grads: BatchNormGrads<'_>,
+) -> Result<()> {
+    let what = "batch_norm_backward";
+    let len = s.len(what)?;
+    check_len(what, "input x", x.len(), len, || desc(s))?;
+    check_len(what, "output gradient dy", dy.len(), len, || desc(s))?;
+    if let Some(dx) = &dx {
+        check_len(what, "input gradient dx", dx.len(), len, || desc(s))?;
+    }
+    for (name, v) in [
+        ("gamma", gamma.len()),
+        ("mean", mean.len()),
+        ("inv_std", inv_std.len()),
+        ("dgamma", grads.dgamma.len()),
+        ("dbeta", grads.dbeta.len()),
+    ] {
+        check_len(what, name, v, s.channels, || channels(s))?;
+    }
+    if s.rows == 0 {
+        grads.dgamma.fill(0.0);
+        grads.dbeta.fill(0.0);
+        return Ok(());
+    }
+    let isa = crate::math::resolve(opts.isa)?;
+    let n = s.rows as f64;
+    let mut dx = dx;
+    for c0 in (0..s.channels).step_by(BLOCK) {
+        let w = BLOCK.min(s.channels - c0);
+        let (m, is) = (&mean[c0..c0 + w], &inv_std[c0..c0 + w]);
+        let (mut sdy, mut sdyx) = ([0.0f64; BLOCK], [0.0f64; BLOCK]);
+        // SAFETY: `isa` was resolved, so this CPU has it.
+        unsafe {
+            gradient_sums_loops::run(
+                isa,
+                (x, dy),
+                s.channels,
+                c0,
+                (m, is),
+                &mut sdy[..w],
+                &mut sdyx[..w],
+            )
+        };
+        let (mut k, mut mean_dy, mut mean_dyx) =
+            ([0.0f32; BLOCK], [0.0f32; BLOCK], [0.0f32; BLOCK]);
+        for i in 0..w {
+            grads.dbeta[c0 + i] = sdy[i] as f32;
+            grads.dgamma[c0 + i] = sdyx[i] as f32;
+            k[i] = gamma[c0 + i] * is[i];
+            mean_dy[i] = (sdy[i] / n) as f32;
+            mean_dyx[i] = (sdyx[i] / n) as f32;
+        }
+        if let Some(dx) = dx.as_deref_mut() {
+            let sums = (&k[..w], &mean_dy[..w], &mean_dyx[..w]);
+            // SAFETY: as above.
+            unsafe { input_gradient_loops::run(isa, (x, dy), s.channels, c0, (m, is), sums, dx) };
+        }
+    }
+    Ok(())
+}
+
+fn desc(s: &BatchNorm) -> String {
+    format!("{} rows × {} channels", s.rows, s.channels)
+}
+
+fn channels(s: &BatchNorm) -> String {
+    format!("{} channels", s.channels)
+}
+
+/// Per channel of the block at `c0` (`acc.len()` channels of rows `c` wide): Σ x, or
+/// Σ (x − mean)² when `mean` is given; row by row in f64.
+#[inline(always)]
+fn column_sums_body(x: &[f32], c: usize, c0: usize, acc: &mut [f64], mean: Option<&[f32]>) {
+    let w = acc.len();
+    match mean {
+        None => {
+            for row in x.chunks_exact(c) {
+                for (a, &v) in acc.iter_mut().zip(&row[c0..c0 + w]) {
+                    *a += v as f64;
+                }
+            }
+        }
+        Some(mean) => {
+            for row in x.chunks_exact(c) {
+                for ((a, &v), &m) in acc.iter_mut().zip(&row[c0..c0 + w]).zip(mean) {
+                    let d = (v - m) as f64;
+                    *a += d * d;
+                }
+            }
+        }
+    }
+}
+
+crate::dispatch::per_isa!(column_sums_loops, column_sums_body, column_sums_body,
+    (x: &[f32], c: usize, c0: usize, acc: &mut [f64], mean: Option<&[f32]>));
+
+/// `y = x·scale + shift` on the block of channels at `c0` (`scale.len()` wide).
+#[inline(always)]
+fn scale_shift_body(x: &[f32], c: usize, c0: usize, scale: &[f32], shift: &[f32], y: &mut [f32]) {
+    let w = scale.len();
+    for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+        let (yr, xr) = (&mut yr[c0..c0 + w], &xr[c0..c0 + w]);
+        for (((o, &v), &k), &b) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
+            *o = v.mul_add(k, b);
+        }
+    }
+}
+
+crate::dispatch::per_isa!(scale_shift_loops, scale_shift_body, scale_shift_body,
+    (x: &[f32], c: usize, c0: usize, scale: &[f32], shift: &[f32], y: &mut [f32]));
+
+/// Per channel of the block at `c0`: Σ dy and Σ dy·x̂, row by row in f64.
+#[inline(always)]
+fn gradient_sums_body(
+    (x, dy): (&[f32], &[f32]),
+    c: usize,
+    c0: usize,
+    (mean, inv_std): (&[f32], &[f32]),
+    sdy: &mut [f64],
+    sdyx: &mut [f64],
+) {
+    let w = sdy.len();
+    for (xr, gr) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
+        let (xr, gr) = (&xr[c0..c0 + w], &gr[c0..c0 + w]);
+        for i in 0..w {
+            let xhat = (xr[i] - mean[i]) * inv_std[i];
+            sdy[i] += gr[i] as f64;
+            sdyx[i] += (gr[i] * xhat) as f64;
+        }
+    }
+}
+
+crate::dispatch::per_isa!(gradient_sums_loops, gradient_sums_body, gradient_sums_body,
+    (data: (&[f32], &[f32]), c: usize, c0: usize, stats: (&[f32], &[f32]),
+     sdy: &mut [f64], sdyx: &mut [f64]));
+
+/// `dx = k·(dy − mean(dy) − x̂·mean(dy·x̂))` on the block of channels at `c0`.
+#[inline(always)]
+fn input_gradient_body(
+    (x, dy): (&[f32], &[f32]),
+    c: usize,
+    c0: usize,
+    (mean, inv_std): (&[f32], &[f32]),
+    (k, mean_dy, mean_dyx): (&[f32], &[f32], &[f32]),
+    dx: &mut [f32],
+) {
+    let w = k.len();
+    for ((dr, xr), gr) in dx
+        .chunks_exact_mut(c)
+        .zip(x.chunks_exact(c))
+        .zip(dy.chunks_exact(c))
+    {
+        let (dr, xr, gr) = (&mut dr[c0..c0 + w], &xr[c0..c0 + w], &gr[c0..c0 + w]);
+        for i in 0..w {
+            let xhat = (xr[i] - mean[i]) * inv_std[i];
+            dr[i] = k[i] * (gr[i] - mean_dy[i] - xhat * mean_dyx[i]);
+        }
+    }
+}
+
+crate::dispatch::per_isa!(input_gradient_loops, input_gradient_body, input_gradient_body,
+    (data: (&[f32], &[f32]), c: usize, c0: usize, stats: (&[f32], &[f32]),
+     sums: (&[f32], &[f32], &[f32]), dx: &mut [f32]));

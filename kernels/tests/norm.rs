@@ -1,0 +1,255 @@
+//! Batch normalisation against an f64 reference on every instruction-set path: the training
+//! forward pass (statistics and output), the inference map, the backward pass, and argument
+//! errors.
+
+use kernels::norm::{
+    batch_norm_affine, batch_norm_backward, batch_norm_forward_inference,
+    batch_norm_forward_training, BatchNorm, BatchNormGrads, BatchStats,
+};
+use kernels::reference::Rng;
+use kernels::{ExecOptions, Isa};
+use proptest::prelude::*;
+
+struct Reference {
+    mean: Vec<f64>,
+    var: Vec<f64>,
+    y: Vec<f64>,
+    dx: Vec<f64>,
+    dgamma: Vec<f64>,
+    dbeta: Vec<f64>,
+}
+
+fn reference(s: &BatchNorm, x: &[f32], gamma: &[f32], beta: &[f32], dy: &[f32]) -> Reference {
+    let (r, c) = (s.rows, s.channels);
+    let n = r as f64;
+    let mut mean = vec![0.0; c];
+    let mut var = vec![0.0; c];
+    for i in 0..r {
+        for j in 0..c {
+            mean[j] += x[i * c + j] as f64 / n;
+        }
+    }
+    for i in 0..r {
+        for j in 0..c {
+            var[j] += (x[i * c + j] as f64 - mean[j]).powi(2) / n;
+        }
+    }
+    let inv: Vec<f64> = var
+        .iter()
+        .map(|v| 1.0 / (v + s.epsilon as f64).sqrt())
+        .collect();
+    let xhat = |i: usize, j: usize| (x[i * c + j] as f64 - mean[j]) * inv[j];
+    let mut y = vec![0.0; r * c];
+    let (mut dgamma, mut dbeta) = (vec![0.0; c], vec![0.0; c]);
+    for i in 0..r {
+        for j in 0..c {
+            y[i * c + j] = gamma[j] as f64 * xhat(i, j) + beta[j] as f64;
+            dbeta[j] += dy[i * c + j] as f64;
+            dgamma[j] += dy[i * c + j] as f64 * xhat(i, j);
+        }
+    }
+    let mut dx = vec![0.0; r * c];
+    for i in 0..r {
+        for j in 0..c {
+            dx[i * c + j] = gamma[j] as f64
+                * inv[j]
+                * (dy[i * c + j] as f64 - dbeta[j] / n - xhat(i, j) * dgamma[j] / n);
+        }
+    }
+    Reference {
+        mean,
+        var,
+        y,
+        dx,
+        dgamma,
+        dbeta,
+    }
+}
+
+fn close(what: &str, got: &[f32], want: &[f64], tol: f64) -> Result<(), String> {
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        if (g as f64 - w).abs() > tol * (1.0 + w.abs()) {
+            return Err(format!("{what}[{i}]: {g} vs {w}"));
+        }
+    }
+    Ok(())
+}
+
+fn check(rows: usize, channels: usize, seed: u64) -> Result<(), String> {
+    let s = BatchNorm {
+        rows,
+        channels,
+        epsilon: 1e-3,
+    };
+    let mut rng = Rng::new(seed);
+    // An offset and scale per channel, so the statistics are not trivially 0 and 1.
+    let x: Vec<f32> = rng
+        .fill(rows * channels)
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| 3.0 * v + (i % channels) as f32 * 0.5)
+        .collect();
+    let (gamma, beta, dy) = (
+        rng.fill(channels),
+        rng.fill(channels),
+        rng.fill(rows * channels),
+    );
+    let want = reference(&s, &x, &gamma, &beta, &dy);
+    for isa in Isa::available() {
+        let opts = ExecOptions::with_isa(isa);
+        let mut y = vec![f32::NAN; rows * channels];
+        let (mut mean, mut var, mut inv) = (
+            vec![0.0; channels],
+            vec![0.0; channels],
+            vec![0.0; channels],
+        );
+        batch_norm_forward_training(
+            &opts,
+            &s,
+            &x,
+            (&gamma, &beta),
+            &mut y,
+            BatchStats {
+                mean: &mut mean,
+                variance: &mut var,
+                inv_std: &mut inv,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        close(&format!("{isa} mean"), &mean, &want.mean, 1e-6)?;
+        close(&format!("{isa} variance"), &var, &want.var, 1e-5)?;
+        close(&format!("{isa} y"), &y, &want.y, 1e-5)?;
+        let mut dx = vec![f32::NAN; rows * channels];
+        let (mut dgamma, mut dbeta) = (vec![0.0; channels], vec![0.0; channels]);
+        batch_norm_backward(
+            &opts,
+            &s,
+            &x,
+            &dy,
+            &gamma,
+            (&mean, &inv),
+            Some(&mut dx),
+            BatchNormGrads {
+                dgamma: &mut dgamma,
+                dbeta: &mut dbeta,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        close(&format!("{isa} dbeta"), &dbeta, &want.dbeta, 1e-5)?;
+        close(&format!("{isa} dgamma"), &dgamma, &want.dgamma, 1e-4)?;
+        close(&format!("{isa} dx"), &dx, &want.dx, 1e-4)?;
+        // Inference with the batch's own statistics reproduces the training output.
+        let (mut scale, mut shift) = (vec![0.0; channels], vec![0.0; channels]);
+        batch_norm_affine(
+            (&gamma, &beta),
+            (&mean, &var),
+            s.epsilon,
+            &mut scale,
+            &mut shift,
+        )
+        .unwrap();
+        let mut yi = vec![f32::NAN; rows * channels];
+        batch_norm_forward_inference(&opts, &s, &x, (&scale, &shift), &mut yi)
+            .map_err(|e| e.to_string())?;
+        close(&format!("{isa} inference y"), &yi, &want.y, 1e-5)?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn batch_norm_matches_the_f64_reference_on_every_path(
+        rows in 1usize..200,
+        channels in prop_oneof![Just(1usize), Just(3), Just(16), Just(17), Just(64), Just(67), 1usize..150],
+        seed: u64,
+    ) {
+        prop_assert_eq!(check(rows, channels, seed), Ok(()));
+    }
+}
+
+#[test]
+fn the_statistics_do_not_depend_on_the_thread_count() {
+    let s = BatchNorm {
+        rows: 5000,
+        channels: 32,
+        epsilon: 1e-3,
+    };
+    let x = Rng::new(3).fill(s.rows * s.channels);
+    let (g, b) = (vec![1.0; 32], vec![0.0; 32]);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut y = vec![0.0; x.len()];
+            let (mut m, mut v, mut i) = (vec![0.0; 32], vec![0.0; 32], vec![0.0; 32]);
+            batch_norm_forward_training(
+                &ExecOptions::default(),
+                &s,
+                &x,
+                (&g, &b),
+                &mut y,
+                BatchStats {
+                    mean: &mut m,
+                    variance: &mut v,
+                    inv_std: &mut i,
+                },
+            )
+            .unwrap();
+            (y, m, v)
+        })
+    };
+    assert_eq!(run(1), run(2));
+}
+
+#[test]
+fn bad_arguments_are_errors() {
+    let s = BatchNorm {
+        rows: 4,
+        channels: 3,
+        epsilon: 1e-3,
+    };
+    let x = vec![0.0; 12];
+    let mut y = vec![0.0; 11];
+    let (g, b) = (vec![1.0; 3], vec![0.0; 3]);
+    let (mut m, mut v, mut i) = (vec![0.0; 3], vec![0.0; 3], vec![0.0; 3]);
+    let err = batch_norm_forward_training(
+        &ExecOptions::default(),
+        &s,
+        &x,
+        (&g, &b),
+        &mut y,
+        BatchStats {
+            mean: &mut m,
+            variance: &mut v,
+            inv_std: &mut i,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("output y"), "{err}");
+    let bad = BatchNorm { epsilon: 0.0, ..s };
+    let mut y = vec![0.0; 12];
+    let err = batch_norm_forward_inference(&ExecOptions::default(), &bad, &x, (&g, &b), &mut y)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("epsilon"), "{err}");
+    let empty = BatchNorm { rows: 0, ..s };
+    let err = batch_norm_forward_training(
+        &ExecOptions::default(),
+        &empty,
+        &[],
+        (&g, &b),
+        &mut [],
+        BatchStats {
+            mean: &mut m,
+            variance: &mut v,
+            inv_std: &mut i,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("at least one row"), "{err}");
+}
