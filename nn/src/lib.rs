@@ -55,8 +55,8 @@ pub mod prelude {
         ModelCheckpoint, Monitor, ReduceLrOnPlateau, TerminateOnNan,
     };
     pub use crate::layers::{
-        Activation, AveragePooling2D, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
-        GlobalMaxPooling2D, Layer, MaxPooling2D,
+        Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
+        GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, MaxPooling2D,
     };
     pub use crate::loss::Loss;
     pub use crate::model::{Evaluation, FitConfig, Metric, Sequential};

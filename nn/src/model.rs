@@ -283,9 +283,22 @@ impl Sequential {
         Ok(model)
     }
 
-    /// Trainable parameters in all layers.
+    /// Parameters in all layers, trainable or not (Keras's `count_params`).
     pub fn count_params(&self) -> usize {
         self.layers.iter().map(|l| l.param_count()).sum()
+    }
+
+    /// Parameters the optimizer does not step (BatchNormalization's moving statistics).
+    fn non_trainable_params(&mut self) -> usize {
+        let mut n = 0;
+        for l in &mut self.layers {
+            l.for_each_param(&mut |p| {
+                if !p.trainable {
+                    n += p.value.len();
+                }
+            });
+        }
+        n
     }
 
     /// Keras's `summary()`: layers, output shapes and parameter counts, as a table.
@@ -320,9 +333,12 @@ impl Sequential {
         }
         s += &format!("└{line}┘\n");
         let n = self.count_params();
+        let frozen = self.non_trainable_params();
         s += &format!(
-            " Total params: {n} ({:.2} KB)\n Trainable params: {n}\n Non-trainable params: 0\n",
-            n as f64 * 4.0 / 1024.0
+            " Total params: {n} ({:.2} KB)\n Trainable params: {}\n Non-trainable params: \
+             {frozen}\n",
+            n as f64 * 4.0 / 1024.0,
+            n - frozen
         );
         Ok(s)
     }

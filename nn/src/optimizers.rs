@@ -309,7 +309,8 @@ impl Optimizer {
         for layer in layers.iter_mut() {
             layer.for_each_param(&mut |p| {
                 if self.state.len() <= index {
-                    let n = p.value.len();
+                    // A non-trainable tensor gets no state (it is never stepped).
+                    let n = if p.trainable { p.value.len() } else { 0 };
                     self.state
                         .push([vec![0.0; n], vec![0.0; if buffers == 2 { n } else { 0 }]]);
                     self.stepped.push(false);
@@ -335,7 +336,7 @@ impl Optimizer {
         let mut failure = None;
         for (li, layer) in layers.iter_mut().enumerate() {
             layer.for_each_param(&mut |p| {
-                if failure.is_none() && !self.stepped[index] {
+                if failure.is_none() && p.trainable && !self.stepped[index] {
                     let [s0, s1] = &mut self.state[index];
                     let mut state = [&mut s0[..], &mut s1[..]];
                     let state = &mut state[..rule.state_buffers()];

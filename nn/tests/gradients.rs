@@ -18,9 +18,12 @@ fn random(n: usize, rng: &mut StdRng) -> Vec<f32> {
     (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
 }
 
-/// L = Σ r·y over the first n samples.
+/// L = Σ r·y over the first n samples (of the training pass for BatchNormalization, whose
+/// inference pass is another function: the moving statistics').
 fn objective(layer: &mut dyn Layer, x: &[f32], r: &[f32], n: usize) -> f64 {
-    layer.forward(x, n, false).unwrap();
+    layer
+        .forward(x, n, layer.class_name() == "BatchNormalization")
+        .unwrap();
     layer.output()[..r.len()]
         .iter()
         .zip(r)
@@ -165,6 +168,15 @@ fn average_and_global_pooling() {
     // Distinct random inputs: each channel's maximum is unique, its gap to the runner-up
     // wider than the step (a small image and this seed).
     check_layer(Box::new(GlobalMaxPooling2D::new()), &[2, 3, 4], 3, 10);
+}
+
+#[test]
+fn batch_normalization_through_the_batch_statistics() {
+    // Flat samples and images (the positions of each image are rows too); the gradient flows
+    // through the batch's mean and variance; γ and β are checked as parameters, the moving
+    // statistics (not trainable) have no gradient.
+    check_layer(Box::new(BatchNormalization::new()), &[6], 5, 11);
+    check_layer(Box::new(BatchNormalization::new()), &[3, 4, 5], 2, 12);
 }
 
 /// The smallest |pre-activation| the linear twin of a layer produces with `check_layer`'s draws

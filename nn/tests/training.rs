@@ -570,3 +570,96 @@ fn average_and_global_pooling_layers_train_save_and_load() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[test]
+fn batch_normalization_moves_its_statistics_as_keras_and_saves_them() {
+    // One training step: moving = 0.99·moving + 0.01·batch (mean from 0, variance from 1).
+    let x = Tensor::from_vec(
+        vec![1.0, 2.0, 3.0, 5.0, 0.0, -2.0, 4.0, 8.0, -1.0, 3.0, 1.0, 1.0],
+        &[3, 4],
+    )
+    .unwrap();
+    let y = Tensor::from_labels(&[0, 1, 0]);
+    let mut m = Sequential::new()
+        .input_shape(&[4])
+        .add(BatchNormalization::new())
+        .add(Dense::new(2, Act::Softmax));
+    m.compile(
+        Optimizer::sgd(),
+        Loss::sparse_categorical_crossentropy(),
+        &[],
+    )
+    .unwrap();
+    m.train_on_batch(x.data(), y.data(), 3).unwrap();
+    let w = m.get_weights();
+    let get = |name: &str| {
+        w.iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .1
+            .data()
+            .to_vec()
+    };
+    let col = |j: usize| [x.data()[j], x.data()[4 + j], x.data()[8 + j]];
+    for j in 0..4 {
+        let c = col(j);
+        let mean = c.iter().sum::<f32>() / 3.0;
+        let var = c.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / 3.0;
+        assert!((get("batch_normalization/moving_mean")[j] - 0.01 * mean).abs() < 1e-6);
+        assert!(
+            (get("batch_normalization/moving_variance")[j] - (0.99 + 0.01 * var)).abs() < 1e-5
+        );
+    }
+    let summary = m.summary().unwrap();
+    assert!(summary.contains("Non-trainable params: 8"), "{summary}");
+    assert!(summary.contains("Trainable params: 18"), "{summary}");
+}
+
+#[test]
+fn a_cnn_with_batch_normalization_and_global_pooling_trains_and_reloads() {
+    // 8×8 images whose class is which half is bright (as the pooling test), with an offset that
+    // batch normalisation takes out.
+    let n = 64;
+    let mut x = vec![0.0f32; n * 64];
+    let mut labels = vec![0u8; n];
+    for i in 0..n {
+        let class = (i % 2) as u8;
+        labels[i] = class;
+        for p in 0..64 {
+            let bright = (p % 8 < 4) == (class == 0);
+            x[i * 64 + p] = 5.0 + if bright { 0.8 } else { 0.1 } + ((i * 13 + p) % 7) as f32 * 0.02;
+        }
+    }
+    let x = Tensor::from_vec(x, &[n, 8, 8, 1]).unwrap();
+    let y = Tensor::from_labels(&labels);
+    let mut m = Sequential::new()
+        .input_shape(&[8, 8, 1])
+        .seed(4)
+        .add(Conv2D::new(8, (3, 3), Act::Linear).padding(Padding::Same))
+        .add(BatchNormalization::new())
+        .add(Activation::new(Act::Relu))
+        .add(GlobalAveragePooling2D::new())
+        .add(Dense::new(2, Act::Softmax));
+    m.compile(
+        Optimizer::adam().with_learning_rate(0.01),
+        Loss::sparse_categorical_crossentropy(),
+        &[Metric::Accuracy],
+    )
+    .unwrap();
+    let h = m
+        .fit(
+            &x,
+            &y,
+            &FitConfig::new().epochs(20).batch_size(16).verbose(0),
+            &mut [],
+        )
+        .unwrap();
+    assert!(*h.accuracy().unwrap().last().unwrap() > 0.9, "{h:?}");
+    let dir = std::env::temp_dir().join(format!("nn-bn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bn.safetensors");
+    m.save(&path).unwrap();
+    let mut loaded = Sequential::load(&path).unwrap();
+    assert_eq!(loaded.predict(&x, 32).unwrap(), m.predict(&x, 32).unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

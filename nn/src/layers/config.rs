@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Activation, AveragePooling2D, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
-    GlobalMaxPooling2D, Layer, MaxPooling2D,
+    Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
+    GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, MaxPooling2D,
 };
 use crate::activations::Act;
 use crate::error::{Error, Result};
@@ -44,6 +44,11 @@ pub enum LayerConfig {
     },
     GlobalMaxPooling2D {
         name: String,
+    },
+    BatchNormalization {
+        name: String,
+        momentum: f32,
+        epsilon: f32,
     },
     Flatten {
         name: String,
@@ -108,6 +113,13 @@ impl LayerConfig {
             ),
             LayerConfig::GlobalAveragePooling2D { .. } => Box::new(GlobalAveragePooling2D::new()),
             LayerConfig::GlobalMaxPooling2D { .. } => Box::new(GlobalMaxPooling2D::new()),
+            LayerConfig::BatchNormalization {
+                momentum, epsilon, ..
+            } => Box::new(
+                BatchNormalization::new()
+                    .momentum(*momentum)
+                    .epsilon(*epsilon),
+            ),
             LayerConfig::Flatten { .. } => Box::new(Flatten::new()),
             LayerConfig::Dropout { rate, .. } => Box::new(Dropout::new(*rate)),
             LayerConfig::Activation { activation, .. } => Box::new(Activation::new(*activation)),
@@ -119,6 +131,7 @@ impl LayerConfig {
             | LayerConfig::AveragePooling2D { name, .. }
             | LayerConfig::GlobalAveragePooling2D { name }
             | LayerConfig::GlobalMaxPooling2D { name }
+            | LayerConfig::BatchNormalization { name, .. }
             | LayerConfig::Flatten { name }
             | LayerConfig::Dropout { name, .. }
             | LayerConfig::Activation { name, .. } => name.clone(),

@@ -298,12 +298,14 @@ impl Layer for Conv2D {
             shape: &self.kernel_shape,
             value: &mut self.kernel,
             grad: &self.dkernel,
+            trainable: true,
         });
         f(Param {
             name: "bias",
             shape: &self.kernel_shape[3..],
             value: &mut self.bias,
             grad: &self.dbias,
+            trainable: true,
         });
     }
 

@@ -244,12 +244,14 @@ impl Layer for Dense {
             shape: &self.kernel_shape,
             value: &mut self.kernel,
             grad: &self.dkernel,
+            trainable: true,
         });
         f(Param {
             name: "bias",
             shape: &self.out_shape,
             value: &mut self.bias,
             grad: &self.dbias,
+            trainable: true,
         });
     }
 

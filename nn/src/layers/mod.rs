@@ -25,6 +25,7 @@ macro_rules! layer_identity {
 
 mod activation;
 mod avg_pooling;
+mod batch_norm;
 mod config;
 mod conv2d;
 mod dense;
@@ -36,6 +37,7 @@ mod stack;
 
 pub use activation::Activation;
 pub use avg_pooling::{AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D};
+pub use batch_norm::BatchNormalization;
 pub use conv2d::Conv2D;
 pub use dense::Dense;
 pub use dropout::Dropout;
@@ -51,13 +53,16 @@ use rand::rngs::StdRng;
 use crate::activations::Act;
 use crate::error::{Error, Result};
 
-/// One trainable tensor of a layer, with its gradient, as the optimizer sees it.
+/// One weight tensor of a layer, with its gradient, as the optimizer and saving see it.
 pub struct Param<'a> {
-    /// "kernel" or "bias", as Keras names them.
+    /// "kernel", "bias", "gamma", "moving_mean", …, as Keras names them.
     pub name: &'static str,
     pub shape: &'a [usize],
     pub value: &'a mut [f32],
     pub grad: &'a [f32],
+    /// Whether the optimizer steps it; a non-trainable tensor (BatchNormalization's moving
+    /// statistics) is saved, loaded and counted but updated by its layer alone.
+    pub trainable: bool,
 }
 
 /// Where a layer's fused backward pass ([`Dense::backward_stepping`]) takes the optimizer's step

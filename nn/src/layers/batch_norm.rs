@@ -1,0 +1,297 @@
+//! Keras's `BatchNormalization` over the last axis, through `kernels::norm`.
+
+use kernels::norm::{
+    batch_norm_affine, batch_norm_backward, batch_norm_forward_inference,
+    batch_norm_forward_training, BatchNorm, BatchNormGrads, BatchStats,
+};
+use kernels::ExecOptions;
+use rand::rngs::StdRng;
+
+use super::{elements, grow, zeros, Inferred, Layer, LayerConfig, Param};
+use crate::error::{Error, Result};
+
+/// Keras's `BatchNormalization(axis=-1, momentum=0.99, epsilon=1e-3)`: in training, each
+/// channel (the last axis) normalised with the batch's mean and biased variance, then scaled by
+/// `gamma` and shifted by `beta` (trainable; ones and zeros at first), and the moving mean and
+/// variance (zeros and ones at first, not trainable, saved with the weights) moved towards the
+/// batch's by `1 − momentum`; at inference, normalised with the moving statistics.
+pub struct BatchNormalization {
+    name: String,
+    momentum: f32,
+    epsilon: f32,
+    channels: usize,
+    out_shape: Vec<usize>,
+    /// `[channels]`, the shape of all four tensors.
+    param_shape: Vec<usize>,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    moving_mean: Vec<f32>,
+    moving_variance: Vec<f32>,
+    dgamma: Vec<f32>,
+    dbeta: Vec<f32>,
+    /// The gradient of the non-trainable tensors: zeros.
+    no_grad: Vec<f32>,
+    /// The last training pass's batch statistics (what backward differentiates through).
+    mean: Vec<f32>,
+    variance: Vec<f32>,
+    inv_std: Vec<f32>,
+    /// The inference map of the moving statistics.
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    out: Vec<f32>,
+}
+
+impl Default for BatchNormalization {
+    fn default() -> Self {
+        BatchNormalization::new()
+    }
+}
+
+impl BatchNormalization {
+    /// Keras's defaults: momentum 0.99, epsilon 1e-3.
+    pub fn new() -> BatchNormalization {
+        BatchNormalization {
+            name: String::new(),
+            momentum: 0.99,
+            epsilon: 1e-3,
+            channels: 0,
+            out_shape: vec![],
+            param_shape: vec![],
+            gamma: vec![],
+            beta: vec![],
+            moving_mean: vec![],
+            moving_variance: vec![],
+            dgamma: vec![],
+            dbeta: vec![],
+            no_grad: vec![],
+            mean: vec![],
+            variance: vec![],
+            inv_std: vec![],
+            scale: vec![],
+            shift: vec![],
+            out: vec![],
+        }
+    }
+    /// The weight of the old moving statistics in each update (in [0, 1]).
+    pub fn momentum(mut self, momentum: f32) -> BatchNormalization {
+        self.momentum = momentum;
+        self
+    }
+    /// Added to the variance before its square root (finite, > 0).
+    pub fn epsilon(mut self, epsilon: f32) -> BatchNormalization {
+        self.epsilon = epsilon;
+        self
+    }
+
+    /// `n` samples as rows of channels (an image's positions are rows too).
+    fn shape(&self, n: usize) -> BatchNorm {
+        BatchNorm {
+            rows: n * (self.per_sample() / self.channels.max(1)),
+            channels: self.channels,
+            epsilon: self.epsilon,
+        }
+    }
+    fn per_sample(&self) -> usize {
+        self.out_shape.iter().product()
+    }
+
+    fn setting(&self, setting: &'static str, value: f32, reason: &str) -> Error {
+        Error::LayerSetting {
+            layer: self.name.clone(),
+            class: "BatchNormalization",
+            setting,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Layer for BatchNormalization {
+    layer_identity!("BatchNormalization");
+
+    fn infer(&self, input: &[usize]) -> Result<Inferred> {
+        if !(0.0..=1.0).contains(&self.momentum) {
+            return Err(self.setting("momentum", self.momentum, "not in [0, 1]"));
+        }
+        if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
+            return Err(self.setting("epsilon", self.epsilon, "not a finite number > 0"));
+        }
+        let Some(&c) = input.last().filter(|&&c| c > 0) else {
+            return Err(Error::LayerInput {
+                layer: self.name.clone(),
+                class: "BatchNormalization",
+                expected: "samples with a last (channel) axis of at least 1",
+                input: input.to_vec(),
+                hint: "",
+            });
+        };
+        elements(input, &self.name)?;
+        let p = vec![c];
+        Ok(Inferred {
+            output: input.to_vec(),
+            params: vec![
+                ("gamma", p.clone()),
+                ("beta", p.clone()),
+                ("moving_mean", p.clone()),
+                ("moving_variance", p),
+            ],
+        })
+    }
+
+    fn build(&mut self, input: &[usize], _rng: &mut StdRng) -> Result<Vec<usize>> {
+        let inferred = self.infer(input)?;
+        let c = *input.last().expect("checked by infer");
+        if self.channels != c || self.gamma.len() != c {
+            let ones = |layer: &str| -> Result<Vec<f32>> {
+                let mut v = zeros(c, layer)?;
+                v.fill(1.0);
+                Ok(v)
+            };
+            self.gamma = ones(&self.name)?;
+            self.beta = zeros(c, &self.name)?;
+            self.moving_mean = zeros(c, &self.name)?;
+            self.moving_variance = ones(&self.name)?;
+            for v in [
+                &mut self.dgamma,
+                &mut self.dbeta,
+                &mut self.no_grad,
+                &mut self.mean,
+                &mut self.variance,
+                &mut self.inv_std,
+                &mut self.scale,
+                &mut self.shift,
+            ] {
+                *v = zeros(c, &self.name)?;
+            }
+        }
+        self.channels = c;
+        self.param_shape = vec![c];
+        self.out_shape = inferred.output.clone();
+        Ok(inferred.output)
+    }
+
+    fn allocate(&mut self, batch: usize) -> Result<()> {
+        let per = self.per_sample();
+        grow(&mut self.out, batch, per, 0.0, &self.name)
+    }
+
+    fn output_shape(&self) -> &[usize] {
+        &self.out_shape
+    }
+
+    fn forward(&mut self, x: &[f32], n: usize, training: bool) -> Result<()> {
+        let s = self.shape(n);
+        let len = n * self.per_sample();
+        let (x, y) = (&x[..len], &mut self.out[..len]);
+        let opts = ExecOptions::default();
+        if !training {
+            batch_norm_affine(
+                (&self.gamma, &self.beta),
+                (&self.moving_mean, &self.moving_variance),
+                self.epsilon,
+                &mut self.scale,
+                &mut self.shift,
+            )
+            .and_then(|()| {
+                batch_norm_forward_inference(&opts, &s, x, (&self.scale, &self.shift), y)
+            })
+            .map_err(Error::kernel(&self.name))?;
+            return Ok(());
+        }
+        batch_norm_forward_training(
+            &opts,
+            &s,
+            x,
+            (&self.gamma, &self.beta),
+            y,
+            BatchStats {
+                mean: &mut self.mean,
+                variance: &mut self.variance,
+                inv_std: &mut self.inv_std,
+            },
+        )
+        .map_err(Error::kernel(&self.name))?;
+        // Keras: moving = moving·momentum + batch·(1 − momentum).
+        let m = self.momentum;
+        for (mv, &b) in self.moving_mean.iter_mut().zip(&self.mean) {
+            *mv = *mv * m + b * (1.0 - m);
+        }
+        for (mv, &b) in self.moving_variance.iter_mut().zip(&self.variance) {
+            *mv = *mv * m + b * (1.0 - m);
+        }
+        Ok(())
+    }
+
+    fn output(&self) -> &[f32] {
+        &self.out
+    }
+
+    fn backward(
+        &mut self,
+        x: &[f32],
+        grad: &mut [f32],
+        dx: Option<&mut [f32]>,
+        n: usize,
+    ) -> Result<()> {
+        let s = self.shape(n);
+        let len = n * self.per_sample();
+        batch_norm_backward(
+            &ExecOptions::default(),
+            &s,
+            &x[..len],
+            &grad[..len],
+            &self.gamma,
+            (&self.mean, &self.inv_std),
+            dx.map(|d| &mut d[..len]),
+            BatchNormGrads {
+                dgamma: &mut self.dgamma,
+                dbeta: &mut self.dbeta,
+            },
+        )
+        .map_err(Error::kernel(&self.name))
+    }
+
+    fn for_each_param(&mut self, f: &mut dyn FnMut(Param<'_>)) {
+        let shape = &self.param_shape;
+        f(Param {
+            name: "gamma",
+            shape,
+            value: &mut self.gamma,
+            grad: &self.dgamma,
+            trainable: true,
+        });
+        f(Param {
+            name: "beta",
+            shape,
+            value: &mut self.beta,
+            grad: &self.dbeta,
+            trainable: true,
+        });
+        f(Param {
+            name: "moving_mean",
+            shape,
+            value: &mut self.moving_mean,
+            grad: &self.no_grad,
+            trainable: false,
+        });
+        f(Param {
+            name: "moving_variance",
+            shape,
+            value: &mut self.moving_variance,
+            grad: &self.no_grad,
+            trainable: false,
+        });
+    }
+
+    fn param_count(&self) -> usize {
+        4 * self.gamma.len()
+    }
+
+    fn config(&self) -> LayerConfig {
+        LayerConfig::BatchNormalization {
+            name: self.name.clone(),
+            momentum: self.momentum,
+            epsilon: self.epsilon,
+        }
+    }
+}
