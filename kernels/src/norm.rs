@@ -6,6 +6,8 @@
 //! count. The variance is the biased one (divided by `rows`), as Keras's and TensorFlow's
 //! batch normalisation use in training and for the moving variance.
 
+use rayon::prelude::*;
+
 use crate::error::{check_len, Error, Result};
 use crate::process::ExecOptions;
 
@@ -77,20 +79,32 @@ pub fn batch_norm_forward_training(
         });
     }
     let isa = crate::math::resolve(opts.isa)?;
-    let n = s.rows as f64;
+    let (n, c) = (s.rows as f64, s.channels);
     // Channel blocks of BLOCK with their sums on the stack: no allocation per call.
-    for c0 in (0..s.channels).step_by(BLOCK) {
-        let w = BLOCK.min(s.channels - c0);
-        let mut acc = [0.0f64; BLOCK];
-        // SAFETY: `isa` was resolved, so this CPU has it.
-        unsafe { column_sums_loops::run(isa, x, s.channels, c0, &mut acc[..w], None) };
-        for (m, &t) in stats.mean[c0..c0 + w].iter_mut().zip(&acc) {
+    for c0 in (0..c).step_by(BLOCK) {
+        let w = BLOCK.min(c - c0);
+        let sum = striped_sums(opts, s, |rows, acc| {
+            // SAFETY: `isa` was resolved, so this CPU has it.
+            unsafe {
+                column_sums_loops::run(
+                    isa,
+                    &x[rows.start * c..rows.end * c],
+                    c,
+                    c0,
+                    &mut acc[..w],
+                    None,
+                )
+            }
+        });
+        for (m, &t) in stats.mean[c0..c0 + w].iter_mut().zip(&sum) {
             *m = (t / n) as f32;
         }
-        let mut sq = [0.0f64; BLOCK];
         let mean = &stats.mean[c0..c0 + w];
-        // SAFETY: as above.
-        unsafe { column_sums_loops::run(isa, x, s.channels, c0, &mut sq[..w], Some(mean)) };
+        let sq = striped_sums(opts, s, |rows, acc| {
+            let x = &x[rows.start * c..rows.end * c];
+            // SAFETY: as above.
+            unsafe { column_sums_loops::run(isa, x, c, c0, &mut acc[..w], Some(mean)) }
+        });
         let (mut scale, mut shift) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
         for i in 0..w {
             let var = sq[i] / n;
@@ -100,10 +114,72 @@ pub fn batch_norm_forward_training(
             scale[i] = gamma[c0 + i] * inv_std;
             shift[i] = beta[c0 + i] - stats.mean[c0 + i] * scale[i];
         }
-        // SAFETY: as above.
-        unsafe { scale_shift_loops::run(isa, x, s.channels, c0, &scale[..w], &shift[..w], y) };
+        let (scale, shift) = (&scale[..w], &shift[..w]);
+        striped_map(opts, s, y, |rows, y| {
+            let x = &x[rows.start * c..rows.end * c];
+            // SAFETY: as above.
+            unsafe { scale_shift_loops::run(isa, x, c, c0, scale, shift, y) }
+        });
     }
     Ok(())
+}
+
+/// Rows are cut into this many stripes by the row count alone, never by the thread count: sums
+/// are taken per stripe and added in stripe order, so the bits are the same on any number of
+/// threads (and on one); the stripes run in parallel when the options allow and the data is
+/// large enough to pay for it.
+const STRIPES: usize = 8;
+/// Elements from which the stripes run in parallel.
+const PARALLEL_ELEMENTS: usize = 1 << 15;
+
+fn stripe_rows(rows: usize) -> usize {
+    rows.div_ceil(STRIPES).max(1)
+}
+
+fn in_parallel(opts: &ExecOptions, s: &BatchNorm) -> bool {
+    s.rows * s.channels >= PARALLEL_ELEMENTS && crate::process::parallel(opts.threading)
+}
+
+/// `Σ_t f(rows of stripe t, acc_t)`, the stripes' sums added in stripe order.
+fn striped_sums(
+    opts: &ExecOptions,
+    s: &BatchNorm,
+    f: impl Fn(std::ops::Range<usize>, &mut [f64; BLOCK]) + Sync,
+) -> [f64; BLOCK] {
+    let mut part = [[0.0f64; BLOCK]; STRIPES];
+    let sr = stripe_rows(s.rows);
+    let run = |(t, acc): (usize, &mut [f64; BLOCK])| {
+        f((t * sr).min(s.rows)..((t + 1) * sr).min(s.rows), acc)
+    };
+    if in_parallel(opts, s) {
+        part.par_iter_mut().enumerate().for_each(run);
+    } else {
+        part.iter_mut().enumerate().for_each(run);
+    }
+    let mut total = [0.0f64; BLOCK];
+    for p in &part {
+        for (t, &v) in total.iter_mut().zip(p) {
+            *t += v;
+        }
+    }
+    total
+}
+
+/// `f(rows of stripe t, those rows of out)` for every stripe.
+fn striped_map(
+    opts: &ExecOptions,
+    s: &BatchNorm,
+    out: &mut [f32],
+    f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync + Send,
+) {
+    let (sr, c) = (stripe_rows(s.rows), s.channels.max(1));
+    let run = |(t, o): (usize, &mut [f32])| f(t * sr..t * sr + o.len() / c, o);
+    let out = &mut out[..s.rows * s.channels];
+    if in_parallel(opts, s) {
+        out.par_chunks_mut(sr * c).enumerate().for_each(run);
+    } else {
+        out.chunks_mut(sr * c).enumerate().for_each(run);
+    }
 }
 
 /// Channels per block of the per-channel loops (their accumulators live on the stack).
@@ -126,11 +202,15 @@ pub fn batch_norm_forward_inference(
     check_len(what, "scale", scale.len(), s.channels, || channels(s))?;
     check_len(what, "shift", shift.len(), s.channels, || channels(s))?;
     let isa = crate::math::resolve(opts.isa)?;
-    for c0 in (0..s.channels).step_by(BLOCK) {
-        let w = BLOCK.min(s.channels - c0);
+    let c = s.channels;
+    for c0 in (0..c).step_by(BLOCK) {
+        let w = BLOCK.min(c - c0);
         let (k, b) = (&scale[c0..c0 + w], &shift[c0..c0 + w]);
-        // SAFETY: `isa` was resolved, so this CPU has it.
-        unsafe { scale_shift_loops::run(isa, x, s.channels, c0, k, b, y) };
+        striped_map(opts, s, y, |rows, y| {
+            let x = &x[rows.start * c..rows.end * c];
+            // SAFETY: `isa` was resolved, so this CPU has it.
+            unsafe { scale_shift_loops::run(isa, x, c, c0, k, b, y) }
+        });
     }
     Ok(())
 }
@@ -207,26 +287,25 @@ pub fn batch_norm_backward(
         return Ok(());
     }
     let isa = crate::math::resolve(opts.isa)?;
-    let n = s.rows as f64;
+    let (n, c) = (s.rows as f64, s.channels);
     let mut dx = dx;
-    for c0 in (0..s.channels).step_by(BLOCK) {
-        let w = BLOCK.min(s.channels - c0);
+    // Half blocks: both sums of a channel share one accumulator array.
+    const HALF: usize = BLOCK / 2;
+    for c0 in (0..c).step_by(HALF) {
+        let w = HALF.min(c - c0);
         let (m, is) = (&mean[c0..c0 + w], &inv_std[c0..c0 + w]);
-        let (mut sdy, mut sdyx) = ([0.0f64; BLOCK], [0.0f64; BLOCK]);
-        // SAFETY: `isa` was resolved, so this CPU has it.
-        unsafe {
-            gradient_sums_loops::run(
-                isa,
-                (x, dy),
-                s.channels,
-                c0,
-                (m, is),
-                &mut sdy[..w],
-                &mut sdyx[..w],
-            )
-        };
-        let (mut k, mut mean_dy, mut mean_dyx) =
-            ([0.0f32; BLOCK], [0.0f32; BLOCK], [0.0f32; BLOCK]);
+        // Σ dy and Σ dy·x̂ side by side: the first w entries and the next w.
+        let sums = striped_sums(opts, s, |rows, acc| {
+            let data = (
+                &x[rows.start * c..rows.end * c],
+                &dy[rows.start * c..rows.end * c],
+            );
+            let (sdy, rest) = acc.split_at_mut(w);
+            // SAFETY: `isa` was resolved, so this CPU has it.
+            unsafe { gradient_sums_loops::run(isa, data, c, c0, (m, is), sdy, &mut rest[..w]) }
+        });
+        let (sdy, sdyx) = (&sums[..w], &sums[w..2 * w]);
+        let (mut k, mut mean_dy, mut mean_dyx) = ([0.0f32; HALF], [0.0f32; HALF], [0.0f32; HALF]);
         for i in 0..w {
             grads.dbeta[c0 + i] = sdy[i] as f32;
             grads.dgamma[c0 + i] = sdyx[i] as f32;
@@ -236,8 +315,14 @@ pub fn batch_norm_backward(
         }
         if let Some(dx) = dx.as_deref_mut() {
             let sums = (&k[..w], &mean_dy[..w], &mean_dyx[..w]);
-            // SAFETY: as above.
-            unsafe { input_gradient_loops::run(isa, (x, dy), s.channels, c0, (m, is), sums, dx) };
+            striped_map(opts, s, dx, |rows, dx| {
+                let data = (
+                    &x[rows.start * c..rows.end * c],
+                    &dy[rows.start * c..rows.end * c],
+                );
+                // SAFETY: as above.
+                unsafe { input_gradient_loops::run(isa, data, c, c0, (m, is), sums, dx) }
+            });
         }
     }
     Ok(())

@@ -606,9 +606,7 @@ fn batch_normalization_moves_its_statistics_as_keras_and_saves_them() {
         let mean = c.iter().sum::<f32>() / 3.0;
         let var = c.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / 3.0;
         assert!((get("batch_normalization/moving_mean")[j] - 0.01 * mean).abs() < 1e-6);
-        assert!(
-            (get("batch_normalization/moving_variance")[j] - (0.99 + 0.01 * var)).abs() < 1e-5
-        );
+        assert!((get("batch_normalization/moving_variance")[j] - (0.99 + 0.01 * var)).abs() < 1e-5);
     }
     let summary = m.summary().unwrap();
     assert!(summary.contains("Non-trainable params: 8"), "{summary}");
