@@ -177,6 +177,16 @@ impl LearningRateSchedule {
             })
         };
         let rate_ok = |r: f32| r.is_finite() && r >= 0.0;
+        // What the two decays share: where they start, and over how many steps.
+        let decay = |initial: f32, steps: u64| {
+            if !rate_ok(initial) {
+                return bad("initial_learning_rate", initial.to_string(), "in [0, ∞)");
+            }
+            if steps == 0 {
+                return bad("decay_steps", "0".into(), "at least 1");
+            }
+            Ok(())
+        };
         match self {
             LearningRateSchedule::ExponentialDecay {
                 initial_learning_rate,
@@ -184,16 +194,7 @@ impl LearningRateSchedule {
                 decay_rate,
                 ..
             } => {
-                if !rate_ok(*initial_learning_rate) {
-                    return bad(
-                        "initial_learning_rate",
-                        initial_learning_rate.to_string(),
-                        "in [0, ∞)",
-                    );
-                }
-                if *decay_steps == 0 {
-                    return bad("decay_steps", "0".into(), "at least 1");
-                }
+                decay(*initial_learning_rate, *decay_steps)?;
                 if !rate_ok(*decay_rate) {
                     return bad("decay_rate", decay_rate.to_string(), "in [0, ∞)");
                 }
@@ -205,16 +206,7 @@ impl LearningRateSchedule {
                 warmup_target,
                 warmup_steps,
             } => {
-                if !rate_ok(*initial_learning_rate) {
-                    return bad(
-                        "initial_learning_rate",
-                        initial_learning_rate.to_string(),
-                        "in [0, ∞)",
-                    );
-                }
-                if *decay_steps == 0 {
-                    return bad("decay_steps", "0".into(), "at least 1");
-                }
+                decay(*initial_learning_rate, *decay_steps)?;
                 if !(0.0..=1.0).contains(alpha) {
                     return bad("alpha", alpha.to_string(), "in [0, 1]");
                 }

@@ -507,9 +507,8 @@ fn metrics_not_asked_for_are_not_reported() {
     }
 }
 
-#[test]
-fn average_and_global_pooling_layers_train_save_and_load() {
-    // 8×8 single-channel images whose class is which half holds the bright pixels.
+/// 64 images of 8×8 whose class is which half holds the bright pixels, plus `offset`.
+fn bright_halves(offset: f32) -> (Tensor, Tensor) {
     let n = 64;
     let mut x = vec![0.0f32; n * 64];
     let mut labels = vec![0u8; n];
@@ -517,13 +516,37 @@ fn average_and_global_pooling_layers_train_save_and_load() {
         let class = (i % 2) as u8;
         labels[i] = class;
         for p in 0..64 {
-            let left = p % 8 < 4;
-            let bright = left == (class == 0);
-            x[i * 64 + p] = if bright { 0.8 } else { 0.1 } + ((i * 31 + p * 7) % 10) as f32 * 0.01;
+            let bright = (p % 8 < 4) == (class == 0);
+            x[i * 64 + p] =
+                offset + if bright { 0.8 } else { 0.1 } + ((i * 31 + p * 7) % 10) as f32 * 0.01;
         }
     }
-    let x = Tensor::from_vec(x, &[n, 8, 8, 1]).unwrap();
-    let y = Tensor::from_labels(&labels);
+    (
+        Tensor::from_vec(x, &[n, 8, 8, 1]).unwrap(),
+        Tensor::from_labels(&labels),
+    )
+}
+
+/// Compiles `m` (adam 0.01, sparse CE, accuracy) and fits it for `epochs` in batches of 16.
+fn train_on(m: &mut Sequential, x: &Tensor, y: &Tensor, epochs: usize) -> History {
+    m.compile(
+        Optimizer::adam().with_learning_rate(0.01),
+        Loss::sparse_categorical_crossentropy(),
+        &[Metric::Accuracy],
+    )
+    .unwrap();
+    m.fit(
+        x,
+        y,
+        &FitConfig::new().epochs(epochs).batch_size(16).verbose(0),
+        &mut [],
+    )
+    .unwrap()
+}
+
+#[test]
+fn average_and_global_pooling_layers_train_save_and_load() {
+    let (x, y) = bright_halves(0.0);
     for (name, global_max) in [("gap", false), ("gmp", true)] {
         let mut m = Sequential::new()
             .input_shape(&[8, 8, 1])
@@ -536,20 +559,7 @@ fn average_and_global_pooling_layers_train_save_and_load() {
             m.add(GlobalAveragePooling2D::new())
         };
         let mut m = m.add(Dense::new(2, Act::Softmax));
-        m.compile(
-            Optimizer::adam().with_learning_rate(0.01),
-            Loss::sparse_categorical_crossentropy(),
-            &[Metric::Accuracy],
-        )
-        .unwrap();
-        let h = m
-            .fit(
-                &x,
-                &y,
-                &FitConfig::new().epochs(30).batch_size(16).verbose(0),
-                &mut [],
-            )
-            .unwrap();
+        let h = train_on(&mut m, &x, &y, 30);
         let acc = h.accuracy().unwrap();
         assert!(*acc.last().unwrap() > 0.9, "{name}: {acc:?}");
         let dir = std::env::temp_dir().join(format!("nn-pooling-{}-{name}", std::process::id()));
@@ -615,21 +625,8 @@ fn batch_normalization_moves_its_statistics_as_keras_and_saves_them() {
 
 #[test]
 fn a_cnn_with_batch_normalization_and_global_pooling_trains_and_reloads() {
-    // 8×8 images whose class is which half is bright (as the pooling test), with an offset that
-    // batch normalisation takes out.
-    let n = 64;
-    let mut x = vec![0.0f32; n * 64];
-    let mut labels = vec![0u8; n];
-    for i in 0..n {
-        let class = (i % 2) as u8;
-        labels[i] = class;
-        for p in 0..64 {
-            let bright = (p % 8 < 4) == (class == 0);
-            x[i * 64 + p] = 5.0 + if bright { 0.8 } else { 0.1 } + ((i * 13 + p) % 7) as f32 * 0.02;
-        }
-    }
-    let x = Tensor::from_vec(x, &[n, 8, 8, 1]).unwrap();
-    let y = Tensor::from_labels(&labels);
+    // An offset that batch normalisation takes out.
+    let (x, y) = bright_halves(5.0);
     let mut m = Sequential::new()
         .input_shape(&[8, 8, 1])
         .seed(4)
@@ -638,20 +635,7 @@ fn a_cnn_with_batch_normalization_and_global_pooling_trains_and_reloads() {
         .add(Activation::new(Act::Relu))
         .add(GlobalAveragePooling2D::new())
         .add(Dense::new(2, Act::Softmax));
-    m.compile(
-        Optimizer::adam().with_learning_rate(0.01),
-        Loss::sparse_categorical_crossentropy(),
-        &[Metric::Accuracy],
-    )
-    .unwrap();
-    let h = m
-        .fit(
-            &x,
-            &y,
-            &FitConfig::new().epochs(20).batch_size(16).verbose(0),
-            &mut [],
-        )
-        .unwrap();
+    let h = train_on(&mut m, &x, &y, 20);
     assert!(*h.accuracy().unwrap().last().unwrap() > 0.9, "{h:?}");
     let dir = std::env::temp_dir().join(format!("nn-bn-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
