@@ -159,12 +159,28 @@ fn cnn() -> Sequential {
         .add(Dense::new(10, Act::Softmax))
 }
 
+/// Program F: BatchNormalization, average and global pooling.
+fn cnn_bn() -> Sequential {
+    Sequential::new()
+        .input_shape(&[28, 28, 1])
+        .add(Conv2D::new(16, (3, 3), Act::Linear))
+        .add(BatchNormalization::new())
+        .add(Activation::new(Act::Relu))
+        .add(AveragePooling2D::new((2, 2)))
+        .add(Conv2D::new(32, (3, 3), Act::Linear))
+        .add(BatchNormalization::new())
+        .add(Activation::new(Act::Relu))
+        .add(GlobalAveragePooling2D::new())
+        .add(Dense::new(10, Act::Softmax))
+}
+
 /// The reference models on this process's path (`KERNELS_ISA`, or the best one).
 #[test]
 fn training_steps_do_not_allocate() {
     for threads in [1, 2] {
         check(mlp(), "MLP", threads);
         check(cnn(), "CNN", threads);
+        check(cnn_bn(), "CNN with BatchNormalization", threads);
     }
 }
 
