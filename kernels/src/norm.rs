@@ -105,20 +105,19 @@ pub fn batch_norm_forward_training(
             // SAFETY: as above.
             unsafe { column_sums_loops::run(isa, x, c, c0, &mut acc[..w], Some(mean)) }
         });
-        let (mut scale, mut shift) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
+        let mut scale = [0.0f32; BLOCK];
         for i in 0..w {
             let var = sq[i] / n;
             let inv_std = (1.0 / (var + s.epsilon as f64).sqrt()) as f32;
             stats.variance[c0 + i] = var as f32;
             stats.inv_std[c0 + i] = inv_std;
             scale[i] = gamma[c0 + i] * inv_std;
-            shift[i] = beta[c0 + i] - stats.mean[c0 + i] * scale[i];
         }
-        let (scale, shift) = (&scale[..w], &shift[..w]);
+        let affine = (mean, &scale[..w], &beta[c0..c0 + w]);
         striped_map(opts, s, y, |rows, y| {
             let x = &x[rows.start * c..rows.end * c];
             // SAFETY: as above.
-            unsafe { scale_shift_loops::run(isa, x, c, c0, scale, shift, y) }
+            unsafe { scale_shift_loops::run(isa, x, c, c0, affine, y) }
         });
     }
     Ok(())
@@ -185,62 +184,55 @@ fn striped_map(
 /// Channels per block of the per-channel loops (their accumulators live on the stack).
 const BLOCK: usize = 64;
 
-/// Inference forward (or any fixed statistics): `y = x·scale + shift` per channel, with
-/// `scale = gamma / √(variance + ε)` and `shift = beta − mean·scale` computed by the caller once
-/// (see [`batch_norm_affine`]).
+/// Inference forward (or any fixed statistics): `y = (x − mean)·scale + beta` per channel, with
+/// `scale = gamma / √(variance + ε)` computed by the caller once (see [`batch_norm_scale`]).
+/// Subtracting the mean first keeps the result accurate where the variance is small beside the
+/// mean (folding it into a shift, `x·scale + (beta − mean·scale)`, cancels catastrophically).
 pub fn batch_norm_forward_inference(
     opts: &ExecOptions,
     s: &BatchNorm,
     x: &[f32],
-    (scale, shift): (&[f32], &[f32]),
+    (mean, scale, beta): (&[f32], &[f32], &[f32]),
     y: &mut [f32],
 ) -> Result<()> {
     let what = "batch_norm_forward_inference";
     let len = s.len(what)?;
     check_len(what, "input x", x.len(), len, || desc(s))?;
     check_len(what, "output y", y.len(), len, || desc(s))?;
-    check_len(what, "scale", scale.len(), s.channels, || channels(s))?;
-    check_len(what, "shift", shift.len(), s.channels, || channels(s))?;
+    for (name, v) in [
+        ("mean", mean.len()),
+        ("scale", scale.len()),
+        ("beta", beta.len()),
+    ] {
+        check_len(what, name, v, s.channels, || channels(s))?;
+    }
     let isa = crate::math::resolve(opts.isa)?;
     let c = s.channels;
     for c0 in (0..c).step_by(BLOCK) {
         let w = BLOCK.min(c - c0);
-        let (k, b) = (&scale[c0..c0 + w], &shift[c0..c0 + w]);
+        let affine = (&mean[c0..c0 + w], &scale[c0..c0 + w], &beta[c0..c0 + w]);
         striped_map(opts, s, y, |rows, y| {
             let x = &x[rows.start * c..rows.end * c];
             // SAFETY: `isa` was resolved, so this CPU has it.
-            unsafe { scale_shift_loops::run(isa, x, c, c0, k, b, y) }
+            unsafe { scale_shift_loops::run(isa, x, c, c0, affine, y) }
         });
     }
     Ok(())
 }
 
-/// The per-channel affine map of fixed statistics into `scale` and `shift`:
-/// `scale = gamma / √(variance + ε)`, `shift = beta − mean·scale` (computed in f64). All six
-/// slices have one entry per channel.
-pub fn batch_norm_affine(
-    (gamma, beta): (&[f32], &[f32]),
-    (mean, variance): (&[f32], &[f32]),
+/// The per-channel scale of fixed statistics: `scale = gamma / √(variance + ε)` (in f64).
+pub fn batch_norm_scale(
+    gamma: &[f32],
+    variance: &[f32],
     epsilon: f32,
     scale: &mut [f32],
-    shift: &mut [f32],
 ) -> Result<()> {
     let c = gamma.len();
-    for (name, len) in [
-        ("beta", beta.len()),
-        ("mean", mean.len()),
-        ("variance", variance.len()),
-        ("scale", scale.len()),
-        ("shift", shift.len()),
-    ] {
-        check_len("batch_norm_affine", name, len, c, || {
-            format!("{c} channels")
-        })?;
+    for (name, len) in [("variance", variance.len()), ("scale", scale.len())] {
+        check_len("batch_norm_scale", name, len, c, || format!("{c} channels"))?;
     }
     for i in 0..c {
-        let k = gamma[i] as f64 / (variance[i] as f64 + epsilon as f64).sqrt();
-        scale[i] = k as f32;
-        shift[i] = (beta[i] as f64 - mean[i] as f64 * k) as f32;
+        scale[i] = (gamma[i] as f64 / (variance[i] as f64 + epsilon as f64).sqrt()) as f32;
     }
     Ok(())
 }
@@ -363,20 +355,26 @@ fn column_sums_body(x: &[f32], c: usize, c0: usize, acc: &mut [f64], mean: Optio
 crate::dispatch::per_isa!(column_sums_loops, column_sums_body, column_sums_body,
     (x: &[f32], c: usize, c0: usize, acc: &mut [f64], mean: Option<&[f32]>));
 
-/// `y = x·scale + shift` on the block of channels at `c0` (`scale.len()` wide).
+/// `y = (x − mean)·scale + beta` on the block of channels at `c0` (`scale.len()` wide).
 #[inline(always)]
-fn scale_shift_body(x: &[f32], c: usize, c0: usize, scale: &[f32], shift: &[f32], y: &mut [f32]) {
+fn scale_shift_body(
+    x: &[f32],
+    c: usize,
+    c0: usize,
+    (mean, scale, beta): (&[f32], &[f32], &[f32]),
+    y: &mut [f32],
+) {
     let w = scale.len();
     for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
         let (yr, xr) = (&mut yr[c0..c0 + w], &xr[c0..c0 + w]);
-        for (((o, &v), &k), &b) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
-            *o = v.mul_add(k, b);
+        for i in 0..w {
+            yr[i] = (xr[i] - mean[i]).mul_add(scale[i], beta[i]);
         }
     }
 }
 
 crate::dispatch::per_isa!(scale_shift_loops, scale_shift_body, scale_shift_body,
-    (x: &[f32], c: usize, c0: usize, scale: &[f32], shift: &[f32], y: &mut [f32]));
+    (x: &[f32], c: usize, c0: usize, affine: (&[f32], &[f32], &[f32]), y: &mut [f32]));
 
 /// Per channel of the block at `c0`: Σ dy and Σ dy·x̂, row by row in f64.
 #[inline(always)]

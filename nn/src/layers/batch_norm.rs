@@ -1,8 +1,8 @@
 //! Keras's `BatchNormalization` over the last axis, through `kernels::norm`.
 
 use kernels::norm::{
-    batch_norm_affine, batch_norm_backward, batch_norm_forward_inference,
-    batch_norm_forward_training, BatchNorm, BatchNormGrads, BatchStats,
+    batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_training,
+    batch_norm_scale, BatchNorm, BatchNormGrads, BatchStats,
 };
 use kernels::ExecOptions;
 use rand::rngs::StdRng;
@@ -35,9 +35,8 @@ pub struct BatchNormalization {
     mean: Vec<f32>,
     variance: Vec<f32>,
     inv_std: Vec<f32>,
-    /// The inference map of the moving statistics.
+    /// The inference scale of the moving statistics.
     scale: Vec<f32>,
-    shift: Vec<f32>,
     out: Vec<f32>,
 }
 
@@ -68,7 +67,6 @@ impl BatchNormalization {
             variance: vec![],
             inv_std: vec![],
             scale: vec![],
-            shift: vec![],
             out: vec![],
         }
     }
@@ -159,7 +157,6 @@ impl Layer for BatchNormalization {
                 &mut self.variance,
                 &mut self.inv_std,
                 &mut self.scale,
-                &mut self.shift,
             ] {
                 *v = zeros(c, &self.name)?;
             }
@@ -185,15 +182,15 @@ impl Layer for BatchNormalization {
         let (x, y) = (&x[..len], &mut self.out[..len]);
         let opts = ExecOptions::default();
         if !training {
-            batch_norm_affine(
-                (&self.gamma, &self.beta),
-                (&self.moving_mean, &self.moving_variance),
+            batch_norm_scale(
+                &self.gamma,
+                &self.moving_variance,
                 self.epsilon,
                 &mut self.scale,
-                &mut self.shift,
             )
             .and_then(|()| {
-                batch_norm_forward_inference(&opts, &s, x, (&self.scale, &self.shift), y)
+                let affine = (&self.moving_mean[..], &self.scale[..], &self.beta[..]);
+                batch_norm_forward_inference(&opts, &s, x, affine, y)
             })
             .map_err(Error::kernel(&self.name))?;
             return Ok(());
