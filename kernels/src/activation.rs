@@ -13,7 +13,7 @@
 //! `#[target_feature]` function, where the compiler vectorises it at that set's width.
 
 use crate::error::{Error, Result};
-use crate::math::{resolve, sigmoid1, tanh1};
+use crate::math::{sigmoid1, tanh1};
 use crate::process::ExecOptions;
 use crate::Isa;
 
@@ -190,7 +190,7 @@ pub fn bias_activation(
             });
         }
     }
-    let isa = resolve(opts.isa)?;
+    let isa = Isa::resolve(opts.isa)?;
     for row in y.chunks_exact_mut(cols) {
         let rb = bias.map_or(RowBias::None, RowBias::Each);
         // SAFETY: `resolve` checked that this CPU has `isa`'s features.
@@ -217,7 +217,7 @@ pub fn activation_backward(
             ),
         });
     }
-    let isa = resolve(opts.isa)?;
+    let isa = Isa::resolve(opts.isa)?;
     // SAFETY: `resolve` checked that this CPU has `isa`'s features.
     unsafe { backward_loops::run(isa, act, y, dy) };
     Ok(())

@@ -154,11 +154,6 @@ elementwise!(
     tanh_in_place_body
 );
 
-/// The instruction set whose loops run: the forced one (checked) or the active one.
-pub(crate) fn resolve(isa: Option<Isa>) -> Result<Isa> {
-    Isa::resolve(isa)
-}
-
 fn check_lengths(what: &'static str, x: &[f32], y: &[f32]) -> Result<()> {
     if x.len() != y.len() {
         return Err(Error::ShapeMismatch {
@@ -183,7 +178,7 @@ macro_rules! public {
         #[doc = concat!("`y[i] = ", $doc, "(x[i])` on `isa` (`opts.isa`; `None`: the active path).")]
         pub fn $with(opts: &ExecOptions, x: &[f32], y: &mut [f32]) -> Result<()> {
             check_lengths(stringify!($name), x, y)?;
-            let isa = resolve(opts.isa)?;
+            let isa = Isa::resolve(opts.isa)?;
             // SAFETY: `resolve` checked that this CPU has `isa`'s features.
             unsafe { $loops::run(isa, x, y) };
             Ok(())
@@ -196,7 +191,7 @@ macro_rules! public {
 
         #[doc = concat!("`v[i] = ", $doc, "(v[i])` on `isa` (`opts.isa`; `None`: the active path).")]
         pub fn $in_place_with(opts: &ExecOptions, v: &mut [f32]) -> Result<()> {
-            let isa = resolve(opts.isa)?;
+            let isa = Isa::resolve(opts.isa)?;
             // SAFETY: `resolve` checked that this CPU has `isa`'s features.
             unsafe { $in_place_loops::run(isa, v) };
             Ok(())
@@ -269,7 +264,7 @@ pub fn softmax_rows(x: &[f32], y: &mut [f32], cols: usize) -> Result<()> {
 pub fn softmax_rows_with(opts: &ExecOptions, x: &[f32], y: &mut [f32], cols: usize) -> Result<()> {
     check_lengths("softmax_rows", x, y)?;
     rows_of("softmax_rows", x.len(), cols)?;
-    let isa = resolve(opts.isa)?;
+    let isa = Isa::resolve(opts.isa)?;
     for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
         let (_, sum) = shifted_exp(isa, xr, yr);
         let inv = (1.0 / sum) as f32;
@@ -283,7 +278,7 @@ pub fn softmax_rows_with(opts: &ExecOptions, x: &[f32], y: &mut [f32], cols: usi
 /// [`softmax_rows`] in place: `v[r][j] ← e^v[r][j] / Σ_k e^v[r][k]` (same arithmetic).
 pub fn softmax_rows_in_place(v: &mut [f32], cols: usize) -> Result<()> {
     rows_of("softmax_rows_in_place", v.len(), cols)?;
-    let isa = resolve(None)?;
+    let isa = Isa::resolve(None)?;
     for row in v.chunks_exact_mut(cols) {
         let max = row.iter().fold(f32::NEG_INFINITY, |m, &e| m.max(e));
         let nan_in_row = row.iter().any(|e| e.is_nan());
@@ -320,7 +315,7 @@ pub fn log_softmax_rows_with(
 ) -> Result<()> {
     check_lengths("log_softmax_rows", x, y)?;
     rows_of("log_softmax_rows", x.len(), cols)?;
-    let isa = resolve(opts.isa)?;
+    let isa = Isa::resolve(opts.isa)?;
     for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
         let (max, sum) = shifted_exp(isa, xr, yr);
         let shift = max as f64 + sum.ln();
@@ -367,7 +362,7 @@ pub fn softmax_cross_entropy_with(
     }
     check_lengths("softmax_cross_entropy", logits, grad)?;
     let rows = rows_of("softmax_cross_entropy", logits.len(), cols)?;
-    let isa = resolve(opts.isa)?;
+    let isa = Isa::resolve(opts.isa)?;
     let mut total = 0.0f64;
     for ((xr, tr), gr) in logits
         .chunks_exact(cols)

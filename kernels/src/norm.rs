@@ -20,22 +20,28 @@ pub struct BatchNorm {
 }
 
 impl BatchNorm {
-    fn len(&self, what: &'static str) -> Result<usize> {
-        if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
-            return Err(Error::InvalidArgument {
-                name: "epsilon",
-                value: self.epsilon.to_string(),
-                reason: "batch normalisation needs a finite epsilon > 0".into(),
-            });
-        }
+    /// `rows × channels`, checked, and ε checked.
+    fn len(&self) -> Result<usize> {
+        check_epsilon(self.epsilon)?;
         self.rows
             .checked_mul(self.channels)
             .ok_or_else(|| Error::InvalidArgument {
-                name: what,
+                name: "rows × channels",
                 value: format!("{} × {}", self.rows, self.channels),
                 reason: "more elements than memory can hold".into(),
             })
     }
+}
+
+fn check_epsilon(epsilon: f32) -> Result<()> {
+    if epsilon.is_finite() && epsilon > 0.0 {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument {
+        name: "epsilon",
+        value: epsilon.to_string(),
+        reason: "batch normalisation needs a finite epsilon > 0".into(),
+    })
 }
 
 /// Per channel: the statistics a training step normalises with.
@@ -59,7 +65,7 @@ pub fn batch_norm_forward_training(
     stats: BatchStats<'_>,
 ) -> Result<()> {
     let what = "batch_norm_forward_training";
-    let len = s.len(what)?;
+    let len = s.len()?;
     check_len(what, "input x", x.len(), len, || desc(s))?;
     check_len(what, "output y", y.len(), len, || desc(s))?;
     for (name, v) in [
@@ -78,7 +84,7 @@ pub fn batch_norm_forward_training(
             reason: "batch statistics need at least one row".into(),
         });
     }
-    let isa = crate::math::resolve(opts.isa)?;
+    let isa = crate::Isa::resolve(opts.isa)?;
     let (n, c) = (s.rows as f64, s.channels);
     // Channel blocks of BLOCK with their sums on the stack: no allocation per call.
     for c0 in (0..c).step_by(BLOCK) {
@@ -196,7 +202,7 @@ pub fn batch_norm_forward_inference(
     y: &mut [f32],
 ) -> Result<()> {
     let what = "batch_norm_forward_inference";
-    let len = s.len(what)?;
+    let len = s.len()?;
     check_len(what, "input x", x.len(), len, || desc(s))?;
     check_len(what, "output y", y.len(), len, || desc(s))?;
     for (name, v) in [
@@ -206,7 +212,7 @@ pub fn batch_norm_forward_inference(
     ] {
         check_len(what, name, v, s.channels, || channels(s))?;
     }
-    let isa = crate::math::resolve(opts.isa)?;
+    let isa = crate::Isa::resolve(opts.isa)?;
     let c = s.channels;
     for c0 in (0..c).step_by(BLOCK) {
         let w = BLOCK.min(c - c0);
@@ -227,6 +233,7 @@ pub fn batch_norm_scale(
     epsilon: f32,
     scale: &mut [f32],
 ) -> Result<()> {
+    check_epsilon(epsilon)?;
     let c = gamma.len();
     for (name, len) in [("variance", variance.len()), ("scale", scale.len())] {
         check_len("batch_norm_scale", name, len, c, || format!("{c} channels"))?;
@@ -258,7 +265,7 @@ pub fn batch_norm_backward(
     grads: BatchNormGrads<'_>,
 ) -> Result<()> {
     let what = "batch_norm_backward";
-    let len = s.len(what)?;
+    let len = s.len()?;
     check_len(what, "input x", x.len(), len, || desc(s))?;
     check_len(what, "output gradient dy", dy.len(), len, || desc(s))?;
     if let Some(dx) = &dx {
@@ -278,7 +285,7 @@ pub fn batch_norm_backward(
         grads.dbeta.fill(0.0);
         return Ok(());
     }
-    let isa = crate::math::resolve(opts.isa)?;
+    let isa = crate::Isa::resolve(opts.isa)?;
     let (n, c) = (s.rows as f64, s.channels);
     let mut dx = dx;
     // Half blocks: both sums of a channel share one accumulator array.

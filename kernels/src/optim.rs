@@ -22,7 +22,6 @@ use rayon::prelude::*;
 
 use crate::error::{check_len, Error, Result};
 use crate::gemm::{gemm_with, ExecOptions, Threading};
-use crate::math::resolve;
 use crate::scratch::PRODUCT;
 use crate::shared::SharedOut;
 use crate::{Isa, MatMut, MatRef};
@@ -201,7 +200,7 @@ pub fn update(
     for s in state.iter() {
         check("update", w.len(), &[("a state buffer", s.len())])?;
     }
-    let isa = resolve(opts.isa)?;
+    let isa = Isa::resolve(opts.isa)?;
     let (w_out, state_out) = (SharedOut::new(w), state_handles(state));
     (0..g.len())
         .into_par_iter()
@@ -399,7 +398,7 @@ pub fn update_from_product(
             format!("{m}×{k}")
         })?;
     }
-    let update_isa = resolve(opts.isa)?;
+    let update_isa = Isa::resolve(opts.isa)?;
     if n == 0 {
         // No gradient to step with, and d = b·wᵀ is a sum over nothing: zero (as a GEMM's).
         if let Some(d) = d {

@@ -21,7 +21,6 @@ mod max_vector;
 use crate::activation::Activation;
 use crate::error::{check_len, Error, Result};
 use crate::gemm::ExecOptions;
-use crate::math::resolve;
 use crate::window::{output_len, padding_before, Padding};
 use crate::Isa;
 
@@ -184,7 +183,7 @@ pub fn max_pool2d_forward(
     if s.batch == 0 {
         return Ok(());
     }
-    let isa = resolve(opts.isa)?;
+    let isa = Isa::resolve(opts.isa)?;
     let images = x
         .par_chunks_exact(s.image_len())
         .zip(y.par_chunks_exact_mut(s.out_image_len()));
@@ -446,7 +445,7 @@ fn max_backward(
     if s.batch == 0 {
         return Ok(());
     }
-    let isa = resolve(opts.isa)?;
+    let isa = Isa::resolve(opts.isa)?;
     let out_len = s.out_image_len();
     let images = dx
         .par_chunks_exact_mut(image_len)
@@ -609,7 +608,7 @@ pub fn avg_pool2d_forward(opts: &ExecOptions, s: &Pool2d, x: &[f32], y: &mut [f3
     if s.batch == 0 {
         return Ok(());
     }
-    let isa = resolve(opts.isa)?;
+    let isa = Isa::resolve(opts.isa)?;
     let images = x
         .par_chunks_exact(s.image_len())
         .zip(y.par_chunks_exact_mut(s.out_image_len()));
@@ -687,7 +686,7 @@ pub fn avg_pool2d_backward(
     if s.batch == 0 {
         return Ok(());
     }
-    let isa = resolve(opts.isa)?;
+    let isa = Isa::resolve(opts.isa)?;
     let images = dx
         .par_chunks_exact_mut(s.image_len())
         .zip(dy.par_chunks_exact(s.out_image_len()));

@@ -88,6 +88,38 @@ fn close_within(
     Ok(())
 }
 
+/// The statistics a training pass writes: mean, variance, 1/σ.
+struct Stats {
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    inv: Vec<f32>,
+}
+
+/// `batch_norm_forward_training` into `y` with fresh statistics buffers of `channels`.
+fn forward_training(
+    opts: &ExecOptions,
+    s: &BatchNorm,
+    x: &[f32],
+    gamma_beta: (&[f32], &[f32]),
+    y: &mut [f32],
+    channels: usize,
+) -> (kernels::Result<()>, Stats) {
+    let mut st = Stats {
+        mean: vec![0.0; channels],
+        var: vec![0.0; channels],
+        inv: vec![0.0; channels],
+    };
+    let stats = BatchStats {
+        mean: &mut st.mean,
+        variance: &mut st.var,
+        inv_std: &mut st.inv,
+    };
+    (
+        batch_norm_forward_training(opts, s, x, gamma_beta, y, stats),
+        st,
+    )
+}
+
 fn check(rows: usize, channels: usize, seed: u64) -> Result<(), String> {
     let s = BatchNorm {
         rows,
@@ -111,24 +143,9 @@ fn check(rows: usize, channels: usize, seed: u64) -> Result<(), String> {
     for isa in Isa::available() {
         let opts = ExecOptions::with_isa(isa);
         let mut y = vec![f32::NAN; rows * channels];
-        let (mut mean, mut var, mut inv) = (
-            vec![0.0; channels],
-            vec![0.0; channels],
-            vec![0.0; channels],
-        );
-        batch_norm_forward_training(
-            &opts,
-            &s,
-            &x,
-            (&gamma, &beta),
-            &mut y,
-            BatchStats {
-                mean: &mut mean,
-                variance: &mut var,
-                inv_std: &mut inv,
-            },
-        )
-        .map_err(|e| e.to_string())?;
+        let (run, Stats { mean, var, inv }) =
+            forward_training(&opts, &s, &x, (&gamma, &beta), &mut y, channels);
+        run.map_err(|e| e.to_string())?;
         close(&format!("{isa} mean"), &mean, &want.mean, 1e-6)?;
         close(&format!("{isa} variance"), &var, &want.var, 1e-5)?;
         // The conditioning of x − mean, per element (4 ulps of the larger side, times 1/σ).
@@ -217,21 +234,9 @@ fn the_statistics_do_not_depend_on_the_thread_count() {
             .unwrap();
         pool.install(|| {
             let mut y = vec![0.0; x.len()];
-            let (mut m, mut v, mut i) = (vec![0.0; 32], vec![0.0; 32], vec![0.0; 32]);
-            batch_norm_forward_training(
-                &ExecOptions::default(),
-                &s,
-                &x,
-                (&g, &b),
-                &mut y,
-                BatchStats {
-                    mean: &mut m,
-                    variance: &mut v,
-                    inv_std: &mut i,
-                },
-            )
-            .unwrap();
-            (y, m, v)
+            let (run, st) = forward_training(&ExecOptions::default(), &s, &x, (&g, &b), &mut y, 32);
+            run.unwrap();
+            (y, st.mean, st.var)
         })
     };
     assert_eq!(run(1), run(2));
@@ -247,21 +252,10 @@ fn bad_arguments_are_errors() {
     let x = vec![0.0; 12];
     let mut y = vec![0.0; 11];
     let (g, b) = (vec![1.0; 3], vec![0.0; 3]);
-    let (mut m, mut v, mut i) = (vec![0.0; 3], vec![0.0; 3], vec![0.0; 3]);
-    let err = batch_norm_forward_training(
-        &ExecOptions::default(),
-        &s,
-        &x,
-        (&g, &b),
-        &mut y,
-        BatchStats {
-            mean: &mut m,
-            variance: &mut v,
-            inv_std: &mut i,
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let err = forward_training(&ExecOptions::default(), &s, &x, (&g, &b), &mut y, 3)
+        .0
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("output y"), "{err}");
     let bad = BatchNorm { epsilon: 0.0, ..s };
     let mut y = vec![0.0; 12];
@@ -270,19 +264,14 @@ fn bad_arguments_are_errors() {
         .to_string();
     assert!(err.contains("epsilon"), "{err}");
     let empty = BatchNorm { rows: 0, ..s };
-    let err = batch_norm_forward_training(
-        &ExecOptions::default(),
-        &empty,
-        &[],
-        (&g, &b),
-        &mut [],
-        BatchStats {
-            mean: &mut m,
-            variance: &mut v,
-            inv_std: &mut i,
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let err = forward_training(&ExecOptions::default(), &empty, &[], (&g, &b), &mut [], 3)
+        .0
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("at least one row"), "{err}");
+    let mut scale = vec![0.0; 3];
+    let err = kernels::norm::batch_norm_scale(&g, &b, 0.0, &mut scale)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("epsilon"), "{err}");
 }

@@ -11,7 +11,7 @@ use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
 use crate::error::{Error, Result};
-use crate::logs::History;
+use crate::logs::{EpochLogs, History};
 
 const FONT_PATHS: [&str; 5] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -29,30 +29,11 @@ impl History {
     /// The curves as CSV: `epoch` and then, in Keras's order, the quantities measured
     /// (`accuracy`, `learning_rate`, `loss`, `val_accuracy`, `val_loss`), one row per epoch.
     pub fn to_csv(&self) -> String {
-        let columns: [(&str, Option<Vec<f32>>); 5] = [
-            ("accuracy", self.accuracy()),
-            ("learning_rate", Some(self.learning_rate())),
-            ("loss", Some(self.loss())),
-            ("val_accuracy", self.val_accuracy()),
-            ("val_loss", self.val_loss()),
-        ];
-        let present: Vec<(&str, Vec<f32>)> = columns
-            .into_iter()
-            .filter_map(|(name, v)| v.map(|v| (name, v)))
-            .collect();
-        let mut text = String::from("epoch");
-        for (name, _) in &present {
-            text.push(',');
-            text.push_str(name);
-        }
-        text.push('\n');
-        for (i, e) in self.epochs.iter().enumerate() {
-            text.push_str(&e.epoch.to_string());
-            for (_, values) in &present {
-                text.push(',');
-                text.push_str(&values[i].to_string());
-            }
-            text.push('\n');
+        let columns = self.epochs.first().map_or(vec![], |e| e.csv_columns());
+        let mut text = String::new();
+        EpochLogs::write_csv_header(&columns, ',', &mut text);
+        for e in &self.epochs {
+            e.write_csv_row(&columns, ',', &mut text);
         }
         text
     }

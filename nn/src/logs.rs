@@ -22,6 +22,53 @@ pub struct EpochLogs {
 }
 
 impl EpochLogs {
+    /// The quantities after `epoch` in Keras's CSV order (its logs' keys sorted), each with its
+    /// value this epoch, `None` where fit does not measure it.
+    fn keras_columns(&self) -> [(&'static str, Option<f32>); 5] {
+        [
+            ("accuracy", self.accuracy),
+            ("learning_rate", Some(self.learning_rate)),
+            ("loss", Some(self.loss)),
+            ("val_accuracy", self.val_accuracy),
+            ("val_loss", self.val_loss),
+        ]
+    }
+
+    /// The CSV columns after `epoch` of a fit whose epochs log as this one (the measured
+    /// quantities, in Keras's order): the header of `CsvLogger` and `History::to_csv`.
+    pub(crate) fn csv_columns(&self) -> Vec<&'static str> {
+        self.keras_columns()
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(name, _)| *name)
+            .collect()
+    }
+
+    /// The CSV header line: `epoch`, then `columns`.
+    pub(crate) fn write_csv_header(columns: &[&str], separator: char, out: &mut String) {
+        out.push_str("epoch");
+        for name in columns {
+            out.push(separator);
+            out.push_str(name);
+        }
+        out.push('\n');
+    }
+
+    /// This epoch's CSV row under `columns` (a value not measured: `NA`, as Keras writes it),
+    /// with its line end.
+    pub(crate) fn write_csv_row(&self, columns: &[&str], separator: char, out: &mut String) {
+        let values = self.keras_columns();
+        out.push_str(&self.epoch.to_string());
+        for name in columns {
+            out.push(separator);
+            match values.iter().find(|(n, _)| n == name).and_then(|(_, v)| *v) {
+                Some(v) => out.push_str(&v.to_string()),
+                None => out.push_str("NA"),
+            }
+        }
+        out.push('\n');
+    }
+
     /// The value of `monitor` this epoch, if measured.
     pub fn get(&self, monitor: Monitor) -> Option<f32> {
         match monitor {

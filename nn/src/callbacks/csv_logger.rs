@@ -40,17 +40,6 @@ impl CsvLogger {
     }
 }
 
-/// The columns after `epoch`, in Keras's order, with each one's value in `logs`.
-fn columns(logs: &EpochLogs) -> [(&'static str, Option<f32>); 5] {
-    [
-        ("accuracy", logs.accuracy),
-        ("learning_rate", Some(logs.learning_rate)),
-        ("loss", Some(logs.loss)),
-        ("val_accuracy", logs.val_accuracy),
-        ("val_loss", logs.val_loss),
-    ]
-}
-
 impl Callback for CsvLogger {
     fn on_train_begin(&mut self, _model: &mut dyn TrainingModel) -> Result<()> {
         if self.separator == '\n' || self.separator == '\r' || self.separator == '"' {
@@ -77,31 +66,13 @@ impl Callback for CsvLogger {
 
     fn on_epoch_end(&mut self, logs: &EpochLogs, _model: &mut dyn TrainingModel) -> Result<()> {
         let sep = self.separator;
-        let values = columns(logs);
         if self.columns.is_empty() {
-            self.columns = values
-                .iter()
-                .filter(|(_, v)| v.is_some())
-                .map(|(name, _)| *name)
-                .collect();
+            self.columns = logs.csv_columns();
             if self.text.is_empty() {
-                self.text.push_str("epoch");
-                for name in &self.columns {
-                    self.text.push(sep);
-                    self.text.push_str(name);
-                }
-                self.text.push('\n');
+                EpochLogs::write_csv_header(&self.columns, sep, &mut self.text);
             }
         }
-        self.text.push_str(&logs.epoch.to_string());
-        for name in &self.columns {
-            self.text.push(sep);
-            match values.iter().find(|(n, _)| n == name).and_then(|(_, v)| *v) {
-                Some(v) => self.text.push_str(&v.to_string()),
-                None => self.text.push_str("NA"),
-            }
-        }
-        self.text.push('\n');
+        logs.write_csv_row(&self.columns, sep, &mut self.text);
         crate::files::write_atomically(&self.path, self.text.as_bytes())
     }
 }
