@@ -244,6 +244,76 @@ pub fn batch_norm_scale(
     Ok(())
 }
 
+/// Fixed statistics and their affine parameters, per channel: what [`batch_norm_fold`] folds.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedNorm<'a> {
+    pub gamma: &'a [f32],
+    pub beta: &'a [f32],
+    pub mean: &'a [f32],
+    pub variance: &'a [f32],
+    pub epsilon: f32,
+}
+
+/// Folds a normalisation with fixed statistics into the linear layer before it: for a layer
+/// `z = x·kernel + bias` whose `kernel` is `rows × channels` row-major (a Dense kernel, or a
+/// convolution's `kh × kw × in × channels`), writes `folded_kernel = kernel·scale` (per column)
+/// and `folded_bias = (bias − mean)·scale + beta`, `scale = gamma / √(variance + ε)`, so that
+/// `x·folded_kernel + folded_bias` is the normalised output in one product. Each value is
+/// formed in f64 and rounded once. (Inference only: the layer's own rounding of `x·kernel`,
+/// about one ulp of `|x|·|kernel|`, is then scaled as the unfolded normalisation scales it.)
+pub fn batch_norm_fold(
+    norm: &FixedNorm<'_>,
+    (kernel, bias): (&[f32], &[f32]),
+    (folded_kernel, folded_bias): (&mut [f32], &mut [f32]),
+) -> Result<()> {
+    let what = "batch_norm_fold";
+    check_epsilon(norm.epsilon)?;
+    let c = norm.gamma.len();
+    let each = || format!("{c}-channel");
+    for (name, len) in [
+        ("beta", norm.beta.len()),
+        ("mean", norm.mean.len()),
+        ("variance", norm.variance.len()),
+        ("bias", bias.len()),
+        ("folded bias", folded_bias.len()),
+    ] {
+        check_len(what, name, len, c, each)?;
+    }
+    if c == 0 || kernel.len() % c != 0 {
+        return Err(Error::ShapeMismatch {
+            what,
+            detail: format!(
+                "the kernel has {} elements, not a whole number of rows of {c} channels",
+                kernel.len()
+            ),
+        });
+    }
+    check_len(
+        what,
+        "folded kernel",
+        folded_kernel.len(),
+        kernel.len(),
+        || format!("{} × {c}", kernel.len() / c),
+    )?;
+    // Run when the weights have changed (once per inference call after training), not per
+    // step: the scales' one small allocation is not in a hot loop.
+    let scale: Vec<f64> = (0..c)
+        .map(|j| norm.gamma[j] as f64 / (norm.variance[j] as f64 + norm.epsilon as f64).sqrt())
+        .collect();
+    for (j, &s) in scale.iter().enumerate() {
+        folded_bias[j] = ((bias[j] as f64 - norm.mean[j] as f64) * s + norm.beta[j] as f64) as f32;
+    }
+    for (row, out) in kernel
+        .chunks_exact(c)
+        .zip(folded_kernel.chunks_exact_mut(c))
+    {
+        for ((&w, o), &s) in row.iter().zip(out.iter_mut()).zip(&scale) {
+            *o = (w as f64 * s) as f32;
+        }
+    }
+    Ok(())
+}
+
 /// What the training backward pass returns per channel.
 pub struct BatchNormGrads<'a> {
     pub dgamma: &'a mut [f32],

@@ -1,10 +1,11 @@
 //! Batch normalisation against an f64 reference on every instruction-set path: the training
-//! forward pass (statistics and output), the inference map, the backward pass, and argument
-//! errors.
+//! forward pass (statistics and output), the inference map, the backward pass, the fold into
+//! the layer before, and argument errors.
 
 use kernels::norm::{
-    batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_training,
-    batch_norm_scale, BatchNorm, BatchNormGrads, BatchStats,
+    batch_norm_backward, batch_norm_fold, batch_norm_forward_inference,
+    batch_norm_forward_training, batch_norm_scale, BatchNorm, BatchNormGrads, BatchStats,
+    FixedNorm,
 };
 use kernels::reference::Rng;
 use kernels::{ExecOptions, Isa};
@@ -274,4 +275,111 @@ fn bad_arguments_are_errors() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("epsilon"), "{err}");
+}
+
+/// `x·folded_kernel + folded_bias` against the f64 normalisation of `x·kernel + bias` with the
+/// same statistics: the fold changes only rounding, bounded by the scaled size of the product's
+/// terms.
+fn check_fold(rows: usize, channels: usize, samples: usize, seed: u64) -> Result<(), String> {
+    let mut rng = Rng::new(seed);
+    let kernel = rng.fill(rows * channels);
+    let bias = rng.fill(channels);
+    let x = rng.fill(samples * rows);
+    let gamma = rng.fill(channels);
+    let beta = rng.fill(channels);
+    let mean = rng.fill(channels);
+    let variance: Vec<f32> = rng.fill(channels).iter().map(|v| v.abs() * 3.0).collect();
+    let norm = FixedNorm {
+        gamma: &gamma,
+        beta: &beta,
+        mean: &mean,
+        variance: &variance,
+        epsilon: 1e-3,
+    };
+    let mut fk = vec![f32::NAN; kernel.len()];
+    let mut fb = vec![f32::NAN; channels];
+    batch_norm_fold(&norm, (&kernel, &bias), (&mut fk, &mut fb)).map_err(|e| e.to_string())?;
+    for i in 0..samples {
+        for j in 0..channels {
+            let s = gamma[j] as f64 / (variance[j] as f64 + 1e-3).sqrt();
+            let (mut z, mut folded, mut size) = (bias[j] as f64, fb[j] as f64, 0.0f64);
+            for r in 0..rows {
+                let xv = x[i * rows + r] as f64;
+                z += xv * kernel[r * channels + j] as f64;
+                folded += xv * fk[r * channels + j] as f64;
+                size += (xv * kernel[r * channels + j] as f64).abs();
+            }
+            let want = (z - mean[j] as f64) * s + beta[j] as f64;
+            // Each folded weight and the bias are rounded once: a relative 2⁻²⁴ of each term.
+            let bound = 2.0
+                * f32::EPSILON as f64
+                * ((size + bias[j].abs() as f64 + mean[j].abs() as f64) * s.abs()
+                    + beta[j].abs() as f64)
+                + 1e-12;
+            if (folded - want).abs() > bound {
+                return Err(format!(
+                    "sample {i} channel {j}: folded {folded}, normalised {want} (bound {bound})"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn a_folded_normalisation_matches_the_normalised_product(
+        rows in prop_oneof![Just(0usize), Just(1), Just(9), 1usize..80],
+        channels in prop_oneof![Just(1usize), Just(16), Just(17), 1usize..70],
+        samples in 1usize..5,
+        seed: u64,
+    ) {
+        prop_assert_eq!(check_fold(rows, channels, samples, seed), Ok(()));
+    }
+}
+
+#[test]
+fn bad_fold_arguments_are_errors() {
+    let v = vec![1.0f32; 3];
+    let norm = FixedNorm {
+        gamma: &v,
+        beta: &v,
+        mean: &v,
+        variance: &v,
+        epsilon: 1e-3,
+    };
+    let fold = |norm: &FixedNorm<'_>, kernel: &[f32], bias: &[f32], fk: usize, fb: usize| {
+        let (mut k, mut b) = (vec![0.0; fk], vec![0.0; fb]);
+        batch_norm_fold(norm, (kernel, bias), (&mut k, &mut b))
+            .unwrap_err()
+            .to_string()
+    };
+    let err = fold(&norm, &[0.0; 7], &v, 7, 3);
+    assert!(err.contains("whole number of rows of 3 channels"), "{err}");
+    let err = fold(&norm, &[0.0; 6], &v, 5, 3);
+    assert!(err.contains("folded kernel"), "{err}");
+    let err = fold(&norm, &[0.0; 6], &v[..2], 6, 3);
+    assert!(err.contains("bias has 2"), "{err}");
+    let short = FixedNorm {
+        variance: &v[..1],
+        ..norm
+    };
+    let err = fold(&short, &[0.0; 6], &v, 6, 3);
+    assert!(err.contains("variance"), "{err}");
+    let bad = FixedNorm {
+        epsilon: f32::NAN,
+        ..norm
+    };
+    let err = fold(&bad, &[0.0; 6], &v, 6, 3);
+    assert!(err.contains("epsilon"), "{err}");
+    let none = FixedNorm {
+        gamma: &[],
+        beta: &[],
+        mean: &[],
+        variance: &[],
+        epsilon: 1e-3,
+    };
+    let err = fold(&none, &[], &[], 0, 0);
+    assert!(err.contains("0 channels"), "{err}");
 }

@@ -183,6 +183,15 @@ impl Sequential {
         self.trainer.set_fused_steps(on);
     }
 
+    /// Whether inference (`predict`, `evaluate`, validation) folds each BatchNormalization into
+    /// the linear Conv2D or Dense before it, with the Activation after it (on by default; the
+    /// same function up to rounding, one or two passes over memory fewer per fold); for tests
+    /// and measurements (cargo feature `bench-hooks`).
+    #[cfg(feature = "bench-hooks")]
+    pub fn set_batch_norm_folding(&mut self, on: bool) {
+        self.trainer.set_batch_norm_folding(on);
+    }
+
     /// The execution plan (for the plan's tests).
     #[cfg(test)]
     pub(crate) fn plan_for_tests(&self) -> &crate::plan::Plan {

@@ -1,17 +1,37 @@
-//! The execution plan of a model: which layers run, which pairs run as one pass, where each
-//! layer's input comes from and which parameters it owns — worked out once when the model is
-//! built (and again at compile, which decides the fused backward passes), then followed by every
-//! forward and backward pass: nothing is re-derived and nothing allocated per step.
+//! The execution plan of a model: which layers run, which pairs run as one pass, which layers
+//! are folded into the one before them at inference, where each layer's input comes from and
+//! which parameters it owns — worked out once when the model is built (and again at compile,
+//! which decides the fused backward passes), then followed by every forward and backward pass:
+//! nothing is re-derived and nothing allocated per step.
 
-use crate::layers::{self, Kind, Layer};
+use crate::layers::{self, Fold, Kind, Layer};
 
 /// One unit of the forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Unit {
     /// Layer `i` alone.
     Layer(usize),
-    /// The Conv2D at `i` and the MaxPooling2D at `i + 1` as one pass (`layers::forward_conv_pool`).
-    ConvPool(usize),
+    /// The Conv2D `conv` and the MaxPooling2D `pool` (the next layer that runs) as one pass
+    /// (`layers::forward_conv_pool`), with the weights of `fold` (an index into
+    /// [`Plan::folds`]) at inference.
+    ConvPool {
+        conv: usize,
+        pool: usize,
+        fold: Option<usize>,
+    },
+    /// At inference, the Conv2D or Dense `layer` with the weights of `fold` (an index into
+    /// [`Plan::folds`]): the layers the fold took in do not run.
+    Folded { layer: usize, fold: usize },
+}
+
+impl Unit {
+    /// The layer whose output holds the data after this unit.
+    pub fn output_layer(&self) -> usize {
+        match *self {
+            Unit::Layer(i) | Unit::Folded { layer: i, .. } => i,
+            Unit::ConvPool { pool, .. } => pool,
+        }
+    }
 }
 
 /// One unit of the backward pass.
@@ -33,8 +53,13 @@ pub(crate) struct Back {
 /// The plan of a model's layers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Plan {
-    /// In running order.
+    /// In running order: training's forward pass (and inference's without folding).
     pub forward: Vec<Unit>,
+    /// In running order: inference's forward pass, with the folds.
+    pub inference: Vec<Unit>,
+    /// The BatchNormalizations (and Activations) folded into the layer before them in
+    /// `inference`.
+    pub folds: Vec<Fold>,
     /// In running order: the last layer first.
     pub backward: Vec<Back>,
 }
@@ -57,24 +82,8 @@ impl Plan {
     pub fn new(layers: &mut [Box<dyn Layer>]) -> Plan {
         let count = layers.len();
         let skip = skipped(layers);
-        let mut forward = vec![];
-        let mut i = 0;
-        while i < count {
-            if skip[i] {
-                i += 1;
-                continue;
-            }
-            if i + 1 < count {
-                let (a, b) = layers.split_at_mut(i + 1);
-                if layers::fuses_forward(a[i].as_mut(), b[0].as_mut()) {
-                    forward.push(Unit::ConvPool(i));
-                    i += 2;
-                    continue;
-                }
-            }
-            forward.push(Unit::Layer(i));
-            i += 1;
-        }
+        let (forward, _) = forward_units(layers, &skip, false);
+        let (inference, folds) = forward_units(layers, &skip, true);
         let mut first_params = Vec::with_capacity(count);
         let mut params = 0;
         for layer in layers.iter_mut() {
@@ -106,8 +115,65 @@ impl Plan {
                 i -= 1;
             }
         }
-        Plan { forward, backward }
+        Plan {
+            forward,
+            inference,
+            folds,
+            backward,
+        }
     }
+}
+
+/// The forward pass's units in running order, with the folds when `fold` (inference).
+fn forward_units(
+    layers: &mut [Box<dyn Layer>],
+    skip: &[bool],
+    fold: bool,
+) -> (Vec<Unit>, Vec<Fold>) {
+    let count = layers.len();
+    let (mut units, mut folds) = (vec![], vec![]);
+    let mut i = 0;
+    while i < count {
+        if skip[i] {
+            i += 1;
+            continue;
+        }
+        if let Some(f) = fold.then(|| layers::find_fold(layers, i)).flatten() {
+            let next = f.last() + 1;
+            let index = Some(folds.len());
+            if layers::fold_pools(layers, &f, next) {
+                units.push(Unit::ConvPool {
+                    conv: i,
+                    pool: next,
+                    fold: index,
+                });
+                i = next + 1;
+            } else {
+                units.push(Unit::Folded {
+                    layer: i,
+                    fold: folds.len(),
+                });
+                i = next;
+            }
+            folds.push(f);
+            continue;
+        }
+        if i + 1 < count {
+            let (a, b) = layers.split_at_mut(i + 1);
+            if layers::fuses_forward(a[i].as_mut(), b[0].as_mut()) {
+                units.push(Unit::ConvPool {
+                    conv: i,
+                    pool: i + 1,
+                    fold: None,
+                });
+                i += 2;
+                continue;
+            }
+        }
+        units.push(Unit::Layer(i));
+        i += 1;
+    }
+    (units, folds)
 }
 
 #[cfg(test)]
@@ -131,10 +197,18 @@ mod tests {
         )
         .unwrap();
         let plan = m.plan_for_tests();
-        assert_eq!(
-            plan.forward,
-            [Unit::ConvPool(0), Unit::Layer(3), Unit::Layer(4)]
-        );
+        let units = [
+            Unit::ConvPool {
+                conv: 0,
+                pool: 1,
+                fold: None,
+            },
+            Unit::Layer(3),
+            Unit::Layer(4),
+        ];
+        assert_eq!(plan.forward, units);
+        assert_eq!(plan.inference, units);
+        assert!(plan.folds.is_empty());
         let backward: Vec<(usize, Option<usize>, usize, bool)> = plan
             .backward
             .iter()
@@ -148,6 +222,61 @@ mod tests {
                 (4, Some(3), 4, false),
                 (3, Some(1), 2, false),
                 (1, Some(0), 2, true)
+            ]
+        );
+    }
+
+    #[test]
+    fn batch_normalization_folds_into_the_linear_layer_before_it_at_inference() {
+        let mut m = Sequential::new()
+            .input_shape(&[10, 10, 1])
+            .add(Conv2D::new(4, (3, 3), Act::Linear))
+            .add(BatchNormalization::new())
+            .add(Activation::new(Act::Relu))
+            .add(MaxPooling2D::new((2, 2)))
+            .add(Conv2D::new(4, (3, 3), Act::Linear))
+            .add(BatchNormalization::new())
+            .add(GlobalAveragePooling2D::new())
+            .add(Dense::new(8, Act::Relu))
+            .add(BatchNormalization::new())
+            .add(Dense::new(6, Act::Linear))
+            .add(BatchNormalization::new())
+            .add(Activation::new(Act::Softmax));
+        m.compile(
+            Optimizer::adam(),
+            Loss::sparse_categorical_crossentropy(),
+            &[],
+        )
+        .unwrap();
+        let plan = m.plan_for_tests();
+        // Training runs every layer; the first convolution pools in one pass only once folded
+        // (its own activation is linear, the ReLU a layer of its own).
+        assert_eq!(plan.forward, (0..12).map(Unit::Layer).collect::<Vec<_>>());
+        assert_eq!(
+            plan.inference,
+            [
+                Unit::ConvPool {
+                    conv: 0,
+                    pool: 3,
+                    fold: Some(0)
+                },
+                Unit::Folded { layer: 4, fold: 1 },
+                Unit::Layer(6),
+                // A Dense with an activation of its own does not fold.
+                Unit::Layer(7),
+                Unit::Layer(8),
+                // The model's last layer (its output) is never folded away.
+                Unit::Folded { layer: 9, fold: 2 },
+                Unit::Layer(11),
+            ]
+        );
+        let act = |f: &Fold| (f.layer, f.norm, f.activation, f.act);
+        assert_eq!(
+            plan.folds.iter().map(act).collect::<Vec<_>>(),
+            [
+                (0, 1, Some(2), Act::Relu),
+                (4, 5, None, Act::Linear),
+                (9, 10, None, Act::Linear)
             ]
         );
     }

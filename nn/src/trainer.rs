@@ -95,6 +95,11 @@ pub(crate) struct Trainer {
     /// Whether layers that can apply the optimizer's step inside their backward pass do
     /// (`Dense::backward_stepping`; on by default, the same bits either way).
     fused_steps: bool,
+    /// The weights of the plan's folds (one per `plan.folds`), derived before each inference
+    /// call when their sources changed.
+    folded: Vec<layers::Folded>,
+    /// Whether inference runs the plan's folds (on by default; off runs every layer).
+    fold_batch_norm: bool,
 }
 
 /// Runs `f` on a thread of the rayon pool (the caller waits), so that parallel kernels inside
@@ -150,6 +155,8 @@ impl Default for Trainer {
             stop_training: false,
             prepared_generation: usize::MAX,
             fused_steps: true,
+            folded: vec![],
+            fold_batch_norm: true,
         }
     }
 }
@@ -158,7 +165,7 @@ impl Trainer {
     /// The model's structure changed: it must be built and compiled again.
     pub fn changed(&mut self) {
         self.capacity = 0;
-        self.plan = Plan::default();
+        self.set_plan(Plan::default());
         if self.compiled.take().is_some() {
             self.recompile = true;
         }
@@ -167,7 +174,7 @@ impl Trainer {
     /// The model was (re)built: a new plan, buffers sized anew.
     pub fn built(&mut self, net: &mut Net<'_>) {
         self.capacity = 0;
-        self.plan = Plan::new(net.layers);
+        self.set_plan(Plan::new(net.layers));
     }
 
     /// Keras's `compile`: decides which layers receive dL/d(pre-activation) (the last when the
@@ -197,7 +204,7 @@ impl Trainer {
             };
             layers[i].set_grad_is_preactivation(absorbed || (fused && i + 1 == count));
         }
-        self.plan = Plan::new(layers);
+        self.set_plan(Plan::new(layers));
         optimizer.reset();
         self.recompile = false;
         self.compiled = Some(Compiled {
@@ -207,6 +214,12 @@ impl Trainer {
             metrics: metrics.to_vec(),
         });
         Ok(())
+    }
+
+    /// Follows `plan` from now on (its folds' weights derived afresh).
+    fn set_plan(&mut self, plan: Plan) {
+        self.folded = plan.folds.iter().map(|_| Default::default()).collect();
+        self.plan = plan;
     }
 
     #[cfg(test)]
@@ -225,6 +238,22 @@ impl Trainer {
     #[cfg(feature = "bench-hooks")]
     pub fn set_fused_steps(&mut self, on: bool) {
         self.fused_steps = on;
+    }
+
+    #[cfg(feature = "bench-hooks")]
+    pub fn set_batch_norm_folding(&mut self, on: bool) {
+        self.fold_batch_norm = on;
+    }
+
+    /// Derives the folds' weights from the layers' current ones where those changed: called
+    /// before each inference call's passes.
+    fn refresh_folds(&mut self, net: &mut Net<'_>) -> Result<()> {
+        if self.fold_batch_norm {
+            for (fold, folded) in self.plan.folds.iter().zip(&mut self.folded) {
+                layers::refresh_fold(net.layers, fold, folded)?;
+            }
+        }
+        Ok(())
     }
 
     /// The compiled state `what` (fit, evaluate, train_on_batch) needs, or the error that says
@@ -307,11 +336,19 @@ impl Trainer {
     fn forward(&mut self, net: &mut Net<'_>, n: usize, training: bool) -> Result<()> {
         let layers = &mut *net.layers;
         let x_buf = &self.x_buf;
+        // Inference runs the folds, whose weights `refresh_folds` derived before the call.
+        let units = if training || !self.fold_batch_norm {
+            &self.plan.forward
+        } else {
+            &self.plan.inference
+        };
         // The layer whose output is the data so far (None: the input buffer).
         let mut source: Option<usize> = None;
-        for &unit in &self.plan.forward {
+        for &unit in units {
             let i = match unit {
-                Unit::Layer(i) | Unit::ConvPool(i) => i,
+                Unit::Layer(i) | Unit::ConvPool { conv: i, .. } | Unit::Folded { layer: i, .. } => {
+                    i
+                }
             };
             let (before, rest) = layers.split_at_mut(i);
             let input: &[f32] = match source {
@@ -319,23 +356,25 @@ impl Trainer {
                 None => x_buf,
             };
             match unit {
-                Unit::Layer(_) => {
-                    rest[0].forward(input, n, training)?;
-                    source = Some(i);
+                Unit::Layer(_) => rest[0].forward(input, n, training)?,
+                Unit::Folded { fold, .. } => {
+                    layers::forward_folded(rest[0].as_mut(), &self.folded[fold], input, n)
+                        .unwrap_or_else(|| Err(planned(i, "folded layer")))?
                 }
-                Unit::ConvPool(_) => {
-                    let (conv, pool) = rest.split_at_mut(1);
+                Unit::ConvPool { pool, fold, .. } => {
+                    let (conv, pool) = rest.split_at_mut(pool - i);
                     layers::forward_conv_pool(
                         conv[0].as_mut(),
                         pool[0].as_mut(),
                         input,
                         n,
                         training,
+                        fold.map(|f| &self.folded[f]),
                     )
-                    .unwrap_or_else(|| Err(planned(i, "Conv2D + MaxPooling2D forward")))?;
-                    source = Some(i + 1);
+                    .unwrap_or_else(|| Err(planned(i, "Conv2D + MaxPooling2D forward")))?
                 }
             }
+            source = Some(unit.output_layer());
         }
         Ok(())
     }
@@ -695,6 +734,7 @@ impl Trainer {
         }
         let batch = batch.min(total);
         self.ensure_capacity(net, batch)?;
+        self.refresh_folds(net)?;
         let k = net.output_len();
         let (mut loss_sum, mut hits, mut count) = (0.0f64, 0usize, 0usize);
         let mut scratch = vec![0.0f32; batch * k];
@@ -733,6 +773,7 @@ impl Trainer {
         let total = x.samples();
         let batch = batch_size.min(total.max(1)).min(PREDICT_PASS);
         self.ensure_capacity(net, batch)?;
+        self.refresh_folds(net)?;
         let k = net.output_len();
         let mut out = Vec::with_capacity(total * k);
         for from in (0..total).step_by(batch) {

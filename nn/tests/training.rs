@@ -645,3 +645,103 @@ fn a_cnn_with_batch_normalization_and_global_pooling_trains_and_reloads() {
     assert_eq!(loaded.predict(&x, 32).unwrap(), m.predict(&x, 32).unwrap());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Every fold the inference plan makes (Conv2D + BN + ReLU pooled in one pass, Conv2D + BN,
+/// Dense + BN + tanh), beside the model run layer by layer.
+fn folding_model() -> Sequential {
+    Sequential::new()
+        .input_shape(&[8, 8, 1])
+        .seed(9)
+        .add(Conv2D::new(6, (3, 3), Act::Linear).padding(Padding::Same))
+        .add(BatchNormalization::new().momentum(0.5))
+        .add(Activation::new(Act::Relu))
+        .add(MaxPooling2D::new((2, 2)))
+        .add(Conv2D::new(8, (3, 3), Act::Linear))
+        .add(BatchNormalization::new().momentum(0.5))
+        .add(GlobalAveragePooling2D::new())
+        .add(Dense::new(5, Act::Linear))
+        .add(BatchNormalization::new().momentum(0.5))
+        .add(Activation::new(Act::Tanh))
+        .add(Dense::new(2, Act::Softmax))
+}
+
+/// The largest difference between two predictions.
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    a.data()
+        .iter()
+        .zip(b.data())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn batch_normalization_folded_at_inference_matches_the_layers_one_by_one() {
+    // An offset the normalisation takes out, and momentum 0.5 so that the moving statistics
+    // move far from their start within a few steps.
+    let (x, y) = bright_halves(5.0);
+    let fit = |fold: bool| {
+        let mut m = folding_model();
+        m.set_batch_norm_folding(fold);
+        m.compile(
+            Optimizer::adam().with_learning_rate(0.01),
+            Loss::sparse_categorical_crossentropy(),
+            &[Metric::Accuracy],
+        )
+        .unwrap();
+        let cfg = FitConfig::new()
+            .epochs(4)
+            .batch_size(16)
+            .validation_data(&x, &y)
+            .verbose(0);
+        let h = m.fit(&x, &y, &cfg, &mut []).unwrap();
+        (m, h)
+    };
+    let (mut folded, hf) = fit(true);
+    let (mut plain, hp) = fit(false);
+    // Training never folds: the same steps, the same bits.
+    assert_eq!(hf.loss(), hp.loss());
+    assert_eq!(folded.get_weights(), plain.get_weights());
+    // Validation after each epoch folded the weights of that epoch.
+    for (a, b) in hf.val_loss().unwrap().iter().zip(hp.val_loss().unwrap()) {
+        assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{a} vs {b}");
+    }
+    let check = |folded: &mut Sequential, plain: &mut Sequential, when: &str| {
+        let (pf, pp) = (
+            folded.predict(&x, 32).unwrap(),
+            plain.predict(&x, 32).unwrap(),
+        );
+        assert_ne!(
+            pf, pp,
+            "{when}: folding changes rounding, so the plans differ"
+        );
+        assert!(max_diff(&pf, &pp) < 1e-5, "{when}: {}", max_diff(&pf, &pp));
+        // Folded predictions do not depend on the thread count.
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| folded.predict(&x, 32).unwrap());
+        assert_eq!(one, pf, "{when}");
+    };
+    check(&mut folded, &mut plain, "after fit");
+    // More training: the folds follow the new weights and statistics.
+    for m in [&mut folded, &mut plain] {
+        m.train_on_batch(x.rows(0..16).unwrap(), y.rows(0..16).unwrap(), 16)
+            .unwrap();
+    }
+    check(&mut folded, &mut plain, "after another step");
+    // Weights set from outside: the folds follow them too.
+    let mut w = plain.get_weights();
+    for (name, t) in &mut w {
+        if name.ends_with("moving_mean") || name.ends_with("gamma") {
+            let shifted: Vec<f32> = t.data().iter().map(|v| v * 1.5 + 0.25).collect();
+            *t = Tensor::from_vec(shifted, t.shape()).unwrap();
+        }
+    }
+    let before = folded.predict(&x, 32).unwrap();
+    folded.set_weights(&w).unwrap();
+    plain.set_weights(&w).unwrap();
+    assert!(max_diff(&before, &folded.predict(&x, 32).unwrap()) > 1e-3);
+    check(&mut folded, &mut plain, "after set_weights");
+}

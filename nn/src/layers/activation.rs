@@ -2,7 +2,7 @@
 
 use rand::rngs::StdRng;
 
-use super::{elements, grow, samples, Inferred, Layer, LayerConfig, Param};
+use super::{elements, grow, samples, Inferred, Kind, Layer, LayerConfig, Param};
 use crate::activations::{backward_in_place, finish_forward, Act};
 use crate::error::{Error, Result};
 
@@ -98,5 +98,8 @@ impl Layer for Activation {
     }
     fn set_grad_is_preactivation(&mut self, on: bool) {
         self.grad_is_preactivation = on;
+    }
+    fn kind(&mut self) -> Kind<'_> {
+        Kind::Activation(self)
     }
 }

@@ -2,12 +2,12 @@
 
 use kernels::norm::{
     batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_training,
-    batch_norm_scale, BatchNorm, BatchNormGrads, BatchStats,
+    batch_norm_scale, BatchNorm, BatchNormGrads, BatchStats, FixedNorm,
 };
 use kernels::ExecOptions;
 use rand::rngs::StdRng;
 
-use super::{elements, grow, zeros, Inferred, Layer, LayerConfig, Param};
+use super::{elements, grow, next_version, zeros, Inferred, Kind, Layer, LayerConfig, Param};
 use crate::error::{Error, Result};
 
 /// Keras's `BatchNormalization(axis=-1, momentum=0.99, epsilon=1e-3)`: in training, each
@@ -38,6 +38,8 @@ pub struct BatchNormalization {
     /// The inference scale of the moving statistics.
     scale: Vec<f32>,
     out: Vec<f32>,
+    /// The version of the parameters and moving statistics (see `next_version`).
+    version: u64,
 }
 
 impl Default for BatchNormalization {
@@ -68,6 +70,7 @@ impl BatchNormalization {
             inv_std: vec![],
             scale: vec![],
             out: vec![],
+            version: 0,
         }
     }
     /// The weight of the old moving statistics in each update (in [0, 1]).
@@ -91,6 +94,19 @@ impl BatchNormalization {
     }
     fn per_sample(&self) -> usize {
         self.out_shape.iter().product()
+    }
+
+    /// The inference normalisation (moving statistics, γ, β) and its version: what is folded
+    /// into a linear layer before this one at inference.
+    pub(crate) fn fixed_norm(&self) -> (FixedNorm<'_>, u64) {
+        let norm = FixedNorm {
+            gamma: &self.gamma,
+            beta: &self.beta,
+            mean: &self.moving_mean,
+            variance: &self.moving_variance,
+            epsilon: self.epsilon,
+        };
+        (norm, self.version)
     }
 
     fn setting(&self, setting: &'static str, value: f32, reason: &str) -> Error {
@@ -160,6 +176,7 @@ impl Layer for BatchNormalization {
             ] {
                 *v = zeros(c, &self.name)?;
             }
+            self.version = next_version();
         }
         self.channels = c;
         self.param_shape = vec![c];
@@ -209,6 +226,7 @@ impl Layer for BatchNormalization {
         )
         .map_err(Error::kernel(&self.name))?;
         // Keras: moving = moving·momentum + batch·(1 − momentum).
+        self.version = next_version();
         let m = self.momentum;
         for (mv, &b) in self.moving_mean.iter_mut().zip(&self.mean) {
             *mv = *mv * m + b * (1.0 - m);
@@ -249,6 +267,8 @@ impl Layer for BatchNormalization {
     }
 
     fn for_each_param(&mut self, f: &mut dyn FnMut(Param<'_>)) {
+        // Whoever is handed the weights may change them.
+        self.version = next_version();
         let shape = &self.param_shape;
         f(Param {
             name: "gamma",
@@ -290,5 +310,9 @@ impl Layer for BatchNormalization {
             momentum: self.momentum,
             epsilon: self.epsilon,
         }
+    }
+
+    fn kind(&mut self) -> Kind<'_> {
+        Kind::BatchNormalization(self)
     }
 }

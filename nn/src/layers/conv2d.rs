@@ -7,8 +7,8 @@ use kernels::{ExecOptions, Padding};
 use rand::rngs::StdRng;
 
 use super::{
-    elements, glorot_uniform, grow, samples, samples_mut, zeros, Inferred, Kind, Layer,
-    LayerConfig, Param,
+    elements, glorot_uniform, grow, next_version, samples, samples_mut, zeros, Inferred, Kind,
+    Layer, LayerConfig, Param, Weights,
 };
 use crate::activations::{backward_in_place, finish_forward, Act};
 use crate::error::{Error, Result};
@@ -31,6 +31,8 @@ pub struct Conv2D {
     dbias: Vec<f32>,
     out: Vec<f32>,
     grad_is_preactivation: bool,
+    /// The weights' version (see `next_version`).
+    version: u64,
 }
 
 impl Conv2D {
@@ -52,6 +54,7 @@ impl Conv2D {
             dbias: vec![],
             out: vec![],
             grad_is_preactivation: false,
+            version: 0,
         }
     }
     /// `strides=(sh, sw)`.
@@ -69,6 +72,20 @@ impl Conv2D {
     /// softmax, which needs the whole output before the pooling).
     pub(crate) fn pools_in_one_pass(&self) -> bool {
         self.act != Act::Softmax
+    }
+
+    /// The kernel, the bias and their version, when the layer is linear (no activation): what a
+    /// BatchNormalization after it folds into at inference.
+    pub(crate) fn linear_weights(&self) -> Option<(&[f32], &[f32], u64)> {
+        (self.act == Act::Linear).then_some((&self.kernel, &self.bias, self.version))
+    }
+
+    /// The inference forward pass with `w` (weights a normalisation was folded into) in place of
+    /// the layer's own.
+    pub(crate) fn forward_with(&mut self, w: Weights<'_>, x: &[f32], n: usize) -> Result<()> {
+        let s = self.conv(n);
+        let y = samples_mut(&mut self.out, n, s.out_pixels() * s.out_c);
+        convolve(&s, x, w, y, &self.name)
     }
 
     /// Whether the backward pass receives dL/d(pre-activation) (set at compile).
@@ -102,17 +119,24 @@ impl Conv2D {
 
 impl Conv2D {
     /// Forward pass fused with the max pooling `pool` that follows (see
-    /// `kernels::conv_pool::conv2d_maxpool_forward`); the convolution's own output is kept only in
-    /// training, for its activation's backward pass, when the pooling has not taken that over. `None` when the activation is softmax, which
-    /// cannot run before the pooling in one pass.
+    /// `kernels::conv_pool::conv2d_maxpool_forward`), with the layer's own weights or, at
+    /// inference, `folded` ones; the convolution's own output is kept only in training, for its
+    /// activation's backward pass, when the pooling has not taken that over. `None` when the
+    /// activation is softmax, which cannot run before the pooling in one pass.
     pub(crate) fn forward_pooled(
         &mut self,
         pool: &mut super::MaxPooling2D,
         x: &[f32],
         n: usize,
         training: bool,
+        folded: Option<Weights<'_>>,
     ) -> Option<Result<()>> {
-        if self.act == Act::Softmax {
+        let w = folded.unwrap_or(Weights {
+            kernel: &self.kernel,
+            bias: &self.bias,
+            act: self.act,
+        });
+        if w.act == Act::Softmax || (training && folded.is_some()) {
             return None;
         }
         let s = self.conv(n);
@@ -128,9 +152,9 @@ impl Conv2D {
                 &p,
                 &x[..s.input_len()],
                 Filter {
-                    weights: &self.kernel,
-                    bias: Some(&self.bias),
-                    act: self.act.elementwise(),
+                    weights: w.kernel,
+                    bias: Some(w.bias),
+                    act: w.act.elementwise(),
                 },
                 PooledOutput {
                     y_conv,
@@ -227,6 +251,7 @@ impl Layer for Conv2D {
             self.dbias = zeros(self.filters, &self.name)?;
             (self.kernel, self.dkernel) = (kernel, dkernel);
             self.kernel_shape = vec![kh, kw, c, self.filters];
+            self.version = next_version();
         }
         self.shape = Some(shape);
         self.out_shape = inferred.output.clone();
@@ -245,17 +270,12 @@ impl Layer for Conv2D {
     fn forward(&mut self, x: &[f32], n: usize, _training: bool) -> Result<()> {
         let s = self.conv(n);
         let y = samples_mut(&mut self.out, n, s.out_pixels() * s.out_c);
-        conv2d_forward(
-            &ExecOptions::default(),
-            &s,
-            &x[..s.input_len()],
-            &self.kernel,
-            Some(&self.bias),
-            self.act.elementwise(),
-            y,
-        )
-        .map_err(Error::kernel(&self.name))?;
-        finish_forward(self.act, y, s.out_c, &self.name)
+        let w = Weights {
+            kernel: &self.kernel,
+            bias: &self.bias,
+            act: self.act,
+        };
+        convolve(&s, x, w, y, &self.name)
     }
 
     fn output(&self) -> &[f32] {
@@ -293,6 +313,8 @@ impl Layer for Conv2D {
     }
 
     fn for_each_param(&mut self, f: &mut dyn FnMut(Param<'_>)) {
+        // Whoever is handed the weights may change them.
+        self.version = next_version();
         f(Param {
             name: "kernel",
             shape: &self.kernel_shape,
@@ -335,4 +357,19 @@ impl Layer for Conv2D {
     fn set_grad_is_preactivation(&mut self, on: bool) {
         self.grad_is_preactivation = on;
     }
+}
+
+/// The convolution `s` of `x` with `w` (bias and activation fused) into `y`.
+fn convolve(s: &Conv2d, x: &[f32], w: Weights<'_>, y: &mut [f32], name: &str) -> Result<()> {
+    conv2d_forward(
+        &ExecOptions::default(),
+        s,
+        &x[..s.input_len()],
+        w.kernel,
+        Some(w.bias),
+        w.act.elementwise(),
+        y,
+    )
+    .map_err(Error::kernel(name))?;
+    finish_forward(w.act, y, s.out_c, name)
 }

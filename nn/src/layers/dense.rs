@@ -9,8 +9,8 @@ use kernels::{gemm, gemm_fused, Bias, ExecOptions, MatMut, MatRef};
 use rand::rngs::StdRng;
 
 use super::{
-    elements, glorot_uniform, grow, samples, samples_mut, zeros, Inferred, Kind, Layer,
-    LayerConfig, Param, ParamSteps,
+    elements, glorot_uniform, grow, next_version, samples, samples_mut, zeros, Inferred, Kind,
+    Layer, LayerConfig, Param, ParamSteps, Weights,
 };
 use crate::activations::{backward_in_place, finish_forward, Act};
 use crate::error::{Error, Result};
@@ -31,6 +31,8 @@ pub struct Dense {
     out: Vec<f32>,
     ones: Vec<f32>,
     grad_is_preactivation: bool,
+    /// The weights' version (see `next_version`).
+    version: u64,
 }
 
 impl Dense {
@@ -50,7 +52,21 @@ impl Dense {
             out: vec![],
             ones: vec![],
             grad_is_preactivation: false,
+            version: 0,
         }
+    }
+
+    /// The kernel, the bias and their version, when the layer is linear (no activation): what a
+    /// BatchNormalization after it folds into at inference.
+    pub(crate) fn linear_weights(&self) -> Option<(&[f32], &[f32], u64)> {
+        (self.act == Act::Linear).then_some((&self.kernel, &self.bias, self.version))
+    }
+
+    /// The inference forward pass with `w` (weights a normalisation was folded into) in place of
+    /// the layer's own.
+    pub(crate) fn forward_with(&mut self, w: Weights<'_>, x: &[f32], n: usize) -> Result<()> {
+        let y = samples_mut(&mut self.out, n, self.units);
+        product(self.inputs, x, w, y, &self.name)
     }
 }
 
@@ -115,6 +131,7 @@ impl Dense {
         let name = &self.name;
         let gv = MatRef::row_major(g, n, u, u);
         let (rule, mut state) = steps.take(0);
+        self.version = next_version();
         kernels::optim::update_from_product(
             &ExecOptions::default(),
             rule,
@@ -171,6 +188,7 @@ impl Layer for Dense {
             self.inputs = inputs;
             self.kernel_shape = vec![inputs, self.units];
             (self.kernel, self.dkernel) = (kernel, dkernel);
+            self.version = next_version();
         }
         Ok(inferred.output)
     }
@@ -185,20 +203,13 @@ impl Layer for Dense {
     }
 
     fn forward(&mut self, x: &[f32], n: usize, _training: bool) -> Result<()> {
-        let (k, u) = (self.inputs, self.units);
-        let y = samples_mut(&mut self.out, n, u);
-        gemm_fused(
-            &ExecOptions::default(),
-            1.0,
-            MatRef::row_major(&x[..n * k], n, k, k),
-            MatRef::row_major(&self.kernel, k, u, u),
-            0.0,
-            Bias::PerColumn(&self.bias),
-            self.act.elementwise(),
-            MatMut::row_major(y, n, u, u),
-        )
-        .map_err(Error::kernel(&self.name))?;
-        finish_forward(self.act, y, u, &self.name)
+        let y = samples_mut(&mut self.out, n, self.units);
+        let w = Weights {
+            kernel: &self.kernel,
+            bias: &self.bias,
+            act: self.act,
+        };
+        product(self.inputs, x, w, y, &self.name)
     }
 
     fn output(&self) -> &[f32] {
@@ -239,6 +250,8 @@ impl Layer for Dense {
     }
 
     fn for_each_param(&mut self, f: &mut dyn FnMut(Param<'_>)) {
+        // Whoever is handed the weights may change them.
+        self.version = next_version();
         f(Param {
             name: "kernel",
             shape: &self.kernel_shape,
@@ -278,6 +291,25 @@ impl Layer for Dense {
     fn set_grad_is_preactivation(&mut self, on: bool) {
         self.grad_is_preactivation = on;
     }
+}
+
+/// `y = act(x·kernel + bias)` for the `y.len() / units` samples of `x` (`inputs` values each),
+/// one GEMM with the bias and activation in its epilogue.
+fn product(inputs: usize, x: &[f32], w: Weights<'_>, y: &mut [f32], name: &str) -> Result<()> {
+    let (k, u) = (inputs, w.bias.len());
+    let n = y.len() / u.max(1);
+    gemm_fused(
+        &ExecOptions::default(),
+        1.0,
+        MatRef::row_major(&x[..n * k], n, k, k),
+        MatRef::row_major(w.kernel, k, u, u),
+        0.0,
+        Bias::PerColumn(w.bias),
+        w.act.elementwise(),
+        MatMut::row_major(y, n, u, u),
+    )
+    .map_err(Error::kernel(name))?;
+    finish_forward(w.act, y, u, name)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The pairs of built-in layers the model runs as one pass (Conv2D + MaxPooling2D, forward and
 //! the first pair's backward), recognised by their [`Kind`].
 
-use super::{Kind, Layer};
+use super::{Folded, Kind, Layer};
 use crate::error::Result;
 
 /// Whether [`forward_conv_pool`] runs `conv` and `pool` as one pass: a Conv2D whose activation is
@@ -26,17 +26,21 @@ pub(crate) fn fuses_backward(conv: &mut dyn Layer, pool: &mut dyn Layer) -> bool
 
 /// Runs `conv` then `pool` as one pass when `conv` is a Conv2D with an elementwise activation and
 /// `pool` a MaxPooling2D (each group of images is pooled while its convolution output is in
-/// cache; at inference the convolution output is not even written). Returns `None` when the pair
-/// is not of that kind.
+/// cache; at inference the convolution output is not even written), with the convolution's own
+/// weights or, at inference, those `folded` from the BatchNormalization after it. Returns `None`
+/// when the pair is not of that kind.
 pub(crate) fn forward_conv_pool(
     conv: &mut dyn Layer,
     pool: &mut dyn Layer,
     x: &[f32],
     n: usize,
     training: bool,
+    folded: Option<&Folded>,
 ) -> Option<Result<()>> {
     match (conv.kind(), pool.kind()) {
-        (Kind::Conv2D(conv), Kind::MaxPooling2D(pool)) => conv.forward_pooled(pool, x, n, training),
+        (Kind::Conv2D(conv), Kind::MaxPooling2D(pool)) => {
+            conv.forward_pooled(pool, x, n, training, folded.map(Folded::weights))
+        }
         _ => None,
     }
 }

@@ -31,6 +31,7 @@ mod conv2d;
 mod dense;
 mod dropout;
 mod flatten;
+mod fold;
 mod fused;
 mod pooling;
 mod stack;
@@ -45,6 +46,7 @@ pub use flatten::Flatten;
 pub use pooling::MaxPooling2D;
 
 pub use config::LayerConfig;
+pub(crate) use fold::{find_fold, fold_pools, forward_folded, refresh_fold, Fold, Folded};
 pub(crate) use fused::{backward_conv_pool, forward_conv_pool, fuses_backward, fuses_forward};
 pub(crate) use stack::{get_weights, infer_all, name_layers, set_weights};
 
@@ -74,6 +76,15 @@ pub trait ParamSteps {
     ///
     /// [`Rule::state_buffers`]: kernels::optim::Rule::state_buffers
     fn take(&mut self, param: usize) -> (kernels::optim::Rule, [&mut [f32]; 2]);
+}
+
+/// A linear layer's weights and activation, as its forward pass takes them (its own, or those a
+/// BatchNormalization after it was folded into).
+#[derive(Clone, Copy)]
+pub(crate) struct Weights<'a> {
+    pub kernel: &'a [f32],
+    pub bias: &'a [f32],
+    pub act: Act,
 }
 
 /// A layer of a `Sequential` model.
@@ -137,16 +148,28 @@ pub trait Layer: Send {
 
 /// Which built-in layer a layer is, for the model's plan: the reshape it elides (Flatten), the
 /// pairs it runs as one pass (Conv2D + MaxPooling2D), the layer that takes over the activation
-/// before it (MaxPooling2D) and the one that steps its optimizer inside its backward pass
-/// (Dense) are built-in layers' own business, not the `Layer` trait's. A layer of one's own is
-/// `Other` and simply runs.
+/// before it (MaxPooling2D), the one that steps its optimizer inside its backward pass (Dense)
+/// and the layers folded into the one before them at inference (BatchNormalization, then an
+/// Activation) are built-in layers' own business, not the `Layer` trait's. A layer of one's own
+/// is `Other` and simply runs.
 #[non_exhaustive]
 pub enum Kind<'a> {
     Dense(&'a mut Dense),
     Conv2D(&'a mut Conv2D),
     MaxPooling2D(&'a mut MaxPooling2D),
     Flatten(&'a mut Flatten),
+    BatchNormalization(&'a mut BatchNormalization),
+    Activation(&'a mut Activation),
     Other,
+}
+
+/// A new version number for a layer's weights, unique in the process: a layer takes one each
+/// time its weights may have changed, so that what was derived from them (the weights folded for
+/// inference) knows when to be derived again — even across layers that replace one another.
+pub(crate) fn next_version() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// What a layer makes of an input shape ([`Layer::infer`]).
