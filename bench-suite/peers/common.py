@@ -7,7 +7,7 @@ import numpy as np
 
 def args():
     p = argparse.ArgumentParser()
-    p.add_argument("--program", required=True, choices=list("ABCDEF"))
+    p.add_argument("--program", required=True, choices=list("ABCDEFG"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-dir", default=None, help="directory of the four IDX files")
     p.add_argument("--epochs", type=int, default=None)
@@ -15,8 +15,8 @@ def args():
     return p.parse_args()
 
 
-EPOCHS = {"A": 10, "B": 5, "C": 5, "D": 5, "E": 10, "F": 5}
-BATCH = {"A": 32, "B": 128, "C": 32, "D": 32, "E": 32, "F": 64}
+EPOCHS = {"A": 10, "B": 5, "C": 5, "D": 5, "E": 10, "F": 5, "G": 3}
+BATCH = {"A": 32, "B": 128, "C": 32, "D": 32, "E": 32, "F": 64, "G": 128}
 
 
 def _idx(path):

@@ -1,7 +1,6 @@
-//! The training part of the report: the six reference programs (nn's examples `mlp_adam`,
-//! `mlp_rmsprop`, `cnn_sparse`, `cnn_onehot`, `synthetic`, `cnn_bn` — the very programs a user
-//! runs) on
-//! MNIST and Fashion-MNIST, each in a child process of its own (so its peak resident memory is its
+//! The training part of the report: the seven reference programs (nn's examples `mlp_adam`,
+//! `mlp_rmsprop`, `cnn_sparse`, `cnn_onehot`, `synthetic`, `cnn_bn`, `cnn_stacked` — the very
+//! programs a user runs) on MNIST and Fashion-MNIST, each in a child process of its own (so its peak resident memory is its
 //! own), against Keras/TensorFlow and PyTorch: measured in the same run by the scripts in
 //! `bench-suite/peers/` when those frameworks are installed, otherwise the recorded figures of
 //! `shared/reference/`, labelled as such.
@@ -19,6 +18,8 @@ pub struct Program {
     pub example: &'static str,
     pub description: &'static str,
     pub datasets: &'static [&'static str],
+    /// Its epochs (every framework's, unless the report is asked for fewer).
+    pub epochs: usize,
     /// The seconds per epoch the first wave set as our target (2 threads, one machine kind);
     /// `None` for programs added since, whose targets are the same-run ratios.
     pub target_epoch_s: Option<f64>,
@@ -30,6 +31,7 @@ pub const PROGRAMS: [Program; 6] = [
         example: "mlp_adam",
         description: "Flatten → Dense(128, relu) → Dense(10, softmax); adam; 10 epochs, batch 32",
         datasets: &["mnist", "fashion"],
+        epochs: 10,
         target_epoch_s: Some(0.35),
     },
     Program {
@@ -37,6 +39,7 @@ pub const PROGRAMS: [Program; 6] = [
         example: "mlp_rmsprop",
         description: "Dense(512, relu) → Dense(10, softmax); rmsprop; 5 epochs, batch 128",
         datasets: &["mnist", "fashion"],
+        epochs: 5,
         target_epoch_s: Some(0.6),
     },
     Program {
@@ -45,6 +48,7 @@ pub const PROGRAMS: [Program; 6] = [
         description:
             "Conv2D(32, 3×3) → MaxPool(2×2) → Dense(128) → Dense(10); adam; sparse CE; 5 epochs",
         datasets: &["mnist", "fashion"],
+        epochs: 5,
         target_epoch_s: Some(2.5),
     },
     Program {
@@ -52,6 +56,7 @@ pub const PROGRAMS: [Program; 6] = [
         example: "cnn_onehot",
         description: "the CNN of C with one-hot labels, categorical CE; 5 epochs",
         datasets: &["mnist", "fashion"],
+        epochs: 5,
         target_epoch_s: Some(2.5),
     },
     Program {
@@ -60,6 +65,7 @@ pub const PROGRAMS: [Program; 6] = [
         description:
             "Dense(64, relu) on 100 features → Dense(10, softmax); adam; 10 epochs, synthetic",
         datasets: &["synthetic"],
+        epochs: 10,
         target_epoch_s: Some(0.1),
     },
     Program {
@@ -68,6 +74,7 @@ pub const PROGRAMS: [Program; 6] = [
         description: "Conv2D(16) → BatchNorm → ReLU → MaxPool → Conv2D(32) → BatchNorm → ReLU → \
                       GlobalAvgPool → Dense(10); adam; sparse CE; 5 epochs, batch 64",
         datasets: &["fashion"],
+        epochs: 5,
         target_epoch_s: None,
     },
 ];
@@ -87,6 +94,69 @@ pub struct TrainRun {
     pub test_accuracy: f64,
     pub peak_rss_mib: f64,
     pub inference_images_per_s: f64,
+    /// The model's cost (`nn::cost::TrainingCost`) and the epoch's sample counts, as the
+    /// example printed them (absent in reports before the roofline).
+    #[serde(default)]
+    pub cost: Option<RunCost>,
+}
+
+/// What one epoch of a program must do ([`TrainRun::cost`]).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct RunCost {
+    pub forward_flops_per_sample: u64,
+    pub backward_flops_per_sample: u64,
+    pub optimizer_flops_per_step: u64,
+    pub optimizer_bytes_per_step: u64,
+    pub input_bytes_per_sample: u64,
+    pub train_samples: u64,
+    pub validation_samples: u64,
+}
+
+/// The machine's limits, measured in the same run, that a program's epoch is held against.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct MachineLimits {
+    /// The FMA peak on the training's thread count.
+    pub fma_peak_gflops: f64,
+    /// The memory bandwidth (triad) on the training's thread count.
+    pub memory_bandwidth_gbs: f64,
+    /// The last-level cache: an optimizer step whose weights, gradients and state fit in it is
+    /// charged no memory traffic.
+    pub last_level_cache_bytes: u64,
+}
+
+/// A program's roofline: the least time one epoch can take on this machine.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Roofline {
+    pub epoch_gflop: f64,
+    pub epoch_gb: f64,
+    /// max(GFLOP ÷ FMA peak, GB ÷ bandwidth).
+    pub limit_epoch_s: f64,
+}
+
+impl RunCost {
+    /// The roofline of one epoch in batches of `batch` against `m`: the products of every
+    /// training sample (forward and backward) and of the validation samples (forward), the
+    /// optimizer's arithmetic per step; the data set read once (training and validation
+    /// inputs), and the optimizer's traffic per step where its weights, gradients and state
+    /// do not fit in the last-level cache.
+    pub fn roofline(&self, batch: u64, m: &MachineLimits) -> Roofline {
+        let steps = self.train_samples.div_ceil(batch.max(1));
+        let flops = self.train_samples
+            * (self.forward_flops_per_sample + self.backward_flops_per_sample)
+            + steps * self.optimizer_flops_per_step
+            + self.validation_samples * self.forward_flops_per_sample;
+        let mut bytes =
+            (self.train_samples + self.validation_samples) * self.input_bytes_per_sample;
+        if self.optimizer_bytes_per_step > m.last_level_cache_bytes {
+            bytes += steps * self.optimizer_bytes_per_step;
+        }
+        let (gflop, gb) = (flops as f64 / 1e9, bytes as f64 / 1e9);
+        Roofline {
+            epoch_gflop: gflop,
+            epoch_gb: gb,
+            limit_epoch_s: (gflop / m.fma_peak_gflops).max(gb / m.memory_bandwidth_gbs),
+        }
+    }
 }
 
 /// A peer framework's figures for one program and data set.
@@ -99,6 +169,9 @@ pub struct PeerFigure {
     pub test_accuracy: f64,
     pub peak_rss_mib: Option<f64>,
     pub inference_images_per_s: Option<f64>,
+    /// The epochs it trained (its accuracy is compared with ours only at equal epochs).
+    #[serde(default)]
+    pub epochs: Option<usize>,
     /// "same run" or where the recorded figure comes from.
     pub source: String,
 }
@@ -130,6 +203,21 @@ pub struct TrainSummaryRow {
     pub keras_source: Option<String>,
     #[serde(default)]
     pub torch_source: Option<String>,
+    /// Our epochs and the peers' (the accuracies are compared only where they are equal).
+    #[serde(default)]
+    pub ours_epochs: Option<usize>,
+    #[serde(default)]
+    pub keras_epochs: Option<usize>,
+    #[serde(default)]
+    pub torch_epochs: Option<usize>,
+    /// The program's roofline on this machine, and our epoch time ÷ its limit.
+    #[serde(default)]
+    pub roofline: Option<Roofline>,
+    #[serde(default)]
+    pub ours_vs_limit: Option<f64>,
+    /// Our batch-1000 inference: useful FLOP/s ÷ the FMA peak.
+    #[serde(default)]
+    pub inference_fraction_of_peak: Option<f64>,
 }
 
 /// The training part of the report.
@@ -137,6 +225,9 @@ pub struct TrainSummaryRow {
 pub struct TrainingReport {
     pub threads: usize,
     pub method: String,
+    /// The limits the rooflines are computed against (absent in reports before them).
+    #[serde(default)]
+    pub limits: Option<MachineLimits>,
     pub runs: Vec<TrainRun>,
     pub peers: Vec<PeerFigure>,
     pub summary: Vec<TrainSummaryRow>,
@@ -291,6 +382,7 @@ pub fn recorded_peers(reference_dir: &Path) -> Vec<PeerFigure> {
                 test_accuracy: acc,
                 peak_rss_mib: e["peak_rss_mib_after_train"].as_f64(),
                 inference_images_per_s: e["inference"]["call_images_per_s"]["median"].as_f64(),
+                epochs: PROGRAMS.iter().find(|p| p.id == program).map(|p| p.epochs),
                 source: format!(
                     "recorded in shared/reference/{file} ({versions}; Zen 4 VM, 2 threads, \
                      2026-11-22)"
@@ -302,11 +394,13 @@ pub fn recorded_peers(reference_dir: &Path) -> Vec<PeerFigure> {
 }
 
 /// Runs the peer scripts of `bench-suite/peers/` with the interpreter `python` for every program
-/// when it has the framework; returns what they measured (empty when neither is installed).
+/// when it has the framework, for `epochs` when given (as ours: equal work); returns what they
+/// measured (empty when neither is installed).
 pub fn run_peers(
     python: &Path,
     peers_dir: &Path,
     threads: usize,
+    epochs: Option<usize>,
     data_dirs: &[(&str, PathBuf)],
 ) -> Vec<PeerFigure> {
     let mut out = vec![];
@@ -324,10 +418,10 @@ pub fn run_peers(
             );
             continue;
         }
-        // PyTorch versions of A–C (the recorded reference's) and F.
+        // PyTorch versions of A–C (the recorded reference's), F and G.
         let programs = PROGRAMS
             .iter()
-            .filter(|p| framework == "keras" || "ABCF".contains(p.id));
+            .filter(|p| framework == "keras" || "ABCFG".contains(p.id));
         for p in programs {
             for &ds in p.datasets {
                 let mut cmd = Command::new(python);
@@ -339,6 +433,9 @@ pub fn run_peers(
                 ]);
                 if let Some((_, dir)) = data_dirs.iter().find(|(d, _)| *d == ds) {
                     cmd.arg("--data-dir").arg(dir);
+                }
+                if let Some(e) = epochs {
+                    cmd.args(["--epochs", &e.to_string()]);
                 }
                 eprintln!("report: {framework} program {} on {ds}", p.id);
                 match cmd.output() {
@@ -358,6 +455,7 @@ pub fn run_peers(
                                 test_accuracy: v["test_accuracy"].as_f64().unwrap_or(f64::NAN),
                                 peak_rss_mib: v["peak_rss_mib"].as_f64(),
                                 inference_images_per_s: v["inference_images_per_s"].as_f64(),
+                                epochs: v["epochs"].as_u64().map(|e| e as usize),
                                 source: "same run".into(),
                             });
                         }
@@ -376,8 +474,14 @@ pub fn run_peers(
 }
 
 impl TrainingReport {
-    /// Pairs our runs with the peers' figures (same-run figures preferred over recorded ones).
-    pub fn new(threads: usize, runs: Vec<TrainRun>, peers: Vec<PeerFigure>) -> Self {
+    /// Pairs our runs with the peers' figures (same-run figures preferred over recorded ones)
+    /// and holds each against its roofline on `limits`.
+    pub fn new(
+        threads: usize,
+        runs: Vec<TrainRun>,
+        peers: Vec<PeerFigure>,
+        limits: Option<MachineLimits>,
+    ) -> Self {
         let find = |fw: &str, program: &str, dataset: &str| {
             let matching = || {
                 peers.iter().filter(move |p| {
@@ -403,6 +507,18 @@ impl TrainingReport {
                     .iter()
                     .find(|p| p.id == r.program)
                     .and_then(|p| p.target_epoch_s);
+                let roofline = r
+                    .cost
+                    .zip(limits)
+                    .map(|(c, m)| c.roofline(r.batch_size as u64, &m));
+                let inference_fraction_of_peak = r.cost.zip(limits).map(|(c, m)| {
+                    r.inference_images_per_s * c.forward_flops_per_sample as f64
+                        / (m.fma_peak_gflops * 1e9)
+                });
+                // Accuracies after different numbers of epochs are not compared.
+                let keras_same_work = keras
+                    .as_ref()
+                    .filter(|k| k.epochs.is_none_or(|e| e == r.epochs));
                 TrainSummaryRow {
                     program: r.program.clone(),
                     dataset: r.dataset.clone(),
@@ -416,28 +532,36 @@ impl TrainingReport {
                     torch_test_accuracy: torch.as_ref().map(|t| t.test_accuracy),
                     speedup_vs_keras: keras.as_ref().map(|k| k.epoch_s_median / r.epoch_s_median),
                     speedup_vs_torch: torch.as_ref().map(|t| t.epoch_s_median / r.epoch_s_median),
-                    accuracy_points_vs_keras: keras
-                        .as_ref()
+                    accuracy_points_vs_keras: keras_same_work
                         .map(|k| 100.0 * (r.test_accuracy - k.test_accuracy)),
                     target_epoch_s: target,
                     meets_time_target: target.map(|t| r.epoch_s_median <= t),
-                    meets_accuracy_floor: keras
-                        .as_ref()
+                    meets_accuracy_floor: keras_same_work
                         .map(|k| r.test_accuracy >= k.test_accuracy - 0.005),
                     keras_source: keras.as_ref().map(|k| k.source.clone()),
                     torch_source: torch.as_ref().map(|t| t.source.clone()),
+                    ours_epochs: Some(r.epochs),
+                    keras_epochs: keras.as_ref().and_then(|k| k.epochs),
+                    torch_epochs: torch.as_ref().and_then(|t| t.epochs),
+                    ours_vs_limit: roofline.map(|l| r.epoch_s_median / l.limit_epoch_s),
+                    roofline,
+                    inference_fraction_of_peak,
                 }
             })
             .collect();
         TrainingReport {
             threads,
+            limits,
             method: "each program is nn's example of the same name, run in its own process with \
                      RAYON_NUM_THREADS set, seed 42, the reference hyperparameters; epoch time is \
                      wall time per epoch including the validation pass where the program has one \
                      (as Keras's), median over epochs; test accuracy after the last epoch; peak RSS \
                      is the process's VmHWM; inference is a batch-1000 forward pass, median of 15; each program runs twice (two processes) and its figures are the medians over both runs' epochs and inference rates. \
-                     Peers: same-run figures where Python has the framework, otherwise the recorded \
-                     figures named in each peer's source (a different VM: compare with care)"
+                     Peers: same-run figures where Python has the framework, run for as many epochs \
+                     as ours (the report's --epochs applies to every framework), otherwise the \
+                     recorded figures named in each peer's source (a different VM: compare with \
+                     care); a peer's accuracy after a different number of epochs than ours is shown \
+                     with its epochs and not compared"
                 .into(),
             runs,
             peers,
@@ -449,8 +573,16 @@ impl TrainingReport {
 /// The training tables in markdown.
 pub fn training_markdown(t: &TrainingReport) -> String {
     let f = |v: Option<f64>, digits: usize| v.map_or("—".into(), |x| format!("{x:.digits$}"));
+    // The programs this run trained, in words ("the six reference programs").
+    let programs: std::collections::BTreeSet<&str> =
+        t.summary.iter().map(|r| r.program.as_str()).collect();
+    let count = [
+        "no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    ]
+    .get(programs.len())
+    .map_or_else(|| programs.len().to_string(), |w| w.to_string());
     let mut out = format!(
-        "## Training: the six reference programs ({} threads)\n\n\
+        "## Training: the {count} reference programs ({} threads)\n\n\
          | program | data | ours s/epoch | target | Keras s/epoch | ours faster than Keras | \
          PyTorch s/epoch | ours faster than PyTorch | ours test acc. | Keras test acc. | \
          Δ points | peak RSS MiB | inference images/s |\n\
@@ -475,12 +607,52 @@ pub fn training_markdown(t: &TrainingReport) -> String {
             r.speedup_vs_torch
                 .map_or("—".into(), |s| format!("{s:.1}×")),
             r.ours_test_accuracy,
-            f(r.keras_test_accuracy, 4),
+            match (r.keras_test_accuracy, r.keras_epochs, r.ours_epochs) {
+                // Not the same work: shown with its epochs, not compared.
+                (Some(a), Some(k), Some(o)) if k != o => format!("{a:.4} ({k} epochs)"),
+                (a, ..) => f(a, 4),
+            },
             r.accuracy_points_vs_keras
                 .map_or("—".into(), |d| format!("{d:+.2}")),
             r.ours_peak_rss_mib,
             r.ours_inference_images_per_s,
         );
+    }
+    if let Some(m) = &t.limits {
+        out += &format!(
+            "\n### Against the machine's limit\n\n\
+             Each program's limit is the least time one epoch can take here: max(FLOPs ÷ FMA peak, \
+             bytes ÷ memory bandwidth), with the peak ({:.0} GFLOP/s) and the triad bandwidth \
+             ({:.1} GB/s) measured on {} threads in this run. FLOPs, counted from the model \
+             (`nn::cost`): two per multiply-add of every product — forward and weight gradient \
+             for each training sample, the input gradient of each layer above the first with \
+             weights, forward for each validation sample — plus the optimizer rule's operations \
+             per weight per step; activations, pooling and normalisation count nothing. Bytes: the \
+             training and validation inputs read once, plus the optimizer's weights, gradients and \
+             state per step where they exceed the last-level cache ({:.0} MiB). Inference: the \
+             batch-1000 forward pass's useful FLOP/s ÷ the peak.\n\n\
+             | program | data | GFLOP/epoch | GB/epoch | limit s/epoch | ours s/epoch | ours ÷ limit \
+             | inference, % of peak |\n|---|---|---:|---:|---:|---:|---:|---:|\n",
+            m.fma_peak_gflops,
+            m.memory_bandwidth_gbs,
+            t.threads,
+            m.last_level_cache_bytes as f64 / (1u64 << 20) as f64,
+        );
+        for r in &t.summary {
+            let Some(l) = r.roofline else { continue };
+            out += &format!(
+                "| {} | {} | {:.1} | {:.2} | {:.3} | {:.3} | {} | {} |\n",
+                r.program,
+                r.dataset,
+                l.epoch_gflop,
+                l.epoch_gb,
+                l.limit_epoch_s,
+                r.ours_epoch_s,
+                r.ours_vs_limit.map_or("—".into(), |v| format!("{v:.1}×")),
+                r.inference_fraction_of_peak
+                    .map_or("—".into(), |v| format!("{:.0} %", 100.0 * v)),
+            );
+        }
     }
     // The sources of the figures in the table (not of every peer figure known).
     let sources: std::collections::BTreeSet<&str> = t
@@ -493,4 +665,108 @@ pub fn training_markdown(t: &TrainingReport) -> String {
     out += &sources.into_iter().collect::<Vec<_>>().join("; ");
     out += &format!(".\n\nMethod: {}.\n", t.method);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(epochs: usize) -> TrainRun {
+        TrainRun {
+            program: "A".into(),
+            dataset: "mnist".into(),
+            seed: 42,
+            epochs,
+            batch_size: 32,
+            threads: 2,
+            epoch_s: vec![1.0; epochs],
+            epoch_s_median: 1.0,
+            test_loss: 0.1,
+            test_accuracy: 0.97,
+            peak_rss_mib: 100.0,
+            inference_images_per_s: 1e5,
+            cost: None,
+        }
+    }
+
+    fn keras(epochs: Option<usize>) -> PeerFigure {
+        PeerFigure {
+            framework: "keras".into(),
+            program: "A".into(),
+            dataset: "mnist".into(),
+            epoch_s_median: 3.0,
+            test_accuracy: 0.98,
+            peak_rss_mib: None,
+            inference_images_per_s: None,
+            epochs,
+            source: "same run".into(),
+        }
+    }
+
+    #[test]
+    fn accuracies_after_different_epochs_are_shown_not_compared() {
+        let t = TrainingReport::new(2, vec![run(2)], vec![keras(Some(10))], None);
+        let row = &t.summary[0];
+        assert_eq!(row.speedup_vs_keras, Some(3.0));
+        assert_eq!(row.accuracy_points_vs_keras, None);
+        assert_eq!(row.meets_accuracy_floor, None);
+        let md = training_markdown(&t);
+        assert!(md.contains("0.9800 (10 epochs)"), "{md}");
+
+        for peer_epochs in [Some(2), None] {
+            let t = TrainingReport::new(2, vec![run(2)], vec![keras(peer_epochs)], None);
+            let d = t.summary[0].accuracy_points_vs_keras.unwrap();
+            assert!((d + 1.0).abs() < 1e-9, "{d}");
+            assert!(!training_markdown(&t).contains("epochs)"));
+        }
+    }
+
+    #[test]
+    fn the_roofline_is_the_slower_of_arithmetic_and_traffic() {
+        let m = MachineLimits {
+            fma_peak_gflops: 100.0,
+            memory_bandwidth_gbs: 10.0,
+            last_level_cache_bytes: 1 << 20,
+        };
+        let cost = RunCost {
+            forward_flops_per_sample: 1_000_000,
+            backward_flops_per_sample: 2_000_000,
+            optimizer_flops_per_step: 10_000,
+            optimizer_bytes_per_step: 1 << 20,
+            input_bytes_per_sample: 3136,
+            train_samples: 60_000,
+            validation_samples: 10_000,
+        };
+        // 60 000·3 MFLOP + 1875 steps·10 kFLOP + 10 000·1 MFLOP = 190.01875 GFLOP → 1.9 s;
+        // 70 000 inputs of 3136 B = 0.21952 GB → 0.022 s (the step's 1 MiB fits in the cache).
+        let r = cost.roofline(32, &m);
+        assert!((r.epoch_gflop - 190.018_75).abs() < 1e-9, "{r:?}");
+        assert!((r.epoch_gb - 0.219_52).abs() < 1e-12, "{r:?}");
+        assert!((r.limit_epoch_s - 1.900_187_5).abs() < 1e-9, "{r:?}");
+        // A step that does not fit: its traffic every step, and now the bytes bound the epoch.
+        let big = RunCost {
+            optimizer_bytes_per_step: 100 << 20,
+            forward_flops_per_sample: 1000,
+            backward_flops_per_sample: 2000,
+            ..cost
+        };
+        let r = big.roofline(32, &m);
+        let gb = 0.219_52 + 1875.0 * (100u64 << 20) as f64 / 1e9;
+        assert!((r.epoch_gb - gb).abs() < 1e-9, "{r:?}");
+        assert!((r.limit_epoch_s - gb / 10.0).abs() < 1e-9, "{r:?}");
+
+        let mut run = run(2);
+        run.cost = Some(cost);
+        run.epoch_s_median = 3.8;
+        let t = TrainingReport::new(2, vec![run], vec![], Some(m));
+        let row = &t.summary[0];
+        assert!((row.ours_vs_limit.unwrap() - 3.8 / 1.900_187_5).abs() < 1e-9);
+        // 1e5 images/s × 1 MFLOP = 100 GFLOP/s: the whole peak.
+        assert!((row.inference_fraction_of_peak.unwrap() - 1.0).abs() < 1e-12);
+        let md = training_markdown(&t);
+        assert!(
+            md.contains("| A | mnist | 190.0 | 0.22 | 1.900 | 3.800 | 2.0× | 100 % |"),
+            "{md}"
+        );
+    }
 }

@@ -285,6 +285,23 @@ impl Rule {
         }
     }
 
+    /// The floating-point operations of one weight's update, counted from the rule's formula
+    /// (a square root or a division counts one): what a roofline charges an optimizer step.
+    /// SGD `w −= lr·g`: 2; with momentum `v = m·v − lr·g; w += v`: 4; Nesterov
+    /// `w += m·v − lr·g`: 7. Adam `m = β₁m + (1−β₁)g; v = β₂v + (1−β₂)g²;
+    /// w −= α·m / (√v + ε)`: 12. RMSprop `a = ρa + (1−ρ)g²; w −= lr·g / (√a + ε)`: 9.
+    pub fn flops_per_weight(&self) -> u64 {
+        match *self {
+            Rule::Sgd { momentum: 0.0, .. } => 2,
+            Rule::Sgd {
+                nesterov: false, ..
+            } => 4,
+            Rule::Sgd { nesterov: true, .. } => 7,
+            Rule::Adam { .. } => 12,
+            Rule::RmsProp { .. } => 9,
+        }
+    }
+
     /// Applies the rule to one block (`state` holds [`Self::state_buffers`] slices as long as
     /// `w`; the caller checked the lengths).
     ///

@@ -43,5 +43,14 @@ fn main() -> nn::Result<()> {
         .validation_data(&x_test, &y_test)
         .verbose(o.verbose);
     let history = model.fit(&x_train, &y_train, &cfg, &mut [])?;
-    common::finish(&o, "F", &mut model, &history, 64, &x_test, &y_test)
+    common::finish(
+        &o,
+        "F",
+        &mut model,
+        &history,
+        64,
+        x_train.samples(),
+        &x_test,
+        &y_test,
+    )
 }

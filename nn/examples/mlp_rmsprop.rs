@@ -30,5 +30,14 @@ fn main() -> nn::Result<()> {
         .batch_size(128)
         .verbose(o.verbose);
     let history = model.fit(&x_train, &y_train, &cfg, &mut [])?;
-    common::finish(&o, "B", &mut model, &history, 128, &x_test, &y_test)
+    common::finish(
+        &o,
+        "B",
+        &mut model,
+        &history,
+        128,
+        x_train.samples(),
+        &x_test,
+        &y_test,
+    )
 }

@@ -59,5 +59,14 @@ fn main() -> nn::Result<()> {
         .batch_size(32)
         .verbose(o.verbose);
     let history = model.fit(&x_train, &y_train, &cfg, &mut [])?;
-    common::finish(&o, "E", &mut model, &history, 32, &x_test, &y_test)
+    common::finish(
+        &o,
+        "E",
+        &mut model,
+        &history,
+        32,
+        x_train.samples(),
+        &x_test,
+        &y_test,
+    )
 }

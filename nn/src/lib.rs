@@ -26,6 +26,7 @@
 
 pub mod activations;
 pub mod callbacks;
+pub mod cost;
 mod curves;
 pub mod datasets;
 mod error;

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::activations::Act;
 use crate::callbacks::Callback;
+use crate::cost::TrainingCost;
 use crate::error::{Error, Result};
 use crate::layers::{self, Layer};
 use crate::logs::History;
@@ -290,6 +291,21 @@ impl Sequential {
         model.build()?;
         model.set_weights(&file.weights)?;
         Ok(model)
+    }
+
+    /// The work training this model must do at the least, counted from its layers and its
+    /// optimizer's rule ([`TrainingCost`]: a roofline's numerator). Needs `compile`.
+    pub fn training_cost(&mut self) -> Result<TrainingCost> {
+        if !self.built || self.trainer.optimizer_mut().is_none() {
+            return Err(self.trainer.not_compiled("training_cost"));
+        }
+        let (net, trainer) = self.net()?;
+        let optimizer = trainer.optimizer_mut().expect("compiled: checked above");
+        Ok(crate::cost::training_cost(
+            net.layers,
+            net.input_shape,
+            optimizer,
+        ))
     }
 
     /// Parameters in all layers, trainable or not (Keras's `count_params`).

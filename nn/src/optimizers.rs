@@ -258,19 +258,10 @@ impl Optimizer {
         self.finish_step(layers)
     }
 
-    /// Starts a step: checks the hyperparameters (a callback may have changed the learning
-    /// rate), counts the step, fixes its rule (Adam's bias correction for this iteration) and
-    /// creates the state of parameters met for the first time (the only allocation, on the
-    /// first step).
-    pub(crate) fn begin_step(&mut self, layers: &mut [Box<dyn Layer>]) -> Result<()> {
-        if let Some(s) = &self.schedule {
-            let lr = s.at(self.iterations);
-            self.set_rate(lr);
-        }
-        self.validate()?;
-        self.iterations += 1;
-        let t = self.iterations as f64;
-        self.rule = match self.kind {
+    /// The rule of step number `iteration` (from 1): Adam's bias correction depends on it.
+    fn rule_at(&self, iteration: u64) -> Rule {
+        let t = iteration as f64;
+        match self.kind {
             OptimizerKind::Sgd {
                 learning_rate,
                 momentum,
@@ -303,7 +294,28 @@ impl Optimizer {
                 rho,
                 eps: epsilon,
             },
-        };
+        }
+    }
+
+    /// The floating-point operations of one weight's update (see
+    /// `kernels::optim::Rule::flops_per_weight`) and the state buffers the rule keeps per weight.
+    pub fn cost_per_weight(&self) -> (u64, usize) {
+        let rule = self.rule_at(1);
+        (rule.flops_per_weight(), rule.state_buffers())
+    }
+
+    /// Starts a step: checks the hyperparameters (a callback may have changed the learning
+    /// rate), counts the step, fixes its rule (Adam's bias correction for this iteration) and
+    /// creates the state of parameters met for the first time (the only allocation, on the
+    /// first step).
+    pub(crate) fn begin_step(&mut self, layers: &mut [Box<dyn Layer>]) -> Result<()> {
+        if let Some(s) = &self.schedule {
+            let lr = s.at(self.iterations);
+            self.set_rate(lr);
+        }
+        self.validate()?;
+        self.iterations += 1;
+        self.rule = self.rule_at(self.iterations);
         let buffers = self.rule.state_buffers();
         let mut index = 0;
         for layer in layers.iter_mut() {

@@ -234,7 +234,7 @@ fn main() {
             .expect("a thread pool")
             .install(|| bench_suite::layers_bench::measure(args.rounds))
     });
-    let training = args.train.then(|| run_training(&args));
+    let training = args.train.then(|| run_training(&args, &machine_perf));
     let results = Results {
         schema_version: SCHEMA_VERSION,
         date_utc: utc_date_now(),
@@ -375,7 +375,7 @@ fn run_gemm(args: &Args, machine: &MachineInfo, perf: &MachinePerf) -> GemmRepor
 }
 
 /// The training part: every program on every data set, on the largest thread count.
-fn run_training(args: &Args) -> TrainingReport {
+fn run_training(args: &Args, perf: &MachinePerf) -> TrainingReport {
     let threads = *args.threads.iter().max().expect("a thread count");
     let dir = training::examples_dir().unwrap_or_else(|e| {
         eprintln!("report: {e}");
@@ -426,8 +426,19 @@ fn run_training(args: &Args) -> TrainingReport {
         &args.python,
         &peers_dir,
         threads,
+        args.epochs,
         &[("mnist", mnist_dir), ("fashion", fashion_dir)],
     );
     peers.extend(training::recorded_peers(&args.reference));
-    TrainingReport::new(threads, runs, peers)
+    // The rooflines' denominators, measured on the training's thread count in this run.
+    let at = |v: &[(usize, f64)]| v.iter().find(|(t, _)| *t == threads).map(|&(_, x)| x);
+    let caches = kernels::cpu::cache_info();
+    let limits = at(&perf.fma_peak_gflops)
+        .zip(at(&perf.memory_bandwidth_gbs))
+        .map(|(peak, bw)| training::MachineLimits {
+            fma_peak_gflops: peak,
+            memory_bandwidth_gbs: bw,
+            last_level_cache_bytes: caches.l3.unwrap_or(caches.l2).size as u64,
+        });
+    TrainingReport::new(threads, runs, peers, limits)
 }

@@ -154,10 +154,12 @@ pub fn finish(
     model: &mut nn::model::Sequential,
     history: &nn::callbacks::History,
     batch_size: usize,
+    train_samples: usize,
     x_test: &nn::tensor::Tensor,
     y_test: &nn::tensor::Tensor,
 ) -> nn::Result<()> {
     let test = model.evaluate(x_test, y_test, batch_size.max(128))?;
+    let cost = model.training_cost()?;
     // Every example compiles Metric::Accuracy.
     let accuracy = test.accuracy.unwrap_or(0.0);
     let rss = peak_rss_mib();
@@ -182,11 +184,26 @@ pub fn finish(
         } else {
             o.dataset.as_str()
         };
+        // What one epoch must do: every training sample, and the test set where the program
+        // validates after each epoch (the roofline's numerator in the report).
+        let validated = history.epochs.first().is_some_and(|e| e.val_loss.is_some());
+        let cost_json = format!(
+            "{{\"forward_flops_per_sample\": {}, \"backward_flops_per_sample\": {}, \
+             \"optimizer_flops_per_step\": {}, \"optimizer_bytes_per_step\": {}, \
+             \"input_bytes_per_sample\": {}, \"train_samples\": {}, \"validation_samples\": {}}}",
+            cost.forward_flops_per_sample,
+            cost.backward_flops_per_sample,
+            cost.optimizer_flops_per_step,
+            cost.optimizer_bytes_per_step,
+            cost.input_bytes_per_sample,
+            train_samples,
+            if validated { x_test.samples() } else { 0 },
+        );
         println!(
             "{{\"program\": \"{program}\", \"dataset\": \"{dataset}\", \"seed\": {}, \
              \"epochs\": {}, \"batch_size\": {batch_size}, \"threads\": {}, \"epoch_s\": [{}], \
              \"epoch_s_median\": {:.6}, \"test_loss\": {:.6}, \"test_accuracy\": {:.6}, \
-             \"peak_rss_mib\": {:.1}, \"inference_images_per_s\": {:.1}}}",
+             \"peak_rss_mib\": {:.1}, \"inference_images_per_s\": {:.1}, \"cost\": {cost_json}}}",
             o.seed,
             history.epochs.len(),
             rayon::current_num_threads(),

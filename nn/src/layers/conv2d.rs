@@ -350,6 +350,14 @@ impl Layer for Conv2D {
         Kind::Conv2D(self)
     }
 
+    fn flops(&self) -> super::LayerFlops {
+        let Some(s) = self.shape else {
+            return super::LayerFlops::default();
+        };
+        let per_output = (s.kernel_h * s.kernel_w * s.in_c) as u64;
+        super::LayerFlops::linear(s.out_pixels() as u64 * s.out_c as u64 * per_output)
+    }
+
     fn output_activation(&self) -> Act {
         self.act
     }

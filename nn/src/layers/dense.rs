@@ -284,6 +284,10 @@ impl Layer for Dense {
         Kind::Dense(self)
     }
 
+    fn flops(&self) -> super::LayerFlops {
+        super::LayerFlops::linear((self.inputs * self.units) as u64)
+    }
+
     fn output_activation(&self) -> Act {
         self.act
     }

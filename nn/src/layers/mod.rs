@@ -144,6 +144,35 @@ pub trait Layer: Send {
     fn kind(&mut self) -> Kind<'_> {
         Kind::Other
     }
+    /// The floating-point operations of this layer's products for one sample (after `build`):
+    /// none for layers without products (activations, pooling, normalisation move more data
+    /// than they compute; a roofline charges them nothing).
+    fn flops(&self) -> LayerFlops {
+        LayerFlops::default()
+    }
+}
+
+/// The floating-point operations (two per multiply-add) of a layer's products for one sample
+/// ([`Layer::flops`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayerFlops {
+    pub forward: u64,
+    /// The gradient of the weights.
+    pub weight_gradient: u64,
+    /// The gradient of the input (needed only above a layer with trainable weights).
+    pub input_gradient: u64,
+}
+
+impl LayerFlops {
+    /// A layer whose three products each do `multiply_adds` multiply-adds per sample (Dense,
+    /// Conv2D).
+    pub fn linear(multiply_adds: u64) -> LayerFlops {
+        LayerFlops {
+            forward: 2 * multiply_adds,
+            weight_gradient: 2 * multiply_adds,
+            input_gradient: 2 * multiply_adds,
+        }
+    }
 }
 
 /// Which built-in layer a layer is, for the model's plan: the reshape it elides (Flatten), the
