@@ -98,6 +98,27 @@ pub struct TrainRun {
     /// example printed them (absent in reports before the roofline).
     #[serde(default)]
     pub cost: Option<RunCost>,
+    /// Where the run's time went (`nn::anatomy`), as the example printed it.
+    #[serde(default)]
+    pub anatomy: Option<RunAnatomy>,
+}
+
+/// Where one run's training time went ([`TrainRun::anatomy`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunAnatomy {
+    pub steps: u64,
+    pub samples: u64,
+    pub parts: Vec<AnatomyPart>,
+}
+
+/// One part of a run's anatomy: a unit's pass (or the loss, optimizer, gather, validation), its
+/// wall time and useful FLOPs over the whole run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AnatomyPart {
+    pub name: String,
+    pub pass: String,
+    pub seconds: f64,
+    pub flops: u64,
 }
 
 /// What one epoch of a program must do ([`TrainRun::cost`]).
@@ -632,7 +653,8 @@ pub fn training_markdown(t: &TrainingReport) -> String {
              state per step where they exceed the last-level cache ({:.0} MiB). Inference: the \
              batch-1000 forward pass's useful FLOP/s ÷ the peak.\n\n\
              | program | data | GFLOP/epoch | GB/epoch | limit s/epoch | ours s/epoch | ours ÷ limit \
-             | inference, % of peak |\n|---|---|---:|---:|---:|---:|---:|---:|\n",
+             | inference, % of peak | largest parts of our time ([anatomy](anatomy.md)) |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---|\n",
             m.fma_peak_gflops,
             m.memory_bandwidth_gbs,
             t.threads,
@@ -640,8 +662,16 @@ pub fn training_markdown(t: &TrainingReport) -> String {
         );
         for r in &t.summary {
             let Some(l) = r.roofline else { continue };
+            let parts = t
+                .runs
+                .iter()
+                .find(|run| run.program == r.program && run.dataset == r.dataset)
+                .and_then(|run| run.anatomy.as_ref())
+                .map_or("—".into(), |a| {
+                    largest_parts(a, Some(m.fma_peak_gflops), 3)
+                });
             out += &format!(
-                "| {} | {} | {:.1} | {:.2} | {:.3} | {:.3} | {} | {} |\n",
+                "| {} | {} | {:.1} | {:.2} | {:.3} | {:.3} | {} | {} | {parts} |\n",
                 r.program,
                 r.dataset,
                 l.epoch_gflop,
@@ -667,6 +697,80 @@ pub fn training_markdown(t: &TrainingReport) -> String {
     out
 }
 
+/// A part's label: "conv2d backward", or the pass alone for the parts that are no layer's.
+fn part_label(p: &AnatomyPart) -> String {
+    if p.name == p.pass {
+        p.name.clone()
+    } else {
+        format!("{} {}", p.name, p.pass)
+    }
+}
+
+/// The largest parts of each run's time, in words: "conv2d_1 backward 31 % (38 % of peak)".
+fn largest_parts(a: &RunAnatomy, peak_gflops: Option<f64>, count: usize) -> String {
+    let total: f64 = a.parts.iter().map(|p| p.seconds).sum();
+    let mut parts: Vec<&AnatomyPart> = a.parts.iter().collect();
+    parts.sort_by(|x, y| y.seconds.total_cmp(&x.seconds));
+    parts
+        .iter()
+        .take(count)
+        .map(|p| {
+            let share = 100.0 * p.seconds / total.max(f64::MIN_POSITIVE);
+            match peak_gflops.filter(|_| p.flops > 0 && p.seconds > 0.0) {
+                Some(peak) => format!(
+                    "{} {share:.0} % ({:.0} % of peak)",
+                    part_label(p),
+                    100.0 * p.flops as f64 / p.seconds / 1e9 / peak
+                ),
+                None => format!("{} {share:.0} %", part_label(p)),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `results/anatomy.md`: where each of our runs spent its time, part by part, with each part's
+/// useful FLOP rate against the run's FMA peak.
+pub fn anatomy_markdown(t: &TrainingReport) -> String {
+    let peak = t.limits.map(|m| m.fma_peak_gflops);
+    let mut out = format!(
+        "# Where the training time goes ({} threads)\n\n\
+         Each of our runs timed every pass of every unit of its plan (a layer, or the layers that \
+         run as one pass), the loss, the optimizer's step, the gathering of shuffled batches and \
+         the validation (`FitConfig::anatomy`: the clock read between passes). Seconds are per \
+         epoch; GFLOP/s counts the products' useful operations (`nn::cost`); the peak is the \
+         run's FMA peak{}.\n",
+        t.threads,
+        peak.map_or(String::new(), |p| format!(" ({p:.0} GFLOP/s)"))
+    );
+    for r in &t.runs {
+        let Some(a) = &r.anatomy else { continue };
+        let epochs = r.epochs.max(1) as f64;
+        let total: f64 = a.parts.iter().map(|p| p.seconds).sum();
+        out += &format!(
+            "\n## Program {} on {}: {:.3} s of parts per epoch (epoch {:.3} s)\n\n\
+             | part | s/epoch | share | GFLOP/s | of peak |\n|---|---:|---:|---:|---:|\n",
+            r.program,
+            r.dataset,
+            total / epochs,
+            r.epoch_s_median
+        );
+        for p in &a.parts {
+            let rate = (p.flops > 0 && p.seconds > 0.0).then(|| p.flops as f64 / p.seconds / 1e9);
+            out += &format!(
+                "| {} | {:.4} | {:.1} % | {} | {} |\n",
+                part_label(p),
+                p.seconds / epochs,
+                100.0 * p.seconds / total.max(f64::MIN_POSITIVE),
+                rate.map_or("—".into(), |g| format!("{g:.1}")),
+                rate.zip(peak)
+                    .map_or("—".into(), |(g, pk)| format!("{:.0} %", 100.0 * g / pk)),
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -686,6 +790,7 @@ mod tests {
             peak_rss_mib: 100.0,
             inference_images_per_s: 1e5,
             cost: None,
+            anatomy: None,
         }
     }
 

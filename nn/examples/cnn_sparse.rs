@@ -26,7 +26,8 @@ fn main() -> nn::Result<()> {
         .epochs(o.epochs.unwrap_or(5))
         .batch_size(32)
         .validation_data(&x_test, &y_test)
-        .verbose(o.verbose);
+        .verbose(o.verbose)
+        .anatomy(o.json);
     let history = model.fit(&x_train, &y_train, &cfg, &mut [])?;
     common::finish(
         &o,

@@ -28,7 +28,8 @@ fn main() -> nn::Result<()> {
     let cfg = FitConfig::new()
         .epochs(o.epochs.unwrap_or(5))
         .batch_size(128)
-        .verbose(o.verbose);
+        .verbose(o.verbose)
+        .anatomy(o.json);
     let history = model.fit(&x_train, &y_train, &cfg, &mut [])?;
     common::finish(
         &o,

@@ -24,6 +24,8 @@ pub struct FitConfig<'a> {
     /// 0: silent; 1: a progress bar per epoch (plain lines when not on a terminal); 2: one
     /// line per epoch.
     pub verbose: u8,
+    /// Time each pass of each layer (`History::anatomy`).
+    pub anatomy: bool,
 }
 
 impl Default for FitConfig<'_> {
@@ -42,11 +44,19 @@ impl<'a> FitConfig<'a> {
             validation_split: 0.0,
             shuffle: true,
             verbose: 1,
+            anatomy: false,
         }
     }
     /// Passes over the training data.
     pub fn epochs(mut self, epochs: usize) -> Self {
         self.epochs = epochs;
+        self
+    }
+    /// Records where the time goes — each layer's forward and backward pass, the loss, the
+    /// optimizer, the batches' gathering, the validation — into `History::anatomy` (a clock
+    /// read between the passes: no allocation per step).
+    pub fn anatomy(mut self, on: bool) -> Self {
+        self.anatomy = on;
         self
     }
     /// Samples per step (the last batch of an epoch may be shorter).

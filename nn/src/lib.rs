@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod activations;
+pub mod anatomy;
 pub mod callbacks;
 pub mod cost;
 mod curves;

@@ -99,6 +99,8 @@ pub struct BatchLogs {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
     pub epochs: Vec<EpochLogs>,
+    /// Where the time went, part by part, when `FitConfig::anatomy` asked.
+    pub anatomy: Option<crate::anatomy::Anatomy>,
 }
 
 impl History {

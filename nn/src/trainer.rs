@@ -23,6 +23,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
+use crate::anatomy::{Part, Pass, Recorder, Slot};
 use crate::callbacks::{Callback, TrainingModel};
 use crate::error::{Error, Result};
 pub use crate::fit_config::{Evaluation, FitConfig, Metric};
@@ -100,6 +101,8 @@ pub(crate) struct Trainer {
     folded: Vec<layers::Folded>,
     /// Whether inference runs the plan's folds (on by default; off runs every layer).
     fold_batch_norm: bool,
+    /// Where the time goes, while a `fit` that asked for its anatomy runs.
+    anatomy: Option<Recorder>,
 }
 
 /// Runs `f` on a thread of the rayon pool (the caller waits), so that parallel kernels inside
@@ -157,6 +160,7 @@ impl Default for Trainer {
             fused_steps: true,
             folded: vec![],
             fold_batch_norm: true,
+            anatomy: None,
         }
     }
 }
@@ -344,7 +348,8 @@ impl Trainer {
         };
         // The layer whose output is the data so far (None: the input buffer).
         let mut source: Option<usize> = None;
-        for &unit in units {
+        let mut anatomy = self.anatomy.as_mut().filter(|_| training);
+        for (u, &unit) in units.iter().enumerate() {
             let i = match unit {
                 Unit::Layer(i) | Unit::ConvPool { conv: i, .. } | Unit::Folded { layer: i, .. } => {
                     i
@@ -375,6 +380,9 @@ impl Trainer {
                 }
             }
             source = Some(unit.output_layer());
+            if let Some(a) = anatomy.as_deref_mut() {
+                a.mark(slots::FORWARD + u, n);
+            }
         }
         Ok(())
     }
@@ -398,8 +406,15 @@ impl Trainer {
             compiled,
             fused_steps,
             plan,
+            anatomy,
             ..
         } = self;
+        let slot = slots::Layout::of(plan);
+        let mut mark = |i: usize| {
+            if let Some(a) = anatomy.as_mut() {
+                a.mark(i, n);
+            }
+        };
         let c = compiled.as_mut().expect("compiled");
         let last = layers.len() - 1;
         let out = &layers[last].output()[..n * k];
@@ -412,8 +427,10 @@ impl Trainer {
             });
         }
         let (hits, of) = c.loss.correct(out, y_buf, n, k);
+        mark(slot.loss);
         c.optimizer.begin_step(layers)?;
-        for back in &plan.backward {
+        mark(slot.optimizer);
+        for (b, back) in plan.backward.iter().enumerate() {
             let i = back.layer;
             let (below, here) = grads.split_at_mut(i);
             let (lower, upper) = layers.split_at_mut(i);
@@ -427,6 +444,7 @@ impl Trainer {
                     n,
                 )
                 .unwrap_or_else(|| Err(planned(i, "MaxPooling2D + Conv2D backward")))?;
+                mark(slot.backward + b);
                 continue;
             }
             let input: &[f32] = match back.source {
@@ -441,12 +459,14 @@ impl Trainer {
                     if let Some(r) = dense.backward_stepping(input, &mut here[0], dx, n, &mut steps)
                     {
                         r?;
+                        mark(slot.backward + b);
                         continue;
                     }
                 }
             }
             let dx = back.source.map(|j| &mut below[j][..]);
             upper[0].backward(input, &mut here[0], dx, n)?;
+            mark(slot.backward + b);
         }
         c.optimizer.finish_step(layers)?;
         // A kernel's per-thread scratch grew past every earlier size: grow every worker's to
@@ -455,6 +475,11 @@ impl Trainer {
         if generation != self.prepared_generation {
             kernels::prepare_threads();
             self.prepared_generation = generation;
+        }
+        if let Some(a) = self.anatomy.as_mut() {
+            a.mark(slot.optimizer, n);
+            a.steps += 1;
+            a.samples += n as u64;
         }
         Ok((loss, hits, of))
     }
@@ -592,9 +617,12 @@ impl Trainer {
         for c in callbacks.iter_mut() {
             all.push(&mut **c);
         }
+        self.anatomy = cfg
+            .anatomy
+            .then(|| Recorder::new(slots::layout(net.layers, &self.plan)));
         // The whole loop runs on one rayon worker: no per-step hand-off between the calling
         // thread and the pool, and the same worker's buffers serve every step.
-        in_pool(|| {
+        let run = in_pool(|| {
             let mut history = History::default();
             self.each(net, &mut all, |cb, m| cb.on_train_begin(m))?;
             for epoch in 0..cfg.epochs {
@@ -610,8 +638,14 @@ impl Trainer {
                     let from = step * batch;
                     let n = batch.min(train_n - from);
                     let idx = std::mem::take(&mut self.order);
+                    if let Some(a) = self.anatomy.as_mut() {
+                        a.start();
+                    }
                     self.gather(net, x, y, &idx[from..from + n]);
                     self.order = idx;
+                    if let Some(a) = self.anatomy.as_mut() {
+                        a.mark(slots::GATHER, n);
+                    }
                     // A loss that is not a number took no step: the callbacks see it
                     // (TerminateOnNaN stops training there, as in Keras); if none stops,
                     // training ends with the error rather than go on with NaN weights.
@@ -656,7 +690,14 @@ impl Trainer {
                     seconds: 0.0,
                 };
                 if let Some((vx, vy)) = validation {
+                    if let Some(a) = self.anatomy.as_mut() {
+                        a.start();
+                    }
                     let e = self.evaluate_inner(net, vx, vy, batch.max(INFERENCE_BATCH))?;
+                    if let Some(a) = self.anatomy.as_mut() {
+                        let v = slots::Layout::of(&self.plan).validation;
+                        a.mark(v, vx.samples());
+                    }
                     logs.val_loss = Some(e.loss);
                     logs.val_accuracy = e.accuracy;
                 }
@@ -669,6 +710,11 @@ impl Trainer {
             }
             self.each(net, &mut all, |cb, m| cb.on_train_end(m))?;
             Ok(history)
+        });
+        let anatomy = self.anatomy.take();
+        run.map(|mut history| {
+            history.anatomy = anatomy.map(Recorder::finish);
+            history
         })
     }
 
@@ -795,4 +841,86 @@ fn planned(layer: usize, what: &str) -> Error {
         "the plan runs layers {}–{layer} as one {what}, which they declined",
         layer.saturating_sub(1)
     ))
+}
+
+/// The anatomy's slots (see `crate::anatomy`): gather, each forward unit of the training plan,
+/// the loss, each backward unit, the optimizer, the validation.
+mod slots {
+    use super::*;
+
+    pub const GATHER: usize = 0;
+    pub const FORWARD: usize = 1;
+
+    /// Where the slots after the forward units are, for `plan`.
+    pub struct Layout {
+        pub loss: usize,
+        pub backward: usize,
+        pub optimizer: usize,
+        pub validation: usize,
+    }
+
+    impl Layout {
+        pub fn of(plan: &Plan) -> Layout {
+            let loss = FORWARD + plan.forward.len();
+            let optimizer = loss + 1 + plan.backward.len();
+            Layout {
+                loss,
+                backward: loss + 1,
+                optimizer,
+                validation: optimizer + 1,
+            }
+        }
+    }
+
+    /// The slots of `plan` over `layers`, named after the layers each unit runs, with their
+    /// products' FLOPs per sample.
+    pub fn layout(layers: &[Box<dyn Layer>], plan: &Plan) -> Vec<Slot> {
+        let slot = |name: String, pass: Pass, flops_per_sample: u64| Slot {
+            part: Part {
+                name,
+                pass,
+                seconds: 0.0,
+                flops: 0,
+            },
+            flops_per_sample,
+        };
+        let names = |range: std::ops::RangeInclusive<usize>| {
+            range
+                .map(|i| layers[i].name())
+                .collect::<Vec<_>>()
+                .join(" + ")
+        };
+        let mut out = vec![slot("gather".into(), Pass::Gather, 0)];
+        for unit in &plan.forward {
+            let (first, last) = match *unit {
+                Unit::Layer(i) | Unit::Folded { layer: i, .. } => (i, i),
+                Unit::ConvPool { conv, pool, .. } => (conv, pool),
+            };
+            let flops = (first..=last).map(|i| layers[i].flops().forward).sum();
+            out.push(slot(names(first..=last), Pass::Forward, flops));
+        }
+        out.push(slot("loss".into(), Pass::Loss, 0));
+        for back in &plan.backward {
+            let i = back.layer;
+            let own = layers[i].flops();
+            let (name, flops) = if back.with_conv_below {
+                (
+                    format!("{} + {}", layers[i].name(), layers[i - 1].name()),
+                    own.weight_gradient + layers[i - 1].flops().weight_gradient,
+                )
+            } else {
+                let input = if back.source.is_some() {
+                    own.input_gradient
+                } else {
+                    0
+                };
+                (layers[i].name().to_string(), own.weight_gradient + input)
+            };
+            out.push(slot(name, Pass::Backward, flops));
+        }
+        out.push(slot("optimizer".into(), Pass::Optimizer, 0));
+        let forward = layers.iter().map(|l| l.flops().forward).sum();
+        out.push(slot("validation".into(), Pass::Validation, forward));
+        out
+    }
 }

@@ -745,3 +745,71 @@ fn batch_normalization_folded_at_inference_matches_the_layers_one_by_one() {
     assert!(max_diff(&before, &folded.predict(&x, 32).unwrap()) > 1e-3);
     check(&mut folded, &mut plain, "after set_weights");
 }
+
+#[test]
+fn the_anatomy_names_every_pass_and_counts_its_flops() {
+    let (x, y) = bright_halves(0.0);
+    let mut m = Sequential::new()
+        .input_shape(&[8, 8, 1])
+        .seed(2)
+        .add(Conv2D::new(4, (3, 3), Act::Relu))
+        .add(MaxPooling2D::new((2, 2)))
+        .add(Flatten::new())
+        .add(Dense::new(6, Act::Relu))
+        .add(Dense::new(2, Act::Softmax));
+    m.compile(
+        Optimizer::adam(),
+        Loss::sparse_categorical_crossentropy(),
+        &[],
+    )
+    .unwrap();
+    let cfg = FitConfig::new().epochs(2).batch_size(16).verbose(0);
+    assert!(m.fit(&x, &y, &cfg, &mut []).unwrap().anatomy.is_none());
+    let h = m
+        .fit(&x, &y, &cfg.validation_data(&x, &y).anatomy(true), &mut [])
+        .unwrap();
+    let a = h.anatomy.expect("asked for");
+    // 64 samples in batches of 16, twice.
+    assert_eq!((a.steps, a.samples), (8, 128));
+    let parts: Vec<(&str, &str)> = a
+        .parts
+        .iter()
+        .map(|p| (p.name.as_str(), p.pass.name()))
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            ("gather", "gather"),
+            ("conv2d + max_pooling2d", "forward"),
+            ("dense", "forward"),
+            ("dense_1", "forward"),
+            ("loss", "loss"),
+            ("dense_1", "backward"),
+            ("dense", "backward"),
+            ("max_pooling2d + conv2d", "backward"),
+            ("optimizer", "optimizer"),
+            ("validation", "validation"),
+        ]
+    );
+    let flops = |name: &str, pass: &str| {
+        a.parts
+            .iter()
+            .find(|p| p.name == name && p.pass.name() == pass)
+            .unwrap()
+            .flops
+    };
+    let (conv, d1, d2) = (6 * 6 * 4 * 9, 36 * 6, 6 * 2);
+    assert_eq!(flops("conv2d + max_pooling2d", "forward"), 128 * 2 * conv);
+    // The first Dense needs its input gradient (the convolution below it learns); the
+    // convolution's own is never formed.
+    assert_eq!(flops("dense", "backward"), 128 * 2 * 2 * d1);
+    assert_eq!(flops("max_pooling2d + conv2d", "backward"), 128 * 2 * conv);
+    assert_eq!(
+        flops("validation", "validation"),
+        128 * 2 * (conv + d1 + d2)
+    );
+    assert_eq!(flops("loss", "loss"), 0);
+    assert!(a.parts.iter().all(|p| p.seconds >= 0.0));
+    let epochs: f64 = h.epochs.iter().map(|e| e.seconds).sum();
+    assert!(a.seconds() > 0.0 && a.seconds() <= epochs, "{a:?}");
+}

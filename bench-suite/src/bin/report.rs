@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Writes `results/<date>-<host>.json` (everything measured), `results/README.md` (the headline
-//! ratios), `results/gemm.md` and `results/gemm.json` (every GEMM figure) and `results/plots/`.
+//! ratios), `results/gemm.md` and `results/gemm.json` (every GEMM figure), `results/anatomy.md`
+//! (where each program's training time goes) and `results/plots/`.
 //!
 //! Each thread count runs in a child process of its own, because OpenBLAS, matrixmultiply and
 //! rayon size their thread pools once per process (from `OPENBLAS_NUM_THREADS`,
@@ -271,6 +272,9 @@ fn main() {
                 .as_bytes(),
         );
         write("gemm.md", gemm_markdown(g).as_bytes());
+    }
+    if let Some(t) = &results.training {
+        write("anatomy.md", training::anatomy_markdown(t).as_bytes());
     }
     if bench_suite::plots::load_font() {
         let plot = |name: &str, r: Result<(), Box<dyn std::error::Error>>| match r {

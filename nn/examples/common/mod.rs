@@ -199,11 +199,34 @@ pub fn finish(
             train_samples,
             if validated { x_test.samples() } else { 0 },
         );
+        // Where the time went (the examples ask for it with --json).
+        let anatomy_json = history.anatomy.as_ref().map_or("null".into(), |a| {
+            let parts: Vec<String> = a
+                .parts
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{{\"name\": \"{}\", \"pass\": \"{}\", \"seconds\": {:.6}, \"flops\": {}}}",
+                        p.name,
+                        p.pass.name(),
+                        p.seconds,
+                        p.flops
+                    )
+                })
+                .collect();
+            format!(
+                "{{\"steps\": {}, \"samples\": {}, \"parts\": [{}]}}",
+                a.steps,
+                a.samples,
+                parts.join(", ")
+            )
+        });
         println!(
             "{{\"program\": \"{program}\", \"dataset\": \"{dataset}\", \"seed\": {}, \
              \"epochs\": {}, \"batch_size\": {batch_size}, \"threads\": {}, \"epoch_s\": [{}], \
              \"epoch_s_median\": {:.6}, \"test_loss\": {:.6}, \"test_accuracy\": {:.6}, \
-             \"peak_rss_mib\": {:.1}, \"inference_images_per_s\": {:.1}, \"cost\": {cost_json}}}",
+             \"peak_rss_mib\": {:.1}, \"inference_images_per_s\": {:.1}, \"cost\": {cost_json}, \
+             \"anatomy\": {anatomy_json}}}",
             o.seed,
             history.epochs.len(),
             rayon::current_num_threads(),
