@@ -25,7 +25,7 @@ pub struct Program {
     pub target_epoch_s: Option<f64>,
 }
 
-pub const PROGRAMS: [Program; 6] = [
+pub const PROGRAMS: [Program; 7] = [
     Program {
         id: "A",
         example: "mlp_adam",
@@ -75,6 +75,17 @@ pub const PROGRAMS: [Program; 6] = [
                       GlobalAvgPool → Dense(10); adam; sparse CE; 5 epochs, batch 64",
         datasets: &["fashion"],
         epochs: 5,
+        target_epoch_s: None,
+    },
+    Program {
+        id: "G",
+        example: "cnn_stacked",
+        description:
+            "Conv2D(16, same, relu) → AvgPool → Conv2D(32, same, tanh) → Conv2D(32, tanh) \
+                      → GlobalMaxPool → Dense(10); SGD, Nesterov 0.9; sparse CE; 3 epochs, \
+                      batch 128",
+        datasets: &["fashion"],
+        epochs: 3,
         target_epoch_s: None,
     },
 ];
