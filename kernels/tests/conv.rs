@@ -161,7 +161,8 @@ fn training_shapes_match_the_definition() {
     let shapes = [
         Conv2d::square(40, (28, 28, 1), 32, 3, Padding::Valid),
         // The 3×3 one-channel kernels (AVX-512, AVX2): a partial lane group, three groups (a pair and a
-        // single pass), stride 2, and 'same' padding (not its case: the portable kernel).
+        // single pass), stride 2, and 'same' padding (through a zero-padded copy of the images:
+        // odd and even sizes, stride 2 with padding after the image only).
         Conv2d::square(3, (9, 7, 1), 17, 3, Padding::Valid),
         Conv2d::square(2, (6, 11, 1), 48, 3, Padding::Valid),
         Conv2d {
@@ -170,6 +171,13 @@ fn training_shapes_match_the_definition() {
             ..Conv2d::square(2, (10, 9, 1), 20, 3, Padding::Valid)
         },
         Conv2d::square(2, (8, 8, 1), 16, 3, Padding::Same),
+        Conv2d::square(5, (28, 28, 1), 16, 3, Padding::Same),
+        Conv2d::square(3, (7, 9, 1), 40, 3, Padding::Same),
+        Conv2d {
+            stride_h: 2,
+            stride_w: 2,
+            ..Conv2d::square(2, (10, 9, 1), 20, 3, Padding::Same)
+        },
         Conv2d::square(2, (12, 12, 64), 24, 3, Padding::Same),
         // The shifted weight gradient in two bands of rows per image.
         Conv2d::square(2, (70, 30, 64), 64, 3, Padding::Same),

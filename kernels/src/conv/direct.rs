@@ -231,6 +231,58 @@ fn store_partial(out: &mut [f32], acc: &[f32; LANES]) {
 crate::dispatch::per_isa!(forward_loops, body::<true>, body::<false>,
     (s: &Conv2d, x: &[f32], packed: &[f32], pixels: std::ops::Range<usize>, y: &mut [f32]));
 
+/// The 'valid' convolution of the zero-padded input that a padded one-channel 3×3 convolution
+/// is, when the explicit 3×3 kernel would take it (it wants every window inside its input):
+/// the padding is then written into a copy of the images (a few hundred floats per image,
+/// against nine multiply-adds per output channel per pixel) instead of being tested per pixel.
+/// Measured on a 2-core Zen 4, program G's first layer ('same', 16 filters): the portable
+/// kernel's forward ran at 27 GFLOP/s and its weight gradient at 13.
+#[cfg(target_arch = "x86_64")]
+fn padded_valid(s: &Conv2d, isa: Isa) -> Option<Conv2d> {
+    let v = Conv2d {
+        in_h: (s.out_h().checked_sub(1)?) * s.stride_h + s.kernel_h,
+        in_w: (s.out_w().checked_sub(1)?) * s.stride_w + s.kernel_w,
+        padding: super::Padding::Valid,
+        ..*s
+    };
+    // Padding on some side (not a 'valid' convolution whose last rows or columns no window
+    // reaches: that one needs no copy).
+    let padded = (v.in_h, v.in_w) != (s.in_h, s.in_w);
+    let fits = v.in_h >= s.in_h + s.pad_top() && v.in_w >= s.in_w + s.pad_left();
+    (padded && fits && super::direct3x3::applies(&v, isa)).then_some(v)
+}
+
+/// Runs `f` on the images that output pixels `pixels` (whole images) come from, zero-padded
+/// to `v`'s input size, with `v`'s batch set to their count and the pixels counted from the
+/// first of them.
+#[cfg(target_arch = "x86_64")]
+fn with_padded<R>(
+    s: &Conv2d,
+    v: &Conv2d,
+    x: &[f32],
+    pixels: std::ops::Range<usize>,
+    f: impl FnOnce(&Conv2d, &[f32], std::ops::Range<usize>) -> R,
+) -> R {
+    let opx = s.out_pixels();
+    let (n0, n1) = (pixels.start / opx, pixels.end.div_ceil(opx));
+    let (src, dst) = (s.in_h * s.in_w, v.in_h * v.in_w);
+    let (pt, pl) = (s.pad_top(), s.pad_left());
+    crate::scratch::PADDED.with((n1 - n0) * dst, (n1 - n0) * dst, |buf| {
+        buf.fill(0.0);
+        for (i, image) in buf.chunks_exact_mut(dst).enumerate() {
+            let from = &x[(n0 + i) * src..][..src];
+            for (r, row) in from.chunks_exact(s.in_w).enumerate() {
+                image[(pt + r) * v.in_w + pl..][..s.in_w].copy_from_slice(row);
+            }
+        }
+        let vs = Conv2d {
+            batch: n1 - n0,
+            ..*v
+        };
+        f(&vs, buf, pixels.start - n0 * opx..pixels.end - n0 * opx)
+    })
+}
+
 /// `y` (the rows of output pixels `pixels`) ← act(conv + bias), with weights and bias as
 /// [`pack`] laid them out. Pixels go in slabs small enough that the activation pass finds
 /// them in L1.
@@ -243,6 +295,12 @@ pub(crate) fn forward(
     pixels: std::ops::Range<usize>,
     y: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(v) = padded_valid(s, isa) {
+        return with_padded(s, &v, x, pixels, |vs, xp, px| {
+            forward(isa, vs, xp, packed, act, px, y)
+        });
+    }
     let oc = s.out_c;
     let slab = (2048 / oc).max(PX);
     for p0 in pixels.clone().step_by(slab) {
@@ -415,6 +473,12 @@ pub(crate) fn backward_weights(
     if super::direct3x3::applies(s, isa) {
         // SAFETY: the caller checked that this CPU has `isa`, which `applies` accepts.
         return unsafe { super::direct3x3::backward_weights(isa, s, x, dy, pixels, dw, db) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(v) = padded_valid(s, isa) {
+        return with_padded(s, &v, x, pixels, |vs, xp, px| {
+            backward_weights(isa, vs, xp, dy, px, dw, db)
+        });
     }
     // SAFETY: the caller checked that this CPU has `isa`'s features.
     unsafe { weights_loops::run(isa, s, x, dy, pixels, dw, db) }

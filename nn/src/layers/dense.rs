@@ -87,12 +87,14 @@ impl Dense {
     ) -> Option<Result<()>> {
         let (k, u) = (self.inputs, self.units);
         // Fused where the kernel's traffic dominates its products: a kernel and its state that
-        // do not stay in cache between the passes (≥ 256 Ki parameters), at batches whose
-        // products do little arithmetic per weight (≤ 64 samples). Measured on a 2-core Zen 3,
-        // dX + dW + Adam of Dense 5408→128 at batch 32 took 0.72–0.87 of the time of the three
-        // calls in turn; Dense 784→128 at batch 32 and 784→512 at batch 128 gained nothing or
-        // lost (up to 8 %: the blocks' products run less efficiently than one product).
-        if k * u < 1 << 18 || n > 64 {
+        // do not stay in L2 between the passes (≥ 64 Ki parameters: with Adam's two state
+        // buffers and the gradient, ≥ 1 MiB), at batches whose products do little arithmetic
+        // per weight (≤ 64 samples). Measured on a 2-core Zen 3, dX + dW + Adam of Dense
+        // 5408→128 at batch 32 took 0.72–0.87 of the time of the three calls in turn, and
+        // Dense 784→512 at batch 128 lost up to 8 %. Dense 784→128 at batch 32 (program A)
+        // gained nothing there but, on a 2-core Zen 4 (AVX-512, 1 MiB L2), made the whole epoch
+        // 0.90× as long (medians of 7 interleaved runs, the same bits).
+        if k * u < 1 << 16 || n > 64 {
             return None;
         }
         Some(self.backward_with_steps(x, grad, dx, n, steps))
