@@ -10,7 +10,7 @@
 //! * `exp`: relative error ≤ 2·2⁻²³ (≈ 2.4e-7; measured worst 9.7e-8) wherever the result is a
 //!   normal f32; subnormal results within 2⁻¹⁴⁸ absolute; +∞ past x ≈ 88.72.
 //! * `sigmoid`: relative error ≤ 3·2⁻²³ (measured 1.8e-7), subnormal tails included.
-//! * `tanh`: relative error ≤ 3·2⁻²³ (measured 1.9e-7) down to the tiniest inputs; ±0 keep their
+//! * `tanh`: relative error ≤ 3·2⁻²³ (measured 1.6e-7) down to the tiniest inputs; ±0 keep their
 //!   sign; ±1 beyond |x| > 9.01.
 //! * ±∞ map to their limits (exp: ∞, 0; sigmoid: 1, 0; tanh: ±1); NaN propagates.
 
@@ -78,11 +78,11 @@ pub(crate) fn sigmoid1(x: f32) -> f32 {
     }
 }
 
-/// e^y − 1 for 0 ≤ y ≤ ln 2: Taylor to degree 9 (no cancellation for small y).
+/// e^r − 1 for |r| ≤ ln2/2 + ε: r + r²·(Taylor to degree 8), no cancellation for small r
+/// (truncation < 6e-10 relative).
 #[inline(always)]
-fn expm1_small(y: f32) -> f32 {
+fn expm1_poly(r: f32) -> f32 {
     let coeffs = [
-        1.0 / 362_880.0,
         1.0 / 40_320.0,
         1.0 / 5040.0,
         1.0 / 720.0,
@@ -90,23 +90,29 @@ fn expm1_small(y: f32) -> f32 {
         1.0 / 24.0,
         1.0 / 6.0,
         0.5,
-        1.0,
     ];
-    horner(coeffs, y) * y
+    horner(coeffs, r) * r * r + r
 }
 
-/// tanh|x| = e/(e + 2) with e = e^(2|x|) − 1 (from the series for small |x|, where e^(2|x|) − 1
-/// would cancel), sign restored from x; |x| is clamped at 9.1, past which tanh rounds to 1.
+/// tanh|x| = e/(e + 2) with e = e^(2|x|) − 1, sign restored from x; |x| is clamped at 9.1, past
+/// which tanh rounds to 1. One range reduction serves every input: 2|x| = n·ln2 + r and
+/// e = 2ⁿ·(e^r − 1) + (2ⁿ − 1), exact in its last term for the n ≤ 24 that matter, and e^r − 1
+/// from the series (so tiny inputs keep their relative accuracy, n = 0). Half the operations of
+/// a separate series below ln 2 and exp − 1 above, which a vectorised body computes both of:
+/// on a Zen 4 (AVX-512), 64 Ki floats in 0.67× the time of that form (medians of 2001 calls,
+/// three alternating runs), worst relative error 1.6e-7 against its 2.0e-7.
 #[inline(always)]
 pub(crate) fn tanh1(x: f32) -> f32 {
     let ax = x.abs();
     let ax = if ax > 9.1 { 9.1 } else { ax }; // keeps NaN, unlike f32::min
     let y = ax + ax;
-    let e = if y <= std::f32::consts::LN_2 {
-        expm1_small(y)
-    } else {
-        exp1(y) - 1.0
-    };
+    let t = y * LOG2E + ROUNDER;
+    let n_bits = t.to_bits() as i32 - ROUNDER.to_bits() as i32;
+    let n = t - ROUNDER;
+    let r = (y - n * LN2_HI) - n * LN2_LO;
+    // 2ⁿ for 0 ≤ n ≤ 27 (y ≤ 18.2).
+    let scale = f32::from_bits(((n_bits + 127) << 23) as u32);
+    let e = expm1_poly(r) * scale + (scale - 1.0);
     (e / (e + 2.0)).copysign(x)
 }
 
