@@ -625,19 +625,23 @@ pub fn avg_pool2d_forward(opts: &ExecOptions, s: &Pool2d, x: &[f32], y: &mut [f3
 fn avg_image_body(s: &Pool2d, img: &[f32], yi: &mut [f32]) {
     let (ow, c) = (s.out_w(), s.channels);
     let pad = s.padding();
-    for (o, yo) in yi.chunks_exact_mut(c).enumerate() {
-        let (y0, y1, x0, x1) = s.window(pad, o / ow, o % ow);
-        yo.fill(0.0);
-        for iy in y0..y1 {
-            for ix in x0..x1 {
-                let src = &img[(iy * s.in_w + ix) * c..][..c];
-                for (b, &v) in yo.iter_mut().zip(src) {
-                    *b += v;
+    // Output positions row by row: no division per position (with a few channels, two
+    // divisions cost as much as the window's sums).
+    for (oy, y_row) in yi.chunks_exact_mut(ow * c).enumerate() {
+        for (ox, yo) in y_row.chunks_exact_mut(c).enumerate() {
+            let (y0, y1, x0, x1) = s.window(pad, oy, ox);
+            yo.fill(0.0);
+            for iy in y0..y1 {
+                for ix in x0..x1 {
+                    let src = &img[(iy * s.in_w + ix) * c..][..c];
+                    for (b, &v) in yo.iter_mut().zip(src) {
+                        *b += v;
+                    }
                 }
             }
+            let inv = 1.0 / ((y1 - y0) * (x1 - x0)) as f32;
+            yo.iter_mut().for_each(|b| *b *= inv);
         }
-        let inv = 1.0 / ((y1 - y0) * (x1 - x0)) as f32;
-        yo.iter_mut().for_each(|b| *b *= inv);
     }
 }
 
@@ -650,14 +654,17 @@ fn avg_backward_body(s: &Pool2d, dxi: &mut [f32], dyi: &[f32]) {
     let (ow, c) = (s.out_w(), s.channels);
     let pad = s.padding();
     dxi.fill(0.0);
-    for (o, g) in dyi.chunks_exact(c).enumerate() {
-        let (y0, y1, x0, x1) = s.window(pad, o / ow, o % ow);
-        let inv = 1.0 / ((y1 - y0) * (x1 - x0)) as f32;
-        for iy in y0..y1 {
-            for ix in x0..x1 {
-                let dst = &mut dxi[(iy * s.in_w + ix) * c..][..c];
-                for (d, &v) in dst.iter_mut().zip(g) {
-                    *d += v * inv;
+    // Row by row, as the forward pass.
+    for (oy, dy_row) in dyi.chunks_exact(ow * c).enumerate() {
+        for (ox, g) in dy_row.chunks_exact(c).enumerate() {
+            let (y0, y1, x0, x1) = s.window(pad, oy, ox);
+            let inv = 1.0 / ((y1 - y0) * (x1 - x0)) as f32;
+            for iy in y0..y1 {
+                for ix in x0..x1 {
+                    let dst = &mut dxi[(iy * s.in_w + ix) * c..][..c];
+                    for (d, &v) in dst.iter_mut().zip(g) {
+                        *d += v * inv;
+                    }
                 }
             }
         }
