@@ -45,13 +45,6 @@ fn main() -> nn::Result<()> {
         .anatomy(o.json);
     let history = model.fit(&x_train, &y_train, &cfg, &mut [])?;
     common::finish(
-        &o,
-        "F",
-        &mut model,
-        &history,
-        64,
-        x_train.samples(),
-        &x_test,
-        &y_test,
+        &o, "F", &mut model, &history, &cfg, &x_train, &x_test, &y_test,
     )
 }

@@ -28,13 +28,6 @@ fn main() -> nn::Result<()> {
         .anatomy(o.json);
     let history = model.fit(&x_train, &y_train, &cfg, &mut [])?;
     common::finish(
-        &o,
-        "D",
-        &mut model,
-        &history,
-        32,
-        x_train.samples(),
-        &x_test,
-        &y_test,
+        &o, "D", &mut model, &history, &cfg, &x_train, &x_test, &y_test,
     )
 }

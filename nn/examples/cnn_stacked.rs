@@ -46,13 +46,6 @@ fn main() -> nn::Result<()> {
         .anatomy(o.json);
     let history = model.fit(&x_train, &y_train, &cfg, &mut [])?;
     common::finish(
-        &o,
-        "G",
-        &mut model,
-        &history,
-        128,
-        x_train.samples(),
-        &x_test,
-        &y_test,
+        &o, "G", &mut model, &history, &cfg, &x_train, &x_test, &y_test,
     )
 }

@@ -34,13 +34,6 @@ fn main() -> nn::Result<()> {
         .anatomy(o.json);
     let history = model.fit(&x_train, &y_train, &cfg, &mut [])?;
     common::finish(
-        &o,
-        "A",
-        &mut model,
-        &history,
-        32,
-        x_train.samples(),
-        &x_test,
-        &y_test,
+        &o, "A", &mut model, &history, &cfg, &x_train, &x_test, &y_test,
     )
 }

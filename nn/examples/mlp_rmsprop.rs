@@ -32,13 +32,6 @@ fn main() -> nn::Result<()> {
         .anatomy(o.json);
     let history = model.fit(&x_train, &y_train, &cfg, &mut [])?;
     common::finish(
-        &o,
-        "B",
-        &mut model,
-        &history,
-        128,
-        x_train.samples(),
-        &x_test,
-        &y_test,
+        &o, "B", &mut model, &history, &cfg, &x_train, &x_test, &y_test,
     )
 }

@@ -153,11 +153,12 @@ pub fn finish(
     program: &str,
     model: &mut nn::model::Sequential,
     history: &nn::callbacks::History,
-    batch_size: usize,
-    train_samples: usize,
+    cfg: &nn::model::FitConfig<'_>,
+    x_train: &nn::tensor::Tensor,
     x_test: &nn::tensor::Tensor,
     y_test: &nn::tensor::Tensor,
 ) -> nn::Result<()> {
+    let (batch_size, train_samples) = (cfg.batch_size, x_train.samples());
     let test = model.evaluate(x_test, y_test, batch_size.max(128))?;
     let cost = model.training_cost()?;
     // Every example compiles Metric::Accuracy.
