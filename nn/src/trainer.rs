@@ -35,6 +35,9 @@ use crate::plan::{Plan, Unit};
 use crate::progress::ProgbarLogger;
 use crate::tensor::Tensor;
 
+/// A batch's inputs of at least this many bytes are gathered by two threads.
+const GATHER_SPLIT_BYTES: usize = 64 << 10;
+
 /// Samples per forward pass in `evaluate` and `predict` (and the validation after each epoch)
 /// when larger than the training batch.
 const INFERENCE_BATCH: usize = 256;
@@ -519,11 +522,24 @@ impl Trainer {
         Ok(((loss / n as f64) as f32, hits as f32 / of.max(1) as f32))
     }
 
-    /// Copies samples `idx` of `x` and `y` into the batch buffers.
+    /// Copies samples `idx` of `x` and `y` into the batch buffers. The inputs of a large batch
+    /// are copied by two threads, half each: the shuffled samples lie anywhere in the data set,
+    /// so the copy waits on memory more than it moves it (measured on a 2-core Zen 4, program A's
+    /// gathering took 10 % of its epoch on one thread).
     fn gather(&mut self, net: &Net<'_>, x: &Tensor, y: &Tensor, idx: &[usize]) {
         let il = net.input_len();
-        for (r, &i) in idx.iter().enumerate() {
-            self.x_buf[r * il..(r + 1) * il].copy_from_slice(x.sample(i).expect("i < samples"));
+        let rows = &mut self.x_buf[..idx.len() * il];
+        let copy = |rows: &mut [f32], idx: &[usize]| {
+            for (row, &i) in rows.chunks_exact_mut(il.max(1)).zip(idx) {
+                row.copy_from_slice(x.sample(i).expect("i < samples"));
+            }
+        };
+        if il > 0 && idx.len() >= 2 && std::mem::size_of_val(rows) >= GATHER_SPLIT_BYTES {
+            let half = idx.len() / 2;
+            let (top, bottom) = rows.split_at_mut(half * il);
+            rayon::join(|| copy(top, &idx[..half]), || copy(bottom, &idx[half..]));
+        } else {
+            copy(rows, idx);
         }
         let tl = y.sample_len();
         for (r, &i) in idx.iter().enumerate() {
