@@ -135,6 +135,10 @@ pub struct AnatomyPart {
 /// What one epoch of a program must do ([`TrainRun::cost`]).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct RunCost {
+    /// The trainable weights (absent, 0, in reports before it was printed; nothing below
+    /// reads it).
+    #[serde(default)]
+    pub trainable_weights: u64,
     pub forward_flops_per_sample: u64,
     pub backward_flops_per_sample: u64,
     pub optimizer_flops_per_step: u64,
@@ -166,6 +170,18 @@ pub struct Roofline {
 }
 
 impl RunCost {
+    /// The model's cost as `nn` counted it.
+    pub fn model(&self) -> nn::cost::TrainingCost {
+        nn::cost::TrainingCost {
+            forward_flops_per_sample: self.forward_flops_per_sample,
+            backward_flops_per_sample: self.backward_flops_per_sample,
+            trainable_weights: self.trainable_weights,
+            optimizer_flops_per_step: self.optimizer_flops_per_step,
+            optimizer_bytes_per_step: self.optimizer_bytes_per_step,
+            input_bytes_per_sample: self.input_bytes_per_sample,
+        }
+    }
+
     /// The roofline of one epoch in batches of `batch` against `m`: the products of every
     /// training sample (forward and backward) and of the validation samples (forward), the
     /// optimizer's arithmetic per step; the data set read once (training and validation
@@ -173,10 +189,9 @@ impl RunCost {
     /// do not fit in the last-level cache.
     pub fn roofline(&self, batch: u64, m: &MachineLimits) -> Roofline {
         let steps = self.train_samples.div_ceil(batch.max(1));
-        let flops = self.train_samples
-            * (self.forward_flops_per_sample + self.backward_flops_per_sample)
-            + steps * self.optimizer_flops_per_step
-            + self.validation_samples * self.forward_flops_per_sample;
+        let flops = self
+            .model()
+            .epoch_flops(self.train_samples, batch, self.validation_samples);
         let mut bytes =
             (self.train_samples + self.validation_samples) * self.input_bytes_per_sample;
         if self.optimizer_bytes_per_step > m.last_level_cache_bytes {
@@ -845,6 +860,7 @@ mod tests {
             last_level_cache_bytes: 1 << 20,
         };
         let cost = RunCost {
+            trainable_weights: 1000,
             forward_flops_per_sample: 1_000_000,
             backward_flops_per_sample: 2_000_000,
             optimizer_flops_per_step: 10_000,

@@ -25,11 +25,12 @@ pub(crate) enum Unit {
 }
 
 impl Unit {
-    /// The layer whose output holds the data after this unit.
-    pub fn output_layer(&self) -> usize {
+    /// The layers this unit runs: from the one that reads its input to the one whose output
+    /// holds the data after it (the layers a fold took in do not run).
+    pub fn layers(&self) -> std::ops::RangeInclusive<usize> {
         match *self {
-            Unit::Layer(i) | Unit::Folded { layer: i, .. } => i,
-            Unit::ConvPool { pool, .. } => pool,
+            Unit::Layer(i) | Unit::Folded { layer: i, .. } => i..=i,
+            Unit::ConvPool { conv, pool, .. } => conv..=pool,
         }
     }
 }

@@ -353,11 +353,7 @@ impl Trainer {
         let mut source: Option<usize> = None;
         let mut anatomy = self.anatomy.as_mut().filter(|_| training);
         for (u, &unit) in units.iter().enumerate() {
-            let i = match unit {
-                Unit::Layer(i) | Unit::ConvPool { conv: i, .. } | Unit::Folded { layer: i, .. } => {
-                    i
-                }
-            };
+            let i = *unit.layers().start();
             let (before, rest) = layers.split_at_mut(i);
             let input: &[f32] = match source {
                 Some(j) => before[j].output(),
@@ -382,7 +378,7 @@ impl Trainer {
                     .unwrap_or_else(|| Err(planned(i, "Conv2D + MaxPooling2D forward")))?
                 }
             }
-            source = Some(unit.output_layer());
+            source = Some(*unit.layers().end());
             if let Some(a) = anatomy.as_deref_mut() {
                 a.mark(slots::FORWARD + u, n);
             }
@@ -908,12 +904,8 @@ mod slots {
         };
         let mut out = vec![slot("gather".into(), Pass::Gather, 0)];
         for unit in &plan.forward {
-            let (first, last) = match *unit {
-                Unit::Layer(i) | Unit::Folded { layer: i, .. } => (i, i),
-                Unit::ConvPool { conv, pool, .. } => (conv, pool),
-            };
-            let flops = (first..=last).map(|i| layers[i].flops().forward).sum();
-            out.push(slot(names(first..=last), Pass::Forward, flops));
+            let flops = unit.layers().map(|i| layers[i].flops().forward).sum();
+            out.push(slot(names(unit.layers()), Pass::Forward, flops));
         }
         out.push(slot("loss".into(), Pass::Loss, 0));
         for back in &plan.backward {

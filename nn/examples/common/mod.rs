@@ -189,9 +189,11 @@ pub fn finish(
         // validates after each epoch (the roofline's numerator in the report).
         let validated = history.epochs.first().is_some_and(|e| e.val_loss.is_some());
         let cost_json = format!(
-            "{{\"forward_flops_per_sample\": {}, \"backward_flops_per_sample\": {}, \
+            "{{\"trainable_weights\": {}, \"forward_flops_per_sample\": {}, \
+             \"backward_flops_per_sample\": {}, \
              \"optimizer_flops_per_step\": {}, \"optimizer_bytes_per_step\": {}, \
              \"input_bytes_per_sample\": {}, \"train_samples\": {}, \"validation_samples\": {}}}",
+            cost.trainable_weights,
             cost.forward_flops_per_sample,
             cost.backward_flops_per_sample,
             cost.optimizer_flops_per_step,

@@ -106,17 +106,20 @@ pub(crate) fn refresh_fold(
 ) -> Result<()> {
     let internal = || Error::Internal(format!("layers {fold:?} are not a fold"));
     let (lower, upper) = layers.split_at_mut(fold.norm);
-    let name = lower[fold.layer].name().to_string();
     let Kind::BatchNormalization(bn) = upper[0].kind() else {
         return Err(internal());
     };
     let (norm, norm_version) = bn.fixed_norm();
-    let (kernel, bias, version) =
-        linear_weights(lower[fold.layer].as_mut()).ok_or_else(internal)?;
+    let version = linear_weights(lower[fold.layer].as_mut())
+        .ok_or_else(internal)?
+        .2;
     let from = Some((version, norm_version));
     if folded.from == from && folded.act == fold.act {
+        // Nothing allocated on this path: every prediction after the first takes it.
         return Ok(());
     }
+    let name = lower[fold.layer].name().to_string();
+    let (kernel, bias, _) = linear_weights(lower[fold.layer].as_mut()).ok_or_else(internal)?;
     // Marked stale first: a derivation that fails leaves nothing to be taken for fresh.
     folded.from = None;
     if folded.kernel.len() != kernel.len() {
