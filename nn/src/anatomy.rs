@@ -18,6 +18,9 @@ pub enum Pass {
     Backward,
     /// The optimizer's step over the parameters the backward passes left to it.
     Optimizer,
+    /// Data-parallel training (or micro-batches): packing the gradients, waiting for their
+    /// sums across the ranks (what the backward pass did not hide), taking them back.
+    Exchange,
     /// The validation after each epoch (every forward pass of it).
     Validation,
 }
@@ -30,6 +33,7 @@ impl Pass {
             Pass::Loss => "loss",
             Pass::Backward => "backward",
             Pass::Optimizer => "optimizer",
+            Pass::Exchange => "exchange",
             Pass::Validation => "validation",
         }
     }

@@ -185,6 +185,10 @@ pub enum Error {
          again"
     )]
     ChangedAfterCompile { operation: String },
+    /// Data-parallel training: the ranks could not talk, or they disagree (models, data,
+    /// settings), or the launcher and the MPI library do not match.
+    #[error("data-parallel training: {0}")]
+    Distributed(String),
     /// A broken invariant of `nn` itself: a bug, never the caller's input.
     #[error("internal error (a bug in nn): {0}")]
     Internal(String),

@@ -26,6 +26,8 @@ pub struct FitConfig<'a> {
     pub verbose: u8,
     /// Time each pass of each layer (`History::anatomy`).
     pub anatomy: bool,
+    /// Each batch runs as this many micro-batches (see [`FitConfig::micro_batches`]).
+    pub micro_batches: usize,
 }
 
 impl Default for FitConfig<'_> {
@@ -45,6 +47,7 @@ impl<'a> FitConfig<'a> {
             shuffle: true,
             verbose: 1,
             anatomy: false,
+            micro_batches: 1,
         }
     }
     /// Passes over the training data.
@@ -57,6 +60,17 @@ impl<'a> FitConfig<'a> {
     /// read between the passes: no allocation per step).
     pub fn anatomy(mut self, on: bool) -> Self {
         self.anatomy = on;
+        self
+    }
+    /// Runs each batch as `parts` micro-batches — consecutive slices, their sizes differing by
+    /// at most one, as `fit_distributed` splits a batch over that many ranks — one after the
+    /// other, their gradients summed in order before the one optimizer step: the same step as
+    /// the whole batch at once, in a fraction of the memory for activations, and the same bits
+    /// as a data-parallel run over `parts` ranks. BatchNormalization normalises each
+    /// micro-batch by its own statistics and keeps the mean of the micro-batches' moving
+    /// statistics, as data-parallel ranks do. Default 1.
+    pub fn micro_batches(mut self, parts: usize) -> Self {
+        self.micro_batches = parts;
         self
     }
     /// Samples per step (the last batch of an epoch may be shorter).

@@ -30,6 +30,7 @@ pub mod callbacks;
 pub mod cost;
 mod curves;
 pub mod datasets;
+pub mod distributed;
 mod error;
 mod files;
 mod fit_config;

@@ -189,7 +189,22 @@ impl Loss {
         k: usize,
         fused: bool,
     ) -> f64 {
-        let inv_n = 1.0 / n as f32;
+        self.compute_part(out, y, grad, (n, n), k, fused)
+    }
+
+    /// [`Loss::compute`] for `n` samples that are part of a batch of `batch` (a data-parallel
+    /// rank's share, or a micro-batch): the gradient is that of the whole batch's mean loss, so
+    /// the parts' gradients sum to the batch's.
+    pub(crate) fn compute_part(
+        &self,
+        out: &[f32],
+        y: &[f32],
+        grad: &mut [f32],
+        (n, batch): (usize, usize),
+        k: usize,
+        fused: bool,
+    ) -> f64 {
+        let inv_n = 1.0 / batch as f32;
         let mut total = 0.0f64;
         match *self {
             Loss::CategoricalCrossentropy { from_logits }

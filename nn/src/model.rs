@@ -8,6 +8,7 @@ use std::path::Path;
 use crate::activations::Act;
 use crate::callbacks::Callback;
 use crate::cost::TrainingCost;
+use crate::distributed::Collective;
 use crate::error::{Error, Result};
 use crate::layers::{self, Layer};
 use crate::logs::History;
@@ -15,7 +16,7 @@ use crate::loss::Loss;
 use crate::optimizers::Optimizer;
 use crate::tensor::Tensor;
 pub use crate::trainer::{Evaluation, FitConfig, Metric, PREDICT_PASS};
-use crate::trainer::{Net, Trainer};
+use crate::trainer::{Net, Sharing, Trainer};
 
 /// A linear stack of layers.
 pub struct Sequential {
@@ -224,7 +225,39 @@ impl Sequential {
             return Err(self.trainer.not_compiled("fit"));
         }
         let (mut net, trainer) = self.net()?;
-        trainer.fit(&mut net, x, y, cfg, callbacks)
+        let sharing = match cfg.micro_batches {
+            1 => Sharing::Alone,
+            parts => Sharing::MicroBatches(parts),
+        };
+        trainer.fit(&mut net, x, y, cfg, callbacks, sharing)
+    }
+
+    /// Data-parallel `fit` on one rank of a job (see [`crate::distributed`]); every rank calls
+    /// it with the same model, settings and data. `batch_size` is the *global* batch, as in
+    /// Keras's distribution strategies: each step, every rank draws the same shuffled batch
+    /// (same seed) and trains on its contiguous slice of it, the loss scaled by 1 ÷ the global
+    /// batch, and the ranks' gradients are summed — in buckets that leave as soon as the
+    /// backward pass has filled them — before the one optimizer step, so that every rank keeps
+    /// the same weights, bit for bit. Before the first step, the ranks compare their models,
+    /// settings and data (a mismatch is an error on every rank) and take rank 0's weights.
+    ///
+    /// The logs (loss, accuracy, validation) are sums over all ranks, the same everywhere;
+    /// only rank 0 prints (`verbose`) and runs the callbacks that write files
+    /// ([`Callback::rank_zero_only`]); a stop asked for on any rank stops every rank.
+    /// Every rank returns the same `History` (but for the seconds).
+    pub fn fit_distributed(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        cfg: &FitConfig<'_>,
+        comm: &mut dyn Collective,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<History> {
+        if !self.built {
+            return Err(self.trainer.not_compiled("fit"));
+        }
+        let (mut net, trainer) = self.net()?;
+        trainer.fit(&mut net, x, y, cfg, callbacks, Sharing::Ranks(comm))
     }
 
     /// Keras's `evaluate`: mean loss and accuracy over `x`, `y`.

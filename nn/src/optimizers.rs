@@ -119,6 +119,10 @@ impl Optimizer {
     pub fn iterations(&self) -> u64 {
         self.iterations
     }
+    /// Every state buffer (per parameter tensor, in the model's visiting order).
+    pub(crate) fn state_mut(&mut self) -> impl Iterator<Item = &mut Vec<f32>> {
+        self.state.iter_mut().flatten()
+    }
     /// The rate the next step uses (from the schedule, if there is one).
     pub fn learning_rate(&self) -> f32 {
         if let Some(s) = &self.schedule {

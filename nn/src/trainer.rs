@@ -25,6 +25,7 @@ use rand::SeedableRng;
 
 use crate::anatomy::{Part, Pass, Recorder, Slot};
 use crate::callbacks::{Callback, TrainingModel};
+use crate::distributed::{self, Buckets, Collective, Extras};
 use crate::error::{Error, Result};
 pub use crate::fit_config::{Evaluation, FitConfig, Metric};
 use crate::layers::{self, Kind, Layer};
@@ -106,6 +107,36 @@ pub(crate) struct Trainer {
     fold_batch_norm: bool,
     /// Where the time goes, while a `fit` that asked for its anatomy runs.
     anatomy: Option<Recorder>,
+    /// While a `fit` shares its steps (micro-batches or ranks): the gradient buckets, a
+    /// buffer per bucket (packed, or summed across shares), the micro-batches' running sums,
+    /// and the non-trainable values at the step's start.
+    buckets: Option<Buckets>,
+    packed: Vec<Vec<f32>>,
+    summed: Vec<Vec<f32>>,
+    step_start: Vec<f32>,
+}
+
+/// How `fit` makes each step's gradient.
+pub(crate) enum Sharing<'c> {
+    /// One forward and backward pass over the batch.
+    Alone,
+    /// The batch as this many micro-batches (slices as ranks would take them), run one after
+    /// the other, their gradients summed in order: the data-parallel reference.
+    MicroBatches(usize),
+    /// This rank's slice of the batch; the gradients summed across the ranks.
+    Ranks(&'c mut dyn Collective),
+}
+
+impl Sharing<'_> {
+    fn shared(&self) -> bool {
+        !matches!(self, Sharing::Alone)
+    }
+    fn rank(&self) -> usize {
+        match self {
+            Sharing::Ranks(c) => c.rank(),
+            _ => 0,
+        }
+    }
 }
 
 /// Runs `f` on a thread of the rayon pool (the caller waits), so that parallel kernels inside
@@ -164,6 +195,10 @@ impl Default for Trainer {
             folded: vec![],
             fold_batch_norm: true,
             anatomy: None,
+            buckets: None,
+            packed: vec![],
+            summed: vec![],
+            step_start: vec![],
         }
     }
 }
@@ -386,49 +421,52 @@ impl Trainer {
         Ok(())
     }
 
-    /// One optimisation step on the first `n` samples of the input and target buffers; returns
-    /// (summed loss, correct predictions, prediction count).
-    fn step(
+    /// The forward pass and the loss over the first `n` samples of the input and target
+    /// buffers, which are part of a batch of `batch` (the loss's gradient is that of the whole
+    /// batch's mean); returns (summed loss, correct predictions, prediction count).
+    fn forward_loss(
         &mut self,
         net: &mut Net<'_>,
         n: usize,
-        epoch: usize,
-        step: usize,
+        batch: usize,
     ) -> Result<(f64, usize, usize)> {
         self.forward(net, n, true)?;
         let k = net.output_len();
+        let last = net.layers.len() - 1;
+        let c = self.compiled.as_mut().expect("compiled");
+        let out = &net.layers[last].output()[..n * k];
+        let y = &self.y_buf;
+        let loss = c
+            .loss
+            .compute_part(out, y, &mut self.grads[last], (n, batch), k, c.fused);
+        let (hits, of) = c.loss.correct(out, y, n, k);
+        if let Some(a) = self.anatomy.as_mut() {
+            a.mark(slots::Layout::of(&self.plan).loss, n);
+        }
+        Ok((loss, hits, of))
+    }
+
+    /// The backward pass over the first `n` samples, last layer first, calling `after_unit`
+    /// with each backward unit's index once it is done. With `fused_steps`, a large Dense
+    /// layer takes its optimizer step inside its pass (`Optimizer::begin_step` was called).
+    fn backward(
+        &mut self,
+        net: &mut Net<'_>,
+        n: usize,
+        fused_steps: bool,
+        mut after_unit: impl FnMut(usize, &mut [Box<dyn Layer>]) -> Result<()>,
+    ) -> Result<()> {
         let layers = &mut *net.layers;
         let Trainer {
             x_buf,
-            y_buf,
             grads,
             compiled,
-            fused_steps,
             plan,
             anatomy,
             ..
         } = self;
         let slot = slots::Layout::of(plan);
-        let mut mark = |i: usize| {
-            if let Some(a) = anatomy.as_mut() {
-                a.mark(i, n);
-            }
-        };
         let c = compiled.as_mut().expect("compiled");
-        let last = layers.len() - 1;
-        let out = &layers[last].output()[..n * k];
-        let loss = c.loss.compute(out, y_buf, &mut grads[last], n, k, c.fused);
-        if !loss.is_finite() {
-            return Err(Error::NonFiniteLoss {
-                epoch: epoch + 1,
-                step: step + 1,
-                loss: loss as f32,
-            });
-        }
-        let (hits, of) = c.loss.correct(out, y_buf, n, k);
-        mark(slot.loss);
-        c.optimizer.begin_step(layers)?;
-        mark(slot.optimizer);
         for (b, back) in plan.backward.iter().enumerate() {
             let i = back.layer;
             let (below, here) = grads.split_at_mut(i);
@@ -443,31 +481,55 @@ impl Trainer {
                     n,
                 )
                 .unwrap_or_else(|| Err(planned(i, "MaxPooling2D + Conv2D backward")))?;
-                mark(slot.backward + b);
-                continue;
-            }
-            let input: &[f32] = match back.source {
-                Some(j) => lower[j].output(),
-                None => x_buf,
-            };
-            // The model's input gradient is never needed.
-            if *fused_steps {
-                if let Kind::Dense(dense) = upper[0].kind() {
-                    let dx = back.source.map(|j| &mut below[j][..]);
-                    let mut steps = c.optimizer.steps_for(back.first_param);
-                    if let Some(r) = dense.backward_stepping(input, &mut here[0], dx, n, &mut steps)
-                    {
-                        r?;
-                        mark(slot.backward + b);
-                        continue;
+            } else {
+                let input: &[f32] = match back.source {
+                    Some(j) => lower[j].output(),
+                    None => x_buf,
+                };
+                // The model's input gradient is never needed.
+                let mut done = false;
+                if fused_steps {
+                    if let Kind::Dense(dense) = upper[0].kind() {
+                        let dx = back.source.map(|j| &mut below[j][..]);
+                        let mut steps = c.optimizer.steps_for(back.first_param);
+                        if let Some(r) =
+                            dense.backward_stepping(input, &mut here[0], dx, n, &mut steps)
+                        {
+                            r?;
+                            done = true;
+                        }
                     }
+                } else if let (Kind::Dense(dense), Some(j)) = (upper[0].kind(), back.source) {
+                    // The weights' gradients first, then whoever waits for them (a data-
+                    // parallel bucket starts its sum), then the input's gradient: the sum
+                    // overlaps that product.
+                    dense.backward_weights(input, &mut here[0], n)?;
+                    after_unit(b, layers)?;
+                    if let Kind::Dense(dense) = layers[i].kind() {
+                        dense.backward_input(&here[0], &mut below[j], n)?;
+                    }
+                    if let Some(a) = anatomy.as_mut() {
+                        a.mark(slot.backward + b, n);
+                    }
+                    continue;
+                }
+                if !done {
+                    let dx = back.source.map(|j| &mut below[j][..]);
+                    upper[0].backward(input, &mut here[0], dx, n)?;
                 }
             }
-            let dx = back.source.map(|j| &mut below[j][..]);
-            upper[0].backward(input, &mut here[0], dx, n)?;
-            mark(slot.backward + b);
+            if let Some(a) = anatomy.as_mut() {
+                a.mark(slot.backward + b, n);
+            }
+            after_unit(b, layers)?;
         }
-        c.optimizer.finish_step(layers)?;
+        Ok(())
+    }
+
+    /// Ends a step: the optimizer updates what the backward pass did not.
+    fn apply_step(&mut self, net: &mut Net<'_>, n: usize) -> Result<()> {
+        let c = self.compiled.as_mut().expect("compiled");
+        c.optimizer.finish_step(net.layers)?;
         // A kernel's per-thread scratch grew past every earlier size: grow every worker's to
         // match, so that later steps allocate nothing whichever worker runs which task.
         let generation = kernels::scratch_generation();
@@ -476,11 +538,227 @@ impl Trainer {
             self.prepared_generation = generation;
         }
         if let Some(a) = self.anatomy.as_mut() {
-            a.mark(slot.optimizer, n);
+            a.mark(slots::Layout::of(&self.plan).optimizer, n);
             a.steps += 1;
             a.samples += n as u64;
         }
+        Ok(())
+    }
+
+    /// One optimisation step on the first `n` samples of the input and target buffers; returns
+    /// (summed loss, correct predictions, prediction count).
+    fn step(
+        &mut self,
+        net: &mut Net<'_>,
+        n: usize,
+        epoch: usize,
+        step: usize,
+    ) -> Result<(f64, usize, usize)> {
+        let (loss, hits, of) = self.forward_loss(net, n, n)?;
+        if !loss.is_finite() {
+            return Err(Error::NonFiniteLoss {
+                epoch: epoch + 1,
+                step: step + 1,
+                loss: loss as f32,
+            });
+        }
+        let c = self.compiled.as_mut().expect("compiled");
+        c.optimizer.begin_step(net.layers)?;
+        if let Some(a) = self.anatomy.as_mut() {
+            a.mark(slots::Layout::of(&self.plan).optimizer, n);
+        }
+        let fused = self.fused_steps;
+        self.backward(net, n, fused, |_, _| Ok(()))?;
+        self.apply_step(net, n)?;
         Ok((loss, hits, of))
+    }
+
+    /// One step over the batch `idx` of `x`, `y` whose gradient is summed over shares: the
+    /// micro-batches in order, or the ranks (each gathers and runs its own slice). Every share
+    /// packs its gradients into the same buckets; ranks start each bucket's sum as soon as the
+    /// backward pass has filled it. Returns the batch's (summed loss, hits, predictions), the
+    /// same on every rank.
+    #[allow(clippy::too_many_arguments)]
+    fn shared_step(
+        &mut self,
+        net: &mut Net<'_>,
+        x: &Tensor,
+        y: &Tensor,
+        idx: &[usize],
+        sharing: &mut Sharing<'_>,
+        epoch: usize,
+        step: usize,
+    ) -> Result<(f64, usize, usize)> {
+        let n = idx.len();
+        let buckets = self.buckets.take().expect("prepared by fit");
+        let result = self.shared_step_with(net, x, y, idx, sharing, &buckets);
+        self.buckets = Some(buckets);
+        let total = result?;
+        if !total.loss.is_finite() {
+            // Every rank sees the same sum: all stop here, none steps.
+            return Err(Error::NonFiniteLoss {
+                epoch: epoch + 1,
+                step: step + 1,
+                loss: total.loss,
+            });
+        }
+        self.apply_step(net, n)?;
+        Ok((total.loss as f64, total.hits as usize, total.count as usize))
+    }
+
+    fn shared_step_with(
+        &mut self,
+        net: &mut Net<'_>,
+        x: &Tensor,
+        y: &Tensor,
+        idx: &[usize],
+        sharing: &mut Sharing<'_>,
+        buckets: &Buckets,
+    ) -> Result<Extras> {
+        let n = idx.len();
+        let count = buckets.count();
+        self.packed.resize_with(count, Vec::new);
+        self.summed.resize_with(count, Vec::new);
+        self.compiled
+            .as_mut()
+            .expect("compiled")
+            .optimizer
+            .begin_step(net.layers)?;
+        let mut total = Extras::default();
+        match sharing {
+            Sharing::Alone => unreachable!("a shared step shares"),
+            Sharing::MicroBatches(parts) => {
+                let parts = *parts;
+                if buckets.has_non_trainable() {
+                    buckets.save_non_trainable(net.layers, &mut self.step_start);
+                }
+                for part in 0..parts {
+                    let slice = distributed::share(n, part, parts);
+                    if part > 0 && buckets.has_non_trainable() {
+                        buckets.restore_non_trainable(net.layers, &self.step_start);
+                    }
+                    let extras = self.run_share(net, x, y, &idx[slice.clone()], n)?;
+                    for b in 0..count {
+                        let mut packed = std::mem::take(&mut self.packed[b]);
+                        buckets.pack(b, net.layers, slice.is_empty(), extras, &mut packed);
+                        // The running sum in part order, as the ranks' sum is taken.
+                        let sum = &mut self.summed[b];
+                        if part == 0 {
+                            sum.clear();
+                            sum.extend_from_slice(&packed);
+                        } else {
+                            for (s, &p) in sum.iter_mut().zip(&packed) {
+                                *s += p;
+                            }
+                        }
+                        self.packed[b] = packed;
+                    }
+                }
+                for b in 0..count {
+                    let e = buckets.unpack(b, net.layers, &self.summed[b], parts);
+                    if b == 0 {
+                        total = e;
+                    }
+                }
+            }
+            Sharing::Ranks(comm) => {
+                let slice = distributed::share(n, comm.rank(), comm.size());
+                let empty = slice.is_empty();
+                // The layers that draw random numbers (Dropout) draw for the whole batch, each
+                // rank using its slice's: the same masks as one process.
+                for l in net.layers.iter_mut() {
+                    l.skip_samples(slice.start);
+                }
+                let extras = if empty {
+                    Extras::default()
+                } else {
+                    self.gather(net, x, y, &idx[slice.clone()]);
+                    if let Some(a) = self.anatomy.as_mut() {
+                        a.mark(slots::GATHER, slice.len());
+                    }
+                    let (loss, hits, of) = self.forward_loss(net, slice.len(), n)?;
+                    Extras {
+                        loss: loss as f32,
+                        hits: hits as f32,
+                        count: of as f32,
+                    }
+                };
+                for l in net.layers.iter_mut() {
+                    l.skip_samples(n - slice.end);
+                }
+                // The buckets' buffers travel to the collective and come back summed.
+                let mut packed = std::mem::take(&mut self.packed);
+                let units = self.plan.backward.len();
+                let mut start = |b: usize, layers: &mut [Box<dyn Layer>]| -> Result<()> {
+                    let mut buf = std::mem::take(&mut packed[b]);
+                    buckets.pack(b, layers, empty, extras, &mut buf);
+                    comm.start_sum(buf)
+                };
+                let started = if empty {
+                    (0..units).try_for_each(|u| match buckets.closing_after(u) {
+                        Some(b) => start(b, net.layers),
+                        None => Ok(()),
+                    })
+                } else {
+                    self.backward(net, slice.len(), false, |u, layers| {
+                        match buckets.closing_after(u) {
+                            Some(b) => start(b, layers),
+                            None => Ok(()),
+                        }
+                    })
+                };
+                let started = started.and_then(|()| {
+                    if buckets.last_closes_at_end() {
+                        start(count - 1, net.layers)
+                    } else {
+                        Ok(())
+                    }
+                });
+                let finished = started.and_then(|()| {
+                    for (b, slot) in packed.iter_mut().enumerate() {
+                        let sum = comm.finish_sum()?;
+                        let e = buckets.unpack(b, net.layers, &sum, comm.size());
+                        if b == 0 {
+                            total = e;
+                        }
+                        *slot = sum;
+                    }
+                    Ok(())
+                });
+                self.packed = packed;
+                finished?;
+            }
+        }
+        if let Some(a) = self.anatomy.as_mut() {
+            a.mark(slots::Layout::of(&self.plan).exchange, n);
+        }
+        Ok(total)
+    }
+
+    /// Gathers the share `idx` of a batch of `batch` samples and runs its forward and backward
+    /// passes (nothing for an empty share); returns its loss sum, hits and count.
+    fn run_share(
+        &mut self,
+        net: &mut Net<'_>,
+        x: &Tensor,
+        y: &Tensor,
+        idx: &[usize],
+        batch: usize,
+    ) -> Result<Extras> {
+        if idx.is_empty() {
+            return Ok(Extras::default());
+        }
+        self.gather(net, x, y, idx);
+        if let Some(a) = self.anatomy.as_mut() {
+            a.mark(slots::GATHER, idx.len());
+        }
+        let (loss, hits, of) = self.forward_loss(net, idx.len(), batch)?;
+        self.backward(net, idx.len(), false, |_, _| Ok(()))?;
+        Ok(Extras {
+            loss: loss as f32,
+            hits: hits as f32,
+            count: of as f32,
+        })
     }
 
     /// Keras's `train_on_batch` (see `Sequential::train_on_batch`).
@@ -543,7 +821,7 @@ impl Trainer {
         }
     }
 
-    /// Keras's `fit` (see `Sequential::fit`).
+    /// Keras's `fit` (see `Sequential::fit` and `Sequential::fit_distributed`).
     pub fn fit(
         &mut self,
         net: &mut Net<'_>,
@@ -551,6 +829,7 @@ impl Trainer {
         y: &Tensor,
         cfg: &FitConfig<'_>,
         callbacks: &mut [&mut dyn Callback],
+        mut sharing: Sharing<'_>,
     ) -> Result<History> {
         let loss = self.compiled_for("fit")?.loss;
         Self::check_input(net, x, "the training input")?;
@@ -579,6 +858,16 @@ impl Trainer {
                 "validation_split",
                 cfg.validation_split.to_string(),
                 "in [0, 1)",
+            ));
+        }
+        if cfg.micro_batches == 0 {
+            return Err(fit_setting("micro_batches", "0".into(), "at least 1"));
+        }
+        if cfg.micro_batches > 1 && matches!(sharing, Sharing::Ranks(_)) {
+            return Err(fit_setting(
+                "micro_batches",
+                cfg.micro_batches.to_string(),
+                "1 in fit_distributed (the ranks are the micro-batches)",
             ));
         }
         // Keras holds out the *last* samples, before shuffling.
@@ -613,6 +902,13 @@ impl Trainer {
         };
         let batch = cfg.batch_size.min(train_n);
         self.ensure_capacity(net, batch.max(INFERENCE_BATCH.min(total)))?;
+        if let Sharing::Ranks(comm) = &mut sharing {
+            self.join_ranks(net, &mut **comm, x, y, cfg, validation)?;
+        }
+        self.buckets = sharing
+            .shared()
+            .then(|| Buckets::new(net.layers, &self.plan));
+        let rank = sharing.rank();
         self.order = (0..train_n).collect();
         self.stop_training = false;
         let mut shuffle_rng = StdRng::seed_from_u64(net.seed ^ 0x5eed_5eed);
@@ -623,15 +919,18 @@ impl Trainer {
             |hits: usize, count: usize| with_accuracy.then(|| hits as f32 / count.max(1) as f32);
         let mut progbar = ProgbarLogger::new(cfg.verbose, cfg.epochs, steps);
         let mut all: Vec<&mut dyn Callback> = Vec::with_capacity(callbacks.len() + 1);
-        if cfg.verbose > 0 {
+        // Of the ranks, only rank 0 prints and writes files.
+        if cfg.verbose > 0 && rank == 0 {
             all.push(&mut progbar);
         }
         for c in callbacks.iter_mut() {
-            all.push(&mut **c);
+            if rank == 0 || !c.rank_zero_only() {
+                all.push(&mut **c);
+            }
         }
         self.anatomy = cfg
             .anatomy
-            .then(|| Recorder::new(slots::layout(net.layers, &self.plan)));
+            .then(|| Recorder::new(slots::layout(net.layers, &self.plan, sharing.shared())));
         // The whole loop runs on one rayon worker: no per-step hand-off between the calling
         // thread and the pool, and the same worker's buffers serve every step.
         let run = in_pool(|| {
@@ -653,15 +952,21 @@ impl Trainer {
                     if let Some(a) = self.anatomy.as_mut() {
                         a.start();
                     }
-                    self.gather(net, x, y, &idx[from..from + n]);
+                    let done = if sharing.shared() {
+                        let batch_idx = &idx[from..from + n];
+                        self.shared_step(net, x, y, batch_idx, &mut sharing, epoch, step)
+                    } else {
+                        self.gather(net, x, y, &idx[from..from + n]);
+                        if let Some(a) = self.anatomy.as_mut() {
+                            a.mark(slots::GATHER, n);
+                        }
+                        self.step(net, n, epoch, step)
+                    };
                     self.order = idx;
-                    if let Some(a) = self.anatomy.as_mut() {
-                        a.mark(slots::GATHER, n);
-                    }
                     // A loss that is not a number took no step: the callbacks see it
                     // (TerminateOnNaN stops training there, as in Keras); if none stops,
                     // training ends with the error rather than go on with NaN weights.
-                    let (l, h, c, not_finite) = match self.step(net, n, epoch, step) {
+                    let (l, h, c, not_finite) = match done {
                         Err(e @ Error::NonFiniteLoss { loss, .. }) => (loss as f64, 0, 0, Some(e)),
                         r => {
                             let (l, h, c) = r?;
@@ -679,6 +984,7 @@ impl Trainer {
                         accuracy: accuracy(hits, count),
                     };
                     self.each(net, &mut all, |cb, m| cb.on_train_batch_end(&logs, m))?;
+                    self.share_stop(&mut sharing)?;
                     if let (Some(e), false) = (not_finite, self.stop_training) {
                         return Err(e);
                     }
@@ -705,7 +1011,13 @@ impl Trainer {
                     if let Some(a) = self.anatomy.as_mut() {
                         a.start();
                     }
-                    let e = self.evaluate_inner(net, vx, vy, batch.max(INFERENCE_BATCH))?;
+                    let e = self.evaluate_shared(
+                        net,
+                        vx,
+                        vy,
+                        batch.max(INFERENCE_BATCH),
+                        &mut sharing,
+                    )?;
                     if let Some(a) = self.anatomy.as_mut() {
                         let v = slots::Layout::of(&self.plan).validation;
                         a.mark(v, vx.samples());
@@ -716,6 +1028,7 @@ impl Trainer {
                 logs.seconds = start.elapsed().as_secs_f64();
                 history.epochs.push(logs.clone());
                 self.each(net, &mut all, |cb, m| cb.on_epoch_end(&logs, m))?;
+                self.share_stop(&mut sharing)?;
                 if self.stop_training {
                     break;
                 }
@@ -724,6 +1037,7 @@ impl Trainer {
             Ok(history)
         });
         let anatomy = self.anatomy.take();
+        self.buckets = None;
         run.map(|mut history| {
             history.anatomy = anatomy.map(Recorder::finish);
             history
@@ -752,6 +1066,113 @@ impl Trainer {
             hook(&mut **cb, &mut handle)?;
         }
         Ok(())
+    }
+
+    /// Makes a stop asked for on any rank everyone's (a callback may decide from what only its
+    /// rank sees, such as the time).
+    fn share_stop(&mut self, sharing: &mut Sharing<'_>) -> Result<()> {
+        if let Sharing::Ranks(comm) = sharing {
+            let mut stop = [self.stop_training as u8 as f64];
+            comm.sum_f64(&mut stop)?;
+            self.stop_training = stop[0] > 0.0;
+        }
+        Ok(())
+    }
+
+    /// Before a distributed `fit`: the ranks must have the same model, optimizer, settings and
+    /// data; then every rank takes rank 0's weights and optimizer state.
+    fn join_ranks(
+        &mut self,
+        net: &mut Net<'_>,
+        comm: &mut dyn Collective,
+        x: &Tensor,
+        y: &Tensor,
+        cfg: &FitConfig<'_>,
+        validation: Option<(&Tensor, &Tensor)>,
+    ) -> Result<()> {
+        use distributed::{agree, Fingerprint};
+        let c = self.compiled.as_mut().expect("compiled");
+        let mut model = Fingerprint::new();
+        for &d in net.input_shape {
+            model.word(d as u64);
+        }
+        for l in net.layers.iter_mut() {
+            model.text(&format!("{:?}", l.config()));
+            l.for_each_param(&mut |p| {
+                model.text(p.name);
+                p.shape.iter().for_each(|&d| model.word(d as u64));
+            });
+        }
+        model.text(&format!("{:?} {:?} {}", c.loss, c.metrics, c.fused));
+        agree(comm, "the models (layers, shapes, loss)", model.value())?;
+        let mut optimizer = Fingerprint::new();
+        optimizer.text(&format!(
+            "{:?} {} {}",
+            c.optimizer.kind(),
+            c.optimizer.iterations(),
+            c.optimizer.learning_rate()
+        ));
+        for s in c.optimizer.state_mut() {
+            optimizer.word(s.len() as u64);
+        }
+        agree(
+            comm,
+            "the optimizers (kind, settings, steps taken)",
+            optimizer.value(),
+        )?;
+        let mut settings = Fingerprint::new();
+        settings.text(&format!(
+            "{} {} {} {} {} {}",
+            cfg.epochs,
+            cfg.batch_size,
+            cfg.shuffle,
+            cfg.validation_split,
+            cfg.micro_batches,
+            net.seed
+        ));
+        agree(
+            comm,
+            "the fit settings (epochs, batch size, shuffle, validation, seed)",
+            settings.value(),
+        )?;
+        let mut data = Fingerprint::new();
+        data.tensor(x);
+        data.tensor(y);
+        if let Some((vx, vy)) = validation {
+            data.tensor(vx);
+            data.tensor(vy);
+        }
+        agree(comm, "the training or validation data", data.value())?;
+        distributed::start_from_rank_zero(comm, net.layers, &mut c.optimizer)
+    }
+
+    /// The validation after an epoch: over all of `x`, or on ranks over this rank's slice of
+    /// it, the sums then taken across the ranks (every rank gets the same figures).
+    fn evaluate_shared(
+        &mut self,
+        net: &mut Net<'_>,
+        x: &Tensor,
+        y: &Tensor,
+        batch: usize,
+        sharing: &mut Sharing<'_>,
+    ) -> Result<Evaluation> {
+        let Sharing::Ranks(comm) = sharing else {
+            return self.evaluate_inner(net, x, y, batch);
+        };
+        let total = x.samples();
+        let slice = distributed::share(total, comm.rank(), comm.size());
+        let mut sums = [0.0f64; 3];
+        if !slice.is_empty() {
+            let (loss, hits, count) = self.evaluate_sums(net, x, y, batch, slice)?;
+            sums = [loss, hits as f64, count as f64];
+        }
+        comm.sum_f64(&mut sums)?;
+        Ok(Evaluation {
+            loss: (sums[0] / total.max(1) as f64) as f32,
+            accuracy: self
+                .has_accuracy()
+                .then(|| (sums[1] / sums[2].max(1.0)) as f32),
+        })
     }
 
     /// Keras's `evaluate` (see `Sequential::evaluate`).
@@ -790,14 +1211,33 @@ impl Trainer {
                 what: "samples",
             });
         }
-        let batch = batch.min(total);
+        let (loss_sum, hits, count) = self.evaluate_sums(net, x, y, batch, 0..total)?;
+        Ok(Evaluation {
+            loss: (loss_sum / total as f64) as f32,
+            accuracy: self
+                .has_accuracy()
+                .then(|| hits as f32 / count.max(1) as f32),
+        })
+    }
+
+    /// The loss summed over samples `range` of `x`, `y`, the correct predictions and their
+    /// count, in forward passes of at most `batch` samples.
+    fn evaluate_sums(
+        &mut self,
+        net: &mut Net<'_>,
+        x: &Tensor,
+        y: &Tensor,
+        batch: usize,
+        range: std::ops::Range<usize>,
+    ) -> Result<(f64, usize, usize)> {
+        let batch = batch.min(range.len()).max(1);
         self.ensure_capacity(net, batch)?;
         self.refresh_folds(net)?;
         let k = net.output_len();
         let (mut loss_sum, mut hits, mut count) = (0.0f64, 0usize, 0usize);
         let mut scratch = vec![0.0f32; batch * k];
-        for from in (0..total).step_by(batch) {
-            let n = batch.min(total - from);
+        for from in range.clone().step_by(batch) {
+            let n = batch.min(range.end - from);
             let il = net.input_len();
             self.x_buf[..n * il].copy_from_slice(x.rows(from..from + n).expect("in range"));
             let yv = y.rows(from..from + n).expect("as many targets as inputs");
@@ -809,12 +1249,7 @@ impl Trainer {
             hits += h;
             count += of;
         }
-        Ok(Evaluation {
-            loss: (loss_sum / total as f64) as f32,
-            accuracy: self
-                .has_accuracy()
-                .then(|| hits as f32 / count.max(1) as f32),
-        })
+        Ok((loss_sum, hits, count))
     }
 
     /// Keras's `predict` (see `Sequential::predict`).
@@ -868,6 +1303,7 @@ mod slots {
         pub loss: usize,
         pub backward: usize,
         pub optimizer: usize,
+        pub exchange: usize,
         pub validation: usize,
     }
 
@@ -880,13 +1316,14 @@ mod slots {
                 backward: loss + 1,
                 optimizer,
                 validation: optimizer + 1,
+                exchange: optimizer + 2,
             }
         }
     }
 
     /// The slots of `plan` over `layers`, named after the layers each unit runs, with their
-    /// products' FLOPs per sample.
-    pub fn layout(layers: &[Box<dyn Layer>], plan: &Plan) -> Vec<Slot> {
+    /// products' FLOPs per sample; with `shared` steps, the gradients' exchange last.
+    pub fn layout(layers: &[Box<dyn Layer>], plan: &Plan, shared: bool) -> Vec<Slot> {
         let slot = |name: String, pass: Pass, flops_per_sample: u64| Slot {
             part: Part {
                 name,
@@ -929,6 +1366,9 @@ mod slots {
         out.push(slot("optimizer".into(), Pass::Optimizer, 0));
         let forward = layers.iter().map(|l| l.flops().forward).sum();
         out.push(slot("validation".into(), Pass::Validation, forward));
+        if shared {
+            out.push(slot("exchange".into(), Pass::Exchange, 0));
+        }
         out
     }
 }

@@ -30,6 +30,9 @@ impl ModelCheckpoint {
 }
 
 impl Callback for ModelCheckpoint {
+    fn rank_zero_only(&self) -> bool {
+        true
+    }
     fn on_epoch_end(&mut self, logs: &EpochLogs, model: &mut dyn TrainingModel) -> Result<()> {
         if self.save_best_only {
             let Some(value) = logs.get(self.monitor) else {

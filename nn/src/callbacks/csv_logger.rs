@@ -41,6 +41,9 @@ impl CsvLogger {
 }
 
 impl Callback for CsvLogger {
+    fn rank_zero_only(&self) -> bool {
+        true
+    }
     fn on_train_begin(&mut self, _model: &mut dyn TrainingModel) -> Result<()> {
         if self.separator == '\n' || self.separator == '\r' || self.separator == '"' {
             return Err(Error::Setting {

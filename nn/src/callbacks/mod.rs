@@ -43,6 +43,12 @@ pub trait TrainingModel {
 /// `on_train_end`. An error from any hook ends `fit` with that error. The batch hooks run
 /// inside the training loop: they should not allocate (the built-in ones do not).
 pub trait Callback: Send {
+    /// In data-parallel training, whether only rank 0 runs this callback (those that write
+    /// files or print: ModelCheckpoint, CsvLogger); the others run on every rank, where they
+    /// see the same logs and so decide alike.
+    fn rank_zero_only(&self) -> bool {
+        false
+    }
     fn on_train_begin(&mut self, _model: &mut dyn TrainingModel) -> Result<()> {
         Ok(())
     }

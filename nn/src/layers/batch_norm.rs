@@ -274,28 +274,28 @@ impl Layer for BatchNormalization {
             name: "gamma",
             shape,
             value: &mut self.gamma,
-            grad: &self.dgamma,
+            grad: &mut self.dgamma,
             trainable: true,
         });
         f(Param {
             name: "beta",
             shape,
             value: &mut self.beta,
-            grad: &self.dbeta,
+            grad: &mut self.dbeta,
             trainable: true,
         });
         f(Param {
             name: "moving_mean",
             shape,
             value: &mut self.moving_mean,
-            grad: &self.no_grad,
+            grad: &mut [],
             trainable: false,
         });
         f(Param {
             name: "moving_variance",
             shape,
             value: &mut self.moving_variance,
-            grad: &self.no_grad,
+            grad: &mut [],
             trainable: false,
         });
     }

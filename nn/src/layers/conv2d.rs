@@ -319,14 +319,14 @@ impl Layer for Conv2D {
             name: "kernel",
             shape: &self.kernel_shape,
             value: &mut self.kernel,
-            grad: &self.dkernel,
+            grad: &mut self.dkernel,
             trainable: true,
         });
         f(Param {
             name: "bias",
             shape: &self.kernel_shape[3..],
             value: &mut self.bias,
-            grad: &self.dbias,
+            grad: &mut self.dbias,
             trainable: true,
         });
     }

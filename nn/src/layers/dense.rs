@@ -119,6 +119,36 @@ impl Dense {
         Ok(g)
     }
 
+    /// The first half of `backward`: the kernel's and the bias's gradients (turning `grad`
+    /// into dL/d(pre-activation) in place). Data-parallel training sends them off before the
+    /// second half, [`Dense::backward_input`], which reads that same `grad`.
+    pub(crate) fn backward_weights(&mut self, x: &[f32], grad: &mut [f32], n: usize) -> Result<()> {
+        let (k, u) = (self.inputs, self.units);
+        let g = self.bias_backward(grad, n)?;
+        gemm(
+            1.0,
+            MatRef::row_major(&x[..n * k], n, k, k).t(),
+            MatRef::row_major(g, n, u, u),
+            0.0,
+            MatMut::row_major(&mut self.dkernel, k, u, u),
+        )
+        .map_err(Error::kernel(&self.name))
+    }
+
+    /// The second half of `backward`: dL/d(input) from the `grad` that
+    /// [`Dense::backward_weights`] left.
+    pub(crate) fn backward_input(&mut self, grad: &[f32], dx: &mut [f32], n: usize) -> Result<()> {
+        let (k, u) = (self.inputs, self.units);
+        gemm(
+            1.0,
+            MatRef::row_major(&grad[..n * u], n, u, u),
+            MatRef::row_major(&self.kernel, k, u, u).t(),
+            0.0,
+            MatMut::row_major(&mut dx[..n * k], n, k, k),
+        )
+        .map_err(Error::kernel(&self.name))
+    }
+
     /// `backward` with the kernel's optimizer step fused in ([`Dense::backward_stepping`]).
     fn backward_with_steps(
         &mut self,
@@ -225,30 +255,11 @@ impl Layer for Dense {
         dx: Option<&mut [f32]>,
         n: usize,
     ) -> Result<()> {
-        let (k, u) = (self.inputs, self.units);
-        let g = self.bias_backward(grad, n)?;
-        let name = &self.name;
-        let x = MatRef::row_major(&x[..n * k], n, k, k);
-        let gv = MatRef::row_major(g, n, u, u);
-        gemm(
-            1.0,
-            x.t(),
-            gv,
-            0.0,
-            MatMut::row_major(&mut self.dkernel, k, u, u),
-        )
-        .map_err(Error::kernel(name))?;
-        if let Some(dx) = dx {
-            gemm(
-                1.0,
-                gv,
-                MatRef::row_major(&self.kernel, k, u, u).t(),
-                0.0,
-                MatMut::row_major(&mut dx[..n * k], n, k, k),
-            )
-            .map_err(Error::kernel(name))?;
+        self.backward_weights(x, grad, n)?;
+        match dx {
+            Some(dx) => self.backward_input(grad, dx, n),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn for_each_param(&mut self, f: &mut dyn FnMut(Param<'_>)) {
@@ -258,14 +269,14 @@ impl Layer for Dense {
             name: "kernel",
             shape: &self.kernel_shape,
             value: &mut self.kernel,
-            grad: &self.dkernel,
+            grad: &mut self.dkernel,
             trainable: true,
         });
         f(Param {
             name: "bias",
             shape: &self.out_shape,
             value: &mut self.bias,
-            grad: &self.dbias,
+            grad: &mut self.dbias,
             trainable: true,
         });
     }

@@ -110,6 +110,14 @@ impl Layer for Dropout {
         Ok(())
     }
     fn for_each_param(&mut self, _f: &mut dyn FnMut(Param<'_>)) {}
+    fn skip_samples(&mut self, n: usize) {
+        // As many draws as `forward` makes in training.
+        if self.rate != 0.0 {
+            for _ in 0..n * self.per {
+                self.rng.gen::<f32>();
+            }
+        }
+    }
     fn param_count(&self) -> usize {
         0
     }

@@ -61,7 +61,7 @@ pub struct Param<'a> {
     pub name: &'static str,
     pub shape: &'a [usize],
     pub value: &'a mut [f32],
-    pub grad: &'a [f32],
+    pub grad: &'a mut [f32],
     /// Whether the optimizer steps it; a non-trainable tensor (BatchNormalization's moving
     /// statistics) is saved, loaded and counted but updated by its layer alone.
     pub trainable: bool,
@@ -128,6 +128,10 @@ pub trait Layer: Send {
     /// Calls `f` on each trainable tensor with its gradient, in a fixed order (kernel, bias);
     /// nothing for layers without parameters. (A visitor, not a `Vec`: no allocation per step.)
     fn for_each_param(&mut self, f: &mut dyn FnMut(Param<'_>));
+    /// Moves whatever random stream the training forward pass draws from on as if that pass
+    /// had run over `n` more samples (a data-parallel rank skips the other ranks' slices of the
+    /// batch, so that each slice gets the numbers one process would give it).
+    fn skip_samples(&mut self, _n: usize) {}
     /// Number of trainable scalars.
     fn param_count(&self) -> usize;
     /// The serialisable configuration.
