@@ -339,3 +339,66 @@ fn a_rank_that_leaves_is_an_error_not_a_hang() {
     });
     assert!(out[0].as_ref().unwrap().contains("rank 1"), "{:?}", out[0]);
 }
+
+#[test]
+fn rank_zero_checkpoints_and_training_resumes_on_another_rank_count_as_one_process_would() {
+    let dir = std::env::temp_dir().join(format!("nn-distributed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (x, y) = data(60, 3);
+    on_ranks(2, |rank, comm| {
+        let mut m = cnn();
+        // Every rank is given a checkpoint callback; only rank 0's writes.
+        let path = dir.join(format!("rank{rank}.safetensors"));
+        let mut checkpoint = ModelCheckpoint::new(&path, Monitor::Loss, false);
+        m.fit_distributed(&x, &y, &config(8), comm, &mut [&mut checkpoint])
+            .unwrap();
+    });
+    let saved = dir.join("rank0.safetensors");
+    assert!(saved.exists());
+    assert!(!dir.join("rank1.safetensors").exists());
+    // Resumed from the checkpoint on 3 ranks, and in one process as 3 micro-batches.
+    let resume = || {
+        let mut m = Sequential::load(&saved).unwrap();
+        m.compile(
+            Optimizer::sgd()
+                .with_learning_rate(0.1)
+                .with_momentum(0.9, false),
+            Loss::categorical_crossentropy(),
+            &[Metric::Accuracy],
+        )
+        .unwrap();
+        m
+    };
+    let ranked = on_ranks(3, |_, comm| {
+        let mut m = resume();
+        m.fit_distributed(&x, &y, &config(8), comm, &mut [])
+            .unwrap();
+        bits(&mut m)
+    });
+    let mut alone = resume();
+    alone
+        .fit(&x, &y, &config(8).micro_batches(3), &mut [])
+        .unwrap();
+    assert_eq!(ranked[0], bits(&mut alone));
+    assert_eq!(ranked[1], ranked[0]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_anatomy_of_shared_steps_shows_the_exchange() {
+    let (x, y) = data(40, 3);
+    let hs = on_ranks(2, |_, comm| {
+        let mut m = cnn();
+        m.fit_distributed(&x, &y, &config(8).anatomy(true), comm, &mut [])
+            .unwrap()
+    });
+    let a = hs[0].anatomy.as_ref().unwrap();
+    let last = a.parts.last().unwrap();
+    assert_eq!(
+        (last.name.as_str(), last.pass.name()),
+        ("exchange", "exchange")
+    );
+    assert!(last.seconds > 0.0);
+    // The steps and samples of the global batches (40 samples in batches of 8, twice).
+    assert_eq!((a.steps, a.samples), (10, 80));
+}
