@@ -3,6 +3,7 @@
 //! `gemm` crate, BLIS), a timer that interleaves them so each ratio comes from one run, the
 //! training comparison against Keras and PyTorch, and the report's files and charts.
 
+pub mod distributed;
 pub mod gemm_bench;
 pub mod layers_bench;
 pub mod machine;

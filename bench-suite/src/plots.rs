@@ -174,3 +174,56 @@ pub fn training_chart(t: &TrainingReport, dataset: &str, path: &Path) -> Res {
     root.present()?;
     Ok(())
 }
+
+/// The projected speed-up against the number of machines, one line per bandwidth, and the ideal.
+pub fn distributed_chart(r: &crate::distributed::DistributedReport, path: &Path) -> Res {
+    let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Data-parallel CNN: projected speed-up over one machine",
+            ("sans-serif", 22),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((1f64..64f64).log_scale(), (1f64..64f64).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("machines")
+        .y_desc("speed-up (higher is better)")
+        .draw()?;
+    let ideal = RGBColor(150, 150, 150);
+    chart
+        .draw_series(LineSeries::new([(1.0, 1.0), (64.0, 64.0)], ideal))?
+        .label("ideal")
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], ideal));
+    let colors = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+    ];
+    for (g, c) in [10.0, 25.0, 100.0].into_iter().zip(colors) {
+        let points: Vec<(f64, f64)> = std::iter::once((1.0, 1.0))
+            .chain(
+                r.projections
+                    .iter()
+                    .filter(|p| p.gbit_s == g)
+                    .map(|p| (p.machines as f64, p.speedup)),
+            )
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))?
+            .label(format!("{g:.0} Gb/s"))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], c.stroke_width(2)));
+        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

@@ -211,3 +211,27 @@ fn markdown_has_a_row_per_shape_and_thread_count() {
         .count();
     assert_eq!(rows, report.summary.len());
 }
+
+#[test]
+fn the_committed_data_parallel_run_is_complete_and_its_page_is_its_rendering() {
+    use bench_suite::distributed::{markdown, DistributedReport};
+    let text = std::fs::read_to_string(results_dir().join("distributed.json"))
+        .expect("results/distributed.json (the report's distributed part)");
+    let r: DistributedReport = serde_json::from_str(&text).expect("the schema");
+    // Both batches compared, 2 and 4 ranks' sums, every projected point.
+    let batches: Vec<usize> = r.comparisons.iter().map(|c| c.batch).collect();
+    assert_eq!(batches, [256, 32]);
+    for ranks in [2, 4] {
+        assert!(r.sums.iter().filter(|s| s.ranks == ranks).count() >= 5);
+    }
+    assert_eq!(r.projections.len(), 18);
+    for c in &r.comparisons {
+        assert!(c.ratio > 0.0 && !c.rounds.is_empty());
+    }
+    let page = std::fs::read_to_string(results_dir().join("distributed.md")).expect("the page");
+    assert_eq!(
+        page,
+        markdown(&r),
+        "results/distributed.md is not distributed.json rendered"
+    );
+}

@@ -96,11 +96,17 @@ fn median(h: &History) -> f64 {
 }
 
 /// Trains with `comm` (None: plain `fit`); returns the history and the test evaluation.
-fn train(
-    o: &Options,
-    data: &Data,
-    comm: Option<&mut nn_mpi::Mpi>,
-) -> nn::Result<(History, Evaluation, usize)> {
+/// What a run measured besides the history.
+struct Run {
+    history: History,
+    test: Evaluation,
+    ranks: usize,
+    /// Bytes of one step's gradients (the trainable weights in f32).
+    gradient_bytes: u64,
+    steps_per_epoch: usize,
+}
+
+fn train(o: &Options, data: &Data, comm: Option<&mut nn_mpi::Mpi>) -> nn::Result<Run> {
     let ((x, y), (xt, yt)) = data;
     let rank = comm.as_ref().map_or(0, |c| c.rank());
     let mut m = model(o.seed)?;
@@ -118,16 +124,18 @@ fn train(
     if let (Some(path), 0) = (&o.save, rank) {
         m.save(path)?;
     }
-    Ok((history, test, ranks))
+    let gradient_bytes = 4 * m.training_cost()?.trainable_weights;
+    Ok(Run {
+        history,
+        test,
+        ranks,
+        gradient_bytes,
+        steps_per_epoch: x.samples().div_ceil(o.batch.max(1)),
+    })
 }
 
-fn report(
-    o: &Options,
-    h: &History,
-    test: &Evaluation,
-    ranks: usize,
-    sums: Option<nn_mpi::SumStats>,
-) {
+fn report(o: &Options, run: &Run, sums: Option<nn_mpi::SumStats>) {
+    let (h, test, ranks) = (&run.history, &run.test, run.ranks);
     let epochs = h.epochs.len().max(1) as f64;
     if let Some(a) = &h.anatomy {
         for p in &a.parts {
@@ -153,12 +161,14 @@ fn report(
             "{{\"ranks\": {ranks}, \"threads_per_rank\": {}, \"batch\": {}, \"epochs\": {}, \
              \"epoch_s_median\": {:.6}, \"test_accuracy\": {accuracy:.6}, \"test_loss\": {:.6}, \
              \"sums\": {count}, \"sum_s_per_epoch\": {busy:.6}, \"waited_s_per_epoch\": {waited:.6}, \
-             \"hidden_fraction\": {hidden:.4}}}",
+             \"hidden_fraction\": {hidden:.4}, \"gradient_bytes\": {}, \"steps_per_epoch\": {}}}",
             rayon::current_num_threads(),
             o.batch,
             h.epochs.len(),
             median(h),
             test.loss,
+            run.gradient_bytes,
+            run.steps_per_epoch,
         );
     } else {
         println!(
@@ -182,8 +192,8 @@ fn main() -> ExitCode {
     if o.alone {
         let run = load(&o).and_then(|data| train(&o, &data, None));
         return match run {
-            Ok((h, test, ranks)) => {
-                report(&o, &h, &test, ranks, None);
+            Ok(run) => {
+                report(&o, &run, None);
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -194,9 +204,9 @@ fn main() -> ExitCode {
     }
     nn_mpi::run(|comm| {
         let data = load(&o)?;
-        let (h, test, ranks) = train(&o, &data, Some(&mut *comm))?;
+        let run = train(&o, &data, Some(&mut *comm))?;
         if comm.rank() == 0 {
-            report(&o, &h, &test, ranks, Some(comm.sum_stats()));
+            report(&o, &run, Some(comm.sum_stats()));
         }
         Ok(())
     })

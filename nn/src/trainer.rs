@@ -114,6 +114,7 @@ pub(crate) struct Trainer {
     packed: Vec<Vec<f32>>,
     summed: Vec<Vec<f32>>,
     step_start: Vec<f32>,
+    started_order: Vec<usize>,
 }
 
 /// How `fit` makes each step's gradient.
@@ -199,6 +200,7 @@ impl Default for Trainer {
             packed: vec![],
             summed: vec![],
             step_start: vec![],
+            started_order: vec![],
         }
     }
 }
@@ -686,46 +688,61 @@ impl Trainer {
                 for l in net.layers.iter_mut() {
                     l.skip_samples(n - slice.end);
                 }
-                // The buckets' buffers travel to the collective and come back summed.
+                // The buckets' buffers travel to the collective and come back summed (a
+                // whole bucket's: the gradient's own storage, a spare left in its place).
                 let mut packed = std::mem::take(&mut self.packed);
+                // The order the sums started in, which is the order they finish in.
+                let mut started_order = std::mem::take(&mut self.started_order);
+                started_order.clear();
                 let units = self.plan.backward.len();
                 let mut start = |b: usize, layers: &mut [Box<dyn Layer>]| -> Result<()> {
+                    started_order.push(b);
                     let mut buf = std::mem::take(&mut packed[b]);
-                    buckets.pack(b, layers, empty, extras, &mut buf);
+                    if buckets.is_whole(b) {
+                        buf = buckets.lend(b, layers, empty, buf);
+                    } else {
+                        buckets.pack(b, layers, empty, extras, &mut buf);
+                    }
                     comm.start_sum(buf)
                 };
                 let started = if empty {
-                    (0..units).try_for_each(|u| match buckets.closing_after(u) {
-                        Some(b) => start(b, net.layers),
-                        None => Ok(()),
+                    (0..units).try_for_each(|u| {
+                        buckets
+                            .closing_after(u)
+                            .iter()
+                            .try_for_each(|&b| start(b, net.layers))
                     })
                 } else {
                     self.backward(net, slice.len(), false, |u, layers| {
-                        match buckets.closing_after(u) {
-                            Some(b) => start(b, layers),
-                            None => Ok(()),
-                        }
+                        buckets
+                            .closing_after(u)
+                            .iter()
+                            .try_for_each(|&b| start(b, layers))
                     })
                 };
                 let started = started.and_then(|()| {
-                    if buckets.last_closes_at_end() {
-                        start(count - 1, net.layers)
-                    } else {
-                        Ok(())
-                    }
+                    buckets
+                        .closing_without_units(units)
+                        .iter()
+                        .try_for_each(|&b| start(b, net.layers))
                 });
                 let finished = started.and_then(|()| {
-                    for (b, slot) in packed.iter_mut().enumerate() {
+                    for &b in &started_order {
                         let sum = comm.finish_sum()?;
-                        let e = buckets.unpack(b, net.layers, &sum, comm.size());
-                        if b == 0 {
-                            total = e;
-                        }
-                        *slot = sum;
+                        packed[b] = if buckets.is_whole(b) {
+                            buckets.take_back(b, net.layers, sum)
+                        } else {
+                            let e = buckets.unpack(b, net.layers, &sum, comm.size());
+                            if b == 0 {
+                                total = e;
+                            }
+                            sum
+                        };
                     }
                     Ok(())
                 });
                 self.packed = packed;
+                self.started_order = started_order;
                 finished?;
             }
         }

@@ -70,6 +70,23 @@ fn bn_dropout() -> Sequential {
 /// Every weight tensor's name and bits.
 type Bits = Vec<(String, Vec<u32>)>;
 
+/// A kernel large enough (36 × 1900 ≥ 64 Ki values) to be lent to the sums whole.
+fn wide() -> Sequential {
+    let mut m = Sequential::new()
+        .input_shape(&[6, 6, 1])
+        .seed(13)
+        .add(Flatten::new())
+        .add(Dense::new(1900, Act::Relu))
+        .add(Dense::new(3, Act::Softmax));
+    m.compile(
+        Optimizer::rmsprop(),
+        Loss::categorical_crossentropy(),
+        &[Metric::Accuracy],
+    )
+    .unwrap();
+    m
+}
+
 fn bits(m: &mut Sequential) -> Bits {
     m.get_weights()
         .into_iter()
@@ -127,7 +144,7 @@ fn micro_batched(make: fn() -> Sequential, parts: usize, batch: usize) -> Bits {
 fn ranks_agree_and_match_the_micro_batch_reference_bit_for_bit() {
     // 70 samples in batches of 16: a last batch of 6; with 3 ranks, slices of 5 and 6; in
     // batches of 2 over 3 ranks, one rank has no sample each step.
-    for make in [cnn as fn() -> Sequential, bn_dropout] {
+    for make in [cnn as fn() -> Sequential, bn_dropout, wide] {
         for (ranks, batch) in [(2, 16), (3, 16), (3, 2)] {
             let runs = distributed(make, ranks, batch);
             for (r, (w, h)) in runs.iter().enumerate().skip(1) {

@@ -2,14 +2,17 @@
 //! writes `results/`.
 //!
 //! ```text
-//! cargo run --release -p bench-suite --bin report -- [--part all|gemm,layers,train] [--threads 1,2]
+//! cargo run --release -p bench-suite --bin report -- [--part all|gemm,layers,train,distributed]
+//!     [--threads 1,2]
 //!     [--rounds 5] [--quick] [--shapes MxKxN,..] [--epochs N] [--data-dir DIR]
 //!     [--reference DIR] [--python PATH] [--out results]
 //! ```
 //!
 //! Writes `results/<date>-<host>.json` (everything measured), `results/README.md` (the headline
 //! ratios), `results/gemm.md` and `results/gemm.json` (every GEMM figure), `results/anatomy.md`
-//! (where each program's training time goes) and `results/plots/`.
+//! (where each program's training time goes), `results/distributed.md` and
+//! `results/distributed.json` (data-parallel training over MPI, when `mpirun` runs here) and
+//! `results/plots/`.
 //!
 //! Each thread count runs in a child process of its own, because OpenBLAS, matrixmultiply and
 //! rayon size their thread pools once per process (from `OPENBLAS_NUM_THREADS`,
@@ -39,6 +42,7 @@ struct Args {
     gemm: bool,
     layers: bool,
     train: bool,
+    distributed: bool,
     /// Override of every program's epoch count (a quick look; the reference counts otherwise).
     epochs: Option<usize>,
     data_dir: Option<PathBuf>,
@@ -61,6 +65,7 @@ fn parse_args() -> Result<Args, String> {
         gemm: true,
         layers: true,
         train: true,
+        distributed: true,
         epochs: None,
         data_dir: None,
         python: PathBuf::from("python3"),
@@ -75,16 +80,22 @@ fn parse_args() -> Result<Args, String> {
         match arg.as_str() {
             "--part" => {
                 let parts = value("--part")?;
-                (args.gemm, args.layers, args.train) = (false, false, false);
+                (args.gemm, args.layers, args.train, args.distributed) =
+                    (false, false, false, false);
                 for part in parts.split(',') {
                     match part.trim() {
-                        "all" => (args.gemm, args.layers, args.train) = (true, true, true),
+                        "all" => {
+                            (args.gemm, args.layers, args.train, args.distributed) =
+                                (true, true, true, true)
+                        }
                         "gemm" => args.gemm = true,
                         "layers" => args.layers = true,
                         "train" => args.train = true,
+                        "distributed" => args.distributed = true,
                         other => {
                             return Err(format!(
-                                "unknown part {other:?}: the parts are all, gemm, layers, train"
+                                "unknown part {other:?}: the parts are all, gemm, layers, train, \
+                                 distributed"
                             ))
                         }
                     }
@@ -236,6 +247,10 @@ fn main() {
             .install(|| bench_suite::layers_bench::measure(args.rounds))
     });
     let training = args.train.then(|| run_training(&args, &machine_perf));
+    let distributed = args
+        .distributed
+        .then(|| run_distributed(&args, &machine))
+        .flatten();
     let results = Results {
         schema_version: SCHEMA_VERSION,
         date_utc: utc_date_now(),
@@ -276,6 +291,18 @@ fn main() {
     if let Some(t) = &results.training {
         write("anatomy.md", training::anatomy_markdown(t).as_bytes());
     }
+    if let Some(d) = &distributed {
+        write(
+            "distributed.json",
+            serde_json::to_string_pretty(d)
+                .expect("serialisable")
+                .as_bytes(),
+        );
+        write(
+            "distributed.md",
+            bench_suite::distributed::markdown(d).as_bytes(),
+        );
+    }
     if bench_suite::plots::load_font() {
         let plot = |name: &str, r: Result<(), Box<dyn std::error::Error>>| match r {
             Ok(()) => eprintln!(
@@ -297,6 +324,13 @@ fn main() {
                 );
             }
         }
+        if let Some(d) = &distributed {
+            let name = "distributed-speedup.png";
+            plot(
+                name,
+                bench_suite::plots::distributed_chart(d, &args.out.join("plots").join(name)),
+            );
+        }
         if let Some(t) = &results.training {
             for ds in ["mnist", "fashion"] {
                 let name = format!("train-{ds}.png");
@@ -308,6 +342,37 @@ fn main() {
         }
     } else {
         eprintln!("report: no TrueType font found (Debian: fonts-dejavu-core); charts skipped");
+    }
+}
+
+/// The data-parallel part (when `mpirun` runs here): 2 MPI ranks against one process, the
+/// sums' times, the projection. A failure is reported and leaves the rest of the report.
+fn run_distributed(
+    args: &Args,
+    machine: &MachineInfo,
+) -> Option<bench_suite::distributed::DistributedReport> {
+    if !bench_suite::distributed::mpirun_available() {
+        eprintln!("report: no mpirun here (Open MPI: libopenmpi-dev openmpi-bin): the data-parallel part is skipped");
+        return None;
+    }
+    let data_dir = match args.data_dir.clone() {
+        Some(d) => d,
+        None => nn::datasets::mnist::locate().ok()?,
+    };
+    let threads = *args.threads.iter().max().expect("a thread count");
+    let rounds = if args.quick { 1 } else { 3 };
+    match bench_suite::distributed::measure(
+        &data_dir,
+        threads,
+        rounds,
+        &machine.cpu,
+        &utc_date_now(),
+    ) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("report: the data-parallel part failed: {e}");
+            None
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The MPI backend's own check, run under `mpirun` by this crate's tests (and by hand:
 //! `mpirun -np 3 nn-mpi-check train`). Modes:
 //! - `train`: trains two small models (a CNN with SGD and momentum; Dense, BatchNormalization,
-//!   Dropout with Adam) with `fit_distributed` on synthetic data, for several global batch
+//!   Dropout with Adam; a wide Dense with RMSprop, whose kernel travels whole) with
+//!   `fit_distributed` on synthetic data, for several global batch
 //!   sizes; checks that every rank holds the same weights, bit for bit, and that they are the
 //!   bits of this process's own micro-batch reference (`FitConfig::micro_batches(size)`).
 //!   Rank 0 prints `ok <size> ranks`.
@@ -77,6 +78,22 @@ fn bn_dropout() -> Result<Sequential> {
     Ok(m)
 }
 
+/// A kernel of 36 × 1900 ≥ 64 Ki values: lent to the sums whole.
+fn wide() -> Result<Sequential> {
+    let mut m = Sequential::new()
+        .input_shape(&[6, 6, 1])
+        .seed(13)
+        .add(Flatten::new())
+        .add(Dense::new(1900, Act::Relu))
+        .add(Dense::new(3, Act::Softmax));
+    m.compile(
+        Optimizer::rmsprop(),
+        Loss::categorical_crossentropy(),
+        &[Metric::Accuracy],
+    )?;
+    Ok(m)
+}
+
 fn weight_bits(m: &mut Sequential) -> Vec<u32> {
     m.get_weights()
         .iter()
@@ -124,7 +141,7 @@ impl Callback for Fault {
 fn train(comm: &mut nn_mpi::Mpi) -> Result<()> {
     let (x, y) = data(70, 3)?;
     let size = comm.size();
-    for make in [cnn as fn() -> Result<Sequential>, bn_dropout] {
+    for make in [cnn as fn() -> Result<Sequential>, bn_dropout, wide] {
         for batch in [16, 2, 70] {
             let cfg = FitConfig::new().epochs(2).batch_size(batch).verbose(0);
             let mut m = make()?;

@@ -31,6 +31,8 @@ pub struct BatchNormalization {
     dbeta: Vec<f32>,
     /// The gradient of the non-trainable tensors: zeros.
     no_grad: Vec<f32>,
+    /// The (empty) gradient of the non-trainable moving statistics.
+    none: Vec<f32>,
     /// The last training pass's batch statistics (what backward differentiates through).
     mean: Vec<f32>,
     variance: Vec<f32>,
@@ -65,6 +67,7 @@ impl BatchNormalization {
             dgamma: vec![],
             dbeta: vec![],
             no_grad: vec![],
+            none: vec![],
             mean: vec![],
             variance: vec![],
             inv_std: vec![],
@@ -288,14 +291,14 @@ impl Layer for BatchNormalization {
             name: "moving_mean",
             shape,
             value: &mut self.moving_mean,
-            grad: &mut [],
+            grad: &mut self.none,
             trainable: false,
         });
         f(Param {
             name: "moving_variance",
             shape,
             value: &mut self.moving_variance,
-            grad: &mut [],
+            grad: &mut self.none,
             trainable: false,
         });
     }

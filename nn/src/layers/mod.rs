@@ -61,7 +61,9 @@ pub struct Param<'a> {
     pub name: &'static str,
     pub shape: &'a [usize],
     pub value: &'a mut [f32],
-    pub grad: &'a mut [f32],
+    /// The gradient's storage itself: data-parallel training lends a large one to the
+    /// communication and puts another of the same length (the sum) in its place.
+    pub grad: &'a mut Vec<f32>,
     /// Whether the optimizer steps it; a non-trainable tensor (BatchNormalization's moving
     /// statistics) is saved, loaded and counted but updated by its layer alone.
     pub trainable: bool,
