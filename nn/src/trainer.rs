@@ -580,16 +580,13 @@ impl Trainer {
     /// packs its gradients into the same buckets; ranks start each bucket's sum as soon as the
     /// backward pass has filled it. Returns the batch's (summed loss, hits, predictions), the
     /// same on every rank.
-    #[allow(clippy::too_many_arguments)]
     fn shared_step(
         &mut self,
         net: &mut Net<'_>,
-        x: &Tensor,
-        y: &Tensor,
+        (x, y): (&Tensor, &Tensor),
         idx: &[usize],
         sharing: &mut Sharing<'_>,
-        epoch: usize,
-        step: usize,
+        (epoch, step): (usize, usize),
     ) -> Result<(f64, usize, usize)> {
         let n = idx.len();
         let buckets = self.buckets.take().expect("prepared by fit");
@@ -671,20 +668,7 @@ impl Trainer {
                 for l in net.layers.iter_mut() {
                     l.skip_samples(slice.start);
                 }
-                let extras = if empty {
-                    Extras::default()
-                } else {
-                    self.gather(net, x, y, &idx[slice.clone()]);
-                    if let Some(a) = self.anatomy.as_mut() {
-                        a.mark(slots::GATHER, slice.len());
-                    }
-                    let (loss, hits, of) = self.forward_loss(net, slice.len(), n)?;
-                    Extras {
-                        loss: loss as f32,
-                        hits: hits as f32,
-                        count: of as f32,
-                    }
-                };
+                let extras = self.forward_share(net, x, y, &idx[slice.clone()], n)?;
                 for l in net.layers.iter_mut() {
                     l.skip_samples(n - slice.end);
                 }
@@ -752,9 +736,9 @@ impl Trainer {
         Ok(total)
     }
 
-    /// Gathers the share `idx` of a batch of `batch` samples and runs its forward and backward
-    /// passes (nothing for an empty share); returns its loss sum, hits and count.
-    fn run_share(
+    /// Gathers the share `idx` of a batch of `batch` samples and runs its forward pass and the
+    /// loss (nothing for an empty share); returns its loss sum, hits and count.
+    fn forward_share(
         &mut self,
         net: &mut Net<'_>,
         x: &Tensor,
@@ -770,12 +754,27 @@ impl Trainer {
             a.mark(slots::GATHER, idx.len());
         }
         let (loss, hits, of) = self.forward_loss(net, idx.len(), batch)?;
-        self.backward(net, idx.len(), false, |_, _| Ok(()))?;
         Ok(Extras {
             loss: loss as f32,
             hits: hits as f32,
             count: of as f32,
         })
+    }
+
+    /// [`Trainer::forward_share`], then the share's backward pass.
+    fn run_share(
+        &mut self,
+        net: &mut Net<'_>,
+        x: &Tensor,
+        y: &Tensor,
+        idx: &[usize],
+        batch: usize,
+    ) -> Result<Extras> {
+        let extras = self.forward_share(net, x, y, idx, batch)?;
+        if !idx.is_empty() {
+            self.backward(net, idx.len(), false, |_, _| Ok(()))?;
+        }
+        Ok(extras)
     }
 
     /// Keras's `train_on_batch` (see `Sequential::train_on_batch`).
@@ -971,7 +970,7 @@ impl Trainer {
                     }
                     let done = if sharing.shared() {
                         let batch_idx = &idx[from..from + n];
-                        self.shared_step(net, x, y, batch_idx, &mut sharing, epoch, step)
+                        self.shared_step(net, (x, y), batch_idx, &mut sharing, (epoch, step))
                     } else {
                         self.gather(net, x, y, &idx[from..from + n]);
                         if let Some(a) = self.anatomy.as_mut() {
