@@ -9,9 +9,11 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use mpi::collective::CommunicatorCollectives;
+use mpi::datatype::{Partition, PartitionMut};
 use mpi::request::{Request, Scope};
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::Root;
+use mpi::Count;
 
 /// What the training thread asks for.
 pub(crate) enum Job {
@@ -30,25 +32,22 @@ pub(crate) enum Done {
     U64(Vec<u64>),
 }
 
-/// Tests before the first sleep: a collective whose partners are already waiting completes
-/// within a few tests.
-const SPINS: u32 = 64;
-/// Sleep between tests after that, while the training thread works. Linux wakes a sleeper
-/// some 50 µs late, and every round of a collective's protocol needs a test on each side: a
-/// 4 MiB sum between two ranks took 3.1 ms so (median), 0.8 ms testing without a pause.
+/// Sleep between tests while the training thread works. Linux wakes a sleeper some 50 µs
+/// late, and every round of a collective's protocol needs a test on each side: a 4 MiB sum
+/// between two ranks took 3.1 ms so (median), 0.8 ms testing without a pause. Yielding
+/// instead of sleeping would be worse while the training thread computes on the same core: a
+/// yield hands it the core for the rest of its time slice, milliseconds.
 const NAP: Duration = Duration::from_micros(20);
 
 /// Waits for `request` by testing it: without pause while the training thread itself waits
 /// for a result (`caller_waits`: the core is this thread's), with naps while it works.
 fn wait<'a, D: ?Sized, S: Scope<'a>>(mut request: Request<'a, D, S>, caller_waits: &AtomicBool) {
-    let mut tests = 0u32;
     loop {
         match request.test() {
             Ok(_) => return,
             Err(r) => request = r,
         }
-        tests += 1;
-        if tests < SPINS || caller_waits.load(Ordering::Relaxed) {
+        if caller_waits.load(Ordering::Relaxed) {
             std::thread::yield_now();
         } else {
             std::thread::sleep(NAP);
@@ -62,6 +61,10 @@ struct Scratch {
     received: Vec<f32>,
     mine: Vec<f32>,
     gathered: Vec<f64>,
+    /// Per rank: values exchanged with it (none with oneself) and where they lie.
+    counts: Vec<Count>,
+    displs: Vec<Count>,
+    zeros: Vec<Count>,
 }
 
 /// Serves jobs until the channel closes (the handle was dropped).
@@ -123,14 +126,15 @@ pub(crate) fn serve(
     }
 }
 
-/// Sums `data` across the ranks in rank order, in place: rank c gathers chunk c of every
-/// rank's data (all-to-all), adds the parts in rank order, and every rank gathers the summed
-/// chunks (all-gather). Each rank sends and receives 2(N − 1)/N of the data, as a ring
-/// allreduce does, but the order of the additions is fixed. Only data moves through MPI: no
-/// MPI reduction runs, so no MPI library's choice of algorithm changes the bits. (For two
-/// ranks, one all-gather of the whole data and both adding moves as much in one round instead
-/// of two; measured on a 2-core Zen 4, a 4 MiB sum took 1.2 ms that way against 0.73 ms, the
-/// epochs of the reference CNN no shorter.)
+/// Sums `data` across the ranks in rank order, in place: rank r gathers chunk r of every
+/// other rank's data (an all-to-all that skips itself), adds the parts in rank order into its
+/// own chunk where it lies, and sends the sum to every other rank (a second all-to-all, which
+/// writes their chunks into place). Each rank sends and receives 2(N − 1)/N of the data, as a
+/// ring allreduce does, but the order of the additions is fixed, and nothing is copied to
+/// itself. Only data moves through MPI: no MPI reduction runs, so no MPI library's choice of
+/// algorithm changes the bits. (For two ranks, one all-gather of the whole data and both
+/// adding moves as much in one round instead of two; measured on a 2-core Zen 4, a 4 MiB sum
+/// took 1.2 ms that way against 0.73 ms, the epochs of the reference CNN no shorter.)
 fn sum(
     world: &SimpleCommunicator,
     size: usize,
@@ -142,19 +146,62 @@ fn sum(
     if len == 0 || size == 1 {
         return;
     }
+    let rank = world.rank() as usize;
     let chunk = len.div_ceil(size);
     data.resize(chunk * size, 0.0);
     scratch.received.resize(chunk * size, 0.0);
     scratch.mine.resize(chunk, 0.0);
-    let Scratch { received, mine, .. } = scratch;
-    mpi::request::scope(|s| {
-        let r = world.immediate_all_to_all_into(s, &data[..], &mut received[..]);
-        wait(r, caller_waits)
-    });
-    nn::distributed::sum_in_order(mine, received.chunks_exact(chunk));
-    mpi::request::scope(|s| {
-        let r = world.immediate_all_gather_into(s, &mine[..], &mut data[..]);
-        wait(r, caller_waits)
-    });
+    let Scratch {
+        received,
+        mine,
+        counts,
+        displs,
+        zeros,
+        ..
+    } = scratch;
+    let c = chunk as Count;
+    counts.clear();
+    counts.extend((0..size).map(|j| if j == rank { 0 } else { c }));
+    displs.clear();
+    displs.extend((0..size as Count).map(|j| j * c));
+    zeros.clear();
+    zeros.resize(size, 0);
+    {
+        let send = Partition::new(&data[..], &counts[..], &displs[..]);
+        let mut recv = PartitionMut::new(&mut received[..], &counts[..], &displs[..]);
+        mpi::request::scope(|s| {
+            let r = world.immediate_all_to_all_varcount_into(s, &send, &mut recv);
+            wait(r, caller_waits)
+        });
+    }
+    // ((t₀ + t₁) + …) with this rank's own term t_r read where it lies.
+    let own = &mut data[rank * chunk..(rank + 1) * chunk];
+    if rank > 0 {
+        let (first, rest) = received.split_at_mut(chunk);
+        for j in 1..rank {
+            add(first, &rest[(j - 1) * chunk..j * chunk]);
+        }
+        // acc + t_r (IEEE addition is commutative, exactly: the bits of `t_r + acc`).
+        add(own, first);
+    }
+    for j in rank + 1..size {
+        add(own, &received[j * chunk..(j + 1) * chunk]);
+    }
+    mine.copy_from_slice(own);
+    {
+        let send = Partition::new(&mine[..], &counts[..], &zeros[..]);
+        let mut recv = PartitionMut::new(&mut data[..], &counts[..], &displs[..]);
+        mpi::request::scope(|s| {
+            let r = world.immediate_all_to_all_varcount_into(s, &send, &mut recv);
+            wait(r, caller_waits)
+        });
+    }
     data.truncate(len);
+}
+
+/// `acc += part`, element by element.
+fn add(acc: &mut [f32], part: &[f32]) {
+    for (a, &p) in acc.iter_mut().zip(part) {
+        *a += p;
+    }
 }

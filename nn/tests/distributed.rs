@@ -419,3 +419,42 @@ fn the_anatomy_of_shared_steps_shows_the_exchange() {
     // The steps and samples of the global batches (40 samples in batches of 8, twice).
     assert_eq!((a.steps, a.samples), (10, 80));
 }
+
+/// Records a hash of every weight after each step.
+struct StepHashes(Vec<u64>);
+
+impl Callback for StepHashes {
+    fn on_train_batch_end(
+        &mut self,
+        _logs: &nn::callbacks::BatchLogs,
+        m: &mut dyn TrainingModel,
+    ) -> nn::Result<()> {
+        let h = m
+            .get_weights()
+            .iter()
+            .flat_map(|(_, t)| t.data().iter().map(|v| v.to_bits()))
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+        self.0.push(h);
+        Ok(())
+    }
+}
+
+#[test]
+fn every_rank_holds_the_same_weights_after_every_step() {
+    let (x, y) = data(50, 3);
+    let hashes = on_ranks(3, |_, comm| {
+        let mut m = bn_dropout();
+        let mut rec = StepHashes(vec![]);
+        m.fit_distributed(&x, &y, &config(8), comm, &mut [&mut rec])
+            .unwrap();
+        rec.0
+    });
+    // 50 samples in batches of 8: 7 steps an epoch, 2 epochs.
+    assert_eq!(hashes[0].len(), 14);
+    assert_eq!(hashes[1], hashes[0]);
+    assert_eq!(hashes[2], hashes[0]);
+    // And the weights change every step (not a comparison of constants).
+    assert!(hashes[0].windows(2).all(|w| w[0] != w[1]));
+}
