@@ -57,8 +57,8 @@ pub struct Mpi {
     /// Sums started and not yet handed back.
     in_flight: usize,
     stats: SumStats,
-    /// Set while this thread waits for an answer: the communication thread then tests its
-    /// requests without pausing.
+    /// Set while this thread waits for an answer (and the communication thread unparked): it
+    /// then tests its requests without pausing.
     waiting: Arc<AtomicBool>,
     worker: Option<JoinHandle<()>>,
 }
@@ -193,6 +193,9 @@ impl Mpi {
     /// The next answer of the communication thread, waited for.
     fn receive(&self) -> Result<Done> {
         self.waiting.store(true, Ordering::Relaxed);
+        if let Some(w) = &self.worker {
+            w.thread().unpark();
+        }
         let done = self.done.recv().map_err(|_| lost());
         self.waiting.store(false, Ordering::Relaxed);
         done
