@@ -25,7 +25,7 @@ use rand::SeedableRng;
 
 use crate::anatomy::{Part, Pass, Recorder, Slot};
 use crate::callbacks::{Callback, TrainingModel};
-use crate::distributed::{self, Buckets, Collective, Extras};
+use crate::distributed::{self, Buckets, Collective};
 use crate::error::{Error, Result};
 pub use crate::fit_config::{Evaluation, FitConfig, Metric};
 use crate::layers::{self, Kind, Layer};
@@ -592,17 +592,17 @@ impl Trainer {
         let buckets = self.buckets.take().expect("prepared by fit");
         let result = self.shared_step_with(net, x, y, idx, sharing, &buckets);
         self.buckets = Some(buckets);
-        let total = result?;
-        if !total.loss.is_finite() {
+        let (loss, hits, count) = result?;
+        if !loss.is_finite() {
             // Every rank sees the same sum: all stop here, none steps.
             return Err(Error::NonFiniteLoss {
                 epoch: epoch + 1,
                 step: step + 1,
-                loss: total.loss,
+                loss: loss as f32,
             });
         }
         self.apply_step(net, n)?;
-        Ok((total.loss as f64, total.hits as usize, total.count as usize))
+        Ok((loss, hits, count))
     }
 
     fn shared_step_with(
@@ -613,7 +613,7 @@ impl Trainer {
         idx: &[usize],
         sharing: &mut Sharing<'_>,
         buckets: &Buckets,
-    ) -> Result<Extras> {
+    ) -> Result<(f64, usize, usize)> {
         let n = idx.len();
         let count = buckets.count();
         self.packed.resize_with(count, Vec::new);
@@ -623,7 +623,9 @@ impl Trainer {
             .expect("compiled")
             .optimizer
             .begin_step(net.layers)?;
-        let mut total = Extras::default();
+        // The loss sum, hits and count of the whole batch: summed in f64 over the shares in
+        // order (on ranks, across the ranks once the gradients' sums are in).
+        let mut total = [0.0f64; 3];
         match sharing {
             Sharing::Alone => unreachable!("a shared step shares"),
             Sharing::MicroBatches(parts) => {
@@ -636,10 +638,13 @@ impl Trainer {
                     if part > 0 && buckets.has_non_trainable() {
                         buckets.restore_non_trainable(net.layers, &self.step_start);
                     }
-                    let extras = self.run_share(net, x, y, &idx[slice.clone()], n)?;
+                    let (loss, hits, of) = self.run_share(net, x, y, &idx[slice.clone()], n)?;
+                    for (t, v) in total.iter_mut().zip([loss, hits as f64, of as f64]) {
+                        *t += v;
+                    }
                     for b in 0..count {
                         let mut packed = std::mem::take(&mut self.packed[b]);
-                        buckets.pack(b, net.layers, slice.is_empty(), extras, &mut packed);
+                        buckets.pack(b, net.layers, slice.is_empty(), &mut packed);
                         // The running sum in part order, as the ranks' sum is taken.
                         let sum = &mut self.summed[b];
                         if part == 0 {
@@ -654,10 +659,7 @@ impl Trainer {
                     }
                 }
                 for b in 0..count {
-                    let e = buckets.unpack(b, net.layers, &self.summed[b], parts);
-                    if b == 0 {
-                        total = e;
-                    }
+                    buckets.unpack(b, net.layers, &self.summed[b], parts);
                 }
             }
             Sharing::Ranks(comm) => {
@@ -668,7 +670,8 @@ impl Trainer {
                 for l in net.layers.iter_mut() {
                     l.skip_samples(slice.start);
                 }
-                let extras = self.forward_share(net, x, y, &idx[slice.clone()], n)?;
+                let (loss, hits, of) = self.forward_share(net, x, y, &idx[slice.clone()], n)?;
+                total = [loss, hits as f64, of as f64];
                 for l in net.layers.iter_mut() {
                     l.skip_samples(n - slice.end);
                 }
@@ -685,7 +688,7 @@ impl Trainer {
                     if buckets.is_whole(b) {
                         buf = buckets.lend(b, layers, empty, buf);
                     } else {
-                        buckets.pack(b, layers, empty, extras, &mut buf);
+                        buckets.pack(b, layers, empty, &mut buf);
                     }
                     comm.start_sum(buf)
                 };
@@ -716,10 +719,7 @@ impl Trainer {
                         packed[b] = if buckets.is_whole(b) {
                             buckets.take_back(b, net.layers, sum)
                         } else {
-                            let e = buckets.unpack(b, net.layers, &sum, comm.size());
-                            if b == 0 {
-                                total = e;
-                            }
+                            buckets.unpack(b, net.layers, &sum, comm.size());
                             sum
                         };
                     }
@@ -728,12 +728,14 @@ impl Trainer {
                 self.packed = packed;
                 self.started_order = started_order;
                 finished?;
+                // The ranks meet here, just after the last sum: the metrics' sum waits little.
+                comm.sum_f64(&mut total)?;
             }
         }
         if let Some(a) = self.anatomy.as_mut() {
             a.mark(slots::Layout::of(&self.plan).exchange, n);
         }
-        Ok(total)
+        Ok((total[0], total[1] as usize, total[2] as usize))
     }
 
     /// Gathers the share `idx` of a batch of `batch` samples and runs its forward pass and the
@@ -745,20 +747,15 @@ impl Trainer {
         y: &Tensor,
         idx: &[usize],
         batch: usize,
-    ) -> Result<Extras> {
+    ) -> Result<(f64, usize, usize)> {
         if idx.is_empty() {
-            return Ok(Extras::default());
+            return Ok((0.0, 0, 0));
         }
         self.gather(net, x, y, idx);
         if let Some(a) = self.anatomy.as_mut() {
             a.mark(slots::GATHER, idx.len());
         }
-        let (loss, hits, of) = self.forward_loss(net, idx.len(), batch)?;
-        Ok(Extras {
-            loss: loss as f32,
-            hits: hits as f32,
-            count: of as f32,
-        })
+        self.forward_loss(net, idx.len(), batch)
     }
 
     /// [`Trainer::forward_share`], then the share's backward pass.
@@ -769,12 +766,12 @@ impl Trainer {
         y: &Tensor,
         idx: &[usize],
         batch: usize,
-    ) -> Result<Extras> {
-        let extras = self.forward_share(net, x, y, idx, batch)?;
+    ) -> Result<(f64, usize, usize)> {
+        let sums = self.forward_share(net, x, y, idx, batch)?;
         if !idx.is_empty() {
             self.backward(net, idx.len(), false, |_, _| Ok(()))?;
         }
-        Ok(extras)
+        Ok(sums)
     }
 
     /// Keras's `train_on_batch` (see `Sequential::train_on_batch`).

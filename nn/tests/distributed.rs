@@ -132,12 +132,17 @@ fn distributed(make: fn() -> Sequential, ranks: usize, batch: usize) -> Vec<(Bit
     })
 }
 
-fn micro_batched(make: fn() -> Sequential, parts: usize, batch: usize) -> Bits {
+fn micro_batched_run(make: fn() -> Sequential, parts: usize, batch: usize) -> (Bits, History) {
     let (x, y) = data(70, 3);
     let mut m = make();
-    m.fit(&x, &y, &config(batch).micro_batches(parts), &mut [])
+    let h = m
+        .fit(&x, &y, &config(batch).micro_batches(parts), &mut [])
         .unwrap();
-    bits(&mut m)
+    (bits(&mut m), h)
+}
+
+fn micro_batched(make: fn() -> Sequential, parts: usize, batch: usize) -> Bits {
+    micro_batched_run(make, parts, batch).0
 }
 
 #[test]
@@ -154,8 +159,12 @@ fn ranks_agree_and_match_the_micro_batch_reference_bit_for_bit() {
                     assert_eq!((a.loss, a.accuracy), (b.loss, b.accuracy));
                 }
             }
-            let reference = micro_batched(make, ranks, batch);
+            let (reference, history) = micro_batched_run(make, ranks, batch);
             assert_eq!(runs[0].0, reference, "{ranks} ranks, batch {batch}");
+            // The logs too: the loss sums, hits and counts added in f64 in the same order.
+            for (a, b) in runs[0].1.epochs.iter().zip(&history.epochs) {
+                assert_eq!((a.loss, a.accuracy), (b.loss, b.accuracy));
+            }
             // Not a vacuous match: summing slices' gradients rounds otherwise than one pass.
             assert_ne!(reference, micro_batched(make, 1, batch));
         }

@@ -7,10 +7,9 @@
 //! (DDP's "gradient as bucket view", by moving vectors). Smaller tensors are copied together
 //! into packed buckets of at least [`BUCKET_BYTES`] (or what is left at the pass's end).
 //!
-//! The first bucket is packed and also carries the step's *extras*: the share's loss sum,
-//! correct predictions and prediction count (so every rank logs the same numbers without
-//! another message), and the values of the non-trainable tensors (BatchNormalization's moving
-//! statistics, which each share's forward pass moved on its own: the ranks keep their mean).
+//! The first bucket is packed and also carries the values of the non-trainable tensors
+//! (BatchNormalization's moving statistics, which each share's forward pass moved on its own:
+//! the ranks keep their mean).
 
 use crate::layers::Layer;
 use crate::plan::Plan;
@@ -23,23 +22,13 @@ pub const BUCKET_BYTES: usize = 256 << 10;
 /// A gradient tensor of at least this many values is a bucket of its own, lent without a copy.
 pub const WHOLE_VALUES: usize = 64 << 10;
 
-/// The loss sum, hits and count of one share (or their sums across shares).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub(crate) struct Extras {
-    pub loss: f32,
-    pub hits: f32,
-    pub count: f32,
-}
-
-const METRICS: usize = 3;
-
 /// A trainable tensor: its layer and its index among the layer's `for_each_param` tensors.
 type Tensor = (usize, usize);
 
 struct Bucket {
     /// The tensors it carries, in packing order.
     tensors: Vec<Tensor>,
-    /// Its length in values (with the extras, for the first).
+    /// Its length in values (with the non-trainable values, for the first).
     len: usize,
     /// One tensor lent whole (no copy).
     whole: bool,
@@ -77,7 +66,7 @@ impl Buckets {
         let mut b = Buckets {
             list: vec![Bucket {
                 tensors: vec![],
-                len: METRICS + non_trainable,
+                len: non_trainable,
                 whole: false,
             }],
             closes_after: vec![vec![]; plan.backward.len().max(1)],
@@ -172,20 +161,12 @@ impl Buckets {
         }
     }
 
-    /// Writes bucket `b` into `out` (cleared first): for the first bucket the extras, then
-    /// every gradient it carries — zeros when `empty` (a share with no samples contributes
-    /// nothing). Any bucket can be packed (the micro-batches pack every one).
-    pub fn pack(
-        &self,
-        b: usize,
-        layers: &mut [Box<dyn Layer>],
-        empty: bool,
-        extras: Extras,
-        out: &mut Vec<f32>,
-    ) {
+    /// Writes bucket `b` into `out` (cleared first): for the first bucket the non-trainable
+    /// values, then every gradient it carries — zeros when `empty` (a share with no samples
+    /// contributes nothing). Any bucket can be packed (the micro-batches pack every one).
+    pub fn pack(&self, b: usize, layers: &mut [Box<dyn Layer>], empty: bool, out: &mut Vec<f32>) {
         out.clear();
         if b == 0 {
-            out.extend_from_slice(&[extras.loss, extras.hits, extras.count]);
             for l in layers.iter_mut() {
                 l.for_each_param(&mut |p| {
                     if !p.trainable {
@@ -240,23 +221,10 @@ impl Buckets {
     }
 
     /// Takes packed bucket `b`'s sum over `shares` shares back: the gradients into the layers,
-    /// the non-trainable tensors as the shares' mean; returns the summed extras (first bucket).
-    pub fn unpack(
-        &self,
-        b: usize,
-        layers: &mut [Box<dyn Layer>],
-        sum: &[f32],
-        shares: usize,
-    ) -> Extras {
+    /// the non-trainable tensors as the shares' mean.
+    pub fn unpack(&self, b: usize, layers: &mut [Box<dyn Layer>], sum: &[f32], shares: usize) {
         let mut at = 0;
-        let mut extras = Extras::default();
         if b == 0 {
-            extras = Extras {
-                loss: sum[0],
-                hits: sum[1],
-                count: sum[2],
-            };
-            at = METRICS;
             let shares = shares as f32;
             for l in layers.iter_mut() {
                 l.for_each_param(&mut |p| {
@@ -268,14 +236,13 @@ impl Buckets {
                     }
                 });
             }
-            debug_assert_eq!(at, METRICS + self.non_trainable);
+            debug_assert_eq!(at, self.non_trainable);
         }
         self.each_grad(b, layers, |g| {
             let len = g.len();
             g.copy_from_slice(&sum[at..at + len]);
             at += len;
         });
-        extras
     }
 
     /// The non-trainable values, in the model's visiting order, into `out` (cleared first).

@@ -18,7 +18,7 @@ mod buckets;
 mod join;
 mod local;
 
-pub(crate) use buckets::{Buckets, Extras};
+pub(crate) use buckets::Buckets;
 pub(crate) use join::{agree, start_from_rank_zero, Fingerprint};
 pub use local::{LocalComm, LocalGroup};
 
