@@ -716,6 +716,13 @@ impl Trainer {
                 let finished = started.and_then(|()| {
                     for &b in &started_order {
                         let sum = comm.finish_sum()?;
+                        if sum.len() != buckets.len(b) {
+                            return Err(Error::Distributed(format!(
+                                "the collective returned a sum of {} values for a bucket of {}",
+                                sum.len(),
+                                buckets.len(b)
+                            )));
+                        }
                         packed[b] = if buckets.is_whole(b) {
                             buckets.take_back(b, net.layers, sum)
                         } else {

@@ -467,3 +467,49 @@ fn every_rank_holds_the_same_weights_after_every_step() {
     // And the weights change every step (not a comparison of constants).
     assert!(hashes[0].windows(2).all(|w| w[0] != w[1]));
 }
+
+/// A collective that answers every sum one value short: a backend's bug, or a user's own
+/// backend gone wrong.
+struct ShortSums(LocalComm);
+
+impl Collective for ShortSums {
+    fn rank(&self) -> usize {
+        self.0.rank()
+    }
+    fn size(&self) -> usize {
+        self.0.size()
+    }
+    fn broadcast(&mut self, data: &mut [f32], root: usize) -> nn::Result<()> {
+        self.0.broadcast(data, root)
+    }
+    fn all_gather(&mut self, value: u64) -> nn::Result<Vec<u64>> {
+        self.0.all_gather(value)
+    }
+    fn sum_f64(&mut self, data: &mut [f64]) -> nn::Result<()> {
+        self.0.sum_f64(data)
+    }
+    fn start_sum(&mut self, data: Vec<f32>) -> nn::Result<()> {
+        self.0.start_sum(data)
+    }
+    fn finish_sum(&mut self) -> nn::Result<Vec<f32>> {
+        let mut v = self.0.finish_sum()?;
+        v.pop();
+        Ok(v)
+    }
+}
+
+#[test]
+fn a_collective_that_answers_wrongly_is_an_error_not_a_panic() {
+    let (x, y) = data(20, 3);
+    let mut short = ShortSums(LocalGroup::new(1).pop().unwrap());
+    let mut m = cnn();
+    let e = m
+        .fit_distributed(&x, &y, &config(8), &mut short, &mut [])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("returned a sum of"), "{e}");
+    // A broadcast from a rank that does not exist.
+    let mut one = LocalGroup::new(1).pop().unwrap();
+    let e = one.broadcast(&mut [0.0], 3).unwrap_err().to_string();
+    assert!(e.contains("rank 3"), "{e}");
+}

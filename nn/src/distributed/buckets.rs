@@ -128,6 +128,11 @@ impl Buckets {
         self.list.len()
     }
 
+    /// Bucket `b`'s length in values.
+    pub fn len(&self, b: usize) -> usize {
+        self.list[b].len
+    }
+
     /// The buckets that close after backward unit `unit` (a plan without backward units
     /// closes its one bucket "after unit 0").
     pub fn closing_after(&self, unit: usize) -> &[usize] {

@@ -145,6 +145,12 @@ impl Collective for LocalComm {
         self.size
     }
     fn broadcast(&mut self, data: &mut [f32], root: usize) -> Result<()> {
+        if root >= self.size {
+            return Err(Error::Distributed(format!(
+                "broadcast from rank {root} in a group of {}",
+                self.size
+            )));
+        }
         let part = if self.rank == root {
             data.to_vec()
         } else {
@@ -179,16 +185,24 @@ impl Collective for LocalComm {
     }
     fn sum_f64(&mut self, data: &mut [f64]) -> Result<()> {
         let seq = self.deposit(Part::F64(data.to_vec()));
+        let len = data.len();
         self.complete(seq, |parts| {
             data.fill(0.0);
-            for p in parts {
+            for (r, p) in parts.iter().enumerate() {
                 if let Some(Part::F64(v)) = p {
+                    if v.len() != len {
+                        return Err(Error::Distributed(format!(
+                            "a sum of {len} values here but {} on rank {r}",
+                            v.len()
+                        )));
+                    }
                     for (d, &x) in data.iter_mut().zip(v) {
                         *d += x;
                     }
                 }
             }
-        })
+            Ok(())
+        })?
     }
     fn start_sum(&mut self, data: Vec<f32>) -> Result<()> {
         let seq = self.deposit(Part::F32(data));

@@ -47,15 +47,15 @@ pub trait Collective: Send {
     fn finish_sum(&mut self) -> Result<Vec<f32>>;
 }
 
-/// The samples of a batch of `n` that part `part` of `parts` takes: a contiguous slice, the
-/// parts' sizes differing by at most one (a part may be empty when `n < parts`).
-pub fn share(n: usize, part: usize, parts: usize) -> std::ops::Range<usize> {
+/// The samples of a batch of `n` that part `part` of `parts` (≥ 1) takes: a contiguous slice,
+/// the parts' sizes differing by at most one (a part may be empty when `n < parts`).
+pub(crate) fn share(n: usize, part: usize, parts: usize) -> std::ops::Range<usize> {
     n * part / parts..n * (part + 1) / parts
 }
 
-/// Sums `parts` element-wise into `out` in the order given, the first copied: the one order
-/// every backend and the micro-batch reference use.
-pub fn sum_in_order<'a>(out: &mut [f32], mut parts: impl Iterator<Item = &'a [f32]>) {
+/// Sums `parts` (each as long as `out`) element-wise into `out` in the order given, the first
+/// copied: the one order every backend and the micro-batch reference use.
+pub(crate) fn sum_in_order<'a>(out: &mut [f32], mut parts: impl Iterator<Item = &'a [f32]>) {
     if let Some(first) = parts.next() {
         out.copy_from_slice(first);
     }
