@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p bench-suite --bin report -- [--part all|gemm,layers,train,distributed]
-//!     [--threads 1,2]
+//!     [--threads 1,2] [--distributed-from results/distributed.json]
 //!     [--rounds 5] [--quick] [--shapes MxKxN,..] [--epochs N] [--data-dir DIR]
 //!     [--reference DIR] [--python PATH] [--out results]
 //! ```
@@ -43,6 +43,9 @@ struct Args {
     layers: bool,
     train: bool,
     distributed: bool,
+    /// The data-parallel part read from this earlier `distributed.json` instead of measured
+    /// (its page and chart rendered again).
+    distributed_from: Option<PathBuf>,
     /// Override of every program's epoch count (a quick look; the reference counts otherwise).
     epochs: Option<usize>,
     data_dir: Option<PathBuf>,
@@ -66,6 +69,7 @@ fn parse_args() -> Result<Args, String> {
         layers: true,
         train: true,
         distributed: true,
+        distributed_from: None,
         epochs: None,
         data_dir: None,
         python: PathBuf::from("python3"),
@@ -109,6 +113,9 @@ fn parse_args() -> Result<Args, String> {
                 )
             }
             "--data-dir" => args.data_dir = Some(PathBuf::from(value("--data-dir")?)),
+            "--distributed-from" => {
+                args.distributed_from = Some(PathBuf::from(value("--distributed-from")?))
+            }
             "--reference" => args.reference = PathBuf::from(value("--reference")?),
             "--python" => args.python = PathBuf::from(value("--python")?),
             "--threads" => {
@@ -325,7 +332,7 @@ fn main() {
             }
         }
         if let Some(d) = &distributed {
-            let name = "distributed-speedup.png";
+            let name = "distributed-efficiency.png";
             plot(
                 name,
                 bench_suite::plots::distributed_chart(d, &args.out.join("plots").join(name)),
@@ -351,6 +358,24 @@ fn run_distributed(
     args: &Args,
     machine: &MachineInfo,
 ) -> Option<bench_suite::distributed::DistributedReport> {
+    if let Some(path) = &args.distributed_from {
+        let read = std::fs::read_to_string(path).map_err(|e| e.to_string());
+        let parsed = read.and_then(|t| {
+            serde_json::from_str::<bench_suite::distributed::DistributedReport>(&t)
+                .map_err(|e| e.to_string())
+        });
+        return match parsed {
+            Ok(mut d) => {
+                // The projection as the current model makes it from the measurements.
+                d.model();
+                Some(d)
+            }
+            Err(e) => {
+                eprintln!("report: {}: {e}", path.display());
+                None
+            }
+        };
+    }
     if !bench_suite::distributed::mpirun_available() {
         eprintln!("report: no mpirun here (Open MPI: libopenmpi-dev openmpi-bin): the data-parallel part is skipped");
         return None;
