@@ -118,13 +118,17 @@ impl Mpi {
             .spawn(move || {
                 // MPI_Init_thread on this thread: it is MPI's main thread (FUNNELED). MULTIPLE
                 // is asked for so that a panicking thread may call MPI_Abort itself.
-                let Some((universe, _)) = mpi::initialize_with_threading(Threading::Multiple)
+                let Some((universe, provided)) =
+                    mpi::initialize_with_threading(Threading::Multiple)
                 else {
                     let _ = ready_tx.send(Err(Error::Distributed(
                         "MPI was initialised already in this process".into(),
                     )));
                     return;
                 };
+                // MPI_Abort from another thread (a panic's, or `run`'s on an error) is only
+                // defined with MULTIPLE; below it, such a thread ends the process instead.
+                ABORT_BY_MPI.store(provided == Threading::Multiple, Ordering::SeqCst);
                 let world = universe.world();
                 let (rank, size) = (world.rank() as usize, world.size() as usize);
                 if let Some((expected, var)) = launcher_size() {
@@ -142,7 +146,9 @@ impl Mpi {
                     return;
                 }
                 worker::serve(&world, job_rx, done_tx, &caller_waits);
-                // MPI_Finalize when `universe` drops, here on MPI's main thread.
+                // MPI_Finalize when `universe` drops, here on MPI's main thread; no MPI call
+                // may follow it.
+                ABORT_BY_MPI.store(false, Ordering::SeqCst);
             })
             .map_err(|e| Error::Distributed(format!("cannot start the MPI thread: {e}")))?;
         let (rank, size) = ready.recv().map_err(|_| lost())??;
@@ -226,9 +232,19 @@ impl Drop for Mpi {
     }
 }
 
+/// Whether MPI_Abort may be called from any thread now (MPI initialised with MULTIPLE and not
+/// yet finalised).
+static ABORT_BY_MPI: AtomicBool = AtomicBool::new(false);
+
+/// Ends the job: MPI_Abort where it may be called (every rank ends); else this process aborts
+/// (no exit handlers: the MPI library's might wait for the other ranks), which launchers take
+/// as the job's failure too.
 fn abort_job(code: i32) -> ! {
     use mpi::topology::Communicator as _;
-    SimpleCommunicator::world().abort(code)
+    if ABORT_BY_MPI.load(Ordering::SeqCst) {
+        SimpleCommunicator::world().abort(code)
+    }
+    std::process::abort()
 }
 
 /// A panic on any thread prints its message as usual, then ends the job (MPI_Abort), rather

@@ -244,7 +244,9 @@ impl Sequential {
     /// The logs (loss, accuracy, validation) are sums over all ranks, the same everywhere;
     /// only rank 0 prints (`verbose`) and runs the callbacks that write files
     /// ([`Callback::rank_zero_only`]); a stop asked for on any rank stops every rank.
-    /// Every rank returns the same `History` (but for the seconds).
+    /// Every rank returns the same `History` (but for the seconds). An error on one rank
+    /// leaves the others waiting in a collective and the communicator with sums in flight: end
+    /// the job (`nn_mpi::run` does) rather than train on with it.
     pub fn fit_distributed(
         &mut self,
         x: &Tensor,

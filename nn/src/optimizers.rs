@@ -119,6 +119,15 @@ impl Optimizer {
     pub fn iterations(&self) -> u64 {
         self.iterations
     }
+    /// Kind, hyperparameters, steps taken and schedule, as text: what data-parallel ranks
+    /// compare before training together.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "{:?} {} {:?} {:?}",
+            self.kind, self.iterations, self.schedule, self.misuse
+        )
+    }
+
     /// Every state buffer (per parameter tensor, in the model's visiting order).
     pub(crate) fn state_mut(&mut self) -> impl Iterator<Item = &mut Vec<f32>> {
         self.state.iter_mut().flatten()

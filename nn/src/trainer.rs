@@ -601,6 +601,13 @@ impl Trainer {
                 loss: loss as f32,
             });
         }
+        // The optimizer's step begins only now (no fused step runs in a shared backward pass):
+        // a step not taken does not count.
+        self.compiled
+            .as_mut()
+            .expect("compiled")
+            .optimizer
+            .begin_step(net.layers)?;
         self.apply_step(net, n)?;
         Ok((loss, hits, count))
     }
@@ -618,11 +625,6 @@ impl Trainer {
         let count = buckets.count();
         self.packed.resize_with(count, Vec::new);
         self.summed.resize_with(count, Vec::new);
-        self.compiled
-            .as_mut()
-            .expect("compiled")
-            .optimizer
-            .begin_step(net.layers)?;
         // The loss sum, hits and count of the whole batch: summed in f64 over the shares in
         // order (on ranks, across the ranks once the gradients' sums are in).
         let mut total = [0.0f64; 3];
@@ -1126,18 +1128,13 @@ impl Trainer {
         model.text(&format!("{:?} {:?} {}", c.loss, c.metrics, c.fused));
         agree(comm, "the models (layers, shapes, loss)", model.value())?;
         let mut optimizer = Fingerprint::new();
-        optimizer.text(&format!(
-            "{:?} {} {}",
-            c.optimizer.kind(),
-            c.optimizer.iterations(),
-            c.optimizer.learning_rate()
-        ));
+        optimizer.text(&c.optimizer.describe());
         for s in c.optimizer.state_mut() {
             optimizer.word(s.len() as u64);
         }
         agree(
             comm,
-            "the optimizers (kind, settings, steps taken)",
+            "the optimizers (kind, settings, steps taken, schedule)",
             optimizer.value(),
         )?;
         let mut settings = Fingerprint::new();
@@ -1166,8 +1163,9 @@ impl Trainer {
         distributed::start_from_rank_zero(comm, net.layers, &mut c.optimizer)
     }
 
-    /// The validation after an epoch: over all of `x`, or on ranks over this rank's slice of
-    /// it, the sums then taken across the ranks (every rank gets the same figures).
+    /// The validation after an epoch: over all of `x`; or on ranks over this rank's slice of
+    /// it, the sums then taken across the ranks (every rank gets the same figures), and with
+    /// micro-batches over the same slices one after the other (the same figures again).
     fn evaluate_shared(
         &mut self,
         net: &mut Net<'_>,
@@ -1176,17 +1174,31 @@ impl Trainer {
         batch: usize,
         sharing: &mut Sharing<'_>,
     ) -> Result<Evaluation> {
-        let Sharing::Ranks(comm) = sharing else {
-            return self.evaluate_inner(net, x, y, batch);
-        };
         let total = x.samples();
-        let slice = distributed::share(total, comm.rank(), comm.size());
         let mut sums = [0.0f64; 3];
-        if !slice.is_empty() {
-            let (loss, hits, count) = self.evaluate_sums(net, x, y, batch, slice)?;
-            sums = [loss, hits as f64, count as f64];
+        match sharing {
+            Sharing::Alone => return self.evaluate_inner(net, x, y, batch),
+            // The shares one after the other, their sums added in order: the ranks' figures.
+            Sharing::MicroBatches(parts) => {
+                for part in 0..*parts {
+                    let slice = distributed::share(total, part, *parts);
+                    if !slice.is_empty() {
+                        let (loss, hits, count) = self.evaluate_sums(net, x, y, batch, slice)?;
+                        for (s, v) in sums.iter_mut().zip([loss, hits as f64, count as f64]) {
+                            *s += v;
+                        }
+                    }
+                }
+            }
+            Sharing::Ranks(comm) => {
+                let slice = distributed::share(total, comm.rank(), comm.size());
+                if !slice.is_empty() {
+                    let (loss, hits, count) = self.evaluate_sums(net, x, y, batch, slice)?;
+                    sums = [loss, hits as f64, count as f64];
+                }
+                comm.sum_f64(&mut sums)?;
+            }
         }
-        comm.sum_f64(&mut sums)?;
         Ok(Evaluation {
             loss: (sums[0] / total.max(1) as f64) as f32,
             accuracy: self

@@ -62,6 +62,16 @@ struct Op {
     read: usize,
 }
 
+impl Part {
+    fn kind(&self) -> &'static str {
+        match self {
+            Part::F32(_) => "a sum or broadcast of f32",
+            Part::F64(_) => "a sum of f64",
+            Part::U64(_) => "an all-gather",
+        }
+    }
+}
+
 enum Part {
     F32(Vec<f32>),
     F64(Vec<f64>),
@@ -114,6 +124,15 @@ impl LocalComm {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
         let op = state.ops.get_mut(&seq).expect("present");
+        // Every rank must be in the same operation: a rank that called another is a bug of the
+        // caller's, reported rather than read as data.
+        let kinds: Vec<&str> = op.parts.iter().flatten().map(Part::kind).collect();
+        if let Some(r) = kinds.iter().position(|k| *k != kinds[0]) {
+            return Err(Error::Distributed(format!(
+                "operation {seq}: rank {r} called {} where rank 0 called {}",
+                kinds[r], kinds[0]
+            )));
+        }
         let out = read(&op.parts);
         op.read += 1;
         if op.read == self.size {
