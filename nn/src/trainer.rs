@@ -138,6 +138,14 @@ impl Sharing<'_> {
             _ => 0,
         }
     }
+    /// How many slices a batch is cut into.
+    fn parts(&self) -> usize {
+        match self {
+            Sharing::Alone => 1,
+            Sharing::MicroBatches(k) => *k,
+            Sharing::Ranks(c) => c.size(),
+        }
+    }
 }
 
 /// Runs `f` on a thread of the rayon pool (the caller waits), so that parallel kernels inside
@@ -923,7 +931,11 @@ impl Trainer {
             None => None,
         };
         let batch = cfg.batch_size.min(train_n);
-        self.ensure_capacity(net, batch.max(INFERENCE_BATCH.min(total)))?;
+        // A shared step holds one slice of the batch at a time: buffers for a slice (and for
+        // the inference passes) suffice — micro-batches train a large batch in a fraction of
+        // the activations' memory, ranks hold only their own share.
+        let slice_capacity = batch.div_ceil(sharing.parts());
+        self.ensure_capacity(net, slice_capacity.max(INFERENCE_BATCH.min(total)))?;
         if let Sharing::Ranks(comm) = &mut sharing {
             self.join_ranks(net, &mut **comm, x, y, cfg, validation)?;
         }
@@ -1033,11 +1045,18 @@ impl Trainer {
                     if let Some(a) = self.anatomy.as_mut() {
                         a.start();
                     }
+                    // In passes of a training batch (or slice), at least INFERENCE_BATCH:
+                    // the pass's size changes no sample's bits.
+                    let passes = if sharing.shared() {
+                        slice_capacity
+                    } else {
+                        batch
+                    };
                     let e = self.evaluate_shared(
                         net,
                         vx,
                         vy,
-                        batch.max(INFERENCE_BATCH),
+                        passes.max(INFERENCE_BATCH),
                         &mut sharing,
                     )?;
                     if let Some(a) = self.anatomy.as_mut() {
