@@ -1,7 +1,9 @@
 //! Keras-style `Sequential` training on the `kernels` crate: tensors, layers (Dense, Conv2D,
-//! MaxPooling2D, Flatten, Dropout, Activation), losses, optimizers (SGD, Adam, RMSprop with
-//! Keras's rules and defaults), `fit` / `evaluate` / `predict`, callbacks, save/load, and the
-//! MNIST-format data sets.
+//! MaxPooling2D, AveragePooling2D, the global poolings, BatchNormalization, Flatten, Dropout,
+//! Activation), losses, optimizers (SGD, Adam, RMSprop with Keras's rules and defaults),
+//! `fit` / `evaluate` / `predict`, callbacks, save/load, the MNIST-format data sets, and
+//! data-parallel training over any [`distributed::Collective`] (`fit_distributed`; MPI in the
+//! `nn-mpi` crate).
 //!
 //! ```no_run
 //! use nn::prelude::*;
