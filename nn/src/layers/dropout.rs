@@ -4,6 +4,7 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 
 use super::{elements, grow, Inferred, Layer, LayerConfig, Param};
 use crate::error::{Error, Result};
@@ -16,7 +17,9 @@ pub struct Dropout {
     out_shape: Vec<usize>,
     out: Vec<f32>,
     mask: Vec<f32>,
-    rng: StdRng,
+    /// rand's `StdRng` is this generator: the same masks from the same seed, and a position
+    /// that can be moved on without drawing.
+    rng: ChaCha12Rng,
 }
 
 impl Dropout {
@@ -28,7 +31,7 @@ impl Dropout {
             out_shape: vec![],
             out: vec![],
             mask: vec![],
-            rng: StdRng::seed_from_u64(0),
+            rng: ChaCha12Rng::seed_from_u64(0),
         }
     }
 }
@@ -50,7 +53,7 @@ impl Layer for Dropout {
     }
     fn build(&mut self, input: &[usize], rng: &mut StdRng) -> Result<Vec<usize>> {
         self.infer(input)?;
-        self.rng = StdRng::seed_from_u64(rng.gen());
+        self.rng = ChaCha12Rng::seed_from_u64(rng.gen());
         self.per = input.iter().product();
         self.out_shape = input.to_vec();
         Ok(self.out_shape.clone())
@@ -111,11 +114,10 @@ impl Layer for Dropout {
     }
     fn for_each_param(&mut self, _f: &mut dyn FnMut(Param<'_>)) {}
     fn skip_samples(&mut self, n: usize) {
-        // As many draws as `forward` makes in training.
+        // As many draws as `forward` makes in training, each one 32-bit word of the stream.
         if self.rate != 0.0 {
-            for _ in 0..n * self.per {
-                self.rng.gen::<f32>();
-            }
+            let words = (n * self.per) as u128;
+            self.rng.set_word_pos(self.rng.get_word_pos() + words);
         }
     }
     fn param_count(&self) -> usize {
@@ -126,5 +128,41 @@ impl Layer for Dropout {
             name: self.name.clone(),
             rate: self.rate,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn built(seed: u64) -> Dropout {
+        let mut d = Dropout::new(0.4);
+        d.build(&[7], &mut StdRng::seed_from_u64(seed)).unwrap();
+        d.allocate(5).unwrap();
+        d
+    }
+
+    #[test]
+    fn its_generator_is_rands_standard_one() {
+        let mut a = StdRng::seed_from_u64(9);
+        let mut b = ChaCha12Rng::seed_from_u64(9);
+        for _ in 0..100 {
+            assert_eq!(a.gen::<f32>().to_bits(), b.gen::<f32>().to_bits());
+        }
+    }
+
+    #[test]
+    fn skipping_samples_gives_the_masks_drawing_them_would() {
+        let x = vec![1.0f32; 5 * 7];
+        let mut whole = built(3);
+        whole.forward(&x, 5, true).unwrap();
+        let mut part = built(3);
+        part.skip_samples(2);
+        part.forward(&x, 3, true).unwrap();
+        assert_eq!(&part.mask[..3 * 7], &whole.mask[2 * 7..5 * 7]);
+        // And after the batch: both streams at the same place.
+        whole.forward(&x, 5, true).unwrap();
+        part.forward(&x, 5, true).unwrap();
+        assert_eq!(part.mask, whole.mask);
     }
 }
