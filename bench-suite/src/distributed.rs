@@ -151,11 +151,6 @@ fn json_lines<T: for<'de> Deserialize<'de>>(
         .collect()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// 2 ranks of 1 thread against one process of `threads` threads at `batch`, `rounds` rounds;
 /// `data_dir` holds MNIST.
 fn compare(
@@ -195,7 +190,9 @@ fn compare(
         };
         pairs.push((r, a));
     }
-    let m = |f: &dyn Fn(&(ExampleRun, ExampleRun)) -> f64| median(pairs.iter().map(f).collect());
+    let m = |f: &dyn Fn(&(ExampleRun, ExampleRun)) -> f64| {
+        crate::timing::median(&mut pairs.iter().map(f).collect::<Vec<_>>())
+    };
     let ranks_epoch_s = m(&|p| p.0.epoch_s_median);
     let alone_epoch_s = m(&|p| p.1.epoch_s_median);
     Ok(Comparison {

@@ -57,6 +57,8 @@ pub struct Mpi {
     /// Sums started and not yet handed back.
     in_flight: usize,
     stats: SumStats,
+    /// The vector `sum_f64` sends its values in and gets them back in (no allocation a step).
+    spare_f64: Vec<f64>,
     /// Set while this thread waits for an answer (and the communication thread unparked): it
     /// then tests its requests without pausing.
     waiting: Arc<AtomicBool>,
@@ -161,6 +163,7 @@ impl Mpi {
             finished: VecDeque::new(),
             in_flight: 0,
             stats: SumStats::default(),
+            spare_f64: vec![],
             waiting,
             worker: Some(worker),
         })
@@ -287,9 +290,15 @@ impl Collective for Mpi {
         }
     }
     fn sum_f64(&mut self, data: &mut [f64]) -> Result<()> {
-        self.send(Job::SumF64(data.to_vec()))?;
+        let mut values = std::mem::take(&mut self.spare_f64);
+        values.clear();
+        values.extend_from_slice(data);
+        self.send(Job::SumF64(values))?;
         match self.answer()? {
-            Done::F64(v) => data.copy_from_slice(&v),
+            Done::F64(v) => {
+                data.copy_from_slice(&v);
+                self.spare_f64 = v;
+            }
             _ => return Err(lost()),
         }
         Ok(())

@@ -661,9 +661,7 @@ impl Trainer {
                             sum.clear();
                             sum.extend_from_slice(&packed);
                         } else {
-                            for (s, &p) in sum.iter_mut().zip(&packed) {
-                                *s += p;
-                            }
+                            distributed::add_to(sum, &packed);
                         }
                         self.packed[b] = packed;
                     }

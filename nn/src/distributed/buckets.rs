@@ -172,13 +172,7 @@ impl Buckets {
     pub fn pack(&self, b: usize, layers: &mut [Box<dyn Layer>], empty: bool, out: &mut Vec<f32>) {
         out.clear();
         if b == 0 {
-            for l in layers.iter_mut() {
-                l.for_each_param(&mut |p| {
-                    if !p.trainable {
-                        out.extend_from_slice(p.value);
-                    }
-                });
-            }
+            self.save_non_trainable(layers, out);
         }
         self.each_grad(b, layers, |g| {
             if empty {

@@ -60,8 +60,13 @@ pub(crate) fn sum_in_order<'a>(out: &mut [f32], mut parts: impl Iterator<Item = 
         out.copy_from_slice(first);
     }
     for p in parts {
-        for (o, &v) in out.iter_mut().zip(p) {
-            *o += v;
-        }
+        add_to(out, p);
+    }
+}
+
+/// `acc += part`, element by element: one step of [`sum_in_order`].
+pub(crate) fn add_to(acc: &mut [f32], part: &[f32]) {
+    for (a, &p) in acc.iter_mut().zip(part) {
+        *a += p;
     }
 }
