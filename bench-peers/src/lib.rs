@@ -280,6 +280,10 @@ impl Blis {
     }
 }
 
+/// The OpenMP variable LIBXSMM's set-up writes when it is unset (see [`Libxsmm::get`]).
+#[cfg(libxsmm)]
+const OMP_PROC_BIND: &str = "OMP_PROC_BIND";
+
 /// LIBXSMM (Debian's `libxsmm-dev`, linked statically when the build finds it): small products
 /// by machine code generated at run time for each shape. The kernel of the last shape is kept
 /// per thread, so a loop over one shape pays for the code generation (and the look-up) once,
@@ -318,6 +322,7 @@ mod xsmm_ffi {
 
 impl Libxsmm {
     /// The process's LIBXSMM, initialised on first use; `Err` says why it is not available.
+    /// The set-up leaves the process's environment as it found it.
     pub fn get() -> std::result::Result<&'static Libxsmm, String> {
         static XSMM: std::sync::OnceLock<std::result::Result<Libxsmm, String>> =
             std::sync::OnceLock::new();
@@ -328,6 +333,15 @@ impl Libxsmm {
 
     #[cfg(libxsmm)]
     fn init() -> std::result::Result<Libxsmm, String> {
+        // LIBXSMM's set-up writes OMP_PROC_BIND=TRUE into the environment when it is unset (for
+        // its OpenMP extension, not linked here). Left there, it reaches every process started
+        // afterwards, and an OpenMP runtime that reads it pins the thread that starts it —
+        // measured on a 2-core Zen 3: the report's GEMM child, started by a parent that had
+        // initialised LIBXSMM, had its main thread pinned to CPU 0 by BLIS's OpenMP runtime, so
+        // every library that spawns its own threads afterwards (ours, matrixmultiply, the gemm
+        // crate) ran its 2-thread products on one core (ours 57 GFLOP/s at 1024³ where the
+        // same child started cleanly ran 122). So the variable is put back as it was.
+        let before = std::env::var_os(OMP_PROC_BIND);
         // SAFETY: LIBXSMM's documented set-up call (idempotent); the target string it returns
         // is a static NUL-terminated string.
         let target = unsafe {
@@ -336,6 +350,10 @@ impl Libxsmm {
                 .to_string_lossy()
                 .into_owned()
         };
+        match before {
+            Some(value) => std::env::set_var(OMP_PROC_BIND, value),
+            None => std::env::remove_var(OMP_PROC_BIND),
+        }
         Ok(Libxsmm { target })
     }
 

@@ -211,6 +211,19 @@ fn run_child(args: &Args) {
         measurements.extend(measure_shape(&libs, *shape, threads, args.rounds));
     }
     eprintln!();
+    // A runtime that pins the thread that starts it (an OpenMP runtime told OMP_PROC_BIND) would
+    // leave every library that spawns threads afterwards on fewer CPUs than it was asked to use:
+    // such figures are not the library's, so the run stops (the standard library reads the
+    // affinity mask).
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < threads {
+        eprintln!(
+            "report: the {threads}-thread measuring process ended up allowed on {cpus} CPU(s) \
+             (something pinned it: is OMP_PROC_BIND set?); its figures would not be {threads}-thread \
+             figures"
+        );
+        std::process::exit(1);
+    }
     let peak_after = (peak(Isa::Avx512), peak(Isa::Avx2));
     let both = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) => Some(a.max(b)),
