@@ -320,6 +320,10 @@ fn thread_count_does_not_change_the_bits() {
         (5408, 32, 128),
         (200, 200, 200),
         (9, 2000, 32),
+        // A read in place: many rows with a short K and a narrow C; few rows across K slices.
+        (3000, 9, 32),
+        (700, 100, 17),
+        (20, 1100, 300),
         // Matrix–vector products large enough to be split among threads.
         (100_003, 70, 1),
         (1, 300, 70_001),

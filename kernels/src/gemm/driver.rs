@@ -4,17 +4,16 @@
 //! Threads split C into a grid of rectangles (rows in whole MR tiles, columns in whole NR panels);
 //! K is never split, so every element of C is summed in the same order whatever the thread count.
 
-use rayon::prelude::*;
-
 use crate::shared::SharedOut;
 
-use super::config::{small_tile, KernelConfig, SmallTile, SMALL};
+use super::config::KernelConfig;
+use super::in_place::gemm_in_place;
 use super::pack::{pack_a, pack_b};
 use super::problem::Problem;
 #[cfg(test)]
 use super::problem::{Operand, Output};
+use super::team::{run_parallel, FORK_JOIN_COST, HANDOFF_COST};
 use crate::scratch::{PACK_A, PACK_B};
-use crate::Isa;
 
 /// The largest `MR × NR` tile any registered kernel may have (scratch space for edge tiles).
 pub(crate) const MAX_TILE: usize = 512;
@@ -23,13 +22,6 @@ pub(crate) const MAX_TILE: usize = 512;
 /// multiply-add on the packed tiles. Packing one element of A or B costs about as much as this
 /// many multiply-adds (a copy moves a few elements per cycle; the tile does 16–32 per cycle).
 const PACK_COST: f64 = 16.0;
-/// One rayon fork-join (waking the pool's threads and waiting for the last), or a hand-off to a
-/// parked helper team: 15 µs on a shared VM, i.e. some hundred thousand multiply-adds.
-const FORK_JOIN_COST: f64 = (1 << 19) as f64;
-/// A hand-off to the GEMM's helper team while its helpers are awake: 0.2–0.3 µs for an empty
-/// job (measured on a 2-core Zen 5 VM), plus the helper's cold caches.
-const HANDOFF_COST: f64 = (1 << 17) as f64;
-
 /// Up to this many rows of C, B is read in place (for kernels that can) rather than packed: each
 /// element of B then serves so few rows that copying it first costs more than it saves.
 const DIRECT_B_MAX_ROWS: usize = 32;
@@ -152,7 +144,15 @@ impl Grid {
 
 /// C ← alpha·A·B + beta·C with the microkernel `cfg`, on up to `threads` threads of the current
 /// rayon pool.
+/// Products the small tiles do better with A read in place go there ([`super::in_place`]).
 pub(crate) fn gemm_blocked(cfg: &KernelConfig, prob: &Problem<'_>, threads: usize) {
+    if !gemm_in_place(cfg.isa, prob, cfg.kc, threads) {
+        gemm_packed(cfg, prob, threads);
+    }
+}
+
+/// [`gemm_blocked`] with A and B packed (B read in place for a few rows, where `cfg` can).
+fn gemm_packed(cfg: &KernelConfig, prob: &Problem<'_>, threads: usize) {
     let direct_b = cfg.direct_b && prob.b.cs == 1 && prob.m <= DIRECT_B_MAX_ROWS;
     let (m, n, k) = (prob.m, prob.n, prob.k);
     // Outside a rayon pool, products go to the helper team, cheap to hand to while it is awake.
@@ -174,9 +174,6 @@ pub(crate) fn gemm_blocked(cfg: &KernelConfig, prob: &Problem<'_>, threads: usiz
                 > 1
         {
             super::team::wake(threads);
-        }
-        if gemm_small(cfg.isa, prob, SMALL.min(cfg.kc)) {
-            return;
         }
         let all = Rect {
             i0: 0,
@@ -200,96 +197,6 @@ pub(crate) fn gemm_blocked(cfg: &KernelConfig, prob: &Problem<'_>, threads: usiz
     run_parallel(grid.tasks(), threads, &|t| {
         blocked_rect(cfg, prob, grid.rect(t, prob.m, prob.n, 0), direct_b);
     });
-}
-
-/// Runs `f(0..tasks)` on up to `threads` threads. From a rayon pool thread, rayon's own work
-/// splitting (the caller works too). From outside any pool (a program's main thread, a C
-/// caller), the GEMM's own helper team ([`super::team`]), whose helpers stay awake between
-/// products; if another thread's product holds the team, the caller takes every `threads`-th
-/// task itself and hands the other groups to the rayon pool.
-pub(super) fn run_parallel(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) {
-    if rayon::current_thread_index().is_some() {
-        (0..tasks).into_par_iter().for_each(f);
-        return;
-    }
-    if super::team::run(tasks, threads, f) {
-        return;
-    }
-    let groups = threads.clamp(1, tasks.max(1));
-    rayon::in_place_scope(|s| {
-        for g in 1..groups {
-            s.spawn(move |_| (g..tasks).step_by(groups).for_each(f));
-        }
-        (0..tasks).step_by(groups).for_each(f);
-    });
-}
-
-/// A product with every side ≤ `limit` (at most [`SMALL`]) on the calling thread with `isa`'s
-/// small tiles, when it has them and B and C have unit column strides; `false` (nothing done)
-/// otherwise. The tiles of an instruction set all sum an element of C alike (in increasing `p`,
-/// one slice: K ≤ KC), so the bits are those of the packed path.
-pub(crate) fn gemm_small(isa: Isa, prob: &Problem<'_>, limit: usize) -> bool {
-    let (m, n, k) = (prob.m, prob.n, prob.k);
-    let limit = limit.min(SMALL);
-    if m > limit || n > limit || k > limit || prob.a_packer.is_some() {
-        return false;
-    }
-    if prob.b.cs != 1 || prob.c.cs != 1 {
-        return false;
-    }
-    let Some(tile) = small_tile(isa, m, n) else {
-        return false;
-    };
-    run_small(tile, prob);
-    true
-}
-
-/// A small product on `tile` (whose instruction set the caller checked): B and C with unit
-/// column strides, K ≤ [`SMALL`].
-fn run_small(tile: &SmallTile, prob: &Problem<'_>) {
-    let (mr, nr) = (tile.mr, tile.nr);
-    let (m, n, k) = (prob.m, prob.n, prob.k);
-    let (a, b, c) = (prob.a, prob.b, prob.c);
-    // The last elements the kernels read of A and B, inside the checked views.
-    debug_assert!(a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs);
-    debug_assert!(b.data.len() > (k - 1) * b.rs + (n - 1));
-    // Plain loops: `step_by` divides to count its steps, a tenth of a 16³ product's time.
-    let mut i = 0;
-    while i < m {
-        let rows = mr.min(m - i);
-        let kernel = tile.kernel(rows);
-        let mut j = 0;
-        while j < n {
-            let cols = nr.min(n - j);
-            // SAFETY: (i, j) lies inside C, which the caller checked against its buffer.
-            let c_tile = unsafe { c.ptr.add(i * c.rs + j) };
-            // SAFETY: rows i..i+rows of A have k elements a.cs apart inside A's checked view;
-            // rows 0..k of B have `cols` elements from column j inside B's; the tile lies
-            // inside C (unit column stride) and nothing else writes it; the kernel's ISA was
-            // checked before the driver was entered.
-            unsafe {
-                kernel(
-                    k,
-                    prob.alpha,
-                    (a.data.as_ptr().add(i * a.rs), a.rs, a.cs),
-                    b.data.as_ptr().add(j),
-                    b.rs,
-                    prob.beta,
-                    c_tile,
-                    c.rs,
-                    rows,
-                    cols,
-                )
-            };
-            if let Some(e) = prob.epilogue {
-                // SAFETY: the tile lies inside C and only this call touches it; the caller
-                // checked the bias lengths against C's shape and the epilogue's ISA.
-                unsafe { e.apply(c_tile, c.rs, 1, (i, j), (rows, cols)) };
-            }
-            j += nr;
-        }
-        i += mr;
-    }
 }
 
 /// The five loops on one rectangle of C, on this thread.
@@ -651,9 +558,76 @@ mod tests {
                 ]) {
                     let what = format!("{isa} small {}x{} tile", tile.mr, tile.nr);
                     check_against_reference(&what, shape, a_col_major, &mut value, |prob| {
-                        run_small(tile, prob)
+                        super::super::in_place::run_whole(tile, prob, 64)
                     });
                 }
+            }
+        }
+    }
+
+    /// Where A is read in place, C has the bits the packed path gives it: the same tile
+    /// arithmetic, the same K slices (alpha, beta, both layouts of A, one slice and several).
+    #[test]
+    fn reading_a_in_place_keeps_the_packed_bits() {
+        use crate::gemm::in_place::gemm_in_place;
+        let mut value = values(5);
+        for isa in Isa::available() {
+            let Some(cfg) = kernels_of(isa).first() else {
+                continue;
+            };
+            if crate::gemm::config::small_tiles_of(isa).is_empty() {
+                continue; // nothing is read in place on this path
+            }
+            for &(m, n, k, a_col_major) in &[
+                (300, 32, 9, false),
+                (301, 9, 32, true),
+                (130, 128, 128, false),
+                (20, 40, cfg.kc * 2 + 7, false),
+                (5, 300, cfg.kc + 1, true),
+                (32, 7, 3, false),
+            ] {
+                let a: Vec<f32> = (0..m * k).map(|_| value()).collect();
+                let b: Vec<f32> = (0..k * n).map(|_| value()).collect();
+                let c0: Vec<f32> = (0..m * n).map(|_| value()).collect();
+                let (rs, cs) = if a_col_major { (1, m) } else { (k, 1) };
+                let run = |in_place: bool, threads: usize| {
+                    let mut c = c0.clone();
+                    let prob = Problem {
+                        m,
+                        n,
+                        k,
+                        alpha: -0.75,
+                        a: Operand { data: &a, rs, cs },
+                        a_packer: None,
+                        b: Operand {
+                            data: &b,
+                            rs: n,
+                            cs: 1,
+                        },
+                        beta: 0.5,
+                        c: Output {
+                            ptr: c.as_mut_ptr(),
+                            rs: n,
+                            cs: 1,
+                        },
+                        epilogue: None,
+                    };
+                    if in_place {
+                        assert!(gemm_in_place(isa, &prob, cfg.kc, threads), "{m}×{n}×{k}");
+                    } else {
+                        gemm_packed(cfg, &prob, threads);
+                    }
+                    c.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+                };
+                let packed = run(false, 1);
+                assert!(
+                    packed == run(true, 1),
+                    "{isa} {m}×{n}×{k}: in place, 1 thread"
+                );
+                assert!(
+                    packed == run(true, 2),
+                    "{isa} {m}×{n}×{k}: in place, 2 threads"
+                );
             }
         }
     }
@@ -675,7 +649,7 @@ mod tests {
                 ] {
                     let what = format!("{isa} {}x{} tile", cfg.mr, cfg.nr);
                     check_against_reference(&what, shape, false, &mut value, |prob| {
-                        gemm_blocked(cfg, prob, 2)
+                        gemm_packed(cfg, prob, 2)
                     });
                 }
             }

@@ -24,8 +24,8 @@
 //! thread in an order fixed by the shape, so every thread count gives the same bits.
 
 use super::config::slice_depth;
-use super::driver::run_parallel;
 use super::problem::{Output, Problem};
+use super::team::run_parallel;
 use crate::dispatch::per_isa;
 use crate::scratch::STAGE;
 use crate::Isa;

@@ -14,6 +14,7 @@ pub(crate) mod config;
 pub(crate) mod driver;
 pub(crate) mod epilogue;
 mod gemv;
+mod in_place;
 pub(crate) mod pack;
 pub(crate) mod problem;
 mod team;
@@ -206,7 +207,7 @@ pub fn gemm_fused(
         apply_epilogue(&prob);
         return Ok(());
     }
-    if driver::gemm_small(isa, &prob, config::SMALL_ALONE) {
+    if in_place::gemm_small(isa, &prob, config::SMALL_ALONE) {
         return Ok(());
     }
     driver::gemm_blocked(config::kernel_config(isa, prob.m, prob.n), &prob, threads);

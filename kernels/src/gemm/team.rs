@@ -22,6 +22,7 @@
 //! that was parked, or died with a forked process, simply never joins: the caller runs every
 //! task itself, so nothing waits on it.
 
+use rayon::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
@@ -113,6 +114,36 @@ pub(crate) fn wake(threads: usize) {
     if team.sleepers.load(Ordering::SeqCst) > 0 {
         notify(team);
     }
+}
+
+/// The cost model's price of a parallel section, in units of one multiply-add on the tiles.
+/// One rayon fork-join (waking the pool's threads and waiting for the last), or a hand-off to a
+/// parked helper team: 15 µs on a shared VM, i.e. some hundred thousand multiply-adds.
+pub(crate) const FORK_JOIN_COST: f64 = (1 << 19) as f64;
+/// A hand-off to the GEMM's helper team while its helpers are awake: 0.2–0.3 µs for an empty
+/// job (measured on a 2-core Zen 5 VM), plus the helper's cold caches.
+pub(crate) const HANDOFF_COST: f64 = (1 << 17) as f64;
+
+/// Runs `f(0..tasks)` on up to `threads` threads. From a rayon pool thread, rayon's own work
+/// splitting (the caller works too). From outside any pool (a program's main thread, a C
+/// caller), the GEMM's own helper team (this module), whose helpers stay awake between
+/// products; if another thread's product holds the team, the caller takes every `threads`-th
+/// task itself and hands the other groups to the rayon pool.
+pub(crate) fn run_parallel(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) {
+    if rayon::current_thread_index().is_some() {
+        (0..tasks).into_par_iter().for_each(f);
+        return;
+    }
+    if run(tasks, threads, f) {
+        return;
+    }
+    let groups = threads.clamp(1, tasks.max(1));
+    rayon::in_place_scope(|s| {
+        for g in 1..groups {
+            s.spawn(move |_| (g..tasks).step_by(groups).for_each(f));
+        }
+        (0..tasks).step_by(groups).for_each(f);
+    });
 }
 
 /// Runs `f(t)` for every `t < tasks` on the calling thread and up to `threads - 1` helpers.

@@ -1,0 +1,261 @@
+//! Products whose A the small tiles read in place, never packed: small products, and products
+//! where packing A would copy a large share of what the tiles then compute with.
+//!
+//! Packing A copies one float for every N multiply-adds the tiles do with it: negligible for a
+//! wide C, most of the work for a narrow one. With a short K the tile's own set-up is also
+//! large beside its k loop, and the packed path adds a call per packed panel. Measured on a Zen 3
+//! (AVX2, one thread, in-place against packed, interleaved): 21632×9×32 (a 3×3 convolution's
+//! forward product over one channel) 15.5 → 31.4 GFLOP/s, 21632×32×9 11.4 → 30.3, 784×64×64
+//! 44 → 59; on two threads 24 → 56, 15 → 33 and 73 → 115.
+//!
+//! K is cut at the path's slice depth as in the blocked driver, each slice summed by the same
+//! tile arithmetic (beta on the first slice, 1 after it), so every element of C has the bits the
+//! blocked path gives it, whatever the thread count: threads take bands of whole tiles.
+
+use super::config::{small_tile, SmallTile, SMALL};
+use super::problem::Problem;
+use super::team::{self, run_parallel, FORK_JOIN_COST, HANDOFF_COST};
+use crate::Isa;
+
+/// Up to this many rows of C, A is read in place at any K and N: the tiles of so few rows
+/// re-read each row of A once per column panel, from L1.
+pub(crate) const FEW_ROWS: usize = 32;
+
+/// A product with every side ≤ `limit` (at most [`SMALL`]) on the calling thread with `isa`'s
+/// small tiles, when it has them and B and C have unit column strides; `false` (nothing done)
+/// otherwise.
+pub(crate) fn gemm_small(isa: Isa, prob: &Problem<'_>, limit: usize) -> bool {
+    let (m, n, k) = (prob.m, prob.n, prob.k);
+    let limit = limit.min(SMALL);
+    if m > limit || n > limit || k > limit {
+        return false;
+    }
+    let Some(tile) = in_place_tile(isa, prob) else {
+        return false;
+    };
+    run_whole(tile, prob, k);
+    true
+}
+
+/// The whole of `prob` on this thread with `tile` (whose instruction set the caller checked; B
+/// and C with unit column strides), K in slices of `kc`.
+pub(super) fn run_whole(tile: &SmallTile, prob: &Problem<'_>, kc: usize) {
+    run_band(tile, prob, Band::whole(prob), kc);
+}
+
+/// A product with A read in place (see the module's documentation) on up to `threads` threads:
+/// C of at most [`FEW_ROWS`] rows, or K at most `kc` and [`SMALL`] with N at most [`SMALL`].
+/// `kc` is the slice depth of `isa`'s blocked path. `false` (nothing done) where that does not
+/// apply or `isa` has no small tiles.
+pub(crate) fn gemm_in_place(isa: Isa, prob: &Problem<'_>, kc: usize, threads: usize) -> bool {
+    let (m, n, k) = (prob.m, prob.n, prob.k);
+    let short_k = k <= kc.min(SMALL) && n <= SMALL;
+    if !(short_k || m <= FEW_ROWS) {
+        return false;
+    }
+    let Some(tile) = in_place_tile(isa, prob) else {
+        return false;
+    };
+    // Outside a rayon pool, the helper team takes the bands: cheap to hand to while awake.
+    let team = threads > 1 && rayon::current_thread_index().is_none();
+    let team_awake = team && team::awake();
+    let fork_cost = if team_awake {
+        HANDOFF_COST
+    } else {
+        FORK_JOIN_COST
+    };
+    let split = Split::new(tile, m, n, k, threads, fork_cost);
+    if split.bands == 1 {
+        // A product that an awake team would have split: wake it for the products that follow.
+        if team && !team_awake && Split::new(tile, m, n, k, threads, HANDOFF_COST).bands > 1 {
+            team::wake(threads);
+        }
+        run_whole(tile, prob, kc);
+        return true;
+    }
+    run_parallel(split.bands, threads, &|t| {
+        run_band(tile, prob, split.band(t, m, n), kc)
+    });
+    true
+}
+
+/// The small tile for `prob` when its A can be read in place: no packer standing in for A, B
+/// and C with unit column strides, and `isa` has small tiles.
+#[inline]
+fn in_place_tile(isa: Isa, prob: &Problem<'_>) -> Option<&'static SmallTile> {
+    if prob.a_packer.is_some() || prob.b.cs != 1 || prob.c.cs != 1 {
+        return None;
+    }
+    // The choice only weighs the padding of the last tiles, which beyond SMALL matters little.
+    small_tile(isa, prob.m.min(SMALL), prob.n.min(SMALL))
+}
+
+/// How C is cut among threads: `bands` bands of whole tiles, along the rows (or, for a C of
+/// fewer row tiles than bands, along the columns), `size` rows or columns each.
+#[derive(Clone, Copy, Debug)]
+struct Split {
+    bands: usize,
+    size: usize,
+    by_rows: bool,
+}
+
+impl Split {
+    /// Up to four bands per thread (claimed as threads come free), each worth at least one
+    /// hand-off; one band when the product is too small to gain from another thread.
+    fn new(
+        tile: &SmallTile,
+        m: usize,
+        n: usize,
+        k: usize,
+        threads: usize,
+        fork_cost: f64,
+    ) -> Split {
+        let (row_tiles, col_tiles) = (m.div_ceil(tile.mr), n.div_ceil(tile.nr));
+        let work = (m * n * k) as f64;
+        let worth = (work / fork_cost) as usize;
+        let by_rows = row_tiles >= threads || row_tiles >= col_tiles;
+        let tiles = if by_rows { row_tiles } else { col_tiles };
+        let wanted = if threads <= 1 || worth < 2 {
+            1
+        } else {
+            (threads * 4).min(worth).min(tiles).max(1)
+        };
+        let (step, extent) = if by_rows { (tile.mr, m) } else { (tile.nr, n) };
+        let size = tiles.div_ceil(wanted) * step;
+        Split {
+            bands: extent.div_ceil(size),
+            size,
+            by_rows,
+        }
+    }
+
+    fn band(&self, t: usize, m: usize, n: usize) -> Band {
+        let start = t * self.size;
+        if self.by_rows {
+            Band {
+                rows: (start, (start + self.size).min(m)),
+                cols: (0, n),
+            }
+        } else {
+            Band {
+                rows: (0, m),
+                cols: (start, (start + self.size).min(n)),
+            }
+        }
+    }
+}
+
+/// Rows `rows.0..rows.1` and columns `cols.0..cols.1` of C; their starts are multiples of the
+/// tile's sides (so every band's tiles are the tiles of the whole product).
+#[derive(Clone, Copy, Debug)]
+struct Band {
+    rows: (usize, usize),
+    cols: (usize, usize),
+}
+
+impl Band {
+    fn whole(prob: &Problem<'_>) -> Band {
+        Band {
+            rows: (0, prob.m),
+            cols: (0, prob.n),
+        }
+    }
+}
+
+/// One band of C on this thread with `tile` (whose instruction set the caller checked), K in
+/// slices of `kc`; the epilogue applied to each tile after its last slice.
+#[inline]
+fn run_band(tile: &SmallTile, prob: &Problem<'_>, band: Band, kc: usize) {
+    let (mr, nr) = (tile.mr, tile.nr);
+    let k = prob.k;
+    let (a, b, c) = (prob.a, prob.b, prob.c);
+    let (m, n) = (band.rows.1, band.cols.1);
+    if band.rows.0 >= m || band.cols.0 >= n || k == 0 {
+        return;
+    }
+    // The last elements the kernels read of A and B, inside the checked views.
+    debug_assert!(m <= prob.m && n <= prob.n);
+    debug_assert!(a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs);
+    debug_assert!(b.data.len() > (k - 1) * b.rs + (n - 1));
+    let mut pc = 0;
+    while pc < k {
+        let kb = kc.min(k - pc);
+        let beta = if pc == 0 { prob.beta } else { 1.0 };
+        let epilogue = prob.epilogue.filter(|_| pc + kb == k);
+        // Plain loops: `step_by` divides to count its steps, a tenth of a 16³ product's time.
+        let mut i = band.rows.0;
+        while i < m {
+            let rows = mr.min(m - i);
+            let kernel = tile.kernel(rows);
+            let mut j = band.cols.0;
+            while j < n {
+                let cols = nr.min(n - j);
+                // SAFETY: (i, j) lies inside C, which the caller checked against its buffer.
+                let c_tile = unsafe { c.ptr.add(i * c.rs + j) };
+                // SAFETY: rows i..i+rows of A have elements pc..pc+kb, a.cs apart, inside A's
+                // checked view; rows pc..pc+kb of B have `cols` elements from column j inside
+                // B's; the tile lies inside C (unit column stride) and only this band writes
+                // it; the kernel's ISA was checked before the driver was entered.
+                unsafe {
+                    kernel(
+                        kb,
+                        prob.alpha,
+                        (a.data.as_ptr().add(i * a.rs + pc * a.cs), a.rs, a.cs),
+                        b.data.as_ptr().add(pc * b.rs + j),
+                        b.rs,
+                        beta,
+                        c_tile,
+                        c.rs,
+                        rows,
+                        cols,
+                    )
+                };
+                if let Some(e) = epilogue {
+                    // SAFETY: the tile lies inside C and only this band touches it; the caller
+                    // checked the bias lengths against C's shape and the epilogue's ISA.
+                    unsafe { e.apply(c_tile, c.rs, 1, (i, j), (rows, cols)) };
+                }
+                j += nr;
+            }
+            i += mr;
+        }
+        pc += kb;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bands_are_whole_tiles_and_cover_c() {
+        for isa in Isa::available() {
+            for tile in crate::gemm::config::small_tiles_of(isa) {
+                for &(m, n, k, threads) in &[
+                    (21632, 32, 9, 2),
+                    (7, 300, 1000, 2),
+                    (5, 3, 2, 4),
+                    (1000, 100, 100, 3),
+                    (128, 128, 128, 2),
+                ] {
+                    for fork_cost in [HANDOFF_COST, FORK_JOIN_COST] {
+                        let split = Split::new(tile, m, n, k, threads, fork_cost);
+                        let mut covered = 0;
+                        for t in 0..split.bands {
+                            let band = split.band(t, m, n);
+                            let (step, start) = if split.by_rows {
+                                (tile.mr, band.rows.0)
+                            } else {
+                                (tile.nr, band.cols.0)
+                            };
+                            assert_eq!(start % step, 0, "{split:?}");
+                            covered += (band.rows.1 - band.rows.0) * (band.cols.1 - band.cols.0);
+                        }
+                        assert_eq!(covered, m * n, "{m}×{n}: {split:?}");
+                        assert!(split.bands <= (threads * 4).max(1), "{split:?}");
+                    }
+                }
+            }
+        }
+    }
+}
