@@ -147,7 +147,7 @@ impl Mpi {
                 if ready_tx.send(Ok((rank, size))).is_err() {
                     return;
                 }
-                worker::serve(&world, job_rx, done_tx, &caller_waits);
+                worker::serve(&world, job_rx, done_tx, &caller_waits, worker::max_piece());
                 // MPI_Finalize when `universe` drops, here on MPI's main thread; no MPI call
                 // may follow it.
                 ABORT_BY_MPI.store(false, Ordering::SeqCst);

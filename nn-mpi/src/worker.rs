@@ -66,18 +66,36 @@ struct Scratch {
     received: Vec<f32>,
     mine: Vec<f32>,
     gathered: Vec<f64>,
+    /// One piece of a vector too long for one MPI call.
+    piece: Vec<f32>,
     /// Per rank: values exchanged with it (none with oneself) and where they lie.
     counts: Vec<Count>,
     displs: Vec<Count>,
     zeros: Vec<Count>,
 }
 
-/// Serves jobs until the channel closes (the handle was dropped).
+/// The most values one MPI call carries: MPI counts and displacements are C ints, so a longer
+/// vector goes in pieces of at most this many values (each piece summed exactly as the whole
+/// would be: the sums are element by element).
+pub(crate) const MAX_PIECE: usize = i32::MAX as usize;
+
+/// The piece size: [`MAX_PIECE`], or for tests a smaller one from `NN_MPI_MAX_PIECE`, so that
+/// the pieced path runs on vectors of ordinary size.
+pub(crate) fn max_piece() -> usize {
+    std::env::var("NN_MPI_MAX_PIECE")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(MAX_PIECE, |p| p.clamp(1, MAX_PIECE))
+}
+
+/// Serves jobs until the channel closes (the handle was dropped). `piece`: the most values one
+/// MPI call may carry (at least 1, at most [`MAX_PIECE`]).
 pub(crate) fn serve(
     world: &SimpleCommunicator,
     jobs: Receiver<Job>,
     done: Sender<Done>,
     caller_waits: &AtomicBool,
+    piece: usize,
 ) {
     let mut scratch = Scratch::default();
     let size = world.size() as usize;
@@ -85,12 +103,11 @@ pub(crate) fn serve(
         let out = match job {
             Job::Broadcast(mut data, root) => {
                 let root = world.process_at_rank(root as i32);
-                mpi::request::scope(|s| {
-                    wait(
-                        root.immediate_broadcast_into(s, &mut data[..]),
-                        caller_waits,
-                    )
-                });
+                for part in data.chunks_mut(piece) {
+                    mpi::request::scope(|s| {
+                        wait(root.immediate_broadcast_into(s, part), caller_waits)
+                    });
+                }
                 Done::F32(data)
             }
             Job::AllGather(value) => {
@@ -104,24 +121,40 @@ pub(crate) fn serve(
                 Done::U64(all)
             }
             Job::SumF64(mut data) => {
-                let len = data.len();
-                scratch.gathered.resize(len * size, 0.0);
-                let gathered = &mut scratch.gathered;
-                mpi::request::scope(|s| {
-                    let r = world.immediate_all_gather_into(s, &data[..], &mut gathered[..]);
-                    wait(r, caller_waits)
-                });
-                data.fill(0.0);
-                for part in gathered.chunks_exact(len.max(1)) {
-                    for (d, &v) in data.iter_mut().zip(part) {
-                        *d += v;
+                // Every rank's values gathered (size × the piece), then added in rank order.
+                for values in data.chunks_mut((piece / size).max(1)) {
+                    let len = values.len();
+                    scratch.gathered.resize(len * size, 0.0);
+                    let gathered = &mut scratch.gathered;
+                    mpi::request::scope(|s| {
+                        let r = world.immediate_all_gather_into(s, &values[..], &mut gathered[..]);
+                        wait(r, caller_waits)
+                    });
+                    values.fill(0.0);
+                    for part in gathered.chunks_exact(len) {
+                        for (d, &v) in values.iter_mut().zip(part) {
+                            *d += v;
+                        }
                     }
                 }
                 Done::F64(data)
             }
             Job::Sum(mut data) => {
                 let start = Instant::now();
-                sum(world, size, &mut data, &mut scratch, caller_waits);
+                // Pieces whose chunks for all ranks fit one call's counts and displacements.
+                let whole = (piece / size).max(1) * size;
+                if data.len() <= whole {
+                    sum(world, size, &mut data, &mut scratch, caller_waits);
+                } else {
+                    let mut part = std::mem::take(&mut scratch.piece);
+                    for values in data.chunks_mut(whole) {
+                        part.clear();
+                        part.extend_from_slice(values);
+                        sum(world, size, &mut part, &mut scratch, caller_waits);
+                        values.copy_from_slice(&part);
+                    }
+                    scratch.piece = part;
+                }
                 Done::Sum(data, start.elapsed())
             }
         };

@@ -11,8 +11,19 @@ const CHECK: &str = env!("CARGO_BIN_EXE_nn-mpi-check");
 /// Runs `mpirun -np <ranks> nn-mpi-check <args>`; returns its output and how long it took,
 /// or fails the test if it runs longer than `limit`.
 fn mpirun(ranks: usize, args: &[&str], limit: Duration) -> (Output, Duration) {
+    mpirun_with(ranks, args, &[], limit)
+}
+
+/// [`mpirun`] with variables added to the ranks' environment.
+fn mpirun_with(
+    ranks: usize,
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> (Output, Duration) {
     let start = Instant::now();
     let mut child = Command::new("mpirun")
+        .envs(env.iter().copied())
         // Root in CI containers; more ranks than cores.
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
@@ -61,6 +72,25 @@ fn two_and_three_ranks_train_bit_identically_to_the_micro_batch_reference() {
             text(&out)
         );
     }
+}
+
+/// Vectors longer than one MPI call may carry (2³¹ − 1 values: MPI counts are C ints) go in
+/// pieces, each summed or broadcast as the whole would be: with the piece made small, the
+/// weights' broadcast and the gradients' sums all go in pieces, and the bits do not change.
+#[test]
+fn vectors_too_long_for_one_mpi_call_go_in_pieces_with_the_same_bits() {
+    let (out, _) = mpirun_with(
+        3,
+        &["train"],
+        &[("NN_MPI_MAX_PIECE", "1000")],
+        Duration::from_secs(300),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok 3 ranks"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// The job of `ranks` ranks in which rank 1 meets `fault` ends non-zero within 10 s of it.
