@@ -158,6 +158,18 @@ fn large_products_apply_the_epilogue_once_after_the_last_k_slice() {
                 4,
             )
             .unwrap();
+            // Few rows over several K slices, A read in place by the small tiles.
+            check(
+                path,
+                (20, 300, 1100),
+                act,
+                BiasKind::PerColumn,
+                false,
+                1.0,
+                0.5,
+                5,
+            )
+            .unwrap();
         }
     }
 }

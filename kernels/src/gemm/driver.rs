@@ -12,7 +12,7 @@ use super::pack::{pack_a, pack_b};
 use super::problem::Problem;
 #[cfg(test)]
 use super::problem::{Operand, Output};
-use super::team::{run_parallel, FORK_JOIN_COST, HANDOFF_COST};
+use super::team::{run_parallel, HandOff, FORK_JOIN_COST, HANDOFF_COST};
 use crate::scratch::{PACK_A, PACK_B};
 
 /// The largest `MR × NR` tile any registered kernel may have (scratch space for edge tiles).
@@ -155,26 +155,16 @@ pub(crate) fn gemm_blocked(cfg: &KernelConfig, prob: &Problem<'_>, threads: usiz
 fn gemm_packed(cfg: &KernelConfig, prob: &Problem<'_>, threads: usize) {
     let direct_b = cfg.direct_b && prob.b.cs == 1 && prob.m <= DIRECT_B_MAX_ROWS;
     let (m, n, k) = (prob.m, prob.n, prob.k);
-    // Outside a rayon pool, products go to the helper team, cheap to hand to while it is awake.
-    let team = threads > 1 && rayon::current_thread_index().is_none();
-    let team_awake = team && super::team::awake();
-    let fork_cost = if team_awake {
-        HANDOFF_COST
-    } else {
-        FORK_JOIN_COST
-    };
+    let handoff = HandOff::here(threads);
+    let fork_cost = handoff.cost();
     let (grid, grid_cost) = Grid::new(cfg, m, n, k, threads, direct_b, fork_cost);
     if threads <= 1 || grid.tasks() == 1 {
-        // A product that an awake team would have split: wake it for the products that follow.
-        if team
-            && !team_awake
-            && Grid::new(cfg, m, n, k, threads, direct_b, HANDOFF_COST)
+        handoff.ran_alone(threads, || {
+            Grid::new(cfg, m, n, k, threads, direct_b, HANDOFF_COST)
                 .0
                 .tasks()
                 > 1
-        {
-            super::team::wake(threads);
-        }
+        });
         let all = Rect {
             i0: 0,
             mb: prob.m,

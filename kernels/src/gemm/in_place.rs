@@ -14,12 +14,12 @@
 
 use super::config::{small_tile, SmallTile, SMALL};
 use super::problem::Problem;
-use super::team::{self, run_parallel, FORK_JOIN_COST, HANDOFF_COST};
+use super::team::{run_parallel, HandOff, HANDOFF_COST};
 use crate::Isa;
 
 /// Up to this many rows of C, A is read in place at any K and N: the tiles of so few rows
 /// re-read each row of A once per column panel, from L1.
-pub(crate) const FEW_ROWS: usize = 32;
+const FEW_ROWS: usize = 32;
 
 /// A product with every side ≤ `limit` (at most [`SMALL`]) on the calling thread with `isa`'s
 /// small tiles, when it has them and B and C have unit column strides; `false` (nothing done)
@@ -56,20 +56,12 @@ pub(crate) fn gemm_in_place(isa: Isa, prob: &Problem<'_>, kc: usize, threads: us
     let Some(tile) = in_place_tile(isa, prob) else {
         return false;
     };
-    // Outside a rayon pool, the helper team takes the bands: cheap to hand to while awake.
-    let team = threads > 1 && rayon::current_thread_index().is_none();
-    let team_awake = team && team::awake();
-    let fork_cost = if team_awake {
-        HANDOFF_COST
-    } else {
-        FORK_JOIN_COST
-    };
-    let split = Split::new(tile, m, n, k, threads, fork_cost);
+    let handoff = HandOff::here(threads);
+    let split = Split::new(tile, m, n, k, threads, handoff.cost());
     if split.bands == 1 {
-        // A product that an awake team would have split: wake it for the products that follow.
-        if team && !team_awake && Split::new(tile, m, n, k, threads, HANDOFF_COST).bands > 1 {
-            team::wake(threads);
-        }
+        handoff.ran_alone(threads, || {
+            Split::new(tile, m, n, k, threads, HANDOFF_COST).bands > 1
+        });
         run_whole(tile, prob, kc);
         return true;
     }
@@ -226,6 +218,7 @@ fn run_band(tile: &SmallTile, prob: &Problem<'_>, band: Band, kc: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gemm::team::FORK_JOIN_COST;
 
     #[test]
     fn bands_are_whole_tiles_and_cover_c() {
