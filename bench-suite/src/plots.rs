@@ -100,19 +100,21 @@ pub fn training_chart(t: &TrainingReport, dataset: &str, path: &Path) -> Res {
     if rows.is_empty() {
         return Ok(());
     }
-    let series: [(&str, RGBColor); 3] = [
+    let series: [(&str, RGBColor); 4] = [
         ("ours", RGBColor(31, 119, 180)),
         ("Keras", RGBColor(255, 127, 14)),
         ("PyTorch", RGBColor(44, 160, 44)),
+        ("burn", RGBColor(214, 39, 40)),
     ];
     let value = |r: &crate::training::TrainSummaryRow, s: usize| match s {
         0 => Some(r.ours_epoch_s),
         1 => r.keras_epoch_s,
-        _ => r.torch_epoch_s,
+        2 => r.torch_epoch_s,
+        _ => r.burn_epoch_s,
     };
     let max_s = rows
         .iter()
-        .flat_map(|r| (0..3).filter_map(move |s| value(r, s)))
+        .flat_map(|r| (0..series.len()).filter_map(move |s| value(r, s)))
         .fold(0.0, f64::max)
         * 1.15;
     let root = BitMapBackend::new(path, (900, 520)).into_drawing_area();
@@ -154,8 +156,8 @@ pub fn training_chart(t: &TrainingReport, dataset: &str, path: &Path) -> Res {
             .enumerate()
             .filter_map(|(i, r)| {
                 value(r, s).map(|v| {
-                    let x0 = i as f64 - 0.38 + s as f64 * 0.25;
-                    Rectangle::new([(x0, 0.0), (x0 + 0.24, v)], color.filled())
+                    let x0 = i as f64 - 0.4 + s as f64 * 0.2;
+                    Rectangle::new([(x0, 0.0), (x0 + 0.19, v)], color.filled())
                 })
             })
             .collect();

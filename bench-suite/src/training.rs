@@ -1,8 +1,8 @@
 //! The training part of the report: the seven reference programs (nn's examples `mlp_adam`,
 //! `mlp_rmsprop`, `cnn_sparse`, `cnn_onehot`, `synthetic`, `cnn_bn`, `cnn_stacked` — the very
 //! programs a user runs) on MNIST and Fashion-MNIST, each in a child process of its own (so its peak resident memory is its
-//! own), against Keras/TensorFlow and PyTorch: measured in the same run by the scripts in
-//! `bench-suite/peers/` when those frameworks are installed, otherwise the recorded figures of
+//! own), against Keras/TensorFlow, PyTorch and burn (the `peers` module): measured in the same
+//! run where those frameworks can run here, otherwise the recorded figures of
 //! `shared/reference/`, labelled as such.
 
 use std::path::{Path, PathBuf};
@@ -10,85 +10,8 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-/// One reference program: its letter (as in `shared/reference`), the example that implements
-/// it, the data sets it runs on, and the issue's targets.
-#[derive(Debug, Clone, Copy)]
-pub struct Program {
-    pub id: &'static str,
-    pub example: &'static str,
-    pub description: &'static str,
-    pub datasets: &'static [&'static str],
-    /// Its epochs (every framework's, unless the report is asked for fewer).
-    pub epochs: usize,
-    /// The seconds per epoch the first wave set as our target (2 threads, one machine kind);
-    /// `None` for programs added since, whose targets are the same-run ratios.
-    pub target_epoch_s: Option<f64>,
-}
-
-pub const PROGRAMS: [Program; 7] = [
-    Program {
-        id: "A",
-        example: "mlp_adam",
-        description: "Flatten → Dense(128, relu) → Dense(10, softmax); adam; 10 epochs, batch 32",
-        datasets: &["mnist", "fashion"],
-        epochs: 10,
-        target_epoch_s: Some(0.35),
-    },
-    Program {
-        id: "B",
-        example: "mlp_rmsprop",
-        description: "Dense(512, relu) → Dense(10, softmax); rmsprop; 5 epochs, batch 128",
-        datasets: &["mnist", "fashion"],
-        epochs: 5,
-        target_epoch_s: Some(0.6),
-    },
-    Program {
-        id: "C",
-        example: "cnn_sparse",
-        description:
-            "Conv2D(32, 3×3) → MaxPool(2×2) → Dense(128) → Dense(10); adam; sparse CE; 5 epochs",
-        datasets: &["mnist", "fashion"],
-        epochs: 5,
-        target_epoch_s: Some(2.5),
-    },
-    Program {
-        id: "D",
-        example: "cnn_onehot",
-        description: "the CNN of C with one-hot labels, categorical CE; 5 epochs",
-        datasets: &["mnist", "fashion"],
-        epochs: 5,
-        target_epoch_s: Some(2.5),
-    },
-    Program {
-        id: "E",
-        example: "synthetic",
-        description:
-            "Dense(64, relu) on 100 features → Dense(10, softmax); adam; 10 epochs, synthetic",
-        datasets: &["synthetic"],
-        epochs: 10,
-        target_epoch_s: Some(0.1),
-    },
-    Program {
-        id: "F",
-        example: "cnn_bn",
-        description: "Conv2D(16) → BatchNorm → ReLU → MaxPool → Conv2D(32) → BatchNorm → ReLU → \
-                      GlobalAvgPool → Dense(10); adam; sparse CE; 5 epochs, batch 64",
-        datasets: &["fashion"],
-        epochs: 5,
-        target_epoch_s: None,
-    },
-    Program {
-        id: "G",
-        example: "cnn_stacked",
-        description:
-            "Conv2D(16, same, relu) → AvgPool → Conv2D(32, same, tanh) → Conv2D(32, tanh) \
-                      → GlobalMaxPool → Dense(10); SGD, Nesterov 0.9; sparse CE; 3 epochs, \
-                      batch 128",
-        datasets: &["fashion"],
-        epochs: 3,
-        target_epoch_s: None,
-    },
-];
+use crate::peers::PeerFigure;
+use crate::programs::{Program, PROGRAMS};
 
 /// What one of our runs measured (the example's `--json` line).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -206,23 +129,6 @@ impl RunCost {
     }
 }
 
-/// A peer framework's figures for one program and data set.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PeerFigure {
-    pub framework: String,
-    pub program: String,
-    pub dataset: String,
-    pub epoch_s_median: f64,
-    pub test_accuracy: f64,
-    pub peak_rss_mib: Option<f64>,
-    pub inference_images_per_s: Option<f64>,
-    /// The epochs it trained (its accuracy is compared with ours only at equal epochs).
-    #[serde(default)]
-    pub epochs: Option<usize>,
-    /// "same run" or where the recorded figure comes from.
-    pub source: String,
-}
-
 /// One line of the training summary.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrainSummaryRow {
@@ -239,6 +145,15 @@ pub struct TrainSummaryRow {
     /// Keras's seconds per epoch ÷ ours (> 1: we are faster).
     pub speedup_vs_keras: Option<f64>,
     pub speedup_vs_torch: Option<f64>,
+    /// burn's figures (absent in reports before it was a peer, and when it was not asked for).
+    #[serde(default)]
+    pub burn_epoch_s: Option<f64>,
+    #[serde(default)]
+    pub burn_test_accuracy: Option<f64>,
+    #[serde(default)]
+    pub speedup_vs_burn: Option<f64>,
+    #[serde(default)]
+    pub burn_epochs: Option<usize>,
     /// Our test accuracy minus Keras's, in percentage points.
     pub accuracy_points_vs_keras: Option<f64>,
     pub target_epoch_s: Option<f64>,
@@ -384,140 +299,24 @@ fn run_ours_once(
     serde_json::from_str(line).map_err(|e| format!("{}'s JSON: {e}", program.example))
 }
 
-/// Peer figures recorded in `reference_dir` (`frameworks.json`: Fashion-MNIST,
-/// `frameworks_mnist.json`: MNIST; program E is synthetic).
-pub fn recorded_peers(reference_dir: &Path) -> Vec<PeerFigure> {
-    let mut out = vec![];
-    for (file, dataset) in [
-        ("frameworks.json", "fashion"),
-        ("frameworks_mnist.json", "mnist"),
-    ] {
-        let path = reference_dir.join(file);
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        let Ok(entries) = serde_json::from_str::<Vec<serde_json::Value>>(&text) else {
-            continue;
-        };
-        for e in entries {
-            let (Some(fw), Some(program), Some(epoch_s), Some(acc)) = (
-                e["framework"].as_str(),
-                e["model"].as_str(),
-                e["epoch_s_median"].as_f64(),
-                e["test_accuracy"].as_f64(),
-            ) else {
-                continue;
-            };
-            let versions = e["versions"]
-                .as_object()
-                .map(|v| {
-                    v.iter()
-                        .map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or("?")))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default();
-            out.push(PeerFigure {
-                framework: fw.to_string(),
-                program: program.to_string(),
-                dataset: if program == "E" {
-                    "synthetic".into()
-                } else {
-                    dataset.into()
-                },
-                epoch_s_median: epoch_s,
-                test_accuracy: acc,
-                peak_rss_mib: e["peak_rss_mib_after_train"].as_f64(),
-                inference_images_per_s: e["inference"]["call_images_per_s"]["median"].as_f64(),
-                epochs: PROGRAMS.iter().find(|p| p.id == program).map(|p| p.epochs),
-                source: format!(
-                    "recorded in shared/reference/{file} ({versions}; Zen 4 VM, 2 threads, \
-                     2026-11-22)"
-                ),
-            });
-        }
-    }
-    out
-}
-
-/// Runs the peer scripts of `bench-suite/peers/` with the interpreter `python` for every program
-/// when it has the framework, for `epochs` when given (as ours: equal work); returns what they
-/// measured (empty when neither is installed).
-pub fn run_peers(
-    python: &Path,
-    peers_dir: &Path,
-    threads: usize,
-    epochs: Option<usize>,
-    data_dirs: &[(&str, PathBuf)],
-) -> Vec<PeerFigure> {
-    let mut out = vec![];
-    for (framework, module, script) in [
-        ("keras", "tensorflow", "keras_programs.py"),
-        ("torch", "torch", "torch_programs.py"),
-    ] {
-        let has = Command::new(python)
-            .args(["-c", &format!("import {module}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !has {
-            eprintln!(
-                "report: {framework}: python3 cannot import {module}; using recorded figures"
-            );
-            continue;
-        }
-        // PyTorch versions of A–C (the recorded reference's), F and G.
-        let programs = PROGRAMS
+/// The figure of framework `fw` for a program and data set that the tables show: the same
+/// run's where there is one, otherwise the recorded run of median epoch time.
+fn chosen_peer<'a>(
+    peers: &'a [PeerFigure],
+    fw: &str,
+    program: &str,
+    dataset: &str,
+) -> Option<&'a PeerFigure> {
+    let matching = || {
+        peers
             .iter()
-            .filter(|p| framework == "keras" || "ABCFG".contains(p.id));
-        for p in programs {
-            for &ds in p.datasets {
-                let mut cmd = Command::new(python);
-                cmd.arg(peers_dir.join(script)).args([
-                    "--program",
-                    p.id,
-                    "--threads",
-                    &threads.to_string(),
-                ]);
-                if let Some((_, dir)) = data_dirs.iter().find(|(d, _)| *d == ds) {
-                    cmd.arg("--data-dir").arg(dir);
-                }
-                if let Some(e) = epochs {
-                    cmd.args(["--epochs", &e.to_string()]);
-                }
-                eprintln!("report: {framework} program {} on {ds}", p.id);
-                match cmd.output() {
-                    Ok(o) if o.status.success() => {
-                        let text = String::from_utf8_lossy(&o.stdout);
-                        if let Some(v) = text
-                            .lines()
-                            .rev()
-                            .find(|l| l.starts_with('{'))
-                            .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                        {
-                            out.push(PeerFigure {
-                                framework: framework.into(),
-                                program: p.id.into(),
-                                dataset: ds.into(),
-                                epoch_s_median: v["epoch_s_median"].as_f64().unwrap_or(f64::NAN),
-                                test_accuracy: v["test_accuracy"].as_f64().unwrap_or(f64::NAN),
-                                peak_rss_mib: v["peak_rss_mib"].as_f64(),
-                                inference_images_per_s: v["inference_images_per_s"].as_f64(),
-                                epochs: v["epochs"].as_u64().map(|e| e as usize),
-                                source: "same run".into(),
-                            });
-                        }
-                    }
-                    Ok(o) => eprintln!(
-                        "report: {framework} {} failed: {}",
-                        p.id,
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    ),
-                    Err(e) => eprintln!("report: {framework}: {e}"),
-                }
-            }
-        }
-    }
-    out
+            .filter(move |p| p.framework == fw && p.program == program && p.dataset == dataset)
+    };
+    matching().find(|p| p.source == "same run").or_else(|| {
+        let mut v: Vec<&PeerFigure> = matching().collect();
+        v.sort_by(|a, b| a.epoch_s_median.total_cmp(&b.epoch_s_median));
+        v.get(v.len().saturating_sub(1) / 2).copied()
+    })
 }
 
 impl TrainingReport {
@@ -530,26 +329,14 @@ impl TrainingReport {
         limits: Option<MachineLimits>,
     ) -> Self {
         let find = |fw: &str, program: &str, dataset: &str| {
-            let matching = || {
-                peers.iter().filter(move |p| {
-                    p.framework == fw && p.program == program && p.dataset == dataset
-                })
-            };
-            matching()
-                .find(|p| p.source == "same run")
-                .or_else(|| {
-                    // Several recorded runs: the median epoch time's entry.
-                    let mut v: Vec<&PeerFigure> = matching().collect();
-                    v.sort_by(|a, b| a.epoch_s_median.total_cmp(&b.epoch_s_median));
-                    v.get(v.len().saturating_sub(1) / 2).copied()
-                })
-                .cloned()
+            chosen_peer(&peers, fw, program, dataset).cloned()
         };
         let summary = runs
             .iter()
             .map(|r| {
                 let keras = find("keras", &r.program, &r.dataset);
                 let torch = find("torch", &r.program, &r.dataset);
+                let burn = find("burn", &r.program, &r.dataset);
                 let target = PROGRAMS
                     .iter()
                     .find(|p| p.id == r.program)
@@ -579,6 +366,10 @@ impl TrainingReport {
                     torch_test_accuracy: torch.as_ref().map(|t| t.test_accuracy),
                     speedup_vs_keras: keras.as_ref().map(|k| k.epoch_s_median / r.epoch_s_median),
                     speedup_vs_torch: torch.as_ref().map(|t| t.epoch_s_median / r.epoch_s_median),
+                    burn_epoch_s: burn.as_ref().map(|b| b.epoch_s_median),
+                    burn_test_accuracy: burn.as_ref().map(|b| b.test_accuracy),
+                    speedup_vs_burn: burn.as_ref().map(|b| b.epoch_s_median / r.epoch_s_median),
+                    burn_epochs: burn.as_ref().and_then(|b| b.epochs),
                     accuracy_points_vs_keras: keras_same_work
                         .map(|k| 100.0 * (r.test_accuracy - k.test_accuracy)),
                     target_epoch_s: target,
@@ -604,8 +395,9 @@ impl TrainingReport {
                      wall time per epoch including the validation pass where the program has one \
                      (as Keras's), median over epochs; test accuracy after the last epoch; peak RSS \
                      is the process's VmHWM; inference is a batch-1000 forward pass, median of 15; each program runs twice (two processes) and its figures are the medians over both runs' epochs and inference rates. \
-                     Peers: same-run figures where Python has the framework, run for as many epochs \
-                     as ours (the report's --epochs applies to every framework), otherwise the \
+                     Peers: same-run figures where the framework runs here (Keras and PyTorch \
+                     under the Python given, burn's own cargo project when asked), each run once \
+                     for as many epochs as ours (the report's --epochs applies to every framework), otherwise the \
                      recorded figures named in each peer's source (a different VM: compare with \
                      care); a peer's accuracy after a different number of epochs than ours is shown \
                      with its epochs and not compared"
@@ -665,6 +457,7 @@ pub fn training_markdown(t: &TrainingReport) -> String {
             r.ours_inference_images_per_s,
         );
     }
+    out += &peers_markdown(t);
     if let Some(m) = &t.limits {
         out += &format!(
             "\n### Against the machine's limit\n\n\
@@ -716,10 +509,68 @@ pub fn training_markdown(t: &TrainingReport) -> String {
         .iter()
         .flat_map(|r| [&r.keras_source, &r.torch_source])
         .filter_map(|s| s.as_deref())
+        .chain(t.summary.iter().filter_map(|r| {
+            chosen_peer(&t.peers, "burn", &r.program, &r.dataset).map(|b| b.source.as_str())
+        }))
         .collect();
     out += "\nPeer figures: ";
     out += &sources.into_iter().collect::<Vec<_>>().join("; ");
     out += &format!(".\n\nMethod: {}.\n", t.method);
+    out
+}
+
+/// Every peer beside ours, program by program: seconds per epoch, our speed-up, test accuracy
+/// (compared only after equal epochs), peak RSS and inference rate — the figures the main table
+/// has no room for, and burn's.
+fn peers_markdown(t: &TrainingReport) -> String {
+    let names = [("keras", "Keras"), ("torch", "PyTorch"), ("burn", "burn")];
+    let mut out = String::from(
+        "\n### Every peer beside ours\n\n\
+         | program | data | framework | s/epoch | ours faster | test acc. | ours − peer, points \
+         | peak RSS MiB | inference images/s | figures |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    let opt = |v: Option<f64>, digits: usize| v.map_or("—".into(), |x| format!("{x:.digits$}"));
+    for r in &t.summary {
+        out += &format!(
+            "| {} | {} | ours | {:.3} | — | {:.4} | — | {:.0} | {:.0} | this run |\n",
+            r.program,
+            r.dataset,
+            r.ours_epoch_s,
+            r.ours_test_accuracy,
+            r.ours_peak_rss_mib,
+            r.ours_inference_images_per_s
+        );
+        for (fw, name) in names {
+            let Some(p) = chosen_peer(&t.peers, fw, &r.program, &r.dataset) else {
+                continue;
+            };
+            let same_work = p.epochs.is_none_or(|e| Some(e) == r.ours_epochs);
+            out += &format!(
+                "| {} | {} | {name} | {:.3} | {:.1}× | {} | {} | {} | {} | {} |\n",
+                r.program,
+                r.dataset,
+                p.epoch_s_median,
+                p.epoch_s_median / r.ours_epoch_s,
+                match p.epochs {
+                    Some(e) if !same_work => format!("{:.4} ({e} epochs)", p.test_accuracy),
+                    _ => format!("{:.4}", p.test_accuracy),
+                },
+                if same_work {
+                    format!("{:+.2}", 100.0 * (r.ours_test_accuracy - p.test_accuracy))
+                } else {
+                    "—".into()
+                },
+                opt(p.peak_rss_mib, 0),
+                opt(p.inference_images_per_s, 0),
+                if p.source == "same run" {
+                    "this run"
+                } else {
+                    "recorded"
+                },
+            );
+        }
+    }
     out
 }
 
@@ -850,6 +701,47 @@ mod tests {
             assert!((d + 1.0).abs() < 1e-9, "{d}");
             assert!(!training_markdown(&t).contains("epochs)"));
         }
+    }
+
+    #[test]
+    fn burn_sits_beside_keras_and_pytorch_with_its_memory() {
+        let burn = PeerFigure {
+            framework: "burn".into(),
+            epoch_s_median: 4.0,
+            test_accuracy: 0.965,
+            peak_rss_mib: Some(228.0),
+            inference_images_per_s: Some(5e5),
+            epochs: Some(2),
+            ..keras(Some(2))
+        };
+        // A recorded Keras figure loses to the same run's.
+        let recorded = PeerFigure {
+            epoch_s_median: 9.0,
+            source: "recorded".into(),
+            ..keras(Some(2))
+        };
+        let peers = vec![recorded, burn, keras(Some(2))];
+        let t = TrainingReport::new(2, vec![run(2)], peers, None);
+        let row = &t.summary[0];
+        assert_eq!(row.speedup_vs_burn, Some(4.0));
+        assert_eq!(row.burn_test_accuracy, Some(0.965));
+        assert_eq!(row.speedup_vs_keras, Some(3.0));
+        let md = training_markdown(&t);
+        assert!(
+            md.contains("| A | mnist | ours | 1.000 | — | 0.9700 | — | 100 | 100000 | this run |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| A | mnist | burn | 4.000 | 4.0× | 0.9650 | +0.50 | 228 | 500000 | this run |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| A | mnist | Keras | 3.000 | 3.0× | 0.9800 | -1.00 | — | — | this run |"),
+            "{md}"
+        );
+        assert!(!md.contains("| A | mnist | PyTorch"), "{md}");
     }
 
     #[test]

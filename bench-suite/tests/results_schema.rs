@@ -5,8 +5,8 @@
 //! a column fails here.
 
 use bench_suite::gemm_bench::all_shapes;
+use bench_suite::programs::PROGRAMS;
 use bench_suite::report::{gemm_markdown, results_markdown, GemmReport, Results, SCHEMA_VERSION};
-use bench_suite::training::PROGRAMS;
 
 fn results_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../results"))

@@ -5,7 +5,8 @@
 //! cargo run --release -p bench-suite --bin report -- [--part all|gemm,layers,train,distributed]
 //!     [--threads 1,2] [--distributed-from results/distributed.json]
 //!     [--rounds 5] [--quick] [--shapes MxKxN,..] [--epochs N] [--data-dir DIR]
-//!     [--reference DIR] [--python PATH] [--out results]
+//!     [--reference DIR] [--python PATH] [--peers keras,torch,burn] [--out results]
+//!     [--render-from results/<report>.json]
 //! ```
 //!
 //! Writes `results/<date>-<host>.json` (everything measured), `results/README.md` (the headline
@@ -24,11 +25,13 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use bench_suite::gemm_bench::{all_shapes, measure_shape, Library, Measurement, Shape};
+use bench_suite::peers::{DEFAULT_FRAMEWORKS, FRAMEWORKS};
+use bench_suite::programs::{Program, PROGRAMS};
 use bench_suite::report::{
     gemm_markdown, results_markdown, utc_date_now, GemmChildReport, GemmReport, MachineInfo,
     MachinePerf, Results, SCHEMA_VERSION,
 };
-use bench_suite::training::{self, TrainingReport, PROGRAMS};
+use bench_suite::training::{self, TrainingReport};
 use kernels::Isa;
 
 struct Args {
@@ -52,6 +55,11 @@ struct Args {
     reference: PathBuf,
     /// The Python that runs the Keras and PyTorch programs.
     python: PathBuf,
+    /// The peer frameworks to run in this run (of `peers::FRAMEWORKS`).
+    peers: Vec<String>,
+    /// Measure nothing: write the pages and charts of this earlier report's JSON again (after
+    /// a change to how they are written).
+    render_from: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -73,6 +81,8 @@ fn parse_args() -> Result<Args, String> {
         epochs: None,
         data_dir: None,
         python: PathBuf::from("python3"),
+        peers: DEFAULT_FRAMEWORKS.iter().map(|f| f.to_string()).collect(),
+        render_from: None,
         reference: PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../shared/reference"
@@ -118,6 +128,24 @@ fn parse_args() -> Result<Args, String> {
             }
             "--reference" => args.reference = PathBuf::from(value("--reference")?),
             "--python" => args.python = PathBuf::from(value("--python")?),
+            "--render-from" => args.render_from = Some(PathBuf::from(value("--render-from")?)),
+            "--peers" => {
+                args.peers = value("--peers")?
+                    .split(',')
+                    .map(|f| f.trim().to_string())
+                    .filter(|f| !f.is_empty())
+                    .collect();
+                if let Some(f) = args
+                    .peers
+                    .iter()
+                    .find(|f| !FRAMEWORKS.contains(&f.as_str()))
+                {
+                    return Err(format!(
+                        "--peers: no peer {f:?} (peers: {})",
+                        FRAMEWORKS.join(", ")
+                    ));
+                }
+            }
             "--threads" => {
                 args.threads = value("--threads")?
                     .split(',')
@@ -149,11 +177,12 @@ fn parse_args() -> Result<Args, String> {
                 println!(
                     "usage: report [--part all|gemm,layers,train] [--threads 1,2] [--rounds N] [--quick] \
                      [--shapes MxKxN,..] [--epochs N] [--data-dir MNIST_DIR] [--reference DIR] \
-                     [--python PATH] [--out DIR]\n\
+                     [--python PATH] [--peers keras,torch,burn] [--out DIR] \
+                     [--render-from REPORT.json]\n\
                      gemm: every library on every shape per thread count; layers: convolution \
-                     passes against im2col + OpenBLAS; train: the five \
+                     passes against im2col + OpenBLAS; train: the seven \
                      reference programs on MNIST and Fashion-MNIST on the largest thread count, \
-                     against Keras and PyTorch"
+                     against the --peers (default keras,torch; burn's first build takes minutes)"
                 );
                 std::process::exit(0);
             }
@@ -250,6 +279,26 @@ fn main() {
         run_child(&args);
         return;
     }
+    if let Some(path) = &args.render_from {
+        let results: Results = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| {
+                eprintln!("report: {}: {e}", path.display());
+                std::process::exit(1)
+            });
+        let json_name = path
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into());
+        std::fs::create_dir_all(args.out.join("plots")).expect("create the output directory");
+        let distributed = args
+            .distributed_from
+            .is_some()
+            .then(|| run_distributed(&args, &results.machine))
+            .flatten();
+        write_pages(&args, &results, &json_name, distributed.as_ref());
+        return;
+    }
     let machine = MachineInfo::detect();
     eprintln!(
         "report: {} · {} cores · best path {} · threads {:?}",
@@ -281,24 +330,36 @@ fn main() {
         training,
     };
     let json_name = format!("{}-{}.json", results.date_utc, results.machine.host);
-    let write = |name: &str, bytes: &[u8]| {
-        let path = args.out.join(name);
-        nn::write_atomically(&path, bytes).unwrap_or_else(|e| {
-            eprintln!("report: writing {}: {e}", path.display());
-            std::process::exit(1)
-        });
-        eprintln!("report: wrote {}", path.display());
-    };
     write(
+        &args.out,
         &json_name,
         serde_json::to_string_pretty(&results)
             .expect("serialisable")
             .as_bytes(),
     );
-    write(
-        "README.md",
-        results_markdown(&results, &json_name).as_bytes(),
-    );
+    write_pages(&args, &results, &json_name, distributed.as_ref());
+}
+
+/// Writes `name` under `out` atomically, or ends the report.
+fn write(out: &std::path::Path, name: &str, bytes: &[u8]) {
+    let path = out.join(name);
+    nn::write_atomically(&path, bytes).unwrap_or_else(|e| {
+        eprintln!("report: writing {}: {e}", path.display());
+        std::process::exit(1)
+    });
+    eprintln!("report: wrote {}", path.display());
+}
+
+/// The pages and charts of `results` (whose JSON is `json_name`), and the data-parallel part's
+/// when measured or read.
+fn write_pages(
+    args: &Args,
+    results: &Results,
+    json_name: &str,
+    distributed: Option<&bench_suite::distributed::DistributedReport>,
+) {
+    let write = |name: &str, bytes: &[u8]| write(&args.out, name, bytes);
+    write("README.md", results_markdown(results, json_name).as_bytes());
     if let Some(g) = &results.gemm {
         write(
             "gemm.json",
@@ -311,7 +372,7 @@ fn main() {
     if let Some(t) = &results.training {
         write("anatomy.md", training::anatomy_markdown(t).as_bytes());
     }
-    if let Some(d) = &distributed {
+    if let Some(d) = distributed {
         write(
             "distributed.json",
             serde_json::to_string_pretty(d)
@@ -344,7 +405,7 @@ fn main() {
                 );
             }
         }
-        if let Some(d) = &distributed {
+        if let Some(d) = distributed {
             let name = "distributed-efficiency.png";
             plot(
                 name,
@@ -489,7 +550,7 @@ fn run_training(args: &Args, perf: &MachinePerf) -> TrainingReport {
         eprintln!("report: {e}");
         std::process::exit(1)
     });
-    let jobs: Vec<(&training::Program, &str)> = PROGRAMS
+    let jobs: Vec<(&Program, &str)> = PROGRAMS
         .iter()
         .flat_map(|p| p.datasets.iter().map(move |d| (p, *d)))
         .collect();
@@ -530,14 +591,21 @@ fn run_training(args: &Args, perf: &MachinePerf) -> TrainingReport {
         }
     }
     let peers_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/peers"));
-    let mut peers = training::run_peers(
+    // burn builds beside the report: target/burn-peer.
+    let target_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("burn-peer")))
+        .unwrap_or_else(|| PathBuf::from("target/burn-peer"));
+    let mut peers = bench_suite::peers::run_peers(
+        &args.peers,
         &args.python,
         &peers_dir,
+        &target_dir,
         threads,
         args.epochs,
         &[("mnist", mnist_dir), ("fashion", fashion_dir)],
     );
-    peers.extend(training::recorded_peers(&args.reference));
+    peers.extend(bench_suite::peers::recorded_peers(&args.reference));
     // The rooflines' denominators, measured on the training's thread count in this run.
     let at = |v: &[(usize, f64)]| v.iter().find(|(t, _)| *t == threads).map(|&(_, x)| x);
     let caches = kernels::cpu::cache_info();
