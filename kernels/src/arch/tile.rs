@@ -113,14 +113,21 @@ pub(crate) unsafe fn tile<V: Vector, const MR: usize, const NV: usize, const PAC
     let masks: [V::Mask; NV] =
         std::array::from_fn(|v| unsafe { V::mask(cols.saturating_sub(V::LANES * v)) });
     // Start fetching the C tile now: it is read (or written) only after the k loop, and its
-    // rows are far apart, so without this each row would miss the cache at the end. (Not for
-    // small products, A read in place: their C is in L1 already.)
+    // rows are far apart, so without this each row would miss the cache at the end. Every line
+    // of each row's `cols` floats, the last one too: a row need not start on a line (a Vec's
+    // floats are 16-byte aligned, and so is a row at an odd stride), and then it straddles one
+    // line more than its width fills — fetching that one too made 1024³ and 2048³ products
+    // 9–13 % faster on one Zen 3 thread (C from plain Vecs, interleaved in one process). (Not
+    // for small products, A read in place: their C is in L1 already.)
     if PACKED {
         for i in 0..rows {
-            for j in (0..NV * V::LANES).step_by(16) {
+            let row = c.wrapping_add(i * rsc);
+            for j in (0..cols).step_by(16) {
                 // SAFETY: a hint, which cannot fault; the addresses lie in C's tile's rows.
-                unsafe { prefetch(c.wrapping_add(i * rsc + j)) };
+                unsafe { prefetch(row.wrapping_add(j)) };
             }
+            // SAFETY: as above.
+            unsafe { prefetch(row.wrapping_add(cols.max(1) - 1)) };
         }
     }
     // SAFETY: forwarded from this function's contract.
