@@ -324,6 +324,7 @@ fn thread_count_does_not_change_the_bits() {
         (3000, 9, 32),
         (700, 100, 17),
         (20, 1100, 300),
+        (24, 512, 2048),
         // Matrix–vector products large enough to be split among threads.
         (100_003, 70, 1),
         (1, 300, 70_001),

@@ -568,6 +568,8 @@ mod tests {
             if crate::gemm::config::small_tiles_of(isa).is_empty() {
                 continue; // nothing is read in place on this path
             }
+            // Few rows whose B slices exceed L2: B packed a block of panels at a time.
+            let wide = crate::cpu::cache_info().l2.size / (4 * cfg.kc) + 37;
             for &(m, n, k, a_col_major) in &[
                 (300, 32, 9, false),
                 (301, 9, 32, true),
@@ -575,6 +577,8 @@ mod tests {
                 (20, 40, cfg.kc * 2 + 7, false),
                 (5, 300, cfg.kc + 1, true),
                 (32, 7, 3, false),
+                (20, wide, cfg.kc * 2 + 5, false),
+                (31, wide + 9, cfg.kc + 3, true),
             ] {
                 let a: Vec<f32> = (0..m * k).map(|_| value()).collect();
                 let b: Vec<f32> = (0..k * n).map(|_| value()).collect();
