@@ -74,11 +74,7 @@ fn options() -> Result<Options, String> {
 /// One IDX file (gzip-compressed or not): its dimensions and bytes, the sizes checked.
 fn idx(dir: &str, name: &str) -> Result<(Vec<usize>, Vec<u8>), String> {
     let path = std::path::Path::new(dir).join(name);
-    let gz = path.with_extension(format!(
-        "{}gz",
-        path.extension()
-            .map_or(String::new(), |e| format!("{}.", e.to_string_lossy()))
-    ));
+    let gz = std::path::Path::new(dir).join(format!("{name}.gz"));
     let mut raw = vec![];
     if let Ok(f) = std::fs::File::open(&gz) {
         flate2::read::GzDecoder::new(f)
