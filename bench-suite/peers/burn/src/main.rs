@@ -312,17 +312,26 @@ struct Run {
     images_per_s: f64,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn train<M: Net>(
-    mut model: M,
-    mut optim: ModuleOptimizer,
-    lr: f64,
-    (train, test): (&Split, &Split),
+/// What every program's loop shares: its data, batch size, epochs, validation and seed.
+#[derive(Clone, Copy)]
+struct Schedule<'a> {
+    train: &'a Split,
+    test: &'a Split,
     batch: usize,
     epochs: usize,
     validate: bool,
     seed: u64,
-) -> Run {
+}
+
+fn train<M: Net>(mut model: M, mut optim: ModuleOptimizer, lr: f64, s: &Schedule<'_>) -> Run {
+    let Schedule {
+        train,
+        test,
+        batch,
+        epochs,
+        validate,
+        seed,
+    } = *s;
     let device = Device::flex().autodiff();
     let inference = Device::flex();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
@@ -437,7 +446,14 @@ fn run() -> Result<(), String> {
     };
     let epochs = o.epochs.unwrap_or(epochs);
     let validate = "ACFG".contains(p);
-    let data = (&train_set, &test_set);
+    let schedule = Schedule {
+        train: &train_set,
+        test: &test_set,
+        batch,
+        epochs,
+        validate,
+        seed: o.seed,
+    };
     let mlp = |hidden: usize| Mlp {
         hidden: dense(train_set.features, hidden, &device),
         output: dense(hidden, 10, &device),
@@ -447,11 +463,7 @@ fn run() -> Result<(), String> {
             mlp(if p == 'A' { 128 } else { 64 }),
             adam(),
             1e-3,
-            data,
-            batch,
-            epochs,
-            validate,
-            o.seed,
+            &schedule,
         ),
         'B' => {
             let rmsprop = RmsPropConfig::new()
@@ -459,16 +471,7 @@ fn run() -> Result<(), String> {
                 .with_momentum(0.0)
                 .with_epsilon(1e-7)
                 .init();
-            train(
-                mlp(512),
-                rmsprop,
-                1e-3,
-                data,
-                batch,
-                epochs,
-                validate,
-                o.seed,
-            )
+            train(mlp(512), rmsprop, 1e-3, &schedule)
         }
         'C' | 'D' => {
             let model = Cnn {
@@ -477,7 +480,7 @@ fn run() -> Result<(), String> {
                 hidden: dense(32 * 13 * 13, 128, &device),
                 output: dense(128, 10, &device),
             };
-            train(model, adam(), 1e-3, data, batch, epochs, validate, o.seed)
+            train(model, adam(), 1e-3, &schedule)
         }
         'F' => {
             let model = CnnBn {
@@ -488,7 +491,7 @@ fn run() -> Result<(), String> {
                 bn2: batch_norm(32, &device),
                 output: dense(32, 10, &device),
             };
-            train(model, adam(), 1e-3, data, batch, epochs, validate, o.seed)
+            train(model, adam(), 1e-3, &schedule)
         }
         _ => {
             let model = CnnStacked {
@@ -503,7 +506,7 @@ fn run() -> Result<(), String> {
                 .with_dampening(0.0)
                 .with_nesterov(true);
             let sgd = SgdConfig::new().with_momentum(Some(nesterov)).init();
-            train(model, sgd, 0.05, data, batch, epochs, validate, o.seed)
+            train(model, sgd, 0.05, &schedule)
         }
     };
     let json = serde_json::json!({
