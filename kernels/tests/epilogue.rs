@@ -170,18 +170,21 @@ fn large_products_apply_the_epilogue_once_after_the_last_k_slice() {
                 5,
             )
             .unwrap();
-            // The same with B's slices beyond any L2 (packed a block of panels at a time).
-            check(
-                path,
-                (20, 1100, 1100),
-                act,
-                BiasKind::PerRow,
-                false,
-                1.0,
-                0.5,
-                6,
-            )
-            .unwrap();
+            // The same with B's slices beyond any L2 (packed a block of panels at a time; only
+            // x86's paths read A in place, and under emulation this case is slow).
+            if cfg!(target_arch = "x86_64") {
+                check(
+                    path,
+                    (20, 1100, 600),
+                    act,
+                    BiasKind::PerRow,
+                    false,
+                    1.0,
+                    0.5,
+                    6,
+                )
+                .unwrap();
+            }
         }
     }
 }
