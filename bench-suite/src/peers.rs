@@ -28,6 +28,14 @@ pub struct PeerFigure {
     pub source: String,
 }
 
+impl PeerFigure {
+    /// Whether it trained as many epochs as `epochs` (a figure that does not say is taken to
+    /// have): only then are its accuracy and ours compared.
+    pub fn same_epochs_as(&self, epochs: Option<usize>) -> bool {
+        self.epochs.is_none_or(|e| Some(e) == epochs)
+    }
+}
+
 /// The peers the report can run in the same process tree as ours.
 pub const FRAMEWORKS: [&str; 3] = ["keras", "torch", "burn"];
 

@@ -350,9 +350,7 @@ impl TrainingReport {
                         / (m.fma_peak_gflops * 1e9)
                 });
                 // Accuracies after different numbers of epochs are not compared.
-                let keras_same_work = keras
-                    .as_ref()
-                    .filter(|k| k.epochs.is_none_or(|e| e == r.epochs));
+                let keras_same_work = keras.as_ref().filter(|k| k.same_epochs_as(Some(r.epochs)));
                 TrainSummaryRow {
                     program: r.program.clone(),
                     dataset: r.dataset.clone(),
@@ -545,7 +543,7 @@ fn peers_markdown(t: &TrainingReport) -> String {
             let Some(p) = chosen_peer(&t.peers, fw, &r.program, &r.dataset) else {
                 continue;
             };
-            let same_work = p.epochs.is_none_or(|e| Some(e) == r.ours_epochs);
+            let same_work = p.same_epochs_as(r.ours_epochs);
             out += &format!(
                 "| {} | {} | {name} | {:.3} | {:.1}× | {} | {} | {} | {} | {} |\n",
                 r.program,

@@ -21,6 +21,7 @@ use super::epilogue::Epilogue;
 use super::pack::pack_b;
 use super::problem::Problem;
 use super::team::{run_parallel, HandOff, HANDOFF_COST};
+use crate::arch::StridedAKernelFn;
 use crate::scratch::PACK_B;
 use crate::Isa;
 
@@ -198,8 +199,8 @@ fn run_band(tile: &SmallTile, prob: &Problem<'_>, band: Band, kc: usize) {
         // apart (B of 2048 columns) each run of a tile's panel falls in the same few cache sets
         // and misses every step (24×512×2048 ran at 4–7 GFLOP/s on one Zen 3 thread). Then B is
         // packed, a block of whole panels at a time, each row of B read as one run per block (a
-        // few lines the prefetcher follows), the block a quarter of L2 so that it stays there
-        // while every row tile uses it: 24×512×2048 at 28 GFLOP/s, 32×128×5408 1.2× faster.
+        // few lines the prefetcher follows), the block half of L2 so that it stays there while
+        // every row tile uses it: 24×512×2048 at 29–36 GFLOP/s, 32×2048×1000 at 21–25 (8–13).
         // (Slices that fit in L2 run faster read in place: 32×784×128 and 32×128×784 lost
         // 8–18 % packed.) One row tile reads B once: nothing to gain.
         let l2 = crate::cpu::cache_info().l2.size;
@@ -222,7 +223,7 @@ fn run_band(tile: &SmallTile, prob: &Problem<'_>, band: Band, kc: usize) {
                             // them live) in the packed buffer.
                             unsafe {
                                 one_tile(
-                                    tile,
+                                    tile.kernel(rows),
                                     prob,
                                     (i, j),
                                     (rows, cols),
@@ -250,31 +251,20 @@ fn run_band(tile: &SmallTile, prob: &Problem<'_>, band: Band, kc: usize) {
             let mut j = band.cols.0;
             while j < n {
                 let cols = nr.min(n - j);
-                // SAFETY: (i, j) lies inside C, which the caller checked against its buffer.
-                let c_tile = unsafe { prob.c.ptr.add(i * prob.c.rs + j) };
-                // SAFETY: rows i..i+rows of A have elements pc..pc+kb, a.cs apart, inside A's
-                // checked view; rows pc..pc+kb of B have `cols` elements from column j inside
-                // B's; the tile lies inside C (unit column stride) and only this band writes
-                // it; the kernel's ISA was checked before the driver was entered.
+                // SAFETY: rows pc..pc+kb of B have `cols` elements from column j inside B's
+                // checked view, b.rs apart.
                 unsafe {
-                    kernel(
-                        kb,
-                        prob.alpha,
-                        (a.data.as_ptr().add(i * a.rs + pc * a.cs), a.rs, a.cs),
-                        b.data.as_ptr().add(pc * b.rs + j),
-                        b.rs,
+                    one_tile(
+                        kernel,
+                        prob,
+                        (i, j),
+                        (rows, cols),
+                        (pc, kb),
+                        (b.data.as_ptr().add(pc * b.rs + j), b.rs),
                         beta,
-                        c_tile,
-                        prob.c.rs,
-                        rows,
-                        cols,
+                        epilogue,
                     )
                 };
-                if let Some(e) = epilogue {
-                    // SAFETY: the tile lies inside C and only this band touches it; the caller
-                    // checked the bias lengths against C's shape and the epilogue's ISA.
-                    unsafe { e.apply(c_tile, prob.c.rs, 1, (i, j), (rows, cols)) };
-                }
                 j += nr;
             }
             i += mr;
@@ -287,13 +277,13 @@ fn run_band(tile: &SmallTile, prob: &Problem<'_>, band: Band, kc: usize) {
 /// A read in place and B's slice at `b_slice` (rows `rsb` apart); then the epilogue, if any.
 ///
 /// # Safety
-/// `b_slice` holds kb rows of `cols` readable floats, `rsb` apart; (i, j) and the tile lie inside
-/// C (unit column stride), which only the caller's band writes; `tile`'s instruction set was
-/// checked.
+/// `kernel` is a small tile's kernel for `rows` rows, its instruction set checked; `b_slice`
+/// holds kb rows of `cols` readable floats, `rsb` apart; (i, j) and the tile lie inside C (unit
+/// column stride), which only the caller's band writes.
 #[inline]
 #[allow(clippy::too_many_arguments)]
 unsafe fn one_tile(
-    tile: &SmallTile,
+    kernel: StridedAKernelFn,
     prob: &Problem<'_>,
     (i, j): (usize, usize),
     (rows, cols): (usize, usize),
@@ -308,7 +298,7 @@ unsafe fn one_tile(
     // as this function's contract says.
     unsafe {
         let c_tile = c.ptr.add(i * c.rs + j);
-        (tile.kernel(rows))(
+        kernel(
             kb,
             prob.alpha,
             (a.data.as_ptr().add(i * a.rs + pc * a.cs), a.rs, a.cs),
