@@ -136,19 +136,55 @@ pub fn build_burn_peer(peers_dir: &Path, target_dir: &Path) -> Result<PathBuf, S
     Ok(target_dir.join("release").join("burn-programs"))
 }
 
-/// Runs the `frameworks` asked for (of [`FRAMEWORKS`]) on every program they have, for `epochs`
-/// when given (as ours: equal work): Keras and PyTorch under `python` when it can import them,
-/// burn built into `target_dir`. Returns what they measured; a framework that cannot run here is
-/// said so and skipped (the recorded figures stand in for Keras and PyTorch).
-pub fn run_peers(
+/// A peer framework ready to run: its command with the framework's own settings, given the
+/// common arguments per program by [`PeerRunner::run`].
+pub struct PeerRunner {
+    pub framework: String,
+    command: Box<dyn Fn() -> Command>,
+}
+
+impl PeerRunner {
+    /// Whether this framework has a version of program `p`.
+    pub fn has(&self, p: &Program) -> bool {
+        has_program(&self.framework, p)
+    }
+
+    /// Runs program `p` on `dataset` with `threads` threads, for `epochs` when given (as ours:
+    /// equal work); `None` when the framework has no such program or the run failed (said so).
+    pub fn run(
+        &self,
+        p: &Program,
+        dataset: &str,
+        threads: usize,
+        epochs: Option<usize>,
+        data_dirs: &[(&str, PathBuf)],
+    ) -> Option<PeerFigure> {
+        if !self.has(p) {
+            return None;
+        }
+        run_one(
+            &self.framework,
+            (self.command)(),
+            p,
+            dataset,
+            threads,
+            epochs,
+            data_dirs,
+        )
+    }
+}
+
+/// Readies the `frameworks` asked for (of [`FRAMEWORKS`]): Keras and PyTorch under `python`
+/// when it can import them, burn built into `target_dir` (before anything is timed). A
+/// framework that cannot run here is said so and left out (the recorded figures stand in for
+/// Keras and PyTorch).
+pub fn prepare_peers(
     frameworks: &[String],
     python: &Path,
     peers_dir: &Path,
     target_dir: &Path,
     threads: usize,
-    epochs: Option<usize>,
-    data_dirs: &[(&str, PathBuf)],
-) -> Vec<PeerFigure> {
+) -> Vec<PeerRunner> {
     let mut out = vec![];
     for framework in frameworks {
         let framework = framework.as_str();
@@ -171,8 +207,9 @@ pub fn run_peers(
                     continue;
                 }
                 let script = peers_dir.join(script);
+                let python = python.to_path_buf();
                 Box::new(move || {
-                    let mut cmd = Command::new(python);
+                    let mut cmd = Command::new(&python);
                     cmd.arg(&script);
                     cmd
                 })
@@ -194,19 +231,10 @@ pub fn run_peers(
                 continue;
             }
         };
-        for p in PROGRAMS.iter().filter(|p| has_program(framework, p)) {
-            for &ds in p.datasets {
-                out.extend(run_one(
-                    framework,
-                    command(),
-                    p,
-                    ds,
-                    threads,
-                    epochs,
-                    data_dirs,
-                ));
-            }
-        }
+        out.push(PeerRunner {
+            framework: framework.into(),
+            command,
+        });
     }
     out
 }

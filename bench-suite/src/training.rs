@@ -218,20 +218,17 @@ pub fn examples_dir() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-/// Runs `program` on `dataset` with `threads` threads (optionally fewer epochs) and parses its
-/// measurements.
-pub fn run_ours(
-    dir: &Path,
+/// Our figure for one program and data set from its [`RUNS_OF_OURS`] runs (each a process of
+/// [`run_ours_once`]): the medians over all runs' epochs and inference rates, the largest peak
+/// RSS; an error when two runs with one seed disagree.
+pub fn merge_runs(
     program: &Program,
     dataset: &str,
-    threads: usize,
-    epochs: Option<usize>,
-    data_dir: Option<&Path>,
+    runs: Vec<TrainRun>,
 ) -> Result<TrainRun, String> {
-    let runs = (0..RUNS_OF_OURS)
-        .map(|_| run_ours_once(dir, program, dataset, threads, epochs, data_dir))
-        .collect::<Result<Vec<_>, _>>()?;
-    let first = &runs[0];
+    let first = runs
+        .first()
+        .ok_or_else(|| format!("{} on {dataset}: no run", program.example))?;
     // Same seed, same program: the same bits (the library's determinism, checked here too).
     if let Some(other) = runs
         .iter()
@@ -254,12 +251,16 @@ pub fn run_ours(
     })
 }
 
-/// Each of our programs runs this many times, each in its own process; its figures are the
-/// medians over all runs' epochs (and inference rates): a slow minute of this shared VM then
-/// moves one run's epochs, not the whole figure.
+/// Each of our programs runs this many times, each in its own process, and the report runs the
+/// peers' versions of the program between them (ours, Keras, PyTorch, burn, ours): its figures
+/// are the medians over all runs' epochs (and inference rates), so a slow minute of this shared
+/// VM moves one run's epochs, not the whole figure, and a slow phase that lasts falls on every
+/// framework of the program alike.
 pub const RUNS_OF_OURS: usize = 2;
 
-fn run_ours_once(
+/// Runs `program` on `dataset` once, in its own process, with `threads` threads (optionally
+/// fewer epochs), and parses its measurements.
+pub fn run_ours_once(
     dir: &Path,
     program: &Program,
     dataset: &str,
@@ -395,7 +396,9 @@ impl TrainingReport {
                      is the process's VmHWM; inference is a batch-1000 forward pass, median of 15; each program runs twice (two processes) and its figures are the medians over both runs' epochs and inference rates. \
                      Peers: same-run figures where the framework runs here (Keras and PyTorch \
                      under the Python given, burn's own cargo project when asked), each run once \
-                     for as many epochs as ours (the report's --epochs applies to every framework), otherwise the \
+                     for as many epochs as ours (the report's --epochs applies to every framework), \
+                     between our two runs of the same program and data set (ours, Keras, PyTorch, \
+                     burn, ours: a slow phase of the machine falls on all of them alike), otherwise the \
                      recorded figures named in each peer's source (a different VM: compare with \
                      care); a peer's accuracy after a different number of epochs than ours is shown \
                      with its epochs and not compared"

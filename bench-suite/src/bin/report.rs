@@ -306,37 +306,50 @@ fn main() {
     );
     std::fs::create_dir_all(args.out.join("plots")).expect("create the output directory");
     let machine_perf = measure_machine(&args.threads);
-    let gemm = args.gemm.then(|| run_gemm(&args, &machine, &machine_perf));
-    let layers = args.layers.then(|| {
-        let threads = *args.threads.iter().max().expect("a thread count");
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("a thread pool")
-            .install(|| bench_suite::layers_bench::measure(args.rounds))
-    });
-    let training = args.train.then(|| run_training(&args, &machine_perf));
-    let distributed = args
-        .distributed
-        .then(|| run_distributed(&args, &machine))
-        .flatten();
-    let results = Results {
+    let mut results = Results {
         schema_version: SCHEMA_VERSION,
         date_utc: utc_date_now(),
         machine,
         machine_perf,
-        gemm,
-        layers,
-        training,
+        gemm: None,
+        layers: None,
+        training: None,
     };
     let json_name = format!("{}-{}.json", results.date_utc, results.machine.host);
-    write(
-        &args.out,
-        &json_name,
-        serde_json::to_string_pretty(&results)
-            .expect("serialisable")
-            .as_bytes(),
-    );
+    // The JSON is rewritten after every part: a run cut short (a whole report takes hours
+    // with every peer) keeps what it measured, and `--render-from` draws the pages from it.
+    let save = |results: &Results| {
+        write(
+            &args.out,
+            &json_name,
+            serde_json::to_string_pretty(results)
+                .expect("serialisable")
+                .as_bytes(),
+        )
+    };
+    if args.gemm {
+        results.gemm = Some(run_gemm(&args, &results.machine, &results.machine_perf));
+        save(&results);
+    }
+    if args.layers {
+        let threads = *args.threads.iter().max().expect("a thread count");
+        results.layers = Some(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("a thread pool")
+                .install(|| bench_suite::layers_bench::measure(args.rounds)),
+        );
+        save(&results);
+    }
+    if args.train {
+        results.training = Some(run_training(&args, &results.machine_perf));
+        save(&results);
+    }
+    let distributed = args
+        .distributed
+        .then(|| run_distributed(&args, &results.machine))
+        .flatten();
     write_pages(&args, &results, &json_name, distributed.as_ref());
 }
 
@@ -546,28 +559,41 @@ fn run_gemm(args: &Args, machine: &MachineInfo, perf: &MachinePerf) -> GemmRepor
 /// The training part: every program on every data set, on the largest thread count.
 fn run_training(args: &Args, perf: &MachinePerf) -> TrainingReport {
     let threads = *args.threads.iter().max().expect("a thread count");
-    let dir = training::examples_dir().unwrap_or_else(|e| {
+    fn fail(e: impl std::fmt::Display) -> ! {
         eprintln!("report: {e}");
         std::process::exit(1)
-    });
+    }
+    let dir = training::examples_dir().unwrap_or_else(|e| fail(e));
     let jobs: Vec<(&Program, &str)> = PROGRAMS
         .iter()
         .flat_map(|p| p.datasets.iter().map(move |d| (p, *d)))
         .collect();
     // The data where a user's program finds it (downloaded there if no directory has it), so
     // that every framework reads the same files.
-    let located = |dir: nn::Result<PathBuf>| {
-        dir.unwrap_or_else(|e| {
-            eprintln!("report: {e}");
-            std::process::exit(1)
-        })
-    };
+    let located = |dir: nn::Result<PathBuf>| dir.unwrap_or_else(|e| fail(e));
     let mnist_dir = match args.data_dir.clone() {
         Some(d) => d,
         None => located(nn::datasets::mnist::locate()),
     };
     let fashion_dir = located(nn::datasets::fashion_mnist::locate());
+    let peers_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/peers"));
+    // burn builds beside the report: target/burn-peer.
+    let target_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("burn-peer")))
+        .unwrap_or_else(|| PathBuf::from("target/burn-peer"));
+    let runners = bench_suite::peers::prepare_peers(
+        &args.peers,
+        &args.python,
+        &peers_dir,
+        &target_dir,
+        threads,
+    );
+    let data_dirs = [("mnist", mnist_dir.clone()), ("fashion", fashion_dir)];
     let mut runs = vec![];
+    let mut peers = vec![];
+    // Program by program, ours and the peers interleaved (ours, each peer, ours again), so a
+    // slow phase of a shared machine falls on every framework of the program alike.
     for (i, (p, ds)) in jobs.iter().enumerate() {
         eprintln!(
             "report: training {}/{}: program {} ({}) on {ds}, {threads} threads",
@@ -576,35 +602,23 @@ fn run_training(args: &Args, perf: &MachinePerf) -> TrainingReport {
             p.id,
             p.example
         );
-        match training::run_ours(&dir, p, ds, threads, args.epochs, Some(&mnist_dir)) {
-            Ok(r) => {
-                eprintln!(
-                    "report:   {:.3} s/epoch, test accuracy {:.4}, peak RSS {:.0} MiB",
-                    r.epoch_s_median, r.test_accuracy, r.peak_rss_mib
-                );
-                runs.push(r)
-            }
-            Err(e) => {
-                eprintln!("report: {e}");
-                std::process::exit(1)
-            }
+        let ours_once = || {
+            training::run_ours_once(&dir, p, ds, threads, args.epochs, Some(&mnist_dir))
+                .unwrap_or_else(|e| fail(e))
+        };
+        let before = training::RUNS_OF_OURS.div_ceil(2);
+        let mut ours: Vec<_> = (0..before).map(|_| ours_once()).collect();
+        for runner in &runners {
+            peers.extend(runner.run(p, ds, threads, args.epochs, &data_dirs));
         }
+        ours.extend((before..training::RUNS_OF_OURS).map(|_| ours_once()));
+        let r = training::merge_runs(p, ds, ours).unwrap_or_else(|e| fail(e));
+        eprintln!(
+            "report:   ours {:.3} s/epoch, test accuracy {:.4}, peak RSS {:.0} MiB",
+            r.epoch_s_median, r.test_accuracy, r.peak_rss_mib
+        );
+        runs.push(r);
     }
-    let peers_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/peers"));
-    // burn builds beside the report: target/burn-peer.
-    let target_dir = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("burn-peer")))
-        .unwrap_or_else(|| PathBuf::from("target/burn-peer"));
-    let mut peers = bench_suite::peers::run_peers(
-        &args.peers,
-        &args.python,
-        &peers_dir,
-        &target_dir,
-        threads,
-        args.epochs,
-        &[("mnist", mnist_dir), ("fashion", fashion_dir)],
-    );
     peers.extend(bench_suite::peers::recorded_peers(&args.reference));
     // The rooflines' denominators, measured on the training's thread count in this run.
     let at = |v: &[(usize, f64)]| v.iter().find(|(t, _)| *t == threads).map(|&(_, x)| x);
