@@ -74,49 +74,6 @@ fn figure_from_output(
     })
 }
 
-/// Runs one peer program (`cmd` given the common arguments here) and reads its figure; a
-/// failure is reported and leaves no figure.
-fn run_one(
-    framework: &str,
-    mut cmd: Command,
-    p: &Program,
-    dataset: &str,
-    threads: usize,
-    epochs: Option<usize>,
-    data_dirs: &[(&str, PathBuf)],
-) -> Option<PeerFigure> {
-    cmd.args(["--program", p.id, "--threads", &threads.to_string()]);
-    if let Some((_, dir)) = data_dirs.iter().find(|(d, _)| *d == dataset) {
-        cmd.arg("--data-dir").arg(dir);
-    }
-    if let Some(e) = epochs {
-        cmd.args(["--epochs", &e.to_string()]);
-    }
-    eprintln!("report: {framework} program {} on {dataset}", p.id);
-    match cmd.output() {
-        Ok(o) if o.status.success() => {
-            let figure =
-                figure_from_output(framework, p, dataset, &String::from_utf8_lossy(&o.stdout));
-            if figure.is_none() {
-                eprintln!("report: {framework} {} printed no figure", p.id);
-            }
-            figure
-        }
-        Ok(o) => {
-            eprintln!(
-                "report: {framework} {} failed: {}",
-                p.id,
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-            None
-        }
-        Err(e) => {
-            eprintln!("report: {framework}: {e}");
-            None
-        }
-    }
-}
-
 /// Builds the burn project of `peers_dir/burn` (its locked dependencies, release profile) into
 /// `target_dir` and returns its binary.
 pub fn build_burn_peer(peers_dir: &Path, target_dir: &Path) -> Result<PathBuf, String> {
@@ -150,7 +107,8 @@ impl PeerRunner {
     }
 
     /// Runs program `p` on `dataset` with `threads` threads, for `epochs` when given (as ours:
-    /// equal work); `None` when the framework has no such program or the run failed (said so).
+    /// equal work), and reads its figure; `None` when the framework has no such program or the
+    /// run failed (said so).
     pub fn run(
         &self,
         p: &Program,
@@ -162,15 +120,38 @@ impl PeerRunner {
         if !self.has(p) {
             return None;
         }
-        run_one(
-            &self.framework,
-            (self.command)(),
-            p,
-            dataset,
-            threads,
-            epochs,
-            data_dirs,
-        )
+        let framework = self.framework.as_str();
+        let mut cmd = (self.command)();
+        cmd.args(["--program", p.id, "--threads", &threads.to_string()]);
+        if let Some((_, dir)) = data_dirs.iter().find(|(d, _)| *d == dataset) {
+            cmd.arg("--data-dir").arg(dir);
+        }
+        if let Some(e) = epochs {
+            cmd.args(["--epochs", &e.to_string()]);
+        }
+        eprintln!("report: {framework} program {} on {dataset}", p.id);
+        match cmd.output() {
+            Ok(o) if o.status.success() => {
+                let figure =
+                    figure_from_output(framework, p, dataset, &String::from_utf8_lossy(&o.stdout));
+                if figure.is_none() {
+                    eprintln!("report: {framework} {} printed no figure", p.id);
+                }
+                figure
+            }
+            Ok(o) => {
+                eprintln!(
+                    "report: {framework} {} failed: {}",
+                    p.id,
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("report: {framework}: {e}");
+                None
+            }
+        }
     }
 }
 
