@@ -101,11 +101,6 @@ pub struct PeerRunner {
 }
 
 impl PeerRunner {
-    /// Whether this framework has a version of program `p`.
-    pub fn has(&self, p: &Program) -> bool {
-        has_program(&self.framework, p)
-    }
-
     /// Runs program `p` on `dataset` with `threads` threads, for `epochs` when given (as ours:
     /// equal work), and reads its figure; `None` when the framework has no such program or the
     /// run failed (said so).
@@ -117,10 +112,10 @@ impl PeerRunner {
         epochs: Option<usize>,
         data_dirs: &[(&str, PathBuf)],
     ) -> Option<PeerFigure> {
-        if !self.has(p) {
+        let framework = self.framework.as_str();
+        if !has_program(framework, p) {
             return None;
         }
-        let framework = self.framework.as_str();
         let mut cmd = (self.command)();
         cmd.args(["--program", p.id, "--threads", &threads.to_string()]);
         if let Some((_, dir)) = data_dirs.iter().find(|(d, _)| *d == dataset) {

@@ -11,9 +11,6 @@ pub struct Program {
     pub datasets: &'static [&'static str],
     /// Its epochs (every framework's, unless the report is asked for fewer).
     pub epochs: usize,
-    /// The seconds per epoch the first wave set as our target (2 threads, one machine kind);
-    /// `None` for programs added since, whose targets are the same-run ratios.
-    pub target_epoch_s: Option<f64>,
 }
 
 pub const PROGRAMS: [Program; 7] = [
@@ -23,7 +20,6 @@ pub const PROGRAMS: [Program; 7] = [
         description: "Flatten → Dense(128, relu) → Dense(10, softmax); adam; 10 epochs, batch 32",
         datasets: &["mnist", "fashion"],
         epochs: 10,
-        target_epoch_s: Some(0.35),
     },
     Program {
         id: "B",
@@ -31,7 +27,6 @@ pub const PROGRAMS: [Program; 7] = [
         description: "Dense(512, relu) → Dense(10, softmax); rmsprop; 5 epochs, batch 128",
         datasets: &["mnist", "fashion"],
         epochs: 5,
-        target_epoch_s: Some(0.6),
     },
     Program {
         id: "C",
@@ -40,7 +35,6 @@ pub const PROGRAMS: [Program; 7] = [
             "Conv2D(32, 3×3) → MaxPool(2×2) → Dense(128) → Dense(10); adam; sparse CE; 5 epochs",
         datasets: &["mnist", "fashion"],
         epochs: 5,
-        target_epoch_s: Some(2.5),
     },
     Program {
         id: "D",
@@ -48,7 +42,6 @@ pub const PROGRAMS: [Program; 7] = [
         description: "the CNN of C with one-hot labels, categorical CE; 5 epochs",
         datasets: &["mnist", "fashion"],
         epochs: 5,
-        target_epoch_s: Some(2.5),
     },
     Program {
         id: "E",
@@ -57,7 +50,6 @@ pub const PROGRAMS: [Program; 7] = [
             "Dense(64, relu) on 100 features → Dense(10, softmax); adam; 10 epochs, synthetic",
         datasets: &["synthetic"],
         epochs: 10,
-        target_epoch_s: Some(0.1),
     },
     Program {
         id: "F",
@@ -66,7 +58,6 @@ pub const PROGRAMS: [Program; 7] = [
                       GlobalAvgPool → Dense(10); adam; sparse CE; 5 epochs, batch 64",
         datasets: &["fashion"],
         epochs: 5,
-        target_epoch_s: None,
     },
     Program {
         id: "G",
@@ -77,6 +68,5 @@ pub const PROGRAMS: [Program; 7] = [
                       batch 128",
         datasets: &["fashion"],
         epochs: 3,
-        target_epoch_s: None,
     },
 ];
