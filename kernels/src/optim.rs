@@ -21,8 +21,9 @@
 use rayon::prelude::*;
 
 use crate::error::{check_len, Error, Result};
+use crate::gemm::pack::transpose_lines;
 use crate::gemm::{gemm_with, ExecOptions, Threading};
-use crate::scratch::PRODUCT;
+use crate::scratch::{PRODUCT, PRODUCT_OPERAND};
 use crate::shared::SharedOut;
 use crate::{Isa, MatMut, MatRef};
 
@@ -430,67 +431,98 @@ pub fn update_from_product(
         threading: Threading::Single,
         ..*opts
     };
-    let rows = block_rows(k, n);
-    let w_out = SharedOut::new(w);
-    let d_out = d.map(SharedOut::new);
-    let state_out = state_handles(state);
-    // A one-row last block joins the block before it: its input-gradient product would be a
-    // one-column product, which sums in another order than the tiles (`gemm::gemv`), and `d`
-    // would then differ from `b·wᵀ` computed whole.
-    let tail_joins = k > rows && (k - 1) % rows == 0;
-    let block = |first: usize| -> Result<()> {
-        let r = rows.min(k - first);
-        let r = if tail_joins && first + r == k - 1 {
-            r + 1
-        } else {
-            r
-        };
-        let span = first * n..(first + r) * n;
-        // SAFETY: each block owns rows first..first + r of w and of the state, and columns
-        // first..first + r of d; no other task forms slices of them.
-        let w_blk = unsafe { w_out.slice(span.clone()) };
-        let d_len = if d_out.is_some() { m * r } else { 0 };
-        PRODUCT.with(r * n + d_len, 0, |buf| {
-            let (g, d_blk) = buf.split_at_mut(r * n);
-            if let Some(d_out) = &d_out {
-                // d[:, first..first + r] = b · w_blkᵀ, with the weights before the step.
+    // The input gradient is formed transposed, block by block: dᵀ[rows, :] = w[rows, :]·bᵀ reads
+    // the block's weights in place as the product's A (rows of w are rows of A), where
+    // d[:, rows] = b·w[rows, :]ᵀ would repack them transposed as B on every call. bᵀ is formed
+    // once per call and shared by the blocks. Measured on a 2-core Xeon (AVX-512), Dense
+    // 5408→128 at batch 32, one thread: 0.65 ms per step against 0.93 for the 45 blocks'
+    // products (the same bits: each element is the same sum in the same order).
+    let bt_len = if d.is_some() { m * n } else { 0 };
+    PRODUCT_OPERAND.with(bt_len, 0, |bt| {
+        if d.is_some() {
+            transpose_into(b, bt);
+        }
+        let bt = MatRef::row_major(bt, n, m, m);
+        let rows = block_rows(k, n);
+        let w_out = SharedOut::new(w);
+        let d_out = d.map(SharedOut::new);
+        let state_out = state_handles(state);
+        // A one-row last block joins the block before it: its input-gradient product would be
+        // a one-row product, which sums in another order than the tiles (`gemm::gemv`), and `d`
+        // would then differ from `b·wᵀ` computed whole.
+        let tail_joins = k > rows && (k - 1) % rows == 0;
+        let block = |first: usize| -> Result<()> {
+            let r = rows.min(k - first);
+            let r = if tail_joins && first + r == k - 1 {
+                r + 1
+            } else {
+                r
+            };
+            let span = first * n..(first + r) * n;
+            // SAFETY: each block owns rows first..first + r of w and of the state, and columns
+            // first..first + r of d; no other task forms slices of them.
+            let w_blk = unsafe { w_out.slice(span.clone()) };
+            let d_len = if d_out.is_some() { r * m } else { 0 };
+            PRODUCT.with(r * n + 2 * d_len, 0, |buf| {
+                let (g, rest) = buf.split_at_mut(r * n);
+                let (dt_blk, d_blk) = rest.split_at_mut(d_len);
+                if let Some(d_out) = &d_out {
+                    // dᵀ[first..first + r, :] = w_blk · bᵀ, with the weights before the step;
+                    // a one-row block (k = 1) as the one-column product b · w_blkᵀ that the
+                    // whole d = b·wᵀ is (`gemm::gemv` sums a row and a column differently).
+                    if r == 1 {
+                        let w_col = MatRef::row_major(w_blk, 1, n, n).t();
+                        let d_col = MatMut::row_major(dt_blk, m, 1, 1);
+                        gemm_with(&single, 1.0, b, w_col, 0.0, d_col)?;
+                    } else {
+                        let w_rows = MatRef::row_major(w_blk, r, n, n);
+                        let dt = MatMut::row_major(dt_blk, r, m, m);
+                        gemm_with(&single, 1.0, w_rows, bt, 0.0, dt)?;
+                    }
+                    let dt_row = |j: usize| &dt_blk[j * m..(j + 1) * m];
+                    transpose_lines(dt_row, r, d_blk, 0, r, m);
+                    for (i, src) in d_blk.chunks_exact(r).enumerate() {
+                        // SAFETY: as above (row i's columns of this block).
+                        unsafe { d_out.slice(i * k + first..i * k + first + r) }
+                            .copy_from_slice(src);
+                    }
+                }
+                // g = (a[:, first..first + r])ᵀ · b.
                 gemm_with(
                     &single,
                     1.0,
+                    a.columns(first, r).t(),
                     b,
-                    MatRef::row_major(w_blk, r, n, n).t(),
                     0.0,
-                    MatMut::row_major(d_blk, m, r, r),
+                    MatMut::row_major(g, r, n, n),
                 )?;
-                for (i, src) in d_blk.chunks_exact(r).enumerate() {
-                    // SAFETY: as above (row i's columns of this block).
-                    unsafe { d_out.slice(i * k + first..i * k + first + r) }.copy_from_slice(src);
-                }
-            }
-            // g = (a[:, first..first + r])ᵀ · b.
-            gemm_with(
-                &single,
-                1.0,
-                a.columns(first, r).t(),
-                b,
-                0.0,
-                MatMut::row_major(g, r, n, n),
-            )?;
-            // SAFETY: as above.
-            let mut blk_state = unsafe { state_spans(&state_out, &span) };
-            // SAFETY: `resolve` checked that this CPU has `update_isa`'s features.
-            unsafe { rule.apply(update_isa, w_blk, g, &mut blk_state[..rule.state_buffers()]) };
-            Ok(())
-        })
-    };
-    if k <= rows {
-        block(0)
-    } else {
-        (0..k)
-            .into_par_iter()
-            .step_by(rows)
-            .with_min_len(min_len(opts.threading))
-            .filter(|&first| !(tail_joins && first == k - 1))
-            .try_for_each(block)
+                // SAFETY: as above.
+                let mut blk_state = unsafe { state_spans(&state_out, &span) };
+                // SAFETY: `resolve` checked that this CPU has `update_isa`'s features.
+                unsafe { rule.apply(update_isa, w_blk, g, &mut blk_state[..rule.state_buffers()]) };
+                Ok(())
+            })
+        };
+        if k <= rows {
+            block(0)
+        } else {
+            (0..k)
+                .into_par_iter()
+                .step_by(rows)
+                .with_min_len(min_len(opts.threading))
+                .filter(|&first| !(tail_joins && first == k - 1))
+                .try_for_each(block)
+        }
+    })
+}
+
+/// `out` (`b.cols() × b.rows()`, row-major) ← `bᵀ`.
+fn transpose_into(b: MatRef<'_>, out: &mut [f32]) {
+    let (m, n) = (b.rows(), b.cols());
+    let (data, rs, cs) = (b.data(), b.row_stride(), b.col_stride());
+    for i in 0..m {
+        for p in 0..n {
+            out[p * m + i] = data[i * rs + p * cs];
+        }
     }
 }

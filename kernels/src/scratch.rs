@@ -92,6 +92,7 @@ thread_local! {
     static CONV_GRAD_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
     static PRODUCT_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
     static PADDED_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
+    static PRODUCT_OPERAND_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
 }
 
 /// Packed micro-panels of A (GEMM driver).
@@ -117,12 +118,26 @@ pub(crate) static CONV_GRAD: Scratch = Scratch::new(&CONV_GRAD_TLS);
 /// forms it and the optimizer step that consumes it (`optim::update_from_product`).
 pub(crate) static PRODUCT: Scratch = Scratch::new(&PRODUCT_TLS);
 
+/// An operand of `optim::update_from_product` rearranged once per call and read by every block
+/// (the transposed output gradient).
+pub(crate) static PRODUCT_OPERAND: Scratch = Scratch::new(&PRODUCT_OPERAND_TLS);
+
 /// Zero-padded copies of a one-channel convolution's input images (the direct 3×3 kernel wants
 /// every window inside its input).
 pub(crate) static PADDED: Scratch = Scratch::new(&PADDED_TLS);
 
-static ALL: [&Scratch; 10] = [
-    &PACK_A, &PACK_B, &COL, &PARTIALS, &PACKED_W, &GROUP_OUT, &STAGE, &CONV_GRAD, &PRODUCT, &PADDED,
+static ALL: [&Scratch; 11] = [
+    &PACK_A,
+    &PACK_B,
+    &COL,
+    &PARTIALS,
+    &PACKED_W,
+    &GROUP_OUT,
+    &STAGE,
+    &CONV_GRAD,
+    &PRODUCT,
+    &PRODUCT_OPERAND,
+    &PADDED,
 ];
 
 /// A counter that changes whenever some thread's scratch buffer grew past every earlier size:

@@ -237,7 +237,7 @@ pub(crate) fn pack_lines(out: &mut [f32], lines: &[Option<&[f32]>], width: usize
 /// AVX registers where the CPU has them (a third fewer shuffles and half the loads and stores
 /// per float of the SSE blocks), then four through SSE, then one by one.
 #[inline]
-fn transpose_lines<'a>(
+pub(crate) fn transpose_lines<'a>(
     line: impl Fn(usize) -> &'a [f32],
     count: usize,
     out: &mut [f32],
