@@ -33,6 +33,7 @@ mod process;
 pub mod reference;
 mod scratch;
 mod shared;
+mod subnormal;
 mod window;
 
 pub use activation::Activation;

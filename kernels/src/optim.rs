@@ -7,6 +7,11 @@
 //!   with the bias correction folded into `α = lr·√(1 − β₂ᵗ) / (1 − β₁ᵗ)` as Keras does.
 //! * RMSprop: `v ← ρ·v + (1 − ρ)·g²`, `w ← w − lr·g / √(v + ε)` (ε inside the root, as Keras).
 //!
+//! The rules run with subnormal numbers flushed to zero, inputs and results, as TensorFlow runs
+//! its CPU kernels: a state that decays geometrically (Adam's first moment of a weight whose
+//! input is mostly zero) would otherwise turn subnormal and cost a microcode assist per element
+//! on x86 (see [`crate::subnormal`]). A state below the smallest normal f32 therefore becomes 0.
+//!
 //! Each loop is compiled per instruction set like [`crate::math`]'s. Large tensors are updated
 //! in chunks on the rayon pool (the update is elementwise and memory-bound: a CNN's 700 000
 //! parameters move 20 MB per Adam step); the result does not depend on the split.
@@ -25,6 +30,7 @@ use crate::gemm::pack::transpose_lines;
 use crate::gemm::{gemm_with, ExecOptions, Threading};
 use crate::scratch::{PRODUCT, PRODUCT_OPERAND};
 use crate::shared::SharedOut;
+use crate::subnormal::FlushSubnormals;
 use crate::{Isa, MatMut, MatRef};
 
 #[inline(always)]
@@ -309,6 +315,7 @@ impl Rule {
     /// # Safety
     /// The CPU has `isa`'s features.
     unsafe fn apply(&self, isa: Isa, w: &mut [f32], g: &[f32], state: &mut [&mut [f32]]) {
+        let _flush = FlushSubnormals::new();
         // SAFETY: the caller's contract.
         unsafe {
             match (*self, state) {

@@ -220,3 +220,50 @@ fn update_checks_the_state_against_the_rule() {
     let want = 1.0 - 0.001 * 0.5 / (0.1f64 * 0.25 + 1e-7).sqrt();
     assert!(w.iter().all(|&x| (x as f64 - want).abs() < 1e-6), "{w:?}");
 }
+
+/// The rules flush subnormals to zero (as TensorFlow's CPU kernels do), on every path and
+/// whether the step runs on the calling thread or on the pool: a state that would decay below
+/// the smallest normal f32 stays normal or becomes 0 (Adam's `m + (g − m)·(1 − β₁)` keeps m
+/// when the increment is subnormal, as TensorFlow's does), and the caller's own arithmetic keeps
+/// IEEE subnormals after the step.
+#[test]
+fn decaying_state_flushes_to_zero_instead_of_turning_subnormal() {
+    let tiny = f32::MIN_POSITIVE;
+    for isa in Isa::available() {
+        for n in [5, 100_003] {
+            let opts = kernels::ExecOptions::with_isa(isa);
+            let (mut w, g) = (vec![1.0f32; n], vec![0.0f32; n]);
+            let (mut m, mut v) = (vec![tiny; n], vec![1.0f32; n]);
+            adam_update(&opts, &mut w, &g, &mut m, &mut v, 0.001, 0.9, 0.999, 1e-7).unwrap();
+            assert!(
+                m.iter().all(|&x| normal_or_zero(x)),
+                "{isa:?} n {n}: m {:e}",
+                m[0]
+            );
+            let mut vel = vec![-tiny; n];
+            sgd_update(&opts, &mut w, &g, Some(&mut vel), 0.1, 0.5, false).unwrap();
+            assert!(
+                vel.iter().all(|&x| x == 0.0),
+                "{isa:?} n {n}: velocity {:e}",
+                vel[0]
+            );
+            assert!(
+                w.iter().all(|&x| x == 1.0),
+                "{isa:?} n {n}: weights {}",
+                w[0]
+            );
+            let mut ms = vec![tiny; n];
+            rmsprop_update(&opts, &mut w, &g, &mut ms, 0.001, 0.9, 1e-7).unwrap();
+            assert!(
+                ms.iter().all(|&x| x == 0.0),
+                "{isa:?} n {n}: mean square {:e}",
+                ms[0]
+            );
+        }
+    }
+    fn normal_or_zero(x: f32) -> bool {
+        x == 0.0 || x.is_normal()
+    }
+    let half = std::hint::black_box(tiny) * std::hint::black_box(0.5f32);
+    assert!(half > 0.0, "the caller's thread is back to IEEE subnormals");
+}
