@@ -405,6 +405,39 @@ fn channels(s: &BatchNorm) -> String {
     format!("{} channels", s.channels)
 }
 
+/// Channels per step of the per-channel loops below: each step works on fixed-size arrays of
+/// this many channels, which the compiler turns into vector instructions whatever the row
+/// width. Written over the row's whole block with a run-time trip count, the loops stayed
+/// scalar for the 16 and 32 channels of the reference CNNs (the compiler's vector loop wanted
+/// twice the register width); measured on a 2-core Xeon (AVX-512), program F's normalisation
+/// passes took 4.2 s of its 13.4 s epoch that way.
+const LANES: usize = 8;
+
+/// `f` on lanes `i..i + LANES` of every slice as arrays, for each whole step of the first
+/// `w`; returns where the steps ended (the caller finishes the rest element by element).
+macro_rules! lane_steps {
+    ($w:expr, |$i:ident| $body:block) => {{
+        let mut $i = 0;
+        while $i + LANES <= $w {
+            $body
+            $i += LANES;
+        }
+        $i
+    }};
+}
+
+/// `s[i..i + LANES]` as an array.
+#[inline(always)]
+fn lanes(s: &[f32], i: usize) -> &[f32; LANES] {
+    s[i..i + LANES].try_into().expect("LANES elements")
+}
+
+/// `s[i..i + LANES]` as a mutable array.
+#[inline(always)]
+fn lanes_mut<T>(s: &mut [T], i: usize) -> &mut [T; LANES] {
+    (&mut s[i..i + LANES]).try_into().expect("LANES elements")
+}
+
 /// Per channel of the block at `c0` (`acc.len()` channels of rows `c` wide): Σ x, or
 /// Σ (x − mean)² when `mean` is given; row by row in f64.
 #[inline(always)]
@@ -413,14 +446,29 @@ fn column_sums_body(x: &[f32], c: usize, c0: usize, acc: &mut [f64], mean: Optio
     match mean {
         None => {
             for row in x.chunks_exact(c) {
-                for (a, &v) in acc.iter_mut().zip(&row[c0..c0 + w]) {
+                let row = &row[c0..c0 + w];
+                let done = lane_steps!(w, |i| {
+                    let (a, v) = (lanes_mut(acc, i), lanes(row, i));
+                    for j in 0..LANES {
+                        a[j] += v[j] as f64;
+                    }
+                });
+                for (a, &v) in acc[done..].iter_mut().zip(&row[done..]) {
                     *a += v as f64;
                 }
             }
         }
         Some(mean) => {
             for row in x.chunks_exact(c) {
-                for ((a, &v), &m) in acc.iter_mut().zip(&row[c0..c0 + w]).zip(mean) {
+                let row = &row[c0..c0 + w];
+                let done = lane_steps!(w, |i| {
+                    let (a, v, m) = (lanes_mut(acc, i), lanes(row, i), lanes(mean, i));
+                    for j in 0..LANES {
+                        let d = (v[j] - m[j]) as f64;
+                        a[j] += d * d;
+                    }
+                });
+                for ((a, &v), &m) in acc[done..].iter_mut().zip(&row[done..]).zip(&mean[done..]) {
                     let d = (v - m) as f64;
                     *a += d * d;
                 }
@@ -442,10 +490,18 @@ fn scale_shift_body(
     y: &mut [f32],
 ) {
     let w = scale.len();
+    let one = |x: f32, m: f32, s: f32, b: f32| (x - m).mul_add(s, b);
     for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
         let (yr, xr) = (&mut yr[c0..c0 + w], &xr[c0..c0 + w]);
-        for i in 0..w {
-            yr[i] = (xr[i] - mean[i]).mul_add(scale[i], beta[i]);
+        let done = lane_steps!(w, |i| {
+            let (yv, xv) = (lanes_mut(yr, i), lanes(xr, i));
+            let (m, sc, b) = (lanes(mean, i), lanes(scale, i), lanes(beta, i));
+            for j in 0..LANES {
+                yv[j] = one(xv[j], m[j], sc[j], b[j]);
+            }
+        });
+        for i in done..w {
+            yr[i] = one(xr[i], mean[i], scale[i], beta[i]);
         }
     }
 }
@@ -464,9 +520,24 @@ fn gradient_sums_body(
     sdyx: &mut [f64],
 ) {
     let w = sdy.len();
+    let sdyx = &mut sdyx[..w];
     for (xr, gr) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
         let (xr, gr) = (&xr[c0..c0 + w], &gr[c0..c0 + w]);
-        for i in 0..w {
+        let done = lane_steps!(w, |i| {
+            let (a, b) = (lanes_mut(sdy, i), lanes_mut(sdyx, i));
+            let (xv, gv, m, is) = (
+                lanes(xr, i),
+                lanes(gr, i),
+                lanes(mean, i),
+                lanes(inv_std, i),
+            );
+            for j in 0..LANES {
+                let xhat = (xv[j] - m[j]) * is[j];
+                a[j] += gv[j] as f64;
+                b[j] += (gv[j] * xhat) as f64;
+            }
+        });
+        for i in done..w {
             let xhat = (xr[i] - mean[i]) * inv_std[i];
             sdy[i] += gr[i] as f64;
             sdyx[i] += (gr[i] * xhat) as f64;
@@ -489,15 +560,34 @@ fn input_gradient_body(
     dx: &mut [f32],
 ) {
     let w = k.len();
+    let one = |x: f32, g: f32, m: f32, is: f32, k: f32, mdy: f32, mdyx: f32| {
+        let xhat = (x - m) * is;
+        k * (g - mdy - xhat * mdyx)
+    };
     for ((dr, xr), gr) in dx
         .chunks_exact_mut(c)
         .zip(x.chunks_exact(c))
         .zip(dy.chunks_exact(c))
     {
         let (dr, xr, gr) = (&mut dr[c0..c0 + w], &xr[c0..c0 + w], &gr[c0..c0 + w]);
-        for i in 0..w {
-            let xhat = (xr[i] - mean[i]) * inv_std[i];
-            dr[i] = k[i] * (gr[i] - mean_dy[i] - xhat * mean_dyx[i]);
+        let done = lane_steps!(w, |i| {
+            let (d, xv, gv) = (lanes_mut(dr, i), lanes(xr, i), lanes(gr, i));
+            let (m, is) = (lanes(mean, i), lanes(inv_std, i));
+            let (kv, mdy, mdyx) = (lanes(k, i), lanes(mean_dy, i), lanes(mean_dyx, i));
+            for j in 0..LANES {
+                d[j] = one(xv[j], gv[j], m[j], is[j], kv[j], mdy[j], mdyx[j]);
+            }
+        });
+        for i in done..w {
+            dr[i] = one(
+                xr[i],
+                gr[i],
+                mean[i],
+                inv_std[i],
+                k[i],
+                mean_dy[i],
+                mean_dyx[i],
+            );
         }
     }
 }
