@@ -275,6 +275,21 @@ impl Path {
         native.chain(openblas).collect()
     }
 
+    /// The paths for tests of large shapes (several cache blocks, whole training layers):
+    /// [`Path::all`], except under emulation (`KERNELS_EMULATED` set: the AArch64 tests under
+    /// user-mode QEMU, where these tests took most of the run's 7 minutes), where the portable
+    /// scalar path is left out: it is the same source as on x86-64, whose native runs test it
+    /// on these shapes. The instruction-set paths of the emulated target stay.
+    pub fn for_large_cases() -> Vec<Path> {
+        let emulated = std::env::var_os("KERNELS_EMULATED").is_some();
+        Self::all()
+            .into_iter()
+            .filter(|p| {
+                !(emulated && p.isa == crate::Isa::Scalar && p.backend == crate::Backend::Native)
+            })
+            .collect()
+    }
+
     /// Options that force this path (threads: the default).
     pub fn opts(self) -> crate::ExecOptions {
         crate::ExecOptions {

@@ -189,7 +189,7 @@ fn training_shapes_match_the_definition() {
         },
     ];
     for s in shapes {
-        for path in Path::all() {
+        for path in Path::for_large_cases() {
             check_conv(s, path, Activation::Relu, true, 9).unwrap();
         }
     }

@@ -284,7 +284,7 @@ fn large_and_training_shapes() {
         (32, 5408 / 4, 128),
     ];
     for (s, &(m, k, n)) in shapes.iter().enumerate() {
-        for path in paths() {
+        for path in Path::for_large_cases() {
             let case = Case {
                 m,
                 n,
