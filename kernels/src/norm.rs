@@ -413,8 +413,9 @@ fn channels(s: &BatchNorm) -> String {
 /// passes took 4.2 s of its 13.4 s epoch that way.
 const LANES: usize = 8;
 
-/// `f` on lanes `i..i + LANES` of every slice as arrays, for each whole step of the first
-/// `w`; returns where the steps ended (the caller finishes the rest element by element).
+/// Runs the body with `i` = 0, LANES, 2·LANES, … for every whole step of LANES that fits in
+/// `w` (the body takes its lanes `i..i + LANES` as arrays, see [`lanes`]); evaluates to where
+/// the steps ended, from which the caller finishes element by element.
 macro_rules! lane_steps {
     ($w:expr, |$i:ident| $body:block) => {{
         let mut $i = 0;

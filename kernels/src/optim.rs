@@ -10,7 +10,7 @@
 //! The rules run with subnormal numbers flushed to zero, inputs and results, as TensorFlow runs
 //! its CPU kernels: a state that decays geometrically (Adam's first moment of a weight whose
 //! input is mostly zero) would otherwise turn subnormal and cost a microcode assist per element
-//! on x86 (see [`crate::subnormal`]). A state below the smallest normal f32 therefore becomes 0.
+//! on x86 (measured in the crate's `subnormal` module). A state below the smallest normal f32 therefore becomes 0.
 //!
 //! Each loop is compiled per instruction set like [`crate::math`]'s. Large tensors are updated
 //! in chunks on the rayon pool (the update is elementwise and memory-bound: a CNN's 700 000
