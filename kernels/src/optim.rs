@@ -10,7 +10,9 @@
 //! The rules run with subnormal numbers flushed to zero, inputs and results, as TensorFlow runs
 //! its CPU kernels: a state that decays geometrically (Adam's first moment of a weight whose
 //! input is mostly zero) would otherwise turn subnormal and cost a microcode assist per element
-//! on x86 (measured in the crate's `subnormal` module). A state below the smallest normal f32 therefore becomes 0.
+//! on x86 (measured in the crate's `subnormal` module). No state is left subnormal: a result
+//! below the smallest normal f32 becomes 0 (so Adam's `m + (g − m)·(1 − β₁)` keeps its last
+//! normal `m` when the increment is that small, as TensorFlow's does).
 //!
 //! Each loop is compiled per instruction set like [`crate::math`]'s. Large tensors are updated
 //! in chunks on the rayon pool (the update is elementwise and memory-bound: a CNN's 700 000
