@@ -8,6 +8,7 @@
 
 use rayon::prelude::*;
 
+use crate::activation::Activation;
 use crate::error::{check_len, Error, Result};
 use crate::process::ExecOptions;
 
@@ -55,12 +56,14 @@ pub struct BatchStats<'a> {
 }
 
 /// Training forward: per channel the batch mean and (biased) variance of `x`, then
-/// `y = gamma·(x − mean)·inv_std + beta`; the statistics are written to `stats`.
+/// `y = act(gamma·(x − mean)·inv_std + beta)` (an activation after the normalisation applied in
+/// the same pass: [`Activation::Identity`] for none); the statistics are written to `stats`.
 pub fn batch_norm_forward_training(
     opts: &ExecOptions,
     s: &BatchNorm,
     x: &[f32],
     (gamma, beta): (&[f32], &[f32]),
+    act: Activation,
     y: &mut [f32],
     stats: BatchStats<'_>,
 ) -> Result<()> {
@@ -123,7 +126,7 @@ pub fn batch_norm_forward_training(
         striped_map(opts, s, y, |rows, y| {
             let x = &x[rows.start * c..rows.end * c];
             // SAFETY: as above.
-            unsafe { scale_shift_loops::run(isa, x, c, c0, affine, y) }
+            unsafe { scale_shift_loops::run(isa, x, c, c0, affine, act, y) }
         });
     }
     Ok(())
@@ -190,8 +193,9 @@ fn striped_map(
 /// Channels per block of the per-channel loops (their accumulators live on the stack).
 const BLOCK: usize = 64;
 
-/// Inference forward (or any fixed statistics): `y = (x − mean)·scale + beta` per channel, with
-/// `scale = gamma / √(variance + ε)` computed by the caller once (see [`batch_norm_scale`]).
+/// Inference forward (or any fixed statistics): `y = act((x − mean)·scale + beta)` per channel,
+/// with `scale = gamma / √(variance + ε)` computed by the caller once (see [`batch_norm_scale`])
+/// and `act` an activation after the normalisation ([`Activation::Identity`] for none).
 /// Subtracting the mean first keeps the result accurate where the variance is small beside the
 /// mean (folding it into a shift, `x·scale + (beta − mean·scale)`, cancels catastrophically).
 pub fn batch_norm_forward_inference(
@@ -199,6 +203,7 @@ pub fn batch_norm_forward_inference(
     s: &BatchNorm,
     x: &[f32],
     (mean, scale, beta): (&[f32], &[f32], &[f32]),
+    act: Activation,
     y: &mut [f32],
 ) -> Result<()> {
     let what = "batch_norm_forward_inference";
@@ -220,7 +225,7 @@ pub fn batch_norm_forward_inference(
         striped_map(opts, s, y, |rows, y| {
             let x = &x[rows.start * c..rows.end * c];
             // SAFETY: `isa` was resolved, so this CPU has it.
-            unsafe { scale_shift_loops::run(isa, x, c, c0, affine, y) }
+            unsafe { scale_shift_loops::run(isa, x, c, c0, affine, act, y) }
         });
     }
     Ok(())
@@ -323,12 +328,17 @@ pub struct BatchNormGrads<'a> {
 /// Training backward, through the batch statistics: with `x̂ = (x − mean)·inv_std`,
 /// `dbeta = Σ dy`, `dgamma = Σ dy·x̂` and
 /// `dx = gamma·inv_std·(dy − dbeta/rows − x̂·dgamma/rows)`; `dx` is written over.
+///
+/// With `after = Some((act, y))`, `dy` is the gradient of `y = act(normalised)` (the forward
+/// output of [`batch_norm_forward_training`] with that activation): it is taken back through
+/// the activation on the fly, element by element, in both passes (no pass of its own).
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_backward(
     opts: &ExecOptions,
     s: &BatchNorm,
     x: &[f32],
     dy: &[f32],
+    after: Option<(Activation, &[f32])>,
     gamma: &[f32],
     (mean, inv_std): (&[f32], &[f32]),
     dx: Option<&mut [f32]>,
@@ -338,6 +348,9 @@ pub fn batch_norm_backward(
     let len = s.len()?;
     check_len(what, "input x", x.len(), len, || desc(s))?;
     check_len(what, "output gradient dy", dy.len(), len, || desc(s))?;
+    if let Some((_, y)) = after {
+        check_len(what, "activation output y", y.len(), len, || desc(s))?;
+    }
     if let Some(dx) = &dx {
         check_len(what, "input gradient dx", dx.len(), len, || desc(s))?;
     }
@@ -367,7 +380,7 @@ pub fn batch_norm_backward(
         let sums = striped_sums(opts, s, |rows, acc| {
             let data = (
                 &x[rows.start * c..rows.end * c],
-                &dy[rows.start * c..rows.end * c],
+                stripe_gradient(dy, after, rows, c),
             );
             let (sdy, rest) = acc.split_at_mut(w);
             // SAFETY: `isa` was resolved, so this CPU has it.
@@ -387,7 +400,7 @@ pub fn batch_norm_backward(
             striped_map(opts, s, dx, |rows, dx| {
                 let data = (
                     &x[rows.start * c..rows.end * c],
-                    &dy[rows.start * c..rows.end * c],
+                    stripe_gradient(dy, after, rows, c),
                 );
                 // SAFETY: as above.
                 unsafe { input_gradient_loops::run(isa, data, c, c0, (m, is), sums, dx) }
@@ -395,6 +408,55 @@ pub fn batch_norm_backward(
         }
     }
     Ok(())
+}
+
+/// The output gradient of one stripe's rows: `dy`'s, with the activation's output there when
+/// the gradient is taken back through one.
+fn stripe_gradient<'a>(
+    dy: &'a [f32],
+    after: Option<(Activation, &'a [f32])>,
+    rows: std::ops::Range<usize>,
+    c: usize,
+) -> OutputGradient<'a> {
+    let range = rows.start * c..rows.end * c;
+    OutputGradient {
+        dy: &dy[range.clone()],
+        after: after.map(|(act, y)| (act, &y[range])),
+    }
+}
+
+/// The gradient a backward loop reads: `dy`, or `dy` of `act`'s output `y`.
+#[derive(Clone, Copy)]
+struct OutputGradient<'a> {
+    dy: &'a [f32],
+    after: Option<(Activation, &'a [f32])>,
+}
+
+/// Runs `$body` with `$grad` bound to a closure `(dy, y) -> dL/d(normalised)` for
+/// `$after`'s activation, and `$y` to the slice the closure's `y` comes from (`$dy` itself,
+/// unread, when there is no activation): one arm per activation, so that each loop is compiled
+/// (and vectorised) with its own derivative inlined.
+macro_rules! with_gradient {
+    ($after:expr, $dy:expr, |$grad:ident, $y:ident| $body:expr) => {
+        match $after {
+            None | Some((Activation::Identity, _)) => {
+                let ($grad, $y) = (|g: f32, _y: f32| g, $dy);
+                $body
+            }
+            Some((Activation::Relu, y)) => {
+                let ($grad, $y) = (|g: f32, y: f32| Activation::Relu.backward(y, g), y);
+                $body
+            }
+            Some((Activation::Sigmoid, y)) => {
+                let ($grad, $y) = (|g: f32, y: f32| Activation::Sigmoid.backward(y, g), y);
+                $body
+            }
+            Some((Activation::Tanh, y)) => {
+                let ($grad, $y) = (|g: f32, y: f32| Activation::Tanh.backward(y, g), y);
+                $body
+            }
+        }
+    };
 }
 
 fn desc(s: &BatchNorm) -> String {
@@ -481,17 +543,38 @@ fn column_sums_body(x: &[f32], c: usize, c0: usize, acc: &mut [f64], mean: Optio
 crate::dispatch::per_isa!(column_sums_loops, column_sums_body, column_sums_body,
     (x: &[f32], c: usize, c0: usize, acc: &mut [f64], mean: Option<&[f32]>));
 
-/// `y = (x − mean)·scale + beta` on the block of channels at `c0` (`scale.len()` wide).
+/// `y = act((x − mean)·scale + beta)` on the block of channels at `c0` (`scale.len()` wide).
 #[inline(always)]
 fn scale_shift_body(
     x: &[f32],
     c: usize,
     c0: usize,
-    (mean, scale, beta): (&[f32], &[f32], &[f32]),
+    affine: (&[f32], &[f32], &[f32]),
+    act: Activation,
     y: &mut [f32],
 ) {
+    // One arm per activation, each loop compiled with its own activation inlined.
+    match act {
+        Activation::Identity => scale_shift_with(x, c, c0, affine, y, |v| v),
+        Activation::Relu => scale_shift_with(x, c, c0, affine, y, |v| Activation::Relu.apply(v)),
+        Activation::Sigmoid => {
+            scale_shift_with(x, c, c0, affine, y, |v| Activation::Sigmoid.apply(v))
+        }
+        Activation::Tanh => scale_shift_with(x, c, c0, affine, y, |v| Activation::Tanh.apply(v)),
+    }
+}
+
+#[inline(always)]
+fn scale_shift_with(
+    x: &[f32],
+    c: usize,
+    c0: usize,
+    (mean, scale, beta): (&[f32], &[f32], &[f32]),
+    y: &mut [f32],
+    act: impl Fn(f32) -> f32,
+) {
     let w = scale.len();
-    let one = |x: f32, m: f32, s: f32, b: f32| (x - m).mul_add(s, b);
+    let one = |x: f32, m: f32, s: f32, b: f32| act((x - m).mul_add(s, b));
     for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
         let (yr, xr) = (&mut yr[c0..c0 + w], &xr[c0..c0 + w]);
         let done = lane_steps!(w, |i| {
@@ -508,91 +591,127 @@ fn scale_shift_body(
 }
 
 crate::dispatch::per_isa!(scale_shift_loops, scale_shift_body, scale_shift_body,
-    (x: &[f32], c: usize, c0: usize, affine: (&[f32], &[f32], &[f32]), y: &mut [f32]));
+    (x: &[f32], c: usize, c0: usize, affine: (&[f32], &[f32], &[f32]), act: Activation,
+     y: &mut [f32]));
 
-/// Per channel of the block at `c0`: Σ dy and Σ dy·x̂, row by row in f64.
+/// Per channel of the block at `c0`: Σ g and Σ g·x̂, row by row in f64, where g is the
+/// gradient of the normalised output.
 #[inline(always)]
 fn gradient_sums_body(
-    (x, dy): (&[f32], &[f32]),
+    (x, out): (&[f32], OutputGradient<'_>),
+    c: usize,
+    c0: usize,
+    stats: (&[f32], &[f32]),
+    sdy: &mut [f64],
+    sdyx: &mut [f64],
+) {
+    with_gradient!(out.after, out.dy, |grad, y| {
+        gradient_sums_with((x, out.dy, y), c, c0, stats, sdy, sdyx, grad)
+    })
+}
+
+#[inline(always)]
+fn gradient_sums_with(
+    (x, dy, y): (&[f32], &[f32], &[f32]),
     c: usize,
     c0: usize,
     (mean, inv_std): (&[f32], &[f32]),
     sdy: &mut [f64],
     sdyx: &mut [f64],
+    grad: impl Fn(f32, f32) -> f32,
 ) {
     let w = sdy.len();
     let sdyx = &mut sdyx[..w];
-    for (xr, gr) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
-        let (xr, gr) = (&xr[c0..c0 + w], &gr[c0..c0 + w]);
+    for ((xr, gr), yr) in x
+        .chunks_exact(c)
+        .zip(dy.chunks_exact(c))
+        .zip(y.chunks_exact(c))
+    {
+        let (xr, gr, yr) = (&xr[c0..c0 + w], &gr[c0..c0 + w], &yr[c0..c0 + w]);
         let done = lane_steps!(w, |i| {
             let (a, b) = (lanes_mut(sdy, i), lanes_mut(sdyx, i));
-            let (xv, gv, m, is) = (
+            let (xv, gv, yv, m, is) = (
                 lanes(xr, i),
                 lanes(gr, i),
+                lanes(yr, i),
                 lanes(mean, i),
                 lanes(inv_std, i),
             );
             for j in 0..LANES {
                 let xhat = (xv[j] - m[j]) * is[j];
-                a[j] += gv[j] as f64;
-                b[j] += (gv[j] * xhat) as f64;
+                let g = grad(gv[j], yv[j]);
+                a[j] += g as f64;
+                b[j] += (g * xhat) as f64;
             }
         });
         for i in done..w {
             let xhat = (xr[i] - mean[i]) * inv_std[i];
-            sdy[i] += gr[i] as f64;
-            sdyx[i] += (gr[i] * xhat) as f64;
+            let g = grad(gr[i], yr[i]);
+            sdy[i] += g as f64;
+            sdyx[i] += (g * xhat) as f64;
         }
     }
 }
 
 crate::dispatch::per_isa!(gradient_sums_loops, gradient_sums_body, gradient_sums_body,
-    (data: (&[f32], &[f32]), c: usize, c0: usize, stats: (&[f32], &[f32]),
+    (data: (&[f32], OutputGradient<'_>), c: usize, c0: usize, stats: (&[f32], &[f32]),
      sdy: &mut [f64], sdyx: &mut [f64]));
 
-/// `dx = k·(dy − mean(dy) − x̂·mean(dy·x̂))` on the block of channels at `c0`.
+/// `dx = k·(g − mean(g) − x̂·mean(g·x̂))` on the block of channels at `c0`, where g is the
+/// gradient of the normalised output.
 #[inline(always)]
 fn input_gradient_body(
-    (x, dy): (&[f32], &[f32]),
+    (x, out): (&[f32], OutputGradient<'_>),
+    c: usize,
+    c0: usize,
+    stats: (&[f32], &[f32]),
+    sums: (&[f32], &[f32], &[f32]),
+    dx: &mut [f32],
+) {
+    with_gradient!(out.after, out.dy, |grad, y| {
+        input_gradient_with((x, out.dy, y), c, c0, stats, sums, dx, grad)
+    })
+}
+
+#[inline(always)]
+fn input_gradient_with(
+    (x, dy, y): (&[f32], &[f32], &[f32]),
     c: usize,
     c0: usize,
     (mean, inv_std): (&[f32], &[f32]),
     (k, mean_dy, mean_dyx): (&[f32], &[f32], &[f32]),
     dx: &mut [f32],
+    grad: impl Fn(f32, f32) -> f32,
 ) {
     let w = k.len();
     let one = |x: f32, g: f32, m: f32, is: f32, k: f32, mdy: f32, mdyx: f32| {
         let xhat = (x - m) * is;
         k * (g - mdy - xhat * mdyx)
     };
-    for ((dr, xr), gr) in dx
+    for (((dr, xr), gr), yr) in dx
         .chunks_exact_mut(c)
         .zip(x.chunks_exact(c))
         .zip(dy.chunks_exact(c))
+        .zip(y.chunks_exact(c))
     {
-        let (dr, xr, gr) = (&mut dr[c0..c0 + w], &xr[c0..c0 + w], &gr[c0..c0 + w]);
+        let (dr, xr) = (&mut dr[c0..c0 + w], &xr[c0..c0 + w]);
+        let (gr, yr) = (&gr[c0..c0 + w], &yr[c0..c0 + w]);
         let done = lane_steps!(w, |i| {
-            let (d, xv, gv) = (lanes_mut(dr, i), lanes(xr, i), lanes(gr, i));
+            let (d, xv, gv, yv) = (lanes_mut(dr, i), lanes(xr, i), lanes(gr, i), lanes(yr, i));
             let (m, is) = (lanes(mean, i), lanes(inv_std, i));
             let (kv, mdy, mdyx) = (lanes(k, i), lanes(mean_dy, i), lanes(mean_dyx, i));
             for j in 0..LANES {
-                d[j] = one(xv[j], gv[j], m[j], is[j], kv[j], mdy[j], mdyx[j]);
+                let g = grad(gv[j], yv[j]);
+                d[j] = one(xv[j], g, m[j], is[j], kv[j], mdy[j], mdyx[j]);
             }
         });
         for i in done..w {
-            dr[i] = one(
-                xr[i],
-                gr[i],
-                mean[i],
-                inv_std[i],
-                k[i],
-                mean_dy[i],
-                mean_dyx[i],
-            );
+            let g = grad(gr[i], yr[i]);
+            dr[i] = one(xr[i], g, mean[i], inv_std[i], k[i], mean_dy[i], mean_dyx[i]);
         }
     }
 }
 
 crate::dispatch::per_isa!(input_gradient_loops, input_gradient_body, input_gradient_body,
-    (data: (&[f32], &[f32]), c: usize, c0: usize, stats: (&[f32], &[f32]),
+    (data: (&[f32], OutputGradient<'_>), c: usize, c0: usize, stats: (&[f32], &[f32]),
      sums: (&[f32], &[f32], &[f32]), dx: &mut [f32]));

@@ -2,13 +2,14 @@
 //! forward pass (statistics and output), the inference map, the backward pass, the fold into
 //! the layer before, and argument errors.
 
+use kernels::activation::{activation_backward, bias_activation};
 use kernels::norm::{
     batch_norm_backward, batch_norm_fold, batch_norm_forward_inference,
     batch_norm_forward_training, batch_norm_scale, BatchNorm, BatchNormGrads, BatchStats,
     FixedNorm,
 };
 use kernels::reference::Rng;
-use kernels::{ExecOptions, Isa};
+use kernels::{Activation, ExecOptions, Isa};
 use proptest::prelude::*;
 
 struct Reference {
@@ -96,12 +97,26 @@ struct Stats {
     inv: Vec<f32>,
 }
 
-/// `batch_norm_forward_training` into `y` with fresh statistics buffers of `channels`.
+/// `batch_norm_forward_training` (no activation) into `y` with fresh statistics buffers of
+/// `channels`.
 fn forward_training(
     opts: &ExecOptions,
     s: &BatchNorm,
     x: &[f32],
     gamma_beta: (&[f32], &[f32]),
+    y: &mut [f32],
+    channels: usize,
+) -> (kernels::Result<()>, Stats) {
+    forward_training_act(opts, s, x, gamma_beta, Activation::Identity, y, channels)
+}
+
+/// `batch_norm_forward_training` with `act` after it.
+fn forward_training_act(
+    opts: &ExecOptions,
+    s: &BatchNorm,
+    x: &[f32],
+    gamma_beta: (&[f32], &[f32]),
+    act: Activation,
     y: &mut [f32],
     channels: usize,
 ) -> (kernels::Result<()>, Stats) {
@@ -116,7 +131,7 @@ fn forward_training(
         inv_std: &mut st.inv,
     };
     (
-        batch_norm_forward_training(opts, s, x, gamma_beta, y, stats),
+        batch_norm_forward_training(opts, s, x, gamma_beta, act, y, stats),
         st,
     )
 }
@@ -164,6 +179,7 @@ fn check(rows: usize, channels: usize, seed: u64) -> Result<(), String> {
             &s,
             &x,
             &dy,
+            None,
             &gamma,
             (&mean, &inv),
             Some(&mut dx),
@@ -198,7 +214,8 @@ fn check(rows: usize, channels: usize, seed: u64) -> Result<(), String> {
         let mut scale = vec![0.0; channels];
         batch_norm_scale(&gamma, &var, s.epsilon, &mut scale).unwrap();
         let mut yi = vec![f32::NAN; rows * channels];
-        batch_norm_forward_inference(&opts, &s, &x, (&mean, &scale, &beta), &mut yi)
+        let affine = (&mean[..], &scale[..], &beta[..]);
+        batch_norm_forward_inference(&opts, &s, &x, affine, Activation::Identity, &mut yi)
             .map_err(|e| e.to_string())?;
         close_within(&format!("{isa} inference y"), &yi, &want.y, y_bound, 1e-5)?;
     }
@@ -217,6 +234,136 @@ proptest! {
     ) {
         prop_assert_eq!(check(rows, channels, seed), Ok(()));
     }
+}
+
+/// An activation after the normalisation, run inside its passes, against the same activation
+/// applied after them (forward) and the gradient taken back through it first (backward): the
+/// same arithmetic per element, so the same values.
+fn check_activation(
+    rows: usize,
+    channels: usize,
+    act: Activation,
+    seed: u64,
+) -> Result<(), String> {
+    let s = BatchNorm {
+        rows,
+        channels,
+        epsilon: 1e-3,
+    };
+    let mut rng = Rng::new(seed);
+    let x: Vec<f32> = rng
+        .fill(rows * channels)
+        .iter()
+        .map(|v| 2.0 * v + 0.3)
+        .collect();
+    let (gamma, beta, dy) = (
+        rng.fill(channels),
+        rng.fill(channels),
+        rng.fill(rows * channels),
+    );
+    let len = rows * channels;
+    let e = |e: kernels::Error| e.to_string();
+    for isa in Isa::available() {
+        let opts = ExecOptions::with_isa(isa);
+        let (mut y, mut fused) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+        let (run, st) = forward_training(&opts, &s, &x, (&gamma, &beta), &mut y, channels);
+        run.map_err(e)?;
+        bias_activation(&opts, act, None, &mut y, channels).map_err(e)?;
+        let (run, st_fused) =
+            forward_training_act(&opts, &s, &x, (&gamma, &beta), act, &mut fused, channels);
+        run.map_err(e)?;
+        if fused != y || st_fused.mean != st.mean || st_fused.var != st.var {
+            return Err(format!("{isa} {act:?}: the fused forward pass differs"));
+        }
+        let backward = |dy: &[f32], after: Option<(Activation, &[f32])>| {
+            let mut dx = vec![f32::NAN; len];
+            let (mut dgamma, mut dbeta) = (vec![0.0; channels], vec![0.0; channels]);
+            let grads = BatchNormGrads {
+                dgamma: &mut dgamma,
+                dbeta: &mut dbeta,
+            };
+            let stats = (&st.mean[..], &st.inv[..]);
+            batch_norm_backward(
+                &opts,
+                &s,
+                &x,
+                dy,
+                after,
+                &gamma,
+                stats,
+                Some(&mut dx),
+                grads,
+            )
+            .map(|()| (dx, dgamma, dbeta))
+        };
+        let mut through = dy.clone();
+        activation_backward(&opts, act, &y, &mut through).map_err(e)?;
+        let want = backward(&through, None).map_err(e)?;
+        let got = backward(&dy, Some((act, &fused))).map_err(e)?;
+        if got != want {
+            return Err(format!("{isa} {act:?}: the fused backward pass differs"));
+        }
+        // Inference with the batch's statistics, the activation inside and after.
+        let mut scale = vec![0.0; channels];
+        batch_norm_scale(&gamma, &st.var, s.epsilon, &mut scale).unwrap();
+        let affine = (&st.mean[..], &scale[..], &beta[..]);
+        let (mut yi, mut fused) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+        batch_norm_forward_inference(&opts, &s, &x, affine, Activation::Identity, &mut yi)
+            .map_err(e)?;
+        bias_activation(&opts, act, None, &mut yi, channels).map_err(e)?;
+        batch_norm_forward_inference(&opts, &s, &x, affine, act, &mut fused).map_err(e)?;
+        if fused != yi {
+            return Err(format!("{isa} {act:?}: the fused inference pass differs"));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    #[test]
+    fn an_activation_inside_the_normalisation_matches_it_applied_after(
+        rows in prop_oneof![Just(1usize), 1usize..120],
+        channels in prop_oneof![Just(1usize), Just(8), Just(32), Just(33), 1usize..140],
+        act in prop_oneof![
+            Just(Activation::Identity),
+            Just(Activation::Relu),
+            Just(Activation::Sigmoid),
+            Just(Activation::Tanh)
+        ],
+        seed: u64,
+    ) {
+        prop_assert_eq!(check_activation(rows, channels, act, seed), Ok(()));
+    }
+}
+
+#[test]
+fn a_short_activation_output_is_an_error() {
+    let s = BatchNorm {
+        rows: 4,
+        channels: 3,
+        epsilon: 1e-3,
+    };
+    let (x, dy, y) = (vec![0.0; 12], vec![0.0; 12], vec![0.0; 11]);
+    let (g, mean, inv) = (vec![1.0; 3], vec![0.0; 3], vec![1.0; 3]);
+    let (mut dgamma, mut dbeta) = (vec![0.0; 3], vec![0.0; 3]);
+    let err = batch_norm_backward(
+        &ExecOptions::default(),
+        &s,
+        &x,
+        &dy,
+        Some((Activation::Relu, &y)),
+        &g,
+        (&mean, &inv),
+        None,
+        BatchNormGrads {
+            dgamma: &mut dgamma,
+            dbeta: &mut dbeta,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("activation output y"), "{err}");
 }
 
 #[test]
@@ -260,9 +407,11 @@ fn bad_arguments_are_errors() {
     assert!(err.contains("output y"), "{err}");
     let bad = BatchNorm { epsilon: 0.0, ..s };
     let mut y = vec![0.0; 12];
-    let err = batch_norm_forward_inference(&ExecOptions::default(), &bad, &x, (&b, &g, &b), &mut y)
-        .unwrap_err()
-        .to_string();
+    let id = Activation::Identity;
+    let err =
+        batch_norm_forward_inference(&ExecOptions::default(), &bad, &x, (&b, &g, &b), id, &mut y)
+            .unwrap_err()
+            .to_string();
     assert!(err.contains("epsilon"), "{err}");
     let empty = BatchNorm { rows: 0, ..s };
     let err = forward_training(&ExecOptions::default(), &empty, &[], (&g, &b), &mut [], 3)

@@ -194,6 +194,15 @@ impl Sequential {
         self.trainer.set_batch_norm_folding(on);
     }
 
+    /// Whether a BatchNormalization runs the elementwise Activation layer after it inside its
+    /// own passes (on by default; the same values, two passes over memory fewer each way);
+    /// decided at `compile`, so set it before. For tests and measurements (cargo feature
+    /// `bench-hooks`).
+    #[cfg(feature = "bench-hooks")]
+    pub fn set_norm_runs_activation(&mut self, on: bool) {
+        self.trainer.set_norm_runs_activation(on);
+    }
+
     /// The execution plan (for the plan's tests).
     #[cfg(test)]
     pub(crate) fn plan_for_tests(&self) -> &crate::plan::Plan {

@@ -63,18 +63,31 @@ pub(crate) struct Plan {
     pub folds: Vec<Fold>,
     /// In running order: the last layer first.
     pub backward: Vec<Back>,
+    /// Per layer: whether it runs the (skipped) Activation layer after it — a
+    /// BatchNormalization that took it in at compile.
+    pub runs_next: Vec<bool>,
 }
 
 /// Which layers the model skips: a Flatten (a reshape: its output is its input's data unchanged)
-/// lets the layers around it share that buffer instead of copying it both ways. The last layer
-/// always runs (its output is the model's).
-fn skipped(layers: &mut [Box<dyn Layer>]) -> Vec<bool> {
+/// lets the layers around it share that buffer instead of copying it both ways, and an
+/// Activation whose BatchNormalization before it runs it (decided at compile) has nothing left
+/// to do. The last layer always runs (its output is the model's).
+pub(crate) fn skipped(layers: &mut [Box<dyn Layer>]) -> Vec<bool> {
     let count = layers.len();
-    layers
-        .iter_mut()
-        .enumerate()
-        .map(|(i, l)| i + 1 < count && matches!(l.kind(), Kind::Flatten(_)))
-        .collect()
+    let mut skip = vec![false; count];
+    let mut previous_runs_activation = false;
+    for (i, layer) in layers.iter_mut().enumerate() {
+        let kind = layer.kind();
+        skip[i] = i + 1 < count
+            && match kind {
+                Kind::Flatten(_) => true,
+                Kind::Activation(_) => previous_runs_activation,
+                _ => false,
+            };
+        previous_runs_activation =
+            matches!(kind, Kind::BatchNormalization(ref bn) if bn.runs_next_activation());
+    }
+    skip
 }
 
 impl Plan {
@@ -116,11 +129,27 @@ impl Plan {
                 i -= 1;
             }
         }
+        let runs_next = (0..count)
+            .map(|i| {
+                i + 1 < count && skip[i + 1] && !matches!(layers[i + 1].kind(), Kind::Flatten(_))
+            })
+            .collect();
         Plan {
             forward,
             inference,
             folds,
             backward,
+            runs_next,
+        }
+    }
+
+    /// The name of what layer `i`'s passes run: its own, or "batch_normalization + activation"
+    /// for a layer that runs the Activation after it.
+    pub fn unit_name(&self, layers: &[Box<dyn Layer>], i: usize) -> String {
+        if self.runs_next.get(i).copied().unwrap_or(false) {
+            format!("{} + {}", layers[i].name(), layers[i + 1].name())
+        } else {
+            layers[i].name().to_string()
         }
     }
 }
@@ -250,9 +279,18 @@ mod tests {
         )
         .unwrap();
         let plan = m.plan_for_tests();
-        // Training runs every layer; the first convolution pools in one pass only once folded
-        // (its own activation is linear, the ReLU a layer of its own).
-        assert_eq!(plan.forward, (0..12).map(Unit::Layer).collect::<Vec<_>>());
+        // Training runs every layer but the ReLU, which the normalisation before it runs (the
+        // softmax is the model's output: its layer runs); the first convolution pools in one
+        // pass only once folded (its own activation is linear).
+        let trained: Vec<Unit> = (0..12).filter(|&i| i != 2).map(Unit::Layer).collect();
+        assert_eq!(plan.forward, trained);
+        // The pooling reads the normalisation's output and takes its ReLU's derivative over.
+        let backward: Vec<(usize, Option<usize>)> =
+            plan.backward.iter().map(|b| (b.layer, b.source)).collect();
+        assert_eq!(
+            &backward[backward.len() - 3..],
+            [(3, Some(1)), (1, Some(0)), (0, None)]
+        );
         assert_eq!(
             plan.inference,
             [

@@ -105,6 +105,9 @@ pub(crate) struct Trainer {
     folded: Vec<layers::Folded>,
     /// Whether inference runs the plan's folds (on by default; off runs every layer).
     fold_batch_norm: bool,
+    /// Whether a BatchNormalization runs the Activation layer after it (on by default; decided
+    /// at compile).
+    norm_runs_activation: bool,
     /// Where the time goes, while a `fit` that asked for its anatomy runs.
     anatomy: Option<Recorder>,
     /// While a `fit` shares its steps (micro-batches or ranks): the gradient buckets, a
@@ -203,6 +206,7 @@ impl Default for Trainer {
             fused_steps: true,
             folded: vec![],
             fold_batch_norm: true,
+            norm_runs_activation: true,
             anatomy: None,
             buckets: None,
             packed: vec![],
@@ -229,10 +233,11 @@ impl Trainer {
         self.set_plan(Plan::new(net.layers));
     }
 
-    /// Keras's `compile`: decides which layers receive dL/d(pre-activation) (the last when the
-    /// loss differentiates through its softmax/sigmoid, and any whose activation the next
-    /// layer's backward pass takes over: MaxPooling2D after Conv2D), plans the passes, and starts
-    /// a fresh optimizer.
+    /// Keras's `compile`: decides which BatchNormalizations run the Activation after them, which
+    /// layers receive dL/d(pre-activation) (the last when the loss differentiates through its
+    /// softmax/sigmoid, and any whose activation the next layer's backward pass takes over:
+    /// MaxPooling2D after Conv2D, or after a BatchNormalization that runs a ReLU), plans the
+    /// passes, and starts a fresh optimizer.
     pub fn compile(
         &mut self,
         net: &mut Net<'_>,
@@ -246,14 +251,31 @@ impl Trainer {
         let last = layers.last().expect("built").output_activation();
         let fused = loss.fuses_with(last);
         let count = layers.len();
+        // A BatchNormalization runs the elementwise Activation right after it (not the model's
+        // last layer, whose output is the model's): that layer is then skipped.
         for i in 0..count {
-            let absorbed = i + 1 < count && {
-                let act = layers[i].output_activation();
-                match layers[i + 1].kind() {
-                    Kind::MaxPooling2D(pool) => pool.absorb_input_activation(act),
-                    _ => false,
+            let next = match layers.get_mut(i + 1).map(|l| l.kind()) {
+                Some(Kind::Activation(a)) if i + 2 < count && self.norm_runs_activation => {
+                    Some(a.act())
                 }
+                _ => None,
             };
+            if let Kind::BatchNormalization(bn) = layers[i].kind() {
+                bn.absorb_activation(next);
+            }
+        }
+        let skip = crate::plan::skipped(layers);
+        for i in 0..count {
+            // The layer that reads this one's output (past skipped ones).
+            let reader = (i + 1..count).find(|&j| !skip[j]);
+            let absorbed = !skip[i]
+                && reader.is_some_and(|j| {
+                    let act = layers[i].output_activation();
+                    match layers[j].kind() {
+                        Kind::MaxPooling2D(pool) => pool.absorb_input_activation(act),
+                        _ => false,
+                    }
+                });
             layers[i].set_grad_is_preactivation(absorbed || (fused && i + 1 == count));
         }
         self.set_plan(Plan::new(layers));
@@ -295,6 +317,11 @@ impl Trainer {
     #[cfg(feature = "bench-hooks")]
     pub fn set_batch_norm_folding(&mut self, on: bool) {
         self.fold_batch_norm = on;
+    }
+
+    #[cfg(feature = "bench-hooks")]
+    pub fn set_norm_runs_activation(&mut self, on: bool) {
+        self.norm_runs_activation = on;
     }
 
     /// Derives the folds' weights from the layers' current ones where those changed: called
@@ -1384,7 +1411,7 @@ mod slots {
         };
         let names = |range: std::ops::RangeInclusive<usize>| {
             range
-                .map(|i| layers[i].name())
+                .map(|i| plan.unit_name(layers, i))
                 .collect::<Vec<_>>()
                 .join(" + ")
         };
@@ -1408,7 +1435,7 @@ mod slots {
                 } else {
                     0
                 };
-                (layers[i].name().to_string(), own.weight_gradient + input)
+                (plan.unit_name(layers, i), own.weight_gradient + input)
             };
             out.push(slot(name, Pass::Backward, flops));
         }

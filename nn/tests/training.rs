@@ -747,6 +747,99 @@ fn batch_normalization_folded_at_inference_matches_the_layers_one_by_one() {
 }
 
 #[test]
+fn a_normalisation_running_the_activation_after_it_trains_as_the_two_layers_do() {
+    // The ReLU's derivative taken over by the pooling after it, the sigmoid's by the
+    // normalisation itself, the tanh folded at inference; softmax, the last, runs on its own.
+    let model = || {
+        Sequential::new()
+            .input_shape(&[8, 8, 1])
+            .seed(5)
+            .add(Conv2D::new(6, (3, 3), Act::Linear).padding(Padding::Same))
+            .add(BatchNormalization::new().momentum(0.5))
+            .add(Activation::new(Act::Relu))
+            .add(MaxPooling2D::new((2, 2)))
+            .add(Conv2D::new(8, (3, 3), Act::Linear))
+            .add(BatchNormalization::new())
+            .add(Activation::new(Act::Sigmoid))
+            .add(GlobalAveragePooling2D::new())
+            .add(Dense::new(5, Act::Linear))
+            .add(BatchNormalization::new())
+            .add(Activation::new(Act::Tanh))
+            .add(Dense::new(2, Act::Linear))
+            .add(Activation::new(Act::Softmax))
+    };
+    let (x, y) = bright_halves(2.0);
+    let fit = |fused: bool, fold: bool| {
+        let mut m = model();
+        m.set_norm_runs_activation(fused);
+        m.set_batch_norm_folding(fold);
+        // Which passes run: the normalisations with their activations, or each on its own.
+        m.compile(
+            Optimizer::adam(),
+            Loss::sparse_categorical_crossentropy(),
+            &[],
+        )
+        .unwrap();
+        let cfg = FitConfig::new().epochs(1).anatomy(true).verbose(0);
+        let a = m
+            .fit(&x, &y, &cfg, &mut [])
+            .unwrap()
+            .anatomy
+            .expect("asked for");
+        let forward: Vec<&str> = a
+            .parts
+            .iter()
+            .filter(|p| p.pass.name() == "forward")
+            .map(|p| p.name.as_str())
+            .collect();
+        let (first, second) = if fused {
+            (
+                "batch_normalization + activation",
+                "batch_normalization_1 + activation_1",
+            )
+        } else {
+            ("batch_normalization", "batch_normalization_1")
+        };
+        assert_eq!(
+            forward[1..3],
+            [first, if fused { "max_pooling2d" } else { "activation" }]
+        );
+        assert!(forward.contains(&second), "{forward:?}");
+        assert_eq!(forward.contains(&"activation_1"), !fused, "{forward:?}");
+        let mut m = model();
+        m.set_norm_runs_activation(fused);
+        m.set_batch_norm_folding(fold);
+        m.compile(
+            Optimizer::adam().with_learning_rate(0.01),
+            Loss::sparse_categorical_crossentropy(),
+            &[Metric::Accuracy],
+        )
+        .unwrap();
+        let cfg = FitConfig::new()
+            .epochs(3)
+            .batch_size(16)
+            .validation_data(&x, &y)
+            .verbose(0);
+        let h = m.fit(&x, &y, &cfg, &mut []).unwrap();
+        let p = m.predict(&x, 32).unwrap();
+        (m.get_weights(), h, p)
+    };
+    for fold in [false, true] {
+        let (w_fused, h_fused, p_fused) = fit(true, fold);
+        let (w_plain, h_plain, p_plain) = fit(false, fold);
+        // The same arithmetic element by element: the same bits.
+        assert_eq!(h_fused.loss(), h_plain.loss(), "fold {fold}");
+        assert_eq!(h_fused.val_loss(), h_plain.val_loss(), "fold {fold}");
+        assert_eq!(w_fused, w_plain, "fold {fold}");
+        assert_eq!(p_fused, p_plain, "fold {fold}");
+        assert!(
+            *h_fused.accuracy().unwrap().last().unwrap() > 0.9,
+            "{h_fused:?}"
+        );
+    }
+}
+
+#[test]
 fn the_anatomy_names_every_pass_and_counts_its_flops() {
     let (x, y) = bright_halves(0.0);
     let mut m = Sequential::new()

@@ -31,6 +31,13 @@ impl Activation {
     }
 }
 
+impl Activation {
+    /// The activation this layer applies.
+    pub(crate) fn act(&self) -> Act {
+        self.act
+    }
+}
+
 impl Layer for Activation {
     layer_identity!("Activation");
     fn infer(&self, input: &[usize]) -> Result<Inferred> {

@@ -8,6 +8,7 @@ use kernels::ExecOptions;
 use rand::rngs::StdRng;
 
 use super::{elements, grow, next_version, zeros, Inferred, Kind, Layer, LayerConfig, Param};
+use crate::activations::Act;
 use crate::error::{Error, Result};
 
 /// Keras's `BatchNormalization(axis=-1, momentum=0.99, epsilon=1e-3)`: in training, each
@@ -15,6 +16,10 @@ use crate::error::{Error, Result};
 /// `gamma` and shifted by `beta` (trainable; ones and zeros at first), and the moving mean and
 /// variance (zeros and ones at first, not trainable, saved with the weights) moved towards the
 /// batch's by `1 − momentum`; at inference, normalised with the moving statistics.
+///
+/// In a compiled model, an elementwise `Activation` layer right after it (not the model's last)
+/// runs inside its passes: its output is then the activation's, and the Activation layer has no
+/// pass of its own (two passes over memory fewer each way).
 pub struct BatchNormalization {
     name: String,
     momentum: f32,
@@ -42,6 +47,12 @@ pub struct BatchNormalization {
     out: Vec<f32>,
     /// The version of the parameters and moving statistics (see `next_version`).
     version: u64,
+    /// The activation of the Activation layer after this one, run inside this layer's passes
+    /// (linear: none; decided at compile).
+    act: Act,
+    /// Whether `backward` receives the gradient before `act` (the layer after took its
+    /// derivative over: a MaxPooling2D).
+    grad_is_preactivation: bool,
 }
 
 impl Default for BatchNormalization {
@@ -74,6 +85,8 @@ impl BatchNormalization {
             scale: vec![],
             out: vec![],
             version: 0,
+            act: Act::Linear,
+            grad_is_preactivation: false,
         }
     }
     /// The weight of the old moving statistics in each update (in [0, 1]).
@@ -110,6 +123,19 @@ impl BatchNormalization {
             epsilon: self.epsilon,
         };
         (norm, self.version)
+    }
+
+    /// Runs `act` (the activation of the Activation layer right after this one) inside this
+    /// layer's passes from now on, when it is elementwise; returns whether it does (a softmax,
+    /// or `None`, leaves the activation to its own layer). Called at every compile.
+    pub(crate) fn absorb_activation(&mut self, act: Option<Act>) -> bool {
+        self.act = act.filter(|&a| a != Act::Softmax).unwrap_or(Act::Linear);
+        self.act != Act::Linear
+    }
+
+    /// Whether this layer runs the activation of the Activation layer after it.
+    pub(crate) fn runs_next_activation(&self) -> bool {
+        self.act != Act::Linear
     }
 
     fn setting(&self, setting: &'static str, value: f32, reason: &str) -> Error {
@@ -201,6 +227,7 @@ impl Layer for BatchNormalization {
         let len = n * self.per_sample();
         let (x, y) = (&x[..len], &mut self.out[..len]);
         let opts = ExecOptions::default();
+        let act = self.act.elementwise();
         if !training {
             batch_norm_scale(
                 &self.gamma,
@@ -210,7 +237,7 @@ impl Layer for BatchNormalization {
             )
             .and_then(|()| {
                 let affine = (&self.moving_mean[..], &self.scale[..], &self.beta[..]);
-                batch_norm_forward_inference(&opts, &s, x, affine, y)
+                batch_norm_forward_inference(&opts, &s, x, affine, act, y)
             })
             .map_err(Error::kernel(&self.name))?;
             return Ok(());
@@ -220,6 +247,7 @@ impl Layer for BatchNormalization {
             &s,
             x,
             (&self.gamma, &self.beta),
+            act,
             y,
             BatchStats {
                 mean: &mut self.mean,
@@ -253,11 +281,16 @@ impl Layer for BatchNormalization {
     ) -> Result<()> {
         let s = self.shape(n);
         let len = n * self.per_sample();
+        // The gradient arrives after the activation this layer ran: it is taken back through it
+        // on the fly, from this layer's output (the activation's).
+        let after = (self.act != Act::Linear && !self.grad_is_preactivation)
+            .then(|| (self.act.elementwise(), &self.out[..len]));
         batch_norm_backward(
             &ExecOptions::default(),
             &s,
             &x[..len],
             &grad[..len],
+            after,
             &self.gamma,
             (&self.mean, &self.inv_std),
             dx.map(|d| &mut d[..len]),
@@ -313,6 +346,14 @@ impl Layer for BatchNormalization {
             momentum: self.momentum,
             epsilon: self.epsilon,
         }
+    }
+
+    fn output_activation(&self) -> Act {
+        self.act
+    }
+
+    fn set_grad_is_preactivation(&mut self, on: bool) {
+        self.grad_is_preactivation = on;
     }
 
     fn kind(&mut self) -> Kind<'_> {
