@@ -501,41 +501,66 @@ fn lanes_mut<T>(s: &mut [T], i: usize) -> &mut [T; LANES] {
     (&mut s[i..i + LANES]).try_into().expect("LANES elements")
 }
 
-/// Per channel of the block at `c0` (`acc.len()` channels of rows `c` wide): Σ x, or
-/// Σ (x − mean)² when `mean` is given; row by row in f64.
+/// Runs `$body` with the constant `$groups` bound to `$w / LANES`, one of the listed counts
+/// (those the block size allows): loops over `$groups` whole lane groups then unroll, and their
+/// accumulators stay in registers (over a run-time count they lived in memory, stored back
+/// every row, and the compiler left the loop scalar).
+macro_rules! by_groups {
+    ($w:expr, [$($g:literal)*], |$groups:ident| $body:expr) => {
+        match $w / LANES {
+            $(
+                $g => {
+                    const $groups: usize = $g;
+                    $body
+                }
+            )*
+            n => unreachable!("{n} lane groups: more than a block holds"),
+        }
+    };
+}
+
+/// Per channel of the block at `c0` (`acc.len()` channels of rows `c` wide, at most
+/// [`BLOCK`]): Σ x, or Σ (x − mean)² when `mean` is given; row by row in f64.
 #[inline(always)]
 fn column_sums_body(x: &[f32], c: usize, c0: usize, acc: &mut [f64], mean: Option<&[f32]>) {
+    by_groups!(acc.len(), [0 1 2 3 4 5 6 7 8], |G| column_sums_groups::<G>(x, c, c0, acc, mean))
+}
+
+/// [`column_sums_body`] for a block of `G` whole lane groups and a tail of fewer than LANES.
+#[inline(always)]
+fn column_sums_groups<const G: usize>(
+    x: &[f32],
+    c: usize,
+    c0: usize,
+    acc: &mut [f64],
+    mean: Option<&[f32]>,
+) {
     let w = acc.len();
-    match mean {
-        None => {
-            for row in x.chunks_exact(c) {
-                let row = &row[c0..c0 + w];
-                let done = lane_steps!(w, |i| {
-                    let (a, v) = (lanes_mut(acc, i), lanes(row, i));
-                    for j in 0..LANES {
-                        a[j] += v[j] as f64;
-                    }
-                });
-                for (a, &v) in acc[done..].iter_mut().zip(&row[done..]) {
-                    *a += v as f64;
-                }
+    let whole = G * LANES;
+    let mut sums = [[0.0f64; LANES]; G];
+    // Without a mean, the same loop subtracts zeros: a second copy of it would only save a
+    // subtraction per element of a pass that waits on memory.
+    let zeros = [0.0f32; BLOCK];
+    let mean = mean.unwrap_or(&zeros[..w]);
+    let centre: [[f32; LANES]; G] = std::array::from_fn(|g| *lanes(mean, g * LANES));
+    let squares = mean.as_ptr() != zeros.as_ptr();
+    for row in x.chunks_exact(c) {
+        let row = &row[c0..c0 + w];
+        for g in 0..G {
+            let v = lanes(row, g * LANES);
+            for j in 0..LANES {
+                let d = (v[j] - centre[g][j]) as f64;
+                sums[g][j] += if squares { d * d } else { d };
             }
         }
-        Some(mean) => {
-            for row in x.chunks_exact(c) {
-                let row = &row[c0..c0 + w];
-                let done = lane_steps!(w, |i| {
-                    let (a, v, m) = (lanes_mut(acc, i), lanes(row, i), lanes(mean, i));
-                    for j in 0..LANES {
-                        let d = (v[j] - m[j]) as f64;
-                        a[j] += d * d;
-                    }
-                });
-                for ((a, &v), &m) in acc[done..].iter_mut().zip(&row[done..]).zip(&mean[done..]) {
-                    let d = (v - m) as f64;
-                    *a += d * d;
-                }
-            }
+        for i in whole..w {
+            let d = (row[i] - mean[i]) as f64;
+            acc[i] += if squares { d * d } else { d };
+        }
+    }
+    for g in 0..G {
+        for j in 0..LANES {
+            acc[g * LANES + j] += sums[g][j];
         }
     }
 }
@@ -610,45 +635,67 @@ fn gradient_sums_body(
     })
 }
 
+/// [`gradient_sums_body`] with the gradient `grad(dy, y)`, for a block of at most
+/// `BLOCK / 2` channels.
 #[inline(always)]
 fn gradient_sums_with(
+    data: (&[f32], &[f32], &[f32]),
+    c: usize,
+    c0: usize,
+    stats: (&[f32], &[f32]),
+    sdy: &mut [f64],
+    sdyx: &mut [f64],
+    grad: impl Fn(f32, f32) -> f32,
+) {
+    by_groups!(sdy.len(), [0 1 2 3 4], |G| {
+        gradient_sums_groups::<G>(data, c, c0, stats, sdy, sdyx, &grad)
+    })
+}
+
+/// [`gradient_sums_with`] for a block of `G` whole lane groups and a tail of fewer than LANES.
+#[inline(always)]
+fn gradient_sums_groups<const G: usize>(
     (x, dy, y): (&[f32], &[f32], &[f32]),
     c: usize,
     c0: usize,
     (mean, inv_std): (&[f32], &[f32]),
     sdy: &mut [f64],
     sdyx: &mut [f64],
-    grad: impl Fn(f32, f32) -> f32,
+    grad: &impl Fn(f32, f32) -> f32,
 ) {
     let w = sdy.len();
+    let whole = G * LANES;
     let sdyx = &mut sdyx[..w];
+    let (mut a, mut b) = ([[0.0f64; LANES]; G], [[0.0f64; LANES]; G]);
+    let m: [[f32; LANES]; G] = std::array::from_fn(|g| *lanes(mean, g * LANES));
+    let is: [[f32; LANES]; G] = std::array::from_fn(|g| *lanes(inv_std, g * LANES));
     for ((xr, gr), yr) in x
         .chunks_exact(c)
         .zip(dy.chunks_exact(c))
         .zip(y.chunks_exact(c))
     {
         let (xr, gr, yr) = (&xr[c0..c0 + w], &gr[c0..c0 + w], &yr[c0..c0 + w]);
-        let done = lane_steps!(w, |i| {
-            let (a, b) = (lanes_mut(sdy, i), lanes_mut(sdyx, i));
-            let (xv, gv, yv, m, is) = (
-                lanes(xr, i),
-                lanes(gr, i),
-                lanes(yr, i),
-                lanes(mean, i),
-                lanes(inv_std, i),
-            );
+        for g in 0..G {
+            let i = g * LANES;
+            let (xv, gv, yv) = (lanes(xr, i), lanes(gr, i), lanes(yr, i));
             for j in 0..LANES {
-                let xhat = (xv[j] - m[j]) * is[j];
-                let g = grad(gv[j], yv[j]);
-                a[j] += g as f64;
-                b[j] += (g * xhat) as f64;
+                let xhat = (xv[j] - m[g][j]) * is[g][j];
+                let d = grad(gv[j], yv[j]);
+                a[g][j] += d as f64;
+                b[g][j] += (d * xhat) as f64;
             }
-        });
-        for i in done..w {
+        }
+        for i in whole..w {
             let xhat = (xr[i] - mean[i]) * inv_std[i];
-            let g = grad(gr[i], yr[i]);
-            sdy[i] += g as f64;
-            sdyx[i] += (g * xhat) as f64;
+            let d = grad(gr[i], yr[i]);
+            sdy[i] += d as f64;
+            sdyx[i] += (d * xhat) as f64;
+        }
+    }
+    for g in 0..G {
+        for j in 0..LANES {
+            sdy[g * LANES + j] += a[g][j];
+            sdyx[g * LANES + j] += b[g][j];
         }
     }
 }
