@@ -89,10 +89,19 @@ pub fn batch_norm_forward_training(
     }
     let isa = crate::Isa::resolve(opts.isa)?;
     let (n, c) = (s.rows as f64, s.channels);
-    // Channel blocks of BLOCK with their sums on the stack: no allocation per call.
-    for c0 in (0..c).step_by(BLOCK) {
-        let w = BLOCK.min(c - c0);
-        let sum = striped_sums(opts, s, |rows, acc| {
+    // Channel blocks of HALF, both sums of a channel in one accumulator array on the stack: no
+    // allocation per call.
+    const HALF: usize = BLOCK / 2;
+    for c0 in (0..c).step_by(HALF) {
+        let w = HALF.min(c - c0);
+        // One pass for both moments, about the first row's values: Σ (x − x₀) and
+        // Σ (x − x₀)² in f64 (each difference exact there). Shifted by a value of the data, the
+        // variance E[(x − x₀)²] − E[x − x₀]² cancels nothing of note, unlike E[x²] − E[x]²
+        // where the mean is large beside the spread; the pass over x that a centred second sum
+        // needs is saved.
+        let shift = &x[c0..c0 + w];
+        let sums = striped_sums(opts, s, |rows, acc| {
+            let (s1, rest) = acc.split_at_mut(w);
             // SAFETY: `isa` was resolved, so this CPU has it.
             unsafe {
                 column_sums_loops::run(
@@ -100,28 +109,24 @@ pub fn batch_norm_forward_training(
                     &x[rows.start * c..rows.end * c],
                     c,
                     c0,
-                    &mut acc[..w],
-                    None,
+                    shift,
+                    s1,
+                    &mut rest[..w],
                 )
             }
         });
-        for (m, &t) in stats.mean[c0..c0 + w].iter_mut().zip(&sum) {
-            *m = (t / n) as f32;
-        }
-        let mean = &stats.mean[c0..c0 + w];
-        let sq = striped_sums(opts, s, |rows, acc| {
-            let x = &x[rows.start * c..rows.end * c];
-            // SAFETY: as above.
-            unsafe { column_sums_loops::run(isa, x, c, c0, &mut acc[..w], Some(mean)) }
-        });
-        let mut scale = [0.0f32; BLOCK];
+        let mut scale = [0.0f32; HALF];
         for i in 0..w {
-            let var = sq[i] / n;
+            let d = sums[i] / n;
+            let mean = shift[i] as f64 + d;
+            let var = (sums[w + i] / n - d * d).max(0.0);
             let inv_std = (1.0 / (var + s.epsilon as f64).sqrt()) as f32;
+            stats.mean[c0 + i] = mean as f32;
             stats.variance[c0 + i] = var as f32;
             stats.inv_std[c0 + i] = inv_std;
             scale[i] = gamma[c0 + i] * inv_std;
         }
+        let mean = &stats.mean[c0..c0 + w];
         let affine = (mean, &scale[..w], &beta[c0..c0 + w]);
         striped_map(opts, s, y, |rows, y| {
             let x = &x[rows.start * c..rows.end * c];
@@ -519,11 +524,13 @@ macro_rules! by_groups {
     };
 }
 
-/// Per channel of the block at `c0` (`acc.len()` channels of rows `c` wide, at most
-/// [`BLOCK`]): Σ x, or Σ (x − mean)² when `mean` is given; row by row in f64.
+/// Per channel of the block at `c0` (`s1.len()` channels of rows `c` wide, at most
+/// `BLOCK / 2`): Σ (x − shift) into `s1` and Σ (x − shift)² into `s2`, row by row in f64.
 #[inline(always)]
-fn column_sums_body(x: &[f32], c: usize, c0: usize, acc: &mut [f64], mean: Option<&[f32]>) {
-    by_groups!(acc.len(), [0 1 2 3 4 5 6 7 8], |G| column_sums_groups::<G>(x, c, c0, acc, mean))
+fn column_sums_body(x: &[f32], c: usize, c0: usize, shift: &[f32], s1: &mut [f64], s2: &mut [f64]) {
+    by_groups!(s1.len(), [0 1 2 3 4], |G| {
+        column_sums_groups::<G>(x, c, c0, shift, s1, s2)
+    })
 }
 
 /// [`column_sums_body`] for a block of `G` whole lane groups and a tail of fewer than LANES.
@@ -532,41 +539,42 @@ fn column_sums_groups<const G: usize>(
     x: &[f32],
     c: usize,
     c0: usize,
-    acc: &mut [f64],
-    mean: Option<&[f32]>,
+    shift: &[f32],
+    s1: &mut [f64],
+    s2: &mut [f64],
 ) {
-    let w = acc.len();
+    let w = s1.len();
     let whole = G * LANES;
-    let mut sums = [[0.0f64; LANES]; G];
-    // Without a mean, the same loop subtracts zeros: a second copy of it would only save a
-    // subtraction per element of a pass that waits on memory.
-    let zeros = [0.0f32; BLOCK];
-    let mean = mean.unwrap_or(&zeros[..w]);
-    let centre: [[f32; LANES]; G] = std::array::from_fn(|g| *lanes(mean, g * LANES));
-    let squares = mean.as_ptr() != zeros.as_ptr();
+    let s2 = &mut s2[..w];
+    let (mut a, mut b) = ([[0.0f64; LANES]; G], [[0.0f64; LANES]; G]);
+    let centre: [[f64; LANES]; G] =
+        std::array::from_fn(|g| lanes(shift, g * LANES).map(|v| v as f64));
     for row in x.chunks_exact(c) {
         let row = &row[c0..c0 + w];
         for g in 0..G {
             let v = lanes(row, g * LANES);
             for j in 0..LANES {
-                let d = (v[j] - centre[g][j]) as f64;
-                sums[g][j] += if squares { d * d } else { d };
+                let d = v[j] as f64 - centre[g][j];
+                a[g][j] += d;
+                b[g][j] += d * d;
             }
         }
         for i in whole..w {
-            let d = (row[i] - mean[i]) as f64;
-            acc[i] += if squares { d * d } else { d };
+            let d = row[i] as f64 - shift[i] as f64;
+            s1[i] += d;
+            s2[i] += d * d;
         }
     }
     for g in 0..G {
         for j in 0..LANES {
-            acc[g * LANES + j] += sums[g][j];
+            s1[g * LANES + j] += a[g][j];
+            s2[g * LANES + j] += b[g][j];
         }
     }
 }
 
 crate::dispatch::per_isa!(column_sums_loops, column_sums_body, column_sums_body,
-    (x: &[f32], c: usize, c0: usize, acc: &mut [f64], mean: Option<&[f32]>));
+    (x: &[f32], c: usize, c0: usize, shift: &[f32], s1: &mut [f64], s2: &mut [f64]));
 
 /// `y = act((x − mean)·scale + beta)` on the block of channels at `c0` (`scale.len()` wide).
 #[inline(always)]

@@ -367,6 +367,42 @@ fn a_short_activation_output_is_an_error() {
 }
 
 #[test]
+fn a_large_mean_beside_a_small_spread_keeps_the_variance_accurate() {
+    // Values near 10⁴ spread by about 0.01 (f32 steps of 2⁻¹⁰ there): E[x²] − E[x]² in f64
+    // would lose most digits; the shifted sums lose none on any path.
+    let (rows, channels) = (3000, 5);
+    let s = BatchNorm {
+        rows,
+        channels,
+        epsilon: 1e-3,
+    };
+    let noise = Rng::new(7).fill(rows * channels);
+    let x: Vec<f32> = noise
+        .iter()
+        .enumerate()
+        .map(|(i, v)| 1.0e4 + (i % channels) as f32 + 0.01 * v)
+        .collect();
+    let want = reference(&s, &x, &[1.0; 5], &[0.0; 5], &vec![0.0; rows * channels]);
+    for isa in Isa::available() {
+        let mut y = vec![0.0; x.len()];
+        let opts = ExecOptions::with_isa(isa);
+        let (run, st) = forward_training(&opts, &s, &x, (&[1.0; 5], &[0.0; 5]), &mut y, 5);
+        run.unwrap();
+        for j in 0..channels {
+            let (got, w) = (st.var[j] as f64, want.var[j]);
+            assert!(
+                (got - w).abs() <= 1e-6 * w,
+                "{isa} channel {j}: {got} vs {w}"
+            );
+            assert!(
+                (st.mean[j] as f64 - want.mean[j]).abs() <= 1e-3,
+                "{isa} mean {j}"
+            );
+        }
+    }
+}
+
+#[test]
 fn the_statistics_do_not_depend_on_the_thread_count() {
     let s = BatchNorm {
         rows: 5000,
