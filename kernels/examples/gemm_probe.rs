@@ -1,30 +1,32 @@
-//! Runs one GEMM shape in a loop, for profiling: `gemm_probe M K N [iters] [threads]`.
+//! Runs one GEMM shape in a loop, for profiling: `gemm_probe M K N [iters]` (C = A·B, row-major;
+//! threads from `RAYON_NUM_THREADS`); prints the time per call and GFLOP/s.
 use kernels::{gemm, MatMut, MatRef};
+
 fn main() {
-    let a: Vec<usize> = std::env::args()
+    let args: Vec<usize> = std::env::args()
         .skip(1)
-        .map(|s| s.parse().unwrap())
+        .map_while(|s| s.parse().ok())
         .collect();
-    let (m, k, n) = (a[0], a[1], a[2]);
-    let iters = a.get(3).copied().unwrap_or(1000);
-    let x: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
-    let w: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+    let [m, k, n, ..] = args[..] else {
+        eprintln!("usage: gemm_probe M K N [iters]");
+        std::process::exit(2);
+    };
+    let iters = args.get(3).copied().unwrap_or(1000).max(1);
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
     let mut c = vec![0.0f32; m * n];
     let t = std::time::Instant::now();
     for _ in 0..iters {
-        gemm(
-            1.0,
-            MatRef::row_major(&x, m, k, k),
-            MatRef::row_major(&w, k, n, n),
-            0.0,
-            MatMut::row_major(&mut c, m, n, n),
-        )
-        .unwrap();
+        let (a, b) = (
+            MatRef::row_major(&a, m, k, k),
+            MatRef::row_major(&b, k, n, n),
+        );
+        if let Err(e) = gemm(1.0, a, b, 0.0, MatMut::row_major(&mut c, m, n, n)) {
+            eprintln!("gemm_probe: {e}");
+            std::process::exit(1);
+        }
     }
     let s = t.elapsed().as_secs_f64() / iters as f64;
-    println!(
-        "{m}x{k}x{n}: {:.1} µs, {:.1} GFLOP/s",
-        s * 1e6,
-        2.0 * (m * n * k) as f64 / s / 1e9
-    );
+    let gflops = 2.0 * (m * n * k) as f64 / s / 1e9;
+    println!("{m}x{k}x{n}: {:.1} µs, {gflops:.1} GFLOP/s", s * 1e6);
 }
