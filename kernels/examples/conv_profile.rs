@@ -1,16 +1,20 @@
 //! Runs one convolution pass in a loop, for profiling:
-//! `conv_profile <forward|forward-im2col|weights|input> [iters] [vgg]` — the reference CNN's
-//! first layer at batch 32, or with `vgg` a 56×56×64 → 64 'same' layer at batch 4.
+//! `conv_profile <forward|forward-im2col|weights|input> [iters] [vgg|SHAPE]` — the reference CNN's
+//! first layer at batch 32, with `vgg` a 56×56×64 → 64 'same' layer at batch 4, or a square
+//! kernel's `batch,height,width,in_c,out_c,k,same|valid`.
 use kernels::conv::*;
 use kernels::{Activation, ExecOptions};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let which = args.get(1).map(String::as_str).unwrap_or("forward");
     let iters: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2000);
-    let s = if args.get(3).is_some_and(|a| a == "vgg") {
-        Conv2d::square(4, (56, 56, 64), 64, 3, Padding::Same)
-    } else {
-        Conv2d::square(32, (28, 28, 1), 32, 3, Padding::Valid)
+    let s = match args.get(3).map(String::as_str) {
+        Some("vgg") => Conv2d::square(4, (56, 56, 64), 64, 3, Padding::Same),
+        Some(spec) => parse_shape(spec).unwrap_or_else(|| {
+            eprintln!("conv_profile: a shape is batch,height,width,in_c,out_c,k,same|valid");
+            std::process::exit(2);
+        }),
+        None => Conv2d::square(32, (28, 28, 1), 32, 3, Padding::Valid),
     };
     let x = vec![0.5f32; s.input_len()];
     let w = vec![0.25f32; s.weight_len()];
@@ -38,4 +42,25 @@ fn main() {
         "{which}: {:.1} µs per call",
         t.elapsed().as_secs_f64() * 1e6 / iters as f64
     );
+}
+
+/// `batch,height,width,in_c,out_c,k,same|valid`.
+fn parse_shape(spec: &str) -> Option<Conv2d> {
+    let parts: Vec<&str> = spec.split(',').collect();
+    let [b, h, w, c, oc, k, padding] = parts[..] else {
+        return None;
+    };
+    let n = |v: &str| v.parse::<usize>().ok();
+    let padding = match padding {
+        "same" => Padding::Same,
+        "valid" => Padding::Valid,
+        _ => return None,
+    };
+    Some(Conv2d::square(
+        n(b)?,
+        (n(h)?, n(w)?, n(c)?),
+        n(oc)?,
+        n(k)?,
+        padding,
+    ))
 }
