@@ -71,7 +71,8 @@ pub(crate) fn parallel(threading: Threading) -> bool {
 
 /// How a kernel call runs — which instruction-set path, how many threads: the one options value
 /// of every kernel family (GEMM, convolution, pooling, activations, softmax, optimizer steps;
-/// the single-row and elementwise ones run on the calling thread whatever `threading` says).
+/// the single-row ones, and elementwise ones over few elements, run on the calling thread
+/// whatever `threading` says).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExecOptions {
     /// The instruction-set path to use; `None` means [`Isa::active`] (the `KERNELS_ISA`

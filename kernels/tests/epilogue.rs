@@ -261,6 +261,48 @@ fn bias_activation_pass_matches_per_element_activation() {
         .contains("10 elements do not form whole rows of 3 columns"));
 }
 
+/// Passes large enough to split across threads (rows of an odd width, so that pieces of whole
+/// rows do not line up with the vectors) give the bits of one thread, on every path.
+#[test]
+fn large_activation_passes_do_not_depend_on_the_thread_count() {
+    let (rows, cols) = (301, 333);
+    let mut rng = Rng::new(12);
+    let x = rng.fill(rows * cols);
+    let bias = rng.fill(cols);
+    let upstream = rng.fill(rows * cols);
+    let on = |threads: usize, f: &(dyn Fn() -> (Vec<f32>, Vec<f32>) + Sync)| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(f)
+    };
+    for isa in Isa::available() {
+        let opts = kernels::ExecOptions::with_isa(isa);
+        for act in ACTIVATIONS {
+            let run = || {
+                let mut y = x.clone();
+                bias_activation(&opts, act, Some(&bias), &mut y, cols).unwrap();
+                let mut dy = upstream.clone();
+                activation_backward(&opts, act, &y, &mut dy).unwrap();
+                (y, dy)
+            };
+            let (one, two) = (on(1, &run), on(2, &run));
+            assert_eq!(one, two, "{isa} {act:?}");
+            for (i, (&got, &x)) in one.0.iter().zip(&x).enumerate() {
+                let want = act64(act, x as f64 + bias[i % cols] as f64);
+                assert!(
+                    (got as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                    "{isa} {act:?} element {i}"
+                );
+            }
+            for ((&got, &y), &g) in one.1.iter().zip(&one.0).zip(&upstream) {
+                assert_eq!(got, act.backward(y, g), "{isa} {act:?}");
+            }
+        }
+    }
+}
+
 /// The backward pass of each activation against a central finite difference of its forward
 /// pass (in f64 around the f32 input), on every path: |analytic − numeric| ≤ 1e-3·(1 + |numeric|).
 #[test]
