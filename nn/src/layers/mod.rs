@@ -69,7 +69,7 @@ pub struct Param<'a> {
     pub trainable: bool,
 }
 
-/// Where a layer's fused backward pass ([`Dense::backward_stepping`]) takes the optimizer's step
+/// Where a layer's fused backward pass (`Dense::backward_stepping`) takes the optimizer's step
 /// for one of its parameters.
 pub trait ParamSteps {
     /// This step's rule and the state buffers of the layer's parameter number `param` (in
