@@ -265,7 +265,8 @@ fn bias_activation_pass_matches_per_element_activation() {
 /// rows do not line up with the vectors) give the bits of one thread, on every path.
 #[test]
 fn large_activation_passes_do_not_depend_on_the_thread_count() {
-    let (rows, cols) = (301, 333);
+    // Just over the 64 Ki elements from which the passes split.
+    let (rows, cols) = (199, 333);
     let mut rng = Rng::new(12);
     let x = rng.fill(rows * cols);
     let bias = rng.fill(cols);
@@ -289,7 +290,8 @@ fn large_activation_passes_do_not_depend_on_the_thread_count() {
             };
             let (one, two) = (on(1, &run), on(2, &run));
             assert_eq!(one, two, "{isa} {act:?}");
-            for (i, (&got, &x)) in one.0.iter().zip(&x).enumerate() {
+            // Every 7th element against the f64 activation (each one is computed alike).
+            for (i, (&got, &x)) in one.0.iter().zip(&x).enumerate().step_by(7) {
                 let want = act64(act, x as f64 + bias[i % cols] as f64);
                 assert!(
                     (got as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()),
