@@ -158,8 +158,45 @@ fn backward_body(act: Activation, y: &[f32], dy: &mut [f32]) {
     }
 }
 
+/// `y[i] ← act(x[i])`, with the arithmetic of [`bias_act_body`] without a bias (so the same
+/// bits as a copy activated in place).
+#[inline(always)]
+fn forward_into_body(act: Activation, x: &[f32], y: &mut [f32]) {
+    #[inline(always)]
+    fn each(x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32) {
+        y.iter_mut().zip(x).for_each(|(y, &x)| *y = f(x));
+    }
+    match act {
+        Activation::Identity => y.copy_from_slice(x),
+        Activation::Relu => each(x, y, |v| relu1(v + 0.0)),
+        Activation::Sigmoid => each(x, y, sigmoid1),
+        Activation::Tanh => each(x, y, tanh1),
+    }
+}
+
+/// `dx[i] ← dy[i]·act'(x_i)` from the forward output `y`, out of place.
+#[inline(always)]
+fn backward_into_body(act: Activation, y: &[f32], dy: &[f32], dx: &mut [f32]) {
+    #[inline(always)]
+    fn each(y: &[f32], dy: &[f32], dx: &mut [f32], act: Activation) {
+        for ((d, &g), &y) in dx.iter_mut().zip(dy).zip(y) {
+            *d = act.backward(y, g);
+        }
+    }
+    match act {
+        Activation::Identity => dx.copy_from_slice(dy),
+        Activation::Relu => each(y, dy, dx, Activation::Relu),
+        Activation::Sigmoid => each(y, dy, dx, Activation::Sigmoid),
+        Activation::Tanh => each(y, dy, dx, Activation::Tanh),
+    }
+}
+
 crate::dispatch::per_isa!(bias_act_loops, bias_act_body, bias_act_body,
     (act: Activation, row: &mut [f32], bias: RowBias<'_>));
+crate::dispatch::per_isa!(forward_into_loops, forward_into_body, forward_into_body,
+    (act: Activation, x: &[f32], y: &mut [f32]));
+crate::dispatch::per_isa!(backward_into_loops, backward_into_body, backward_into_body,
+    (act: Activation, y: &[f32], dy: &[f32], dx: &mut [f32]));
 crate::dispatch::per_isa!(backward_loops, backward_body, backward_body,
     (act: Activation, y: &[f32], dy: &mut [f32]));
 
@@ -250,4 +287,80 @@ pub fn activation_backward(
         unsafe { backward_loops::run(isa, act, y, dy) };
     }
     Ok(())
+}
+
+/// An activation layer's forward pass, `y[i] ← act(x[i])` in one pass out of place (the bits of
+/// `y` copied from `x` and then [`bias_activation`] without a bias).
+pub fn activation_forward(
+    opts: &ExecOptions,
+    act: Activation,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<()> {
+    same_lengths(
+        "activation_forward",
+        "the input",
+        x.len(),
+        "the output",
+        y.len(),
+    )?;
+    let isa = Isa::resolve(opts.isa)?;
+    if y.len() >= PARALLEL_ELEMENTS && crate::process::parallel(opts.threading) {
+        y.par_chunks_mut(PIECE)
+            .zip(x.par_chunks(PIECE))
+            // SAFETY: `resolve` checked that this CPU has `isa`'s features.
+            .for_each(|(y, x)| unsafe { forward_into_loops::run(isa, act, x, y) });
+    } else {
+        // SAFETY: as above.
+        unsafe { forward_into_loops::run(isa, act, x, y) };
+    }
+    Ok(())
+}
+
+/// [`activation_backward`] out of place: `dx[i] ← dy[i]·act'(x_i)` from the forward output `y`,
+/// `dy` unchanged (the bits of `dy` taken back in place and then copied).
+pub fn activation_backward_into(
+    opts: &ExecOptions,
+    act: Activation,
+    y: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+) -> Result<()> {
+    let what = "activation_backward_into";
+    same_lengths(
+        what,
+        "the forward output",
+        y.len(),
+        "the gradient",
+        dy.len(),
+    )?;
+    same_lengths(
+        what,
+        "the gradient",
+        dy.len(),
+        "the input gradient",
+        dx.len(),
+    )?;
+    let isa = Isa::resolve(opts.isa)?;
+    if dx.len() >= PARALLEL_ELEMENTS && crate::process::parallel(opts.threading) {
+        dx.par_chunks_mut(PIECE)
+            .zip(dy.par_chunks(PIECE).zip(y.par_chunks(PIECE)))
+            // SAFETY: `resolve` checked that this CPU has `isa`'s features.
+            .for_each(|(dx, (dy, y))| unsafe { backward_into_loops::run(isa, act, y, dy, dx) });
+    } else {
+        // SAFETY: as above.
+        unsafe { backward_into_loops::run(isa, act, y, dy, dx) };
+    }
+    Ok(())
+}
+
+/// An error naming both operands when their lengths differ.
+fn same_lengths(what: &'static str, a: &str, a_len: usize, b: &str, b_len: usize) -> Result<()> {
+    if a_len == b_len {
+        return Ok(());
+    }
+    Err(Error::ShapeMismatch {
+        what,
+        detail: format!("{a} has {a_len} elements but {b} has {b_len}"),
+    })
 }

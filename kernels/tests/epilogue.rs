@@ -6,7 +6,9 @@
 //! carries through), plus one rounding of the bias add, plus the activations' stated accuracy
 //! (3·2⁻²³ relative, `kernels::math`) and 1e-30 absolute.
 
-use kernels::activation::{activation_backward, bias_activation};
+use kernels::activation::{
+    activation_backward, activation_backward_into, activation_forward, bias_activation,
+};
 use kernels::reference::{Path, Rng};
 use kernels::{gemm_fused, reference, Activation, Bias, ExecOptions, Isa, MatMut, MatRef};
 use proptest::prelude::*;
@@ -303,6 +305,46 @@ fn large_activation_passes_do_not_depend_on_the_thread_count() {
             }
         }
     }
+}
+
+/// The out-of-place passes an Activation layer runs give the bits of a copy and the in-place
+/// passes, below and above the split threshold, on every path; lengths that differ are errors.
+#[test]
+fn out_of_place_activation_passes_match_the_in_place_ones() {
+    let mut rng = Rng::new(13);
+    for len in [37, 70_001] {
+        let x = rng.fill(len);
+        let upstream = rng.fill(len);
+        for isa in Isa::available() {
+            let opts = kernels::ExecOptions::with_isa(isa);
+            for act in ACTIVATIONS {
+                let mut in_place = x.clone();
+                bias_activation(&opts, act, None, &mut in_place, 1).unwrap();
+                let mut y = vec![f32::NAN; len];
+                activation_forward(&opts, act, &x, &mut y).unwrap();
+                assert_eq!(y, in_place, "{isa} {act:?} forward, {len}");
+                let mut through = upstream.clone();
+                activation_backward(&opts, act, &y, &mut through).unwrap();
+                let mut dx = vec![f32::NAN; len];
+                activation_backward_into(&opts, act, &y, &upstream, &mut dx).unwrap();
+                assert_eq!(dx, through, "{isa} {act:?} backward, {len}");
+            }
+        }
+    }
+    let opts = kernels::ExecOptions::default();
+    let err = activation_forward(&opts, Activation::Relu, &[0.0; 3], &mut [0.0; 4]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the input has 3 elements but the output has 4"),
+        "{err}"
+    );
+    let err =
+        activation_backward_into(&opts, Activation::Tanh, &[0.0; 3], &[0.0; 3], &mut [0.0; 2])
+            .unwrap_err();
+    assert!(
+        err.to_string().contains("the input gradient has 2"),
+        "{err}"
+    );
 }
 
 /// The backward pass of each activation against a central finite difference of its forward

@@ -59,13 +59,12 @@ impl Layer for Activation {
     fn forward(&mut self, x: &[f32], n: usize, _training: bool) -> Result<()> {
         let len = n * self.per;
         let y = &mut self.out[..len];
-        y.copy_from_slice(&x[..len]);
-        kernels::activation::bias_activation(
+        // One pass from x into y (a softmax's elementwise part is a copy; it follows).
+        kernels::activation::activation_forward(
             &kernels::ExecOptions::default(),
             self.act.elementwise(),
-            None,
+            &x[..len],
             y,
-            self.last,
         )
         .map_err(Error::kernel(&self.name))?;
         finish_forward(self.act, y, self.last, &self.name)
@@ -81,14 +80,36 @@ impl Layer for Activation {
         n: usize,
     ) -> Result<()> {
         let len = n * self.per;
-        if !self.grad_is_preactivation {
-            let y = samples(&self.out, n, self.per);
-            backward_in_place(self.act, y, &mut grad[..len], self.last, &self.name)?;
+        let y = samples(&self.out, n, self.per);
+        match dx {
+            // An elementwise derivative (or none: the layer after took it over) straight into
+            // dx, in one pass.
+            Some(dx) if self.act != Act::Softmax => {
+                let act = if self.grad_is_preactivation {
+                    kernels::Activation::Identity
+                } else {
+                    self.act.elementwise()
+                };
+                let opts = kernels::ExecOptions::default();
+                kernels::activation::activation_backward_into(
+                    &opts,
+                    act,
+                    y,
+                    &grad[..len],
+                    &mut dx[..len],
+                )
+                .map_err(Error::kernel(&self.name))
+            }
+            dx => {
+                if !self.grad_is_preactivation {
+                    backward_in_place(self.act, y, &mut grad[..len], self.last, &self.name)?;
+                }
+                if let Some(dx) = dx {
+                    dx[..len].copy_from_slice(&grad[..len]);
+                }
+                Ok(())
+            }
         }
-        if let Some(dx) = dx {
-            dx[..len].copy_from_slice(&grad[..len]);
-        }
-        Ok(())
     }
     fn for_each_param(&mut self, _f: &mut dyn FnMut(Param<'_>)) {}
     fn param_count(&self) -> usize {
