@@ -28,6 +28,11 @@ const PARALLEL_ELEMENTS: usize = 1 << 16;
 /// Elements per piece of a parallel pass (whole rows for [`bias_activation`]).
 const PIECE: usize = 1 << 14;
 
+/// Whether a separate pass over `len` elements runs in pieces on the pool.
+fn in_pieces(opts: &ExecOptions, len: usize) -> bool {
+    len >= PARALLEL_ELEMENTS && crate::process::parallel(opts.threading)
+}
+
 /// An elementwise activation with a cheap derivative, as Keras names them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -246,7 +251,7 @@ pub fn bias_activation(
             unsafe { bias_act_row(isa, act, row, rb) };
         }
     };
-    if y.len() >= PARALLEL_ELEMENTS && crate::process::parallel(opts.threading) {
+    if in_pieces(opts, y.len()) {
         y.par_chunks_mut((PIECE / cols).max(1) * cols)
             .for_each(rows);
     } else {
@@ -263,21 +268,19 @@ pub fn activation_backward(
     y: &[f32],
     dy: &mut [f32],
 ) -> Result<()> {
-    if y.len() != dy.len() {
-        return Err(Error::ShapeMismatch {
-            what: "activation_backward",
-            detail: format!(
-                "the forward output has {} elements but the gradient has {}",
-                y.len(),
-                dy.len()
-            ),
-        });
-    }
+    let what = "activation_backward";
+    same_lengths(
+        what,
+        "the forward output",
+        y.len(),
+        "the gradient",
+        dy.len(),
+    )?;
     let isa = Isa::resolve(opts.isa)?;
     if act == Activation::Identity {
         return Ok(());
     }
-    if y.len() >= PARALLEL_ELEMENTS && crate::process::parallel(opts.threading) {
+    if in_pieces(opts, y.len()) {
         dy.par_chunks_mut(PIECE)
             .zip(y.par_chunks(PIECE))
             // SAFETY: `resolve` checked that this CPU has `isa`'s features.
@@ -305,7 +308,7 @@ pub fn activation_forward(
         y.len(),
     )?;
     let isa = Isa::resolve(opts.isa)?;
-    if y.len() >= PARALLEL_ELEMENTS && crate::process::parallel(opts.threading) {
+    if in_pieces(opts, y.len()) {
         y.par_chunks_mut(PIECE)
             .zip(x.par_chunks(PIECE))
             // SAFETY: `resolve` checked that this CPU has `isa`'s features.
@@ -342,7 +345,7 @@ pub fn activation_backward_into(
         dx.len(),
     )?;
     let isa = Isa::resolve(opts.isa)?;
-    if dx.len() >= PARALLEL_ELEMENTS && crate::process::parallel(opts.threading) {
+    if in_pieces(opts, dx.len()) {
         dx.par_chunks_mut(PIECE)
             .zip(dy.par_chunks(PIECE).zip(y.par_chunks(PIECE)))
             // SAFETY: `resolve` checked that this CPU has `isa`'s features.

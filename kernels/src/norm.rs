@@ -91,7 +91,6 @@ pub fn batch_norm_forward_training(
     let (n, c) = (s.rows as f64, s.channels);
     // Channel blocks of HALF, both sums of a channel in one accumulator array on the stack: no
     // allocation per call.
-    const HALF: usize = BLOCK / 2;
     for c0 in (0..c).step_by(HALF) {
         let w = HALF.min(c - c0);
         // One pass for both moments, about the first row's values: Σ (x − x₀) and
@@ -197,6 +196,9 @@ fn striped_map(
 
 /// Channels per block of the per-channel loops (their accumulators live on the stack).
 const BLOCK: usize = 64;
+/// Channels per block of the loops that take two sums per channel, side by side in one
+/// accumulator array of BLOCK.
+const HALF: usize = BLOCK / 2;
 
 /// Inference forward (or any fixed statistics): `y = act((x − mean)·scale + beta)` per channel,
 /// with `scale = gamma / √(variance + ε)` computed by the caller once (see [`batch_norm_scale`])
@@ -377,7 +379,6 @@ pub fn batch_norm_backward(
     let (n, c) = (s.rows as f64, s.channels);
     let mut dx = dx;
     // Half blocks: both sums of a channel share one accumulator array.
-    const HALF: usize = BLOCK / 2;
     for c0 in (0..c).step_by(HALF) {
         let w = HALF.min(c - c0);
         let (m, is) = (&mean[c0..c0 + w], &inv_std[c0..c0 + w]);
@@ -525,7 +526,7 @@ macro_rules! by_groups {
 }
 
 /// Per channel of the block at `c0` (`s1.len()` channels of rows `c` wide, at most
-/// `BLOCK / 2`): Σ (x − shift) into `s1` and Σ (x − shift)² into `s2`, row by row in f64.
+/// [`HALF`]): Σ (x − shift) into `s1` and Σ (x − shift)² into `s2`, row by row in f64.
 #[inline(always)]
 fn column_sums_body(x: &[f32], c: usize, c0: usize, shift: &[f32], s1: &mut [f64], s2: &mut [f64]) {
     by_groups!(s1.len(), [0 1 2 3 4], |G| {
@@ -644,7 +645,7 @@ fn gradient_sums_body(
 }
 
 /// [`gradient_sums_body`] with the gradient `grad(dy, y)`, for a block of at most
-/// `BLOCK / 2` channels.
+/// [`HALF`] channels.
 #[inline(always)]
 fn gradient_sums_with(
     data: (&[f32], &[f32], &[f32]),

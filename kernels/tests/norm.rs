@@ -136,12 +136,17 @@ fn forward_training_act(
     )
 }
 
-fn check(rows: usize, channels: usize, seed: u64) -> Result<(), String> {
-    let s = BatchNorm {
-        rows,
-        channels,
-        epsilon: 1e-3,
-    };
+/// A random case of `rows × channels`: the shape (ε 1e-3), x, gamma, beta and an output
+/// gradient.
+struct Case {
+    s: BatchNorm,
+    x: Vec<f32>,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    dy: Vec<f32>,
+}
+
+fn case(rows: usize, channels: usize, seed: u64) -> Case {
     let mut rng = Rng::new(seed);
     // An offset and scale per channel, so the statistics are not trivially 0 and 1.
     let x: Vec<f32> = rng
@@ -150,11 +155,27 @@ fn check(rows: usize, channels: usize, seed: u64) -> Result<(), String> {
         .enumerate()
         .map(|(i, &v)| 3.0 * v + (i % channels) as f32 * 0.5)
         .collect();
-    let (gamma, beta, dy) = (
-        rng.fill(channels),
-        rng.fill(channels),
-        rng.fill(rows * channels),
-    );
+    Case {
+        s: BatchNorm {
+            rows,
+            channels,
+            epsilon: 1e-3,
+        },
+        x,
+        gamma: rng.fill(channels),
+        beta: rng.fill(channels),
+        dy: rng.fill(rows * channels),
+    }
+}
+
+fn check(rows: usize, channels: usize, seed: u64) -> Result<(), String> {
+    let Case {
+        s,
+        x,
+        gamma,
+        beta,
+        dy,
+    } = case(rows, channels, seed);
     let want = reference(&s, &x, &gamma, &beta, &dy);
     for isa in Isa::available() {
         let opts = ExecOptions::with_isa(isa);
@@ -245,22 +266,13 @@ fn check_activation(
     act: Activation,
     seed: u64,
 ) -> Result<(), String> {
-    let s = BatchNorm {
-        rows,
-        channels,
-        epsilon: 1e-3,
-    };
-    let mut rng = Rng::new(seed);
-    let x: Vec<f32> = rng
-        .fill(rows * channels)
-        .iter()
-        .map(|v| 2.0 * v + 0.3)
-        .collect();
-    let (gamma, beta, dy) = (
-        rng.fill(channels),
-        rng.fill(channels),
-        rng.fill(rows * channels),
-    );
+    let Case {
+        s,
+        x,
+        gamma,
+        beta,
+        dy,
+    } = case(rows, channels, seed);
     let len = rows * channels;
     let e = |e: kernels::Error| e.to_string();
     for isa in Isa::available() {

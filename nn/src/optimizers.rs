@@ -1,6 +1,7 @@
 //! Optimizers with Keras 3's update rules and defaults; the per-element loops run in
-//! `kernels::optim` (vectorised, with subnormals flushed to zero as TensorFlow's CPU kernels). State (momenta, moving averages) is created on the first step
-//! and reused: later steps allocate nothing.
+//! `kernels::optim` (vectorised, with subnormals flushed to zero as TensorFlow's CPU kernels).
+//! State (momenta, moving averages) is created on the first step and reused: later steps
+//! allocate nothing.
 
 use serde::{Deserialize, Serialize};
 

@@ -773,19 +773,21 @@ fn a_normalisation_running_the_activation_after_it_trains_as_the_two_layers_do()
         let mut m = model();
         m.set_norm_runs_activation(fused);
         m.set_batch_norm_folding(fold);
-        // Which passes run: the normalisations with their activations, or each on its own.
         m.compile(
-            Optimizer::adam(),
+            Optimizer::adam().with_learning_rate(0.01),
             Loss::sparse_categorical_crossentropy(),
-            &[],
+            &[Metric::Accuracy],
         )
         .unwrap();
-        let cfg = FitConfig::new().epochs(1).anatomy(true).verbose(0);
-        let a = m
-            .fit(&x, &y, &cfg, &mut [])
-            .unwrap()
-            .anatomy
-            .expect("asked for");
+        let cfg = FitConfig::new()
+            .epochs(3)
+            .batch_size(16)
+            .validation_data(&x, &y)
+            .anatomy(true)
+            .verbose(0);
+        let mut h = m.fit(&x, &y, &cfg, &mut []).unwrap();
+        // Which passes ran: the normalisations with their activations, or each on its own.
+        let a = h.anatomy.take().expect("asked for");
         let forward: Vec<&str> = a
             .parts
             .iter()
@@ -806,21 +808,6 @@ fn a_normalisation_running_the_activation_after_it_trains_as_the_two_layers_do()
         );
         assert!(forward.contains(&second), "{forward:?}");
         assert_eq!(forward.contains(&"activation_1"), !fused, "{forward:?}");
-        let mut m = model();
-        m.set_norm_runs_activation(fused);
-        m.set_batch_norm_folding(fold);
-        m.compile(
-            Optimizer::adam().with_learning_rate(0.01),
-            Loss::sparse_categorical_crossentropy(),
-            &[Metric::Accuracy],
-        )
-        .unwrap();
-        let cfg = FitConfig::new()
-            .epochs(3)
-            .batch_size(16)
-            .validation_data(&x, &y)
-            .verbose(0);
-        let h = m.fit(&x, &y, &cfg, &mut []).unwrap();
         let p = m.predict(&x, 32).unwrap();
         (m.get_weights(), h, p)
     };
