@@ -1,5 +1,6 @@
-//! Runs one GEMM shape in a loop, for profiling: `gemm_probe M K N [iters]` (C = A·B, row-major;
-//! threads from `RAYON_NUM_THREADS`); prints the time per call and GFLOP/s.
+//! Runs one GEMM shape in a loop, for profiling: `gemm_probe M K N [iters] [at|bt]` (C = A·B,
+//! row-major; `at`: A stored K × M and read transposed, `bt`: B stored N × K; threads from
+//! `RAYON_NUM_THREADS`); prints the time per call and GFLOP/s.
 use kernels::{gemm, MatMut, MatRef};
 
 fn main() {
@@ -12,15 +13,20 @@ fn main() {
         std::process::exit(2);
     };
     let iters = args.get(3).copied().unwrap_or(1000).max(1);
+    let layout = std::env::args().nth(5).unwrap_or_default();
     let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
     let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
     let mut c = vec![0.0f32; m * n];
     let t = std::time::Instant::now();
     for _ in 0..iters {
-        let (a, b) = (
-            MatRef::row_major(&a, m, k, k),
-            MatRef::row_major(&b, k, n, n),
-        );
+        let a = match layout.as_str() {
+            "at" => MatRef::row_major(&a, k, m, m).t(),
+            _ => MatRef::row_major(&a, m, k, k),
+        };
+        let b = match layout.as_str() {
+            "bt" => MatRef::row_major(&b, n, k, k).t(),
+            _ => MatRef::row_major(&b, k, n, n),
+        };
         if let Err(e) = gemm(1.0, a, b, 0.0, MatMut::row_major(&mut c, m, n, n)) {
             eprintln!("gemm_probe: {e}");
             std::process::exit(1);

@@ -11,7 +11,9 @@
 //! Output pixels are numbered across the batch (`(n·out_h + oy)·out_w + ox`); seen so, `y` is a
 //! `pixels × out_c` matrix, `y = col·w` where row p of `col` is the patch of input under output
 //! pixel p (im2col). With 8 or more input channels the forward pass never stores `col` at all:
-//! the GEMM packs its blocks straight from the input (`Im2colPacker`). Otherwise `col` is
+//! with stride 1 and at most 32 output channels it reads the input in place, one GEMM per kernel
+//! row over shifted views of a padded copy (module `shifted`); otherwise the GEMM packs its
+//! blocks straight from the input (`Im2colPacker`). With fewer channels `col` is
 //! never built whole: the work is cut into tasks of whole images (the
 //! cut depends on the batch only, never on the thread count) and each task walks its pixels in
 //! chunks whose `col` block fits in L2, right before the GEMM consumes it.
@@ -161,12 +163,19 @@ pub(crate) fn forward_groups(
     let group = (GROUP_FLOATS / image_out.max(1)).max(1);
     let out = y.map(SharedOut::new);
     let direct = beyond_im2col && direct::applies(s, backend);
-    let implicit = beyond_im2col && !direct && Im2colPacker::applies(s, backend);
+    let shifted = beyond_im2col && !direct && shifted::applies_forward(s, backend);
+    let implicit = beyond_im2col && !direct && !shifted && Im2colPacker::applies(s, backend);
     let failed = std::sync::Mutex::new(None);
     // Convolves output pixels `pixels` into `y_part`.
     let conv = |packed: &[f32], pixels: std::ops::Range<usize>, y_part: &mut [f32]| {
         if direct {
             direct::forward(isa, s, x, packed, act, pixels, y_part);
+            return;
+        }
+        if shifted {
+            if let Err(e) = shifted::forward(&inner, s, x, w, bias, act, pixels, y_part) {
+                *failed.lock().unwrap() = Some(e);
+            }
             return;
         }
         if implicit {

@@ -181,6 +181,8 @@ fn training_shapes_match_the_definition() {
         Conv2d::square(2, (12, 12, 64), 24, 3, Padding::Same),
         // The shifted weight gradient in two bands of rows per image.
         Conv2d::square(2, (70, 30, 64), 64, 3, Padding::Same),
+        // The shifted forward pass in two bands, 'valid' (reading the input in place).
+        Conv2d::square(1, (90, 20, 128), 32, 3, Padding::Valid),
         Conv2d::square(1, (9, 20, 16), 8, 5, Padding::Valid),
         Conv2d {
             stride_h: 2,
@@ -203,6 +205,7 @@ fn results_do_not_depend_on_the_thread_count() {
         Conv2d::square(37, (14, 14, 3), 16, 3, Padding::Same),
         Conv2d::square(1, (20, 20, 16), 32, 3, Padding::Same),
         Conv2d::square(5, (9, 9, 16), 8, 3, Padding::Valid),
+        Conv2d::square(6, (12, 10, 24), 32, 3, Padding::Valid),
     ] {
         same_bits_on_any_thread_count(s);
     }
