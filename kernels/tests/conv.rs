@@ -181,8 +181,10 @@ fn training_shapes_match_the_definition() {
         Conv2d::square(2, (12, 12, 64), 24, 3, Padding::Same),
         // The shifted weight gradient in two bands of rows per image.
         Conv2d::square(2, (70, 30, 64), 64, 3, Padding::Same),
-        // The shifted forward pass in two bands, 'valid' (reading the input in place).
+        // The shifted passes in two bands: 'valid' (reading the input in place), and 'same'
+        // (the transposed weight gradient of few output channels over padded copies).
         Conv2d::square(1, (90, 20, 128), 32, 3, Padding::Valid),
+        Conv2d::square(1, (80, 22, 128), 24, 3, Padding::Same),
         Conv2d::square(1, (9, 20, 16), 8, 5, Padding::Valid),
         Conv2d {
             stride_h: 2,

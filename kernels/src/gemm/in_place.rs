@@ -27,7 +27,7 @@ use crate::Isa;
 
 /// Up to this many rows of C, A is read in place at any K and N: the tiles of so few rows
 /// re-read each row of A once per column panel, from L1.
-const FEW_ROWS: usize = 32;
+pub(crate) const FEW_ROWS: usize = 32;
 
 /// The depth of a slice of B that the bands' split weighs (the shallowest slice depth of any
 /// path: a deeper slice only makes B larger).

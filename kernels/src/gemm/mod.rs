@@ -23,8 +23,12 @@ use crate::activation::Activation;
 use crate::error::{Error, Result};
 use crate::mat::{MatMut, MatRef};
 use crate::{Backend, Isa};
+/// Where the native GEMM reads A in place, never packed (see `in_place`): C of at most
+/// `IN_PLACE_ROWS` rows at any depth, or a K of at most `IN_PLACE_DEPTH` with N at most that.
+pub(crate) use config::SMALL as IN_PLACE_DEPTH;
 pub use epilogue::Bias;
 use epilogue::Epilogue;
+pub(crate) use in_place::FEW_ROWS as IN_PLACE_ROWS;
 use problem::{Operand, Output, Problem};
 
 pub use crate::process::{ExecOptions, Threading};
