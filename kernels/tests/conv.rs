@@ -185,6 +185,18 @@ fn training_shapes_match_the_definition() {
         // (the transposed weight gradient of few output channels over padded copies).
         Conv2d::square(1, (90, 20, 128), 32, 3, Padding::Valid),
         Conv2d::square(1, (80, 22, 128), 24, 3, Padding::Same),
+        // 'Same' with an even kernel side pads after the image only (the shifted paths must
+        // copy it, not read the input in place).
+        Conv2d {
+            kernel_h: 2,
+            kernel_w: 1,
+            ..Conv2d::square(1, (3, 3, 8), 1, 1, Padding::Same)
+        },
+        Conv2d {
+            kernel_h: 1,
+            kernel_w: 2,
+            ..Conv2d::square(2, (5, 6, 8), 3, 1, Padding::Same)
+        },
         Conv2d::square(1, (9, 20, 16), 8, 5, Padding::Valid),
         Conv2d {
             stride_h: 2,

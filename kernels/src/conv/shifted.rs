@@ -242,9 +242,13 @@ pub(super) fn backward_weights(
     })
 }
 
-/// Whether the padded rows are the input's own ('valid': no padding), read in place.
+/// Whether the padded rows are the input's own (no padding on any side: 'valid', or 'same' with
+/// a 1×1 kernel), read in place. ('Same' with an even kernel side pads after the image only.)
 fn reads_input_in_place(s: &Conv2d) -> bool {
-    s.pad_top() == 0 && s.pad_left() == 0 && padded_width(s) == s.in_w
+    s.pad_top() == 0
+        && s.pad_left() == 0
+        && padded_width(s) == s.in_w
+        && s.out_h() + s.kernel_h - 1 == s.in_h
 }
 
 /// `xp` ← the padded input rows under output rows `r0 .. r0 + rows` (zeros where the window hangs
