@@ -56,13 +56,15 @@ pub(super) fn run_whole(tile: &SmallTile, prob: &Problem<'_>, kc: usize) {
 }
 
 /// A product with A read in place (see the module's documentation) on up to `threads` threads:
-/// C of at most [`FEW_ROWS`] rows, or K at most `kc` and [`SMALL`] with N at most [`SMALL`].
+/// C of at most [`FEW_ROWS`] rows, or K at most `kc` and [`SMALL`] with N at most [`SMALL`] (and
+/// an A not streamed by columns, [`streams_columns_of_a`]).
 /// `kc` is the slice depth of `isa`'s blocked path. `false` (nothing done) where that does not
 /// apply or `isa` has no small tiles.
 pub(crate) fn gemm_in_place(isa: Isa, prob: &Problem<'_>, kc: usize, threads: usize) -> bool {
     let (m, n, k) = (prob.m, prob.n, prob.k);
     let short_k = k <= kc.min(SMALL) && n <= SMALL;
-    if !(short_k || m <= FEW_ROWS) || (m > FEW_ROWS && streams_columns_of_a(prob)) {
+    // Beyond a few rows, only a short K — and not over an A that is streamed by columns.
+    if m > FEW_ROWS && (!short_k || streams_columns_of_a(prob)) {
         return false;
     }
     let Some(tile) = in_place_tile(isa, prob) else {
