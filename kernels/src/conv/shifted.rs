@@ -118,13 +118,7 @@ pub(super) fn forward(
             let y_image = &mut y_part[i * image_out..][..image_out];
             for r0 in (0..s.out_h()).step_by(band) {
                 let rows = band.min(s.out_h() - r0);
-                let xp: &[f32] = if in_place {
-                    &x_image[r0 * wp * c..]
-                } else {
-                    let xp = &mut xp[..xp_len(s, rows)];
-                    pad_input(s, x_image, r0, rows, xp);
-                    xp
-                };
+                let xp = band_input(s, x_image, (r0, rows), in_place, xp);
                 // The band's grid, less the last row's wrapped pixels (whose windows would
                 // reach past the band's rows).
                 let m = rows * wp - (s.kernel_w - 1);
@@ -192,13 +186,7 @@ pub(super) fn backward_weights(
             let dy_image = &dy[n * image_out..][..image_out];
             for r0 in (0..s.out_h()).step_by(band) {
                 let rows = band.min(s.out_h() - r0);
-                let xp: &[f32] = if in_place {
-                    &x_image[r0 * wp * c..]
-                } else {
-                    let xp = &mut xp[..xp_len(s, rows)];
-                    pad_input(s, x_image, r0, rows, xp);
-                    xp
-                };
+                let xp = band_input(s, x_image, (r0, rows), in_place, xp);
                 let dyp = &mut dyp[..rows * wp * oc];
                 pad_output_gradient(s, dy_image, r0, rows, dyp, db);
                 // The band's grid pixels, less the last row's wrapped ones (zero in `dyp`, and
@@ -240,6 +228,24 @@ pub(super) fn backward_weights(
         }
         Ok(())
     })
+}
+
+/// The padded input rows under output rows `r0 .. r0 + rows`: the image itself where nothing is
+/// padded (`in_place`, see [`reads_input_in_place`]), else a copy made in `scratch`.
+fn band_input<'a>(
+    s: &Conv2d,
+    x_image: &'a [f32],
+    (r0, rows): (usize, usize),
+    in_place: bool,
+    scratch: &'a mut [f32],
+) -> &'a [f32] {
+    if in_place {
+        &x_image[r0 * padded_width(s) * s.in_c..]
+    } else {
+        let xp = &mut scratch[..xp_len(s, rows)];
+        pad_input(s, x_image, r0, rows, xp);
+        xp
+    }
 }
 
 /// Whether the padded rows are the input's own (no padding on any side: 'valid', or 'same' with
