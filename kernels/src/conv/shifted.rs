@@ -1,5 +1,6 @@
-//! The weight gradient of a stride-1 convolution without im2col: `kernel_h` GEMMs per band of
-//! output rows, over shifted views of a padded copy of the input.
+//! Stride-1 convolutions without im2col — the weight gradient, and the forward pass of layers
+//! with few output channels: `kernel_h` GEMMs per band of output rows, over shifted views of a
+//! padded copy of the input.
 //!
 //! Copy the input into rows padded to `wp = out_w + kernel_w − 1` pixels (the zero padding
 //! included). With stride 1, the input pixel under tap (ky, kx) of output pixel (oy, ox) then
@@ -24,10 +25,9 @@
 //! `Σ_ky xp[· + ky·wp]·w[ky]`, one GEMM per kernel row with K = `kw·in_c` and A read in place
 //! (rows `in_c` apart, overlapping), the bias and activation applied with the last; the real
 //! pixels are then copied out. Against the implicit im2col, which packs every A element the
-//! tiles then use for only `out_c` multiply-adds, nothing is packed: measured on one thread of
-//! an AVX-512 Xeon, 128 images of 14×14×32 → 32 'valid' 7.4 → 4.2 ms, of 14×14×16 → 32 'same'
-//! 7.4 → 3.2 ms (the packing was 41 % of the implicit path's time). C is read and written
-//! once per kernel row, and the wrapped pixels cost `(kw − 1)/wp` more multiply-adds.
+//! tiles then use for only `out_c` multiply-adds (41 % of the implicit path's time at 32
+//! channels), nothing is packed (figures at [`MAX_FORWARD_OUT_C`]). C is read and written once
+//! per kernel row, and the wrapped pixels cost `(kw − 1)/wp` more multiply-adds.
 
 use super::Conv2d;
 use crate::activation::Activation;
@@ -104,24 +104,17 @@ pub(super) fn forward(
     let band = band_rows(s);
     let image_in = s.in_h * s.in_w * c;
     let image_out = s.out_pixels() * oc;
-    let first_image = pixels.start / s.out_pixels();
-    let images = pixels.len() / s.out_pixels();
     let row_len = s.kernel_w * c;
-    let (xp_max, yp_max) = (xp_len(s, band), band * wp * oc);
-    // 'valid' (no padding) needs no copy: the input's rows are the padded rows.
-    let in_place = reads_input_in_place(s);
-    let xp_max = if in_place { 0 } else { xp_max };
+    let (xp_max, yp_max) = (input_scratch_len(s, band), band * wp * oc);
     COL.with(xp_max + yp_max, xp_max + yp_max, |buf| {
         let (xp, yp) = buf.split_at_mut(xp_max);
-        for (i, n) in (first_image..first_image + images).enumerate() {
+        for (i, n) in images_of(s, &pixels).enumerate() {
             let x_image = &x[n * image_in..][..image_in];
             let y_image = &mut y_part[i * image_out..][..image_out];
             for r0 in (0..s.out_h()).step_by(band) {
                 let rows = band.min(s.out_h() - r0);
-                let xp = band_input(s, x_image, (r0, rows), in_place, xp);
-                // The band's grid, less the last row's wrapped pixels (whose windows would
-                // reach past the band's rows).
-                let m = rows * wp - (s.kernel_w - 1);
+                let xp = band_input(s, x_image, (r0, rows), xp);
+                let m = grid_pixels(s, rows);
                 let yp = &mut yp[..m * oc];
                 for (ky, w_row) in w.chunks_exact(row_len * oc).enumerate() {
                     let last = ky + 1 == s.kernel_h;
@@ -163,12 +156,8 @@ pub(super) fn backward_weights(
     let band = band_rows(s);
     let image_in = s.in_h * s.in_w * c;
     let image_out = s.out_pixels() * oc;
-    let first_image = pixels.start / s.out_pixels();
-    let images = pixels.len() / s.out_pixels();
     let (patch, row_len) = (s.patch_len(), s.kernel_w * c);
-    let in_place = reads_input_in_place(s);
-    let xp_max = if in_place { 0 } else { xp_len(s, band) };
-    let dyp_max = band * wp * oc;
+    let (xp_max, dyp_max) = (input_scratch_len(s, band), band * wp * oc);
     // With few output channels the product is taken transposed, dwᵀ = dypᵀ·xp, into scratch:
     // with at most `IN_PLACE_ROWS` rows the GEMM reads both operands in place at any depth,
     // where dw = xpᵀ·dyp packed each band's xp (its elements then serve only `out_c`
@@ -181,17 +170,16 @@ pub(super) fn backward_weights(
         let (xp, rest) = buf.split_at_mut(xp_max);
         let (dyp, dwt) = rest.split_at_mut(dyp_max);
         let mut first = true;
-        for n in first_image..first_image + images {
+        for n in images_of(s, &pixels) {
             let x_image = &x[n * image_in..][..image_in];
             let dy_image = &dy[n * image_out..][..image_out];
             for r0 in (0..s.out_h()).step_by(band) {
                 let rows = band.min(s.out_h() - r0);
-                let xp = band_input(s, x_image, (r0, rows), in_place, xp);
+                let xp = band_input(s, x_image, (r0, rows), xp);
                 let dyp = &mut dyp[..rows * wp * oc];
                 pad_output_gradient(s, dy_image, r0, rows, dyp, db);
-                // The band's grid pixels, less the last row's wrapped ones (zero in `dyp`, and
-                // their windows would reach past the band's rows).
-                let k = rows * wp - (s.kernel_w - 1);
+                // (The wrapped pixels left out are zero in `dyp`.)
+                let k = grid_pixels(s, rows);
                 let dyp = &dyp[..k * oc];
                 let beta = if first { 0.0 } else { 1.0 };
                 for (ky, dw_row) in dw.chunks_exact_mut(row_len * oc).enumerate() {
@@ -230,16 +218,36 @@ pub(super) fn backward_weights(
     })
 }
 
+/// The whole images of output pixels `pixels` (which hold whole images).
+fn images_of(s: &Conv2d, pixels: &std::ops::Range<usize>) -> std::ops::Range<usize> {
+    pixels.start / s.out_pixels()..pixels.end / s.out_pixels()
+}
+
+/// The pixels of a band's grid of `rows` rows that the GEMMs cover: all but the last row's
+/// `kernel_w − 1` wrapped ones, whose windows would reach past the band's input rows.
+fn grid_pixels(s: &Conv2d, rows: usize) -> usize {
+    rows * padded_width(s) - (s.kernel_w - 1)
+}
+
+/// Scratch floats [`band_input`] needs for bands of up to `band` rows (none when it reads the
+/// input in place).
+fn input_scratch_len(s: &Conv2d, band: usize) -> usize {
+    if reads_input_in_place(s) {
+        0
+    } else {
+        xp_len(s, band)
+    }
+}
+
 /// The padded input rows under output rows `r0 .. r0 + rows`: the image itself where nothing is
-/// padded (`in_place`, see [`reads_input_in_place`]), else a copy made in `scratch`.
+/// padded ([`reads_input_in_place`]), else a copy made in `scratch`.
 fn band_input<'a>(
     s: &Conv2d,
     x_image: &'a [f32],
     (r0, rows): (usize, usize),
-    in_place: bool,
     scratch: &'a mut [f32],
 ) -> &'a [f32] {
-    if in_place {
+    if reads_input_in_place(s) {
         &x_image[r0 * padded_width(s) * s.in_c..]
     } else {
         let xp = &mut scratch[..xp_len(s, rows)];
