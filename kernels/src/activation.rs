@@ -33,6 +33,26 @@ fn in_pieces(opts: &ExecOptions, len: usize) -> bool {
     len >= PARALLEL_ELEMENTS && crate::process::parallel(opts.threading)
 }
 
+/// `pass(out, ins)` over the whole of `out` and its inputs (each as long as `out`), or over
+/// matching pieces of [`PIECE`] elements on the pool ([`in_pieces`]): the same bits either way.
+fn by_pieces<const N: usize>(
+    opts: &ExecOptions,
+    out: &mut [f32],
+    ins: [&[f32]; N],
+    pass: impl Fn(&mut [f32], [&[f32]; N]) + Sync + Send,
+) {
+    if in_pieces(opts, out.len()) {
+        out.par_chunks_mut(PIECE)
+            .enumerate()
+            .for_each(|(p, piece)| {
+                let at = p * PIECE;
+                pass(piece, ins.map(|x| &x[at..at + piece.len()]))
+            });
+    } else {
+        pass(out, ins);
+    }
+}
+
 /// An elementwise activation with a cheap derivative, as Keras names them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -280,15 +300,10 @@ pub fn activation_backward(
     if act == Activation::Identity {
         return Ok(());
     }
-    if in_pieces(opts, y.len()) {
-        dy.par_chunks_mut(PIECE)
-            .zip(y.par_chunks(PIECE))
-            // SAFETY: `resolve` checked that this CPU has `isa`'s features.
-            .for_each(|(dy, y)| unsafe { backward_loops::run(isa, act, y, dy) });
-    } else {
-        // SAFETY: as above.
-        unsafe { backward_loops::run(isa, act, y, dy) };
-    }
+    // SAFETY: `resolve` checked that this CPU has `isa`'s features.
+    by_pieces(opts, dy, [y], |dy, [y]| unsafe {
+        backward_loops::run(isa, act, y, dy)
+    });
     Ok(())
 }
 
@@ -308,15 +323,10 @@ pub fn activation_forward(
         y.len(),
     )?;
     let isa = Isa::resolve(opts.isa)?;
-    if in_pieces(opts, y.len()) {
-        y.par_chunks_mut(PIECE)
-            .zip(x.par_chunks(PIECE))
-            // SAFETY: `resolve` checked that this CPU has `isa`'s features.
-            .for_each(|(y, x)| unsafe { forward_into_loops::run(isa, act, x, y) });
-    } else {
-        // SAFETY: as above.
-        unsafe { forward_into_loops::run(isa, act, x, y) };
-    }
+    // SAFETY: `resolve` checked that this CPU has `isa`'s features.
+    by_pieces(opts, y, [x], |y, [x]| unsafe {
+        forward_into_loops::run(isa, act, x, y)
+    });
     Ok(())
 }
 
@@ -345,15 +355,10 @@ pub fn activation_backward_into(
         dx.len(),
     )?;
     let isa = Isa::resolve(opts.isa)?;
-    if in_pieces(opts, dx.len()) {
-        dx.par_chunks_mut(PIECE)
-            .zip(dy.par_chunks(PIECE).zip(y.par_chunks(PIECE)))
-            // SAFETY: `resolve` checked that this CPU has `isa`'s features.
-            .for_each(|(dx, (dy, y))| unsafe { backward_into_loops::run(isa, act, y, dy, dx) });
-    } else {
-        // SAFETY: as above.
-        unsafe { backward_into_loops::run(isa, act, y, dy, dx) };
-    }
+    // SAFETY: `resolve` checked that this CPU has `isa`'s features.
+    by_pieces(opts, dx, [dy, y], |dx, [dy, y]| unsafe {
+        backward_into_loops::run(isa, act, y, dy, dx)
+    });
     Ok(())
 }
 
