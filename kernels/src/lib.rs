@@ -26,6 +26,7 @@ mod gemm;
 mod mat;
 pub mod math;
 pub mod norm;
+pub mod norm_pool;
 pub mod optim;
 pub mod pool;
 mod process;

@@ -22,7 +22,7 @@ pub struct BatchNorm {
 
 impl BatchNorm {
     /// `rows × channels`, checked, and ε checked.
-    fn len(&self) -> Result<usize> {
+    pub(crate) fn len(&self) -> Result<usize> {
         check_epsilon(self.epsilon)?;
         self.rows
             .checked_mul(self.channels)
@@ -65,7 +65,7 @@ pub fn batch_norm_forward_training(
     (gamma, beta): (&[f32], &[f32]),
     act: Activation,
     y: &mut [f32],
-    stats: BatchStats<'_>,
+    mut stats: BatchStats<'_>,
 ) -> Result<()> {
     let what = "batch_norm_forward_training";
     let len = s.len()?;
@@ -88,6 +88,33 @@ pub fn batch_norm_forward_training(
         });
     }
     let isa = crate::Isa::resolve(opts.isa)?;
+    let c = s.channels;
+    statistics(opts, s, x, isa, &mut stats);
+    for c0 in (0..c).step_by(HALF) {
+        let w = HALF.min(c - c0);
+        let mut scale = [0.0f32; HALF];
+        for i in 0..w {
+            scale[i] = gamma[c0 + i] * stats.inv_std[c0 + i];
+        }
+        let affine = (&stats.mean[c0..c0 + w], &scale[..w], &beta[c0..c0 + w]);
+        striped_map(opts, s, y, |rows, y| {
+            let x = &x[rows.start * c..rows.end * c];
+            // SAFETY: `isa` was resolved, so this CPU has it.
+            unsafe { scale_shift_loops::run(isa, x, c, c0, affine, act, y) }
+        });
+    }
+    Ok(())
+}
+
+/// Per channel, the batch mean, (biased) variance and 1/√(variance + ε) of `x` (checked by the
+/// caller, `s.rows` ≥ 1), into `stats`; `isa` resolved.
+pub(crate) fn statistics(
+    opts: &ExecOptions,
+    s: &BatchNorm,
+    x: &[f32],
+    isa: crate::Isa,
+    stats: &mut BatchStats<'_>,
+) {
     let (n, c) = (s.rows as f64, s.channels);
     // Channel blocks of HALF, both sums of a channel in one accumulator array on the stack: no
     // allocation per call.
@@ -114,7 +141,6 @@ pub fn batch_norm_forward_training(
                 )
             }
         });
-        let mut scale = [0.0f32; HALF];
         for i in 0..w {
             let d = sums[i] / n;
             let mean = shift[i] as f64 + d;
@@ -123,17 +149,8 @@ pub fn batch_norm_forward_training(
             stats.mean[c0 + i] = mean as f32;
             stats.variance[c0 + i] = var as f32;
             stats.inv_std[c0 + i] = inv_std;
-            scale[i] = gamma[c0 + i] * inv_std;
         }
-        let mean = &stats.mean[c0..c0 + w];
-        let affine = (mean, &scale[..w], &beta[c0..c0 + w]);
-        striped_map(opts, s, y, |rows, y| {
-            let x = &x[rows.start * c..rows.end * c];
-            // SAFETY: as above.
-            unsafe { scale_shift_loops::run(isa, x, c, c0, affine, act, y) }
-        });
     }
-    Ok(())
 }
 
 /// Rows are cut into this many stripes by the row count alone, never by the thread count: sums
@@ -479,7 +496,7 @@ fn channels(s: &BatchNorm) -> String {
 /// scalar for the 16 and 32 channels of the reference CNNs (the compiler's vector loop wanted
 /// twice the register width); measured on a 2-core Xeon (AVX-512), program F's normalisation
 /// passes took 4.2 s of its 13.4 s epoch that way.
-const LANES: usize = 8;
+pub(crate) const LANES: usize = 8;
 
 /// Runs the body with `i` = 0, LANES, 2·LANES, … for every whole step of LANES that fits in
 /// `w` (the body takes its lanes `i..i + LANES` as arrays, see [`lanes`]); evaluates to where
@@ -494,16 +511,17 @@ macro_rules! lane_steps {
         $i
     }};
 }
+pub(crate) use lane_steps;
 
 /// `s[i..i + LANES]` as an array.
 #[inline(always)]
-fn lanes(s: &[f32], i: usize) -> &[f32; LANES] {
+pub(crate) fn lanes(s: &[f32], i: usize) -> &[f32; LANES] {
     s[i..i + LANES].try_into().expect("LANES elements")
 }
 
 /// `s[i..i + LANES]` as a mutable array.
 #[inline(always)]
-fn lanes_mut<T>(s: &mut [T], i: usize) -> &mut [T; LANES] {
+pub(crate) fn lanes_mut<T>(s: &mut [T], i: usize) -> &mut [T; LANES] {
     (&mut s[i..i + LANES]).try_into().expect("LANES elements")
 }
 

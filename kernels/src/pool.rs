@@ -59,10 +59,10 @@ impl Pool2d {
     pub fn out_w(&self) -> usize {
         output_len(self.in_w, self.pool_w, self.stride_w, self.padding)
     }
-    fn image_len(&self) -> usize {
+    pub(crate) fn image_len(&self) -> usize {
         self.in_h * self.in_w * self.channels
     }
-    fn out_image_len(&self) -> usize {
+    pub(crate) fn out_image_len(&self) -> usize {
         self.out_h() * self.out_w() * self.channels
     }
     pub fn input_len(&self) -> usize {
@@ -70,6 +70,16 @@ impl Pool2d {
     }
     pub fn output_len(&self) -> usize {
         self.batch * self.out_image_len()
+    }
+
+    /// Whether every input position lies in at most one window and windows start at the
+    /// image's corner ('valid' padding, strides at least the window): then each input gradient is
+    /// one window's or zero, and can be written in input order instead of scattered (what
+    /// `norm_pool`'s fused passes need).
+    pub fn windows_apart(&self) -> bool {
+        self.padding == Padding::Valid
+            && self.stride_h >= self.pool_h
+            && self.stride_w >= self.pool_w
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -116,7 +126,7 @@ impl Pool2d {
         }
     }
 
-    fn desc_in(&self) -> String {
+    pub(crate) fn desc_in(&self) -> String {
         format!(
             "{}×{}×{}×{}",
             self.batch, self.in_h, self.in_w, self.channels
@@ -205,7 +215,7 @@ pub fn max_pool2d_forward(
 
 /// Runs `f` on every image: in parallel on the rayon pool, or all on this thread for
 /// [`Threading::Single`](crate::gemm::Threading::Single) (a producer that may not split runs where it is called).
-fn each_image<I>(opts: &ExecOptions, images: I, f: impl Fn(I::Item) + Sync + Send)
+pub(crate) fn each_image<I>(opts: &ExecOptions, images: I, f: impl Fn(I::Item) + Sync + Send)
 where
     I: IndexedParallelIterator,
 {
@@ -500,7 +510,7 @@ pub(crate) unsafe fn max_backward_image(
     argmax: &[u32],
     dx: &mut [f32],
 ) -> bool {
-    if windows_apart(s) {
+    if s.windows_apart() {
         let mut routed = 0;
         // SAFETY: the caller's contract.
         unsafe { backward_apart_loops::run(isa, s, through, dy, argmax, dx, &mut routed) };
@@ -523,13 +533,6 @@ pub(crate) unsafe fn max_backward_image(
         }
     }
     true
-}
-
-/// Whether every input position lies in at most one window ('valid' padding, strides at least
-/// the window): then each input gradient is one window's or zero, and can be written in input
-/// order instead of scattered.
-fn windows_apart(s: &Pool2d) -> bool {
-    s.padding == Padding::Valid && s.stride_h >= s.pool_h && s.stride_w >= s.pool_w
 }
 
 /// The scatter of [`max_backward_image`] for windows apart, as a pass in input order: position

@@ -22,6 +22,12 @@ pub(crate) enum Unit {
     /// At inference, the Conv2D or Dense `layer` with the weights of `fold` (an index into
     /// [`Plan::folds`]): the layers the fold took in do not run.
     Folded { layer: usize, fold: usize },
+    /// The BatchNormalization `norm` (with the Activation it runs) and the MaxPooling2D `pool`
+    /// reading its output, as one pass (`layers::forward_norm_pool`): in training the
+    /// normalised tensor between them is never written (neither backward pass reads it: the
+    /// pooling takes the activation's derivative from its own output, the normalisation reads
+    /// its input).
+    NormPool { norm: usize, pool: usize },
 }
 
 impl Unit {
@@ -31,6 +37,7 @@ impl Unit {
         match *self {
             Unit::Layer(i) | Unit::Folded { layer: i, .. } => i..=i,
             Unit::ConvPool { conv, pool, .. } => conv..=pool,
+            Unit::NormPool { norm, pool } => norm..=pool,
         }
     }
 }
@@ -188,6 +195,16 @@ fn forward_units(
             folds.push(f);
             continue;
         }
+        // The layer that reads this one's output.
+        let reader = (i + 1..count).find(|&j| !skip[j]);
+        if let Some(j) = reader.filter(|_| !fold) {
+            let (a, b) = layers.split_at_mut(j);
+            if layers::fuses_norm_pool(a[i].as_mut(), b[0].as_mut()) {
+                units.push(Unit::NormPool { norm: i, pool: j });
+                i = j + 1;
+                continue;
+            }
+        }
         if i + 1 < count {
             let (a, b) = layers.split_at_mut(i + 1);
             if layers::fuses_forward(a[i].as_mut(), b[0].as_mut()) {
@@ -281,8 +298,10 @@ mod tests {
         let plan = m.plan_for_tests();
         // Training runs every layer but the ReLU, which the normalisation before it runs (the
         // softmax is the model's output: its layer runs); the first convolution pools in one
-        // pass only once folded (its own activation is linear).
-        let trained: Vec<Unit> = (0..12).filter(|&i| i != 2).map(Unit::Layer).collect();
+        // pass only once folded (its own activation is linear); the first normalisation pools
+        // its output as it forms it.
+        let mut trained = vec![Unit::Layer(0), Unit::NormPool { norm: 1, pool: 3 }];
+        trained.extend((4..12).map(Unit::Layer));
         assert_eq!(plan.forward, trained);
         // The pooling reads the normalisation's output and takes its ReLU's derivative over.
         let backward: Vec<(usize, Option<usize>)> =

@@ -449,6 +449,19 @@ impl Trainer {
                     )
                     .unwrap_or_else(|| Err(planned(i, "Conv2D + MaxPooling2D forward")))?
                 }
+                Unit::NormPool { pool, .. } => {
+                    let (norm, pool) = rest.split_at_mut(pool - i);
+                    layers::forward_norm_pool(
+                        norm[0].as_mut(),
+                        pool[0].as_mut(),
+                        input,
+                        n,
+                        training,
+                    )
+                    .unwrap_or_else(|| {
+                        Err(planned(i, "BatchNormalization + MaxPooling2D forward"))
+                    })?
+                }
             }
             source = Some(*unit.layers().end());
             if let Some(a) = anatomy.as_deref_mut() {
@@ -1409,8 +1422,12 @@ mod slots {
             },
             flops_per_sample,
         };
+        // A unit's layers by name, less those the layer before runs (an Activation inside its
+        // BatchNormalization's name).
         let names = |range: std::ops::RangeInclusive<usize>| {
+            let start = *range.start();
             range
+                .filter(|&i| i == start || !plan.runs_next[i - 1])
                 .map(|i| plan.unit_name(layers, i))
                 .collect::<Vec<_>>()
                 .join(" + ")

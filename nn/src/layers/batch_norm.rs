@@ -4,10 +4,13 @@ use kernels::norm::{
     batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_training,
     batch_norm_scale, BatchNorm, BatchNormGrads, BatchStats, FixedNorm,
 };
+use kernels::norm_pool::batch_norm_max_pool_forward_training;
 use kernels::ExecOptions;
 use rand::rngs::StdRng;
 
-use super::{elements, grow, next_version, zeros, Inferred, Kind, Layer, LayerConfig, Param};
+use super::{
+    elements, grow, next_version, zeros, Inferred, Kind, Layer, LayerConfig, MaxPooling2D, Param,
+};
 use crate::activations::Act;
 use crate::error::{Error, Result};
 
@@ -138,6 +141,60 @@ impl BatchNormalization {
         self.act != Act::Linear
     }
 
+    /// Whether `backward` receives the gradient before this layer's activation (the layer after
+    /// took its derivative over).
+    pub(crate) fn gets_preactivation_gradient(&self) -> bool {
+        self.grad_is_preactivation
+    }
+
+    /// After a training pass: Keras's moving = moving·momentum + batch·(1 − momentum).
+    fn update_moving_statistics(&mut self) {
+        self.version = next_version();
+        let m = self.momentum;
+        for (mv, &b) in self.moving_mean.iter_mut().zip(&self.mean) {
+            *mv = *mv * m + b * (1.0 - m);
+        }
+        for (mv, &b) in self.moving_variance.iter_mut().zip(&self.variance) {
+            *mv = *mv * m + b * (1.0 - m);
+        }
+    }
+
+    /// This layer and the MaxPooling2D `pool` reading its output, forward over `n` samples of
+    /// `x` as one pass (the plan's `NormPool`): in training, the pooling's output and argmax
+    /// straight from `x` (this layer's own output is not written: the plan fuses only where no
+    /// backward pass reads it); at inference, the two passes in turn.
+    pub(crate) fn forward_pooled(
+        &mut self,
+        pool: &mut MaxPooling2D,
+        x: &[f32],
+        n: usize,
+        training: bool,
+    ) -> Result<()> {
+        if !training {
+            self.forward(x, n, false)?;
+            return pool.forward(&self.out, n, false);
+        }
+        let (p, y, argmax) = pool.parts(n, true);
+        let argmax = argmax.expect("a training pass keeps the argmax");
+        batch_norm_max_pool_forward_training(
+            &ExecOptions::default(),
+            &p,
+            self.epsilon,
+            &x[..p.input_len()],
+            (&self.gamma, &self.beta),
+            self.act.elementwise(),
+            (y, argmax),
+            BatchStats {
+                mean: &mut self.mean,
+                variance: &mut self.variance,
+                inv_std: &mut self.inv_std,
+            },
+        )
+        .map_err(Error::kernel(&self.name))?;
+        self.update_moving_statistics();
+        Ok(())
+    }
+
     fn setting(&self, setting: &'static str, value: f32, reason: &str) -> Error {
         Error::LayerSetting {
             layer: self.name.clone(),
@@ -256,15 +313,7 @@ impl Layer for BatchNormalization {
             },
         )
         .map_err(Error::kernel(&self.name))?;
-        // Keras: moving = moving·momentum + batch·(1 − momentum).
-        self.version = next_version();
-        let m = self.momentum;
-        for (mv, &b) in self.moving_mean.iter_mut().zip(&self.mean) {
-            *mv = *mv * m + b * (1.0 - m);
-        }
-        for (mv, &b) in self.moving_variance.iter_mut().zip(&self.variance) {
-            *mv = *mv * m + b * (1.0 - m);
-        }
+        self.update_moving_statistics();
         Ok(())
     }
 

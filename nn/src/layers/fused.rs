@@ -1,5 +1,6 @@
 //! The pairs of built-in layers the model runs as one pass (Conv2D + MaxPooling2D, forward and
-//! the first pair's backward), recognised by their [`Kind`].
+//! the first pair's backward; BatchNormalization + MaxPooling2D, forward), recognised by their
+//! [`Kind`].
 
 use super::{Folded, Kind, Layer};
 use crate::error::Result;
@@ -59,6 +60,37 @@ pub(crate) fn backward_conv_pool(
 ) -> Option<Result<()>> {
     match (conv.kind(), pool.kind()) {
         (Kind::Conv2D(conv), Kind::MaxPooling2D(pool)) => conv.backward_pooled(pool, x, grad, n),
+        _ => None,
+    }
+}
+
+/// Whether [`forward_norm_pool`] runs `norm` and `pool` as one pass: a BatchNormalization (with
+/// the Activation it runs, if any) whose output a MaxPooling2D with windows apart reads, having
+/// taken over that activation's derivative — so that no backward pass reads the normalisation's
+/// output, which the fused pass does not write (decided at compile, by the model's plan).
+pub(crate) fn fuses_norm_pool(norm: &mut dyn Layer, pool: &mut dyn Layer) -> bool {
+    match (norm.kind(), pool.kind()) {
+        (Kind::BatchNormalization(n), Kind::MaxPooling2D(p)) => {
+            n.gets_preactivation_gradient() && p.takes_activation() && p.windows_apart()
+        }
+        _ => false,
+    }
+}
+
+/// Runs `norm` then `pool` as one pass when they fuse ([`fuses_norm_pool`]): in training the
+/// normalised tensor is never written (the pooling's output and argmax are); at inference the
+/// two layers' own passes in turn. Returns `None` when the pair is not of that kind.
+pub(crate) fn forward_norm_pool(
+    norm: &mut dyn Layer,
+    pool: &mut dyn Layer,
+    x: &[f32],
+    n: usize,
+    training: bool,
+) -> Option<Result<()>> {
+    match (norm.kind(), pool.kind()) {
+        (Kind::BatchNormalization(norm), Kind::MaxPooling2D(pool)) => {
+            Some(norm.forward_pooled(pool, x, n, training))
+        }
         _ => None,
     }
 }

@@ -100,6 +100,12 @@ impl MaxPooling2D {
         self.input_act.is_some()
     }
 
+    /// Whether every input position lies in at most one window ('valid' padding, strides at
+    /// least the window; after `build`): what the normalisation fused below needs.
+    pub(crate) fn windows_apart(&self) -> bool {
+        self.shape.is_some_and(|s| s.windows_apart())
+    }
+
     /// The pooling of one sample of shape `input`, checked.
     fn pooling(&self, input: &[usize]) -> Result<Pool2d> {
         let [h, w, c] = *input else {
