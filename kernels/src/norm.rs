@@ -71,22 +71,7 @@ pub fn batch_norm_forward_training(
     let len = s.len()?;
     check_len(what, "input x", x.len(), len, || desc(s))?;
     check_len(what, "output y", y.len(), len, || desc(s))?;
-    for (name, v) in [
-        ("gamma", gamma.len()),
-        ("beta", beta.len()),
-        ("mean", stats.mean.len()),
-        ("variance", stats.variance.len()),
-        ("inv_std", stats.inv_std.len()),
-    ] {
-        check_len(what, name, v, s.channels, || channels(s))?;
-    }
-    if s.rows == 0 {
-        return Err(Error::InvalidArgument {
-            name: "rows",
-            value: "0".into(),
-            reason: "batch statistics need at least one row".into(),
-        });
-    }
+    check_training(what, s, (gamma, beta), &stats)?;
     let isa = crate::Isa::resolve(opts.isa)?;
     let c = s.channels;
     statistics(opts, s, x, isa, &mut stats);
@@ -101,6 +86,33 @@ pub fn batch_norm_forward_training(
             let x = &x[rows.start * c..rows.end * c];
             // SAFETY: `isa` was resolved, so this CPU has it.
             unsafe { scale_shift_loops::run(isa, x, c, c0, affine, act, y) }
+        });
+    }
+    Ok(())
+}
+
+/// A training pass's per-channel arguments (γ, β and the statistics' buffers, one value per
+/// channel each) and its batch (statistics need at least one row).
+pub(crate) fn check_training(
+    what: &'static str,
+    s: &BatchNorm,
+    (gamma, beta): (&[f32], &[f32]),
+    stats: &BatchStats<'_>,
+) -> Result<()> {
+    for (name, v) in [
+        ("gamma", gamma.len()),
+        ("beta", beta.len()),
+        ("mean", stats.mean.len()),
+        ("variance", stats.variance.len()),
+        ("inv_std", stats.inv_std.len()),
+    ] {
+        check_len(what, name, v, s.channels, || channels(s))?;
+    }
+    if s.rows == 0 {
+        return Err(Error::InvalidArgument {
+            name: "rows",
+            value: "0".into(),
+            reason: "batch statistics need at least one row".into(),
         });
     }
     Ok(())
@@ -482,6 +494,32 @@ macro_rules! with_gradient {
     };
 }
 
+/// Runs `$body` with `$f` bound to a closure `v -> act(v)` for `$act`: one arm per activation,
+/// so that each loop is compiled with its own activation inlined.
+macro_rules! with_activation {
+    ($act:expr, |$f:ident| $body:expr) => {
+        match $act {
+            Activation::Identity => {
+                let $f = |v: f32| v;
+                $body
+            }
+            Activation::Relu => {
+                let $f = |v: f32| Activation::Relu.apply(v);
+                $body
+            }
+            Activation::Sigmoid => {
+                let $f = |v: f32| Activation::Sigmoid.apply(v);
+                $body
+            }
+            Activation::Tanh => {
+                let $f = |v: f32| Activation::Tanh.apply(v);
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_activation;
+
 fn desc(s: &BatchNorm) -> String {
     format!("{} rows × {} channels", s.rows, s.channels)
 }
@@ -605,15 +643,7 @@ fn scale_shift_body(
     act: Activation,
     y: &mut [f32],
 ) {
-    // One arm per activation, each loop compiled with its own activation inlined.
-    match act {
-        Activation::Identity => scale_shift_with(x, c, c0, affine, y, |v| v),
-        Activation::Relu => scale_shift_with(x, c, c0, affine, y, |v| Activation::Relu.apply(v)),
-        Activation::Sigmoid => {
-            scale_shift_with(x, c, c0, affine, y, |v| Activation::Sigmoid.apply(v))
-        }
-        Activation::Tanh => scale_shift_with(x, c, c0, affine, y, |v| Activation::Tanh.apply(v)),
-    }
+    with_activation!(act, |f| scale_shift_with(x, c, c0, affine, y, f))
 }
 
 #[inline(always)]

@@ -15,19 +15,11 @@ use rayon::prelude::*;
 use crate::activation::Activation;
 use crate::error::{check_len, Error, Result};
 use crate::gemm::ExecOptions;
-use crate::norm::{self, lane_steps, lanes, lanes_mut, BatchNorm, BatchStats, LANES};
+use crate::norm::{
+    self, lane_steps, lanes, lanes_mut, with_activation, BatchNorm, BatchStats, LANES,
+};
 use crate::pool::{each_image, Pool2d};
 use crate::Isa;
-
-/// The normalisation over `p`'s input: its positions as rows of channels.
-fn rows_of(p: &Pool2d, epsilon: f32) -> BatchNorm {
-    BatchNorm {
-        // `Pool2d::validate` checked that the input's length fits.
-        rows: p.batch * p.in_h * p.in_w,
-        channels: p.channels,
-        epsilon,
-    }
-}
 
 /// The pooling, checked, and that its windows lie apart.
 fn check_pooling(what: &'static str, p: &Pool2d) -> Result<()> {
@@ -69,7 +61,13 @@ pub fn batch_norm_max_pool_forward_training(
 ) -> Result<()> {
     let what = "batch_norm_max_pool_forward_training";
     check_pooling(what, p)?;
-    let s = rows_of(p, epsilon);
+    // The normalisation over the pooling's input: its positions as rows of channels (the
+    // input's length fits: `Pool2d::validate`); ε checked.
+    let s = BatchNorm {
+        rows: p.batch * p.in_h * p.in_w,
+        channels: p.channels,
+        epsilon,
+    };
     s.len()?;
     check_len(what, "input x", x.len(), p.input_len(), || p.desc_in())?;
     check_len(what, "pooled output y", y.len(), p.output_len(), || {
@@ -78,22 +76,7 @@ pub fn batch_norm_max_pool_forward_training(
     check_len(what, "argmax", argmax.len(), p.output_len(), || {
         p.desc_out()
     })?;
-    for (name, v) in [
-        ("gamma", gamma.len()),
-        ("beta", beta.len()),
-        ("mean", stats.mean.len()),
-        ("variance", stats.variance.len()),
-        ("inv_std", stats.inv_std.len()),
-    ] {
-        check_len(what, name, v, p.channels, || channels(p))?;
-    }
-    if s.rows == 0 {
-        return Err(Error::InvalidArgument {
-            name: "rows",
-            value: "0".into(),
-            reason: "batch statistics need at least one row".into(),
-        });
-    }
+    norm::check_training(what, &s, (gamma, beta), &stats)?;
     let isa = Isa::resolve(opts.isa)?;
     norm::statistics(opts, &s, x, isa, &mut stats);
     let affine = Affine {
@@ -113,10 +96,6 @@ pub fn batch_norm_max_pool_forward_training(
     Ok(())
 }
 
-fn channels(p: &Pool2d) -> String {
-    format!("{} channels", p.channels)
-}
-
 /// The training statistics and affine parameters, per channel (all channels).
 #[derive(Clone, Copy)]
 struct Affine<'a> {
@@ -126,8 +105,7 @@ struct Affine<'a> {
     beta: &'a [f32],
 }
 
-/// One image: normalise, activate and max-pool, one activation per arm so that each loop is
-/// compiled with its own inlined.
+/// One image: normalise, activate and max-pool, compiled per activation.
 #[inline(always)]
 fn forward_image_body(
     p: &Pool2d,
@@ -137,14 +115,7 @@ fn forward_image_body(
     yi: &mut [f32],
     ai: &mut [u32],
 ) {
-    match act {
-        Activation::Identity => forward_image(p, img, affine, yi, ai, |v| v),
-        Activation::Relu => forward_image(p, img, affine, yi, ai, |v| Activation::Relu.apply(v)),
-        Activation::Sigmoid => {
-            forward_image(p, img, affine, yi, ai, |v| Activation::Sigmoid.apply(v))
-        }
-        Activation::Tanh => forward_image(p, img, affine, yi, ai, |v| Activation::Tanh.apply(v)),
-    }
+    with_activation!(act, |f| forward_image(p, img, affine, yi, ai, f))
 }
 
 /// Per output position and channel: the window's values `act((x − mean)·scale + beta)` with
