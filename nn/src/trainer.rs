@@ -435,7 +435,7 @@ impl Trainer {
                 Unit::Layer(_) => rest[0].forward(input, n, training)?,
                 Unit::Folded { fold, .. } => {
                     layers::forward_folded(rest[0].as_mut(), &self.folded[fold], input, n)
-                        .unwrap_or_else(|| Err(planned(i, "folded layer")))?
+                        .unwrap_or_else(|| Err(planned(unit.layers(), "folded layer")))?
                 }
                 Unit::ConvPool { pool, fold, .. } => {
                     let (conv, pool) = rest.split_at_mut(pool - i);
@@ -447,7 +447,9 @@ impl Trainer {
                         training,
                         fold.map(|f| &self.folded[f]),
                     )
-                    .unwrap_or_else(|| Err(planned(i, "Conv2D + MaxPooling2D forward")))?
+                    .unwrap_or_else(|| {
+                        Err(planned(unit.layers(), "Conv2D + MaxPooling2D forward"))
+                    })?
                 }
                 Unit::NormPool { pool, .. } => {
                     let (norm, pool) = rest.split_at_mut(pool - i);
@@ -459,7 +461,10 @@ impl Trainer {
                         training,
                     )
                     .unwrap_or_else(|| {
-                        Err(planned(i, "BatchNormalization + MaxPooling2D forward"))
+                        Err(planned(
+                            unit.layers(),
+                            "BatchNormalization + MaxPooling2D forward",
+                        ))
                     })?
                 }
             }
@@ -530,7 +535,7 @@ impl Trainer {
                     &here[0],
                     n,
                 )
-                .unwrap_or_else(|| Err(planned(i, "MaxPooling2D + Conv2D backward")))?;
+                .unwrap_or_else(|| Err(planned(i - 1..=i, "MaxPooling2D + Conv2D backward")))?;
             } else {
                 let input: &[f32] = match back.source {
                     Some(j) => lower[j].output(),
@@ -1371,11 +1376,12 @@ impl Trainer {
     }
 }
 
-/// The error of a fused pair the plan chose but the layers declined (a bug, not the caller's).
-fn planned(layer: usize, what: &str) -> Error {
+/// The error of a fused unit the plan chose but its layers declined (a bug, not the caller's).
+fn planned(layers: std::ops::RangeInclusive<usize>, what: &str) -> Error {
     Error::Internal(format!(
-        "the plan runs layers {}–{layer} as one {what}, which they declined",
-        layer.saturating_sub(1)
+        "the plan runs layers {}–{} as one {what}, which they declined",
+        layers.start(),
+        layers.end()
     ))
 }
 
