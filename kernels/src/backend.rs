@@ -80,7 +80,10 @@ impl Backend {
                 }
                 _ => Ok(Backend::Native),
             })
-            .clone()
+            // Copied out, as Isa::active: this runs on every call.
+            .as_ref()
+            .copied()
+            .map_err(Clone::clone)
     }
 }
 

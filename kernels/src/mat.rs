@@ -292,13 +292,16 @@ fn check_extent(
     row_stride: usize,
     col_stride: usize,
 ) -> Result<()> {
-    let needed = extent(rows, cols, row_stride, col_stride).ok_or(Error::Overflow {
-        name,
-        rows,
-        cols,
-        row_stride,
-        col_stride,
-    })?;
+    // A match, not `ok_or(Error…)`: that builds the error and drops it on every call.
+    let Some(needed) = extent(rows, cols, row_stride, col_stride) else {
+        return Err(Error::Overflow {
+            name,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        });
+    };
     if needed > len {
         return Err(Error::BufferTooSmall {
             name,

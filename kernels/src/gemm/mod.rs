@@ -195,7 +195,9 @@ pub fn gemm_fused(
             epilogue,
         }
     };
-    let threads = crate::process::threads(opts.threading);
+    // The thread count is asked for only where it matters: small products run on this thread, and
+    // asking the pool is a tenth of a 16³ product's time.
+    let threads = || crate::process::threads(opts.threading);
     let apply_epilogue = |prob: &Problem<'_>| {
         if let Some(e) = prob.epilogue {
             // SAFETY: as for the quick return above, in the problem's orientation of C.
@@ -203,18 +205,18 @@ pub fn gemm_fused(
         }
     };
     if backend == Backend::OpenBlas {
-        run_openblas(&prob, threads)?;
+        run_openblas(&prob, threads())?;
         apply_epilogue(&prob);
         return Ok(());
     }
-    if gemv::try_gemv(isa, &prob, threads) {
+    if (prob.m == 1 || prob.n == 1) && gemv::try_gemv(isa, &prob, threads()) {
         apply_epilogue(&prob);
         return Ok(());
     }
     if in_place::gemm_small(isa, &prob, config::SMALL_ALONE) {
         return Ok(());
     }
-    driver::gemm_blocked(config::kernel_config(isa, prob.m, prob.n), &prob, threads);
+    driver::gemm_blocked(config::kernel_config(isa, prob.m, prob.n), &prob, threads());
     Ok(())
 }
 
