@@ -51,7 +51,8 @@ pub(crate) fn gemm_small(isa: Isa, prob: &Problem<'_>, limit: usize) -> bool {
 
 /// The whole of a small `prob` (every side at most [`SMALL`]) on this thread with `tile`: what
 /// [`run_whole`] does with K in one slice, B's slice in L2 (at most 64 KiB) and read in place,
-/// without its checks for slicing K and packing B — a sixth of a 16³ product's time.
+/// without its checks for slicing K and packing B, which took 14 % of a 16³ product's time in
+/// a profile (one Zen 5 thread).
 fn run_small(tile: &SmallTile, prob: &Problem<'_>) {
     let (m, n, k) = (prob.m, prob.n, prob.k);
     debug_assert!(m <= SMALL && n <= SMALL && k <= SMALL && k > 0);
