@@ -9,7 +9,7 @@ use nn::prelude::*;
 fn main() -> nn::Result<()> {
     let o = common::options();
     let ((x_train, y_train), (x_test, y_test)) = common::load(&o);
-    let (x_train, x_test) = (x_train.to_tensor()?, x_test.to_tensor()?);
+    let (x_train, x_test) = (x_train.into_tensor()?, x_test.into_tensor()?);
     let (y_train, y_test) = (to_categorical(&y_train, 10)?, to_categorical(&y_test, 10)?);
 
     let mut model = common::cnn(o.seed);

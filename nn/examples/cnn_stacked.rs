@@ -17,7 +17,7 @@ fn main() -> nn::Result<()> {
         o.dataset = "fashion".into();
     }
     let ((x_train, y_train), (x_test, y_test)) = common::load(&o);
-    let (x_train, x_test) = (x_train.to_tensor()?, x_test.to_tensor()?);
+    let (x_train, x_test) = (x_train.into_tensor()?, x_test.into_tensor()?);
     let (y_train, y_test) = (Tensor::from_labels(&y_train), Tensor::from_labels(&y_test));
 
     let mut model = Sequential::new()

@@ -10,7 +10,7 @@ use nn::prelude::*;
 fn main() -> nn::Result<()> {
     let o = common::options();
     let ((x_train, y_train), (x_test, y_test)) = common::load(&o);
-    let (x_train, x_test) = (x_train.to_flat_tensor()?, x_test.to_flat_tensor()?);
+    let (x_train, x_test) = (x_train.into_flat_tensor()?, x_test.into_flat_tensor()?);
     let (y_train, y_test) = (to_categorical(&y_train, 10)?, to_categorical(&y_test, 10)?);
 
     let mut model = Sequential::new()

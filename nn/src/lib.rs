@@ -8,7 +8,7 @@
 //! ```no_run
 //! use nn::prelude::*;
 //! let ((x_train, y_train), (x_test, y_test)) = nn::datasets::mnist::load_data()?;
-//! let (x_train, x_test) = (x_train.to_flat_tensor()?, x_test.to_flat_tensor()?);
+//! let (x_train, x_test) = (x_train.into_flat_tensor()?, x_test.into_flat_tensor()?);
 //! let (y_train, y_test) = (to_categorical(&y_train, 10)?, to_categorical(&y_test, 10)?);
 //! let mut model = Sequential::new()
 //!     .input_shape(&[784])
