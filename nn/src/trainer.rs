@@ -39,11 +39,13 @@ use crate::tensor::Tensor;
 /// A batch's inputs of at least this many bytes are gathered by two threads.
 const GATHER_SPLIT_BYTES: usize = 64 << 10;
 
-/// Samples per forward pass in `evaluate` and `predict` (and the validation after each epoch)
-/// when larger than the training batch. 128, not 256: the layers' buffers for the larger batch
-/// set the process's peak memory (programs C and F, one Zen 5: 298 → 263 and 314 → 266 MiB),
-/// and the validation pass took as long within the noise (F up to 10 % longer, 0.3 % of its
-/// epoch); the outputs are the same bits, as no sample's arithmetic depends on its batch.
+/// Samples per forward pass of the validation after each epoch when larger than the training
+/// batch (`fit` sizes the layers' buffers for it; `evaluate` takes its batch from the caller,
+/// `predict` passes of at most [`PREDICT_PASS`]). 128, not 256: the layers' buffers for the
+/// larger batch set the process's peak memory (programs C and F, one Zen 5: 298 → 263 and
+/// 314 → 266 MiB), and the validation pass took as long within the noise (F up to 10 % longer,
+/// 0.3 % of its epoch); the outputs are the same bits, as no sample's arithmetic depends on
+/// its batch.
 const INFERENCE_BATCH: usize = 128;
 
 /// Samples per forward pass of `predict`, at most. No sample's arithmetic depends on which others
