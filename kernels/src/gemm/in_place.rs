@@ -54,34 +54,9 @@ pub(crate) fn gemm_small(isa: Isa, prob: &Problem<'_>, limit: usize) -> bool {
 /// without its checks for slicing K and packing B, which took 14 % of a 16³ product's time in
 /// a profile (one Zen 5 thread).
 fn run_small(tile: &SmallTile, prob: &Problem<'_>) {
-    let (m, n, k) = (prob.m, prob.n, prob.k);
-    debug_assert!(m <= SMALL && n <= SMALL && k <= SMALL && k > 0);
-    let b = prob.b.data.as_ptr();
-    let mut i = 0;
-    while i < m {
-        let rows = tile.mr.min(m - i);
-        let kernel = tile.kernel(rows);
-        let mut j = 0;
-        while j < n {
-            let cols = tile.nr.min(n - j);
-            // SAFETY: rows 0..k of B have `cols` elements from column j inside B's checked view
-            // (unit column stride: in_place_tile), b.rs apart; (i, j) and the tile lie inside C.
-            unsafe {
-                one_tile(
-                    kernel,
-                    prob,
-                    (i, j),
-                    (rows, cols),
-                    (0, k),
-                    (b.add(j), prob.b.rs),
-                    prob.beta,
-                    prob.epilogue,
-                )
-            };
-            j += tile.nr;
-        }
-        i += tile.mr;
-    }
+    debug_assert!(prob.m <= SMALL && prob.n <= SMALL && prob.k <= SMALL);
+    let band = Band::whole(prob);
+    plain_tiles(tile, prob, band, (0, prob.k), prob.beta, prob.epilogue);
 }
 
 /// The whole of `prob` on this thread with `tile` (whose instruction set the caller checked; B
@@ -293,33 +268,50 @@ fn run_band(tile: &SmallTile, prob: &Problem<'_>, band: Band, kc: usize) {
             pc += kb;
             continue;
         }
-        // Plain loops: `step_by` divides to count its steps, a tenth of a 16³ product's time.
-        let mut i = band.rows.0;
-        while i < m {
-            let rows = mr.min(m - i);
-            let kernel = tile.kernel(rows);
-            let mut j = band.cols.0;
-            while j < n {
-                let cols = nr.min(n - j);
-                // SAFETY: rows pc..pc+kb of B have `cols` elements from column j inside B's
-                // checked view, b.rs apart.
-                unsafe {
-                    one_tile(
-                        kernel,
-                        prob,
-                        (i, j),
-                        (rows, cols),
-                        (pc, kb),
-                        (b.data.as_ptr().add(pc * b.rs + j), b.rs),
-                        beta,
-                        epilogue,
-                    )
-                };
-                j += nr;
-            }
-            i += mr;
-        }
+        plain_tiles(tile, prob, band, (pc, kb), beta, epilogue);
         pc += kb;
+    }
+}
+
+/// The tiles of `band` over K's slice `pc..pc+kb`, B read in place (its column stride is 1:
+/// `in_place_tile`). Plain loops: `step_by` divides to count its steps, a tenth of a 16³
+/// product's time.
+#[inline(always)]
+fn plain_tiles(
+    tile: &SmallTile,
+    prob: &Problem<'_>,
+    band: Band,
+    (pc, kb): (usize, usize),
+    beta: f32,
+    epilogue: Option<Epilogue<'_>>,
+) {
+    let (mr, nr) = (tile.mr, tile.nr);
+    let b = prob.b;
+    let (m, n) = (band.rows.1, band.cols.1);
+    let mut i = band.rows.0;
+    while i < m {
+        let rows = mr.min(m - i);
+        let kernel = tile.kernel(rows);
+        let mut j = band.cols.0;
+        while j < n {
+            let cols = nr.min(n - j);
+            // SAFETY: rows pc..pc+kb of B have `cols` elements from column j inside B's checked
+            // view, b.rs apart; (i, j) and the tile lie inside the band of C.
+            unsafe {
+                one_tile(
+                    kernel,
+                    prob,
+                    (i, j),
+                    (rows, cols),
+                    (pc, kb),
+                    (b.data.as_ptr().add(pc * b.rs + j), b.rs),
+                    beta,
+                    epilogue,
+                )
+            };
+            j += nr;
+        }
+        i += mr;
     }
 }
 
