@@ -348,11 +348,6 @@ impl Rule {
     }
 }
 
-/// Rows of the weight matrix per block of [`update_from_product`]: a multiple of 24 (of every
-/// registered tile's MR, so no block computes padding rows), such that the block's weights,
-/// state and gradient (up to four `rows × n` arrays) stay within about 256 KiB (L2) and a
-/// matrix makes about a dozen blocks or more for the threads to share. A function of the shape
-/// only, so every thread count gives the same blocks.
 /// The smallest piece a parallel loop with `threading` is split into: one item, or all of them
 /// (the loop then runs where it is called) when the pool may not be used (`crate::process`).
 fn min_len(threading: Threading) -> usize {
@@ -363,6 +358,11 @@ fn min_len(threading: Threading) -> usize {
     }
 }
 
+/// Rows of the weight matrix per block of [`update_from_product`]: a multiple of 24 (of every
+/// registered tile's MR, so no block computes padding rows), such that the block's weights,
+/// state and gradient (up to four `rows × n` arrays) stay within about 256 KiB (L2) and a
+/// matrix makes about a dozen blocks or more for the threads to share. A function of the shape
+/// only, so every thread count gives the same blocks.
 fn block_rows(k: usize, n: usize) -> usize {
     const QUANTUM: usize = 24;
     let cache_rows = (16 * 1024 / n.max(1)) / QUANTUM * QUANTUM;
