@@ -126,9 +126,6 @@ macro_rules! by_rows {
 /// product runs on one thread (measured on a Zen 5, one thread: 96³ 203 → 245 GFLOP/s, 128³
 /// 188 → 242, against packing).
 pub(crate) const SMALL: usize = 128;
-/// Every side at most this: the product runs on the calling thread whatever the thread count
-/// (it takes about as long as a hand-off to another thread).
-pub(crate) const SMALL_ALONE: usize = 64;
 
 // The small tiles keep to 8 rows (6 for AVX2): A read in place needs one address register per
 // row, and with 12 or more rows the loop reloads them from the stack every step (measured on a

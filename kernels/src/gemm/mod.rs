@@ -213,7 +213,7 @@ pub fn gemm_fused(
         apply_epilogue(&prob);
         return Ok(());
     }
-    if in_place::gemm_small(isa, &prob, config::SMALL_ALONE) {
+    if in_place::gemm_small(isa, &prob) {
         return Ok(());
     }
     driver::gemm_blocked(config::kernel_config(isa, prob.m, prob.n), &prob, threads());

@@ -121,8 +121,12 @@ fn wake(threads: usize) {
 /// parked helper team: 15 µs on a shared VM, i.e. some hundred thousand multiply-adds.
 pub(crate) const FORK_JOIN_COST: f64 = (1 << 19) as f64;
 /// A hand-off to the GEMM's helper team while its helpers are awake: 0.2–0.3 µs for an empty
-/// job (measured on a 2-core Zen 5 VM), plus the helper's cold caches.
-pub(crate) const HANDOFF_COST: f64 = (1 << 17) as f64;
+/// job (measured on a 2-core Zen 5 VM), plus the helper's cold caches. Priced from where splitting
+/// small squares in two starts to pay, on two Zen 4 threads (medians of interleaved runs, alone
+/// → split): 32³ 100 → 85 GFLOP/s, 36³ 78 → 80, 40³ 86 → 103, 44³ 98 → 145, 64³ 112 → 170;
+/// a product is split from two hand-offs' worth of work up, 36.6³ at this price. (At 2¹⁷,
+/// the price before, 64³ and everything smaller ran alone.)
+pub(crate) const HANDOFF_COST: f64 = (3 << 13) as f64;
 
 /// Where a product's parallel section would go from the calling thread, and what the cost
 /// model charges for it: outside a rayon pool, to the helper team — cheap while it is awake.
