@@ -320,6 +320,12 @@ fn thread_count_does_not_change_the_bits() {
         (5408, 32, 128),
         (200, 200, 200),
         (9, 2000, 32),
+        // A tile chosen for two threads' shares other than the one for the whole of C.
+        (128, 784, 512),
+        // Small products split in equal bands.
+        (64, 64, 64),
+        (44, 44, 44),
+        (100, 100, 100),
         // A read in place: many rows with a short K and a narrow C; few rows across K slices.
         (3000, 9, 32),
         (700, 100, 17),

@@ -272,7 +272,8 @@ fn least_padded<T>(tiles: &[T], padded: impl Fn(&T) -> f64) -> Option<usize> {
 }
 
 /// The tile of `isa` that computes an `m × n` C cheapest: least padded work times `cost`.
-/// Depends on the shape only, so the choice (and the bits) are the same on every thread count.
+/// The driver may take another tile on several threads (one whose shares of C pad less); every
+/// tile sums each element in the same order, so the bits are the same on every thread count.
 /// `isa` is one this CPU runs (resolved), so it registers tiles.
 pub(crate) fn kernel_config(isa: Isa, m: usize, n: usize) -> &'static KernelConfig {
     let tiles = kernels_of(isa);
