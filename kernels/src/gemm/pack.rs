@@ -142,6 +142,13 @@ pub(crate) fn pack_b(
                 let cols = nr.min(j0 + nb - col0);
                 let out = &mut dst[((panel - first_panel) * kb + p_start) * nr..][..slab * nr];
                 let base = (p0 + p_start) * b.rs + col0;
+                let ahead = col0 + PREFETCH_PANELS * nr;
+                if ahead < j0 + nb {
+                    let cols = nr.min(j0 + nb - ahead);
+                    for p in 0..slab {
+                        prefetch_run(b.data, base + p * b.rs + PREFETCH_PANELS * nr, cols);
+                    }
+                }
                 copy_runs(out, b.data, base, b.rs, cols, nr, slab);
                 if cols < nr {
                     for line in out.chunks_exact_mut(nr) {
@@ -176,6 +183,34 @@ pub(crate) fn pack_b(
             }
         }
     }
+}
+
+/// How many panels ahead [`pack_b`] asks for the runs of its slab's rows. The rows are a row
+/// of B apart, and a hardware prefetcher stops at each page's end, so every run of a wide B
+/// starts cold without it: on one Zen 4 thread, 32×512×5408 ran at 65 GFLOP/s without, 72
+/// with (32×2048×1000 74 → 79; squares and 32×128×5408 unchanged).
+const PREFETCH_PANELS: usize = 4;
+
+/// Asks for the cache lines of `data[start..start + len]` (`len` > 0, in bounds) to be fetched.
+#[inline(always)]
+fn prefetch_run(data: &[f32], start: usize, len: usize) {
+    let last = start + len - 1;
+    debug_assert!(last < data.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let line = |i: usize| data[i..].as_ptr() as *const i8;
+        let mut i = start;
+        while i < last {
+            // SAFETY: a prefetch is a hint and cannot fault (the address is in bounds anyway).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line(i)) };
+            i += 16;
+        }
+        // SAFETY: as above.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(line(last)) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, last);
 }
 
 /// `out[p·width ..][..len] = data[base + p·stride ..][..len]` for p < kb: a run of `len`
