@@ -43,6 +43,25 @@ pub(crate) mod neon;
 #[cfg(feature = "openblas")]
 pub(crate) mod openblas;
 
+/// Asks for every cache line of the `len` floats from `p` to be fetched into L1, the last one
+/// too (a run need not start on a line, and then it straddles one line more than its length
+/// fills). A hint, which cannot fault: any address will do. Nothing on other architectures.
+#[inline(always)]
+pub(crate) fn prefetch_run(p: *const f32, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if len > 0 {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        for j in (0..len).step_by(16) {
+            // SAFETY: prefetching is a hint and cannot fault.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(j) as *const i8) };
+        }
+        // SAFETY: as above.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(len - 1) as *const i8) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, len);
+}
+
 /// The signature of every GEMM microkernel; see the module documentation for the contract.
 ///
 /// # Safety

@@ -167,13 +167,7 @@ pub(crate) unsafe fn tile<V: Vector, const MR: usize, const NV: usize, const PAC
     // for small products, A read in place: their C is in L1 already.)
     if PACKED {
         for i in 0..rows {
-            let row = c.wrapping_add(i * rsc);
-            for j in (0..cols).step_by(16) {
-                // SAFETY: a hint, which cannot fault; the addresses lie in C's tile's rows.
-                unsafe { prefetch(row.wrapping_add(j)) };
-            }
-            // SAFETY: as above.
-            unsafe { prefetch(row.wrapping_add(cols.max(1) - 1)) };
+            super::prefetch_run(c.wrapping_add(i * rsc), cols.max(1));
         }
     }
     // SAFETY: forwarded from this function's contract.
@@ -280,15 +274,4 @@ unsafe fn accumulate<
         }
     }
     acc
-}
-
-/// A prefetch of the line at `p` into L1.
-///
-/// # Safety
-/// None beyond the CPU's (a hint; any address).
-#[inline(always)]
-unsafe fn prefetch(p: *const f32) {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-    // SAFETY: prefetching is a hint and cannot fault.
-    unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) };
 }

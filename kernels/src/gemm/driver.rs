@@ -187,6 +187,9 @@ fn tile_and_grid<'c>(
         return best;
     }
     for other in super::config::kernels_of(cfg.isa) {
+        if std::ptr::eq(other, cfg) {
+            continue;
+        }
         let (grid, cost) = grid_of(other);
         if cost * other.cost < best.2 * best.0.cost {
             best = (other, grid, cost);

@@ -40,11 +40,11 @@ const B_SLICE_ROWS: usize = 256;
 /// asking the pool took 4 % of a 16³ product's time in a profile.
 ///
 /// The test is the cost model's own ([`Split::new`] splits from two hand-offs' worth of work
-/// up): a fixed side limit of 64 had kept 64³ (exactly two hand-offs) alone, at 105 GFLOP/s on
-/// two Zen 4 threads, where split it runs at 175.
+/// up): a fixed side limit of 64 had kept 64³ (exactly two hand-offs) alone, at 112 GFLOP/s on
+/// two Zen 4 threads, where split it runs at 170.
 pub(crate) fn gemm_small(isa: Isa, prob: &Problem<'_>) -> bool {
     let (m, n, k) = (prob.m, prob.n, prob.k);
-    if m > SMALL || n > SMALL || k > SMALL || ((m * n * k) as f64) >= 2.0 * HANDOFF_COST {
+    if m > SMALL || n > SMALL || k > SMALL || hand_offs_worth(m, n, k, HANDOFF_COST) >= 2 {
         return false;
     }
     let Some(tile) = in_place_tile(isa, prob) else {
@@ -124,6 +124,12 @@ fn in_place_tile(isa: Isa, prob: &Problem<'_>) -> Option<&'static SmallTile> {
     small_tile(isa, prob.m.min(SMALL), prob.n.min(SMALL))
 }
 
+/// How many parallel sections at `fork_cost` an `m × n × k` product's work pays for: from two
+/// up, it is worth splitting.
+fn hand_offs_worth(m: usize, n: usize, k: usize, fork_cost: f64) -> usize {
+    ((m * n * k) as f64 / fork_cost) as usize
+}
+
 /// How C is cut among threads: `bands` bands of whole tiles, along the rows (or, for a C of
 /// fewer row tiles than bands, along the columns), of `tiles` tiles of `step` rows or columns
 /// in all; the bands' sizes differ by at most one tile.
@@ -147,8 +153,7 @@ impl Split {
         fork_cost: f64,
     ) -> Split {
         let (row_tiles, col_tiles) = (m.div_ceil(tile.mr), n.div_ceil(tile.nr));
-        let work = (m * n * k) as f64;
-        let worth = (work / fork_cost) as usize;
+        let worth = hand_offs_worth(m, n, k, fork_cost);
         // Each band reads all of B's columns it covers: bands of rows over a B too large for L2
         // would each stream the whole of it (two threads then shared the memory's bandwidth
         // and ran 32×2048×1000 slower than one), bands of columns a share each.

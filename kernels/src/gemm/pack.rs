@@ -3,6 +3,7 @@
 //! past the matrix edge are filled with zeros, so edge tiles run the same kernel.
 
 use super::problem::Operand;
+use crate::arch::prefetch_run;
 
 /// Packs the `mb × kb` block of `a` whose top-left element is (`i0`, `p0`) into `dst` as
 /// `ceil(mb / mr)` micro-panels of `mr × kb`, each stored column by column (`mr` values per `p`).
@@ -144,9 +145,10 @@ pub(crate) fn pack_b(
                 let base = (p0 + p_start) * b.rs + col0;
                 let ahead = col0 + PREFETCH_PANELS * nr;
                 if ahead < j0 + nb {
-                    let cols = nr.min(j0 + nb - ahead);
+                    let ahead_cols = nr.min(j0 + nb - ahead);
+                    let ahead_run = b.data[base + PREFETCH_PANELS * nr..].as_ptr();
                     for p in 0..slab {
-                        prefetch_run(b.data, base + p * b.rs + PREFETCH_PANELS * nr, cols);
+                        prefetch_run(ahead_run.wrapping_add(p * b.rs), ahead_cols);
                     }
                 }
                 copy_runs(out, b.data, base, b.rs, cols, nr, slab);
@@ -190,28 +192,6 @@ pub(crate) fn pack_b(
 /// starts cold without it: on one Zen 4 thread, 32×512×5408 ran at 65 GFLOP/s without, 72
 /// with (32×2048×1000 74 → 79; squares and 32×128×5408 unchanged).
 const PREFETCH_PANELS: usize = 4;
-
-/// Asks for the cache lines of `data[start..start + len]` (`len` > 0, in bounds) to be fetched.
-#[inline(always)]
-fn prefetch_run(data: &[f32], start: usize, len: usize) {
-    let last = start + len - 1;
-    debug_assert!(last < data.len());
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let line = |i: usize| data[i..].as_ptr() as *const i8;
-        let mut i = start;
-        while i < last {
-            // SAFETY: a prefetch is a hint and cannot fault (the address is in bounds anyway).
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(line(i)) };
-            i += 16;
-        }
-        // SAFETY: as above.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(line(last)) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (data, last);
-}
 
 /// `out[p·width ..][..len] = data[base + p·stride ..][..len]` for p < kb: a run of `len`
 /// contiguous floats (a row of B's panel) per packed line. Full runs of the registered tile widths
