@@ -282,23 +282,30 @@ fn large_and_training_shapes() {
         (9, 2704, 32),
         (2704, 32, 9),
         (32, 5408 / 4, 128),
+        // A few rows over a B whose K slices exceed L2 (read panel after panel, or packed a
+        // block at a time, by the tile): a short last row tile and last panel, two K slices.
+        (27, 700, 1501),
+        (9, 520, 3001),
     ];
     for (s, &(m, k, n)) in shapes.iter().enumerate() {
         for path in Path::for_large_cases() {
-            let case = Case {
-                m,
-                n,
-                k,
-                trans_a: s % 2 == 1,
-                trans_b: s % 3 == 1,
-                c_col_major: s == 4,
-                pad: 1,
-                alpha: 0.75,
-                beta: if s % 2 == 0 { 0.0 } else { -0.5 },
-                seed: s as u64,
-                threading: Threading::Rayon,
-            };
-            check(case, path).unwrap();
+            // One thread too: two take bands of columns, whose shares of B may fit L2.
+            for threading in [Threading::Rayon, Threading::Single] {
+                let case = Case {
+                    m,
+                    n,
+                    k,
+                    trans_a: s % 2 == 1,
+                    trans_b: s % 3 == 1,
+                    c_col_major: s == 4,
+                    pad: 1,
+                    alpha: 0.75,
+                    beta: if s % 2 == 0 { 0.0 } else { -0.5 },
+                    seed: s as u64,
+                    threading,
+                };
+                check(case, path).unwrap();
+            }
         }
     }
 }

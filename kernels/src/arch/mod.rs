@@ -49,17 +49,33 @@ pub(crate) mod openblas;
 #[inline(always)]
 pub(crate) fn prefetch_run(p: *const f32, len: usize) {
     #[cfg(target_arch = "x86_64")]
-    if len > 0 {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        for j in (0..len).step_by(16) {
-            // SAFETY: prefetching is a hint and cannot fault.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(j) as *const i8) };
-        }
-        // SAFETY: as above.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(len - 1) as *const i8) };
-    }
+    prefetch_lines::<{ std::arch::x86_64::_MM_HINT_T0 }>(p, len);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (p, len);
+}
+
+/// [`prefetch_run`] into L2 rather than L1: for data wanted a while later, or more of it than
+/// L1 holds beside what is in use now.
+#[inline(always)]
+pub(crate) fn prefetch_run_to_l2(p: *const f32, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    prefetch_lines::<{ std::arch::x86_64::_MM_HINT_T1 }>(p, len);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, len);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_lines<const HINT: i32>(p: *const f32, len: usize) {
+    use std::arch::x86_64::_mm_prefetch;
+    if len > 0 {
+        for j in (0..len).step_by(16) {
+            // SAFETY: prefetching is a hint and cannot fault.
+            unsafe { _mm_prefetch::<HINT>(p.wrapping_add(j) as *const i8) };
+        }
+        // SAFETY: as above.
+        unsafe { _mm_prefetch::<HINT>(p.wrapping_add(len - 1) as *const i8) };
+    }
 }
 
 /// The signature of every GEMM microkernel; see the module documentation for the contract.

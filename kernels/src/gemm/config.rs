@@ -95,6 +95,10 @@ pub(crate) struct SmallTile {
     kernels: &'static [StridedAKernelFn],
     /// Time per useful multiply-add relative to the set's best small tile.
     cost: f64,
+    /// Whether, for a few rows over a B whose slice exceeds L2, this tile reads B in place panel
+    /// after panel, every row tile on a panel before the next (prefetched into L2 meanwhile),
+    /// rather than packing B a block of panels at a time; see [`super::in_place`].
+    pub streams_b: bool,
 }
 
 impl SmallTile {
@@ -133,27 +137,59 @@ pub(crate) const SMALL: usize = 128;
 // The 16-row tile stays for 16-row products: K = 16 is too short for 8 accumulators to hide the
 // FMA latency (16³: 112 against 83 with 8 × 16). The 8-row tiles have a kernel for every row
 // count, so the last rows of C are computed exactly (13 × 27 × 40: 144 → 167 GFLOP/s).
+//
+// Streaming B's panels (`streams_b`) is measured per tile. The 8-row AVX-512 tiles gain from it,
+// on one Zen 4 thread, packed blocks → panel after panel (medians of interleaved runs):
+// 32×128×5408 84 → 95 GFLOP/s, 32×512×5408 71 → 97, 24×512×2048 76 → 99, 32×2048×1000 70 → 95,
+// 20×700×3000 62 → 93; two threads 32×128×5408 134 → 164, 32×512×5408 116 → 164. The AVX2 6 × 16
+// tile, on the same machine, gained at K = 128 and lost at K = 512 (24×512×2048 61 → 55), so
+// it packs; so do the tiles not measured.
 #[cfg(target_arch = "x86_64")]
 const SMALL_AVX512: [SmallTile; 4] = [
-    small(8, 48, by_rows!(avx512, 3, [1, 2, 3, 4, 5, 6, 7, 8]), 1.0),
-    small(8, 32, by_rows!(avx512, 2, [1, 2, 3, 4, 5, 6, 7, 8]), 1.0),
-    small(16, 16, by_rows!(avx512, 1, [16]), 1.05),
-    small(8, 16, by_rows!(avx512, 1, [1, 2, 3, 4, 5, 6, 7, 8]), 1.2),
+    small(
+        8,
+        48,
+        by_rows!(avx512, 3, [1, 2, 3, 4, 5, 6, 7, 8]),
+        1.0,
+        true,
+    ),
+    small(
+        8,
+        32,
+        by_rows!(avx512, 2, [1, 2, 3, 4, 5, 6, 7, 8]),
+        1.0,
+        true,
+    ),
+    small(16, 16, by_rows!(avx512, 1, [16]), 1.05, false),
+    small(
+        8,
+        16,
+        by_rows!(avx512, 1, [1, 2, 3, 4, 5, 6, 7, 8]),
+        1.2,
+        false,
+    ),
 ];
 
 #[cfg(target_arch = "x86_64")]
 const SMALL_AVX2: [SmallTile; 2] = [
-    small(6, 16, by_rows!(avx2, 2, [1, 2, 3, 4, 5, 6]), 1.0),
-    small(6, 8, by_rows!(avx2, 1, [1, 2, 3, 4, 5, 6]), 1.2),
+    small(6, 16, by_rows!(avx2, 2, [1, 2, 3, 4, 5, 6]), 1.0, false),
+    small(6, 8, by_rows!(avx2, 1, [1, 2, 3, 4, 5, 6]), 1.2, false),
 ];
 
 #[cfg(target_arch = "x86_64")]
-const fn small(mr: usize, nr: usize, kernels: &'static [StridedAKernelFn], cost: f64) -> SmallTile {
+const fn small(
+    mr: usize,
+    nr: usize,
+    kernels: &'static [StridedAKernelFn],
+    cost: f64,
+    streams_b: bool,
+) -> SmallTile {
     SmallTile {
         mr,
         nr,
         kernels,
         cost,
+        streams_b,
     }
 }
 

@@ -8,9 +8,11 @@
 //! forward product over one channel) 15.5 → 31.4 GFLOP/s, 21632×32×9 11.4 → 30.3, 784×64×64
 //! 44 → 59; on two threads 24 → 56, 15 → 33 and 73 → 115.
 //!
-//! B is read in place too, unless a slice of it exceeds L2 and several row tiles read it: then
-//! it is packed a block of panels at a time (see [`run_band`]), and threads take bands of
-//! columns, each streaming its share of B rather than all of it.
+//! B is read in place too. Where a slice of it exceeds L2 and several row tiles read it, the
+//! tiles take it one column panel at a time, every row tile on a panel before the next, or
+//! (for the tiles measured to do better so) pack it a block of panels at a time (see
+//! [`run_band`]); and threads take bands of columns, each streaming its share of B rather than
+//! all of it.
 //!
 //! K is cut at the path's slice depth as in the blocked driver, each slice summed by the same
 //! tile arithmetic (beta on the first slice, 1 after it), so every element of C has the bits the
@@ -21,7 +23,7 @@ use super::epilogue::Epilogue;
 use super::pack::pack_b;
 use super::problem::Problem;
 use super::team::{run_parallel, HandOff, HANDOFF_COST};
-use crate::arch::StridedAKernelFn;
+use crate::arch::{prefetch_run_to_l2, StridedAKernelFn};
 use crate::scratch::PACK_B;
 use crate::Isa;
 
@@ -226,7 +228,7 @@ impl Band {
 /// slices of `kc`; the epilogue applied to each tile after its last slice.
 #[inline]
 fn run_band(tile: &SmallTile, prob: &Problem<'_>, band: Band, kc: usize) {
-    let (mr, nr) = (tile.mr, tile.nr);
+    let mr = tile.mr;
     let k = prob.k;
     let (a, b) = (prob.a, prob.b);
     let (m, n) = (band.rows.1, band.cols.1);
@@ -245,55 +247,130 @@ fn run_band(tile: &SmallTile, prob: &Problem<'_>, band: Band, kc: usize) {
         // B's slice read in place by one row tile after another must stay in L2 between them.
         // Larger, it comes from L3 or memory once per row tile — and with rows a power of two
         // apart (B of 2048 columns) each run of a tile's panel falls in the same few cache sets
-        // and misses every step (24×512×2048 ran at 4–7 GFLOP/s on one Zen 3 thread). Then B is
-        // packed, a block of whole panels at a time, each row of B read as one run per block (a
-        // few lines the prefetcher follows), the block half of L2 so that it stays there while
-        // every row tile uses it: 24×512×2048 at 29–36 GFLOP/s, 32×2048×1000 at 21–25 (8–13).
-        // (Slices that fit in L2 run faster read in place: 32×784×128 and 32×128×784 lost
-        // 8–18 % packed.) One row tile reads B once: nothing to gain.
+        // and misses every step (24×512×2048 ran at 4–7 GFLOP/s on one Zen 3 thread). Then the
+        // tiles take B panel by panel ([`panel_after_panel`]) or packed a block at a time
+        // ([`packed_blocks`]), as the tile was measured to do best. (Slices that fit in L2 run
+        // faster row tile by row tile: 32×784×128 and 32×128×784 lost 8–18 % packed, 5–6 %
+        // panel by panel.) One row tile reads B once: nothing to gain.
         let l2 = crate::cpu::cache_info().l2.size;
         let row_tiles = (m - band.rows.0).div_ceil(mr);
+        let slice = (pc, kb);
         if row_tiles > 1 && kb * (n - band.cols.0) * 4 > l2 {
-            let block = (l2 / 2 / (4 * kb * nr)).max(1) * nr;
-            PACK_B.with(kb * block, kc.min(k) * block, |packed| {
-                let mut j0 = band.cols.0;
-                while j0 < n {
-                    let width = block.min(n - j0);
-                    pack_b(packed, b, pc, j0, kb, width, nr, 0);
-                    let mut j = j0;
-                    while j < j0 + width {
-                        let cols = nr.min(j0 + width - j);
-                        let panel = &packed[((j - j0) / nr) * kb * nr..];
-                        let mut i = band.rows.0;
-                        while i < m {
-                            let rows = mr.min(m - i);
-                            // SAFETY: as below, with B's panel (kb rows of nr floats, `cols` of
-                            // them live) in the packed buffer.
-                            unsafe {
-                                one_tile(
-                                    tile.kernel(rows),
-                                    prob,
-                                    (i, j),
-                                    (rows, cols),
-                                    (pc, kb),
-                                    (panel.as_ptr(), nr),
-                                    beta,
-                                    epilogue,
-                                )
-                            };
-                            i += mr;
-                        }
-                        j += nr;
-                    }
-                    j0 += width;
-                }
-            });
-            pc += kb;
-            continue;
+            if tile.streams_b {
+                panel_after_panel(tile, prob, band, slice, beta, epilogue);
+            } else {
+                packed_blocks(tile, prob, band, slice, kc, beta, epilogue);
+            }
+        } else {
+            plain_tiles(tile, prob, band, slice, beta, epilogue);
         }
-        plain_tiles(tile, prob, band, (pc, kb), beta, epilogue);
         pc += kb;
     }
+}
+
+/// The tiles of `band` over K's slice `pc..pc+kb`, B read in place one column panel at a time:
+/// every row tile of the band on a panel, then the next. Each panel of B comes from L3 or memory
+/// once, and stays in L1 or L2 for the row tiles after the first. While the tiles work on a
+/// panel, the next one is fetched into L2, a share of its rows before each row tile: asked for
+/// all at once, a 512-row panel's thousand prefetches stalled the loads of the tile after them
+/// (32×512×5408 on one Zen 4 thread 58 → 50 GFLOP/s, spread 65; into L1 rather than L2 86,
+/// as a deep panel does not fit L1 beside the one in use, into L2 102).
+fn panel_after_panel(
+    tile: &SmallTile,
+    prob: &Problem<'_>,
+    band: Band,
+    (pc, kb): (usize, usize),
+    beta: f32,
+    epilogue: Option<Epilogue<'_>>,
+) {
+    let (mr, nr) = (tile.mr, tile.nr);
+    let b = prob.b;
+    let (m, n) = (band.rows.1, band.cols.1);
+    let row_tiles = (m - band.rows.0).div_ceil(mr);
+    let mut j = band.cols.0;
+    while j < n {
+        let cols = nr.min(n - j);
+        let next = j + nr;
+        let (mut i, mut r) = (band.rows.0, 0);
+        while i < m {
+            let rows = mr.min(m - i);
+            if next < n {
+                let run = b.data[pc * b.rs + next..].as_ptr();
+                for p in r * kb / row_tiles..(r + 1) * kb / row_tiles {
+                    prefetch_run_to_l2(run.wrapping_add(p * b.rs), nr.min(n - next));
+                }
+            }
+            // SAFETY: rows pc..pc+kb of B have `cols` elements from column j inside B's checked
+            // view, b.rs apart; (i, j) and the tile lie inside the band of C.
+            unsafe {
+                one_tile(
+                    tile.kernel(rows),
+                    prob,
+                    (i, j),
+                    (rows, cols),
+                    (pc, kb),
+                    (b.data.as_ptr().add(pc * b.rs + j), b.rs),
+                    beta,
+                    epilogue,
+                )
+            };
+            i += mr;
+            r += 1;
+        }
+        j += nr;
+    }
+}
+
+/// The tiles of `band` over K's slice `pc..pc+kb` with B packed a block of whole panels at a
+/// time, each row of B read as one run per block (a few lines the prefetcher follows), the block
+/// half of L2 so that it stays there while every row tile uses it: 24×512×2048 at 29–36
+/// GFLOP/s on one Zen 3 thread, 32×2048×1000 at 21–25 (8–13 in place, row tile by row tile).
+fn packed_blocks(
+    tile: &SmallTile,
+    prob: &Problem<'_>,
+    band: Band,
+    (pc, kb): (usize, usize),
+    kc: usize,
+    beta: f32,
+    epilogue: Option<Epilogue<'_>>,
+) {
+    let (mr, nr) = (tile.mr, tile.nr);
+    let (m, n) = (band.rows.1, band.cols.1);
+    let l2 = crate::cpu::cache_info().l2.size;
+    let block = (l2 / 2 / (4 * kb * nr)).max(1) * nr;
+    PACK_B.with(kb * block, kc.min(prob.k) * block, |packed| {
+        let mut j0 = band.cols.0;
+        while j0 < n {
+            let width = block.min(n - j0);
+            pack_b(packed, prob.b, pc, j0, kb, width, nr, 0);
+            let mut j = j0;
+            while j < j0 + width {
+                let cols = nr.min(j0 + width - j);
+                let panel = &packed[((j - j0) / nr) * kb * nr..];
+                let mut i = band.rows.0;
+                while i < m {
+                    let rows = mr.min(m - i);
+                    // SAFETY: as in `plain_tiles`, with B's panel (kb rows of nr floats, `cols`
+                    // of them live) in the packed buffer.
+                    unsafe {
+                        one_tile(
+                            tile.kernel(rows),
+                            prob,
+                            (i, j),
+                            (rows, cols),
+                            (pc, kb),
+                            (panel.as_ptr(), nr),
+                            beta,
+                            epilogue,
+                        )
+                    };
+                    i += mr;
+                }
+                j += nr;
+            }
+            j0 += width;
+        }
+    });
 }
 
 /// The tiles of `band` over K's slice `pc..pc+kb`, B read in place (its column stride is 1:
