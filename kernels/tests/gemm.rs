@@ -285,6 +285,10 @@ fn large_and_training_shapes() {
         // A few rows over a B whose K slices exceed L2 (read panel after panel, or packed a
         // block at a time, by the tile): a short last row tile and last panel, two K slices.
         (27, 700, 1501),
+        // One row tile over a B too large for L3 (read panel after panel, the next prefetched).
+        (5, 1030, 8200),
+        // (B transposed at this index: the packed path.)
+        (20, 600, 2100),
         (9, 520, 3001),
     ];
     for (s, &(m, k, n)) in shapes.iter().enumerate() {

@@ -251,16 +251,29 @@ fn run_band(tile: &SmallTile, prob: &Problem<'_>, band: Band, kc: usize) {
         // tiles take B panel by panel ([`panel_after_panel`]) or packed a block at a time
         // ([`packed_blocks`]), as the tile was measured to do best. (Slices that fit in L2 run
         // faster row tile by row tile: 32×784×128 and 32×128×784 lost 8–18 % packed, 5–6 %
-        // panel by panel.) One row tile reads B once: nothing to gain.
-        let l2 = crate::cpu::cache_info().l2.size;
+        // panel by panel.) One row tile reads B once: nothing to gain by packing. But a B
+        // beyond a quarter of L3 (shared with the other cores, and on a VM with other guests)
+        // comes from memory, each panel's rows a page apart, and the one tile stalls on every
+        // row unless the next panel is prefetched — panel after panel, whatever the slice's
+        // size: 8×1024×8192 15 → 38 GFLOP/s, 8×1024×3000 28 → 74, 4×2048×4096 12 → 16 on one
+        // Zen 4 thread (26 → 66, 101 → 114, 22 → 35 on two). From L3 the prefetches, all before
+        // the one tile, cost more than they save (8×300×4000 84 → 74, 8×512×1000 94 → 80).
+        let caches = crate::cpu::cache_info();
         let row_tiles = (m - band.rows.0).div_ceil(mr);
         let slice = (pc, kb);
-        if row_tiles > 1 && kb * (n - band.cols.0) * 4 > l2 {
+        // (All of B: the other threads' bands stream the rest of it meanwhile.)
+        let from_memory = || {
+            let l3 = caches.l3.map_or(caches.l2.size, |l3| l3.size);
+            k * prob.n * 4 > l3 / 4
+        };
+        if row_tiles > 1 && kb * (n - band.cols.0) * 4 > caches.l2.size {
             if tile.streams_b {
                 panel_after_panel(tile, prob, band, slice, beta, epilogue);
             } else {
                 packed_blocks(tile, prob, band, slice, kc, beta, epilogue);
             }
+        } else if row_tiles == 1 && tile.streams_b && from_memory() {
+            panel_after_panel(tile, prob, band, slice, beta, epilogue);
         } else {
             plain_tiles(tile, prob, band, slice, beta, epilogue);
         }
