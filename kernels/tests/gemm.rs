@@ -290,6 +290,8 @@ fn large_and_training_shapes() {
         // (B transposed at this index: the packed path.)
         (20, 600, 2100),
         (9, 520, 3001),
+        // Two threads' bands of columns over a B from memory whose slices may fit L2.
+        (20, 600, 4096),
     ];
     for (s, &(m, k, n)) in shapes.iter().enumerate() {
         for path in Path::for_large_cases() {
