@@ -292,6 +292,9 @@ fn large_and_training_shapes() {
         (9, 520, 3001),
         // Two threads' bands of columns over a B from memory whose slices may fit L2.
         (20, 600, 4096),
+        // Narrow C over a deep K: B transposed here (packed), A transposed next (in place).
+        (40, 1500, 16),
+        (70, 2100, 33),
     ];
     for (s, &(m, k, n)) in shapes.iter().enumerate() {
         for path in Path::for_large_cases() {
@@ -344,6 +347,8 @@ fn thread_count_does_not_change_the_bits() {
         (700, 100, 17),
         (20, 1100, 300),
         (24, 512, 2048),
+        // A read in place under a narrow C at a deep K, bands of rows.
+        (200, 1500, 48),
         // Matrix–vector products large enough to be split among threads.
         (100_003, 70, 1),
         (1, 300, 70_001),

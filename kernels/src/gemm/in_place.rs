@@ -31,6 +31,17 @@ use crate::Isa;
 /// re-read each row of A once per column panel, from L1.
 pub(crate) const FEW_ROWS: usize = 32;
 
+/// Up to this many column panels of the small tile, A is read in place at any M and K: the
+/// tiles read each row tile of A once per panel, so packing it (a copy of every element, and
+/// the packed path's blocks) cannot pay for itself over so few. Measured on a Zen 4, packed →
+/// in place, one thread: 33×4096×33 39 → 69 GFLOP/s, 64×10000×64 71 → 107, 2000×2000×16 48 →
+/// 90, 3000×300×5 22 → 33, 256×5408×128 83 → 97, 1000×784×128 94 → 103 (the AVX-512 tiles, 32
+/// or 48 wide: 128 columns are 4 panels); two threads 36 → 97, 79 → 113, 94 → 188, 31 → 48,
+/// 126 → 197, 104 → 113. The AVX2 tile (16 wide: 128 columns are 8 panels) lost there, 6 %
+/// at 1000×784×128, and gained at 4 panels or fewer (2000×2000×16 34 → 78, 33×4096×33 38 →
+/// 58).
+const FEW_PANELS: usize = 4;
+
 /// The depth of a slice of B that the bands' split weighs (the shallowest slice depth of any
 /// path: a deeper slice only makes B larger).
 const B_SLICE_ROWS: usize = 256;
@@ -73,20 +84,22 @@ pub(super) fn run_whole(tile: &SmallTile, prob: &Problem<'_>, kc: usize) {
 }
 
 /// A product with A read in place (see the module's documentation) on up to `threads` threads:
-/// C of at most [`FEW_ROWS`] rows, or K at most `kc` and [`SMALL`] with N at most [`SMALL`] (and
-/// an A not streamed by columns, [`streams_columns_of_a`]).
-/// `kc` is the slice depth of `isa`'s blocked path. `false` (nothing done) where that does not
-/// apply or `isa` has no small tiles.
+/// C of at most [`FEW_ROWS`] rows; or, with N at most [`SMALL`], K at most `kc` and [`SMALL`]
+/// or C at most [`FEW_PANELS`] of the tile's columns wide (and an A not streamed by columns,
+/// [`streams_columns_of_a`]). `kc` is the slice depth of `isa`'s blocked path. `false` (nothing
+/// done) where that does not apply or `isa` has no small tiles.
 pub(crate) fn gemm_in_place(isa: Isa, prob: &Problem<'_>, kc: usize, threads: usize) -> bool {
     let (m, n, k) = (prob.m, prob.n, prob.k);
-    let short_k = k <= kc.min(SMALL) && n <= SMALL;
-    // Beyond a few rows, only a short K — and not over an A that is streamed by columns.
-    if m > FEW_ROWS && (!short_k || streams_columns_of_a(prob)) {
-        return false;
-    }
     let Some(tile) = in_place_tile(isa, prob) else {
         return false;
     };
+    let short_k = k <= kc.min(SMALL) && n <= SMALL;
+    let few_panels = n <= SMALL && n.div_ceil(tile.nr) <= FEW_PANELS;
+    // Beyond a few rows, only a short K or a narrow C — and not over an A that is streamed by
+    // columns.
+    if m > FEW_ROWS && (!(short_k || few_panels) || streams_columns_of_a(prob)) {
+        return false;
+    }
     let handoff = HandOff::here(threads);
     let split = Split::new(tile, m, n, k, threads, handoff.cost());
     if split.bands == 1 {
