@@ -95,6 +95,11 @@ pub(crate) struct SmallTile {
     kernels: &'static [StridedAKernelFn],
     /// Time per useful multiply-add relative to the set's best small tile.
     cost: f64,
+    /// Kernels of one vector's width (`edge_cols` columns) per row count, for a last panel of
+    /// C that narrow: the full tile would compute, masked, `nr` columns for it. Empty where the
+    /// tile is one vector wide already.
+    edge: &'static [StridedAKernelFn],
+    edge_cols: usize,
     /// Whether, for a few rows over a B whose slice exceeds L2, this tile reads B in place panel
     /// after panel, every row tile on a panel before the next (prefetched into L2 meanwhile),
     /// rather than packing B a block of panels at a time; see [`super::in_place`].
@@ -105,6 +110,17 @@ impl SmallTile {
     /// The kernel for a tile of `rows ≤ mr` rows.
     pub(crate) fn kernel(&self, rows: usize) -> StridedAKernelFn {
         self.kernels[(rows.max(1) - 1).min(self.kernels.len() - 1)]
+    }
+
+    /// The kernel for a tile of `rows ≤ mr` rows and `cols ≤ nr` columns: one vector wide
+    /// where the columns fit one and the tile has such kernels. Each element of C is the same
+    /// sum, in the same order, whichever computes it.
+    pub(crate) fn kernel_for(&self, rows: usize, cols: usize) -> StridedAKernelFn {
+        if cols <= self.edge_cols && !self.edge.is_empty() {
+            self.edge[(rows.max(1) - 1).min(self.edge.len() - 1)]
+        } else {
+            self.kernel(rows)
+        }
     }
 
     /// The rows this tile computes for an `m`-row C: exactly `m` when it has a kernel per row
@@ -152,29 +168,33 @@ const SMALL_AVX512: [SmallTile; 4] = [
         by_rows!(avx512, 3, [1, 2, 3, 4, 5, 6, 7, 8]),
         1.0,
         true,
-    ),
+    )
+    .with_edge(EDGE_AVX512, 16),
     small(
         8,
         32,
         by_rows!(avx512, 2, [1, 2, 3, 4, 5, 6, 7, 8]),
         1.0,
         true,
-    ),
+    )
+    .with_edge(EDGE_AVX512, 16),
     small(16, 16, by_rows!(avx512, 1, [16]), 1.05, false),
-    small(
-        8,
-        16,
-        by_rows!(avx512, 1, [1, 2, 3, 4, 5, 6, 7, 8]),
-        1.2,
-        false,
-    ),
+    small(8, 16, EDGE_AVX512, 1.2, false),
 ];
+
+/// One vector (16 columns) wide, a kernel per row count.
+#[cfg(target_arch = "x86_64")]
+const EDGE_AVX512: &[StridedAKernelFn] = by_rows!(avx512, 1, [1, 2, 3, 4, 5, 6, 7, 8]);
 
 #[cfg(target_arch = "x86_64")]
 const SMALL_AVX2: [SmallTile; 2] = [
-    small(6, 16, by_rows!(avx2, 2, [1, 2, 3, 4, 5, 6]), 1.0, false),
-    small(6, 8, by_rows!(avx2, 1, [1, 2, 3, 4, 5, 6]), 1.2, false),
+    small(6, 16, by_rows!(avx2, 2, [1, 2, 3, 4, 5, 6]), 1.0, false).with_edge(EDGE_AVX2, 8),
+    small(6, 8, EDGE_AVX2, 1.2, false),
 ];
+
+/// One vector (8 columns) wide, a kernel per row count.
+#[cfg(target_arch = "x86_64")]
+const EDGE_AVX2: &[StridedAKernelFn] = by_rows!(avx2, 1, [1, 2, 3, 4, 5, 6]);
 
 #[cfg(target_arch = "x86_64")]
 const fn small(
@@ -189,7 +209,21 @@ const fn small(
         nr,
         kernels,
         cost,
+        edge: &[],
+        edge_cols: 0,
         streams_b,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl SmallTile {
+    /// This tile with `edge` kernels for last panels of at most `cols` columns.
+    const fn with_edge(self, edge: &'static [StridedAKernelFn], cols: usize) -> SmallTile {
+        SmallTile {
+            edge,
+            edge_cols: cols,
+            ..self
+        }
     }
 }
 

@@ -74,7 +74,7 @@ pub(crate) fn gemm_small(isa: Isa, prob: &Problem<'_>) -> bool {
 fn run_small(tile: &SmallTile, prob: &Problem<'_>) {
     debug_assert!(prob.m <= SMALL && prob.n <= SMALL && prob.k <= SMALL);
     let band = Band::whole(prob);
-    plain_tiles(tile, prob, band, (0, prob.k), prob.beta, prob.epilogue);
+    plain_tiles::<false>(tile, prob, band, (0, prob.k), prob.beta, prob.epilogue);
 }
 
 /// The whole of `prob` on this thread with `tile` (whose instruction set the caller checked; B
@@ -290,7 +290,7 @@ fn run_band(tile: &SmallTile, prob: &Problem<'_>, band: Band, kc: usize) {
         } else if row_tiles > 1 && beyond_l2 {
             packed_blocks(tile, prob, band, slice, kc, beta, epilogue);
         } else {
-            plain_tiles(tile, prob, band, slice, beta, epilogue);
+            plain_tiles::<true>(tile, prob, band, slice, beta, epilogue);
         }
         pc += kb;
     }
@@ -332,7 +332,7 @@ fn panel_after_panel(
             // view, b.rs apart; (i, j) and the tile lie inside the band of C.
             unsafe {
                 one_tile(
-                    tile.kernel(rows),
+                    tile.kernel_for(rows, cols),
                     prob,
                     (i, j),
                     (rows, cols),
@@ -382,7 +382,7 @@ fn packed_blocks(
                     // of them live) in the packed buffer.
                     unsafe {
                         one_tile(
-                            tile.kernel(rows),
+                            tile.kernel_for(rows, cols),
                             prob,
                             (i, j),
                             (rows, cols),
@@ -403,9 +403,11 @@ fn packed_blocks(
 
 /// The tiles of `band` over K's slice `pc..pc+kb`, B read in place (its column stride is 1:
 /// `in_place_tile`). Plain loops: `step_by` divides to count its steps, a tenth of a 16³
-/// product's time.
+/// product's time. With `EDGE`, a last panel narrow enough takes the tile's one-vector kernels
+/// ([`SmallTile::kernel_for`]); not for the small products of [`run_small`], where choosing
+/// cost more than it saved (20³ on one Zen 4 thread 54 → 46 GFLOP/s, 36³ even).
 #[inline(always)]
-fn plain_tiles(
+fn plain_tiles<const EDGE: bool>(
     tile: &SmallTile,
     prob: &Problem<'_>,
     band: Band,
@@ -423,6 +425,11 @@ fn plain_tiles(
         let mut j = band.cols.0;
         while j < n {
             let cols = nr.min(n - j);
+            let kernel = if EDGE && cols < nr {
+                tile.kernel_for(rows, cols)
+            } else {
+                kernel
+            };
             // SAFETY: rows pc..pc+kb of B have `cols` elements from column j inside B's checked
             // view, b.rs apart; (i, j) and the tile lie inside the band of C.
             unsafe {
