@@ -319,33 +319,71 @@ fn panel_after_panel(
     while j < n {
         let cols = nr.min(n - j);
         let next = j + nr;
-        let (mut i, mut r) = (band.rows.0, 0);
-        while i < m {
-            let rows = mr.min(m - i);
+        let prefetch_share = |r: usize| {
             if next < n {
                 let run = b.data[pc * b.rs + next..].as_ptr();
                 for p in r * kb / row_tiles..(r + 1) * kb / row_tiles {
                     prefetch_run_to_l2(run.wrapping_add(p * b.rs), nr.min(n - next));
                 }
             }
-            // SAFETY: rows pc..pc+kb of B have `cols` elements from column j inside B's checked
-            // view, b.rs apart; (i, j) and the tile lie inside the band of C.
-            unsafe {
-                one_tile(
-                    tile.kernel_for(rows, cols),
-                    prob,
-                    (i, j),
-                    (rows, cols),
-                    (pc, kb),
-                    (b.data.as_ptr().add(pc * b.rs + j), b.rs),
-                    beta,
-                    epilogue,
-                )
-            };
-            i += mr;
-            r += 1;
-        }
+        };
+        // SAFETY: rows pc..pc+kb of B have `cols` elements from column j inside B's checked
+        // view, b.rs apart; columns j..j+cols lie inside the band.
+        unsafe {
+            tiles_down_panel(
+                tile,
+                prob,
+                band,
+                (j, cols),
+                (pc, kb),
+                (b.data.as_ptr().add(pc * b.rs + j), b.rs),
+                (beta, epilogue),
+                prefetch_share,
+            )
+        };
         j += nr;
+    }
+}
+
+/// Every row tile of `band` on one panel of C's columns `j..j+cols` over K's slice
+/// `pc..pc+kb`, B's panel at `b_panel` (rows `rsb` apart); `before(r)` runs before row tile
+/// `r` (0, 1, …).
+///
+/// # Safety
+/// `b_panel` holds kb rows of `cols` readable floats, `rsb` apart; columns j..j+cols lie inside
+/// the band (and C), which only the caller writes.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn tiles_down_panel(
+    tile: &SmallTile,
+    prob: &Problem<'_>,
+    band: Band,
+    (j, cols): (usize, usize),
+    (pc, kb): (usize, usize),
+    (b_panel, rsb): (*const f32, usize),
+    (beta, epilogue): (f32, Option<Epilogue<'_>>),
+    mut before: impl FnMut(usize),
+) {
+    let (mut i, mut r) = (band.rows.0, 0);
+    while i < band.rows.1 {
+        let rows = tile.mr.min(band.rows.1 - i);
+        before(r);
+        // SAFETY: B's panel as this function's contract says; (i, j) and the tile lie inside
+        // the band.
+        unsafe {
+            one_tile(
+                tile.kernel_for(rows, cols),
+                prob,
+                (i, j),
+                (rows, cols),
+                (pc, kb),
+                (b_panel, rsb),
+                beta,
+                epilogue,
+            )
+        };
+        i += tile.mr;
+        r += 1;
     }
 }
 
@@ -362,8 +400,8 @@ fn packed_blocks(
     beta: f32,
     epilogue: Option<Epilogue<'_>>,
 ) {
-    let (mr, nr) = (tile.mr, tile.nr);
-    let (m, n) = (band.rows.1, band.cols.1);
+    let nr = tile.nr;
+    let n = band.cols.1;
     let l2 = crate::cpu::cache_info().l2.size;
     let block = (l2 / 2 / (4 * kb * nr)).max(1) * nr;
     PACK_B.with(kb * block, kc.min(prob.k) * block, |packed| {
@@ -375,25 +413,20 @@ fn packed_blocks(
             while j < j0 + width {
                 let cols = nr.min(j0 + width - j);
                 let panel = &packed[((j - j0) / nr) * kb * nr..];
-                let mut i = band.rows.0;
-                while i < m {
-                    let rows = mr.min(m - i);
-                    // SAFETY: as in `plain_tiles`, with B's panel (kb rows of nr floats, `cols`
-                    // of them live) in the packed buffer.
-                    unsafe {
-                        one_tile(
-                            tile.kernel_for(rows, cols),
-                            prob,
-                            (i, j),
-                            (rows, cols),
-                            (pc, kb),
-                            (panel.as_ptr(), nr),
-                            beta,
-                            epilogue,
-                        )
-                    };
-                    i += mr;
-                }
+                // SAFETY: B's panel (kb rows of nr floats, `cols` of them live) is in the
+                // packed buffer; columns j..j+cols lie inside the band.
+                unsafe {
+                    tiles_down_panel(
+                        tile,
+                        prob,
+                        band,
+                        (j, cols),
+                        (pc, kb),
+                        (panel.as_ptr(), nr),
+                        (beta, epilogue),
+                        |_| {},
+                    )
+                };
                 j += nr;
             }
             j0 += width;
