@@ -252,40 +252,40 @@ fn run_band(tile: &SmallTile, prob: &Problem<'_>, band: Band, kc: usize) {
     debug_assert!(m <= prob.m && n <= prob.n);
     debug_assert!(a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs);
     debug_assert!(b.data.len() > (k - 1) * b.rs + (n - 1));
+    // B's slice read in place by one row tile after another must stay in L2 between them.
+    // Larger, it comes from L3 or memory once per row tile — and with rows a power of two
+    // apart (B of 2048 columns) each run of a tile's panel falls in the same few cache sets
+    // and misses every step (24×512×2048 ran at 4–7 GFLOP/s on one Zen 3 thread). Then the
+    // tiles take B panel by panel ([`panel_after_panel`]) or packed a block at a time
+    // ([`packed_blocks`]), as the tile was measured to do best. (Slices that fit in L2 run
+    // faster row tile by row tile: 32×784×128 and 32×128×784 lost 8–18 % packed, 5–6 %
+    // panel by panel.) One row tile reads B once: nothing to gain by packing.
+    //
+    // A B beyond a quarter of L3 (shared with the other cores, and on a VM with other
+    // guests) comes from memory, each panel's rows a page apart: the tiles that stream B go
+    // panel after panel then whatever the slice's size, for the prefetch of the next panel
+    // and for one fetch of each panel from memory. One row tile stalled on every row
+    // without the prefetch: 8×1024×8192 15 → 38 GFLOP/s, 8×1024×3000 28 → 74, 4×2048×4096
+    // 12 → 16 on one Zen 4 thread (26 → 66, 101 → 114, 22 → 35 on two). Two threads' bands
+    // of columns have slices that may fit L2, yet each row tile fetched them from memory
+    // again: 16×2048×4096 37 → 79, 32×2048×4096 56 → 121, 24×1024×3000 110 → 164 on two
+    // Zen 4 threads. From L3 the prefetches, all before a single tile, cost more than they
+    // save (8×300×4000 84 → 74, 8×512×1000 94 → 80).
+    let caches = crate::cpu::cache_info();
+    let row_tiles = (m - band.rows.0).div_ceil(mr);
+    // All of B: the other threads' bands stream the rest of it meanwhile.
+    let b_from_memory = {
+        let l3 = caches.l3.map_or(caches.l2.size, |l3| l3.size);
+        k * prob.n * 4 > l3 / 4
+    };
     let mut pc = 0;
     while pc < k {
         let kb = kc.min(k - pc);
         let beta = if pc == 0 { prob.beta } else { 1.0 };
         let epilogue = prob.epilogue.filter(|_| pc + kb == k);
-        // B's slice read in place by one row tile after another must stay in L2 between them.
-        // Larger, it comes from L3 or memory once per row tile — and with rows a power of two
-        // apart (B of 2048 columns) each run of a tile's panel falls in the same few cache sets
-        // and misses every step (24×512×2048 ran at 4–7 GFLOP/s on one Zen 3 thread). Then the
-        // tiles take B panel by panel ([`panel_after_panel`]) or packed a block at a time
-        // ([`packed_blocks`]), as the tile was measured to do best. (Slices that fit in L2 run
-        // faster row tile by row tile: 32×784×128 and 32×128×784 lost 8–18 % packed, 5–6 %
-        // panel by panel.) One row tile reads B once: nothing to gain by packing.
-        //
-        // A B beyond a quarter of L3 (shared with the other cores, and on a VM with other
-        // guests) comes from memory, each panel's rows a page apart: the tiles that stream B go
-        // panel after panel then whatever the slice's size, for the prefetch of the next panel
-        // and for one fetch of each panel from memory. One row tile stalled on every row
-        // without the prefetch: 8×1024×8192 15 → 38 GFLOP/s, 8×1024×3000 28 → 74, 4×2048×4096
-        // 12 → 16 on one Zen 4 thread (26 → 66, 101 → 114, 22 → 35 on two). Two threads' bands
-        // of columns have slices that may fit L2, yet each row tile fetched them from memory
-        // again: 16×2048×4096 37 → 79, 32×2048×4096 56 → 121, 24×1024×3000 110 → 164 on two
-        // Zen 4 threads. From L3 the prefetches, all before a single tile, cost more than they
-        // save (8×300×4000 84 → 74, 8×512×1000 94 → 80).
-        let caches = crate::cpu::cache_info();
-        let row_tiles = (m - band.rows.0).div_ceil(mr);
         let slice = (pc, kb);
-        // (All of B: the other threads' bands stream the rest of it meanwhile.)
-        let from_memory = || {
-            let l3 = caches.l3.map_or(caches.l2.size, |l3| l3.size);
-            k * prob.n * 4 > l3 / 4
-        };
         let beyond_l2 = kb * (n - band.cols.0) * 4 > caches.l2.size;
-        if tile.streams_b && ((row_tiles > 1 && beyond_l2) || from_memory()) {
+        if tile.streams_b && ((row_tiles > 1 && beyond_l2) || b_from_memory) {
             panel_after_panel(tile, prob, band, slice, beta, epilogue);
         } else if row_tiles > 1 && beyond_l2 {
             packed_blocks(tile, prob, band, slice, kc, beta, epilogue);
