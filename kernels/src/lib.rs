@@ -28,6 +28,7 @@ pub mod math;
 pub mod norm;
 pub mod norm_pool;
 pub mod optim;
+pub mod owned;
 pub mod pool;
 mod process;
 #[cfg(any(test, feature = "reference"))]

@@ -25,11 +25,14 @@
 //! weights and optimizer state are streamed once instead of three times, and the gradient is
 //! never stored.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use crate::error::{check_len, Error, Result};
 use crate::gemm::pack::transpose_lines;
 use crate::gemm::{gemm_with, ExecOptions, Threading};
+use crate::owned::WeightStrips;
 use crate::scratch::{PRODUCT, PRODUCT_OPERAND};
 use crate::shared::SharedOut;
 use crate::subnormal::FlushSubnormals;
@@ -214,7 +217,7 @@ pub fn update(
     (0..g.len())
         .into_par_iter()
         .step_by(CHUNK)
-        .with_min_len(min_len(Threading::Rayon))
+        .with_min_len(min_len(opts.threading))
         .for_each(|first| {
             let span = first..(first + CHUNK).min(g.len());
             // SAFETY: each task owns its span of the parameters and the state.
@@ -358,18 +361,6 @@ fn min_len(threading: Threading) -> usize {
     }
 }
 
-/// Rows of the weight matrix per block of [`update_from_product`]: a multiple of 24 (of every
-/// registered tile's MR, so no block computes padding rows), such that the block's weights,
-/// state and gradient (up to four `rows × n` arrays) stay within about 256 KiB (L2) and a
-/// matrix makes about a dozen blocks or more for the threads to share. A function of the shape
-/// only, so every thread count gives the same blocks.
-fn block_rows(k: usize, n: usize) -> usize {
-    const QUANTUM: usize = 24;
-    let cache_rows = (16 * 1024 / n.max(1)) / QUANTUM * QUANTUM;
-    let balance_rows = k.div_ceil(12).next_multiple_of(QUANTUM);
-    cache_rows.min(balance_rows).max(QUANTUM)
-}
-
 /// One optimizer step on a weight matrix whose gradient is a product, fused with that product
 /// and with the product that needs the weights before the step:
 ///
@@ -385,7 +376,8 @@ fn block_rows(k: usize, n: usize) -> usize {
 /// followed by [`update`] (an element of our product does not depend on the rows computed with
 /// it); on the OpenBLAS path they agree up to rounding (its kernels change with the block's
 /// shape). Blocks are cut by the shape alone and run in parallel over rows of `w`, never over
-/// `m`, so every thread count gives the same bits.
+/// `m`, so every thread count gives the same bits; each block runs on the pool thread that owns
+/// its rows ([`crate::owned`]), the one that forms them in [`crate::owned::dense_forward`].
 pub fn update_from_product(
     opts: &ExecOptions,
     rule: Rule,
@@ -452,21 +444,12 @@ pub fn update_from_product(
             transpose_into(b, bt);
         }
         let bt = MatRef::row_major(bt, n, m, m);
-        let rows = block_rows(k, n);
+        let strips = WeightStrips::new(k, n);
         let w_out = SharedOut::new(w);
         let d_out = d.map(SharedOut::new);
         let state_out = state_handles(state);
-        // A one-row last block joins the block before it: its input-gradient product would be
-        // a one-row product, which sums in another order than the tiles (`gemm::gemv`), and `d`
-        // would then differ from `b·wᵀ` computed whole.
-        let tail_joins = k > rows && (k - 1) % rows == 0;
-        let block = |first: usize| -> Result<()> {
-            let r = rows.min(k - first);
-            let r = if tail_joins && first + r == k - 1 {
-                r + 1
-            } else {
-                r
-            };
+        let block = |rows: Range<usize>| -> Result<()> {
+            let (first, r) = (rows.start, rows.len());
             let span = first * n..(first + r) * n;
             // SAFETY: each block owns rows first..first + r of w and of the state, and columns
             // first..first + r of d; no other task forms slices of them.
@@ -512,16 +495,11 @@ pub fn update_from_product(
                 Ok(())
             })
         };
-        if k <= rows {
-            block(0)
-        } else {
-            (0..k)
-                .into_par_iter()
-                .step_by(rows)
-                .with_min_len(min_len(opts.threading))
-                .filter(|&first| !(tail_joins && first == k - 1))
-                .try_for_each(block)
-        }
+        // Each strip's blocks on the strip's owner, in order (`owned`): the thread whose
+        // forward product read these rows of w steps them.
+        strips.run(opts.threading, &|s| {
+            strips.blocks_of(s).try_for_each(|b| block(strips.block(b)))
+        })
     })
 }
 

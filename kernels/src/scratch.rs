@@ -93,6 +93,7 @@ thread_local! {
     static PRODUCT_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
     static PADDED_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
     static PRODUCT_OPERAND_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
+    static STRIP_PARTIALS_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
 }
 
 /// Packed micro-panels of A (GEMM driver).
@@ -122,11 +123,15 @@ pub(crate) static PRODUCT: Scratch = Scratch::new(&PRODUCT_TLS);
 /// (the transposed output gradient).
 pub(crate) static PRODUCT_OPERAND: Scratch = Scratch::new(&PRODUCT_OPERAND_TLS);
 
+/// The partial products of `owned::dense_forward`'s strips, on the calling thread, before they
+/// are summed.
+pub(crate) static STRIP_PARTIALS: Scratch = Scratch::new(&STRIP_PARTIALS_TLS);
+
 /// Zero-padded copies of a one-channel convolution's input images (the direct 3×3 kernel wants
 /// every window inside its input).
 pub(crate) static PADDED: Scratch = Scratch::new(&PADDED_TLS);
 
-static ALL: [&Scratch; 11] = [
+static ALL: [&Scratch; 12] = [
     &PACK_A,
     &PACK_B,
     &COL,
@@ -137,6 +142,7 @@ static ALL: [&Scratch; 11] = [
     &CONV_GRAD,
     &PRODUCT,
     &PRODUCT_OPERAND,
+    &STRIP_PARTIALS,
     &PADDED,
 ];
 

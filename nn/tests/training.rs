@@ -185,6 +185,49 @@ fn same_seed_same_history_on_any_thread_count() {
     );
 }
 
+/// A Dense layer large enough to take its optimizer step in the backward pass (256×256 weights
+/// at batch 16) multiplies its kernel in row strips on the threads that own them
+/// (`kernels::owned`), its input gradient formed in the same pass: the same history on one,
+/// two and three threads.
+#[test]
+fn a_layer_with_owned_weight_strips_trains_the_same_on_any_thread_count() {
+    let train = |threads: usize| -> Vec<EpochLogs> {
+        let (x, y) = synthetic(600, 11);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let h = pool.install(|| {
+            let mut m = Sequential::new()
+                .input_shape(&[20])
+                .seed(3)
+                .add(Dense::new(256, Act::Relu))
+                .add(Dense::new(256, Act::Tanh))
+                .add(Dense::new(4, Act::Softmax));
+            m.compile(
+                Optimizer::adam(),
+                Loss::categorical_crossentropy(),
+                &[Metric::Accuracy],
+            )
+            .unwrap();
+            let cfg = FitConfig::new()
+                .epochs(2)
+                .batch_size(16)
+                .validation_split(0.2)
+                .verbose(0);
+            m.fit(&x, &y, &cfg, &mut []).unwrap()
+        });
+        h.epochs
+            .into_iter()
+            .map(|e| EpochLogs { seconds: 0.0, ..e })
+            .collect()
+    };
+    let one = train(1);
+    assert_eq!(one, train(2), "two threads");
+    assert_eq!(one, train(3), "three threads");
+    assert!(one[1].val_accuracy.unwrap() > 0.7, "it learns: {one:?}");
+}
+
 /// Dense(1, linear) on two inputs with MSE: one step from known weights, checked by hand.
 fn one_step(opt: Optimizer) -> Vec<f32> {
     let mut m = Sequential::new()

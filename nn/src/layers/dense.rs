@@ -85,16 +85,7 @@ impl Dense {
         n: usize,
         steps: &mut dyn ParamSteps,
     ) -> Option<Result<()>> {
-        let (k, u) = (self.inputs, self.units);
-        // Fused where the kernel's traffic dominates its products: a kernel and its state that
-        // do not stay in L2 between the passes (≥ 64 Ki parameters: with Adam's two state
-        // buffers and the gradient, ≥ 1 MiB), at batches whose products do little arithmetic
-        // per weight (≤ 64 samples). Measured on a 2-core Zen 3, dX + dW + Adam of Dense
-        // 5408→128 at batch 32 took 0.72–0.87 of the time of the three calls in turn, and
-        // Dense 784→512 at batch 128 lost up to 8 %. Dense 784→128 at batch 32 (program A)
-        // gained nothing there but, on a 2-core Zen 4 (AVX-512, 1 MiB L2), made the whole epoch
-        // 0.90× as long (medians of 7 interleaved runs, the same bits).
-        if k * u < 1 << 16 || n > 64 {
+        if !steps_in_backward(self.inputs, self.units, n) {
             return None;
         }
         Some(self.backward_with_steps(x, grad, dx, n, steps))
@@ -234,8 +225,24 @@ impl Layer for Dense {
         &self.out_shape
     }
 
-    fn forward(&mut self, x: &[f32], n: usize, _training: bool) -> Result<()> {
-        let y = samples_mut(&mut self.out, n, self.units);
+    fn forward(&mut self, x: &[f32], n: usize, training: bool) -> Result<()> {
+        let (k, u) = (self.inputs, self.units);
+        let y = samples_mut(&mut self.out, n, u);
+        if training && steps_in_backward(k, u, n) {
+            // The kernel's rows are multiplied on the threads that will step them in the
+            // backward pass (`kernels::owned`).
+            kernels::owned::dense_forward(
+                &ExecOptions::default(),
+                MatRef::row_major(&x[..n * k], n, k, k),
+                &self.kernel,
+                u,
+                Some(&self.bias),
+                self.act.elementwise(),
+                y,
+            )
+            .map_err(Error::kernel(&self.name))?;
+            return finish_forward(self.act, y, u, &self.name);
+        }
         let w = Weights {
             kernel: &self.kernel,
             bias: &self.bias,
@@ -312,6 +319,22 @@ impl Layer for Dense {
 
 /// `y = act(x·kernel + bias)` for the `y.len() / units` samples of `x` (`inputs` values each),
 /// one GEMM with the bias and activation in its epilogue.
+/// Whether a Dense layer of `k` inputs and `u` units, at a batch of `n`, takes its optimizer
+/// step inside the backward pass ([`Dense::backward_stepping`]), and so multiplies its kernel
+/// in the training forward pass on the threads that own its rows (`kernels::owned`).
+///
+/// Fused where the kernel's traffic dominates its products: a kernel and its state that do not
+/// stay in L2 between the passes (≥ 64 Ki parameters: with Adam's two state buffers and the
+/// gradient, ≥ 1 MiB), at batches whose products do little arithmetic per weight (≤ 64
+/// samples). Measured on a 2-core Zen 3, dX + dW + Adam of Dense 5408→128 at batch 32 took
+/// 0.72–0.87 of the time of the three calls in turn, and Dense 784→512 at batch 128 lost up to
+/// 8 %. Dense 784→128 at batch 32 (program A) gained nothing there but, on a 2-core Zen 4
+/// (AVX-512, 1 MiB L2), made the whole epoch 0.90× as long (medians of 7 interleaved runs, the
+/// same bits).
+fn steps_in_backward(k: usize, u: usize, n: usize) -> bool {
+    k * u >= 1 << 16 && n <= 64
+}
+
 fn product(inputs: usize, x: &[f32], w: Weights<'_>, y: &mut [f32], name: &str) -> Result<()> {
     let (k, u) = (inputs, w.bias.len());
     let n = y.len() / u.max(1);
