@@ -55,9 +55,11 @@ pub struct WeightStrips {
 }
 
 impl WeightStrips {
-    /// The strips of a `k × n` matrix: blocks of [`block_rows`] rows, a one-row last block joined
-    /// to the block before it (its input-gradient product would be a one-row product, which
-    /// sums in another order than the tiles), and up to [`MAX_STRIPS`] strips of whole blocks.
+    /// The strips of a `k × n` matrix: blocks of a multiple of 24 rows (a block's weights,
+    /// state and gradient within about 256 KiB, a dozen blocks or more per matrix), a one-row
+    /// last block joined to the block before it (its input-gradient product would be a one-row
+    /// product, which sums in another order than the tiles), and up to eight strips of whole
+    /// blocks.
     pub fn new(k: usize, n: usize) -> WeightStrips {
         let rows = block_rows(k, n);
         let mut blocks = k.div_ceil(rows);
