@@ -101,26 +101,30 @@ impl WeightStrips {
         start..end
     }
 
-    /// The thread (of `threads`) that owns strip `s`: whole runs of strips, in order.
+    /// The thread that owns strip `s` in a pool of `threads`: runs of whole strips, in order,
+    /// on threads `0..min(threads, strips)`.
     fn owner(&self, s: usize, threads: usize) -> usize {
-        s * threads / self.strips
+        s * threads.min(self.strips) / self.strips
     }
 
     /// Runs `f(s)` for every strip `s`: on the pool's threads when `threading` may use them
-    /// (strip `s` on thread `s·T/S` of a pool of T threads, the same thread at every call), else
-    /// all on the calling thread in order. Returns the first error.
+    /// (strip `s` on thread `s·T/S` of a pool of T < S threads, on thread `s` of a larger one:
+    /// the same thread at every call), else all on the calling thread in order. Returns the
+    /// first error; every strip runs even when one fails.
     ///
-    /// Each of the pool's threads that joins the call runs the strips it owns; a strip whose
-    /// owner did not join (asleep, or busy elsewhere, when the calling thread ran out of other
-    /// work) runs on the calling thread at the end, so the call never waits on a thread that
-    /// may not come. No allocation: `rayon::broadcast` would allocate its jobs at every call.
+    /// One task per owner thread; whichever thread runs a task first runs its own strips, so
+    /// each owner runs its strips wherever its task went. A task taken by a thread that owns
+    /// nothing runs the strips of the owner it was meant for, and a strip that is still
+    /// unclaimed at the end (its owner asleep, or busy elsewhere, when the calling thread ran
+    /// out of other work) runs on the calling thread: the call never waits on a thread that may
+    /// not come. No allocation: `rayon::broadcast` would allocate its jobs at every call.
     pub fn run(
         &self,
         threading: Threading,
         f: &(dyn Fn(usize) -> Result<()> + Sync),
     ) -> Result<()> {
         if self.strips <= 1 || !crate::process::parallel(threading) {
-            return (0..self.strips).try_for_each(f);
+            return (0..self.strips).fold(Ok(()), |first, s| first.and(f(s)));
         }
         let claimed: [AtomicBool; MAX_STRIPS] = std::array::from_fn(|_| AtomicBool::new(false));
         let failure: Mutex<Option<Error>> = Mutex::new(None);
@@ -135,14 +139,14 @@ impl WeightStrips {
             }
         };
         let threads = rayon::current_num_threads();
-        (0..threads.min(self.strips))
+        let owners = threads.min(self.strips);
+        let strips_of = |t: usize| (0..self.strips).filter(move |&s| self.owner(s, threads) == t);
+        (0..owners)
             .into_par_iter()
             .with_min_len(1)
-            .for_each(|_| {
-                let me = rayon::current_thread_index().unwrap_or(0);
-                (0..self.strips)
-                    .filter(|&s| self.owner(s, threads) == me)
-                    .for_each(run_strip);
+            .for_each(|task| match rayon::current_thread_index() {
+                Some(me) if me < owners => strips_of(me).for_each(run_strip),
+                _ => strips_of(task).for_each(run_strip),
             });
         (0..self.strips).for_each(run_strip);
         match failure.into_inner() {
