@@ -124,7 +124,14 @@ impl WeightStrips {
         f: &(dyn Fn(usize) -> Result<()> + Sync),
     ) -> Result<()> {
         if self.strips <= 1 || !crate::process::parallel(threading) {
-            return (0..self.strips).fold(Ok(()), |first, s| first.and(f(s)));
+            let mut first = Ok(());
+            for s in 0..self.strips {
+                let done = f(s);
+                if first.is_ok() {
+                    first = done;
+                }
+            }
+            return first;
         }
         let claimed: [AtomicBool; MAX_STRIPS] = std::array::from_fn(|_| AtomicBool::new(false));
         let failure: Mutex<Option<Error>> = Mutex::new(None);
