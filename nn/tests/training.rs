@@ -135,14 +135,22 @@ fn small_model(seed: u64) -> Sequential {
         .add(Dense::new(4, Act::Softmax))
 }
 
-fn train_small(seed: u64, threads: usize) -> History {
-    let (x, y) = synthetic(1500, 7);
+/// Trains `model` with Adam on `samples` synthetic samples (drawn from `data_seed`) for `epochs`
+/// epochs of batch 16, a fifth held out for validation, on a pool of `threads` threads.
+fn train_synthetic(
+    model: Sequential,
+    samples: usize,
+    data_seed: u64,
+    epochs: usize,
+    threads: usize,
+) -> History {
+    let (x, y) = synthetic(samples, data_seed);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .unwrap();
     pool.install(|| {
-        let mut m = small_model(seed);
+        let mut m = model;
         m.compile(
             Optimizer::adam(),
             Loss::categorical_crossentropy(),
@@ -150,7 +158,7 @@ fn train_small(seed: u64, threads: usize) -> History {
         )
         .unwrap();
         let cfg = FitConfig::new()
-            .epochs(3)
+            .epochs(epochs)
             .batch_size(16)
             .validation_split(0.2)
             .verbose(0);
@@ -158,15 +166,21 @@ fn train_small(seed: u64, threads: usize) -> History {
     })
 }
 
+fn train_small(seed: u64, threads: usize) -> History {
+    train_synthetic(small_model(seed), 1500, 7, 3, threads)
+}
+
+/// A history's logs without their wall times.
+fn without_times(h: History) -> Vec<EpochLogs> {
+    h.epochs
+        .into_iter()
+        .map(|e| EpochLogs { seconds: 0.0, ..e })
+        .collect()
+}
+
 #[test]
 fn same_seed_same_history_on_any_thread_count() {
-    // The logs without their wall times.
-    let strip = |h: History| -> Vec<EpochLogs> {
-        h.epochs
-            .into_iter()
-            .map(|e| EpochLogs { seconds: 0.0, ..e })
-            .collect()
-    };
+    let strip = without_times;
     let a = strip(train_small(5, 1));
     assert_eq!(a, strip(train_small(5, 1)), "same seed, same history");
     assert_eq!(
@@ -191,36 +205,14 @@ fn same_seed_same_history_on_any_thread_count() {
 /// two and three threads.
 #[test]
 fn a_layer_with_owned_weight_strips_trains_the_same_on_any_thread_count() {
-    let train = |threads: usize| -> Vec<EpochLogs> {
-        let (x, y) = synthetic(600, 11);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        let h = pool.install(|| {
-            let mut m = Sequential::new()
-                .input_shape(&[20])
-                .seed(3)
-                .add(Dense::new(256, Act::Relu))
-                .add(Dense::new(256, Act::Tanh))
-                .add(Dense::new(4, Act::Softmax));
-            m.compile(
-                Optimizer::adam(),
-                Loss::categorical_crossentropy(),
-                &[Metric::Accuracy],
-            )
-            .unwrap();
-            let cfg = FitConfig::new()
-                .epochs(2)
-                .batch_size(16)
-                .validation_split(0.2)
-                .verbose(0);
-            m.fit(&x, &y, &cfg, &mut []).unwrap()
-        });
-        h.epochs
-            .into_iter()
-            .map(|e| EpochLogs { seconds: 0.0, ..e })
-            .collect()
+    let train = |threads: usize| {
+        let model = Sequential::new()
+            .input_shape(&[20])
+            .seed(3)
+            .add(Dense::new(256, Act::Relu))
+            .add(Dense::new(256, Act::Tanh))
+            .add(Dense::new(4, Act::Softmax));
+        without_times(train_synthetic(model, 600, 11, 2, threads))
     };
     let one = train(1);
     assert_eq!(one, train(2), "two threads");
