@@ -255,7 +255,8 @@ impl GemmReport {
             method: "f32 C = A·B, row-major, alpha = 1, beta = 0; per shape, each library is timed in \
                      interleaved rounds (one sample of each per round, a sample being ≥ 30 ms of back-to-back \
                      calls after a warm-up; on several threads a 50 ms pause before each sample, for the \
-                     previous library's spinning threads to let go of the cores); figures are the \
+                     previous library's spinning threads to let go of the cores, then a quarter of a \
+                     sample's calls untimed, for the idle cores to come back up); figures are the \
                      median over rounds; each thread count runs in \
                      its own process with OPENBLAS/MATMUL/RAYON_NUM_THREADS set; FMA peak = independent \
                      FMA chains on the same threads, best of a measurement before and after the shapes \
