@@ -233,21 +233,16 @@ pub fn measure_shape(
             // one run our 2-thread 128×784×512 came out at one thread's speed, behind our own
             // AVX2 path, right after the previous round's peers.
             let out = &mut outputs[i];
+            let mut call = || lib.run(av, bv, MatMut::row_major(out, m, n, n), threads);
             if threads > 1 {
                 std::thread::sleep(SETTLE);
                 // The pause leaves both cores idle, and on these VMs an idle core comes back
                 // slowly: a 2-thread 256³ right after a 50 ms sleep ran at 78–121 GFLOP/s
                 // (medians of 15 samples of 30 ms), back to back at 104–174. A quarter of a
                 // sample's calls, untimed, brings the cores up before the timed ones.
-                sample_secs(
-                    &mut || lib.run(av, bv, MatMut::row_major(out, m, n, n), threads),
-                    calls[i].div_ceil(4),
-                );
+                sample_secs(&mut call, calls[i].div_ceil(4));
             }
-            let secs = sample_secs(
-                &mut || lib.run(av, bv, MatMut::row_major(out, m, n, n), threads),
-                calls[i],
-            );
+            let secs = sample_secs(&mut call, calls[i]);
             samples[i].push(shape.flops() / secs / 1e9);
         }
     }

@@ -104,6 +104,15 @@ impl std::fmt::Debug for Error {
 /// `Result` with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The elements of a `rows × cols` matrix, or an `Err` naming the operation `what` when the
+/// count overflows `usize`.
+pub(crate) fn matrix_len(what: &'static str, rows: usize, cols: usize) -> Result<usize> {
+    rows.checked_mul(cols).ok_or_else(|| Error::ShapeMismatch {
+        what,
+        detail: format!("a {rows}×{cols} matrix has more elements than memory can hold"),
+    })
+}
+
 /// `Err` unless a buffer of `len` elements holds the `want` a tensor needs: the message names the
 /// operation `what`, the buffer `name`, and the tensor's `shape` (formatted only on error, so
 /// that checking allocates nothing).

@@ -29,7 +29,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::error::{check_len, Error, Result};
+use crate::error::{check_len, matrix_len, Error, Result};
 use crate::gemm::pack::transpose_lines;
 use crate::gemm::{gemm_with, ExecOptions, Threading};
 use crate::owned::WeightStrips;
@@ -400,12 +400,7 @@ pub fn update_from_product(
     }
     a.validate("A")?;
     b.validate("B")?;
-    let size = |r: usize, c: usize| {
-        r.checked_mul(c).ok_or_else(|| Error::ShapeMismatch {
-            what,
-            detail: format!("a {r}×{c} matrix has more elements than memory can hold"),
-        })
-    };
+    let size = |r: usize, c: usize| matrix_len(what, r, c);
     let kn = || format!("{k}×{n}");
     check_len(what, "the weights w", w.len(), size(k, n)?, kn)?;
     check_state(rule, state)?;

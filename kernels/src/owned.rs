@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use crate::activation::{bias_act_row, Activation, RowBias};
-use crate::error::{check_len, Error, Result};
+use crate::error::{check_len, matrix_len, Error, Result};
 use crate::gemm::{gemm_with, ExecOptions, Threading};
 use crate::scratch::STRIP_PARTIALS;
 use crate::shared::SharedOut;
@@ -180,12 +180,7 @@ pub fn dense_forward(
     let what = "dense_forward";
     let (m, k) = (x.rows(), x.cols());
     x.validate("X")?;
-    let size = |r: usize, c: usize| {
-        r.checked_mul(c).ok_or_else(|| Error::ShapeMismatch {
-            what,
-            detail: format!("a {r}×{c} matrix has more elements than memory can hold"),
-        })
-    };
+    let size = |r: usize, c: usize| matrix_len(what, r, c);
     check_len(what, "the weights w", w.len(), size(k, n)?, || {
         format!("{k}×{n}")
     })?;
@@ -223,14 +218,21 @@ pub fn dense_forward(
         threading: Threading::Single,
         ..*opts
     };
+    // Strip 0's product goes straight into y, the others' into partials, added in strip order.
     let part = m * n;
-    STRIP_PARTIALS.with(strips.count() * part, 0, |parts| {
+    STRIP_PARTIALS.with((strips.count() - 1) * part, 0, |parts| {
         {
+            let y_out = SharedOut::new(&mut *y);
             let parts_out = SharedOut::new(&mut *parts);
             strips.run(opts.threading, &|s| {
                 let rows = strips.rows(s);
-                // SAFETY: strip s alone writes partial s.
-                let out = unsafe { parts_out.slice(s * part..(s + 1) * part) };
+                // SAFETY: strip s alone writes y (s = 0) or partial s - 1.
+                let out = unsafe {
+                    match s {
+                        0 => y_out.slice(0..part),
+                        _ => parts_out.slice((s - 1) * part..s * part),
+                    }
+                };
                 gemm_with(
                     &single,
                     1.0,
@@ -241,9 +243,7 @@ pub fn dense_forward(
                 )
             })?;
         }
-        let (first, rest) = parts.split_at(part);
-        y.copy_from_slice(first);
-        for partial in rest.chunks_exact(part) {
+        for partial in parts.chunks_exact(part) {
             for (y, p) in y.iter_mut().zip(partial) {
                 *y += p;
             }

@@ -317,8 +317,6 @@ impl Layer for Dense {
     }
 }
 
-/// `y = act(x·kernel + bias)` for the `y.len() / units` samples of `x` (`inputs` values each),
-/// one GEMM with the bias and activation in its epilogue.
 /// Whether a Dense layer of `k` inputs and `u` units, at a batch of `n`, takes its optimizer
 /// step inside the backward pass ([`Dense::backward_stepping`]), and so multiplies its kernel
 /// in the training forward pass on the threads that own its rows (`kernels::owned`).
@@ -335,6 +333,8 @@ fn steps_in_backward(k: usize, u: usize, n: usize) -> bool {
     k * u >= 1 << 16 && n <= 64
 }
 
+/// `y = act(x·kernel + bias)` for the `y.len() / units` samples of `x` (`inputs` values each),
+/// one GEMM with the bias and activation in its epilogue.
 fn product(inputs: usize, x: &[f32], w: Weights<'_>, y: &mut [f32], name: &str) -> Result<()> {
     let (k, u) = (inputs, w.bias.len());
     let n = y.len() / u.max(1);
