@@ -104,6 +104,9 @@ pub(crate) struct SmallTile {
     /// after panel, every row tile on a panel before the next (prefetched into L2 meanwhile),
     /// rather than packing B a block of panels at a time; see [`super::in_place`].
     pub streams_b: bool,
+    /// Whether this tile reads A in place beyond small products and few panels: wherever
+    /// [`super::in_place`]'s `outruns_packing` says it beats the packed path.
+    pub any_size: bool,
 }
 
 impl SmallTile {
@@ -169,7 +172,8 @@ const SMALL_AVX512: [SmallTile; 4] = [
         1.0,
         true,
     )
-    .with_edge(EDGE_AVX512, 16),
+    .with_edge(EDGE_AVX512, 16)
+    .at_any_size(),
     small(
         8,
         32,
@@ -177,7 +181,8 @@ const SMALL_AVX512: [SmallTile; 4] = [
         1.0,
         true,
     )
-    .with_edge(EDGE_AVX512, 16),
+    .with_edge(EDGE_AVX512, 16)
+    .at_any_size(),
     small(16, 16, by_rows!(avx512, 1, [16]), 1.05, false),
     small(8, 16, EDGE_AVX512, 1.2, false),
 ];
@@ -212,6 +217,7 @@ const fn small(
         edge: &[],
         edge_cols: 0,
         streams_b,
+        any_size: false,
     }
 }
 
@@ -222,6 +228,14 @@ impl SmallTile {
         SmallTile {
             edge,
             edge_cols: cols,
+            ..self
+        }
+    }
+
+    /// This tile, read in place at any size where that beats packing.
+    const fn at_any_size(self) -> SmallTile {
+        SmallTile {
+            any_size: true,
             ..self
         }
     }

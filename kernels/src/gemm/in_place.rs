@@ -57,7 +57,7 @@ const B_SLICE_ROWS: usize = 256;
 /// two Zen 4 threads, where split it runs at 170.
 pub(crate) fn gemm_small(isa: Isa, prob: &Problem<'_>) -> bool {
     let (m, n, k) = (prob.m, prob.n, prob.k);
-    if m > SMALL || n > SMALL || k > SMALL || hand_offs_worth(m, n, k, HANDOFF_COST) >= 2 {
+    if m > SMALL || n > SMALL || k > SMALL || worth_splitting(m, n, k, HANDOFF_COST) {
         return false;
     }
     let Some(tile) = in_place_tile(isa, prob) else {
@@ -95,9 +95,12 @@ pub(crate) fn gemm_in_place(isa: Isa, prob: &Problem<'_>, kc: usize, threads: us
     };
     let short_k = k <= kc.min(SMALL) && n <= SMALL;
     let few_panels = n <= SMALL && n.div_ceil(tile.nr) <= FEW_PANELS;
-    // Beyond a few rows, only a short K or a narrow C — and not over an A that is streamed by
-    // columns.
-    if m > FEW_ROWS && (!(short_k || few_panels) || streams_columns_of_a(prob)) {
+    // Beyond a few rows, only a short K, a narrow C or a tile that outruns packing at any
+    // size — and not over an A that is streamed by columns.
+    if m > FEW_ROWS
+        && (!(short_k || few_panels || outruns_packing(tile, prob, kc))
+            || streams_columns_of_a(prob))
+    {
         return false;
     }
     let handoff = HandOff::here(threads);
@@ -113,6 +116,32 @@ pub(crate) fn gemm_in_place(isa: Isa, prob: &Problem<'_>, kc: usize, threads: us
         run_band(tile, prob, split.band(t, m, n), kc)
     });
     true
+}
+
+/// Whether `tile` ([`SmallTile::any_size`]) reads A in place faster than the packed path
+/// would run `prob`: over at most [`SMALL`] rows of C, or over a slice of B (`kc` deep) that
+/// stays in L2 — within three quarters of it, beside A's rows and C's tiles. Packing copies
+/// every element of A and B once; in place, each row tile reads B's slice from L2 (or, beyond
+/// it, panel after panel) and A's rows from L1, and a product whose row tiles share B's slice
+/// in L2 gains nothing from the copy. Over an A stored by columns, each of the tile's rows of
+/// A takes a cache line per step of K: the slice's lines must stay within half of L1 for the
+/// tile's pass over every column panel (128×784×512 with A transposed lost 6 % in place, its
+/// 512 lines filling L1).
+///
+/// Measured on one Zen 4 thread, packed → in place (medians of six runs, interleaved):
+/// 256³ 100 → 112 GFLOP/s, 384³ 104 → 110, 784×128×512 100 → 110, 128×784×512 92 → 105,
+/// 100×1000×1000 89 → 102, 64×3000×3000 68 → 90, 3000×256×256 90 → 96, 1000×300×100 86 → 96,
+/// 128×2048×2048 88 → 94; on two threads 256³ 171 → 209, 784×128×512 136 → 170,
+/// 1000×300×100 154 → 185, 64×3000×3000 129 → 154, the others even. 512³ (B's slice all of L2)
+/// and 1024³ (beyond it) ran 1–11 % slower in place. The AVX2 tile (six rows, one FMA per
+/// broadcast of A against the AVX-512 tiles' two or three) lost 7–23 % in place on the same
+/// shapes.
+fn outruns_packing(tile: &SmallTile, prob: &Problem<'_>, kc: usize) -> bool {
+    let caches = crate::cpu::cache_info();
+    let depth = prob.k.min(kc);
+    let b_slice_in_l2 = depth * prob.n * 4 <= caches.l2.size / 4 * 3;
+    let a_lines_in_l1 = prob.a.cs == 1 || depth * caches.l1d.line <= caches.l1d.size / 2;
+    tile.any_size && (prob.m <= SMALL || b_slice_in_l2) && a_lines_in_l1
 }
 
 /// Whether A is stored by columns (a transposed matrix, such as a layer's input in its weight
@@ -137,6 +166,13 @@ fn in_place_tile(isa: Isa, prob: &Problem<'_>) -> Option<&'static SmallTile> {
     }
     // The choice only weighs the padding of the last tiles, which beyond SMALL matters little.
     small_tile(isa, prob.m.min(SMALL), prob.n.min(SMALL))
+}
+
+/// Whether an `m × n × k` product's work pays for two hand-offs at `fork_cost`:
+/// [`hand_offs_worth`] ≥ 2 without its division, whose latency was 45 % of this module's own
+/// time in a 16³ product's profile (one Zen 4 thread).
+fn worth_splitting(m: usize, n: usize, k: usize, fork_cost: f64) -> bool {
+    (m * n * k) as f64 >= 2.0 * fork_cost
 }
 
 /// How many parallel sections at `fork_cost` an `m × n × k` product's work pays for: from two
@@ -530,7 +566,85 @@ unsafe fn one_tile(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gemm::config::{slice_depth, small_tiles_of};
+    use crate::gemm::problem::{Operand, Output};
     use crate::gemm::team::FORK_JOIN_COST;
+
+    /// A problem of this shape with nothing behind it, for the decisions that read shapes and
+    /// strides only.
+    fn shape_only(m: usize, n: usize, k: usize, a_by_columns: bool) -> Problem<'static> {
+        let none = Operand {
+            data: &[],
+            rs: 1,
+            cs: 1,
+        };
+        Problem {
+            m,
+            n,
+            k,
+            alpha: 1.0,
+            a: if a_by_columns {
+                Operand {
+                    rs: 1,
+                    cs: m,
+                    ..none
+                }
+            } else {
+                Operand {
+                    rs: k,
+                    cs: 1,
+                    ..none
+                }
+            },
+            a_packer: None,
+            b: Operand { rs: n, ..none },
+            beta: 0.0,
+            c: Output {
+                ptr: std::ptr::null_mut(),
+                rs: n,
+                cs: 1,
+            },
+            epilogue: None,
+        }
+    }
+
+    /// A tile marked for any size reads A in place over at most SMALL rows or a B slice within
+    /// L2, and not beyond both, nor over columns of A deeper than half of L1 in lines; the
+    /// other tiles never do. AVX-512's wide tiles are so marked, AVX2's tile is not.
+    #[test]
+    fn tiles_outrun_packing_only_within_their_caches() {
+        let caches = crate::cpu::cache_info();
+        for isa in Isa::available() {
+            let Some(kc) = slice_depth(isa) else {
+                continue;
+            };
+            let tiles = small_tiles_of(isa);
+            #[cfg(target_arch = "x86_64")]
+            match isa {
+                Isa::Avx512 => assert!(tiles.iter().any(|t| t.any_size), "{isa}"),
+                Isa::Avx2 => assert!(tiles.iter().all(|t| !t.any_size), "{isa}"),
+                _ => {}
+            }
+            // B's slice (kc deep) at half of L2, and at twice L2.
+            let within = caches.l2.size / 2 / (4 * kc);
+            let beyond = caches.l2.size * 2 / (4 * kc);
+            // Columns of A whose lines fill L1, and a quarter of that.
+            let deep = caches.l1d.size / caches.l1d.line;
+            for tile in tiles {
+                let outruns = |m, n, k, by_columns| {
+                    outruns_packing(tile, &shape_only(m, n, k, by_columns), kc)
+                };
+                let what = format!("{isa} {}×{} tile", tile.mr, tile.nr);
+                assert_eq!(outruns(4000, within, kc, false), tile.any_size, "{what}");
+                assert_eq!(outruns(SMALL, beyond, kc, false), tile.any_size, "{what}");
+                assert!(!outruns(SMALL + 1, beyond, kc, false), "{what}");
+                assert!(!outruns(4000, 4 * within, kc, false), "{what}");
+                let shallow = (deep / 4).min(kc);
+                assert_eq!(outruns(300, within, shallow, true), tile.any_size, "{what}");
+                assert!(!outruns(300, 64, deep.min(kc), true) || deep > kc, "{what}");
+            }
+        }
+    }
 
     #[test]
     fn bands_are_whole_tiles_and_cover_c() {

@@ -216,7 +216,7 @@ pub fn gemm_fused(
     if in_place::gemm_small(isa, &prob) {
         return Ok(());
     }
-    driver::gemm_blocked(config::kernel_config(isa, prob.m, prob.n), &prob, threads());
+    driver::gemm_blocked(isa, &prob, threads());
     Ok(())
 }
 
@@ -274,7 +274,6 @@ pub(crate) fn gemm_fused_packed_a(
     }
     check_bias(bias, m, n)?;
     let isa = Isa::resolve(opts.isa)?;
-    let cfg = config::kernel_config(isa, m, n);
     let epilogue = Epilogue {
         isa,
         activation,
@@ -315,7 +314,7 @@ pub(crate) fn gemm_fused_packed_a(
         epilogue,
     };
     let threads = crate::process::threads(opts.threading);
-    driver::gemm_blocked(cfg, &prob, threads);
+    driver::gemm_blocked(isa, &prob, threads);
     Ok(())
 }
 
