@@ -2,12 +2,22 @@
 
 use std::time::Instant;
 
-/// Seconds taken by one call of `f` (after one untimed warm-up call).
+/// The shortest run of calls an estimate is taken from.
+const ESTIMATE_SECS: f64 = 1e-3;
+
+/// Seconds per call of `f`, after one untimed warm-up call: from a run of calls, doubled until
+/// it lasts [`ESTIMATE_SECS`]. A single call of a product of a hundred nanoseconds is timed no
+/// better than the clock's own cost, and samples sized from it came out too short.
 pub fn estimate_secs(f: &mut dyn FnMut()) -> f64 {
     f();
-    let start = Instant::now();
-    f();
-    start.elapsed().as_secs_f64()
+    let mut calls = 1;
+    loop {
+        let secs = sample_secs(f, calls);
+        if secs * calls as f64 >= ESTIMATE_SECS || calls >= 1 << 20 {
+            return secs;
+        }
+        calls *= 2;
+    }
 }
 
 /// How many calls make one sample of at least `min_sample_secs`, given one call's estimate.
@@ -47,6 +57,20 @@ mod tests {
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(median(&mut []).is_nan());
+    }
+
+    #[test]
+    fn an_estimate_runs_calls_until_a_millisecond_has_passed() {
+        let mut calls = 0usize;
+        let secs = estimate_secs(&mut || calls += 1);
+        assert!(calls > 1000, "{calls} calls of a no-op, {secs} s each");
+        let mut slow_calls = 0usize;
+        let secs = estimate_secs(&mut || {
+            slow_calls += 1;
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        });
+        assert_eq!(slow_calls, 2, "a warm-up and one timed call");
+        assert!(secs >= 2e-3);
     }
 
     #[test]
