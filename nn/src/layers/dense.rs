@@ -323,14 +323,18 @@ impl Layer for Dense {
 ///
 /// Fused where the kernel's traffic dominates its products: a kernel and its state that do not
 /// stay in L2 between the passes (≥ 64 Ki parameters: with Adam's two state buffers and the
-/// gradient, ≥ 1 MiB), at batches whose products do little arithmetic per weight (≤ 64
+/// gradient, ≥ 1 MiB), at batches whose products do little arithmetic per weight (≤ 128
 /// samples). Measured on a 2-core Zen 3, dX + dW + Adam of Dense 5408→128 at batch 32 took
-/// 0.72–0.87 of the time of the three calls in turn, and Dense 784→512 at batch 128 lost up to
-/// 8 %. Dense 784→128 at batch 32 (program A) gained nothing there but, on a 2-core Zen 4
-/// (AVX-512, 1 MiB L2), made the whole epoch 0.90× as long (medians of 7 interleaved runs, the
-/// same bits).
+/// 0.72–0.87 of the time of the three calls in turn. Dense 784→128 at batch 32 (program A)
+/// gained nothing there but, on a 2-core Zen 4 (AVX-512, 1 MiB L2), made the whole epoch 0.90×
+/// as long (medians of 7 interleaved runs, the same bits). Dense 784→512 at batch 128 (program
+/// B, RMSprop) had lost up to 8 % fused on the Zen 3, before the forward product ran on the
+/// rows' owners; on the Zen 4 with them, its epoch went from 0.86 to 0.73 s (medians of 6
+/// interleaved runs): unfused, both threads read all of the kernel in the forward product,
+/// and the optimizer's writes then waited on the other core's copies (its own pass took 0.086 s
+/// an epoch; fused into the gradient's product, the step costs that product 0.013 s more).
 fn steps_in_backward(k: usize, u: usize, n: usize) -> bool {
-    k * u >= 1 << 16 && n <= 64
+    k * u >= 1 << 16 && n <= 128
 }
 
 /// `y = act(x·kernel + bias)` for the `y.len() / units` samples of `x` (`inputs` values each),
@@ -434,18 +438,20 @@ mod tests {
         assert_eq!(fused.dbias, apart.dbias);
         assert_ne!(fused.kernel, layer(k, u, n).kernel);
 
-        // Too small a kernel, or too large a batch: declined.
+        // Up to 128 samples fused (program B's batch); too small a kernel, or too large a
+        // batch: declined.
+        assert!(steps_in_backward(k, u, 128));
         let mut small = layer(100, 64, n);
         let mut grad = vec![0.1; n * 64];
         assert!(small
             .backward_stepping(&x[..n * 100], &mut grad, None, n, &mut steps)
             .is_none());
-        let mut big_batch = layer(k, u, 65);
-        let x65 = vec![0.5; 65 * k];
-        big_batch.forward(&x65, 65, true).unwrap();
-        let mut grad = vec![0.1; 65 * u];
+        let mut big_batch = layer(k, u, 129);
+        let x129 = vec![0.5; 129 * k];
+        big_batch.forward(&x129, 129, true).unwrap();
+        let mut grad = vec![0.1; 129 * u];
         assert!(big_batch
-            .backward_stepping(&x65, &mut grad, None, 65, &mut steps)
+            .backward_stepping(&x129, &mut grad, None, 129, &mut steps)
             .is_none());
         assert_eq!(steps.taken, [0]);
     }
