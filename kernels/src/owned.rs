@@ -243,12 +243,52 @@ pub fn dense_forward(
                 )
             })?;
         }
-        for partial in parts.chunks_exact(part) {
-            for (y, p) in y.iter_mut().zip(partial) {
-                *y += p;
-            }
-        }
-        finish(y);
+        sum_partials(opts.threading, y, parts, n, &|row| {
+            // SAFETY: `resolve` checked that this CPU has `isa`'s features.
+            unsafe { bias_act_row(isa, act, row, row_bias) }
+        });
         Ok(())
     })
+}
+
+/// Rows of y per task of [`sum_partials`] at least: below this, a hand-off costs more than
+/// the sums it takes over.
+const SUM_TASK_ELEMENTS: usize = 1 << 15;
+
+/// y ← (((y + partial₁) + partial₂) + …) element by element, the partials (each as large as y,
+/// rows of `n`) in order, then `finish` on each row: one pass over y, a row at a time (it
+/// stays in L1 while the partials are added to it), its rows shared among the pool's threads.
+/// The order of the additions is the same for every element on any thread count. Summed in
+/// passes of all of y, one partial at a time, on the calling thread, program B's forward
+/// (eight strips over 128 rows of 512) read y eight times over and left the other core idle.
+fn sum_partials(
+    threading: Threading,
+    y: &mut [f32],
+    parts: &[f32],
+    n: usize,
+    finish: &(dyn Fn(&mut [f32]) + Sync),
+) {
+    let part = y.len();
+    let sum_rows = |first: usize, rows: &mut [f32]| {
+        for (r, row) in rows.chunks_exact_mut(n).enumerate() {
+            let at = (first + r) * n;
+            for partial in parts.chunks_exact(part) {
+                for (y, p) in row.iter_mut().zip(&partial[at..at + n]) {
+                    *y += p;
+                }
+            }
+            finish(row);
+        }
+    };
+    let m = part / n;
+    let per_row = n * (parts.len() / part + 1);
+    let tasks = crate::process::threads(threading).min(m * per_row / SUM_TASK_ELEMENTS);
+    if tasks <= 1 {
+        sum_rows(0, y);
+        return;
+    }
+    let rows_per_task = m.div_ceil(tasks);
+    y.par_chunks_mut(rows_per_task * n)
+        .enumerate()
+        .for_each(|(t, rows)| sum_rows(t * rows_per_task, rows));
 }

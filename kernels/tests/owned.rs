@@ -164,10 +164,16 @@ proptest! {
 }
 
 /// The layer shapes of the reference programs that take the owned path: Dense 784→128 and
-/// 5408→128 at batch 32, and 784→512 at the last, short batch of an epoch.
+/// 5408→128 at batch 32, and 784→512 at batch 128 (its partials summed by every thread of the
+/// pool, in bands of rows) and at the last, short batch of an epoch.
 #[test]
 fn training_shapes() {
-    for (m, k, n) in [(32, 784, 128), (32, 5408, 128), (16, 784, 512)] {
+    for (m, k, n) in [
+        (32, 784, 128),
+        (32, 5408, 128),
+        (128, 784, 512),
+        (16, 784, 512),
+    ] {
         let case = Case {
             m,
             k,
