@@ -156,7 +156,7 @@ fn decode(path: &Path, name: &str, view: &TensorView<'_>) -> Result<Tensor> {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    if let Some(at) = data.iter().position(|v| !v.is_finite()) {
+    if let Some(at) = crate::tensor::first_non_finite(&data) {
         return Err(Error::file(
             path,
             format!(

@@ -172,6 +172,28 @@ impl Tensor {
     }
 }
 
+/// The index of the first NaN or infinity in `v`, if any. Scanned 64 values at a time with
+/// their exponent bits OR-ed together (a reduction the compiler vectorizes), then element by
+/// element only in the chunk that holds one: `position(|v| !v.is_finite())` stops early and so
+/// runs one value per cycle, 2.5 % of a batch-1000 CNN prediction's time in a profile.
+pub(crate) fn first_non_finite(v: &[f32]) -> Option<usize> {
+    const EXPONENT: u32 = 0x7f80_0000;
+    let chunks = v.chunks(64);
+    for (c, chunk) in chunks.enumerate() {
+        // A value is NaN or infinite exactly when all its exponent bits are set.
+        let any = chunk.iter().fold(0u32, |acc, x| {
+            acc | u32::from(x.to_bits() & EXPONENT == EXPONENT)
+        });
+        if any != 0 {
+            return chunk
+                .iter()
+                .position(|x| !x.is_finite())
+                .map(|i| c * 64 + i);
+        }
+    }
+    None
+}
+
 /// Index of the largest value (first on ties; NaN never wins).
 pub(crate) fn argmax(v: &[f32]) -> usize {
     let Some(&first) = v.first() else {
@@ -218,6 +240,27 @@ pub fn to_categorical(labels: &[u8], classes: usize) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_non_finite_finds_the_first_nan_or_infinity() {
+        let mut v = vec![1.5f32; 300];
+        assert_eq!(first_non_finite(&v), None);
+        assert_eq!(first_non_finite(&[]), None);
+        v[0] = f32::MAX;
+        v[1] = -0.0;
+        v[2] = f32::MIN_POSITIVE / 4.0;
+        assert_eq!(first_non_finite(&v), None);
+        for (at, bad) in [
+            (299, f32::NAN),
+            (64, f32::INFINITY),
+            (63, f32::NEG_INFINITY),
+        ] {
+            v[at] = bad;
+            assert_eq!(first_non_finite(&v), Some(at), "{bad} at {at}");
+        }
+        v[130] = -f32::NAN;
+        assert_eq!(first_non_finite(&v), Some(63));
+    }
 
     /// The first index of the largest value, NaN never winning past the first element: the
     /// rule as a plain search, against the branch-free one.

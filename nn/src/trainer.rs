@@ -406,7 +406,7 @@ impl Trainer {
                 ),
             });
         }
-        if let Some(i) = x.data().iter().position(|v| !v.is_finite()) {
+        if let Some(i) = crate::tensor::first_non_finite(x.data()) {
             return Err(Error::NonFinite {
                 what: what.to_string(),
                 index: i,
@@ -859,7 +859,7 @@ impl Trainer {
                 targets: y.len(),
             });
         }
-        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        if let Some(i) = crate::tensor::first_non_finite(x) {
             return Err(Error::NonFinite {
                 what: "train_on_batch's input".into(),
                 index: i,

@@ -123,7 +123,7 @@ pub(crate) fn set_weights(
                 given: t.shape().to_vec(),
             });
         }
-        if let Some(at) = t.data().iter().position(|v| !v.is_finite()) {
+        if let Some(at) = crate::tensor::first_non_finite(t.data()) {
             return Err(Error::NonFinite {
                 what: want.clone(),
                 index: at,
