@@ -133,9 +133,9 @@ pub(crate) fn gemm_in_place(isa: Isa, prob: &Problem<'_>, kc: usize, threads: us
 /// 100×1000×1000 89 → 102, 64×3000×3000 68 → 90, 3000×256×256 90 → 96, 1000×300×100 86 → 96,
 /// 128×2048×2048 88 → 94; on two threads 256³ 171 → 209, 784×128×512 136 → 170,
 /// 1000×300×100 154 → 185, 64×3000×3000 129 → 154, the others even. 512³ (B's slice all of L2)
-/// and 1024³ (beyond it) ran 1–11 % slower in place. The AVX2 tile (six rows, one FMA per
-/// broadcast of A against the AVX-512 tiles' two or three) lost 7–23 % in place on the same
-/// shapes.
+/// and 1024³ (beyond it) ran 1–11 % slower in place. The AVX2 tile (six rows of two 8-lane
+/// vectors, forced on the same Zen 4) lost 7–23 % in place on the same shapes, and is not so
+/// marked.
 fn outruns_packing(tile: &SmallTile, prob: &Problem<'_>, kc: usize) -> bool {
     let caches = crate::cpu::cache_info();
     let depth = prob.k.min(kc);
