@@ -59,18 +59,27 @@ mod tests {
         assert!(median(&mut []).is_nan());
     }
 
+    /// Runs of 1, 2, 4… calls until one lasts a millisecond: with calls of at least 0.3 ms,
+    /// by the run of four at the latest (a warm-up and at most 1 + 2 + 4 calls); a call of
+    /// 2 ms ends it at the first. (Bounds the clock cannot break: a sleep lasts at least as
+    /// long as asked, however loaded the machine.)
     #[test]
     fn an_estimate_runs_calls_until_a_millisecond_has_passed() {
-        let mut calls = 0usize;
-        let secs = estimate_secs(&mut || calls += 1);
-        assert!(calls > 1000, "{calls} calls of a no-op, {secs} s each");
-        let mut slow_calls = 0usize;
-        let secs = estimate_secs(&mut || {
-            slow_calls += 1;
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        });
-        assert_eq!(slow_calls, 2, "a warm-up and one timed call");
-        assert!(secs >= 2e-3);
+        for (sleep_us, most_calls) in [(300, 8), (2000, 2)] {
+            let mut calls = 0usize;
+            let secs = estimate_secs(&mut || {
+                calls += 1;
+                std::thread::sleep(std::time::Duration::from_micros(sleep_us));
+            });
+            assert!(
+                (2..=most_calls).contains(&calls),
+                "{calls} calls of {sleep_us} µs"
+            );
+            assert!(
+                secs >= sleep_us as f64 * 1e-6,
+                "{secs} s per call of {sleep_us} µs"
+            );
+        }
     }
 
     #[test]

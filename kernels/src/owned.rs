@@ -251,8 +251,8 @@ pub fn dense_forward(
     })
 }
 
-/// Rows of y per task of [`sum_partials`] at least: below this, a hand-off costs more than
-/// the sums it takes over.
+/// Elements (of y and the partials) each task of [`sum_partials`] adds at least: below this, a
+/// hand-off costs more than the sums it takes over.
 const SUM_TASK_ELEMENTS: usize = 1 << 15;
 
 /// y ← (((y + partial₁) + partial₂) + …) element by element, the partials (each as large as y,

@@ -134,7 +134,8 @@ pub(crate) fn opaque_ptr(mut p: *const f32) -> *const f32 {
     p
 }
 
-/// The shallowest K for which a tile of packed A prefetches its C before the k loop.
+/// The shallowest K slice (the `k` a tile is called with) for which a tile of packed A
+/// prefetches its C before the k loop.
 const PREFETCH_C_MIN_K: usize = 32;
 
 /// One tile, C ← alpha·Ã·B̃ + beta·C: A's row `i` at `a + a_rows[i]` — for A read in place and
@@ -167,9 +168,9 @@ pub(crate) unsafe fn tile<V: Vector, const MR: usize, const NV: usize, const PAC
     // floats are 16-byte aligned, and so is a row at an odd stride), and then it straddles one
     // line more than its width fills — fetching that one too made 1024³ and 2048³ products
     // 9–13 % faster on one Zen 3 thread (C from plain Vecs, interleaved in one process). (Not
-    // for small products, A read in place: their C is in L1 already; nor for a K too short to
-    // hide the fetch, where the loop of prefetches is most of what the tile does besides its
-    // few steps: a last layer's input gradient, 128×10×512 with B transposed, went from 65 to
+    // for small products, A read in place: their C is in L1 already; nor for a K slice too
+    // shallow to hide the fetch, where the loop of prefetches is most of what the tile does
+    // besides its few steps: a last layer's input gradient, 128×10×512 with B transposed, went from 65 to
     // 73 GFLOP/s without it on one Zen 4 thread, medians of 8 interleaved runs.)
     if PACKED && k >= PREFETCH_C_MIN_K {
         for i in 0..rows {

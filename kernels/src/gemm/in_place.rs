@@ -85,8 +85,9 @@ pub(super) fn run_whole(tile: &SmallTile, prob: &Problem<'_>, kc: usize) {
 
 /// A product with A read in place (see the module's documentation) on up to `threads` threads:
 /// C of at most [`FEW_ROWS`] rows; or, with N at most [`SMALL`], K at most `kc` and [`SMALL`]
-/// or C at most [`FEW_PANELS`] of the tile's columns wide (and an A not streamed by columns,
-/// [`streams_columns_of_a`]). `kc` is the slice depth of `isa`'s blocked path. `false` (nothing
+/// or C at most [`FEW_PANELS`] of the tile's columns wide; or where the tile outruns packing
+/// at any size ([`outruns_packing`]) — the last three over an A not streamed by columns
+/// ([`streams_columns_of_a`]). `kc` is the slice depth of `isa`'s blocked path. `false` (nothing
 /// done) where that does not apply or `isa` has no small tiles.
 pub(crate) fn gemm_in_place(isa: Isa, prob: &Problem<'_>, kc: usize, threads: usize) -> bool {
     let (m, n, k) = (prob.m, prob.n, prob.k);
@@ -123,10 +124,10 @@ pub(crate) fn gemm_in_place(isa: Isa, prob: &Problem<'_>, kc: usize, threads: us
 /// stays in L2 — within three quarters of it, beside A's rows and C's tiles. Packing copies
 /// every element of A and B once; in place, each row tile reads B's slice from L2 (or, beyond
 /// it, panel after panel) and A's rows from L1, and a product whose row tiles share B's slice
-/// in L2 gains nothing from the copy. Over an A stored by columns, each of the tile's rows of
-/// A takes a cache line per step of K: the slice's lines must stay within half of L1 for the
-/// tile's pass over every column panel (128×784×512 with A transposed lost 6 % in place, its
-/// 512 lines filling L1).
+/// in L2 gains nothing from the copy. A must be stored by rows or by columns. By columns, the
+/// tile's rows of A share a cache line per step of K, half of it used: the slice's lines must
+/// stay within half of L1 for the tile's pass over every column panel (128×784×512 with A
+/// transposed lost 6 % in place, its 512 lines filling L1).
 ///
 /// Measured on one Zen 4 thread, packed → in place (medians of six runs, interleaved):
 /// 256³ 100 → 112 GFLOP/s, 384³ 104 → 110, 784×128×512 100 → 110, 128×784×512 92 → 105,
@@ -140,7 +141,8 @@ fn outruns_packing(tile: &SmallTile, prob: &Problem<'_>, kc: usize) -> bool {
     let caches = crate::cpu::cache_info();
     let depth = prob.k.min(kc);
     let b_slice_in_l2 = depth * prob.n * 4 <= caches.l2.size / 4 * 3;
-    let a_lines_in_l1 = prob.a.cs == 1 || depth * caches.l1d.line <= caches.l1d.size / 2;
+    let a_lines_in_l1 =
+        prob.a.cs == 1 || (prob.a.rs == 1 && depth * caches.l1d.line <= caches.l1d.size / 2);
     tile.any_size && (prob.m <= SMALL || b_slice_in_l2) && a_lines_in_l1
 }
 
@@ -609,8 +611,9 @@ mod tests {
     }
 
     /// A tile marked for any size reads A in place over at most SMALL rows or a B slice within
-    /// L2, and not beyond both, nor over columns of A deeper than half of L1 in lines; the
-    /// other tiles never do. AVX-512's wide tiles are so marked, AVX2's tile is not.
+    /// three quarters of L2, and not beyond both, nor over columns of A deeper than half of L1
+    /// in lines, nor over an A stored neither by rows nor by columns; the other tiles never do.
+    /// AVX-512's wide tiles are so marked, AVX2's tile is not.
     #[test]
     fn tiles_outrun_packing_only_within_their_caches() {
         let caches = crate::cpu::cache_info();
@@ -628,20 +631,31 @@ mod tests {
             // B's slice (kc deep) at half of L2, and at twice L2.
             let within = caches.l2.size / 2 / (4 * kc);
             let beyond = caches.l2.size * 2 / (4 * kc);
-            // Columns of A whose lines fill L1, and a quarter of that.
-            let deep = caches.l1d.size / caches.l1d.line;
+            // The widest B whose kc-deep slice is within three quarters of L2.
+            let widest = caches.l2.size / 4 * 3 / (4 * kc);
+            // Columns of A whose lines fill half of L1.
+            let half_l1 = caches.l1d.size / 2 / caches.l1d.line;
             for tile in tiles {
                 let outruns = |m, n, k, by_columns| {
                     outruns_packing(tile, &shape_only(m, n, k, by_columns), kc)
                 };
                 let what = format!("{isa} {}×{} tile", tile.mr, tile.nr);
                 assert_eq!(outruns(4000, within, kc, false), tile.any_size, "{what}");
+                assert_eq!(outruns(4000, widest, kc, false), tile.any_size, "{what}");
+                assert!(!outruns(4000, widest + 1, kc, false), "{what}");
                 assert_eq!(outruns(SMALL, beyond, kc, false), tile.any_size, "{what}");
                 assert!(!outruns(SMALL + 1, beyond, kc, false), "{what}");
                 assert!(!outruns(4000, 4 * within, kc, false), "{what}");
-                let shallow = (deep / 4).min(kc);
-                assert_eq!(outruns(300, within, shallow, true), tile.any_size, "{what}");
-                assert!(!outruns(300, 64, deep.min(kc), true) || deep > kc, "{what}");
+                // By columns: up to half of L1 in lines (the slice is at most kc deep).
+                let shallow = half_l1.min(kc);
+                assert_eq!(outruns(300, 64, shallow, true), tile.any_size, "{what}");
+                if half_l1 < kc {
+                    assert!(!outruns(300, 64, half_l1 + 1, true), "{what}");
+                }
+                // Neither by rows nor by columns: never.
+                let mut strided = shape_only(300, 64, 8, false);
+                strided.a.cs = 2;
+                assert!(!outruns_packing(tile, &strided, kc), "{what}");
             }
         }
     }

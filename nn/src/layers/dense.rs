@@ -391,11 +391,16 @@ mod tests {
         d
     }
 
-    /// The fused pass equals `backward` then the rule on the kernel; it runs only for large
-    /// kernels at small batches, and leaves the bias to the optimizer.
+    /// The fused pass equals `backward` then the rule on the kernel (at batch 8, and at 100, in
+    /// the range up to 128 that program B's batch brought in); it runs only for large kernels at
+    /// small batches, and leaves the bias to the optimizer.
     #[test]
     fn backward_stepping_is_backward_then_the_step() {
-        let (k, u, n) = (600, 448, 8);
+        backward_stepping_matches(600, 448, 100);
+        backward_stepping_matches(600, 448, 8);
+    }
+
+    fn backward_stepping_matches(k: usize, u: usize, n: usize) {
         let x: Vec<f32> = (0..n * k)
             .map(|i| ((i * 31) % 97) as f32 / 97.0 - 0.5)
             .collect();
@@ -415,7 +420,7 @@ mod tests {
         let mut grad = grad0.clone();
         fused
             .backward_stepping(&x, &mut grad, Some(&mut dx_fused), n, &mut steps)
-            .expect("a 600×448 kernel at batch 8 is fused")
+            .unwrap_or_else(|| panic!("a {k}×{u} kernel at batch {n} is fused"))
             .unwrap();
         assert_eq!(steps.taken, [0]);
         let mut grad = grad0.clone();
