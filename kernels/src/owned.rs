@@ -198,11 +198,9 @@ pub fn dense_forward(
     }
     let isa = Isa::resolve(opts.isa)?;
     let row_bias = bias.map_or(RowBias::None, RowBias::Each);
-    let finish = |y: &mut [f32]| {
-        for row in y.chunks_exact_mut(n) {
-            // SAFETY: `resolve` checked that this CPU has `isa`'s features.
-            unsafe { bias_act_row(isa, act, row, row_bias) };
-        }
+    let finish_row = |row: &mut [f32]| {
+        // SAFETY: `resolve` checked that this CPU has `isa`'s features.
+        unsafe { bias_act_row(isa, act, row, row_bias) }
     };
     if m == 0 || n == 0 {
         return Ok(());
@@ -211,7 +209,7 @@ pub fn dense_forward(
     if strips.count() == 0 {
         // K = 0: the product is a sum over nothing.
         y.fill(0.0);
-        finish(y);
+        y.chunks_exact_mut(n).for_each(finish_row);
         return Ok(());
     }
     let single = ExecOptions {
@@ -243,10 +241,7 @@ pub fn dense_forward(
                 )
             })?;
         }
-        sum_partials(opts.threading, y, parts, n, &|row| {
-            // SAFETY: `resolve` checked that this CPU has `isa`'s features.
-            unsafe { bias_act_row(isa, act, row, row_bias) }
-        });
+        sum_partials(opts.threading, y, parts, n, &finish_row);
         Ok(())
     })
 }

@@ -39,13 +39,20 @@ use crate::tensor::Tensor;
 /// A batch's inputs of at least this many bytes are gathered by two threads.
 const GATHER_SPLIT_BYTES: usize = 64 << 10;
 
+/// Whether a batch of `samples` inputs of `input_len` floats is gathered by two threads.
+fn gathered_by_two(samples: usize, input_len: usize) -> bool {
+    input_len > 0
+        && samples >= 2
+        && samples * input_len * std::mem::size_of::<f32>() >= GATHER_SPLIT_BYTES
+}
+
 /// Asks for the samples `idx` of `x` and `y` (the next batch's) to be fetched into L2 while the
-/// current batch is computed, when they are fewer bytes than a gather splits over threads.
-/// Program E (batch 32 of 100 features, from a 24 MB data set) spent a fifth of its step
-/// gathering rows that missed every cache; a larger batch's prefetches (program A's 1568
-/// lines) made its gathering slower, and its epoch no shorter.
+/// current batch is computed, when a gather takes them on one thread. Program E (batch 32 of
+/// 100 features, from a 24 MB data set) spent a fifth of its step gathering rows that missed
+/// every cache; a larger batch's prefetches (program A's 1568 lines) made its gathering slower,
+/// and its epoch no shorter.
 fn prefetch_samples(net: &Net<'_>, (x, y): (&Tensor, &Tensor), idx: &[usize]) {
-    if idx.len() * net.input_len() * std::mem::size_of::<f32>() >= GATHER_SPLIT_BYTES {
+    if gathered_by_two(idx.len(), net.input_len()) {
         return;
     }
     for &i in idx {
@@ -902,7 +909,7 @@ impl Trainer {
                 row.copy_from_slice(x.sample(i).expect("i < samples"));
             }
         };
-        if il > 0 && idx.len() >= 2 && std::mem::size_of_val(rows) >= GATHER_SPLIT_BYTES {
+        if gathered_by_two(idx.len(), il) {
             let half = idx.len() / 2;
             let (top, bottom) = rows.split_at_mut(half * il);
             rayon::join(|| copy(top, &idx[..half]), || copy(bottom, &idx[half..]));
@@ -1055,7 +1062,7 @@ impl Trainer {
                         self.shared_step(net, (x, y), batch_idx, &mut sharing, (epoch, step))
                     } else {
                         self.gather(net, x, y, &idx[from..from + n]);
-                        let next = &idx[(from + n).min(train_n)..(from + n + batch).min(train_n)];
+                        let next = &idx[from + n..(from + n + batch).min(train_n)];
                         prefetch_samples(net, (x, y), next);
                         if let Some(a) = self.anatomy.as_mut() {
                             a.mark(slots::GATHER, n);

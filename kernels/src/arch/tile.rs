@@ -170,8 +170,9 @@ pub(crate) unsafe fn tile<V: Vector, const MR: usize, const NV: usize, const PAC
     // 9–13 % faster on one Zen 3 thread (C from plain Vecs, interleaved in one process). (Not
     // for small products, A read in place: their C is in L1 already; nor for a K slice too
     // shallow to hide the fetch, where the loop of prefetches is most of what the tile does
-    // besides its few steps: a last layer's input gradient, 128×10×512 with B transposed, went from 65 to
-    // 73 GFLOP/s without it on one Zen 4 thread, medians of 8 interleaved runs.)
+    // besides its few steps: a last layer's input gradient, 128×10×512 with B transposed,
+    // went from 65 to 73 GFLOP/s without it on one Zen 4 thread, medians of 8 interleaved
+    // runs.)
     if PACKED && k >= PREFETCH_C_MIN_K {
         for i in 0..rows {
             super::prefetch_run(c.wrapping_add(i * rsc), cols.max(1));

@@ -57,7 +57,7 @@ const B_SLICE_ROWS: usize = 256;
 /// two Zen 4 threads, where split it runs at 170.
 pub(crate) fn gemm_small(isa: Isa, prob: &Problem<'_>) -> bool {
     let (m, n, k) = (prob.m, prob.n, prob.k);
-    if m > SMALL || n > SMALL || k > SMALL || worth_splitting(m, n, k, HANDOFF_COST) {
+    if m > SMALL || n > SMALL || k > SMALL || hand_offs_worth(m, n, k, HANDOFF_COST) >= 2 {
         return false;
     }
     let Some(tile) = in_place_tile(isa, prob) else {
@@ -168,13 +168,6 @@ fn in_place_tile(isa: Isa, prob: &Problem<'_>) -> Option<&'static SmallTile> {
     }
     // The choice only weighs the padding of the last tiles, which beyond SMALL matters little.
     small_tile(isa, prob.m.min(SMALL), prob.n.min(SMALL))
-}
-
-/// Whether an `m × n × k` product's work pays for two hand-offs at `fork_cost`:
-/// [`hand_offs_worth`] ≥ 2 without its division, whose latency was 45 % of this module's own
-/// time in a 16³ product's profile (one Zen 4 thread).
-fn worth_splitting(m: usize, n: usize, k: usize, fork_cost: f64) -> bool {
-    (m * n * k) as f64 >= 2.0 * fork_cost
 }
 
 /// How many parallel sections at `fork_cost` an `m × n × k` product's work pays for: from two
