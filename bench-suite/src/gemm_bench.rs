@@ -4,7 +4,7 @@ use bench_peers as peers;
 use kernels::{gemm_with, Backend, ExecOptions, Isa, MatMut, MatRef, Threading};
 use serde::{Deserialize, Serialize};
 
-use crate::timing::{calls_per_sample, estimate_secs, median, sample_secs};
+use crate::timing::{calls_per_sample, estimate_secs, median, sample_secs, settle};
 
 /// A product C (m×n) = A (m×k) · B (k×n), all row-major.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -197,8 +197,10 @@ pub fn filled(len: usize, seed: u64) -> Vec<f32> {
 }
 
 /// The pause before each multi-threaded sample, for the previous library's idle threads to stop
-/// spinning and give their cores back.
-const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+/// spinning and give their cores back: at least `SETTLE_MIN`, then until the process's other
+/// threads are idle ([`crate::timing::settle`]), at most `SETTLE_MAX`.
+const SETTLE_MIN: std::time::Duration = std::time::Duration::from_millis(50);
+const SETTLE_MAX: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Measures every library on `shape`, interleaved: each of `rounds` rounds takes one sample of
 /// every library in turn, so drift on a shared machine hits them alike.
@@ -235,7 +237,7 @@ pub fn measure_shape(
             let out = &mut outputs[i];
             let mut call = || lib.run(av, bv, MatMut::row_major(out, m, n, n), threads);
             if threads > 1 {
-                std::thread::sleep(SETTLE);
+                settle(SETTLE_MIN, SETTLE_MAX);
                 // The pause leaves both cores idle, and on these VMs an idle core comes back
                 // slowly: a 2-thread 256³ right after a 50 ms sleep ran at 78–121 GFLOP/s
                 // (medians of 15 samples of 30 ms), back to back at 104–174. A quarter of a

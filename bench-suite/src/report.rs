@@ -254,8 +254,10 @@ impl GemmReport {
             machine,
             method: "f32 C = A·B, row-major, alpha = 1, beta = 0; per shape, each library is timed in \
                      interleaved rounds (one sample of each per round, a sample being ≥ 30 ms of back-to-back \
-                     calls after a warm-up; on several threads a 50 ms pause before each sample, for the \
-                     previous library's spinning threads to let go of the cores, then a quarter of a \
+                     calls after a warm-up; on several threads a pause before each sample, at least 50 ms and \
+                     then until the process's other threads have been idle for 20 ms (at most 500 ms), for the \
+                     previous library's spinning threads to let go of the cores (OpenBLAS's spin about \
+                     100 ms after a call), then a quarter of a \
                      sample's calls untimed, for the idle cores to come back up); figures are the \
                      median over rounds; each thread count runs in \
                      its own process with OPENBLAS/MATMUL/RAYON_NUM_THREADS set; FMA peak = independent \
