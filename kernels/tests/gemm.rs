@@ -526,3 +526,39 @@ fn one_row_alone_has_the_bits_it_has_inside_the_product() {
         }
     }
 }
+
+/// A one-column product of a row-major A (the dot form) gives each row the bits of that row's
+/// dot product alone, whether the row falls in a group of eight, of four or alone (21 rows:
+/// 8 + 8 + 4 + 1), on every path of our own.
+#[test]
+fn a_dot_form_row_has_the_bits_of_its_dot_product_alone() {
+    let (m, k) = (21, 1037);
+    let mut rng = Rng::new(7);
+    let (a, x) = (rng.fill(m * k), rng.fill(k));
+    for path in native_paths() {
+        let opts = path.opts();
+        let mut whole = vec![0.0; m];
+        gemm_with(
+            &opts,
+            1.0,
+            MatRef::row_major(&a, m, k, k),
+            MatRef::row_major(&x, k, 1, 1),
+            0.0,
+            MatMut::row_major(&mut whole, m, 1, 1),
+        )
+        .unwrap();
+        for i in 0..m {
+            let mut alone = [0.0];
+            gemm_with(
+                &opts,
+                1.0,
+                MatRef::row_major(&a[i * k..(i + 1) * k], 1, k, k),
+                MatRef::row_major(&x, k, 1, 1),
+                0.0,
+                MatMut::row_major(&mut alone, 1, 1, 1),
+            )
+            .unwrap();
+            assert_eq!(alone[0].to_bits(), whole[i].to_bits(), "{path} row {i}");
+        }
+    }
+}

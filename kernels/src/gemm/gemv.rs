@@ -5,7 +5,8 @@
 //!
 //! Two loop forms cover every layout with a unit stride somewhere:
 //! * **dot**: output `r` is the dot product of the matrix's row `r` (unit stride along `p`) with
-//!   the vector: four rows at a time, 16 lanes of partial sums each, summed in a fixed tree.
+//!   the vector: eight rows at a time (then four, then one), 16 lanes of partial sums each,
+//!   summed in a fixed tree.
 //!   This order is not the microkernels': an output of a dot-form product (a one-column product
 //!   of a row-major A, a one-row product of a column-major B, a single dot product) has the same
 //!   bits in every such product, whatever its other dimension or the thread count, but not the
@@ -254,13 +255,39 @@ fn reduce(mut acc: [f32; LANES]) -> f32 {
     acc[0]
 }
 
-/// `sums[r] = Σₚ mat[r·ld + p]·x[p]` for `r < sums.len()`, `p < x.len()`.
+/// `sums[r] = Σₚ mat[r·ld + p]·x[p]` for `r < sums.len()`, `p < x.len()`. Eight rows at a time
+/// rather than four: 4096×4096×1 streamed at 21.9 GB/s against 20.7 on one Zen 4 thread, 37.9
+/// against 34.9 on two (medians of eight interleaved runs). Every row is summed alike in either
+/// group, so the bits do not depend on the row's place.
 #[inline(always)]
 fn dot_rows_body<const FUSED: bool>(mat: &[f32], ld: usize, x: &[f32], sums: &mut [f32]) {
     let k = x.len();
     let whole = k / LANES * LANES;
     let row = |r: usize| &mat[r * ld..r * ld + k];
     let mut r = 0;
+    while r + 8 <= sums.len() {
+        let rows: [&[f32]; 8] = std::array::from_fn(|q| row(r + q));
+        let mut acc = [[0.0f32; LANES]; 8];
+        let mut p = 0;
+        while p < whole {
+            let xs = &x[p..p + LANES];
+            for q in 0..8 {
+                let m = &rows[q][p..p + LANES];
+                for l in 0..LANES {
+                    acc[q][l] = fma::<FUSED>(m[l], xs[l], acc[q][l]);
+                }
+            }
+            p += LANES;
+        }
+        for (q, acc) in acc.into_iter().enumerate() {
+            let mut s = reduce(acc);
+            for p in whole..k {
+                s = fma::<FUSED>(rows[q][p], x[p], s);
+            }
+            sums[r + q] = s;
+        }
+        r += 8;
+    }
     while r + 4 <= sums.len() {
         let rows = [row(r), row(r + 1), row(r + 2), row(r + 3)];
         let (mut a0, mut a1, mut a2, mut a3) =
