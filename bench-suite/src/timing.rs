@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 const ESTIMATE_SECS: f64 = 1e-3;
 
 /// Seconds per call of `f`, after one untimed warm-up call: from a run of calls, doubled until
-/// it lasts [`ESTIMATE_SECS`]. A single call of a product of a hundred nanoseconds is timed no
+/// it lasts `ESTIMATE_SECS`. A single call of a product of a hundred nanoseconds is timed no
 /// better than the clock's own cost, and samples sized from it came out too short.
 pub fn estimate_secs(f: &mut dyn FnMut()) -> f64 {
     f();
@@ -54,7 +54,7 @@ const SETTLE_WINDOW: Duration = Duration::from_millis(10);
 const IDLE_SHARE: f64 = 0.1;
 
 /// Sleeps at least `min`, then until the process's other threads have stayed idle for two
-/// consecutive [`SETTLE_WINDOW`]s (at most [`IDLE_SHARE`] of a core between them), or until
+/// consecutive `SETTLE_WINDOW`s (at most `IDLE_SHARE` of a core between them), or until
 /// `max` has passed; returns the time waited. Threaded libraries keep their workers spinning a
 /// while after a call, each for its own time: measured here after a 2-thread 256³ call, OpenBLAS's
 /// worker spun for about 100 ms, BLIS's for under 10, ours and the Rust crates' not at all. A
