@@ -12,7 +12,51 @@ fn results_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../results"))
 }
 
-/// The newest full results file (names start with the date, so the last in order is newest).
+/// A file name's sort key: its runs of digits compared as numbers, the rest as text, so that
+/// `2026-12-04-vm-11-zen4.json` comes after `2026-12-04-vm-9-zen4.json`.
+fn natural_key(name: &str) -> Vec<(u64, String)> {
+    let mut key = Vec::new();
+    let mut rest = name;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let (head, tail) = if digits > 0 {
+            rest.split_at(digits)
+        } else {
+            rest.split_at(
+                rest.find(|c: char| c.is_ascii_digit())
+                    .unwrap_or(rest.len()),
+            )
+        };
+        key.push(if digits > 0 {
+            (head.parse().unwrap_or(u64::MAX), String::new())
+        } else {
+            (0, head.to_owned())
+        });
+        rest = tail;
+    }
+    key
+}
+
+#[test]
+fn run_numbers_sort_as_numbers() {
+    let mut names = [
+        "2026-12-04-vm-9-zen4.json",
+        "2026-12-04-vm-11-zen4.json",
+        "2026-12-03-vm-12-xeon.json",
+    ];
+    names.sort_by_key(|n| natural_key(n));
+    assert_eq!(
+        names,
+        [
+            "2026-12-03-vm-12-xeon.json",
+            "2026-12-04-vm-9-zen4.json",
+            "2026-12-04-vm-11-zen4.json"
+        ]
+    );
+}
+
+/// The newest full results file (names start with the date, then the run's number, so the last
+/// in natural order is newest).
 fn committed_results() -> (String, Results) {
     let mut names: Vec<String> = std::fs::read_dir(results_dir())
         .expect("results/ exists")
@@ -20,7 +64,7 @@ fn committed_results() -> (String, Results) {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".json") && n.as_bytes().first().is_some_and(u8::is_ascii_digit))
         .collect();
-    names.sort();
+    names.sort_by_key(|n| natural_key(n));
     let name = names.pop().expect("a results/<date>-<host>.json");
     let path = results_dir().join(&name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
