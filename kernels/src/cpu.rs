@@ -40,6 +40,23 @@ impl CacheLevel {
         self.size.checked_div(self.ways).unwrap_or(0)
     }
 
+    /// How many lines of a column of rows `stride` bytes apart (one line per row) this cache
+    /// holds before they evict one another: rows a multiple of the line apart fall into
+    /// `sets ÷ gcd(stride in lines, sets)` sets only, `ways` lines each (a power-of-two stride
+    /// crowds them into a few sets); other strides spread over all of them.
+    pub fn rows_held(&self, stride: usize) -> usize {
+        let sets = self.sets();
+        if self.line == 0 || sets == 0 || !stride.is_multiple_of(self.line) {
+            return self.size.checked_div(self.line).unwrap_or(0);
+        }
+        let (mut a, mut b) = (stride / self.line, sets);
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        // gcd(0, sets) = sets: a zero stride (one row) takes one set.
+        sets / a.max(1) * self.ways
+    }
+
     /// Sane figures: a power-of-two line of 16–512 bytes, at least 2 ways, a size that is a
     /// whole number of sets, and at least 4 KiB.
     fn plausible(&self) -> bool {
@@ -388,6 +405,28 @@ mod tests {
             assert_eq!(a.l1d.size, b.l1d.size, "cpuid {a} / sysfs {b}");
             assert_eq!(a.l2.size, b.l2.size, "cpuid {a} / sysfs {b}");
         }
+    }
+
+    #[test]
+    fn rows_a_power_of_two_apart_crowd_into_few_sets() {
+        // A 2 MiB 16-way L2 of 64-byte lines: 2048 sets of 16 lines.
+        let l2 = CacheLevel {
+            size: 2 << 20,
+            ways: 16,
+            line: 64,
+            shared_by: 1,
+        };
+        // Rows 8 KiB apart (2048 floats) land on every 128th set: 16 sets, 256 rows.
+        assert_eq!(l2.rows_held(8192), 256);
+        assert_eq!(l2.rows_held(4096), 512);
+        assert_eq!(l2.rows_held(2048), 1024);
+        // 6 KiB = 96 lines: gcd(96, 2048) = 32, so 64 sets.
+        assert_eq!(l2.rows_held(6144), 1024);
+        // An odd number of lines apart reaches every set; off the line, too.
+        assert_eq!(l2.rows_held(125 * 64), 32768);
+        assert_eq!(l2.rows_held(4000), 32768);
+        // A stride of whole ways maps every row to one set.
+        assert_eq!(l2.rows_held(128 << 10), 16);
     }
 
     #[test]

@@ -137,13 +137,21 @@ pub(crate) fn gemm_in_place(isa: Isa, prob: &Problem<'_>, kc: usize, threads: us
 /// and 1024³ (beyond it) ran 1–11 % slower in place. The AVX2 tile (six rows of two 8-lane
 /// vectors, forced on the same Zen 4) lost 7–23 % in place on the same shapes, and is not so
 /// marked.
+///
+/// B's rows must also spread over L2's sets, twice the slice's depth of them held at once (see
+/// [`crate::cpu::CacheLevel::rows_held`]): rows a power of two apart (N = 1024 or 2048) fall
+/// into a few sets, and each row tile fetched its panel of B from L3 again. On one thread of an
+/// AVX-512 Xeon (2 MiB 16-way L2), in place → packed: 128×2048×2048 90 → 143 GFLOP/s,
+/// 128×1024×1024 97 → 142, 128×512×2048 94 → 150, where 128×2000×2000 ran 148 → 144 and
+/// 100×1536×1536 (rows 6 KiB apart) 137 → 137; on two threads 128×2048×2048 142 → 295.
 fn outruns_packing(tile: &SmallTile, prob: &Problem<'_>, kc: usize) -> bool {
     let caches = crate::cpu::cache_info();
     let depth = prob.k.min(kc);
     let b_slice_in_l2 = depth * prob.n * 4 <= caches.l2.size / 4 * 3;
     let a_lines_in_l1 =
         prob.a.cs == 1 || (prob.a.rs == 1 && depth * caches.l1d.line <= caches.l1d.size / 2);
-    tile.any_size && (prob.m <= SMALL || b_slice_in_l2) && a_lines_in_l1
+    let b_rows_spread = caches.l2.rows_held(prob.b.rs * 4) >= 2 * depth;
+    tile.any_size && (prob.m <= SMALL || b_slice_in_l2) && a_lines_in_l1 && b_rows_spread
 }
 
 /// Whether A is stored by columns (a transposed matrix, such as a layer's input in its weight
@@ -637,7 +645,8 @@ mod tests {
     }
 
     /// A tile marked for any size reads A in place over at most SMALL rows or a B slice within
-    /// three quarters of L2, and not beyond both, nor over columns of A deeper than half of L1
+    /// three quarters of L2, and not beyond both, nor over rows of B crowded into a few of L2's
+    /// sets, nor over columns of A deeper than half of L1
     /// in lines, nor over an A stored neither by rows nor by columns; the other tiles never do.
     /// AVX-512's wide tiles are so marked, AVX2's tile is not.
     #[test]
@@ -654,9 +663,12 @@ mod tests {
                 Isa::Avx2 => assert!(tiles.iter().all(|t| !t.any_size), "{isa}"),
                 _ => {}
             }
-            // B's slice (kc deep) at half of L2, and at twice L2.
-            let within = caches.l2.size / 2 / (4 * kc);
-            let beyond = caches.l2.size * 2 / (4 * kc);
+            // B's slice (kc deep) at half of L2, and at twice L2; rows an odd number of floats
+            // apart spread over every set.
+            let within = (caches.l2.size / 2 / (4 * kc)) | 1;
+            let beyond = (caches.l2.size * 2 / (4 * kc)) | 1;
+            // Rows one way of L2 apart all fall into one set.
+            let crowded = caches.l2.way_bytes() / 4;
             // The widest B whose kc-deep slice is within three quarters of L2.
             let widest = caches.l2.size / 4 * 3 / (4 * kc);
             // Columns of A whose lines fill half of L1.
@@ -671,6 +683,7 @@ mod tests {
                 assert!(!outruns(4000, widest + 1, kc, false), "{what}");
                 assert_eq!(outruns(SMALL, beyond, kc, false), tile.any_size, "{what}");
                 assert!(!outruns(SMALL + 1, beyond, kc, false), "{what}");
+                assert!(!outruns(SMALL, crowded, kc, false), "{what}");
                 assert!(!outruns(4000, 4 * within, kc, false), "{what}");
                 // By columns: up to half of L1 in lines (the slice is at most kc deep).
                 let shallow = half_l1.min(kc);
