@@ -153,14 +153,26 @@ pub struct SummaryRow {
     /// bandwidth on this thread count.
     #[serde(default)]
     pub fraction_of_memory_bandwidth: Option<f64>,
+    /// One-row and one-column products: the same bytes ÷ our time ÷ the same run's rate of
+    /// reading a buffer of that size on this thread count (the product's own limit, cache or
+    /// memory, whichever holds its matrix; absent in reports written before it was measured).
+    #[serde(default)]
+    pub fraction_of_read_bandwidth: Option<f64>,
 }
 
 impl SummaryRow {
-    /// The last column of the tables: the fraction of the memory bandwidth for vector products
-    /// (bandwidth-bound), of the FMA peak otherwise.
+    /// The last column of the tables: for vector products (bandwidth-bound) the fraction of the
+    /// rate of reading their bytes, and of the triad's bandwidth; of the FMA peak otherwise.
     pub fn fraction_of_limit(&self) -> String {
         match (self.fraction_of_memory_bandwidth, self.fraction_of_fma_peak) {
-            (Some(f), _) => format!("{:.0} % of bandwidth", 100.0 * f),
+            (Some(f), _) => match self.fraction_of_read_bandwidth {
+                Some(r) => format!(
+                    "{:.0} % of reading its bytes ({:.0} % of triad)",
+                    100.0 * r,
+                    100.0 * f
+                ),
+                None => format!("{:.0} % of bandwidth", 100.0 * f),
+            },
             (None, Some(f)) => format!("{:.0} %", 100.0 * f),
             (None, None) => "—".into(),
         }
@@ -190,6 +202,7 @@ impl GemmReport {
         runs: Vec<GemmChildReport>,
         machine_peaks: &[(usize, f64)],
         machine_bandwidths: &[(usize, f64)],
+        read_bandwidths: &[ReadBandwidth],
     ) -> Self {
         let ours_name = format!("ours-{}", machine.best_isa);
         let mut summary = Vec::new();
@@ -245,6 +258,14 @@ impl GemmReport {
                     fraction_of_memory_bandwidth: bandwidth
                         .filter(|_| shape.is_vector())
                         .map(|bw| ours * shape.bytes() / shape.flops() / bw),
+                    fraction_of_read_bandwidth: read_bandwidths
+                        .iter()
+                        .find(|r| {
+                            shape.is_vector()
+                                && r.threads == run.threads
+                                && r.bytes == shape.bytes() as usize
+                        })
+                        .map(|r| ours * shape.bytes() / shape.flops() / r.gbs),
                 });
             }
         }
@@ -369,6 +390,19 @@ pub struct MachinePerf {
     pub fma_peak_gflops: Vec<(usize, f64)>,
     /// (threads, GB/s) of a STREAM-style triad over 128 MiB arrays.
     pub memory_bandwidth_gbs: Vec<(usize, f64)>,
+    /// Reading a buffer the size of each one-row or one-column product's operands, per thread
+    /// count (absent in reports written before it was measured).
+    #[serde(default)]
+    pub read_bandwidth: Vec<ReadBandwidth>,
+}
+
+/// The rate of reading a buffer of `bytes` on `threads` threads
+/// ([`crate::machine::read_bandwidth_gbs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ReadBandwidth {
+    pub threads: usize,
+    pub bytes: usize,
+    pub gbs: f64,
 }
 
 /// Everything one report run measured: `results/<date>-<host>.json`.
@@ -402,6 +436,20 @@ pub fn results_markdown(r: &Results, json_name: &str) -> String {
             .find(|(bt, _)| bt == t)
             .map_or("—".into(), |(_, b)| format!("{b:.1}"));
         out += &format!("| {t} | {p:.0} | {bw} |\n");
+    }
+    if !r.machine_perf.read_bandwidth.is_empty() {
+        out += "\nReading a buffer the size of the one-row and one-column products' operands \
+                (their limit, from whichever cache or memory holds it):";
+        for rb in &r.machine_perf.read_bandwidth {
+            out += &format!(
+                " {:.0} MiB on {} thread(s) {:.1} GB/s;",
+                rb.bytes as f64 / f64::from(1 << 20),
+                rb.threads,
+                rb.gbs
+            );
+        }
+        out.pop();
+        out += ".\n";
     }
     if let Some(t) = &r.training {
         out += "\n";
@@ -475,7 +523,7 @@ mod tests {
         // 1 thread: the child's own peak (80) was low, the machine table's (120) counts;
         // 2 threads: the child's (150) beats the table's (100); 3 threads: only the child's.
         let runs = vec![child(1, Some(80.0)), child(2, Some(150.0)), child(3, None)];
-        let report = GemmReport::new(machine, 3, runs, &[(1, 120.0), (2, 100.0)], &[]);
+        let report = GemmReport::new(machine, 3, runs, &[(1, 120.0), (2, 100.0)], &[], &[]);
         let peak_of = |t: usize| {
             let row = report.summary.iter().find(|r| r.threads == t).unwrap();
             (row.fma_peak_gflops, row.fraction_of_fma_peak)
@@ -489,5 +537,53 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| 50 % |"), "{md}");
+    }
+
+    #[test]
+    fn vector_products_divide_by_the_rate_of_reading_their_bytes() {
+        let machine = MachineInfo {
+            cpu: "test".into(),
+            cores: 2,
+            host: "test".into(),
+            best_isa: "avx2".into(),
+            available_isas: vec!["avx2".into()],
+            kernels_version: "0".into(),
+            blis: None,
+            caches: None,
+            gemm_blocking: vec![],
+            openblas_coretype: None,
+            libxsmm: None,
+        };
+        let shape = Shape {
+            m: 1000,
+            k: 1000,
+            n: 1,
+        };
+        // 2 GFLOP/s over 2·10⁶ flops and 4.004·10⁶ bytes: 4.004 GB/s of the operands.
+        let mut run = child(1, None);
+        for m in &mut run.measurements {
+            m.shape = shape;
+            m.gflops_median = if m.library == "ours-avx2" { 2.0 } else { 1.0 };
+        }
+        let reads = [
+            ReadBandwidth {
+                threads: 1,
+                bytes: shape.bytes() as usize,
+                gbs: 8.008,
+            },
+            ReadBandwidth {
+                threads: 2,
+                bytes: shape.bytes() as usize,
+                gbs: 1.0,
+            },
+        ];
+        let report = GemmReport::new(machine, 3, vec![run], &[], &[(1, 4.004)], &reads);
+        let row = &report.summary[0];
+        assert!((row.fraction_of_memory_bandwidth.unwrap() - 1.0).abs() < 1e-12);
+        assert!((row.fraction_of_read_bandwidth.unwrap() - 0.5).abs() < 1e-12);
+        assert_eq!(
+            row.fraction_of_limit(),
+            "50 % of reading its bytes (100 % of triad)"
+        );
     }
 }
