@@ -9,10 +9,11 @@ use crate::shared::SharedOut;
 use super::config::{kernel_config, slice_depth, KernelConfig};
 use super::in_place::gemm_in_place;
 use super::pack::{pack_a, pack_b};
+use super::price::{HandOff, FORK_JOIN_COST};
 use super::problem::Problem;
 #[cfg(test)]
 use super::problem::{Operand, Output};
-use super::team::{run_parallel, HandOff, FORK_JOIN_COST, HANDOFF_COST};
+use super::team::run_parallel;
 use crate::scratch::{PACK_A, PACK_B};
 use crate::Isa;
 
@@ -204,13 +205,13 @@ fn tile_and_grid<'c>(
 /// [`gemm_blocked`] with A and B packed (B read in place for a few rows, where `cfg` can).
 fn gemm_packed(cfg: &KernelConfig, prob: &Problem<'_>, threads: usize) {
     let (m, n, k) = (prob.m, prob.n, prob.k);
-    let handoff = HandOff::here(threads);
+    let handoff = HandOff::here(cfg.isa, threads);
     let fork_cost = handoff.cost();
     let (cfg, grid, grid_cost) = tile_and_grid(cfg, prob, threads, fork_cost);
     let direct_b = reads_b_in_place(cfg, prob);
     if threads <= 1 || grid.tasks() == 1 {
-        handoff.ran_alone(threads, || {
-            Grid::new(cfg, m, n, k, threads, direct_b, HANDOFF_COST)
+        handoff.ran_alone(threads, |awake_cost| {
+            Grid::new(cfg, m, n, k, threads, direct_b, awake_cost)
                 .0
                 .tasks()
                 > 1
@@ -465,6 +466,7 @@ fn tile(
 mod tests {
     use super::*;
     use crate::gemm::config::{kernels_of, small_tile, SMALL};
+    use crate::gemm::price::HANDOFF_COST;
     use crate::Isa;
 
     #[test]

@@ -21,8 +21,9 @@
 use super::config::{small_tile, SmallTile, SMALL};
 use super::epilogue::Epilogue;
 use super::pack::pack_b;
+use super::price::{awake_cost, HandOff};
 use super::problem::{Operand, Problem};
-use super::team::{run_parallel, HandOff, HANDOFF_COST};
+use super::team::run_parallel;
 use crate::arch::{prefetch_run_to_l2, StridedAKernelFn};
 use crate::scratch::PACK_B;
 use crate::Isa;
@@ -57,7 +58,7 @@ const B_SLICE_ROWS: usize = 256;
 /// two Zen 4 threads, where split it runs at 170.
 pub(crate) fn gemm_small(isa: Isa, prob: &Problem<'_>) -> bool {
     let (m, n, k) = (prob.m, prob.n, prob.k);
-    if m > SMALL || n > SMALL || k > SMALL || hand_offs_worth(m, n, k, HANDOFF_COST) >= 2 {
+    if m > SMALL || n > SMALL || k > SMALL || hand_offs_worth(m, n, k, awake_cost()) >= 2 {
         return false;
     }
     let Some(tile) = in_place_tile(isa, prob) else {
@@ -104,11 +105,11 @@ pub(crate) fn gemm_in_place(isa: Isa, prob: &Problem<'_>, kc: usize, threads: us
     {
         return false;
     }
-    let handoff = HandOff::here(threads);
+    let handoff = HandOff::here(isa, threads);
     let split = Split::new(tile, m, n, k, threads, handoff.cost());
     if split.bands == 1 {
-        handoff.ran_alone(threads, || {
-            Split::new(tile, m, n, k, threads, HANDOFF_COST).bands > 1
+        handoff.ran_alone(threads, |awake_cost| {
+            Split::new(tile, m, n, k, threads, awake_cost).bands > 1
         });
         run_whole(tile, prob, kc);
         return true;
@@ -603,8 +604,8 @@ unsafe fn one_tile(
 mod tests {
     use super::*;
     use crate::gemm::config::{slice_depth, small_tiles_of};
+    use crate::gemm::price::{FORK_JOIN_COST, HANDOFF_COST};
     use crate::gemm::problem::{Operand, Output};
-    use crate::gemm::team::FORK_JOIN_COST;
 
     /// A problem of this shape with nothing behind it, for the decisions that read shapes and
     /// strides only.

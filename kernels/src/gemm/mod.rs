@@ -16,6 +16,7 @@ pub(crate) mod epilogue;
 mod gemv;
 mod in_place;
 pub(crate) mod pack;
+mod price;
 pub(crate) mod problem;
 mod team;
 

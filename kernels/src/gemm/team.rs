@@ -99,7 +99,7 @@ fn team() -> &'static Team {
 
 /// Whether a job handed to the team now would find its helpers awake (spawned, none parked):
 /// then a hand-off costs a few cache-line transfers instead of a wake-up through the kernel.
-fn awake() -> bool {
+pub(crate) fn awake() -> bool {
     let team = team();
     team.sleepers.load(Ordering::Relaxed) == 0 && team.spawned.load(Ordering::Relaxed) > 0
 }
@@ -107,61 +107,12 @@ fn awake() -> bool {
 /// Gets parked helpers (spawning them first, up to `threads - 1`) spinning again without giving
 /// them work: a caller that runs a product alone because the team was asleep calls this, so
 /// that the products that follow it find the team awake.
-fn wake(threads: usize) {
+pub(crate) fn wake(threads: usize) {
     let team = team();
     ensure_helpers(team, threads.saturating_sub(1));
     team.nudges.fetch_add(1, Ordering::SeqCst);
     if team.sleepers.load(Ordering::SeqCst) > 0 {
         notify(team);
-    }
-}
-
-/// The cost model's price of a parallel section, in units of one multiply-add on the tiles.
-/// One rayon fork-join (waking the pool's threads and waiting for the last), or a hand-off to a
-/// parked helper team: 15 µs on a shared VM, i.e. some hundred thousand multiply-adds.
-pub(crate) const FORK_JOIN_COST: f64 = (1 << 19) as f64;
-/// A hand-off to the GEMM's helper team while its helpers are awake: 0.2–0.3 µs for an empty
-/// job (measured on a 2-core Zen 5 VM), plus the helper's cold caches. Priced from where splitting
-/// small squares in two starts to pay, on two Zen 4 threads (medians of interleaved runs, alone
-/// → split): 32³ 100 → 85 GFLOP/s, 36³ 78 → 80, 40³ 86 → 103, 44³ 98 → 145, 64³ 112 → 170;
-/// a product is split from two hand-offs' worth of work up, 36.6³ at this price. (At 2¹⁷,
-/// the price before, 64³ and everything smaller ran alone.)
-pub(crate) const HANDOFF_COST: f64 = (3 << 13) as f64;
-
-/// Where a product's parallel section would go from the calling thread, and what the cost
-/// model charges for it: outside a rayon pool, to the helper team — cheap while it is awake.
-#[derive(Clone, Copy)]
-pub(crate) struct HandOff {
-    to_team: bool,
-    awake: bool,
-}
-
-impl HandOff {
-    /// The hand-off a product on `threads` threads would make from this thread now.
-    pub(crate) fn here(threads: usize) -> HandOff {
-        let to_team = threads > 1 && rayon::current_thread_index().is_none();
-        HandOff {
-            to_team,
-            awake: to_team && awake(),
-        }
-    }
-
-    /// The cost model's price of one parallel section.
-    pub(crate) fn cost(self) -> f64 {
-        if self.awake {
-            HANDOFF_COST
-        } else {
-            FORK_JOIN_COST
-        }
-    }
-
-    /// For a product that runs alone because the team was asleep: if it would have been split
-    /// at the awake team's price (`split_if_awake`, asked only then), wake the team for the
-    /// products that follow.
-    pub(crate) fn ran_alone(self, threads: usize, split_if_awake: impl FnOnce() -> bool) {
-        if self.to_team && !self.awake && split_if_awake() {
-            wake(threads);
-        }
     }
 }
 
