@@ -9,8 +9,8 @@
 //! a benchmark, a solver) find them awake and the hand-off is a few cache-line transfers.
 //!
 //! One job runs at a time; a caller that finds the team busy (another thread's product) runs on
-//! the rayon pool instead. Tasks are claimed from a shared counter by the caller and the helpers
-//! alike; each task writes its own part of C, so which thread runs it never changes a bit.
+//! the rayon pool instead. The caller claims tasks from the first on, the helpers from the last
+//! back; each task writes its own part of C, so which thread runs it never changes a bit.
 //!
 //! # The hand-off protocol
 //! `state` packs the job's epoch (high 32 bits), a `CLOSED` bit and the number of helpers inside
@@ -44,19 +44,46 @@ fn epoch_of(state: u64) -> u64 {
 struct Job<'a> {
     f: &'a (dyn Fn(usize) + Sync),
     tasks: usize,
-    next: AtomicUsize,
+    /// Tasks claimed so far: from the front (low 32 bits) by the caller, from the back (high 32
+    /// bits) by the helpers.
+    claimed: AtomicU64,
     panicked: AtomicBool,
 }
 
 impl Job<'_> {
-    /// Claims and runs tasks until none is left.
-    fn work(&self) {
-        loop {
-            let t = self.next.fetch_add(1, Ordering::Relaxed);
-            if t >= self.tasks {
-                return;
-            }
+    /// Claims and runs tasks until none is left: the caller from the first task on, the helpers
+    /// from the last one back. So on two threads each keeps the same part of C from one product
+    /// to the next (its lines stay in that core's cache) unless one falls behind: claimed from
+    /// one counter, whichever came first took the first task, and on an AVX-512 Xeon VM, whose
+    /// helper often beat the caller to it, 21632×9×32 (C 2.7 MiB, L2 2 MiB) ran at 134–140
+    /// GFLOP/s on two threads, where BLIS, which fixes each thread's part, ran 173.
+    fn work(&self, from_back: bool) {
+        while let Some(t) = self.claim(from_back) {
             (self.f)(t);
+        }
+    }
+
+    fn claim(&self, from_back: bool) -> Option<usize> {
+        let mut claimed = self.claimed.load(Ordering::Relaxed);
+        loop {
+            let (front, back) = ((claimed & 0xffff_ffff) as usize, (claimed >> 32) as usize);
+            if front + back >= self.tasks {
+                return None;
+            }
+            let (next, task) = if from_back {
+                (claimed + (1 << 32), self.tasks - 1 - back)
+            } else {
+                (claimed + 1, front)
+            };
+            match self.claimed.compare_exchange_weak(
+                claimed,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(task),
+                Err(now) => claimed = now,
+            }
         }
     }
 }
@@ -139,8 +166,12 @@ pub(crate) fn run_parallel(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sy
 }
 
 /// Runs `f(t)` for every `t < tasks` on the calling thread and up to `threads - 1` helpers.
-/// Returns `false`, having run nothing, when another thread's job holds the team.
+/// Returns `false`, having run nothing, when another thread's job holds the team (or, never in
+/// practice, `tasks` does not fit the job's 32-bit counts).
 pub(crate) fn run(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) -> bool {
+    if tasks > u32::MAX as usize {
+        return false;
+    }
     let team = team();
     // A task that panicked on this thread poisoned the lock; the team itself is intact.
     let _busy = match team.busy.try_lock() {
@@ -152,7 +183,7 @@ pub(crate) fn run(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) -> b
     let job = Job {
         f,
         tasks,
-        next: AtomicUsize::new(0),
+        claimed: AtomicU64::new(0),
         panicked: AtomicBool::new(false),
     };
     let epoch = epoch_of(team.state.load(Ordering::Relaxed)).wrapping_add(1) & 0xffff_ffff;
@@ -178,7 +209,7 @@ pub(crate) fn run(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) -> b
         }
     }
     let close = Close(team);
-    job.work();
+    job.work(false);
     drop(close);
     if job.panicked.load(Ordering::Relaxed) {
         panic!("a GEMM task panicked on a helper thread");
@@ -257,7 +288,7 @@ fn helper(team: &'static Team) {
         // SAFETY: this helper joined the open job (active > 0), so its caller is still inside
         // `run`, waiting in `Close` for active to fall to 0: the job outlives this use.
         let job = unsafe { &*team.job.load(Ordering::Acquire) };
-        if catch_unwind(AssertUnwindSafe(|| job.work())).is_err() {
+        if catch_unwind(AssertUnwindSafe(|| job.work(true))).is_err() {
             job.panicked.store(true, Ordering::Relaxed);
             // Let the caller finish the remaining tasks' count without this helper.
         }
@@ -306,6 +337,25 @@ mod tests {
                 }
             }
             assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 2));
+        }
+    }
+
+    #[test]
+    fn the_caller_takes_tasks_from_the_front_and_the_helpers_from_the_back() {
+        let caller = std::thread::current().id();
+        for _ in 0..100 {
+            let on_caller: Vec<AtomicBool> = (0..8).map(|_| AtomicBool::new(false)).collect();
+            let f = |t: usize| {
+                on_caller[t].store(std::thread::current().id() == caller, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_micros(20));
+            };
+            if !run(8, 2, &f) {
+                continue; // another test's job holds the team
+            }
+            // The caller's tasks are a prefix of 0..8, the helper's the rest.
+            let mine: Vec<bool> = on_caller.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+            let split = mine.iter().take_while(|&&b| b).count();
+            assert!(mine[split..].iter().all(|&b| !b), "{mine:?}");
         }
     }
 
