@@ -179,6 +179,11 @@ impl Library {
     }
 }
 
+/// The name under which one-row and one-column products also time only reading their A and B
+/// ([`crate::machine::read_secs`]), interleaved with the libraries: their limit, as GFLOP/s
+/// of the product, from whichever cache or memory holds the matrix. Not a peer.
+pub const READ_OPERANDS: &str = "reading A and B";
+
 /// One library's figure for one shape.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Measurement {
@@ -228,6 +233,16 @@ pub fn measure_shape(
         })
         .collect();
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); libs.len()];
+    // A vector product reads its matrix once: reading A and B alone, on the same threads and
+    // from the same buffers, is its limit (a 64 MiB matrix stays in a 480 MiB L3 between calls,
+    // where the triad's 384 MiB reach memory).
+    let operands: [&[f32]; 2] = [&a, &b];
+    let read = |passes| crate::machine::read_secs(&operands, threads, passes);
+    let read_calls = shape.is_vector().then(|| {
+        read(1);
+        calls_per_sample(read(2), 0.03)
+    });
+    let mut read_samples = Vec::new();
     for _ in 0..rounds {
         for (i, lib) in libs.iter().enumerate() {
             // Libraries whose threads spin between calls (OpenBLAS's, BLIS's, our helper team)
@@ -246,6 +261,11 @@ pub fn measure_shape(
             }
             let secs = sample_secs(&mut call, calls[i]);
             samples[i].push(shape.flops() / secs / 1e9);
+            // Reading A and B right after our best path, the cores as warm as it left them.
+            if let (0, Some(calls)) = (i, read_calls) {
+                read(calls.div_ceil(4));
+                read_samples.push(shape.flops() / read(calls) / 1e9);
+            }
         }
     }
     let reference = libs
@@ -275,5 +295,14 @@ pub fn measure_shape(
                 max_rel_diff_vs_openblas: diff,
             }
         })
+        .chain((!read_samples.is_empty()).then(|| Measurement {
+            library: READ_OPERANDS.into(),
+            shape,
+            threads,
+            gflops_median: median(&mut read_samples.clone()),
+            samples: read_samples.len(),
+            // It computes no C.
+            max_rel_diff_vs_openblas: 0.0,
+        }))
         .collect()
 }

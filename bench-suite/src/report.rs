@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::gemm_bench::{Measurement, Shape};
+use crate::gemm_bench::{Measurement, Shape, READ_OPERANDS};
 use crate::layers_bench::{layers_markdown, LayersReport};
 use crate::training::{training_markdown, TrainingReport};
 
@@ -153,9 +153,10 @@ pub struct SummaryRow {
     /// bandwidth on this thread count.
     #[serde(default)]
     pub fraction_of_memory_bandwidth: Option<f64>,
-    /// One-row and one-column products: the same bytes ÷ our time ÷ the same run's rate of
-    /// reading a buffer of that size on this thread count (the product's own limit, cache or
-    /// memory, whichever holds its matrix; absent in reports written before it was measured).
+    /// One-row and one-column products: our speed ÷ the speed of only reading A and B, timed
+    /// interleaved with the libraries ([`READ_OPERANDS`]): the product's own limit, from
+    /// whichever cache or memory holds its matrix (absent in reports written before it was
+    /// measured).
     #[serde(default)]
     pub fraction_of_read_bandwidth: Option<f64>,
 }
@@ -202,7 +203,6 @@ impl GemmReport {
         runs: Vec<GemmChildReport>,
         machine_peaks: &[(usize, f64)],
         machine_bandwidths: &[(usize, f64)],
-        read_bandwidths: &[ReadBandwidth],
     ) -> Self {
         let ours_name = format!("ours-{}", machine.best_isa);
         let mut summary = Vec::new();
@@ -241,8 +241,11 @@ impl GemmReport {
                     continue;
                 };
                 let openblas = of(&|l| l == "openblas").map_or(f64::NAN, |x| x.1);
-                let (best_peer, best) =
-                    of(&|l| !l.starts_with("ours-")).unwrap_or(("none".into(), f64::NAN));
+                let (best_peer, best) = of(&|l| !l.starts_with("ours-") && l != READ_OPERANDS)
+                    .unwrap_or(("none".into(), f64::NAN));
+                let read = of(&|l| l == READ_OPERANDS)
+                    .filter(|_| shape.is_vector())
+                    .map(|(_, read)| read);
                 summary.push(SummaryRow {
                     shape: label,
                     threads: run.threads,
@@ -258,14 +261,7 @@ impl GemmReport {
                     fraction_of_memory_bandwidth: bandwidth
                         .filter(|_| shape.is_vector())
                         .map(|bw| ours * shape.bytes() / shape.flops() / bw),
-                    fraction_of_read_bandwidth: read_bandwidths
-                        .iter()
-                        .find(|r| {
-                            shape.is_vector()
-                                && r.threads == run.threads
-                                && r.bytes == shape.bytes() as usize
-                        })
-                        .map(|r| ours * shape.bytes() / shape.flops() / r.gbs),
+                    fraction_of_read_bandwidth: read.map(|read| ours / read),
                 });
             }
         }
@@ -390,19 +386,6 @@ pub struct MachinePerf {
     pub fma_peak_gflops: Vec<(usize, f64)>,
     /// (threads, GB/s) of a STREAM-style triad over 128 MiB arrays.
     pub memory_bandwidth_gbs: Vec<(usize, f64)>,
-    /// Reading a buffer the size of each one-row or one-column product's operands, per thread
-    /// count (absent in reports written before it was measured).
-    #[serde(default)]
-    pub read_bandwidth: Vec<ReadBandwidth>,
-}
-
-/// The rate of reading a buffer of `bytes` on `threads` threads
-/// ([`crate::machine::read_bandwidth_gbs`]).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct ReadBandwidth {
-    pub threads: usize,
-    pub bytes: usize,
-    pub gbs: f64,
 }
 
 /// Everything one report run measured: `results/<date>-<host>.json`.
@@ -436,20 +419,6 @@ pub fn results_markdown(r: &Results, json_name: &str) -> String {
             .find(|(bt, _)| bt == t)
             .map_or("—".into(), |(_, b)| format!("{b:.1}"));
         out += &format!("| {t} | {p:.0} | {bw} |\n");
-    }
-    if !r.machine_perf.read_bandwidth.is_empty() {
-        out += "\nReading a buffer the size of the one-row and one-column products' operands \
-                (their limit, from whichever cache or memory holds it):";
-        for rb in &r.machine_perf.read_bandwidth {
-            out += &format!(
-                " {:.0} MiB on {} thread(s) {:.1} GB/s;",
-                rb.bytes as f64 / f64::from(1 << 20),
-                rb.threads,
-                rb.gbs
-            );
-        }
-        out.pop();
-        out += ".\n";
     }
     if let Some(t) = &r.training {
         out += "\n";
@@ -486,7 +455,7 @@ pub fn results_markdown(r: &Results, json_name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gemm_bench::{Measurement, Shape};
+    use crate::gemm_bench::{Measurement, Shape, READ_OPERANDS};
 
     fn child(threads: usize, avx2_peak: Option<f64>) -> GemmChildReport {
         let at = |library: &str, gflops_median: f64| Measurement {
@@ -523,7 +492,7 @@ mod tests {
         // 1 thread: the child's own peak (80) was low, the machine table's (120) counts;
         // 2 threads: the child's (150) beats the table's (100); 3 threads: only the child's.
         let runs = vec![child(1, Some(80.0)), child(2, Some(150.0)), child(3, None)];
-        let report = GemmReport::new(machine, 3, runs, &[(1, 120.0), (2, 100.0)], &[], &[]);
+        let report = GemmReport::new(machine, 3, runs, &[(1, 120.0), (2, 100.0)], &[]);
         let peak_of = |t: usize| {
             let row = report.summary.iter().find(|r| r.threads == t).unwrap();
             (row.fma_peak_gflops, row.fraction_of_fma_peak)
@@ -559,25 +528,18 @@ mod tests {
             k: 1000,
             n: 1,
         };
-        // 2 GFLOP/s over 2·10⁶ flops and 4.004·10⁶ bytes: 4.004 GB/s of the operands.
+        // 2 GFLOP/s over 2·10⁶ flops and 4.004·10⁶ bytes: 4.004 GB/s of the operands; reading
+        // them alone ran at 4 GFLOP/s of the product.
         let mut run = child(1, None);
         for m in &mut run.measurements {
             m.shape = shape;
             m.gflops_median = if m.library == "ours-avx2" { 2.0 } else { 1.0 };
         }
-        let reads = [
-            ReadBandwidth {
-                threads: 1,
-                bytes: shape.bytes() as usize,
-                gbs: 8.008,
-            },
-            ReadBandwidth {
-                threads: 2,
-                bytes: shape.bytes() as usize,
-                gbs: 1.0,
-            },
-        ];
-        let report = GemmReport::new(machine, 3, vec![run], &[], &[(1, 4.004)], &reads);
+        let mut read = run.measurements[0].clone();
+        read.library = READ_OPERANDS.into();
+        read.gflops_median = 4.0;
+        run.measurements.push(read);
+        let report = GemmReport::new(machine, 3, vec![run], &[], &[(1, 4.004)]);
         let row = &report.summary[0];
         assert!((row.fraction_of_memory_bandwidth.unwrap() - 1.0).abs() < 1e-12);
         assert!((row.fraction_of_read_bandwidth.unwrap() - 0.5).abs() < 1e-12);
@@ -585,5 +547,7 @@ mod tests {
             row.fraction_of_limit(),
             "50 % of reading its bytes (100 % of triad)"
         );
+        // Reading is not a peer.
+        assert_eq!(row.best_peer, "openblas");
     }
 }

@@ -29,7 +29,7 @@ use bench_suite::peers::{DEFAULT_FRAMEWORKS, FRAMEWORKS};
 use bench_suite::programs::{Program, PROGRAMS};
 use bench_suite::report::{
     gemm_markdown, results_markdown, utc_date_now, GemmChildReport, GemmReport, MachineInfo,
-    MachinePerf, ReadBandwidth, Results, SCHEMA_VERSION,
+    MachinePerf, Results, SCHEMA_VERSION,
 };
 use bench_suite::training::{self, TrainingReport};
 use kernels::Isa;
@@ -305,7 +305,7 @@ fn main() {
         machine.cpu, machine.cores, machine.best_isa, args.threads
     );
     std::fs::create_dir_all(args.out.join("plots")).expect("create the output directory");
-    let machine_perf = measure_machine(&args.threads, &vector_operand_bytes(&args));
+    let machine_perf = measure_machine(&args.threads);
     let mut results = Results {
         schema_version: SCHEMA_VERSION,
         date_utc: utc_date_now(),
@@ -489,14 +489,12 @@ fn run_distributed(
     }
 }
 
-/// FMA peak and memory bandwidth on each thread count, and the rate of reading each of
-/// `read_sizes` (bytes).
-fn measure_machine(threads: &[usize], read_sizes: &[usize]) -> MachinePerf {
+/// FMA peak and memory bandwidth on each thread count.
+fn measure_machine(threads: &[usize]) -> MachinePerf {
     let isa = Isa::best();
     let mut perf = MachinePerf {
         fma_peak_gflops: vec![],
         memory_bandwidth_gbs: vec![],
-        read_bandwidth: vec![],
     };
     for &t in threads {
         eprintln!("report: machine: FMA peak and memory bandwidth on {t} thread(s)");
@@ -505,31 +503,8 @@ fn measure_machine(threads: &[usize], read_sizes: &[usize]) -> MachinePerf {
         }
         perf.memory_bandwidth_gbs
             .push((t, bench_suite::machine::triad_bandwidth_gbs(t, 5)));
-        for &bytes in read_sizes {
-            perf.read_bandwidth.push(ReadBandwidth {
-                threads: t,
-                bytes,
-                gbs: bench_suite::machine::read_bandwidth_gbs(t, bytes, 5),
-            });
-        }
     }
     perf
-}
-
-/// The operands' bytes of the one-row and one-column products the GEMM part measures (none
-/// without it): what [`measure_machine`] reads at.
-fn vector_operand_bytes(args: &Args) -> Vec<usize> {
-    if !args.gemm {
-        return Vec::new();
-    }
-    let mut sizes: Vec<usize> = shapes(args.quick, &args.only)
-        .iter()
-        .filter(|s| s.is_vector())
-        .map(|s| s.bytes() as usize)
-        .collect();
-    sizes.sort_unstable();
-    sizes.dedup();
-    sizes
 }
 
 /// The GEMM part: one measuring child per thread count.
@@ -578,7 +553,6 @@ fn run_gemm(args: &Args, machine: &MachineInfo, perf: &MachinePerf) -> GemmRepor
         children,
         &perf.fma_peak_gflops,
         &perf.memory_bandwidth_gbs,
-        &perf.read_bandwidth,
     )
 }
 

@@ -353,7 +353,10 @@ mod tests {
                 continue; // another test's job holds the team
             }
             // The caller's tasks are a prefix of 0..8, the helper's the rest.
-            let mine: Vec<bool> = on_caller.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+            let mine: Vec<bool> = on_caller
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect();
             let split = mine.iter().take_while(|&&b| b).count();
             assert!(mine[split..].iter().all(|&b| !b), "{mine:?}");
         }
