@@ -474,9 +474,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_fraction_of_peak_divides_by_the_runs_best_peak_measurement() {
-        let machine = MachineInfo {
+    fn avx2_machine() -> MachineInfo {
+        MachineInfo {
             cpu: "test".into(),
             cores: 2,
             host: "test".into(),
@@ -488,7 +487,12 @@ mod tests {
             gemm_blocking: vec![],
             openblas_coretype: None,
             libxsmm: None,
-        };
+        }
+    }
+
+    #[test]
+    fn the_fraction_of_peak_divides_by_the_runs_best_peak_measurement() {
+        let machine = avx2_machine();
         // 1 thread: the child's own peak (80) was low, the machine table's (120) counts;
         // 2 threads: the child's (150) beats the table's (100); 3 threads: only the child's.
         let runs = vec![child(1, Some(80.0)), child(2, Some(150.0)), child(3, None)];
@@ -510,19 +514,7 @@ mod tests {
 
     #[test]
     fn vector_products_divide_by_the_rate_of_reading_their_bytes() {
-        let machine = MachineInfo {
-            cpu: "test".into(),
-            cores: 2,
-            host: "test".into(),
-            best_isa: "avx2".into(),
-            available_isas: vec!["avx2".into()],
-            kernels_version: "0".into(),
-            blis: None,
-            caches: None,
-            gemm_blocking: vec![],
-            openblas_coretype: None,
-            libxsmm: None,
-        };
+        let machine = avx2_machine();
         let shape = Shape {
             m: 1000,
             k: 1000,
