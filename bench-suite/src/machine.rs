@@ -87,7 +87,7 @@ fn sum_bits(floats: &[f32]) -> u32 {
     let run = floats.len() / STREAMS / LINE * LINE;
     let (runs, rest) = floats.split_at(run * STREAMS);
     if run > 0 {
-        let runs: Vec<&[f32]> = runs.chunks_exact(run).collect();
+        let runs: [&[f32]; STREAMS] = std::array::from_fn(|r| &runs[r * run..(r + 1) * run]);
         for at in (0..run).step_by(LINE) {
             for r in &runs {
                 for (lane, &x) in lanes.iter_mut().zip(&r[at..at + LINE]) {

@@ -243,9 +243,8 @@ impl GemmReport {
                 let openblas = of(&|l| l == "openblas").map_or(f64::NAN, |x| x.1);
                 let (best_peer, best) = of(&|l| !l.starts_with("ours-") && l != READ_OPERANDS)
                     .unwrap_or(("none".into(), f64::NAN));
-                let read = of(&|l| l == READ_OPERANDS)
-                    .filter(|_| shape.is_vector())
-                    .map(|(_, read)| read);
+                // Measured on the vector products only.
+                let read = of(&|l| l == READ_OPERANDS).map(|(_, read)| read);
                 summary.push(SummaryRow {
                     shape: label,
                     threads: run.threads,

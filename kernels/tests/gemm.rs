@@ -299,6 +299,9 @@ fn large_and_training_shapes() {
         // Narrow C over a deep K: B transposed here (packed), A transposed next (in place).
         (40, 1500, 16),
         (70, 2100, 33),
+        // Few enough rows for A in place, but B's rows 4 KiB apart crowd into a few of L2's
+        // sets: packed instead.
+        (96, 520, 1024),
     ];
     for (s, &(m, k, n)) in shapes.iter().enumerate() {
         for path in Path::for_large_cases() {

@@ -109,22 +109,24 @@ impl HandOff {
     }
 }
 
-/// The awake team's measured price, measuring it now if no one has yet.
+/// The awake team's measured price, measuring it now if no one has yet. Without small tiles
+/// for `isa` there is no rate to price it with, and the constant stays for good; a round trip
+/// that could not be timed is tried again at a later product, [`ATTEMPTS`] times in all.
 fn measured_cost(isa: Isa) -> f64 {
     if let Some(&cost) = MEASURED.get() {
         return cost;
     }
-    if FAILED_ATTEMPTS.load(Ordering::Relaxed) >= ATTEMPTS {
+    let Some(rate) = tile_macs_per_ns(isa) else {
         return *MEASURED.get_or_init(|| HANDOFF_COST);
-    }
-    match (round_trip_ns(), tile_macs_per_ns(isa)) {
-        (Some(trip), Some(rate)) => *MEASURED.get_or_init(|| {
+    };
+    match round_trip_ns() {
+        Some(trip) => *MEASURED.get_or_init(|| {
             (HANDOFFS_PER_ROUND_TRIP * trip * rate).clamp(HANDOFF_COST / 2.0, FORK_JOIN_COST)
         }),
-        _ => {
-            FAILED_ATTEMPTS.fetch_add(1, Ordering::Relaxed);
-            HANDOFF_COST
+        None if FAILED_ATTEMPTS.fetch_add(1, Ordering::Relaxed) + 1 >= ATTEMPTS => {
+            *MEASURED.get_or_init(|| HANDOFF_COST)
         }
+        None => HANDOFF_COST,
     }
 }
 
