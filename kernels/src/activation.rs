@@ -12,7 +12,7 @@
 //! As in [`crate::math`], each loop is written once and compiled per instruction set inside a
 //! `#[target_feature]` function, where the compiler vectorises it at that set's width.
 
-use rayon::prelude::*;
+use crate::team::for_each_piece;
 
 use crate::error::{Error, Result};
 use crate::math::{sigmoid1, tanh1};
@@ -42,12 +42,10 @@ fn by_pieces<const N: usize>(
     pass: impl Fn(&mut [f32], [&[f32]; N]) + Sync + Send,
 ) {
     if in_pieces(opts, out.len()) {
-        out.par_chunks_mut(PIECE)
-            .enumerate()
-            .for_each(|(p, piece)| {
-                let at = p * PIECE;
-                pass(piece, ins.map(|x| &x[at..at + piece.len()]))
-            });
+        for_each_piece(opts.threading, out, PIECE, |p, piece| {
+            let at = p * PIECE;
+            pass(piece, ins.map(|x| &x[at..at + piece.len()]))
+        });
     } else {
         pass(out, ins);
     }
@@ -272,8 +270,12 @@ pub fn bias_activation(
         }
     };
     if in_pieces(opts, y.len()) {
-        y.par_chunks_mut((PIECE / cols).max(1) * cols)
-            .for_each(rows);
+        for_each_piece(
+            opts.threading,
+            y,
+            (PIECE / cols).max(1) * cols,
+            |_, block| rows(block),
+        );
     } else {
         rows(y);
     }

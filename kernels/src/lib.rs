@@ -22,6 +22,7 @@ pub mod conv_pool;
 pub mod cpu;
 mod dispatch;
 mod error;
+mod gather;
 mod gemm;
 mod mat;
 pub mod math;
@@ -36,6 +37,7 @@ pub mod reference;
 mod scratch;
 mod shared;
 mod subnormal;
+mod team;
 mod window;
 
 pub use activation::Activation;
@@ -43,6 +45,7 @@ pub use backend::{Backend, BACKEND_ENV_VAR};
 pub use conv::{conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2d, Padding};
 pub use dispatch::{Isa, ISA_ENV_VAR};
 pub use error::{Error, Result};
+pub use gather::gather_rows;
 pub use gemm::{
     gemm, gemm_blocking, gemm_fused, gemm_with, sgemm, Bias, ExecOptions, Layout, Threading,
     TileBlocking, Transpose,
@@ -54,6 +57,7 @@ pub use pool::{
 };
 pub use process::forked_child;
 pub use scratch::{prepare_threads, scratch_generation};
+pub use team::on_every_thread;
 
 /// Asks for every cache line of `data` to be fetched into L2: a hint for data wanted soon,
 /// such as the next batch's samples, scattered over a data set, while the current one is

@@ -6,7 +6,7 @@
 //! count. The variance is the biased one (divided by `rows`), as Keras's and TensorFlow's
 //! batch normalisation use in training and for the moving variance.
 
-use rayon::prelude::*;
+use crate::team::for_each_piece;
 
 use crate::activation::Activation;
 use crate::error::{check_len, Error, Result};
@@ -193,7 +193,7 @@ fn striped_sums(
         f((t * sr).min(s.rows)..((t + 1) * sr).min(s.rows), acc)
     };
     if in_parallel(opts, s) {
-        part.par_iter_mut().enumerate().for_each(run);
+        for_each_piece(opts.threading, &mut part, 1, |t, acc| run((t, &mut acc[0])));
     } else {
         part.iter_mut().enumerate().for_each(run);
     }
@@ -217,7 +217,7 @@ fn striped_map(
     let run = |(t, o): (usize, &mut [f32])| f(t * sr..t * sr + o.len() / c, o);
     let out = &mut out[..s.rows * s.channels];
     if in_parallel(opts, s) {
-        out.par_chunks_mut(sr * c).enumerate().for_each(run);
+        for_each_piece(opts.threading, out, sr * c, |t, o| run((t, o)));
     } else {
         out.chunks_mut(sr * c).enumerate().for_each(run);
     }

@@ -10,15 +10,14 @@
 //! Only for windows apart ([`Pool2d::windows_apart`], Keras's default pooling). A room above
 //! both `norm` and `pool`.
 
-use rayon::prelude::*;
-
 use crate::activation::Activation;
 use crate::error::{check_len, Error, Result};
 use crate::gemm::ExecOptions;
 use crate::norm::{
     self, lane_steps, lanes, lanes_mut, with_activation, BatchNorm, BatchStats, LANES,
 };
-use crate::pool::{each_image, Pool2d};
+use crate::pool::Pool2d;
+use crate::team::for_each_piece_pair;
 use crate::Isa;
 
 /// The pooling, checked, and that its windows lie apart.
@@ -85,11 +84,9 @@ pub fn batch_norm_max_pool_forward_training(
         gamma,
         beta,
     };
-    let images = x
-        .par_chunks_exact(p.image_len())
-        .zip(y.par_chunks_exact_mut(p.out_image_len()))
-        .zip(argmax.par_chunks_exact_mut(p.out_image_len()));
-    each_image(opts, images, |((img, yi), ai)| {
+    let (il, ol) = (p.image_len(), p.out_image_len());
+    for_each_piece_pair(opts.threading, (y, ol), (argmax, ol), |n, yi, ai| {
+        let img = &x[n * il..(n + 1) * il];
         // SAFETY: `isa` was resolved, so this CPU has it.
         unsafe { forward_image_loops::run(isa, p, img, affine, act, yi, ai) }
     });

@@ -27,8 +27,6 @@
 
 use std::ops::Range;
 
-use rayon::prelude::*;
-
 use crate::error::{check_len, matrix_len, Error, Result};
 use crate::gemm::pack::transpose_lines;
 use crate::gemm::{gemm_with, ExecOptions, Threading};
@@ -214,18 +212,13 @@ pub fn update(
     }
     let isa = Isa::resolve(opts.isa)?;
     let (w_out, state_out) = (SharedOut::new(w), state_handles(state));
-    (0..g.len())
-        .into_par_iter()
-        .step_by(CHUNK)
-        .with_min_len(min_len(opts.threading))
-        .for_each(|first| {
-            let span = first..(first + CHUNK).min(g.len());
-            // SAFETY: each task owns its span of the parameters and the state.
-            let (w, mut state) =
-                unsafe { (w_out.slice(span.clone()), state_spans(&state_out, &span)) };
-            // SAFETY: `resolve` checked that this CPU has `isa`'s features.
-            unsafe { rule.apply(isa, w, &g[span], &mut state[..rule.state_buffers()]) };
-        });
+    crate::team::for_each(opts.threading, g.len().div_ceil(CHUNK), &|t| {
+        let span = t * CHUNK..((t + 1) * CHUNK).min(g.len());
+        // SAFETY: each task owns its span of the parameters and the state.
+        let (w, mut state) = unsafe { (w_out.slice(span.clone()), state_spans(&state_out, &span)) };
+        // SAFETY: `resolve` checked that this CPU has `isa`'s features.
+        unsafe { rule.apply(isa, w, &g[span], &mut state[..rule.state_buffers()]) };
+    });
     Ok(())
 }
 
@@ -348,16 +341,6 @@ impl Rule {
                 _ => unreachable!("state buffers checked against the rule"),
             }
         }
-    }
-}
-
-/// The smallest piece a parallel loop with `threading` is split into: one item, or all of them
-/// (the loop then runs where it is called) when the pool may not be used (`crate::process`).
-fn min_len(threading: Threading) -> usize {
-    if crate::process::parallel(threading) {
-        1
-    } else {
-        usize::MAX
     }
 }
 

@@ -20,8 +20,6 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use rayon::prelude::*;
-
 use crate::activation::{bias_act_row, Activation, RowBias};
 use crate::error::{check_len, matrix_len, Error, Result};
 use crate::gemm::{gemm_with, ExecOptions, Threading};
@@ -148,13 +146,14 @@ impl WeightStrips {
         let threads = rayon::current_num_threads();
         let owners = threads.min(self.strips);
         let strips_of = |t: usize| (0..self.strips).filter(move |&s| self.owner(s, threads) == t);
-        (0..owners)
-            .into_par_iter()
-            .with_min_len(1)
-            .for_each(|task| match rayon::current_thread_index() {
+        crate::team::run_parallel(
+            owners,
+            owners,
+            &|task| match rayon::current_thread_index() {
                 Some(me) if me < owners => strips_of(me).for_each(run_strip),
                 _ => strips_of(task).for_each(run_strip),
-            });
+            },
+        );
         (0..self.strips).for_each(run_strip);
         match failure.into_inner() {
             Ok(Some(e)) => Err(e),
@@ -283,7 +282,7 @@ fn sum_partials(
         return;
     }
     let rows_per_task = m.div_ceil(tasks);
-    y.par_chunks_mut(rows_per_task * n)
-        .enumerate()
-        .for_each(|(t, rows)| sum_rows(t * rows_per_task, rows));
+    crate::team::for_each_piece(threading, y, rows_per_task * n, |t, rows| {
+        sum_rows(t * rows_per_task, rows)
+    });
 }

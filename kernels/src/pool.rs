@@ -13,7 +13,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rayon::prelude::*;
+use crate::team::{for_each_piece, for_each_piece_pair};
 
 #[cfg(target_arch = "x86_64")]
 mod max_vector;
@@ -194,36 +194,19 @@ pub fn max_pool2d_forward(
         return Ok(());
     }
     let isa = Isa::resolve(opts.isa)?;
-    let images = x
-        .par_chunks_exact(s.image_len())
-        .zip(y.par_chunks_exact_mut(s.out_image_len()));
+    let (il, ol) = (s.image_len(), s.out_image_len());
+    let image = |n: usize| &x[n * il..(n + 1) * il];
     match argmax {
-        Some(argmax) => {
-            let images = images.zip(argmax.par_chunks_exact_mut(s.out_image_len()));
-            each_image(opts, images, |((img, yi), ai)| {
-                // SAFETY: `resolve` checked that this CPU has `isa`'s features.
-                unsafe { max_image(isa, s, img, yi, Some(ai)) }
-            });
-        }
-        None => each_image(opts, images, |(img, yi)| {
+        Some(argmax) => for_each_piece_pair(opts.threading, (y, ol), (argmax, ol), |n, yi, ai| {
+            // SAFETY: `resolve` checked that this CPU has `isa`'s features.
+            unsafe { max_image(isa, s, image(n), yi, Some(ai)) }
+        }),
+        None => for_each_piece(opts.threading, y, ol, |n, yi| {
             // SAFETY: as above.
-            unsafe { max_image(isa, s, img, yi, None) }
+            unsafe { max_image(isa, s, image(n), yi, None) }
         }),
     }
     Ok(())
-}
-
-/// Runs `f` on every image: in parallel on the rayon pool, or all on this thread for
-/// [`Threading::Single`](crate::gemm::Threading::Single) (a producer that may not split runs where it is called).
-pub(crate) fn each_image<I>(opts: &ExecOptions, images: I, f: impl Fn(I::Item) + Sync + Send)
-where
-    I: IndexedParallelIterator,
-{
-    if crate::process::parallel(opts.threading) {
-        images.for_each(f)
-    } else {
-        images.with_min_len(usize::MAX).for_each(f)
-    }
 }
 
 /// One image of max pooling. Per output position: the window's first input row of channels is
@@ -457,13 +440,12 @@ fn max_backward(
     }
     let isa = Isa::resolve(opts.isa)?;
     let out_len = s.out_image_len();
-    let images = dx
-        .par_chunks_exact_mut(image_len)
-        .zip(dy.par_chunks_exact(out_len))
-        .zip(argmax.par_chunks_exact(out_len))
-        .enumerate();
     let refused = AtomicBool::new(false);
-    each_image(opts, images, |(n, ((dxi, dyi), ai))| {
+    for_each_piece(opts.threading, dx, image_len, |n, dxi| {
+        let (dyi, ai) = (
+            &dy[n * out_len..][..out_len],
+            &argmax[n * out_len..][..out_len],
+        );
         let through = through.map(|(act, y)| (act, &y[n * out_len..][..out_len]));
         // SAFETY: `resolve` checked that this CPU has the path's features.
         if !unsafe { max_backward_image(isa, s, through, dyi, ai, dxi) } {
@@ -612,12 +594,10 @@ pub fn avg_pool2d_forward(opts: &ExecOptions, s: &Pool2d, x: &[f32], y: &mut [f3
         return Ok(());
     }
     let isa = Isa::resolve(opts.isa)?;
-    let images = x
-        .par_chunks_exact(s.image_len())
-        .zip(y.par_chunks_exact_mut(s.out_image_len()));
+    let il = s.image_len();
     // SAFETY: `isa` was resolved, so this CPU has it.
-    each_image(opts, images, |(img, yi)| unsafe {
-        avg_image_loops::run(isa, s, img, yi)
+    for_each_piece(opts.threading, y, s.out_image_len(), |n, yi| unsafe {
+        avg_image_loops::run(isa, s, &x[n * il..(n + 1) * il], yi)
     });
     Ok(())
 }
@@ -697,12 +677,10 @@ pub fn avg_pool2d_backward(
         return Ok(());
     }
     let isa = Isa::resolve(opts.isa)?;
-    let images = dx
-        .par_chunks_exact_mut(s.image_len())
-        .zip(dy.par_chunks_exact(s.out_image_len()));
+    let ol = s.out_image_len();
     // SAFETY: `isa` was resolved, so this CPU has it.
-    each_image(opts, images, |(dxi, dyi)| unsafe {
-        avg_backward_loops::run(isa, s, dxi, dyi)
+    for_each_piece(opts.threading, dx, s.image_len(), |n, dxi| unsafe {
+        avg_backward_loops::run(isa, s, dxi, &dy[n * ol..(n + 1) * ol])
     });
     Ok(())
 }

@@ -18,8 +18,9 @@ use crate::{Backend, Isa};
 pub enum Threading {
     /// On the calling thread only.
     Single,
-    /// The threads of the rayon pool the call runs in (the global pool unless the caller installed
-    /// another), for products large enough to gain from it. Work is split over rows and columns of
+    /// As many threads as the rayon pool the call runs in has (the global pool unless the
+    /// caller installed another), for work large enough to gain from them: that pool's threads
+    /// when called from one of them, else the library's own helper threads. Work is split over rows and columns of
     /// C, never over K, so the result is bit-identical for every pool size. In a forked child,
     /// the calling thread only ([`forked_child`]).
     #[default]

@@ -152,14 +152,11 @@ pub fn scratch_generation() -> usize {
     GENERATION.load(Ordering::Relaxed)
 }
 
-/// Grows the scratch buffers of every thread of the current rayon pool (and of the calling
-/// thread) to the largest sizes any thread has needed so far, so that later calls with the same
-/// shapes allocate nothing, whichever worker rayon hands each task to. It allocates itself (the
-/// broadcast and the growth); call it after warm-up, when [`scratch_generation`] has changed.
+/// Grows the scratch buffers of every thread a parallel call from here may use — the calling
+/// thread and the library's helper threads, or, called from a rayon pool thread, every thread
+/// of that pool — to the largest sizes any thread has needed so far, so that later calls with
+/// the same shapes allocate nothing, whichever thread each task goes to. It allocates itself
+/// (the growth); call it after warm-up, when [`scratch_generation`] has changed.
 pub fn prepare_threads() {
-    ALL.iter().for_each(|s| s.prepare());
-    if crate::process::forked_child() {
-        return;
-    }
-    rayon::broadcast(|_| ALL.iter().for_each(|s| s.prepare()));
+    crate::team::on_every_thread(&|| ALL.iter().for_each(|s| s.prepare()));
 }

@@ -11,10 +11,10 @@
 //! buffer is sized for the largest batch before the first step: no step allocates (tested with a
 //! counting allocator).
 //!
-//! Training runs on one of the rayon pool's threads (the calling thread waits for the whole
-//! `fit`), so the kernels' parallel loops fork and join inside the pool; results are identical
-//! for every thread count. (One hand-off per `fit` rather than per step: measured 10 % faster
-//! per epoch on the reference MLP.)
+//! Training runs on the calling thread; the kernels' parallel loops hand their tasks to the
+//! kernels' own helper threads, which stay awake from one pass to the next (called from a
+//! rayon pool thread, as a distributed rank on its own pool, the kernels use that pool).
+//! Results are identical for every thread count.
 
 use std::path::Path;
 use std::time::Instant;
@@ -36,11 +36,11 @@ use crate::plan::{Plan, Unit};
 use crate::progress::ProgbarLogger;
 use crate::tensor::Tensor;
 
-/// A batch's inputs of at least this many bytes are gathered by two threads.
+/// A batch's inputs of at least this many bytes are gathered on every thread.
 const GATHER_SPLIT_BYTES: usize = 64 << 10;
 
-/// Whether a batch of `samples` inputs of `input_len` floats is gathered by two threads.
-fn gathered_by_two(samples: usize, input_len: usize) -> bool {
+/// Whether a batch of `samples` inputs of `input_len` floats is gathered on every thread.
+fn gathered_in_parallel(samples: usize, input_len: usize) -> bool {
     input_len > 0
         && samples >= 2
         && samples * input_len * std::mem::size_of::<f32>() >= GATHER_SPLIT_BYTES
@@ -52,7 +52,7 @@ fn gathered_by_two(samples: usize, input_len: usize) -> bool {
 /// every cache; a larger batch's prefetches (program A's 1568 lines) made its gathering slower,
 /// and its epoch no shorter.
 fn prefetch_samples(net: &Net<'_>, (x, y): (&Tensor, &Tensor), idx: &[usize]) {
-    if gathered_by_two(idx.len(), net.input_len()) {
+    if gathered_in_parallel(idx.len(), net.input_len()) {
         return;
     }
     for &i in idx {
@@ -176,17 +176,6 @@ impl Sharing<'_> {
             Sharing::MicroBatches(k) => *k,
             Sharing::Ranks(c) => c.size(),
         }
-    }
-}
-
-/// Runs `f` on a thread of the rayon pool (the caller waits), so that parallel kernels inside
-/// fork and join within the pool. In a child forked from a process with threads (whose pool did
-/// not survive the fork), `f` runs on the calling thread, as the kernels then do.
-fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_thread_index().is_some() || kernels::forked_child() {
-        f()
-    } else {
-        rayon::scope(|_| f())
     }
 }
 
@@ -893,29 +882,26 @@ impl Trainer {
         self.ensure_capacity(net, n)?;
         self.x_buf[..x.len()].copy_from_slice(x);
         self.y_buf[..y.len()].copy_from_slice(y);
-        let (loss, hits, of) = in_pool(|| self.step(net, n, 0, 0))?;
+        let (loss, hits, of) = self.step(net, n, 0, 0)?;
         Ok(((loss / n as f64) as f32, hits as f32 / of.max(1) as f32))
     }
 
     /// Copies samples `idx` of `x` and `y` into the batch buffers. The inputs of a large batch
-    /// are copied by two threads, half each: the shuffled samples lie anywhere in the data set,
-    /// so the copy waits on memory more than it moves it (measured on a 2-core Zen 4, program A's
-    /// gathering took 10 % of its epoch on one thread).
+    /// are copied on every thread (`kernels::gather_rows`): the shuffled samples lie anywhere in
+    /// the data set, so the copy waits on memory more than it moves it.
     fn gather(&mut self, net: &Net<'_>, x: &Tensor, y: &Tensor, idx: &[usize]) {
         let il = net.input_len();
-        let rows = &mut self.x_buf[..idx.len() * il];
-        let copy = |rows: &mut [f32], idx: &[usize]| {
-            for (row, &i) in rows.chunks_exact_mut(il.max(1)).zip(idx) {
-                row.copy_from_slice(x.sample(i).expect("i < samples"));
-            }
-        };
-        if gathered_by_two(idx.len(), il) {
-            let half = idx.len() / 2;
-            let (top, bottom) = rows.split_at_mut(half * il);
-            rayon::join(|| copy(top, &idx[..half]), || copy(bottom, &idx[half..]));
+        let threading = if gathered_in_parallel(idx.len(), il) {
+            kernels::Threading::Rayon
         } else {
-            copy(rows, idx);
-        }
+            kernels::Threading::Single
+        };
+        let opts = kernels::ExecOptions {
+            threading,
+            ..kernels::ExecOptions::default()
+        };
+        kernels::gather_rows(&opts, x.data(), il, idx, &mut self.x_buf[..idx.len() * il])
+            .expect("the indices are the data set's own samples, the buffer sized for the batch");
         let tl = y.sample_len();
         for (r, &i) in idx.iter().enumerate() {
             self.y_buf[r * tl..(r + 1) * tl].copy_from_slice(y.sample(i).expect("i < samples"));
@@ -1036,9 +1022,8 @@ impl Trainer {
         self.anatomy = cfg
             .anatomy
             .then(|| Recorder::new(slots::layout(net.layers, &self.plan, sharing.shared())));
-        // The whole loop runs on one rayon worker: no per-step hand-off between the calling
-        // thread and the pool, and the same worker's buffers serve every step.
-        let run = in_pool(|| {
+        // The loop's errors end it here, where the anatomy and the buckets are put away.
+        let mut train = || {
             let mut history = History::default();
             self.each(net, &mut all, |cb, m| cb.on_train_begin(m))?;
             for epoch in 0..cfg.epochs {
@@ -1149,7 +1134,8 @@ impl Trainer {
             }
             self.each(net, &mut all, |cb, m| cb.on_train_end(m))?;
             Ok(history)
-        });
+        };
+        let run = train();
         let anatomy = self.anatomy.take();
         self.buckets = None;
         run.map(|mut history| {
@@ -1365,7 +1351,7 @@ impl Trainer {
             let il = net.input_len();
             self.x_buf[..n * il].copy_from_slice(x.rows(from..from + n).expect("in range"));
             let yv = y.rows(from..from + n).expect("as many targets as inputs");
-            in_pool(|| self.forward(net, n, false))?;
+            self.forward(net, n, false)?;
             let c = self.compiled.as_ref().expect("compiled");
             let out = &net.layers.last().expect("built").output()[..n * k];
             loss_sum += c.loss.compute(out, yv, &mut scratch, n, k, c.fused);
@@ -1397,7 +1383,7 @@ impl Trainer {
             let n = batch.min(total - from);
             let il = net.input_len();
             self.x_buf[..n * il].copy_from_slice(x.rows(from..from + n).expect("in range"));
-            in_pool(|| self.forward(net, n, false))?;
+            self.forward(net, n, false)?;
             out.extend_from_slice(&net.layers.last().expect("built").output()[..n * k]);
         }
         let mut shape = vec![total];

@@ -4,11 +4,14 @@
 //!
 //! Warm-up lasts until ten steps in a row have allocated nothing (the first steps size every
 //! buffer and the optimizer state, and `kernels::prepare_threads` grows every worker's scratch
-//! buffers to the largest size any worker needed, so it no longer matters which worker rayon
-//! hands a task to). A step that allocates every time never gets through warm-up and fails.
+//! buffers to the largest size any worker needed, so it no longer matters which thread a task
+//! goes to). A step that allocates every time never gets through warm-up and fails.
 //!
-//! Only the threads that run the step are counted — the workers of the pool it runs in — so a
-//! thread of some other library starting up at that moment cannot fail the test. The first
+//! The steps run on rayon pools of 1 and 2 threads (the kernels then use the pool's workers)
+//! and on the test's own thread, whose parallel calls go to the kernels' helper threads. Only
+//! the threads that run the step are counted — the pool's workers, or the calling thread and
+//! the helpers — so a thread of some other library starting up at that moment cannot fail the
+//! test. The first
 //! allocations counted are recorded (size and alignment) for the failure message.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -70,7 +73,9 @@ struct Counted {
     first: Vec<(usize, usize)>,
 }
 
-fn steps_allocate(mut model: Sequential, input: usize, threads: usize) -> Counted {
+/// Where the steps run: on a rayon pool of this many threads (the kernels then use its
+/// workers), or on the calling thread with the kernels' own helper threads (`None`).
+fn steps_allocate(mut model: Sequential, input: usize, threads: Option<usize>) -> Counted {
     let n = 32;
     let x: Vec<f32> = (0..n * input)
         .map(|i| ((i * 37) % 101) as f32 / 101.0)
@@ -83,11 +88,15 @@ fn steps_allocate(mut model: Sequential, input: usize, threads: usize) -> Counte
             &[Metric::Accuracy],
         )
         .unwrap();
+    let flag = || STEP_THREAD.with(|t| t.set(true));
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
+        .num_threads(threads.unwrap_or(1))
         .build()
         .unwrap();
-    pool.broadcast(|_| STEP_THREAD.with(|t| t.set(true)));
+    match threads {
+        Some(_) => drop(pool.broadcast(|_| flag())),
+        None => kernels::on_every_thread(&flag),
+    }
     let counted_step = |model: &mut Sequential| {
         ALLOCATIONS.store(0, Ordering::SeqCst);
         COUNTING.store(true, Ordering::SeqCst);
@@ -95,7 +104,7 @@ fn steps_allocate(mut model: Sequential, input: usize, threads: usize) -> Counte
         COUNTING.store(false, Ordering::SeqCst);
         ALLOCATIONS.load(Ordering::SeqCst)
     };
-    let (per_step, first) = pool.install(|| {
+    let mut measure = || {
         let (mut quiet, mut steps) = (0, 0);
         while quiet < 10 {
             quiet = if counted_step(&mut model) == 0 {
@@ -120,7 +129,11 @@ fn steps_allocate(mut model: Sequential, input: usize, threads: usize) -> Counte
             per_step.push(c);
         }
         (per_step, first)
-    });
+    };
+    let (per_step, first) = match threads {
+        Some(_) => pool.install(measure),
+        None => measure(),
+    };
     Counted {
         total: per_step.iter().sum(),
         per_step,
@@ -128,13 +141,15 @@ fn steps_allocate(mut model: Sequential, input: usize, threads: usize) -> Counte
     }
 }
 
-fn check(model: Sequential, what: &str, threads: usize) {
+fn check(model: Sequential, what: &str, threads: Option<usize>) {
     let c = steps_allocate(model, 784, threads);
+    let on = threads.map_or("the kernels' helper threads".into(), |t| {
+        format!("{t} thread(s)")
+    });
     assert_eq!(
         c.total,
         0,
-        "{what} on {threads} thread(s), path {}: allocations per step {:?}, the first (size, \
-         align) {:?}",
+        "{what} on {on}, path {}: allocations per step {:?}, the first (size, align) {:?}",
         kernels::Isa::active().map(|i| i.name()).unwrap_or("?"),
         c.per_step,
         c.first
@@ -177,7 +192,7 @@ fn cnn_bn() -> Sequential {
 /// The reference models on this process's path (`KERNELS_ISA`, or the best one).
 #[test]
 fn training_steps_do_not_allocate() {
-    for threads in [1, 2] {
+    for threads in [Some(1), Some(2), None] {
         check(mlp(), "MLP", threads);
         check(cnn(), "CNN", threads);
         check(cnn_bn(), "CNN with BatchNormalization", threads);

@@ -4,8 +4,6 @@
 //! the GEMM reads it; with 8 or more input channels the GEMM packs its A blocks straight from the
 //! input (`Im2colPacker`) and no block is stored at all.
 
-use rayon::prelude::*;
-
 use super::Conv2d;
 use crate::error::Result;
 use crate::gemm::pack::pack_lines;
@@ -61,11 +59,7 @@ impl Plan {
 
     /// Runs `f(task)` for every task: in parallel unless the caller asked for one thread.
     pub(crate) fn run(&self, opts: &ExecOptions, f: impl Fn(usize) + Sync + Send) {
-        if self.tasks > 1 && crate::process::parallel(opts.threading) {
-            (0..self.tasks).into_par_iter().for_each(f);
-        } else {
-            (0..self.tasks).for_each(f);
-        }
+        crate::team::for_each(opts.threading, self.tasks, &f);
     }
 }
 

@@ -13,8 +13,8 @@ use super::price::{HandOff, FORK_JOIN_COST};
 use super::problem::Problem;
 #[cfg(test)]
 use super::problem::{Operand, Output};
-use super::team::run_parallel;
 use crate::scratch::{PACK_A, PACK_B};
+use crate::team::run_parallel;
 use crate::Isa;
 
 /// The largest `MR × NR` tile any registered kernel may have (scratch space for edge tiles).

@@ -26,9 +26,9 @@
 
 use super::config::slice_depth;
 use super::problem::{Output, Problem};
-use super::team::run_parallel;
 use crate::dispatch::per_isa;
 use crate::scratch::STAGE;
+use crate::team::run_parallel;
 use crate::Isa;
 
 /// Lanes of partial sums per row in the dot form.

@@ -23,9 +23,9 @@ use super::epilogue::Epilogue;
 use super::pack::pack_b;
 use super::price::{awake_cost, HandOff};
 use super::problem::{Operand, Problem};
-use super::team::run_parallel;
 use crate::arch::{prefetch_run_to_l2, StridedAKernelFn};
 use crate::scratch::PACK_B;
+use crate::team::run_parallel;
 use crate::Isa;
 
 /// Up to this many rows of C, A is read in place at any K and N: the tiles of so few rows

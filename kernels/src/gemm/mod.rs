@@ -18,7 +18,6 @@ mod in_place;
 pub(crate) mod pack;
 mod price;
 pub(crate) mod problem;
-mod team;
 
 use crate::activation::Activation;
 use crate::error::{Error, Result};

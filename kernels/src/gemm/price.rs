@@ -20,7 +20,7 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use super::config::{small_tile, SMALL};
-use super::team;
+use crate::team;
 use crate::Isa;
 
 /// One rayon fork-join (waking the pool's threads and waiting for the last), or a hand-off to a
@@ -180,12 +180,19 @@ fn round_trip_ns() -> Option<f64> {
 fn tile_macs_per_ns(isa: Isa) -> Option<f64> {
     const K: usize = 128;
     const CALLS: usize = 32;
+    // On the stack: the price is measured in the middle of a program's work (the first time a
+    // product finds the team awake), where nothing may allocate.
+    const MAX_MR: usize = 16;
+    const MAX_NR: usize = 64;
     let tile = small_tile(isa, SMALL, SMALL)?;
     let (mr, nr) = (tile.mr, tile.nr);
+    if mr > MAX_MR || nr > MAX_NR {
+        return None;
+    }
     let kernel = tile.kernel(mr);
-    let a = vec![0.5f32; mr * K];
-    let b = vec![0.25f32; K * nr];
-    let mut c = vec![0.0f32; mr * nr];
+    let a = [0.5f32; MAX_MR * K];
+    let b = [0.25f32; K * MAX_NR];
+    let mut c = [0.0f32; MAX_MR * MAX_NR];
     let mut best = f64::INFINITY;
     for _ in 0..8 {
         let start = Instant::now();

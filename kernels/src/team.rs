@@ -1,16 +1,21 @@
-//! The GEMM's own helper threads, for products called from outside any rayon pool (a program's
-//! main thread, a C caller of `cblas_sgemm`).
+//! The library's own helper threads, for the parallel loops of calls made from outside any
+//! rayon pool (a program's main thread, a training loop, a C caller of `cblas_sgemm`): products,
+//! convolutions, pooling, normalization, activations, optimizer steps.
 //!
 //! Handing work to a sleeping rayon worker costs about 15 µs on the VMs this project is measured
 //! on (measured: an empty `rayon::in_place_scope` spawn from the main thread, back to back, took
 //! 14–17 µs on a 2-core Zen 5 VM: the worker has gone to sleep and waking it goes through the
 //! hypervisor), which is as long as a whole 128³ product on one core. The helpers here spin for
-//! [`SPIN`] after each job before they park, so calls that follow each other (a training loop,
-//! a benchmark, a solver) find them awake and the hand-off is a few cache-line transfers.
+//! [`SPIN`] after each job before they park, so calls that follow each other (a training step's
+//! passes, a benchmark, a solver) find them awake and the hand-off is a few cache-line transfers.
+//! Every parallel loop of the crate goes through [`for_each`] (or [`run_parallel`]), so the
+//! passes of a step share these helpers: with rayon's pool for the other passes, its workers
+//! and the spinning helpers took turns on the same cores (program A, batch 32, ran no faster on
+//! two threads than on one).
 //!
-//! One job runs at a time; a caller that finds the team busy (another thread's product) runs on
+//! One job runs at a time; a caller that finds the team busy (another thread's job) runs on
 //! the rayon pool instead. The caller claims tasks from the first on, the helpers from the last
-//! back; each task writes its own part of C, so which thread runs it never changes a bit.
+//! back; each task writes its own part of the output, so which thread runs it never changes a bit.
 //!
 //! # The hand-off protocol
 //! `state` packs the job's epoch (high 32 bits), a `CLOSED` bit and the number of helpers inside
@@ -23,6 +28,9 @@
 //! task itself, so nothing waits on it.
 
 use rayon::prelude::*;
+
+use crate::process::Threading;
+use crate::shared::SharedOut;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
@@ -165,6 +173,97 @@ pub(crate) fn run_parallel(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sy
     });
 }
 
+/// `f(t)` for every `t < tasks` on the threads `threading` allows ([`run_parallel`]); on the
+/// calling thread alone where that is one thread, or one task.
+pub(crate) fn for_each(threading: Threading, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+    let threads = crate::process::threads(threading);
+    if threads <= 1 || tasks <= 1 {
+        (0..tasks).for_each(f);
+    } else {
+        run_parallel(tasks, threads, f);
+    }
+}
+
+/// `f(i, piece)` for every piece `i` of `out` cut every `len` elements (the last one may be
+/// shorter), run as [`for_each`] runs its tasks.
+pub(crate) fn for_each_piece<T: Send>(
+    threading: Threading,
+    out: &mut [T],
+    len: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let (len, total) = (len.max(1), out.len());
+    let out = SharedOut::new(out);
+    for_each(threading, total.div_ceil(len), &|i| {
+        // SAFETY: piece i is formed by task i alone, and the pieces do not overlap.
+        f(i, unsafe { out.slice(i * len..((i + 1) * len).min(total)) })
+    });
+}
+
+/// `f(i, a_piece, b_piece)` for the matching pieces of two outputs cut every `a_len` and
+/// `b_len` elements (as many pieces of each: whole images of a pooling's output and of its
+/// argmax), run as [`for_each`] runs its tasks.
+pub(crate) fn for_each_piece_pair<A: Send, B: Send>(
+    threading: Threading,
+    (a, a_len): (&mut [A], usize),
+    (b, b_len): (&mut [B], usize),
+    f: impl Fn(usize, &mut [A], &mut [B]) + Sync,
+) {
+    let (a_len, b_len) = (a_len.max(1), b_len.max(1));
+    let pieces = (a.len() / a_len).min(b.len() / b_len);
+    let (a, b) = (SharedOut::new(a), SharedOut::new(b));
+    for_each(threading, pieces, &|i| {
+        // SAFETY: pieces i are formed by task i alone, and the pieces do not overlap.
+        let (a_i, b_i) = unsafe {
+            (
+                a.slice(i * a_len..(i + 1) * a_len),
+                b.slice(i * b_len..(i + 1) * b_len),
+            )
+        };
+        f(i, a_i, b_i)
+    });
+}
+
+/// Runs `f` once on every thread that this thread's parallel calls into the library may run
+/// tasks on: the calling thread and the library's helper threads (started now if they were
+/// not yet) — or, called from a thread of a rayon pool, every thread of that pool. For state
+/// a thread keeps for itself: scratch buffers grown ahead of time, a flag a test or a profiler
+/// sets. Threads busy with another caller's work at that moment may be missed (`f` then ran on
+/// fewer threads).
+pub fn on_every_thread(f: &(dyn Fn() + Sync)) {
+    broadcast(crate::process::threads(Threading::Rayon), f);
+}
+
+/// Runs `f` once on the calling thread and once on each of the helpers a call on `threads`
+/// threads may use (spawning them first), each thread once: so that thread-local state (the
+/// scratch buffers) is ready on every thread that may run a task. From a rayon pool thread, on
+/// every thread of that pool. Where the team is busy with another thread's job, or a helper
+/// does not come within a second, the threads missed simply did not run `f`.
+pub(crate) fn broadcast(threads: usize, f: &(dyn Fn() + Sync)) {
+    if rayon::current_thread_index().is_some() {
+        rayon::broadcast(|_| f());
+        return;
+    }
+    let helpers = threads.saturating_sub(1);
+    if helpers == 0 || crate::process::forked_child() {
+        f();
+        return;
+    }
+    // Each task waits, after running `f`, until every task has begun, so no thread takes two.
+    let begun = AtomicUsize::new(0);
+    let task = |_| {
+        begun.fetch_add(1, Ordering::AcqRel);
+        f();
+        let until = Instant::now() + Duration::from_secs(1);
+        while begun.load(Ordering::Acquire) < helpers + 1 && Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    };
+    if !run(helpers + 1, helpers + 1, &task) {
+        f();
+    }
+}
+
 /// Runs `f(t)` for every `t < tasks` on the calling thread and up to `threads - 1` helpers.
 /// Returns `false`, having run nothing, when another thread's job holds the team (or, never in
 /// practice, `tasks` does not fit the job's 32-bit counts).
@@ -212,7 +311,7 @@ pub(crate) fn run(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) -> b
     job.work(false);
     drop(close);
     if job.panicked.load(Ordering::Relaxed) {
-        panic!("a GEMM task panicked on a helper thread");
+        panic!("a kernels task panicked on a helper thread");
     }
     true
 }
@@ -246,7 +345,7 @@ fn ensure_helpers(team: &'static Team, want: usize) -> usize {
     };
     while *count < want {
         let spawned = std::thread::Builder::new()
-            .name(format!("kernels-gemm-{}", *count + 1))
+            .name(format!("kernels-helper-{}", *count + 1))
             .spawn(move || helper(team));
         if spawned.is_err() {
             break;
@@ -359,6 +458,59 @@ mod tests {
                 .collect();
             let split = mine.iter().take_while(|&&b| b).count();
             assert!(mine[split..].iter().all(|&b| !b), "{mine:?}");
+        }
+    }
+
+    #[test]
+    fn pieces_cover_their_outputs_once_with_their_own_indices() {
+        for (len, piece) in [(0, 3), (1, 3), (10, 3), (12, 4), (7, 100)] {
+            for threading in [Threading::Single, Threading::Rayon] {
+                let mut out = vec![usize::MAX; len];
+                for_each_piece(threading, &mut out, piece, |i, p| {
+                    assert!(
+                        p.len() == piece || (i + 1) * piece >= len,
+                        "{i} {}",
+                        p.len()
+                    );
+                    p.iter_mut().for_each(|v| *v = i);
+                });
+                assert!(
+                    out.iter().enumerate().all(|(e, &v)| v == e / piece),
+                    "{out:?}"
+                );
+                // Pairs: as many pieces as the shorter output holds whole.
+                let (mut a, mut b) = (vec![0u32; len], vec![0u8; 2 * len + 1]);
+                for_each_piece_pair(
+                    threading,
+                    (&mut a, piece),
+                    (&mut b, 2 * piece),
+                    |i, x, y| {
+                        assert_eq!((x.len(), y.len()), (piece, 2 * piece));
+                        x.iter_mut().for_each(|v| *v = i as u32 + 1);
+                        y.iter_mut().for_each(|v| *v = 1);
+                    },
+                );
+                let whole = len / piece * piece;
+                assert!(a[..whole].iter().all(|&v| v > 0) && a[whole..].iter().all(|&v| v == 0));
+                assert_eq!(b.iter().filter(|&&v| v == 1).count(), 2 * whole);
+            }
+        }
+    }
+
+    #[test]
+    fn every_thread_runs_the_broadcast_once() {
+        for threads in [1, 2, 3] {
+            let ran: Mutex<Vec<std::thread::ThreadId>> = Mutex::new(Vec::new());
+            broadcast(threads, &|| {
+                ran.lock().unwrap().push(std::thread::current().id())
+            });
+            let mut ids = ran.into_inner().unwrap();
+            let count = ids.len();
+            ids.sort_unstable_by_key(|id| format!("{id:?}"));
+            ids.dedup();
+            // Each thread once; all of them unless another test's job held the team.
+            assert_eq!(ids.len(), count);
+            assert!((1..=threads).contains(&count), "{count} of {threads}");
         }
     }
 
