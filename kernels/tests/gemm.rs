@@ -409,6 +409,49 @@ fn thread_count_does_not_change_the_bits() {
     }
 }
 
+/// B stored by columns (a transposed matrix) gives the bits of the same B stored by rows: a
+/// small product copies it into rows for the tiles that read B in place, a larger one packs it;
+/// either way each element of C is the same sum in the same order.
+#[test]
+fn b_by_columns_has_the_bits_of_b_by_rows() {
+    let shapes = [
+        (32, 10, 64),
+        (64, 10, 32),
+        (16, 16, 16),
+        (13, 27, 40),
+        (7, 128, 100),
+        (128, 64, 128),
+        (32, 128, 784),
+        (300, 200, 100),
+    ];
+    for path in native_paths() {
+        for &(m, k, n) in &shapes {
+            let mut rng = Rng::new((m * k * n) as u64);
+            let (a, b, c0) = (rng.fill(m * k), rng.fill(k * n), rng.fill(m * n));
+            // bt holds B's columns one after another: B = btᵀ.
+            let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let run = |b_view: MatRef<'_>| {
+                let mut c = c0.clone();
+                gemm_with(
+                    &path.opts(),
+                    0.75,
+                    MatRef::row_major(&a, m, k, k),
+                    b_view,
+                    1.5,
+                    MatMut::row_major(&mut c, m, n, n),
+                )
+                .unwrap();
+                c.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            };
+            assert_eq!(
+                run(MatRef::row_major(&b, k, n, n)),
+                run(MatRef::row_major(&bt, n, k, k).t()),
+                "{path} {m}×{k}×{n}"
+            );
+        }
+    }
+}
+
 /// Outside the alpha = 0 and beta = 0 rules, NaN and infinities propagate.
 #[test]
 fn nan_and_inf_propagate() {

@@ -20,7 +20,7 @@
 
 use super::config::{small_tile, SmallTile, SMALL};
 use super::epilogue::Epilogue;
-use super::pack::pack_b;
+use super::pack::{pack_b, transpose_lines};
 use super::price::{awake_cost, HandOff};
 use super::problem::{Operand, Problem};
 use crate::arch::{prefetch_run_to_l2, StridedAKernelFn};
@@ -61,10 +61,47 @@ pub(crate) fn gemm_small(isa: Isa, prob: &Problem<'_>) -> bool {
     if m > SMALL || n > SMALL || k > SMALL || hand_offs_worth(m, n, k, awake_cost()) >= 2 {
         return false;
     }
+    if prob.b.cs != 1 && prob.b.rs == 1 {
+        return small_over_rows_of_b(isa, prob);
+    }
     let Some(tile) = in_place_tile(isa, prob) else {
         return false;
     };
     run_small(tile, prob);
+    true
+}
+
+/// A small product whose B is stored by columns (a transposed matrix: a layer's weights in its
+/// input gradient `g·Wᵀ`), run by the small tiles over a copy of B stored by rows: at most
+/// [`SMALL`]² floats, copied faster than the packed path sets itself up. On one thread of an
+/// AVX-512 Xeon, 32×10×64 with B transposed (a last layer's input gradient at batch 32) took
+/// 1.1 µs on the packed path against 0.4 µs with B by rows. Each element of C is the same sum
+/// in the same order as on the packed path.
+fn small_over_rows_of_b(isa: Isa, prob: &Problem<'_>) -> bool {
+    let probe = Problem {
+        b: Operand {
+            rs: prob.n,
+            cs: 1,
+            ..prob.b
+        },
+        ..*prob
+    };
+    let Some(tile) = in_place_tile(isa, &probe) else {
+        return false;
+    };
+    let (k, n, b) = (prob.k, prob.n, prob.b);
+    PACK_B.with(k * n, k * n, |rows| {
+        transpose_lines(|j| &b.data[j * b.cs..j * b.cs + k], n, rows, 0, n, k);
+        let by_rows = Problem {
+            b: Operand {
+                data: rows,
+                rs: n,
+                cs: 1,
+            },
+            ..*prob
+        };
+        run_small(tile, &by_rows);
+    });
     true
 }
 
