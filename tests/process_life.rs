@@ -1,6 +1,6 @@
 //! The library at a process's odd moments, from Rust (the C interface's twin of this is
 //! `kernels-capi/tests/c/lifecycle_sgemm.c`): a child forked after training — the thread pool
-//! and the GEMM's helper threads did not survive the fork — trains and predicts with the same
+//! and the library's helper threads did not survive the fork — trains and predicts with the same
 //! bits as its parent; products run from a thread-local destructor and from an `atexit`
 //! handler. Each scenario runs in a fresh process of this test binary, so no other test's
 //! threads are forked along.

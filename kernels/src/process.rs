@@ -1,7 +1,7 @@
 //! The process the kernels run in: whether it is a child forked from a process that had started
 //! threads, and how many threads a call may therefore use.
 //!
-//! `fork()` copies only the calling thread. In the child, rayon's pool and the GEMM's helper team
+//! `fork()` copies only the calling thread. In the child, rayon's pool and the library's helper team
 //! exist as data but not as threads: a job handed to them would wait forever. A fork handler
 //! (registered before the first parallel call) marks the child, and every parallel loop of this
 //! crate then runs on the calling thread — the same results, bit for bit, since no thread count

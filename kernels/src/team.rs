@@ -153,7 +153,7 @@ pub(crate) fn wake(threads: usize) {
 
 /// Runs `f(0..tasks)` on up to `threads` threads. From a rayon pool thread, rayon's own work
 /// splitting (the caller works too). From outside any pool (a program's main thread, a C
-/// caller), the GEMM's own helper team (this module), whose helpers stay awake between
+/// caller), the library's own helper team (this module), whose helpers stay awake between
 /// products; if another thread's product holds the team, the caller takes every `threads`-th
 /// task itself and hands the other groups to the rayon pool.
 pub(crate) fn run_parallel(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) {
@@ -244,10 +244,15 @@ pub(crate) fn broadcast(threads: usize, f: &(dyn Fn() + Sync)) -> bool {
         rayon::broadcast(|_| f());
         return true;
     }
-    let helpers = ensure_helpers(team(), threads.saturating_sub(1));
-    if helpers == 0 || crate::process::forked_child() {
+    // A forked child has no helpers (the team's count is the parent's): the caller alone.
+    if crate::process::forked_child() {
         f();
-        return helpers + 1 >= threads;
+        return threads <= 1;
+    }
+    let helpers = ensure_helpers(team(), threads.saturating_sub(1));
+    if helpers == 0 {
+        f();
+        return threads <= 1;
     }
     // Each task waits, after running `f`, until every task has begun, so no thread takes two.
     let (begun, missed) = (AtomicUsize::new(0), AtomicBool::new(false));

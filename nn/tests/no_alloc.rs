@@ -89,12 +89,14 @@ fn steps_allocate(mut model: Sequential, input: usize, threads: Option<usize>) -
         )
         .unwrap();
     let flag = || STEP_THREAD.with(|t| t.set(true));
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.unwrap_or(1))
-        .build()
-        .unwrap();
-    match threads {
-        Some(_) => drop(pool.broadcast(|_| flag())),
+    let pool = threads.map(|t| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .unwrap()
+    });
+    match &pool {
+        Some(pool) => drop(pool.broadcast(|_| flag())),
         None => kernels::on_every_thread(&flag),
     }
     let counted_step = |model: &mut Sequential| {
@@ -130,8 +132,8 @@ fn steps_allocate(mut model: Sequential, input: usize, threads: Option<usize>) -
         }
         (per_step, first)
     };
-    let (per_step, first) = match threads {
-        Some(_) => pool.install(measure),
+    let (per_step, first) = match &pool {
+        Some(pool) => pool.install(measure),
         None => measure(),
     };
     Counted {
