@@ -84,6 +84,13 @@ pub struct ExecOptions {
     pub backend: Option<Backend>,
     /// Threads to use.
     pub threading: Threading,
+    /// The caller has just written the product's operands and reads its result next (a
+    /// training step's products): a thread that shares the product must then fetch its share
+    /// of A and B from the caller's cache and the caller its part of C from that thread's, so a
+    /// product is shared only where its work repays those transfers too. Off by default, as
+    /// for a BLAS: with the same operands called again (a benchmark, an iterative solver) they
+    /// stay in both cores' caches and sharing pays from much smaller products.
+    pub fresh_operands: bool,
 }
 
 impl ExecOptions {

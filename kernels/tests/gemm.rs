@@ -367,10 +367,11 @@ fn thread_count_does_not_change_the_bits() {
             let a = rng.fill(m * k);
             let b = rng.fill(k * n);
             let c0 = rng.fill(m * n);
-            let run = |threading| {
+            let run_with = |threading, fresh_operands| {
                 let mut c = c0.clone();
                 let opts = ExecOptions {
                     threading,
+                    fresh_operands,
                     ..path.opts()
                 };
                 gemm_with(
@@ -384,6 +385,7 @@ fn thread_count_does_not_change_the_bits() {
                 .unwrap();
                 c
             };
+            let run = |threading| run_with(threading, false);
             let single = run(Threading::Single);
             let on_one = one.install(|| run(Threading::Rayon));
             let on_two = two.install(|| run(Threading::Rayon));
@@ -404,6 +406,13 @@ fn thread_count_does_not_change_the_bits() {
                 bits(&on_one),
                 bits(&outside),
                 "{path} {m}×{k}×{n}: outside the pool"
+            );
+            // Operands just written only change how many threads share the product.
+            let fresh = run_with(Threading::Rayon, true);
+            assert_eq!(
+                bits(&on_one),
+                bits(&fresh),
+                "{path} {m}×{k}×{n}: fresh operands"
             );
         }
     }

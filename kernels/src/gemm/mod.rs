@@ -197,7 +197,14 @@ pub fn gemm_fused(
     };
     // The thread count is asked for only where it matters: small products run on this thread, and
     // asking the pool took 4 % of a 16³ product's time in a profile.
-    let threads = || crate::process::threads(opts.threading);
+    let threads = || {
+        let threads = crate::process::threads(opts.threading);
+        if opts.fresh_operands && !price::shares_repay(isa, m, n, k, threads) {
+            1
+        } else {
+            threads
+        }
+    };
     let apply_epilogue = |prob: &Problem<'_>| {
         if let Some(e) = prob.epilogue {
             // SAFETY: as for the quick return above, in the problem's orientation of C.

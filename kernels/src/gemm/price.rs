@@ -20,6 +20,7 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use super::config::{small_tile, SMALL};
+use crate::shared::SharedOut;
 use crate::team;
 use crate::Isa;
 
@@ -47,7 +48,7 @@ const HANDOFFS_PER_ROUND_TRIP: f64 = 1.5;
 /// ones no helper joined (it was still starting, or parked) not counted.
 const ROUND_TRIPS: usize = 15;
 const WARM_UPS: usize = 5;
-const TRIES: usize = 60;
+const TRIES: usize = 120;
 /// Jobs in a row that no helper joined before the measurement is given up (to try again at a
 /// later product, at most [`ATTEMPTS`] times).
 const MISSES: usize = 10;
@@ -58,14 +59,39 @@ const HELPER_PATIENCE: Duration = Duration::from_micros(100);
 /// Tries at measuring before [`HANDOFF_COST`] is kept for good.
 const ATTEMPTS: u32 = 3;
 
-static MEASURED: OnceLock<f64> = OnceLock::new();
+static MEASURED: OnceLock<Prices> = OnceLock::new();
 static FAILED_ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+
+/// What the cost model charges for sharing a product, in multiply-adds on the tiles.
+#[derive(Clone, Copy, Debug)]
+struct Prices {
+    /// One hand-off to the awake team.
+    handoff: f64,
+    /// One cache line of operands that a helper fetches from the caller's cache, or of C that
+    /// the caller fetches back from the helper's (see [`shares_repay`]).
+    line: f64,
+}
+
+/// The prices until they are measured (or where they cannot be).
+const CONSTANT_PRICES: Prices = Prices {
+    handoff: HANDOFF_COST,
+    line: LINE_COST,
+};
+
+/// A cache line moved between two cores until it is measured: 30–36 ns on an AVX-512 Xeon VM
+/// (whose tile does about 100 multiply-adds per ns), from the round trips with 32, 128 and 256
+/// lines each way alike: the lines are fetched one after another, each a cross-core snoop.
+const LINE_COST: f64 = 2048.0;
+
+/// Lines that a timed round trip moves each way (2 KiB): enough that their time stands out of
+/// the round trip's own (0.6–1.4 µs on the Xeon VM).
+const LINES: usize = 32;
 
 /// The price of a hand-off to the awake team as known now: measured, or [`HANDOFF_COST`] before
 /// it is. Never measures (for decisions taken before a product knows its thread count).
 #[inline]
 pub(crate) fn awake_cost() -> f64 {
-    MEASURED.get().copied().unwrap_or(HANDOFF_COST)
+    MEASURED.get().map_or(HANDOFF_COST, |p| p.handoff)
 }
 
 /// Where a product's parallel section would go from the calling thread, and what the cost
@@ -93,7 +119,7 @@ impl HandOff {
     /// time it is asked).
     pub(crate) fn cost(self) -> f64 {
         if self.awake {
-            measured_cost(self.isa)
+            measured(self.isa).handoff
         } else {
             FORK_JOIN_COST
         }
@@ -109,39 +135,112 @@ impl HandOff {
     }
 }
 
-/// The awake team's measured price, measuring it now if no one has yet. Without small tiles
-/// for `isa` there is no rate to price it with, and the constant stays for good; a round trip
-/// that could not be timed is tried again at a later product, [`ATTEMPTS`] times in all.
-fn measured_cost(isa: Isa) -> f64 {
-    if let Some(&cost) = MEASURED.get() {
-        return cost;
+/// Whether an `m × n × k` product whose operands the caller has just written (and whose C it
+/// reads next) gains from `threads` threads: when the hand-off plus the longer of a thread's
+/// share of the work and the moves of its share's cache lines between the cores is less than
+/// the whole product on one thread.
+///
+/// A helper reads its share of A and B from the caller's cache, where they were just written,
+/// and writes its part of C, which the caller then fetches back; the caller's next writes to
+/// A and B wait for the helper's copies to be invalidated. On the Xeon VM, with A and B
+/// rewritten and C read between calls, one thread → two (µs per call, rewriting included):
+/// 32×100×64 5.0 → 16.6, 64³ 7.2 → 19.1, 128³ 30 → 53, 32×784×128 52 → 93, 256³ 234 → 196,
+/// 512³ 1959 → 1356 (with the same operands called again and again, where nothing moves, all
+/// but the first two gained: 128³ 26 → 17). The moves overlap the work where there is enough of
+/// it (a split 256³ moves about 8 000 lines, 160 µs at the round trips' 20 ns each, and still
+/// gained), hence the longer of the two, not their sum; at the measured price this decides all
+/// six as they ran.
+/// A thread's share is counted as the smaller operand whole (a band of rows reads all of B, a
+/// band of columns all of A) and its part of the larger one and of C.
+pub(crate) fn shares_repay(isa: Isa, m: usize, n: usize, k: usize, threads: usize) -> bool {
+    if threads <= 1 {
+        return false;
+    }
+    let handoff = HandOff::here(isa, threads);
+    let prices = if handoff.awake {
+        measured(isa)
+    } else {
+        MEASURED.get().copied().unwrap_or(CONSTANT_PRICES)
+    };
+    let section = if handoff.awake {
+        prices.handoff
+    } else {
+        FORK_JOIN_COST
+    };
+    let floats_per_line = (crate::cpu::cache_info().l1d.line / 4).max(1) as f64;
+    let (a, b, c) = ((m * k) as f64, (k * n) as f64, (m * n) as f64);
+    let t = threads as f64;
+    let share_lines = (a.min(b) + (a.max(b) + c) / t) / floats_per_line;
+    let work = a * n as f64;
+    section + (work / t).max(share_lines * prices.line) < work
+}
+
+/// The measured prices, measuring them now if no one has yet. Without small tiles for `isa`
+/// there is no rate to price them with, and the constants stay for good; round trips that
+/// could not be timed are tried again at a later product, [`ATTEMPTS`] times in all.
+fn measured(isa: Isa) -> Prices {
+    if let Some(&prices) = MEASURED.get() {
+        return prices;
     }
     let Some(rate) = tile_macs_per_ns(isa) else {
-        return *MEASURED.get_or_init(|| HANDOFF_COST);
+        return *MEASURED.get_or_init(|| CONSTANT_PRICES);
     };
-    match round_trip_ns() {
-        Some(trip) => *MEASURED.get_or_init(|| {
-            (HANDOFFS_PER_ROUND_TRIP * trip * rate).clamp(HANDOFF_COST / 2.0, FORK_JOIN_COST)
+    match round_trips_ns() {
+        Some((empty, loaded)) => *MEASURED.get_or_init(|| Prices {
+            handoff: (HANDOFFS_PER_ROUND_TRIP * empty * rate)
+                .clamp(HANDOFF_COST / 2.0, FORK_JOIN_COST),
+            // Lines that moved faster than the empty trip's noise still cost something.
+            line: ((loaded - empty) / (2 * LINES) as f64 * rate)
+                .clamp(LINE_COST / 8.0, LINE_COST * 8.0),
         }),
         None if FAILED_ATTEMPTS.fetch_add(1, Ordering::Relaxed) + 1 >= ATTEMPTS => {
-            *MEASURED.get_or_init(|| HANDOFF_COST)
+            *MEASURED.get_or_init(|| CONSTANT_PRICES)
         }
-        None => HANDOFF_COST,
+        None => CONSTANT_PRICES,
     }
 }
 
-/// The median time of a hand-off to the awake team: a job of two tasks, whichever thread takes
-/// the first waiting until another has taken the second. `None` when the team is busy with
-/// another caller's product or no helper took a task in time (the caller ran both).
-fn round_trip_ns() -> Option<f64> {
-    let mut trips = [0.0f64; ROUND_TRIPS];
-    let (mut timed, mut missed) = (0, 0);
-    for _ in 0..TRIES {
+/// A cache line's worth of floats, aligned so that it is one line (on CPUs of 64-byte lines or
+/// shorter).
+#[derive(Clone, Copy)]
+#[repr(align(64))]
+struct Line([f32; 16]);
+
+/// The median times of hand-offs to the awake team, empty and moving [`LINES`] lines each way:
+/// a job of two tasks, whichever thread takes the first waiting until another has taken the
+/// second; in a loaded trip the caller first writes the lines that the helper then reads, and
+/// reads the lines that the helper wrote (as a product's operands and C). Empty and loaded
+/// trips alternate. `None` when the team is busy with another caller's product or no helper
+/// took a task in time (the caller ran both).
+fn round_trips_ns() -> Option<(f64, f64)> {
+    let mut trips = [[0.0f64; ROUND_TRIPS]; 2];
+    let (mut timed, mut missed) = ([0usize; 2], 0);
+    let mut operands = [Line([0.0; 16]); LINES];
+    let mut results = [Line([0.0; 16]); LINES];
+    let mut sink = 0.0f32;
+    for attempt in 0..TRIES {
+        let loaded = attempt % 2;
+        let start = Instant::now();
+        if loaded == 1 {
+            for (i, line) in operands.iter_mut().enumerate() {
+                line.0 = [(attempt + i) as f32; 16];
+            }
+        }
+        let caller = std::thread::current().id();
         let taken = AtomicBool::new(false);
         let ran_on: [OnceLock<ThreadId>; 2] = [OnceLock::new(), OnceLock::new()];
+        let out = SharedOut::new(&mut results);
         let f = |t: usize| {
-            let _ = ran_on[t].set(std::thread::current().id());
+            let me = std::thread::current().id();
+            let _ = ran_on[t].set(me);
             if t == 1 {
+                if loaded == 1 && me != caller {
+                    // SAFETY: only this task (one thread) forms a slice of `out`.
+                    let results = unsafe { out.slice(0..LINES) };
+                    for (to, from) in results.iter_mut().zip(&operands) {
+                        to.0 = from.0.map(|x| x + 1.0);
+                    }
+                }
                 taken.store(true, Ordering::Release);
             } else {
                 let start = Instant::now();
@@ -150,26 +249,36 @@ fn round_trip_ns() -> Option<f64> {
                 }
             }
         };
-        let start = Instant::now();
         if !team::run(2, 2, &f) {
             return None;
         }
+        if loaded == 1 {
+            sink += results.iter().map(|l| l.0.iter().sum::<f32>()).sum::<f32>();
+        }
+        let elapsed = start.elapsed().as_secs_f64() * 1e9;
         if ran_on[0].get() == ran_on[1].get() {
             missed += 1;
             if missed == MISSES {
                 return None;
             }
-        } else {
-            missed = 0;
-            // The first few warm the helper up.
-            if timed >= WARM_UPS {
-                trips[timed - WARM_UPS] = start.elapsed().as_secs_f64() * 1e9;
-            }
-            timed += 1;
-            if timed == WARM_UPS + ROUND_TRIPS {
-                trips.sort_unstable_by(f64::total_cmp);
-                return Some(trips[ROUND_TRIPS / 2]);
-            }
+            continue;
+        }
+        missed = 0;
+        // The first few warm the helper up.
+        let n = &mut timed[loaded];
+        if *n == WARM_UPS + ROUND_TRIPS {
+            continue;
+        }
+        if *n >= WARM_UPS {
+            trips[loaded][*n - WARM_UPS] = elapsed;
+        }
+        *n += 1;
+        if timed.iter().all(|&n| n == WARM_UPS + ROUND_TRIPS) {
+            std::hint::black_box(sink);
+            let [mut empty, mut loaded] = trips;
+            empty.sort_unstable_by(f64::total_cmp);
+            loaded.sort_unstable_by(f64::total_cmp);
+            return Some((empty[ROUND_TRIPS / 2], loaded[ROUND_TRIPS / 2]));
         }
     }
     None
@@ -247,9 +356,28 @@ mod tests {
             (HANDOFF_COST / 2.0..=FORK_JOIN_COST).contains(&first),
             "{first}"
         );
-        // Once measured (or given up on), the price no longer changes.
-        if MEASURED.get().is_some() {
+        // Once measured (or given up on), the prices no longer change.
+        if let Some(prices) = MEASURED.get() {
             assert_eq!(awake_cost().to_bits(), first.to_bits());
+            assert!(
+                (LINE_COST / 8.0..=LINE_COST * 8.0).contains(&prices.line),
+                "{prices:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn moving_the_operands_keeps_small_products_on_one_thread() {
+        let isa = Isa::best();
+        assert!(!shares_repay(isa, 4096, 4096, 4096, 1));
+        for threads in [2, 4] {
+            // Whatever was measured: a thread's share of a 32×100×64 product moves hundreds of
+            // lines, each worth more than its share of the work.
+            assert!(!shares_repay(isa, 32, 64, 100, threads));
+            assert!(!shares_repay(isa, 16, 16, 16, threads));
+            // A 4096³ product does 4096 multiply-adds per element of each operand: its lines
+            // move at up to 8 × the constant price and still leave it to share.
+            assert!(shares_repay(isa, 4096, 4096, 4096, threads));
         }
     }
 
