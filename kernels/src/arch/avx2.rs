@@ -134,4 +134,25 @@ impl Vector for __m256 {
         // SAFETY: caller's contract.
         unsafe { _mm256_storeu_si256(p.cast(), o) }
     }
+    #[inline(always)]
+    unsafe fn load_offsets_live(p: *const u32, m: Mask256) -> __m256i {
+        // SAFETY: caller's contract; masked-out lanes are not accessed.
+        unsafe {
+            if m.full {
+                _mm256_loadu_si256(p.cast())
+            } else {
+                _mm256_maskload_epi32(p.cast(), m.lanes)
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn same_offsets(a: __m256i, b: __m256i) -> __m256 {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, b)) }
+    }
+    #[inline(always)]
+    unsafe fn chosen(take: __m256) -> u32 {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { (_mm256_movemask_ps(take) as u32).count_ones() }
+    }
 }

@@ -103,4 +103,18 @@ impl Vector for __m512 {
         // SAFETY: caller's contract.
         unsafe { _mm512_storeu_si512(p.cast(), o) }
     }
+    #[inline(always)]
+    unsafe fn load_offsets_live(p: *const u32, m: __mmask16) -> __m512i {
+        // SAFETY: caller's contract; masked-out lanes are not accessed.
+        unsafe { _mm512_maskz_loadu_epi32(m, p.cast()) }
+    }
+    #[inline(always)]
+    unsafe fn same_offsets(a: __m512i, b: __m512i) -> __mmask16 {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm512_cmpeq_epi32_mask(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn chosen(take: __mmask16) -> u32 {
+        take.count_ones()
+    }
 }

@@ -49,4 +49,10 @@ pub(crate) trait Vector: Copy {
     ) -> Self::Offsets;
     /// All `LANES` offsets to `p`.
     unsafe fn store_offsets(p: *mut u32, o: Self::Offsets);
+    /// The live lanes of offsets at `p` (the others zero, never read).
+    unsafe fn load_offsets_live(p: *const u32, m: Self::Mask) -> Self::Offsets;
+    /// The lanes where `a` and `b` are equal.
+    unsafe fn same_offsets(a: Self::Offsets, b: Self::Offsets) -> Self::Choice;
+    /// How many lanes `take` chose.
+    unsafe fn chosen(take: Self::Choice) -> u32;
 }

@@ -483,3 +483,64 @@ pub(crate) fn backward_weights(
     // SAFETY: the caller checked that this CPU has `isa`'s features.
     unsafe { weights_loops::run(isa, s, x, dy, pixels, dw, db) }
 }
+
+/// The output gradient of a convolution followed by a max pooling of windows apart, as the
+/// pooling's backward pass would form it for the weight gradient, read from the pooling's own
+/// arrays: for output pixel (oy, ox) and channel c, `g[q]` where the pixel is the argmax of its
+/// window's entry q, and 0 elsewhere (outside every window too).
+#[derive(Debug, Clone, Copy)]
+// Read by the explicit 3×3 kernel only (x86-64).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) struct PooledGrads<'a> {
+    /// The pooled entries' gradients, as the pooling's backward pass routes them (`0 + act'·dy`),
+    /// of the images from `first_image` on.
+    pub g: &'a [f32],
+    /// Their argmax (an offset into the convolution's output image), of the same images.
+    pub argmax: &'a [u32],
+    pub first_image: usize,
+    /// The pooling's window, stride and output size.
+    pub window: (usize, usize),
+    pub stride: (usize, usize),
+    pub out: (usize, usize),
+}
+
+/// Whether [`backward_weights_pooled`] takes `s` on `isa`: where the explicit 3×3 kernel does.
+pub(crate) fn takes_pooled(s: &Conv2d, isa: Isa) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::direct3x3::applies(s, isa);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (s, isa);
+        false
+    }
+}
+
+/// [`backward_weights`] over whole images from the max pooling that followed the convolution
+/// (windows apart), where [`takes_pooled`]: the same bits as that pooling's backward pass then
+/// [`backward_weights`], without the dense gradient between them. Returns the entries routed
+/// (all of the images' unless an argmax lies outside its window).
+///
+/// # Panics
+/// Where not [`takes_pooled`]`(s, isa)` (the caller asks first).
+pub(crate) fn backward_weights_pooled(
+    isa: Isa,
+    s: &Conv2d,
+    x: &[f32],
+    pooled: PooledGrads<'_>,
+    pixels: std::ops::Range<usize>,
+    dw: &mut [f32],
+    db: &mut [f32],
+) -> usize {
+    assert!(
+        takes_pooled(s, isa),
+        "the pooled weight pass does not take {s:?}"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller checked that this CPU has `isa`, which `applies` accepts (asserted).
+    return unsafe { super::direct3x3::backward_weights_pooled(isa, s, x, pooled, pixels, dw, db) };
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, pooled, pixels, dw, db);
+        0
+    }
+}

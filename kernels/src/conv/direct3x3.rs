@@ -12,6 +12,7 @@
 
 use std::arch::x86_64::*;
 
+use super::direct::PooledGrads;
 use super::Conv2d;
 use crate::arch::vector::Vector;
 use crate::Isa;
@@ -229,10 +230,11 @@ impl<V: Vector, const G: usize> Tile<V, G> {
 }
 
 /// The weight and bias gradients of the same layers: `dw` (9 × out_c) ← Σ over `pixels` of
-/// patchᵀ·dy and `db` ← Σ dy, written over, with `dy` the gradients of `pixels` only. A pass holds `G` lane groups' nine tap accumulators
-/// and bias accumulator in registers; per pixel, nine broadcasts of the input and the pixel's dy
-/// vectors. Same operations in the same order as the portable kernel (from zero, pixel by pixel:
-/// one FMA per tap, one add for the bias): the same bits.
+/// patchᵀ·dy and `db` ← Σ dy, written over, with `dy` the gradients of `pixels` only. A pass
+/// holds `G` lane groups' nine tap accumulators and bias accumulator in registers; per pixel,
+/// nine broadcasts of the input and the pixel's dy vectors. Same operations in the same order as
+/// the portable kernel (from zero, pixel by pixel: one FMA per tap, one add for the bias): the
+/// same bits.
 ///
 /// # Safety
 /// [`applies`]`(s, isa)`, and the CPU has `isa`.
@@ -249,44 +251,216 @@ pub(super) unsafe fn backward_weights(
     assert!(applies(s, isa) && x.len() >= s.input_len());
     assert!(pixels.end <= s.batch * s.out_pixels() && dy.len() == pixels.len() * oc);
     assert!(dw.len() == TAPS * oc && db.len() == oc);
+    let grads = Dense {
+        dy: dy.as_ptr(),
+        first: pixels.start,
+        oc,
+    };
     // SAFETY: the CPU has `isa` (caller's contract); the shapes were asserted.
     unsafe {
         match isa {
-            Isa::Avx512 => weights_avx512(s, x, dy, pixels, dw, db),
-            _ => weights_avx2(s, x, dy, pixels, dw, db),
+            Isa::Avx512 => weights_avx512(s, x, &grads, pixels, dw, db),
+            _ => weights_avx2(s, x, &grads, pixels, dw, db),
+        }
+    };
+}
+
+/// [`backward_weights`] with the output gradient read from the max pooling that followed the
+/// convolution ([`PooledGrads`]) instead of from a dense array: the same bits as that pooling's
+/// backward pass then [`backward_weights`], without writing (and reading back) the dense
+/// gradient, three quarters zeros for 2×2 windows. Returns how many entries of `pooled` were
+/// routed to a pixel: all of the images' unless some argmax lies outside its window.
+///
+/// # Safety
+/// [`applies`]`(s, isa)`, and the CPU has `isa`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn backward_weights_pooled(
+    isa: Isa,
+    s: &Conv2d,
+    x: &[f32],
+    pooled: PooledGrads<'_>,
+    pixels: std::ops::Range<usize>,
+    dw: &mut [f32],
+    db: &mut [f32],
+) -> usize {
+    let oc = s.out_c;
+    let (ph, pw) = pooled.out;
+    let (sh, sw) = pooled.stride;
+    assert!(applies(s, isa) && x.len() >= s.input_len());
+    assert!(pixels.end <= s.batch * s.out_pixels() && dw.len() == TAPS * oc && db.len() == oc);
+    // Windows apart and inside the convolution's output; whole images, all of them in `pooled`.
+    assert!(pooled.window.0 <= sh && pooled.window.1 <= sw && sh > 0 && sw > 0);
+    assert!(
+        ph * sh <= s.out_h() + sh - pooled.window.0 && pw * sw <= s.out_w() + sw - pooled.window.1
+    );
+    let image = s.out_pixels();
+    assert!(pixels.start.is_multiple_of(image) && pixels.end.is_multiple_of(image));
+    let images = pixels.end / image - pixels.start / image;
+    assert!(pixels.start / image >= pooled.first_image);
+    let skipped = (pixels.start / image - pooled.first_image) * ph * pw * oc;
+    assert!(pooled.g.len() >= skipped + images * ph * pw * oc);
+    assert!(pooled.argmax.len() == pooled.g.len());
+    let grads = Pooled {
+        g: pooled.g.as_ptr(),
+        argmax: pooled.argmax.as_ptr(),
+        first_image: pooled.first_image,
+        image_len: ph * pw * oc,
+        window: pooled.window,
+        stride: pooled.stride,
+        out: pooled.out,
+        ow: s.out_w(),
+        oc,
+        routed: std::cell::Cell::new(0),
+    };
+    // SAFETY: the CPU has `isa` (caller's contract); the shapes were asserted.
+    unsafe {
+        match isa {
+            Isa::Avx512 => weights_avx512(s, x, &grads, pixels, dw, db),
+            _ => weights_avx2(s, x, &grads, pixels, dw, db),
+        }
+    };
+    grads.routed.get()
+}
+
+/// Where a weight pass reads each pixel's output gradient, a row of pixels at a time.
+trait PixelGrads {
+    /// Where a row's next pixel's gradient is (copied per pass, stepped per pixel).
+    type Cursor: Copy;
+    /// The cursor at pixel `p`, column `ox` of row `oy` of image `n`.
+    fn cursor(&self, p: usize, n: usize, oy: usize, ox: usize) -> Self::Cursor;
+    /// The cursor of the next pixel of the row.
+    fn step(&self, at: &mut Self::Cursor);
+    /// The gradient of lanes `c0 ..` (the live ones of `mask`) at `at`.
+    ///
+    /// # Safety
+    /// The CPU has `V`'s instruction set; `at` is a pixel of the pass.
+    unsafe fn load<V: Vector>(&self, at: &Self::Cursor, c0: usize, mask: V::Mask) -> V;
+}
+
+/// The gradients of pixels `first ..` in a dense array, `oc` floats each.
+struct Dense {
+    dy: *const f32,
+    first: usize,
+    oc: usize,
+}
+
+impl PixelGrads for Dense {
+    /// The pixel's offset into `dy`.
+    type Cursor = usize;
+    #[inline(always)]
+    fn cursor(&self, p: usize, _: usize, _: usize, _: usize) -> usize {
+        (p - self.first) * self.oc
+    }
+    #[inline(always)]
+    fn step(&self, at: &mut usize) {
+        *at += self.oc;
+    }
+    #[inline(always)]
+    unsafe fn load<V: Vector>(&self, at: &usize, c0: usize, mask: V::Mask) -> V {
+        // SAFETY: the pixel has `oc` floats of dy at `at` (the caller's assertions); the mask
+        // keeps the load to lanes below out_c.
+        unsafe { V::load_live(self.dy.add(at + c0), mask) }
+    }
+}
+
+/// [`PooledGrads`] as a pass reads it, counting the entries it routes.
+struct Pooled {
+    g: *const f32,
+    argmax: *const u32,
+    first_image: usize,
+    image_len: usize,
+    window: (usize, usize),
+    stride: (usize, usize),
+    out: (usize, usize),
+    ow: usize,
+    oc: usize,
+    routed: std::cell::Cell<usize>,
+}
+
+/// A pixel as [`Pooled`] finds its gradient: its row's first pooled entry (`None` for a row no
+/// window covers), its window's column and its column inside it, its own offset in the image.
+#[derive(Clone, Copy)]
+struct PooledCursor {
+    row: Option<usize>,
+    qx: usize,
+    rx: usize,
+    offset: usize,
+}
+
+impl PixelGrads for Pooled {
+    type Cursor = PooledCursor;
+    #[inline(always)]
+    fn cursor(&self, _: usize, n: usize, oy: usize, ox: usize) -> PooledCursor {
+        let qy = oy / self.stride.0;
+        let covered = qy < self.out.0 && oy % self.stride.0 < self.window.0;
+        PooledCursor {
+            row: covered
+                .then(|| (n - self.first_image) * self.image_len + qy * self.out.1 * self.oc),
+            qx: ox / self.stride.1,
+            rx: ox % self.stride.1,
+            offset: (oy * self.ow + ox) * self.oc,
+        }
+    }
+    #[inline(always)]
+    fn step(&self, at: &mut PooledCursor) {
+        at.rx += 1;
+        if at.rx == self.stride.1 {
+            at.rx = 0;
+            at.qx += 1;
+        }
+        at.offset += self.oc;
+    }
+    #[inline(always)]
+    unsafe fn load<V: Vector>(&self, at: &PooledCursor, c0: usize, mask: V::Mask) -> V {
+        // SAFETY: register arithmetic on a CPU with the set; the entry of a covered pixel is
+        // inside the pooled arrays (the caller's assertions), the mask keeps the loads below
+        // out_c.
+        unsafe {
+            let Some(row) = at
+                .row
+                .filter(|_| at.qx < self.out.1 && at.rx < self.window.1)
+            else {
+                return V::zero();
+            };
+            let q = row + at.qx * self.oc + c0;
+            let argmax = V::load_offsets_live(self.argmax.add(q), mask);
+            // Dead lanes load 0, and their offsets here are at least out_c: never chosen.
+            let hit = V::same_offsets(argmax, V::offsets(at.offset + c0));
+            self.routed.set(self.routed.get() + V::chosen(hit) as usize);
+            V::choose(hit, V::zero(), V::load_live(self.g.add(q), mask))
         }
     }
 }
 
 #[target_feature(enable = "avx512f")]
-fn weights_avx512(
+fn weights_avx512<S: PixelGrads>(
     s: &Conv2d,
     x: &[f32],
-    dy: &[f32],
+    grads: &S,
     pixels: std::ops::Range<usize>,
     dw: &mut [f32],
     db: &mut [f32],
 ) {
-    weights_passes::<__m512, 2>(s, x, dy, pixels, dw, db)
+    weights_passes::<__m512, 2, S>(s, x, grads, pixels, dw, db)
 }
 
 #[target_feature(enable = "avx2,fma")]
-fn weights_avx2(
+fn weights_avx2<S: PixelGrads>(
     s: &Conv2d,
     x: &[f32],
-    dy: &[f32],
+    grads: &S,
     pixels: std::ops::Range<usize>,
     dw: &mut [f32],
     db: &mut [f32],
 ) {
-    weights_passes::<__m256, 1>(s, x, dy, pixels, dw, db)
+    weights_passes::<__m256, 1, S>(s, x, grads, pixels, dw, db)
 }
 
 #[inline(always)]
-fn weights_passes<V: Vector, const G: usize>(
+fn weights_passes<V: Vector, const G: usize, S: PixelGrads>(
     s: &Conv2d,
     x: &[f32],
-    dy: &[f32],
+    grads: &S,
     pixels: std::ops::Range<usize>,
     dw: &mut [f32],
     db: &mut [f32],
@@ -295,10 +469,10 @@ fn weights_passes<V: Vector, const G: usize>(
     let mut g0 = 0;
     while g0 < groups {
         if g0 + G <= groups {
-            weights_pass::<V, G>(s, x, dy, pixels.clone(), g0, dw, db);
+            weights_pass::<V, G, S>(s, x, grads, pixels.clone(), g0, dw, db);
             g0 += G;
         } else {
-            weights_pass::<V, 1>(s, x, dy, pixels.clone(), g0, dw, db);
+            weights_pass::<V, 1, S>(s, x, grads, pixels.clone(), g0, dw, db);
             g0 += 1;
         }
     }
@@ -306,10 +480,10 @@ fn weights_passes<V: Vector, const G: usize>(
 
 /// One pass of [`backward_weights`] for lane groups `g0 .. g0 + G`.
 #[inline(always)]
-fn weights_pass<V: Vector, const G: usize>(
+fn weights_pass<V: Vector, const G: usize, S: PixelGrads>(
     s: &Conv2d,
     x: &[f32],
-    dy: &[f32],
+    grads: &S,
     pixels: std::ops::Range<usize>,
     g0: usize,
     dw: &mut [f32],
@@ -328,19 +502,19 @@ fn weights_pass<V: Vector, const G: usize>(
     let zero = unsafe { V::zero() };
     let mut acc = [[zero; G]; TAPS];
     let mut bias = [zero; G];
-    let (xp, dyp) = (x.as_ptr(), dy.as_ptr());
+    let xp = x.as_ptr();
     let mut p = pixels.start;
     while p < pixels.end {
         let (n, rest) = (p / (oh * ow), p % (oh * ow));
         let (oy, ox0) = (rest / ow, rest % ow);
         let row_end = (p - ox0 + ow).min(pixels.end);
         let mut base = n * image_len + oy * sh * in_w + ox0 * sw;
+        let mut at = grads.cursor(p, n, oy, ox0);
         while p < row_end {
-            let at = (p - pixels.start) * oc + g0 * lanes;
-            // SAFETY: pixel p of `pixels` has `oc` floats of dy (asserted length); the masks
-            // keep the loads to lanes below out_c.
+            // SAFETY: `at` is pixel p, one of the pass's; the masks keep the loads to lanes
+            // below out_c.
             let g: [V; G] = std::array::from_fn(|gi| unsafe {
-                V::load_live(dyp.add(at + gi * lanes), mask[gi])
+                grads.load::<V>(&at, (g0 + gi) * lanes, mask[gi])
             });
             for (b, &gv) in bias.iter_mut().zip(&g) {
                 // SAFETY: register arithmetic on a CPU with the set.
@@ -356,6 +530,7 @@ fn weights_pass<V: Vector, const G: usize>(
                 }
             }
             p += 1;
+            grads.step(&mut at);
             base += sw;
         }
     }
@@ -396,7 +571,12 @@ mod tests {
     #[target_feature(enable = "avx2,fma")]
     fn weights_avx2_two_groups(s: &Conv2d, x: &[f32], dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
         let pixels = 0..s.batch * s.out_pixels();
-        weights_passes::<__m256, 2>(s, x, dy, pixels, dw, db)
+        let grads = Dense {
+            dy: dy.as_ptr(),
+            first: 0,
+            oc: s.out_c,
+        };
+        weights_passes::<__m256, 2, Dense>(s, x, &grads, pixels, dw, db)
     }
 
     /// The bodies with two lane groups per pass (AVX-512's shape) give the bits of one group per
