@@ -53,8 +53,8 @@ struct Job<'a> {
     f: &'a (dyn Fn(usize) + Sync),
     tasks: usize,
     /// Tasks claimed so far: from the front (low 32 bits) by the caller, from the back (high 32
-    /// bits) by the helpers (the team's counter, on the line of its state: [`Hot`]).
-    claimed: &'a AtomicU64,
+    /// bits) by the helpers.
+    claimed: AtomicU64,
     panicked: AtomicBool,
 }
 
@@ -96,25 +96,12 @@ impl Job<'_> {
     }
 }
 
-/// What a hand-off touches, on a cache line of its own: the caller publishes the job here and
-/// the helper joins and claims its task here, so the line crosses between the cores as few
-/// times as the protocol allows. With the claims counted inside the job (on the caller's
-/// stack, a line the helper then fetched as well), a hand-off (a job of two tasks, the caller's
-/// waiting until the helper has taken the other) took 0.76–1.02 µs on the AVX-512 Xeon VM,
-/// 0.79–0.86 µs with them here (medians of 40 000, four interleaved runs each).
-#[repr(align(64))]
-struct Hot {
+struct Team {
     state: AtomicU64,
-    /// The open job's claims ([`Job::claimed`]), reset before each job opens.
-    claimed: AtomicU64,
     /// The open job (valid while its epoch is open or a helper is inside it).
     job: AtomicPtr<Job<'static>>,
     /// How many helpers the open job takes.
     wanted: AtomicUsize,
-}
-
-struct Team {
-    hot: Hot,
     /// Helpers spawned so far (the lock serialises spawning; `spawned` mirrors the count for
     /// readers that must not wait).
     helpers: Mutex<usize>,
@@ -132,12 +119,9 @@ struct Team {
 fn team() -> &'static Team {
     static TEAM: OnceLock<Team> = OnceLock::new();
     TEAM.get_or_init(|| Team {
-        hot: Hot {
-            state: AtomicU64::new(0),
-            claimed: AtomicU64::new(0),
-            job: AtomicPtr::new(std::ptr::null_mut()),
-            wanted: AtomicUsize::new(0),
-        },
+        state: AtomicU64::new(0),
+        job: AtomicPtr::new(std::ptr::null_mut()),
+        wanted: AtomicUsize::new(0),
         helpers: Mutex::new(0),
         spawned: AtomicUsize::new(0),
         sleepers: AtomicUsize::new(0),
@@ -306,24 +290,21 @@ pub(crate) fn run(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) -> b
         Err(std::sync::TryLockError::WouldBlock) => return false,
     };
     let wanted = ensure_helpers(team, threads.min(tasks).saturating_sub(1));
-    // No helper is inside the last job (its caller waited them out), none joins this one
-    // before its epoch opens below, after this store.
-    team.hot.claimed.store(0, Ordering::Relaxed);
     let job = Job {
         f,
         tasks,
-        claimed: &team.hot.claimed,
+        claimed: AtomicU64::new(0),
         panicked: AtomicBool::new(false),
     };
-    let epoch = epoch_of(team.hot.state.load(Ordering::Relaxed)).wrapping_add(1) & 0xffff_ffff;
+    let epoch = epoch_of(team.state.load(Ordering::Relaxed)).wrapping_add(1) & 0xffff_ffff;
     // The lifetime is erased for the helpers; the protocol (module docs) keeps them from
     // touching the job after `close` below returns, before `job` goes out of scope.
-    team.hot.job.store(
+    team.job.store(
         &job as *const Job<'_> as *mut Job<'static>,
         Ordering::Relaxed,
     );
-    team.hot.wanted.store(wanted, Ordering::Relaxed);
-    team.hot.state.store(epoch << 32, Ordering::SeqCst);
+    team.wanted.store(wanted, Ordering::Relaxed);
+    team.state.store(epoch << 32, Ordering::SeqCst);
     if team.sleepers.load(Ordering::SeqCst) > 0 {
         notify(team);
     }
@@ -331,8 +312,8 @@ pub(crate) fn run(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) -> b
     struct Close<'t>(&'t Team);
     impl Drop for Close<'_> {
         fn drop(&mut self) {
-            self.0.hot.state.fetch_or(CLOSED, Ordering::AcqRel);
-            while self.0.hot.state.load(Ordering::Acquire) & ACTIVE != 0 {
+            self.0.state.fetch_or(CLOSED, Ordering::AcqRel);
+            while self.0.state.load(Ordering::Acquire) & ACTIVE != 0 {
                 std::hint::spin_loop();
             }
         }
@@ -377,7 +358,7 @@ fn ensure_helpers(team: &'static Team, want: usize) -> usize {
         // The epoch before the job this call is about to open: a helper that read the epoch
         // only once it ran would take that job for one it had seen, and never join it (a
         // broadcast then waited out its whole patience for a helper spawned for it).
-        let seen = epoch_of(team.hot.state.load(Ordering::Acquire));
+        let seen = epoch_of(team.state.load(Ordering::Acquire));
         let spawned = std::thread::Builder::new()
             .name(format!("kernels-helper-{}", *count + 1))
             .spawn(move || helper(team, seen));
@@ -395,7 +376,7 @@ fn helper(team: &'static Team, mut seen: u64) {
     let mut idle_since = Instant::now();
     let mut polls = 0u32;
     loop {
-        let state = team.hot.state.load(Ordering::Acquire);
+        let state = team.state.load(Ordering::Acquire);
         let epoch = epoch_of(state);
         if epoch == seen {
             polls = polls.wrapping_add(1);
@@ -407,14 +388,11 @@ fn helper(team: &'static Team, mut seen: u64) {
             }
             continue;
         }
-        if state & CLOSED != 0
-            || (state & ACTIVE) as usize >= team.hot.wanted.load(Ordering::Acquire)
-        {
+        if state & CLOSED != 0 || (state & ACTIVE) as usize >= team.wanted.load(Ordering::Acquire) {
             seen = epoch;
             continue;
         }
         if team
-            .hot
             .state
             .compare_exchange_weak(state, state + 1, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
@@ -423,12 +401,12 @@ fn helper(team: &'static Team, mut seen: u64) {
         }
         // SAFETY: this helper joined the open job (active > 0), so its caller is still inside
         // `run`, waiting in `Close` for active to fall to 0: the job outlives this use.
-        let job = unsafe { &*team.hot.job.load(Ordering::Acquire) };
+        let job = unsafe { &*team.job.load(Ordering::Acquire) };
         if catch_unwind(AssertUnwindSafe(|| job.work(true))).is_err() {
             job.panicked.store(true, Ordering::Relaxed);
             // Let the caller finish the remaining tasks' count without this helper.
         }
-        team.hot.state.fetch_sub(1, Ordering::AcqRel);
+        team.state.fetch_sub(1, Ordering::AcqRel);
         seen = epoch;
         idle_since = Instant::now();
     }
@@ -441,7 +419,7 @@ fn park(team: &Team, seen: u64) {
     };
     team.sleepers.fetch_add(1, Ordering::SeqCst);
     let nudges = team.nudges.load(Ordering::SeqCst);
-    while epoch_of(team.hot.state.load(Ordering::SeqCst)) == seen
+    while epoch_of(team.state.load(Ordering::SeqCst)) == seen
         && team.nudges.load(Ordering::SeqCst) == nudges
     {
         guard = match team.wake.wait(guard) {
