@@ -89,7 +89,8 @@ pub struct ExecOptions {
     /// of A and B from the caller's cache and the caller its part of C from that thread's, so a
     /// product is shared only where its work repays those transfers too. Off by default, as
     /// for a BLAS: with the same operands called again (a benchmark, an iterative solver) they
-    /// stay in both cores' caches and sharing pays from much smaller products.
+    /// stay in both cores' caches and sharing pays from much smaller products. Read by the
+    /// products ([`crate::gemm_with`], [`crate::gemm_fused`]); the other kernels ignore it.
     pub fresh_operands: bool,
 }
 

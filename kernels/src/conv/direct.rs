@@ -506,11 +506,17 @@ pub(crate) struct PooledGrads<'a> {
 
 /// Whether [`backward_weights_pooled`] takes `s` on `isa`: where the explicit 3×3 kernel does.
 pub(crate) fn takes_pooled(s: &Conv2d, isa: Isa) -> bool {
+    // The pass compares argmax entries with an image's offsets in u32 lanes, up to a lane
+    // group past its last channel.
+    let offsets_fit = s
+        .out_pixels()
+        .checked_mul(s.out_c)
+        .is_some_and(|len| len + 16 <= u32::MAX as usize);
     #[cfg(target_arch = "x86_64")]
-    return super::direct3x3::applies(s, isa);
+    return offsets_fit && super::direct3x3::applies(s, isa);
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (s, isa);
+        let _ = (isa, offsets_fit);
         false
     }
 }

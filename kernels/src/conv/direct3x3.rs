@@ -251,7 +251,7 @@ pub(super) unsafe fn backward_weights(
     assert!(applies(s, isa) && x.len() >= s.input_len());
     assert!(pixels.end <= s.batch * s.out_pixels() && dy.len() == pixels.len() * oc);
     assert!(dw.len() == TAPS * oc && db.len() == oc);
-    let grads = Dense {
+    let grads = DenseGrads {
         dy: dy.as_ptr(),
         first: pixels.start,
         oc,
@@ -300,7 +300,7 @@ pub(crate) unsafe fn backward_weights_pooled(
     let skipped = (pixels.start / image - pooled.first_image) * ph * pw * oc;
     assert!(pooled.g.len() >= skipped + images * ph * pw * oc);
     assert!(pooled.argmax.len() == pooled.g.len());
-    let grads = Pooled {
+    let grads = PooledPixels {
         g: pooled.g.as_ptr(),
         argmax: pooled.argmax.as_ptr(),
         first_image: pooled.first_image,
@@ -338,13 +338,13 @@ trait PixelGrads {
 }
 
 /// The gradients of pixels `first ..` in a dense array, `oc` floats each.
-struct Dense {
+struct DenseGrads {
     dy: *const f32,
     first: usize,
     oc: usize,
 }
 
-impl PixelGrads for Dense {
+impl PixelGrads for DenseGrads {
     /// The pixel's offset into `dy`.
     type Cursor = usize;
     #[inline(always)]
@@ -364,7 +364,7 @@ impl PixelGrads for Dense {
 }
 
 /// [`PooledGrads`] as a pass reads it, counting the entries it routes.
-struct Pooled {
+struct PooledPixels {
     g: *const f32,
     argmax: *const u32,
     first_image: usize,
@@ -377,23 +377,23 @@ struct Pooled {
     routed: std::cell::Cell<usize>,
 }
 
-/// A pixel as [`Pooled`] finds its gradient: its row's first pooled entry (`None` for a row no
+/// A pixel as [`PooledPixels`] finds its gradient: its row's first pooled entry (`None` for a row no
 /// window covers), its window's column and its column inside it, its own offset in the image.
 #[derive(Clone, Copy)]
-struct PooledCursor {
+struct PooledPixelCursor {
     row: Option<usize>,
     qx: usize,
     rx: usize,
     offset: usize,
 }
 
-impl PixelGrads for Pooled {
-    type Cursor = PooledCursor;
+impl PixelGrads for PooledPixels {
+    type Cursor = PooledPixelCursor;
     #[inline(always)]
-    fn cursor(&self, _: usize, n: usize, oy: usize, ox: usize) -> PooledCursor {
+    fn cursor(&self, _: usize, n: usize, oy: usize, ox: usize) -> PooledPixelCursor {
         let qy = oy / self.stride.0;
         let covered = qy < self.out.0 && oy % self.stride.0 < self.window.0;
-        PooledCursor {
+        PooledPixelCursor {
             row: covered
                 .then(|| (n - self.first_image) * self.image_len + qy * self.out.1 * self.oc),
             qx: ox / self.stride.1,
@@ -402,7 +402,7 @@ impl PixelGrads for Pooled {
         }
     }
     #[inline(always)]
-    fn step(&self, at: &mut PooledCursor) {
+    fn step(&self, at: &mut PooledPixelCursor) {
         at.rx += 1;
         if at.rx == self.stride.1 {
             at.rx = 0;
@@ -411,7 +411,7 @@ impl PixelGrads for Pooled {
         at.offset += self.oc;
     }
     #[inline(always)]
-    unsafe fn load<V: Vector>(&self, at: &PooledCursor, c0: usize, mask: V::Mask) -> V {
+    unsafe fn load<V: Vector>(&self, at: &PooledPixelCursor, c0: usize, mask: V::Mask) -> V {
         // SAFETY: register arithmetic on a CPU with the set; the entry of a covered pixel is
         // inside the pooled arrays (the caller's assertions), the mask keeps the loads below
         // out_c.
@@ -571,12 +571,12 @@ mod tests {
     #[target_feature(enable = "avx2,fma")]
     fn weights_avx2_two_groups(s: &Conv2d, x: &[f32], dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
         let pixels = 0..s.batch * s.out_pixels();
-        let grads = Dense {
+        let grads = DenseGrads {
             dy: dy.as_ptr(),
             first: 0,
             oc: s.out_c,
         };
-        weights_passes::<__m256, 2, Dense>(s, x, &grads, pixels, dw, db)
+        weights_passes::<__m256, 2, DenseGrads>(s, x, &grads, pixels, dw, db)
     }
 
     /// The bodies with two lane groups per pass (AVX-512's shape) give the bits of one group per

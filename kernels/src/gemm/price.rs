@@ -78,13 +78,18 @@ const CONSTANT_PRICES: Prices = Prices {
     line: LINE_COST,
 };
 
-/// A cache line moved between two cores until it is measured: 30–36 ns on an AVX-512 Xeon VM
-/// (whose tile does about 100 multiply-adds per ns), from the round trips with 32, 128 and 256
-/// lines each way alike: the lines are fetched one after another, each a cross-core snoop.
+/// A cache line moved between two cores until it is measured: about 20 ns on an AVX-512 Xeon
+/// VM (medians of round trips moving 32 and 128 lines each way, 19–24 ns a line), whose tile
+/// does about 100 multiply-adds per ns.
 const LINE_COST: f64 = 2048.0;
 
-/// Lines that a timed round trip moves each way (2 KiB): enough that their time stands out of
-/// the round trip's own (0.6–1.4 µs on the Xeon VM).
+/// The measured line price's bounds: a measurement below half the constant is taken for the
+/// round trips' noise (loaded and empty medians closer than their spread), as at a quarter of
+/// it a 32×100×64 product would be shared again.
+const LINE_COST_RANGE: (f64, f64) = (LINE_COST / 2.0, LINE_COST * 8.0);
+
+/// Lines that a timed round trip moves each way (2 KiB): enough that their time (about 1.3 µs
+/// on the Xeon VM) stands out of the empty round trip's own (medians of 0.6–1.1 µs there).
 const LINES: usize = 32;
 
 /// The price of a hand-off to the awake team as known now: measured, or [`HANDOFF_COST`] before
@@ -168,11 +173,25 @@ pub(crate) fn shares_repay(isa: Isa, m: usize, n: usize, k: usize, threads: usiz
         FORK_JOIN_COST
     };
     let floats_per_line = (crate::cpu::cache_info().l1d.line / 4).max(1) as f64;
-    let (a, b, c) = ((m * k) as f64, (k * n) as f64, (m * n) as f64);
+    repays(section, prices.line, floats_per_line, (m, n, k), threads)
+}
+
+/// [`shares_repay`]'s rule for a parallel section at `section` and a line at `line`
+/// (multiply-adds), lines of `floats_per_line` floats. In floating point throughout: the sides'
+/// products may exceed `usize` (views with stride 0 repeat one element over any extent).
+fn repays(
+    section: f64,
+    line: f64,
+    floats_per_line: f64,
+    (m, n, k): (usize, usize, usize),
+    threads: usize,
+) -> bool {
+    let (m, n, k) = (m as f64, n as f64, k as f64);
+    let (a, b, c) = (m * k, k * n, m * n);
     let t = threads as f64;
     let share_lines = (a.min(b) + (a.max(b) + c) / t) / floats_per_line;
-    let work = a * n as f64;
-    section + (work / t).max(share_lines * prices.line) < work
+    let work = a * n;
+    section + (work / t).max(share_lines * line) < work
 }
 
 /// The measured prices, measuring them now if no one has yet. Without small tiles for `isa`
@@ -191,7 +210,7 @@ fn measured(isa: Isa) -> Prices {
                 .clamp(HANDOFF_COST / 2.0, FORK_JOIN_COST),
             // Lines that moved faster than the empty trip's noise still cost something.
             line: ((loaded - empty) / (2 * LINES) as f64 * rate)
-                .clamp(LINE_COST / 8.0, LINE_COST * 8.0),
+                .clamp(LINE_COST_RANGE.0, LINE_COST_RANGE.1),
         }),
         None if FAILED_ATTEMPTS.fetch_add(1, Ordering::Relaxed) + 1 >= ATTEMPTS => {
             *MEASURED.get_or_init(|| CONSTANT_PRICES)
@@ -360,7 +379,7 @@ mod tests {
         if let Some(prices) = MEASURED.get() {
             assert_eq!(awake_cost().to_bits(), first.to_bits());
             assert!(
-                (LINE_COST / 8.0..=LINE_COST * 8.0).contains(&prices.line),
+                (LINE_COST_RANGE.0..=LINE_COST_RANGE.1).contains(&prices.line),
                 "{prices:?}"
             );
         }
@@ -370,15 +389,30 @@ mod tests {
     fn moving_the_operands_keeps_small_products_on_one_thread() {
         let isa = Isa::best();
         assert!(!shares_repay(isa, 4096, 4096, 4096, 1));
+        // At the cheapest prices the measurement may give, and the dearest.
+        let cheapest = (HANDOFF_COST / 2.0, LINE_COST_RANGE.0);
+        let dearest = (FORK_JOIN_COST, LINE_COST_RANGE.1);
         for threads in [2, 4] {
-            // Whatever was measured: a thread's share of a 32×100×64 product moves hundreds of
-            // lines, each worth more than its share of the work.
+            for (section, line) in [cheapest, dearest] {
+                // A thread's share of a 32×100×64 product moves hundreds of lines, each worth
+                // more than its share of the work.
+                assert!(!repays(section, line, 16.0, (32, 64, 100), threads));
+                assert!(!repays(section, line, 16.0, (16, 16, 16), threads));
+                // A 4096³ product does 4096 multiply-adds per element of each operand.
+                assert!(repays(section, line, 16.0, (4096, 4096, 4096), threads));
+            }
+            // Whatever this process measured.
             assert!(!shares_repay(isa, 32, 64, 100, threads));
-            assert!(!shares_repay(isa, 16, 16, 16, threads));
-            // A 4096³ product does 4096 multiply-adds per element of each operand: its lines
-            // move at up to 8 × the constant price and still leave it to share.
             assert!(shares_repay(isa, 4096, 4096, 4096, threads));
         }
+        // Sides whose products overflow usize: a decision, no overflow.
+        assert!(repays(
+            FORK_JOIN_COST,
+            LINE_COST,
+            16.0,
+            (1 << 40, 1 << 40, 1 << 20),
+            2
+        ));
     }
 
     #[test]
