@@ -40,6 +40,7 @@ pub(crate) mod direct;
 #[cfg(target_arch = "x86_64")]
 mod direct3x3;
 mod im2col;
+pub(crate) mod pooled_grads;
 mod shape;
 mod shifted;
 

@@ -4,6 +4,7 @@
 //! nothing of each other.
 
 use crate::activation::Activation;
+use crate::conv::pooled_grads::PooledGrads;
 use crate::conv::{
     check_forward_args, check_weights_args, conv2d_backward_weights, direct, forward_groups,
     sum_task_partials, Conv2d, Plan,
@@ -168,7 +169,7 @@ pub fn conv2d_maxpool_backward_weights(
             let at = images.start * pooled..images.end * pooled;
             CONV_GRAD.with(at.len(), at.len(), |g| {
                 through_activation(act, &y_pool[at.clone()], &dy_pool[at.clone()], g);
-                let grads = direct::PooledGrads {
+                let grads = PooledGrads {
                     g,
                     argmax: &argmax[at.clone()],
                     first_image: images.start,

@@ -9,6 +9,7 @@
 //! `taps × out_c` layout padded to whole lane groups. The loop is compiled per instruction set
 //! like [`crate::math`]'s; the compiler keeps the fixed-size accumulators in registers.
 
+use super::pooled_grads::PooledGrads;
 use super::Conv2d;
 use crate::activation::{bias_act_row, Activation, RowBias};
 use crate::{Backend, Isa};
@@ -482,26 +483,6 @@ pub(crate) fn backward_weights(
     }
     // SAFETY: the caller checked that this CPU has `isa`'s features.
     unsafe { weights_loops::run(isa, s, x, dy, pixels, dw, db) }
-}
-
-/// The output gradient of a convolution followed by a max pooling of windows apart, as the
-/// pooling's backward pass would form it for the weight gradient, read from the pooling's own
-/// arrays: for output pixel (oy, ox) and channel c, `g[q]` where the pixel is the argmax of its
-/// window's entry q, and 0 elsewhere (outside every window too).
-#[derive(Debug, Clone, Copy)]
-// Read by the explicit 3×3 kernel only (x86-64).
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(crate) struct PooledGrads<'a> {
-    /// The pooled entries' gradients, as the pooling's backward pass routes them (`0 + act'·dy`),
-    /// of the images from `first_image` on.
-    pub g: &'a [f32],
-    /// Their argmax (an offset into the convolution's output image), of the same images.
-    pub argmax: &'a [u32],
-    pub first_image: usize,
-    /// The pooling's window, stride and output size.
-    pub window: (usize, usize),
-    pub stride: (usize, usize),
-    pub out: (usize, usize),
 }
 
 /// Whether [`backward_weights_pooled`] takes `s` on `isa`: where the explicit 3×3 kernel does.

@@ -12,7 +12,7 @@
 
 use std::arch::x86_64::*;
 
-use super::direct::PooledGrads;
+use super::pooled_grads::PooledGrads;
 use super::Conv2d;
 use crate::arch::vector::Vector;
 use crate::Isa;

@@ -162,18 +162,14 @@ pub(crate) fn shares_repay(isa: Isa, m: usize, n: usize, k: usize, threads: usiz
         return false;
     }
     let handoff = HandOff::here(isa, threads);
-    let prices = if handoff.awake {
-        measured(isa)
+    // Measured with the hand-off's price when the team is awake; known or constant otherwise.
+    let line = if handoff.awake {
+        measured(isa).line
     } else {
-        MEASURED.get().copied().unwrap_or(CONSTANT_PRICES)
-    };
-    let section = if handoff.awake {
-        prices.handoff
-    } else {
-        FORK_JOIN_COST
+        MEASURED.get().map_or(LINE_COST, |p| p.line)
     };
     let floats_per_line = (crate::cpu::cache_info().l1d.line / 4).max(1) as f64;
-    repays(section, prices.line, floats_per_line, (m, n, k), threads)
+    repays(handoff.cost(), line, floats_per_line, (m, n, k), threads)
 }
 
 /// [`shares_repay`]'s rule for a parallel section at `section` and a line at `line`
