@@ -44,32 +44,53 @@ pub fn triad_bandwidth_gbs(threads: usize, reps: usize) -> f64 {
 /// 64 MiB buffer in 2.3 ms a pass where each needed 1.2 ms of CPU time for its half.)
 pub fn read_secs(slices: &[&[f32]], threads: usize, passes: usize) -> f64 {
     let threads = threads.max(1);
-    let start = std::sync::Barrier::new(threads + 1);
-    let begun = std::thread::scope(|s| {
-        for t in 0..threads {
-            let start = &start;
-            s.spawn(move || {
-                let shares: Vec<&[f32]> = slices
-                    .iter()
-                    .map(|floats| {
-                        let (lo, hi) =
-                            (t * floats.len() / threads, (t + 1) * floats.len() / threads);
-                        &floats[lo..hi]
-                    })
-                    .collect();
-                start.wait();
-                for _ in 0..passes {
-                    let sum = shares
+    let start = std::sync::Barrier::new(threads);
+    // Each reader takes its own clock from the barrier to its last pass: the time is from the
+    // first start to the last end. (A clock on the spawning thread, read after it passed the
+    // barrier too, could be read only once both readers had finished: with as many readers as
+    // cores it waited for a core, and a two-pass calibration read as nanoseconds made the next
+    // sample a million passes — a report run hung there for ten minutes.)
+    let spans: Vec<(std::time::Instant, std::time::Instant)> = std::thread::scope(|s| {
+        let readers: Vec<_> = (0..threads)
+            .map(|t| {
+                let start = &start;
+                s.spawn(move || {
+                    let shares: Vec<&[f32]> = slices
                         .iter()
-                        .fold(0u32, |s, share| s.wrapping_add(sum_bits(share)));
-                    std::hint::black_box(sum);
-                }
-            });
-        }
-        start.wait();
-        std::time::Instant::now()
+                        .map(|floats| {
+                            let (lo, hi) =
+                                (t * floats.len() / threads, (t + 1) * floats.len() / threads);
+                            &floats[lo..hi]
+                        })
+                        .collect();
+                    start.wait();
+                    let begun = std::time::Instant::now();
+                    for _ in 0..passes {
+                        let sum = shares
+                            .iter()
+                            .fold(0u32, |s, share| s.wrapping_add(sum_bits(share)));
+                        std::hint::black_box(sum);
+                    }
+                    (begun, std::time::Instant::now())
+                })
+            })
+            .collect();
+        readers
+            .into_iter()
+            .map(|r| r.join().expect("a reader only sums floats"))
+            .collect()
     });
-    begun.elapsed().as_secs_f64() / passes.max(1) as f64
+    let first = spans
+        .iter()
+        .map(|s| s.0)
+        .min()
+        .expect("at least one reader");
+    let last = spans
+        .iter()
+        .map(|s| s.1)
+        .max()
+        .expect("at least one reader");
+    (last - first).as_secs_f64() / passes.max(1) as f64
 }
 
 /// Runs of floats a sum reads side by side: one line of each in turn, so that the hardware

@@ -1,6 +1,6 @@
 //! Runs one GEMM shape in a loop, for profiling: `gemm_probe M K N [iters] [at|bt]` (C = A·B,
 //! row-major; `at`: A stored K × M and read transposed, `bt`: B stored N × K; threads from
-//! `RAYON_NUM_THREADS`); prints the time per call and GFLOP/s.
+//! `RAYON_NUM_THREADS`); prints the time per call and GFLOP/s, the first call left untimed.
 use kernels::{gemm, MatMut, MatRef};
 
 fn main() {
@@ -9,7 +9,7 @@ fn main() {
         .map_while(|s| s.parse().ok())
         .collect();
     let [m, k, n, ..] = args[..] else {
-        eprintln!("usage: gemm_probe M K N [iters]");
+        eprintln!("usage: gemm_probe M K N [iters] [at|bt]");
         std::process::exit(2);
     };
     let iters = args.get(3).copied().unwrap_or(1000).max(1);

@@ -17,16 +17,18 @@
 //!   (on a virtual machine, wherever the host put it): a way of `way₂` bytes holds
 //!   `way₂ / 4 KiB` page *colours*, and each page of the block falls on one of them at random.
 //!   A colour that draws more pages than `C_A` ways evicts the block's own lines in every pass
-//!   of loop 2. The count of pages a colour draws is close to Poisson with mean λ = pages ÷
-//!   colours, and the share of the block's pages on over-full colours is then exactly
-//!   `P(X ≥ C_A)` for X ~ Poisson(λ). So `mc` is also capped at the most pages for which that
-//!   share stays under [`OVERFULL_SHARE`] — never below a quarter of the whole-ways figure, for
-//!   small caches where the cap would leave a few rows. On an AVX-512 Xeon (2 MiB 16-way L2,
-//!   32 colours), one thread, mc at the whole-ways 896 → at the cap's 328, medians of 12
-//!   interleaved rounds in one process: 1024³ 108 → 116–119 GFLOP/s, 2048³ 108 → 118–121, the
-//!   forced AVX2 6 × 16 tile at 2048³ 56.5 → 65.8 (at 448 rows, where 1 % of the pages fall
-//!   over, 114 and 61.6; two threads no different). Transparent huge pages for the packed
-//!   block did not help there (the host's pages are still 4 KiB).
+//!   of loop 2. Counting a colour's pages as Poisson with mean λ = pages ÷ colours (the exact
+//!   count is binomial, with a slightly thinner tail, so the approximation errs small), the
+//!   share of the block's pages on over-full colours is `P(X ≥ C_A)` for X ~ Poisson(λ)
+//!   (E[N·1(N > C_A)] = λ·P(X ≥ C_A)). So `mc` is also capped at the most pages for which that
+//!   share stays under [`OVERFULL_SHARE`], though never below a quarter of the whole-ways
+//!   figure: with few ways (an 8-way L2 leaves 6 for A) the cap alone would leave a sixth of it
+//!   or less, and no machine with so few ways has measured that yet. On an AVX-512 Xeon VM
+//!   (2 MiB 16-way L2, 32 colours, 14 ways for A), one thread, medians of 12 interleaved rounds
+//!   in one process, mc at the whole-ways 896 → 448 (1.3 % of the pages on over-full colours)
+//!   → 328 (the cap): 1024³ 108 → 114 → 116–119 GFLOP/s, 2048³ 108 → 114 → 118–121; the forced
+//!   AVX2 6 × 16 tile at 2048³ 56.5 → 61.6 → 65.8; two threads no different. Transparent huge
+//!   pages for the packed block did not help there (the host's pages are still 4 KiB).
 //! * **nc (L3)**: the packed `kc × nc` panel of B is reused by every block of A in loop 3, so it
 //!   stays in the last-level cache beside one A block. Each thread packs its own panel, so a
 //!   thread counts on its share of a shared L3 only: `nc = (W₃ − 1 − ⌈mc·kc·4 / way₃⌉) · way₃ /
@@ -51,6 +53,9 @@ const KC_MIN: usize = 512;
 /// The bytes of a page, the unit in which physical placement is random.
 const PAGE: usize = 4096;
 
+/// The tallest block of A (rows).
+const MC_MAX: usize = 4096;
+
 /// The share of the packed A block's pages that may fall on over-full page colours of L2 (see
 /// the module documentation).
 const OVERFULL_SHARE: f64 = 1e-3;
@@ -66,18 +71,21 @@ fn poisson_tail(mean: f64, n: usize) -> f64 {
     (1.0 - below).max(0.0)
 }
 
-/// The most pages a block may have in `cache`, `ways` of it its to use, with at most
-/// [`OVERFULL_SHARE`] of them on colours that drew more pages than `ways`. Unbounded where a way
-/// is a page or less: every page then spreads over all the sets.
-fn pages_that_fit(cache: &CacheLevel, ways: usize) -> usize {
+/// The most pages, up to `most`, a block may have in `cache` with `ways` of it for its use and
+/// at most [`OVERFULL_SHARE`] of them on colours that drew more pages than `ways`. Unbounded
+/// where a way holds under two pages: then there is a single colour, and every page spreads
+/// over all the sets.
+fn pages_that_fit(cache: &CacheLevel, ways: usize, most: usize) -> usize {
     let colours = cache.way_bytes() / PAGE;
     if colours <= 1 {
         return usize::MAX;
     }
-    // λ grows with the pages, and so does the tail: the count stops where it would pass.
-    let all = colours * ways;
-    (1..=all)
-        .take_while(|&pages| poisson_tail(pages as f64 / colours as f64, ways) <= OVERFULL_SHARE)
+    // The tail grows with λ: the first count past the share ends the search, which `most`
+    // bounds whatever size a cache reports.
+    let share_fits =
+        |pages: usize| poisson_tail(pages as f64 / colours as f64, ways) <= OVERFULL_SHARE;
+    (1..=most.min(colours.saturating_mul(ways)))
+        .take_while(|&pages| share_fits(pages))
         .last()
         .unwrap_or(0)
 }
@@ -122,9 +130,10 @@ pub(crate) fn blocks_at_depth(caches: &CacheInfo, mr: usize, nr: usize, kc: usiz
         .saturating_sub(1 + ways_for(kc * nr * F32, l2))
         .max(1);
     let whole_ways = a_ways * l2.way_bytes() / (kc * F32);
-    let colour_cap = pages_that_fit(l2, a_ways).saturating_mul(PAGE) / (kc * F32);
+    let most_pages = (MC_MAX * kc * F32).div_ceil(PAGE);
+    let colour_cap = pages_that_fit(l2, a_ways, most_pages).saturating_mul(PAGE) / (kc * F32);
     let mc = whole_ways.min(colour_cap.max(whole_ways / 4)) / mr * mr;
-    let mc = mc.clamp(mr, (4096 / mr) * mr);
+    let mc = mc.clamp(mr, (MC_MAX / mr) * mr);
     // nc: the last level's per-thread share less one A block, or L2's size without an L3.
     let panel_bytes = match caches.l3 {
         Some(l3) => {
@@ -197,16 +206,23 @@ mod tests {
                 nc: 7152
             }
         );
-        // The Xeon the page colours were measured on: 2 MiB 16-way L2, 14 ways for A, 32
-        // colours, 166 pages → 332 rows → 328 (896 in whole ways).
+        // The Xeon VM the page colours were measured on (its L3 as the VM reports it): 2 MiB
+        // 16-way L2, 14 ways for A, 32 colours: 166 pages → 332 rows → 328 (896 in whole ways).
         let xeon = caches((48 << 10, 12), (2 << 20, 16), Some((480 << 20, 16, 2)));
         assert_eq!(blocks_for(&xeon, 8, 48).mc, 328);
+        // A 4 MiB 16-way L2 (64 colours, 14 ways for A): 332 pages → 664 rows (1792 in whole
+        // ways).
+        let large = caches((48 << 10, 12), (4 << 20, 16), None);
+        assert_eq!(blocks_for(&large, 8, 48).mc, 664);
     }
 
     #[test]
     fn the_colour_cap_keeps_over_full_pages_under_the_share() {
         // P(X ≥ 5), X ~ Poisson(2) = 1 − e⁻²(1 + 2 + 2 + 4/3 + 2/3) = 0.052653.
         assert!((poisson_tail(2.0, 5) - 0.052653).abs() < 1e-6);
+        // Either side of the share at the Xeon's L2: 166 and 167 pages on 32 colours, 14 ways.
+        assert!((poisson_tail(166.0 / 32.0, 14) - 9.8589e-4).abs() < 1e-8);
+        assert!((poisson_tail(167.0 / 32.0, 14) - 1.04242e-3).abs() < 1e-8);
         assert_eq!(poisson_tail(3.0, 0), 1.0);
         for (size, ways) in [(256 << 10, 8), (1 << 20, 16), (2 << 20, 16), (512 << 10, 8)] {
             let l2 = CacheLevel {
@@ -217,7 +233,7 @@ mod tests {
             };
             let colours = (l2.way_bytes() / PAGE) as f64;
             for a_ways in 1..ways {
-                let pages = pages_that_fit(&l2, a_ways);
+                let pages = pages_that_fit(&l2, a_ways, usize::MAX);
                 let share = |p: usize| poisson_tail(p as f64 / colours, a_ways);
                 assert!(share(pages) <= OVERFULL_SHARE, "{size} {a_ways}: {pages}");
                 assert!(
@@ -228,6 +244,7 @@ mod tests {
                     pages < colours as usize * a_ways,
                     "fewer than whole ways hold"
                 );
+                assert_eq!(pages_that_fit(&l2, a_ways, pages / 2), pages / 2);
             }
         }
         // A way of one page: every page spreads over all the sets, no cap.
@@ -237,7 +254,16 @@ mod tests {
             line: 64,
             shared_by: 1,
         };
-        assert_eq!(pages_that_fit(&small, 6), usize::MAX);
+        assert_eq!(pages_that_fit(&small, 6, usize::MAX), usize::MAX);
+        // An absurd figure that passed the plausibility checks (4 TiB, 16-way: 2²⁶ colours) is
+        // searched only up to the bound.
+        let absurd = CacheLevel {
+            size: 1 << 42,
+            ways: 16,
+            line: 64,
+            shared_by: 1,
+        };
+        assert_eq!(pages_that_fit(&absurd, 14, 2048), 2048);
     }
 
     #[test]

@@ -339,16 +339,16 @@ fn macro_kernel(
     let beta = if pc == 0 { prob.beta } else { 1.0 };
     let last_slice = pc + kb == prob.k;
     // Blocks of equal height (whole tiles), no taller than MC: 1024 rows as 4 × 256 rather than
-    // 3 × 328 + 40, whose short block streams all of B's panel for an eighth of the work (one
-    // Xeon thread, mc 328, medians of 7 interleaved runs: 1024³ 122 → 131 GFLOP/s, 700×300×900
-    // 114 → 122, 512³ and 2048³ within noise).
+    // 3 × 328 + 40, whose short block streams all of B's panel for an eighth of a full block's
+    // work (one Xeon thread, mc 328, medians of 7 interleaved runs: 1024³ 122 → 131 GFLOP/s,
+    // 700×300×900 114 → 122, 512³ and 2048³ within noise).
     let blocks = rect.mb.div_ceil(cfg.mc).max(1);
-    let mc = rect.mb.div_ceil(blocks).next_multiple_of(mr);
+    let block_rows = rect.mb.div_ceil(blocks).next_multiple_of(mr).max(mr);
     // A packed A block is at most MC × KC: grown to that at once.
-    PACK_A.with(mc * kb, cfg.mc * cfg.kc, |abuf| {
+    PACK_A.with(block_rows * kb, cfg.mc * cfg.kc, |abuf| {
         // Loop 3 over row blocks: sequential here (the grid already split rows).
-        for ic in (0..rect.mb).step_by(mc) {
-            let mb = mc.min(rect.mb - ic);
+        for ic in (0..rect.mb).step_by(block_rows) {
+            let mb = block_rows.min(rect.mb - ic);
             let apack = &mut abuf[..mb.div_ceil(mr) * mr * kb];
             match prob.a_packer {
                 Some(packer) => packer.pack(apack, rect.i0 + ic, pc, mb, kb, mr),
