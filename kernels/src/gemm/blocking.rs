@@ -90,6 +90,16 @@ fn pages_that_fit(cache: &CacheLevel, ways: usize, most: usize) -> usize {
         .unwrap_or(0)
 }
 
+/// The bytes of data read again and again that stay in `l2` when their 4 KiB pages land on its
+/// page colours at random, one way left for the lines passing through: the most pages that
+/// leave at most [`OVERFULL_SHARE`] of them on over-full colours (as for the A block above),
+/// never less than a quarter of L2.
+pub(crate) fn l2_held_at_random(l2: &CacheLevel) -> usize {
+    let quarter = l2.size / 4;
+    let pages = pages_that_fit(l2, l2.ways.saturating_sub(1).max(1), l2.size / PAGE);
+    pages.saturating_mul(PAGE).clamp(quarter, l2.size)
+}
+
 /// `mc × kc × nc` for one tile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Blocks {
@@ -214,6 +224,19 @@ mod tests {
         // ways).
         let large = caches((48 << 10, 12), (4 << 20, 16), None);
         assert_eq!(blocks_for(&large, 8, 48).mc, 664);
+    }
+
+    #[test]
+    fn random_pages_hold_less_than_the_whole_l2() {
+        // The Xeon's 2 MiB 16-way L2: 15 ways, 32 colours → 185 pages, 740 KiB.
+        let xeon = caches((48 << 10, 12), (2 << 20, 16), None);
+        assert_eq!(l2_held_at_random(&xeon.l2), 185 * PAGE);
+        // An 8-way 1 MiB L2 holds less at random than its quarter: the quarter.
+        let few_ways = caches((32 << 10, 8), (1 << 20, 8), None);
+        assert_eq!(l2_held_at_random(&few_ways.l2), 256 << 10);
+        // A way of a page (a single colour): all of it.
+        let one_colour = caches((32 << 10, 8), (32 << 10, 8), None);
+        assert_eq!(l2_held_at_random(&one_colour.l2), 32 << 10);
     }
 
     #[test]

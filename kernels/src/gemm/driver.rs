@@ -677,10 +677,11 @@ mod tests {
             // Few rows whose B slices exceed L2: B packed a block of panels at a time.
             let wide = crate::cpu::cache_info().l2.size / (4 * cfg.kc) + 37;
             // Wider and deeper than the small products, in place only with a tile that reads
-            // A in place at any size: B's slice within three quarters of L2 (one K slice and
-            // two; no wider than that on a CPU of a small L2), and up to SMALL rows over a
-            // slice beyond it.
-            let l2_floats = crate::cpu::cache_info().l2.size / 4 / 4 * 3;
+            // A in place at any size: B's slice within what L2 holds of pages placed at random
+            // (one K slice and two; no wider than that on a CPU of a small L2), and up to SMALL
+            // rows over a slice beyond it.
+            let l2_floats =
+                crate::gemm::blocking::l2_held_at_random(&crate::cpu::cache_info().l2) / 4;
             let any_size = [
                 (200, (l2_floats / 200).min(256), 200, false),
                 (150, (l2_floats / cfg.kc).min(300), cfg.kc + 5, false),

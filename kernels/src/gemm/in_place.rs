@@ -157,9 +157,17 @@ pub(crate) fn gemm_in_place(isa: Isa, prob: &Problem<'_>, kc: usize, threads: us
     true
 }
 
+/// [`super::blocking::l2_held_at_random`] for this CPU's L2, worked out once.
+fn l2_held_at_random() -> usize {
+    static HELD: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *HELD.get_or_init(|| super::blocking::l2_held_at_random(&crate::cpu::cache_info().l2))
+}
+
 /// Whether `tile` ([`SmallTile::any_size`]) reads A in place faster than the packed path
 /// would run `prob`: over at most [`SMALL`] rows of C, or over a slice of B (`kc` deep) that
-/// stays in L2 — within three quarters of it, beside A's rows and C's tiles. Packing copies
+/// stays in L2 — within what L2 holds of pages placed at random ([`l2_held_at_random`]; three
+/// quarters of it before, and on one Xeon VM thread, in place → packed at that: 512³ 139 →
+/// 145 GFLOP/s, 384×512×384 143 → 153, on two 512³ 235 → 257; medians of 7 interleaved runs). Packing copies
 /// every element of A and B once; in place, each row tile reads B's slice from L2 (or, beyond
 /// it, panel after panel) and A's rows from L1, and a product whose row tiles share B's slice
 /// in L2 gains nothing from the copy. A must be stored by rows or by columns. By columns, the
@@ -185,7 +193,7 @@ pub(crate) fn gemm_in_place(isa: Isa, prob: &Problem<'_>, kc: usize, threads: us
 fn outruns_packing(tile: &SmallTile, prob: &Problem<'_>, kc: usize) -> bool {
     let caches = crate::cpu::cache_info();
     let depth = prob.k.min(kc);
-    let b_slice_in_l2 = depth * prob.n * 4 <= caches.l2.size / 4 * 3;
+    let b_slice_in_l2 = depth * prob.n * 4 <= l2_held_at_random();
     let a_lines_in_l1 =
         prob.a.cs == 1 || (prob.a.rs == 1 && depth * caches.l1d.line <= caches.l1d.size / 2);
     let b_rows_spread = caches.l2.rows_held(prob.b.rs * 4) >= 2 * depth;
@@ -329,8 +337,13 @@ fn run_band(tile: &SmallTile, prob: &Problem<'_>, band: Band, kc: usize) {
     debug_assert!(m <= prob.m && n <= prob.n);
     debug_assert!(a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs);
     debug_assert!(b.data.len() > (k - 1) * b.rs + (n - 1));
-    // B's slice read in place by one row tile after another must stay in L2 between them.
-    // Larger, it comes from L3 or memory once per row tile — and with rows a power of two
+    // B's slice read in place by one row tile after another must stay in L2 between them —
+    // what L2 holds of data whose 4 KiB pages fall on its sets at random
+    // ([`super::blocking::l2_held_at_random`], 740 KiB of the Xeon VM's 2 MiB: row tile after
+    // row tile over a slice of 1–2 MiB ran, against panel by panel, on one thread 128×512×784
+    // 119 → 135 GFLOP/s, 64×1000×1000 81 → 124, 100×512×1000 86 → 129, on two 100×512×1000
+    // 146 → 179, 128×784×512 even; medians of 7 interleaved runs). Larger, it comes from L3 or
+    // memory once per row tile — and with rows a power of two
     // apart (B of 2048 columns) each run of a tile's panel falls in the same few cache sets
     // and misses every step (24×512×2048 ran at 4–7 GFLOP/s on one Zen 3 thread). Then the
     // tiles take B panel by panel ([`panel_after_panel`]) or packed a block at a time
@@ -361,7 +374,7 @@ fn run_band(tile: &SmallTile, prob: &Problem<'_>, band: Band, kc: usize) {
         let beta = if pc == 0 { prob.beta } else { 1.0 };
         let epilogue = prob.epilogue.filter(|_| pc + kb == k);
         let slice = (pc, kb);
-        let beyond_l2 = kb * (n - band.cols.0) * 4 > caches.l2.size;
+        let beyond_l2 = kb * (n - band.cols.0) * 4 > l2_held_at_random();
         if tile.streams_b && ((row_tiles > 1 && beyond_l2) || b_from_memory) {
             panel_after_panel(tile, prob, band, slice, beta, epilogue);
         } else if row_tiles > 1 && beyond_l2 {
@@ -683,7 +696,7 @@ mod tests {
     }
 
     /// A tile marked for any size reads A in place over at most SMALL rows or a B slice within
-    /// three quarters of L2, and not beyond both, nor over rows of B crowded into a few of L2's
+    /// what L2 holds of pages placed at random, and not beyond both, nor over rows of B crowded into a few of L2's
     /// sets, nor over columns of A deeper than half of L1
     /// in lines, nor over an A stored neither by rows nor by columns; the other tiles never do.
     /// AVX-512's wide tiles are so marked, AVX2's tile is not.
@@ -701,14 +714,15 @@ mod tests {
                 Isa::Avx2 => assert!(tiles.iter().all(|t| !t.any_size), "{isa}"),
                 _ => {}
             }
-            // B's slice (kc deep) at half of L2, and at twice L2; rows an odd number of floats
-            // apart spread over every set.
-            let within = (caches.l2.size / 2 / (4 * kc)) | 1;
+            // B's slice (kc deep) at half of what L2 holds of pages placed at random, and at
+            // twice L2; rows an odd number of floats apart spread over every set.
+            let held = l2_held_at_random();
+            let within = (held / 2 / (4 * kc)) | 1;
             let beyond = (caches.l2.size * 2 / (4 * kc)) | 1;
             // Rows one way of L2 apart all fall into one set.
             let crowded = caches.l2.way_bytes() / 4;
-            // The widest B whose kc-deep slice is within three quarters of L2.
-            let widest = caches.l2.size / 4 * 3 / (4 * kc);
+            // The widest B whose kc-deep slice L2 holds.
+            let widest = held / (4 * kc);
             // Columns of A whose lines fill half of L1.
             let half_l1 = caches.l1d.size / 2 / caches.l1d.line;
             for tile in tiles {
