@@ -377,8 +377,9 @@ struct PooledPixels {
     routed: std::cell::Cell<usize>,
 }
 
-/// A pixel as [`PooledPixels`] finds its gradient: its row's first pooled entry (`None` for a row no
-/// window covers), its window's column and its column inside it, its own offset in the image.
+/// A pixel as [`PooledPixels`] finds its gradient: its row's first pooled entry (`None` for a
+/// row no window covers), its window's column and its column inside it, its own offset in the
+/// image.
 #[derive(Clone, Copy)]
 struct PooledPixelCursor {
     row: Option<usize>,

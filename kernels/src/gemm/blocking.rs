@@ -313,7 +313,7 @@ mod tests {
                 assert_eq!(b.nc % nr, 0, "{c}: {b:?}");
                 assert_eq!(b.kc % 8, 0, "{c}: {b:?}");
                 assert!((32..=1024).contains(&b.kc), "{c}: {b:?}");
-                assert!(b.mc >= mr && b.mc <= 4096, "{c}: {b:?}");
+                assert!(b.mc >= mr && b.mc <= MC_MAX, "{c}: {b:?}");
                 assert!(b.nc >= nr && b.nc <= 8192, "{c}: {b:?}");
             }
         }

@@ -163,11 +163,11 @@ fn l2_held_at_random() -> usize {
     *HELD.get_or_init(|| super::blocking::l2_held_at_random(&crate::cpu::cache_info().l2))
 }
 
-/// Whether `tile` ([`SmallTile::any_size`]) reads A in place faster than the packed path
-/// would run `prob`: over at most [`SMALL`] rows of C, or over a slice of B (`kc` deep) that
-/// stays in L2 — within what L2 holds of pages placed at random ([`l2_held_at_random`]; three
-/// quarters of it before, and on one Xeon VM thread, in place → packed at that: 512³ 139 →
-/// 145 GFLOP/s, 384×512×384 143 → 153, on two 512³ 235 → 257; medians of 7 interleaved runs). Packing copies
+/// Whether `tile` ([`SmallTile::any_size`]) reads A in place faster than the packed path would
+/// run `prob`: over at most [`SMALL`] rows of C, or over a slice of B (`kc` deep) that stays in
+/// L2 — within what L2 holds of pages placed at random ([`l2_held_at_random`]; three quarters
+/// of it before, and on one Xeon VM thread, in place → packed at that: 512³ 139 → 145 GFLOP/s,
+/// 384×512×384 143 → 153, on two 512³ 235 → 257; medians of 7 interleaved runs). Packing copies
 /// every element of A and B once; in place, each row tile reads B's slice from L2 (or, beyond
 /// it, panel after panel) and A's rows from L1, and a product whose row tiles share B's slice
 /// in L2 gains nothing from the copy. A must be stored by rows or by columns. By columns, the
@@ -337,19 +337,19 @@ fn run_band(tile: &SmallTile, prob: &Problem<'_>, band: Band, kc: usize) {
     debug_assert!(m <= prob.m && n <= prob.n);
     debug_assert!(a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs);
     debug_assert!(b.data.len() > (k - 1) * b.rs + (n - 1));
-    // B's slice read in place by one row tile after another must stay in L2 between them —
-    // what L2 holds of data whose 4 KiB pages fall on its sets at random
+    // B's slice read in place by one row tile after another must stay in L2 between them — what
+    // L2 holds of data whose 4 KiB pages fall on its sets at random
     // ([`super::blocking::l2_held_at_random`], 740 KiB of the Xeon VM's 2 MiB: row tile after
     // row tile over a slice of 1–2 MiB ran, against panel by panel, on one thread 128×512×784
-    // 119 → 135 GFLOP/s, 64×1000×1000 81 → 124, 100×512×1000 86 → 129, on two 100×512×1000
-    // 146 → 179, 128×784×512 even; medians of 7 interleaved runs). Larger, it comes from L3 or
-    // memory once per row tile — and with rows a power of two
-    // apart (B of 2048 columns) each run of a tile's panel falls in the same few cache sets
-    // and misses every step (24×512×2048 ran at 4–7 GFLOP/s on one Zen 3 thread). Then the
-    // tiles take B panel by panel ([`panel_after_panel`]) or packed a block at a time
-    // ([`packed_blocks`]), as the tile was measured to do best. (Slices that fit in L2 run
-    // faster row tile by row tile: 32×784×128 and 32×128×784 lost 8–18 % packed, 5–6 %
-    // panel by panel.) One row tile reads B once: nothing to gain by packing.
+    // 119 → 135 GFLOP/s, 64×1000×1000 81 → 124, 100×512×1000 86 → 129, on two 100×512×1000 146
+    // → 179, 128×784×512 even; medians of 7 interleaved runs). Larger, it comes from L3 or
+    // memory once per row tile — and with rows a power of two apart (B of 2048 columns) each
+    // run of a tile's panel falls in the same few cache sets and misses every step (24×512×2048
+    // ran at 4–7 GFLOP/s on one Zen 3 thread). Then the tiles take B panel by panel
+    // ([`panel_after_panel`]) or packed a block at a time ([`packed_blocks`]), as the tile was
+    // measured to do best. (Slices that fit in L2 run faster row tile by row tile: 32×784×128
+    // and 32×128×784 lost 8–18 % packed, 5–6 % panel by panel.) One row tile reads B once:
+    // nothing to gain by packing.
     //
     // A B beyond a quarter of L3 (shared with the other cores, and on a VM with other
     // guests) comes from memory, each panel's rows a page apart: the tiles that stream B go
@@ -696,9 +696,9 @@ mod tests {
     }
 
     /// A tile marked for any size reads A in place over at most SMALL rows or a B slice within
-    /// what L2 holds of pages placed at random, and not beyond both, nor over rows of B crowded into a few of L2's
-    /// sets, nor over columns of A deeper than half of L1
-    /// in lines, nor over an A stored neither by rows nor by columns; the other tiles never do.
+    /// what L2 holds of pages placed at random, and not beyond both, nor over rows of B crowded
+    /// into a few of L2's sets, nor over columns of A deeper than half of L1 in lines, nor over
+    /// an A stored neither by rows nor by columns; the other tiles never do.
     /// AVX-512's wide tiles are so marked, AVX2's tile is not.
     #[test]
     fn tiles_outrun_packing_only_within_their_caches() {
