@@ -19,6 +19,7 @@ pub(crate) struct Mask256 {
 
 impl Vector for __m256 {
     const LANES: usize = 8;
+    const REGISTERS: usize = 16;
     type Mask = Mask256;
     #[inline(always)]
     unsafe fn mask(live: usize) -> Mask256 {

@@ -10,6 +10,7 @@ microkernels!(__m512, "avx512f", "AVX-512F");
 
 impl Vector for __m512 {
     const LANES: usize = 16;
+    const REGISTERS: usize = 32;
     type Mask = __mmask16;
     #[inline(always)]
     unsafe fn mask(live: usize) -> __mmask16 {

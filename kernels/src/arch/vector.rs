@@ -8,6 +8,8 @@
 pub(crate) trait Vector: Copy {
     /// f32 lanes per register.
     const LANES: usize;
+    /// Vector registers the instruction set names (32 for AVX-512, 16 for AVX2).
+    const REGISTERS: usize;
     /// Which lanes of a register are live (the last lane group of a row may be partial).
     type Mask: Copy;
     /// # Safety (every method)
