@@ -43,10 +43,6 @@ pub(crate) const FEW_ROWS: usize = 32;
 /// 58).
 const FEW_PANELS: usize = 4;
 
-/// The depth of a slice of B that the bands' split weighs (the shallowest slice depth of any
-/// path: a deeper slice only makes B larger).
-const B_SLICE_ROWS: usize = 256;
-
 /// A small product (every side at most [`SMALL`]) with too little work to share — under two
 /// hand-offs to an awake helper, so no second thread's part would repay its hand-off — on the
 /// calling thread with `isa`'s small tiles, when it has them and B and C have unit column
@@ -143,10 +139,10 @@ pub(crate) fn gemm_in_place(isa: Isa, prob: &Problem<'_>, kc: usize, threads: us
         return false;
     }
     let handoff = HandOff::here(isa, threads);
-    let split = Split::new(tile, m, n, k, threads, handoff.cost());
+    let split = Split::new(tile, m, n, k, kc, threads, handoff.cost());
     if split.bands == 1 {
         handoff.ran_alone(threads, |awake_cost| {
-            Split::new(tile, m, n, k, threads, awake_cost).bands > 1
+            Split::new(tile, m, n, k, kc, threads, awake_cost).bands > 1
         });
         run_whole(tile, prob, kc);
         return true;
@@ -249,15 +245,21 @@ impl Split {
         m: usize,
         n: usize,
         k: usize,
+        kc: usize,
         threads: usize,
         fork_cost: f64,
     ) -> Split {
         let (row_tiles, col_tiles) = (m.div_ceil(tile.mr), n.div_ceil(tile.nr));
         let worth = hand_offs_worth(m, n, k, fork_cost);
-        // Each band reads all of B's columns it covers: bands of rows over a B too large for L2
-        // would each stream the whole of it (two threads then shared the memory's bandwidth
-        // and ran 32×2048×1000 slower than one), bands of columns a share each.
-        let b_streams = n * k.min(B_SLICE_ROWS) * 4 > crate::cpu::cache_info().l2.size;
+        // Each band reads all of B's columns it covers: bands of rows over a slice of B (`kc`
+        // deep) that L2 does not hold would each stream the whole of it (two threads then
+        // shared the memory's bandwidth and ran 32×2048×1000 slower than one), bands of
+        // columns a share each. What L2 holds is that of pages placed at random
+        // ([`l2_held_at_random`]); weighed against all of L2 and a slice 256 deep, on two Xeon
+        // VM threads (medians of 9 interleaved runs, rows → columns): 128×784×512 175 → 196
+        // GFLOP/s, 128×512×784 189 → 221, 100×512×1000 155 → 213, 64×1000×1000 118 → 195,
+        // 120×300×700 196 → 231; 32×256×1000 205 → 199, the forced AVX2 tile even.
+        let b_streams = n * k.min(kc) * 4 > l2_held_at_random();
         let by_rows = if b_streams && col_tiles >= threads {
             false
         } else {
@@ -752,6 +754,35 @@ mod tests {
     }
 
     #[test]
+    fn bands_of_rows_share_only_a_slice_of_b_that_l2_holds() {
+        let held = l2_held_at_random();
+        for isa in Isa::available() {
+            let Some(kc) = slice_depth(isa) else {
+                continue;
+            };
+            for tile in crate::gemm::config::small_tiles_of(isa) {
+                for &(m, k, n) in &[
+                    (128, 784, 512),
+                    (128, 512, 784),
+                    (100, 512, 1000),
+                    (64, 1000, 1000),
+                    (32, 784, 128),
+                    (128, 128, 128),
+                ] {
+                    let split = Split::new(tile, m, n, k, kc, 2, HANDOFF_COST);
+                    let slice = n * k.min(kc) * 4;
+                    if split.bands > 1 && slice > held && n.div_ceil(tile.nr) >= 2 {
+                        assert!(!split.by_rows, "{m}×{k}×{n}: {split:?}");
+                    }
+                    if split.bands > 1 && slice <= held && m.div_ceil(tile.mr) >= 2 {
+                        assert!(split.by_rows, "{m}×{k}×{n}: {split:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn bands_are_whole_tiles_and_cover_c() {
         for isa in Isa::available() {
             for tile in crate::gemm::config::small_tiles_of(isa) {
@@ -766,7 +797,7 @@ mod tests {
                     (64, 64, 64, 2),
                 ] {
                     for fork_cost in [HANDOFF_COST, FORK_JOIN_COST] {
-                        let split = Split::new(tile, m, n, k, threads, fork_cost);
+                        let split = Split::new(tile, m, n, k, 512, threads, fork_cost);
                         let mut covered = 0;
                         for t in 0..split.bands {
                             let band = split.band(t, m, n);
