@@ -270,6 +270,37 @@ fn every_tile_remainder() {
     }
 }
 
+/// A stored by rows and read in place (the small tiles' k loop, unrolled by four for A's unit
+/// column stride where the registers allow): every remainder of K over four, every row count of
+/// the 8-row tiles, the 16-row tile's two halves, and the one-, two- and three-vector widths.
+#[test]
+fn a_by_rows_in_place_with_every_remainder_of_k() {
+    let mut seed = 7_000;
+    for path in paths() {
+        for m in (1..=9).chain([15, 16, 17]) {
+            for n in [5, 16, 32, 48, 50] {
+                for k in (4..=8).chain([13, 70]) {
+                    seed += 1;
+                    let case = Case {
+                        m,
+                        n,
+                        k,
+                        trans_a: false,
+                        trans_b: false,
+                        c_col_major: false,
+                        pad: seed as usize % 2,
+                        alpha: 1.0,
+                        beta: if k % 2 == 0 { 0.0 } else { 0.5 },
+                        seed,
+                        threading: Threading::Single,
+                    };
+                    check(case, path).unwrap();
+                }
+            }
+        }
+    }
+}
+
 /// Shapes that cross every block boundary of the driver (MC, KC, NC) and take the threaded and
 /// shared-B paths, plus the skinny training shapes.
 #[test]

@@ -300,29 +300,26 @@ unsafe fn accumulate<
     // 24×37×50 101 → 103, 64³ even; the AVX2 6 × 16 tile (12 accumulators of 16 registers) lost
     // 7 % at 24×37×50 unrolled.
     let unroll_in_place = MR * NV + 2 * NV < V::REGISTERS;
+    // Unrolled by four: the loop's own instructions (count, compare, branch) once per four
+    // steps. (A read in place with a run-time step is not: its MR row offsets already take the
+    // general registers, and unrolled the loop spills them: 32³ ran 25 % slower so.)
+    macro_rules! unrolled {
+        ($a_step:expr) => {{
+            for _ in 0..k / 4 {
+                step!($a_step);
+                step!($a_step);
+                step!($a_step);
+                step!($a_step);
+            }
+            for _ in 0..k % 4 {
+                step!($a_step);
+            }
+        }};
+    }
     if PACKED {
-        // Unrolled by four: the loop's own instructions (count, compare, branch) once per four
-        // steps. (A read in place with a run-time step is not: its MR row offsets already take
-        // the general registers, and unrolled the loop spills them: 32³ ran 25 % slower so.)
-        for _ in 0..k / 4 {
-            step!(a_step);
-            step!(a_step);
-            step!(a_step);
-            step!(a_step);
-        }
-        for _ in 0..k % 4 {
-            step!(a_step);
-        }
+        unrolled!(a_step);
     } else if a_step == 1 && unroll_in_place {
-        for _ in 0..k / 4 {
-            step!(1);
-            step!(1);
-            step!(1);
-            step!(1);
-        }
-        for _ in 0..k % 4 {
-            step!(1);
-        }
+        unrolled!(1);
     } else {
         for _ in 0..k {
             step!(a_step);
