@@ -203,13 +203,55 @@ pub(crate) unsafe fn tile<V: Vector, const MR: usize, const NV: usize, const PAC
             (false, true) => accumulate::<V, MR, NV, false, PACKED, true>(k, a, b, rsb, &masks),
         }
     };
-    // SAFETY: as above.
+    // SAFETY: C's rows as this function's contract says (forwarded).
+    unsafe {
+        match (alpha == 1.0, beta == 0.0) {
+            (true, true) => store::<V, MR, NV, true, true>(&acc, alpha, beta, c, rsc, rows, &masks),
+            (true, false) => {
+                store::<V, MR, NV, true, false>(&acc, alpha, beta, c, rsc, rows, &masks)
+            }
+            (false, true) => {
+                store::<V, MR, NV, false, true>(&acc, alpha, beta, c, rsc, rows, &masks)
+            }
+            (false, false) => {
+                store::<V, MR, NV, false, false>(&acc, alpha, beta, c, rsc, rows, &masks)
+            }
+        }
+    }
+}
+
+/// C ← alpha·acc + beta·C over the tile's first `rows` rows, the masked lanes untouched;
+/// `UNIT_ALPHA` (alpha = 1, the common case, which scales exactly: skipped) and `ZERO_BETA`
+/// (C never read) fixed per tile rather than tested per row. Over all MR rows with a break,
+/// not `take(rows)`: a loop of constant length indexes the accumulators by constants, so they
+/// stay in registers; with the run-time count the compiler copied them all to the stack after
+/// the k loop and stored C from there (on one Zen 4 thread: 1000×10×1000 57 → 66 GFLOP/s,
+/// 3000×50×200 77 → 82, 48³ 93 → 101; AVX2 tiles 1000×10×1000 39 → 50). With the tests of
+/// alpha and beta inside the loop, the 6 × 64 tile's (24 accumulators) was still too large to
+/// unroll, and went through the stack so.
+///
+/// # Safety
+/// Row i < rows of C has the masks' live floats writable at `c + i·rsc`; the CPU has V's
+/// instruction set.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn store<
+    V: Vector,
+    const MR: usize,
+    const NV: usize,
+    const UNIT_ALPHA: bool,
+    const ZERO_BETA: bool,
+>(
+    acc: &[[V; NV]; MR],
+    alpha: f32,
+    beta: f32,
+    c: *mut f32,
+    rsc: usize,
+    rows: usize,
+    masks: &[V::Mask; NV],
+) {
+    // SAFETY: register arithmetic on a CPU with V's instruction set (caller's contract).
     let (valpha, vbeta) = unsafe { (V::splat(&alpha), V::splat(&beta)) };
-    // Over all MR rows with a break, not `take(rows)`: a loop of constant length indexes the
-    // accumulators by constants, so they stay in registers; with the run-time count the compiler
-    // copied them all to the stack after the k loop and stored C from there. On one Zen 4
-    // thread: 1000×10×1000 57 → 66 GFLOP/s, 3000×50×200 77 → 82, 48³ 93 → 101 (AVX2 tiles
-    // 1000×10×1000 39 → 50); long products unchanged.
     for (i, acc_i) in acc.iter().enumerate() {
         if i >= rows {
             break;
@@ -220,13 +262,12 @@ pub(crate) unsafe fn tile<V: Vector, const MR: usize, const NV: usize, const PAC
             let row = c.add(i * rsc);
             for (v, &acc_iv) in acc_i.iter().enumerate() {
                 let p = row.add(V::LANES * v);
-                // alpha = 1 (the common case) scales exactly: skipped.
-                let scaled = if alpha == 1.0 {
+                let scaled = if UNIT_ALPHA {
                     acc_iv
                 } else {
                     V::mul(valpha, acc_iv)
                 };
-                let out = if beta == 0.0 {
+                let out = if ZERO_BETA {
                     scaled
                 } else {
                     V::fmadd(vbeta, V::load_live(p, masks[v]), scaled)

@@ -126,14 +126,27 @@ impl SmallTile {
         }
     }
 
-    /// The rows this tile computes for an `m`-row C: exactly `m` when it has a kernel per row
-    /// count, else whole tiles.
-    fn rows_computed(&self, m: usize) -> usize {
-        if self.kernels.len() == self.mr {
+    /// The work, in tile elements times `cost`, this tile spends on an `m × n` C: rows and
+    /// columns as computed, for a tile that has a kernel per row count the last row tile's
+    /// own rows — except where B's slice is beyond L1 (`b_in_l1` false): every row tile then
+    /// streams all of it from L2, and one of a few rows took most of a whole one's time (on
+    /// one Xeon VM thread, 8 × 32: 32×128×128 at 141 GFLOP/s, 33×128×128 at 126). A last
+    /// column panel only partly live computes all of it, and more slowly per live column than
+    /// a whole one: counted a quarter wider (60×64×112 ran at 123 GFLOP/s with 6 × 64 and 130
+    /// with 8 × 32, both computing 128 columns).
+    fn padded_work(&self, m: usize, n: usize, b_in_l1: bool) -> f64 {
+        let rows = if self.kernels.len() == self.mr && b_in_l1 {
             m
         } else {
             m.next_multiple_of(self.mr)
-        }
+        };
+        let whole = (n / self.nr * self.nr) as f64;
+        let partial = if n.is_multiple_of(self.nr) {
+            0.0
+        } else {
+            1.25 * self.nr as f64
+        };
+        rows as f64 * (whole + partial) * self.cost
     }
 }
 
@@ -164,7 +177,16 @@ pub(crate) const SMALL: usize = 128;
 // tile, on the same machine, gained at K = 128 and lost at K = 512 (24×512×2048 61 → 55), so
 // it packs; so do the tiles not measured.
 #[cfg(target_arch = "x86_64")]
-const SMALL_AVX512: [SmallTile; 4] = [
+const SMALL_AVX512: [SmallTile; 5] = [
+    // Six rows of four vectors: 10 loads (4 of B, 6 broadcasts of A) per 24 FMAs, where 8 × 32
+    // issues 10 per 16, and a 64-wide C is one panel (fewer, longer tile calls). On one Xeon VM
+    // thread, against the 8-row tiles (medians of 5 interleaved runs): 64³ 142 → 148 GFLOP/s,
+    // 33×128×128 128 → 138, 96×64×64 144 → 149, 1000×784×128 132 → 135; two threads 64³ 146 →
+    // 153, 33×128×128 136 → 168. It reads all of B once per six rows, not eight: beyond L1 a
+    // short last row tile costs nearly a whole one (see `padded_work`).
+    small(6, 64, by_rows!(avx512, 4, [1, 2, 3, 4, 5, 6]), 0.95, true)
+        .with_edge(EDGE_AVX512, 16)
+        .at_any_size(),
     small(
         8,
         48,
@@ -303,8 +325,9 @@ fn configure(isa: Isa, tiles: &[Tile], caches: &CacheInfo) -> Vec<KernelConfig> 
 /// product's time).
 struct IsaConfigs {
     tiles: Vec<KernelConfig>,
-    /// `small_choice[m · (SMALL + 1) + n]`: the index of the small tile for `m × n`.
-    small_choice: Vec<u8>,
+    /// `small_choice[l1][m · (SMALL + 1) + n]`: the index of the small tile for `m × n`, with
+    /// B's slice beyond L1 (`l1` = 0) or in it (1).
+    small_choice: [Vec<u8>; 2],
 }
 
 fn all_configs() -> &'static [IsaConfigs] {
@@ -317,15 +340,15 @@ fn all_configs() -> &'static [IsaConfigs] {
                 let tiles = configure(isa, tiles_of(isa), caches);
                 let small = small_tiles_of(isa);
                 let side = SMALL + 1;
-                let small_choice = (0..side * side)
-                    .map(|mn| {
-                        let (m, n) = (mn / side, mn % side);
-                        least_padded(small, |t| {
-                            (t.rows_computed(m) * n.next_multiple_of(t.nr)) as f64 * t.cost
+                let small_choice = [false, true].map(|b_in_l1| {
+                    (0..side * side)
+                        .map(|mn| {
+                            let (m, n) = (mn / side, mn % side);
+                            least_padded(small, |t| t.padded_work(m, n, b_in_l1))
+                                .map_or(0, |i| i as u8)
                         })
-                        .map_or(0, |i| i as u8)
-                    })
-                    .collect();
+                        .collect()
+                });
                 IsaConfigs {
                     tiles,
                     small_choice,
@@ -340,13 +363,17 @@ pub(crate) fn kernels_of(isa: Isa) -> &'static [KernelConfig] {
     &all_configs()[isa as usize].tiles
 }
 
-/// The small tile for an `m × n` C (m, n ≤ [`SMALL`]), where `isa` has small tiles.
-pub(crate) fn small_tile(isa: Isa, m: usize, n: usize) -> Option<&'static SmallTile> {
+/// The small tile for an `m × n` C (m, n ≤ [`SMALL`]) over `k` (K of the product: its slices
+/// decide whether B's share of the tiles' work stays in L1), where `isa` has small tiles.
+pub(crate) fn small_tile(isa: Isa, m: usize, n: usize, k: usize) -> Option<&'static SmallTile> {
     if m > SMALL || n > SMALL {
         return None;
     }
     let tiles = small_tiles_of(isa);
-    let index = all_configs()[isa as usize].small_choice[m * (SMALL + 1) + n];
+    let configs = &all_configs()[isa as usize];
+    let depth = configs.tiles.first().map_or(k, |main| k.min(main.kc));
+    let b_in_l1 = depth * n * std::mem::size_of::<f32>() <= crate::cpu::cache_info().l1d.size;
+    let index = configs.small_choice[usize::from(b_in_l1)][m * (SMALL + 1) + n];
     tiles.get(index as usize)
 }
 
@@ -403,11 +430,23 @@ mod tests {
         assert_eq!(kernel_config(Isa::Avx2, 21632, 9).nr, 16);
         assert_eq!(kernel_config(Isa::Avx2, 5000, 8).nr, 8);
         assert_eq!(kernel_config(Isa::Avx512, 21600, 9).mr, 24);
-        let small = |m, n| small_tile(Isa::Avx512, m, n).map(|t| (t.mr, t.nr));
+        let small = |m, n| small_tile(Isa::Avx512, m, n, 32).map(|t| (t.mr, t.nr));
         assert_eq!(small(16, 16), Some((16, 16)));
         assert_eq!(small(32, 32), Some((8, 32)));
         assert_eq!(small(48, 48), Some((8, 48)));
         assert_eq!(small(128, 129), None);
-        assert!(small_tile(Isa::Scalar, 4, 4).is_none());
+        // C one panel of 64 wide: six rows of four vectors; a partly live second panel of 36
+        // columns is left to the narrower tile.
+        assert_eq!(small(64, 64), Some((6, 64)));
+        assert_eq!(small(100, 100), Some((8, 32)));
+        // B's slice beyond L1: a last row tile of a few rows counts as a whole one.
+        let l1_floats = crate::cpu::cache_info().l1d.size / 4;
+        let deep = (l1_floats / 128 + 1).min(SMALL);
+        if deep * 128 > l1_floats {
+            let tile = |m| small_tile(Isa::Avx512, m, 128, deep).map(|t| (t.mr, t.nr));
+            assert_eq!(tile(32), Some((8, 32)));
+            assert_eq!(tile(33), Some((6, 64)));
+        }
+        assert!(small_tile(Isa::Scalar, 4, 4, 4).is_none());
     }
 }

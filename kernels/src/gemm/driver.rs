@@ -688,8 +688,8 @@ mod tests {
                 (140, 129, 64, true),
                 (SMALL, wide, cfg.kc + 2, false),
             ];
-            let tile_reads_any_size = |m: usize, n: usize| {
-                small_tile(isa, m.min(SMALL), n.min(SMALL)).is_some_and(|t| t.any_size)
+            let tile_reads_any_size = |m: usize, n: usize, k: usize| {
+                small_tile(isa, m.min(SMALL), n.min(SMALL), k).is_some_and(|t| t.any_size)
             };
             for &(m, n, k, a_col_major) in [
                 (300, 32, 9, false),
@@ -702,8 +702,11 @@ mod tests {
                 (31, wide + 9, cfg.kc + 3, true),
             ]
             .iter()
-            .chain(any_size.iter().filter(|s| tile_reads_any_size(s.0, s.1)))
-            {
+            .chain(
+                any_size
+                    .iter()
+                    .filter(|s| tile_reads_any_size(s.0, s.1, s.2)),
+            ) {
                 let a: Vec<f32> = (0..m * k).map(|_| value()).collect();
                 let b: Vec<f32> = (0..k * n).map(|_| value()).collect();
                 let c0: Vec<f32> = (0..m * n).map(|_| value()).collect();

@@ -217,7 +217,7 @@ fn in_place_tile(isa: Isa, prob: &Problem<'_>) -> Option<&'static SmallTile> {
         return None;
     }
     // The choice only weighs the padding of the last tiles, which beyond SMALL matters little.
-    small_tile(isa, prob.m.min(SMALL), prob.n.min(SMALL))
+    small_tile(isa, prob.m.min(SMALL), prob.n.min(SMALL), prob.k)
 }
 
 /// How many parallel sections at `fork_cost` an `m × n × k` product's work pays for: from two

@@ -308,7 +308,7 @@ fn tile_macs_per_ns(isa: Isa) -> Option<f64> {
     // product finds the team awake), where nothing may allocate.
     const MAX_MR: usize = 16;
     const MAX_NR: usize = 64;
-    let tile = small_tile(isa, SMALL, SMALL)?;
+    let tile = small_tile(isa, SMALL, SMALL, K)?;
     let (mr, nr) = (tile.mr, tile.nr);
     if mr > MAX_MR || nr > MAX_NR {
         return None;
@@ -416,7 +416,7 @@ mod tests {
         for isa in Isa::available() {
             match tile_macs_per_ns(isa) {
                 Some(rate) => assert!(rate.is_finite() && rate > 0.0, "{isa}: {rate}"),
-                None => assert!(small_tile(isa, SMALL, SMALL).is_none(), "{isa}"),
+                None => assert!(small_tile(isa, SMALL, SMALL, SMALL).is_none(), "{isa}"),
             }
         }
     }
