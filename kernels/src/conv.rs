@@ -137,6 +137,60 @@ pub(crate) fn check_forward_args(
     Ok(())
 }
 
+/// `y_pool` ← the 2×2, stride-2 'valid' max pooling of `act(conv(x, w) + bias)`, the
+/// convolution's output never formed (inference): where the one-channel 3×3 kernel applies on
+/// this path, with a ReLU or no activation; `Ok(false)` (nothing done) otherwise. Each task's
+/// images are convolved and pooled in registers, window by window; the bits of the
+/// convolution then the pooling. The reference CNN's inference at batch 1000 on two Xeon VM
+/// threads (AVX-512), convolved into a buffer in cache then pooled → pooled in registers:
+/// 108 k → 119 k images/s (medians of 5 interleaved runs; the pooling pass had taken a tenth
+/// of the time).
+pub(crate) fn forward_pooled_in_registers(
+    opts: &ExecOptions,
+    s: &Conv2d,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    y_pool: &mut [f32],
+) -> Result<bool> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let isa = crate::Isa::resolve(opts.isa)?;
+        let backend = crate::Backend::resolve(opts.backend)?;
+        let relu = match act {
+            Activation::Relu => true,
+            Activation::Identity => false,
+            _ => return Ok(false),
+        };
+        if s.batch == 0 || !direct::applies(s, backend) || !direct3x3::applies(s, isa) {
+            return Ok(false);
+        }
+        let pooled = (s.out_h() / 2) * (s.out_w() / 2) * s.out_c;
+        let plan = Plan::new(s);
+        let out = SharedOut::new(y_pool);
+        let ocp = direct::padded_channels(s);
+        PACKED_W.with(direct::packed_len(s), direct::packed_len(s), |packed| {
+            direct::pack(s, w, bias, packed);
+            let packed = &*packed;
+            plan.run(opts, |t| {
+                let first = t * plan.images_per_task;
+                let last = (first + plan.images_per_task).min(s.batch);
+                // SAFETY: task t writes only its own images' pooled pixels.
+                let y = unsafe { out.slice(first * pooled..last * pooled) };
+                // SAFETY: `resolve` checked that this CPU has `isa`, which `applies` accepts.
+                unsafe { direct3x3::forward_pooled(isa, s, x, packed, ocp, first..last, y, relu) };
+            });
+        });
+        Ok(true)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (opts, s, x, w, bias, act, y_pool);
+        Ok(false)
+    }
+}
+
 /// The forward pass over tasks of whole images, each task walking its images in groups: a
 /// group is convolved into `y` (or, without `y`, into per-thread scratch) and then handed to
 /// `then` while it is still in cache. Without `beyond_im2col`, only explicit im2col + GEMM.

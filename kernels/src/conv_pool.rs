@@ -7,7 +7,7 @@ use crate::activation::Activation;
 use crate::conv::pooled_grads::PooledGrads;
 use crate::conv::{
     check_forward_args, check_weights_args, conv2d_backward_weights, direct, forward_groups,
-    sum_task_partials, Conv2d, Plan,
+    forward_pooled_in_registers, sum_task_partials, Conv2d, Plan,
 };
 use crate::error::{check_len, Error, Result};
 use crate::gemm::ExecOptions;
@@ -85,6 +85,17 @@ pub fn conv2d_maxpool_forward(
             s.batch * pooled,
             || pool.desc_out(),
         )?;
+    }
+    // Inference through Keras's default pooling: the windows pooled in registers as they are
+    // convolved, where the convolution's kernel can.
+    let keras_default = (pool.pool_h, pool.pool_w, pool.stride_h, pool.stride_w) == (2, 2, 2, 2)
+        && pool.padding == crate::window::Padding::Valid;
+    if y_conv.is_none()
+        && argmax.is_none()
+        && keras_default
+        && forward_pooled_in_registers(opts, s, x, w, bias, act, y_pool)?
+    {
+        return Ok(());
     }
     let pool_isa = crate::Isa::resolve(opts.isa)?;
     let image_out = s.out_pixels() * s.out_c;

@@ -845,3 +845,61 @@ fn fused_conv_and_pool_check_the_pooling_shape() {
         "conv2d_maxpool_forward: the pooling takes 2×5×6×4 inputs but the convolution gives 2×6×6×4"
     );
 }
+
+/// Inference through a one-channel 3×3 convolution and Keras's default pooling (2×2, stride
+/// 2, 'valid'): the windows pooled in registers as they are convolved give the bits of the
+/// convolution then the pooling — output channels in whole and partial vectors, strides 1 and
+/// 2, odd output sizes (the last row and column no window takes), NaN inputs (the pooling's
+/// rule for the first NaN), ReLU and no activation, on every path and thread count.
+#[test]
+fn one_channel_conv_pooled_in_registers_keeps_the_bits_of_the_two_passes() {
+    let mut rng = Rng::new(17);
+    for (batch, (in_h, in_w), out_c, stride) in [
+        (3, (28, 28), 32, 1),
+        (2, (29, 27), 17, 1),
+        (1, (13, 16), 8, 2),
+        (2, (9, 11), 40, 2),
+        (1, (5, 5), 3, 1),
+    ] {
+        let s = Conv2d {
+            stride_h: stride,
+            stride_w: stride,
+            ..Conv2d::square(batch, (in_h, in_w, 1), out_c, 3, Padding::Valid)
+        };
+        let p = Pool2d::new(batch, (s.out_h(), s.out_w(), out_c), 2);
+        let mut x = rng.fill(s.input_len());
+        x[in_w + 2] = f32::NAN;
+        let (w, b) = (rng.fill(s.weight_len()), rng.fill(out_c));
+        for act in [Activation::Relu, Activation::Identity] {
+            for isa in Isa::available() {
+                for threading in [Threading::Single, Threading::Rayon] {
+                    let opts = ExecOptions {
+                        threading,
+                        ..ExecOptions::with_isa(isa)
+                    };
+                    let mut y = vec![0.0; s.output_len()];
+                    let mut want = vec![0.0; p.output_len()];
+                    conv2d_forward(&opts, &s, &x, &w, Some(&b), act, &mut y).unwrap();
+                    max_pool2d_forward(&opts, &p, &y, &mut want, None).unwrap();
+                    let mut got = vec![f32::NAN; p.output_len()];
+                    let filter = Filter {
+                        weights: &w,
+                        bias: Some(&b),
+                        act,
+                    };
+                    let out = PooledOutput {
+                        y_conv: None,
+                        y_pool: &mut got,
+                        argmax: None,
+                    };
+                    conv2d_maxpool_forward(&opts, &s, &p, &x, filter, out).unwrap();
+                    let same = want
+                        .iter()
+                        .zip(&got)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{isa} {act:?} {threading:?} {s:?}");
+                }
+            }
+        }
+    }
+}

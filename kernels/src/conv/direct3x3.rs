@@ -118,6 +118,127 @@ fn forward_passes<V: Vector, const G: usize>(
     }
 }
 
+/// `y_pool` ← the 2×2, stride-2 'valid' max pooling of the activated convolution of images
+/// `images` (their pooled pixels, `out_c` floats each, one image after another), with `packed`
+/// as [`forward`] takes it: each pooling window's four output pixels computed together and only
+/// their maximum stored — the convolution's output is never written, nor read back by a pooling
+/// pass. The bits of [`forward`] then the pooling (`pool::max_vector`'s 2×2 path). Output rows
+/// and columns past the last whole window (an odd output size) are not computed: no window
+/// takes them.
+///
+/// # Safety
+/// [`applies`]`(s, isa)`, and the CPU has `isa`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn forward_pooled(
+    isa: Isa,
+    s: &Conv2d,
+    x: &[f32],
+    packed: &[f32],
+    ocp: usize,
+    images: std::ops::Range<usize>,
+    y_pool: &mut [f32],
+    relu: bool,
+) {
+    let pooled = (s.out_h() / 2) * (s.out_w() / 2) * s.out_c;
+    assert!(applies(s, isa) && ocp.is_multiple_of(16) && ocp >= s.out_c);
+    assert!(packed.len() >= (1 + TAPS) * ocp && x.len() >= s.input_len());
+    assert!(images.end <= s.batch && y_pool.len() == images.len() * pooled);
+    // SAFETY: the CPU has `isa` (caller's contract); the shapes were asserted.
+    unsafe {
+        match isa {
+            Isa::Avx512 => pooled_avx512(s, x, packed, ocp, images, y_pool, relu),
+            _ => pooled_avx2(s, x, packed, ocp, images, y_pool, relu),
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+fn pooled_avx512(
+    s: &Conv2d,
+    x: &[f32],
+    packed: &[f32],
+    ocp: usize,
+    images: std::ops::Range<usize>,
+    y: &mut [f32],
+    relu: bool,
+) {
+    pooled_passes::<__m512, 2>(s, x, packed, ocp, images, y, relu)
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn pooled_avx2(
+    s: &Conv2d,
+    x: &[f32],
+    packed: &[f32],
+    ocp: usize,
+    images: std::ops::Range<usize>,
+    y: &mut [f32],
+    relu: bool,
+) {
+    pooled_passes::<__m256, 1>(s, x, packed, ocp, images, y, relu)
+}
+
+/// [`forward_pooled`] as passes of `G` lane groups (the last pass one group when `G` does not
+/// divide them), each over every pooling window of `images`.
+#[inline(always)]
+fn pooled_passes<V: Vector, const G: usize>(
+    s: &Conv2d,
+    x: &[f32],
+    packed: &[f32],
+    ocp: usize,
+    images: std::ops::Range<usize>,
+    y: &mut [f32],
+    relu: bool,
+) {
+    let groups = s.out_c.div_ceil(V::LANES);
+    let mut g0 = 0;
+    while g0 < groups {
+        let all = g0 + G <= groups;
+        let im = images.clone();
+        match (all, relu) {
+            (true, true) => pooled_pass::<V, G, true>(s, x, packed, ocp, g0, im, y),
+            (true, false) => pooled_pass::<V, G, false>(s, x, packed, ocp, g0, im, y),
+            (false, true) => pooled_pass::<V, 1, true>(s, x, packed, ocp, g0, im, y),
+            (false, false) => pooled_pass::<V, 1, false>(s, x, packed, ocp, g0, im, y),
+        }
+        g0 += if all { G } else { 1 };
+    }
+}
+
+/// One pass over every pooling window of `images` for lane groups `g0 .. g0 + G`.
+#[inline(always)]
+fn pooled_pass<V: Vector, const G: usize, const RELU: bool>(
+    s: &Conv2d,
+    x: &[f32],
+    packed: &[f32],
+    ocp: usize,
+    g0: usize,
+    images: std::ops::Range<usize>,
+    y: &mut [f32],
+) {
+    let (ph, pw, oc) = (s.out_h() / 2, s.out_w() / 2, s.out_c);
+    let (sh, sw, in_w) = (s.stride_h, s.stride_w, s.in_w);
+    let image_len = s.in_h * in_w;
+    let tile = Tile::<V, G>::new(s, x, packed, ocp, g0);
+    // The window's four output pixels, from its top-left one: one to the right, one down.
+    let corner = [0, sw, sh * in_w, sh * in_w + sw];
+    let yp = y.as_mut_ptr();
+    let mut at = g0 * V::LANES;
+    for n in images {
+        for py in 0..ph {
+            let row = n * image_len + 2 * py * sh * in_w;
+            for px in 0..pw {
+                // SAFETY: output pixels (2py + 1, 2px + 1) and before lie inside the
+                // convolution's output, so their windows inside x (`applies`; x's length
+                // asserted by `forward_pooled`); pooled pixel (n, py, px)'s `oc` floats from
+                // g0's first lane lie inside y (its length asserted).
+                unsafe { tile.pooled_block::<RELU>(row + 2 * px * sw, corner, yp.add(at)) };
+                at += oc;
+            }
+        }
+    }
+}
+
 /// One pass over `pixels` for lane groups `g0 .. g0 + G`.
 #[inline(always)]
 fn pass<V: Vector, const G: usize, const RELU: bool>(
@@ -133,27 +254,7 @@ fn pass<V: Vector, const G: usize, const RELU: bool>(
     let (sh, sw, in_w) = (s.stride_h, s.stride_w, s.in_w);
     let image_len = s.in_h * in_w;
     let lanes = V::LANES;
-    let group = |row: usize| -> [V; G] {
-        std::array::from_fn(|g| {
-            let v = &packed[row * ocp + (g0 + g) * lanes..][..lanes];
-            // SAFETY: `v` holds LANES floats (bounds-checked slice).
-            unsafe { V::load(v.as_ptr()) }
-        })
-    };
-    let bias = group(0);
-    let w: [[V; G]; TAPS] = std::array::from_fn(|t| group(1 + t));
-    let mask: [V::Mask; G] = std::array::from_fn(|g| {
-        // SAFETY: register arithmetic on a CPU with the set.
-        unsafe { V::mask(oc.saturating_sub((g0 + g) * lanes)) }
-    });
-    let tile = Tile {
-        w,
-        bias,
-        mask,
-        x: x.as_ptr(),
-        in_w,
-        sw,
-    };
+    let tile = Tile::<V, G>::new(s, x, packed, ocp, g0);
     let yp = y.as_mut_ptr();
     let mut p = pixels.start;
     while p < pixels.end {
@@ -194,6 +295,74 @@ struct Tile<V: Vector, const G: usize> {
 }
 
 impl<V: Vector, const G: usize> Tile<V, G> {
+    /// Lane groups `g0 .. g0 + G`'s weights and bias from `packed` (as [`forward`] takes it).
+    #[inline(always)]
+    fn new(s: &Conv2d, x: &[f32], packed: &[f32], ocp: usize, g0: usize) -> Self {
+        let lanes = V::LANES;
+        let group = |row: usize| -> [V; G] {
+            std::array::from_fn(|g| {
+                let v = &packed[row * ocp + (g0 + g) * lanes..][..lanes];
+                // SAFETY: `v` holds LANES floats (bounds-checked slice).
+                unsafe { V::load(v.as_ptr()) }
+            })
+        };
+        Tile {
+            w: std::array::from_fn(|t| group(1 + t)),
+            bias: group(0),
+            mask: std::array::from_fn(|g| {
+                // SAFETY: register arithmetic on a CPU with the set.
+                unsafe { V::mask(s.out_c.saturating_sub((g0 + g) * lanes)) }
+            }),
+            x: x.as_ptr(),
+            in_w: s.in_w,
+            sw: s.stride_w,
+        }
+    }
+
+    /// The four output pixels of one 2×2 pooling window — their windows' top-left input
+    /// elements at `x[first + corner[q]]`, in pooling order: top left, top right, bottom left,
+    /// bottom right — then their maximum by max pooling's rule, stored to `y` (the `G` groups'
+    /// lanes, masked). Each pixel is [`Tile::block`]'s sum in its order (bias, then one FMA per
+    /// tap), then the activation; the maximum is the pooling kernel's tree, (0 ∘ 1) ∘ (2 ∘ 3):
+    /// the bits of the convolution then the pooling.
+    ///
+    /// # Safety
+    /// The four windows lie inside `x`, and the pooled outputs inside y.
+    #[inline(always)]
+    unsafe fn pooled_block<const RELU: bool>(&self, first: usize, corner: [usize; 4], y: *mut f32) {
+        let mut acc = [self.bias; 4];
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let t = ky * 3 + kx;
+                for (aq, &cq) in acc.iter_mut().zip(&corner) {
+                    // SAFETY: inside pixel q's window (caller's contract).
+                    let v = unsafe { V::splat(self.x.add(first + cq + ky * self.in_w + kx)) };
+                    for (a, &wg) in aq.iter_mut().zip(&self.w[t]) {
+                        // SAFETY: register arithmetic on a CPU with the set.
+                        *a = unsafe { V::fmadd(v, wg, *a) };
+                    }
+                }
+            }
+        }
+        // `b` where it takes over from the running maximum `a`: the pooling's step.
+        // SAFETY: register arithmetic on a CPU with the set.
+        let step = |a: V, b: V| unsafe { V::choose(V::takes_over(b, a), a, b) };
+        for g in 0..G {
+            let px = acc.map(|aq| {
+                if RELU {
+                    // SAFETY: register arithmetic on a CPU with the set.
+                    unsafe { V::relu(aq[g]) }
+                } else {
+                    aq[g]
+                }
+            });
+            let best = step(step(px[0], px[1]), step(px[2], px[3]));
+            // SAFETY: the pooled outputs are inside y (caller's contract); the masks keep the
+            // stores to lanes below out_c.
+            unsafe { V::store_live(y.add(g * V::LANES), self.mask[g], best) };
+        }
+    }
+
     /// `N` consecutive output pixels of one row: the first window's top-left input element is
     /// `x[first]`; pixel q's outputs go to `y + q·oc` (its `G` groups' lanes, masked).
     ///
