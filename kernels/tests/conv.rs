@@ -848,22 +848,25 @@ fn fused_conv_and_pool_check_the_pooling_shape() {
 
 /// Inference through a one-channel 3×3 convolution and Keras's default pooling (2×2, stride
 /// 2, 'valid'): the windows pooled in registers as they are convolved give the bits of the
-/// convolution then the pooling — output channels in whole and partial vectors, strides 1 and
-/// 2, odd output sizes (the last row and column no window takes), NaN inputs (the pooling's
-/// rule for the first NaN), ReLU and no activation, on every path and thread count.
+/// convolution then the pooling — output channels in whole and partial vectors, strides 1, 2,
+/// 3 and unequal ones, odd output sizes (the last row and column no window takes), NaN inputs
+/// (the pooling's rule for the first NaN), ReLU and no activation, on every path and thread
+/// count.
 #[test]
 fn one_channel_conv_pooled_in_registers_keeps_the_bits_of_the_two_passes() {
     let mut rng = Rng::new(17);
-    for (batch, (in_h, in_w), out_c, stride) in [
-        (3, (28, 28), 32, 1),
-        (2, (29, 27), 17, 1),
-        (1, (13, 16), 8, 2),
-        (2, (9, 11), 40, 2),
-        (1, (5, 5), 3, 1),
+    for (batch, (in_h, in_w), out_c, (stride_h, stride_w)) in [
+        (3, (28, 28), 32, (1, 1)),
+        (2, (29, 27), 17, (1, 1)),
+        (1, (13, 16), 8, (2, 2)),
+        (2, (9, 11), 40, (2, 2)),
+        (1, (5, 5), 3, (1, 1)),
+        (1, (14, 17), 16, (3, 3)),
+        (2, (12, 15), 33, (1, 2)),
     ] {
         let s = Conv2d {
-            stride_h: stride,
-            stride_w: stride,
+            stride_h,
+            stride_w,
             ..Conv2d::square(batch, (in_h, in_w, 1), out_c, 3, Padding::Valid)
         };
         let p = Pool2d::new(batch, (s.out_h(), s.out_w(), out_c), 2);
