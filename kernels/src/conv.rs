@@ -513,3 +513,37 @@ pub fn conv2d_backward_input(
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The in-register pooling takes the layers it is for on the paths that have its kernel
+    /// (the integration tests check its bits, which the two-pass fallback would also pass).
+    #[test]
+    fn one_channel_3x3_layers_pool_in_registers_where_the_kernel_is() {
+        let s = Conv2d::square(2, (28, 28, 1), 32, 3, Padding::Valid);
+        let x = vec![0.5; s.input_len()];
+        let w = vec![0.25; s.weight_len()];
+        let mut y = vec![0.0; 2 * 13 * 13 * 32];
+        for isa in crate::Isa::available() {
+            let opts = ExecOptions::with_isa(isa);
+            let pooled =
+                forward_pooled_in_registers(&opts, &s, &x, &w, None, Activation::Relu, &mut y);
+            let has_kernel = cfg!(target_arch = "x86_64")
+                && matches!(isa, crate::Isa::Avx512 | crate::Isa::Avx2);
+            assert_eq!(pooled.unwrap(), has_kernel, "{isa}");
+            let tanh =
+                forward_pooled_in_registers(&opts, &s, &x, &w, None, Activation::Tanh, &mut y);
+            assert!(!tanh.unwrap(), "{isa}: tanh is not pooled in registers");
+        }
+        let same = Conv2d::square(2, (28, 28, 1), 32, 3, Padding::Same);
+        let mut y = vec![0.0; 2 * 14 * 14 * 32];
+        let x = vec![0.5; same.input_len()];
+        let opts = ExecOptions::default();
+        assert!(
+            !forward_pooled_in_registers(&opts, &same, &x, &w, None, Activation::Relu, &mut y)
+                .unwrap()
+        );
+    }
+}

@@ -1,7 +1,10 @@
 //! Convolution and max pooling as one pass: the forward pass pools each group of images while
-//! its convolution output is in cache; the first pair's backward pass forms the convolution's
-//! weight gradient straight from the pooling's. A room above both `conv` and `pool`, which know
-//! nothing of each other.
+//! its convolution output is in cache (at inference, a one-channel 3×3 layer pools in registers
+//! as it convolves); the first pair's backward pass forms the convolution's weight gradient
+//! straight from the pooling's. A room above both `conv` and `pool`, which know nothing of each
+//! other — except that the one-channel 3×3 kernels (`conv::direct3x3`) apply max pooling's rule
+//! (`arch::vector::Vector::takes_over`) to the windows they pool in registers or read gradients
+//! from.
 
 use crate::activation::Activation;
 use crate::conv::pooled_grads::PooledGrads;
@@ -88,11 +91,9 @@ pub fn conv2d_maxpool_forward(
     }
     // Inference through Keras's default pooling: the windows pooled in registers as they are
     // convolved, where the convolution's kernel can.
-    let keras_default = (pool.pool_h, pool.pool_w, pool.stride_h, pool.stride_w) == (2, 2, 2, 2)
-        && pool.padding == crate::window::Padding::Valid;
     if y_conv.is_none()
         && argmax.is_none()
-        && keras_default
+        && pool.is_2x2_stride_2_valid()
         && forward_pooled_in_registers(opts, s, x, w, bias, act, y_pool)?
     {
         return Ok(());

@@ -56,6 +56,12 @@ impl Pool2d {
     pub fn out_h(&self) -> usize {
         output_len(self.in_h, self.pool_h, self.stride_h, self.padding)
     }
+    /// Keras's default: 2×2 windows, stride 2, no padding (the kernels' vector tree and the
+    /// one-channel convolution's pooling in registers serve it).
+    pub(crate) fn is_2x2_stride_2_valid(&self) -> bool {
+        (self.pool_h, self.pool_w, self.stride_h, self.stride_w) == (2, 2, 2, 2)
+            && self.padding == Padding::Valid
+    }
     pub fn out_w(&self) -> usize {
         output_len(self.in_w, self.pool_w, self.stride_w, self.padding)
     }

@@ -850,8 +850,8 @@ fn fused_conv_and_pool_check_the_pooling_shape() {
 /// 2, 'valid'): the windows pooled in registers as they are convolved give the bits of the
 /// convolution then the pooling — output channels in whole and partial vectors, strides 1, 2,
 /// 3 and unequal ones, odd output sizes (the last row and column no window takes), NaN inputs
-/// (the pooling's rule for the first NaN), ReLU and no activation, on every path and thread
-/// count.
+/// (the pooling's rule for the first NaN), ReLU and no activation, with and without a bias, on
+/// every path and thread count.
 #[test]
 fn one_channel_conv_pooled_in_registers_keeps_the_bits_of_the_two_passes() {
     let mut rng = Rng::new(17);
@@ -873,7 +873,11 @@ fn one_channel_conv_pooled_in_registers_keeps_the_bits_of_the_two_passes() {
         let mut x = rng.fill(s.input_len());
         x[in_w + 2] = f32::NAN;
         let (w, b) = (rng.fill(s.weight_len()), rng.fill(out_c));
-        for act in [Activation::Relu, Activation::Identity] {
+        for (act, bias) in [
+            (Activation::Relu, Some(&b[..])),
+            (Activation::Identity, Some(&b[..])),
+            (Activation::Relu, None),
+        ] {
             for isa in Isa::available() {
                 for threading in [Threading::Single, Threading::Rayon] {
                     let opts = ExecOptions {
@@ -882,12 +886,12 @@ fn one_channel_conv_pooled_in_registers_keeps_the_bits_of_the_two_passes() {
                     };
                     let mut y = vec![0.0; s.output_len()];
                     let mut want = vec![0.0; p.output_len()];
-                    conv2d_forward(&opts, &s, &x, &w, Some(&b), act, &mut y).unwrap();
+                    conv2d_forward(&opts, &s, &x, &w, bias, act, &mut y).unwrap();
                     max_pool2d_forward(&opts, &p, &y, &mut want, None).unwrap();
                     let mut got = vec![f32::NAN; p.output_len()];
                     let filter = Filter {
                         weights: &w,
-                        bias: Some(&b),
+                        bias,
                         act,
                     };
                     let out = PooledOutput {
@@ -900,7 +904,11 @@ fn one_channel_conv_pooled_in_registers_keeps_the_bits_of_the_two_passes() {
                         .iter()
                         .zip(&got)
                         .all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(same, "{isa} {act:?} {threading:?} {s:?}");
+                    assert!(
+                        same,
+                        "{isa} {act:?} {threading:?} {s:?} bias {}",
+                        bias.is_some()
+                    );
                 }
             }
         }

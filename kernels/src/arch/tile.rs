@@ -203,7 +203,8 @@ pub(crate) unsafe fn tile<V: Vector, const MR: usize, const NV: usize, const PAC
             (false, true) => accumulate::<V, MR, NV, false, PACKED, true>(k, a, b, rsb, &masks),
         }
     };
-    // SAFETY: C's rows as this function's contract says (forwarded).
+    // SAFETY: rows 0..rows of C have the masks' live floats writable (this function's
+    // contract), and the CPU has V's instruction set.
     unsafe {
         match (alpha == 1.0, beta == 0.0) {
             (true, true) => store::<V, MR, NV, true, true>(&acc, alpha, beta, c, rsc, rows, &masks),
@@ -233,7 +234,6 @@ pub(crate) unsafe fn tile<V: Vector, const MR: usize, const NV: usize, const PAC
 /// # Safety
 /// Row i < rows of C has the masks' live floats writable at `c + i·rsc`; the CPU has V's
 /// instruction set.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn store<
     V: Vector,
@@ -256,8 +256,8 @@ unsafe fn store<
         if i >= rows {
             break;
         }
-        // SAFETY: row i < rows of the tile has `cols` writable floats (caller's contract); the
-        // masks keep every access inside them.
+        // SAFETY: row i < rows has the masks' live floats writable at c + i·rsc (caller's
+        // contract); the masks keep every access inside them.
         unsafe {
             let row = c.add(i * rsc);
             for (v, &acc_iv) in acc_i.iter().enumerate() {

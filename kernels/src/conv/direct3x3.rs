@@ -1,6 +1,6 @@
-//! The one-input-channel direct convolution (forward and weight gradient) for 3×3 kernels whose
-//! windows all lie inside the input (no padding), in explicit AVX-512 and AVX2: the first layer
-//! of an MNIST-style CNN.
+//! The one-input-channel direct convolution (forward, forward through a 2×2 max pooling at
+//! inference, and weight gradient) for 3×3 kernels whose windows all lie inside the input (no
+//! padding), in explicit AVX-512 and AVX2: the first layer of an MNIST-style CNN.
 //!
 //! The portable direct kernel reloads each tap's weights per block of pixels and walks its taps
 //! with run-time bounds, and its 16-lane accumulators outgrow AVX2's sixteen registers; here a
@@ -122,9 +122,10 @@ fn forward_passes<V: Vector, const G: usize>(
 /// `images` (their pooled pixels, `out_c` floats each, one image after another), with `packed`
 /// as [`forward`] takes it: each pooling window's four output pixels computed together and only
 /// their maximum stored — the convolution's output is never written, nor read back by a pooling
-/// pass. The bits of [`forward`] then the pooling (`pool::max_vector`'s 2×2 path). Output rows
-/// and columns past the last whole window (an odd output size) are not computed: no window
-/// takes them.
+/// pass. The bits of [`forward`] then the pooling, whichever path `pool::max_image` takes (its
+/// rule — the first NaN, else the first maximum — is associative, so every order of the
+/// window's four gives them). Output rows and columns past the last whole window (an odd
+/// output size) are not computed: no window takes them.
 ///
 /// # Safety
 /// [`applies`]`(s, isa)`, and the CPU has `isa`.
@@ -178,8 +179,9 @@ fn pooled_avx2(
     pooled_passes::<__m256, 1>(s, x, packed, ocp, images, y, relu)
 }
 
-/// [`forward_pooled`] as passes of `G` lane groups (the last pass one group when `G` does not
-/// divide them), each over every pooling window of `images`.
+/// [`forward_pooled`] image by image, each in passes of `G` lane groups (the last pass one
+/// group when `G` does not divide them) over its pooling windows: an image's input and pooled
+/// output stay in L1 from one pass to the next (AVX2 takes four passes for 32 channels).
 #[inline(always)]
 fn pooled_passes<V: Vector, const G: usize>(
     s: &Conv2d,
@@ -191,21 +193,27 @@ fn pooled_passes<V: Vector, const G: usize>(
     relu: bool,
 ) {
     let groups = s.out_c.div_ceil(V::LANES);
-    let mut g0 = 0;
-    while g0 < groups {
-        let all = g0 + G <= groups;
-        let im = images.clone();
-        match (all, relu) {
-            (true, true) => pooled_pass::<V, G, true>(s, x, packed, ocp, g0, im, y),
-            (true, false) => pooled_pass::<V, G, false>(s, x, packed, ocp, g0, im, y),
-            (false, true) => pooled_pass::<V, 1, true>(s, x, packed, ocp, g0, im, y),
-            (false, false) => pooled_pass::<V, 1, false>(s, x, packed, ocp, g0, im, y),
+    let pooled = (s.out_h() / 2) * (s.out_w() / 2) * s.out_c;
+    if pooled == 0 {
+        return;
+    }
+    for (n, y) in images.zip(y.chunks_exact_mut(pooled)) {
+        let mut g0 = 0;
+        while g0 < groups {
+            let all = g0 + G <= groups;
+            match (all, relu) {
+                (true, true) => pooled_pass::<V, G, true>(s, x, packed, ocp, g0, n, y),
+                (true, false) => pooled_pass::<V, G, false>(s, x, packed, ocp, g0, n, y),
+                (false, true) => pooled_pass::<V, 1, true>(s, x, packed, ocp, g0, n, y),
+                (false, false) => pooled_pass::<V, 1, false>(s, x, packed, ocp, g0, n, y),
+            }
+            g0 += if all { G } else { 1 };
         }
-        g0 += if all { G } else { 1 };
     }
 }
 
-/// One pass over every pooling window of `images` for lane groups `g0 .. g0 + G`.
+/// One pass over every pooling window of image `n` for lane groups `g0 .. g0 + G`, into `y`
+/// (the image's pooled output).
 #[inline(always)]
 fn pooled_pass<V: Vector, const G: usize, const RELU: bool>(
     s: &Conv2d,
@@ -213,28 +221,28 @@ fn pooled_pass<V: Vector, const G: usize, const RELU: bool>(
     packed: &[f32],
     ocp: usize,
     g0: usize,
-    images: std::ops::Range<usize>,
+    n: usize,
     y: &mut [f32],
 ) {
     let (ph, pw, oc) = (s.out_h() / 2, s.out_w() / 2, s.out_c);
     let (sh, sw, in_w) = (s.stride_h, s.stride_w, s.in_w);
-    let image_len = s.in_h * in_w;
-    let tile = Tile::<V, G>::new(s, x, packed, ocp, g0);
-    // The window's four output pixels, from its top-left one: one to the right, one down.
-    let corner = [0, sw, sh * in_w, sh * in_w + sw];
+    assert!(y.len() == ph * pw * oc && n < s.batch);
+    // SAFETY: runs inside `pooled_avx512` / `pooled_avx2`, on a CPU with their instruction set.
+    let tile = unsafe { Tile::<V, G>::new(s, x, packed, ocp, g0) };
+    // The window's four output pixels' offsets from its top-left one: that one, one to the
+    // right, one down, one down and right (the pooling's order).
+    let pixel_offsets = [0, sw, sh * in_w, sh * in_w + sw];
     let yp = y.as_mut_ptr();
     let mut at = g0 * V::LANES;
-    for n in images {
-        for py in 0..ph {
-            let row = n * image_len + 2 * py * sh * in_w;
-            for px in 0..pw {
-                // SAFETY: output pixels (2py + 1, 2px + 1) and before lie inside the
-                // convolution's output, so their windows inside x (`applies`; x's length
-                // asserted by `forward_pooled`); pooled pixel (n, py, px)'s `oc` floats from
-                // g0's first lane lie inside y (its length asserted).
-                unsafe { tile.pooled_block::<RELU>(row + 2 * px * sw, corner, yp.add(at)) };
-                at += oc;
-            }
+    for py in 0..ph {
+        let row = n * s.in_h * in_w + 2 * py * sh * in_w;
+        for px in 0..pw {
+            // SAFETY: output pixels (2py + 1, 2px + 1) and before lie inside the convolution's
+            // output, so their windows inside x (`applies`; x's length asserted by
+            // `forward_pooled`); pooled pixel (py, px)'s `oc` floats from g0's first lane lie
+            // inside y (its length asserted).
+            unsafe { tile.pooled_block::<RELU>(row + 2 * px * sw, pixel_offsets, yp.add(at)) };
+            at += oc;
         }
     }
 }
@@ -254,7 +262,9 @@ fn pass<V: Vector, const G: usize, const RELU: bool>(
     let (sh, sw, in_w) = (s.stride_h, s.stride_w, s.in_w);
     let image_len = s.in_h * in_w;
     let lanes = V::LANES;
-    let tile = Tile::<V, G>::new(s, x, packed, ocp, g0);
+    // SAFETY: runs inside `forward_avx512` / `forward_avx2`, on a CPU with their instruction
+    // set.
+    let tile = unsafe { Tile::<V, G>::new(s, x, packed, ocp, g0) };
     let yp = y.as_mut_ptr();
     let mut p = pixels.start;
     while p < pixels.end {
@@ -296,13 +306,17 @@ struct Tile<V: Vector, const G: usize> {
 
 impl<V: Vector, const G: usize> Tile<V, G> {
     /// Lane groups `g0 .. g0 + G`'s weights and bias from `packed` (as [`forward`] takes it).
+    ///
+    /// # Safety
+    /// The CPU has `V`'s instruction set.
     #[inline(always)]
-    fn new(s: &Conv2d, x: &[f32], packed: &[f32], ocp: usize, g0: usize) -> Self {
+    unsafe fn new(s: &Conv2d, x: &[f32], packed: &[f32], ocp: usize, g0: usize) -> Self {
         let lanes = V::LANES;
         let group = |row: usize| -> [V; G] {
             std::array::from_fn(|g| {
                 let v = &packed[row * ocp + (g0 + g) * lanes..][..lanes];
-                // SAFETY: `v` holds LANES floats (bounds-checked slice).
+                // SAFETY: `v` holds LANES floats (bounds-checked slice); the CPU has the set
+                // (this function's contract).
                 unsafe { V::load(v.as_ptr()) }
             })
         };
@@ -310,7 +324,7 @@ impl<V: Vector, const G: usize> Tile<V, G> {
             w: std::array::from_fn(|t| group(1 + t)),
             bias: group(0),
             mask: std::array::from_fn(|g| {
-                // SAFETY: register arithmetic on a CPU with the set.
+                // SAFETY: register arithmetic on a CPU with the set (this function's contract).
                 unsafe { V::mask(s.out_c.saturating_sub((g0 + g) * lanes)) }
             }),
             x: x.as_ptr(),
@@ -320,23 +334,28 @@ impl<V: Vector, const G: usize> Tile<V, G> {
     }
 
     /// The four output pixels of one 2×2 pooling window — their windows' top-left input
-    /// elements at `x[first + corner[q]]`, in pooling order: top left, top right, bottom left,
-    /// bottom right — then their maximum by max pooling's rule, stored to `y` (the `G` groups'
-    /// lanes, masked). Each pixel is [`Tile::block`]'s sum in its order (bias, then one FMA per
-    /// tap), then the activation; the maximum is the pooling kernel's tree, (0 ∘ 1) ∘ (2 ∘ 3):
-    /// the bits of the convolution then the pooling.
+    /// elements at `x[first + pixel_offsets[q]]`, in pooling order: top left, top right,
+    /// bottom left, bottom right — then their maximum by max pooling's rule, stored to `y` (the
+    /// `G` groups' lanes, masked). Each pixel is [`Tile::block`]'s sum in its order (bias, then
+    /// one FMA per tap), then the activation; the maximum is the vector pooling kernel's tree,
+    /// (0 ∘ 1) ∘ (2 ∘ 3): the bits of the convolution then the pooling.
     ///
     /// # Safety
     /// The four windows lie inside `x`, and the pooled outputs inside y.
     #[inline(always)]
-    unsafe fn pooled_block<const RELU: bool>(&self, first: usize, corner: [usize; 4], y: *mut f32) {
+    unsafe fn pooled_block<const RELU: bool>(
+        &self,
+        first: usize,
+        pixel_offsets: [usize; 4],
+        y: *mut f32,
+    ) {
         let mut acc = [self.bias; 4];
         for ky in 0..3 {
             for kx in 0..3 {
                 let t = ky * 3 + kx;
-                for (aq, &cq) in acc.iter_mut().zip(&corner) {
+                for (aq, &oq) in acc.iter_mut().zip(&pixel_offsets) {
                     // SAFETY: inside pixel q's window (caller's contract).
-                    let v = unsafe { V::splat(self.x.add(first + cq + ky * self.in_w + kx)) };
+                    let v = unsafe { V::splat(self.x.add(first + oq + ky * self.in_w + kx)) };
                     for (a, &wg) in aq.iter_mut().zip(&self.w[t]) {
                         // SAFETY: register arithmetic on a CPU with the set.
                         *a = unsafe { V::fmadd(v, wg, *a) };

@@ -93,7 +93,8 @@ pub(crate) struct SmallTile {
     /// `kernels[rows - 1]` computes a tile of `rows` rows; a single kernel serves every row
     /// count (computing `mr` rows, storing `rows`).
     kernels: &'static [StridedAKernelFn],
-    /// Time per useful multiply-add relative to the set's best small tile.
+    /// Time per useful multiply-add relative to the set's 1.0 tiles (AVX-512: 8 × 48 and
+    /// 8 × 32; AVX2: 6 × 16).
     cost: f64,
     /// Kernels of one vector's width (`edge_cols` columns) per row count, for a last panel of
     /// C that narrow: the full tile would compute, masked, `nr` columns for it. Empty where the
@@ -104,6 +105,9 @@ pub(crate) struct SmallTile {
     /// after panel, every row tile on a panel before the next (prefetched into L2 meanwhile),
     /// rather than packing B a block of panels at a time; see [`super::in_place`].
     pub streams_b: bool,
+    /// What a partly live last column panel counts of its width in the choice of tile
+    /// ([`SmallTile::padded_work`]), beyond its own time per multiply-add (`cost`).
+    partial_panel_weight: f64,
     /// Whether this tile reads A in place beyond small products and few panels: wherever
     /// [`super::in_place`]'s `outruns_packing` says it beats the packed path.
     pub any_size: bool,
@@ -131,9 +135,9 @@ impl SmallTile {
     /// own rows — except where B's slice is beyond L1 (`b_in_l1` false): every row tile then
     /// streams all of it from L2, and one of a few rows took most of a whole one's time (on
     /// one Xeon VM thread, 8 × 32: 32×128×128 at 141 GFLOP/s, 33×128×128 at 126). A last
-    /// column panel only partly live computes all of it, and more slowly per live column than
-    /// a whole one: counted a quarter wider (60×64×112 ran at 123 GFLOP/s with 6 × 64 and 130
-    /// with 8 × 32, both computing 128 columns).
+    /// column panel only partly live counts its whole width (the small products' tiles compute
+    /// all of it: the one-vector edge kernels serve only larger products), times the tile's
+    /// `partial_panel_weight`.
     fn padded_work(&self, m: usize, n: usize, b_in_l1: bool) -> f64 {
         let rows = if self.kernels.len() == self.mr && b_in_l1 {
             m
@@ -144,7 +148,7 @@ impl SmallTile {
         let partial = if n.is_multiple_of(self.nr) {
             0.0
         } else {
-            1.25 * self.nr as f64
+            self.partial_panel_weight * self.nr as f64
         };
         rows as f64 * (whole + partial) * self.cost
     }
@@ -183,9 +187,16 @@ const SMALL_AVX512: [SmallTile; 5] = [
     // thread, against the 8-row tiles (medians of 5 interleaved runs): 64³ 142 → 148 GFLOP/s,
     // 33×128×128 128 → 138, 96×64×64 144 → 149, 1000×784×128 132 → 135; two threads 64³ 146 →
     // 153, 33×128×128 136 → 168. It reads all of B once per six rows, not eight: beyond L1 a
-    // short last row tile costs nearly a whole one (see `padded_work`).
+    // short last row tile costs nearly a whole one (see `padded_work`). Its partly live last
+    // panel runs slower per live column than a whole one: 60×64×112 ran at 123 GFLOP/s with it
+    // and 130 with 8 × 32, both computing 128 columns; weighed 1.25 (AVX2's tiles, weighed so
+    // too, went to the 6 × 8 tile at 40 and 56 columns and ran 11–21 % slower there). It
+    // streams B's panels (packed blocks → panel after panel, one thread): 30×512×5408 78 → 106
+    // GFLOP/s, 24×128×5408 78 → 95, 12×1024×4096 45 → 49, 24×512×2048 70 → 63 (two threads
+    // 151 → 154).
     small(6, 64, by_rows!(avx512, 4, [1, 2, 3, 4, 5, 6]), 0.95, true)
         .with_edge(EDGE_AVX512, 16)
+        .with_partial_panel_weight(1.25)
         .at_any_size(),
     small(
         8,
@@ -238,6 +249,7 @@ const fn small(
         cost,
         edge: &[],
         edge_cols: 0,
+        partial_panel_weight: 1.0,
         streams_b,
         any_size: false,
     }
@@ -250,6 +262,14 @@ impl SmallTile {
         SmallTile {
             edge,
             edge_cols: cols,
+            ..self
+        }
+    }
+
+    /// This tile, its partly live last panel weighed `weight` times its width.
+    const fn with_partial_panel_weight(self, weight: f64) -> SmallTile {
+        SmallTile {
+            partial_panel_weight: weight,
             ..self
         }
     }
@@ -363,17 +383,29 @@ pub(crate) fn kernels_of(isa: Isa) -> &'static [KernelConfig] {
     &all_configs()[isa as usize].tiles
 }
 
-/// The small tile for an `m × n` C (m, n ≤ [`SMALL`]) over `k` (K of the product: its slices
-/// decide whether B's share of the tiles' work stays in L1), where `isa` has small tiles.
-pub(crate) fn small_tile(isa: Isa, m: usize, n: usize, k: usize) -> Option<&'static SmallTile> {
+/// Whether B's slice of an `n`-column product over `k` (at most `isa`'s slice depth deep) fits
+/// in L1: the choice of small tile ([`small_tile`]) weighs a short last row tile by it.
+pub(crate) fn b_slice_in_l1(isa: Isa, k: usize, n: usize) -> bool {
+    let depth = slice_depth(isa).map_or(k, |kc| k.min(kc));
+    depth
+        .saturating_mul(n)
+        .saturating_mul(std::mem::size_of::<f32>())
+        <= crate::cpu::cache_info().l1d.size
+}
+
+/// The small tile for an `m × n` C (m, n ≤ [`SMALL`]), where `isa` has small tiles; `b_in_l1`
+/// as [`b_slice_in_l1`] says of the product.
+pub(crate) fn small_tile(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    b_in_l1: bool,
+) -> Option<&'static SmallTile> {
     if m > SMALL || n > SMALL {
         return None;
     }
     let tiles = small_tiles_of(isa);
-    let configs = &all_configs()[isa as usize];
-    let depth = configs.tiles.first().map_or(k, |main| k.min(main.kc));
-    let b_in_l1 = depth * n * std::mem::size_of::<f32>() <= crate::cpu::cache_info().l1d.size;
-    let index = configs.small_choice[usize::from(b_in_l1)][m * (SMALL + 1) + n];
+    let index = all_configs()[isa as usize].small_choice[usize::from(b_in_l1)][m * (SMALL + 1) + n];
     tiles.get(index as usize)
 }
 
@@ -430,23 +462,19 @@ mod tests {
         assert_eq!(kernel_config(Isa::Avx2, 21632, 9).nr, 16);
         assert_eq!(kernel_config(Isa::Avx2, 5000, 8).nr, 8);
         assert_eq!(kernel_config(Isa::Avx512, 21600, 9).mr, 24);
-        let small = |m, n| small_tile(Isa::Avx512, m, n, 32).map(|t| (t.mr, t.nr));
+        let small = |m, n| small_tile(Isa::Avx512, m, n, true).map(|t| (t.mr, t.nr));
         assert_eq!(small(16, 16), Some((16, 16)));
         assert_eq!(small(32, 32), Some((8, 32)));
         assert_eq!(small(48, 48), Some((8, 48)));
         assert_eq!(small(128, 129), None);
-        // C one panel of 64 wide: six rows of four vectors; a partly live second panel of 36
-        // columns is left to the narrower tile.
+        // C one panel of 64 wide: six rows of four vectors; 96 columns (a second panel of 64
+        // half live) go to two whole panels of 48.
         assert_eq!(small(64, 64), Some((6, 64)));
-        assert_eq!(small(100, 100), Some((8, 32)));
+        assert_eq!(small(64, 96), Some((8, 48)));
         // B's slice beyond L1: a last row tile of a few rows counts as a whole one.
-        let l1_floats = crate::cpu::cache_info().l1d.size / 4;
-        let deep = (l1_floats / 128 + 1).min(SMALL);
-        if deep * 128 > l1_floats {
-            let tile = |m| small_tile(Isa::Avx512, m, 128, deep).map(|t| (t.mr, t.nr));
-            assert_eq!(tile(32), Some((8, 32)));
-            assert_eq!(tile(33), Some((6, 64)));
-        }
-        assert!(small_tile(Isa::Scalar, 4, 4, 4).is_none());
+        let beyond = |m| small_tile(Isa::Avx512, m, 128, false).map(|t| (t.mr, t.nr));
+        assert_eq!(beyond(32), Some((8, 32)));
+        assert_eq!(beyond(33), Some((6, 64)));
+        assert!(small_tile(Isa::Scalar, 4, 4, true).is_none());
     }
 }

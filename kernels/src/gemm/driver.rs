@@ -689,7 +689,8 @@ mod tests {
                 (SMALL, wide, cfg.kc + 2, false),
             ];
             let tile_reads_any_size = |m: usize, n: usize, k: usize| {
-                small_tile(isa, m.min(SMALL), n.min(SMALL), k).is_some_and(|t| t.any_size)
+                let b_in_l1 = crate::gemm::config::b_slice_in_l1(isa, k, n);
+                small_tile(isa, m.min(SMALL), n.min(SMALL), b_in_l1).is_some_and(|t| t.any_size)
             };
             for &(m, n, k, a_col_major) in [
                 (300, 32, 9, false),

@@ -18,7 +18,7 @@
 //! tile arithmetic (beta on the first slice, 1 after it), so every element of C has the bits the
 //! blocked path gives it, whatever the thread count: threads take bands of whole tiles.
 
-use super::config::{small_tile, SmallTile, SMALL};
+use super::config::{b_slice_in_l1, small_tile, SmallTile, SMALL};
 use super::epilogue::Epilogue;
 use super::pack::{pack_b, transpose_lines};
 use super::price::{awake_cost, HandOff};
@@ -217,7 +217,8 @@ fn in_place_tile(isa: Isa, prob: &Problem<'_>) -> Option<&'static SmallTile> {
         return None;
     }
     // The choice only weighs the padding of the last tiles, which beyond SMALL matters little.
-    small_tile(isa, prob.m.min(SMALL), prob.n.min(SMALL), prob.k)
+    let b_in_l1 = b_slice_in_l1(isa, prob.k, prob.n);
+    small_tile(isa, prob.m.min(SMALL), prob.n.min(SMALL), b_in_l1)
 }
 
 /// How many parallel sections at `fork_cost` an `m × n × k` product's work pays for: from two
@@ -274,8 +275,13 @@ impl Split {
         // 32×5408×128 160 → 203 (a CNN's dense layer at inference and validation), 1000×5408×128
         // even; within L2 the finer bands balance better (64³ 152 against 129 in two bands,
         // 100×512×1000 261 against 248).
-        let reread = if by_rows { k * n } else { m * k } * std::mem::size_of::<f32>();
-        let per_thread = if reread > l2_held_at_random() { 1 } else { 4 };
+        let whole_operand_bytes =
+            std::mem::size_of::<f32>() * (if by_rows { k * n } else { m * k });
+        let per_thread = if whole_operand_bytes > l2_held_at_random() {
+            1
+        } else {
+            4
+        };
         let wanted = if threads <= 1 || worth < 2 {
             1
         } else {
@@ -792,29 +798,45 @@ mod tests {
         }
     }
 
+    /// One band per thread where each band would fetch the operand it reads whole from beyond
+    /// L2 — all of B for bands of rows, all of A for bands of columns — four per thread where
+    /// that operand stays in L2.
     #[test]
-    fn bands_that_would_each_fetch_b_from_beyond_l2_are_one_per_thread() {
+    fn bands_that_would_each_fetch_an_operand_from_beyond_l2_are_one_per_thread() {
         let held = l2_held_at_random();
+        let mut checked = 0;
         for isa in Isa::available() {
             let Some(kc) = slice_depth(isa) else {
                 continue;
             };
             for tile in crate::gemm::config::small_tiles_of(isa) {
-                // B of 128 columns, its slice within L2, all of K beyond it; and within it.
-                let (n, rows) = (128, tile.mr * 40);
+                let what = format!("{isa} {}×{} tile", tile.mr, tile.nr);
+                let rows = tile.mr * 40;
+                // Bands of rows: B's kc-deep slice within L2, all of K beyond it; and all of
+                // B within it.
+                let n = (held / (4 * kc)).max(1);
                 let deep = held / (4 * n) + 1;
                 let split = Split::new(tile, rows, n, deep, kc, 2, HANDOFF_COST);
-                if split.by_rows && n * deep.min(kc) * 4 <= held {
-                    assert_eq!(split.bands, 2, "{isa} {}×{}: {split:?}", tile.mr, tile.nr);
-                }
+                assert!(split.by_rows, "{what}: {split:?}");
+                assert_eq!(split.bands, 2, "{what}: {split:?}");
                 let shallow = (held / (4 * n) / 2).max(1);
                 let split = Split::new(tile, rows, n, shallow, kc, 2, HANDOFF_COST);
-                let worth = hand_offs_worth(rows, n, shallow, HANDOFF_COST);
-                if split.by_rows && worth >= 8 {
-                    assert_eq!(split.bands, 8, "{isa} {}×{}: {split:?}", tile.mr, tile.nr);
+                if hand_offs_worth(rows, n, shallow, HANDOFF_COST) >= 8 && split.tiles >= 8 {
+                    assert!(split.by_rows, "{what}: {split:?}");
+                    assert_eq!(split.bands, 8, "{what}: {split:?}");
                 }
+                // Bands of columns (B's slice beyond L2): A, 2·kc deep, beyond L2 too.
+                let wide = (held / (4 * kc) + 1).next_multiple_of(tile.nr) * 2;
+                let tall = (held / (4 * 2 * kc) + 1).next_multiple_of(tile.mr);
+                let split = Split::new(tile, tall, wide, 2 * kc, kc, 2, HANDOFF_COST);
+                assert!(!split.by_rows, "{what}: {split:?}");
+                assert_eq!(split.bands, 2, "{what}: {split:?}");
+                checked += 1;
             }
         }
+        #[cfg(target_arch = "x86_64")]
+        assert!(checked > 0 || !Isa::Avx2.is_available());
+        let _ = checked;
     }
 
     #[test]

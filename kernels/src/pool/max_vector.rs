@@ -33,12 +33,6 @@ pub(super) fn image_avx2<const ARGMAX: bool>(
     image::<__m256, ARGMAX>(s, img, yi, ai)
 }
 
-/// Keras's default: 2×2 windows, stride 2, no padding.
-fn is_2x2(s: &Pool2d) -> bool {
-    (s.pool_h, s.pool_w, s.stride_h, s.stride_w) == (2, 2, 2, 2)
-        && s.padding == crate::window::Padding::Valid
-}
-
 /// One image (`channels` a multiple of `V::LANES`; runs only inside the entry points above, whose
 /// instruction set `V` is). With `ARGMAX`, `ai` (as long as `yi`) gets each maximum's offset
 /// within the image; without, `ai` is not touched. Loads and stores go through bounds-checked
@@ -80,7 +74,7 @@ fn image<V: Vector, const ARGMAX: bool>(s: &Pool2d, img: &[f32], yi: &mut [f32],
             (V::choose(take, a, b), i)
         }
     };
-    if is_2x2(s) {
+    if s.is_2x2_stride_2_valid() {
         // Keras's default pooling: the window's four vectors loaded at once and combined as a
         // tree, (0 ∘ 1) ∘ (2 ∘ 3). The rule is associative, so the tree gives the sequential
         // scan's value and argmax.
