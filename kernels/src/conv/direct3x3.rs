@@ -59,10 +59,17 @@ pub(super) unsafe fn forward(
     // SAFETY: the CPU has `isa` (caller's contract); the shapes were asserted.
     unsafe {
         match isa {
-            Isa::Avx512 => forward_avx512(s, x, packed, ocp, pixels, y, relu),
-            _ => forward_avx2(s, x, packed, ocp, pixels, y, relu),
+            Isa::Avx512 => forward_avx512(s, x, packed, ocp, Outputs::Pixels(pixels), y, relu),
+            _ => forward_avx2(s, x, packed, ocp, Outputs::Pixels(pixels), y, relu),
         }
     }
+}
+
+/// What one call of the forward entry points computes: rows of output pixels ([`forward`]), or
+/// whole images' pooled outputs ([`forward_pooled`]).
+enum Outputs {
+    Pixels(std::ops::Range<usize>),
+    PooledImages(std::ops::Range<usize>),
 }
 
 #[target_feature(enable = "avx512f")]
@@ -71,11 +78,11 @@ fn forward_avx512(
     x: &[f32],
     packed: &[f32],
     ocp: usize,
-    pixels: std::ops::Range<usize>,
+    outputs: Outputs,
     y: &mut [f32],
     relu: bool,
 ) {
-    forward_passes::<__m512, 2>(s, x, packed, ocp, pixels, y, relu)
+    forward_outputs::<__m512, 2>(s, x, packed, ocp, outputs, y, relu)
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -84,11 +91,28 @@ fn forward_avx2(
     x: &[f32],
     packed: &[f32],
     ocp: usize,
-    pixels: std::ops::Range<usize>,
+    outputs: Outputs,
     y: &mut [f32],
     relu: bool,
 ) {
-    forward_passes::<__m256, 1>(s, x, packed, ocp, pixels, y, relu)
+    forward_outputs::<__m256, 1>(s, x, packed, ocp, outputs, y, relu)
+}
+
+/// The entry points' body, `G` lane groups per pass.
+#[inline(always)]
+fn forward_outputs<V: Vector, const G: usize>(
+    s: &Conv2d,
+    x: &[f32],
+    packed: &[f32],
+    ocp: usize,
+    outputs: Outputs,
+    y: &mut [f32],
+    relu: bool,
+) {
+    match outputs {
+        Outputs::Pixels(pixels) => forward_passes::<V, G>(s, x, packed, ocp, pixels, y, relu),
+        Outputs::PooledImages(images) => pooled_passes::<V, G>(s, x, packed, ocp, images, y, relu),
+    }
 }
 
 /// The forward pass as passes of `G` lane groups (the last pass one group when `G` does not
@@ -147,36 +171,26 @@ pub(super) unsafe fn forward_pooled(
     // SAFETY: the CPU has `isa` (caller's contract); the shapes were asserted.
     unsafe {
         match isa {
-            Isa::Avx512 => pooled_avx512(s, x, packed, ocp, images, y_pool, relu),
-            _ => pooled_avx2(s, x, packed, ocp, images, y_pool, relu),
+            Isa::Avx512 => forward_avx512(
+                s,
+                x,
+                packed,
+                ocp,
+                Outputs::PooledImages(images),
+                y_pool,
+                relu,
+            ),
+            _ => forward_avx2(
+                s,
+                x,
+                packed,
+                ocp,
+                Outputs::PooledImages(images),
+                y_pool,
+                relu,
+            ),
         }
     }
-}
-
-#[target_feature(enable = "avx512f")]
-fn pooled_avx512(
-    s: &Conv2d,
-    x: &[f32],
-    packed: &[f32],
-    ocp: usize,
-    images: std::ops::Range<usize>,
-    y: &mut [f32],
-    relu: bool,
-) {
-    pooled_passes::<__m512, 2>(s, x, packed, ocp, images, y, relu)
-}
-
-#[target_feature(enable = "avx2,fma")]
-fn pooled_avx2(
-    s: &Conv2d,
-    x: &[f32],
-    packed: &[f32],
-    ocp: usize,
-    images: std::ops::Range<usize>,
-    y: &mut [f32],
-    relu: bool,
-) {
-    pooled_passes::<__m256, 1>(s, x, packed, ocp, images, y, relu)
 }
 
 /// [`forward_pooled`] image by image, each in passes of `G` lane groups (the last pass one
@@ -227,7 +241,7 @@ fn pooled_pass<V: Vector, const G: usize, const RELU: bool>(
     let (ph, pw, oc) = (s.out_h() / 2, s.out_w() / 2, s.out_c);
     let (sh, sw, in_w) = (s.stride_h, s.stride_w, s.in_w);
     assert!(y.len() == ph * pw * oc && n < s.batch);
-    // SAFETY: runs inside `pooled_avx512` / `pooled_avx2`, on a CPU with their instruction set.
+    // SAFETY: runs inside `forward_avx512` / `forward_avx2`, on a CPU with their instruction set.
     let tile = unsafe { Tile::<V, G>::new(s, x, packed, ocp, g0) };
     // The window's four output pixels' offsets from its top-left one: that one, one to the
     // right, one down, one down and right (the pooling's order).
