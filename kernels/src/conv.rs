@@ -137,6 +137,15 @@ pub(crate) fn check_forward_args(
     Ok(())
 }
 
+/// `f(packed)` with the direct kernels' weights and bias packed ([`direct::pack`]) into the
+/// thread's scratch buffer.
+fn with_direct_packed(s: &Conv2d, w: &[f32], bias: Option<&[f32]>, f: impl FnOnce(&[f32])) {
+    PACKED_W.with(direct::packed_len(s), direct::packed_len(s), |packed| {
+        direct::pack(s, w, bias, packed);
+        f(packed)
+    });
+}
+
 /// `y_pool` ← the 2×2, stride-2 'valid' max pooling of `act(conv(x, w) + bias)`, the
 /// convolution's output never formed (inference): where the one-channel 3×3 kernel applies on
 /// this path, with a ReLU or no activation; `Ok(false)` (nothing done) otherwise. Each task's
@@ -170,16 +179,13 @@ pub(crate) fn forward_pooled_in_registers(
         let plan = Plan::new(s);
         let out = SharedOut::new(y_pool);
         let ocp = direct::padded_channels(s);
-        PACKED_W.with(direct::packed_len(s), direct::packed_len(s), |packed| {
-            direct::pack(s, w, bias, packed);
-            let packed = &*packed;
+        with_direct_packed(s, w, bias, |packed| {
             plan.run(opts, |t| {
-                let first = t * plan.images_per_task;
-                let last = (first + plan.images_per_task).min(s.batch);
+                let images = plan.images(s, t);
                 // SAFETY: task t writes only its own images' pooled pixels.
-                let y = unsafe { out.slice(first * pooled..last * pooled) };
+                let y = unsafe { out.slice(images.start * pooled..images.end * pooled) };
                 // SAFETY: `resolve` checked that this CPU has `isa`, which `applies` accepts.
-                unsafe { direct3x3::forward_pooled(isa, s, x, packed, ocp, first..last, y, relu) };
+                unsafe { direct3x3::forward_pooled(isa, s, x, packed, ocp, images, y, relu) };
             });
         });
         Ok(true)
@@ -273,8 +279,8 @@ pub(crate) fn forward_groups(
         }
     };
     let task = |packed: &[f32], t: usize| {
-        let first = t * plan.images_per_task;
-        let last = (first + plan.images_per_task).min(s.batch);
+        let images = plan.images(s, t);
+        let (first, last) = (images.start, images.end);
         for g0 in (first..last).step_by(group) {
             let g1 = (g0 + group).min(last);
             let pixels = g0 * s.out_pixels()..g1 * s.out_pixels();
@@ -298,11 +304,7 @@ pub(crate) fn forward_groups(
         }
     };
     if direct {
-        PACKED_W.with(direct::packed_len(s), direct::packed_len(s), |packed| {
-            direct::pack(s, w, bias, packed);
-            let packed = &*packed;
-            plan.run(opts, |t| task(packed, t));
-        });
+        with_direct_packed(s, w, bias, |packed| plan.run(opts, |t| task(packed, t)));
     } else {
         plan.run(opts, |t| task(&[], t));
     }
@@ -480,7 +482,7 @@ pub fn conv2d_backward_input(
     let failed = std::sync::Mutex::new(None);
     plan.run(opts, |t| {
         let pixels = plan.pixels(s, t);
-        let first_image = t * plan.images_per_task;
+        let first_image = plan.images(s, t).start;
         let images = pixels.len() / s.out_pixels().max(1);
         // SAFETY: task t writes only its own images of dx.
         let dx_task =

@@ -38,11 +38,16 @@ impl Plan {
         }
     }
 
+    /// The images of task `t`.
+    pub(crate) fn images(&self, s: &Conv2d, t: usize) -> std::ops::Range<usize> {
+        let first = t * self.images_per_task;
+        first..(first + self.images_per_task).min(s.batch)
+    }
+
     /// Output-pixel range (global indices) of task `t`.
     pub(crate) fn pixels(&self, s: &Conv2d, t: usize) -> std::ops::Range<usize> {
-        let first = t * self.images_per_task;
-        let last = (first + self.images_per_task).min(s.batch);
-        first * s.out_pixels()..last * s.out_pixels()
+        let images = self.images(s, t);
+        images.start * s.out_pixels()..images.end * s.out_pixels()
     }
 
     /// The GEMM threading inside a task: the pool's threads only when there is a single task.
