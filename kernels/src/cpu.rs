@@ -233,16 +233,49 @@ fn decode_cache_leaf(eax: u32, ebx: u32, ecx: u32) -> Option<Option<(u32, CacheL
     )))
 }
 
-#[cfg(target_arch = "x86_64")]
-fn cpuid_caches() -> Option<CacheInfo> {
-    let vendor = {
+/// Whose design the CPU is, as far as the kernels' tuning tells designs apart: the cores'
+/// hardware prefetchers differ, and with them what a software prefetch saves or costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Vendor {
+    Intel,
+    /// AMD, and Hygon's cores of AMD's design.
+    Amd,
+    /// Any other (an Arm core, or a hypervisor hiding the vendor string).
+    Other,
+}
+
+/// The CPU's vendor, from CPUID's vendor string on x86-64; [`Vendor::Other`] elsewhere.
+pub(crate) fn vendor() -> Vendor {
+    static VENDOR: OnceLock<Vendor> = OnceLock::new();
+    *VENDOR.get_or_init(|| vendor_of(&vendor_string()))
+}
+
+fn vendor_of(vendor_string: &[u8]) -> Vendor {
+    match vendor_string {
+        b"GenuineIntel" => Vendor::Intel,
+        b"AuthenticAMD" | b"HygonGenuine" => Vendor::Amd,
+        _ => Vendor::Other,
+    }
+}
+
+/// CPUID leaf 0's twelve bytes ("GenuineIntel", "AuthenticAMD", …); empty off x86-64.
+fn vendor_string() -> Vec<u8> {
+    #[cfg(target_arch = "x86_64")]
+    {
         let r = cpuid(0, 0);
         let mut v = Vec::with_capacity(12);
         for reg in [r.ebx, r.edx, r.ecx] {
             v.extend_from_slice(&reg.to_le_bytes());
         }
         v
-    };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    Vec::new()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpuid_caches() -> Option<CacheInfo> {
+    let vendor = vendor_string();
     let leaf = match &vendor[..] {
         b"GenuineIntel" if cpuid(0, 0).eax >= 4 => 4,
         b"AuthenticAMD" | b"HygonGenuine" if cpuid(0x8000_0000, 0).eax >= 0x8000_001D => {
@@ -375,6 +408,17 @@ fn proc_cpuinfo_model() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_vendor_string_names_the_design() {
+        assert_eq!(vendor_of(b"GenuineIntel"), Vendor::Intel);
+        assert_eq!(vendor_of(b"AuthenticAMD"), Vendor::Amd);
+        assert_eq!(vendor_of(b"HygonGenuine"), Vendor::Amd);
+        assert_eq!(vendor_of(b"CentaurHauls"), Vendor::Other);
+        assert_eq!(vendor_of(b""), Vendor::Other);
+        // This process's CPU is one of them, and asking twice gives the same answer.
+        assert_eq!(vendor(), vendor());
+    }
 
     fn level(size: usize, ways: usize, shared_by: usize) -> CacheLevel {
         CacheLevel {

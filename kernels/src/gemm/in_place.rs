@@ -407,7 +407,8 @@ fn run_band(tile: &SmallTile, prob: &Problem<'_>, band: Band, kc: usize) {
 /// The tiles of `band` over K's slice `pc..pc+kb`, B read in place one column panel at a time:
 /// every row tile of the band on a panel, then the next. Each panel of B comes from L3 or memory
 /// once, and stays in L1 or L2 for the row tiles after the first. While the tiles work on a
-/// panel, the next one is fetched into L2, a share of its rows before each row tile: asked for
+/// panel, the next one is fetched into L2 (where such prefetches pay, [`prefetch_bursts_pay`],
+/// or the band has one row tile), a share of its rows before each row tile: asked for
 /// all at once, a 512-row panel's thousand prefetches stalled the loads of the tile after them
 /// (32×512×5408 on one Zen 4 thread 58 → 50 GFLOP/s, spread 65; into L1 rather than L2 86,
 /// as a deep panel does not fit L1 beside the one in use, into L2 102).
@@ -428,7 +429,7 @@ fn panel_after_panel(
         let cols = nr.min(n - j);
         let next = j + nr;
         let prefetch_share = |r: usize| {
-            if next < n {
+            if next < n && (row_tiles == 1 || prefetch_bursts_pay()) {
                 let run = b.data[pc * b.rs + next..].as_ptr();
                 for p in r * kb / row_tiles..(r + 1) * kb / row_tiles {
                     prefetch_run_to_l2(run.wrapping_add(p * b.rs), nr.min(n - next));
@@ -566,8 +567,9 @@ fn plain_tiles<const EDGE: bool>(
     // by 32 columns: 54 → 80 GFLOP/s on one Zen 4 thread, 104 → 160 on two; 18432×288×32 69 →
     // 76 and 129 → 144; 128×784×512 93 → 100 and 190 → 213). Not below 64 floats: over short
     // slices the prefetches cost more than they save (21632×32×9 54 → 50, 95 → 74 on two
-    // threads), and one-thread 1000×5408×128, rows of 512 floats per slice, lost 6 %.
-    let fetch_ahead = EDGE && kb >= PREFETCH_A_MIN_K;
+    // threads), and one-thread 1000×5408×128, rows of 512 floats per slice, lost 6 %. Only
+    // where such bursts of prefetches pay ([`prefetch_bursts_pay`]: Zen, not Intel).
+    let fetch_ahead = EDGE && kb >= PREFETCH_A_MIN_K && prefetch_bursts_pay();
     while i < m {
         let rows = mr.min(m - i);
         let kernel = tile.kernel(rows);
@@ -604,6 +606,24 @@ fn plain_tiles<const EDGE: bool>(
 
 /// The shallowest K slice over which the band's tiles prefetch the next row tile's A.
 const PREFETCH_A_MIN_K: usize = 64;
+
+/// Whether this CPU gains from the in-place tiles' bursts of prefetches into L2 — the next row
+/// tile's A before a row tile ([`plain_tiles`]), a share of B's next panel before each row tile
+/// of a panel ([`panel_after_panel`]) — which AMD's cores do (the gains quoted there, Zen 4)
+/// and Intel's do not: their L2 streamers follow the tiles' runs by themselves, and a burst of
+/// prefetches (hundreds before a tile, each holding one of L1's few fill buffers until its line
+/// comes from L3) stalls the tile's loads behind it. On two threads of an AVX-512 Xeon VM, with
+/// → without A's (medians of 5 interleaved runs): 256×5408×128 256 → 278 GFLOP/s (a CNN's
+/// dense layer at inference), 1000×5408×128 251 → 275, 25088×144×32 215 → 256 (a convolution's
+/// im2col product), 18432×288×32 223 → 279, 128×784×512 236 → 239; on one, 129.7 → 142.3, 126
+/// → 139, 117 → 133, 120 → 145, even. Then B's shares: one thread 32×512×5408 98 → 105,
+/// 24×512×2048 61 → 72, 16×2048×4096 47 → 57; two 16×2048×4096 85 → 107, 32×2048×4096 117 →
+/// 125, 24×1024×3000 175 → 185. A band of one row tile keeps B's prefetch everywhere: the
+/// whole next panel before the tile, for the tile that would otherwise wait on every row
+/// (8×1024×8192 52.5 → 53.9 on the Xeon, 15 → 38 on Zen 4).
+fn prefetch_bursts_pay() -> bool {
+    crate::cpu::vendor() != crate::cpu::Vendor::Intel
+}
 
 /// Asks for rows `first..first + rows` of A, over K's slice `pc..pc+kb`, to be fetched into L2:
 /// a row tile's block of A, wanted by the next row tile. For A stored by rows (each row's slice a
