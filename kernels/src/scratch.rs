@@ -94,6 +94,8 @@ thread_local! {
     static PADDED_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
     static PRODUCT_OPERAND_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
     static STRIP_PARTIALS_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
+    static TRANSPOSED_C_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
+    static TRANSPOSED_A_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
 }
 
 /// Packed micro-panels of A (GEMM driver).
@@ -131,7 +133,13 @@ pub(crate) static STRIP_PARTIALS: Scratch = Scratch::new(&STRIP_PARTIALS_TLS);
 /// every window inside its input).
 pub(crate) static PADDED: Scratch = Scratch::new(&PADDED_TLS);
 
-static ALL: [&Scratch; 12] = [
+/// Columns of C formed as rows of Cᵀ, and laid out by C's rows again, by the products whose B
+/// is stored by columns (`gemm::transposed_b`).
+pub(crate) static TRANSPOSED_C: Scratch = Scratch::new(&TRANSPOSED_C_TLS);
+/// The same products' A, transposed once per call and read by every band.
+pub(crate) static TRANSPOSED_A: Scratch = Scratch::new(&TRANSPOSED_A_TLS);
+
+static ALL: [&Scratch; 14] = [
     &PACK_A,
     &PACK_B,
     &COL,
@@ -144,6 +152,8 @@ static ALL: [&Scratch; 12] = [
     &PRODUCT_OPERAND,
     &STRIP_PARTIALS,
     &PADDED,
+    &TRANSPOSED_C,
+    &TRANSPOSED_A,
 ];
 
 /// A counter that changes whenever some thread's scratch buffer grew past every earlier size:

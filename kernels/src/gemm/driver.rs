@@ -13,6 +13,7 @@ use super::price::{HandOff, FORK_JOIN_COST};
 use super::problem::Problem;
 #[cfg(test)]
 use super::problem::{Operand, Output};
+use super::transposed_b::gemm_transposed_b;
 use crate::scratch::{PACK_A, PACK_B};
 use crate::team::run_parallel;
 use crate::Isa;
@@ -146,11 +147,13 @@ impl Grid {
 
 /// C ← alpha·A·B + beta·C with `isa`'s kernels, on up to `threads` threads of the current rayon
 /// pool. Products the small tiles do better with A read in place go there
-/// ([`super::in_place`]); the others to the packed path, with the tile for their shape (chosen
-/// only then: the choice took 1.2 % of a 48³ product's time in a profile, one Zen 4 thread).
+/// ([`super::in_place`]), products of a few rows with B stored by columns to their transposed
+/// form ([`super::transposed_b`]); the others to the packed path, with the tile for their shape
+/// (chosen only then: the choice took 1.2 % of a 48³ product's time in a profile, one Zen 4
+/// thread).
 pub(crate) fn gemm_blocked(isa: Isa, prob: &Problem<'_>, threads: usize) {
     let kc = slice_depth(isa).expect("a resolved instruction set registers tiles");
-    if !gemm_in_place(isa, prob, kc, threads) {
+    if !gemm_in_place(isa, prob, kc, threads) && !gemm_transposed_b(isa, prob, kc, threads) {
         gemm_packed(kernel_config(isa, prob.m, prob.n), prob, threads);
     }
 }
@@ -203,7 +206,7 @@ fn tile_and_grid<'c>(
 }
 
 /// [`gemm_blocked`] with A and B packed (B read in place for a few rows, where `cfg` can).
-fn gemm_packed(cfg: &KernelConfig, prob: &Problem<'_>, threads: usize) {
+pub(super) fn gemm_packed(cfg: &KernelConfig, prob: &Problem<'_>, threads: usize) {
     let (m, n, k) = (prob.m, prob.n, prob.k);
     let handoff = HandOff::here(cfg.isa, threads);
     let fork_cost = handoff.cost();

@@ -212,7 +212,7 @@ fn streams_columns_of_a(prob: &Problem<'_>) -> bool {
 /// The small tile for `prob` when its A can be read in place: no packer standing in for A, B
 /// and C with unit column strides, and `isa` has small tiles.
 #[inline]
-fn in_place_tile(isa: Isa, prob: &Problem<'_>) -> Option<&'static SmallTile> {
+pub(super) fn in_place_tile(isa: Isa, prob: &Problem<'_>) -> Option<&'static SmallTile> {
     if prob.a_packer.is_some() || prob.b.cs != 1 || prob.c.cs != 1 {
         return None;
     }
@@ -223,7 +223,7 @@ fn in_place_tile(isa: Isa, prob: &Problem<'_>) -> Option<&'static SmallTile> {
 
 /// How many parallel sections at `fork_cost` an `m × n × k` product's work pays for: from two
 /// up, it is worth splitting.
-fn hand_offs_worth(m: usize, n: usize, k: usize, fork_cost: f64) -> usize {
+pub(super) fn hand_offs_worth(m: usize, n: usize, k: usize, fork_cost: f64) -> usize {
     ((m * n * k) as f64 / fork_cost) as usize
 }
 

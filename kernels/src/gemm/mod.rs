@@ -18,6 +18,7 @@ mod in_place;
 pub(crate) mod pack;
 mod price;
 pub(crate) mod problem;
+mod transposed_b;
 
 use crate::activation::Activation;
 use crate::error::{Error, Result};
