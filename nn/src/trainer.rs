@@ -404,6 +404,12 @@ impl Trainer {
     }
 
     fn check_input(net: &Net<'_>, x: &Tensor, what: &str) -> Result<()> {
+        Self::check_shape(net, x, what)?;
+        Self::check_finite(x.data(), 0, what)
+    }
+
+    /// `x`'s samples have the model's input shape.
+    fn check_shape(net: &Net<'_>, x: &Tensor, what: &str) -> Result<()> {
         let want = net.input_shape;
         if x.shape().len() != want.len() + 1 || &x.shape()[1..] != want {
             return Err(Error::DataShape {
@@ -418,20 +424,36 @@ impl Trainer {
                 ),
             });
         }
-        if let Some(i) = crate::tensor::first_non_finite(x.data()) {
-            return Err(Error::NonFinite {
-                what: what.to_string(),
-                index: i,
-                value: x.data()[i],
-            });
-        }
         Ok(())
+    }
+
+    /// Every value of `values` (the input's values from index `offset` on) is finite.
+    fn check_finite(values: &[f32], offset: usize, what: &str) -> Result<()> {
+        match crate::tensor::first_non_finite(values) {
+            Some(i) => Err(Error::NonFinite {
+                what: what.to_string(),
+                index: offset + i,
+                value: values[i],
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Forward pass over the first `n` samples of `x_buf`, as the plan says.
     fn forward(&mut self, net: &mut Net<'_>, n: usize, training: bool) -> Result<()> {
+        self.forward_from(net, None, n, training)
+    }
+
+    /// Forward pass over `n` samples of `x` — `x_buf` where `None` — as the plan says.
+    fn forward_from(
+        &mut self,
+        net: &mut Net<'_>,
+        x: Option<&[f32]>,
+        n: usize,
+        training: bool,
+    ) -> Result<()> {
         let layers = &mut *net.layers;
-        let x_buf = &self.x_buf;
+        let x_buf = x.unwrap_or(&self.x_buf);
         // Inference runs the folds, whose weights `refresh_folds` derived before the call.
         let units = if training || !self.fold_batch_norm {
             &self.plan.forward
@@ -1348,10 +1370,11 @@ impl Trainer {
         let mut scratch = vec![0.0f32; batch * k];
         for from in range.clone().step_by(batch) {
             let n = batch.min(range.end - from);
-            let il = net.input_len();
-            self.x_buf[..n * il].copy_from_slice(x.rows(from..from + n).expect("in range"));
+            // The samples straight from `x`: a copy into the input buffer first cost a pass
+            // over them on one thread while the others waited.
+            let xv = x.rows(from..from + n).expect("in range");
             let yv = y.rows(from..from + n).expect("as many targets as inputs");
-            self.forward(net, n, false)?;
+            self.forward_from(net, Some(xv), n, false)?;
             let c = self.compiled.as_ref().expect("compiled");
             let out = &net.layers.last().expect("built").output()[..n * k];
             loss_sum += c.loss.compute(out, yv, &mut scratch, n, k, c.fused);
@@ -1364,7 +1387,11 @@ impl Trainer {
 
     /// Keras's `predict` (see `Sequential::predict`).
     pub fn predict(&mut self, net: &mut Net<'_>, x: &Tensor, batch_size: usize) -> Result<Tensor> {
-        Self::check_input(net, x, "the input")?;
+        // The values are checked a pass at a time, just before the pass reads them (from
+        // cache then): a check of the whole input first read it from memory once more, on one
+        // thread while the others waited (1.5 % of a CNN's inference at batch 1000, and as
+        // much again in the helper's wait).
+        Self::check_shape(net, x, "the input")?;
         if batch_size == 0 {
             return Err(Error::Setting {
                 owner: "predict",
@@ -1382,8 +1409,9 @@ impl Trainer {
         for from in (0..total).step_by(batch) {
             let n = batch.min(total - from);
             let il = net.input_len();
-            self.x_buf[..n * il].copy_from_slice(x.rows(from..from + n).expect("in range"));
-            self.forward(net, n, false)?;
+            let xv = x.rows(from..from + n).expect("in range");
+            Self::check_finite(xv, from * il, "the input")?;
+            self.forward_from(net, Some(xv), n, false)?;
             out.extend_from_slice(&net.layers.last().expect("built").output()[..n * k]);
         }
         let mut shape = vec![total];

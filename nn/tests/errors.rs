@@ -342,3 +342,34 @@ fn corrupt_and_mismatched_model_files() {
     assert!(leftovers.is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn predict_names_the_first_non_finite_input_in_any_pass() {
+    // `predict` checks each pass's samples as it reaches them: the element named is the first
+    // non-finite one of the whole input, in the first pass and in a later one alike.
+    use nn::model::PREDICT_PASS;
+    let mut m = model();
+    m.build().unwrap();
+    let samples = 2 * PREDICT_PASS + 3;
+    for (bad_at, second) in [
+        (5, None),
+        (PREDICT_PASS * 4 + 9, Some(PREDICT_PASS * 4 + 10)),
+    ] {
+        let mut x = Tensor::zeros(&[samples, 4]).unwrap();
+        x.data_mut()[bad_at] = f32::INFINITY;
+        if let Some(j) = second {
+            x.data_mut()[j] = f32::NAN;
+        }
+        for batch in [1, 7, samples] {
+            let err = m.predict(&x, batch).unwrap_err();
+            assert!(
+                matches!(err, nn::Error::NonFinite { index, value, .. }
+                    if index == bad_at && value == f32::INFINITY),
+                "batch {batch}: {err}"
+            );
+        }
+    }
+    // A clean input still predicts every sample.
+    let x = Tensor::zeros(&[samples, 4]).unwrap();
+    assert_eq!(m.predict(&x, 100).unwrap().shape(), &[samples, 2]);
+}
