@@ -471,7 +471,7 @@ fn tile(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::gemm::config::{kernels_of, small_tile, SMALL};
     use crate::gemm::price::HANDOFF_COST;
@@ -566,7 +566,7 @@ mod tests {
     }
 
     /// A deterministic value in [-1, 1) per call.
-    fn values(seed: u64) -> impl FnMut() -> f32 {
+    pub(crate) fn values(seed: u64) -> impl FnMut() -> f32 {
         let mut seed = seed;
         move || {
             seed = seed
@@ -574,6 +574,38 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
         }
+    }
+
+    /// C's bits after `run` on the product `C ← −0.75·A·B + beta·C` (`m × n × k`; A and B as
+    /// given, C row-major from `c0`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn c_bits(
+        (m, n, k): (usize, usize, usize),
+        a: Operand<'_>,
+        b: Operand<'_>,
+        beta: f32,
+        c0: &[f32],
+        epilogue: Option<crate::gemm::epilogue::Epilogue<'_>>,
+        run: impl FnOnce(&Problem<'_>),
+    ) -> Vec<u32> {
+        let mut c = c0.to_vec();
+        run(&Problem {
+            m,
+            n,
+            k,
+            alpha: -0.75,
+            a,
+            a_packer: None,
+            b,
+            beta,
+            c: Output {
+                ptr: c.as_mut_ptr(),
+                rs: n,
+                cs: 1,
+            },
+            epilogue,
+        });
+        c.iter().map(|x| x.to_bits()).collect()
     }
 
     /// Runs `run` on an `m × n × k` problem (alpha −0.75, beta 0.5; A column-major when asked)
@@ -716,33 +748,19 @@ mod tests {
                 let c0: Vec<f32> = (0..m * n).map(|_| value()).collect();
                 let (rs, cs) = if a_col_major { (1, m) } else { (k, 1) };
                 let run = |in_place: bool, threads: usize| {
-                    let mut c = c0.clone();
-                    let prob = Problem {
-                        m,
-                        n,
-                        k,
-                        alpha: -0.75,
-                        a: Operand { data: &a, rs, cs },
-                        a_packer: None,
-                        b: Operand {
-                            data: &b,
-                            rs: n,
-                            cs: 1,
-                        },
-                        beta: 0.5,
-                        c: Output {
-                            ptr: c.as_mut_ptr(),
-                            rs: n,
-                            cs: 1,
-                        },
-                        epilogue: None,
+                    let a = Operand { data: &a, rs, cs };
+                    let b = Operand {
+                        data: &b,
+                        rs: n,
+                        cs: 1,
                     };
-                    if in_place {
-                        assert!(gemm_in_place(isa, &prob, cfg.kc, threads), "{m}×{n}×{k}");
-                    } else {
-                        gemm_packed(cfg, &prob, threads);
-                    }
-                    c.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+                    c_bits((m, n, k), a, b, 0.5, &c0, None, |prob| {
+                        if in_place {
+                            assert!(gemm_in_place(isa, prob, cfg.kc, threads), "{m}×{n}×{k}");
+                        } else {
+                            gemm_packed(cfg, prob, threads);
+                        }
+                    })
                 };
                 let packed = run(false, 1);
                 assert!(

@@ -221,17 +221,7 @@ mod tests {
     use crate::activation::Activation;
     use crate::gemm::config::{kernel_config, slice_depth, small_tiles_of};
     use crate::gemm::driver::gemm_packed;
-
-    /// A deterministic value in [-1, 1) per call.
-    fn values(seed: u64) -> impl FnMut() -> f32 {
-        let mut seed = seed;
-        move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        }
-    }
+    use crate::gemm::driver::tests::{c_bits, values};
 
     /// C has the bits the packed path gives it, on one thread and two: row counts from 2 to
     /// FEW_ROWS, widths over one chunk and several (and a last partial one), depths of one K
@@ -288,33 +278,19 @@ mod tests {
                 ];
                 for epilogue in epilogues {
                     let run = |transposed: bool, threads: usize| {
-                        let mut c = c0.clone();
-                        let prob = Problem {
-                            m,
-                            n,
-                            k,
-                            alpha: -0.75,
-                            a: Operand { data: &a, rs, cs },
-                            a_packer: None,
-                            b: Operand {
-                                data: &b,
-                                rs: 1,
-                                cs: ldb,
-                            },
-                            beta,
-                            c: Output {
-                                ptr: c.as_mut_ptr(),
-                                rs: n,
-                                cs: 1,
-                            },
-                            epilogue,
+                        let a = Operand { data: &a, rs, cs };
+                        let b = Operand {
+                            data: &b,
+                            rs: 1,
+                            cs: ldb,
                         };
-                        if transposed {
-                            assert!(gemm_transposed_b(isa, &prob, kc, threads), "{m}×{n}×{k}");
-                        } else {
-                            gemm_packed(kernel_config(isa, m, n), &prob, threads);
-                        }
-                        c.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+                        c_bits((m, n, k), a, b, beta, &c0, epilogue, |prob| {
+                            if transposed {
+                                assert!(gemm_transposed_b(isa, prob, kc, threads), "{m}×{n}×{k}");
+                            } else {
+                                gemm_packed(kernel_config(isa, m, n), prob, threads);
+                            }
+                        })
                     };
                     let packed = run(false, 1);
                     for threads in [1, 2] {
@@ -344,33 +320,19 @@ mod tests {
         let (k, n) = (3 * FEW_ROWS, 200);
         let a = vec![1.0f32; FEW_ROWS * 2 * k];
         let b = vec![1.0f32; n * k];
-        let mut c = vec![0.0f32; FEW_ROWS * 2 * n];
-        let mut takes = |m: usize, k: usize, (b_rs, b_cs): (usize, usize), width: usize| {
-            let prob = Problem {
-                m,
-                n: width,
-                k,
-                alpha: 1.0,
-                a: Operand {
-                    data: &a,
-                    rs: k,
-                    cs: 1,
-                },
-                a_packer: None,
-                b: Operand {
-                    data: &b,
-                    rs: b_rs,
-                    cs: b_cs,
-                },
-                beta: 0.0,
-                c: Output {
-                    ptr: c.as_mut_ptr(),
-                    rs: width,
-                    cs: 1,
-                },
-                epilogue: None,
+        let c0 = vec![0.0f32; FEW_ROWS * 2 * n];
+        let takes = |m: usize, k: usize, (rs, cs): (usize, usize), width: usize| {
+            let mut took = false;
+            let a = Operand {
+                data: &a,
+                rs: k,
+                cs: 1,
             };
-            gemm_transposed_b(isa, &prob, kc, 1)
+            let b = Operand { data: &b, rs, cs };
+            c_bits((m, width, k), a, b, 0.0, &c0[..m * width], None, |prob| {
+                took = gemm_transposed_b(isa, prob, kc, 1)
+            });
+            took
         };
         assert!(takes(2, k, (1, k), n));
         assert!(takes(FEW_ROWS, k, (1, k), n));
