@@ -275,12 +275,9 @@ fn vendor_string() -> Vec<u8> {
 
 #[cfg(target_arch = "x86_64")]
 fn cpuid_caches() -> Option<CacheInfo> {
-    let vendor = vendor_string();
-    let leaf = match &vendor[..] {
-        b"GenuineIntel" if cpuid(0, 0).eax >= 4 => 4,
-        b"AuthenticAMD" | b"HygonGenuine" if cpuid(0x8000_0000, 0).eax >= 0x8000_001D => {
-            0x8000_001D
-        }
+    let leaf = match vendor() {
+        Vendor::Intel if cpuid(0, 0).eax >= 4 => 4,
+        Vendor::Amd if cpuid(0x8000_0000, 0).eax >= 0x8000_001D => 0x8000_001D,
         _ => return None,
     };
     let mut levels = Vec::new();

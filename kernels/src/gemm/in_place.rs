@@ -212,7 +212,7 @@ fn streams_columns_of_a(prob: &Problem<'_>) -> bool {
 /// The small tile for `prob` when its A can be read in place: no packer standing in for A, B
 /// and C with unit column strides, and `isa` has small tiles.
 #[inline]
-pub(super) fn in_place_tile(isa: Isa, prob: &Problem<'_>) -> Option<&'static SmallTile> {
+fn in_place_tile(isa: Isa, prob: &Problem<'_>) -> Option<&'static SmallTile> {
     if prob.a_packer.is_some() || prob.b.cs != 1 || prob.c.cs != 1 {
         return None;
     }
@@ -424,12 +424,14 @@ fn panel_after_panel(
     let b = prob.b;
     let (m, n) = (band.rows.1, band.cols.1);
     let row_tiles = (m - band.rows.0).div_ceil(mr);
+    // B's next panel fetched ahead where such bursts pay, or for a band of one row tile.
+    let prefetch = row_tiles == 1 || prefetch_bursts_pay();
     let mut j = band.cols.0;
     while j < n {
         let cols = nr.min(n - j);
         let next = j + nr;
         let prefetch_share = |r: usize| {
-            if next < n && (row_tiles == 1 || prefetch_bursts_pay()) {
+            if prefetch && next < n {
                 let run = b.data[pc * b.rs + next..].as_ptr();
                 for p in r * kb / row_tiles..(r + 1) * kb / row_tiles {
                     prefetch_run_to_l2(run.wrapping_add(p * b.rs), nr.min(n - next));

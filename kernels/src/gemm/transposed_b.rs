@@ -14,8 +14,9 @@
 //! product are NaNs); the epilogue is applied to `Cᵀ`'s tiles (a bias
 //! per column of C becomes one per row of `Cᵀ`), elementwise, as to C's elsewhere.
 
+use super::config::{b_slice_in_l1, small_tile, SmallTile, SMALL};
 use super::epilogue::{Bias, Epilogue};
-use super::in_place::{hand_offs_worth, in_place_tile, run_whole, FEW_ROWS};
+use super::in_place::{hand_offs_worth, run_whole, FEW_ROWS};
 use super::pack::transpose_lines;
 use super::price::HandOff;
 use super::problem::{Operand, Output, Problem};
@@ -54,7 +55,7 @@ pub(crate) fn gemm_transposed_b(isa: Isa, prob: &Problem<'_>, kc: usize, threads
     let (m, n, k) = (prob.m, prob.n, prob.k);
     if !(2..=FEW_ROWS).contains(&m)
         || k < MIN_DEPTH.max(MIN_DEPTH_PER_ROW * m)
-        || n <= super::config::SMALL
+        || n <= SMALL
         || prob.b.rs != 1
         || prob.b.cs == 1
         || prob.c.cs != 1
@@ -62,47 +63,25 @@ pub(crate) fn gemm_transposed_b(isa: Isa, prob: &Problem<'_>, kc: usize, threads
     {
         return false;
     }
-    // The tile of `Cᵀ`'s products: A' = Bᵀ (n × k, rows b.cs apart), B' = Aᵀ (k × m by rows).
-    let probe = Problem {
-        m: n,
-        n: m,
-        k,
-        alpha: prob.alpha,
-        a: Operand {
-            data: prob.b.data,
-            rs: prob.b.cs,
-            cs: 1,
-        },
-        a_packer: None,
-        b: Operand {
-            data: &[],
-            rs: m,
-            cs: 1,
-        },
-        beta: prob.beta,
-        c: Output {
-            ptr: std::ptr::null_mut(),
-            rs: m,
-            cs: 1,
-        },
-        epilogue: None,
-    };
-    let Some(tile) = in_place_tile(isa, &probe) else {
+    // The small tile of `Cᵀ`'s products (n × m over K), chosen as for any product read in
+    // place: A' = Bᵀ by rows in place, B' = Aᵀ (k × m by rows), C' a buffer by rows.
+    let b_in_l1 = b_slice_in_l1(isa, k, m);
+    let Some(tile) = small_tile(isa, n.min(SMALL), m, b_in_l1) else {
         return false;
     };
     with_a_by_rows_transposed(prob, |at| {
         let handoff = HandOff::here(isa, threads);
+        // Bands of whole steps, within a step of one another (`bands` is at most the steps).
+        let steps = n.div_ceil(BAND_STEP);
         let bands_at = |cost: f64| {
             let worth = hand_offs_worth(m, n, k, cost);
             if threads <= 1 || worth < 2 {
                 1
             } else {
-                threads.min(worth).min(n.div_ceil(BAND_STEP))
+                threads.min(worth).min(steps)
             }
         };
         let bands = bands_at(handoff.cost());
-        // Bands of whole steps, within a step of one another (`bands` is at most the steps).
-        let steps = n.div_ceil(BAND_STEP);
         let band = |t: usize| {
             let edge = |t: usize| (t * steps / bands * BAND_STEP).min(n);
             (edge(t), edge(t + 1))
@@ -150,7 +129,7 @@ fn with_a_by_rows_transposed(prob: &Problem<'_>, f: impl FnOnce(Operand<'_>)) {
 /// Columns `cols.0..cols.1` of C on this thread, [`CHUNK`] at a time: `Cᵀ`'s rows formed in a
 /// buffer (C's values first where beta reads them), then laid across C's rows.
 fn columns(
-    tile: &super::config::SmallTile,
+    tile: &SmallTile,
     prob: &Problem<'_>,
     at: Operand<'_>,
     kc: usize,
@@ -175,13 +154,16 @@ fn columns(
                 };
                 transpose_lines(row, m, ct, 0, m, w);
             }
-            let epilogue = prob.epilogue.map(|e| Epilogue {
-                bias: match e.bias {
-                    Bias::None => Bias::None,
-                    Bias::PerColumn(bias) => Bias::PerRow(&bias[j0..j0 + w]),
-                    Bias::PerRow(bias) => Bias::PerColumn(bias),
+            // Cᵀ's epilogue, its per-row bias from this chunk's first column of C.
+            let epilogue = prob.epilogue.map(|e| match e.transposed() {
+                Epilogue {
+                    bias: Bias::PerRow(bias),
+                    ..
+                } => Epilogue {
+                    bias: Bias::PerRow(&bias[j0..j0 + w]),
+                    ..e
                 },
-                ..e
+                t => t,
             });
             let sub = Problem {
                 m: w,
