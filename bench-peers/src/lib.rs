@@ -33,6 +33,26 @@ fn stride(name: &'static str, s: usize) -> Result<isize> {
     })
 }
 
+/// The kernel set ("core") the system's OpenBLAS chose when it loaded: its own pick for this
+/// CPU, or the one `OPENBLAS_CORETYPE` named.
+#[cfg(feature = "openblas")]
+pub fn openblas_core() -> String {
+    extern "C" {
+        fn openblas_get_corename() -> *const std::os::raw::c_char;
+    }
+    // SAFETY: OpenBLAS's function takes nothing and returns a pointer to a static,
+    // NUL-terminated name (checked for null before it is read).
+    unsafe {
+        let name = openblas_get_corename();
+        if name.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(name)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
 /// `C ← alpha·A·B + beta·C` by `matrixmultiply::sgemm` (its threads: `MATMUL_NUM_THREADS`).
 pub fn matrixmultiply_gemm(
     alpha: f32,

@@ -31,6 +31,14 @@ pub struct MachineInfo {
     /// `OPENBLAS_CORETYPE` when the run's environment forced OpenBLAS's kernel choice.
     #[serde(default)]
     pub openblas_coretype: Option<String>,
+    /// The kernel set OpenBLAS ran in this run (its `openblas_get_corename`), absent in older
+    /// reports and in builds without OpenBLAS.
+    #[serde(default)]
+    pub openblas_core: Option<String>,
+    /// What OpenBLAS picked by itself when the report forced another set because that pick was
+    /// its fallback for an unknown CPU ([`crate::machine::openblas_core_to_force`]).
+    #[serde(default)]
+    pub openblas_picked: Option<String>,
     /// LIBXSMM's code-generation target, when the build linked it.
     #[serde(default)]
     pub libxsmm: Option<String>,
@@ -72,6 +80,11 @@ impl MachineInfo {
                 .map(|t| t.to_string())
                 .collect(),
             openblas_coretype: std::env::var("OPENBLAS_CORETYPE").ok(),
+            #[cfg(feature = "openblas")]
+            openblas_core: Some(bench_peers::openblas_core()),
+            #[cfg(not(feature = "openblas"))]
+            openblas_core: None,
+            openblas_picked: std::env::var(crate::machine::OPENBLAS_PICKED_VAR).ok(),
             libxsmm: bench_peers::Libxsmm::get().ok().map(|x| {
                 format!(
                     "LIBXSMM 1.17 (static; code generated for '{}'; BLAS fallback {}; \
@@ -113,11 +126,25 @@ impl MachineInfo {
         if let Some(x) = &self.libxsmm {
             out += &format!("{x}.\n");
         }
-        if let Some(t) = &self.openblas_coretype {
-            out += &format!(
-                "OpenBLAS's kernels forced by OPENBLAS_CORETYPE={t}.
-"
-            );
+        match (
+            &self.openblas_coretype,
+            &self.openblas_picked,
+            &self.openblas_core,
+        ) {
+            (Some(t), Some(picked), _) => {
+                out += &format!(
+                    "OpenBLAS picked its '{picked}' kernels for this CPU, its fallback for a CPU \
+                     its tables do not list: the report forced the set for the CPU's \
+                     instructions (OPENBLAS_CORETYPE={t}).\n"
+                );
+            }
+            (Some(t), None, _) => {
+                out += &format!("OpenBLAS's kernels forced by OPENBLAS_CORETYPE={t}.\n");
+            }
+            (None, _, Some(core)) => {
+                out += &format!("OpenBLAS's kernels: '{core}' (its own pick for this CPU).\n");
+            }
+            (None, _, None) => {}
         }
         out
     }
@@ -485,6 +512,8 @@ mod tests {
             caches: None,
             gemm_blocking: vec![],
             openblas_coretype: None,
+            openblas_core: None,
+            openblas_picked: None,
             libxsmm: None,
         }
     }

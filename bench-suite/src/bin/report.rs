@@ -267,6 +267,38 @@ fn run_child(args: &Args) {
     println!("{}", serde_json::to_string(&report).expect("serialisable"));
 }
 
+/// Re-runs the report with OpenBLAS's kernels for this CPU's instructions when OpenBLAS fell
+/// back to its kernels for an unknown CPU ([`bench_suite::machine::openblas_core_to_force`]):
+/// a peer measured on kernels two instruction sets below the machine's is no peer. OpenBLAS
+/// chooses once, as it loads, so only a new process (and its children, which inherit the
+/// variable) can run the other set; the report says what was forced and why. Nothing happens
+/// when `OPENBLAS_CORETYPE` is already set: the caller's choice stands.
+fn force_known_openblas_kernels() {
+    #[cfg(feature = "openblas")]
+    {
+        use std::os::unix::process::CommandExt;
+        if std::env::var_os("OPENBLAS_CORETYPE").is_some() {
+            return;
+        }
+        let picked = bench_peers::openblas_core();
+        let Some(core) = bench_suite::machine::openblas_core_to_force(&picked) else {
+            return;
+        };
+        eprintln!(
+            "report: OpenBLAS picked its '{picked}' kernels (its fallback for a CPU it does not \
+             know); running again with OPENBLAS_CORETYPE={core}"
+        );
+        let exe = std::env::current_exe().expect("own path");
+        let err = Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env("OPENBLAS_CORETYPE", core)
+            .env(bench_suite::machine::OPENBLAS_PICKED_VAR, &picked)
+            .exec();
+        eprintln!("report: could not run again with OPENBLAS_CORETYPE={core}: {err}");
+        std::process::exit(1);
+    }
+}
+
 fn main() {
     let args = match parse_args() {
         Ok(a) => a,
@@ -275,6 +307,9 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if !args.child && args.render_from.is_none() {
+        force_known_openblas_kernels();
+    }
     if args.child {
         run_child(&args);
         return;
