@@ -464,7 +464,8 @@ pub fn training_markdown(t: &TrainingReport) -> String {
             "\n### Against the machine's limit\n\n\
              Each program's limit is the least time one epoch can take here: max(FLOPs ÷ FMA peak, \
              bytes ÷ memory bandwidth), with the peak ({:.0} GFLOP/s) and the triad bandwidth \
-             ({:.1} GB/s) measured on {} threads in this run. FLOPs, counted from the model \
+             ({:.1} GB/s) measured on {} threads in this run (the peak: the best of its \
+             measurements at the start, in the GEMM part and between programs). FLOPs, counted from the model \
              (`nn::cost`): two per multiply-add of every product — forward and weight gradient \
              for each training sample, the input gradient of each layer above the first with \
              weights, forward for each validation sample — plus the optimizer rule's operations \
