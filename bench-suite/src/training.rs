@@ -81,6 +81,10 @@ pub struct MachineLimits {
     /// The last-level cache: an optimizer step whose weights, gradients and state fit in it is
     /// charged no memory traffic.
     pub last_level_cache_bytes: u64,
+    /// Whether the peak is the best of measurements spread over the run (at the start, in the
+    /// GEMM part, between programs) rather than one at the start, as in runs before this field.
+    #[serde(default)]
+    pub peak_best_of_run: bool,
 }
 
 /// A program's roofline: the least time one epoch can take on this machine.
@@ -464,8 +468,7 @@ pub fn training_markdown(t: &TrainingReport) -> String {
             "\n### Against the machine's limit\n\n\
              Each program's limit is the least time one epoch can take here: max(FLOPs ÷ FMA peak, \
              bytes ÷ memory bandwidth), with the peak ({:.0} GFLOP/s) and the triad bandwidth \
-             ({:.1} GB/s) measured on {} threads in this run (the peak: the best of its \
-             measurements at the start, in the GEMM part and between programs). FLOPs, counted from the model \
+             ({:.1} GB/s) measured on {} threads in this run{}. FLOPs, counted from the model \
              (`nn::cost`): two per multiply-add of every product — forward and weight gradient \
              for each training sample, the input gradient of each layer above the first with \
              weights, forward for each validation sample — plus the optimizer rule's operations \
@@ -479,6 +482,12 @@ pub fn training_markdown(t: &TrainingReport) -> String {
             m.fma_peak_gflops,
             m.memory_bandwidth_gbs,
             t.threads,
+            if m.peak_best_of_run {
+                " (the peak: the best of its measurements at the start, in the GEMM part and \
+                 between programs)"
+            } else {
+                ""
+            },
             m.last_level_cache_bytes as f64 / (1u64 << 20) as f64,
         );
         for r in &t.summary {
@@ -752,6 +761,7 @@ mod tests {
             fma_peak_gflops: 100.0,
             memory_bandwidth_gbs: 10.0,
             last_level_cache_bytes: 1 << 20,
+            peak_best_of_run: false,
         };
         let cost = RunCost {
             trainable_weights: 1000,

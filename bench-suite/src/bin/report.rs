@@ -683,6 +683,7 @@ fn run_training(args: &Args, perf: &mut MachinePerf) -> TrainingReport {
             fma_peak_gflops: peak,
             memory_bandwidth_gbs: bw,
             last_level_cache_bytes: caches.l3.unwrap_or(caches.l2).size as u64,
+            peak_best_of_run: true,
         });
     TrainingReport::new(threads, runs, peers, limits)
 }
