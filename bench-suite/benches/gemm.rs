@@ -1,11 +1,12 @@
 //! Criterion benchmarks of GEMM: our paths, OpenBLAS, matrixmultiply and the gemm crate on the
-//! square sizes and training shapes of the GEMM issue, on one thread and on the whole rayon pool.
+//! report's shapes (squares, training shapes, small, vector and transposed layouts), on one
+//! thread and on the whole rayon pool.
 //! (matrixmultiply's threads follow `MATMUL_NUM_THREADS`; OpenBLAS's follow the call.)
 //! `cargo bench -p bench-suite --bench gemm`; the `report` program gives the side-by-side table.
 
 use bench_suite::gemm_bench::{all_shapes, filled, Library};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kernels::{MatMut, MatRef};
+use kernels::MatMut;
 
 fn gemm(c: &mut Criterion) {
     let pool = rayon::current_num_threads();
@@ -17,7 +18,7 @@ fn gemm(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("gemm/{}", shape.label()));
         group.throughput(Throughput::Elements(shape.flops() as u64));
         group.sample_size(10);
-        for lib in Library::available() {
+        for lib in Library::available().into_iter().filter(|l| l.serves(shape)) {
             for threads in [1, pool] {
                 if lib == Library::MatrixMultiply && threads > 1 {
                     continue; // its pool size is fixed per process
@@ -26,8 +27,8 @@ fn gemm(c: &mut Criterion) {
                 group.bench_function(id, |bench| {
                     bench.iter(|| {
                         lib.run(
-                            MatRef::row_major(&a, m, k, k),
-                            MatRef::row_major(&b, k, n, n),
+                            shape.a_view(&a),
+                            shape.b_view(&b),
                             MatMut::row_major(&mut out, m, n, n),
                             threads,
                         )

@@ -6,20 +6,48 @@ use serde::{Deserialize, Serialize};
 
 use crate::timing::{calls_per_sample, estimate_secs, median, sample_secs, settle};
 
-/// A product C (m×n) = A (m×k) · B (k×n), all row-major.
+/// A product C (m×n) = A (m×k) · B (k×n), C row-major; A and B row-major too unless stored
+/// transposed (`a_t`: A held as its k×m transpose, read by columns; `b_t`: B held as n×k).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Shape {
     pub m: usize,
     pub k: usize,
     pub n: usize,
+    /// A stored k×m (row-major) and read transposed. Absent in older reports: false.
+    #[serde(default)]
+    pub a_t: bool,
+    /// B stored n×k (row-major) and read transposed. Absent in older reports: false.
+    #[serde(default)]
+    pub b_t: bool,
 }
 
 impl Shape {
+    /// `m × k × n`, both operands row-major.
+    pub const fn new(m: usize, k: usize, n: usize) -> Shape {
+        Shape {
+            m,
+            k,
+            n,
+            a_t: false,
+            b_t: false,
+        }
+    }
     pub fn flops(&self) -> f64 {
         2.0 * self.m as f64 * self.k as f64 * self.n as f64
     }
+    /// `MxKxN`, with `:at`, `:bt` or `:atbt` for operands stored transposed.
     pub fn label(&self) -> String {
-        format!("{}x{}x{}", self.m, self.k, self.n)
+        let layout = match (self.a_t, self.b_t) {
+            (false, false) => "",
+            (true, false) => ":at",
+            (false, true) => ":bt",
+            (true, true) => ":atbt",
+        };
+        format!("{}x{}x{}{layout}", self.m, self.k, self.n)
+    }
+    /// Both operands row-major.
+    pub fn is_plain(&self) -> bool {
+        !self.a_t && !self.b_t
     }
     /// A one-row or one-column product, bound by memory bandwidth.
     pub fn is_vector(&self) -> bool {
@@ -28,6 +56,24 @@ impl Shape {
     /// Bytes of A and B, each read once.
     pub fn bytes(&self) -> f64 {
         4.0 * (self.m * self.k + self.k * self.n) as f64
+    }
+    /// A (m×k) over `data` (m·k floats) as this shape stores it.
+    pub fn a_view<'a>(&self, data: &'a [f32]) -> MatRef<'a> {
+        let (m, k) = (self.m, self.k);
+        if self.a_t {
+            MatRef::row_major(data, k, m, m).t()
+        } else {
+            MatRef::row_major(data, m, k, k)
+        }
+    }
+    /// B (k×n) over `data` (k·n floats) as this shape stores it.
+    pub fn b_view<'a>(&self, data: &'a [f32]) -> MatRef<'a> {
+        let (k, n) = (self.k, self.n);
+        if self.b_t {
+            MatRef::row_major(data, n, k, k).t()
+        } else {
+            MatRef::row_major(data, k, n, n)
+        }
     }
 }
 
@@ -61,18 +107,39 @@ pub const SMALL_SHAPES: [(usize, usize, usize); 4] =
 /// matrix (64 MiB) far larger than the caches, so the memory's speed is the limit.
 pub const VECTOR_SHAPES: [(usize, usize, usize); 2] = [(4096, 4096, 1), (1, 4096, 4096)];
 
-/// Every benchmarked shape: the squares, the training shapes, the small and the vector ones.
+/// Products with an operand stored transposed, as frameworks call them (M, K, N, A transposed,
+/// B transposed): a linear layer's weights kept output × input (PyTorch's layout; the forward
+/// product of Dense 784→128 at batch 32 reads them transposed), the weight gradients xᵀ·g of
+/// Dense 784→128 and 5408→128 (the batch of inputs read by columns), the input gradients g·Wᵀ of
+/// the same layers with W kept input × output, and 1024³ with either operand transposed.
+pub const TRANSPOSED_SHAPES: [(usize, usize, usize, bool, bool); 7] = [
+    (32, 784, 128, false, true),
+    (784, 32, 128, true, false),
+    (32, 128, 784, false, true),
+    (5408, 32, 128, true, false),
+    (32, 128, 5408, false, true),
+    (1024, 1024, 1024, true, false),
+    (1024, 1024, 1024, false, true),
+];
+
+/// Every benchmarked shape: the squares, the training shapes, the small and the vector ones,
+/// then the transposed layouts.
 pub fn all_shapes() -> Vec<Shape> {
     SQUARE_SIZES
         .iter()
-        .map(|&s| Shape { m: s, k: s, n: s })
+        .map(|&s| Shape::new(s, s, s))
         .chain(
             TRAINING_SHAPES
                 .iter()
                 .chain(&SMALL_SHAPES)
                 .chain(&VECTOR_SHAPES)
-                .map(|&(m, k, n)| Shape { m, k, n }),
+                .map(|&(m, k, n)| Shape::new(m, k, n)),
         )
+        .chain(TRANSPOSED_SHAPES.iter().map(|&(m, k, n, a_t, b_t)| Shape {
+            a_t,
+            b_t,
+            ..Shape::new(m, k, n)
+        }))
         .collect()
 }
 
@@ -103,11 +170,11 @@ impl Library {
         }
     }
 
-    /// Whether this library is measured on `shape`: LIBXSMM on products of at most 64 on every
-    /// side (what it generates code for), every other library on every shape.
+    /// Whether this library is measured on `shape`: LIBXSMM on row-major products of at most 64
+    /// on every side (what it generates code for), every other library on every shape.
     pub fn serves(&self, shape: Shape) -> bool {
         match self {
-            Library::Libxsmm => shape.m.max(shape.k).max(shape.n) <= 64,
+            Library::Libxsmm => shape.is_plain() && shape.m.max(shape.k).max(shape.n) <= 64,
             _ => true,
         }
     }
@@ -184,6 +251,13 @@ impl Library {
 /// of the product, from whichever cache or memory holds the matrix. Not a peer.
 pub const READ_OPERANDS: &str = "reading A and B";
 
+/// The name under which every shape also times the FMA peak loop (`bench_peers::peak`, our best
+/// path's instruction set, the same threads) once per round, right after our best path: the
+/// peak that shape's fraction of peak divides by, measured in the same rounds (a VM whose speed
+/// swings by half within minutes put a run-wide best peak against figures taken in its slow
+/// moments). Not a peer.
+pub const FMA_PEAK: &str = "FMA peak";
+
 /// One library's figure for one shape.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Measurement {
@@ -217,12 +291,12 @@ pub fn measure_shape(
 ) -> Vec<Measurement> {
     let libs: Vec<Library> = libs.iter().copied().filter(|l| l.serves(shape)).collect();
     let libs = &libs[..];
-    let Shape { m, k, n } = shape;
+    let Shape { m, k, n, .. } = shape;
     let a = filled(m * k, 1);
     let b = filled(k * n, 2);
     let mut outputs: Vec<Vec<f32>> = vec![vec![0.0; m * n]; libs.len()];
-    let av = MatRef::row_major(&a, m, k, k);
-    let bv = MatRef::row_major(&b, k, n, n);
+    let av = shape.a_view(&a);
+    let bv = shape.b_view(&b);
     let calls: Vec<usize> = libs
         .iter()
         .zip(outputs.iter_mut())
@@ -243,6 +317,8 @@ pub fn measure_shape(
         calls_per_sample(read(2), 0.03)
     });
     let mut read_samples = Vec::new();
+    let peak_isa = Isa::best();
+    let mut peak_samples = Vec::new();
     for _ in 0..rounds {
         for (i, lib) in libs.iter().enumerate() {
             // Libraries whose threads spin between calls (OpenBLAS's, BLIS's, our helper team)
@@ -261,10 +337,16 @@ pub fn measure_shape(
             }
             let secs = sample_secs(&mut call, calls[i]);
             samples[i].push(shape.flops() / secs / 1e9);
-            // Reading A and B right after our best path, the cores as warm as it left them.
+            // Reading A and B, and the FMA peak, right after our best path, the cores as warm
+            // as it left them.
             if let (0, Some(calls)) = (i, read_calls) {
                 read(calls.div_ceil(4));
                 read_samples.push(shape.flops() / read(calls) / 1e9);
+            }
+            if i == 0 {
+                if let Ok(p) = peers::peak::fma_peak_gflops(peak_isa, threads, 1) {
+                    peak_samples.push(p);
+                }
             }
         }
     }
@@ -295,14 +377,52 @@ pub fn measure_shape(
                 max_rel_diff_vs_openblas: diff,
             }
         })
-        .chain((!read_samples.is_empty()).then(|| Measurement {
-            library: READ_OPERANDS.into(),
-            shape,
-            threads,
-            gflops_median: median(&mut read_samples.clone()),
-            samples: read_samples.len(),
-            // It computes no C.
-            max_rel_diff_vs_openblas: 0.0,
-        }))
+        .chain(
+            [(READ_OPERANDS, read_samples), (FMA_PEAK, peak_samples)]
+                .into_iter()
+                .filter(|(_, samples)| !samples.is_empty())
+                .map(|(library, mut samples)| Measurement {
+                    library: library.into(),
+                    shape,
+                    threads,
+                    gflops_median: median(&mut samples),
+                    samples: samples.len(),
+                    // They compute no C.
+                    max_rel_diff_vs_openblas: 0.0,
+                }),
+        )
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transposed_layout_reads_the_same_matrix() {
+        let a_rows: Vec<f32> = (0..6).map(|x| x as f32).collect(); // A = [[0 1 2] [3 4 5]]
+        let a_cols = [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]; // the same A stored 3 × 2
+        let plain = Shape::new(2, 3, 4);
+        let at = Shape { a_t: true, ..plain };
+        let bt = Shape { b_t: true, ..plain };
+        assert_eq!(
+            (plain.label(), at.label(), bt.label()),
+            ("2x3x4".into(), "2x3x4:at".into(), "2x3x4:bt".into())
+        );
+        let element =
+            |v: MatRef<'_>, i: usize, p: usize| v.data()[i * v.row_stride() + p * v.col_stride()];
+        let (x, y) = (plain.a_view(&a_rows), at.a_view(&a_cols));
+        assert_eq!((y.rows(), y.cols()), (2, 3));
+        for i in 0..2 {
+            for p in 0..3 {
+                assert_eq!(element(x, i, p), element(y, i, p));
+            }
+        }
+        let b: Vec<f32> = (0..12).map(|x| x as f32).collect();
+        let v = bt.b_view(&b);
+        assert_eq!((v.rows(), v.cols()), (3, 4));
+        // B stored 4 × 3: element (p, j) of B is element (j, p) of the stored matrix.
+        assert_eq!(element(v, 2, 1), b[3 + 2]);
+        assert!(!Library::Libxsmm.serves(at) && Library::Libxsmm.serves(plain));
+    }
 }

@@ -39,7 +39,7 @@ pub fn gemm_chart(report: &GemmReport, threads: usize, path: &Path) -> Res {
     let square: Vec<&crate::gemm_bench::Measurement> = run
         .measurements
         .iter()
-        .filter(|m| m.shape.m == m.shape.n && m.shape.n == m.shape.k)
+        .filter(|m| m.shape.is_plain() && m.shape.m == m.shape.n && m.shape.n == m.shape.k)
         .collect();
     let mut libs: Vec<String> = square.iter().map(|m| m.library.clone()).collect();
     libs.dedup();

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::gemm_bench::{Measurement, Shape, READ_OPERANDS};
+use crate::gemm_bench::{Measurement, Shape, FMA_PEAK, READ_OPERANDS};
 use crate::layers_bench::{layers_markdown, LayersReport};
 use crate::training::{training_markdown, TrainingReport};
 
@@ -131,20 +131,24 @@ impl MachineInfo {
             &self.openblas_picked,
             &self.openblas_core,
         ) {
-            (Some(t), Some(picked), _) => {
+            (Some(t), Some(picked), core) => {
                 out += &format!(
                     "OpenBLAS picked its '{picked}' kernels for this CPU, its fallback for a CPU \
                      its tables do not list: the report forced the set for the CPU's \
-                     instructions (OPENBLAS_CORETYPE={t}).\n"
+                     instructions (OPENBLAS_CORETYPE={t}){}.\n",
+                    match core {
+                        Some(c) if c != t => format!(", and OpenBLAS ran its '{c}' kernels"),
+                        _ => String::new(),
+                    }
                 );
             }
             (Some(t), None, _) => {
                 out += &format!("OpenBLAS's kernels forced by OPENBLAS_CORETYPE={t}.\n");
             }
-            (None, _, Some(core)) => {
+            (None, _, Some(core)) if !core.is_empty() => {
                 out += &format!("OpenBLAS's kernels: '{core}' (its own pick for this CPU).\n");
             }
-            (None, _, None) => {}
+            (None, _, _) => {}
         }
         out
     }
@@ -172,8 +176,9 @@ pub struct SummaryRow {
     pub ours_over_openblas: f64,
     pub ours_over_best_peer: f64,
     pub fraction_of_fma_peak: Option<f64>,
-    /// What `fraction_of_fma_peak` divides by: the best FMA-peak measurement of the run on this
-    /// thread count for our path's instruction set (absent in reports written before it was).
+    /// What `fraction_of_fma_peak` divides by: the FMA peak timed in the shape's own rounds
+    /// where the run did ([`FMA_PEAK`]), else the best FMA-peak measurement of the run on this
+    /// thread count for our path's instruction set (absent in reports written before either).
     #[serde(default)]
     pub fma_peak_gflops: Option<f64>,
     /// One-row and one-column products: bytes of A and B ÷ our time ÷ the same run's memory
@@ -268,10 +273,14 @@ impl GemmReport {
                     continue;
                 };
                 let openblas = of(&|l| l == "openblas").map_or(f64::NAN, |x| x.1);
-                let (best_peer, best) = of(&|l| !l.starts_with("ours-") && l != READ_OPERANDS)
-                    .unwrap_or(("none".into(), f64::NAN));
+                let (best_peer, best) =
+                    of(&|l| !l.starts_with("ours-") && l != READ_OPERANDS && l != FMA_PEAK)
+                        .unwrap_or(("none".into(), f64::NAN));
                 // Measured on the vector products only.
                 let read = of(&|l| l == READ_OPERANDS).map(|(_, read)| read);
+                // The peak timed in this shape's own rounds where the run did (a swinging
+                // machine's run-wide best stands against figures from its slow moments).
+                let peak = of(&|l| l == FMA_PEAK).map(|(_, p)| p).or(peak);
                 summary.push(SummaryRow {
                     shape: label,
                     threads: run.threads,
@@ -295,7 +304,7 @@ impl GemmReport {
             schema_version: SCHEMA_VERSION,
             date_utc: utc_date_now(),
             machine,
-            method: "f32 C = A·B, row-major, alpha = 1, beta = 0; per shape, each library is timed in \
+            method: "f32 C = A·B, row-major (A or B stored transposed where a shape says :at or :bt), alpha = 1, beta = 0; per shape, each library is timed in \
                      interleaved rounds (one sample of each per round, a sample being ≥ 30 ms of back-to-back \
                      calls after a warm-up; on several threads a pause before each sample, at least 50 ms and \
                      then until the process's other threads have been idle for 20 ms (at most 500 ms), for the \
@@ -304,9 +313,10 @@ impl GemmReport {
                      sample's calls untimed, for the idle cores to come back up); figures are the \
                      median over rounds; each thread count runs in \
                      its own process with OPENBLAS/MATMUL/RAYON_NUM_THREADS set; FMA peak = independent \
-                     FMA chains on the same threads, best of the measurements before, between and after the shapes \
-                     (ours ÷ FMA peak divides by the best peak measured in the whole run on that thread \
-                     count: noise only lowers a peak measurement)"
+                     FMA chains of our path's instructions on the same threads, timed once per round \
+                     right after our path like a library (ours ÷ FMA peak divides by the median of \
+                     those samples of the same shape's rounds, where the loop exists for our path: x86; \
+                     the child's and the run's best peak measurements are in the tables' headings)"
                 .into(),
             rounds,
             runs,
@@ -316,6 +326,11 @@ impl GemmReport {
 }
 
 /// The markdown summary (`results/gemm.md`).
+/// What a shape's `:at` / `:bt` suffix means, on the pages of a run that measured such shapes.
+const TRANSPOSED_NOTE: &str = "Shapes labelled `:at` have A stored transposed (held as its K × M \
+     transpose, row-major, and read by columns), `:bt` B (held as N × K); every library reads \
+     them so, LIBXSMM excepted (row-major products only).\n";
+
 pub fn gemm_markdown(report: &GemmReport) -> String {
     let mut out = String::new();
     out.push_str(&format!(
@@ -327,6 +342,14 @@ pub fn gemm_markdown(report: &GemmReport) -> String {
         report.method
     ));
     out += &report.machine.setup_markdown();
+    if report
+        .runs
+        .iter()
+        .flat_map(|r| &r.measurements)
+        .any(|m| !m.shape.is_plain())
+    {
+        out += TRANSPOSED_NOTE;
+    }
     for run in &report.runs {
         out.push_str(&format!(
             "\n## {} thread(s)\n\nFMA peak measured in the same run: AVX-512 {} GFLOP/s, AVX2 {} GFLOP/s{}.\n\n",
@@ -338,10 +361,16 @@ pub fn gemm_markdown(report: &GemmReport) -> String {
                 .iter()
                 .find(|r| r.threads == run.threads)
                 .and_then(|r| r.fma_peak_gflops)
-                .map_or(String::new(), |p| format!(
-                    "; ours ÷ FMA peak divides by {p:.0} GFLOP/s, the run's best on {} thread(s)",
-                    run.threads
-                )),
+                .map_or(String::new(), |p| if run.measurements.iter().any(|m| m.library == FMA_PEAK) {
+                    "; ours ÷ FMA peak divides by the peak loop timed in each shape's own rounds \
+                     (the FMA peak column, our path's instructions, the same threads)"
+                        .to_string()
+                } else {
+                    format!(
+                        "; ours ÷ FMA peak divides by {p:.0} GFLOP/s, the run's best on {} thread(s)",
+                        run.threads
+                    )
+                }),
         ));
         let mut libs: Vec<String> = Vec::new();
         for m in &run.measurements {
@@ -488,6 +517,9 @@ pub fn results_markdown(r: &Results, json_name: &str) -> String {
                 row.fraction_of_limit()
             );
         }
+        if g.summary.iter().any(|r| r.shape.contains(':')) {
+            out += &format!("\n{TRANSPOSED_NOTE}");
+        }
         out += "\nEvery library per shape: [gemm.md](gemm.md).\n\n\
                 ![GEMM, 1 thread](plots/gemm-1-thread.png)\n\n![GEMM, 2 threads](plots/gemm-2-threads.png)\n";
     }
@@ -502,7 +534,7 @@ mod tests {
     fn child(threads: usize, avx2_peak: Option<f64>) -> GemmChildReport {
         let at = |library: &str, gflops_median: f64| Measurement {
             library: library.into(),
-            shape: Shape { m: 8, k: 8, n: 8 },
+            shape: Shape::new(8, 8, 8),
             threads,
             gflops_median,
             samples: 3,
@@ -544,7 +576,10 @@ mod tests {
         perf.raise_peak(2, 200.0);
         perf.raise_peak(2, f64::NAN);
         perf.raise_peak(4, 300.0);
-        assert_eq!(perf.fma_peak_gflops, vec![(1, 100.0), (2, 200.0), (4, 300.0)]);
+        assert_eq!(
+            perf.fma_peak_gflops,
+            vec![(1, 100.0), (2, 200.0), (4, 300.0)]
+        );
     }
 
     #[test]
@@ -570,13 +605,29 @@ mod tests {
     }
 
     #[test]
+    fn a_peak_timed_in_the_shapes_rounds_is_what_its_fraction_divides_by() {
+        let mut run = child(1, Some(100.0));
+        let mut peak = run.measurements[0].clone();
+        peak.library = FMA_PEAK.into();
+        peak.gflops_median = 75.0;
+        run.measurements.push(peak);
+        let report = GemmReport::new(avx2_machine(), 3, vec![run], &[(1, 120.0)], &[]);
+        let row = &report.summary[0];
+        // ours-avx2 at 60 over the same rounds' 75, not the run-wide best 120; the peak loop is
+        // no peer.
+        assert_eq!(
+            (row.fma_peak_gflops, row.fraction_of_fma_peak),
+            (Some(75.0), Some(0.8))
+        );
+        assert_eq!(row.best_peer, "openblas");
+        let md = gemm_markdown(&report);
+        assert!(md.contains("timed in each shape's own rounds"), "{md}");
+    }
+
+    #[test]
     fn vector_products_divide_by_the_rate_of_reading_their_bytes() {
         let machine = avx2_machine();
-        let shape = Shape {
-            m: 1000,
-            k: 1000,
-            n: 1,
-        };
+        let shape = Shape::new(1000, 1000, 1);
         // 2 GFLOP/s over 2·10⁶ flops and 4.004·10⁶ bytes: 4.004 GB/s of the operands; reading
         // them alone ran at 4 GFLOP/s of the product.
         let mut run = child(1, None);

@@ -81,8 +81,9 @@ pub struct MachineLimits {
     /// The last-level cache: an optimizer step whose weights, gradients and state fit in it is
     /// charged no memory traffic.
     pub last_level_cache_bytes: u64,
-    /// Whether the peak is the best of measurements spread over the run (at the start, in the
-    /// GEMM part, between programs) rather than one at the start, as in runs before this field.
+    /// Whether the peak is the best of measurements spread over the run (at the start, between
+    /// programs, in the GEMM part where it ran) rather than one at the start, as in runs before
+    /// this field.
     #[serde(default)]
     pub peak_best_of_run: bool,
 }
@@ -483,8 +484,8 @@ pub fn training_markdown(t: &TrainingReport) -> String {
             m.memory_bandwidth_gbs,
             t.threads,
             if m.peak_best_of_run {
-                " (the peak: the best of its measurements at the start, in the GEMM part and \
-                 between programs)"
+                " (the peak: the best of its measurements at the start, between programs and, \
+                 where the run had one, in the GEMM part)"
             } else {
                 ""
             },

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p bench-suite --bin report -- [--part all|gemm,layers,train,distributed]
 //!     [--threads 1,2] [--distributed-from results/distributed.json]
-//!     [--rounds 5] [--quick] [--shapes MxKxN,..] [--epochs N] [--data-dir DIR]
+//!     [--rounds 5] [--quick] [--shapes MxKxN[:at|:bt|:atbt],..] [--epochs N] [--data-dir DIR]
 //!     [--reference DIR] [--python PATH] [--peers keras,torch,burn] [--out results]
 //!     [--render-from results/<report>.json]
 //! ```
@@ -176,7 +176,7 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => {
                 println!(
                     "usage: report [--part all|gemm,layers,train] [--threads 1,2] [--rounds N] [--quick] \
-                     [--shapes MxKxN,..] [--epochs N] [--data-dir MNIST_DIR] [--reference DIR] \
+                     [--shapes MxKxN[:at|:bt|:atbt],..] [--epochs N] [--data-dir MNIST_DIR] [--reference DIR] \
                      [--python PATH] [--peers keras,torch,burn] [--out DIR] \
                      [--render-from REPORT.json]\n\
                      gemm: every library on every shape per thread count; layers: convolution \
@@ -201,11 +201,33 @@ fn shapes(quick: bool, only: &Option<Vec<String>>) -> Vec<Shape> {
         return only
             .iter()
             .map(|label| {
-                let dims: Vec<usize> = label.split('x').filter_map(|d| d.parse().ok()).collect();
-                match dims[..] {
-                    [m, k, n] => Shape { m, k, n },
+                let (dims, layout) = match label.split_once(':') {
+                    Some((dims, layout)) => (dims, Some(layout)),
+                    None => (label.as_str(), None),
+                };
+                let dims: Vec<usize> = dims
+                    .split('x')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()
+                    .unwrap_or_default();
+                let transposed = match layout {
+                    None => Some((false, false)),
+                    Some("at") => Some((true, false)),
+                    Some("bt") => Some((false, true)),
+                    Some("atbt") => Some((true, true)),
+                    Some(_) => None,
+                };
+                match (&dims[..], transposed) {
+                    (&[m, k, n], Some((a_t, b_t))) if m > 0 && k > 0 && n > 0 => Shape {
+                        a_t,
+                        b_t,
+                        ..Shape::new(m, k, n)
+                    },
                     _ => {
-                        eprintln!("report: --shapes takes MxKxN labels, got {label:?}");
+                        eprintln!(
+                            "report: --shapes takes MxKxN labels of sizes above 0 (with :at, :bt \
+                             or :atbt for operands stored transposed), got {label:?}"
+                        );
                         std::process::exit(2);
                     }
                 }
