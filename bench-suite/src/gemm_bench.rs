@@ -59,21 +59,20 @@ impl Shape {
     }
     /// A (m×k) over `data` (m·k floats) as this shape stores it.
     pub fn a_view<'a>(&self, data: &'a [f32]) -> MatRef<'a> {
-        let (m, k) = (self.m, self.k);
-        if self.a_t {
-            MatRef::row_major(data, k, m, m).t()
-        } else {
-            MatRef::row_major(data, m, k, k)
-        }
+        stored(data, self.m, self.k, self.a_t)
     }
     /// B (k×n) over `data` (k·n floats) as this shape stores it.
     pub fn b_view<'a>(&self, data: &'a [f32]) -> MatRef<'a> {
-        let (k, n) = (self.k, self.n);
-        if self.b_t {
-            MatRef::row_major(data, n, k, k).t()
-        } else {
-            MatRef::row_major(data, k, n, n)
-        }
+        stored(data, self.k, self.n, self.b_t)
+    }
+}
+
+/// A `rows × cols` operand over `data`: row-major, or held as its `cols × rows` transpose.
+fn stored(data: &[f32], rows: usize, cols: usize, transposed: bool) -> MatRef<'_> {
+    if transposed {
+        MatRef::row_major(data, cols, rows, rows).t()
+    } else {
+        MatRef::row_major(data, rows, cols, cols)
     }
 }
 
