@@ -135,24 +135,28 @@ pub const OPENBLAS_PICKED_VAR: &str = "REPORT_OPENBLAS_PICKED";
 /// (Debian 12) falls back so on CPUs newer than itself: it ran a 1024³ product at a fifth of
 /// the speed it reaches with its own AVX-512 kernels on an Intel Xeon of family 6, model 207.
 pub fn openblas_core_to_force(picked: &str) -> Option<&'static str> {
-    if picked != "Prescott" {
-        return None;
-    }
     #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f")
+    let (avx512, avx2) = (
+        is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512cd")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512dq")
-            && is_x86_feature_detected!("avx512vl")
-        {
-            return Some("SkylakeX");
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Some("Haswell");
-        }
+            && is_x86_feature_detected!("avx512vl"),
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    let (avx512, avx2) = (false, false);
+    core_to_force(picked, avx512, avx2)
+}
+
+/// [`openblas_core_to_force`] for a CPU with (`avx512`) or without the AVX-512 subsets
+/// OpenBLAS's SkylakeX kernels use and with or without AVX2 and FMA (`avx2`).
+fn core_to_force(picked: &str, avx512: bool, avx2: bool) -> Option<&'static str> {
+    match (picked, avx512, avx2) {
+        ("Prescott", true, _) => Some("SkylakeX"),
+        ("Prescott", false, true) => Some("Haswell"),
+        _ => None,
     }
-    None
 }
 
 #[cfg(test)]
@@ -173,24 +177,14 @@ mod tests {
     #[test]
     fn only_openblas_fallback_for_an_unknown_cpu_is_overridden() {
         for known in ["Haswell", "SkylakeX", "Zen", "Cooperlake", ""] {
-            assert_eq!(openblas_core_to_force(known), None, "{known}");
+            for (avx512, avx2) in [(true, true), (false, true), (false, false)] {
+                assert_eq!(core_to_force(known, avx512, avx2), None, "{known}");
+            }
         }
-        #[cfg(target_arch = "x86_64")]
-        {
-            let want = if is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512cd")
-                && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512dq")
-                && is_x86_feature_detected!("avx512vl")
-            {
-                Some("SkylakeX")
-            } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                Some("Haswell")
-            } else {
-                None
-            };
-            assert_eq!(openblas_core_to_force("Prescott"), want);
-        }
+        assert_eq!(core_to_force("Prescott", true, true), Some("SkylakeX"));
+        assert_eq!(core_to_force("Prescott", false, true), Some("Haswell"));
+        assert_eq!(core_to_force("Prescott", false, false), None);
+        assert_eq!(openblas_core_to_force("SkylakeX"), None);
     }
 
     #[test]

@@ -163,6 +163,17 @@ pub struct GemmChildReport {
     pub measurements: Vec<Measurement>,
 }
 
+impl GemmChildReport {
+    /// The child's FMA peak for the instruction set named `best_isa` (our best path's).
+    pub fn peak_of(&self, best_isa: &str) -> Option<f64> {
+        if best_isa == "avx512" {
+            self.fma_peak_avx512_gflops
+        } else {
+            self.fma_peak_avx2_gflops
+        }
+    }
+}
+
 /// One line of the summary: our default path against the peers on one shape and thread count.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SummaryRow {
@@ -239,11 +250,7 @@ impl GemmReport {
         let ours_name = format!("ours-{}", machine.best_isa);
         let mut summary = Vec::new();
         for run in &runs {
-            let child_peak = if machine.best_isa == "avx512" {
-                run.fma_peak_avx512_gflops
-            } else {
-                run.fma_peak_avx2_gflops
-            };
+            let child_peak = run.peak_of(&machine.best_isa);
             let peak = machine_peaks
                 .iter()
                 .filter(|&&(t, _)| t == run.threads)
