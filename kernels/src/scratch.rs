@@ -136,7 +136,7 @@ pub(crate) static PADDED: Scratch = Scratch::new(&PADDED_TLS);
 /// Columns of C formed as rows of Cᵀ, and laid out by C's rows again, by the products whose B
 /// is stored by columns (`gemm::transposed_b`).
 pub(crate) static TRANSPOSED_C: Scratch = Scratch::new(&TRANSPOSED_C_TLS);
-/// The same products' A, transposed once per call and read by every band.
+/// The same products' A, transposed by each band for itself.
 pub(crate) static TRANSPOSED_A: Scratch = Scratch::new(&TRANSPOSED_A_TLS);
 
 static ALL: [&Scratch; 14] = [

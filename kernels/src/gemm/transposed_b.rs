@@ -25,12 +25,10 @@ use crate::team::run_parallel;
 use crate::Isa;
 
 /// Columns of C a task forms at a time, as rows of `Cᵀ`: with [`FEW_ROWS`] rows, 126 KiB of
-/// `Cᵀ` and as much again laid out by C's rows, both within L2. A multiple of [`BAND_STEP`].
-const CHUNK: usize = 21 * BAND_STEP;
-
-/// Columns per step of a band: a multiple of every small tile's rows (6, 8, 16), so that bands
-/// and chunks start on a tile of `Cᵀ` and only the last one has a partial tile.
-const BAND_STEP: usize = 48;
+/// `Cᵀ` and as much again laid out by C's rows, both within L2. A multiple of every small
+/// tile's rows (6, 8, 16), so that chunks start on a tile of `Cᵀ` as bands do and only a
+/// band's last chunk has a partial tile.
+const CHUNK: usize = 21 * 48;
 
 /// The least K of a product in the transposed form, and the least K per row of C (see
 /// [`gemm_transposed_b`]).
@@ -38,8 +36,8 @@ const MIN_DEPTH: usize = 64;
 const MIN_DEPTH_PER_ROW: usize = 3;
 
 /// `prob` by way of `Cᵀ = Bᵀ·Aᵀ` on up to `threads` threads, where that applies: B stored by
-/// columns (unit row stride), C of at least 2 and at most [`FEW_ROWS`] rows and more columns
-/// than the small tiles' reach (smaller products go to `super::in_place::gemm_small`), unit
+/// columns (unit row stride), C of at least 2 and at most [`FEW_ROWS`] rows, a product that is
+/// not small (every side within [`SMALL`]: those go to `super::in_place::gemm_small`), unit
 /// column stride in C, A stored (not packed on the fly), `isa` has small tiles, and K deep
 /// enough: at least [`MIN_DEPTH`] and [`MIN_DEPTH_PER_ROW`] per row of C. Over a shallower K,
 /// B's panels are cheap to pack while `Cᵀ` — as many floats per column as C has rows, in tiles
@@ -49,13 +47,18 @@ const MIN_DEPTH_PER_ROW: usize = 3;
 /// 23, 16×64×5000 57 → 80, 32×96×5408 73 → 111, 24×300×700 95 → 101; two threads 137 → 200,
 /// 109 → 224, 47 → 92, 114 → 145, 153 → 193, 32×300×700 165 → 176; but 32×64×5408 (K = 2M) 172
 /// → 156 on two, 32×32×5408 87 → 77 and 167 → 131, 16×32×5000 78 → 74 and 129 → 109,
-/// 8×32×4096 56 → 42 and 83 → 62. `false` (nothing done) otherwise. `kc` is the slice depth of
+/// 8×32×4096 56 → 42 and 83 → 62. Narrow products gain too (they had been left to packing):
+/// on the Xeon VM (AVX-512), packed → transposed, medians of 7 interleaved runs, one thread
+/// 32×784×128 67 → 85, 32×784×64 54 → 81, 32×784×16 41 → 52, 16×512×100 42 → 59, 4×784×128
+/// 18 → 28, but 8×784×128 41 → 36; two threads 71 → 131, 72 → 98, 46 → 54, 48 → 87, 55 → 63;
+/// the AVX2 tiles forced there, one thread 42 → 53, 34 → 50, 21 → 35, 28 → 53, 8×784×128 24
+/// → 44. `false` (nothing done) otherwise. `kc` is the slice depth of
 /// `isa`'s blocked path.
 pub(crate) fn gemm_transposed_b(isa: Isa, prob: &Problem<'_>, kc: usize, threads: usize) -> bool {
     let (m, n, k) = (prob.m, prob.n, prob.k);
     if !(2..=FEW_ROWS).contains(&m)
         || k < MIN_DEPTH.max(MIN_DEPTH_PER_ROW * m)
-        || n <= SMALL
+        || (n <= SMALL && k <= SMALL)
         || prob.b.rs != 1
         || prob.b.cs == 1
         || prob.c.cs != 1
@@ -69,36 +72,40 @@ pub(crate) fn gemm_transposed_b(isa: Isa, prob: &Problem<'_>, kc: usize, threads
     let Some(tile) = small_tile(isa, n.min(SMALL), m, b_in_l1) else {
         return false;
     };
-    with_a_by_rows_transposed(prob, |at| {
-        let handoff = HandOff::here(isa, threads);
-        // Bands of whole steps, within a step of one another (`bands` is at most the steps).
-        let steps = n.div_ceil(BAND_STEP);
-        let bands_at = |cost: f64| {
-            let worth = hand_offs_worth(m, n, k, cost);
-            if threads <= 1 || worth < 2 {
-                1
-            } else {
-                threads.min(worth).min(steps)
-            }
-        };
-        let bands = bands_at(handoff.cost());
-        let band = |t: usize| {
-            let edge = |t: usize| (t * steps / bands * BAND_STEP).min(n);
-            (edge(t), edge(t + 1))
-        };
-        if bands == 1 {
-            handoff.ran_alone(threads, |awake_cost| bands_at(awake_cost) > 1);
-            columns(tile, prob, at, kc, (0, n));
+    let handoff = HandOff::here(isa, threads);
+    // Bands of whole tiles of `Cᵀ`, within a tile of one another (`bands` is at most the
+    // tiles): in steps of 48 columns, 128 columns had split 96 + 32.
+    let steps = n.div_ceil(tile.mr);
+    let bands_at = |cost: f64| {
+        let worth = hand_offs_worth(m, n, k, cost);
+        if threads <= 1 || worth < 2 {
+            1
         } else {
-            run_parallel(bands, threads, &|t| columns(tile, prob, at, kc, band(t)));
+            threads.min(worth).min(steps)
         }
-    });
+    };
+    let bands = bands_at(handoff.cost());
+    let band = |t: usize| {
+        let edge = |t: usize| (t * steps / bands * tile.mr).min(n);
+        (edge(t), edge(t + 1))
+    };
+    if bands == 1 {
+        handoff.ran_alone(threads, |awake_cost| bands_at(awake_cost) > 1);
+        with_a_by_rows_transposed(prob, |at| columns(tile, prob, at, kc, (0, n)));
+    } else {
+        // Each band transposes A for itself rather than reading the caller's copy: the copy's
+        // cache lines would move to the helper's core on every call (and back, for the
+        // caller's next writes). On two threads of a Xeon VM (AVX-512), 32×784×16 with B
+        // transposed ran at 21 GFLOP/s sharing the caller's copy, where one thread ran 52.
+        run_parallel(bands, threads, &|t| {
+            with_a_by_rows_transposed(prob, |at| columns(tile, prob, at, kc, band(t)))
+        });
+    }
     true
 }
 
 /// Runs `f` with Aᵀ as a row-major `k × m` operand: A itself where it is stored by columns,
-/// else a copy in this thread's scratch (its own kind: the calling thread may run other
-/// products' tasks while `f` waits on its bands).
+/// else a copy in this thread's scratch (its own kind, apart from the buffers `f` uses).
 fn with_a_by_rows_transposed(prob: &Problem<'_>, f: impl FnOnce(Operand<'_>)) {
     let (m, k, a) = (prob.m, prob.k, prob.a);
     if a.rs == 1 {
@@ -224,6 +231,8 @@ mod tests {
                 (FEW_ROWS, CHUNK * 2 + 37, 3 * FEW_ROWS),
                 (8, CHUNK + 1, 2 * kc + 1),
                 (21, 129, 64),
+                (9, 100, 131),
+                (FEW_ROWS, 7, kc + 1),
             ];
             for (case, &(m, n, k)) in shapes.iter().enumerate() {
                 // A by rows, by columns, or neither (every other element of a wider matrix).
@@ -288,8 +297,8 @@ mod tests {
         }
     }
 
-    /// What the transposed form takes: B by columns, a few rows (not one), wider than the
-    /// small products, C by rows, A stored.
+    /// What the transposed form takes: B by columns, a few rows (not one), larger than a small
+    /// product, C by rows, A stored.
     #[test]
     fn only_few_rows_over_b_by_columns_take_the_transposed_form() {
         let Some(isa) = Isa::available()
@@ -300,8 +309,9 @@ mod tests {
         };
         let kc = slice_depth(isa).expect("tiles registered");
         let (k, n) = (3 * FEW_ROWS, 200);
-        let a = vec![1.0f32; FEW_ROWS * 2 * k];
-        let b = vec![1.0f32; n * k];
+        let deep = crate::gemm::config::SMALL + 1;
+        let a = vec![1.0f32; FEW_ROWS * 2 * deep];
+        let b = vec![1.0f32; n * deep];
         let c0 = vec![0.0f32; FEW_ROWS * 2 * n];
         let takes = |m: usize, k: usize, (rs, cs): (usize, usize), width: usize| {
             let mut took = false;
@@ -331,6 +341,10 @@ mod tests {
         assert!(
             !takes(8, k, (1, k), crate::gemm::config::SMALL),
             "a small product's"
+        );
+        assert!(
+            takes(8, deep, (1, deep), 16),
+            "narrow, but deeper than a small product"
         );
     }
 }
