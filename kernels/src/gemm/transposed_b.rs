@@ -37,8 +37,8 @@ const MIN_DEPTH_PER_ROW: usize = 3;
 
 /// `prob` by way of `Cᵀ = Bᵀ·Aᵀ` on up to `threads` threads, where that applies: B stored by
 /// columns (unit row stride), C of at least 2 and at most [`FEW_ROWS`] rows, a product that is
-/// not small (every side within [`SMALL`]: those go to `super::in_place::gemm_small`), unit
-/// column stride in C, A stored (not packed on the fly), `isa` has small tiles, and K deep
+/// not small (every side within [`SMALL`]: left to `super::in_place::gemm_small`, or to
+/// packing where it is worth sharing among threads), unit column stride in C, A stored (not packed on the fly), `isa` has small tiles, and K deep
 /// enough: at least [`MIN_DEPTH`] and [`MIN_DEPTH_PER_ROW`] per row of C. Over a shallower K,
 /// B's panels are cheap to pack while `Cᵀ` — as many floats per column as C has rows, in tiles
 /// only that wide — is costly to form and to transpose. Measured on an AVX-512 Xeon VM,
@@ -73,35 +73,43 @@ pub(crate) fn gemm_transposed_b(isa: Isa, prob: &Problem<'_>, kc: usize, threads
         return false;
     };
     let handoff = HandOff::here(isa, threads);
-    // Bands of whole tiles of `Cᵀ`, within a tile of one another (`bands` is at most the
-    // tiles): in steps of 48 columns, 128 columns had split 96 + 32.
-    let steps = n.div_ceil(tile.mr);
+    // At most one band per whole tile of `Cᵀ` (17 columns in tiles of 16 stay one band, not 16
+    // and a helper's 1).
+    let whole_tiles = n / tile.mr;
     let bands_at = |cost: f64| {
         let worth = hand_offs_worth(m, n, k, cost);
         if threads <= 1 || worth < 2 {
             1
         } else {
-            threads.min(worth).min(steps)
+            threads.min(worth).min(whole_tiles).max(1)
         }
     };
     let bands = bands_at(handoff.cost());
-    let band = |t: usize| {
-        let edge = |t: usize| (t * steps / bands * tile.mr).min(n);
-        (edge(t), edge(t + 1))
-    };
+    let band = |t: usize| band_edges(n, tile.mr, bands, t);
     if bands == 1 {
         handoff.ran_alone(threads, |awake_cost| bands_at(awake_cost) > 1);
         with_a_by_rows_transposed(prob, |at| columns(tile, prob, at, kc, (0, n)));
     } else {
         // Each band transposes A for itself rather than reading the caller's copy: the copy's
         // cache lines would move to the helper's core on every call (and back, for the
-        // caller's next writes). On two threads of a Xeon VM (AVX-512), 32×784×16 with B
-        // transposed ran at 21 GFLOP/s sharing the caller's copy, where one thread ran 52.
+        // caller's next writes). On two threads of a Xeon VM (AVX-512), 32×784×128 with B
+        // transposed ran at 82 GFLOP/s sharing the caller's copy, 131 with a copy per band
+        // (medians of 7 interleaved runs).
         run_parallel(bands, threads, &|t| {
             with_a_by_rows_transposed(prob, |at| columns(tile, prob, at, kc, band(t)))
         });
     }
     true
+}
+
+/// Columns `first..end` of C for band `t` of `bands`: whole tiles of `Cᵀ` (`mr` of its rows,
+/// C's columns) each, within a tile of one another, the last band taking the partial tile —
+/// so every band and every chunk of [`CHUNK`] within it starts on a tile. `bands` is at least
+/// 1 and at most the tiles `n.div_ceil(mr)`.
+fn band_edges(n: usize, mr: usize, bands: usize, t: usize) -> (usize, usize) {
+    let tiles = n.div_ceil(mr);
+    let edge = |t: usize| (t * tiles / bands * mr).min(n);
+    (edge(t), edge(t + 1))
 }
 
 /// Runs `f` with Aᵀ as a row-major `k × m` operand: A itself where it is stored by columns,
@@ -146,6 +154,10 @@ fn columns(
     if first >= end {
         return;
     }
+    debug_assert!(
+        first.is_multiple_of(tile.mr),
+        "a band starts on a tile of Cᵀ"
+    );
     let most = CHUNK.min(end - first) * m;
     TRANSPOSED_C.with(2 * most, 2 * CHUNK * FEW_ROWS, |buf| {
         let (ct, by_rows) = buf.split_at_mut(most);
@@ -233,6 +245,8 @@ mod tests {
                 (21, 129, 64),
                 (9, 100, 131),
                 (FEW_ROWS, 7, kc + 1),
+                // Narrow, and split on two threads whether or not the team is awake.
+                (FEW_ROWS, 120, kc + 1),
             ];
             for (case, &(m, n, k)) in shapes.iter().enumerate() {
                 // A by rows, by columns, or neither (every other element of a wider matrix).
@@ -293,6 +307,40 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// Bands cover the columns in order, none empty, each starting on a tile, within a tile
+    /// of one another; every small tile's rows divide [`CHUNK`], so chunks start on tiles too.
+    #[test]
+    fn bands_and_chunks_start_on_tiles() {
+        for mr in [6, 8, 16] {
+            for n in 1usize..200 {
+                for bands in 1..=n.div_ceil(mr).min(5) {
+                    let edges: Vec<_> = (0..bands).map(|t| band_edges(n, mr, bands, t)).collect();
+                    assert_eq!(edges[0].0, 0);
+                    assert_eq!(edges[bands - 1].1, n);
+                    for (t, &(first, end)) in edges.iter().enumerate() {
+                        assert!(first < end, "n {n}, mr {mr}, {bands} bands: band {t} empty");
+                        assert_eq!(first % mr, 0, "n {n}, mr {mr}, {bands} bands");
+                        if t + 1 < bands {
+                            assert_eq!(end, edges[t + 1].0);
+                        }
+                    }
+                    let tiles = |(first, end): (usize, usize)| (end - first).div_ceil(mr);
+                    let most = edges.iter().map(|&e| tiles(e)).max().unwrap();
+                    let least = edges.iter().map(|&e| tiles(e)).min().unwrap();
+                    assert!(
+                        most - least <= 1,
+                        "n {n}, mr {mr}, {bands} bands: {edges:?}"
+                    );
+                }
+            }
+        }
+        for isa in Isa::available() {
+            for tile in small_tiles_of(isa) {
+                assert_eq!(CHUNK % tile.mr, 0, "{isa}: {} rows", tile.mr);
             }
         }
     }
