@@ -45,6 +45,34 @@ impl Shape {
         };
         format!("{}x{}x{}{layout}", self.m, self.k, self.n)
     }
+    /// The shape a [`Shape::label`] names: `MxKxN` of sizes above 0, with `:at`, `:bt` or
+    /// `:atbt` for operands stored transposed; `None` for anything else.
+    pub fn parse_label(label: &str) -> Option<Shape> {
+        let (dims, layout) = match label.split_once(':') {
+            Some((dims, layout)) => (dims, Some(layout)),
+            None => (label, None),
+        };
+        let (a_t, b_t) = match layout {
+            None => (false, false),
+            Some("at") => (true, false),
+            Some("bt") => (false, true),
+            Some("atbt") => (true, true),
+            Some(_) => return None,
+        };
+        let dims: Vec<usize> = dims
+            .split('x')
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        match dims[..] {
+            [m, k, n] if m > 0 && k > 0 && n > 0 => Some(Shape {
+                a_t,
+                b_t,
+                ..Shape::new(m, k, n)
+            }),
+            _ => None,
+        }
+    }
     /// Both operands row-major.
     pub fn is_plain(&self) -> bool {
         !self.a_t && !self.b_t
@@ -423,5 +451,26 @@ mod tests {
         // B stored 4 × 3: element (p, j) of B is element (j, p) of the stored matrix.
         assert_eq!(element(v, 2, 1), b[3 + 2]);
         assert!(!Library::Libxsmm.serves(at) && Library::Libxsmm.serves(plain));
+    }
+
+    #[test]
+    fn labels_parse_back_to_their_shapes() {
+        let plain = Shape::new(32, 784, 128);
+        for (a_t, b_t) in [(false, false), (true, false), (false, true), (true, true)] {
+            let shape = Shape { a_t, b_t, ..plain };
+            assert_eq!(Shape::parse_label(&shape.label()), Some(shape));
+        }
+        for bad in [
+            "32x784",
+            "32x784x128x2",
+            "0x784x128",
+            "32x-1x128",
+            "32x784x128:ct",
+            "32x784x128:",
+            "axbxc",
+            "",
+        ] {
+            assert_eq!(Shape::parse_label(bad), None, "{bad:?}");
+        }
     }
 }

@@ -332,12 +332,12 @@ impl GemmReport {
     }
 }
 
-/// The markdown summary (`results/gemm.md`).
 /// What a shape's `:at` / `:bt` suffix means, on the pages of a run that measured such shapes.
 const TRANSPOSED_NOTE: &str = "Shapes labelled `:at` have A stored transposed (held as its K × M \
      transpose, row-major, and read by columns), `:bt` B (held as N × K); every library reads \
      them so, LIBXSMM excepted (row-major products only).\n";
 
+/// The markdown summary (`results/gemm.md`).
 pub fn gemm_markdown(report: &GemmReport) -> String {
     let mut out = String::new();
     out.push_str(&format!(

@@ -4,7 +4,7 @@
 //! reference program on every data set with its peers and targets. A report that silently dropped
 //! a column fails here.
 
-use bench_suite::gemm_bench::{all_shapes, READ_OPERANDS};
+use bench_suite::gemm_bench::{all_shapes, Library, READ_OPERANDS};
 use bench_suite::programs::PROGRAMS;
 use bench_suite::report::{gemm_markdown, results_markdown, GemmReport, Results, SCHEMA_VERSION};
 
@@ -201,7 +201,7 @@ fn committed_gemm_results_are_complete() {
             // LIBXSMM is measured on the small products only, reading A and B alone on the
             // one-row and one-column ones.
             let serves = |lib: &str| match lib {
-                "libxsmm" => shape.is_plain() && shape.m.max(shape.k).max(shape.n) <= 64,
+                "libxsmm" => Library::Libxsmm.serves(shape),
                 READ_OPERANDS => shape.is_vector(),
                 _ => true,
             };

@@ -201,36 +201,13 @@ fn shapes(quick: bool, only: &Option<Vec<String>>) -> Vec<Shape> {
         return only
             .iter()
             .map(|label| {
-                let (dims, layout) = match label.split_once(':') {
-                    Some((dims, layout)) => (dims, Some(layout)),
-                    None => (label.as_str(), None),
-                };
-                let dims: Vec<usize> = dims
-                    .split('x')
-                    .map(str::parse)
-                    .collect::<Result<_, _>>()
-                    .unwrap_or_default();
-                let transposed = match layout {
-                    None => Some((false, false)),
-                    Some("at") => Some((true, false)),
-                    Some("bt") => Some((false, true)),
-                    Some("atbt") => Some((true, true)),
-                    Some(_) => None,
-                };
-                match (&dims[..], transposed) {
-                    (&[m, k, n], Some((a_t, b_t))) if m > 0 && k > 0 && n > 0 => Shape {
-                        a_t,
-                        b_t,
-                        ..Shape::new(m, k, n)
-                    },
-                    _ => {
-                        eprintln!(
-                            "report: --shapes takes MxKxN labels of sizes above 0 (with :at, :bt \
-                             or :atbt for operands stored transposed), got {label:?}"
-                        );
-                        std::process::exit(2);
-                    }
-                }
+                Shape::parse_label(label).unwrap_or_else(|| {
+                    eprintln!(
+                        "report: --shapes takes MxKxN labels of sizes above 0 (with :at, :bt \
+                         or :atbt for operands stored transposed), got {label:?}"
+                    );
+                    std::process::exit(2);
+                })
             })
             .collect();
     }

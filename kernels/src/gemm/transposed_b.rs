@@ -36,24 +36,23 @@ const MIN_DEPTH: usize = 64;
 const MIN_DEPTH_PER_ROW: usize = 3;
 
 /// `prob` by way of `Cᵀ = Bᵀ·Aᵀ` on up to `threads` threads, where that applies: B stored by
-/// columns (unit row stride), C of at least 2 and at most [`FEW_ROWS`] rows, a product that is
-/// not small (every side within [`SMALL`]: left to `super::in_place::gemm_small`, or to
-/// packing where it is worth sharing among threads), unit column stride in C, A stored (not packed on the fly), `isa` has small tiles, and K deep
-/// enough: at least [`MIN_DEPTH`] and [`MIN_DEPTH_PER_ROW`] per row of C. Over a shallower K,
-/// B's panels are cheap to pack while `Cᵀ` — as many floats per column as C has rows, in tiles
-/// only that wide — is costly to form and to transpose. Measured on an AVX-512 Xeon VM,
-/// packed → transposed (medians of 5 interleaved runs), one thread: 32×128×5408 70 → 106
-/// GFLOP/s, 32×784×1000 71 → 128, 32×2048×2048 70 → 134, 8×512×4096 27 → 50, 4×1024×3000 14 →
-/// 23, 16×64×5000 57 → 80, 32×96×5408 73 → 111, 24×300×700 95 → 101; two threads 137 → 200,
-/// 109 → 224, 47 → 92, 114 → 145, 153 → 193, 32×300×700 165 → 176; but 32×64×5408 (K = 2M) 172
-/// → 156 on two, 32×32×5408 87 → 77 and 167 → 131, 16×32×5000 78 → 74 and 129 → 109,
-/// 8×32×4096 56 → 42 and 83 → 62. Narrow products gain too (they had been left to packing):
-/// on the Xeon VM (AVX-512), packed → transposed, medians of 7 interleaved runs, one thread
-/// 32×784×128 67 → 85, 32×784×64 54 → 81, 32×784×16 41 → 52, 16×512×100 42 → 59, 4×784×128
-/// 18 → 28, but 8×784×128 41 → 36; two threads 71 → 131, 72 → 98, 46 → 54, 48 → 87, 55 → 63;
-/// the AVX2 tiles forced there, one thread 42 → 53, 34 → 50, 21 → 35, 28 → 53, 8×784×128 24
-/// → 44. `false` (nothing done) otherwise. `kc` is the slice depth of
-/// `isa`'s blocked path.
+/// columns (unit row stride), C of at least 2 and at most [`FEW_ROWS`] rows, a product that is not
+/// small (every side within [`SMALL`]: left to `super::in_place::gemm_small`, or to packing where
+/// it is worth sharing among threads), unit column stride in C, A stored (not packed on the fly),
+/// `isa` has small tiles, and K deep enough: at least [`MIN_DEPTH`] and [`MIN_DEPTH_PER_ROW`] per
+/// row of C. Over a shallower K, B's panels are cheap to pack while `Cᵀ` — as many floats per
+/// column as C has rows, in tiles only that wide — is costly to form and to transpose. Measured on
+/// an AVX-512 Xeon VM, packed → transposed (medians of 5 interleaved runs), one thread: 32×128×5408
+/// 70 → 106 GFLOP/s, 32×784×1000 71 → 128, 32×2048×2048 70 → 134, 8×512×4096 27 → 50, 4×1024×3000
+/// 14 → 23, 16×64×5000 57 → 80, 32×96×5408 73 → 111, 24×300×700 95 → 101; two threads 137 → 200,
+/// 109 → 224, 47 → 92, 114 → 145, 153 → 193, 32×300×700 165 → 176; but 32×64×5408 (K = 2M) 172 →
+/// 156 on two, 32×32×5408 87 → 77 and 167 → 131, 16×32×5000 78 → 74 and 129 → 109, 8×32×4096 56 →
+/// 42 and 83 → 62. Narrow products gain too (they had been left to packing): on the Xeon VM
+/// (AVX-512), packed → transposed, medians of 7 interleaved runs, one thread 32×784×128 67 → 85,
+/// 32×784×64 54 → 81, 32×784×16 41 → 52, 16×512×100 42 → 59, 4×784×128 18 → 28, but 8×784×128 41 →
+/// 36; two threads 71 → 131, 72 → 98, 46 → 54, 48 → 87, 55 → 63; the AVX2 tiles forced there, one
+/// thread 42 → 53, 34 → 50, 21 → 35, 28 → 53, 8×784×128 24 → 44. `false` (nothing done) otherwise.
+/// `kc` is the slice depth of `isa`'s blocked path.
 pub(crate) fn gemm_transposed_b(isa: Isa, prob: &Problem<'_>, kc: usize, threads: usize) -> bool {
     let (m, n, k) = (prob.m, prob.n, prob.k);
     if !(2..=FEW_ROWS).contains(&m)
