@@ -96,6 +96,7 @@ thread_local! {
     static STRIP_PARTIALS_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
     static TRANSPOSED_C_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
     static TRANSPOSED_A_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
+    static ALIGNED_A_TLS: RefCell<Buffer> = RefCell::new(Buffer::new(64));
 }
 
 /// Packed micro-panels of A (GEMM driver).
@@ -138,8 +139,11 @@ pub(crate) static PADDED: Scratch = Scratch::new(&PADDED_TLS);
 pub(crate) static TRANSPOSED_C: Scratch = Scratch::new(&TRANSPOSED_C_TLS);
 /// The same products' A, transposed by each band for itself.
 pub(crate) static TRANSPOSED_A: Scratch = Scratch::new(&TRANSPOSED_A_TLS);
+/// A few rows of A copied to rows that start on cache lines, for the dot form
+/// (`gemm::dot_form`).
+pub(crate) static ALIGNED_A: Scratch = Scratch::new(&ALIGNED_A_TLS);
 
-static ALL: [&Scratch; 14] = [
+static ALL: [&Scratch; 15] = [
     &PACK_A,
     &PACK_B,
     &COL,
@@ -154,6 +158,7 @@ static ALL: [&Scratch; 14] = [
     &PADDED,
     &TRANSPOSED_C,
     &TRANSPOSED_A,
+    &ALIGNED_A,
 ];
 
 /// A counter that changes whenever some thread's scratch buffer grew past every earlier size:

@@ -8,6 +8,9 @@ use std::arch::x86_64::*;
 use super::vector::Vector;
 
 microkernels!(__m256, "avx2,fma", "AVX2 and FMA");
+// The dot form: 2 × 2 sums of two registers each (8 of the 16 registers, 4 of B beside
+// them and one of A).
+dot_kernel!(__m256, "avx2,fma", 2, 2, 2);
 
 /// AVX2's lane mask, and whether every lane is live (then plain loads and stores: AMD's
 /// `vmaskmov` stores are slow).

@@ -7,6 +7,9 @@ use std::arch::x86_64::*;
 use super::vector::Vector;
 
 microkernels!(__m512, "avx512f", "AVX-512F");
+// The dot form: 4 × 4 sums of one register each (16 of the 32 registers, 4 of B beside
+// them and one of A).
+dot_kernel!(__m512, "avx512f", 1, 4, 4);
 
 impl Vector for __m512 {
     const LANES: usize = 16;

@@ -31,6 +31,10 @@ pub(crate) mod scalar;
 mod tile;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod vector;
+// The dot form's generic body and its `dot_kernel!`, before the per-ISA entry points too.
+#[cfg(target_arch = "x86_64")]
+#[macro_use]
+pub(crate) mod dot;
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
@@ -42,6 +46,23 @@ pub(crate) mod neon;
 
 #[cfg(feature = "openblas")]
 pub(crate) mod openblas;
+
+/// The lanes each element's products are summed in by the dot forms (the matrix–vector one
+/// and `crate::gemm::dot_form`), whatever the register width: their bits do not depend on it.
+pub(crate) const DOT_LANES: usize = 16;
+
+/// Sums the dot forms' 16 lanes in a fixed tree (8, 4, 2, 1 apart).
+#[inline(always)]
+pub(crate) fn reduce_lanes(mut acc: [f32; DOT_LANES]) -> f32 {
+    let mut width = DOT_LANES / 2;
+    while width > 0 {
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+        width /= 2;
+    }
+    acc[0]
+}
 
 /// Asks for every cache line of the `len` floats from `p` to be fetched into L1, the last one
 /// too (a run need not start on a line, and then it straddles one line more than its length

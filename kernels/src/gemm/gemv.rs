@@ -26,13 +26,14 @@
 
 use super::config::slice_depth;
 use super::problem::{Output, Problem};
+use crate::arch::{reduce_lanes, DOT_LANES};
 use crate::dispatch::per_isa;
 use crate::scratch::STAGE;
 use crate::team::run_parallel;
 use crate::Isa;
 
 /// Lanes of partial sums per row in the dot form.
-const LANES: usize = 16;
+const LANES: usize = DOT_LANES;
 /// Most outputs accumulated together in the axpy form (16 KiB of sums); fewer where half of L1d
 /// holds fewer (`axpy_block`).
 const BLOCK: usize = 4096;
@@ -242,19 +243,6 @@ fn fma<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
-/// Sums 16 lanes in a fixed tree (8, 4, 2, 1 apart).
-#[inline(always)]
-fn reduce(mut acc: [f32; LANES]) -> f32 {
-    let mut width = LANES / 2;
-    while width > 0 {
-        for l in 0..width {
-            acc[l] += acc[l + width];
-        }
-        width /= 2;
-    }
-    acc[0]
-}
-
 /// `sums[r] = Σₚ mat[r·ld + p]·x[p]` for `r < sums.len()`, `p < x.len()`. Eight rows at a time
 /// rather than four: 4096×4096×1 streamed at 21.9 GB/s against 20.7 on one Zen 4 thread, 37.9
 /// against 34.9 on two (medians of eight interleaved runs). Every row is summed alike in either
@@ -280,7 +268,7 @@ fn dot_rows_body<const FUSED: bool>(mat: &[f32], ld: usize, x: &[f32], sums: &mu
             p += LANES;
         }
         for (q, acc) in acc.into_iter().enumerate() {
-            let mut s = reduce(acc);
+            let mut s = reduce_lanes(acc);
             for p in whole..k {
                 s = fma::<FUSED>(rows[q][p], x[p], s);
             }
@@ -307,7 +295,7 @@ fn dot_rows_body<const FUSED: bool>(mat: &[f32], ld: usize, x: &[f32], sums: &mu
             }
         }
         for (q, acc) in [a0, a1, a2, a3].into_iter().enumerate() {
-            let mut s = reduce(acc);
+            let mut s = reduce_lanes(acc);
             for p in whole..k {
                 s = fma::<FUSED>(rows[q][p], x[p], s);
             }
@@ -326,7 +314,7 @@ fn dot_rows_body<const FUSED: bool>(mat: &[f32], ld: usize, x: &[f32], sums: &mu
                 acc[l] = fma::<FUSED>(m[l], xs[l], acc[l]);
             }
         }
-        let mut s = reduce(acc);
+        let mut s = reduce_lanes(acc);
         for p in whole..k {
             s = fma::<FUSED>(row_r[p], x[p], s);
         }

@@ -11,6 +11,7 @@
 
 mod blocking;
 pub(crate) mod config;
+mod dot_form;
 pub(crate) mod driver;
 pub(crate) mod epilogue;
 mod gemv;
@@ -222,6 +223,10 @@ pub fn gemm_fused(
         return Ok(());
     }
     if in_place::gemm_small(isa, &prob) {
+        return Ok(());
+    }
+    if prob.m <= dot_form::DOT_ROWS && dot_form::try_dot_form(isa, &prob, threads()) {
+        apply_epilogue(&prob);
         return Ok(());
     }
     driver::gemm_blocked(isa, &prob, threads());

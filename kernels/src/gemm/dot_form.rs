@@ -1,0 +1,386 @@
+//! Products of a few rows whose A is stored by rows and B by columns (`A·Bᵀ` of two row-major
+//! matrices: a linear layer's forward pass over a few samples with PyTorch's output × input
+//! weights, a Dense layer's input gradient `g·Wᵀ` at a small batch), as dot products: every
+//! element of C is the dot product of a row of A and a column of B, both contiguous along K, so
+//! the products are formed across K in vectors of 16 lanes, nothing packed or
+//! transposed.
+//!
+//! The tiles vectorise across C's columns instead; for these layouts that means a copy of B
+//! into panels (the packed path) or of A and C transposed (`super::transposed_b`), for the few
+//! multiply-adds each element of B takes part in, and a tile of `Cᵀ` only as wide as C has rows.
+//! Measured on one Xeon VM thread (AVX-512), transposed form → dot form, medians of 5
+//! interleaved runs: 4×784×128 with B transposed 19 → 54 GFLOP/s, 2×1000×500 10 → 23,
+//! 3×250×250 13 → 16, 4×256×500 17 → 33, 4×128×500 16 → 20, 2×128×300 8 → 15 (OpenBLAS: 68,
+//! 31, 38 at the first three); the AVX2 kernels forced there 18 → 33, 9 → 23, 13 → 16, 4×192×500
+//! 17 → 21, 2×128×300 10 → 14. From 5 rows the tiles' paths were as fast or faster (AVX-512:
+//! 5×300×400 23 → 22, 8×784×128 50 → 55 but 8×192×500 34 → 30; AVX2 8×784×128 44 → 36, 6×128×500
+//! 25 → 18), and below K = 128 the lanes' final sums weigh too much (8×100×300 31 → 16), so the
+//! dot form takes 2 to [`DOT_ROWS`] rows over a K of at least [`MIN_DEPTH`].
+//!
+//! The sums are the matrix–vector dot form's (`super::gemv`): lane `l` sums the products at
+//! `p ≡ l (mod 16)` in increasing `p`, the lanes are added in a fixed tree, the last `k mod
+//! 16` products one by one after it, then `alpha·sum + beta·C` in one rounding. So an element
+//! has the same bits wherever it lies in C, on any thread count and either instruction set, and
+//! in a one-row product of the same layout; not the bits the tiles give it in a product of more
+//! rows (as with the matrix–vector dot form).
+
+use super::in_place::hand_offs_worth;
+use super::price::HandOff;
+use super::problem::{Output, Problem};
+use crate::scratch::ALIGNED_A;
+use crate::team::run_parallel;
+use crate::Isa;
+
+/// Most rows of C taken as dot products.
+pub(crate) const DOT_ROWS: usize = 4;
+
+/// The least K taken as dot products.
+const MIN_DEPTH: usize = 128;
+
+/// Most columns of C per block (the largest `DOT_NR` of the instruction sets).
+const MAX_NR: usize = 4;
+
+/// One instruction set's `dot_columns` (see `crate::arch::dot::dot_columns`) and its `NR`.
+type DotColumns = (
+    unsafe fn(usize, *const f32, usize, usize, *const f32, usize, usize, *mut f32),
+    usize,
+);
+
+/// `isa`'s dot-form kernel, where it has one (AVX-512 and AVX2).
+fn dot_kernel(isa: Isa) -> Option<DotColumns> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => Some((
+            crate::arch::avx512::dot_columns,
+            crate::arch::avx512::DOT_NR,
+        )),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Some((crate::arch::avx2::dot_columns, crate::arch::avx2::DOT_NR)),
+        _ => None,
+    }
+}
+
+/// `C ← alpha·A·B + beta·C` as dot products where that applies: A by rows (unit column stride),
+/// B by columns (unit row stride), 2 to [`DOT_ROWS`] rows and at least 2 columns of C, K of at
+/// least [`MIN_DEPTH`], A stored (not packed on the fly), and `isa` has a dot-form kernel.
+/// `false` (nothing done) otherwise. The epilogue, if any, is the caller's to apply.
+pub(crate) fn try_dot_form(isa: Isa, prob: &Problem<'_>, threads: usize) -> bool {
+    let (m, n, k) = (prob.m, prob.n, prob.k);
+    let (a, b) = (prob.a, prob.b);
+    if !(2..=DOT_ROWS).contains(&m)
+        || n < 2
+        || k < MIN_DEPTH
+        || a.cs != 1
+        || b.rs != 1
+        || prob.a_packer.is_some()
+    {
+        return false;
+    }
+    let Some(kernel) = dot_kernel(isa) else {
+        return false;
+    };
+    let nr = kernel.1;
+    let handoff = HandOff::here(isa, threads);
+    let blocks = n.div_ceil(nr);
+    let tasks_at = |cost: f64| {
+        let worth = hand_offs_worth(m, n, k, cost);
+        if threads <= 1 || worth < 2 {
+            1
+        } else {
+            threads.min(worth).min(blocks)
+        }
+    };
+    let tasks = tasks_at(handoff.cost());
+    // Columns in whole blocks, within a block of one another.
+    let edge = |t: usize| (t * blocks / tasks * nr).min(n);
+    let c = prob.c;
+    let run = |t: usize| {
+        // The whole `Output` (the shared handle on C) is taken into the closure, not its
+        // pointer field alone.
+        let c: Output = c;
+        // SAFETY: columns edge(t)..edge(t + 1) of C belong to this task alone, and the view
+        // of C was checked, so every element they hold lies inside C's buffer.
+        unsafe { columns(kernel, prob, c, edge(t)..edge(t + 1)) }
+    };
+    if tasks == 1 {
+        handoff.ran_alone(threads, |awake_cost| tasks_at(awake_cost) > 1);
+        run(0);
+    } else {
+        run_parallel(tasks, threads, &run);
+    }
+    true
+}
+
+/// Columns `cols` of C, every row, `kernel.1` at a time, over A's rows where each starts on a
+/// cache line, else over a copy of them that does: the vector loads of A straddle two lines
+/// otherwise. On one Xeon VM thread (AVX-512), 8×784×128 with B transposed ran at 48 GFLOP/s
+/// over rows 16 bytes off a line and 63 over aligned ones.
+///
+/// # Safety
+/// Every element of C in `cols` lies inside C's buffer and no other thread touches them;
+/// `kernel` is `isa`'s, which the CPU has.
+unsafe fn columns(kernel: DotColumns, prob: &Problem<'_>, c: Output, cols: std::ops::Range<usize>) {
+    let (m, k, a) = (prob.m, prob.k, prob.a);
+    const LINE_FLOATS: usize = 16;
+    if a.data.as_ptr().addr() % (4 * LINE_FLOATS) == 0 && a.rs % LINE_FLOATS == 0 {
+        // SAFETY: the caller's contract; A's rows are its checked view's.
+        return unsafe { columns_over(kernel, prob, (a.data, a.rs), c, cols) };
+    }
+    let ld = k.next_multiple_of(LINE_FLOATS);
+    ALIGNED_A.with(m * ld, m * ld, |copy| {
+        for (i, row) in copy.chunks_exact_mut(ld).enumerate() {
+            row[..k].copy_from_slice(&a.data[i * a.rs..][..k]);
+        }
+        // SAFETY: the caller's contract; `copy` holds A's m rows of k, `ld` apart.
+        unsafe { columns_over(kernel, prob, (copy, ld), c, cols) }
+    })
+}
+
+/// [`columns`] over A's rows `(data, lda)`.
+///
+/// # Safety
+/// As [`columns`]; `data` holds `prob.m` rows of `prob.k` floats, `lda` apart.
+unsafe fn columns_over(
+    (kernel, nr): DotColumns,
+    prob: &Problem<'_>,
+    (a, lda): (&[f32], usize),
+    c: Output,
+    cols: std::ops::Range<usize>,
+) {
+    let (m, k, b) = (prob.m, prob.k, prob.b);
+    let mut sums = [0.0f32; DOT_ROWS * MAX_NR];
+    for j0 in cols.clone().step_by(nr) {
+        let live = nr.min(cols.end - j0);
+        // SAFETY: A's m rows of k floats (the contract) and B's columns j0..j0+live (inside
+        // this task's columns: elements of B's checked view, k floats each along its unit
+        // stride); `sums` holds DOT_ROWS ≥ m rows of MAX_NR ≥ nr; the CPU has the kernel's
+        // instruction set.
+        unsafe {
+            kernel(
+                k,
+                a.as_ptr(),
+                lda,
+                m,
+                b.data.as_ptr().add(j0 * b.cs),
+                b.cs,
+                live,
+                sums.as_mut_ptr(),
+            )
+        };
+        for i in 0..m {
+            for q in 0..live {
+                let s = sums[i * nr + q];
+                // SAFETY: (i, j0 + q) lies in C and in this task's columns (the contract).
+                let dst = unsafe { &mut *c.ptr.add(i * c.rs + (j0 + q) * c.cs) };
+                let scaled = prob.alpha * s;
+                // Alpha, then beta·C added in one rounding, as the SIMD tiles and the
+                // matrix–vector path do.
+                *dst = if prob.beta == 0.0 {
+                    scaled
+                } else {
+                    prob.beta.mul_add(*dst, scaled)
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gemm::driver::tests::values;
+    use crate::gemm::gemv::try_gemv;
+    use crate::gemm::problem::Operand;
+    use crate::mat::{MatMut, MatRef};
+    use crate::reference;
+
+    /// One product `C ← −0.75·A·B + beta·C` over rows `rows` of A (rows `lda` apart, B's
+    /// columns `ldb` apart), C row-major from those rows of `c0`, by `path`; C after it.
+    #[allow(clippy::too_many_arguments)]
+    fn product(
+        (n, k): (usize, usize),
+        (a, lda): (&[f32], usize),
+        (b, ldb): (&[f32], usize),
+        beta: f32,
+        c0: &[f32],
+        rows: std::ops::Range<usize>,
+        path: impl FnOnce(&Problem<'_>) -> bool,
+    ) -> Option<Vec<f32>> {
+        let mut c = c0[rows.start * n..rows.end * n].to_vec();
+        let prob = Problem {
+            m: rows.len(),
+            n,
+            k,
+            alpha: -0.75,
+            a: Operand {
+                data: &a[rows.start * lda..],
+                rs: lda,
+                cs: 1,
+            },
+            a_packer: None,
+            b: Operand {
+                data: b,
+                rs: 1,
+                cs: ldb,
+            },
+            beta,
+            c: Output {
+                ptr: c.as_mut_ptr(),
+                rs: n,
+                cs: 1,
+            },
+            epilogue: None,
+        };
+        path(&prob).then_some(c)
+    }
+
+    /// On both instruction sets with a dot-form kernel: every element within the f64
+    /// reference's error bound, over 2–4 rows, widths that fill a block of columns and not, K
+    /// with and without a tail past the lanes, A's rows and B's columns padded (their vector
+    /// loads then straddle cache lines, and A is copied to aligned rows), beta zero over NaNs
+    /// and not; two threads give the bits of one, and each row of C the bits of the one-row
+    /// product of the matrix–vector path.
+    #[test]
+    fn the_dot_form_matches_the_reference_and_the_one_row_products() {
+        let mut value = values(5);
+        for isa in Isa::available() {
+            if dot_kernel(isa).is_none() {
+                continue;
+            }
+            for (m, n, k) in [
+                (2, 2, 128),
+                (3, 5, 131),
+                (4, 17, 300),
+                (3, 9, 143),
+                (4, 301, 1000),
+            ] {
+                for (pad_a, pad_b, beta) in [(0, 0, 0.0), (3, 5, 0.5), (1, 0, 0.0), (0, 7, -1.25)] {
+                    let (lda, ldb) = (k + pad_a, k + pad_b);
+                    let a: Vec<f32> = (0..m * lda).map(|_| value()).collect();
+                    let b: Vec<f32> = (0..n * ldb).map(|_| value()).collect();
+                    let c0: Vec<f32> = (0..m * n)
+                        .map(|i| {
+                            if beta == 0.0 && i % 3 == 0 {
+                                f32::NAN
+                            } else {
+                                value()
+                            }
+                        })
+                        .collect();
+                    let what = format!("{isa} {m}×{n}×{k}, lda {lda}, ldb {ldb}, beta {beta}");
+                    let run = |rows: std::ops::Range<usize>, threads: usize| {
+                        let one_row = rows.len() == 1;
+                        product((n, k), (&a, lda), (&b, ldb), beta, &c0, rows, |prob| {
+                            if one_row {
+                                try_gemv(isa, prob, threads)
+                            } else {
+                                try_dot_form(isa, prob, threads)
+                            }
+                        })
+                        .unwrap_or_else(|| panic!("{what}: the path declined"))
+                    };
+                    let ours = run(0..m, 1);
+
+                    let av = MatRef::row_major(&a, m, k, lda);
+                    let bv = MatRef::row_major(&b, n, k, ldb).t();
+                    // beta = 0 never reads C: the reference gets zeros where C held NaNs.
+                    let c_read: Vec<f32> = if beta == 0.0 {
+                        vec![0.0; m * n]
+                    } else {
+                        c0.clone()
+                    };
+                    let mut want = c_read.clone();
+                    reference::gemm(-0.75, av, bv, beta, MatMut::row_major(&mut want, m, n, n))
+                        .unwrap();
+                    let bound = reference::gemm_error_bound(
+                        -0.75,
+                        av,
+                        bv,
+                        beta,
+                        MatRef::row_major(&c_read, m, n, n),
+                    );
+                    for i in 0..m * n {
+                        let err = (ours[i] as f64 - want[i] as f64).abs();
+                        assert!(
+                            err <= bound[i],
+                            "{what}: element {i}: {} vs {}",
+                            ours[i],
+                            want[i]
+                        );
+                    }
+
+                    let bits = |c: &[f32]| c.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&run(0..m, 2)), bits(&ours), "{what}: two threads");
+                    for i in 0..m {
+                        assert_eq!(
+                            bits(&run(i..i + 1, 1)),
+                            bits(&ours[i * n..(i + 1) * n]),
+                            "{what}: row {i} alone"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// What the dot form takes: 2 to DOT_ROWS rows, K of at least MIN_DEPTH, A by rows, B by
+    /// columns, an instruction set with a dot-form kernel.
+    #[test]
+    fn only_a_few_rows_over_a_deep_k_take_the_dot_form() {
+        let Some(isa) = Isa::available()
+            .into_iter()
+            .find(|&i| dot_kernel(i).is_some())
+        else {
+            return;
+        };
+        let (n, k) = (8, MIN_DEPTH + 5);
+        let a = vec![1.0f32; (DOT_ROWS + 1) * k];
+        let b = vec![1.0f32; n * k];
+        let c0 = vec![0.0f32; (DOT_ROWS + 1) * n];
+        let takes = |m: usize, k: usize, a_rs: usize, (b_rs, b_cs): (usize, usize)| {
+            let mut c = c0[..m * n].to_vec();
+            let prob = Problem {
+                m,
+                n,
+                k,
+                alpha: 1.0,
+                a: Operand {
+                    data: &a,
+                    rs: a_rs,
+                    cs: 1,
+                },
+                a_packer: None,
+                b: Operand {
+                    data: &b,
+                    rs: b_rs,
+                    cs: b_cs,
+                },
+                beta: 0.0,
+                c: Output {
+                    ptr: c.as_mut_ptr(),
+                    rs: n,
+                    cs: 1,
+                },
+                epilogue: None,
+            };
+            try_dot_form(isa, &prob, 1)
+        };
+        let by_columns = (1, k);
+        assert!(takes(2, k, k, by_columns));
+        assert!(takes(DOT_ROWS, k, k, by_columns));
+        assert!(
+            !takes(1, k, k, by_columns),
+            "one row: the matrix-vector path's"
+        );
+        assert!(
+            !takes(DOT_ROWS + 1, k, k, by_columns),
+            "more rows: the tiles'"
+        );
+        assert!(
+            !takes(2, MIN_DEPTH - 1, k, by_columns),
+            "a short K: the tiles'"
+        );
+        assert!(!takes(2, k, k, (n, 1)), "B by rows: the tiles'");
+        assert!(dot_kernel(Isa::Scalar).is_none());
+    }
+}
