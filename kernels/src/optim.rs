@@ -416,9 +416,15 @@ pub fn update_from_product(
     // once per call and shared by the blocks. Measured on a 2-core Xeon (AVX-512), Dense
     // 5408→128 at batch 32, one thread: 0.65 ms per step against 0.93 for the 45 blocks'
     // products (the same bits: each element is the same sum in the same order).
-    let bt_len = if d.is_some() { m * n } else { 0 };
+    // Where the whole d = b·wᵀ would be formed as dot products (a batch of 2–4 over more than
+    // 128 units, A = b by rows), each block's columns of d are formed so too, b · w_blkᵀ,
+    // for the same bits; bᵀ is then not needed.
+    let dot_form_d = d.is_some()
+        && crate::Backend::resolve(opts.backend)? == crate::Backend::Native
+        && crate::gemm::dot_form::takes(update_isa, (m, n, k), b.col_stride(), 1);
+    let bt_len = if d.is_some() && !dot_form_d { m * n } else { 0 };
     PRODUCT_OPERAND.with(bt_len, 0, |bt| {
-        if d.is_some() {
+        if bt_len > 0 {
             transpose_into(b, bt);
         }
         let bt = MatRef::row_major(bt, n, m, m);
@@ -439,8 +445,14 @@ pub fn update_from_product(
                 if let Some(d_out) = &d_out {
                     // dᵀ[first..first + r, :] = w_blk · bᵀ, with the weights before the step;
                     // a one-row block (k = 1) as the one-column product b · w_blkᵀ that the
-                    // whole d = b·wᵀ is (`gemm::gemv` sums a row and a column differently).
-                    if r == 1 {
+                    // whole d = b·wᵀ is (`gemm::gemv` sums a row and a column differently),
+                    // and every block so where the whole d takes the dot form (its elements
+                    // are the dot form's sums only when formed by rows of b).
+                    if dot_form_d {
+                        let w_cols = MatRef::row_major(w_blk, r, n, n).t();
+                        let d_part = MatMut::row_major(d_blk, m, r, r);
+                        gemm_with(&single, 1.0, b, w_cols, 0.0, d_part)?;
+                    } else if r == 1 {
                         let w_col = MatRef::row_major(w_blk, 1, n, n).t();
                         let d_col = MatMut::row_major(dt_blk, m, 1, 1);
                         gemm_with(&single, 1.0, b, w_col, 0.0, d_col)?;
@@ -449,8 +461,10 @@ pub fn update_from_product(
                         let dt = MatMut::row_major(dt_blk, r, m, m);
                         gemm_with(&single, 1.0, w_rows, bt, 0.0, dt)?;
                     }
-                    let dt_row = |j: usize| &dt_blk[j * m..(j + 1) * m];
-                    transpose_lines(dt_row, r, d_blk, 0, r, m);
+                    if !dot_form_d {
+                        let dt_row = |j: usize| &dt_blk[j * m..(j + 1) * m];
+                        transpose_lines(dt_row, r, d_blk, 0, r, m);
+                    }
                     for (i, src) in d_blk.chunks_exact(r).enumerate() {
                         // SAFETY: as above (row i's columns of this block).
                         unsafe { d_out.slice(i * k + first..i * k + first + r) }

@@ -233,7 +233,7 @@ proptest! {
 }
 
 /// The layer shapes of the reference programs (dense 784→128, 784→512 at batch 128, 5408→128,
-/// 128→10), an empty batch (the gradient is zero; the rule still runs) and no units (no
+/// 128→10), small batches over wide layers, an empty batch (the gradient is zero; the rule still runs) and no units (no
 /// weights; the input gradient is a sum over nothing, zero).
 #[test]
 fn training_shapes() {
@@ -242,6 +242,11 @@ fn training_shapes() {
         (128, 784, 512),
         (32, 5408, 128),
         (32, 128, 10),
+        // Batches of 2–4 over more than 128 units: the whole input gradient is formed as dot
+        // products there, and the fused step's blocks must give its bits.
+        (2, 784, 200),
+        (3, 300, 129),
+        (4, 5408, 256),
         (0, 20, 3),
         (5, 7, 0),
     ] {

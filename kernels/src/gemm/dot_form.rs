@@ -15,7 +15,7 @@
 //! 17 → 21, 2×128×300 10 → 14. From 5 rows the tiles' paths were as fast or faster (AVX-512:
 //! 5×300×400 23 → 22, 8×784×128 50 → 55 but 8×192×500 34 → 30; AVX2 8×784×128 44 → 36, 6×128×500
 //! 25 → 18), and below K = 128 the lanes' final sums weigh too much (8×100×300 31 → 16), so the
-//! dot form takes 2 to [`DOT_ROWS`] rows over a K of at least [`MIN_DEPTH`].
+//! dot form takes 2 to [`DOT_ROWS`] rows over a K above 128 ([`takes`]).
 //!
 //! The sums are the matrix–vector dot form's (`super::gemv`): lane `l` sums the products at
 //! `p ≡ l (mod 16)` in increasing `p`, the lanes are added in a fixed tree, the last `k mod
@@ -24,6 +24,7 @@
 //! in a one-row product of the same layout; not the bits the tiles give it in a product of more
 //! rows (as with the matrix–vector dot form).
 
+use super::config::SMALL;
 use super::in_place::hand_offs_worth;
 use super::price::HandOff;
 use super::problem::{Output, Problem};
@@ -33,9 +34,6 @@ use crate::Isa;
 
 /// Most rows of C taken as dot products.
 pub(crate) const DOT_ROWS: usize = 4;
-
-/// The least K taken as dot products.
-const MIN_DEPTH: usize = 128;
 
 /// Most columns of C per block (the largest `DOT_NR` of the instruction sets).
 const MAX_NR: usize = 4;
@@ -60,20 +58,26 @@ fn dot_kernel(isa: Isa) -> Option<DotColumns> {
     }
 }
 
-/// `C ← alpha·A·B + beta·C` as dot products where that applies: A by rows (unit column stride),
-/// B by columns (unit row stride), 2 to [`DOT_ROWS`] rows and at least 2 columns of C, K of at
-/// least [`MIN_DEPTH`], A stored (not packed on the fly), and `isa` has a dot-form kernel.
-/// `false` (nothing done) otherwise. The epilogue, if any, is the caller's to apply.
+/// Whether an `m × k · k × n` product takes the dot form on `isa`, by its shape and layout
+/// alone: 2 to [`DOT_ROWS`] rows and at least 2 columns of C, K above [`SMALL`] (so the small
+/// products' path, whose choice depends on the hand-off's measured price, never competes),
+/// A by rows (`a_cs` = 1), B by columns (`b_rs` = 1), and `isa` has a dot-form kernel. The
+/// fused optimizer step asks it too, to form its input gradient with the same bits.
+pub(crate) fn takes(isa: Isa, (m, k, n): (usize, usize, usize), a_cs: usize, b_rs: usize) -> bool {
+    (2..=DOT_ROWS).contains(&m)
+        && n >= 2
+        && k > SMALL
+        && a_cs == 1
+        && b_rs == 1
+        && dot_kernel(isa).is_some()
+}
+
+/// `C ← alpha·A·B + beta·C` as dot products where [`takes`] says so and A is stored (not
+/// packed on the fly); `false` (nothing done) otherwise. The epilogue, if any, is the
+/// caller's to apply.
 pub(crate) fn try_dot_form(isa: Isa, prob: &Problem<'_>, threads: usize) -> bool {
     let (m, n, k) = (prob.m, prob.n, prob.k);
-    let (a, b) = (prob.a, prob.b);
-    if !(2..=DOT_ROWS).contains(&m)
-        || n < 2
-        || k < MIN_DEPTH
-        || a.cs != 1
-        || b.rs != 1
-        || prob.a_packer.is_some()
-    {
+    if !takes(isa, (m, k, n), prob.a.cs, prob.b.rs) || prob.a_packer.is_some() {
         return false;
     }
     let Some(kernel) = dot_kernel(isa) else {
@@ -248,7 +252,7 @@ mod tests {
                 continue;
             }
             for (m, n, k) in [
-                (2, 2, 128),
+                (2, 2, 129),
                 (3, 5, 131),
                 (4, 17, 300),
                 (3, 9, 143),
@@ -323,7 +327,7 @@ mod tests {
         }
     }
 
-    /// What the dot form takes: 2 to DOT_ROWS rows, K of at least MIN_DEPTH, A by rows, B by
+    /// What the dot form takes: 2 to DOT_ROWS rows, K above SMALL, A by rows, B by
     /// columns, an instruction set with a dot-form kernel.
     #[test]
     fn only_a_few_rows_over_a_deep_k_take_the_dot_form() {
@@ -333,11 +337,11 @@ mod tests {
         else {
             return;
         };
-        let (n, k) = (8, MIN_DEPTH + 5);
+        let (n, k) = (8, SMALL + 5);
         let a = vec![1.0f32; (DOT_ROWS + 1) * k];
         let b = vec![1.0f32; n * k];
         let c0 = vec![0.0f32; (DOT_ROWS + 1) * n];
-        let takes = |m: usize, k: usize, a_rs: usize, (b_rs, b_cs): (usize, usize)| {
+        let takes_it = |m: usize, k: usize, a_rs: usize, (b_rs, b_cs): (usize, usize)| {
             let mut c = c0[..m * n].to_vec();
             let prob = Problem {
                 m,
@@ -366,21 +370,18 @@ mod tests {
             try_dot_form(isa, &prob, 1)
         };
         let by_columns = (1, k);
-        assert!(takes(2, k, k, by_columns));
-        assert!(takes(DOT_ROWS, k, k, by_columns));
+        assert!(takes_it(2, k, k, by_columns));
+        assert!(takes_it(DOT_ROWS, k, k, by_columns));
         assert!(
-            !takes(1, k, k, by_columns),
+            !takes_it(1, k, k, by_columns),
             "one row: the matrix-vector path's"
         );
         assert!(
-            !takes(DOT_ROWS + 1, k, k, by_columns),
+            !takes_it(DOT_ROWS + 1, k, k, by_columns),
             "more rows: the tiles'"
         );
-        assert!(
-            !takes(2, MIN_DEPTH - 1, k, by_columns),
-            "a short K: the tiles'"
-        );
-        assert!(!takes(2, k, k, (n, 1)), "B by rows: the tiles'");
+        assert!(!takes_it(2, SMALL, k, by_columns), "a short K: the tiles'");
+        assert!(!takes_it(2, k, k, (n, 1)), "B by rows: the tiles'");
         assert!(dot_kernel(Isa::Scalar).is_none());
     }
 }

@@ -11,7 +11,7 @@
 
 mod blocking;
 pub(crate) mod config;
-mod dot_form;
+pub(crate) mod dot_form;
 pub(crate) mod driver;
 pub(crate) mod epilogue;
 mod gemv;
