@@ -450,8 +450,10 @@ fn thread_count_does_not_change_the_bits() {
 }
 
 /// B stored by columns (a transposed matrix) gives the bits of the same B stored by rows: a
-/// small product copies it into rows for the tiles that read B in place, a larger one packs it;
-/// either way each element of C is the same sum in the same order.
+/// small product copies it into rows for the tiles that read B in place, a larger one packs it
+/// or forms Cᵀ; either way each element of C is the same sum in the same order. The one
+/// exception, where an instruction set has the dot form: 2–4 rows over K above 128 (with A by
+/// rows) are dot products, each row then the bits of its own one-row product of that layout.
 #[test]
 fn b_by_columns_has_the_bits_of_b_by_rows() {
     let shapes = [
@@ -463,9 +465,21 @@ fn b_by_columns_has_the_bits_of_b_by_rows() {
         (128, 64, 128),
         (32, 128, 784),
         (300, 200, 100),
+        // The dot form's shapes (and its edges: K = 128 and 5 rows are the tiles').
+        (2, 129, 5),
+        (3, 300, 200),
+        (4, 784, 128),
+        (4, 128, 100),
+        (5, 300, 200),
     ];
     for path in native_paths() {
         for &(m, k, n) in &shapes {
+            #[cfg(target_arch = "x86_64")]
+            let dot_form = matches!(path.isa, kernels::Isa::Avx512 | kernels::Isa::Avx2)
+                && (2..=4).contains(&m)
+                && k > 128;
+            #[cfg(not(target_arch = "x86_64"))]
+            let dot_form = false;
             let mut rng = Rng::new((m * k * n) as u64);
             let (a, b, c0) = (rng.fill(m * k), rng.fill(k * n), rng.fill(m * n));
             // bt holds B's columns one after another: B = btᵀ.
@@ -483,11 +497,33 @@ fn b_by_columns_has_the_bits_of_b_by_rows() {
                 .unwrap();
                 c.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
             };
-            assert_eq!(
-                run(MatRef::row_major(&b, k, n, n)),
-                run(MatRef::row_major(&bt, n, k, k).t()),
-                "{path} {m}×{k}×{n}"
-            );
+            let by_columns = run(MatRef::row_major(&bt, n, k, k).t());
+            if !dot_form {
+                assert_eq!(
+                    run(MatRef::row_major(&b, k, n, n)),
+                    by_columns,
+                    "{path} {m}×{k}×{n}"
+                );
+                continue;
+            }
+            for i in 0..m {
+                let mut row = c0[i * n..(i + 1) * n].to_vec();
+                gemm_with(
+                    &path.opts(),
+                    0.75,
+                    MatRef::row_major(&a[i * k..(i + 1) * k], 1, k, k),
+                    MatRef::row_major(&bt, n, k, k).t(),
+                    1.5,
+                    MatMut::row_major(&mut row, 1, n, n),
+                )
+                .unwrap();
+                let row: Vec<u32> = row.iter().map(|x| x.to_bits()).collect();
+                assert_eq!(
+                    row,
+                    by_columns[i * n..(i + 1) * n],
+                    "{path} {m}×{k}×{n}: row {i} as a one-row product"
+                );
+            }
         }
     }
 }

@@ -8,14 +8,17 @@
 //! The tiles vectorise across C's columns instead; for these layouts that means a copy of B
 //! into panels (the packed path) or of A and C transposed (`super::transposed_b`), for the few
 //! multiply-adds each element of B takes part in, and a tile of `Cᵀ` only as wide as C has rows.
-//! Measured on one Xeon VM thread (AVX-512), transposed form → dot form, medians of 5
-//! interleaved runs: 4×784×128 with B transposed 19 → 54 GFLOP/s, 2×1000×500 10 → 23,
-//! 3×250×250 13 → 16, 4×256×500 17 → 33, 4×128×500 16 → 20, 2×128×300 8 → 15 (OpenBLAS: 68,
-//! 31, 38 at the first three); the AVX2 kernels forced there 18 → 33, 9 → 23, 13 → 16, 4×192×500
-//! 17 → 21, 2×128×300 10 → 14. From 5 rows the tiles' paths were as fast or faster (AVX-512:
-//! 5×300×400 23 → 22, 8×784×128 50 → 55 but 8×192×500 34 → 30; AVX2 8×784×128 44 → 36, 6×128×500
-//! 25 → 18), and below K = 128 the lanes' final sums weigh too much (8×100×300 31 → 16), so the
-//! dot form takes 2 to [`DOT_ROWS`] rows over a K above 128 ([`takes`]).
+//! Measured on one Xeon VM (AVX-512), transposed form → dot form, medians of 5 interleaved
+//! runs in one session, one thread: 4×784×128 with B transposed 18 → 58 GFLOP/s, 2×1000×500
+//! 9 → 25, 3×250×250 12 → 16, 4×256×500 24 → 34, 2×144×300 8 → 19, 3×2000×64 13 → 36
+//! (OpenBLAS on the same shapes 67, 27, 34, 16, 33, 34); two threads 32 → 78, 16 → 56,
+//! 19 → 26, 33 → 59, 9 → 18, 21 → 56, 4×1024×3000 32 → 74; the AVX2 kernels forced there, one
+//! thread 23 → 39, 12 → 27, 16 → 17, 25 → 24, 10 → 17, 13 → 31, two threads 27 → 42,
+//! 11 → 39, 18 → 22, 25 → 35, 11 → 21, 19 → 40. A variant that took up to 8 rows and K from
+//! 64 showed where the tiles' paths are as fast or faster (same VM, an earlier run: AVX-512
+//! 5×300×400 23 → 22, 8×192×500 34 → 30; AVX2 8×784×128 44 → 36, 6×128×500 25 → 18; below
+//! K = 128 the lanes' final sums weigh too much: 8×100×300 31 → 16), so the dot form takes 2
+//! to [`DOT_ROWS`] rows over a K above 128 ([`takes`]).
 //!
 //! The sums are the matrix–vector dot form's (`super::gemv`): lane `l` sums the products at
 //! `p ≡ l (mod 16)` in increasing `p`, the lanes are added in a fixed tree, the last `k mod
@@ -117,8 +120,9 @@ pub(crate) fn try_dot_form(isa: Isa, prob: &Problem<'_>, threads: usize) -> bool
 
 /// Columns `cols` of C, every row, `kernel.1` at a time, over A's rows where each starts on a
 /// cache line, else over a copy of them that does: the vector loads of A straddle two lines
-/// otherwise. On one Xeon VM thread (AVX-512), 8×784×128 with B transposed ran at 48 GFLOP/s
-/// over rows 16 bytes off a line and 63 over aligned ones.
+/// otherwise. On one Xeon VM (AVX-512), medians of 5 interleaved runs, 4×784×128 with B
+/// transposed (A's rows 16 bytes off a line) ran at 49 GFLOP/s in place and 58 over the copy on
+/// one thread, 66 and 78 on two; 3×2000×64 32 and 36, 51 and 56.
 ///
 /// # Safety
 /// Every element of C in `cols` lies inside C's buffer and no other thread touches them;
