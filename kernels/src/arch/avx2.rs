@@ -9,8 +9,8 @@ use super::vector::Vector;
 
 microkernels!(__m256, "avx2,fma", "AVX2 and FMA");
 // The dot form: 2 × 2 sums of two registers each (8 of the 16 registers, 4 of B beside
-// them and one of A).
-dot_kernel!(__m256, "avx2,fma", 2, 2, 2);
+// them and one of A); a third row or a fourth pair takes B's columns again.
+dot_kernel!(__m256, "avx2,fma", 2, dot_2x2: 2 x 2);
 
 /// AVX2's lane mask, and whether every lane is live (then plain loads and stores: AMD's
 /// `vmaskmov` stores are slow).
@@ -158,5 +158,47 @@ impl Vector for __m256 {
     unsafe fn chosen(take: __m256) -> u32 {
         // SAFETY: the caller's contract: the CPU has the instruction set.
         unsafe { (_mm256_movemask_ps(take) as u32).count_ones() }
+    }
+    #[inline(always)]
+    unsafe fn dot_sums<const W: usize>(acc: &[[Self; W]], out: &mut [f32]) {
+        const AT_ONCE: usize = 8;
+        debug_assert!(W == 2 && out.len() == acc.len());
+        for (acc, out) in acc.chunks(AT_ONCE).zip(out.chunks_mut(AT_ONCE)) {
+            // SAFETY: the caller's contract: the CPU has the instruction set.
+            unsafe {
+                // As AVX-512's (see there), 8 sums at a time: the first level adds a sum's
+                // two registers (lanes l and l + 8), the next packs two sums per register.
+                let mut v = [_mm256_setzero_ps(); AT_ONCE];
+                for (v, a) in v.iter_mut().zip(acc) {
+                    *v = _mm256_add_ps(a[0], a[1]);
+                }
+                // 4 apart: [x's four | y's four] per pair of sums.
+                let v: [__m256; 4] = std::array::from_fn(|i| {
+                    let (x, y) = (v[2 * i], v[2 * i + 1]);
+                    _mm256_add_ps(
+                        _mm256_permute2f128_ps::<0x20>(x, y),
+                        _mm256_permute2f128_ps::<0x31>(x, y),
+                    )
+                });
+                // 2 apart: half h of register g holds sums 4g + h and 4g + 2 + h.
+                let v: [__m256; 2] = std::array::from_fn(|g| {
+                    let (x, y) = (v[2 * g], v[2 * g + 1]);
+                    _mm256_add_ps(
+                        _mm256_shuffle_ps::<0b01_00_01_00>(x, y),
+                        _mm256_shuffle_ps::<0b11_10_11_10>(x, y),
+                    )
+                });
+                // 1 apart: lane 4h + r holds sum h + 2r.
+                let v = _mm256_add_ps(
+                    _mm256_shuffle_ps::<0b10_00_10_00>(v[0], v[1]),
+                    _mm256_shuffle_ps::<0b11_01_11_01>(v[0], v[1]),
+                );
+                let mut lanes = [0.0f32; AT_ONCE];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+                for (e, o) in out.iter_mut().enumerate() {
+                    *o = lanes[4 * (e % 2) + e / 2];
+                }
+            }
+        }
     }
 }

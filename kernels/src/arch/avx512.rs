@@ -5,11 +5,13 @@
 use std::arch::x86_64::*;
 
 use super::vector::Vector;
+use super::DOT_SUMS;
 
 microkernels!(__m512, "avx512f", "AVX-512F");
-// The dot form: 4 × 4 sums of one register each (16 of the 32 registers, 4 of B beside
-// them and one of A).
-dot_kernel!(__m512, "avx512f", 1, 4, 4);
+// The dot form: a product's 2–4 rows in one block of at most 16 sums of one register each
+// (with a register of B per column and one of A beside them: at most 25 of the 32), so each
+// column of B is read once for every row.
+dot_kernel!(__m512, "avx512f", 1, dot_4x4: 4 x 4, dot_3x5: 3 x 5, dot_2x8: 2 x 8);
 
 impl Vector for __m512 {
     const LANES: usize = 16;
@@ -120,5 +122,54 @@ impl Vector for __m512 {
     #[inline(always)]
     unsafe fn chosen(take: __mmask16) -> u32 {
         take.count_ones()
+    }
+    #[inline(always)]
+    unsafe fn dot_sums<const W: usize>(acc: &[[Self; W]], out: &mut [f32]) {
+        debug_assert!(W == 1 && acc.len() <= DOT_SUMS && out.len() == acc.len());
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe {
+            // Each level adds the lanes `width` apart of two registers' groups of 2·width
+            // lanes, the lower lane first (as `reduce_lanes`), and packs both results into
+            // one register: 16 sums' trees in 8 + 4 + 2 + 1 additions. Missing sums are zero
+            // registers (their shuffles and additions fold away).
+            let mut v = [_mm512_setzero_ps(); DOT_SUMS];
+            for (v, a) in v.iter_mut().zip(acc) {
+                *v = a[0];
+            }
+            // 8 apart: [x lanes 0-7 + 8-15 | y's], per pair of sums.
+            let v: [__m512; 8] = std::array::from_fn(|i| {
+                let (x, y) = (v[2 * i], v[2 * i + 1]);
+                _mm512_add_ps(
+                    _mm512_shuffle_f32x4::<0b01_00_01_00>(x, y),
+                    _mm512_shuffle_f32x4::<0b11_10_11_10>(x, y),
+                )
+            });
+            // 4 apart: a quarter per sum, sums 4j..4j+4 in register j.
+            let v: [__m512; 4] = std::array::from_fn(|j| {
+                let (x, y) = (v[2 * j], v[2 * j + 1]);
+                _mm512_add_ps(
+                    _mm512_shuffle_f32x4::<0b10_00_10_00>(x, y),
+                    _mm512_shuffle_f32x4::<0b11_01_11_01>(x, y),
+                )
+            });
+            // 2 apart: quarter q of register h holds sums 8h + q and 8h + 4 + q, two lanes each.
+            let v: [__m512; 2] = std::array::from_fn(|h| {
+                let (x, y) = (v[2 * h], v[2 * h + 1]);
+                _mm512_add_ps(
+                    _mm512_shuffle_ps::<0b01_00_01_00>(x, y),
+                    _mm512_shuffle_ps::<0b11_10_11_10>(x, y),
+                )
+            });
+            // 1 apart: lane 4q + r holds sum q + 4r.
+            let v = _mm512_add_ps(
+                _mm512_shuffle_ps::<0b10_00_10_00>(v[0], v[1]),
+                _mm512_shuffle_ps::<0b11_01_11_01>(v[0], v[1]),
+            );
+            let mut lanes = [0.0f32; DOT_SUMS];
+            _mm512_storeu_ps(lanes.as_mut_ptr(), v);
+            for (e, o) in out.iter_mut().enumerate() {
+                *o = lanes[4 * (e % 4) + e / 4];
+            }
+        }
     }
 }

@@ -51,6 +51,14 @@ pub(crate) mod openblas;
 /// and `crate::gemm::dot_form`), whatever the register width: their bits do not depend on it.
 pub(crate) const DOT_LANES: usize = 16;
 
+/// Most sums one block of the dot form holds, and `Vector::dot_sums` takes in one call.
+pub(crate) const DOT_SUMS: usize = 16;
+
+/// One dot-form entry point (`arch::dot::dot_columns` compiled for an instruction set): `k,
+/// a, lda, rows, b, ldb, live, sums` as its arguments.
+pub(crate) type DotColumns =
+    unsafe fn(usize, *const f32, usize, usize, *const f32, usize, usize, *mut f32);
+
 /// Sums the dot forms' 16 lanes in a fixed tree (8, 4, 2, 1 apart).
 #[inline(always)]
 pub(crate) fn reduce_lanes(mut acc: [f32; DOT_LANES]) -> f32 {

@@ -1,7 +1,11 @@
 //! One SIMD register of f32 lanes behind a small trait, for kernels written once and compiled
-//! per instruction set: the GEMM's microkernels ([`super::tile`]), the one-channel 3×3
-//! convolution (`conv::direct3x3`) and max pooling (`pool::max_vector`). AVX-512 (`__m512`, 16
-//! lanes, implemented in `avx512.rs`) and AVX2 (`__m256`, 8, in `avx2.rs`).
+//! per instruction set: the GEMM's microkernels ([`super::tile`]), the dot form
+//! ([`super::dot`]), the one-channel 3×3 convolution (`conv::direct3x3`) and max pooling
+//! (`pool::max_vector`). AVX-512 (`__m512`, 16 lanes, implemented in `avx512.rs`) and AVX2
+//! (`__m256`, 8, in `avx2.rs`).
+
+#[cfg(doc)]
+use super::{reduce_lanes, DOT_LANES, DOT_SUMS};
 
 /// One SIMD register of f32 lanes as the generic kernels use it. Every method is
 /// `inline(always)`, so the generic bodies compile inside their `#[target_feature]` entry points.
@@ -57,4 +61,11 @@ pub(crate) trait Vector: Copy {
     unsafe fn same_offsets(a: Self::Offsets, b: Self::Offsets) -> Self::Choice;
     /// How many lanes `take` chose.
     unsafe fn chosen(take: Self::Choice) -> u32;
+
+    /// The dot forms' sums of up to [`DOT_SUMS`] accumulators at once: `out[e]` =
+    /// `reduce_lanes` of `acc[e]`'s [`DOT_LANES`] lanes (`W` registers, `W·LANES` =
+    /// `DOT_LANES`), bit for bit — the same additions in the same tree, several sums' in each
+    /// instruction, where one at a time cost more than the products of a short K (15 scalar
+    /// additions per sum).
+    unsafe fn dot_sums<const W: usize>(acc: &[[Self; W]], out: &mut [f32]);
 }

@@ -9,28 +9,37 @@
 //! into panels (the packed path) or of A and C transposed (`super::transposed_b`), for the few
 //! multiply-adds each element of B takes part in, and a tile of `Cᵀ` only as wide as C has rows.
 //! Measured on one Xeon VM (AVX-512), transposed form → dot form, medians of 5 interleaved
-//! runs in one session, one thread: 4×784×128 with B transposed 18 → 58 GFLOP/s, 2×1000×500
-//! 9 → 25, 3×250×250 12 → 16, 4×256×500 24 → 34, 2×144×300 8 → 19, 3×2000×64 13 → 36
-//! (OpenBLAS on the same shapes 67, 27, 34, 16, 33, 34); two threads 32 → 78, 16 → 56,
-//! 19 → 26, 33 → 59, 9 → 18, 21 → 56, 4×1024×3000 32 → 74; the AVX2 kernels forced there, one
-//! thread 23 → 39, 12 → 27, 16 → 17, 25 → 24, 10 → 17, 13 → 31, two threads 27 → 42,
-//! 11 → 39, 18 → 22, 25 → 35, 11 → 21, 19 → 40. A variant that took up to 8 rows and K from
-//! 64 showed where the tiles' paths are as fast or faster (same VM, an earlier run: AVX-512
+//! runs in one session, one thread: 4×784×128 with B transposed 21 → 65 GFLOP/s, 2×1000×500
+//! 12 → 36, 3×250×250 18 → 45, 4×256×500 19 → 49, 2×144×300 12 → 36, 3×2000×64 17 → 55,
+//! 3×300×300 17 → 57 (OpenBLAS on the same shapes 60, 29, 36, 17, 40, 32, 48); two threads
+//! 31 → 88, 17 → 75, 21 → 57, 46 → 99, 8 → 27, 23 → 82, 22 → 77, 4×1024×3000 30 → 77
+//! (OpenBLAS 61, 31, 41, 20, 31, 36, 42, 17); the AVX2 kernels forced there, one thread
+//! 22 → 43, 13 → 33, 19 → 36, 22 → 41, 10 → 18, 15 → 34, 14 → 27, two threads 28 → 47,
+//! 15 → 50, 24 → 39, 28 → 41, 9 → 25, 20 → 46, 32 → 61. A row block holds all of a product's
+//! rows (4 × 4, 3 × 5 and 2 × 8 on AVX-512, so B's columns are read once: one thread 3×250×250
+//! 30 → 38, 3×2000×64 47 → 71 against 2 + 1 rows of 4 columns), the lanes of a block are
+//! summed together (`Vector::dot_sums`: 4×256×500 57 → 84, 2×144×300 29 → 46 against one sum
+//! at a time) and the K tail is one more masked step (3×250×250 35 → 45, 3×300×300 40 → 68
+//! against the tail's products one by one after the lanes), each measured in its own run.
+//! An earlier variant (same VM, its own run), which took up to 8 rows and K from 64 and summed
+//! each element's lanes alone, showed where the tiles' paths are as fast or faster: AVX-512
 //! 5×300×400 23 → 22, 8×192×500 34 → 30; AVX2 8×784×128 44 → 36, 6×128×500 25 → 18; below
-//! K = 128 the lanes' final sums weigh too much: 8×100×300 31 → 16), so the dot form takes 2
-//! to [`DOT_ROWS`] rows over a K above 128 ([`takes`]).
+//! K = 128 the lanes' final sums weighed too much (8×100×300 31 → 16). So the dot form takes 2
+//! to [`DOT_ROWS`] rows over a K above 128 ([`takes`]), where the small products' path, whose
+//! choice depends on a measured price, never competes.
 //!
 //! The sums are the matrix–vector dot form's (`super::gemv`): lane `l` sums the products at
-//! `p ≡ l (mod 16)` in increasing `p`, the lanes are added in a fixed tree, the last `k mod
-//! 16` products one by one after it, then `alpha·sum + beta·C` in one rounding. So an element
-//! has the same bits wherever it lies in C, on any thread count and either instruction set, and
-//! in a one-row product of the same layout; not the bits the tiles give it in a product of more
-//! rows (as with the matrix–vector dot form).
+//! `p ≡ l (mod 16)` in increasing `p` (the last `k mod 16` products too), the lanes are added
+//! in a fixed tree, then `alpha·sum + beta·C` in one rounding. So an element has the same bits
+//! wherever it lies in C, on any thread count and either instruction set, and in a one-row
+//! product of the same layout; not the bits the tiles give it in a product of more rows (as
+//! with the matrix–vector dot form).
 
 use super::config::SMALL;
 use super::in_place::hand_offs_worth;
 use super::price::HandOff;
 use super::problem::{Output, Problem};
+use crate::arch::DOT_SUMS;
 use crate::scratch::ALIGNED_A;
 use crate::team::run_parallel;
 use crate::Isa;
@@ -38,25 +47,18 @@ use crate::Isa;
 /// Most rows of C taken as dot products.
 pub(crate) const DOT_ROWS: usize = 4;
 
-/// Most columns of C per block (the largest `DOT_NR` of the instruction sets).
-const MAX_NR: usize = 4;
+/// One instruction set's dot-form entry point for a product's rows (see
+/// `crate::arch::dot::dot_columns`) and its columns per call.
+type DotColumns = (crate::arch::DotColumns, usize);
 
-/// One instruction set's `dot_columns` (see `crate::arch::dot::dot_columns`) and its `NR`.
-type DotColumns = (
-    unsafe fn(usize, *const f32, usize, usize, *const f32, usize, usize, *mut f32),
-    usize,
-);
-
-/// `isa`'s dot-form kernel, where it has one (AVX-512 and AVX2).
-fn dot_kernel(isa: Isa) -> Option<DotColumns> {
+/// `isa`'s dot-form kernel for a product of `rows` rows, where it has one (AVX-512 and AVX2).
+fn dot_kernel(isa: Isa, rows: usize) -> Option<DotColumns> {
+    let _ = rows;
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => Some((
-            crate::arch::avx512::dot_columns,
-            crate::arch::avx512::DOT_NR,
-        )),
+        Isa::Avx512 => Some(crate::arch::avx512::dot_columns_for(rows)),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => Some((crate::arch::avx2::dot_columns, crate::arch::avx2::DOT_NR)),
+        Isa::Avx2 => Some(crate::arch::avx2::dot_columns_for(rows)),
         _ => None,
     }
 }
@@ -72,7 +74,7 @@ pub(crate) fn takes(isa: Isa, (m, k, n): (usize, usize, usize), a_cs: usize, b_r
         && k > SMALL
         && a_cs == 1
         && b_rs == 1
-        && dot_kernel(isa).is_some()
+        && dot_kernel(isa, m).is_some()
 }
 
 /// `C ← alpha·A·B + beta·C` as dot products where [`takes`] says so and A is stored (not
@@ -83,7 +85,7 @@ pub(crate) fn try_dot_form(isa: Isa, prob: &Problem<'_>, threads: usize) -> bool
     if !takes(isa, (m, k, n), prob.a.cs, prob.b.rs) || prob.a_packer.is_some() {
         return false;
     }
-    let Some(kernel) = dot_kernel(isa) else {
+    let Some(kernel) = dot_kernel(isa, m) else {
         return false;
     };
     let nr = kernel.1;
@@ -156,12 +158,14 @@ unsafe fn columns_over(
     cols: std::ops::Range<usize>,
 ) {
     let (m, k, b) = (prob.m, prob.k, prob.b);
-    let mut sums = [0.0f32; DOT_ROWS * MAX_NR];
+    // Every block shape's sums fit (the kernels hold at most DOT_SUMS; `takes` keeps m ≤ 4).
+    assert!(m * nr <= DOT_SUMS);
+    let mut sums = [0.0f32; DOT_SUMS];
     for j0 in cols.clone().step_by(nr) {
         let live = nr.min(cols.end - j0);
         // SAFETY: A's m rows of k floats (the contract) and B's columns j0..j0+live (inside
         // this task's columns: elements of B's checked view, k floats each along its unit
-        // stride); `sums` holds DOT_ROWS ≥ m rows of MAX_NR ≥ nr; the CPU has the kernel's
+        // stride); `sums` holds DOT_SUMS ≥ m·nr (every block shape's); the CPU has the kernel's
         // instruction set.
         unsafe {
             kernel(
@@ -252,7 +256,7 @@ mod tests {
     fn the_dot_form_matches_the_reference_and_the_one_row_products() {
         let mut value = values(5);
         for isa in Isa::available() {
-            if dot_kernel(isa).is_none() {
+            if dot_kernel(isa, 2).is_none() {
                 continue;
             }
             for (m, n, k) in [
@@ -260,6 +264,7 @@ mod tests {
                 (3, 5, 131),
                 (4, 17, 300),
                 (3, 9, 143),
+                (2, 19, 200),
                 (4, 301, 1000),
             ] {
                 for (pad_a, pad_b, beta) in [(0, 0, 0.0), (3, 5, 0.5), (1, 0, 0.0), (0, 7, -1.25)] {
@@ -337,7 +342,7 @@ mod tests {
     fn only_a_few_rows_over_a_deep_k_take_the_dot_form() {
         let Some(isa) = Isa::available()
             .into_iter()
-            .find(|&i| dot_kernel(i).is_some())
+            .find(|&i| dot_kernel(i, 2).is_some())
         else {
             return;
         };
@@ -386,6 +391,6 @@ mod tests {
         );
         assert!(!takes_it(2, SMALL, k, by_columns), "a short K: the tiles'");
         assert!(!takes_it(2, k, k, (n, 1)), "B by rows: the tiles'");
-        assert!(dot_kernel(Isa::Scalar).is_none());
+        assert!(dot_kernel(Isa::Scalar, 2).is_none());
     }
 }

@@ -5,8 +5,9 @@
 //!
 //! Two loop forms cover every layout with a unit stride somewhere:
 //! * **dot**: output `r` is the dot product of the matrix's row `r` (unit stride along `p`) with
-//!   the vector: eight rows at a time (then four, then one), 16 lanes of partial sums each,
-//!   summed in a fixed tree.
+//!   the vector: eight rows at a time (then four, then one), 16 lanes of partial sums each
+//!   (lane `l` the products at `p ≡ l (mod 16)`, the last `k mod 16` too), summed in a fixed
+//!   tree.
 //!   This order is not the microkernels': an output of a dot-form product (a one-column product
 //!   of a row-major A, a one-row product of a column-major B, a single dot product) has the same
 //!   bits in every such product, whatever its other dimension or the thread count, but not the
@@ -267,12 +268,9 @@ fn dot_rows_body<const FUSED: bool>(mat: &[f32], ld: usize, x: &[f32], sums: &mu
             }
             p += LANES;
         }
-        for (q, acc) in acc.into_iter().enumerate() {
-            let mut s = reduce_lanes(acc);
-            for p in whole..k {
-                s = fma::<FUSED>(rows[q][p], x[p], s);
-            }
-            sums[r + q] = s;
+        for (q, mut acc) in acc.into_iter().enumerate() {
+            tail_into_lanes::<FUSED>(&rows[q][whole..], &x[whole..], &mut acc);
+            sums[r + q] = reduce_lanes(acc);
         }
         r += 8;
     }
@@ -294,12 +292,9 @@ fn dot_rows_body<const FUSED: bool>(mat: &[f32], ld: usize, x: &[f32], sums: &mu
                 a3[l] = fma::<FUSED>(m3[l], xs[l], a3[l]);
             }
         }
-        for (q, acc) in [a0, a1, a2, a3].into_iter().enumerate() {
-            let mut s = reduce_lanes(acc);
-            for p in whole..k {
-                s = fma::<FUSED>(rows[q][p], x[p], s);
-            }
-            sums[r + q] = s;
+        for (q, mut acc) in [a0, a1, a2, a3].into_iter().enumerate() {
+            tail_into_lanes::<FUSED>(&rows[q][whole..], &x[whole..], &mut acc);
+            sums[r + q] = reduce_lanes(acc);
         }
         r += 4;
     }
@@ -314,12 +309,19 @@ fn dot_rows_body<const FUSED: bool>(mat: &[f32], ld: usize, x: &[f32], sums: &mu
                 acc[l] = fma::<FUSED>(m[l], xs[l], acc[l]);
             }
         }
-        let mut s = reduce_lanes(acc);
-        for p in whole..k {
-            s = fma::<FUSED>(row_r[p], x[p], s);
-        }
-        sums[r] = s;
+        tail_into_lanes::<FUSED>(&row_r[whole..], &x[whole..], &mut acc);
+        sums[r] = reduce_lanes(acc);
         r += 1;
+    }
+}
+
+/// The last `k mod LANES` products of a row into the first lanes, as one more step of the
+/// lanes' loop (the SIMD dot form loads them masked, its other lanes adding exact zeros,
+/// which leave a partial sum as it is: the lanes start at +0 and never hold −0).
+#[inline(always)]
+fn tail_into_lanes<const FUSED: bool>(row: &[f32], x: &[f32], acc: &mut [f32; LANES]) {
+    for ((acc, &m), &xp) in acc.iter_mut().zip(row).zip(x) {
+        *acc = fma::<FUSED>(m, xp, *acc);
     }
 }
 
