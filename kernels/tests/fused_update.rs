@@ -247,6 +247,10 @@ fn training_shapes() {
         (2, 784, 200),
         (3, 300, 129),
         (4, 5408, 256),
+        // 2–4 inputs under more than 128 units: the input gradient's few columns likewise.
+        (32, 3, 300),
+        (7, 2, 129),
+        (3, 4, 500),
         (0, 20, 3),
         (5, 7, 0),
     ] {

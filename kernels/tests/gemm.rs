@@ -451,9 +451,11 @@ fn thread_count_does_not_change_the_bits() {
 
 /// B stored by columns (a transposed matrix) gives the bits of the same B stored by rows: a
 /// small product copies it into rows for the tiles that read B in place, a larger one packs it
-/// or forms Cᵀ; either way each element of C is the same sum in the same order. The one
-/// exception, where an instruction set has the dot form: 2–4 rows over K above 128 (with A by
-/// rows) are dot products, each row then the bits of its own one-row product of that layout.
+/// or forms Cᵀ; either way each element of C is the same sum in the same order. 2–4 columns
+/// over K above 128 are dot products whichever way B is stored. The exception, where an
+/// instruction set has the dot form: 2–4 rows over K above 128 with B by columns are dot
+/// products, each row then the bits of its own one-row product of that layout (one-row
+/// products, the matrix–vector path's, differ by B's layout everywhere, and are left out).
 #[test]
 fn b_by_columns_has_the_bits_of_b_by_rows() {
     let shapes = [
@@ -471,6 +473,10 @@ fn b_by_columns_has_the_bits_of_b_by_rows() {
         (4, 784, 128),
         (4, 128, 100),
         (5, 300, 200),
+        // 2–4 columns over K above 128: dot products whichever way B is stored.
+        (7, 300, 3),
+        (64, 129, 2),
+        (2, 200, 4),
     ];
     for path in native_paths() {
         for &(m, k, n) in &shapes {
@@ -568,82 +574,85 @@ fn nan_and_inf_propagate() {
 #[test]
 fn one_row_alone_has_the_bits_it_has_inside_the_product() {
     use kernels::{gemm_fused, Activation, Bias};
-    let (m, k, n) = (37, 1300, 70);
-    let mut rng = Rng::new(99);
-    let (a, b, c0) = (rng.fill(m * k), rng.fill(k * n), rng.fill(m * n));
-    let bias = rng.fill(n);
-    for path in native_paths() {
-        let opts = path.opts();
-        for (act, with_bias) in [(Activation::Identity, false), (Activation::Relu, true)] {
-            let bias = if with_bias {
-                Bias::PerColumn(&bias)
-            } else {
-                Bias::None
-            };
-            let mut whole = c0.clone();
-            gemm_fused(
-                &opts,
-                1.25,
-                MatRef::row_major(&a, m, k, k),
-                MatRef::row_major(&b, k, n, n),
-                0.5,
-                bias,
-                act,
-                MatMut::row_major(&mut whole, m, n, n),
-            )
-            .unwrap();
-            for i in [0, 5, 36] {
-                let mut row = c0[i * n..(i + 1) * n].to_vec();
+    // The tiles' shape, then 2–4 columns over a K above 128 (the dot form's, on AVX-512 and
+    // AVX2: a Dense layer of a few units over a wide input).
+    for (m, k, n) in [(37, 1300, 70), (37, 300, 3), (37, 129, 2), (37, 200, 4)] {
+        let mut rng = Rng::new(99);
+        let (a, b, c0) = (rng.fill(m * k), rng.fill(k * n), rng.fill(m * n));
+        let bias = rng.fill(n);
+        for path in native_paths() {
+            let opts = path.opts();
+            for (act, with_bias) in [(Activation::Identity, false), (Activation::Relu, true)] {
+                let bias = if with_bias {
+                    Bias::PerColumn(&bias)
+                } else {
+                    Bias::None
+                };
+                let mut whole = c0.clone();
                 gemm_fused(
                     &opts,
                     1.25,
-                    MatRef::row_major(&a[i * k..(i + 1) * k], 1, k, k),
+                    MatRef::row_major(&a, m, k, k),
                     MatRef::row_major(&b, k, n, n),
                     0.5,
                     bias,
                     act,
-                    MatMut::row_major(&mut row, 1, n, n),
+                    MatMut::row_major(&mut whole, m, n, n),
                 )
                 .unwrap();
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(
-                    bits(&row),
-                    bits(&whole[i * n..(i + 1) * n]),
-                    "{path} row {i}"
-                );
+                for i in [0, 5, 36] {
+                    let mut row = c0[i * n..(i + 1) * n].to_vec();
+                    gemm_fused(
+                        &opts,
+                        1.25,
+                        MatRef::row_major(&a[i * k..(i + 1) * k], 1, k, k),
+                        MatRef::row_major(&b, k, n, n),
+                        0.5,
+                        bias,
+                        act,
+                        MatMut::row_major(&mut row, 1, n, n),
+                    )
+                    .unwrap();
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&row),
+                        bits(&whole[i * n..(i + 1) * n]),
+                        "{path} {m}×{k}×{n} row {i}"
+                    );
+                }
             }
-        }
-        // Column j of C = A·B alone, with A column-major (stored as Aᵀ, k × m).
-        let at: Vec<f32> = (0..k * m).map(|x| a[(x % m) * k + x / m]).collect();
-        let av = MatRef::row_major(&at, k, m, m).t();
-        let mut whole = c0.clone();
-        gemm_with(
-            &opts,
-            1.0,
-            av,
-            MatRef::row_major(&b, k, n, n),
-            0.0,
-            MatMut::row_major(&mut whole, m, n, n),
-        )
-        .unwrap();
-        for j in [0, 33, 69] {
-            let col: Vec<f32> = (0..k).map(|p| b[p * n + j]).collect();
-            let mut out = vec![0.0; m];
+            // Column j of C = A·B alone, with A column-major (stored as Aᵀ, k × m).
+            let at: Vec<f32> = (0..k * m).map(|x| a[(x % m) * k + x / m]).collect();
+            let av = MatRef::row_major(&at, k, m, m).t();
+            let mut whole = c0.clone();
             gemm_with(
                 &opts,
                 1.0,
                 av,
-                MatRef::row_major(&col, k, 1, 1),
+                MatRef::row_major(&b, k, n, n),
                 0.0,
-                MatMut::row_major(&mut out, m, 1, 1),
+                MatMut::row_major(&mut whole, m, n, n),
             )
             .unwrap();
-            for i in 0..m {
-                assert_eq!(
-                    out[i].to_bits(),
-                    whole[i * n + j].to_bits(),
-                    "{path} column {j}, row {i}"
-                );
+            for j in [0, n / 2, n - 1] {
+                let col: Vec<f32> = (0..k).map(|p| b[p * n + j]).collect();
+                let mut out = vec![0.0; m];
+                gemm_with(
+                    &opts,
+                    1.0,
+                    av,
+                    MatRef::row_major(&col, k, 1, 1),
+                    0.0,
+                    MatMut::row_major(&mut out, m, 1, 1),
+                )
+                .unwrap();
+                for i in 0..m {
+                    assert_eq!(
+                        out[i].to_bits(),
+                        whole[i * n + j].to_bits(),
+                        "{path} {m}×{k}×{n} column {j}, row {i}"
+                    );
+                }
             }
         }
     }

@@ -1,9 +1,10 @@
-//! Products of a few rows whose A is stored by rows and B by columns (`A·Bᵀ` of two row-major
-//! matrices: a linear layer's forward pass over a few samples with PyTorch's output × input
-//! weights, a Dense layer's input gradient `g·Wᵀ` at a small batch), as dot products: every
-//! element of C is the dot product of a row of A and a column of B, both contiguous along K, so
-//! the products are formed across K in vectors of 16 lanes, nothing packed or
-//! transposed.
+//! Products of a few rows whose B is stored by columns (`A·Bᵀ` of two row-major matrices: a
+//! linear layer's forward pass over a few samples with PyTorch's output × input weights, a
+//! Dense layer's input gradient `g·Wᵀ` at a small batch), and their transposes, products of a
+//! few columns whose A is stored by rows (a Dense layer of a few units over a wide input), as
+//! dot products: every element of C is the dot product of a row of A and a column of B, the
+//! many side read in place along K and the few side copied to rows where it is not stored so,
+//! so the products are formed across K in vectors of 16 lanes, nothing packed.
 //!
 //! The tiles vectorise across C's columns instead; for these layouts that means a copy of B
 //! into panels (the packed path) or of A and C transposed (`super::transposed_b`), for the few
@@ -15,30 +16,34 @@
 //! 31 → 88, 17 → 75, 21 → 57, 46 → 99, 8 → 27, 23 → 82, 22 → 77, 4×1024×3000 30 → 77
 //! (OpenBLAS 61, 31, 41, 20, 31, 36, 42, 17); the AVX2 kernels forced there, one thread
 //! 22 → 43, 13 → 33, 19 → 36, 22 → 41, 10 → 18, 15 → 34, 14 → 27, two threads 28 → 47,
-//! 15 → 50, 24 → 39, 28 → 41, 9 → 25, 20 → 46, 32 → 61. A row block holds all of a product's
-//! rows (4 × 4, 3 × 5 and 2 × 8 on AVX-512, so B's columns are read once: one thread 3×250×250
-//! 30 → 38, 3×2000×64 47 → 71 against 2 + 1 rows of 4 columns), the lanes of a block are
+//! 15 → 50, 24 → 39, 28 → 41, 9 → 25, 20 → 46, 32 → 61. Products of 2–4 columns, against the
+//! tiles (whose 16-wide edge tile had 2–4 useful lanes), one thread: 250×250×3 27 → 60,
+//! 1000×500×2 16 → 48, 784×784×3 24 → 49, 32×784×2 17 → 59, 64×512×4 37 → 87 (OpenBLAS 44, 45,
+//! 14, 39, 94); two threads 25 → 59, 25 → 80, 32 → 102, 10 → 33, 20 → 47 (OpenBLAS 40, 41, 22,
+//! 43, 57). Ablations, one thread, each in its own run: a row block holds all of a product's
+//! rows (4 × 4, 3 × 5 and 2 × 8 on AVX-512, so B's columns are read once: 3×250×250 30 → 38, 3×2000×64 47 → 71 against 2 + 1 rows of 4 columns), the lanes of a block are
 //! summed together (`Vector::dot_sums`: 4×256×500 57 → 84, 2×144×300 29 → 46 against one sum
 //! at a time) and the K tail is one more masked step (3×250×250 35 → 45, 3×300×300 40 → 68
-//! against the tail's products one by one after the lanes), each measured in its own run.
+//! against the tail's products one by one after the lanes).
 //! An earlier variant (same VM, its own run), which took up to 8 rows and K from 64 and summed
 //! each element's lanes alone, showed where the tiles' paths are as fast or faster: AVX-512
 //! 5×300×400 23 → 22, 8×192×500 34 → 30; AVX2 8×784×128 44 → 36, 6×128×500 25 → 18; below
 //! K = 128 the lanes' final sums weighed too much (8×100×300 31 → 16). So the dot form takes 2
-//! to [`DOT_ROWS`] rows over a K above 128 ([`takes`]), where the small products' path, whose
-//! choice depends on a measured price, never competes.
+//! to [`DOT_ROWS`] rows or columns over a K above 128 ([`takes`]), where the small products'
+//! path, whose choice depends on a measured price, never competes.
 //!
 //! The sums are the matrix–vector dot form's (`super::gemv`): lane `l` sums the products at
-//! `p ≡ l (mod 16)` in increasing `p` (the last `k mod 16` products too), the lanes are added
-//! in a fixed tree, then `alpha·sum + beta·C` in one rounding. So an element has the same bits
-//! wherever it lies in C, on any thread count and either instruction set, and in a one-row
-//! product of the same layout; not the bits the tiles give it in a product of more rows (as
-//! with the matrix–vector dot form).
+//! `p ≡ l (mod 16)` in increasing `p` (the last `k mod 16` products too, as one more step
+//! padded with zeros), the lanes are added in a fixed tree, then `alpha·sum + beta·C` in one
+//! rounding. So an element has the same bits wherever it lies in C, on any thread count and
+//! either instruction set, and in a one-row product (of 2–4 columns, or with B by columns: the
+//! matrix–vector path's dot form); not the bits the tiles give it in a product of more rows
+//! and columns.
 
 use super::config::SMALL;
 use super::in_place::hand_offs_worth;
 use super::price::HandOff;
-use super::problem::{Output, Problem};
+use super::problem::{Operand, Output, Problem};
 use crate::arch::DOT_SUMS;
 use crate::scratch::ALIGNED_A;
 use crate::team::run_parallel;
@@ -64,17 +69,19 @@ fn dot_kernel(isa: Isa, rows: usize) -> Option<DotColumns> {
 }
 
 /// Whether an `m × k · k × n` product takes the dot form on `isa`, by its shape and layout
-/// alone: 2 to [`DOT_ROWS`] rows and at least 2 columns of C, K above [`SMALL`] (so the small
-/// products' path, whose choice depends on the hand-off's measured price, never competes),
-/// A by rows (`a_cs` = 1), B by columns (`b_rs` = 1), and `isa` has a dot-form kernel. The
-/// fused optimizer step asks it too, to form its input gradient with the same bits.
+/// alone: K above [`SMALL`] (so the small products' path, whose choice depends on the
+/// hand-off's measured price, never competes), `isa` with a dot-form kernel, and either 2 to
+/// [`DOT_ROWS`] rows of C with B by columns (`b_rs` = 1; A copied to rows where it is not
+/// stored so), or 2 to [`DOT_ROWS`] columns of C with A by rows (`a_cs` = 1; formed as
+/// Cᵀ = Bᵀ·Aᵀ, B's few columns copied to rows where they are not stored so). The two are
+/// each other's transposes, so a product and its transpose (a column-major C) go alike; and
+/// each element is the dot form's sum of its row of A and column of B either way, so which of
+/// the two takes a product changes no bits. The fused optimizer step asks it too, to form its
+/// input gradient with the same bits.
 pub(crate) fn takes(isa: Isa, (m, k, n): (usize, usize, usize), a_cs: usize, b_rs: usize) -> bool {
-    (2..=DOT_ROWS).contains(&m)
-        && n >= 2
-        && k > SMALL
-        && a_cs == 1
-        && b_rs == 1
-        && dot_kernel(isa, m).is_some()
+    let few_rows = (2..=DOT_ROWS).contains(&m) && b_rs == 1;
+    let few_columns = (2..=DOT_ROWS).contains(&n) && a_cs == 1;
+    (few_rows || few_columns) && k > SMALL && dot_kernel(isa, DOT_ROWS).is_some()
 }
 
 /// `C ← alpha·A·B + beta·C` as dot products where [`takes`] says so and A is stored (not
@@ -85,6 +92,41 @@ pub(crate) fn try_dot_form(isa: Isa, prob: &Problem<'_>, threads: usize) -> bool
     if !takes(isa, (m, k, n), prob.a.cs, prob.b.rs) || prob.a_packer.is_some() {
         return false;
     }
+    if (2..=DOT_ROWS).contains(&m) && prob.b.rs == 1 {
+        return rows_of_a(isa, prob, threads);
+    }
+    // Few columns: Cᵀ = Bᵀ·Aᵀ, whose rows are B's columns and whose B is A by columns.
+    let transposed = Problem {
+        m: n,
+        n: m,
+        k,
+        alpha: prob.alpha,
+        a: Operand {
+            data: prob.b.data,
+            rs: prob.b.cs,
+            cs: prob.b.rs,
+        },
+        a_packer: None,
+        b: Operand {
+            data: prob.a.data,
+            rs: prob.a.cs,
+            cs: prob.a.rs,
+        },
+        beta: prob.beta,
+        c: Output {
+            ptr: prob.c.ptr,
+            rs: prob.c.cs,
+            cs: prob.c.rs,
+        },
+        epilogue: None,
+    };
+    rows_of_a(isa, &transposed, threads)
+}
+
+/// [`try_dot_form`] on a product of 2 to [`DOT_ROWS`] rows whose B is stored by columns (A
+/// stored by rows or not: it is copied to rows where it is not).
+fn rows_of_a(isa: Isa, prob: &Problem<'_>, threads: usize) -> bool {
+    let (m, n, k) = (prob.m, prob.n, prob.k);
     let Some(kernel) = dot_kernel(isa, m) else {
         return false;
     };
@@ -108,7 +150,8 @@ pub(crate) fn try_dot_form(isa: Isa, prob: &Problem<'_>, threads: usize) -> bool
         // pointer field alone.
         let c: Output = c;
         // SAFETY: columns edge(t)..edge(t + 1) of C belong to this task alone, and the view
-        // of C was checked, so every element they hold lies inside C's buffer.
+        // of C was checked, so every element they hold lies inside C's buffer; the kernel is
+        // `isa`'s, which the caller checked the CPU has.
         unsafe { columns(kernel, prob, c, edge(t)..edge(t + 1)) }
     };
     if tasks == 1 {
@@ -120,11 +163,13 @@ pub(crate) fn try_dot_form(isa: Isa, prob: &Problem<'_>, threads: usize) -> bool
     true
 }
 
-/// Columns `cols` of C, every row, `kernel.1` at a time, over A's rows where each starts on a
-/// cache line, else over a copy of them that does: the vector loads of A straddle two lines
-/// otherwise. On one Xeon VM (AVX-512), medians of 5 interleaved runs, 4×784×128 with B
-/// transposed (A's rows 16 bytes off a line) ran at 49 GFLOP/s in place and 58 over the copy on
-/// one thread, 66 and 78 on two; 3×2000×64 32 and 36, 51 and 56.
+/// Columns `cols` of C, every row, `kernel.1` at a time, over A's rows where each is stored
+/// so and starts on a cache line, else over a copy of them that does (each task its own: a
+/// copy that one thread made and another read had cost the transposed form's bands more than
+/// copying twice): the vector loads of A straddle two lines otherwise. On one Xeon VM
+/// (AVX-512), medians of 5 interleaved runs, 4×784×128 with B transposed (A's rows 16 bytes
+/// off a line) ran at 49 GFLOP/s in place and 58 over the copy on one thread, 66 and 78 on
+/// two; 3×2000×64 32 and 36, 51 and 56.
 ///
 /// # Safety
 /// Every element of C in `cols` lies inside C's buffer and no other thread touches them;
@@ -132,14 +177,21 @@ pub(crate) fn try_dot_form(isa: Isa, prob: &Problem<'_>, threads: usize) -> bool
 unsafe fn columns(kernel: DotColumns, prob: &Problem<'_>, c: Output, cols: std::ops::Range<usize>) {
     let (m, k, a) = (prob.m, prob.k, prob.a);
     const LINE_FLOATS: usize = 16;
-    if a.data.as_ptr().addr() % (4 * LINE_FLOATS) == 0 && a.rs % LINE_FLOATS == 0 {
+    if a.cs == 1 && a.data.as_ptr().addr() % (4 * LINE_FLOATS) == 0 && a.rs % LINE_FLOATS == 0 {
         // SAFETY: the caller's contract; A's rows are its checked view's.
         return unsafe { columns_over(kernel, prob, (a.data, a.rs), c, cols) };
     }
     let ld = k.next_multiple_of(LINE_FLOATS);
     ALIGNED_A.with(m * ld, m * ld, |copy| {
         for (i, row) in copy.chunks_exact_mut(ld).enumerate() {
-            row[..k].copy_from_slice(&a.data[i * a.rs..][..k]);
+            if a.cs == 1 {
+                row[..k].copy_from_slice(&a.data[i * a.rs..][..k]);
+            } else {
+                // A few columns of a B stored by rows, as rows (the few-columns case).
+                for (p, x) in row[..k].iter_mut().enumerate() {
+                    *x = a.data[i * a.rs + p * a.cs];
+                }
+            }
         }
         // SAFETY: the caller's contract; `copy` holds A's m rows of k, `ld` apart.
         unsafe { columns_over(kernel, prob, (copy, ld), c, cols) }
@@ -205,6 +257,7 @@ mod tests {
     use crate::gemm::problem::Operand;
     use crate::mat::{MatMut, MatRef};
     use crate::reference;
+    use crate::Threading;
 
     /// One product `C ← −0.75·A·B + beta·C` over rows `rows` of A (rows `lda` apart, B's
     /// columns `ldb` apart), C row-major from those rows of `c0`, by `path`; C after it.
@@ -336,6 +389,56 @@ mod tests {
         }
     }
 
+    /// Products that underflow below the smallest float leave −0 in a lane (a negative product
+    /// added to +0 in one rounding); the K tail's masked step and the matrix–vector path's
+    /// zero-padded one agree on it, and on infinities and NaN: each row has the bits of its
+    /// one-row product, for a K with a tail and one without.
+    #[test]
+    fn signed_zeros_and_specials_keep_the_bits_of_the_one_row_products() {
+        for isa in Isa::available() {
+            if dot_kernel(isa, 2).is_none() {
+                continue;
+            }
+            for k in [129, 135, 144, 159] {
+                let (m, n) = (3, 5);
+                let mut a = vec![-1e-30f32; m * k];
+                let b = vec![1e-30f32; n * k];
+                // Row 1 holds an infinity in the tail, row 2 a NaN in the first step.
+                a[k + k - 1] = f32::INFINITY;
+                a[2 * k + 3] = f32::NAN;
+                let c0 = vec![1.0f32; m * n];
+                let run = |rows: std::ops::Range<usize>| {
+                    let one_row = rows.len() == 1;
+                    product((n, k), (&a, k), (&b, k), 0.0, &c0, rows, |prob| {
+                        if one_row {
+                            try_gemv(isa, prob, 1)
+                        } else {
+                            try_dot_form(isa, prob, 1)
+                        }
+                    })
+                    .unwrap()
+                };
+                let whole = run(0..m);
+                // Row 0's lanes hold −0 each; a tail's padded step turns the unused lanes'
+                // into +0, and −0 + +0 = +0. Then C = −0.75·sum: +0 without a tail, −0 with.
+                let want = if k % 16 == 0 { 0 } else { 0x8000_0000 };
+                assert!(
+                    whole[..n].iter().all(|x| x.to_bits() == want),
+                    "{isa} k {k}: {:?}",
+                    &whole[..n]
+                );
+                for i in 0..m {
+                    let bits = |c: &[f32]| c.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&run(i..i + 1)),
+                        bits(&whole[i * n..(i + 1) * n]),
+                        "{isa} k {k}: row {i}"
+                    );
+                }
+            }
+        }
+    }
+
     /// What the dot form takes: 2 to DOT_ROWS rows, K above SMALL, A by rows, B by
     /// columns, an instruction set with a dot-form kernel.
     #[test]
@@ -392,5 +495,142 @@ mod tests {
         assert!(!takes_it(2, SMALL, k, by_columns), "a short K: the tiles'");
         assert!(!takes_it(2, k, k, (n, 1)), "B by rows: the tiles'");
         assert!(dot_kernel(Isa::Scalar, 2).is_none());
+        // 2 to DOT_ROWS columns with A by rows: any rows, any B.
+        for (m, n, b_rs) in [(1, 2, 2), (100, 4, 4), (3, 3, 1), (5000, 2, 7)] {
+            assert!(takes(isa, (m, k, n), 1, b_rs), "{m}×{k}×{n}");
+        }
+        assert!(
+            takes(isa, (3, k, 1), 7, 1),
+            "few rows: any A, one column too"
+        );
+        assert!(!takes(isa, (100, k, DOT_ROWS + 1), 1, 5), "more columns");
+        assert!(
+            !takes(isa, (100, k, 1), 1, 1),
+            "one column: the matrix-vector path's"
+        );
+        assert!(!takes(isa, (100, k, 4), 100, 4), "A by columns");
+        assert!(!takes(isa, (100, SMALL, 4), 1, 4), "a short K");
+        assert!(!takes(Isa::Scalar, (100, k, 4), 1, 4));
+    }
+
+    /// A product of 2 to DOT_ROWS columns with A by rows and B stored either way, C by rows or
+    /// by columns, padded strides, beta zero over NaNs and not: every element within the f64
+    /// reference's error bound; two threads give the bits of one; every row the bits of its
+    /// one-row product and every element those of its single dot product (the matrix–vector
+    /// path's), on both instruction sets with a dot-form kernel.
+    #[test]
+    fn a_few_columns_are_dot_products_too() {
+        use crate::{gemm_with, ExecOptions};
+        let mut value = values(11);
+        for isa in Isa::available() {
+            if dot_kernel(isa, 2).is_none() {
+                continue;
+            }
+            for (m, k, n) in [
+                (1, 129, 2),
+                (7, 300, 3),
+                (33, 1000, 4),
+                (300, 200, 2),
+                (5, 131, 4),
+            ] {
+                for (b_by_rows, c_by_rows, pad, beta) in [
+                    (true, true, 0, 0.0),
+                    (true, false, 3, 0.5),
+                    (false, true, 1, -1.25),
+                    (false, false, 0, 0.0),
+                ] {
+                    let lda = k + pad;
+                    let a: Vec<f32> = (0..m * lda).map(|_| value()).collect();
+                    let b: Vec<f32> = (0..k * n + 3 * k).map(|_| value()).collect();
+                    let bv = if b_by_rows {
+                        MatRef::row_major(&b, k, n, n + pad)
+                    } else {
+                        MatRef::row_major(&b, n, k, k + pad).t()
+                    };
+                    let av = MatRef::row_major(&a, m, k, lda);
+                    let c0: Vec<f32> = (0..m * n)
+                        .map(|i| {
+                            if beta == 0.0 && i % 3 == 0 {
+                                f32::NAN
+                            } else {
+                                value()
+                            }
+                        })
+                        .collect();
+                    let what = format!(
+                        "{isa} {m}×{k}×{n}, B by rows {b_by_rows}, C by rows {c_by_rows}, pad \
+                         {pad}, beta {beta}"
+                    );
+                    // C in the layout asked for, read back by rows.
+                    let run = |rows: std::ops::Range<usize>, threading: Threading| {
+                        let rows_n = rows.len();
+                        let mut c: Vec<f32> = if c_by_rows {
+                            c0[rows.start * n..rows.end * n].to_vec()
+                        } else {
+                            (0..rows_n * n)
+                                .map(|x| c0[(rows.start + x % rows_n) * n + x / rows_n])
+                                .collect()
+                        };
+                        let cv = if c_by_rows {
+                            MatMut::row_major(&mut c, rows_n, n, n)
+                        } else {
+                            MatMut::col_major(&mut c, rows_n, n, rows_n)
+                        };
+                        let opts = ExecOptions {
+                            threading,
+                            ..ExecOptions::with_isa(isa)
+                        };
+                        let a_rows = MatRef::row_major(&a[rows.start * lda..], rows_n, k, lda);
+                        gemm_with(&opts, -0.75, a_rows, bv, beta, cv).unwrap();
+                        if c_by_rows {
+                            c
+                        } else {
+                            (0..rows_n * n)
+                                .map(|x| c[(x % n) * rows_n + x / n])
+                                .collect()
+                        }
+                    };
+                    let ours = run(0..m, Threading::Single);
+                    let c_read: Vec<f32> = if beta == 0.0 {
+                        vec![0.0; m * n]
+                    } else {
+                        c0.clone()
+                    };
+                    let mut want = c_read.clone();
+                    reference::gemm(-0.75, av, bv, beta, MatMut::row_major(&mut want, m, n, n))
+                        .unwrap();
+                    let bound = reference::gemm_error_bound(
+                        -0.75,
+                        av,
+                        bv,
+                        beta,
+                        MatRef::row_major(&c_read, m, n, n),
+                    );
+                    for i in 0..m * n {
+                        let err = (ours[i] as f64 - want[i] as f64).abs();
+                        assert!(
+                            err <= bound[i],
+                            "{what}: element {i}: {} vs {}",
+                            ours[i],
+                            want[i]
+                        );
+                    }
+                    let bits = |c: &[f32]| c.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(2)
+                        .build()
+                        .unwrap();
+                    let two = pool.install(|| run(0..m, Threading::Rayon));
+                    assert_eq!(bits(&two), bits(&ours), "{what}: two threads");
+                    for i in [0, m / 2, m - 1] {
+                        assert_eq!(
+                            bits(&run(i..i + 1, Threading::Single)),
+                            bits(&ours[i * n..(i + 1) * n]),
+                            "{what}: row {i} alone"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

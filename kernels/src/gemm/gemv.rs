@@ -6,8 +6,8 @@
 //! Two loop forms cover every layout with a unit stride somewhere:
 //! * **dot**: output `r` is the dot product of the matrix's row `r` (unit stride along `p`) with
 //!   the vector: eight rows at a time (then four, then one), 16 lanes of partial sums each
-//!   (lane `l` the products at `p ≡ l (mod 16)`, the last `k mod 16` too), summed in a fixed
-//!   tree.
+//!   (lane `l` the products at `p ≡ l (mod 16)`, the last `k mod 16` too, as one more step
+//!   padded with zeros), summed in a fixed tree.
 //!   This order is not the microkernels': an output of a dot-form product (a one-column product
 //!   of a row-major A, a one-row product of a column-major B, a single dot product) has the same
 //!   bits in every such product, whatever its other dimension or the thread count, but not the
@@ -315,12 +315,21 @@ fn dot_rows_body<const FUSED: bool>(mat: &[f32], ld: usize, x: &[f32], sums: &mu
     }
 }
 
-/// The last `k mod LANES` products of a row into the first lanes, as one more step of the
-/// lanes' loop (the SIMD dot form loads them masked, its other lanes adding exact zeros,
-/// which leave a partial sum as it is: the lanes start at +0 and never hold −0).
+/// The last `k mod LANES` products of a row as one more step of the lanes' loop, over the
+/// row and the vector padded with zeros to a whole step (where `k mod LANES` is not 0): what
+/// the SIMD dot form computes with loads masked to the tail, bit for bit — a lane may hold −0
+/// (a negative product that underflows, added to +0 in one rounding), which the padding's
+/// +0·+0 turns into +0 on both.
 #[inline(always)]
 fn tail_into_lanes<const FUSED: bool>(row: &[f32], x: &[f32], acc: &mut [f32; LANES]) {
-    for ((acc, &m), &xp) in acc.iter_mut().zip(row).zip(x) {
+    if row.is_empty() {
+        return;
+    }
+    for (l, acc) in acc.iter_mut().enumerate() {
+        let (m, xp) = match (row.get(l), x.get(l)) {
+            (Some(&m), Some(&xp)) => (m, xp),
+            _ => (0.0, 0.0),
+        };
         *acc = fma::<FUSED>(m, xp, *acc);
     }
 }

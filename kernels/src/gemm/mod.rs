@@ -218,15 +218,18 @@ pub fn gemm_fused(
         apply_epilogue(&prob);
         return Ok(());
     }
+    // The dot form before the matrix–vector path: a one-row product of 2–4 columns over a deep
+    // K is its too, for the bits it has inside a product of more rows.
+    let (shape, a_cs, b_rs) = ((prob.m, prob.k, prob.n), prob.a.cs, prob.b.rs);
+    if dot_form::takes(isa, shape, a_cs, b_rs) && dot_form::try_dot_form(isa, &prob, threads()) {
+        apply_epilogue(&prob);
+        return Ok(());
+    }
     if (prob.m == 1 || prob.n == 1) && gemv::try_gemv(isa, &prob, threads()) {
         apply_epilogue(&prob);
         return Ok(());
     }
     if in_place::gemm_small(isa, &prob) {
-        return Ok(());
-    }
-    if prob.m <= dot_form::DOT_ROWS && dot_form::try_dot_form(isa, &prob, threads()) {
-        apply_epilogue(&prob);
         return Ok(());
     }
     driver::gemm_blocked(isa, &prob, threads());
