@@ -327,6 +327,37 @@ mod tests {
         path(&prob).then_some(c)
     }
 
+    /// Every element of `ours` (`C ← −0.75·A·B + beta·C` from `c0`, row-major) within the f64
+    /// reference's error bound; beta = 0 never reads C, so the reference gets zeros there
+    /// (where `c0` may hold NaNs).
+    fn within_the_reference(
+        what: &str,
+        ours: &[f32],
+        (av, bv): (MatRef<'_>, MatRef<'_>),
+        beta: f32,
+        c0: &[f32],
+    ) {
+        let (m, n) = (av.rows(), bv.cols());
+        let c_read: Vec<f32> = if beta == 0.0 {
+            vec![0.0; m * n]
+        } else {
+            c0.to_vec()
+        };
+        let mut want = c_read.clone();
+        reference::gemm(-0.75, av, bv, beta, MatMut::row_major(&mut want, m, n, n)).unwrap();
+        let bound =
+            reference::gemm_error_bound(-0.75, av, bv, beta, MatRef::row_major(&c_read, m, n, n));
+        for i in 0..m * n {
+            let err = (ours[i] as f64 - want[i] as f64).abs();
+            assert!(
+                err <= bound[i],
+                "{what}: element {i}: {} vs {}",
+                ours[i],
+                want[i]
+            );
+        }
+    }
+
     /// On both instruction sets with a dot-form kernel: every element within the f64
     /// reference's error bound, over 2–4 rows, widths that fill a block of columns and not, K
     /// with and without a tail past the lanes, A's rows and B's columns padded (their vector
@@ -377,31 +408,7 @@ mod tests {
 
                     let av = MatRef::row_major(&a, m, k, lda);
                     let bv = MatRef::row_major(&b, n, k, ldb).t();
-                    // beta = 0 never reads C: the reference gets zeros where C held NaNs.
-                    let c_read: Vec<f32> = if beta == 0.0 {
-                        vec![0.0; m * n]
-                    } else {
-                        c0.clone()
-                    };
-                    let mut want = c_read.clone();
-                    reference::gemm(-0.75, av, bv, beta, MatMut::row_major(&mut want, m, n, n))
-                        .unwrap();
-                    let bound = reference::gemm_error_bound(
-                        -0.75,
-                        av,
-                        bv,
-                        beta,
-                        MatRef::row_major(&c_read, m, n, n),
-                    );
-                    for i in 0..m * n {
-                        let err = (ours[i] as f64 - want[i] as f64).abs();
-                        assert!(
-                            err <= bound[i],
-                            "{what}: element {i}: {} vs {}",
-                            ours[i],
-                            want[i]
-                        );
-                    }
+                    within_the_reference(&what, &ours, (av, bv), beta, &c0);
 
                     let bits = |c: &[f32]| c.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&run(0..m, 2)), bits(&ours), "{what}: two threads");
@@ -619,30 +626,7 @@ mod tests {
                         }
                     };
                     let ours = run(0..m, Threading::Single);
-                    let c_read: Vec<f32> = if beta == 0.0 {
-                        vec![0.0; m * n]
-                    } else {
-                        c0.clone()
-                    };
-                    let mut want = c_read.clone();
-                    reference::gemm(-0.75, av, bv, beta, MatMut::row_major(&mut want, m, n, n))
-                        .unwrap();
-                    let bound = reference::gemm_error_bound(
-                        -0.75,
-                        av,
-                        bv,
-                        beta,
-                        MatRef::row_major(&c_read, m, n, n),
-                    );
-                    for i in 0..m * n {
-                        let err = (ours[i] as f64 - want[i] as f64).abs();
-                        assert!(
-                            err <= bound[i],
-                            "{what}: element {i}: {} vs {}",
-                            ours[i],
-                            want[i]
-                        );
-                    }
+                    within_the_reference(&what, &ours, (av, bv), beta, &c0);
                     let bits = |c: &[f32]| c.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     let pool = rayon::ThreadPoolBuilder::new()
                         .num_threads(2)
