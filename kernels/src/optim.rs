@@ -416,9 +416,9 @@ pub fn update_from_product(
     // once per call and shared by the blocks. Measured on a 2-core Xeon (AVX-512), Dense
     // 5408→128 at batch 32, one thread: 0.65 ms per step against 0.93 for the 45 blocks'
     // products (the same bits: each element is the same sum in the same order).
-    // Where the whole d = b·wᵀ would be formed as dot products (a batch of 2–4 over more than
-    // 128 units, A = b by rows), each block's columns of d are formed so too, b · w_blkᵀ,
-    // for the same bits; bᵀ is then not needed.
+    // Where the whole d = b·wᵀ would be formed as dot products (a batch of 2–4, or 2–4 inputs,
+    // over more than 128 units), each block's columns of d are formed so too, b · w_blkᵀ, for
+    // the same bits; bᵀ is then not needed.
     let dot_form_d = d.is_some()
         && crate::Backend::resolve(opts.backend)? == crate::Backend::Native
         && crate::gemm::dot_form::takes(update_isa, (m, n, k), b.col_stride(), 1);

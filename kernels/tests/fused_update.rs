@@ -251,6 +251,10 @@ fn training_shapes() {
         (32, 3, 300),
         (7, 2, 129),
         (3, 4, 500),
+        // One unit at a batch above 128: the weight gradient's last block of rows has 2–4
+        // (100 = 4·24 + 4, 27 = 24 + 3), whose one-column products must sum as the whole's.
+        (256, 100, 1),
+        (200, 27, 1),
         (0, 20, 3),
         (5, 7, 0),
     ] {

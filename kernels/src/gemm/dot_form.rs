@@ -71,15 +71,20 @@ fn dot_kernel(isa: Isa, rows: usize) -> Option<DotColumns> {
 /// Whether an `m × k · k × n` product takes the dot form on `isa`, by its shape and layout
 /// alone: K above [`SMALL`] (so the small products' path, whose choice depends on the
 /// hand-off's measured price, never competes), `isa` with a dot-form kernel, and either 2 to
-/// [`DOT_ROWS`] rows of C with B by columns (`b_rs` = 1; A copied to rows where it is not
-/// stored so), or 2 to [`DOT_ROWS`] columns of C with A by rows (`a_cs` = 1; formed as
-/// Cᵀ = Bᵀ·Aᵀ, B's few columns copied to rows where they are not stored so). The two are
-/// each other's transposes, so a product and its transpose (a column-major C) go alike; and
+/// [`DOT_ROWS`] rows and at least 2 columns of C with B by columns (`b_rs` = 1; A copied to
+/// rows where it is not stored so), or 2 to [`DOT_ROWS`] columns of C with A by rows (`a_cs`
+/// = 1; formed as Cᵀ = Bᵀ·Aᵀ, B's few columns copied to rows where they are not stored so).
+/// The two are each other's transposes, so a product and its transpose (a column-major C) go
+/// alike, but for one row of 2–4 columns written into a column-major C (left to the
+/// matrix–vector path there); and
 /// each element is the dot form's sum of its row of A and column of B either way, so which of
 /// the two takes a product changes no bits. The fused optimizer step asks it too, to form its
 /// input gradient with the same bits.
 pub(crate) fn takes(isa: Isa, (m, k, n): (usize, usize, usize), a_cs: usize, b_rs: usize) -> bool {
-    let few_rows = (2..=DOT_ROWS).contains(&m) && b_rs == 1;
+    // Not one column: a one-column product is the matrix–vector path's, whose axpy form (A not
+    // by rows) sums otherwise; the fused optimizer step's blocks of 2–4 rows of a one-unit
+    // layer's weight gradient must sum as the whole does.
+    let few_rows = (2..=DOT_ROWS).contains(&m) && n >= 2 && b_rs == 1;
     let few_columns = (2..=DOT_ROWS).contains(&n) && a_cs == 1;
     (few_rows || few_columns) && k > SMALL && dot_kernel(isa, DOT_ROWS).is_some()
 }
@@ -183,7 +188,7 @@ unsafe fn columns(kernel: DotColumns, prob: &Problem<'_>, c: Output, cols: std::
     }
     let ld = k.next_multiple_of(LINE_FLOATS);
     ALIGNED_A.with(m * ld, m * ld, |copy| {
-        if a.cs != 1 && a.rs == 1 {
+        if a.cs >= m && a.rs == 1 {
             // A few columns of a B stored by rows (the few-columns case): B's rows read in
             // order, each spread over the copy's rows.
             match m {
@@ -474,8 +479,9 @@ mod tests {
         }
     }
 
-    /// What the dot form takes: 2 to DOT_ROWS rows, K above SMALL, A by rows, B by
-    /// columns, an instruction set with a dot-form kernel.
+    /// What the dot form takes: K above SMALL, an instruction set with a dot-form kernel, and
+    /// 2 to DOT_ROWS rows (at least 2 columns) with B by columns, or 2 to DOT_ROWS columns with
+    /// A by rows.
     #[test]
     fn only_a_few_rows_over_a_deep_k_take_the_dot_form() {
         let Some(isa) = Isa::available()
@@ -534,9 +540,10 @@ mod tests {
         for (m, n, b_rs) in [(1, 2, 2), (100, 4, 4), (3, 3, 1), (5000, 2, 7)] {
             assert!(takes(isa, (m, k, n), 1, b_rs), "{m}×{k}×{n}");
         }
+        assert!(takes(isa, (3, k, 2), 7, 1), "few rows: any A");
         assert!(
-            takes(isa, (3, k, 1), 7, 1),
-            "few rows: any A, one column too"
+            !takes(isa, (3, k, 1), 7, 1),
+            "one column: the matrix-vector path's"
         );
         assert!(!takes(isa, (100, k, DOT_ROWS + 1), 1, 5), "more columns");
         assert!(
@@ -546,6 +553,42 @@ mod tests {
         assert!(!takes(isa, (100, k, 4), 100, 4), "A by columns");
         assert!(!takes(isa, (100, SMALL, 4), 1, 4), "a short K");
         assert!(!takes(Isa::Scalar, (100, k, 4), 1, 4));
+    }
+
+    /// B's few columns with strides the API accepts but the copy's fast path does not take: a
+    /// column stride of 0 (every column the same) and columns overlapping (stride 1 with rows
+    /// 2 apart), against the f64 reference.
+    #[test]
+    fn a_few_columns_with_odd_strides() {
+        use crate::{gemm_with, ExecOptions};
+        let mut value = values(23);
+        let (m, k, n) = (9, 200, 3);
+        let a: Vec<f32> = (0..m * k).map(|_| value()).collect();
+        let b: Vec<f32> = (0..2 * k + n).map(|_| value()).collect();
+        for isa in Isa::available() {
+            for (rs, cs) in [(1, 0), (2, 1), (0, 1)] {
+                let bv = MatRef::strided(&b, k, n, rs, cs);
+                let av = MatRef::row_major(&a, m, k, k);
+                let c0 = vec![0.5f32; m * n];
+                let mut ours = c0.clone();
+                gemm_with(
+                    &ExecOptions::with_isa(isa),
+                    -0.75,
+                    av,
+                    bv,
+                    1.0,
+                    MatMut::row_major(&mut ours, m, n, n),
+                )
+                .unwrap();
+                within_the_reference(
+                    &format!("{isa} B strides {rs}, {cs}"),
+                    &ours,
+                    (av, bv),
+                    1.0,
+                    &c0,
+                );
+            }
+        }
     }
 
     /// A product of 2 to DOT_ROWS columns with A by rows and B stored either way, C by rows or
@@ -576,7 +619,14 @@ mod tests {
                 ] {
                     let lda = k + pad;
                     let a: Vec<f32> = (0..m * lda).map(|_| value()).collect();
-                    let b: Vec<f32> = (0..k * n + 3 * k).map(|_| value()).collect();
+                    // B's slice ends at its last element (the copy of its columns reads to
+                    // the very end).
+                    let b_len = if b_by_rows {
+                        (k - 1) * (n + pad) + n
+                    } else {
+                        (n - 1) * (k + pad) + k
+                    };
+                    let b: Vec<f32> = (0..b_len).map(|_| value()).collect();
                     let bv = if b_by_rows {
                         MatRef::row_major(&b, k, n, n + pad)
                     } else {
@@ -625,8 +675,29 @@ mod tests {
                                 .collect()
                         }
                     };
+                    assert!(takes(isa, (m, k, n), 1, bv.row_stride()), "{what}");
                     let ours = run(0..m, Threading::Single);
                     within_the_reference(&what, &ours, (av, bv), beta, &c0);
+                    // An element alone: one dot product, the matrix–vector path's.
+                    for (i, j) in [(0, 0), (m - 1, n - 1), (m / 2, 1)] {
+                        let mut one = [c0[i * n + j]];
+                        let column =
+                            MatRef::strided(&b[j * bv.col_stride()..], k, 1, bv.row_stride(), 1);
+                        gemm_with(
+                            &ExecOptions::with_isa(isa),
+                            -0.75,
+                            MatRef::row_major(&a[i * lda..], 1, k, k),
+                            column,
+                            beta,
+                            MatMut::row_major(&mut one, 1, 1, 1),
+                        )
+                        .unwrap();
+                        assert_eq!(
+                            one[0].to_bits(),
+                            ours[i * n + j].to_bits(),
+                            "{what}: element ({i}, {j}) alone"
+                        );
+                    }
                     let bits = |c: &[f32]| c.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     let pool = rayon::ThreadPoolBuilder::new()
                         .num_threads(2)
