@@ -45,6 +45,7 @@ use super::in_place::hand_offs_worth;
 use super::price::HandOff;
 use super::problem::{Operand, Output, Problem};
 use crate::arch::DOT_SUMS;
+use crate::dispatch::per_isa;
 use crate::scratch::ALIGNED_A;
 use crate::team::run_parallel;
 use crate::Isa;
@@ -157,7 +158,7 @@ fn rows_of_a(isa: Isa, prob: &Problem<'_>, threads: usize) -> bool {
         // SAFETY: columns edge(t)..edge(t + 1) of C belong to this task alone, and the view
         // of C was checked, so every element they hold lies inside C's buffer; the kernel is
         // `isa`'s, which the caller checked the CPU has.
-        unsafe { columns(kernel, prob, c, edge(t)..edge(t + 1)) }
+        unsafe { columns(isa, kernel, prob, c, edge(t)..edge(t + 1)) }
     };
     if tasks == 1 {
         handoff.ran_alone(threads, |awake_cost| tasks_at(awake_cost) > 1);
@@ -179,7 +180,13 @@ fn rows_of_a(isa: Isa, prob: &Problem<'_>, threads: usize) -> bool {
 /// # Safety
 /// Every element of C in `cols` lies inside C's buffer and no other thread touches them;
 /// `kernel` is `isa`'s, which the CPU has.
-unsafe fn columns(kernel: DotColumns, prob: &Problem<'_>, c: Output, cols: std::ops::Range<usize>) {
+unsafe fn columns(
+    isa: Isa,
+    kernel: DotColumns,
+    prob: &Problem<'_>,
+    c: Output,
+    cols: std::ops::Range<usize>,
+) {
     let (m, k, a) = (prob.m, prob.k, prob.a);
     const LINE_FLOATS: usize = 16;
     if a.cs == 1 && a.data.as_ptr().addr() % (4 * LINE_FLOATS) == 0 && a.rs % LINE_FLOATS == 0 {
@@ -191,11 +198,8 @@ unsafe fn columns(kernel: DotColumns, prob: &Problem<'_>, c: Output, cols: std::
         if a.cs >= m && a.rs == 1 {
             // A few columns of a B stored by rows (the few-columns case): B's rows read in
             // order, each spread over the copy's rows.
-            match m {
-                2 => spread_rows::<2>(a, k, copy, ld),
-                3 => spread_rows::<3>(a, k, copy, ld),
-                _ => spread_rows::<4>(a, k, copy, ld),
-            }
+            // SAFETY: the CPU has `isa` (the caller's contract).
+            unsafe { spread::run(isa, a, k, copy, ld, m) }
         } else {
             for (i, row) in copy.chunks_exact_mut(ld).enumerate() {
                 if a.cs == 1 {
@@ -212,11 +216,30 @@ unsafe fn columns(kernel: DotColumns, prob: &Problem<'_>, c: Output, cols: std::
     })
 }
 
-/// Copies the `M` rows of `a` (unit row stride: element `(i, p)` at `p·cs + i`) to `copy`'s
-/// rows, `ld` apart. Where B's rows hold just its `M` columns (`cs` = `M`) each row of the copy
-/// takes every `M`-th float, a stride the compiler knows: the copy of 32×784×2's two columns
-/// had taken 38 % of its time element by element.
-fn spread_rows<const M: usize>(a: Operand<'_>, k: usize, copy: &mut [f32], ld: usize) {
+/// Copies the `m` rows of `a` (unit row stride: element `(i, p)` at `p·cs + i`, `cs` ≥ `m`)
+/// to `copy`'s rows, `ld` apart, compiled for the instruction set (the strided loads and the
+/// stores in its vectors). Where B's rows hold just its `m` columns (`cs` = `m`) each row of
+/// the copy takes every `m`-th float, a stride the compiler knows: the copy of 32×784×2's two
+/// columns had taken 38 % of its time element by element.
+#[inline(always)]
+fn spread_rows(a: Operand<'_>, k: usize, copy: &mut [f32], ld: usize, m: usize) {
+    match m {
+        2 => spread_rows_of::<2>(a, k, copy, ld),
+        3 => spread_rows_of::<3>(a, k, copy, ld),
+        _ => spread_rows_of::<4>(a, k, copy, ld),
+    }
+}
+
+per_isa!(
+    spread,
+    spread_rows,
+    spread_rows,
+    (a: Operand<'_>, k: usize, copy: &mut [f32], ld: usize, m: usize)
+);
+
+/// [`spread_rows`] for `M` rows.
+#[inline(always)]
+fn spread_rows_of<const M: usize>(a: Operand<'_>, k: usize, copy: &mut [f32], ld: usize) {
     debug_assert_eq!(a.rs, 1);
     for (i, row) in copy.chunks_exact_mut(ld).take(M).enumerate() {
         if a.cs == M {
