@@ -312,7 +312,6 @@ mod tests {
     use crate::gemm::gemv::try_gemv;
     use crate::gemm::problem::Operand;
     use crate::mat::{MatMut, MatRef};
-    use crate::reference;
     use crate::Threading;
 
     /// One product `C ← −0.75·A·B + beta·C` over rows `rows` of A (rows `lda` apart, B's
@@ -365,25 +364,19 @@ mod tests {
         beta: f32,
         c0: &[f32],
     ) {
-        let (m, n) = (av.rows(), bv.cols());
         let c_read: Vec<f32> = if beta == 0.0 {
-            vec![0.0; m * n]
+            vec![0.0; c0.len()]
         } else {
             c0.to_vec()
         };
-        let mut want = c_read.clone();
-        reference::gemm(-0.75, av, bv, beta, MatMut::row_major(&mut want, m, n, n)).unwrap();
-        let bound =
-            reference::gemm_error_bound(-0.75, av, bv, beta, MatRef::row_major(&c_read, m, n, n));
-        for i in 0..m * n {
-            let err = (ours[i] as f64 - want[i] as f64).abs();
-            assert!(
-                err <= bound[i],
-                "{what}: element {i}: {} vs {}",
-                ours[i],
-                want[i]
-            );
-        }
+        crate::gemm::driver::tests::within_the_reference(
+            what,
+            ours,
+            -0.75,
+            (av, bv),
+            beta,
+            &c_read,
+        );
     }
 
     /// On both instruction sets with a dot-form kernel: every element within the f64

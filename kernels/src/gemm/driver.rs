@@ -617,8 +617,7 @@ pub(super) mod tests {
         value: &mut impl FnMut() -> f32,
         run: impl Fn(&Problem<'_>),
     ) {
-        use crate::mat::{MatMut, MatRef};
-        use crate::reference;
+        use crate::mat::MatRef;
         let a: Vec<f32> = (0..m * k).map(|_| value()).collect();
         let b: Vec<f32> = (0..k * n).map(|_| value()).collect();
         let c0: Vec<f32> = (0..m * n).map(|_| value()).collect();
@@ -654,15 +653,32 @@ pub(super) mod tests {
             epilogue: None,
         });
         let bv = MatRef::row_major(&b, k, n, n);
-        let mut want = c0.clone();
+        let what = format!("{what}, {m}×{n}×{k}");
+        within_the_reference(&what, &ours, alpha, (av, bv), beta, &c0);
+    }
+
+    /// Every element of `ours` (`C ← alpha·A·B + beta·C` from `c0`, row-major) within the f64
+    /// reference's error bound.
+    pub(crate) fn within_the_reference(
+        what: &str,
+        ours: &[f32],
+        alpha: f32,
+        (av, bv): (crate::mat::MatRef<'_>, crate::mat::MatRef<'_>),
+        beta: f32,
+        c0: &[f32],
+    ) {
+        use crate::mat::{MatMut, MatRef};
+        use crate::reference;
+        let (m, n) = (av.rows(), bv.cols());
+        let mut want = c0.to_vec();
         reference::gemm(alpha, av, bv, beta, MatMut::row_major(&mut want, m, n, n)).unwrap();
         let bound =
-            reference::gemm_error_bound(alpha, av, bv, beta, MatRef::row_major(&c0, m, n, n));
+            reference::gemm_error_bound(alpha, av, bv, beta, MatRef::row_major(c0, m, n, n));
         for i in 0..m * n {
             let err = (ours[i] as f64 - want[i] as f64).abs();
             assert!(
                 err <= bound[i],
-                "{what}, {m}×{n}×{k}: element {i}: {} vs {}",
+                "{what}: element {i}: {} vs {}",
                 ours[i],
                 want[i]
             );
