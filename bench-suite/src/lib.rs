@@ -10,6 +10,8 @@ pub mod machine;
 pub mod peers;
 pub mod plots;
 pub mod programs;
+pub mod readme;
 pub mod report;
+pub mod targets;
 pub mod timing;
 pub mod training;

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::gemm_bench::{Measurement, Shape, FMA_PEAK, READ_OPERANDS};
-use crate::layers_bench::{layers_markdown, LayersReport};
-use crate::training::{training_markdown, TrainingReport};
+use crate::layers_bench::LayersReport;
+use crate::training::TrainingReport;
 
 /// Bumped whenever a field is renamed or removed.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -333,7 +333,8 @@ impl GemmReport {
 }
 
 /// What a shape's `:at` / `:bt` suffix means, on the pages of a run that measured such shapes.
-const TRANSPOSED_NOTE: &str = "Shapes labelled `:at` have A stored transposed (held as its K × M \
+pub(crate) const TRANSPOSED_NOTE: &str =
+    "Shapes labelled `:at` have A stored transposed (held as its K × M \
      transpose, row-major, and read by columns), `:bt` B (held as N × K); every library reads \
      them so, LIBXSMM excepted (row-major products only).\n";
 
@@ -476,61 +477,6 @@ pub struct Results {
     pub gemm: Option<GemmReport>,
     pub layers: Option<LayersReport>,
     pub training: Option<TrainingReport>,
-}
-
-/// `results/README.md`: the headline tables of a run, as ratios against the peers.
-pub fn results_markdown(r: &Results, json_name: &str) -> String {
-    let mut out = format!(
-        "# Results: ours against the peers, one run\n\n{} · {} ({} cores) · our path {} · \
-         kernels {}. Raw data: [`{json_name}`]({json_name}).\n\n\
-         These VMs vary up to 2× between runs: read the same-run ratios, not absolute figures.\n\n",
-        r.date_utc, r.machine.cpu, r.machine.cores, r.machine.best_isa, r.machine.kernels_version
-    );
-    out += &r.machine.setup_markdown();
-    out += "\n";
-    out += "## The machine\n\n| threads | FMA peak GFLOP/s | memory bandwidth GB/s |\n|---:|---:|---:|\n";
-    for (t, p) in &r.machine_perf.fma_peak_gflops {
-        let bw = r
-            .machine_perf
-            .memory_bandwidth_gbs
-            .iter()
-            .find(|(bt, _)| bt == t)
-            .map_or("—".into(), |(_, b)| format!("{b:.1}"));
-        out += &format!("| {t} | {p:.0} | {bw} |\n");
-    }
-    if let Some(t) = &r.training {
-        out += "\n";
-        out += &training_markdown(t);
-        out += "\n![seconds per epoch, Fashion-MNIST](plots/train-fashion.png)\n\n\
-                ![seconds per epoch, MNIST](plots/train-mnist.png)\n";
-    }
-    if let Some(l) = &r.layers {
-        out += "\n";
-        out += &layers_markdown(l);
-    }
-    if let Some(g) = &r.gemm {
-        out += "\n## GEMM (f32), ours ÷ OpenBLAS and ÷ the best peer, same run\n\n\
-                | M×K×N | threads | ours GFLOP/s | ÷ OpenBLAS | ÷ best peer (which) | of FMA peak |\n\
-                |---|---:|---:|---:|---:|---:|\n";
-        for row in &g.summary {
-            out += &format!(
-                "| {} | {} | {:.1} | {:.2} | {:.2} ({}) | {} |\n",
-                row.shape,
-                row.threads,
-                row.ours_gflops,
-                row.ours_over_openblas,
-                row.ours_over_best_peer,
-                row.best_peer,
-                row.fraction_of_limit()
-            );
-        }
-        if g.summary.iter().any(|r| r.shape.contains(':')) {
-            out += &format!("\n{TRANSPOSED_NOTE}");
-        }
-        out += "\nEvery library per shape: [gemm.md](gemm.md).\n\n\
-                ![GEMM, 1 thread](plots/gemm-1-thread.png)\n\n![GEMM, 2 threads](plots/gemm-2-threads.png)\n";
-    }
-    out
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 
 use bench_suite::gemm_bench::{all_shapes, Library, READ_OPERANDS};
 use bench_suite::programs::PROGRAMS;
-use bench_suite::report::{gemm_markdown, results_markdown, GemmReport, Results, SCHEMA_VERSION};
+use bench_suite::readme::results_markdown;
+use bench_suite::report::{gemm_markdown, GemmReport, Results, SCHEMA_VERSION};
 
 fn results_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../results"))

@@ -27,9 +27,10 @@ use std::process::{Command, Stdio};
 use bench_suite::gemm_bench::{all_shapes, measure_shape, Library, Measurement, Shape, FMA_PEAK};
 use bench_suite::peers::{DEFAULT_FRAMEWORKS, FRAMEWORKS};
 use bench_suite::programs::{Program, PROGRAMS};
+use bench_suite::readme::results_markdown;
 use bench_suite::report::{
-    gemm_markdown, results_markdown, utc_date_now, GemmChildReport, GemmReport, MachineInfo,
-    MachinePerf, Results, SCHEMA_VERSION,
+    gemm_markdown, utc_date_now, GemmChildReport, GemmReport, MachineInfo, MachinePerf, Results,
+    SCHEMA_VERSION,
 };
 use bench_suite::training::{self, TrainingReport};
 use kernels::Isa;
