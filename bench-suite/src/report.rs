@@ -479,6 +479,29 @@ pub struct Results {
     pub training: Option<TrainingReport>,
 }
 
+/// A machine for the tests of the pages' rendering: two cores, AVX2 our best path, nothing
+/// else detected.
+#[cfg(test)]
+impl MachineInfo {
+    pub(crate) fn for_tests() -> MachineInfo {
+        MachineInfo {
+            cpu: "test".into(),
+            cores: 2,
+            host: "test".into(),
+            best_isa: "avx2".into(),
+            available_isas: vec!["avx2".into()],
+            kernels_version: "0".into(),
+            blis: None,
+            caches: None,
+            gemm_blocking: vec![],
+            openblas_coretype: None,
+            openblas_core: None,
+            openblas_picked: None,
+            libxsmm: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,24 +524,6 @@ mod tests {
         }
     }
 
-    fn avx2_machine() -> MachineInfo {
-        MachineInfo {
-            cpu: "test".into(),
-            cores: 2,
-            host: "test".into(),
-            best_isa: "avx2".into(),
-            available_isas: vec!["avx2".into()],
-            kernels_version: "0".into(),
-            blis: None,
-            caches: None,
-            gemm_blocking: vec![],
-            openblas_coretype: None,
-            openblas_core: None,
-            openblas_picked: None,
-            libxsmm: None,
-        }
-    }
-
     #[test]
     fn a_peak_is_only_ever_raised() {
         let mut perf = MachinePerf {
@@ -537,7 +542,7 @@ mod tests {
 
     #[test]
     fn the_fraction_of_peak_divides_by_the_runs_best_peak_measurement() {
-        let machine = avx2_machine();
+        let machine = MachineInfo::for_tests();
         // 1 thread: the child's own peak (80) was low, the machine table's (120) counts;
         // 2 threads: the child's (150) beats the table's (100); 3 threads: only the child's.
         let runs = vec![child(1, Some(80.0)), child(2, Some(150.0)), child(3, None)];
@@ -564,7 +569,7 @@ mod tests {
         peak.library = FMA_PEAK.into();
         peak.gflops_median = 75.0;
         run.measurements.push(peak);
-        let report = GemmReport::new(avx2_machine(), 3, vec![run], &[(1, 120.0)], &[]);
+        let report = GemmReport::new(MachineInfo::for_tests(), 3, vec![run], &[(1, 120.0)], &[]);
         let row = &report.summary[0];
         // ours-avx2 at 60 over the same rounds' 75, not the run-wide best 120; the peak loop is
         // no peer.
@@ -579,7 +584,7 @@ mod tests {
 
     #[test]
     fn vector_products_divide_by_the_rate_of_reading_their_bytes() {
-        let machine = avx2_machine();
+        let machine = MachineInfo::for_tests();
         let shape = Shape::new(1000, 1000, 1);
         // 2 GFLOP/s over 2·10⁶ flops and 4.004·10⁶ bytes: 4.004 GB/s of the operands; reading
         // them alone ran at 4 GFLOP/s of the product.

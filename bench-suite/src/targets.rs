@@ -260,24 +260,6 @@ mod tests {
         }
     }
 
-    fn machine() -> MachineInfo {
-        MachineInfo {
-            cpu: "test".into(),
-            cores: 2,
-            host: "test".into(),
-            best_isa: "avx2".into(),
-            available_isas: vec!["avx2".into()],
-            kernels_version: "0".into(),
-            blis: None,
-            caches: None,
-            gemm_blocking: vec![],
-            openblas_coretype: None,
-            openblas_core: None,
-            openblas_picked: None,
-            libxsmm: None,
-        }
-    }
-
     /// One thread: 64³ ours 90 against LIBXSMM 100 (0.90, the target's edge) and OpenBLAS 80;
     /// 1024³ ours 180 against OpenBLAS 150 at a peak of 200 (90 %); a one-column product at
     /// twice OpenBLAS's speed. Two threads: 64³ ours 80 against LIBXSMM 100 and 1024³ 300
@@ -316,7 +298,13 @@ mod tests {
         };
         // Bandwidth 20 GB/s on one thread: the column product moves 4·(4096² + 4096) bytes per
         // 2·4096² flops, so 10 GFLOP/s is 20.0 GB/s: 100 %.
-        GemmReport::new(machine(), 3, vec![one, two], &[], &[(1, 20.0)])
+        GemmReport::new(
+            MachineInfo::for_tests(),
+            3,
+            vec![one, two],
+            &[],
+            &[(1, 20.0)],
+        )
     }
 
     fn find<'a>(targets: &'a [Target], starts: &str) -> &'a Target {
