@@ -35,6 +35,12 @@ pub struct TrainRun {
     /// Where the run's time went (`nn::anatomy`), as the example printed it.
     #[serde(default)]
     pub anatomy: Option<RunAnatomy>,
+    /// The FMA peak on the run's threads as the report measured it right before this program's
+    /// first run and right after its last, the better of the two: the machine's speed in this
+    /// program's phase of a run (absent where the report did not measure it, and in reports
+    /// before it did).
+    #[serde(default)]
+    pub fma_peak_beside_gflops: Option<f64>,
 }
 
 /// Where one run's training time went ([`TrainRun::anatomy`]).
@@ -180,6 +186,10 @@ pub struct TrainSummaryRow {
     pub roofline: Option<Roofline>,
     #[serde(default)]
     pub ours_vs_limit: Option<f64>,
+    /// Our epoch time ÷ the limit at the peak measured beside the program
+    /// ([`TrainRun::fma_peak_beside_gflops`]) instead of the run's best.
+    #[serde(default)]
+    pub ours_vs_limit_beside: Option<f64>,
     /// Our batch-1000 inference: useful FLOP/s ÷ the FMA peak.
     #[serde(default)]
     pub inference_fraction_of_peak: Option<f64>,
@@ -352,6 +362,17 @@ impl TrainingReport {
                     .cost
                     .zip(limits)
                     .map(|(c, m)| c.roofline(r.batch_size as u64, &m));
+                let limit_beside =
+                    r.cost
+                        .zip(limits)
+                        .zip(r.fma_peak_beside_gflops)
+                        .map(|((c, m), peak)| {
+                            let beside = MachineLimits {
+                                fma_peak_gflops: peak,
+                                ..m
+                            };
+                            c.roofline(r.batch_size as u64, &beside).limit_epoch_s
+                        });
                 let inference_fraction_of_peak = r.cost.zip(limits).map(|(c, m)| {
                     r.inference_images_per_s * c.forward_flops_per_sample as f64
                         / (m.fma_peak_gflops * 1e9)
@@ -386,6 +407,7 @@ impl TrainingReport {
                     keras_epochs: keras.as_ref().and_then(|k| k.epochs),
                     torch_epochs: torch.as_ref().and_then(|t| t.epochs),
                     ours_vs_limit: roofline.map(|l| r.epoch_s_median / l.limit_epoch_s),
+                    ours_vs_limit_beside: limit_beside.map(|l| r.epoch_s_median / l),
                     roofline,
                     inference_fraction_of_peak,
                 }
@@ -476,10 +498,15 @@ pub fn training_markdown(t: &TrainingReport) -> String {
              per weight per step; activations, pooling and normalisation count nothing. Bytes: the \
              training and validation inputs read once, plus the optimizer's weights, gradients and \
              state per step where they exceed the last-level cache ({:.0} MiB). Inference: the \
-             batch-1000 forward pass's useful FLOP/s ÷ the peak.\n\n\
+             batch-1000 forward pass's useful FLOP/s ÷ the peak. At the peak beside it: the same \
+             limit with the peak measured right before the program's first run and right after \
+             its last (the better of the two), where the run measured it — on a machine whose \
+             speed swings within a run, the program against the machine's speed in its own \
+             phase.\n\n\
              | program | data | GFLOP/epoch | GB/epoch | limit s/epoch | ours s/epoch | ours ÷ limit \
-             | inference, % of peak | largest parts of our time ([anatomy](anatomy.md)) |\n\
-             |---|---|---:|---:|---:|---:|---:|---:|---|\n",
+             | ours ÷ limit at the peak beside it (GFLOP/s) | inference, % of peak | largest parts of our \
+             time ([anatomy](anatomy.md)) |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
             m.fma_peak_gflops,
             m.memory_bandwidth_gbs,
             t.threads,
@@ -501,8 +528,13 @@ pub fn training_markdown(t: &TrainingReport) -> String {
                 .map_or("—".into(), |a| {
                     largest_parts(a, Some(m.fma_peak_gflops), 3)
                 });
+            let beside_peak = t
+                .runs
+                .iter()
+                .find(|run| run.program == r.program && run.dataset == r.dataset)
+                .and_then(|run| run.fma_peak_beside_gflops);
             out += &format!(
-                "| {} | {} | {:.1} | {:.2} | {:.3} | {:.3} | {} | {} | {parts} |\n",
+                "| {} | {} | {:.1} | {:.2} | {:.3} | {:.3} | {} | {} | {} | {parts} |\n",
                 r.program,
                 r.dataset,
                 l.epoch_gflop,
@@ -510,6 +542,9 @@ pub fn training_markdown(t: &TrainingReport) -> String {
                 l.limit_epoch_s,
                 r.ours_epoch_s,
                 r.ours_vs_limit.map_or("—".into(), |v| format!("{v:.1}×")),
+                r.ours_vs_limit_beside
+                    .zip(beside_peak)
+                    .map_or("—".into(), |(v, p)| format!("{v:.1}× ({p:.0})")),
                 r.inference_fraction_of_peak
                     .map_or("—".into(), |v| format!("{:.0} %", 100.0 * v)),
             );
@@ -680,6 +715,7 @@ mod tests {
             inference_images_per_s: 1e5,
             cost: None,
             anatomy: None,
+            fma_peak_beside_gflops: None,
         }
     }
 
@@ -802,7 +838,20 @@ mod tests {
         assert!((row.inference_fraction_of_peak.unwrap() - 1.0).abs() < 1e-12);
         let md = training_markdown(&t);
         assert!(
-            md.contains("| A | mnist | 190.0 | 0.22 | 1.900 | 3.800 | 2.0× | 100 % |"),
+            md.contains("| A | mnist | 190.0 | 0.22 | 1.900 | 3.800 | 2.0× | — | 100 % |"),
+            "{md}"
+        );
+        // The peak measured beside the program, half the run's best: its limit twice as long
+        // (the arithmetic bounds this epoch), our epoch 1.0× of it.
+        let mut beside = t.runs[0].clone();
+        beside.fma_peak_beside_gflops = Some(50.0);
+        let t = TrainingReport::new(2, vec![beside], vec![], Some(m));
+        let row = &t.summary[0];
+        assert!((row.ours_vs_limit_beside.unwrap() - 3.8 / 3.800_375).abs() < 1e-9);
+        assert!((row.ours_vs_limit.unwrap() - 3.8 / 1.900_187_5).abs() < 1e-9);
+        let md = training_markdown(&t);
+        assert!(
+            md.contains("| A | mnist | 190.0 | 0.22 | 1.900 | 3.800 | 2.0× | 1.0× (50) | 100 % |"),
             "{md}"
         );
     }

@@ -649,6 +649,13 @@ fn run_training(args: &Args, perf: &mut MachinePerf) -> TrainingReport {
     let data_dirs = [("mnist", mnist_dir.clone()), ("fashion", fashion_dir)];
     let mut runs = vec![];
     let mut peers = vec![];
+    // The peak before the first program and after each: the limits divide by the best of the
+    // run's, and each program's second limit by the better of the two measured beside it.
+    let peak_now = || bench_peers::peak::fma_peak_gflops(Isa::best(), threads, 3).ok();
+    let mut peak_before = peak_now();
+    if let Some(p) = peak_before {
+        perf.raise_peak(threads, p);
+    }
     // Program by program, ours and the peers interleaved (ours, each peer, ours again), so a
     // slow phase of a shared machine falls on every framework of the program alike.
     for (i, (p, ds)) in jobs.iter().enumerate() {
@@ -669,16 +676,21 @@ fn run_training(args: &Args, perf: &mut MachinePerf) -> TrainingReport {
             peers.extend(runner.run(p, ds, threads, args.epochs, &data_dirs));
         }
         ours.extend((before..training::RUNS_OF_OURS).map(|_| ours_once()));
-        let r = training::merge_runs(p, ds, ours).unwrap_or_else(|e| fail(e));
+        let mut r = training::merge_runs(p, ds, ours).unwrap_or_else(|e| fail(e));
+        let peak_after = peak_now();
+        if let Some(p) = peak_after {
+            perf.raise_peak(threads, p);
+        }
+        r.fma_peak_beside_gflops = [peak_before, peak_after]
+            .into_iter()
+            .flatten()
+            .reduce(f64::max);
+        peak_before = peak_after;
         eprintln!(
             "report:   ours {:.3} s/epoch, test accuracy {:.4}, peak RSS {:.0} MiB",
             r.epoch_s_median, r.test_accuracy, r.peak_rss_mib
         );
         runs.push(r);
-        // The peak again between programs: the limits divide by the best of the run's.
-        if let Ok(p) = bench_peers::peak::fma_peak_gflops(Isa::best(), threads, 3) {
-            perf.raise_peak(threads, p);
-        }
     }
     peers.extend(bench_suite::peers::recorded_peers(&args.reference));
     // The rooflines' denominators, measured on the training's thread count in this run.
