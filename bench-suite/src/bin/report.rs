@@ -651,7 +651,11 @@ fn run_training(args: &Args, perf: &mut MachinePerf) -> TrainingReport {
     let mut peers = vec![];
     // The peak before the first program and after each: the limits divide by the best of the
     // run's, and each program's second limit by the better of the two measured beside it.
-    let peak_now = || bench_peers::peak::fma_peak_gflops(Isa::best(), threads, 3).ok();
+    let peak_now = || {
+        bench_peers::peak::fma_peak_gflops(Isa::best(), threads, 3)
+            .ok()
+            .filter(|p| p.is_finite())
+    };
     let mut peak_before = peak_now();
     if let Some(p) = peak_before {
         perf.raise_peak(threads, p);
