@@ -520,19 +520,16 @@ pub fn training_markdown(t: &TrainingReport) -> String {
         );
         for r in &t.summary {
             let Some(l) = r.roofline else { continue };
-            let parts = t
+            let run = t
                 .runs
                 .iter()
-                .find(|run| run.program == r.program && run.dataset == r.dataset)
+                .find(|run| run.program == r.program && run.dataset == r.dataset);
+            let parts = run
                 .and_then(|run| run.anatomy.as_ref())
                 .map_or("—".into(), |a| {
                     largest_parts(a, Some(m.fma_peak_gflops), 3)
                 });
-            let beside_peak = t
-                .runs
-                .iter()
-                .find(|run| run.program == r.program && run.dataset == r.dataset)
-                .and_then(|run| run.fma_peak_beside_gflops);
+            let beside_peak = run.and_then(|run| run.fma_peak_beside_gflops);
             out += &format!(
                 "| {} | {} | {:.1} | {:.2} | {:.3} | {:.3} | {} | {} | {} | {parts} |\n",
                 r.program,

@@ -329,6 +329,25 @@ mod tests {
     use crate::mat::{MatMut, MatRef};
     use crate::Threading;
 
+    /// The bits of `c`, for comparisons that NaN and signed zeros do not fool.
+    fn bits(c: &[f32]) -> Vec<u32> {
+        c.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// C before a product: `len` values, every third a NaN where beta = 0 (which must not read
+    /// C).
+    fn c_before(len: usize, beta: f32, value: &mut impl FnMut() -> f32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                if beta == 0.0 && i % 3 == 0 {
+                    f32::NAN
+                } else {
+                    value()
+                }
+            })
+            .collect()
+    }
+
     /// One product `C ← −0.75·A·B + beta·C` over rows `rows` of A (rows `lda` apart, B's
     /// columns `ldb` apart), C row-major from those rows of `c0`, by `path`; C after it.
     #[allow(clippy::too_many_arguments)]
@@ -419,15 +438,7 @@ mod tests {
                     let (lda, ldb) = (k + pad_a, k + pad_b);
                     let a: Vec<f32> = (0..m * lda).map(|_| value()).collect();
                     let b: Vec<f32> = (0..n * ldb).map(|_| value()).collect();
-                    let c0: Vec<f32> = (0..m * n)
-                        .map(|i| {
-                            if beta == 0.0 && i % 3 == 0 {
-                                f32::NAN
-                            } else {
-                                value()
-                            }
-                        })
-                        .collect();
+                    let c0 = c_before(m * n, beta, &mut value);
                     let what = format!("{isa} {m}×{n}×{k}, lda {lda}, ldb {ldb}, beta {beta}");
                     let run = |rows: std::ops::Range<usize>, threads: usize| {
                         let one_row = rows.len() == 1;
@@ -446,7 +457,6 @@ mod tests {
                     let bv = MatRef::row_major(&b, n, k, ldb).t();
                     within_the_reference(&what, &ours, (av, bv), beta, &c0);
 
-                    let bits = |c: &[f32]| c.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&run(0..m, 2)), bits(&ours), "{what}: two threads");
                     for i in 0..m {
                         assert_eq!(
@@ -499,7 +509,6 @@ mod tests {
                     &whole[..n]
                 );
                 for i in 0..m {
-                    let bits = |c: &[f32]| c.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(
                         bits(&run(i..i + 1)),
                         bits(&whole[i * n..(i + 1) * n]),
@@ -664,15 +673,7 @@ mod tests {
                         MatRef::row_major(&b, n, k, k + pad).t()
                     };
                     let av = MatRef::row_major(&a, m, k, lda);
-                    let c0: Vec<f32> = (0..m * n)
-                        .map(|i| {
-                            if beta == 0.0 && i % 3 == 0 {
-                                f32::NAN
-                            } else {
-                                value()
-                            }
-                        })
-                        .collect();
+                    let c0 = c_before(m * n, beta, &mut value);
                     let what = format!(
                         "{isa} {m}×{k}×{n}, B by rows {b_by_rows}, C by rows {c_by_rows}, pad \
                          {pad}, beta {beta}"
@@ -729,7 +730,6 @@ mod tests {
                             "{what}: element ({i}, {j}) alone"
                         );
                     }
-                    let bits = |c: &[f32]| c.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     let pool = rayon::ThreadPoolBuilder::new()
                         .num_threads(2)
                         .build()
