@@ -136,6 +136,12 @@ fn steps_allocate(mut model: Sequential, input: usize, threads: Option<usize>) -
         Some(pool) => pool.install(measure),
         None => measure(),
     };
+    // A dropped pool's workers exit later, on their own, and free their thread-locals then (one
+    // of rayon's allocates as it goes): with the flag still set, a worker of this pool exiting
+    // while a later call counts was counted as that call's step allocating.
+    if let Some(pool) = &pool {
+        drop(pool.broadcast(|_| STEP_THREAD.with(|t| t.set(false))));
+    }
     Counted {
         total: per_step.iter().sum(),
         per_step,
