@@ -2,11 +2,15 @@
 //! images are `batch·height·width` rows): the statistics, the normalisation and its backward
 //! pass, each loop compiled per instruction set by `per_isa!` (the channel loop vectorises).
 //!
-//! Sums run row by row in f64, in row order, on the calling thread: the same bits for any thread
-//! count. The variance is the biased one (divided by `rows`), as Keras's and TensorFlow's
+//! Sums run in f64, in row order (on the vector paths of `vector.rs`, over blocks of 16 rows
+//! summed in f32), stripe by stripe, the stripes cut by the row count alone: the same bits for
+//! any thread count. The variance is the biased one (divided by `rows`), as Keras's and TensorFlow's
 //! batch normalisation use in training and for the moving variance.
 
 use crate::team::for_each_piece;
+
+#[cfg(target_arch = "x86_64")]
+mod vector;
 
 use crate::activation::Activation;
 use crate::error::{check_len, Error, Result};
@@ -85,7 +89,7 @@ pub fn batch_norm_forward_training(
         striped_map(opts, s, y, |rows, y| {
             let x = &x[rows.start * c..rows.end * c];
             // SAFETY: `isa` was resolved, so this CPU has it.
-            unsafe { scale_shift_loops::run(isa, x, c, c0, affine, act, y) }
+            unsafe { scale_shift_stripe(isa, x, c, c0, affine, act, y) }
         });
     }
     Ok(())
@@ -140,18 +144,13 @@ pub(crate) fn statistics(
         let shift = &x[c0..c0 + w];
         let sums = striped_sums(opts, s, |rows, acc| {
             let (s1, rest) = acc.split_at_mut(w);
-            // SAFETY: `isa` was resolved, so this CPU has it.
-            unsafe {
-                column_sums_loops::run(
-                    isa,
-                    &x[rows.start * c..rows.end * c],
-                    c,
-                    c0,
-                    shift,
-                    s1,
-                    &mut rest[..w],
-                )
+            let (x, s2) = (&x[rows.start * c..rows.end * c], &mut rest[..w]);
+            #[cfg(target_arch = "x86_64")]
+            if vector::column_sums(isa, x, c, c0, shift, s1, s2) {
+                return;
             }
+            // SAFETY: `isa` was resolved, so this CPU has it.
+            unsafe { column_sums_loops::run(isa, x, c, c0, shift, s1, s2) }
         });
         for i in 0..w {
             let d = sums[i] / n;
@@ -261,7 +260,7 @@ pub fn batch_norm_forward_inference(
         striped_map(opts, s, y, |rows, y| {
             let x = &x[rows.start * c..rows.end * c];
             // SAFETY: `isa` was resolved, so this CPU has it.
-            unsafe { scale_shift_loops::run(isa, x, c, c0, affine, act, y) }
+            unsafe { scale_shift_stripe(isa, x, c, c0, affine, act, y) }
         });
     }
     Ok(())
@@ -418,6 +417,18 @@ pub fn batch_norm_backward(
                 stripe_gradient(dy, after, rows, c),
             );
             let (sdy, rest) = acc.split_at_mut(w);
+            #[cfg(target_arch = "x86_64")]
+            if vector::gradient_sums(
+                isa,
+                data.1.vector_arrays(data.0),
+                c,
+                c0,
+                (m, is),
+                sdy,
+                &mut rest[..w],
+            ) {
+                return;
+            }
             // SAFETY: `isa` was resolved, so this CPU has it.
             unsafe { gradient_sums_loops::run(isa, data, c, c0, (m, is), sdy, &mut rest[..w]) }
         });
@@ -437,6 +448,13 @@ pub fn batch_norm_backward(
                     &x[rows.start * c..rows.end * c],
                     stripe_gradient(dy, after, rows, c),
                 );
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let (arrays, params) = (data.1.vector_arrays(data.0), [sums.0, sums.1, sums.2]);
+                    if vector::input_gradient(isa, arrays, c, c0, (m, is), params, dx) {
+                        return;
+                    }
+                }
                 // SAFETY: as above.
                 unsafe { input_gradient_loops::run(isa, data, c, c0, (m, is), sums, dx) }
             });
@@ -465,6 +483,38 @@ fn stripe_gradient<'a>(
 struct OutputGradient<'a> {
     dy: &'a [f32],
     after: Option<(Activation, &'a [f32])>,
+}
+
+impl<'a> OutputGradient<'a> {
+    /// `(x, dy, (activation code, its output))` for the vector loops (`dy` in place of the
+    /// output where there is no activation, unread).
+    #[cfg(target_arch = "x86_64")]
+    fn vector_arrays(self, x: &'a [f32]) -> (&'a [f32], &'a [f32], (u8, &'a [f32])) {
+        let (act, y) = self.after.unwrap_or((Activation::Identity, self.dy));
+        (x, self.dy, (vector::act_code(act), y))
+    }
+}
+
+/// One stripe of `y = act((x − mean)·scale + beta)` on the block of channels at `c0`: the
+/// vector loops where they serve, the portable ones elsewhere.
+///
+/// # Safety
+/// `isa` is available on this CPU.
+unsafe fn scale_shift_stripe(
+    isa: crate::Isa,
+    x: &[f32],
+    c: usize,
+    c0: usize,
+    affine: (&[f32], &[f32], &[f32]),
+    act: Activation,
+    y: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if vector::scale_shift(isa, x, c, c0, [affine.0, affine.1, affine.2], act, y) {
+        return;
+    }
+    // SAFETY: the caller's contract.
+    unsafe { scale_shift_loops::run(isa, x, c, c0, affine, act, y) }
 }
 
 /// Runs `$body` with `$grad` bound to a closure `(dy, y) -> dL/d(normalised)` for

@@ -381,61 +381,80 @@ fn a_short_activation_output_is_an_error() {
 #[test]
 fn a_large_mean_beside_a_small_spread_keeps_the_variance_accurate() {
     // Values near 10⁴ spread by about 0.01 (f32 steps of 2⁻¹⁰ there): E[x²] − E[x]² in f64
-    // would lose most digits; the shifted sums lose none on any path.
-    let (rows, channels) = (3000, 5);
-    let s = BatchNorm {
-        rows,
-        channels,
-        epsilon: 1e-3,
-    };
-    let noise = Rng::new(7).fill(rows * channels);
-    let x: Vec<f32> = noise
-        .iter()
-        .enumerate()
-        .map(|(i, v)| 1.0e4 + (i % channels) as f32 + 0.01 * v)
-        .collect();
-    let want = reference(&s, &x, &[1.0; 5], &[0.0; 5], &vec![0.0; rows * channels]);
-    for isa in Isa::available() {
-        let mut y = vec![0.0; x.len()];
-        let opts = ExecOptions::with_isa(isa);
-        let (run, st) = forward_training(&opts, &s, &x, (&[1.0; 5], &[0.0; 5]), &mut y, 5);
-        run.unwrap();
-        for j in 0..channels {
-            let (got, w) = (st.var[j] as f64, want.var[j]);
-            assert!(
-                (got - w).abs() <= 1e-6 * w,
-                "{isa} channel {j}: {got} vs {w}"
-            );
-            assert!(
-                (st.mean[j] as f64 - want.mean[j]).abs() <= 1e-3,
-                "{isa} mean {j}"
-            );
+    // would lose most digits; the shifted sums lose none on any path. Five channels take the
+    // portable loops, sixteen the vector ones (f32 sums over blocks of rows) where the CPU has
+    // them.
+    for channels in [5, 16] {
+        let rows = 3000;
+        let s = BatchNorm {
+            rows,
+            channels,
+            epsilon: 1e-3,
+        };
+        let noise = Rng::new(7).fill(rows * channels);
+        let x: Vec<f32> = noise
+            .iter()
+            .enumerate()
+            .map(|(i, v)| 1.0e4 + (i % channels) as f32 + 0.01 * v)
+            .collect();
+        let (gamma, beta) = (vec![1.0; channels], vec![0.0; channels]);
+        let want = reference(&s, &x, &gamma, &beta, &vec![0.0; rows * channels]);
+        for isa in Isa::available() {
+            let mut y = vec![0.0; x.len()];
+            let opts = ExecOptions::with_isa(isa);
+            let (run, st) = forward_training(&opts, &s, &x, (&gamma, &beta), &mut y, channels);
+            run.unwrap();
+            for j in 0..channels {
+                let (got, w) = (st.var[j] as f64, want.var[j]);
+                assert!(
+                    (got - w).abs() <= 1e-6 * w,
+                    "{isa} {channels} channels, channel {j}: {got} vs {w}"
+                );
+                assert!(
+                    (st.mean[j] as f64 - want.mean[j]).abs() <= 1e-3,
+                    "{isa} mean {j}"
+                );
+            }
         }
     }
 }
 
 #[test]
-fn the_statistics_do_not_depend_on_the_thread_count() {
-    let s = BatchNorm {
-        rows: 5000,
-        channels: 32,
-        epsilon: 1e-3,
-    };
-    let x = Rng::new(3).fill(s.rows * s.channels);
-    let (g, b) = (vec![1.0; 32], vec![0.0; 32]);
-    let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
-            let mut y = vec![0.0; x.len()];
-            let (run, st) = forward_training(&ExecOptions::default(), &s, &x, (&g, &b), &mut y, 32);
-            run.unwrap();
-            (y, st.mean, st.var)
-        })
-    };
-    assert_eq!(run(1), run(2));
+fn the_statistics_and_gradients_do_not_depend_on_the_thread_count() {
+    for channels in [32, 40] {
+        let s = BatchNorm {
+            rows: 5000,
+            channels,
+            epsilon: 1e-3,
+        };
+        let x = Rng::new(3).fill(s.rows * s.channels);
+        let dy = Rng::new(4).fill(s.rows * s.channels);
+        let (g, b) = (vec![1.5; channels], vec![0.25; channels]);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let opts = ExecOptions::default();
+                let mut y = vec![0.0; x.len()];
+                let (run, st) = forward_training(&opts, &s, &x, (&g, &b), &mut y, channels);
+                run.unwrap();
+                let mut dx = vec![0.0; x.len()];
+                let (mut dgamma, mut dbeta) = (vec![0.0; channels], vec![0.0; channels]);
+                let grads = BatchNormGrads {
+                    dgamma: &mut dgamma,
+                    dbeta: &mut dbeta,
+                };
+                let after = Some((Activation::Relu, &y[..]));
+                let stats = (&st.mean[..], &st.inv[..]);
+                batch_norm_backward(&opts, &s, &x, &dy, after, &g, stats, Some(&mut dx), grads)
+                    .unwrap();
+                (y, st.mean, st.var, dx, dgamma, dbeta)
+            })
+        };
+        assert_eq!(run(1), run(2), "{channels} channels");
+    }
 }
 
 #[test]

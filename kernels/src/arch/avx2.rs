@@ -90,6 +90,12 @@ impl Vector for __m256 {
     }
 
     #[inline(always)]
+    unsafe fn sub(a: Self, b: Self) -> Self {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_sub_ps(a, b) }
+    }
+
+    #[inline(always)]
     unsafe fn relu(a: Self) -> Self {
         // SAFETY: the caller's contract: the CPU has the instruction set.
         unsafe {
@@ -153,6 +159,11 @@ impl Vector for __m256 {
     unsafe fn same_offsets(a: __m256i, b: __m256i) -> __m256 {
         // SAFETY: the caller's contract: the CPU has the instruction set.
         unsafe { _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, b)) }
+    }
+    #[inline(always)]
+    unsafe fn positive(a: Self) -> __m256 {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_cmp_ps::<_CMP_GT_OQ>(a, _mm256_setzero_ps()) }
     }
     #[inline(always)]
     unsafe fn chosen(take: __m256) -> u32 {

@@ -63,6 +63,12 @@ impl Vector for __m512 {
     }
 
     #[inline(always)]
+    unsafe fn sub(a: Self, b: Self) -> Self {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm512_sub_ps(a, b) }
+    }
+
+    #[inline(always)]
     unsafe fn relu(a: Self) -> Self {
         // SAFETY: the caller's contract: the CPU has the instruction set.
         unsafe {
@@ -118,6 +124,11 @@ impl Vector for __m512 {
     unsafe fn same_offsets(a: __m512i, b: __m512i) -> __mmask16 {
         // SAFETY: the caller's contract: the CPU has the instruction set.
         unsafe { _mm512_cmpeq_epi32_mask(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn positive(a: Self) -> __mmask16 {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, _mm512_setzero_ps()) }
     }
     #[inline(always)]
     unsafe fn chosen(take: __mmask16) -> u32 {

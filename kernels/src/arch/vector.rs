@@ -1,7 +1,7 @@
 //! One SIMD register of f32 lanes behind a small trait, for kernels written once and compiled
 //! per instruction set: the GEMM's microkernels ([`super::tile`]), the dot form
 //! ([`super::dot`]), the one-channel 3×3 convolution (`conv::direct3x3`) and max pooling
-//! (`pool::max_vector`). AVX-512 (`__m512`, 16 lanes, implemented in `avx512.rs`) and AVX2
+//! (`pool::max_vector`) and batch normalisation's per-channel loops (`norm::vector`). AVX-512 (`__m512`, 16 lanes, implemented in `avx512.rs`) and AVX2
 //! (`__m256`, 8, in `avx2.rs`).
 
 #[cfg(doc)]
@@ -31,6 +31,8 @@ pub(crate) trait Vector: Copy {
     unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self;
     unsafe fn add(a: Self, b: Self) -> Self;
     unsafe fn mul(a: Self, b: Self) -> Self;
+    /// `a − b`.
+    unsafe fn sub(a: Self, b: Self) -> Self;
     /// The activation's ReLU bit for bit: NaN kept, x < 0 to +0, the rest (−0 too) kept.
     unsafe fn relu(a: Self) -> Self;
 
@@ -59,6 +61,8 @@ pub(crate) trait Vector: Copy {
     unsafe fn load_offsets_live(p: *const u32, m: Self::Mask) -> Self::Offsets;
     /// The lanes where `a` and `b` are equal.
     unsafe fn same_offsets(a: Self::Offsets, b: Self::Offsets) -> Self::Choice;
+    /// The lanes where `a > 0` (a NaN is not).
+    unsafe fn positive(a: Self) -> Self::Choice;
     /// How many lanes `take` chose.
     unsafe fn chosen(take: Self::Choice) -> u32;
 
