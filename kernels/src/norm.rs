@@ -10,7 +10,7 @@
 use crate::team::for_each_piece;
 
 #[cfg(target_arch = "x86_64")]
-mod vector;
+pub(crate) mod vector;
 
 use crate::activation::Activation;
 use crate::error::{check_len, Error, Result};
@@ -461,6 +461,121 @@ pub fn batch_norm_backward(
         }
     }
     Ok(())
+}
+
+/// Rows of the gradient a [`backward_formed`] pass forms at a time, into a buffer on the stack of
+/// [`FORMED_FLOATS`] floats: 16 (one block of the vector loops' f32 sums), fewer for rows wider
+/// than a sixteenth of the buffer.
+const FORMED_ROWS: usize = 16;
+/// The stack buffer of a [`backward_formed`] pass, in floats (16 KiB): rows of at most this many
+/// channels.
+pub(crate) const FORMED_FLOATS: usize = 4096;
+
+/// What a [`backward_formed`] pass does with each block of rows: `(rows, x of them, the gradient
+/// formed for them)`.
+type BlockFn<'a> = dyn FnMut(std::ops::Range<usize>, &[f32], &[f32]) + 'a;
+
+/// [`batch_norm_backward`] with the gradient of the normalised output (before any activation:
+/// the caller's `form` applies it) formed a few rows at a time by `form(rows, out)` (`out` is
+/// `rows.len() × channels`; it returns how many of its nonzero sources it routed there, for the
+/// caller's check), never written whole: for a gradient that is mostly zeros made from a smaller
+/// tensor (a max pooling's). Arguments checked by the caller, `s.rows` ≥ 1, `s.channels` ≤
+/// [`FORMED_FLOATS`]. The first pass over the rows (the sums') counts what `form` routed; unless
+/// `routed_ok` accepts the count, nothing is written and the result is `Ok(false)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_formed(
+    opts: &ExecOptions,
+    s: &BatchNorm,
+    x: &[f32],
+    form: &(dyn Fn(std::ops::Range<usize>, &mut [f32]) -> usize + Sync),
+    routed_ok: impl Fn(usize) -> bool,
+    gamma: &[f32],
+    (mean, inv_std): (&[f32], &[f32]),
+    mut dx: Option<&mut [f32]>,
+    grads: BatchNormGrads<'_>,
+) -> Result<bool> {
+    let isa = crate::Isa::resolve(opts.isa)?;
+    let (n, c) = (s.rows as f64, s.channels);
+    debug_assert!(s.rows >= 1 && (1..=FORMED_FLOATS).contains(&c));
+    let block_rows = FORMED_ROWS.min(FORMED_FLOATS / c).max(1);
+    // For each block of rows of a stripe (`rows`): the gradient formed into a stack buffer, then
+    // `each(block rows, x of them, gradient of them)`.
+    let formed = |rows: std::ops::Range<usize>, each: &mut BlockFn<'_>| -> usize {
+        let mut buffer = [0.0f32; FORMED_FLOATS];
+        let mut routed = 0;
+        let mut r = rows.start;
+        while r < rows.end {
+            let end = (r + block_rows).min(rows.end);
+            let g = &mut buffer[..(end - r) * c];
+            routed += form(r..end, g);
+            each(r..end, &x[r * c..end * c], g);
+            r = end;
+        }
+        routed
+    };
+    let mut checked = false;
+    for c0 in (0..c).step_by(HALF) {
+        let w = HALF.min(c - c0);
+        let (m, is) = (&mean[c0..c0 + w], &inv_std[c0..c0 + w]);
+        let routed = std::sync::atomic::AtomicUsize::new(0);
+        let sums = striped_sums(opts, s, |rows, acc| {
+            let (sdy, rest) = acc.split_at_mut(w);
+            let sdyx = &mut rest[..w];
+            let count = formed(rows, &mut |_, x, g| {
+                let data = (x, OutputGradient { dy: g, after: None });
+                #[cfg(target_arch = "x86_64")]
+                if vector::gradient_sums(isa, data.1.vector_arrays(x), c, c0, (m, is), sdy, sdyx) {
+                    return;
+                }
+                // SAFETY: `isa` was resolved, so this CPU has it.
+                unsafe { gradient_sums_loops::run(isa, data, c, c0, (m, is), sdy, sdyx) }
+            });
+            routed.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        });
+        if !checked {
+            if !routed_ok(routed.into_inner()) {
+                return Ok(false);
+            }
+            checked = true;
+        }
+        let (sdy, sdyx) = (&sums[..w], &sums[w..2 * w]);
+        let (mut k, mut mean_dy, mut mean_dyx) = ([0.0f32; HALF], [0.0f32; HALF], [0.0f32; HALF]);
+        for i in 0..w {
+            grads.dbeta[c0 + i] = sdy[i] as f32;
+            grads.dgamma[c0 + i] = sdyx[i] as f32;
+            k[i] = gamma[c0 + i] * is[i];
+            mean_dy[i] = (sdy[i] / n) as f32;
+            mean_dyx[i] = (sdyx[i] / n) as f32;
+        }
+        if let Some(dx) = dx.as_deref_mut() {
+            let sums = (&k[..w], &mean_dy[..w], &mean_dyx[..w]);
+            striped_map(opts, s, dx, |rows, dx| {
+                let first = rows.start;
+                formed(rows, &mut |block, x, g| {
+                    let dx = &mut dx[(block.start - first) * c..(block.end - first) * c];
+                    let data = (x, OutputGradient { dy: g, after: None });
+                    #[cfg(target_arch = "x86_64")]
+                    {
+                        let params = [sums.0, sums.1, sums.2];
+                        if vector::input_gradient(
+                            isa,
+                            data.1.vector_arrays(x),
+                            c,
+                            c0,
+                            (m, is),
+                            params,
+                            dx,
+                        ) {
+                            return;
+                        }
+                    }
+                    // SAFETY: as above.
+                    unsafe { input_gradient_loops::run(isa, data, c, c0, (m, is), sums, dx) }
+                });
+            });
+        }
+    }
+    Ok(true)
 }
 
 /// The output gradient of one stripe's rows: `dy`'s, with the activation's output there when

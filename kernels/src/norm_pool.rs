@@ -4,21 +4,27 @@
 //! pooling; the pooled output and argmax are written). The same arithmetic in the same order as
 //! [`batch_norm_forward_training`](crate::norm::batch_norm_forward_training) then
 //! [`max_pool2d_forward`](crate::pool::max_pool2d_forward): the same bits. The backward passes
-//! need no fused twin: the pooling's takes the activation's derivative from the pooled output and
-//! the normalisation's reads x, so neither reads the tensor this pass does not write.
+//! need no fused twin to skip that tensor (the pooling's takes the activation's derivative from
+//! the pooled output and the normalisation's reads x); [`batch_norm_max_pool_backward`] runs them
+//! as one all the same, so that the pooling's full-size gradient is never written either.
 //!
 //! Only for windows apart ([`Pool2d::windows_apart`], Keras's default pooling). A room above
 //! both `norm` and `pool`.
 
 use crate::activation::Activation;
+use crate::conv_pool::PooledGradient;
 use crate::error::{check_len, Error, Result};
 use crate::gemm::ExecOptions;
 use crate::norm::{
-    self, lane_steps, lanes, lanes_mut, with_activation, BatchNorm, BatchStats, LANES,
+    self, lane_steps, lanes, lanes_mut, with_activation, BatchNorm, BatchNormGrads, BatchStats,
+    LANES,
 };
 use crate::pool::Pool2d;
 use crate::team::for_each_piece_pair;
 use crate::Isa;
+
+#[cfg(target_arch = "x86_64")]
+mod vector;
 
 /// The pooling, checked, and that its windows lie apart.
 fn check_pooling(what: &'static str, p: &Pool2d) -> Result<()> {
@@ -196,3 +202,181 @@ fn forward_image(
 crate::dispatch::per_isa!(forward_image_loops, forward_image_body, forward_image_body,
     (p: &Pool2d, img: &[f32], affine: Affine<'_>, act: Activation, yi: &mut [f32],
      ai: &mut [u32]));
+
+/// Training backward of a max pooling `p` (windows apart) and the batch normalisation before it,
+/// with the activation between them that the pooling took over (`pooled.act`), as one pass: the
+/// gradient of the normalised output — the pooling's gradient times the activation's derivative
+/// at each window's argmax, zero elsewhere — is formed a few rows at a time as the
+/// normalisation's two passes over `x` need it, and never written whole. What
+/// [`max_pool2d_activation_backward`] then [`batch_norm_backward`] (no activation) compute,
+/// without the full-size tensor between them (on the vector paths, the same bits). `x` is the
+/// normalisation's input (the pooling's input's shape, NHWC), `stats` its batch mean and
+/// 1/√(variance + ε); `dx`, when given, gets the gradient with respect to `x`. At most
+/// 4 096 channels. Argmax entries outside their windows are an error that writes nothing.
+///
+/// [`max_pool2d_activation_backward`]: crate::pool::max_pool2d_activation_backward
+/// [`batch_norm_backward`]: crate::norm::batch_norm_backward
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_max_pool_backward(
+    opts: &ExecOptions,
+    p: &Pool2d,
+    epsilon: f32,
+    x: &[f32],
+    pooled: PooledGradient<'_>,
+    gamma: &[f32],
+    (mean, inv_std): (&[f32], &[f32]),
+    dx: Option<&mut [f32]>,
+    grads: BatchNormGrads<'_>,
+) -> Result<()> {
+    let what = "batch_norm_max_pool_backward";
+    check_pooling(what, p)?;
+    let s = BatchNorm {
+        rows: p.batch * p.in_h * p.in_w,
+        channels: p.channels,
+        epsilon,
+    };
+    s.len()?;
+    check_len(what, "input x", x.len(), p.input_len(), || p.desc_in())?;
+    for (name, v) in [
+        ("pooled output y", pooled.y_pool.len()),
+        ("pooled gradient dy", pooled.dy_pool.len()),
+        ("argmax", pooled.argmax.len()),
+    ] {
+        check_len(what, name, v, p.output_len(), || p.desc_out())?;
+    }
+    if let Some(dx) = &dx {
+        check_len(what, "input gradient dx", dx.len(), p.input_len(), || {
+            p.desc_in()
+        })?;
+    }
+    for (name, v) in [
+        ("gamma", gamma.len()),
+        ("mean", mean.len()),
+        ("inv_std", inv_std.len()),
+        ("dgamma", grads.dgamma.len()),
+        ("dbeta", grads.dbeta.len()),
+    ] {
+        check_len(what, name, v, p.channels, || {
+            format!("{} channels", p.channels)
+        })?;
+    }
+    if p.channels > norm::FORMED_FLOATS {
+        return Err(Error::InvalidArgument {
+            name: "channels",
+            value: p.channels.to_string(),
+            reason: format!(
+                "{what} takes at most {} channels; run the pooling's and the normalisation's \
+                 backward passes in turn",
+                norm::FORMED_FLOATS
+            ),
+        });
+    }
+    if s.rows == 0 {
+        grads.dgamma.fill(0.0);
+        grads.dbeta.fill(0.0);
+        return Ok(());
+    }
+    let isa = Isa::resolve(opts.isa)?;
+    let form = |rows: std::ops::Range<usize>, out: &mut [f32]| {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(routed) = vector::form_rows(isa, p, pooled, rows.start, out) {
+            return routed;
+        }
+        let mut routed = 0;
+        // SAFETY: `isa` was resolved, so this CPU has it.
+        unsafe { form_rows_loops::run(isa, p, pooled, rows.start, out, &mut routed) };
+        routed
+    };
+    let total = p.output_len();
+    let stats = (mean, inv_std);
+    let wrote = norm::backward_formed(opts, &s, x, &form, |r| r == total, gamma, stats, dx, grads)?;
+    if !wrote {
+        return Err(crate::pool::argmax_error(pooled.argmax, p));
+    }
+    Ok(())
+}
+
+/// The gradient of the normalised output on the rows from `r0` (as many as `out` holds, rows of
+/// `p.channels`; rows count positions across the batch): at each position, in each channel, the
+/// pooling's `dy` times the activation's derivative at the pooled value `y` where the position is
+/// its window's argmax (`0 + g`, as the pooling's backward pass forms it: the same bits), zero
+/// elsewhere; `routed` counts the argmax entries met. One compiled loop per activation.
+#[inline(always)]
+fn form_rows_body(
+    p: &Pool2d,
+    pooled: PooledGradient<'_>,
+    r0: usize,
+    out: &mut [f32],
+    routed: &mut usize,
+) {
+    *routed = match pooled.act {
+        Activation::Identity => form_rows(p, Activation::Identity, pooled, r0, out),
+        Activation::Relu => form_rows(p, Activation::Relu, pooled, r0, out),
+        Activation::Sigmoid => form_rows(p, Activation::Sigmoid, pooled, r0, out),
+        Activation::Tanh => form_rows(p, Activation::Tanh, pooled, r0, out),
+    };
+}
+
+#[inline(always)]
+fn form_rows(
+    p: &Pool2d,
+    act: Activation,
+    PooledGradient {
+        y_pool,
+        dy_pool,
+        argmax,
+        ..
+    }: PooledGradient<'_>,
+    r0: usize,
+    out: &mut [f32],
+) -> usize {
+    let (c, ow, oh, in_w) = (p.channels, p.out_w(), p.out_h(), p.in_w);
+    let (image, out_image) = (p.in_h * in_w, p.out_image_len());
+    // The first row's image, position and window, then counters stepped row by row: a division
+    // per row for each of them cost more than the row's 16 channels of work (the pass ran at a
+    // quarter of the two passes' speed it replaces, program F's shapes).
+    let (mut n, at) = (r0 / image, r0 % image);
+    let (mut iy, mut ix) = (at / in_w, at % in_w);
+    let (mut qy, mut ry) = (iy / p.stride_h, iy % p.stride_h);
+    let (mut qx, mut rx) = (ix / p.stride_w, ix % p.stride_w);
+    let mut routed = 0;
+    for px in out.chunks_exact_mut(c) {
+        if qy < oh && ry < p.pool_h && qx < ow && rx < p.pool_w {
+            let q = n * out_image + (qy * ow + qx) * c;
+            let first = ((iy * in_w + ix) * c) as u32;
+            let window = argmax[q..q + c]
+                .iter()
+                .zip(&dy_pool[q..q + c])
+                .zip(&y_pool[q..q + c]);
+            for ((d, ((&a, &g), &v)), ch) in px.iter_mut().zip(window).zip(0u32..) {
+                let g = 0.0 + act.backward(v, g);
+                let hit = a == first + ch;
+                *d = if hit { g } else { 0.0 };
+                routed += hit as usize;
+            }
+        } else {
+            px.fill(0.0);
+        }
+        ix += 1;
+        rx += 1;
+        if rx == p.stride_w {
+            (rx, qx) = (0, qx + 1);
+        }
+        if ix == in_w {
+            (ix, rx, qx) = (0, 0, 0);
+            iy += 1;
+            ry += 1;
+            if ry == p.stride_h {
+                (ry, qy) = (0, qy + 1);
+            }
+            if iy == p.in_h {
+                (iy, ry, qy) = (0, 0, 0);
+                n += 1;
+            }
+        }
+    }
+    routed
+}
+
+crate::dispatch::per_isa!(form_rows_loops, form_rows_body, form_rows_body,
+    (p: &Pool2d, pooled: PooledGradient<'_>, r0: usize, out: &mut [f32], routed: &mut usize));

@@ -3,12 +3,16 @@
 //! the same bits on every instruction-set path, on one thread and on the pool, over random shapes
 //! (positions no window covers, strides past the window, channel counts across the lane groups
 //! and the 32-channel blocks), every activation, gammas of either sign, and NaN inputs; and the
-//! arguments' errors.
+//! arguments' errors. The same for the two backward passes as one: the same bits where the
+//! vector loops serve every channel block, the same values to rounding elsewhere.
 
 use kernels::activation::Activation;
-use kernels::norm::{batch_norm_forward_training, BatchNorm, BatchStats};
-use kernels::norm_pool::batch_norm_max_pool_forward_training;
-use kernels::pool::{max_pool2d_forward, Pool2d};
+use kernels::conv_pool::PooledGradient;
+use kernels::norm::{
+    batch_norm_backward, batch_norm_forward_training, BatchNorm, BatchNormGrads, BatchStats,
+};
+use kernels::norm_pool::{batch_norm_max_pool_backward, batch_norm_max_pool_forward_training};
+use kernels::pool::{max_pool2d_activation_backward, max_pool2d_forward, Pool2d};
 use kernels::reference::Rng;
 use kernels::{ExecOptions, Isa, Padding, Threading};
 use proptest::prelude::*;
@@ -276,4 +280,273 @@ fn bad_arguments_are_errors() {
     let e = forward(&empty, &[], EPSILON, &mut [], &mut []).unwrap_err();
     assert!(e.contains("at least one row"), "{e}");
     forward(&p, &k.x, EPSILON, &mut y, &mut argmax).unwrap();
+}
+
+/// The backward passes' results: the input gradient, dgamma and dbeta.
+type Gradients = (Vec<f32>, Vec<f32>, Vec<f32>);
+
+/// The forward pass's outputs a backward pass reads (statistics, pooled output, argmax) and a
+/// pooled gradient.
+struct Forward {
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    y: Vec<f32>,
+    argmax: Vec<u32>,
+    dy: Vec<f32>,
+}
+
+fn forward_for_backward(opts: &ExecOptions, k: &Case, act: Activation, seed: u64) -> Forward {
+    let (p, c) = (&k.p, k.p.channels);
+    let (mut mean, mut variance, mut inv_std) = (vec![0.0; c], vec![0.0; c], vec![0.0; c]);
+    let (mut y, mut argmax) = (vec![0.0; p.output_len()], vec![0; p.output_len()]);
+    batch_norm_max_pool_forward_training(
+        opts,
+        p,
+        EPSILON,
+        &k.x,
+        (&k.gamma, &k.beta),
+        act,
+        (&mut y, &mut argmax),
+        BatchStats {
+            mean: &mut mean,
+            variance: &mut variance,
+            inv_std: &mut inv_std,
+        },
+    )
+    .unwrap();
+    Forward {
+        mean,
+        inv_std,
+        y,
+        argmax,
+        dy: Rng::new(seed ^ 0x5eed).fill(p.output_len()),
+    }
+}
+
+/// The pooling's backward pass (through the activation) then the normalisation's.
+fn backward_unfused(opts: &ExecOptions, k: &Case, act: Activation, f: &Forward) -> Gradients {
+    let (p, c) = (&k.p, k.p.channels);
+    let mut through = vec![f32::NAN; p.input_len()];
+    max_pool2d_activation_backward(opts, p, act, &f.y, &f.dy, &f.argmax, &mut through).unwrap();
+    let s = BatchNorm {
+        rows: p.batch * p.in_h * p.in_w,
+        channels: c,
+        epsilon: EPSILON,
+    };
+    let (mut dx, mut dgamma, mut dbeta) =
+        (vec![f32::NAN; p.input_len()], vec![0.0; c], vec![0.0; c]);
+    let grads = BatchNormGrads {
+        dgamma: &mut dgamma,
+        dbeta: &mut dbeta,
+    };
+    let stats = (&f.mean[..], &f.inv_std[..]);
+    batch_norm_backward(
+        opts,
+        &s,
+        &k.x,
+        &through,
+        None,
+        &k.gamma,
+        stats,
+        Some(&mut dx),
+        grads,
+    )
+    .unwrap();
+    (dx, dgamma, dbeta)
+}
+
+fn backward_fused(
+    opts: &ExecOptions,
+    k: &Case,
+    act: Activation,
+    f: &Forward,
+) -> Result<Gradients, String> {
+    let (p, c) = (&k.p, k.p.channels);
+    let (mut dx, mut dgamma, mut dbeta) = (
+        vec![f32::NAN; p.input_len()],
+        vec![f32::NAN; c],
+        vec![f32::NAN; c],
+    );
+    let pooled = PooledGradient {
+        act,
+        y_pool: &f.y,
+        dy_pool: &f.dy,
+        argmax: &f.argmax,
+    };
+    let grads = BatchNormGrads {
+        dgamma: &mut dgamma,
+        dbeta: &mut dbeta,
+    };
+    let stats = (&f.mean[..], &f.inv_std[..]);
+    batch_norm_max_pool_backward(
+        opts,
+        p,
+        EPSILON,
+        &k.x,
+        pooled,
+        &k.gamma,
+        stats,
+        Some(&mut dx),
+        grads,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((dx, dgamma, dbeta))
+}
+
+/// Fused and unfused backward on every path, on the pool and on one thread: the same bits where
+/// the vector loops take every channel block (x86 paths, channels a multiple of 8), the same
+/// values to f32 rounding of the sums elsewhere (the portable loops add their f64 sums per block
+/// of rows there, per stripe in the two passes).
+fn check_backward(k: &Case, act: Activation, seed: u64) -> Result<(), String> {
+    for isa in Isa::available() {
+        for threading in [Threading::Rayon, Threading::Single] {
+            let opts = ExecOptions {
+                threading,
+                ..ExecOptions::with_isa(isa)
+            };
+            let f = forward_for_backward(&opts, k, act, seed);
+            let want = backward_unfused(&opts, k, act, &f);
+            let got = backward_fused(&opts, k, act, &f)?;
+            let exact = matches!(isa, Isa::Avx512 | Isa::Avx2) && k.p.channels.is_multiple_of(8);
+            for (name, g, w) in [
+                ("dx", &got.0, &want.0),
+                ("dgamma", &got.1, &want.1),
+                ("dbeta", &got.2, &want.2),
+            ] {
+                let scale = w.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                let same = |a: f32, b: f32| {
+                    if exact {
+                        a.to_bits() == b.to_bits()
+                    } else {
+                        (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-5 * scale
+                    }
+                };
+                if let Some(i) = (0..w.len()).find(|&i| !same(g[i], w[i])) {
+                    return Err(format!(
+                        "{isa}, {threading:?}, {act:?}, {:?}: {name}[{i}] {} vs {}",
+                        k.p, g[i], w[i]
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_reference_cnn_layer_backward_matches_the_two_passes() {
+    for (p, seed) in [
+        (pooling(64, (26, 26, 16), (2, 2)), 1),
+        (pooling(9, (27, 25, 32), (2, 2)), 2),
+    ] {
+        for act in [Activation::Relu, Activation::Identity] {
+            assert_eq!(check_backward(&case(p, seed, None), act, seed), Ok(()));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+    #[test]
+    fn the_fused_backward_matches_the_two_layers(
+        batch in 1usize..4,
+        h in 1usize..10,
+        w in 1usize..10,
+        channels in prop_oneof![Just(1usize), Just(8), Just(16), Just(33), Just(40), Just(67), 1usize..80],
+        pool in (1usize..4, 1usize..4),
+        extra in (0usize..3, 0usize..3),
+        act in prop_oneof![
+            Just(Activation::Identity),
+            Just(Activation::Relu),
+            Just(Activation::Sigmoid),
+            Just(Activation::Tanh)
+        ],
+        seed: u64,
+    ) {
+        let p = Pool2d {
+            pool_h: pool.0.min(h),
+            pool_w: pool.1.min(w),
+            stride_h: pool.0.min(h) + extra.0,
+            stride_w: pool.1.min(w) + extra.1,
+            ..Pool2d::new(batch, (h, w, channels), 1)
+        };
+        prop_assert_eq!(check_backward(&case(p, seed, None), act, seed), Ok(()));
+    }
+}
+
+#[test]
+fn bad_backward_arguments_are_errors_that_write_nothing() {
+    let k = case(pooling(2, (6, 6, 8), (2, 2)), 5, None);
+    let opts = ExecOptions::default();
+    let mut f = forward_for_backward(&opts, &k, Activation::Relu, 5);
+    // An argmax entry outside its window: an error, and dx, dgamma and dbeta untouched.
+    f.argmax[3] += 1;
+    let (mut dx, mut dgamma, mut dbeta) = (vec![7.0; k.p.input_len()], vec![7.0; 8], vec![7.0; 8]);
+    let pooled = PooledGradient {
+        act: Activation::Relu,
+        y_pool: &f.y,
+        dy_pool: &f.dy,
+        argmax: &f.argmax,
+    };
+    let grads = BatchNormGrads {
+        dgamma: &mut dgamma,
+        dbeta: &mut dbeta,
+    };
+    let stats = (&f.mean[..], &f.inv_std[..]);
+    let e = batch_norm_max_pool_backward(
+        &opts,
+        &k.p,
+        EPSILON,
+        &k.x,
+        pooled,
+        &k.gamma,
+        stats,
+        Some(&mut dx),
+        grads,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("argmax"), "{e}");
+    assert!(dx.iter().chain(&dgamma).chain(&dbeta).all(|&v| v == 7.0));
+    f.argmax[3] -= 1;
+    let p = k.p;
+    let c = p.channels;
+    let run = |p: &Pool2d, x: &[f32], dy: &[f32], dx_len: usize, gamma: &[f32]| {
+        let mut dx = vec![0.0; dx_len];
+        let (mut dgamma, mut dbeta) = (vec![0.0; c], vec![0.0; c]);
+        let pooled = PooledGradient {
+            act: Activation::Relu,
+            y_pool: &f.y,
+            dy_pool: dy,
+            argmax: &f.argmax,
+        };
+        let grads = BatchNormGrads {
+            dgamma: &mut dgamma,
+            dbeta: &mut dbeta,
+        };
+        batch_norm_max_pool_backward(
+            &opts,
+            p,
+            EPSILON,
+            x,
+            pooled,
+            gamma,
+            (&f.mean, &f.inv_std),
+            Some(&mut dx),
+            grads,
+        )
+        .map_err(|e| e.to_string())
+    };
+    let overlapping = Pool2d { stride_h: 1, ..p };
+    let e = run(&overlapping, &k.x, &f.dy, p.input_len(), &k.gamma).unwrap_err();
+    assert!(e.contains("windows apart"), "{e}");
+    let e = run(&p, &k.x[1..], &f.dy, p.input_len(), &k.gamma).unwrap_err();
+    assert!(e.contains("input x"), "{e}");
+    let e = run(&p, &k.x, &f.dy[1..], p.input_len(), &k.gamma).unwrap_err();
+    assert!(e.contains("pooled gradient"), "{e}");
+    let e = run(&p, &k.x, &f.dy, p.input_len() - 1, &k.gamma).unwrap_err();
+    assert!(e.contains("input gradient"), "{e}");
+    let e = run(&p, &k.x, &f.dy, p.input_len(), &k.gamma[1..]).unwrap_err();
+    assert!(e.contains("gamma"), "{e}");
+    run(&p, &k.x, &f.dy, p.input_len(), &k.gamma).unwrap();
 }

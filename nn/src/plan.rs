@@ -56,6 +56,30 @@ pub(crate) struct Back {
     /// runs as one backward pass (`layers::backward_conv_pool`): the convolution has no unit of
     /// its own.
     pub with_conv_below: bool,
+    /// The layer is a MaxPooling2D that runs as one backward pass with the BatchNormalization
+    /// it reads (`source`; the plan's `NormPool` pair, see `layers::backward_norm_pool`): the
+    /// normalisation has no unit of its own, and this unit writes the gradient of the
+    /// normalisation's input.
+    pub norm_below: Option<NormBelow>,
+}
+
+/// Where the fused backward unit of a BatchNormalization and the MaxPooling2D after it reads the
+/// normalisation's input and writes its gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NormBelow {
+    /// The layer whose output the normalisation reads (`None`: the model's input, whose
+    /// gradient nobody needs).
+    pub source: Option<usize>,
+}
+
+impl Back {
+    /// The layer below this one whose backward pass this unit runs too (its own unit gone).
+    pub fn fused_below(&self) -> Option<usize> {
+        if self.with_conv_below {
+            return Some(self.layer - 1);
+        }
+        self.norm_below.and(self.source)
+    }
 }
 
 /// The plan of a model's layers.
@@ -126,14 +150,27 @@ impl Plan {
                 let (a, b) = layers.split_at_mut(i);
                 layers::fuses_backward(a[i - 1].as_mut(), b[0].as_mut())
             };
+            let norm_below = match source {
+                Some(j) if !with_conv_below => {
+                    let (a, b) = layers.split_at_mut(i);
+                    layers::fuses_norm_pool(a[j].as_mut(), b[0].as_mut()).then(|| NormBelow {
+                        source: (0..j).rev().find(|&k| !skip[k]),
+                    })
+                }
+                _ => None,
+            };
             backward.push(Back {
                 layer: i,
                 source,
                 first_param: first_params[i],
                 with_conv_below,
+                norm_below,
             });
             if with_conv_below {
                 i -= 1;
+            }
+            if let (Some(_), Some(j)) = (norm_below, source) {
+                i = j;
             }
         }
         let runs_next = (0..count)
@@ -303,13 +340,24 @@ mod tests {
         let mut trained = vec![Unit::Layer(0), Unit::NormPool { norm: 1, pool: 3 }];
         trained.extend((4..12).map(Unit::Layer));
         assert_eq!(plan.forward, trained);
-        // The pooling reads the normalisation's output and takes its ReLU's derivative over.
-        let backward: Vec<(usize, Option<usize>)> =
-            plan.backward.iter().map(|b| (b.layer, b.source)).collect();
+        // The pooling reads the normalisation's output and takes its ReLU's derivative over:
+        // the two run as one backward unit, into the gradient of the first convolution's output
+        // (the normalisation has no unit of its own).
+        let backward: Vec<(usize, Option<usize>, Option<NormBelow>)> = plan
+            .backward
+            .iter()
+            .map(|b| (b.layer, b.source, b.norm_below))
+            .collect();
+        let norm_below = Some(NormBelow { source: Some(0) });
         assert_eq!(
             &backward[backward.len() - 3..],
-            [(3, Some(1)), (1, Some(0)), (0, None)]
+            [
+                (4, Some(3), None),
+                (3, Some(1), norm_below),
+                (0, None, None)
+            ]
         );
+        assert_eq!(plan.backward[backward.len() - 2].fused_below(), Some(1));
         assert_eq!(
             plan.inference,
             [

@@ -575,6 +575,26 @@ impl Trainer {
                     n,
                 )
                 .unwrap_or_else(|| Err(planned(i - 1..=i, "MaxPooling2D + Conv2D backward")))?;
+            } else if let (Some(nb), Some(j)) = (back.norm_below, back.source) {
+                // The pooling's and the normalisation's backward passes in one, into the
+                // gradient of the normalisation's input.
+                let (under, norm) = lower.split_at_mut(j);
+                let input: &[f32] = match nb.source {
+                    Some(k) => under[k].output(),
+                    None => x_buf,
+                };
+                let dx = nb.source.map(|k| &mut below[k][..]);
+                layers::backward_norm_pool(
+                    norm[0].as_mut(),
+                    upper[0].as_mut(),
+                    input,
+                    &here[0],
+                    dx,
+                    n,
+                )
+                .unwrap_or_else(|| {
+                    Err(planned(j..=i, "MaxPooling2D + BatchNormalization backward"))
+                })?;
             } else {
                 let input: &[f32] = match back.source {
                     Some(j) => lower[j].output(),
@@ -1495,6 +1515,12 @@ mod slots {
                 (
                     format!("{} + {}", layers[i].name(), layers[i - 1].name()),
                     own.weight_gradient + layers[i - 1].flops().weight_gradient,
+                )
+            } else if let (Some(_), Some(j)) = (back.norm_below, back.source) {
+                let name = format!("{} + {}", layers[i].name(), plan.unit_name(layers, j));
+                (
+                    name,
+                    own.weight_gradient + layers[j].flops().weight_gradient,
                 )
             } else {
                 let input = if back.source.is_some() {

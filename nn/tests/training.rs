@@ -444,6 +444,51 @@ fn pooling_through_the_activation_matches_the_unfused_layers() {
     }
 }
 
+/// A BatchNormalization whose activation a MaxPooling2D takes over runs its backward pass with
+/// the pooling's as one (the pooling's full-size gradient never written). A linear Activation
+/// layer before the pooling stops that fusion (and the forward one); a few SGD steps must give
+/// the same weights either way, to the rounding of the normalisation's sums (the same bits
+/// where the vector loops serve, as for these 8 channels on x86).
+#[test]
+fn normalisation_and_pooling_as_one_backward_pass_match_the_layers() {
+    let x: Vec<f32> = (0..16 * 100)
+        .map(|i| ((i * 7919) % 256) as f32 / 255.0)
+        .collect();
+    let y: Vec<f32> = (0..16).map(|i| (i % 3) as f32).collect();
+    for act in [Act::Relu, Act::Tanh] {
+        let model = |between: bool, steps: usize| {
+            let mut m = Sequential::new()
+                .input_shape(&[10, 10, 1])
+                .seed(6)
+                .add(Conv2D::new(8, (3, 3), Act::Linear))
+                .add(BatchNormalization::new())
+                .add(nn::layers::Activation::new(act));
+            if between {
+                m = m.add(nn::layers::Activation::new(Act::Linear));
+            }
+            m = m
+                .add(MaxPooling2D::new((2, 2)))
+                .add(Flatten::new())
+                .add(Dense::new(3, Act::Softmax));
+            let opt = Optimizer::sgd().with_learning_rate(0.5);
+            weights_after_steps(m, opt, true, &x, &y, steps)
+        };
+        let (fused, unfused) = (model(false, 3), model(true, 3));
+        // The convolution's weights and the normalisation's gamma did move.
+        let start = model(false, 0);
+        assert_ne!(fused[0], start[0], "{act:?}");
+        assert_ne!(fused[2], start[2], "{act:?}");
+        for (t, (f, u)) in fused.iter().zip(&unfused).enumerate() {
+            for (i, (a, b)) in f.iter().zip(u).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "{act:?} tensor {t}[{i}]: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
+
 /// Inside a model Flatten is skipped (its neighbours share the buffer); as the last layer it still
 /// produces the model's output.
 #[test]

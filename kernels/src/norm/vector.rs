@@ -44,13 +44,13 @@ fn shape(isa: Isa, w: usize) -> Option<(bool, usize)> {
 }
 
 /// The activation around a loop, as the loops' const parameter `ACT`.
-pub(super) const IDENTITY: u8 = 0;
-pub(super) const RELU: u8 = 1;
-pub(super) const SIGMOID: u8 = 2;
-pub(super) const TANH: u8 = 3;
+pub(crate) const IDENTITY: u8 = 0;
+pub(crate) const RELU: u8 = 1;
+pub(crate) const SIGMOID: u8 = 2;
+pub(crate) const TANH: u8 = 3;
 
 /// `act` as a loop's `ACT`.
-pub(super) fn act_code(act: Activation) -> u8 {
+pub(crate) fn act_code(act: Activation) -> u8 {
     match act {
         Activation::Identity => IDENTITY,
         Activation::Relu => RELU,
@@ -262,7 +262,7 @@ pub(super) fn gradient_sums(
 /// The gradient of the normalised output: `dy` times the derivative of `ACT` at its output `y`,
 /// rounded as `Activation::backward` rounds it.
 #[inline(always)]
-fn gradient<V: Vector, const ACT: u8>(dy: V, y: V) -> V {
+pub(crate) fn gradient<V: Vector, const ACT: u8>(dy: V, y: V) -> V {
     // SAFETY: the instruction set is the caller's.
     unsafe {
         let one = V::splat(&1.0);

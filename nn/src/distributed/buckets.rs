@@ -98,8 +98,7 @@ impl Buckets {
                 });
             };
         for (u, back) in plan.backward.iter().enumerate() {
-            let below = back.with_conv_below.then(|| back.layer - 1);
-            for i in std::iter::once(back.layer).chain(below) {
+            for i in std::iter::once(back.layer).chain(back.fused_below()) {
                 covered[i] = true;
                 add(&mut b, i, u, &mut open, &mut open_bytes);
             }

@@ -1,10 +1,11 @@
 //! Keras's `BatchNormalization` over the last axis, through `kernels::norm`.
 
+use kernels::conv_pool::PooledGradient;
 use kernels::norm::{
     batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_training,
     batch_norm_scale, BatchNorm, BatchNormGrads, BatchStats, FixedNorm,
 };
-use kernels::norm_pool::batch_norm_max_pool_forward_training;
+use kernels::norm_pool::{batch_norm_max_pool_backward, batch_norm_max_pool_forward_training};
 use kernels::ExecOptions;
 use rand::rngs::StdRng;
 
@@ -193,6 +194,46 @@ impl BatchNormalization {
         .map_err(Error::kernel(&self.name))?;
         self.update_moving_statistics();
         Ok(())
+    }
+
+    /// The backward passes of the MaxPooling2D `pool` reading this layer's output and of this
+    /// layer as one (the plan's fused pair, after [`Self::forward_pooled`]): the gradient of the
+    /// normalised output is formed from the pooling's gradient `grad` a few rows at a time,
+    /// never written whole; `dx` gets the gradient with respect to this layer's input `x`.
+    /// `None` unless the pooling took over this layer's activation (or its absence).
+    pub(crate) fn backward_pooled(
+        &mut self,
+        pool: &MaxPooling2D,
+        x: &[f32],
+        grad: &[f32],
+        dx: Option<&mut [f32]>,
+        n: usize,
+    ) -> Option<Result<()>> {
+        if !self.grad_is_preactivation {
+            return None;
+        }
+        let (p, act, y_pool, argmax) = pool.backward_parts(n)?;
+        let len = p.input_len();
+        let run = batch_norm_max_pool_backward(
+            &ExecOptions::default(),
+            &p,
+            self.epsilon,
+            &x[..len],
+            PooledGradient {
+                act,
+                y_pool,
+                dy_pool: &grad[..p.output_len()],
+                argmax,
+            },
+            &self.gamma,
+            (&self.mean, &self.inv_std),
+            dx.map(|d| &mut d[..len]),
+            BatchNormGrads {
+                dgamma: &mut self.dgamma,
+                dbeta: &mut self.dbeta,
+            },
+        );
+        Some(run.map_err(Error::kernel(&self.name)))
     }
 
     fn setting(&self, setting: &'static str, value: f32, reason: &str) -> Error {

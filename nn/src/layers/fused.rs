@@ -1,6 +1,6 @@
 //! The pairs of built-in layers the model runs as one pass (Conv2D + MaxPooling2D, forward and
-//! the first pair's backward; BatchNormalization + MaxPooling2D, forward), recognised by their
-//! [`Kind`].
+//! the first pair's backward; BatchNormalization + MaxPooling2D, forward and backward),
+//! recognised by their [`Kind`].
 
 use super::{Folded, Kind, Layer};
 use crate::error::Result;
@@ -90,6 +90,27 @@ pub(crate) fn forward_norm_pool(
     match (norm.kind(), pool.kind()) {
         (Kind::BatchNormalization(norm), Kind::MaxPooling2D(pool)) => {
             Some(norm.forward_pooled(pool, x, n, training))
+        }
+        _ => None,
+    }
+}
+
+/// The backward passes of `pool` then `norm` as one, when they fuse ([`fuses_norm_pool`]): the
+/// gradient of the normalised output is formed from the pooling's gradient `grad` as the
+/// normalisation's passes need it (see `kernels::norm_pool::batch_norm_max_pool_backward`), and
+/// `dx` gets the gradient with respect to the normalisation's input `x`. Returns `None` when the
+/// pair is not of that kind.
+pub(crate) fn backward_norm_pool(
+    norm: &mut dyn Layer,
+    pool: &mut dyn Layer,
+    x: &[f32],
+    grad: &[f32],
+    dx: Option<&mut [f32]>,
+    n: usize,
+) -> Option<Result<()>> {
+    match (norm.kind(), pool.kind()) {
+        (Kind::BatchNormalization(norm), Kind::MaxPooling2D(pool)) => {
+            norm.backward_pooled(pool, x, grad, dx, n)
         }
         _ => None,
     }
