@@ -146,7 +146,8 @@ pub(crate) fn statistics(
             let (s1, rest) = acc.split_at_mut(w);
             let (x, s2) = (&x[rows.start * c..rows.end * c], &mut rest[..w]);
             #[cfg(target_arch = "x86_64")]
-            if vector::column_sums(isa, x, c, c0, shift, s1, s2) {
+            // SAFETY: `isa` was resolved, so this CPU has it.
+            if unsafe { vector::column_sums(isa, x, c, c0, shift, s1, s2) } {
                 return;
             }
             // SAFETY: `isa` was resolved, so this CPU has it.
@@ -418,15 +419,18 @@ pub fn batch_norm_backward(
             );
             let (sdy, rest) = acc.split_at_mut(w);
             #[cfg(target_arch = "x86_64")]
-            if vector::gradient_sums(
-                isa,
-                data.1.vector_arrays(data.0),
-                c,
-                c0,
-                (m, is),
-                sdy,
-                &mut rest[..w],
-            ) {
+            // SAFETY: `isa` was resolved, so this CPU has it.
+            if unsafe {
+                vector::gradient_sums(
+                    isa,
+                    data.1.vector_arrays(data.0),
+                    c,
+                    c0,
+                    (m, is),
+                    sdy,
+                    &mut rest[..w],
+                )
+            } {
                 return;
             }
             // SAFETY: `isa` was resolved, so this CPU has it.
@@ -451,7 +455,8 @@ pub fn batch_norm_backward(
                 #[cfg(target_arch = "x86_64")]
                 {
                     let (arrays, params) = (data.1.vector_arrays(data.0), [sums.0, sums.1, sums.2]);
-                    if vector::input_gradient(isa, arrays, c, c0, (m, is), params, dx) {
+                    // SAFETY: as above.
+                    if unsafe { vector::input_gradient(isa, arrays, c, c0, (m, is), params, dx) } {
                         return;
                     }
                 }
@@ -524,8 +529,12 @@ pub(crate) fn backward_formed(
             let count = formed(rows, &mut |_, x, g| {
                 let data = (x, OutputGradient { dy: g, after: None });
                 #[cfg(target_arch = "x86_64")]
-                if vector::gradient_sums(isa, data.1.vector_arrays(x), c, c0, (m, is), sdy, sdyx) {
-                    return;
+                {
+                    let arrays = data.1.vector_arrays(x);
+                    // SAFETY: `isa` was resolved, so this CPU has it.
+                    if unsafe { vector::gradient_sums(isa, arrays, c, c0, (m, is), sdy, sdyx) } {
+                        return;
+                    }
                 }
                 // SAFETY: `isa` was resolved, so this CPU has it.
                 unsafe { gradient_sums_loops::run(isa, data, c, c0, (m, is), sdy, sdyx) }
@@ -557,15 +566,18 @@ pub(crate) fn backward_formed(
                     #[cfg(target_arch = "x86_64")]
                     {
                         let params = [sums.0, sums.1, sums.2];
-                        if vector::input_gradient(
-                            isa,
-                            data.1.vector_arrays(x),
-                            c,
-                            c0,
-                            (m, is),
-                            params,
-                            dx,
-                        ) {
+                        // SAFETY: as above.
+                        if unsafe {
+                            vector::input_gradient(
+                                isa,
+                                data.1.vector_arrays(x),
+                                c,
+                                c0,
+                                (m, is),
+                                params,
+                                dx,
+                            )
+                        } {
                             return;
                         }
                     }
@@ -625,7 +637,8 @@ unsafe fn scale_shift_stripe(
     y: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if vector::scale_shift(isa, x, c, c0, [affine.0, affine.1, affine.2], act, y) {
+    // SAFETY: the caller's contract.
+    if unsafe { vector::scale_shift(isa, x, c, c0, [affine.0, affine.1, affine.2], act, y) } {
         return;
     }
     // SAFETY: the caller's contract.

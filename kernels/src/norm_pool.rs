@@ -203,16 +203,23 @@ crate::dispatch::per_isa!(forward_image_loops, forward_image_body, forward_image
     (p: &Pool2d, img: &[f32], affine: Affine<'_>, act: Activation, yi: &mut [f32],
      ai: &mut [u32]));
 
+/// The most channels [`batch_norm_max_pool_backward`] takes (rows of them are formed on the
+/// stack).
+pub const MAX_FUSED_BACKWARD_CHANNELS: usize = norm::FORMED_FLOATS;
+
 /// Training backward of a max pooling `p` (windows apart) and the batch normalisation before it,
 /// with the activation between them that the pooling took over (`pooled.act`), as one pass: the
 /// gradient of the normalised output — the pooling's gradient times the activation's derivative
 /// at each window's argmax, zero elsewhere — is formed a few rows at a time as the
 /// normalisation's two passes over `x` need it, and never written whole. What
 /// [`max_pool2d_activation_backward`] then [`batch_norm_backward`] (no activation) compute,
-/// without the full-size tensor between them (on the vector paths, the same bits). `x` is the
+/// without the full-size tensor between them (the same bits where the vector loops serve and
+/// there are at most 256 channels: wider rows are formed fewer than 16 at a time, which groups
+/// the f32 sums differently). `x` is the
 /// normalisation's input (the pooling's input's shape, NHWC), `stats` its batch mean and
 /// 1/√(variance + ε); `dx`, when given, gets the gradient with respect to `x`. At most
-/// 4 096 channels. Argmax entries outside their windows are an error that writes nothing.
+/// [`MAX_FUSED_BACKWARD_CHANNELS`] channels. Argmax entries outside their windows are an error
+/// that writes nothing.
 ///
 /// [`max_pool2d_activation_backward`]: crate::pool::max_pool2d_activation_backward
 /// [`batch_norm_backward`]: crate::norm::batch_norm_backward
@@ -260,14 +267,14 @@ pub fn batch_norm_max_pool_backward(
             format!("{} channels", p.channels)
         })?;
     }
-    if p.channels > norm::FORMED_FLOATS {
+    if p.channels > MAX_FUSED_BACKWARD_CHANNELS {
         return Err(Error::InvalidArgument {
             name: "channels",
             value: p.channels.to_string(),
             reason: format!(
                 "{what} takes at most {} channels; run the pooling's and the normalisation's \
                  backward passes in turn",
-                norm::FORMED_FLOATS
+                MAX_FUSED_BACKWARD_CHANNELS
             ),
         });
     }
@@ -279,7 +286,8 @@ pub fn batch_norm_max_pool_backward(
     let isa = Isa::resolve(opts.isa)?;
     let form = |rows: std::ops::Range<usize>, out: &mut [f32]| {
         #[cfg(target_arch = "x86_64")]
-        if let Some(routed) = vector::form_rows(isa, p, pooled, rows.start, out) {
+        // SAFETY: `isa` was resolved, so this CPU has it.
+        if let Some(routed) = unsafe { vector::form_rows(isa, p, pooled, rows.start, out) } {
             return routed;
         }
         let mut routed = 0;

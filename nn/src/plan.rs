@@ -153,8 +153,10 @@ impl Plan {
             let norm_below = match source {
                 Some(j) if !with_conv_below => {
                     let (a, b) = layers.split_at_mut(i);
-                    layers::fuses_norm_pool(a[j].as_mut(), b[0].as_mut()).then(|| NormBelow {
-                        source: (0..j).rev().find(|&k| !skip[k]),
+                    layers::fuses_norm_pool_backward(a[j].as_mut(), b[0].as_mut()).then(|| {
+                        NormBelow {
+                            source: (0..j).rev().find(|&k| !skip[k]),
+                        }
                     })
                 }
                 _ => None,

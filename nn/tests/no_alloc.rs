@@ -182,19 +182,30 @@ fn cnn() -> Sequential {
         .add(Dense::new(10, Act::Softmax))
 }
 
-/// Program F: BatchNormalization, average and global pooling.
-fn cnn_bn() -> Sequential {
-    Sequential::new()
+/// A CNN with BatchNormalization (program F's layers, with average or max pooling after the
+/// first normalisation) and global pooling.
+fn cnn_bn(pool: Pooling) -> Sequential {
+    let m = Sequential::new()
         .input_shape(&[28, 28, 1])
         .add(Conv2D::new(16, (3, 3), Act::Linear))
         .add(BatchNormalization::new())
-        .add(Activation::new(Act::Relu))
-        .add(AveragePooling2D::new((2, 2)))
-        .add(Conv2D::new(32, (3, 3), Act::Linear))
+        .add(Activation::new(Act::Relu));
+    let m = match pool {
+        Pooling::Average => m.add(AveragePooling2D::new((2, 2))),
+        // Program F's: the normalisation and the pooling then run as one pass each way.
+        Pooling::Max => m.add(MaxPooling2D::new((2, 2))),
+    };
+    m.add(Conv2D::new(32, (3, 3), Act::Linear))
         .add(BatchNormalization::new())
         .add(Activation::new(Act::Relu))
         .add(GlobalAveragePooling2D::new())
         .add(Dense::new(10, Act::Softmax))
+}
+
+/// The pooling after the first normalisation of [`cnn_bn`].
+enum Pooling {
+    Average,
+    Max,
 }
 
 /// The reference models on this process's path (`KERNELS_ISA`, or the best one).
@@ -203,7 +214,16 @@ fn training_steps_do_not_allocate() {
     for threads in [Some(1), Some(2), None] {
         check(mlp(), "MLP", threads);
         check(cnn(), "CNN", threads);
-        check(cnn_bn(), "CNN with BatchNormalization", threads);
+        check(
+            cnn_bn(Pooling::Average),
+            "CNN with BatchNormalization",
+            threads,
+        );
+        check(
+            cnn_bn(Pooling::Max),
+            "CNN with BatchNormalization and max pooling",
+            threads,
+        );
     }
 }
 

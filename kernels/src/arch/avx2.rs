@@ -170,6 +170,42 @@ impl Vector for __m256 {
         // SAFETY: the caller's contract: the CPU has the instruction set.
         unsafe { (_mm256_movemask_ps(take) as u32).count_ones() }
     }
+    type Wide = __m256d;
+    #[inline(always)]
+    unsafe fn widen(v: Self) -> [__m256d; 2] {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe {
+            [
+                _mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)),
+            ]
+        }
+    }
+    #[inline(always)]
+    unsafe fn wide_zero() -> __m256d {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_setzero_pd() }
+    }
+    #[inline(always)]
+    unsafe fn wide_sub(a: __m256d, b: __m256d) -> __m256d {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_sub_pd(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn wide_add(a: __m256d, b: __m256d) -> __m256d {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_add_pd(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn wide_fmadd(a: __m256d, b: __m256d, c: __m256d) -> __m256d {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_fmadd_pd(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn wide_store(p: *mut f64, v: __m256d) {
+        // SAFETY: caller's contract.
+        unsafe { _mm256_storeu_pd(p, v) }
+    }
     #[inline(always)]
     unsafe fn dot_sums<const W: usize>(acc: &[[Self; W]], out: &mut [f32]) {
         const AT_ONCE: usize = 8;

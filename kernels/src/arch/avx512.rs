@@ -134,6 +134,43 @@ impl Vector for __m512 {
     unsafe fn chosen(take: __mmask16) -> u32 {
         take.count_ones()
     }
+    type Wide = __m512d;
+    #[inline(always)]
+    unsafe fn widen(v: Self) -> [__m512d; 2] {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe {
+            let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+            [
+                _mm512_cvtps_pd(_mm512_castps512_ps256(v)),
+                _mm512_cvtps_pd(high),
+            ]
+        }
+    }
+    #[inline(always)]
+    unsafe fn wide_zero() -> __m512d {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm512_setzero_pd() }
+    }
+    #[inline(always)]
+    unsafe fn wide_sub(a: __m512d, b: __m512d) -> __m512d {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm512_sub_pd(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn wide_add(a: __m512d, b: __m512d) -> __m512d {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm512_add_pd(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn wide_fmadd(a: __m512d, b: __m512d, c: __m512d) -> __m512d {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm512_fmadd_pd(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn wide_store(p: *mut f64, v: __m512d) {
+        // SAFETY: caller's contract.
+        unsafe { _mm512_storeu_pd(p, v) }
+    }
     #[inline(always)]
     unsafe fn dot_sums<const W: usize>(acc: &[[Self; W]], out: &mut [f32]) {
         debug_assert!(W == 1 && acc.len() <= DOT_SUMS && out.len() == acc.len());

@@ -66,6 +66,18 @@ pub(crate) trait Vector: Copy {
     /// How many lanes `take` chose.
     unsafe fn chosen(take: Self::Choice) -> u32;
 
+    /// A register of f64 lanes, half as many as `Self`'s.
+    type Wide: Copy;
+    /// `v`'s lanes as f64, the first half then the second (exact).
+    unsafe fn widen(v: Self) -> [Self::Wide; 2];
+    unsafe fn wide_zero() -> Self::Wide;
+    unsafe fn wide_sub(a: Self::Wide, b: Self::Wide) -> Self::Wide;
+    unsafe fn wide_add(a: Self::Wide, b: Self::Wide) -> Self::Wide;
+    /// `a·b + c`, one rounding.
+    unsafe fn wide_fmadd(a: Self::Wide, b: Self::Wide, c: Self::Wide) -> Self::Wide;
+    /// All `LANES / 2` f64 to `p`.
+    unsafe fn wide_store(p: *mut f64, v: Self::Wide);
+
     /// The dot forms' sums of up to [`DOT_SUMS`] accumulators at once: `out[e]` =
     /// `reduce_lanes` of `acc[e]`'s [`DOT_LANES`] lanes (`W` registers, `W·LANES` =
     /// `DOT_LANES`), bit for bit — the same additions in the same tree, several sums' in each

@@ -1,20 +1,22 @@
 //! Batch normalisation's per-channel loops in explicit vectors, for blocks of channels that are
-//! whole vectors (16 or 32 channels on AVX-512, 8 to 32 in steps of 8 on AVX2) around no activation or
-//! an elementwise one: written once over [`Vector`] and compiled for AVX-512 and
-//! AVX2. Other blocks, activations and instruction sets take the portable loops in `norm.rs`.
+//! whole vectors (16 or 32 channels on AVX-512, 8 to 32 in steps of 8 on AVX2) around no
+//! activation or an elementwise one: written once over [`Vector`] and compiled for AVX-512 and
+//! AVX2. Other blocks and instruction sets take the portable loops in `norm.rs`.
 //!
 //! Why: the compiler's vectorisation of the portable loops kept their f64 sums latency-bound
 //! (one widened f64 addition per row and lane group, in one chain) and moved the widened lanes
 //! through the stack, and the maps over 16 channels ran at about a third of a vector per cycle.
-//! On one thread of a 2-core AVX-512 Xeon (the `norm_probe` example), the training forward of
-//! 7 744 rows × 32 channels took 176 µs and the backward of 43 264 × 16 459 µs: program F's
-//! shapes, where these passes were about a third of a training step.
+//! On one thread of a 2-core AVX-512 Xeon (the `norm_probe` example), program F's second layer
+//! (7 744 rows × 32 channels) took 176 µs for the training forward pass and 358 µs for the
+//! backward pass through its ReLU; its first (43 264 × 16, 2.8 MB per tensor) moves at the
+//! memory's speed either way.
 //!
-//! The sums run in f32 over blocks of [`SUM_ROWS`] rows, in two chains (even rows, odd rows),
-//! then join f64 totals in row order: the same bits for any thread count (the stripes are cut by
-//! the row count). An f32 sum of eight terms is off by at most 8 ulp of the sum of their
-//! magnitudes; the f64 totals keep the error from growing with the batch. The maps round as the
-//! portable loops do (the same operations in the same order): the same bits.
+//! The statistics' sums run in f64 as the portable loop's (the same bits). The gradient's sums
+//! run in f32 over blocks of [`SUM_ROWS`] rows, in two chains (even rows, odd rows), then join
+//! f64 totals in row order: the same bits for any thread count (the stripes are cut by the row
+//! count). An f32 sum of eight terms is off by at most 8 ulp of the sum of their magnitudes; the
+//! f64 totals keep the error from growing with the batch. The maps round as the portable loops
+//! do (the same operations in the same order): the same bits.
 
 use std::arch::x86_64::{__m256, __m512};
 
@@ -74,8 +76,8 @@ macro_rules! run_vectors {
                 }
             };
         }
-        // SAFETY: (every arm) `isa` was resolved by the caller, so this CPU has it, and an
-        // AVX-512 CPU has AVX2 and FMA; the loops check their slices.
+        // SAFETY: (every arm) this CPU has `isa` (the caller's contract), and an AVX-512 CPU
+        // has AVX2 and FMA; the loops check their slices.
         unsafe {
             match shape($isa, $w) {
                 Some((true, 1)) => by_act!(avx512, 1),
@@ -181,9 +183,12 @@ entry_points!(column_sums_entry, column_sums_v, (x: &[f32], c: usize, c0: usize,
     shift: &[f32], s1: &mut [f64], s2: &mut [f64]));
 
 /// Σ (x − shift) into `s1` and Σ (x − shift)² into `s2` per channel of the block at `c0`
-/// (`s1.len()` channels of rows `c` wide), as the portable `column_sums_body`; returns whether a
-/// vector path served the block.
-pub(super) fn column_sums(
+/// (`s1.len()` channels of rows `c` wide), as the portable `column_sums_body` (the same bits);
+/// returns whether a vector path served the block.
+///
+/// # Safety (this and the three functions below)
+/// This CPU has `isa`.
+pub(super) unsafe fn column_sums(
     isa: Isa,
     x: &[f32],
     c: usize,
@@ -200,6 +205,12 @@ pub(super) fn column_sums(
     )
 }
 
+/// In f64, row by row, as the portable loop (the same bits): each f32 widened exactly, its
+/// difference from the shift exact, the square exact (48 bits), so the only rounding is the
+/// sum's — the variance stays accurate however far the first row lies from the mean (f32 sums
+/// of the squared differences lost it in proportion to that distance squared). Two f64 vectors
+/// per vector of the row, one chain per lane: at 16 channels a row every four cycles, faster
+/// than these rows arrive from memory.
 #[inline(always)]
 fn column_sums_v<V: Vector, const NV: usize, const ACT: u8>(
     x: &[f32],
@@ -209,29 +220,39 @@ fn column_sums_v<V: Vector, const NV: usize, const ACT: u8>(
     s1: &mut [f64],
     s2: &mut [f64],
 ) {
-    let centre: [V; NV] = load_row(shift, 0);
-    row_blocks!(
-        V,
-        NV,
-        x.len() / c,
-        |r, acc| {
-            let xv: [V; NV] = load_row(x, r * c + c0);
-            let [a, b] = acc;
-            for v in 0..NV {
-                // SAFETY: the instruction set is the caller's.
-                unsafe {
-                    let d = V::sub(xv[v], centre[v]);
-                    a[v] = V::add(a[v], d);
-                    b[v] = V::fmadd(d, d, b[v]);
+    // SAFETY: (this and every vector operation below) the instruction set is the caller's.
+    let centre: [[V::Wide; 2]; NV] = load_row::<V, NV>(shift, 0).map(|v| unsafe { V::widen(v) });
+    // SAFETY: as above.
+    let zero = unsafe { V::wide_zero() };
+    let (mut a, mut b) = ([[zero; 2]; NV], [[zero; 2]; NV]);
+    for r in 0..x.len() / c {
+        let xv: [V; NV] = load_row(x, r * c + c0);
+        for v in 0..NV {
+            // SAFETY: as above.
+            unsafe {
+                let halves = V::widen(xv[v]);
+                for h in 0..2 {
+                    let d = V::wide_sub(halves[h], centre[v][h]);
+                    a[v][h] = V::wide_add(a[v][h], d);
+                    b[v][h] = V::wide_fmadd(d, d, b[v][h]);
                 }
             }
-        },
-        |chains| {
-            let [even, odd] = chains;
-            flush([even[0], odd[0]], s1);
-            flush([even[1], odd[1]], s2);
         }
-    );
+    }
+    let half = V::LANES / 2;
+    for (sums, totals) in [(a, &mut *s1), (b, &mut *s2)] {
+        let mut lanes = [0.0f64; 16];
+        for (v, pair) in sums.iter().enumerate() {
+            for (h, &sum) in pair.iter().enumerate() {
+                // SAFETY: `lanes` holds at least LANES / 2 f64; as above.
+                unsafe { V::wide_store(lanes.as_mut_ptr(), sum) };
+                let at = v * V::LANES + h * half;
+                for (t, &l) in totals[at..at + half].iter_mut().zip(&lanes) {
+                    *t += l;
+                }
+            }
+        }
+    }
 }
 
 entry_points!(gradient_sums_entry, gradient_sums_v, (x: &[f32], dy: &[f32], y: &[f32],
@@ -242,7 +263,7 @@ entry_points!(gradient_sums_entry, gradient_sums_v, (x: &[f32], dy: &[f32], y: &
 /// mean)·inv_std, as the portable `gradient_sums_body`; returns whether a vector path served the
 /// block.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn gradient_sums(
+pub(super) unsafe fn gradient_sums(
     isa: Isa,
     (x, dy, (act, y)): (&[f32], &[f32], (u8, &[f32])),
     c: usize,
@@ -321,7 +342,7 @@ entry_points!(input_gradient_entry, input_gradient_v, (x: &[f32], dy: &[f32], y:
 /// `dx = k·(g − mean(g) − x̂·mean(g·x̂))` on the block of channels at `c0` (`k.len()` of them,
 /// `sums` = (k, mean(g), mean(g·x̂))), g as in [`gradient_sums`], as the portable
 /// `input_gradient_body` (the same bits); returns whether a vector path served the block.
-pub(super) fn input_gradient(
+pub(super) unsafe fn input_gradient(
     isa: Isa,
     (x, dy, (act, y)): (&[f32], &[f32], (u8, &[f32])),
     c: usize,
@@ -373,7 +394,7 @@ entry_points!(scale_shift_entry, scale_shift_v, (x: &[f32], c: usize, c0: usize,
 /// `y = act((x − mean)·scale + beta)` on the block of channels at `c0` (`affine` = (mean,
 /// scale, beta), `scale.len()` channels), as the portable `scale_shift_body` (the same bits);
 /// returns whether a vector path served the block (for no activation or a ReLU only).
-pub(super) fn scale_shift(
+pub(super) unsafe fn scale_shift(
     isa: Isa,
     x: &[f32],
     c: usize,

@@ -14,9 +14,12 @@ use crate::pool::Pool2d;
 use crate::Isa;
 
 /// The rows of the normalised output's gradient from row `r0` into `out`, as the portable
-/// `form_rows` (the same bits), on a vector path where one serves `p.channels` under `isa`
-/// (resolved by the caller); returns the routed count, or `None` for the portable loop.
-pub(super) fn form_rows(
+/// `form_rows` (the same bits), on a vector path where one serves `p.channels` under `isa`;
+/// returns the routed count, or `None` for the portable loop.
+///
+/// # Safety
+/// This CPU has `isa`.
+pub(super) unsafe fn form_rows(
     isa: Isa,
     p: &Pool2d,
     pooled: PooledGradient<'_>,
@@ -38,8 +41,8 @@ pub(super) fn form_rows(
             }
         };
     }
-    // SAFETY: (both arms) `isa` was resolved by the caller, so this CPU has it (and an AVX-512
-    // CPU has AVX2 and FMA), and popcnt was detected; the loops check their slices.
+    // SAFETY: (both arms) this CPU has `isa` (the caller's contract; an AVX-512 CPU has AVX2
+    // and FMA), and popcnt was detected; the loops check their slices.
     unsafe {
         if wide {
             Some(by_act!(avx512))

@@ -104,6 +104,11 @@ impl BatchNormalization {
         self
     }
 
+    /// The channels normalised (the last axis; after `build`).
+    pub(crate) fn channels(&self) -> usize {
+        self.channels
+    }
+
     /// `n` samples as rows of channels (an image's positions are rows too).
     fn shape(&self, n: usize) -> BatchNorm {
         BatchNorm {

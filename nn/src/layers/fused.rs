@@ -95,7 +95,20 @@ pub(crate) fn forward_norm_pool(
     }
 }
 
-/// The backward passes of `pool` then `norm` as one, when they fuse ([`fuses_norm_pool`]): the
+/// Whether [`backward_norm_pool`] runs the backward passes of `pool` and `norm` as one: they
+/// fuse forward ([`fuses_norm_pool`]) and the normalisation has at most
+/// `kernels::norm_pool::MAX_FUSED_BACKWARD_CHANNELS` channels (else the two passes in turn).
+pub(crate) fn fuses_norm_pool_backward(norm: &mut dyn Layer, pool: &mut dyn Layer) -> bool {
+    let narrow = match norm.kind() {
+        Kind::BatchNormalization(n) => {
+            n.channels() <= kernels::norm_pool::MAX_FUSED_BACKWARD_CHANNELS
+        }
+        _ => false,
+    };
+    narrow && fuses_norm_pool(norm, pool)
+}
+
+/// The backward passes of `pool` then `norm` as one, when they fuse ([`fuses_norm_pool_backward`]): the
 /// gradient of the normalised output is formed from the pooling's gradient `grad` as the
 /// normalisation's passes need it (see `kernels::norm_pool::batch_norm_max_pool_backward`), and
 /// `dx` gets the gradient with respect to the normalisation's input `x`. Returns `None` when the
