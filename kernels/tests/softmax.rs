@@ -174,3 +174,36 @@ fn huge_logits_nan_rows_and_bad_shapes() {
         "softmax_cross_entropy: the input has 6 elements but the output has 5"
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// In place, the exponentials of up to 64 rows at a time: the same bits as row by row,
+    /// over row counts across those blocks, NaN rows among them.
+    #[test]
+    fn softmax_in_place_matches_row_by_row_bit_for_bit(
+        cols in 1usize..20,
+        rows in prop_oneof![Just(0usize), Just(64), Just(65), 1usize..150],
+        nan_row in proptest::option::of(0usize..150),
+        seed in any::<u64>(),
+    ) {
+        let mut state = seed | 1;
+        let mut x: Vec<f32> = (0..rows * cols)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 40.0
+            })
+            .collect();
+        if let Some(r) = nan_row.filter(|&r| r < rows) {
+            x[r * cols] = f32::NAN;
+        }
+        let mut want = vec![0.0f32; x.len()];
+        math::softmax_rows(&x, &mut want, cols).unwrap();
+        let mut got = x.clone();
+        math::softmax_rows_in_place(&mut got, cols).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|e| e.to_bits()).collect::<Vec<_>>();
+        prop_assert_eq!(bits(&got), bits(&want));
+    }
+}
