@@ -378,7 +378,7 @@ pub fn batch_norm_backward(
     gamma: &[f32],
     (mean, inv_std): (&[f32], &[f32]),
     dx: Option<&mut [f32]>,
-    grads: BatchNormGrads<'_>,
+    mut grads: BatchNormGrads<'_>,
 ) -> Result<()> {
     let what = "batch_norm_backward";
     let len = s.len()?;
@@ -390,15 +390,7 @@ pub fn batch_norm_backward(
     if let Some(dx) = &dx {
         check_len(what, "input gradient dx", dx.len(), len, || desc(s))?;
     }
-    for (name, v) in [
-        ("gamma", gamma.len()),
-        ("mean", mean.len()),
-        ("inv_std", inv_std.len()),
-        ("dgamma", grads.dgamma.len()),
-        ("dbeta", grads.dbeta.len()),
-    ] {
-        check_len(what, name, v, s.channels, || channels(s))?;
-    }
+    check_backward_params(what, s, gamma, (mean, inv_std), &grads)?;
     if s.rows == 0 {
         grads.dgamma.fill(0.0);
         grads.dbeta.fill(0.0);
@@ -436,15 +428,7 @@ pub fn batch_norm_backward(
             // SAFETY: `isa` was resolved, so this CPU has it.
             unsafe { gradient_sums_loops::run(isa, data, c, c0, (m, is), sdy, &mut rest[..w]) }
         });
-        let (sdy, sdyx) = (&sums[..w], &sums[w..2 * w]);
-        let (mut k, mut mean_dy, mut mean_dyx) = ([0.0f32; HALF], [0.0f32; HALF], [0.0f32; HALF]);
-        for i in 0..w {
-            grads.dbeta[c0 + i] = sdy[i] as f32;
-            grads.dgamma[c0 + i] = sdyx[i] as f32;
-            k[i] = gamma[c0 + i] * is[i];
-            mean_dy[i] = (sdy[i] / n) as f32;
-            mean_dyx[i] = (sdyx[i] / n) as f32;
-        }
+        let [k, mean_dy, mean_dyx] = block_gradients(&sums, (w, c0, n), gamma, is, &mut grads);
         if let Some(dx) = dx.as_deref_mut() {
             let sums = (&k[..w], &mean_dy[..w], &mean_dyx[..w]);
             striped_map(opts, s, dx, |rows, dx| {
@@ -466,6 +450,49 @@ pub fn batch_norm_backward(
         }
     }
     Ok(())
+}
+
+/// A backward pass's per-channel arguments: γ, the statistics and the gradients' buffers, one
+/// value per channel each.
+pub(crate) fn check_backward_params(
+    what: &'static str,
+    s: &BatchNorm,
+    gamma: &[f32],
+    (mean, inv_std): (&[f32], &[f32]),
+    grads: &BatchNormGrads<'_>,
+) -> Result<()> {
+    for (name, v) in [
+        ("gamma", gamma.len()),
+        ("mean", mean.len()),
+        ("inv_std", inv_std.len()),
+        ("dgamma", grads.dgamma.len()),
+        ("dbeta", grads.dbeta.len()),
+    ] {
+        check_len(what, name, v, s.channels, || channels(s))?;
+    }
+    Ok(())
+}
+
+/// From a block's sums Σ g and Σ g·x̂ (the first `w` entries and the next `w`), over `n` rows:
+/// dbeta and dgamma of the `w` channels at `c0` into `grads`, and the input gradient's factors
+/// per channel (γ·1/σ, mean g, mean g·x̂; the first `w` of each).
+fn block_gradients(
+    sums: &[f64; BLOCK],
+    (w, c0, n): (usize, usize, f64),
+    gamma: &[f32],
+    inv_std: &[f32],
+    grads: &mut BatchNormGrads<'_>,
+) -> [[f32; HALF]; 3] {
+    let (sdy, sdyx) = (&sums[..w], &sums[w..2 * w]);
+    let (mut k, mut mean_dy, mut mean_dyx) = ([0.0f32; HALF], [0.0f32; HALF], [0.0f32; HALF]);
+    for i in 0..w {
+        grads.dbeta[c0 + i] = sdy[i] as f32;
+        grads.dgamma[c0 + i] = sdyx[i] as f32;
+        k[i] = gamma[c0 + i] * inv_std[i];
+        mean_dy[i] = (sdy[i] / n) as f32;
+        mean_dyx[i] = (sdyx[i] / n) as f32;
+    }
+    [k, mean_dy, mean_dyx]
 }
 
 /// Rows of the gradient a [`backward_formed`] pass forms at a time, into a buffer on the stack of
@@ -497,7 +524,7 @@ pub(crate) fn backward_formed(
     gamma: &[f32],
     (mean, inv_std): (&[f32], &[f32]),
     mut dx: Option<&mut [f32]>,
-    grads: BatchNormGrads<'_>,
+    mut grads: BatchNormGrads<'_>,
 ) -> Result<bool> {
     let isa = crate::Isa::resolve(opts.isa)?;
     let (n, c) = (s.rows as f64, s.channels);
@@ -547,15 +574,7 @@ pub(crate) fn backward_formed(
             }
             checked = true;
         }
-        let (sdy, sdyx) = (&sums[..w], &sums[w..2 * w]);
-        let (mut k, mut mean_dy, mut mean_dyx) = ([0.0f32; HALF], [0.0f32; HALF], [0.0f32; HALF]);
-        for i in 0..w {
-            grads.dbeta[c0 + i] = sdy[i] as f32;
-            grads.dgamma[c0 + i] = sdyx[i] as f32;
-            k[i] = gamma[c0 + i] * is[i];
-            mean_dy[i] = (sdy[i] / n) as f32;
-            mean_dyx[i] = (sdyx[i] / n) as f32;
-        }
+        let [k, mean_dy, mean_dyx] = block_gradients(&sums, (w, c0, n), gamma, is, &mut grads);
         if let Some(dx) = dx.as_deref_mut() {
             let sums = (&k[..w], &mean_dy[..w], &mean_dyx[..w]);
             striped_map(opts, s, dx, |rows, dx| {

@@ -26,6 +26,21 @@ use crate::Isa;
 #[cfg(target_arch = "x86_64")]
 mod vector;
 
+/// The normalisation over the pooling `p`'s input, its positions as rows of channels, after
+/// checking the pooling (windows apart), ε, and that `x` is that input (the input's length fits:
+/// `Pool2d::validate`).
+fn normalisation_of(what: &'static str, p: &Pool2d, epsilon: f32, x: &[f32]) -> Result<BatchNorm> {
+    check_pooling(what, p)?;
+    let s = BatchNorm {
+        rows: p.batch * p.in_h * p.in_w,
+        channels: p.channels,
+        epsilon,
+    };
+    s.len()?;
+    check_len(what, "input x", x.len(), p.input_len(), || p.desc_in())?;
+    Ok(s)
+}
+
 /// The pooling, checked, and that its windows lie apart.
 fn check_pooling(what: &'static str, p: &Pool2d) -> Result<()> {
     p.validate()?;
@@ -65,16 +80,7 @@ pub fn batch_norm_max_pool_forward_training(
     mut stats: BatchStats<'_>,
 ) -> Result<()> {
     let what = "batch_norm_max_pool_forward_training";
-    check_pooling(what, p)?;
-    // The normalisation over the pooling's input: its positions as rows of channels (the
-    // input's length fits: `Pool2d::validate`); ε checked.
-    let s = BatchNorm {
-        rows: p.batch * p.in_h * p.in_w,
-        channels: p.channels,
-        epsilon,
-    };
-    s.len()?;
-    check_len(what, "input x", x.len(), p.input_len(), || p.desc_in())?;
+    let s = normalisation_of(what, p, epsilon, x)?;
     check_len(what, "pooled output y", y.len(), p.output_len(), || {
         p.desc_out()
     })?;
@@ -236,14 +242,7 @@ pub fn batch_norm_max_pool_backward(
     grads: BatchNormGrads<'_>,
 ) -> Result<()> {
     let what = "batch_norm_max_pool_backward";
-    check_pooling(what, p)?;
-    let s = BatchNorm {
-        rows: p.batch * p.in_h * p.in_w,
-        channels: p.channels,
-        epsilon,
-    };
-    s.len()?;
-    check_len(what, "input x", x.len(), p.input_len(), || p.desc_in())?;
+    let s = normalisation_of(what, p, epsilon, x)?;
     for (name, v) in [
         ("pooled output y", pooled.y_pool.len()),
         ("pooled gradient dy", pooled.dy_pool.len()),
@@ -256,17 +255,7 @@ pub fn batch_norm_max_pool_backward(
             p.desc_in()
         })?;
     }
-    for (name, v) in [
-        ("gamma", gamma.len()),
-        ("mean", mean.len()),
-        ("inv_std", inv_std.len()),
-        ("dgamma", grads.dgamma.len()),
-        ("dbeta", grads.dbeta.len()),
-    ] {
-        check_len(what, name, v, p.channels, || {
-            format!("{} channels", p.channels)
-        })?;
-    }
+    norm::check_backward_params(what, &s, gamma, (mean, inv_std), &grads)?;
     if p.channels > MAX_FUSED_BACKWARD_CHANNELS {
         return Err(Error::InvalidArgument {
             name: "channels",
@@ -338,20 +327,12 @@ fn form_rows(
     r0: usize,
     out: &mut [f32],
 ) -> usize {
-    let (c, ow, oh, in_w) = (p.channels, p.out_w(), p.out_h(), p.in_w);
-    let (image, out_image) = (p.in_h * in_w, p.out_image_len());
-    // The first row's image, position and window, then counters stepped row by row: a division
-    // per row for each of them cost more than the row's 16 channels of work (the pass ran at a
-    // quarter of the two passes' speed it replaces, program F's shapes).
-    let (mut n, at) = (r0 / image, r0 % image);
-    let (mut iy, mut ix) = (at / in_w, at % in_w);
-    let (mut qy, mut ry) = (iy / p.stride_h, iy % p.stride_h);
-    let (mut qx, mut rx) = (ix / p.stride_w, ix % p.stride_w);
+    let c = p.channels;
+    let mut place = RowPlace::at(p, r0);
     let mut routed = 0;
     for px in out.chunks_exact_mut(c) {
-        if qy < oh && ry < p.pool_h && qx < ow && rx < p.pool_w {
-            let q = n * out_image + (qy * ow + qx) * c;
-            let first = ((iy * in_w + ix) * c) as u32;
+        if let Some((q, first)) = place.window(p) {
+            let first = first as u32;
             let window = argmax[q..q + c]
                 .iter()
                 .zip(&dy_pool[q..q + c])
@@ -365,25 +346,84 @@ fn form_rows(
         } else {
             px.fill(0.0);
         }
-        ix += 1;
-        rx += 1;
-        if rx == p.stride_w {
-            (rx, qx) = (0, qx + 1);
+        place.step(p);
+    }
+    routed
+}
+
+/// Where a row (a position across the batch) lies under a pooling with windows apart: its
+/// image, its place in the image and its window's, stepped row by row — a division per row for
+/// each of them cost more than the row's 16 channels of work (the fused backward pass ran at a
+/// quarter of the speed of the two passes it replaces, program F's shapes).
+struct RowPlace {
+    /// The pooled output's width and height and its length per image (their divisions taken
+    /// once, not per row).
+    out_w: usize,
+    out_h: usize,
+    out_image: usize,
+    n: usize,
+    iy: usize,
+    ix: usize,
+    /// The window's row and column, and the row's offsets from their starts.
+    qy: usize,
+    ry: usize,
+    qx: usize,
+    rx: usize,
+}
+
+impl RowPlace {
+    /// Row `r`'s place.
+    fn at(p: &Pool2d, r: usize) -> RowPlace {
+        let (image, in_w) = (p.in_h * p.in_w, p.in_w);
+        let at = r % image;
+        let (iy, ix) = (at / in_w, at % in_w);
+        RowPlace {
+            out_w: p.out_w(),
+            out_h: p.out_h(),
+            out_image: p.out_image_len(),
+            n: r / image,
+            iy,
+            ix,
+            qy: iy / p.stride_h,
+            ry: iy % p.stride_h,
+            qx: ix / p.stride_w,
+            rx: ix % p.stride_w,
         }
-        if ix == in_w {
-            (ix, rx, qx) = (0, 0, 0);
-            iy += 1;
-            ry += 1;
-            if ry == p.stride_h {
-                (ry, qy) = (0, qy + 1);
+    }
+
+    /// The first element of the row's window in the pooled output (across the batch) and of the
+    /// row in its image, or `None` where no window covers the row.
+    #[inline(always)]
+    fn window(&self, p: &Pool2d) -> Option<(usize, usize)> {
+        let (c, ow) = (p.channels, self.out_w);
+        let inside = self.qy < self.out_h && self.ry < p.pool_h;
+        (inside && self.qx < ow && self.rx < p.pool_w).then(|| {
+            let q = self.n * self.out_image + (self.qy * ow + self.qx) * c;
+            (q, (self.iy * p.in_w + self.ix) * c)
+        })
+    }
+
+    /// On to the next row.
+    #[inline(always)]
+    fn step(&mut self, p: &Pool2d) {
+        self.ix += 1;
+        self.rx += 1;
+        if self.rx == p.stride_w {
+            (self.rx, self.qx) = (0, self.qx + 1);
+        }
+        if self.ix == p.in_w {
+            (self.ix, self.rx, self.qx) = (0, 0, 0);
+            self.iy += 1;
+            self.ry += 1;
+            if self.ry == p.stride_h {
+                (self.ry, self.qy) = (0, self.qy + 1);
             }
-            if iy == p.in_h {
-                (iy, ry, qy) = (0, 0, 0);
-                n += 1;
+            if self.iy == p.in_h {
+                (self.iy, self.ry, self.qy) = (0, 0, 0);
+                self.n += 1;
             }
         }
     }
-    routed
 }
 
 crate::dispatch::per_isa!(form_rows_loops, form_rows_body, form_rows_body,

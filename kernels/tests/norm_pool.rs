@@ -126,22 +126,31 @@ fn fused(opts: &ExecOptions, k: &Case, act: Activation) -> Outputs {
     }
 }
 
-/// Fused and unfused on every path, on the pool and on one thread: the same bits.
-fn check(k: &Case, act: Activation) -> Result<(), String> {
+/// Every instruction-set path, each on the pool and on one thread.
+fn every_path() -> Vec<(Isa, Threading, ExecOptions)> {
+    let mut paths = vec![];
     for isa in Isa::available() {
         for threading in [Threading::Rayon, Threading::Single] {
             let opts = ExecOptions {
                 threading,
                 ..ExecOptions::with_isa(isa)
             };
-            let (want, got) = (unfused(&opts, k, act), fused(&opts, k, act));
-            if got != want {
-                return Err(format!(
-                    "{isa}, {threading:?}, {act:?}, {:?}: {}",
-                    k.p,
-                    first_difference(&got, &want)
-                ));
-            }
+            paths.push((isa, threading, opts));
+        }
+    }
+    paths
+}
+
+/// Fused and unfused on every path, on the pool and on one thread: the same bits.
+fn check(k: &Case, act: Activation) -> Result<(), String> {
+    for (isa, threading, opts) in every_path() {
+        let (want, got) = (unfused(&opts, k, act), fused(&opts, k, act));
+        if got != want {
+            return Err(format!(
+                "{isa}, {threading:?}, {act:?}, {:?}: {}",
+                k.p,
+                first_difference(&got, &want)
+            ));
         }
     }
     Ok(())
@@ -398,35 +407,29 @@ fn backward_fused(
 /// values to f32 rounding of the sums elsewhere (the portable loops add their f64 sums per block
 /// of rows there, per stripe in the two passes).
 fn check_backward(k: &Case, act: Activation, seed: u64) -> Result<(), String> {
-    for isa in Isa::available() {
-        for threading in [Threading::Rayon, Threading::Single] {
-            let opts = ExecOptions {
-                threading,
-                ..ExecOptions::with_isa(isa)
-            };
-            let f = forward_for_backward(&opts, k, act, seed);
-            let want = backward_unfused(&opts, k, act, &f);
-            let got = backward_fused(&opts, k, act, &f)?;
-            let exact = matches!(isa, Isa::Avx512 | Isa::Avx2) && k.p.channels.is_multiple_of(8);
-            for (name, g, w) in [
-                ("dx", &got.0, &want.0),
-                ("dgamma", &got.1, &want.1),
-                ("dbeta", &got.2, &want.2),
-            ] {
-                let scale = w.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-                let same = |a: f32, b: f32| {
-                    if exact {
-                        a.to_bits() == b.to_bits()
-                    } else {
-                        (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-5 * scale
-                    }
-                };
-                if let Some(i) = (0..w.len()).find(|&i| !same(g[i], w[i])) {
-                    return Err(format!(
-                        "{isa}, {threading:?}, {act:?}, {:?}: {name}[{i}] {} vs {}",
-                        k.p, g[i], w[i]
-                    ));
+    for (isa, threading, opts) in every_path() {
+        let f = forward_for_backward(&opts, k, act, seed);
+        let want = backward_unfused(&opts, k, act, &f);
+        let got = backward_fused(&opts, k, act, &f)?;
+        let exact = matches!(isa, Isa::Avx512 | Isa::Avx2) && k.p.channels.is_multiple_of(8);
+        for (name, g, w) in [
+            ("dx", &got.0, &want.0),
+            ("dgamma", &got.1, &want.1),
+            ("dbeta", &got.2, &want.2),
+        ] {
+            let scale = w.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            let same = |a: f32, b: f32| {
+                if exact {
+                    a.to_bits() == b.to_bits()
+                } else {
+                    (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-5 * scale
                 }
+            };
+            if let Some(i) = (0..w.len()).find(|&i| !same(g[i], w[i])) {
+                return Err(format!(
+                    "{isa}, {threading:?}, {act:?}, {:?}: {name}[{i}] {} vs {}",
+                    k.p, g[i], w[i]
+                ));
             }
         }
     }

@@ -7,6 +7,7 @@
 
 use std::arch::x86_64::{__m256, __m512};
 
+use super::RowPlace;
 use crate::arch::vector::Vector;
 use crate::conv_pool::PooledGradient;
 use crate::norm::vector::{act_code, gradient, IDENTITY, RELU, SIGMOID, TANH};
@@ -94,20 +95,13 @@ fn form_rows_v<V: Vector, const ACT: u8>(
 ) -> usize {
     let (c, lanes) = (p.channels, V::LANES);
     assert!(c.is_multiple_of(lanes) && out.len().is_multiple_of(c));
-    let (ow, oh, in_w) = (p.out_w(), p.out_h(), p.in_w);
-    let (image, out_image) = (p.in_h * in_w, p.out_image_len());
-    let (mut n, at) = (r0 / image, r0 % image);
-    let (mut iy, mut ix) = (at / in_w, at % in_w);
-    let (mut qy, mut ry) = (iy / p.stride_h, iy % p.stride_h);
-    let (mut qx, mut rx) = (ix / p.stride_w, ix % p.stride_w);
     // SAFETY: (every vector operation below) the instruction set is the caller's; loads and
     // stores go through bounds-checked slices of whole vectors.
     let (zero, full) = unsafe { (V::zero(), V::mask(lanes)) };
+    let mut place = RowPlace::at(p, r0);
     let mut routed = 0;
     for px in out.chunks_exact_mut(c) {
-        if qy < oh && ry < p.pool_h && qx < ow && rx < p.pool_w {
-            let q = n * out_image + (qy * ow + qx) * c;
-            let first = (iy * in_w + ix) * c;
+        if let Some((q, first)) = place.window(p) {
             let (a, g, y) = (&argmax[q..q + c], &dy_pool[q..q + c], &y_pool[q..q + c]);
             for ch in (0..c).step_by(lanes) {
                 let d = &mut px[ch..ch + lanes];
@@ -125,23 +119,7 @@ fn form_rows_v<V: Vector, const ACT: u8>(
         } else {
             px.fill(0.0);
         }
-        ix += 1;
-        rx += 1;
-        if rx == p.stride_w {
-            (rx, qx) = (0, qx + 1);
-        }
-        if ix == in_w {
-            (ix, rx, qx) = (0, 0, 0);
-            iy += 1;
-            ry += 1;
-            if ry == p.stride_h {
-                (ry, qy) = (0, qy + 1);
-            }
-            if iy == p.in_h {
-                (iy, ry, qy) = (0, 0, 0);
-                n += 1;
-            }
-        }
+        place.step(p);
     }
     routed
 }
