@@ -292,7 +292,7 @@ const SOFTMAX_ROWS_AT_ONCE: usize = 64;
 pub fn softmax_rows_in_place(v: &mut [f32], cols: usize) -> Result<()> {
     rows_of("softmax_rows_in_place", v.len(), cols)?;
     let isa = Isa::resolve(None)?;
-    for block in v.chunks_mut(cols * SOFTMAX_ROWS_AT_ONCE) {
+    for block in v.chunks_mut(cols.saturating_mul(SOFTMAX_ROWS_AT_ONCE)) {
         let mut nan_in_row = [false; SOFTMAX_ROWS_AT_ONCE];
         for (row, nan) in block.chunks_exact_mut(cols).zip(&mut nan_in_row) {
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &e| m.max(e));

@@ -599,3 +599,37 @@ fn bad_fold_arguments_are_errors() {
     let err = fold(&none, &[], &[], 0, 0);
     assert!(err.contains("0 channels"), "{err}");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// The statistics are f64 sums in row order on every path: the vector loops' bits are the
+    /// portable loop's, with the first row far from the others' mean too (the squared
+    /// differences then need more than f64's 53 bits, and a fused multiply-add would round them
+    /// differently).
+    #[test]
+    fn the_statistics_have_the_same_bits_on_every_path(
+        rows in prop_oneof![Just(1usize), 2usize..300],
+        channels in prop_oneof![Just(8usize), Just(16), Just(24), Just(32), Just(40), Just(64)],
+        offset in prop_oneof![Just(0.0f32), Just(0.1), Just(1e3)],
+        seed: u64,
+    ) {
+        let s = BatchNorm { rows, channels, epsilon: 1e-3 };
+        let mut x = Rng::new(seed).fill(rows * channels);
+        for v in &mut x[..channels] {
+            *v += offset;
+        }
+        let (gamma, beta) = (vec![1.0; channels], vec![0.0; channels]);
+        let stats = |isa: Isa| {
+            let mut y = vec![0.0; x.len()];
+            let (run, st) =
+                forward_training(&ExecOptions::with_isa(isa), &s, &x, (&gamma, &beta), &mut y, channels);
+            run.unwrap();
+            let bits = |v: &[f32]| v.iter().map(|e| e.to_bits()).collect::<Vec<_>>();
+            (bits(&st.mean), bits(&st.var), bits(&st.inv))
+        };
+        let want = stats(Isa::Scalar);
+        for isa in Isa::available() {
+            prop_assert_eq!(stats(isa), want.clone(), "{}", isa);
+        }
+    }
+}

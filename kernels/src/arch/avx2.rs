@@ -197,9 +197,9 @@ impl Vector for __m256 {
         unsafe { _mm256_add_pd(a, b) }
     }
     #[inline(always)]
-    unsafe fn wide_fmadd(a: __m256d, b: __m256d, c: __m256d) -> __m256d {
+    unsafe fn wide_mul(a: __m256d, b: __m256d) -> __m256d {
         // SAFETY: the caller's contract: the CPU has the instruction set.
-        unsafe { _mm256_fmadd_pd(a, b, c) }
+        unsafe { _mm256_mul_pd(a, b) }
     }
     #[inline(always)]
     unsafe fn wide_store(p: *mut f64, v: __m256d) {

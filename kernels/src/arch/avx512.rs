@@ -162,9 +162,9 @@ impl Vector for __m512 {
         unsafe { _mm512_add_pd(a, b) }
     }
     #[inline(always)]
-    unsafe fn wide_fmadd(a: __m512d, b: __m512d, c: __m512d) -> __m512d {
+    unsafe fn wide_mul(a: __m512d, b: __m512d) -> __m512d {
         // SAFETY: the caller's contract: the CPU has the instruction set.
-        unsafe { _mm512_fmadd_pd(a, b, c) }
+        unsafe { _mm512_mul_pd(a, b) }
     }
     #[inline(always)]
     unsafe fn wide_store(p: *mut f64, v: __m512d) {

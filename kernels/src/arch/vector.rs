@@ -73,8 +73,7 @@ pub(crate) trait Vector: Copy {
     unsafe fn wide_zero() -> Self::Wide;
     unsafe fn wide_sub(a: Self::Wide, b: Self::Wide) -> Self::Wide;
     unsafe fn wide_add(a: Self::Wide, b: Self::Wide) -> Self::Wide;
-    /// `a·b + c`, one rounding.
-    unsafe fn wide_fmadd(a: Self::Wide, b: Self::Wide, c: Self::Wide) -> Self::Wide;
+    unsafe fn wide_mul(a: Self::Wide, b: Self::Wide) -> Self::Wide;
     /// All `LANES / 2` f64 to `p`.
     unsafe fn wide_store(p: *mut f64, v: Self::Wide);
 

@@ -205,12 +205,12 @@ pub(super) unsafe fn column_sums(
     )
 }
 
-/// In f64, row by row, as the portable loop (the same bits): each f32 widened exactly, its
-/// difference from the shift exact, the square exact (48 bits), so the only rounding is the
-/// sum's — the variance stays accurate however far the first row lies from the mean (f32 sums
-/// of the squared differences lost it in proportion to that distance squared). Two f64 vectors
-/// per vector of the row, one chain per lane: at 16 channels a row every four cycles, faster
-/// than these rows arrive from memory.
+/// In f64, row by row, as the portable loop (the same bits: each f32 widened exactly, its
+/// difference from the shift taken in f64, the square rounded, then added, in row order per
+/// lane) — the variance stays accurate however far the first row lies from the mean (f32 sums
+/// of the squared differences lost it in proportion to that distance squared). Two f64
+/// vectors per vector of the row, one chain per lane: at 16 channels a row every four cycles,
+/// faster than these rows arrive from memory.
 #[inline(always)]
 fn column_sums_v<V: Vector, const NV: usize, const ACT: u8>(
     x: &[f32],
@@ -234,7 +234,9 @@ fn column_sums_v<V: Vector, const NV: usize, const ACT: u8>(
                 for h in 0..2 {
                     let d = V::wide_sub(halves[h], centre[v][h]);
                     a[v][h] = V::wide_add(a[v][h], d);
-                    b[v][h] = V::wide_fmadd(d, d, b[v][h]);
+                    // A product then a sum, as the portable loop rounds them (not one
+                    // fused rounding: d² is not always exact in f64).
+                    b[v][h] = V::wide_add(b[v][h], V::wide_mul(d, d));
                 }
             }
         }
