@@ -103,15 +103,17 @@ pub(crate) fn check_training(
     (gamma, beta): (&[f32], &[f32]),
     stats: &BatchStats<'_>,
 ) -> Result<()> {
-    for (name, v) in [
-        ("gamma", gamma.len()),
-        ("beta", beta.len()),
-        ("mean", stats.mean.len()),
-        ("variance", stats.variance.len()),
-        ("inv_std", stats.inv_std.len()),
-    ] {
-        check_len(what, name, v, s.channels, || channels(s))?;
-    }
+    check_per_channel(
+        what,
+        s,
+        [
+            ("gamma", gamma.len()),
+            ("beta", beta.len()),
+            ("mean", stats.mean.len()),
+            ("variance", stats.variance.len()),
+            ("inv_std", stats.inv_std.len()),
+        ],
+    )?;
     if s.rows == 0 {
         return Err(Error::InvalidArgument {
             name: "rows",
@@ -246,13 +248,15 @@ pub fn batch_norm_forward_inference(
     let len = s.len()?;
     check_len(what, "input x", x.len(), len, || desc(s))?;
     check_len(what, "output y", y.len(), len, || desc(s))?;
-    for (name, v) in [
-        ("mean", mean.len()),
-        ("scale", scale.len()),
-        ("beta", beta.len()),
-    ] {
-        check_len(what, name, v, s.channels, || channels(s))?;
-    }
+    check_per_channel(
+        what,
+        s,
+        [
+            ("mean", mean.len()),
+            ("scale", scale.len()),
+            ("beta", beta.len()),
+        ],
+    )?;
     let isa = crate::Isa::resolve(opts.isa)?;
     let c = s.channels;
     for c0 in (0..c).step_by(BLOCK) {
@@ -410,23 +414,8 @@ pub fn batch_norm_backward(
                 stripe_gradient(dy, after, rows, c),
             );
             let (sdy, rest) = acc.split_at_mut(w);
-            #[cfg(target_arch = "x86_64")]
             // SAFETY: `isa` was resolved, so this CPU has it.
-            if unsafe {
-                vector::gradient_sums(
-                    isa,
-                    data.1.vector_arrays(data.0),
-                    c,
-                    c0,
-                    (m, is),
-                    sdy,
-                    &mut rest[..w],
-                )
-            } {
-                return;
-            }
-            // SAFETY: `isa` was resolved, so this CPU has it.
-            unsafe { gradient_sums_loops::run(isa, data, c, c0, (m, is), sdy, &mut rest[..w]) }
+            unsafe { gradient_sums_rows(isa, data, c, c0, (m, is), sdy, &mut rest[..w]) }
         });
         let [k, mean_dy, mean_dyx] = block_gradients(&sums, (w, c0, n), gamma, is, &mut grads);
         if let Some(dx) = dx.as_deref_mut() {
@@ -436,16 +425,8 @@ pub fn batch_norm_backward(
                     &x[rows.start * c..rows.end * c],
                     stripe_gradient(dy, after, rows, c),
                 );
-                #[cfg(target_arch = "x86_64")]
-                {
-                    let (arrays, params) = (data.1.vector_arrays(data.0), [sums.0, sums.1, sums.2]);
-                    // SAFETY: as above.
-                    if unsafe { vector::input_gradient(isa, arrays, c, c0, (m, is), params, dx) } {
-                        return;
-                    }
-                }
                 // SAFETY: as above.
-                unsafe { input_gradient_loops::run(isa, data, c, c0, (m, is), sums, dx) }
+                unsafe { input_gradient_rows(isa, data, c, c0, (m, is), sums, dx) }
             });
         }
     }
@@ -461,13 +442,26 @@ pub(crate) fn check_backward_params(
     (mean, inv_std): (&[f32], &[f32]),
     grads: &BatchNormGrads<'_>,
 ) -> Result<()> {
-    for (name, v) in [
-        ("gamma", gamma.len()),
-        ("mean", mean.len()),
-        ("inv_std", inv_std.len()),
-        ("dgamma", grads.dgamma.len()),
-        ("dbeta", grads.dbeta.len()),
-    ] {
+    check_per_channel(
+        what,
+        s,
+        [
+            ("gamma", gamma.len()),
+            ("mean", mean.len()),
+            ("inv_std", inv_std.len()),
+            ("dgamma", grads.dgamma.len()),
+            ("dbeta", grads.dbeta.len()),
+        ],
+    )
+}
+
+/// That each named buffer holds one value per channel of `s`.
+fn check_per_channel<const N: usize>(
+    what: &'static str,
+    s: &BatchNorm,
+    lens: [(&'static str, usize); N],
+) -> Result<()> {
+    for (name, v) in lens {
         check_len(what, name, v, s.channels, || channels(s))?;
     }
     Ok(())
@@ -523,7 +517,7 @@ pub(crate) fn backward_formed(
     routed_ok: impl Fn(usize) -> bool,
     gamma: &[f32],
     (mean, inv_std): (&[f32], &[f32]),
-    mut dx: Option<&mut [f32]>,
+    dx: Option<&mut [f32]>,
     mut grads: BatchNormGrads<'_>,
 ) -> Result<bool> {
     let isa = crate::Isa::resolve(opts.isa)?;
@@ -545,6 +539,10 @@ pub(crate) fn backward_formed(
         }
         routed
     };
+    // The input gradient's factors (γ·1/σ, mean g, mean g·x̂) of every channel: the sums take a
+    // pass over the rows per block of channels, the input gradient then one pass for all of them
+    // (its rows formed once, not once per block).
+    let mut factors = [[0.0f32; FORMED_FLOATS]; 3];
     let mut checked = false;
     for c0 in (0..c).step_by(HALF) {
         let w = HALF.min(c - c0);
@@ -555,16 +553,8 @@ pub(crate) fn backward_formed(
             let sdyx = &mut rest[..w];
             let count = formed(rows, &mut |_, x, g| {
                 let data = (x, OutputGradient { dy: g, after: None });
-                #[cfg(target_arch = "x86_64")]
-                {
-                    let arrays = data.1.vector_arrays(x);
-                    // SAFETY: `isa` was resolved, so this CPU has it.
-                    if unsafe { vector::gradient_sums(isa, arrays, c, c0, (m, is), sdy, sdyx) } {
-                        return;
-                    }
-                }
                 // SAFETY: `isa` was resolved, so this CPU has it.
-                unsafe { gradient_sums_loops::run(isa, data, c, c0, (m, is), sdy, sdyx) }
+                unsafe { gradient_sums_rows(isa, data, c, c0, (m, is), sdy, sdyx) }
             });
             routed.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
         });
@@ -574,37 +564,27 @@ pub(crate) fn backward_formed(
             }
             checked = true;
         }
-        let [k, mean_dy, mean_dyx] = block_gradients(&sums, (w, c0, n), gamma, is, &mut grads);
-        if let Some(dx) = dx.as_deref_mut() {
-            let sums = (&k[..w], &mean_dy[..w], &mean_dyx[..w]);
-            striped_map(opts, s, dx, |rows, dx| {
-                let first = rows.start;
-                formed(rows, &mut |block, x, g| {
-                    let dx = &mut dx[(block.start - first) * c..(block.end - first) * c];
-                    let data = (x, OutputGradient { dy: g, after: None });
-                    #[cfg(target_arch = "x86_64")]
-                    {
-                        let params = [sums.0, sums.1, sums.2];
-                        // SAFETY: as above.
-                        if unsafe {
-                            vector::input_gradient(
-                                isa,
-                                data.1.vector_arrays(x),
-                                c,
-                                c0,
-                                (m, is),
-                                params,
-                                dx,
-                            )
-                        } {
-                            return;
-                        }
-                    }
-                    // SAFETY: as above.
-                    unsafe { input_gradient_loops::run(isa, data, c, c0, (m, is), sums, dx) }
-                });
-            });
+        let block = block_gradients(&sums, (w, c0, n), gamma, is, &mut grads);
+        for (all, of_block) in factors.iter_mut().zip(&block) {
+            all[c0..c0 + w].copy_from_slice(&of_block[..w]);
         }
+    }
+    if let Some(dx) = dx {
+        let [k, mean_dy, mean_dyx] = &factors;
+        striped_map(opts, s, dx, |rows, dx| {
+            let first = rows.start;
+            formed(rows, &mut |block, x, g| {
+                let dx = &mut dx[(block.start - first) * c..(block.end - first) * c];
+                for c0 in (0..c).step_by(HALF) {
+                    let span = c0..c0 + HALF.min(c - c0);
+                    let stats = (&mean[span.clone()], &inv_std[span.clone()]);
+                    let sums = (&k[span.clone()], &mean_dy[span.clone()], &mean_dyx[span]);
+                    let data = (x, OutputGradient { dy: g, after: None });
+                    // SAFETY: `isa` was resolved, so this CPU has it.
+                    unsafe { input_gradient_rows(isa, data, c, c0, stats, sums, dx) }
+                }
+            });
+        });
     }
     Ok(true)
 }
@@ -639,6 +619,56 @@ impl<'a> OutputGradient<'a> {
         let (act, y) = self.after.unwrap_or((Activation::Identity, self.dy));
         (x, self.dy, (vector::act_code(act), y))
     }
+}
+
+/// Σ g and Σ g·x̂ of some rows on the block of channels at `c0`: the vector loops where they
+/// serve, the portable ones elsewhere.
+///
+/// # Safety
+/// `isa` is available on this CPU.
+unsafe fn gradient_sums_rows(
+    isa: crate::Isa,
+    data: (&[f32], OutputGradient<'_>),
+    c: usize,
+    c0: usize,
+    stats: (&[f32], &[f32]),
+    sdy: &mut [f64],
+    sdyx: &mut [f64],
+) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller's contract.
+    if unsafe { vector::gradient_sums(isa, data.1.vector_arrays(data.0), c, c0, stats, sdy, sdyx) }
+    {
+        return;
+    }
+    // SAFETY: the caller's contract.
+    unsafe { gradient_sums_loops::run(isa, data, c, c0, stats, sdy, sdyx) }
+}
+
+/// The input gradient of some rows on the block of channels at `c0`, `sums` = (γ·1/σ, mean g,
+/// mean g·x̂): the vector loops where they serve, the portable ones elsewhere.
+///
+/// # Safety
+/// `isa` is available on this CPU.
+unsafe fn input_gradient_rows(
+    isa: crate::Isa,
+    data: (&[f32], OutputGradient<'_>),
+    c: usize,
+    c0: usize,
+    stats: (&[f32], &[f32]),
+    sums: (&[f32], &[f32], &[f32]),
+    dx: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (arrays, params) = (data.1.vector_arrays(data.0), [sums.0, sums.1, sums.2]);
+        // SAFETY: the caller's contract.
+        if unsafe { vector::input_gradient(isa, arrays, c, c0, stats, params, dx) } {
+            return;
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { input_gradient_loops::run(isa, data, c, c0, stats, sums, dx) }
 }
 
 /// One stripe of `y = act((x − mean)·scale + beta)` on the block of channels at `c0`: the
