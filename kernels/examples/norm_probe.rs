@@ -3,9 +3,11 @@
 //! `RAYON_NUM_THREADS` > 1): the training forward with a ReLU after it, or the backward pass
 //! with the input gradient (`backward-relu`: through the ReLU after it); prints the time per
 //! pass and the bytes it reads and writes per nanosecond, the first pass left untimed.
+mod common;
+
 use kernels::norm::{batch_norm_backward, batch_norm_forward_training};
 use kernels::norm::{BatchNorm, BatchNormGrads, BatchStats};
-use kernels::{Activation, ExecOptions, Threading};
+use kernels::Activation;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -15,18 +17,7 @@ fn main() {
         std::process::exit(2);
     };
     let iters = num(3).unwrap_or(1000).max(1);
-    let threads: usize = std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    let opts = ExecOptions {
-        threading: if threads > 1 {
-            Threading::Rayon
-        } else {
-            Threading::Single
-        },
-        ..ExecOptions::default()
-    };
+    let opts = common::options_from_env();
     let s = BatchNorm {
         rows,
         channels: c,

@@ -1,8 +1,9 @@
 //! Runs one optimizer step over a parameter tensor in a loop, for profiling:
 //! `update_probe adam|rmsprop|sgd N [iters]` (one thread unless `RAYON_NUM_THREADS` > 1); prints
 //! the time per step and nanoseconds per weight, the first step left untimed.
+mod common;
+
 use kernels::optim::{update, Rule};
-use kernels::{ExecOptions, Threading};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,18 +39,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let threads: usize = std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    let opts = ExecOptions {
-        threading: if threads > 1 {
-            Threading::Rayon
-        } else {
-            Threading::Single
-        },
-        ..ExecOptions::default()
-    };
+    let opts = common::options_from_env();
     let g: Vec<f32> = (0..n).map(|i| ((i % 13) as f32 - 6.0) * 1e-3).collect();
     let mut w: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.1).collect();
     let mut state: Vec<Vec<f32>> = vec![vec![1e-4; n]; rule.state_buffers()];

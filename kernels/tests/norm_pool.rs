@@ -197,7 +197,9 @@ fn the_reference_cnn_layer_matches_the_two_passes() {
         (pooling(9, (27, 25, 32), (2, 2)), 2),
     ] {
         for act in [Activation::Relu, Activation::Identity] {
-            assert_eq!(check(&case(p, seed, None), act), Ok(()));
+            let k = case(p, seed, None);
+            assert_eq!(check(&k, act), Ok(()));
+            assert_eq!(check_backward(&k, act, seed), Ok(()));
         }
     }
 }
@@ -217,11 +219,13 @@ fn a_nan_input_spreads_as_in_the_two_passes() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(40))]
     #[test]
-    fn fused_passes_match_the_two_layers_bit_for_bit(
+    /// Forward and backward, each against the two layers' passes (see `check`,
+    /// `check_backward`).
+    fn fused_passes_match_the_two_layers(
         batch in 1usize..4,
         h in 1usize..10,
         w in 1usize..10,
-        channels in prop_oneof![Just(1usize), Just(8), Just(16), Just(33), Just(67), 1usize..80],
+        channels in prop_oneof![Just(1usize), Just(8), Just(16), Just(33), Just(40), Just(67), 1usize..80],
         pool in (1usize..4, 1usize..4),
         extra in (0usize..3, 0usize..3),
         act in prop_oneof![
@@ -239,7 +243,9 @@ proptest! {
             stride_w: pool.1.min(w) + extra.1,
             ..Pool2d::new(batch, (h, w, channels), 1)
         };
-        prop_assert_eq!(check(&case(p, seed, None), act), Ok(()));
+        let k = case(p, seed, None);
+        prop_assert_eq!(check(&k, act), Ok(()));
+        prop_assert_eq!(check_backward(&k, act, seed), Ok(()));
     }
 }
 
@@ -434,47 +440,6 @@ fn check_backward(k: &Case, act: Activation, seed: u64) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-#[test]
-fn the_reference_cnn_layer_backward_matches_the_two_passes() {
-    for (p, seed) in [
-        (pooling(64, (26, 26, 16), (2, 2)), 1),
-        (pooling(9, (27, 25, 32), (2, 2)), 2),
-    ] {
-        for act in [Activation::Relu, Activation::Identity] {
-            assert_eq!(check_backward(&case(p, seed, None), act, seed), Ok(()));
-        }
-    }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(40))]
-    #[test]
-    fn the_fused_backward_matches_the_two_layers(
-        batch in 1usize..4,
-        h in 1usize..10,
-        w in 1usize..10,
-        channels in prop_oneof![Just(1usize), Just(8), Just(16), Just(33), Just(40), Just(67), 1usize..80],
-        pool in (1usize..4, 1usize..4),
-        extra in (0usize..3, 0usize..3),
-        act in prop_oneof![
-            Just(Activation::Identity),
-            Just(Activation::Relu),
-            Just(Activation::Sigmoid),
-            Just(Activation::Tanh)
-        ],
-        seed: u64,
-    ) {
-        let p = Pool2d {
-            pool_h: pool.0.min(h),
-            pool_w: pool.1.min(w),
-            stride_h: pool.0.min(h) + extra.0,
-            stride_w: pool.1.min(w) + extra.1,
-            ..Pool2d::new(batch, (h, w, channels), 1)
-        };
-        prop_assert_eq!(check_backward(&case(p, seed, None), act, seed), Ok(()));
-    }
 }
 
 #[test]

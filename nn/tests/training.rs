@@ -412,30 +412,38 @@ fn weights_after_steps(
         .collect()
 }
 
+/// `m` (10×10×1 inputs), then — with `between`, after a linear Activation layer, which stops
+/// the pooling from fusing with what is below it — MaxPooling2D(2×2), Flatten and
+/// Dense(3, softmax), after `steps` SGD steps (rate 0.5, fused steps on) on a fixed batch of 16:
+/// every weight tensor's values.
+fn pooled_head_weights(mut m: Sequential, between: bool, steps: usize) -> Vec<Vec<f32>> {
+    let x: Vec<f32> = (0..16 * 100)
+        .map(|i| ((i * 7919) % 256) as f32 / 255.0)
+        .collect();
+    let y: Vec<f32> = (0..16).map(|i| (i % 3) as f32).collect();
+    if between {
+        m = m.add(nn::layers::Activation::new(Act::Linear));
+    }
+    m = m
+        .add(MaxPooling2D::new((2, 2)))
+        .add(Flatten::new())
+        .add(Dense::new(3, Act::Softmax));
+    let opt = Optimizer::sgd().with_learning_rate(0.5);
+    weights_after_steps(m, opt, true, &x, &y, steps)
+}
+
 /// Max pooling takes over the backward pass of the convolution's activation (and the
 /// convolution then keeps no output in training). A linear Activation layer between the two
 /// stops both fusions; with the same seed, a few SGD steps must give the same weights either way.
 #[test]
 fn pooling_through_the_activation_matches_the_unfused_layers() {
-    let x: Vec<f32> = (0..16 * 100)
-        .map(|i| ((i * 7919) % 256) as f32 / 255.0)
-        .collect();
-    let y: Vec<f32> = (0..16).map(|i| (i % 3) as f32).collect();
     for act in [Act::Relu, Act::Tanh, Act::Sigmoid] {
         let model = |between: bool, steps: usize| {
-            let mut m = Sequential::new()
+            let m = Sequential::new()
                 .input_shape(&[10, 10, 1])
                 .seed(5)
                 .add(Conv2D::new(4, (3, 3), act));
-            if between {
-                m = m.add(nn::layers::Activation::new(Act::Linear));
-            }
-            m = m
-                .add(MaxPooling2D::new((2, 2)))
-                .add(Flatten::new())
-                .add(Dense::new(3, Act::Softmax));
-            let opt = Optimizer::sgd().with_learning_rate(0.5);
-            weights_after_steps(m, opt, true, &x, &y, steps)
+            pooled_head_weights(m, between, steps)
         };
         let (fused, unfused) = (model(false, 3), model(true, 3));
         // The convolution's weights did move (its gradient is not lost on the way).
@@ -450,10 +458,6 @@ fn pooling_through_the_activation_matches_the_unfused_layers() {
 /// the same weights either way, to the rounding of the normalisation's sums.
 #[test]
 fn normalisation_and_pooling_as_one_backward_pass_match_the_layers() {
-    let x: Vec<f32> = (0..16 * 100)
-        .map(|i| ((i * 7919) % 256) as f32 / 255.0)
-        .collect();
-    let y: Vec<f32> = (0..16).map(|i| (i % 3) as f32).collect();
     // With a convolution below the normalisation, and with the normalisation first (its input
     // gradient then not needed).
     for (act, conv) in [(Act::Relu, true), (Act::Tanh, true), (Act::Relu, false)] {
@@ -465,15 +469,7 @@ fn normalisation_and_pooling_as_one_backward_pass_match_the_layers() {
             m = m
                 .add(BatchNormalization::new())
                 .add(nn::layers::Activation::new(act));
-            if between {
-                m = m.add(nn::layers::Activation::new(Act::Linear));
-            }
-            m = m
-                .add(MaxPooling2D::new((2, 2)))
-                .add(Flatten::new())
-                .add(Dense::new(3, Act::Softmax));
-            let opt = Optimizer::sgd().with_learning_rate(0.5);
-            weights_after_steps(m, opt, true, &x, &y, steps)
+            pooled_head_weights(m, between, steps)
         };
         let (fused, unfused) = (model(false, 3), model(true, 3));
         // The first weights (the convolution's, or gamma) and gamma did move.
