@@ -23,7 +23,10 @@
 //!   1 and 8 or more input channels, a task skips im2col: `kernel_h` GEMMs per band of rows over
 //!   shifted views of a padded copy of its input (module `shifted`).
 //! * input: `dcol = dy·wᵀ` per chunk, then col2im adds each patch row back into `dx`; a task owns
-//!   its images' `dx`, so tasks run in parallel without sharing.
+//!   its images' `dx`, so tasks run in parallel without sharing. With stride 1 and 16–64 input
+//!   channels, the full convolution of `dy` with the flipped kernel instead: `kernel_h` GEMMs per
+//!   band over shifted views of a padded copy of `dy`, no `dcol` and no scatter (module
+//!   `shifted`).
 //!
 //! For a single input channel (the first layer of an MNIST CNN, patch = 9), im2col writes 9 floats
 //! per pixel for a GEMM with K = 9, whose tiles are mostly loads and stores of C; the forward pass
@@ -448,8 +451,10 @@ pub(crate) fn sum_task_partials(
     }
 }
 
-/// Input gradient: `dx = col2im(dy·wᵀ)`, written over `dx`. `dy` is the gradient with respect to
-/// the output before the activation. Tasks own whole images of `dx` and run in parallel.
+/// Input gradient: `dx = col2im(dy·wᵀ)` (with stride 1, the same as the full convolution of
+/// `dy` with the flipped kernel, which is how most stride-1 layers compute it), written over
+/// `dx`. `dy` is the gradient with respect to the output before the activation. Tasks own whole
+/// images of `dx` and run in parallel.
 pub fn conv2d_backward_input(
     opts: &ExecOptions,
     s: &Conv2d,
@@ -480,6 +485,26 @@ pub fn conv2d_backward_input(
     let image_len = s.in_h * s.in_w * s.in_c;
     let out = SharedOut::new(dx);
     let failed = std::sync::Mutex::new(None);
+    if shifted::applies_backward_input(s, crate::Backend::resolve(opts.backend)?) {
+        let len = shifted::flipped_weights_len(s);
+        PACKED_W.with(len, len, |wf| {
+            shifted::flip_weights(s, w, wf);
+            let wf = &*wf;
+            plan.run(opts, |t| {
+                let images = plan.images(s, t);
+                // SAFETY: task t writes only its own images of dx.
+                let dx_task =
+                    unsafe { out.slice(images.start * image_len..images.end * image_len) };
+                if let Err(e) = shifted::backward_input(&inner, s, dy, wf, images, dx_task) {
+                    *failed.lock().unwrap() = Some(e);
+                }
+            });
+        });
+        return match failed.into_inner().unwrap() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
+    }
     plan.run(opts, |t| {
         let pixels = plan.pixels(s, t);
         let first_image = plan.images(s, t).start;

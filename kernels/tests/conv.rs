@@ -106,7 +106,13 @@ fn conv_shape() -> impl Strategy<Value = Conv2d> {
         (
             1usize..10,
             1usize..10,
-            prop_oneof![1usize..4, Just(7usize), Just(8usize), Just(13usize)],
+            prop_oneof![
+                1usize..4,
+                Just(7usize),
+                Just(8usize),
+                Just(13usize),
+                Just(16usize)
+            ],
         ),
         prop_oneof![1usize..5, Just(17usize), Just(32usize)],
         (1usize..5, 1usize..4),
@@ -198,6 +204,11 @@ fn training_shapes_match_the_definition() {
             ..Conv2d::square(2, (5, 6, 8), 3, 1, Padding::Same)
         },
         Conv2d::square(1, (9, 20, 16), 8, 5, Padding::Valid),
+        // The shifted input gradient: 'valid' (zero rows above and below its copy of dy) and
+        // 'same', one band; 'valid' in two bands.
+        Conv2d::square(5, (13, 13, 16), 32, 3, Padding::Valid),
+        Conv2d::square(3, (14, 14, 32), 32, 3, Padding::Same),
+        Conv2d::square(1, (300, 20, 32), 16, 3, Padding::Valid),
         Conv2d {
             stride_h: 2,
             stride_w: 2,
@@ -220,6 +231,7 @@ fn results_do_not_depend_on_the_thread_count() {
         Conv2d::square(1, (20, 20, 16), 32, 3, Padding::Same),
         Conv2d::square(5, (9, 9, 16), 8, 3, Padding::Valid),
         Conv2d::square(6, (12, 10, 24), 32, 3, Padding::Valid),
+        Conv2d::square(4, (13, 13, 16), 32, 3, Padding::Valid),
     ] {
         same_bits_on_any_thread_count(s);
     }

@@ -1,6 +1,7 @@
-//! Stride-1 convolutions without im2col — the weight gradient, and the forward pass of layers
-//! with few output channels: `kernel_h` GEMMs per band of output rows, over shifted views of a
-//! padded copy of the input.
+//! Stride-1 convolutions without im2col — the weight gradient, the forward pass of layers with
+//! few output channels, and the input gradient: `kernel_h` GEMMs per band of rows, over shifted
+//! views of a padded copy of the input (of the output gradient for the input gradient, see
+//! [`backward_input`]).
 //!
 //! Copy the input into rows padded to `wp = out_w + kernel_w − 1` pixels (the zero padding
 //! included). With stride 1, the input pixel under tap (ky, kx) of output pixel (oy, ox) then
@@ -307,6 +308,168 @@ fn pad_output_gradient(
         for pixel in src.chunks_exact(oc) {
             for (d, &g) in db.iter_mut().zip(pixel) {
                 *d += g;
+            }
+        }
+    }
+}
+
+/// The input channels for which the input gradient takes this path: its GEMMs' N is `in_c`.
+/// Measured on a 2-core AVX-512 Xeon, both threads, interleaved, im2col + col2im → this path:
+/// 16 channels 1.1–1.35× faster (28×28×16 → 64 'same' 1.52 → 1.38 ms, 14×14×16 → 32 'same'
+/// 1.03 → 0.77), 64 1.15–1.6× (28×28×64 → 32 'same' 3.3 → 2.3 ms, 28×28×64 → 16 5×5 'same'
+/// 5.4 → 3.4), but 8 and fewer slower (28×28×8 → 32 'same' 0.70 → 0.89 ms: tiles of so few
+/// columns are mostly broadcasts), and 128 no faster (14×14×128 → 128 'same' 2.6 → 2.6–2.9).
+const INPUT_GRADIENT_IN_C: std::ops::RangeInclusive<usize> = 16..=64;
+
+/// Whether the input gradient takes this path: stride 1, enough output channels that the
+/// GEMMs' `kw·out_c` rows fill its tiles, input channels in [`INPUT_GRADIENT_IN_C`], and the
+/// grid's extra columns (`(kw − 1)` a row, zeros of the padding in K) a small enough part of the
+/// work — under half again as much as im2col's where the GEMM reads A in place (`kw·out_c` ≤
+/// [`IN_PLACE_DEPTH`]: 14×14×32 → 32 'valid', 1.33 as much, still 1.1× faster, 10×10 'valid',
+/// 1.5, no faster), under a fifth where it packs A (14×14×32 → 64 'valid', 1.33, 1.1× slower).
+/// On the native GEMM only.
+pub(super) fn applies_backward_input(s: &Conv2d, backend: crate::Backend) -> bool {
+    let (wq, ow) = (input_grid_width(s), s.out_w());
+    let little_waste = if s.kernel_w * s.out_c <= IN_PLACE_DEPTH {
+        2 * wq < 3 * ow
+    } else {
+        5 * wq < 6 * ow
+    };
+    s.stride_h == 1
+        && s.stride_w == 1
+        && s.out_c >= 8
+        && INPUT_GRADIENT_IN_C.contains(&s.in_c)
+        && little_waste
+        && backend == crate::Backend::Native
+}
+
+/// Padded row length, in pixels, of the input gradient's grid: `in_w + kernel_w − 1`.
+fn input_grid_width(s: &Conv2d) -> usize {
+    s.in_w + s.kernel_w - 1
+}
+
+/// Input-gradient rows per band.
+fn input_band_rows(s: &Conv2d) -> usize {
+    (BAND_FLOATS / (input_grid_width(s) * (s.in_c + s.out_c))).clamp(1, s.in_h)
+}
+
+/// Floats of the flipped weights [`flip_weights`] writes.
+pub(super) fn flipped_weights_len(s: &Conv2d) -> usize {
+    s.weight_len()
+}
+
+/// `wf` ← the weights turned for the input gradient: kernel rows and columns reversed and each
+/// tap's `in_c × out_c` block transposed, so that kernel row `a` is a row-major
+/// `kw·out_c × in_c` matrix whose row `(b, o)` holds `w[kh−1−a][kw−1−b][·][o]`.
+pub(super) fn flip_weights(s: &Conv2d, w: &[f32], wf: &mut [f32]) {
+    let (kh, kw, c, oc) = (s.kernel_h, s.kernel_w, s.in_c, s.out_c);
+    for a in 0..kh {
+        for b in 0..kw {
+            let tap = &w[((kh - 1 - a) * kw + (kw - 1 - b)) * c * oc..][..c * oc];
+            let rows = &mut wf[(a * kw + b) * oc * c..][..oc * c];
+            for (ci, w_c) in tap.chunks_exact(oc).enumerate() {
+                for (o, &v) in w_c.iter().enumerate() {
+                    rows[o * c + ci] = v;
+                }
+            }
+        }
+    }
+}
+
+/// `dx_part` ← the input gradient of `images` (`dx_part` holds exactly theirs), from the
+/// flipped weights `wf` ([`flip_weights`]).
+///
+/// With stride 1 the input gradient is a full convolution of `dy` with the flipped kernel:
+/// copy `dy` into rows of `wq = in_w + kw − 1` pixels, `kh − 1 − pad_top` zero rows above and
+/// `kw − 1 − pad_left` zero pixels before each row (zeros after, to `wq`), and
+/// `dx[iy][ix] = Σ_a Σ_(b,o) dyq[iy + a][ix + b][o] · wf[a][(b, o)]` — on the grid of `wq`
+/// pixels a row, one GEMM per kernel row `a` with K = `kw·out_c`, A read in place (rows `out_c`
+/// apart, overlapping) as in the forward pass; the real pixels are then copied out. im2col's way
+/// wrote `dy·wᵀ` for every patch (`kh·kw` floats per input float) and scattered it back.
+pub(super) fn backward_input(
+    inner: &ExecOptions,
+    s: &Conv2d,
+    dy: &[f32],
+    wf: &[f32],
+    images: std::ops::Range<usize>,
+    dx_part: &mut [f32],
+) -> Result<()> {
+    let (c, oc, wq, iw) = (s.in_c, s.out_c, input_grid_width(s), s.in_w);
+    let band = input_band_rows(s);
+    let image_in = s.in_h * iw * c;
+    let image_out = s.out_pixels() * oc;
+    let row_len = s.kernel_w * oc;
+    let (dyq_max, dxq_max) = ((band + s.kernel_h - 1) * wq * oc, band * wq * c);
+    COL.with(dyq_max + dxq_max, dyq_max + dxq_max, |buf| {
+        let (dyq, dxq) = buf.split_at_mut(dyq_max);
+        for (i, n) in images.enumerate() {
+            let dy_image = &dy[n * image_out..][..image_out];
+            let dx_image = &mut dx_part[i * image_in..][..image_in];
+            for r0 in (0..s.in_h).step_by(band) {
+                let rows = band.min(s.in_h - r0);
+                let dyq = &mut dyq[..(rows + s.kernel_h - 1) * wq * oc];
+                pad_output_gradient_around(s, dy_image, r0, dyq);
+                // The last row's wrapped pixels would reach past the band's rows.
+                let m = rows * wq - (s.kernel_w - 1);
+                let dxq = &mut dxq[..m * c];
+                for (a, wf_row) in wf.chunks_exact(row_len * c).enumerate() {
+                    // Only the rows whose kernel row `a` lies on `dy`'s own rows: the padding
+                    // rows above and below are zeros ('valid' layers have `kh − 1` each).
+                    let (lo, hi) = rows_reaching_output(s, a, r0, rows);
+                    let (p0, p1) = (lo * wq, (hi * wq).min(m));
+                    if a == 0 {
+                        dxq[..p0 * c].fill(0.0);
+                        dxq[p1 * c..].fill(0.0);
+                    }
+                    if p0 >= p1 {
+                        continue;
+                    }
+                    gemm_with(
+                        inner,
+                        1.0,
+                        MatRef::strided(&dyq[(p0 + a * wq) * oc..], p1 - p0, row_len, oc, 1),
+                        MatRef::row_major(wf_row, row_len, c, c),
+                        if a == 0 { 0.0 } else { 1.0 },
+                        MatMut::row_major(&mut dxq[p0 * c..p1 * c], p1 - p0, c, c),
+                    )?;
+                }
+                let out = &mut dx_image[r0 * iw * c..][..rows * iw * c];
+                for (dst, src) in out.chunks_exact_mut(iw * c).zip(dxq.chunks(wq * c)) {
+                    dst.copy_from_slice(&src[..iw * c]);
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The band rows `lo .. hi` (of `rows` from input-gradient row `r0`) for which kernel row `a`
+/// of the flipped kernel lies on a row of `dy` rather than on padding: input row `iy` meets
+/// padded row `iy + a`, which is `dy`'s row `iy + a − (kh − 1 − pad_top)`.
+fn rows_reaching_output(s: &Conv2d, a: usize, r0: usize, rows: usize) -> (usize, usize) {
+    let top = s.kernel_h - 1 - s.pad_top();
+    // Input rows top − a ..< top + out_h − a, clipped to the band.
+    let end = (top + s.out_h()).saturating_sub(a).clamp(r0, r0 + rows);
+    let first = top.saturating_sub(a).clamp(r0, end);
+    (first - r0, end - r0)
+}
+
+/// `dyq` ← the output gradient's rows under input-gradient rows `r0 ..`, padded all around for
+/// the full convolution: padded row `r` holds output row `r − (kh − 1 − pad_top)`, each row
+/// `kw − 1 − pad_left` zero pixels, the row, then zeros to the grid's width.
+fn pad_output_gradient_around(s: &Conv2d, dy_image: &[f32], r0: usize, dyq: &mut [f32]) {
+    let (oc, wq, ow) = (s.out_c, input_grid_width(s), s.out_w());
+    let top = s.kernel_h - 1 - s.pad_top();
+    let left = s.kernel_w - 1 - s.pad_left();
+    for (i, row) in dyq.chunks_exact_mut(wq * oc).enumerate() {
+        match (r0 + i).checked_sub(top).filter(|&oy| oy < s.out_h()) {
+            None => row.fill(0.0),
+            Some(oy) => {
+                let (before, rest) = row.split_at_mut(left * oc);
+                before.fill(0.0);
+                let (inside, after) = rest.split_at_mut(ow * oc);
+                inside.copy_from_slice(&dy_image[oy * ow * oc..][..ow * oc]);
+                after.fill(0.0);
             }
         }
     }
