@@ -343,7 +343,12 @@ pub fn conv2d_backward_weights(
     let inner = plan.inner_threading(opts);
     let use_direct = direct::applies(s, backend);
     let use_shifted = !use_direct && shifted::applies(s);
-    sum_task_partials(opts, s, &plan, dw, db, |t, part_w, part_b| {
+    let layout = if use_shifted && shifted::weights_transposed(s) {
+        PartialLayout::Transposed
+    } else {
+        PartialLayout::AsWeights
+    };
+    sum_task_partials(opts, s, &plan, layout, dw, db, |t, part_w, part_b| {
         let pixels = plan.pixels(s, t);
         if use_direct {
             let dy = &dy[pixels.start * oc..pixels.end * oc];
@@ -395,13 +400,25 @@ pub(crate) fn check_weights_args(
     Ok(())
 }
 
+/// How the tasks of [`sum_task_partials`] lay out their partial weight gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PartialLayout {
+    /// As `dw` (HWIO: `patch × out_c`).
+    AsWeights,
+    /// Transposed, `out_c × patch`: summed so, and turned once into `dw` (where each task had
+    /// turned its own, the turns took an eighth of program F's weight pass: a strided read per
+    /// element, 32 tasks of 4 608).
+    Transposed,
+}
+
 /// Runs `task(t, dw_t, db_t)` for every task of `plan`, each into its own partial weight and bias
-/// gradient, then sums the partials in task order into `dw` and `db`: the same bits for every
-/// thread count. The first error of any task is returned.
+/// gradient (laid out as `layout` says), then sums the partials in task order into `dw` and
+/// `db`: the same bits for every thread count. The first error of any task is returned.
 pub(crate) fn sum_task_partials(
     opts: &ExecOptions,
     s: &Conv2d,
     plan: &Plan,
+    layout: PartialLayout,
     dw: &mut [f32],
     db: Option<&mut [f32]>,
     task: impl Fn(usize, &mut [f32], &mut [f32]) -> Result<()> + Sync + Send,
@@ -427,22 +444,26 @@ pub(crate) fn sum_task_partials(
                 *failed.lock().unwrap() = Some(e);
             }
         });
-        let mut parts = parts.chunks_exact(part_len);
-        let first = parts.next().expect("at least one task");
-        dw.copy_from_slice(&first[..wlen]);
-        let mut db = db;
-        if let Some(db) = db.as_deref_mut() {
-            db.copy_from_slice(&first[wlen..]);
-        }
-        for part in parts {
-            for (d, &p) in dw.iter_mut().zip(&part[..wlen]) {
+        // Sums into the first partial, in task order.
+        let (first, rest) = parts.split_at_mut(part_len);
+        for part in rest.chunks_exact(part_len) {
+            for (d, &p) in first.iter_mut().zip(part) {
                 *d += p;
             }
-            if let Some(db) = db.as_deref_mut() {
-                for (d, &p) in db.iter_mut().zip(&part[wlen..]) {
-                    *d += p;
+        }
+        match layout {
+            PartialLayout::AsWeights => dw.copy_from_slice(&first[..wlen]),
+            PartialLayout::Transposed => {
+                let (patch, oc) = (s.patch_len(), s.out_c);
+                for (j, dw_j) in dw.chunks_exact_mut(oc).enumerate() {
+                    for (o, d) in dw_j.iter_mut().enumerate() {
+                        *d = first[o * patch + j];
+                    }
                 }
             }
+        }
+        if let Some(db) = db {
+            db.copy_from_slice(&first[wlen..]);
         }
     });
     match failed.into_inner().unwrap() {

@@ -10,7 +10,7 @@ use crate::activation::Activation;
 use crate::conv::pooled_grads::PooledGrads;
 use crate::conv::{
     check_forward_args, check_weights_args, conv2d_backward_weights, direct, forward_groups,
-    forward_pooled_in_registers, sum_task_partials, Conv2d, Plan,
+    forward_pooled_in_registers, sum_task_partials, Conv2d, PartialLayout, Plan,
 };
 use crate::error::{check_len, Error, Result};
 use crate::gemm::ExecOptions;
@@ -175,58 +175,74 @@ pub fn conv2d_maxpool_backward_weights(
         // of them by the argmax, never writing the dense gradient: on program C (26×26×32
         // outputs pooled 2×2) the pooling's backward pass into that gradient had taken 8 % of
         // the epoch, the weight gradient 3 %.
-        return sum_task_partials(opts, s, &plan, dw, db, |t, part_w, part_b| {
-            let pixels = plan.pixels(s, t);
-            let images = pixels.start / s.out_pixels()..pixels.end / s.out_pixels();
-            let at = images.start * pooled..images.end * pooled;
-            CONV_GRAD.with(at.len(), at.len(), |g| {
-                through_activation(act, &y_pool[at.clone()], &dy_pool[at.clone()], g);
-                let grads = PooledGrads {
-                    g,
-                    argmax: &argmax[at.clone()],
-                    first_image: images.start,
-                    window: (pool.pool_h, pool.pool_w),
-                    stride: (pool.stride_h, pool.stride_w),
-                    out: (pool.out_h(), pool.out_w()),
-                };
-                let routed =
-                    direct::backward_weights_pooled(isa, s, x, grads, pixels, part_w, part_b);
-                if routed != at.len() {
-                    return Err(crate::pool::argmax_error(argmax, pool));
-                }
-                Ok(())
-            })
-        });
+        return sum_task_partials(
+            opts,
+            s,
+            &plan,
+            PartialLayout::AsWeights,
+            dw,
+            db,
+            |t, part_w, part_b| {
+                let pixels = plan.pixels(s, t);
+                let images = pixels.start / s.out_pixels()..pixels.end / s.out_pixels();
+                let at = images.start * pooled..images.end * pooled;
+                CONV_GRAD.with(at.len(), at.len(), |g| {
+                    through_activation(act, &y_pool[at.clone()], &dy_pool[at.clone()], g);
+                    let grads = PooledGrads {
+                        g,
+                        argmax: &argmax[at.clone()],
+                        first_image: images.start,
+                        window: (pool.pool_h, pool.pool_w),
+                        stride: (pool.stride_h, pool.stride_w),
+                        out: (pool.out_h(), pool.out_w()),
+                    };
+                    let routed =
+                        direct::backward_weights_pooled(isa, s, x, grads, pixels, part_w, part_b);
+                    if routed != at.len() {
+                        return Err(crate::pool::argmax_error(argmax, pool));
+                    }
+                    Ok(())
+                })
+            },
+        );
     }
     // An argmax entry outside its window is found as the images are unpooled; the weight
     // gradient is then not formed (dw and db are left unspecified) and the error names the entry.
-    sum_task_partials(opts, s, &plan, dw, db, |t, part_w, part_b| {
-        let pixels = plan.pixels(s, t);
-        let images = pixels.start / s.out_pixels()..pixels.end / s.out_pixels();
-        let len = images.len() * image_out;
-        CONV_GRAD.with(len, len, |dy| {
-            for (i, dy_image) in dy.chunks_exact_mut(image_out).enumerate() {
-                let at = (images.start + i) * pooled..(images.start + i + 1) * pooled;
-                // SAFETY: `Isa::resolve` checked that this CPU has `isa` (one of our own paths:
-                // `direct::applies`).
-                let routed = unsafe {
-                    crate::pool::max_backward_image(
-                        isa,
-                        pool,
-                        Some((act, &y_pool[at.clone()])),
-                        &dy_pool[at.clone()],
-                        &argmax[at],
-                        dy_image,
-                    )
-                };
-                if !routed {
-                    return Err(crate::pool::argmax_error(argmax, pool));
+    sum_task_partials(
+        opts,
+        s,
+        &plan,
+        PartialLayout::AsWeights,
+        dw,
+        db,
+        |t, part_w, part_b| {
+            let pixels = plan.pixels(s, t);
+            let images = pixels.start / s.out_pixels()..pixels.end / s.out_pixels();
+            let len = images.len() * image_out;
+            CONV_GRAD.with(len, len, |dy| {
+                for (i, dy_image) in dy.chunks_exact_mut(image_out).enumerate() {
+                    let at = (images.start + i) * pooled..(images.start + i + 1) * pooled;
+                    // SAFETY: `Isa::resolve` checked that this CPU has `isa` (one of our own paths:
+                    // `direct::applies`).
+                    let routed = unsafe {
+                        crate::pool::max_backward_image(
+                            isa,
+                            pool,
+                            Some((act, &y_pool[at.clone()])),
+                            &dy_pool[at.clone()],
+                            &argmax[at],
+                            dy_image,
+                        )
+                    };
+                    if !routed {
+                        return Err(crate::pool::argmax_error(argmax, pool));
+                    }
                 }
-            }
-            direct::backward_weights(isa, s, x, dy, pixels, part_w, part_b);
-            Ok(())
-        })
-    })
+                direct::backward_weights(isa, s, x, dy, pixels, part_w, part_b);
+                Ok(())
+            })
+        },
+    )
 }
 
 /// That `pool` pools exactly the convolution's output.

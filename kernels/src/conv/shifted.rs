@@ -143,7 +143,16 @@ pub(super) fn forward(
     })
 }
 
-/// `dw` ← Σ over the whole images of `pixels` of patchᵀ·dy, and `db` ← Σ dy (in pixel order).
+/// Whether [`backward_weights`] forms the transposed gradient `dwᵀ` (`out_c × patch`): with at
+/// most `IN_PLACE_ROWS` output channels the GEMM then reads both operands in place at any depth,
+/// where `dw = xpᵀ·dyp` packed each band's `xp` (its elements then serve only `out_c`
+/// multiply-adds). The same products in the same order: the same bits.
+pub(super) fn weights_transposed(s: &Conv2d) -> bool {
+    s.out_c <= IN_PLACE_ROWS
+}
+
+/// `dw` ← Σ over the whole images of `pixels` of patchᵀ·dy — transposed (`out_c × patch`) where
+/// [`weights_transposed`] — and `db` ← Σ dy (in pixel order).
 pub(super) fn backward_weights(
     inner: &ExecOptions,
     s: &Conv2d,
@@ -159,17 +168,10 @@ pub(super) fn backward_weights(
     let image_out = s.out_pixels() * oc;
     let (patch, row_len) = (s.patch_len(), s.kernel_w * c);
     let (xp_max, dyp_max) = (input_scratch_len(s, band), band * wp * oc);
-    // With few output channels the product is taken transposed, dwᵀ = dypᵀ·xp, into scratch:
-    // with at most `IN_PLACE_ROWS` rows the GEMM reads both operands in place at any depth,
-    // where dw = xpᵀ·dyp packed each band's xp (its elements then serve only `out_c`
-    // multiply-adds). The same products in the same order: the same bits.
-    let transposed = oc <= IN_PLACE_ROWS;
-    let dwt_len = if transposed { patch * oc } else { 0 };
+    let transposed = weights_transposed(s);
     db.fill(0.0);
-    let len = xp_max + dyp_max + dwt_len;
-    COL.with(len, len, |buf| {
-        let (xp, rest) = buf.split_at_mut(xp_max);
-        let (dyp, dwt) = rest.split_at_mut(dyp_max);
+    COL.with(xp_max + dyp_max, xp_max + dyp_max, |buf| {
+        let (xp, dyp) = buf.split_at_mut(xp_max);
         let mut first = true;
         for n in images_of(s, &pixels) {
             let x_image = &x[n * image_in..][..image_in];
@@ -181,38 +183,21 @@ pub(super) fn backward_weights(
                 pad_output_gradient(s, dy_image, r0, rows, dyp, db);
                 // (The wrapped pixels left out are zero in `dyp`.)
                 let k = grid_pixels(s, rows);
-                let dyp = &dyp[..k * oc];
+                let dyp = MatRef::row_major(&dyp[..k * oc], k, oc, oc);
                 let beta = if first { 0.0 } else { 1.0 };
-                for (ky, dw_row) in dw.chunks_exact_mut(row_len * oc).enumerate() {
+                for ky in 0..s.kernel_h {
                     let xv = MatRef::strided(&xp[ky * wp * c..], k, row_len, c, 1);
                     if transposed {
-                        gemm_with(
-                            inner,
-                            1.0,
-                            MatRef::row_major(dyp, k, oc, oc).t(),
-                            xv,
-                            beta,
-                            MatMut::row_major(&mut dwt[ky * row_len..], oc, row_len, patch),
-                        )?;
+                        let dwt = &mut dw[ky * row_len..];
+                        let dwt = MatMut::row_major(dwt, oc, row_len, patch);
+                        gemm_with(inner, 1.0, dyp.t(), xv, beta, dwt)?;
                     } else {
-                        gemm_with(
-                            inner,
-                            1.0,
-                            xv.t(),
-                            MatRef::row_major(dyp, k, oc, oc),
-                            beta,
-                            MatMut::row_major(dw_row, row_len, oc, oc),
-                        )?;
+                        let dw_row = &mut dw[ky * row_len * oc..][..row_len * oc];
+                        let dw_row = MatMut::row_major(dw_row, row_len, oc, oc);
+                        gemm_with(inner, 1.0, xv.t(), dyp, beta, dw_row)?;
                     }
                 }
                 first = false;
-            }
-        }
-        if transposed && !first {
-            for (j, dw_j) in dw.chunks_exact_mut(oc).enumerate() {
-                for (o, d) in dw_j.iter_mut().enumerate() {
-                    *d = dwt[o * patch + j];
-                }
             }
         }
         Ok(())
