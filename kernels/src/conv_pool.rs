@@ -246,7 +246,7 @@ pub fn conv2d_maxpool_backward_weights(
 }
 
 /// That `pool` pools exactly the convolution's output.
-fn check_pool_of(what: &'static str, s: &Conv2d, pool: &Pool2d) -> Result<()> {
+pub(crate) fn check_pool_of(what: &'static str, s: &Conv2d, pool: &Pool2d) -> Result<()> {
     pool.validate()?;
     if (pool.batch, pool.in_h, pool.in_w, pool.channels) != (s.batch, s.out_h(), s.out_w(), s.out_c)
     {

@@ -497,52 +497,42 @@ const FORMED_ROWS: usize = 16;
 /// channels.
 pub(crate) const FORMED_FLOATS: usize = 4096;
 
-/// What a [`backward_formed`] pass does with each block of rows: `(rows, x of them, the gradient
-/// formed for them)`.
-type BlockFn<'a> = dyn FnMut(std::ops::Range<usize>, &[f32], &[f32]) + 'a;
+/// `form(rows, out)`: the gradient of the normalised output on `rows` into `out`
+/// (`rows.len() × channels`); returns how many of its nonzero sources it routed there.
+pub(crate) type FormFn<'a> = dyn Fn(std::ops::Range<usize>, &mut [f32]) -> usize + Sync + 'a;
 
 /// [`batch_norm_backward`] with the gradient of the normalised output (before any activation:
-/// the caller's `form` applies it) formed a few rows at a time by `form(rows, out)` (`out` is
-/// `rows.len() × channels`; it returns how many of its nonzero sources it routed there, for the
-/// caller's check), never written whole: for a gradient that is mostly zeros made from a smaller
-/// tensor (a max pooling's). Arguments checked by the caller, `s.rows` ≥ 1, `s.channels` ≤
-/// [`FORMED_FLOATS`]. The first pass over the rows (the sums') counts what `form` routed; unless
-/// `routed_ok` accepts the count, nothing is written and the result is `Ok(false)`.
+/// the caller's `form` applies it) formed a few rows at a time by `form`, never written whole:
+/// for a gradient that is mostly zeros made from a smaller tensor (a max pooling's). Arguments
+/// checked by the caller, `s.rows` ≥ 1, `s.channels` ≤ [`FORMED_FLOATS`]. This pass takes the
+/// sums and writes `grads`; the input gradient is then the returned [`FormedInputGradient`]'s,
+/// on whatever rows the caller wants it. The sums' pass counts what `form` routed; unless
+/// `routed_ok` accepts the count, nothing is written and the result is `Ok(None)`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn backward_formed(
+pub(crate) fn backward_formed<'a>(
     opts: &ExecOptions,
-    s: &BatchNorm,
-    x: &[f32],
-    form: &(dyn Fn(std::ops::Range<usize>, &mut [f32]) -> usize + Sync),
+    s: &'a BatchNorm,
+    x: &'a [f32],
+    form: &'a FormFn<'a>,
     routed_ok: impl Fn(usize) -> bool,
+    (mean, inv_std): (&'a [f32], &'a [f32]),
     gamma: &[f32],
-    (mean, inv_std): (&[f32], &[f32]),
-    dx: Option<&mut [f32]>,
     mut grads: BatchNormGrads<'_>,
-) -> Result<bool> {
+) -> Result<Option<FormedInputGradient<'a>>> {
     let isa = crate::Isa::resolve(opts.isa)?;
     let (n, c) = (s.rows as f64, s.channels);
     debug_assert!(s.rows >= 1 && (1..=FORMED_FLOATS).contains(&c));
-    let block_rows = FORMED_ROWS.min(FORMED_FLOATS / c).max(1);
-    // For each block of rows of a stripe (`rows`): the gradient formed into a stack buffer, then
-    // `each(block rows, x of them, gradient of them)`.
-    let formed = |rows: std::ops::Range<usize>, each: &mut BlockFn<'_>| -> usize {
-        let mut buffer = [0.0f32; FORMED_FLOATS];
-        let mut routed = 0;
-        let mut r = rows.start;
-        while r < rows.end {
-            let end = (r + block_rows).min(rows.end);
-            let g = &mut buffer[..(end - r) * c];
-            routed += form(r..end, g);
-            each(r..end, &x[r * c..end * c], g);
-            r = end;
-        }
-        routed
+    let mut ig = FormedInputGradient {
+        isa,
+        s,
+        x,
+        form,
+        stats: (mean, inv_std),
+        factors: [[0.0f32; FORMED_FLOATS]; 3],
     };
     // The input gradient's factors (γ·1/σ, mean g, mean g·x̂) of every channel: the sums take a
     // pass over the rows per block of channels, the input gradient then one pass for all of them
     // (its rows formed once, not once per block).
-    let mut factors = [[0.0f32; FORMED_FLOATS]; 3];
     let mut checked = false;
     for c0 in (0..c).step_by(HALF) {
         let w = HALF.min(c - c0);
@@ -551,7 +541,7 @@ pub(crate) fn backward_formed(
         let sums = striped_sums(opts, s, |rows, acc| {
             let (sdy, rest) = acc.split_at_mut(w);
             let sdyx = &mut rest[..w];
-            let count = formed(rows, &mut |_, x, g| {
+            let count = ig.formed(rows, &mut |_, x, g| {
                 let data = (x, OutputGradient { dy: g, after: None });
                 // SAFETY: `isa` was resolved, so this CPU has it.
                 unsafe { gradient_sums_rows(isa, data, c, c0, (m, is), sdy, sdyx) }
@@ -560,33 +550,76 @@ pub(crate) fn backward_formed(
         });
         if !checked {
             if !routed_ok(routed.into_inner()) {
-                return Ok(false);
+                return Ok(None);
             }
             checked = true;
         }
         let block = block_gradients(&sums, (w, c0, n), gamma, is, &mut grads);
-        for (all, of_block) in factors.iter_mut().zip(&block) {
+        for (all, of_block) in ig.factors.iter_mut().zip(&block) {
             all[c0..c0 + w].copy_from_slice(&of_block[..w]);
         }
     }
-    if let Some(dx) = dx {
-        let [k, mean_dy, mean_dyx] = &factors;
-        striped_map(opts, s, dx, |rows, dx| {
-            let first = rows.start;
-            formed(rows, &mut |block, x, g| {
-                let dx = &mut dx[(block.start - first) * c..(block.end - first) * c];
-                for c0 in (0..c).step_by(HALF) {
-                    let span = c0..c0 + HALF.min(c - c0);
-                    let stats = (&mean[span.clone()], &inv_std[span.clone()]);
-                    let sums = (&k[span.clone()], &mean_dy[span.clone()], &mean_dyx[span]);
-                    let data = (x, OutputGradient { dy: g, after: None });
-                    // SAFETY: `isa` was resolved, so this CPU has it.
-                    unsafe { input_gradient_rows(isa, data, c, c0, stats, sums, dx) }
-                }
-            });
+    Ok(Some(ig))
+}
+
+/// What a [`FormedInputGradient`] does with each block of rows: `(rows, x of them, the gradient
+/// formed for them)`.
+type BlockFn<'a> = dyn FnMut(std::ops::Range<usize>, &[f32], &[f32]) + 'a;
+
+/// The input gradient of a normalisation whose sums [`backward_formed`] took: for any rows,
+/// each row's the same bits however the rows are cut.
+pub(crate) struct FormedInputGradient<'a> {
+    isa: crate::Isa,
+    s: &'a BatchNorm,
+    x: &'a [f32],
+    form: &'a FormFn<'a>,
+    stats: (&'a [f32], &'a [f32]),
+    /// γ·1/σ, mean g and mean g·x̂ per channel.
+    factors: [[f32; FORMED_FLOATS]; 3],
+}
+
+impl FormedInputGradient<'_> {
+    /// For each block of `rows`: the gradient formed into a stack buffer, then `each(block
+    /// rows, x of them, gradient of them)`; returns what `form` routed.
+    fn formed(&self, rows: std::ops::Range<usize>, each: &mut BlockFn<'_>) -> usize {
+        let c = self.s.channels;
+        let block_rows = FORMED_ROWS.min(FORMED_FLOATS / c).max(1);
+        let mut buffer = [0.0f32; FORMED_FLOATS];
+        let mut routed = 0;
+        let mut r = rows.start;
+        while r < rows.end {
+            let end = (r + block_rows).min(rows.end);
+            let g = &mut buffer[..(end - r) * c];
+            routed += (self.form)(r..end, g);
+            each(r..end, &self.x[r * c..end * c], g);
+            r = end;
+        }
+        routed
+    }
+
+    /// `dx` ← the input gradient of `rows` (`dx` holds exactly theirs).
+    pub(crate) fn rows(&self, rows: std::ops::Range<usize>, dx: &mut [f32]) {
+        let (c, isa) = (self.s.channels, self.isa);
+        let (mean, inv_std) = self.stats;
+        let [k, mean_dy, mean_dyx] = &self.factors;
+        let first = rows.start;
+        self.formed(rows, &mut |block, x, g| {
+            let dx = &mut dx[(block.start - first) * c..(block.end - first) * c];
+            for c0 in (0..c).step_by(HALF) {
+                let span = c0..c0 + HALF.min(c - c0);
+                let stats = (&mean[span.clone()], &inv_std[span.clone()]);
+                let sums = (&k[span.clone()], &mean_dy[span.clone()], &mean_dyx[span]);
+                let data = (x, OutputGradient { dy: g, after: None });
+                // SAFETY: `isa` was resolved (by `backward_formed`), so this CPU has it.
+                unsafe { input_gradient_rows(isa, data, c, c0, stats, sums, dx) }
+            }
         });
     }
-    Ok(true)
+
+    /// `dx` ← the input gradient of every row, the stripes in parallel where `opts` allow.
+    pub(crate) fn all_rows(&self, opts: &ExecOptions, dx: &mut [f32]) {
+        striped_map(opts, self.s, dx, |rows, dx| self.rows(rows, dx));
+    }
 }
 
 /// The output gradient of one stripe's rows: `dy`'s, with the activation's output there when

@@ -237,11 +237,64 @@ pub fn batch_norm_max_pool_backward(
     x: &[f32],
     pooled: PooledGradient<'_>,
     gamma: &[f32],
-    (mean, inv_std): (&[f32], &[f32]),
+    stats: (&[f32], &[f32]),
     dx: Option<&mut [f32]>,
     grads: BatchNormGrads<'_>,
 ) -> Result<()> {
     let what = "batch_norm_max_pool_backward";
+    if let Some(dx) = &dx {
+        check_len(what, "input gradient dx", dx.len(), p.input_len(), || {
+            p.desc_in()
+        })?;
+    }
+    let layers = PooledNormalisation {
+        p,
+        epsilon,
+        x,
+        pooled,
+        gamma,
+        stats,
+    };
+    backward_then(what, opts, layers, grads, |input_gradient| {
+        if let (Some(ig), Some(dx)) = (input_gradient, dx) {
+            ig.all_rows(opts, dx);
+        }
+        Ok(())
+    })
+}
+
+/// A normalisation and the max pooling after it, as their fused backward pass reads them (see
+/// [`batch_norm_max_pool_backward`]).
+#[derive(Clone, Copy)]
+pub(crate) struct PooledNormalisation<'a> {
+    pub p: &'a Pool2d,
+    pub epsilon: f32,
+    /// The normalisation's input.
+    pub x: &'a [f32],
+    pub pooled: PooledGradient<'a>,
+    pub gamma: &'a [f32],
+    /// Batch mean and 1/√(variance + ε).
+    pub stats: (&'a [f32], &'a [f32]),
+}
+
+/// The checks and the sums' pass of [`batch_norm_max_pool_backward`] (writing `grads`), then
+/// `then` with the input gradient to take on whatever rows it wants (`None`: there are no rows).
+/// Argmax entries outside their windows are an error found before anything is written.
+pub(crate) fn backward_then(
+    what: &'static str,
+    opts: &ExecOptions,
+    layers: PooledNormalisation<'_>,
+    grads: BatchNormGrads<'_>,
+    then: impl FnOnce(Option<&norm::FormedInputGradient<'_>>) -> Result<()>,
+) -> Result<()> {
+    let PooledNormalisation {
+        p,
+        epsilon,
+        x,
+        pooled,
+        gamma,
+        stats,
+    } = layers;
     let s = normalisation_of(what, p, epsilon, x)?;
     for (name, v) in [
         ("pooled output y", pooled.y_pool.len()),
@@ -250,12 +303,7 @@ pub fn batch_norm_max_pool_backward(
     ] {
         check_len(what, name, v, p.output_len(), || p.desc_out())?;
     }
-    if let Some(dx) = &dx {
-        check_len(what, "input gradient dx", dx.len(), p.input_len(), || {
-            p.desc_in()
-        })?;
-    }
-    norm::check_backward_params(what, &s, gamma, (mean, inv_std), &grads)?;
+    norm::check_backward_params(what, &s, gamma, stats, &grads)?;
     if p.channels > MAX_FUSED_BACKWARD_CHANNELS {
         return Err(Error::InvalidArgument {
             name: "channels",
@@ -270,7 +318,7 @@ pub fn batch_norm_max_pool_backward(
     if s.rows == 0 {
         grads.dgamma.fill(0.0);
         grads.dbeta.fill(0.0);
-        return Ok(());
+        return then(None);
     }
     let isa = Isa::resolve(opts.isa)?;
     let form = |rows: std::ops::Range<usize>, out: &mut [f32]| {
@@ -285,12 +333,10 @@ pub fn batch_norm_max_pool_backward(
         routed
     };
     let total = p.output_len();
-    let stats = (mean, inv_std);
-    let wrote = norm::backward_formed(opts, &s, x, &form, |r| r == total, gamma, stats, dx, grads)?;
-    if !wrote {
-        return Err(crate::pool::argmax_error(pooled.argmax, p));
+    match norm::backward_formed(opts, &s, x, &form, |r| r == total, stats, gamma, grads)? {
+        None => Err(crate::pool::argmax_error(pooled.argmax, p)),
+        Some(input_gradient) => then(Some(&input_gradient)),
     }
-    Ok(())
 }
 
 /// The gradient of the normalised output on the rows from `r0` (as many as `out` holds, rows of

@@ -70,15 +70,23 @@ pub(crate) struct NormBelow {
     /// The layer whose output the normalisation reads (`None`: the model's input, whose
     /// gradient nobody needs).
     pub source: Option<usize>,
+    /// `source` is a linear Conv2D, the model's first layer, whose backward pass the unit runs
+    /// too (`layers::backward_conv_norm_pool`): the normalisation's input gradient is then never
+    /// written, and the convolution has no unit of its own.
+    pub with_conv: bool,
 }
 
 impl Back {
-    /// The layer below this one whose backward pass this unit runs too (its own unit gone).
-    pub fn fused_below(&self) -> Option<usize> {
-        if self.with_conv_below {
-            return Some(self.layer - 1);
-        }
-        self.norm_below.and(self.source)
+    /// The layers below this one whose backward passes this unit runs too (their own units
+    /// gone), nearest first.
+    pub fn fused_below(&self) -> impl Iterator<Item = usize> {
+        let conv_pair = self.with_conv_below.then(|| self.layer - 1);
+        let norm = self.norm_below.and(self.source);
+        let conv = self
+            .norm_below
+            .filter(|nb| nb.with_conv)
+            .and_then(|nb| nb.source);
+        conv_pair.into_iter().chain(norm).chain(conv)
     }
 }
 
@@ -154,8 +162,15 @@ impl Plan {
                 Some(j) if !with_conv_below => {
                     let (a, b) = layers.split_at_mut(i);
                     layers::fuses_norm_pool_backward(a[j].as_mut(), b[0].as_mut()).then(|| {
+                        let below = (0..j).rev().find(|&k| !skip[k]);
+                        // The model's first layer, a linear convolution: its pass joins too.
+                        let with_conv = below.is_some_and(|k| {
+                            (0..k).all(|b| skip[b])
+                                && layers::fuses_conv_norm_pool_backward(a[k].as_mut())
+                        });
                         NormBelow {
-                            source: (0..j).rev().find(|&k| !skip[k]),
+                            source: below,
+                            with_conv,
                         }
                     })
                 }
@@ -171,8 +186,11 @@ impl Plan {
             if with_conv_below {
                 i -= 1;
             }
-            if let (Some(_), Some(j)) = (norm_below, source) {
-                i = j;
+            if let (Some(nb), Some(j)) = (norm_below, source) {
+                i = match nb.source {
+                    Some(k) if nb.with_conv => k,
+                    _ => j,
+                };
             }
         }
         let runs_next = (0..count)
@@ -343,23 +361,24 @@ mod tests {
         trained.extend((4..12).map(Unit::Layer));
         assert_eq!(plan.forward, trained);
         // The pooling reads the normalisation's output and takes its ReLU's derivative over:
-        // the two run as one backward unit, into the gradient of the first convolution's output
-        // (the normalisation has no unit of its own).
+        // the two run as one backward unit (the normalisation has no unit of its own).
         let backward: Vec<(usize, Option<usize>, Option<NormBelow>)> = plan
             .backward
             .iter()
             .map(|b| (b.layer, b.source, b.norm_below))
             .collect();
-        let norm_below = Some(NormBelow { source: Some(0) });
+        // The first convolution is linear and the model's first layer: its backward pass joins
+        // theirs (the normalisation's input gradient never written).
+        let norm_below = Some(NormBelow {
+            source: Some(0),
+            with_conv: true,
+        });
         assert_eq!(
-            &backward[backward.len() - 3..],
-            [
-                (4, Some(3), None),
-                (3, Some(1), norm_below),
-                (0, None, None)
-            ]
+            &backward[backward.len() - 2..],
+            [(4, Some(3), None), (3, Some(1), norm_below)]
         );
-        assert_eq!(plan.backward[backward.len() - 2].fused_below(), Some(1));
+        let fused: Vec<usize> = plan.backward[backward.len() - 1].fused_below().collect();
+        assert_eq!(fused, [1, 0]);
         assert_eq!(
             plan.inference,
             [

@@ -32,7 +32,7 @@ use crate::layers::{self, Kind, Layer};
 use crate::logs::{BatchLogs, EpochLogs, History};
 use crate::loss::Loss;
 use crate::optimizers::Optimizer;
-use crate::plan::{Plan, Unit};
+use crate::plan::{NormBelow, Plan, Unit};
 use crate::progress::ProgbarLogger;
 use crate::tensor::Tensor;
 
@@ -575,6 +575,31 @@ impl Trainer {
                     n,
                 )
                 .unwrap_or_else(|| Err(planned(i - 1..=i, "MaxPooling2D + Conv2D backward")))?;
+            } else if let (
+                Some(NormBelow {
+                    source: Some(k),
+                    with_conv: true,
+                }),
+                Some(j),
+            ) = (back.norm_below, back.source)
+            {
+                // The pooling's, the normalisation's and the first convolution's backward
+                // passes in one: the convolution's gradients straight from the pooling's.
+                let (under, norm) = lower.split_at_mut(j);
+                layers::backward_conv_norm_pool(
+                    under[k].as_mut(),
+                    norm[0].as_mut(),
+                    upper[0].as_mut(),
+                    x_buf,
+                    &here[0],
+                    n,
+                )
+                .unwrap_or_else(|| {
+                    Err(planned(
+                        k..=i,
+                        "MaxPooling2D + BatchNormalization + Conv2D backward",
+                    ))
+                })?;
             } else if let (Some(nb), Some(j)) = (back.norm_below, back.source) {
                 // The pooling's and the normalisation's backward passes in one, into the
                 // gradient of the normalisation's input.
@@ -1516,12 +1541,14 @@ mod slots {
                     format!("{} + {}", layers[i].name(), layers[i - 1].name()),
                     own.weight_gradient + layers[i - 1].flops().weight_gradient,
                 )
-            } else if let (Some(_), Some(j)) = (back.norm_below, back.source) {
-                let name = format!("{} + {}", layers[i].name(), plan.unit_name(layers, j));
-                (
-                    name,
-                    own.weight_gradient + layers[j].flops().weight_gradient,
-                )
+            } else if let (Some(nb), Some(j)) = (back.norm_below, back.source) {
+                let mut name = format!("{} + {}", layers[i].name(), plan.unit_name(layers, j));
+                let mut flops = own.weight_gradient + layers[j].flops().weight_gradient;
+                if let (true, Some(k)) = (nb.with_conv, nb.source) {
+                    name = format!("{name} + {}", layers[k].name());
+                    flops += layers[k].flops().weight_gradient;
+                }
+                (name, flops)
             } else {
                 let input = if back.source.is_some() {
                     own.input_gradient

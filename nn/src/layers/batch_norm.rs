@@ -1,5 +1,6 @@
 //! Keras's `BatchNormalization` over the last axis, through `kernels::norm`.
 
+use kernels::conv_norm_pool::{conv2d_batch_norm_max_pool_backward, ConvGrads, Normalisation};
 use kernels::conv_pool::PooledGradient;
 use kernels::norm::{
     batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_training,
@@ -236,6 +237,54 @@ impl BatchNormalization {
             BatchNormGrads {
                 dgamma: &mut self.dgamma,
                 dbeta: &mut self.dbeta,
+            },
+        );
+        Some(run.map_err(Error::kernel(&self.name)))
+    }
+
+    /// The backward passes of the max pooling `pool` after this layer (through the activation it
+    /// took over), of this layer, and of the Conv2D `conv` below it (linear, the model's first
+    /// layer: no input gradient) as one, from the pooling's gradient `grad`; `x` is the
+    /// convolution's input (see `kernels::conv_norm_pool::conv2d_batch_norm_max_pool_backward`).
+    /// `None` unless the pooling took over this layer's activation.
+    pub(crate) fn backward_pooled_into_conv(
+        &mut self,
+        conv: &mut super::Conv2D,
+        pool: &MaxPooling2D,
+        x: &[f32],
+        grad: &[f32],
+        n: usize,
+    ) -> Option<Result<()>> {
+        if !self.grad_is_preactivation || !conv.is_linear() {
+            return None;
+        }
+        let (p, act, y_pool, argmax) = pool.backward_parts(n)?;
+        let (s, z, dkernel, dbias) = conv.weight_gradient_parts(n);
+        let run = conv2d_batch_norm_max_pool_backward(
+            &ExecOptions::default(),
+            &s,
+            &x[..s.input_len()],
+            &p,
+            Normalisation {
+                x: z,
+                epsilon: self.epsilon,
+                gamma: &self.gamma,
+                mean: &self.mean,
+                inv_std: &self.inv_std,
+            },
+            PooledGradient {
+                act,
+                y_pool,
+                dy_pool: &grad[..p.output_len()],
+                argmax,
+            },
+            BatchNormGrads {
+                dgamma: &mut self.dgamma,
+                dbeta: &mut self.dbeta,
+            },
+            ConvGrads {
+                dw: dkernel,
+                db: Some(dbias),
             },
         );
         Some(run.map_err(Error::kernel(&self.name)))

@@ -202,6 +202,26 @@ impl Conv2D {
     }
 }
 
+impl Conv2D {
+    /// Whether the layer is linear (no activation of its own): its output gradient is its
+    /// pre-activation gradient.
+    pub(crate) fn is_linear(&self) -> bool {
+        self.act == Act::Linear
+    }
+
+    /// For a backward pass that forms this layer's output gradient itself (see
+    /// `BatchNormalization::backward_pooled_into_conv`): the convolution of `n` samples, the
+    /// layer's output, and its kernel and bias gradients.
+    pub(crate) fn weight_gradient_parts(
+        &mut self,
+        n: usize,
+    ) -> (Conv2d, &[f32], &mut [f32], &mut [f32]) {
+        let s = self.conv(n);
+        let len = s.output_len();
+        (s, &self.out[..len], &mut self.dkernel, &mut self.dbias)
+    }
+}
+
 impl Layer for Conv2D {
     layer_identity!("Conv2D");
 

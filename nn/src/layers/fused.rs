@@ -1,5 +1,6 @@
 //! The pairs of built-in layers the model runs as one pass (Conv2D + MaxPooling2D, forward and
-//! the first pair's backward; BatchNormalization + MaxPooling2D, forward and backward),
+//! the first pair's backward; BatchNormalization + MaxPooling2D, forward and backward, with the
+//! Conv2D below the normalisation in the backward pass when it is the model's first layer),
 //! recognised by their [`Kind`].
 
 use super::{Folded, Kind, Layer};
@@ -124,6 +125,34 @@ pub(crate) fn backward_norm_pool(
     match (norm.kind(), pool.kind()) {
         (Kind::BatchNormalization(norm), Kind::MaxPooling2D(pool)) => {
             norm.backward_pooled(pool, x, grad, dx, n)
+        }
+        _ => None,
+    }
+}
+
+/// Whether [`backward_conv_norm_pool`] runs the Conv2D `conv` below a BatchNormalization whose
+/// backward pass runs with its MaxPooling2D's ([`fuses_norm_pool_backward`]) in that pass too: a
+/// linear Conv2D, the model's first layer (decided at compile, by the model's plan).
+pub(crate) fn fuses_conv_norm_pool_backward(conv: &mut dyn Layer) -> bool {
+    matches!(conv.kind(), Kind::Conv2D(c) if c.is_linear())
+}
+
+/// The backward passes of `pool`, `norm` and `conv` as one, when they fuse
+/// ([`fuses_conv_norm_pool_backward`]): the convolution's gradient (the normalisation's input
+/// gradient) is formed a task of images at a time where the convolution's weight pass reads it
+/// (see `kernels::conv_norm_pool::conv2d_batch_norm_max_pool_backward`); `x` is the
+/// convolution's input. Returns `None` when the layers are not of that kind.
+pub(crate) fn backward_conv_norm_pool(
+    conv: &mut dyn Layer,
+    norm: &mut dyn Layer,
+    pool: &mut dyn Layer,
+    x: &[f32],
+    grad: &[f32],
+    n: usize,
+) -> Option<Result<()>> {
+    match (conv.kind(), norm.kind(), pool.kind()) {
+        (Kind::Conv2D(conv), Kind::BatchNormalization(norm), Kind::MaxPooling2D(pool)) => {
+            norm.backward_pooled_into_conv(conv, pool, x, grad, n)
         }
         _ => None,
     }

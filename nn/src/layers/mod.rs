@@ -48,8 +48,9 @@ pub use pooling::MaxPooling2D;
 pub use config::LayerConfig;
 pub(crate) use fold::{find_fold, fold_pools, forward_folded, refresh_fold, Fold, Folded};
 pub(crate) use fused::{
-    backward_conv_pool, backward_norm_pool, forward_conv_pool, forward_norm_pool, fuses_backward,
-    fuses_forward, fuses_norm_pool, fuses_norm_pool_backward,
+    backward_conv_norm_pool, backward_conv_pool, backward_norm_pool, forward_conv_pool,
+    forward_norm_pool, fuses_backward, fuses_conv_norm_pool_backward, fuses_forward,
+    fuses_norm_pool, fuses_norm_pool_backward,
 };
 pub(crate) use stack::{get_weights, infer_all, name_layers, set_weights};
 
