@@ -23,10 +23,11 @@
 //!   1 and 8 or more input channels, a task skips im2col: `kernel_h` GEMMs per band of rows over
 //!   shifted views of a padded copy of its input (module `shifted`).
 //! * input: `dcol = dy·wᵀ` per chunk, then col2im adds each patch row back into `dx`; a task owns
-//!   its images' `dx`, so tasks run in parallel without sharing. With stride 1 and 16–64 input
-//!   channels, the full convolution of `dy` with the flipped kernel instead: `kernel_h` GEMMs per
-//!   band over shifted views of a padded copy of `dy`, no `dcol` and no scatter (module
-//!   `shifted`).
+//!   its images' `dx`, so tasks run in parallel without sharing. With stride 1, 16–64 input
+//!   and 8 or more output channels, on the native GEMM, and rows wide enough for the padding
+//!   (`shifted::applies_backward_input`), the full convolution of `dy` with the flipped kernel
+//!   instead: `kernel_h` GEMMs per band over shifted views of a padded copy of `dy`, no `dcol`
+//!   and no scatter (module `shifted`).
 //!
 //! For a single input channel (the first layer of an MNIST CNN, patch = 9), im2col writes 9 floats
 //! per pixel for a GEMM with K = 9, whose tiles are mostly loads and stores of C; the forward pass
@@ -413,7 +414,8 @@ pub(crate) enum PartialLayout {
 
 /// Runs `task(t, dw_t, db_t)` for every task of `plan`, each into its own partial weight and bias
 /// gradient (laid out as `layout` says), then sums the partials in task order into `dw` and
-/// `db`: the same bits for every thread count. The first error of any task is returned.
+/// `db`: the same bits for every thread count. If tasks fail, one of their errors is
+/// returned.
 pub(crate) fn sum_task_partials(
     opts: &ExecOptions,
     s: &Conv2d,
@@ -473,8 +475,8 @@ pub(crate) fn sum_task_partials(
 }
 
 /// Input gradient: `dx = col2im(dy·wᵀ)` (with stride 1, the same as the full convolution of
-/// `dy` with the flipped kernel, which is how most stride-1 layers compute it), written over
-/// `dx`. `dy` is the gradient with respect to the output before the activation. Tasks own whole
+/// `dy` with the flipped kernel, which is how the stride-1 layers the module documentation
+/// names compute it), written over `dx`. `dy` is the gradient with respect to the output before the activation. Tasks own whole
 /// images of `dx` and run in parallel.
 pub fn conv2d_backward_input(
     opts: &ExecOptions,

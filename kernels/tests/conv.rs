@@ -209,6 +209,9 @@ fn training_shapes_match_the_definition() {
         Conv2d::square(5, (13, 13, 16), 32, 3, Padding::Valid),
         Conv2d::square(3, (14, 14, 32), 32, 3, Padding::Same),
         Conv2d::square(1, (300, 20, 32), 16, 3, Padding::Valid),
+        // Bands wholly in kernel row 0's padding rows (fewer input rows than it reaches).
+        Conv2d::square(2, (1, 16, 16), 16, 3, Padding::Same),
+        Conv2d::square(1, (3, 40, 16), 16, 7, Padding::Same),
         Conv2d {
             stride_h: 2,
             stride_w: 2,

@@ -14,8 +14,9 @@
 //! the taps that wrap around a row end contribute nothing; they cost `(kernel_w − 1)/wp` extra
 //! multiply-adds (3.4 % at 56 wide) against im2col's `kernel_h·kernel_w`-fold copy of the input.
 //!
-//! With at most 32 output channels the product is taken transposed, `dw[ky]ᵀ = dypᵀ·xp[ky]`
-//! into scratch and turned once per task: the GEMM then reads both operands in place (C of so
+//! With at most 32 output channels the product is taken transposed, `dw[ky]ᵀ = dypᵀ·xp[ky]`,
+//! into the task's partial, turned once per call after the partials are summed (see
+//! `PartialLayout::Transposed`): the GEMM then reads both operands in place (C of so
 //! few rows), where `xp[ky]ᵀ·dyp` packed every band's view for only `out_c` multiply-adds per
 //! element — the same products in the same order, the same bits; 2 threads, 128 images of
 //! 14×14×32 → 32 'valid' 4.5 → 2.0 ms, 14×14×16 → 32 'same' 3.6 → 1.4 ms. 'Valid' layers read
@@ -401,7 +402,9 @@ pub(super) fn backward_input(
                     // Only the rows whose kernel row `a` lies on `dy`'s own rows: the padding
                     // rows above and below are zeros ('valid' layers have `kh − 1` each).
                     let (lo, hi) = rows_reaching_output(s, a, r0, rows);
-                    let (p0, p1) = (lo * wq, (hi * wq).min(m));
+                    // (A band wholly in the padding rows of kernel row 0 has lo = rows, past
+                    // the grid's last pixel m.)
+                    let (p0, p1) = ((lo * wq).min(m), (hi * wq).min(m));
                     if a == 0 {
                         dxq[..p0 * c].fill(0.0);
                         dxq[p1 * c..].fill(0.0);
