@@ -18,6 +18,7 @@ pub mod activation;
 mod arch;
 mod backend;
 pub mod conv;
+pub mod conv_avg_pool;
 pub mod conv_norm_pool;
 pub mod conv_pool;
 pub mod cpu;

@@ -637,6 +637,16 @@ fn avg_image_body(s: &Pool2d, img: &[f32], yi: &mut [f32]) {
 crate::dispatch::per_isa!(avg_image_loops, avg_image_body, avg_image_body,
     (s: &Pool2d, img: &[f32], yi: &mut [f32]));
 
+/// One image of [`avg_pool2d_forward`] (its arithmetic: the same bits), `yi` ← the pooling of
+/// `img`.
+///
+/// # Safety
+/// This CPU has `isa`.
+pub(crate) unsafe fn avg_image(isa: Isa, s: &Pool2d, img: &[f32], yi: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { avg_image_loops::run(isa, s, img, yi) }
+}
+
 /// One image of average pooling's backward pass: each output gradient spread over its window.
 #[inline(always)]
 fn avg_backward_body(s: &Pool2d, dxi: &mut [f32], dyi: &[f32]) {
@@ -662,6 +672,16 @@ fn avg_backward_body(s: &Pool2d, dxi: &mut [f32], dyi: &[f32]) {
 
 crate::dispatch::per_isa!(avg_backward_loops, avg_backward_body, avg_backward_body,
     (s: &Pool2d, dxi: &mut [f32], dyi: &[f32]));
+
+/// One image of [`avg_pool2d_backward`] (its arithmetic: the same bits), `dxi` ← the gradient
+/// spread from `dyi`.
+///
+/// # Safety
+/// This CPU has `isa`.
+pub(crate) unsafe fn avg_backward_image(isa: Isa, s: &Pool2d, dxi: &mut [f32], dyi: &[f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { avg_backward_loops::run(isa, s, dxi, dyi) }
+}
 
 /// Average pooling backward: each output gradient spread evenly over its window's positions
 /// inside the input; `dx` is written over.

@@ -331,6 +331,41 @@ mod tests {
     }
 
     #[test]
+    fn a_first_convolution_runs_with_its_average_pooling_each_way() {
+        let mut m = Sequential::new()
+            .input_shape(&[8, 8, 1])
+            .add(Conv2D::new(4, (3, 3), Act::Relu))
+            .add(AveragePooling2D::new((2, 2)))
+            .add(Conv2D::new(4, (3, 3), Act::Tanh).padding(Padding::Same))
+            .add(AveragePooling2D::new((2, 2)))
+            .add(Flatten::new())
+            .add(Dense::new(3, Act::Softmax));
+        m.compile(
+            Optimizer::adam(),
+            Loss::sparse_categorical_crossentropy(),
+            &[],
+        )
+        .unwrap();
+        let plan = m.plan_for_tests();
+        let pair = |conv, pool| Unit::ConvPool {
+            conv,
+            pool,
+            fold: None,
+        };
+        let units = [pair(0, 1), pair(2, 3), Unit::Layer(5)];
+        assert_eq!(plan.forward, units);
+        assert_eq!(plan.inference, units);
+        // Backward, the first pair only is one unit (the second convolution's input gradient is
+        // needed: its pooling and it run apart).
+        let backward: Vec<(usize, bool)> = plan
+            .backward
+            .iter()
+            .map(|b| (b.layer, b.with_conv_below))
+            .collect();
+        assert_eq!(backward, [(5, false), (3, false), (2, false), (1, true)]);
+    }
+
+    #[test]
     fn batch_normalization_folds_into_the_linear_layer_before_it_at_inference() {
         let mut m = Sequential::new()
             .input_shape(&[10, 10, 1])

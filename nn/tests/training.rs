@@ -432,6 +432,43 @@ fn pooled_head_weights(mut m: Sequential, between: bool, steps: usize) -> Vec<Ve
     weights_after_steps(m, opt, true, &x, &y, steps)
 }
 
+/// A first Conv2D and the AveragePooling2D after it run as one pass each way (the convolution's
+/// output gradient formed per task in cache); a linear Activation layer between them stops both
+/// fusions. The same weights either way, bit for bit, for one input channel (the direct kernels)
+/// and for three (the gradient whole in scratch).
+#[test]
+fn convolution_and_average_pooling_as_one_pass_match_the_layers() {
+    for (act, channels) in [
+        (Act::Relu, 1),
+        (Act::Tanh, 1),
+        (Act::Sigmoid, 3),
+        (Act::Linear, 1),
+    ] {
+        let x: Vec<f32> = (0..16 * 100 * channels)
+            .map(|i| ((i * 7919) % 256) as f32 / 255.0)
+            .collect();
+        let y: Vec<f32> = (0..16).map(|i| (i % 3) as f32).collect();
+        let model = |between: bool, steps: usize| {
+            let mut m = Sequential::new()
+                .input_shape(&[10, 10, channels])
+                .seed(7)
+                .add(Conv2D::new(4, (3, 3), act));
+            if between {
+                m = m.add(nn::layers::Activation::new(Act::Linear));
+            }
+            let m = m
+                .add(AveragePooling2D::new((2, 2)))
+                .add(Flatten::new())
+                .add(Dense::new(3, Act::Softmax));
+            let opt = Optimizer::sgd().with_learning_rate(0.5);
+            weights_after_steps(m, opt, true, &x, &y, steps)
+        };
+        let (fused, unfused) = (model(false, 3), model(true, 3));
+        assert_ne!(fused[0], model(false, 0)[0], "{act:?}");
+        assert_eq!(fused, unfused, "{act:?} {channels}");
+    }
+}
+
 /// Max pooling takes over the backward pass of the convolution's activation (and the
 /// convolution then keeps no output in training). A linear Activation layer between the two
 /// stops both fusions; with the same seed, a few SGD steps must give the same weights either way.

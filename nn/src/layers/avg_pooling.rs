@@ -8,7 +8,7 @@ use kernels::pool::{
 use kernels::{ExecOptions, Padding};
 use rand::rngs::StdRng;
 
-use super::{grow, Inferred, Layer, LayerConfig, Param};
+use super::{grow, Inferred, Kind, Layer, LayerConfig, Param};
 use crate::error::{Error, Result};
 
 /// What a pooling layer reduces with, and over which window.
@@ -164,7 +164,14 @@ impl Pooling {
 /// Implements `Layer` for a wrapper of [`Pooling`] (no parameters; the config its own).
 macro_rules! pooling_layer {
     ($ty:ident, $class:literal) => {
+        pooling_layer!($ty, $class, |_l| Kind::Other);
+    };
+    ($ty:ident, $class:literal, |$l:ident| $kind:expr) => {
         impl Layer for $ty {
+            fn kind(&mut self) -> Kind<'_> {
+                let $l = self;
+                $kind
+            }
             fn class_name(&self) -> &'static str {
                 $class
             }
@@ -255,7 +262,24 @@ impl AveragePooling2D {
         }
     }
 }
-pooling_layer!(AveragePooling2D, "AveragePooling2D");
+pooling_layer!(AveragePooling2D, "AveragePooling2D", |l| {
+    Kind::AveragePooling2D(l)
+});
+
+impl AveragePooling2D {
+    /// For a pass fused with the convolution before it: the pooling of `n` samples and its
+    /// output.
+    pub(crate) fn parts(&mut self, n: usize) -> (Pool2d, &mut [f32]) {
+        let s = self.0.shape(n);
+        let len = s.output_len();
+        (s, &mut self.0.out[..len])
+    }
+
+    /// The pooling of `n` samples.
+    pub(crate) fn pooling_of(&self, n: usize) -> Pool2d {
+        self.0.shape(n)
+    }
+}
 
 /// Keras's `GlobalAveragePooling2D()`: each channel's mean over the image; output `[channels]`.
 pub struct GlobalAveragePooling2D(Pooling);

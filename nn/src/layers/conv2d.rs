@@ -203,6 +203,73 @@ impl Conv2D {
 }
 
 impl Conv2D {
+    /// Forward pass fused with the average pooling `pool` that follows (see
+    /// `kernels::conv_avg_pool::conv2d_avgpool_forward`), with the layer's own weights; its own
+    /// output is kept in training (its activation's backward pass reads it). `None` when the
+    /// activation is softmax, or at inference with `folded` weights.
+    pub(crate) fn forward_avg_pooled(
+        &mut self,
+        pool: &mut super::AveragePooling2D,
+        x: &[f32],
+        n: usize,
+        training: bool,
+        folded: Option<Weights<'_>>,
+    ) -> Option<Result<()>> {
+        if self.act == Act::Softmax || folded.is_some() {
+            return None;
+        }
+        let s = self.conv(n);
+        let (p, y_pool) = pool.parts(n);
+        let y_conv = training.then(|| samples_mut(&mut self.out, n, s.out_pixels() * s.out_c));
+        Some(
+            kernels::conv_avg_pool::conv2d_avgpool_forward(
+                &ExecOptions::default(),
+                &s,
+                &p,
+                &x[..s.input_len()],
+                Filter {
+                    weights: &self.kernel,
+                    bias: Some(&self.bias),
+                    act: self.act.elementwise(),
+                },
+                y_conv,
+                y_pool,
+            )
+            .map_err(Error::kernel(&self.name)),
+        )
+    }
+
+    /// Backward pass fused with that of the average pooling `pool` after it, for a layer whose
+    /// input gradient is not needed: kernel and bias gradients from the pooling's gradient
+    /// `grad` through this layer's activation
+    /// (`kernels::conv_avg_pool::conv2d_avgpool_backward_weights`). `None` for a softmax.
+    pub(crate) fn backward_avg_pooled(
+        &mut self,
+        pool: &super::AveragePooling2D,
+        x: &[f32],
+        grad: &[f32],
+        n: usize,
+    ) -> Option<Result<()>> {
+        if self.act == Act::Softmax || self.grad_is_preactivation {
+            return None;
+        }
+        let s = self.conv(n);
+        let p = pool.pooling_of(n);
+        Some(
+            kernels::conv_avg_pool::conv2d_avgpool_backward_weights(
+                &ExecOptions::default(),
+                &s,
+                &p,
+                &x[..s.input_len()],
+                (self.act.elementwise(), &self.out[..s.output_len()]),
+                &grad[..p.output_len()],
+                &mut self.dkernel,
+                Some(&mut self.dbias),
+            )
+            .map_err(Error::kernel(&self.name)),
+        )
+    }
+
     /// Whether the layer is linear (no activation of its own): its output gradient is its
     /// pre-activation gradient.
     pub(crate) fn is_linear(&self) -> bool {

@@ -1,36 +1,43 @@
-//! The pairs of built-in layers the model runs as one pass (Conv2D + MaxPooling2D, forward and
-//! the first pair's backward; BatchNormalization + MaxPooling2D, forward and backward, with the
-//! Conv2D below the normalisation in the backward pass when it is the model's first layer),
-//! recognised by their [`Kind`].
+//! The pairs of built-in layers the model runs as one pass (Conv2D + MaxPooling2D or
+//! AveragePooling2D, forward and the first pair's backward; BatchNormalization + MaxPooling2D,
+//! forward and backward, with the Conv2D below the normalisation in the backward pass when it is
+//! the model's first layer), recognised by their [`Kind`].
 
 use super::{Folded, Kind, Layer};
 use crate::error::Result;
 
 /// Whether [`forward_conv_pool`] runs `conv` and `pool` as one pass: a Conv2D whose activation is
-/// elementwise, then a MaxPooling2D (decided once, by the model's plan).
+/// elementwise, then a MaxPooling2D or an AveragePooling2D (decided once, by the model's plan).
 pub(crate) fn fuses_forward(conv: &mut dyn Layer, pool: &mut dyn Layer) -> bool {
     match (conv.kind(), pool.kind()) {
-        (Kind::Conv2D(c), Kind::MaxPooling2D(_)) => c.pools_in_one_pass(),
+        (Kind::Conv2D(c), Kind::MaxPooling2D(_) | Kind::AveragePooling2D(_)) => {
+            c.pools_in_one_pass()
+        }
         _ => false,
     }
 }
 
 /// Whether [`backward_conv_pool`] runs the backward passes of `pool` and `conv` as one: a
-/// MaxPooling2D that took over the activation of the Conv2D below it (decided at compile).
+/// MaxPooling2D that took over the activation of the Conv2D below it, or an AveragePooling2D
+/// after a Conv2D with an elementwise activation (decided at compile).
 pub(crate) fn fuses_backward(conv: &mut dyn Layer, pool: &mut dyn Layer) -> bool {
     match (conv.kind(), pool.kind()) {
         (Kind::Conv2D(c), Kind::MaxPooling2D(p)) => {
             c.gets_preactivation_gradient() && p.takes_activation()
+        }
+        // The average pooling's gradient goes through the convolution's activation there.
+        (Kind::Conv2D(c), Kind::AveragePooling2D(_)) => {
+            c.pools_in_one_pass() && !c.gets_preactivation_gradient()
         }
         _ => false,
     }
 }
 
 /// Runs `conv` then `pool` as one pass when `conv` is a Conv2D with an elementwise activation and
-/// `pool` a MaxPooling2D (each group of images is pooled while its convolution output is in
-/// cache; at inference the convolution output is not even written), with the convolution's own
-/// weights or, at inference, those `folded` from the BatchNormalization after it. Returns `None`
-/// when the pair is not of that kind.
+/// `pool` a MaxPooling2D or an AveragePooling2D (each group of images is pooled while its
+/// convolution output is in cache; at inference the convolution output is not even written),
+/// with the convolution's own weights or, at inference before a MaxPooling2D, those `folded`
+/// from the BatchNormalization after it. Returns `None` when the pair is not of that kind.
 pub(crate) fn forward_conv_pool(
     conv: &mut dyn Layer,
     pool: &mut dyn Layer,
@@ -43,15 +50,19 @@ pub(crate) fn forward_conv_pool(
         (Kind::Conv2D(conv), Kind::MaxPooling2D(pool)) => {
             conv.forward_pooled(pool, x, n, training, folded.map(Folded::weights))
         }
+        (Kind::Conv2D(conv), Kind::AveragePooling2D(pool)) => {
+            conv.forward_avg_pooled(pool, x, n, training, folded.map(Folded::weights))
+        }
         _ => None,
     }
 }
 
-/// The backward passes of `pool` then `conv` as one, when `conv` is a Conv2D whose activation
-/// `pool` (a MaxPooling2D) took over and whose input gradient is not needed (the model's first
-/// layer): the convolution's parameter gradients straight from the pooling's gradient `grad`
-/// (see `kernels::conv_pool::conv2d_maxpool_backward_weights`). Returns `None` when the pair is not
-/// of that kind.
+/// The backward passes of `pool` then `conv` as one, when they fuse ([`fuses_backward`]) and the
+/// convolution's input gradient is not needed (the model's first layer): the convolution's
+/// parameter gradients straight from the pooling's gradient `grad` (see
+/// `kernels::conv_pool::conv2d_maxpool_backward_weights`,
+/// `kernels::conv_avg_pool::conv2d_avgpool_backward_weights`). Returns `None` when the pair is
+/// not of that kind.
 pub(crate) fn backward_conv_pool(
     conv: &mut dyn Layer,
     pool: &mut dyn Layer,
@@ -61,6 +72,9 @@ pub(crate) fn backward_conv_pool(
 ) -> Option<Result<()>> {
     match (conv.kind(), pool.kind()) {
         (Kind::Conv2D(conv), Kind::MaxPooling2D(pool)) => conv.backward_pooled(pool, x, grad, n),
+        (Kind::Conv2D(conv), Kind::AveragePooling2D(pool)) => {
+            conv.backward_avg_pooled(pool, x, grad, n)
+        }
         _ => None,
     }
 }

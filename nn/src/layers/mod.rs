@@ -196,6 +196,7 @@ pub enum Kind<'a> {
     Dense(&'a mut Dense),
     Conv2D(&'a mut Conv2D),
     MaxPooling2D(&'a mut MaxPooling2D),
+    AveragePooling2D(&'a mut AveragePooling2D),
     Flatten(&'a mut Flatten),
     BatchNormalization(&'a mut BatchNormalization),
     Activation(&'a mut Activation),
