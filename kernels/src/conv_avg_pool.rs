@@ -116,8 +116,10 @@ pub fn conv2d_avgpool_backward_weights(
         activation_backward(&one, act, y, dy)
     };
     if !direct::applies(s, crate::Backend::resolve(opts.backend)?) {
+        // The calls in turn, each on the caller's threads.
         return CONV_GRAD.with(s.output_len(), s.output_len(), |dy| {
-            form(0..s.batch, dy)?;
+            crate::pool::avg_pool2d_backward(opts, pool, dy_pool, dy)?;
+            activation_backward(opts, act, y_conv, dy)?;
             conv2d_backward_weights(opts, s, x, dy, dw, db)
         });
     }

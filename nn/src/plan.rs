@@ -11,9 +11,9 @@ use crate::layers::{self, Fold, Kind, Layer};
 pub(crate) enum Unit {
     /// Layer `i` alone.
     Layer(usize),
-    /// The Conv2D `conv` and the MaxPooling2D `pool` (the next layer that runs) as one pass
-    /// (`layers::forward_conv_pool`), with the weights of `fold` (an index into
-    /// [`Plan::folds`]) at inference.
+    /// The Conv2D `conv` and the MaxPooling2D or AveragePooling2D `pool` (the next layer that
+    /// runs) as one pass (`layers::forward_conv_pool`), with the weights of `fold` (an index
+    /// into [`Plan::folds`]; max pooling only) at inference.
     ConvPool {
         conv: usize,
         pool: usize,
@@ -52,9 +52,9 @@ pub(crate) struct Back {
     pub source: Option<usize>,
     /// The index of the layer's first parameter among the model's (the optimizer's order).
     pub first_param: usize,
-    /// The layer is a MaxPooling2D that, with the Conv2D below it (the model's first layers),
-    /// runs as one backward pass (`layers::backward_conv_pool`): the convolution has no unit of
-    /// its own.
+    /// The layer is a MaxPooling2D or AveragePooling2D that, with the Conv2D below it (the
+    /// model's first layers), runs as one backward pass (`layers::backward_conv_pool`): the
+    /// convolution has no unit of its own.
     pub with_conv_below: bool,
     /// The layer is a MaxPooling2D that runs as one backward pass with the BatchNormalization
     /// it reads (`source`; the plan's `NormPool` pair, see `layers::backward_norm_pool`): the

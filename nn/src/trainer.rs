@@ -486,9 +486,7 @@ impl Trainer {
                         training,
                         fold.map(|f| &self.folded[f]),
                     )
-                    .unwrap_or_else(|| {
-                        Err(planned(unit.layers(), "Conv2D + MaxPooling2D forward"))
-                    })?
+                    .unwrap_or_else(|| Err(planned(unit.layers(), "Conv2D + pooling forward")))?
                 }
                 Unit::NormPool { pool, .. } => {
                     let (norm, pool) = rest.split_at_mut(pool - i);
@@ -574,7 +572,7 @@ impl Trainer {
                     &here[0],
                     n,
                 )
-                .unwrap_or_else(|| Err(planned(i - 1..=i, "MaxPooling2D + Conv2D backward")))?;
+                .unwrap_or_else(|| Err(planned(i - 1..=i, "pooling + Conv2D backward")))?;
             } else if let (
                 Some(NormBelow {
                     source: Some(k),

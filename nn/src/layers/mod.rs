@@ -186,11 +186,11 @@ impl LayerFlops {
 }
 
 /// Which built-in layer a layer is, for the model's plan: the reshape it elides (Flatten), the
-/// pairs it runs as one pass (Conv2D + MaxPooling2D), the layer that takes over the activation
-/// before it (MaxPooling2D), the one that steps its optimizer inside its backward pass (Dense)
-/// and the layers folded into the one before them at inference (BatchNormalization, then an
-/// Activation) are built-in layers' own business, not the `Layer` trait's. A layer of one's own
-/// is `Other` and simply runs.
+/// pairs it runs as one pass (Conv2D + MaxPooling2D or AveragePooling2D, BatchNormalization +
+/// MaxPooling2D), the layer that takes over the activation before it (MaxPooling2D), the one
+/// that steps its optimizer inside its backward pass (Dense) and the layers folded into the one
+/// before them at inference (BatchNormalization, then an Activation) are built-in layers' own
+/// business, not the `Layer` trait's. A layer of one's own is `Other` and simply runs.
 #[non_exhaustive]
 pub enum Kind<'a> {
     Dense(&'a mut Dense),
