@@ -37,7 +37,7 @@ use crate::activation::Activation;
 use crate::error::{check_len, Result};
 use crate::gemm::{gemm_fused, gemm_fused_packed_a, Bias, ExecOptions};
 use crate::mat::{MatMut, MatRef};
-use crate::scratch::{COL, GROUP_OUT, PACKED_W, PARTIALS};
+use crate::scratch::{COL, CONV_GRAD, GROUP_OUT, PACKED_W, PARTIALS};
 use crate::shared::SharedOut;
 
 pub(crate) mod direct;
@@ -472,6 +472,39 @@ pub(crate) fn sum_task_partials(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The weight and bias gradients of a one-channel convolution (the direct kernels, `isa`
+/// resolved) whose output gradient each task forms itself, in cache, where the weight pass reads
+/// it: `form(images, dy)` writes the gradient of the task's `images` into `dy`. The tasks and
+/// the sum of their partials of [`conv2d_backward_weights`]' direct path: the same bits. The
+/// first error of `form` stops its task (`dw` and `db` are then unspecified).
+pub(crate) fn direct_weights_of_formed(
+    opts: &ExecOptions,
+    s: &Conv2d,
+    isa: crate::Isa,
+    x: &[f32],
+    (dw, db): (&mut [f32], Option<&mut [f32]>),
+    form: impl Fn(std::ops::Range<usize>, &mut [f32]) -> Result<()> + Sync,
+) -> Result<()> {
+    let plan = Plan::new(s);
+    sum_task_partials(
+        opts,
+        s,
+        &plan,
+        PartialLayout::AsWeights,
+        dw,
+        db,
+        |t, dw_t, db_t| {
+            let (images, pixels) = (plan.images(s, t), plan.pixels(s, t));
+            let len = pixels.len() * s.out_c;
+            CONV_GRAD.with(len, len, |dy| {
+                form(images, dy)?;
+                direct::backward_weights(isa, s, x, dy, pixels, dw_t, db_t);
+                Ok(())
+            })
+        },
+    )
 }
 
 /// Input gradient: `dx = col2im(dy·wᵀ)` (with stride 1, the same as the full convolution of

@@ -6,8 +6,8 @@
 
 use crate::activation::{activation_backward, Activation};
 use crate::conv::{
-    check_forward_args, check_weights_args, conv2d_backward_weights, direct, forward_groups,
-    sum_task_partials, Conv2d, PartialLayout, Plan,
+    check_forward_args, check_weights_args, conv2d_backward_weights, direct,
+    direct_weights_of_formed, forward_groups, Conv2d,
 };
 use crate::conv_pool::{check_pool_of, Filter};
 use crate::error::{check_len, Result};
@@ -123,24 +123,6 @@ pub fn conv2d_avgpool_backward_weights(
             conv2d_backward_weights(opts, s, x, dy, dw, db)
         });
     }
-    // The tasks and the sum of their partials of `conv2d_backward_weights`' direct path, each
-    // task's images' gradient formed where it reads it: the same bits.
-    let plan = Plan::new(s);
-    sum_task_partials(
-        opts,
-        s,
-        &plan,
-        PartialLayout::AsWeights,
-        dw,
-        db,
-        |t, dw_t, db_t| {
-            let (images, pixels) = (plan.images(s, t), plan.pixels(s, t));
-            let len = images.len() * image_out;
-            CONV_GRAD.with(len, len, |dy| {
-                form(images, dy)?;
-                direct::backward_weights(isa, s, x, dy, pixels, dw_t, db_t);
-                Ok(())
-            })
-        },
-    )
+    // Each task's images' gradient formed where its weight pass reads it.
+    direct_weights_of_formed(opts, s, isa, x, (dw, db), form)
 }

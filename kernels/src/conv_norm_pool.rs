@@ -6,8 +6,7 @@
 //! there: it is never written whole nor read back. A room above `conv` and `norm_pool`.
 
 use crate::conv::{
-    check_weights_args, conv2d_backward_weights, direct, sum_task_partials, Conv2d, PartialLayout,
-    Plan,
+    check_weights_args, conv2d_backward_weights, direct, direct_weights_of_formed, Conv2d,
 };
 use crate::conv_pool::{check_pool_of, PooledGradient};
 use crate::error::Result;
@@ -91,25 +90,12 @@ pub fn conv2d_batch_norm_max_pool_backward(
                 conv2d_backward_weights(opts, s, x, dy, dw, db)
             });
         }
-        // The tasks and the sum of their partials of `conv2d_backward_weights`' direct path,
-        // each task's rows of the gradient formed where it reads them: the same bits.
-        let plan = Plan::new(s);
-        sum_task_partials(
-            opts,
-            s,
-            &plan,
-            PartialLayout::AsWeights,
-            dw,
-            db,
-            |t, dw_t, db_t| {
-                let pixels = plan.pixels(s, t);
-                let len = pixels.len() * s.out_c;
-                CONV_GRAD.with(len, len, |dy| {
-                    ig.rows(pixels.clone(), dy);
-                    direct::backward_weights(isa, s, x, dy, pixels, dw_t, db_t);
-                    Ok(())
-                })
-            },
-        )
+        // Each task's rows of the gradient formed where its weight pass reads them.
+        let rows = |images: std::ops::Range<usize>, dy: &mut [f32]| {
+            let pixels = images.start * s.out_pixels()..images.end * s.out_pixels();
+            ig.rows(pixels, dy);
+            Ok(())
+        };
+        direct_weights_of_formed(opts, s, isa, x, (dw, db), rows)
     })
 }

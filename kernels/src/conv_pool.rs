@@ -9,8 +9,9 @@
 use crate::activation::Activation;
 use crate::conv::pooled_grads::PooledGrads;
 use crate::conv::{
-    check_forward_args, check_weights_args, conv2d_backward_weights, direct, forward_groups,
-    forward_pooled_in_registers, sum_task_partials, Conv2d, PartialLayout, Plan,
+    check_forward_args, check_weights_args, conv2d_backward_weights, direct,
+    direct_weights_of_formed, forward_groups, forward_pooled_in_registers, sum_task_partials,
+    Conv2d, PartialLayout, Plan,
 };
 use crate::error::{check_len, Error, Result};
 use crate::gemm::ExecOptions;
@@ -208,41 +209,28 @@ pub fn conv2d_maxpool_backward_weights(
     }
     // An argmax entry outside its window is found as the images are unpooled; the weight
     // gradient is then not formed (dw and db are left unspecified) and the error names the entry.
-    sum_task_partials(
-        opts,
-        s,
-        &plan,
-        PartialLayout::AsWeights,
-        dw,
-        db,
-        |t, part_w, part_b| {
-            let pixels = plan.pixels(s, t);
-            let images = pixels.start / s.out_pixels()..pixels.end / s.out_pixels();
-            let len = images.len() * image_out;
-            CONV_GRAD.with(len, len, |dy| {
-                for (i, dy_image) in dy.chunks_exact_mut(image_out).enumerate() {
-                    let at = (images.start + i) * pooled..(images.start + i + 1) * pooled;
-                    // SAFETY: `Isa::resolve` checked that this CPU has `isa` (one of our own paths:
-                    // `direct::applies`).
-                    let routed = unsafe {
-                        crate::pool::max_backward_image(
-                            isa,
-                            pool,
-                            Some((act, &y_pool[at.clone()])),
-                            &dy_pool[at.clone()],
-                            &argmax[at],
-                            dy_image,
-                        )
-                    };
-                    if !routed {
-                        return Err(crate::pool::argmax_error(argmax, pool));
-                    }
-                }
-                direct::backward_weights(isa, s, x, dy, pixels, part_w, part_b);
-                Ok(())
-            })
-        },
-    )
+    let unpool = |images: std::ops::Range<usize>, dy: &mut [f32]| {
+        for (i, dy_image) in dy.chunks_exact_mut(image_out).enumerate() {
+            let at = (images.start + i) * pooled..(images.start + i + 1) * pooled;
+            // SAFETY: `Isa::resolve` checked that this CPU has `isa` (one of our own paths:
+            // `direct::applies`).
+            let routed = unsafe {
+                crate::pool::max_backward_image(
+                    isa,
+                    pool,
+                    Some((act, &y_pool[at.clone()])),
+                    &dy_pool[at.clone()],
+                    &argmax[at],
+                    dy_image,
+                )
+            };
+            if !routed {
+                return Err(crate::pool::argmax_error(argmax, pool));
+            }
+        }
+        Ok(())
+    };
+    direct_weights_of_formed(opts, s, isa, x, (dw, db), unpool)
 }
 
 /// That `pool` pools exactly the convolution's output.
