@@ -525,6 +525,46 @@ fn normalisation_and_pooling_as_one_backward_pass_match_the_layers() {
     }
 }
 
+/// A first linear Conv2D over three input channels, its BatchNormalization and the MaxPooling2D
+/// that took the activation over run backward as one unit, the normalisation's input gradient
+/// then formed whole (the convolution is off the one-channel kernels); a linear Activation before
+/// the pooling stops the fusion. The same weights either way, to the rounding of the
+/// normalisation's sums.
+#[test]
+fn a_first_block_over_three_channels_trains_as_its_layers() {
+    let x: Vec<f32> = (0..16 * 300)
+        .map(|i| ((i * 7919) % 256) as f32 / 255.0)
+        .collect();
+    let y: Vec<f32> = (0..16).map(|i| (i % 3) as f32).collect();
+    let model = |between: bool, steps: usize| {
+        let mut m = Sequential::new()
+            .input_shape(&[10, 10, 3])
+            .seed(8)
+            .add(Conv2D::new(8, (3, 3), Act::Linear))
+            .add(BatchNormalization::new())
+            .add(nn::layers::Activation::new(Act::Relu));
+        if between {
+            m = m.add(nn::layers::Activation::new(Act::Linear));
+        }
+        let m = m
+            .add(MaxPooling2D::new((2, 2)))
+            .add(Flatten::new())
+            .add(Dense::new(3, Act::Softmax));
+        let opt = Optimizer::sgd().with_learning_rate(0.5);
+        weights_after_steps(m, opt, true, &x, &y, steps)
+    };
+    let (fused, unfused) = (model(false, 3), model(true, 3));
+    assert_ne!(fused[0], model(false, 0)[0]);
+    for (t, (f, u)) in fused.iter().zip(&unfused).enumerate() {
+        for (i, (a, b)) in f.iter().zip(u).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "tensor {t}[{i}]: {a} vs {b}"
+            );
+        }
+    }
+}
+
 /// Inside a model Flatten is skipped (its neighbours share the buffer); as the last layer it still
 /// produces the model's output.
 #[test]
