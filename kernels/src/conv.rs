@@ -509,8 +509,8 @@ pub(crate) fn direct_weights_of_formed(
 
 /// Input gradient: `dx = col2im(dy·wᵀ)` (with stride 1, the same as the full convolution of
 /// `dy` with the flipped kernel, which is how the stride-1 layers the module documentation
-/// names compute it), written over `dx`. `dy` is the gradient with respect to the output before the activation. Tasks own whole
-/// images of `dx` and run in parallel.
+/// names compute it), written over `dx`. `dy` is the gradient with respect to the output before
+/// the activation. Tasks own whole images of `dx` and run in parallel.
 pub fn conv2d_backward_input(
     opts: &ExecOptions,
     s: &Conv2d,
@@ -542,7 +542,7 @@ pub fn conv2d_backward_input(
     let out = SharedOut::new(dx);
     let failed = std::sync::Mutex::new(None);
     if shifted::applies_backward_input(s, crate::Backend::resolve(opts.backend)?) {
-        let len = shifted::flipped_weights_len(s);
+        let len = s.weight_len();
         PACKED_W.with(len, len, |wf| {
             shifted::flip_weights(s, w, wf);
             let wf = &*wf;

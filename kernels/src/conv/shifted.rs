@@ -256,23 +256,36 @@ fn reads_input_in_place(s: &Conv2d) -> bool {
 /// over the padding), then the zero tail.
 fn pad_input(s: &Conv2d, x_image: &[f32], r0: usize, rows: usize, xp: &mut [f32]) {
     let (c, wp) = (s.in_c, padded_width(s));
-    let (pt, pl) = (s.pad_top(), s.pad_left());
-    let in_row = s.in_w * c;
     let (body, tail) = xp.split_at_mut((rows + s.kernel_h - 1) * wp * c);
-    for (i, row) in body.chunks_exact_mut(wp * c).enumerate() {
-        // Padded row r0 + i holds input row r0 + i − pt.
-        match (r0 + i).checked_sub(pt).filter(|&iy| iy < s.in_h) {
-            None => row.fill(0.0),
-            Some(iy) => {
-                let (left, rest) = row.split_at_mut(pl * c);
-                left.fill(0.0);
-                let (inside, right) = rest.split_at_mut(in_row);
-                inside.copy_from_slice(&x_image[iy * in_row..][..in_row]);
-                right.fill(0.0);
+    let place = (s.pad_top(), s.pad_left() * c);
+    copy_rows_padded(x_image, s.in_w * c, place, r0, wp * c, body);
+    tail.fill(0.0);
+}
+
+/// `dst` ← rows of `dst_row` floats from padded row `r0` on: padded row `r` holds `src`'s row
+/// `r − top` (rows of `row` floats) after `left` zero floats, then zeros; rows above or below
+/// `src`'s are zeros.
+fn copy_rows_padded(
+    src: &[f32],
+    row: usize,
+    (top, left): (usize, usize),
+    r0: usize,
+    dst_row: usize,
+    dst: &mut [f32],
+) {
+    let src_rows = src.len() / row;
+    for (i, out) in dst.chunks_exact_mut(dst_row).enumerate() {
+        match (r0 + i).checked_sub(top).filter(|&r| r < src_rows) {
+            None => out.fill(0.0),
+            Some(r) => {
+                let (before, rest) = out.split_at_mut(left);
+                before.fill(0.0);
+                let (inside, after) = rest.split_at_mut(row);
+                inside.copy_from_slice(&src[r * row..][..row]);
+                after.fill(0.0);
             }
         }
     }
-    tail.fill(0.0);
 }
 
 /// `dyp` ← output-gradient rows `r0 .. r0 + rows`, each followed by `kernel_w − 1` zero pixels;
@@ -339,12 +352,7 @@ fn input_band_rows(s: &Conv2d) -> usize {
     (BAND_FLOATS / (input_grid_width(s) * (s.in_c + s.out_c))).clamp(1, s.in_h)
 }
 
-/// Floats of the flipped weights [`flip_weights`] writes.
-pub(super) fn flipped_weights_len(s: &Conv2d) -> usize {
-    s.weight_len()
-}
-
-/// `wf` ← the weights turned for the input gradient: kernel rows and columns reversed and each
+/// `wf` (`s.weight_len()` floats) ← the weights turned for the input gradient: kernel rows and columns reversed and each
 /// tap's `in_c × out_c` block transposed, so that kernel row `a` is a row-major
 /// `kw·out_c × in_c` matrix whose row `(b, o)` holds `w[kh−1−a][kw−1−b][·][o]`.
 pub(super) fn flip_weights(s: &Conv2d, w: &[f32], wf: &mut [f32]) {
@@ -446,19 +454,17 @@ fn rows_reaching_output(s: &Conv2d, a: usize, r0: usize, rows: usize) -> (usize,
 /// the full convolution: padded row `r` holds output row `r − (kh − 1 − pad_top)`, each row
 /// `kw − 1 − pad_left` zero pixels, the row, then zeros to the grid's width.
 fn pad_output_gradient_around(s: &Conv2d, dy_image: &[f32], r0: usize, dyq: &mut [f32]) {
-    let (oc, wq, ow) = (s.out_c, input_grid_width(s), s.out_w());
-    let top = s.kernel_h - 1 - s.pad_top();
-    let left = s.kernel_w - 1 - s.pad_left();
-    for (i, row) in dyq.chunks_exact_mut(wq * oc).enumerate() {
-        match (r0 + i).checked_sub(top).filter(|&oy| oy < s.out_h()) {
-            None => row.fill(0.0),
-            Some(oy) => {
-                let (before, rest) = row.split_at_mut(left * oc);
-                before.fill(0.0);
-                let (inside, after) = rest.split_at_mut(ow * oc);
-                inside.copy_from_slice(&dy_image[oy * ow * oc..][..ow * oc]);
-                after.fill(0.0);
-            }
-        }
-    }
+    let oc = s.out_c;
+    let place = (
+        s.kernel_h - 1 - s.pad_top(),
+        (s.kernel_w - 1 - s.pad_left()) * oc,
+    );
+    copy_rows_padded(
+        dy_image,
+        s.out_w() * oc,
+        place,
+        r0,
+        input_grid_width(s) * oc,
+        dyq,
+    );
 }

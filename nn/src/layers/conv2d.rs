@@ -200,9 +200,7 @@ impl Conv2D {
             .map_err(Error::kernel(&self.name)),
         )
     }
-}
 
-impl Conv2D {
     /// Forward pass fused with the average pooling `pool` that follows (see
     /// `kernels::conv_avg_pool::conv2d_avgpool_forward`), with the layer's own weights; its own
     /// output is kept in training (its activation's backward pass reads it). `None` when the
