@@ -138,6 +138,25 @@ pub(crate) fn opaque_ptr(mut p: *const f32) -> *const f32 {
 /// prefetches its C before the k loop.
 const PREFETCH_C_MIN_K: usize = 32;
 
+/// How many steps of k before the end of a tile of packed A its C tile is fetched. Fetched
+/// before the k loop (as it was), its lines had left L1 by the end, pushed out by the A and B
+/// panels streamed through it (a 512-deep slice of the 8 × 48 tile reads 112 KiB): fetched
+/// 64 steps ahead, on one thread of an AVX-512 Xeon (48 KiB L1d), medians of 5 interleaved
+/// runs, 1024³ 206 → 210 GFLOP/s, 2048³ 211 → 216, 512³ 202 → 205; 16, 32 and 128 steps
+/// ahead within a percent of 64.
+const C_AHEAD_STEPS: usize = 64;
+
+/// How far ahead (floats) a tile of packed A prefetches A's micro-panel, one prefetch per step:
+/// the panel streams from L2, and its next lines were late on demand. 512 bytes ahead, on the
+/// Xeon above with the C tile fetched ahead: 1024³ 212 → 216, 2048³ 218 → 220 GFLOP/s, 1024³
+/// with B transposed 210 → 213 (medians of 7 interleaved runs).
+const A_AHEAD: usize = 128;
+
+/// The fewest accumulators a tile prefetches A with: in a step of fewer FMAs the prefetch
+/// costs more than it saves (the AVX2 6 × 16 tile, 12 accumulators, forced on the same Xeon:
+/// 1024³ 117 → 112 GFLOP/s, 512³ 115 → 109 with it).
+const PREFETCH_A_MIN_ACCUMULATORS: usize = 24;
+
 /// How many rows of B read in place a tile prefetches (into L1) ahead of the row it uses. B's
 /// rows are a row of C apart: a stride of kilobytes, which an Intel core's L1 prefetchers do not
 /// follow, so without it every row came from L2 on demand. Measured on one thread of an AVX-512
@@ -177,30 +196,40 @@ pub(crate) unsafe fn tile<V: Vector, const MR: usize, const NV: usize, const PAC
     // SAFETY: register arithmetic on a CPU with V's instruction set (caller's contract).
     let masks: [V::Mask; NV] =
         std::array::from_fn(|v| unsafe { V::mask(cols.saturating_sub(V::LANES * v)) });
-    // Start fetching the C tile now: it is read (or written) only after the k loop, and its
-    // rows are far apart, so without this each row would miss the cache at the end. Every line
-    // of each row's `cols` floats, the last one too: a row need not start on a line (a Vec's
-    // floats are 16-byte aligned, and so is a row at an odd stride), and then it straddles one
-    // line more than its width fills — fetching that one too made 1024³ and 2048³ products
-    // 9–13 % faster on one Zen 3 thread (C from plain Vecs, interleaved in one process). (Not
-    // for small products, A read in place: their C is in L1 already; nor for a K slice too
-    // shallow to hide the fetch, where the loop of prefetches is most of what the tile does
-    // besides its few steps: a last layer's input gradient, 128×10×512 with B transposed,
-    // went from 65 to 73 GFLOP/s without it on one Zen 4 thread, medians of 8 interleaved
-    // runs.)
-    if PACKED && k >= PREFETCH_C_MIN_K {
+    // Fetch the C tile ahead of the end of the k loop: it is read (or written) only after it,
+    // and its rows are far apart, so without this each row would miss the cache at the end.
+    // Every line of each row's `cols` floats, the last one too: a row need not start on a line
+    // (a Vec's floats are 16-byte aligned, and so is a row at an odd stride), and then it
+    // straddles one line more than its width fills — fetching that one too made 1024³ and
+    // 2048³ products 9–13 % faster on one Zen 3 thread (C from plain Vecs, interleaved in one
+    // process). (Not for small products, A read in place: their C is in L1 already; nor for a
+    // K slice too shallow to hide the fetch, where the loop of prefetches is most of what the
+    // tile does besides its few steps: a last layer's input gradient, 128×10×512 with B
+    // transposed, went from 65 to 73 GFLOP/s without it on one Zen 4 thread, medians of 8
+    // interleaved runs.) See [`C_AHEAD_STEPS`] for when.
+    let fetch_c = || {
         for i in 0..rows {
             super::prefetch_run(c.wrapping_add(i * rsc), cols.max(1));
         }
-    }
+    };
+    let c_ahead = PACKED && k >= PREFETCH_C_MIN_K;
     let prefetch_b = !PACKED && rsb > NV * V::LANES && k * rsb * 4 > B_PREFETCH_MIN_BYTES;
     // SAFETY: forwarded from this function's contract.
     let acc = unsafe {
+        let fetch_c = c_ahead.then_some(&fetch_c);
         match (cols == NV * V::LANES, prefetch_b) {
-            (true, false) => accumulate::<V, MR, NV, true, PACKED, false>(k, a, b, rsb, &masks),
-            (false, false) => accumulate::<V, MR, NV, false, PACKED, false>(k, a, b, rsb, &masks),
-            (true, true) => accumulate::<V, MR, NV, true, PACKED, true>(k, a, b, rsb, &masks),
-            (false, true) => accumulate::<V, MR, NV, false, PACKED, true>(k, a, b, rsb, &masks),
+            (true, false) => {
+                accumulate::<V, MR, NV, true, PACKED, false, _>(k, a, b, rsb, &masks, fetch_c)
+            }
+            (false, false) => {
+                accumulate::<V, MR, NV, false, PACKED, false, _>(k, a, b, rsb, &masks, fetch_c)
+            }
+            (true, true) => {
+                accumulate::<V, MR, NV, true, PACKED, true, _>(k, a, b, rsb, &masks, fetch_c)
+            }
+            (false, true) => {
+                accumulate::<V, MR, NV, false, PACKED, true, _>(k, a, b, rsb, &masks, fetch_c)
+            }
         }
     };
     // SAFETY: rows 0..rows of C have the masks' live floats writable (this function's
@@ -280,6 +309,8 @@ unsafe fn store<
 
 /// The k loop: Σₚ A[i][p]·B[p][..] into MR × NV accumulators. With `FULL` every lane of B is
 /// live and plain loads are used; otherwise masked ones (chosen once per tile, not per step).
+/// `fetch_c` (packed A only) runs [`C_AHEAD_STEPS`] steps before the end, or first where the
+/// loop is shorter.
 ///
 /// # Safety
 /// As [`tile`]'s contract for `a` and `b`.
@@ -291,12 +322,14 @@ unsafe fn accumulate<
     const FULL: bool,
     const PACKED: bool,
     const PREFETCH_B: bool,
+    FetchC: Fn(),
 >(
     k: usize,
     (a, a_hi, a_rows, a_step): (*const f32, *const f32, [usize; MR], usize),
     b: *const f32,
     rsb: usize,
     masks: &[V::Mask; NV],
+    fetch_c: Option<&FetchC>,
 ) -> [[V; NV]; MR] {
     // SAFETY: register arithmetic (caller's contract: the CPU has V's instruction set).
     let mut acc = [[unsafe { V::zero() }; NV]; MR];
@@ -330,6 +363,9 @@ unsafe fn accumulate<
                 if PREFETCH_B {
                     super::prefetch_run(b.wrapping_add(B_AHEAD * rsb), NV * V::LANES);
                 }
+                if PACKED && MR * NV >= PREFETCH_A_MIN_ACCUMULATORS {
+                    super::prefetch_run(a.wrapping_add(A_AHEAD), 1);
+                }
                 b = b.add(rsb);
             }
         };
@@ -344,21 +380,34 @@ unsafe fn accumulate<
     // Unrolled by four: the loop's own instructions (count, compare, branch) once per four
     // steps. (A read in place with a run-time step is not: its MR row offsets already take the
     // general registers, and unrolled the loop spills them: 32³ ran 25 % slower so.)
-    macro_rules! unrolled {
-        ($a_step:expr) => {{
-            for _ in 0..k / 4 {
+    macro_rules! four_steps {
+        ($a_step:expr, $n:expr) => {
+            for _ in 0..$n {
                 step!($a_step);
                 step!($a_step);
                 step!($a_step);
                 step!($a_step);
             }
+        };
+    }
+    macro_rules! unrolled {
+        ($a_step:expr) => {{
+            four_steps!($a_step, k / 4);
             for _ in 0..k % 4 {
                 step!($a_step);
             }
         }};
     }
     if PACKED {
-        unrolled!(a_step);
+        let before_c = (k / 4).saturating_sub(C_AHEAD_STEPS / 4);
+        four_steps!(a_step, before_c);
+        if let Some(fetch_c) = fetch_c {
+            fetch_c();
+        }
+        four_steps!(a_step, k / 4 - before_c);
+        for _ in 0..k % 4 {
+            step!(a_step);
+        }
     } else if a_step == 1 && unroll_in_place {
         unrolled!(1);
     } else {
