@@ -7,7 +7,6 @@
 
 use std::arch::x86_64::{__m256, __m512};
 
-use super::RowPlace;
 use crate::arch::vector::Vector;
 use crate::conv_pool::PooledGradient;
 use crate::norm::vector::{act_code, gradient, IDENTITY, RELU, SIGMOID, TANH};
@@ -78,9 +77,14 @@ fn avx2<const ACT: u8>(
 }
 
 /// One loop for both sets (`p.channels` a multiple of `V::LANES`; runs only inside the entry
-/// points above): per row inside a window, per vector of channels, the pooled gradient times
-/// the activation's derivative (`0 + g`) where the argmax entry names this position, zero
-/// elsewhere; rows outside every window zero.
+/// points above): per position inside a window, per vector of channels, the pooled gradient
+/// times the activation's derivative (`0 + g`) where the argmax entry names this position, zero
+/// elsewhere; positions outside every window zero. The rows are taken an image row at a time
+/// and, per vector of channels, window by window along it: a window's argmax, gradient and
+/// derivative are loaded and formed once for all its positions in the row (the windows lie
+/// apart), and a position's place is a counter, not a division — row by row, with the
+/// window found anew for each 16-channel position, this loop took a tenth of program F's
+/// epoch on a 2-core AVX-512 Xeon.
 #[inline(always)]
 fn form_rows_v<V: Vector, const ACT: u8>(
     p: &Pool2d,
@@ -98,28 +102,60 @@ fn form_rows_v<V: Vector, const ACT: u8>(
     // SAFETY: (every vector operation below) the instruction set is the caller's; loads and
     // stores go through bounds-checked slices of whole vectors.
     let (zero, full) = unsafe { (V::zero(), V::mask(lanes)) };
-    let mut place = RowPlace::at(p, r0);
+    let (in_w, image) = (p.in_w, p.in_h * p.in_w);
+    let (out_w, out_h, out_image) = (p.out_w(), p.out_h(), p.out_image_len());
+    let (sw, pw) = (p.stride_w, p.pool_w);
     let mut routed = 0;
-    for px in out.chunks_exact_mut(c) {
-        if let Some((q, first)) = place.window(p) {
-            let (a, g, y) = (&argmax[q..q + c], &dy_pool[q..q + c], &y_pool[q..q + c]);
-            for ch in (0..c).step_by(lanes) {
+    let mut r = r0;
+    let mut rest = out;
+    while !rest.is_empty() {
+        // The rest of image row `iy` from column `ix0`, or as much of it as `out` holds.
+        let (n, at) = (r / image, r % image);
+        let (iy, ix0) = (at / in_w, at % in_w);
+        let len = (in_w - ix0).min(rest.len() / c);
+        let (seg, tail) = std::mem::take(&mut rest).split_at_mut(len * c);
+        rest = tail;
+        r += len;
+        let (qy, ry) = (iy / p.stride_h, iy % p.stride_h);
+        if qy >= out_h || ry >= p.pool_h {
+            seg.fill(0.0);
+            continue;
+        }
+        let windows = n * out_image + qy * out_w * c;
+        let row_first = iy * in_w * c;
+        for ch in (0..c).step_by(lanes) {
+            let (mut qx, mut rx) = (ix0 / sw, ix0 % sw);
+            // The window's argmax and routed gradient, formed when the walk enters it.
+            let mut window: Option<(V::Offsets, V)> = None;
+            for (i, px) in seg.chunks_exact_mut(c).enumerate() {
                 let d = &mut px[ch..ch + lanes];
-                // SAFETY: as above; each slice holds LANES elements from `ch`.
-                unsafe {
-                    let offsets = V::load_offsets_live(a[ch..ch + lanes].as_ptr(), full);
-                    let hit = V::same_offsets(offsets, V::offsets(first + ch));
-                    let dy = V::load(g[ch..ch + lanes].as_ptr());
-                    let yv = V::load(y[ch..ch + lanes].as_ptr());
-                    let through = V::add(zero, gradient::<V, ACT>(dy, yv));
-                    V::store(d.as_mut_ptr(), V::choose(hit, zero, through));
-                    routed += V::chosen(hit) as usize;
+                if qx < out_w && rx < pw {
+                    let (offsets, through) = *window.get_or_insert_with(|| {
+                        let q = windows + qx * c + ch;
+                        // SAFETY: as above; each slice holds LANES elements from q.
+                        unsafe {
+                            let a = V::load_offsets_live(argmax[q..q + lanes].as_ptr(), full);
+                            let dy = V::load(dy_pool[q..q + lanes].as_ptr());
+                            let yv = V::load(y_pool[q..q + lanes].as_ptr());
+                            (a, V::add(zero, gradient::<V, ACT>(dy, yv)))
+                        }
+                    });
+                    let first = row_first + (ix0 + i) * c + ch;
+                    // SAFETY: as above; `d` holds LANES elements.
+                    unsafe {
+                        let hit = V::same_offsets(offsets, V::offsets(first));
+                        V::store(d.as_mut_ptr(), V::choose(hit, zero, through));
+                        routed += V::chosen(hit) as usize;
+                    }
+                } else {
+                    d.fill(0.0);
+                }
+                rx += 1;
+                if rx == sw {
+                    (rx, qx, window) = (0, qx + 1, None);
                 }
             }
-        } else {
-            px.fill(0.0);
         }
-        place.step(p);
     }
     routed
 }
