@@ -3,13 +3,16 @@
 //!
 //! Threads split C into a grid of rectangles (rows in whole MR tiles, columns in whole NR panels);
 //! K is never split, so every element of C is summed in the same order whatever the thread count.
-
-use crate::shared::SharedOut;
+//! Every rectangle packs its own blocks of A and B: a panel of B packed by all threads together
+//! and read by all of them was slower on two Xeon cores at every shape tried (each thread packing
+//! all of B for its own row band, not sharing one panel: 1024³ 405 → 413 GFLOP/s, 1000³ 401 →
+//! 410, 700×300×900 381 → 405, 333×777×555 354 → 373, medians of 5 interleaved runs): reading
+//! the lines another core had just written cost as much as packing them again.
 
 use super::config::{kernel_config, slice_depth, KernelConfig};
 use super::in_place::gemm_in_place;
 use super::pack::{pack_a, pack_b};
-use super::price::{HandOff, FORK_JOIN_COST};
+use super::price::HandOff;
 use super::problem::Problem;
 #[cfg(test)]
 use super::problem::{Operand, Output};
@@ -67,7 +70,12 @@ struct Rect {
 }
 
 /// How C is cut among threads: `m_chunks × n_chunks` rectangles of `m_chunk` rows and `n_chunk`
-/// columns (multiples of MR and NR). A row band never exceeds `mc`, so it is one packed A block.
+/// columns (multiples of MR and NR). A row band may exceed `mc`: the macro-kernel packs it as
+/// blocks of equal height. (Cut into bands of at most `mc` rows, 1024 rows of 12-row tiles made
+/// four bands of 22, 22, 22 and 20 tiles, two rounds on two threads, one thread idle for a tenth
+/// of the second; 384×1024×768 made two bands of 192 rows where two of 384 columns pad less:
+/// on two Xeon threads, medians of 5 interleaved runs, 384×1024×768 363 → 397 GFLOP/s, 512³
+/// 379 → 398, 1024³ 398 → 404.)
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Grid {
     m_chunk: usize,
@@ -90,11 +98,12 @@ impl Grid {
     ) -> (Grid, f64) {
         let m_tiles = m.div_ceil(cfg.mr);
         let n_tiles = n.div_ceil(cfg.nr);
-        let min_m_chunks = m_tiles.div_ceil(cfg.mc / cfg.mr);
+        // The search's reach: up to twice the threads' count of the bands of at most `mc` rows.
+        let mc_bands = m_tiles.div_ceil(cfg.mc / cfg.mr);
         let b_pack = if direct_b { 0.0 } else { PACK_COST };
         // (cost, row chunks, column chunks) of the best cut found.
-        let mut best = (f64::INFINITY, min_m_chunks, 1);
-        for mchunks in min_m_chunks..=m_tiles.min(min_m_chunks * threads.max(1) * 2) {
+        let mut best = (f64::INFINITY, 1, 1);
+        for mchunks in 1..=m_tiles.min(mc_bands * threads.max(1) * 2) {
             let m_chunk = m_tiles.div_ceil(mchunks);
             let mchunks = m_tiles.div_ceil(m_chunk);
             for nchunks in 1..=n_tiles.min(threads.max(1) * 2) {
@@ -175,7 +184,7 @@ fn tile_and_grid<'c>(
     prob: &Problem<'_>,
     threads: usize,
     fork_cost: f64,
-) -> (&'c KernelConfig, Grid, f64) {
+) -> (&'c KernelConfig, Grid) {
     let (m, n, k) = (prob.m, prob.n, prob.k);
     let grid_of = |cfg: &KernelConfig| {
         Grid::new(
@@ -191,7 +200,7 @@ fn tile_and_grid<'c>(
     let (grid, cost) = grid_of(cfg);
     let mut best = (cfg, grid, cost);
     if threads <= 1 || prob.a_packer.is_some() {
-        return best;
+        return (cfg, grid);
     }
     for other in super::config::kernels_of(cfg.isa) {
         if std::ptr::eq(other, cfg) {
@@ -202,7 +211,7 @@ fn tile_and_grid<'c>(
             best = (other, grid, cost);
         }
     }
-    best
+    (best.0, best.1)
 }
 
 /// [`gemm_blocked`] with A and B packed (B read in place for a few rows, where `cfg` can).
@@ -210,7 +219,7 @@ pub(super) fn gemm_packed(cfg: &KernelConfig, prob: &Problem<'_>, threads: usize
     let (m, n, k) = (prob.m, prob.n, prob.k);
     let handoff = HandOff::here(cfg.isa, threads);
     let fork_cost = handoff.cost();
-    let (cfg, grid, grid_cost) = tile_and_grid(cfg, prob, threads, fork_cost);
+    let (cfg, grid) = tile_and_grid(cfg, prob, threads, fork_cost);
     let direct_b = reads_b_in_place(cfg, prob);
     if threads <= 1 || grid.tasks() == 1 {
         handoff.ran_alone(threads, |awake_cost| {
@@ -226,15 +235,6 @@ pub(super) fn gemm_packed(cfg: &KernelConfig, prob: &Problem<'_>, threads: usize
             nb: prob.n,
         };
         return blocked_rect(cfg, prob, all, direct_b);
-    }
-    // The shared-B alternative: every B element packed once (by all threads together), at the
-    // price of two fork-joins per K slice and column panel.
-    let (m, n, k) = (m as f64, n as f64, k as f64);
-    let slices = (prob.k.div_ceil(cfg.kc) * prob.n.div_ceil(cfg.nc)) as f64;
-    let shared_cost =
-        (m * n * k + PACK_COST * (m * k + k * n)) / threads as f64 + 2.0 * slices * fork_cost;
-    if !direct_b && shared_cost < grid_cost {
-        return blocked_shared_b(cfg, prob, threads);
     }
     // Loop over the grid: parallel. Each rectangle is an independent GEMM that packs its own
     // blocks of A and B.
@@ -275,54 +275,6 @@ fn blocked_rect(cfg: &KernelConfig, prob: &Problem<'_>, rect: Rect, direct_b: bo
                     BPanels::packed(bpack, kb, cfg.nr)
                 };
                 macro_kernel(cfg, prob, sub, pc, kb, panels);
-            }
-        }
-    });
-}
-
-/// The five loops with B's panels packed by all threads together and shared by them: for large
-/// problems, where repeating B's packing per row band would cost more than two extra joins.
-fn blocked_shared_b(cfg: &KernelConfig, prob: &Problem<'_>, threads: usize) {
-    let kc = cfg.kc.min(prob.k);
-    let nc = cfg.nc.min(prob.n.next_multiple_of(cfg.nr));
-    PACK_B.with(kc * nc, kc * nc, |bbuf| {
-        // Loop 5 over NC-wide column panels: sequential (one shared B buffer).
-        for jc in (0..prob.n).step_by(cfg.nc) {
-            let nb = cfg.nc.min(prob.n - jc);
-            let (grid, _) = Grid::new(
-                cfg,
-                prob.m,
-                nb,
-                prob.k.min(cfg.kc),
-                threads,
-                false,
-                FORK_JOIN_COST,
-            );
-            // Loop 4 over KC-deep slices: sequential (fixed summation order).
-            for pc in (0..prob.k).step_by(cfg.kc) {
-                let kb = cfg.kc.min(prob.k - pc);
-                let bpack = &mut bbuf[..nb.div_ceil(cfg.nr) * cfg.nr * kb];
-                // Packing B: parallel over groups of micro-panels (disjoint destinations).
-                let panels_per_task = nb.div_ceil(cfg.nr).div_ceil(threads);
-                let chunk = panels_per_task * cfg.nr * kb;
-                let len = bpack.len();
-                let shared = SharedOut::new(bpack);
-                run_parallel(len.div_ceil(chunk), threads, &|t| {
-                    let range = t * chunk..((t + 1) * chunk).min(len);
-                    // SAFETY: task t alone forms the slice of chunk t; chunks are disjoint.
-                    let dst = unsafe { shared.slice(range) };
-                    pack_b(dst, prob.b, pc, jc, kb, nb, cfg.nr, t * panels_per_task);
-                });
-                let all_panels = BPanels::packed(bpack, kb, cfg.nr);
-                // Loops 3–1 on the grid's rectangles: parallel.
-                run_parallel(grid.tasks(), threads, &|t| {
-                    let rect = grid.rect(t, prob.m, nb, jc);
-                    let panels = BPanels {
-                        origin: ((rect.j0 - jc) / cfg.nr) * all_panels.panel_step,
-                        ..all_panels
-                    };
-                    macro_kernel(cfg, prob, rect, pc, kb, panels);
-                });
             }
         }
     });
@@ -474,11 +426,11 @@ fn tile(
 pub(super) mod tests {
     use super::*;
     use crate::gemm::config::{kernels_of, small_tile, SMALL};
-    use crate::gemm::price::HANDOFF_COST;
+    use crate::gemm::price::{FORK_JOIN_COST, HANDOFF_COST};
     use crate::Isa;
 
     #[test]
-    fn grid_covers_c_in_whole_tiles_and_respects_mc() {
+    fn grid_covers_c_in_whole_tiles() {
         let cfg = &kernels_of(Isa::Scalar)[0];
         for &(m, n, threads) in &[
             (1, 1, 2),
@@ -491,7 +443,6 @@ pub(super) mod tests {
             let (g, _) = Grid::new(cfg, m, n, 100, threads, false, FORK_JOIN_COST);
             assert_eq!(g.m_chunk % cfg.mr, 0);
             assert_eq!(g.n_chunk % cfg.nr, 0);
-            assert!(g.m_chunk <= cfg.mc.max(cfg.mr));
             let covered: usize = (0..g.tasks())
                 .map(|t| {
                     let r = g.rect(t, m, n, 0);
@@ -514,6 +465,10 @@ pub(super) mod tests {
         // An awake helper team makes a split pay off sooner than a rayon wake-up does.
         assert_eq!(grid(96, 96, 96, FORK_JOIN_COST).tasks(), 1);
         assert!(grid(96, 96, 96, HANDOFF_COST).tasks() >= 2);
+        // One band per thread, though a band is taller than `mc` (see `Grid`).
+        let large = grid(1024, 1024, 512, FORK_JOIN_COST);
+        assert!(large.m_chunk > cfg.mc, "{large:?}");
+        assert_eq!(large.tasks(), 2, "{large:?}");
     }
 
     /// On two threads the tile is the one whose best cut costs least, not the one that pads the
@@ -554,9 +509,9 @@ pub(super) mod tests {
         }
         let whole = crate::gemm::config::kernel_config(Isa::Avx512, m, n);
         assert_eq!(whole.nr, 48);
-        let (one, _, _) = tile_and_grid(whole, &prob, 1, HANDOFF_COST);
+        let (one, _) = tile_and_grid(whole, &prob, 1, HANDOFF_COST);
         assert_eq!(one.nr, 48);
-        let (two, grid, _) = tile_and_grid(whole, &prob, 2, HANDOFF_COST);
+        let (two, grid) = tile_and_grid(whole, &prob, 2, HANDOFF_COST);
         assert_eq!((two.mr, two.nr), (12, 32), "{grid:?}");
         assert_eq!(
             grid.n_chunk * grid.n_chunks,
