@@ -72,6 +72,19 @@ pub(crate) fn reduce_lanes(mut acc: [f32; DOT_LANES]) -> f32 {
     acc[0]
 }
 
+/// Asks for the cache line holding `p` to be fetched into L1 (one prefetch). A hint, which
+/// cannot fault. Nothing on other architectures.
+#[inline(always)]
+pub(crate) fn prefetch_line(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint and cannot fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Asks for every cache line of the `len` floats from `p` to be fetched into L1, the last one
 /// too (a run need not start on a line, and then it straddles one line more than its length
 /// fills). A hint, which cannot fault: any address will do. Nothing on other architectures.

@@ -135,7 +135,7 @@ pub(crate) fn opaque_ptr(mut p: *const f32) -> *const f32 {
 }
 
 /// The shallowest K slice (the `k` a tile is called with) for which a tile of packed A
-/// prefetches its C before the k loop.
+/// prefetches its C (see [`C_AHEAD_STEPS`] for when).
 const PREFETCH_C_MIN_K: usize = 32;
 
 /// How many steps of k before the end of a tile of packed A its C tile is fetched. Fetched
@@ -364,7 +364,7 @@ unsafe fn accumulate<
                     super::prefetch_run(b.wrapping_add(B_AHEAD * rsb), NV * V::LANES);
                 }
                 if PACKED && MR * NV >= PREFETCH_A_MIN_ACCUMULATORS {
-                    super::prefetch_run(a.wrapping_add(A_AHEAD), 1);
+                    super::prefetch_line(a.wrapping_add(A_AHEAD));
                 }
                 b = b.add(rsb);
             }

@@ -465,10 +465,11 @@ pub(super) mod tests {
         // An awake helper team makes a split pay off sooner than a rayon wake-up does.
         assert_eq!(grid(96, 96, 96, FORK_JOIN_COST).tasks(), 1);
         assert!(grid(96, 96, 96, HANDOFF_COST).tasks() >= 2);
-        // One band per thread, though a band is taller than `mc` (see `Grid`).
-        let large = grid(1024, 1024, 512, FORK_JOIN_COST);
-        assert!(large.m_chunk > cfg.mc, "{large:?}");
-        assert_eq!(large.tasks(), 2, "{large:?}");
+        // One band of rows per thread, though a band is taller than `mc` (see `Grid`): a narrow
+        // C is cheaper cut by rows (cut by columns, each thread would pack all of A).
+        let tall = grid(4 * cfg.mc, 64, 512, FORK_JOIN_COST);
+        assert_eq!((tall.m_chunks, tall.n_chunks), (2, 1), "{tall:?}");
+        assert!(tall.m_chunk > cfg.mc, "{tall:?}");
     }
 
     /// On two threads the tile is the one whose best cut costs least, not the one that pads the
