@@ -73,16 +73,14 @@ pub(crate) fn reduce_lanes(mut acc: [f32; DOT_LANES]) -> f32 {
 }
 
 /// Asks for the cache line holding `p` to be fetched into L1 (one prefetch). A hint, which
-/// cannot fault. Nothing on other architectures.
+/// cannot fault.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) fn prefetch_line(p: *const f32) {
-    #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetching is a hint and cannot fault.
     unsafe {
         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
     };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// Asks for every cache line of the `len` floats from `p` to be fetched into L1, the last one
