@@ -761,6 +761,12 @@ pub(super) mod tests {
                     (31, 17, 300),
                     (70, 100, 3),
                     (250, 9, 40),
+                    // K slices deep enough for C's fetch to come inside the loop, with a tail
+                    // of 1–3 steps after the groups of four.
+                    (31, 17, 301),
+                    (9, 50, 70),
+                    // Two threads' bands of rows, each taller than mc.
+                    (2 * cfg.mc + 2 * cfg.mr + 3, 20, 69),
                 ] {
                     let what = format!("{isa} {}x{} tile", cfg.mr, cfg.nr);
                     check_against_reference(&what, shape, false, &mut value, |prob| {
