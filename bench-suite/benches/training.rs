@@ -90,7 +90,8 @@ fn folded_inference(c: &mut Criterion) {
         .add(Conv2D::new(32, (3, 3), Act::Linear))
         .add(BatchNormalization::new())
         .add(Activation::new(Act::Relu))
-        .add(GlobalAveragePooling2D::new())
+        .add(MaxPooling2D::new((2, 2)))
+        .add(Flatten::new())
         .add(Dense::new(10, Act::Softmax));
     m.compile(
         Optimizer::adam(),

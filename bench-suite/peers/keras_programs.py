@@ -49,9 +49,11 @@ elif p == "F":
                               layers.Conv2D(16, (3, 3)), layers.BatchNormalization(),
                               layers.Activation("relu"), layers.MaxPooling2D((2, 2)),
                               layers.Conv2D(32, (3, 3)), layers.BatchNormalization(),
-                              layers.Activation("relu"), layers.GlobalAveragePooling2D(),
-                              layers.Dense(10, activation="softmax")])
-    opt = "adam"
+                              layers.Activation("relu"), layers.MaxPooling2D((2, 2)),
+                              layers.Flatten(), layers.Dense(10, activation="softmax")])
+    # The rate falls along a cosine to zero over the whole run, one step per batch.
+    steps = (a.epochs or common.EPOCHS[p]) * -(-len(xtr) // common.BATCH[p])
+    opt = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-3, steps))
 elif p == "G":
     model = keras.Sequential([keras.Input((28, 28, 1)),
                               layers.Conv2D(16, (3, 3), padding="same", activation="relu"),

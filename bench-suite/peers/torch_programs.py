@@ -32,7 +32,7 @@ elif p == "F":
     model = nn.Sequential(nn.Conv2d(1, 16, 3), nn.BatchNorm2d(16, eps=1e-3, momentum=0.01),
                           nn.ReLU(), nn.MaxPool2d(2),
                           nn.Conv2d(16, 32, 3), nn.BatchNorm2d(32, eps=1e-3, momentum=0.01),
-                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+                          nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 5 * 5, 10))
 elif p == "G":
     # Keras's 'same' padding for a 3×3 kernel at stride 1 is one pixel on every side.
     model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
@@ -54,8 +54,12 @@ elif p == "G":
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
 else:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
-loss_fn = nn.CrossEntropyLoss()  # softmax + cross-entropy on logits, as the fused Keras loss
 batch = common.BATCH[p]
+epochs = a.epochs or common.EPOCHS[p]
+# F's rate falls along a cosine to zero over the run, stepped once per batch (Keras's CosineDecay).
+steps = epochs * -(-len(xtr) // batch)
+schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if p == "F" else None
+loss_fn = nn.CrossEntropyLoss()  # softmax + cross-entropy on logits, as the fused Keras loss
 
 
 def evaluate():
@@ -66,7 +70,7 @@ def evaluate():
 
 
 times = []
-for epoch in range(a.epochs or common.EPOCHS[p]):
+for epoch in range(epochs):
     t = time.perf_counter()
     model.train()
     perm = torch.randperm(len(xtr))
@@ -75,6 +79,8 @@ for epoch in range(a.epochs or common.EPOCHS[p]):
         opt.zero_grad()
         loss_fn(model(xtr[idx]), ytr[idx]).backward()
         opt.step()
+        if schedule is not None:
+            schedule.step()
     if p in "ACFG":  # validation each epoch, as the Keras programs
         evaluate()
     times.append(time.perf_counter() - t)

@@ -55,7 +55,7 @@ pub const PROGRAMS: [Program; 7] = [
         id: "F",
         example: "cnn_bn",
         description: "Conv2D(16) → BatchNorm → ReLU → MaxPool → Conv2D(32) → BatchNorm → ReLU → \
-                      GlobalAvgPool → Dense(10); adam; sparse CE; 5 epochs, batch 64",
+                      MaxPool → Dense(10); adam, cosine decay to 0; sparse CE; 5 epochs, batch 64",
         datasets: &["fashion"],
         epochs: 5,
     },

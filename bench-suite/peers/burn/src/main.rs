@@ -221,7 +221,7 @@ struct Cnn {
     output: Linear,
 }
 
-/// F: Conv2D(16) → BN → ReLU → MaxPool → Conv2D(32) → BN → ReLU → GlobalAvgPool → Dense(10).
+/// F: Conv2D(16) → BN → ReLU → MaxPool → Conv2D(32) → BN → ReLU → MaxPool → Dense(10).
 #[derive(Module, Debug)]
 struct CnnBn {
     conv1: Conv2d,
@@ -268,9 +268,11 @@ impl Net for CnnBn {
         let x = self
             .pool
             .forward(relu(self.bn1.forward(self.conv1.forward(images(x)))));
-        let x = relu(self.bn2.forward(self.conv2.forward(x)));
-        let [n, c, _, _] = x.dims();
-        self.output.forward(x.mean_dims(&[2, 3]).reshape([n, c]))
+        let x = self
+            .pool
+            .forward(relu(self.bn2.forward(self.conv2.forward(x))));
+        let [n, c, h, w] = x.dims();
+        self.output.forward(x.reshape([n, c * h * w]))
     }
 }
 
@@ -323,7 +325,27 @@ struct Schedule<'a> {
     seed: u64,
 }
 
-fn train<M: Net>(mut model: M, mut optim: ModuleOptimizer, lr: f64, s: &Schedule<'_>) -> Run {
+/// The learning rate of every step: constant, or (F) falling along a cosine from its start to
+/// zero over the run's steps, one per batch (Keras's `CosineDecay` with alpha 0).
+#[derive(Clone, Copy)]
+enum Rate {
+    Constant(f64),
+    Cosine(f64),
+}
+
+impl Rate {
+    fn at(self, step: usize, steps: usize) -> f64 {
+        match self {
+            Rate::Constant(lr) => lr,
+            Rate::Cosine(lr) => {
+                let t = step.min(steps) as f64 / steps.max(1) as f64;
+                lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+}
+
+fn train<M: Net>(mut model: M, mut optim: ModuleOptimizer, rate: Rate, s: &Schedule<'_>) -> Run {
     let Schedule {
         train,
         test,
@@ -338,6 +360,8 @@ fn train<M: Net>(mut model: M, mut optim: ModuleOptimizer, lr: f64, s: &Schedule
     let mut rng = StdRng::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut epoch_s = vec![];
+    let steps = epochs * train.len().div_ceil(batch);
+    let mut step = 0;
     for _ in 0..epochs {
         let t = Instant::now();
         order.shuffle(&mut rng);
@@ -345,7 +369,8 @@ fn train<M: Net>(mut model: M, mut optim: ModuleOptimizer, lr: f64, s: &Schedule
             let (x, y) = train.batch(idx, &device);
             let loss = loss_fn.forward(model.forward(x), y);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(lr, model, grads);
+            model = optim.step(rate.at(step, steps), model, grads);
+            step += 1;
         }
         if validate {
             evaluate(&model.valid(), test, &inference);
@@ -462,7 +487,7 @@ fn run() -> Result<(), String> {
         'A' | 'E' => train(
             mlp(if p == 'A' { 128 } else { 64 }),
             adam(),
-            1e-3,
+            Rate::Constant(1e-3),
             &schedule,
         ),
         'B' => {
@@ -471,7 +496,7 @@ fn run() -> Result<(), String> {
                 .with_momentum(0.0)
                 .with_epsilon(1e-7)
                 .init();
-            train(mlp(512), rmsprop, 1e-3, &schedule)
+            train(mlp(512), rmsprop, Rate::Constant(1e-3), &schedule)
         }
         'C' | 'D' => {
             let model = Cnn {
@@ -480,7 +505,7 @@ fn run() -> Result<(), String> {
                 hidden: dense(32 * 13 * 13, 128, &device),
                 output: dense(128, 10, &device),
             };
-            train(model, adam(), 1e-3, &schedule)
+            train(model, adam(), Rate::Constant(1e-3), &schedule)
         }
         'F' => {
             let model = CnnBn {
@@ -489,9 +514,9 @@ fn run() -> Result<(), String> {
                 pool: MaxPool2dConfig::new([2, 2]).init(),
                 conv2: conv(16, 32, false, &device),
                 bn2: batch_norm(32, &device),
-                output: dense(32, 10, &device),
+                output: dense(32 * 5 * 5, 10, &device),
             };
-            train(model, adam(), 1e-3, &schedule)
+            train(model, adam(), Rate::Cosine(1e-3), &schedule)
         }
         _ => {
             let model = CnnStacked {
@@ -506,7 +531,7 @@ fn run() -> Result<(), String> {
                 .with_dampening(0.0)
                 .with_nesterov(true);
             let sgd = SgdConfig::new().with_momentum(Some(nesterov)).init();
-            train(model, sgd, 0.05, &schedule)
+            train(model, sgd, Rate::Constant(0.05), &schedule)
         }
     };
     let json = serde_json::json!({
