@@ -94,6 +94,31 @@ impl Vector for __m256 {
         // SAFETY: the caller's contract: the CPU has the instruction set.
         unsafe { _mm256_sub_ps(a, b) }
     }
+    #[inline(always)]
+    unsafe fn fnmadd(a: Self, b: Self, c: Self) -> Self {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_fnmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn max(a: Self, b: Self) -> Self {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_max_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn min(a: Self, b: Self) -> Self {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_min_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn rsqrt_estimate(a: Self) -> Self {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_rsqrt_ps(a) }
+    }
+    #[inline(always)]
+    unsafe fn recip_estimate(a: Self) -> Self {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_rcp_ps(a) }
+    }
 
     #[inline(always)]
     unsafe fn relu(a: Self) -> Self {

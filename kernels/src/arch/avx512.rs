@@ -67,6 +67,31 @@ impl Vector for __m512 {
         // SAFETY: the caller's contract: the CPU has the instruction set.
         unsafe { _mm512_sub_ps(a, b) }
     }
+    #[inline(always)]
+    unsafe fn fnmadd(a: Self, b: Self, c: Self) -> Self {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm512_fnmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn max(a: Self, b: Self) -> Self {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm512_max_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn min(a: Self, b: Self) -> Self {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm512_min_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn rsqrt_estimate(a: Self) -> Self {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm512_rsqrt14_ps(a) }
+    }
+    #[inline(always)]
+    unsafe fn recip_estimate(a: Self) -> Self {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm512_rcp14_ps(a) }
+    }
 
     #[inline(always)]
     unsafe fn relu(a: Self) -> Self {

@@ -33,6 +33,18 @@ pub(crate) trait Vector: Copy {
     unsafe fn mul(a: Self, b: Self) -> Self;
     /// `a − b`.
     unsafe fn sub(a: Self, b: Self) -> Self;
+    /// `c − a·b`, one rounding.
+    unsafe fn fnmadd(a: Self, b: Self, c: Self) -> Self;
+    /// The larger of `a` and `b` per lane, `b` where either is NaN (`maxps`): a bound goes
+    /// first, so a NaN in `b` passes.
+    unsafe fn max(a: Self, b: Self) -> Self;
+    /// The smaller, `b` where either is NaN (`minps`).
+    unsafe fn min(a: Self, b: Self) -> Self;
+    /// An estimate of `1/√a` for a normal positive `a`, relative error at most 1.5·2⁻¹² (the
+    /// instruction's: AVX2's `rsqrtps`; AVX-512's `rsqrt14ps`, 2⁻¹⁴).
+    unsafe fn rsqrt_estimate(a: Self) -> Self;
+    /// An estimate of `1/a` for a normal `a`, the same bound (`rcpps`, `rcp14ps`).
+    unsafe fn recip_estimate(a: Self) -> Self;
     /// The activation's ReLU bit for bit: NaN kept, x < 0 to +0, the rest (−0 too) kept.
     unsafe fn relu(a: Self) -> Self;
 

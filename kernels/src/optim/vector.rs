@@ -1,0 +1,275 @@
+//! Adam's and RMSprop's steps in explicit vectors, written once over [`Vector`] and compiled for
+//! AVX-512 and AVX2, with `1/(√v + ε)` and `1/√(v + ε)` from the instructions' estimates refined
+//! by one Newton step in fused multiply-adds instead of a square root and a division.
+//!
+//! Why: both rules take a square root and a division per weight, and on x86 the two share one
+//! divider that serves a 16-lane register every ~8–12 cycles each: the compiled loops ran at
+//! 0.35 ns per weight on one thread of a 2-core AVX-512 Xeon whether their 50 000–400 000
+//! weights sat in L2 or not — ~17 cycles per register, a fifth of program A's training step
+//! (Dense 784→128 with Adam, batch 32). The estimates run on the multiply-add ports.
+//!
+//! Accuracy: an estimate's relative error δ ≤ 1.5·2⁻¹² becomes about 1.5·δ² after the Newton
+//! step, so the factor is within a few units in the last place of the exact one (over the
+//! tests' sweep: 2.3 ulp on AVX-512, 3.6 on AVX2, against ~1.5 for the square root and the
+//! division rounded in turn); the weight's step `α·m·q` differs from the exact `α·m / d` by as much,
+//! far below the weight's own rounding. The moments (`m`, `v`) are computed with the portable
+//! loops' operations in their order: the same bits on every path. `v` is clamped to
+//! [f32::MIN_POSITIVE, f32::MAX] before its estimate (an estimate of 0 or ∞ would turn the
+//! Newton step into NaN), which changes `√v + ε` only where ε ≥ [`MIN_EPS`] absorbs it; with a
+//! smaller ε the exact loops run. A NaN in `v` or the gradient still reaches the weight.
+
+use std::arch::x86_64::{__m256, __m512};
+
+use crate::arch::vector::Vector;
+
+/// The smallest ε the estimates serve: √(f32::MIN_POSITIVE) ≈ 1.1·10⁻¹⁹ added to it is below
+/// half its unit in the last place, so the clamp of `v` to normal numbers changes no `√v + ε`.
+pub(super) const MIN_EPS: f32 = 1e-10;
+
+/// `1/√x` from `y`, an estimate of it: `y + y·(1 − x·y²)/2`.
+///
+/// # Safety
+/// The CPU has `V`'s instruction set.
+#[inline(always)]
+unsafe fn refine_rsqrt<V: Vector>(x: V, y: V, half: V, one: V) -> V {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let e = V::fnmadd(V::mul(x, y), y, one);
+        V::fmadd(V::mul(y, half), e, y)
+    }
+}
+
+/// `1/(√v + ε)` for `v` ≥ 0 or NaN.
+///
+/// # Safety
+/// The CPU has `V`'s instruction set.
+#[inline(always)]
+unsafe fn inverse_root_plus<V: Vector>(v: V, eps: V, [lo, hi, half, one]: [V; 4]) -> V {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let v = V::min(hi, V::max(lo, v));
+        let r = V::rsqrt_estimate(v);
+        // √v ≈ s = v·r, refined: s + (v − s²)·r/2.
+        let s = V::mul(v, r);
+        let root = V::fmadd(V::fnmadd(s, s, v), V::mul(r, half), s);
+        let d = V::add(root, eps);
+        // 1/d ≈ q, refined: q + q·(1 − d·q).
+        let q = V::recip_estimate(d);
+        V::fmadd(q, V::fnmadd(d, q, one), q)
+    }
+}
+
+/// The constants of the refinements: the clamp's bounds, ½ and 1.
+///
+/// # Safety
+/// The CPU has `V`'s instruction set.
+#[inline(always)]
+unsafe fn constants<V: Vector>() -> [V; 4] {
+    // SAFETY: the caller's contract; the pointers are to locals.
+    unsafe { [f32::MIN_POSITIVE, f32::MAX, 0.5, 1.0].map(|c| V::splat(&c)) }
+}
+
+/// Adam's step over whole registers of `w` (the rest by the portable loop); see
+/// `super::adam_body` for the rule.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn adam<V: Vector>(
+    w: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    alpha: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+) {
+    let n = w.len();
+    assert!(g.len() == n && m.len() == n && v.len() == n);
+    let whole = if eps >= MIN_EPS { n - n % V::LANES } else { 0 };
+    let scalars = [1.0 - beta1, 1.0 - beta2, alpha, eps];
+    // SAFETY: `V`'s instruction set is the caller's `#[target_feature]`; every access is at
+    // i + LANES ≤ whole ≤ n, within the four slices (asserted above).
+    unsafe {
+        let [one_b1, one_b2, alpha, eps] = scalars.map(|c| V::splat(&c));
+        let k = constants::<V>();
+        for i in (0..whole).step_by(V::LANES) {
+            let gi = V::load(g.as_ptr().add(i));
+            let mi = V::load(m.as_ptr().add(i));
+            let vi = V::load(v.as_ptr().add(i));
+            let m1 = V::add(mi, V::mul(V::sub(gi, mi), one_b1));
+            let v1 = V::add(vi, V::mul(V::sub(V::mul(gi, gi), vi), one_b2));
+            V::store(m.as_mut_ptr().add(i), m1);
+            V::store(v.as_mut_ptr().add(i), v1);
+            let step = V::mul(V::mul(alpha, m1), inverse_root_plus(v1, eps, k));
+            let wi = V::load(w.as_ptr().add(i));
+            V::store(w.as_mut_ptr().add(i), V::sub(wi, step));
+        }
+    }
+    let (w, g, m, v) = (
+        &mut w[whole..],
+        &g[whole..],
+        &mut m[whole..],
+        &mut v[whole..],
+    );
+    super::adam_body(w, g, m, v, alpha, beta1, beta2, eps);
+}
+
+/// RMSprop's step over whole registers of `w` (the rest by the portable loop); see
+/// `super::rmsprop_body` for the rule.
+#[inline(always)]
+fn rmsprop<V: Vector>(w: &mut [f32], g: &[f32], v: &mut [f32], lr: f32, rho: f32, eps: f32) {
+    let n = w.len();
+    assert!(g.len() == n && v.len() == n);
+    let whole = if eps >= MIN_EPS { n - n % V::LANES } else { 0 };
+    let scalars = [rho, 1.0 - rho, lr, eps];
+    // SAFETY: as in `adam`.
+    unsafe {
+        let [rho, one_rho, lr, eps] = scalars.map(|c| V::splat(&c));
+        let [_, hi, half, one] = constants::<V>();
+        for i in (0..whole).step_by(V::LANES) {
+            let gi = V::load(g.as_ptr().add(i));
+            let vi = V::load(v.as_ptr().add(i));
+            let v1 = V::add(V::mul(rho, vi), V::mul(V::mul(one_rho, gi), gi));
+            V::store(v.as_mut_ptr().add(i), v1);
+            // v + ε ≥ ε > 0 (or NaN); only ∞ needs the bound.
+            let x = V::min(hi, V::add(v1, eps));
+            let y = refine_rsqrt(x, V::rsqrt_estimate(x), half, one);
+            let wi = V::load(w.as_ptr().add(i));
+            V::store(w.as_mut_ptr().add(i), V::sub(wi, V::mul(V::mul(lr, gi), y)));
+        }
+    }
+    let (w, g, v) = (&mut w[whole..], &g[whole..], &mut v[whole..]);
+    super::rmsprop_body(w, g, v, lr, rho, eps);
+}
+
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn adam_avx512(
+    w: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    alpha: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+) {
+    adam::<__m512>(w, g, m, v, alpha, beta1, beta2, eps)
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn adam_avx2(
+    w: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    alpha: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+) {
+    adam::<__m256>(w, g, m, v, alpha, beta1, beta2, eps)
+}
+
+#[target_feature(enable = "avx512f")]
+pub(super) fn rmsprop_avx512(w: &mut [f32], g: &[f32], v: &mut [f32], lr: f32, rho: f32, eps: f32) {
+    rmsprop::<__m512>(w, g, v, lr, rho, eps)
+}
+
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn rmsprop_avx2(w: &mut [f32], g: &[f32], v: &mut [f32], lr: f32, rho: f32, eps: f32) {
+    rmsprop::<__m256>(w, g, v, lr, rho, eps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Isa;
+
+    /// ulps of `got` from `want`, in units of f32's spacing at `want`.
+    fn ulps(got: f32, want: f64) -> f64 {
+        let spacing = f64::from(f32::EPSILON) * 2f64.powi(want.abs().log2().floor() as i32);
+        (got as f64 - want).abs() / spacing
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn inverse_root_plus_512(x: &[f32; 16], eps: f32) -> [f32; 16] {
+        let mut out = [0.0; 16];
+        // SAFETY: this function's target feature (checked by the caller); 16 lanes in and out.
+        unsafe {
+            let q = inverse_root_plus(
+                __m512::load(x.as_ptr()),
+                __m512::splat(&eps),
+                constants::<__m512>(),
+            );
+            __m512::store(out.as_mut_ptr(), q);
+        }
+        out
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn inverse_root_plus_256(x: &[f32; 16], eps: f32) -> [f32; 16] {
+        let mut out = [0.0; 16];
+        // SAFETY: this function's target features (checked by the caller); two registers of 8
+        // lanes in and out.
+        unsafe {
+            let k = constants::<__m256>();
+            for h in [0, 8] {
+                let v = __m256::load(x.as_ptr().add(h));
+                let q = inverse_root_plus(v, __m256::splat(&eps), k);
+                __m256::store(out.as_mut_ptr().add(h), q);
+            }
+        }
+        out
+    }
+
+    fn inverse_root_plus_on(isa: Isa, x: &[f32; 16], eps: f32) -> [f32; 16] {
+        match isa {
+            // SAFETY: `isa` is available (the callers iterate `Isa::available()`).
+            Isa::Avx512 => unsafe { inverse_root_plus_512(x, eps) },
+            // SAFETY: as above.
+            Isa::Avx2 => unsafe { inverse_root_plus_256(x, eps) },
+            _ => unreachable!(),
+        }
+    }
+
+    /// `1/(√v + ε)` against f64 over v from 0 to f32::MAX (every power of two, and 8 192
+    /// values per unit from ¼ to 4¼), ε from MIN_EPS to 1: within 2.5 ulp on AVX-512, 4 on AVX2;
+    /// ∞ gives a finite factor at most 1/√f32::MAX (the exact one is 0), a NaN stays NaN.
+    #[test]
+    fn inverse_root_plus_is_within_a_few_ulp() {
+        let mut v: Vec<f32> = (-149..128).map(|e| 2f32.powi(e)).collect();
+        v.extend((0..8192 * 4).map(|i| 0.25 + i as f32 / 8192.0));
+        v.extend([0.0, f32::MAX, 1e-30, 3e-20, 7.5e-8]);
+        v.resize(v.len().next_multiple_of(16), 1.0);
+        for isa in Isa::available().into_iter().rev() {
+            if !matches!(isa, Isa::Avx512 | Isa::Avx2) {
+                continue;
+            }
+            let mut worst = 0.0f64;
+            for eps in [MIN_EPS, 1e-7, 1e-3, 1.0] {
+                for x in v.chunks_exact(16) {
+                    let x: &[f32; 16] = x.try_into().unwrap();
+                    let got = inverse_root_plus_on(isa, x, eps);
+                    for (&vi, &q) in x.iter().zip(&got) {
+                        let want = 1.0 / ((vi as f64).sqrt() + eps as f64);
+                        worst = worst.max(ulps(q, want));
+                    }
+                }
+            }
+            // Measured: 2.28 (AVX-512's 14-bit estimates), 3.59 (AVX2's 12-bit ones).
+            let bound = if isa == Isa::Avx512 { 2.5 } else { 4.0 };
+            assert!(worst <= bound, "{isa}: worst {worst} ulp");
+            let inf = inverse_root_plus_on(isa, &[f32::INFINITY; 16], 1e-7);
+            assert!(inf
+                .iter()
+                .all(|&q| q.is_finite() && q <= 1.0 / f32::MAX.sqrt() * 1.001));
+            let nan = inverse_root_plus_on(isa, &[f32::NAN; 16], 1e-7);
+            assert!(
+                nan.iter().all(|q| q.is_nan()),
+                "{isa}: a NaN v must stay NaN"
+            );
+        }
+    }
+}
