@@ -99,7 +99,12 @@ pub fn batch_norm_max_pool_forward_training(
     let (il, ol) = (p.image_len(), p.out_image_len());
     for_each_piece_pair(opts.threading, (y, ol), (argmax, ol), |n, yi, ai| {
         let img = &x[n * il..(n + 1) * il];
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa` was resolved, so this CPU has it.
+        if unsafe { vector::forward_image(isa, p, img, affine, act, yi, ai) } {
+            return;
+        }
+        // SAFETY: as above.
         unsafe { forward_image_loops::run(isa, p, img, affine, act, yi, ai) }
     });
     Ok(())

@@ -206,13 +206,22 @@ fn the_reference_cnn_layer_matches_the_two_passes() {
 
 #[test]
 fn a_nan_input_spreads_as_in_the_two_passes() {
-    let p = pooling(2, (7, 7, 9), (2, 2));
-    for (at, act) in [
-        (0, Activation::Relu),
-        (60, Activation::Tanh),
-        (440, Activation::Identity),
-    ] {
-        assert_eq!(check(&case(p, 3, Some(at)), act), Ok(()));
+    // 9 channels: the portable loops; 8 to 32: the vector paths' channel counts.
+    for c in [9, 8, 16, 24, 32] {
+        let p = pooling(2, (7, 7, c), (2, 2));
+        for (at, act) in [
+            (0, Activation::Relu),
+            (60, Activation::Tanh),
+            (440, Activation::Identity),
+            (7 * c + 3, Activation::Relu),
+            (8 * c + 5, Activation::Identity),
+        ] {
+            assert_eq!(
+                check(&case(p, 3, Some(at)), act),
+                Ok(()),
+                "{c} channels, NaN at {at}"
+            );
+        }
     }
 }
 
@@ -225,7 +234,10 @@ proptest! {
         batch in 1usize..4,
         h in 1usize..10,
         w in 1usize..10,
-        channels in prop_oneof![Just(1usize), Just(8), Just(16), Just(33), Just(40), Just(67), 1usize..80],
+        channels in prop_oneof![
+            Just(1usize), Just(8), Just(16), Just(24), Just(32), Just(33), Just(40), Just(67),
+            1usize..80
+        ],
         pool in (1usize..4, 1usize..4),
         extra in (0usize..3, 0usize..3),
         act in prop_oneof![
