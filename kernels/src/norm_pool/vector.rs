@@ -289,35 +289,38 @@ fn form_rows_v<V: Vector, const ACT: u8>(
         let windows = n * out_image + qy * out_w * c;
         let row_first = iy * in_w * c;
         for ch in (0..c).step_by(lanes) {
-            let (mut qx, mut rx) = (ix0 / sw, ix0 % sw);
-            // The window's argmax and routed gradient, formed when the walk enters it.
-            let mut window: Option<(V::Offsets, V)> = None;
-            for (i, px) in seg.chunks_exact_mut(c).enumerate() {
-                let d = &mut px[ch..ch + lanes];
+            // Column `ix` of the row: element `first` of the image, `dst` of `seg`.
+            let (end, mut ix) = (ix0 + len, ix0);
+            let (mut first, mut dst) = (row_first + ix0 * c + ch, ch);
+            while ix < end {
+                // The stride cell of window `qx` from column `ix`: its first `pw` columns lie in
+                // the window (when there is one), the rest in none.
+                let (qx, rx) = (ix / sw, ix % sw);
+                let cell_end = ((qx + 1) * sw).min(end);
                 if qx < out_w && rx < pw {
-                    let (offsets, through) = *window.get_or_insert_with(|| {
-                        let q = windows + qx * c + ch;
-                        // SAFETY: as above; each slice holds LANES elements from q.
+                    let q = windows + qx * c + ch;
+                    // SAFETY: as above; each slice holds LANES elements from q.
+                    let (offsets, through) = unsafe {
+                        let a = V::load_offsets_live(argmax[q..q + lanes].as_ptr(), full);
+                        let dy = V::load(dy_pool[q..q + lanes].as_ptr());
+                        let yv = V::load(y_pool[q..q + lanes].as_ptr());
+                        (a, V::add(zero, gradient::<V, ACT>(dy, yv)))
+                    };
+                    let inside_end = (qx * sw + pw).min(cell_end);
+                    while ix < inside_end {
+                        let d = &mut seg[dst..dst + lanes];
+                        // SAFETY: as above; `d` holds LANES elements.
                         unsafe {
-                            let a = V::load_offsets_live(argmax[q..q + lanes].as_ptr(), full);
-                            let dy = V::load(dy_pool[q..q + lanes].as_ptr());
-                            let yv = V::load(y_pool[q..q + lanes].as_ptr());
-                            (a, V::add(zero, gradient::<V, ACT>(dy, yv)))
+                            let hit = V::same_offsets(offsets, V::offsets(first));
+                            V::store(d.as_mut_ptr(), V::choose(hit, zero, through));
+                            routed += V::chosen(hit) as usize;
                         }
-                    });
-                    let first = row_first + (ix0 + i) * c + ch;
-                    // SAFETY: as above; `d` holds LANES elements.
-                    unsafe {
-                        let hit = V::same_offsets(offsets, V::offsets(first));
-                        V::store(d.as_mut_ptr(), V::choose(hit, zero, through));
-                        routed += V::chosen(hit) as usize;
+                        (ix, first, dst) = (ix + 1, first + c, dst + c);
                     }
-                } else {
-                    d.fill(0.0);
                 }
-                rx += 1;
-                if rx == sw {
-                    (rx, qx, window) = (0, qx + 1, None);
+                while ix < cell_end {
+                    seg[dst..dst + lanes].fill(0.0);
+                    (ix, first, dst) = (ix + 1, first + c, dst + c);
                 }
             }
         }
