@@ -317,3 +317,47 @@ fn adam_and_rmsprop_steps_are_within_a_few_ulp_on_every_path() {
         }
     }
 }
+
+/// A step over a whole tensor and over its pieces cut anywhere (as a fused step's blocks of rows
+/// cut a weight matrix) give the same bits, Adam's and RMSprop's, on every path.
+#[test]
+fn steps_do_not_depend_on_where_the_tensor_is_cut() {
+    let n = 211;
+    let (g, w0, m0) = (data(n, 14), data(n, 15), data(n, 16));
+    let v0: Vec<f32> = data(n, 17).iter().map(|x| x * x).collect();
+    let bits = |x: &[f32]| x.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for isa in Isa::available() {
+        let opts = kernels::ExecOptions::with_isa(isa);
+        let adam = |w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
+            adam_update(&opts, w, g, m, v, 1e-3, 0.9, 0.999, 1e-7).unwrap()
+        };
+        let rms = |w: &mut [f32], g: &[f32], v: &mut [f32]| {
+            rmsprop_update(&opts, w, g, v, 1e-3, 0.9, 1e-7).unwrap()
+        };
+        let (mut w, mut m, mut v) = (w0.clone(), m0.clone(), v0.clone());
+        adam(&mut w, &g, &mut m, &mut v);
+        let (mut rw, mut rv) = (w0.clone(), v0.clone());
+        rms(&mut rw, &g, &mut rv);
+        for piece in [1, 7, 13, 16, 17, 40] {
+            let (mut pw, mut pm, mut pv) = (w0.clone(), m0.clone(), v0.clone());
+            let (mut qw, mut qv) = (w0.clone(), v0.clone());
+            for at in (0..n).step_by(piece) {
+                let r = at..(at + piece).min(n);
+                adam(
+                    &mut pw[r.clone()],
+                    &g[r.clone()],
+                    &mut pm[r.clone()],
+                    &mut pv[r.clone()],
+                );
+                rms(&mut qw[r.clone()], &g[r.clone()], &mut qv[r]);
+            }
+            assert_eq!(bits(&pw), bits(&w), "{isa}: adam in pieces of {piece}");
+            assert_eq!(bits(&qw), bits(&rw), "{isa}: rmsprop in pieces of {piece}");
+            assert_eq!(
+                (bits(&pm), bits(&pv)),
+                (bits(&m), bits(&v)),
+                "{isa}: {piece}"
+            );
+        }
+    }
+}

@@ -13,7 +13,9 @@
 //! tests' sweep: 2.3 ulp on AVX-512, 3.6 on AVX2, against ~1.5 for the square root and the
 //! division rounded in turn); the weight's step `α·m·q` differs from the exact `α·m / d` by as much,
 //! far below the weight's own rounding. The moments (`m`, `v`) are computed with the portable
-//! loops' operations in their order: the same bits on every path. `v` is clamped to
+//! loops' operations in their order: the same bits on every path. Every element of a slice takes
+//! the same arithmetic (a partial last register is masked, not left to the portable loop), so
+//! the bits do not depend on where a caller cuts its slices. `v` is clamped to
 //! [f32::MIN_POSITIVE, f32::MAX] before its estimate (an estimate of 0 or ∞ would turn the
 //! Newton step into NaN), which changes `√v + ε` only where ε ≥ [`MIN_EPS`] absorbs it; with a
 //! smaller ε the exact loops run. A NaN in `v` or the gradient still reaches the weight.
@@ -69,8 +71,63 @@ unsafe fn constants<V: Vector>() -> [V; 4] {
     unsafe { [f32::MIN_POSITIVE, f32::MAX, 0.5, 1.0].map(|c| V::splat(&c)) }
 }
 
-/// Adam's step over whole registers of `w` (the rest by the portable loop); see
-/// `super::adam_body` for the rule.
+/// `$body` for each register of an `$n`-long slice, with `$i` its first element and `$live`
+/// `None` for a whole register, `Some(mask)` for a partial last one. Every element takes the
+/// same arithmetic wherever the slice's registers start (a partial register is masked, not
+/// left to the portable loop): a fused step cuts a weight matrix into blocks of rows that
+/// `update` takes whole, and the two must give the same bits. Used inside an `unsafe` block
+/// of a function compiled for `$V`'s instruction set. A macro, not a function taking
+/// a closure: a closure is not compiled with its caller's target features (left out of line,
+/// it called every vector operation: 12 ns per weight instead of 0.3).
+macro_rules! for_registers {
+    ($V:ty, $n:expr, |$i:ident, $live:ident| $body:block) => {{
+        let n = $n;
+        let whole = n - n % <$V>::LANES;
+        for $i in (0..whole).step_by(<$V>::LANES) {
+            let $live: Option<<$V as Vector>::Mask> = None;
+            $body
+        }
+        if whole < n {
+            let $i = whole;
+            // (Expanded inside the caller's `unsafe` block: the instruction set is its.)
+            let $live = Some(<$V>::mask(n - whole));
+            $body
+        }
+    }};
+}
+
+/// The register at `p`, or its live lanes (the others zero).
+///
+/// # Safety
+/// The CPU has `V`'s instruction set; `p` is valid for the register's (live) lanes.
+#[inline(always)]
+unsafe fn get<V: Vector>(p: *const f32, live: Option<V::Mask>) -> V {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match live {
+            None => V::load(p),
+            Some(m) => V::load_live(p, m),
+        }
+    }
+}
+
+/// The register to `p`, or its live lanes.
+///
+/// # Safety
+/// As [`get`].
+#[inline(always)]
+unsafe fn put<V: Vector>(p: *mut f32, live: Option<V::Mask>, v: V) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match live {
+            None => V::store(p, v),
+            Some(m) => V::store_live(p, m, v),
+        }
+    }
+}
+
+/// Adam's step (`super::adam_body`'s rule, the factor estimated), or the portable loop's for
+/// an ε below [`MIN_EPS`].
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn adam<V: Vector>(
@@ -85,61 +142,58 @@ fn adam<V: Vector>(
 ) {
     let n = w.len();
     assert!(g.len() == n && m.len() == n && v.len() == n);
-    let whole = if eps >= MIN_EPS { n - n % V::LANES } else { 0 };
+    if eps < MIN_EPS {
+        return super::adam_body(w, g, m, v, alpha, beta1, beta2, eps);
+    }
     let scalars = [1.0 - beta1, 1.0 - beta2, alpha, eps];
-    // SAFETY: `V`'s instruction set is the caller's `#[target_feature]`; every access is at
-    // i + LANES ≤ whole ≤ n, within the four slices (asserted above).
+    let (w, g, m, v) = (w.as_mut_ptr(), g.as_ptr(), m.as_mut_ptr(), v.as_mut_ptr());
+    // SAFETY: `V`'s instruction set is the caller's `#[target_feature]`; every access is to the
+    // (live lanes of the) register at i < n within the four slices, n long (asserted above).
     unsafe {
         let [one_b1, one_b2, alpha, eps] = scalars.map(|c| V::splat(&c));
         let k = constants::<V>();
-        for i in (0..whole).step_by(V::LANES) {
-            let gi = V::load(g.as_ptr().add(i));
-            let mi = V::load(m.as_ptr().add(i));
-            let vi = V::load(v.as_ptr().add(i));
+        for_registers!(V, n, |i, live| {
+            let gi: V = get(g.add(i), live);
+            let mi: V = get(m.add(i), live);
+            let vi: V = get(v.add(i), live);
             let m1 = V::add(mi, V::mul(V::sub(gi, mi), one_b1));
             let v1 = V::add(vi, V::mul(V::sub(V::mul(gi, gi), vi), one_b2));
-            V::store(m.as_mut_ptr().add(i), m1);
-            V::store(v.as_mut_ptr().add(i), v1);
+            put(m.add(i), live, m1);
+            put(v.add(i), live, v1);
             let step = V::mul(V::mul(alpha, m1), inverse_root_plus(v1, eps, k));
-            let wi = V::load(w.as_ptr().add(i));
-            V::store(w.as_mut_ptr().add(i), V::sub(wi, step));
-        }
+            let wi: V = get(w.add(i), live);
+            put(w.add(i), live, V::sub(wi, step));
+        });
     }
-    let (w, g, m, v) = (
-        &mut w[whole..],
-        &g[whole..],
-        &mut m[whole..],
-        &mut v[whole..],
-    );
-    super::adam_body(w, g, m, v, alpha, beta1, beta2, eps);
 }
 
-/// RMSprop's step over whole registers of `w` (the rest by the portable loop); see
-/// `super::rmsprop_body` for the rule.
+/// RMSprop's step (`super::rmsprop_body`'s rule, the factor estimated), or the portable loop's
+/// for an ε below [`MIN_EPS`].
 #[inline(always)]
 fn rmsprop<V: Vector>(w: &mut [f32], g: &[f32], v: &mut [f32], lr: f32, rho: f32, eps: f32) {
     let n = w.len();
     assert!(g.len() == n && v.len() == n);
-    let whole = if eps >= MIN_EPS { n - n % V::LANES } else { 0 };
+    if eps < MIN_EPS {
+        return super::rmsprop_body(w, g, v, lr, rho, eps);
+    }
     let scalars = [rho, 1.0 - rho, lr, eps];
+    let (w, g, v) = (w.as_mut_ptr(), g.as_ptr(), v.as_mut_ptr());
     // SAFETY: as in `adam`.
     unsafe {
         let [rho, one_rho, lr, eps] = scalars.map(|c| V::splat(&c));
         let [_, hi, half, one] = constants::<V>();
-        for i in (0..whole).step_by(V::LANES) {
-            let gi = V::load(g.as_ptr().add(i));
-            let vi = V::load(v.as_ptr().add(i));
+        for_registers!(V, n, |i, live| {
+            let gi: V = get(g.add(i), live);
+            let vi: V = get(v.add(i), live);
             let v1 = V::add(V::mul(rho, vi), V::mul(V::mul(one_rho, gi), gi));
-            V::store(v.as_mut_ptr().add(i), v1);
+            put(v.add(i), live, v1);
             // v + ε ≥ ε > 0 (or NaN); only ∞ needs the bound.
             let x = V::min(hi, V::add(v1, eps));
             let y = refine_rsqrt(x, V::rsqrt_estimate(x), half, one);
-            let wi = V::load(w.as_ptr().add(i));
-            V::store(w.as_mut_ptr().add(i), V::sub(wi, V::mul(V::mul(lr, gi), y)));
-        }
+            let wi: V = get(w.add(i), live);
+            put(w.add(i), live, V::sub(wi, V::mul(V::mul(lr, gi), y)));
+        });
     }
-    let (w, g, v) = (&mut w[whole..], &g[whole..], &mut v[whole..]);
-    super::rmsprop_body(w, g, v, lr, rho, eps);
 }
 
 #[target_feature(enable = "avx512f")]
