@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kernels::owned::{dense_forward, WeightStrips};
+use kernels::owned::{dense_forward, dense_forward_in_strips, WeightStrips, MAX_STRIPS};
 use kernels::reference::{self, Path, Rng};
 use kernels::{Activation, Error, ExecOptions, MatMut, MatRef, Threading};
 use proptest::prelude::*;
@@ -36,11 +36,25 @@ fn strips_partition(k: usize, n: usize) -> Result<(), TestCaseError> {
     }
     prop_assert_eq!(next, k, "k {} n {}: the strips cover every row", k, n);
     prop_assert_eq!(strips, WeightStrips::new(k, n), "a function of the shape");
+    for most in 1..=MAX_STRIPS {
+        let fewer = WeightStrips::at_most(k, n, most);
+        prop_assert!(fewer.count() <= most, "k {} n {} most {}", k, n, most);
+        prop_assert_eq!(fewer.count() == 0, k == 0);
+        if k > 0 {
+            prop_assert_eq!(fewer.rows(0).start, 0);
+            prop_assert_eq!(fewer.rows(fewer.count() - 1).end, k);
+        }
+        // The machine's strips are one of these.
+        if most == kernels::owned::machine_strips() {
+            prop_assert_eq!(fewer, strips);
+        }
+    }
     Ok(())
 }
 
 /// One `dense_forward` case: `x` (`m × k`, stored transposed when `x_t`), the `k × n` weights,
-/// the bias when `with_bias`, all drawn from `seed`.
+/// the bias when `with_bias`, all drawn from `seed`; in at most `strips` strips of another
+/// machine (`dense_forward_in_strips`), or this machine's (`None`).
 #[derive(Debug, Clone, Copy)]
 struct Case {
     m: usize,
@@ -50,6 +64,7 @@ struct Case {
     act: Activation,
     with_bias: bool,
     seed: u64,
+    strips: Option<usize>,
 }
 
 /// `dense_forward` against the f64 reference: `act(x·w + bias)` within the GEMM's error bound
@@ -63,6 +78,7 @@ fn check_forward(path: Path, case: Case) -> Result<Vec<f32>, String> {
         act,
         with_bias,
         seed,
+        strips,
     } = case;
     let mut rng = Rng::new(seed);
     let x = rng.fill(m * k);
@@ -74,15 +90,14 @@ fn check_forward(path: Path, case: Case) -> Result<Vec<f32>, String> {
         MatRef::row_major(&x, m, k, k.max(1))
     };
     let mut y = vec![f32::NAN; m * n];
-    dense_forward(
-        &path.opts(),
-        xv,
-        &w,
-        n,
-        with_bias.then_some(&bias[..]),
-        act,
-        &mut y,
-    )
+    let b = with_bias.then_some(&bias[..]);
+    match strips {
+        None => dense_forward(&path.opts(), xv, &w, n, b, act, &mut y),
+        Some(most) => {
+            let strips = WeightStrips::at_most(k, n, most);
+            dense_forward_in_strips(&path.opts(), strips, xv, &w, n, b, act, &mut y)
+        }
+    }
     .map_err(|e| e.to_string())?;
     let wv = MatRef::row_major(&w, k, n, n.max(1));
     let mut lin = vec![0.0; m * n];
@@ -157,15 +172,17 @@ proptest! {
         act in 0usize..4,
         with_bias: bool,
         seed: u64,
+        strips in prop_oneof![Just(None), Just(Some(1usize)), Just(Some(3)), Just(Some(8))],
     ) {
-        let case = Case { m, k, n, x_t, act: ACTIVATIONS[act], with_bias, seed };
+        let case = Case { m, k, n, x_t, act: ACTIVATIONS[act], with_bias, seed, strips };
         check_forward_on_pools(case, Path::all()).map_err(TestCaseError::fail)?;
     }
 }
 
 /// The layer shapes of the reference programs that take the owned path: Dense 784→128 and
 /// 5408→128 at batch 32, and 784→512 at batch 128 (its partials summed by every thread of the
-/// pool, in bands of rows) and at the last, short batch of an epoch.
+/// pool, in bands of rows) and at the last, short batch of an epoch; in this machine's strips
+/// and in eight (seven partials).
 #[test]
 fn training_shapes() {
     for (m, k, n) in [
@@ -174,17 +191,34 @@ fn training_shapes() {
         (128, 784, 512),
         (16, 784, 512),
     ] {
-        let case = Case {
-            m,
-            k,
-            n,
-            x_t: false,
-            act: Activation::Relu,
-            with_bias: true,
-            seed: 3,
-        };
-        check_forward_on_pools(case, Path::for_large_cases()).unwrap();
+        for strips in [None, Some(MAX_STRIPS)] {
+            let case = Case {
+                m,
+                k,
+                n,
+                x_t: false,
+                act: Activation::Relu,
+                with_bias: true,
+                seed: 3,
+                strips,
+            };
+            check_forward_on_pools(case, Path::for_large_cases()).unwrap();
+        }
     }
+}
+
+/// Strips of another shape are refused, and nothing is written.
+#[test]
+fn strips_of_another_shape_are_a_mismatch() {
+    let (x, w) = (vec![1.0f32; 4 * 100], vec![1.0f32; 100 * 8]);
+    let mut y = vec![7.0f32; 4 * 8];
+    let xv = MatRef::row_major(&x, 4, 100, 100);
+    let other = WeightStrips::at_most(50, 8, 2);
+    let opts = ExecOptions::default();
+    let err = dense_forward_in_strips(&opts, other, xv, &w, 8, None, Activation::Relu, &mut y)
+        .unwrap_err();
+    assert!(err.to_string().contains("not those of a 100×8"), "{err}");
+    assert!(y.iter().all(|&v| v == 7.0));
 }
 
 /// Every strip runs exactly once, whatever the pool's size and whether the call comes from
@@ -220,7 +254,7 @@ fn every_strip_runs_once_on_any_pool() {
             .unwrap();
         assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1), "k {k}");
     }
-    let strips = WeightStrips::new(784, 128);
+    let strips = WeightStrips::at_most(784, 128, MAX_STRIPS);
     assert!(strips.count() > 2);
     let ran = AtomicUsize::new(0);
     let failing = |s: usize| {
