@@ -198,9 +198,8 @@ impl fmt::Display for Isa {
 /// be available on this CPU (checked by the caller).
 macro_rules! per_isa {
     ($module:ident, $simd:path, $scalar:path, ($($arg:ident: $ty:ty),* $(,)?)) => {
-        mod $module {
-            #[allow(unused_imports)]
-            use super::*;
+        $crate::dispatch::per_isa_x86!($module, (avx512, avx2), $simd, $scalar,
+            ($($arg: $ty),*), {
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f")]
             #[allow(clippy::too_many_arguments)]
@@ -213,43 +212,21 @@ macro_rules! per_isa {
             fn avx2($($arg: $ty),*) {
                 $simd($($arg),*)
             }
-            #[cfg(target_arch = "aarch64")]
-            #[target_feature(enable = "neon")]
-            #[allow(clippy::too_many_arguments)]
-            fn neon($($arg: $ty),*) {
-                $simd($($arg),*)
-            }
-
-            /// # Safety
-            /// `isa` is available on this CPU.
-            #[allow(clippy::too_many_arguments)]
-            #[inline]
-            pub(crate) unsafe fn run(isa: crate::Isa, $($arg: $ty),*) {
-                match isa {
-                    // SAFETY: the caller guarantees the CPU has the set's features.
-                    #[cfg(target_arch = "x86_64")]
-                    crate::Isa::Avx512 => unsafe { avx512($($arg),*) },
-                    // SAFETY: as above.
-                    #[cfg(target_arch = "x86_64")]
-                    crate::Isa::Avx2 => unsafe { avx2($($arg),*) },
-                    // SAFETY: as above.
-                    #[cfg(target_arch = "aarch64")]
-                    crate::Isa::Neon => unsafe { neon($($arg),*) },
-                    _ => $scalar($($arg),*),
-                }
-            }
-        }
+        });
     };
 }
-/// Defines module `$module` with one `unsafe fn run(isa, args…)` as the arm above, but x86's two
-/// paths run the given functions (`#[target_feature]` functions of their own sets, written in
-/// explicit vectors) instead of the portable body compiled for them.
+
+/// Defines module `$module` with one `unsafe fn run(isa, args…)` as [`per_isa`]'s, but x86's
+/// two paths run the given functions (`#[target_feature]` functions of their own sets: written
+/// in explicit vectors, or, from [`per_isa`], `$simd` compiled for each set and placed in the
+/// module with the optional `{ items }`).
 macro_rules! per_isa_x86 {
     ($module:ident, ($avx512:path, $avx2:path), $simd:path, $scalar:path,
-     ($($arg:ident: $ty:ty),* $(,)?)) => {
+     ($($arg:ident: $ty:ty),* $(,)?) $(, { $($item:item)* })?) => {
         mod $module {
             #[allow(unused_imports)]
             use super::*;
+            $($($item)*)?
             #[cfg(target_arch = "aarch64")]
             #[target_feature(enable = "neon")]
             #[allow(clippy::too_many_arguments)]

@@ -1,5 +1,6 @@
-//! Weights owned by threads: a weight matrix's rows cut into strips by its shape alone, and each
-//! strip's products and optimizer step run on the same thread of the pool at every call.
+//! Weights owned by threads: a weight matrix's rows cut into strips by its shape and the CPU
+//! alone, and each strip's products and optimizer step run on the same thread of the pool at
+//! every call.
 //!
 //! Why: a core that writes a cache line another core has just read waits for the other copy to
 //! be invalidated, and these waits do not overlap. On the 2-core Zen 4 VM this project is
@@ -17,9 +18,10 @@
 //! whole product. [`crate::optim::update_from_product`] runs its blocks of rows on the same
 //! owners.
 //!
-//! How many strips: as many as the logical CPUs that share the last-level cache (the CPU's own
-//! figure, from CPUID or sysfs: not the pool's size, nor the process's affinity), at most
-//! [`MAX_STRIPS`]. Each strip past the first costs a partial product as large as the output,
+//! How many strips: as many as the CPU reports logical processors sharing its last-level cache
+//! (CPUID's or sysfs's figure, an upper bound on some Intel parts: never the pool's size nor
+//! the process's affinity), at most [`MAX_STRIPS`]; [`MAX_STRIPS`] where no third level is
+//! reported (an L2 private to a core would leave one strip on a many-core machine). Each strip past the first costs a partial product as large as the output,
 //! written and read back: with eight strips on a 2-core Xeon VM, program B's forward (128 rows
 //! of 512, K = 784) summed seven of them at every step, and its epoch took 0.360 s against 0.334
 //! with two (program A's 0.158 against 0.149; medians of 3 interleaved runs, two threads).
@@ -35,17 +37,17 @@ use crate::scratch::STRIP_PARTIALS;
 use crate::shared::SharedOut;
 use crate::{Isa, MatMut, MatRef};
 
-/// The most strips a weight matrix is cut into, so that pools of up to this many threads all
-/// own a share; more strips would add partial products (and their sums) to every forward pass.
+/// The most strips a weight matrix is cut into on any machine: pools of up to
+/// [`machine_strips`] threads all own a share; more strips would add partial products (and
+/// their sums) to every forward pass.
 pub const MAX_STRIPS: usize = 8;
 
-/// The most strips on this machine: the logical CPUs sharing its last-level cache, from 1 to
-/// [`MAX_STRIPS`] (see the module documentation).
+/// The most strips on this machine: the logical processors the CPU reports sharing its L3,
+/// from 1 to [`MAX_STRIPS`], or [`MAX_STRIPS`] without an L3 (see the module documentation).
 pub fn machine_strips() -> usize {
-    let caches = crate::cpu::cache_info();
-    caches
+    crate::cpu::cache_info()
         .l3
-        .map_or(caches.l2.shared_by, |l3| l3.shared_by)
+        .map_or(MAX_STRIPS, |l3| l3.shared_by)
         .clamp(1, MAX_STRIPS)
 }
 
@@ -60,8 +62,9 @@ fn block_rows(k: usize, n: usize) -> usize {
     cache_rows.min(balance_rows).max(QUANTUM)
 }
 
-/// The strips of a `k × n` weight matrix's rows, and the blocks of rows they are made of: a
-/// function of the shape alone, so that every thread count computes the same blocks.
+/// The strips of a `k × n` weight matrix's rows, and the blocks of rows they are made of: the
+/// blocks a function of the shape alone, the strips of the shape and the CPU, so that every
+/// thread count computes the same ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WeightStrips {
     k: usize,

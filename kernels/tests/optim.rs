@@ -361,3 +361,41 @@ fn steps_do_not_depend_on_where_the_tensor_is_cut() {
         }
     }
 }
+
+/// At the ends of the range the vector steps give the exact loops' results: a second moment
+/// that overflows to +∞ (a gradient of 1e20: the weight does not move), an infinite gradient
+/// (NaN, as ∞/∞), a negative state (NaN, √ of it), a NaN gradient; Adam and RMSprop, every path
+/// against the portable one.
+#[test]
+fn steps_at_the_ends_of_the_range_are_the_exact_loops() {
+    let n = 37;
+    let mut g = data(n, 18);
+    let w0 = data(n, 19);
+    let mut v0: Vec<f32> = data(n, 20).iter().map(|x| x * x).collect();
+    (g[1], g[2], g[3], g[20], g[33]) = (1e20, f32::INFINITY, f32::NAN, -3e19, f32::NEG_INFINITY);
+    (v0[5], v0[21], v0[34]) = (-1e-3, f32::INFINITY, -0.0);
+    let m0 = data(n, 21);
+    let run = |isa: Isa| {
+        let opts = kernels::ExecOptions::with_isa(isa);
+        let (mut w, mut m, mut v) = (w0.clone(), m0.clone(), v0.clone());
+        adam_update(&opts, &mut w, &g, &mut m, &mut v, 1e-3, 0.9, 0.999, 1e-7).unwrap();
+        let (mut rw, mut rv) = (w0.clone(), v0.clone());
+        rmsprop_update(&opts, &mut rw, &g, &mut rv, 1e-3, 0.9, 1e-7).unwrap();
+        [w, m, v, rw, rv]
+    };
+    let exact = run(Isa::Scalar);
+    for isa in Isa::available() {
+        let got = run(isa);
+        for (what, (a, b)) in ["adam w", "adam m", "adam v", "rmsprop w", "rmsprop v"]
+            .iter()
+            .zip(got.iter().zip(&exact))
+        {
+            for i in 0..n {
+                let same = a[i] == b[i]
+                    || a[i].is_nan() && b[i].is_nan()
+                    || (a[i] as f64 - b[i] as f64).abs() <= 1e-6 * (1.0 + (b[i] as f64).abs());
+                assert!(same, "{isa} {what}[{i}]: {} vs exact {}", a[i], b[i]);
+            }
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! `owned`: the strips of a weight matrix (a partition of its rows, by its shape alone), the
+//! `owned`: the strips of a weight matrix (a partition of its rows, by its shape and the CPU), the
 //! strip runner (every strip once, on pools of any size) and `dense_forward` on every path
 //! against the f64 reference, bit for bit between one, two and three threads.
 
@@ -35,15 +35,38 @@ fn strips_partition(k: usize, n: usize) -> Result<(), TestCaseError> {
         next = rows.end;
     }
     prop_assert_eq!(next, k, "k {} n {}: the strips cover every row", k, n);
-    prop_assert_eq!(strips, WeightStrips::new(k, n), "a function of the shape");
+    prop_assert_eq!(
+        strips,
+        WeightStrips::new(k, n),
+        "a function of the shape (and CPU)"
+    );
     for most in 1..=MAX_STRIPS {
         let fewer = WeightStrips::at_most(k, n, most);
         prop_assert!(fewer.count() <= most, "k {} n {} most {}", k, n, most);
         prop_assert_eq!(fewer.count() == 0, k == 0);
-        if k > 0 {
-            prop_assert_eq!(fewer.rows(0).start, 0);
-            prop_assert_eq!(fewer.rows(fewer.count() - 1).end, k);
+        let mut next = 0;
+        for s in 0..fewer.count() {
+            let rows = fewer.rows(s);
+            prop_assert_eq!(
+                rows.start,
+                next,
+                "k {} n {} most {} strip {}",
+                k,
+                n,
+                most,
+                s
+            );
+            prop_assert!(
+                rows.end > rows.start,
+                "k {} n {} most {} strip {}",
+                k,
+                n,
+                most,
+                s
+            );
+            next = rows.end;
         }
+        prop_assert_eq!(next, k, "k {} n {} most {}: every row", k, n, most);
         // The machine's strips are one of these.
         if most == kernels::owned::machine_strips() {
             prop_assert_eq!(fewer, strips);
@@ -225,8 +248,15 @@ fn strips_of_another_shape_are_a_mismatch() {
 /// inside the pool or from outside it; the first error comes back and the other strips still run.
 #[test]
 fn every_strip_runs_once_on_any_pool() {
-    for k in [1, 24, 100, 784, 5408] {
-        let strips = WeightStrips::new(k, 128);
+    let shapes = [1, 24, 100, 784, 5408].into_iter().flat_map(|k| {
+        // This machine's strips, and eight (several per owner in pools of 2, 3 and 5).
+        [
+            WeightStrips::new(k, 128),
+            WeightStrips::at_most(k, 128, MAX_STRIPS),
+        ]
+    });
+    for strips in shapes {
+        let k = strips.rows(strips.count() - 1).end;
         for threads in [1, 2, 3, 5, 9] {
             for threading in [Threading::Rayon, Threading::Single] {
                 let runs: Vec<AtomicUsize> =

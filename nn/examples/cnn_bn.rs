@@ -40,7 +40,7 @@ fn main() -> nn::Result<()> {
         .add(Dense::new(10, Act::Softmax));
     let (epochs, batch) = (o.epochs.unwrap_or(5), 64);
     // One optimizer step per batch, the last batch of an epoch partial.
-    let steps = epochs * x_train.shape()[0].div_ceil(batch);
+    let steps = (epochs * x_train.shape()[0].div_ceil(batch)).max(1);
     let schedule = LearningRateSchedule::cosine_decay(1e-3, steps as u64);
     model.compile(
         Optimizer::adam().with_schedule(schedule),

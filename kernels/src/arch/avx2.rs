@@ -191,6 +191,11 @@ impl Vector for __m256 {
         unsafe { _mm256_cmp_ps::<_CMP_GT_OQ>(a, _mm256_setzero_ps()) }
     }
     #[inline(always)]
+    unsafe fn greater(a: Self, b: Self) -> __m256 {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_cmp_ps::<_CMP_GT_OQ>(a, b) }
+    }
+    #[inline(always)]
     unsafe fn chosen(take: __m256) -> u32 {
         // SAFETY: the caller's contract: the CPU has the instruction set.
         unsafe { (_mm256_movemask_ps(take) as u32).count_ones() }

@@ -156,6 +156,11 @@ impl Vector for __m512 {
         unsafe { _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, _mm512_setzero_ps()) }
     }
     #[inline(always)]
+    unsafe fn greater(a: Self, b: Self) -> __mmask16 {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, b) }
+    }
+    #[inline(always)]
     unsafe fn chosen(take: __mmask16) -> u32 {
         take.count_ones()
     }

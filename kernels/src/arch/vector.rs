@@ -75,6 +75,8 @@ pub(crate) trait Vector: Copy {
     unsafe fn same_offsets(a: Self::Offsets, b: Self::Offsets) -> Self::Choice;
     /// The lanes where `a > 0` (a NaN is not).
     unsafe fn positive(a: Self) -> Self::Choice;
+    /// The lanes where `a > b` (a NaN in either is not).
+    unsafe fn greater(a: Self, b: Self) -> Self::Choice;
     /// How many lanes `take` chose.
     unsafe fn chosen(take: Self::Choice) -> u32;
 

@@ -21,9 +21,10 @@ use crate::pool::Pool2d;
 use crate::Isa;
 
 /// One image of the fused training forward ([`super::batch_norm_max_pool_forward_training`]):
-/// its pooled output `yi` and argmax `ai`, as the portable `forward_image` (the same bits), where
-/// the channels are whole vectors of `isa` (16 or 32 on AVX-512; 8, 16, 24 or 32 on AVX2) and
-/// the activation is none or a ReLU; returns whether a vector path took it.
+/// its pooled output `yi` and argmax `ai`, as the portable `forward_image` (the same bits), for
+/// 8, 16, 24 or 32 channels (16 and 32 in AVX-512 registers, the others in AVX2's, also on an
+/// AVX-512 CPU that has AVX2 and FMA) under no activation or a ReLU; returns whether a vector
+/// path took it.
 ///
 /// # Safety
 /// This CPU has `isa`.
@@ -50,20 +51,27 @@ pub(super) unsafe fn forward_image(
             }
         };
     }
-    // SAFETY: (every arm) this CPU has `isa` (the caller's contract; an AVX-512 CPU has AVX2
-    // and FMA); the loop checks its slices.
+    let avx2 = isa == Isa::Avx2 || isa == Isa::Avx512 && has_avx2_fma();
+    // SAFETY: (every arm) this CPU has `isa` (the caller's contract), and AVX2 and FMA where an
+    // AVX2 arm runs (`avx2`); the loop checks its slices.
     unsafe {
         match (isa, p.channels) {
             (Isa::Avx512, 16) => go!(avx512, 1),
             (Isa::Avx512, 32) => go!(avx512, 2),
-            (Isa::Avx512 | Isa::Avx2, 8) => go!(avx2, 1),
+            (_, 8) if avx2 => go!(avx2, 1),
             (Isa::Avx2, 16) => go!(avx2, 2),
-            (Isa::Avx2, 24) => go!(avx2, 3),
+            (_, 24) if avx2 => go!(avx2, 3),
             (Isa::Avx2, 32) => go!(avx2, 4),
             _ => return false,
         }
     }
     true
+}
+
+/// Whether this CPU has AVX2 and FMA (every AVX-512 CPU made has; checked, not assumed, before
+/// an AVX2 loop runs on the AVX-512 path).
+fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 mod forward_entry {
@@ -76,7 +84,8 @@ mod forward_entry {
         yi: &mut [f32],
         ai: &mut [u32],
     ) {
-        forward_image_v::<__m512, NV, ACT>(p, img, affine, yi, ai)
+        // SAFETY: this function's target feature is the instruction set of `__m512`.
+        unsafe { forward_image_v::<__m512, NV, ACT>(p, img, affine, yi, ai) }
     }
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn avx2<const NV: usize, const ACT: u8>(
@@ -86,7 +95,8 @@ mod forward_entry {
         yi: &mut [f32],
         ai: &mut [u32],
     ) {
-        forward_image_v::<__m256, NV, ACT>(p, img, affine, yi, ai)
+        // SAFETY: this function's target features are the instruction set of `__m256`.
+        unsafe { forward_image_v::<__m256, NV, ACT>(p, img, affine, yi, ai) }
     }
 }
 
@@ -97,8 +107,11 @@ mod forward_entry {
 /// over by a larger value or the window's first NaN, window positions in the portable loop's
 /// order. Its first position seeds the maximum and is not compared again (a value never takes
 /// over from itself, nor anything from a NaN).
+///
+/// # Safety
+/// The CPU has `V`'s instruction set (the entry points above are compiled for it).
 #[inline(always)]
-fn forward_image_v<V: Vector, const NV: usize, const ACT: u8>(
+unsafe fn forward_image_v<V: Vector, const NV: usize, const ACT: u8>(
     p: &Pool2d,
     img: &[f32],
     Affine {
@@ -117,8 +130,8 @@ fn forward_image_v<V: Vector, const NV: usize, const ACT: u8>(
     assert!([mean, inv_std, gamma, beta].iter().all(|s| s.len() == c));
     let load = |s: &[f32], at: usize| -> V {
         let v = &s[at..at + lanes];
-        // SAFETY: `v` holds LANES floats; the instruction set is the caller's (this loop runs
-        // only inside the entry points above).
+        // SAFETY: `v` holds LANES floats; the CPU has the instruction set (this function's
+        // contract).
         unsafe { V::load(v.as_ptr()) }
     };
     // SAFETY: (every vector operation below) as in `load`.
@@ -194,8 +207,9 @@ pub(super) unsafe fn form_rows(
     let c = p.channels;
     let popcnt = std::arch::is_x86_feature_detected!("popcnt");
     let wide = isa == Isa::Avx512 && c.is_multiple_of(16) && popcnt;
-    // AVX-512 CPUs have AVX2, for channel counts that are whole 8-lane vectors only.
-    let narrow = matches!(isa, Isa::Avx512 | Isa::Avx2) && c.is_multiple_of(8) && popcnt;
+    // AVX-512 CPUs have AVX2 (checked), for channel counts that are whole 8-lane vectors only.
+    let narrow =
+        (isa == Isa::Avx2 || isa == Isa::Avx512 && has_avx2_fma()) && c.is_multiple_of(8) && popcnt;
     macro_rules! by_act {
         ($entry:ident) => {
             match act_code(pooled.act) {
@@ -206,8 +220,8 @@ pub(super) unsafe fn form_rows(
             }
         };
     }
-    // SAFETY: (both arms) this CPU has `isa` (the caller's contract; an AVX-512 CPU has AVX2
-    // and FMA), and popcnt was detected; the loops check their slices.
+    // SAFETY: (both arms) this CPU has `isa` (the caller's contract), AVX2 and FMA where the
+    // narrow arm runs (`narrow`), and popcnt; the loops check their slices.
     unsafe {
         if wide {
             Some(by_act!(avx512))
