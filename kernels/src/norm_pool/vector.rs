@@ -51,27 +51,20 @@ pub(super) unsafe fn forward_image(
             }
         };
     }
-    let avx2 = isa == Isa::Avx2 || isa == Isa::Avx512 && has_avx2_fma();
-    // SAFETY: (every arm) this CPU has `isa` (the caller's contract), and AVX2 and FMA where an
-    // AVX2 arm runs (`avx2`); the loop checks its slices.
+    // SAFETY: (every arm) this CPU has `isa` (the caller's contract), and the AVX-512 path's
+    // CPU AVX2 and FMA too (`Isa::Avx512` checks them); the loop checks its slices.
     unsafe {
         match (isa, p.channels) {
             (Isa::Avx512, 16) => go!(avx512, 1),
             (Isa::Avx512, 32) => go!(avx512, 2),
-            (_, 8) if avx2 => go!(avx2, 1),
+            (Isa::Avx512 | Isa::Avx2, 8) => go!(avx2, 1),
             (Isa::Avx2, 16) => go!(avx2, 2),
-            (_, 24) if avx2 => go!(avx2, 3),
+            (Isa::Avx512 | Isa::Avx2, 24) => go!(avx2, 3),
             (Isa::Avx2, 32) => go!(avx2, 4),
             _ => return false,
         }
     }
     true
-}
-
-/// Whether this CPU has AVX2 and FMA (every AVX-512 CPU made has; checked, not assumed, before
-/// an AVX2 loop runs on the AVX-512 path).
-fn has_avx2_fma() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 mod forward_entry {
@@ -207,9 +200,9 @@ pub(super) unsafe fn form_rows(
     let c = p.channels;
     let popcnt = std::arch::is_x86_feature_detected!("popcnt");
     let wide = isa == Isa::Avx512 && c.is_multiple_of(16) && popcnt;
-    // AVX-512 CPUs have AVX2 (checked), for channel counts that are whole 8-lane vectors only.
-    let narrow =
-        (isa == Isa::Avx2 || isa == Isa::Avx512 && has_avx2_fma()) && c.is_multiple_of(8) && popcnt;
+    // The AVX-512 path's CPU has AVX2 (`Isa::Avx512` checks it), for channel counts that are
+    // whole 8-lane vectors only.
+    let narrow = matches!(isa, Isa::Avx512 | Isa::Avx2) && c.is_multiple_of(8) && popcnt;
     macro_rules! by_act {
         ($entry:ident) => {
             match act_code(pooled.act) {
@@ -220,8 +213,8 @@ pub(super) unsafe fn form_rows(
             }
         };
     }
-    // SAFETY: (both arms) this CPU has `isa` (the caller's contract), AVX2 and FMA where the
-    // narrow arm runs (`narrow`), and popcnt; the loops check their slices.
+    // SAFETY: (both arms) this CPU has `isa` (the caller's contract; on the AVX-512 path AVX2
+    // and FMA too), and popcnt; the loops check their slices.
     unsafe {
         if wide {
             Some(by_act!(avx512))
