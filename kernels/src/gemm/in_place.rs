@@ -570,9 +570,10 @@ fn plain_tiles<const EDGE: bool>(
     let b = prob.b;
     let (m, n) = (band.rows.1, band.cols.1);
     let mut i = band.rows.0;
-    // The next row tile's block of A, fetched while this one computes: A read in place by a
-    // tile is MR runs of the slice's K floats, each too short for the hardware's stream
-    // prefetchers to get going before the tile moves on (a convolution's im2col A, 25088×144
+    // The next row tile's block of A, fetched while this one computes: A (stored by rows, see
+    // `prefetch_rows_of_a`) read in place by a tile is MR runs of the slice's K floats, each
+    // too short for the hardware's stream prefetchers to get going before the tile moves on
+    // (a convolution's im2col A, 25088×144
     // by 32 columns: 54 → 80 GFLOP/s on one Zen 4 thread, 104 → 160 on two; 18432×288×32 69 →
     // 76 and 129 → 144; 128×784×512 93 → 100 and 190 → 213). Not below 64 floats: over short
     // slices the prefetches cost more than they save (21632×32×9 54 → 50, 95 → 74 on two
