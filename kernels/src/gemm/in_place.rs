@@ -54,7 +54,7 @@ const FEW_PANELS: usize = 4;
 /// two Zen 4 threads, where split it runs at 170.
 pub(crate) fn gemm_small(isa: Isa, prob: &Problem<'_>) -> bool {
     let (m, n, k) = (prob.m, prob.n, prob.k);
-    if m > SMALL || n > SMALL || k > SMALL || pays_for_two_hand_offs(m, n, k, awake_cost()) {
+    if m > SMALL || n > SMALL || k > SMALL || hand_offs_worth(m, n, k, awake_cost()) >= 2 {
         return false;
     }
     if prob.b.cs != 1 && prob.b.rs == 1 {
@@ -225,13 +225,6 @@ fn in_place_tile(isa: Isa, prob: &Problem<'_>) -> Option<&'static SmallTile> {
 /// up, it is worth splitting.
 pub(super) fn hand_offs_worth(m: usize, n: usize, k: usize, fork_cost: f64) -> usize {
     ((m * n * k) as f64 / fork_cost) as usize
-}
-
-/// `hand_offs_worth(m, n, k, fork_cost) >= 2` without the division: every small product asks,
-/// and the division and its conversion were 4 % of a 16³ product's time in a profile (one Zen 4
-/// thread).
-fn pays_for_two_hand_offs(m: usize, n: usize, k: usize, fork_cost: f64) -> bool {
-    (m * n * k) as f64 >= 2.0 * fork_cost
 }
 
 /// How C is cut among threads: `bands` bands of whole tiles, along the rows (or, for a C of
@@ -573,12 +566,12 @@ fn plain_tiles<const EDGE: bool>(
     // The next row tile's block of A, fetched while this one computes: A (stored by rows, see
     // `prefetch_rows_of_a`) read in place by a tile is MR runs of the slice's K floats, each
     // too short for the hardware's stream prefetchers to get going before the tile moves on
-    // (a convolution's im2col A, 25088×144
-    // by 32 columns: 54 → 80 GFLOP/s on one Zen 4 thread, 104 → 160 on two; 18432×288×32 69 →
-    // 76 and 129 → 144; 128×784×512 93 → 100 and 190 → 213). Not below 64 floats: over short
-    // slices the prefetches cost more than they save (21632×32×9 54 → 50, 95 → 74 on two
-    // threads), and one-thread 1000×5408×128, rows of 512 floats per slice, lost 6 %. Only
-    // where such bursts of prefetches pay ([`prefetch_bursts_pay`]: Zen, not Intel).
+    // (a convolution's im2col A, 25088×144 by 32 columns: 54 → 80 GFLOP/s on one Zen 4
+    // thread, 104 → 160 on two; 18432×288×32 69 → 76 and 129 → 144; 128×784×512 93 → 100 and
+    // 190 → 213). Not below 64 floats: over short slices the prefetches cost more than they
+    // save (21632×32×9 54 → 50, 95 → 74 on two threads), and one-thread 1000×5408×128, rows
+    // of 512 floats per slice, lost 6 %. Only where such bursts of prefetches pay
+    // ([`prefetch_bursts_pay`]: Zen, not Intel).
     let fetch_ahead = EDGE && kb >= PREFETCH_A_MIN_K && prefetch_bursts_pay();
     while i < m {
         let rows = mr.min(m - i);
