@@ -160,6 +160,15 @@ fn bias_act_body(act: Activation, row: &mut [f32], bias: RowBias<'_>) {
     }
 }
 
+/// [`bias_act_body`] over each row of `block` (whole rows of `cols` floats, one after
+/// another), the bias per column.
+#[inline(always)]
+fn bias_act_rows_body(act: Activation, block: &mut [f32], cols: usize, bias: Option<&[f32]>) {
+    for row in block.chunks_exact_mut(cols) {
+        bias_act_body(act, row, bias.map_or(RowBias::None, RowBias::Each));
+    }
+}
+
 /// `dy[i] ← dy[i]·act'(x_i)`, with the derivative written through the output `y[i]`.
 #[inline(always)]
 fn backward_body(act: Activation, y: &[f32], dy: &mut [f32]) {
@@ -216,6 +225,8 @@ fn backward_into_body(act: Activation, y: &[f32], dy: &[f32], dx: &mut [f32]) {
 
 crate::dispatch::per_isa!(bias_act_loops, bias_act_body, bias_act_body,
     (act: Activation, row: &mut [f32], bias: RowBias<'_>));
+crate::dispatch::per_isa!(bias_act_rows_loops, bias_act_rows_body, bias_act_rows_body,
+    (act: Activation, block: &mut [f32], cols: usize, bias: Option<&[f32]>));
 crate::dispatch::per_isa!(forward_into_loops, forward_into_body, forward_into_body,
     (act: Activation, x: &[f32], y: &mut [f32]));
 crate::dispatch::per_isa!(backward_into_loops, backward_into_body, backward_into_body,
@@ -231,6 +242,25 @@ crate::dispatch::per_isa!(backward_loops, backward_body, backward_body,
 pub(crate) unsafe fn bias_act_row(isa: Isa, act: Activation, row: &mut [f32], bias: RowBias<'_>) {
     // SAFETY: the caller's contract.
     unsafe { bias_act_loops::run(isa, act, row, bias) }
+}
+
+/// [`bias_act_row`] over every row of `block` (rows of `cols` floats one after another, `bias`
+/// per column), dispatched once for the block: once per row, the dispatch and call cost ~9 ns
+/// a row against a fraction of that for 32 floats' additions (8 % of a 13×13×16 → 32
+/// convolution's forward pass in a profile on one Zen 4 thread).
+///
+/// # Safety
+/// `isa` is available on this CPU.
+#[inline]
+pub(crate) unsafe fn bias_act_rows(
+    isa: Isa,
+    act: Activation,
+    block: &mut [f32],
+    cols: usize,
+    bias: Option<&[f32]>,
+) {
+    // SAFETY: the caller's contract.
+    unsafe { bias_act_rows_loops::run(isa, act, block, cols, bias) }
 }
 
 /// `y[r][j] ← act(y[r][j] + bias[j])` over the row-major matrix `y` of `cols` columns, in place
@@ -262,13 +292,8 @@ pub fn bias_activation(
         }
     }
     let isa = Isa::resolve(opts.isa)?;
-    let rows = |block: &mut [f32]| {
-        for row in block.chunks_exact_mut(cols) {
-            let rb = bias.map_or(RowBias::None, RowBias::Each);
-            // SAFETY: `resolve` checked that this CPU has `isa`'s features.
-            unsafe { bias_act_row(isa, act, row, rb) };
-        }
-    };
+    // SAFETY: `resolve` checked that this CPU has `isa`'s features.
+    let rows = |block: &mut [f32]| unsafe { bias_act_rows(isa, act, block, cols, bias) };
     if in_pieces(opts, y.len()) {
         for_each_piece(
             opts.threading,

@@ -2,7 +2,7 @@
 //! slice was accumulated, while the tile is still in L1 — so a Dense or Conv2D forward pass is one
 //! pass over its output instead of three.
 
-use crate::activation::{bias_act_row, Activation, RowBias};
+use crate::activation::{bias_act_row, bias_act_rows, Activation, RowBias};
 use crate::Isa;
 
 /// A bias vector added to the product before the activation, as [`crate::gemm_fused`] takes it.
@@ -66,6 +66,19 @@ impl Epilogue<'_> {
         (i, j): (usize, usize),
         (rows, cols): (usize, usize),
     ) {
+        // Rows one after another (a tile as wide as C): one call for the block.
+        if cs == 1 && rs == cols && rows > 0 && !matches!(self.bias, Bias::PerRow(_)) {
+            // SAFETY: the block's rows are contiguous, so its `rows · cols` elements are one
+            // run, valid and exclusively ours (caller's contract).
+            let block = unsafe { std::slice::from_raw_parts_mut(c, rows * cols) };
+            let bias = match self.bias {
+                Bias::PerColumn(b) => Some(&b[j..j + cols]),
+                _ => None,
+            };
+            // SAFETY: the caller guarantees `isa` is available.
+            unsafe { bias_act_rows(self.isa, self.activation, block, cols, bias) };
+            return;
+        }
         for r in 0..rows {
             // SAFETY: row r of the block lies inside C (caller's contract).
             let start = unsafe { c.add(r * rs) };
