@@ -12,7 +12,9 @@
 //! `pixels × out_c` matrix, `y = col·w` where row p of `col` is the patch of input under output
 //! pixel p (im2col). With 8 or more input channels the forward pass never stores `col` at all:
 //! with stride 1 and at most 32 output channels it reads the input in place, one GEMM per kernel
-//! row over shifted views of a padded copy (module `shifted`); otherwise the GEMM packs its
+//! row over shifted views of a padded copy (module `shifted`) — on AVX2 and AVX-512 one tile
+//! over all the kernel rows' views, each output pixel's sum in registers (module `taps`);
+//! otherwise the GEMM packs its
 //! blocks straight from the input (`Im2colPacker`). With fewer channels `col` is
 //! never built whole: the work is cut into tasks of whole images (the
 //! cut depends on the batch only, never on the thread count) and each task walks its pixels in
@@ -47,6 +49,7 @@ mod im2col;
 pub(crate) mod pooled_grads;
 mod shape;
 mod shifted;
+mod taps;
 
 pub(crate) use im2col::Plan;
 use im2col::{col2im_add, im2col_chunks, Im2colPacker, PixelWalk};

@@ -160,6 +160,56 @@ proptest! {
     }
 }
 
+/// Stride-1 layers over 8 or more input channels: the shifted paths, and the forward pass's
+/// taps tiles (output pixels crossing image rows, partial tiles of rows and of channels, one
+/// to five kernel rows as taps, 'same' through a padded copy and 'valid' in place).
+fn stride_one_shape() -> impl Strategy<Value = Conv2d> {
+    (
+        1usize..4,
+        (1usize..6, 1usize..6),
+        (4usize..15, 4usize..15),
+        prop_oneof![Just(8usize), Just(13usize), Just(16usize), Just(24usize)],
+        prop_oneof![1usize..10, 15usize..18, 30usize..33],
+        any::<bool>(),
+    )
+        .prop_map(|(batch, (kh, kw), (in_h, in_w), in_c, out_c, same)| {
+            let padding = if same { Padding::Same } else { Padding::Valid };
+            let (kh, kw) = if same {
+                (kh, kw)
+            } else {
+                (kh.min(in_h), kw.min(in_w))
+            };
+            Conv2d {
+                batch,
+                in_h,
+                in_w,
+                in_c,
+                out_c,
+                kernel_h: kh,
+                kernel_w: kw,
+                stride_h: 1,
+                stride_w: 1,
+                padding,
+            }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+    #[test]
+    fn stride_one_convolutions_match_the_definition_on_every_path(
+        s in stride_one_shape(),
+        act in 0usize..4,
+        with_bias: bool,
+        seed: u64,
+    ) {
+        let act = [Activation::Identity, Activation::Relu, Activation::Sigmoid, Activation::Tanh][act];
+        for path in Path::all() {
+            check_conv(s, path, act, with_bias, seed).map_err(TestCaseError::fail)?;
+        }
+    }
+}
+
 /// The shapes the benchmarks and the reference CNN use, including a batch larger than the task
 /// count and a patch larger than one im2col chunk's row budget.
 #[test]

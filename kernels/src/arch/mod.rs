@@ -157,3 +157,27 @@ pub(crate) type StridedAKernelFn = unsafe fn(
     rows: usize,
     cols: usize,
 );
+
+/// A microkernel over a sum of shifted views of one matrix, K in `taps.len()` segments of
+/// `tap_k`: C ← Σₜ A(taps[t])·B(t), row `i` of view `t` being the `tap_k` consecutive floats at
+/// `a + taps[t] + a_rows[i]`, and B(t) rows `t·tap_k ..` of B; C written, never read. The
+/// accumulators stay in registers across the segments, and the rows may lie anywhere (a
+/// convolution's output pixels, each row's wrapped pixels left out, with its kernel rows as
+/// the taps).
+///
+/// # Safety
+/// `1 ≤ a_rows.len() ≤` the kernel's MR; `a + taps[t] + a_rows[i] + p` readable for every
+/// `t`, `i` and `p < tap_k`; `b` readable for `cols` floats at each of `b + p·rsb`, `p <
+/// taps.len()·tap_k`; `c` writable for `a_rows.len()` rows of `cols ≤ NR` floats at row stride
+/// `rsc`, none of them read; the CPU has the kernel's instruction-set features.
+pub(crate) type TapsKernelFn = unsafe fn(
+    a: *const f32,
+    a_rows: &[usize],
+    taps: &[usize],
+    tap_k: usize,
+    b: *const f32,
+    rsb: usize,
+    c: *mut f32,
+    rsc: usize,
+    cols: usize,
+);

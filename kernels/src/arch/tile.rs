@@ -115,6 +115,35 @@ macro_rules! microkernels {
                 )
             }
         }
+
+        #[doc = concat!("The ", $name, " tile over shifted views of A, K in segments; contract in")]
+        /// [`crate::arch::TapsKernelFn`].
+        ///
+        /// # Safety
+        #[doc = concat!("As [`crate::arch::TapsKernelFn`]; the CPU must have ", $name, ".")]
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn kernel_taps<const MR: usize, const NV: usize>(
+            a: *const f32,
+            a_rows: &[usize],
+            taps: &[usize],
+            tap_k: usize,
+            b: *const f32,
+            rsb: usize,
+            c: *mut f32,
+            rsc: usize,
+            cols: usize,
+        ) {
+            let rows = a_rows.len();
+            // Rows past `rows` repeat the last one: read inside A, computed, never stored.
+            let offsets = std::array::from_fn(|i| a_rows[i.min(rows - 1)]);
+            // SAFETY: forwarded from this function's contract.
+            unsafe {
+                $crate::arch::tile::taps_tile::<$vector, MR, NV>(
+                    a, offsets, taps, tap_k, b, rsb, c, rsc, rows, cols,
+                )
+            }
+        }
     };
 }
 
@@ -217,18 +246,19 @@ pub(crate) unsafe fn tile<V: Vector, const MR: usize, const NV: usize, const PAC
     // SAFETY: forwarded from this function's contract.
     let acc = unsafe {
         let fetch_c = c_ahead.then_some(&fetch_c);
+        let zero = [[V::zero(); NV]; MR];
         match (cols == NV * V::LANES, prefetch_b) {
             (true, false) => {
-                accumulate::<V, MR, NV, true, PACKED, false, _>(k, a, b, rsb, &masks, fetch_c)
+                accumulate::<V, MR, NV, true, PACKED, false, _>(k, a, b, rsb, &masks, fetch_c, zero)
             }
-            (false, false) => {
-                accumulate::<V, MR, NV, false, PACKED, false, _>(k, a, b, rsb, &masks, fetch_c)
-            }
+            (false, false) => accumulate::<V, MR, NV, false, PACKED, false, _>(
+                k, a, b, rsb, &masks, fetch_c, zero,
+            ),
             (true, true) => {
-                accumulate::<V, MR, NV, true, PACKED, true, _>(k, a, b, rsb, &masks, fetch_c)
+                accumulate::<V, MR, NV, true, PACKED, true, _>(k, a, b, rsb, &masks, fetch_c, zero)
             }
             (false, true) => {
-                accumulate::<V, MR, NV, false, PACKED, true, _>(k, a, b, rsb, &masks, fetch_c)
+                accumulate::<V, MR, NV, false, PACKED, true, _>(k, a, b, rsb, &masks, fetch_c, zero)
             }
         }
     };
@@ -248,6 +278,76 @@ pub(crate) unsafe fn tile<V: Vector, const MR: usize, const NV: usize, const PAC
             }
         }
     }
+}
+
+/// One tile over shifted views ([`super::TapsKernelFn`]): row `i` of view `t` at `a + taps[t] +
+/// a_rows[i]`, the accumulators carried from view to view and stored once. Rows of at most
+/// [`HALF`], all addressed from the one base.
+///
+/// # Safety
+/// As [`super::TapsKernelFn`], with `a_rows` the tile's MR row offsets (rows past `rows`
+/// repeating a live one); the CPU has `V`'s instruction set.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) unsafe fn taps_tile<V: Vector, const MR: usize, const NV: usize>(
+    a: *const f32,
+    a_rows: [usize; MR],
+    taps: &[usize],
+    tap_k: usize,
+    b: *const f32,
+    rsb: usize,
+    c: *mut f32,
+    rsc: usize,
+    rows: usize,
+    cols: usize,
+) {
+    const { assert!(MR <= HALF, "one base addresses every row") };
+    // SAFETY: register arithmetic on a CPU with V's instruction set (caller's contract).
+    let masks: [V::Mask; NV] =
+        std::array::from_fn(|v| unsafe { V::mask(cols.saturating_sub(V::LANES * v)) });
+    /// The views in turn, every lane of B live (`FULL`) or masked.
+    ///
+    /// # Safety
+    /// As [`taps_tile`].
+    #[inline(always)]
+    unsafe fn views<V: Vector, const MR: usize, const NV: usize, const FULL: bool>(
+        a: *const f32,
+        a_rows: [usize; MR],
+        taps: &[usize],
+        tap_k: usize,
+        (b, rsb): (*const f32, usize),
+        masks: &[V::Mask; NV],
+    ) -> [[V; NV]; MR] {
+        // SAFETY: register arithmetic (caller's contract: the CPU has V's instruction set).
+        let mut acc = [[unsafe { V::zero() }; NV]; MR];
+        for (t, &tap) in taps.iter().enumerate() {
+            // SAFETY: view t's rows are readable for tap_k floats at a + tap + a_rows[i], and
+            // B's rows t·tap_k .. (t + 1)·tap_k for the masks' live lanes (caller's contract).
+            acc = unsafe {
+                let at = a.add(tap);
+                accumulate::<V, MR, NV, FULL, false, false, fn()>(
+                    tap_k,
+                    (at, at, a_rows, 1),
+                    b.add(t * tap_k * rsb),
+                    rsb,
+                    masks,
+                    None,
+                    acc,
+                )
+            };
+        }
+        acc
+    }
+    // SAFETY: forwarded from this function's contract.
+    let acc = unsafe {
+        if cols == NV * V::LANES {
+            views::<V, MR, NV, true>(a, a_rows, taps, tap_k, (b, rsb), &masks)
+        } else {
+            views::<V, MR, NV, false>(a, a_rows, taps, tap_k, (b, rsb), &masks)
+        }
+    };
+    // SAFETY: rows 0..rows of C have the masks' live floats writable (caller's contract).
+    unsafe { store::<V, MR, NV, true, true>(&acc, 1.0, 0.0, c, rsc, rows, &masks) }
 }
 
 /// C ← alpha·acc + beta·C over the tile's first `rows` rows, the masked lanes untouched;
@@ -307,7 +407,7 @@ unsafe fn store<
     }
 }
 
-/// The k loop: Σₚ A[i][p]·B[p][..] into MR × NV accumulators. With `FULL` every lane of B is
+/// The k loop: Σₚ A[i][p]·B[p][..] added to the MR × NV accumulators `acc`. With `FULL` every lane of B is
 /// live and plain loads are used; otherwise masked ones (chosen once per tile, not per step).
 /// `fetch_c` (packed A only) runs [`C_AHEAD_STEPS`] steps before the end, or first where the
 /// loop is shorter.
@@ -330,9 +430,8 @@ unsafe fn accumulate<
     rsb: usize,
     masks: &[V::Mask; NV],
     fetch_c: Option<&FetchC>,
+    mut acc: [[V; NV]; MR],
 ) -> [[V; NV]; MR] {
-    // SAFETY: register arithmetic (caller's contract: the CPU has V's instruction set).
-    let mut acc = [[unsafe { V::zero() }; NV]; MR];
     let (mut a, mut a_hi, mut b) = (a, a_hi, b);
     // One step of k: NV vectors of B's row, MR broadcasts of A's column, MR·NV FMAs; A's
     // pointers advance `$a_step` floats.

@@ -29,7 +29,9 @@
 //! pixels are then copied out. Against the implicit im2col, which packs every A element the
 //! tiles then use for only `out_c` multiply-adds (41 % of the implicit path's time at 32
 //! channels), nothing is packed (figures at [`MAX_FORWARD_OUT_C`]). C is read and written once
-//! per kernel row, and the wrapped pixels cost `(kw − 1)/wp` more multiply-adds.
+//! per kernel row, and the wrapped pixels cost `(kw − 1)/wp` more multiply-adds. On AVX2 and
+//! AVX-512 the forward pass takes the kernel rows as taps of one tile instead (module `taps`):
+//! C stored once, the wrapped pixels not computed, nothing copied out.
 
 use super::Conv2d;
 use crate::activation::Activation;
@@ -106,6 +108,22 @@ pub(super) fn forward(
     let band = band_rows(s);
     let image_in = s.in_h * s.in_w * c;
     let image_out = s.out_pixels() * oc;
+    if let Some(tile) = super::taps::tile_for(crate::Isa::resolve(inner.isa)?, s) {
+        let xp_max = input_scratch_len(s, band);
+        return COL.with(xp_max, xp_max, |xp| {
+            for (i, n) in images_of(s, &pixels).enumerate() {
+                let x_image = &x[n * image_in..][..image_in];
+                let y_image = &mut y_part[i * image_out..][..image_out];
+                for r0 in (0..s.out_h()).step_by(band) {
+                    let rows = band.min(s.out_h() - r0);
+                    let xp = band_input(s, x_image, (r0, rows), xp);
+                    let y_band = &mut y_image[r0 * ow * oc..][..rows * ow * oc];
+                    super::taps::forward_band(&tile, s, wp, xp, rows, w, (bias, act), y_band);
+                }
+            }
+            Ok(())
+        });
+    }
     let row_len = s.kernel_w * c;
     let (xp_max, yp_max) = (input_scratch_len(s, band), band * wp * oc);
     COL.with(xp_max + yp_max, xp_max + yp_max, |buf| {
