@@ -259,6 +259,14 @@ fn training_shapes_match_the_definition() {
         Conv2d::square(5, (13, 13, 16), 32, 3, Padding::Valid),
         Conv2d::square(3, (14, 14, 32), 32, 3, Padding::Same),
         Conv2d::square(1, (300, 20, 32), 16, 3, Padding::Valid),
+        // A band of more output rows than a weight-gradient taps tile sums in its registers
+        // (68 of 64), and a tall taps kernel (more rows than the taps path takes: the general
+        // one).
+        Conv2d::square(2, (70, 6, 8), 4, 3, Padding::Valid),
+        Conv2d {
+            kernel_h: 17,
+            ..Conv2d::square(1, (20, 12, 16), 8, 3, Padding::Same)
+        },
         // Bands wholly in kernel row 0's padding rows (fewer input rows than it reaches).
         Conv2d::square(2, (1, 16, 16), 16, 3, Padding::Same),
         Conv2d::square(1, (3, 40, 16), 16, 7, Padding::Same),

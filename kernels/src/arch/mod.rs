@@ -158,25 +158,26 @@ pub(crate) type StridedAKernelFn = unsafe fn(
     cols: usize,
 );
 
-/// A microkernel over a sum of shifted views of one matrix, K in `taps.len()` segments of
-/// `tap_k`: C ← Σₜ A(taps[t])·B(t), row `i` of view `t` being the `tap_k` consecutive floats at
-/// `a + taps[t] + a_rows[i]`, and B(t) rows `t·tap_k ..` of B; C written, never read. The
-/// accumulators stay in registers across the segments, and the rows may lie anywhere (a
-/// convolution's output pixels, each row's wrapped pixels left out, with its kernel rows as
-/// the taps).
+/// A microkernel over a sum of products of segments of K: C ← Σₜ A(t)·B(t) + beta·C, where
+/// segment `t = (a_off, b_off)` of `taps` is `tap_k` deep, A(t)'s row `i` has its elements at
+/// `a + a_off + a_rows[i] + p·a_step` and B(t)'s row `p` at `b + b_off + p·rsb`. The
+/// accumulators stay in registers across the segments, and A's rows may lie anywhere: a
+/// convolution's kernel rows as the segments over the shifted views of its input (rows the
+/// output pixels, each row's wrapped pixels left out), or its output rows as the segments of
+/// a weight gradient's K.
 ///
 /// # Safety
-/// `1 ≤ a_rows.len() ≤` the kernel's MR; `a + taps[t] + a_rows[i] + p` readable for every
-/// `t`, `i` and `p < tap_k`; `b` readable for `cols` floats at each of `b + p·rsb`, `p <
-/// taps.len()·tap_k`; `c` writable for `a_rows.len()` rows of `cols ≤ NR` floats at row stride
-/// `rsc`, none of them read; the CPU has the kernel's instruction-set features.
+/// `1 ≤ a_rows.len() ≤` the kernel's MR; every element named above readable for `i <
+/// a_rows.len()`, `p < tap_k`, and B's for `cols` floats; `c` readable (unless `beta` is 0)
+/// and writable for `a_rows.len()` rows of `cols ≤ NR` floats at row stride `rsc`, none of
+/// them among those read; the CPU has the kernel's instruction-set features.
 pub(crate) type TapsKernelFn = unsafe fn(
-    a: *const f32,
-    a_rows: &[usize],
-    taps: &[usize],
+    a: (*const f32, &[usize], usize),
+    taps: &[(usize, usize)],
     tap_k: usize,
     b: *const f32,
     rsb: usize,
+    beta: f32,
     c: *mut f32,
     rsc: usize,
     cols: usize,

@@ -124,12 +124,12 @@ macro_rules! microkernels {
         #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = $features)]
         pub(crate) unsafe fn kernel_taps<const MR: usize, const NV: usize>(
-            a: *const f32,
-            a_rows: &[usize],
-            taps: &[usize],
+            (a, a_rows, a_step): (*const f32, &[usize], usize),
+            taps: &[(usize, usize)],
             tap_k: usize,
             b: *const f32,
             rsb: usize,
+            beta: f32,
             c: *mut f32,
             rsc: usize,
             cols: usize,
@@ -140,7 +140,14 @@ macro_rules! microkernels {
             // SAFETY: forwarded from this function's contract.
             unsafe {
                 $crate::arch::tile::taps_tile::<$vector, MR, NV>(
-                    a, offsets, taps, tap_k, b, rsb, c, rsc, rows, cols,
+                    (a, offsets, a_step),
+                    taps,
+                    tap_k,
+                    (b, rsb),
+                    beta,
+                    (c, rsc),
+                    rows,
+                    cols,
                 )
             }
         }
@@ -280,9 +287,10 @@ pub(crate) unsafe fn tile<V: Vector, const MR: usize, const NV: usize, const PAC
     }
 }
 
-/// One tile over shifted views ([`super::TapsKernelFn`]): row `i` of view `t` at `a + taps[t] +
-/// a_rows[i]`, the accumulators carried from view to view and stored once. Rows of at most
-/// [`HALF`], all addressed from the one base.
+/// One tile over segments of K ([`super::TapsKernelFn`]): segment `(a_off, b_off)`'s A rows at
+/// `a + a_off + a_rows[i]`, stepping `a_step` a step of k, its B at `b + b_off`; the
+/// accumulators carried from segment to segment and stored once. Rows of at most [`HALF`], all
+/// addressed from the one base.
 ///
 /// # Safety
 /// As [`super::TapsKernelFn`], with `a_rows` the tile's MR row offsets (rows past `rows`
@@ -290,14 +298,12 @@ pub(crate) unsafe fn tile<V: Vector, const MR: usize, const NV: usize, const PAC
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(crate) unsafe fn taps_tile<V: Vector, const MR: usize, const NV: usize>(
-    a: *const f32,
-    a_rows: [usize; MR],
-    taps: &[usize],
+    (a, a_rows, a_step): (*const f32, [usize; MR], usize),
+    taps: &[(usize, usize)],
     tap_k: usize,
-    b: *const f32,
-    rsb: usize,
-    c: *mut f32,
-    rsc: usize,
+    (b, rsb): (*const f32, usize),
+    beta: f32,
+    (c, rsc): (*mut f32, usize),
     rows: usize,
     cols: usize,
 ) {
@@ -305,30 +311,30 @@ pub(crate) unsafe fn taps_tile<V: Vector, const MR: usize, const NV: usize>(
     // SAFETY: register arithmetic on a CPU with V's instruction set (caller's contract).
     let masks: [V::Mask; NV] =
         std::array::from_fn(|v| unsafe { V::mask(cols.saturating_sub(V::LANES * v)) });
-    /// The views in turn, every lane of B live (`FULL`) or masked.
+    /// The segments in turn, every lane of B live (`FULL`) or masked.
     ///
     /// # Safety
     /// As [`taps_tile`].
     #[inline(always)]
-    unsafe fn views<V: Vector, const MR: usize, const NV: usize, const FULL: bool>(
-        a: *const f32,
-        a_rows: [usize; MR],
-        taps: &[usize],
+    unsafe fn segments<V: Vector, const MR: usize, const NV: usize, const FULL: bool>(
+        (a, a_rows, a_step): (*const f32, [usize; MR], usize),
+        taps: &[(usize, usize)],
         tap_k: usize,
         (b, rsb): (*const f32, usize),
         masks: &[V::Mask; NV],
     ) -> [[V; NV]; MR] {
         // SAFETY: register arithmetic (caller's contract: the CPU has V's instruction set).
         let mut acc = [[unsafe { V::zero() }; NV]; MR];
-        for (t, &tap) in taps.iter().enumerate() {
-            // SAFETY: view t's rows are readable for tap_k floats at a + tap + a_rows[i], and
-            // B's rows t·tap_k .. (t + 1)·tap_k for the masks' live lanes (caller's contract).
+        for &(a_off, b_off) in taps {
+            // SAFETY: the segment's A rows are readable for tap_k steps of a_step at a + a_off
+            // + a_rows[i], its B rows at b + b_off for the masks' live lanes (caller's
+            // contract).
             acc = unsafe {
-                let at = a.add(tap);
+                let at = a.add(a_off);
                 accumulate::<V, MR, NV, FULL, false, false, fn()>(
                     tap_k,
-                    (at, at, a_rows, 1),
-                    b.add(t * tap_k * rsb),
+                    (at, at, a_rows, a_step),
+                    b.add(b_off),
                     rsb,
                     masks,
                     None,
@@ -340,14 +346,22 @@ pub(crate) unsafe fn taps_tile<V: Vector, const MR: usize, const NV: usize>(
     }
     // SAFETY: forwarded from this function's contract.
     let acc = unsafe {
+        let a = (a, a_rows, a_step);
         if cols == NV * V::LANES {
-            views::<V, MR, NV, true>(a, a_rows, taps, tap_k, (b, rsb), &masks)
+            segments::<V, MR, NV, true>(a, taps, tap_k, (b, rsb), &masks)
         } else {
-            views::<V, MR, NV, false>(a, a_rows, taps, tap_k, (b, rsb), &masks)
+            segments::<V, MR, NV, false>(a, taps, tap_k, (b, rsb), &masks)
         }
     };
-    // SAFETY: rows 0..rows of C have the masks' live floats writable (caller's contract).
-    unsafe { store::<V, MR, NV, true, true>(&acc, 1.0, 0.0, c, rsc, rows, &masks) }
+    // SAFETY: rows 0..rows of C have the masks' live floats writable, and readable where beta
+    // is not 0 (caller's contract).
+    unsafe {
+        if beta == 0.0 {
+            store::<V, MR, NV, true, true>(&acc, 1.0, beta, c, rsc, rows, &masks)
+        } else {
+            store::<V, MR, NV, true, false>(&acc, 1.0, beta, c, rsc, rows, &masks)
+        }
+    }
 }
 
 /// C ← alpha·acc + beta·C over the tile's first `rows` rows, the masked lanes untouched;

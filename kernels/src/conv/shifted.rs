@@ -31,7 +31,10 @@
 //! channels), nothing is packed (figures at [`MAX_FORWARD_OUT_C`]). C is read and written once
 //! per kernel row, and the wrapped pixels cost `(kw − 1)/wp` more multiply-adds. On AVX2 and
 //! AVX-512 the forward pass takes the kernel rows as taps of one tile instead (module `taps`):
-//! C stored once, the wrapped pixels not computed, nothing copied out.
+//! C stored once, the wrapped pixels not computed, nothing copied out. So does the input
+//! gradient (a forward pass over `dy`'s grid), each row with only the kernel rows that reach
+//! `dy`'s own; and the transposed weight gradient takes its K in segments of one output row,
+//! `dy` read in place, no wrapped pixel visited.
 
 use super::Conv2d;
 use crate::activation::Activation;
@@ -108,7 +111,7 @@ pub(super) fn forward(
     let band = band_rows(s);
     let image_in = s.in_h * s.in_w * c;
     let image_out = s.out_pixels() * oc;
-    if let Some(tile) = super::taps::tile_for(crate::Isa::resolve(inner.isa)?, s) {
+    if let Some(tile) = super::taps::tile_for(crate::Isa::resolve(inner.isa)?, s.kernel_h, oc) {
         let xp_max = input_scratch_len(s, band);
         return COL.with(xp_max, xp_max, |xp| {
             for (i, n) in images_of(s, &pixels).enumerate() {
@@ -189,6 +192,43 @@ pub(super) fn backward_weights(
     let (xp_max, dyp_max) = (input_scratch_len(s, band), band * wp * oc);
     let transposed = weights_transposed(s);
     db.fill(0.0);
+    let taps_tile = transposed
+        .then(|| super::taps::weights_tile_for(crate::Isa::resolve(inner.isa).ok()?))
+        .flatten();
+    if let Some(tile) = taps_tile {
+        // K in segments of one output row (module `taps`): `dy` read in place, no wrapped
+        // pixel visited.
+        let ow = s.out_w();
+        let dwt = &mut dw[..oc * patch];
+        return COL.with(xp_max, xp_max, |xp| {
+            let mut first = true;
+            for n in images_of(s, &pixels) {
+                let x_image = &x[n * image_in..][..image_in];
+                let dy_image = &dy[n * image_out..][..image_out];
+                for r0 in (0..s.out_h()).step_by(band) {
+                    let rows = band.min(s.out_h() - r0);
+                    let xp = band_input(s, x_image, (r0, rows), xp);
+                    let dy_band = &dy_image[r0 * ow * oc..][..rows * ow * oc];
+                    for pixel in dy_band.chunks_exact(oc) {
+                        for (d, &g) in db.iter_mut().zip(pixel) {
+                            *d += g;
+                        }
+                    }
+                    let views = super::taps::Views {
+                        xp,
+                        wp,
+                        c,
+                        kh: s.kernel_h,
+                        kw: s.kernel_w,
+                    };
+                    let beta = if first { 0.0 } else { 1.0 };
+                    super::taps::weights_band(&tile, &views, rows, (dy_band, oc), beta, dwt);
+                    first = false;
+                }
+            }
+            Ok(())
+        });
+    }
     COL.with(xp_max + dyp_max, xp_max + dyp_max, |buf| {
         let (xp, dyp) = buf.split_at_mut(xp_max);
         let mut first = true;
@@ -411,7 +451,13 @@ pub(super) fn backward_input(
     let image_in = s.in_h * iw * c;
     let image_out = s.out_pixels() * oc;
     let row_len = s.kernel_w * oc;
-    let (dyq_max, dxq_max) = ((band + s.kernel_h - 1) * wq * oc, band * wq * c);
+    let taps_tile = super::taps::tile_for(crate::Isa::resolve(inner.isa)?, s.kernel_h, c);
+    let dyq_max = (band + s.kernel_h - 1) * wq * oc;
+    let dxq_max = if taps_tile.is_some() {
+        0
+    } else {
+        band * wq * c
+    };
     COL.with(dyq_max + dxq_max, dyq_max + dxq_max, |buf| {
         let (dyq, dxq) = buf.split_at_mut(dyq_max);
         for (i, n) in images.enumerate() {
@@ -421,6 +467,25 @@ pub(super) fn backward_input(
                 let rows = band.min(s.in_h - r0);
                 let dyq = &mut dyq[..(rows + s.kernel_h - 1) * wq * oc];
                 pad_output_gradient_around(s, dy_image, r0, dyq);
+                if let Some(tile) = &taps_tile {
+                    // The kernel rows as taps of one tile (module `taps`), each input row's
+                    // on `dy`'s own rows only (those of `rows_reaching_output`).
+                    let views = super::taps::Views {
+                        xp: dyq,
+                        wp: wq,
+                        c: oc,
+                        kh: s.kernel_h,
+                        kw: s.kernel_w,
+                    };
+                    let top = s.kernel_h - 1 - s.pad_top();
+                    let on_dy = |r: usize| {
+                        let iy = r0 + r;
+                        top.saturating_sub(iy)..(top + s.out_h()).saturating_sub(iy)
+                    };
+                    let dx_band = &mut dx_image[r0 * iw * c..][..rows * iw * c];
+                    super::taps::band(tile, &views, rows, wf, c, on_dy, dx_band);
+                    continue;
+                }
                 // The last row's wrapped pixels would reach past the band's rows.
                 let m = rows * wq - (s.kernel_w - 1);
                 let dxq = &mut dxq[..m * c];

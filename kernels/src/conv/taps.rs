@@ -1,7 +1,9 @@
-//! The forward pass of a stride-1 convolution as one product per band with its kernel rows as
-//! taps ([`crate::arch::TapsKernelFn`]): each tile of output pixels sums all `kernel_h` shifted
-//! views of the padded input into its registers and stores its C once, and its rows are the
-//! real output pixels only.
+//! Stride-1 convolutions as products over segments of K ([`crate::arch::TapsKernelFn`]). The
+//! forward pass (and the input gradient, a forward pass over `dy`'s padded grid) takes its
+//! kernel rows as the segments: each tile of output pixels sums all `kernel_h` shifted views of
+//! the padded input into its registers and stores its C once, and its rows are the real output
+//! pixels only. The weight gradient takes the band's output rows as the segments of its K
+//! (the pixels), so it never visits the wrapped pixels between them either.
 //!
 //! Against one GEMM per kernel row over the padded grid (module `shifted`'s general forward):
 //! that reads and writes C once per kernel row, computes the `kernel_w − 1` wrapped pixels of
@@ -35,15 +37,14 @@ const MAX_MR: usize = 8;
 /// The most kernel rows (taps) this path takes: their offsets sit in an array on the stack.
 const MAX_TAPS: usize = 16;
 
-/// The taps tile of `isa` for `s`, where it has one: AVX-512 8 × 32 (8 × 16 for at most 16
+/// The taps tile of `isa` for `out_c` output channels, where it has one: AVX-512 8 × 32 (8 × 16 for at most 16
 /// output channels: 8 accumulators, where 32 columns would be half masked), AVX2 6 × 16 (6 × 8
 /// for at most 8); none on the other paths, nor for kernels of more than [`MAX_TAPS`] rows,
 /// which take the general forward.
-pub(super) fn tile_for(isa: Isa, s: &Conv2d) -> Option<TapsTile> {
-    if s.kernel_h > MAX_TAPS {
+pub(super) fn tile_for(isa: Isa, kernel_h: usize, out_c: usize) -> Option<TapsTile> {
+    if kernel_h > MAX_TAPS {
         return None;
     }
-    let out_c = s.out_c;
     let (mr, nr, kernel): (usize, usize, TapsKernelFn) = match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 if out_c <= 16 => (8, 16, crate::arch::avx512::kernel_taps::<8, 1>),
@@ -64,13 +65,18 @@ pub(super) fn tile_for(isa: Isa, s: &Conv2d) -> Option<TapsTile> {
     })
 }
 
-/// `y_band` ← act(conv + bias) for `rows` output rows of one image, from `xp`: the padded input
-/// rows under them, `wp` pixels a row, starting at the band's first (the image itself where
-/// nothing is padded). `y_band` holds exactly the band's `rows · out_w` output pixels.
-///
-/// # Panics
-/// Where `xp` is shorter than the views reach or `y_band` or `w` do not fit the layer: the
-/// caller's arithmetic, checked here once per band because the kernel reads by pointer.
+/// The padded rows a band's views read: `wp` pixels a row of `c` channels, from the padded row
+/// under the band's first output row (the image itself where nothing is padded), and the
+/// kernel's `kh × kw` taps over them; an output row is `wp − kw + 1` pixels.
+pub(super) struct Views<'a> {
+    pub xp: &'a [f32],
+    pub wp: usize,
+    pub c: usize,
+    pub kh: usize,
+    pub kw: usize,
+}
+
+/// `y_band` ← act(conv + bias) for `rows` output rows of one image of the forward pass of `s`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward_band(
     tile: &TapsTile,
@@ -82,42 +88,48 @@ pub(super) fn forward_band(
     (bias, act): (Option<&[f32]>, Activation),
     y_band: &mut [f32],
 ) {
-    let (c, oc, ow) = (s.in_c, s.out_c, s.out_w());
-    let tap_k = s.kernel_w * c;
-    // The last view's last row reaches the end of padded row `rows + kernel_h − 2` (see the
-    // module `shifted`: `ow + kernel_w − 1 = wp`).
-    assert!(
-        xp.len() >= (rows + s.kernel_h - 1) * wp * c,
-        "the band's input"
-    );
-    assert_eq!(y_band.len(), rows * ow * oc, "the band's output");
-    assert_eq!(w.len(), s.kernel_h * tap_k * oc, "the kernel");
-    assert!(ow + s.kernel_w - 1 == wp && tile.mr <= MAX_MR);
-    let mut taps = [0usize; MAX_TAPS];
-    let taps = &mut taps[..s.kernel_h];
-    for (ky, t) in taps.iter_mut().enumerate() {
-        *t = ky * wp * c;
-    }
-    run_tiles(tile, s, wp, xp, rows, w, taps, y_band);
+    let views = Views {
+        xp,
+        wp,
+        c: s.in_c,
+        kh: s.kernel_h,
+        kw: s.kernel_w,
+    };
+    band(tile, &views, rows, w, s.out_c, |_| 0..s.kernel_h, y_band);
     // SAFETY: `tile_for` returned the tile only for an available instruction set.
-    unsafe { bias_act_rows(tile.isa, act, y_band, oc, bias) };
+    unsafe { bias_act_rows(tile.isa, act, y_band, s.out_c, bias) };
 }
 
-/// The tiles of a band (checked by the caller): pixels in tiles of `mr`, crossing output rows,
-/// each over every panel of `nr` channels.
-#[allow(clippy::too_many_arguments)]
-fn run_tiles(
+/// `y_band` ← Σ over the taps of the views' products with `w` (`kh` blocks of `kw·c` rows of
+/// `oc` floats) for `rows` output rows of `oc` channels. Output row `r` (of the band) takes the
+/// kernel rows `taps_of_row(r)` only, where the others would read rows of zeros (the padding of
+/// an input gradient's grid); a tile of pixels over several rows takes their union (more
+/// zeros, the same sums).
+///
+/// # Panics
+/// Where `xp` is shorter than the views reach, or `y_band` or `w` do not fit: the caller's
+/// arithmetic, checked once per band because the kernel reads by pointer.
+pub(super) fn band(
     tile: &TapsTile,
-    s: &Conv2d,
-    wp: usize,
-    xp: &[f32],
+    v: &Views<'_>,
     rows: usize,
     w: &[f32],
-    taps: &[usize],
+    oc: usize,
+    taps_of_row: impl Fn(usize) -> std::ops::Range<usize>,
     y_band: &mut [f32],
 ) {
-    let (c, oc, ow) = (s.in_c, s.out_c, s.out_w());
-    let tap_k = s.kernel_w * c;
+    let (c, wp) = (v.c, v.wp);
+    assert!(v.kh <= MAX_TAPS && tile.mr <= MAX_MR && v.kw >= 1 && wp >= v.kw);
+    let ow = wp - v.kw + 1;
+    let tap_k = v.kw * c;
+    // The last view's last row reaches the end of padded row `rows + kh − 2`.
+    assert!(v.xp.len() >= (rows + v.kh - 1) * wp * c, "the band's input");
+    assert_eq!(y_band.len(), rows * ow * oc, "the band's output");
+    assert_eq!(w.len(), v.kh * tap_k * oc, "the kernel");
+    let mut taps = [(0usize, 0usize); MAX_TAPS];
+    for (ky, t) in taps.iter_mut().enumerate().take(v.kh) {
+        *t = (ky * wp * c, ky * tap_k * oc);
+    }
     let pixels = rows * ow;
     let mut offsets = [0usize; MAX_MR];
     let (mut oy, mut ox) = (0, 0);
@@ -125,7 +137,7 @@ fn run_tiles(
         let n = tile.mr.min(pixels - q0);
         // Each pixel's offset in `xp`, relative to the tile's first: a row of the grid is `wp`
         // pixels, of which the output keeps the first `ow`.
-        let first = (oy * wp + ox) * c;
+        let (first_row, first) = (oy, (oy * wp + ox) * c);
         for off in &mut offsets[..n] {
             *off = (oy * wp + ox) * c - first;
             ox += 1;
@@ -133,26 +145,119 @@ fn run_tiles(
                 (oy, ox) = (oy + 1, 0);
             }
         }
+        let last_row = if ox == 0 { oy - 1 } else { oy };
+        let (a, b) = (taps_of_row(first_row), taps_of_row(last_row));
+        let (lo, hi) = (a.start.min(b.start), a.end.max(b.end).min(v.kh));
+        let tile_taps = &taps[lo.min(hi)..hi];
         for j0 in (0..oc).step_by(tile.nr) {
             let cols = tile.nr.min(oc - j0);
             // SAFETY: every pixel of the tile is an output pixel of the band, whose views lie
-            // inside `xp` (checked by the caller: the farthest reach is the last view's last
-            // row's end); B's `taps.len() · tap_k` rows of `oc` floats are `w`, read from
-            // column j0 for `cols`; C's rows are the tile's pixels in `y_band`, `oc` apart,
-            // written from column j0 for `cols ≤ nr`; `tile_for` checked the instruction set.
+            // inside `xp` (checked above: the farthest reach is the last view's last row's
+            // end); B's rows for tap `ky` are `w`'s from row `ky · tap_k`, `oc` floats each,
+            // read from column j0 for `cols`; C's rows are the tile's pixels in `y_band`,
+            // `oc` apart, written from column j0 for `cols ≤ nr`; `tile_for` checked the
+            // instruction set.
             unsafe {
                 (tile.kernel)(
-                    xp.as_ptr().add(first),
-                    &offsets[..n],
-                    taps,
+                    (v.xp.as_ptr().add(first), &offsets[..n], 1),
+                    tile_taps,
                     tap_k,
                     w.as_ptr().add(j0),
                     oc,
+                    0.0,
                     y_band.as_mut_ptr().add(q0 * oc + j0),
                     oc,
                     cols,
                 )
             };
+        }
+    }
+}
+
+/// The most output rows of a band one weight-gradient tile sums in its registers before it adds
+/// them to C: their segment offsets sit in an array on the stack.
+const MAX_SEGMENTS: usize = 64;
+
+/// The weight-gradient tile of `isa`, where it has one: the rows are output channels, the
+/// columns a kernel row's `kw·in_c` weights (AVX-512 8 × 48, AVX2 6 × 16).
+pub(super) fn weights_tile_for(isa: Isa) -> Option<TapsTile> {
+    let (mr, nr, kernel): (usize, usize, TapsKernelFn) = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => (8, 48, crate::arch::avx512::kernel_taps::<8, 3>),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => (6, 16, crate::arch::avx2::kernel_taps::<6, 2>),
+        _ => return None,
+    };
+    isa.is_available().then_some(TapsTile {
+        mr,
+        nr,
+        kernel,
+        isa,
+    })
+}
+
+/// `dwt` ← Σ over the band's output pixels `p` of `dy[p]ᵀ ⊗ view_ky[p]` + `beta · dwt`, for
+/// every kernel row `ky`: the transposed weight gradient (`oc × kh·kw·c`, row-major) of a band of
+/// `rows` output rows whose gradient `dy_band` (`rows · ow` pixels of `oc`) is read in place.
+/// K is the band's pixels, in segments of one output row each (`ow` pixels, whose views start
+/// `wp` pixels apart), so the wrapped pixels between rows are never visited; each tile sums up
+/// to [`MAX_SEGMENTS`] rows in its registers before adding them to C.
+///
+/// # Panics
+/// Where `xp` is shorter than the views reach, or `dy_band` or `dwt` do not fit: the caller's
+/// arithmetic, checked once per band because the kernel reads by pointer.
+pub(super) fn weights_band(
+    tile: &TapsTile,
+    v: &Views<'_>,
+    rows: usize,
+    (dy_band, oc): (&[f32], usize),
+    beta: f32,
+    dwt: &mut [f32],
+) {
+    let (c, wp) = (v.c, v.wp);
+    assert!(tile.mr <= MAX_MR && v.kw >= 1 && wp >= v.kw);
+    let ow = wp - v.kw + 1;
+    let row_n = v.kw * c;
+    let patch = v.kh * row_n;
+    assert!(v.xp.len() >= (rows + v.kh - 1) * wp * c, "the band's input");
+    assert_eq!(dy_band.len(), rows * ow * oc, "the band's output gradient");
+    assert_eq!(dwt.len(), oc * patch, "the weight gradient");
+    let channels: [usize; MAX_MR] = std::array::from_fn(|i| i);
+    let mut segments = [(0usize, 0usize); MAX_SEGMENTS];
+    for ky in 0..v.kh {
+        for r0 in (0..rows).step_by(MAX_SEGMENTS) {
+            let n_seg = MAX_SEGMENTS.min(rows - r0);
+            for (r, seg) in segments[..n_seg].iter_mut().enumerate() {
+                *seg = ((r0 + r) * ow * oc, (r0 + r + ky) * wp * c);
+            }
+            let beta = if r0 == 0 { beta } else { 1.0 };
+            for o0 in (0..oc).step_by(tile.mr) {
+                let n = tile.mr.min(oc - o0);
+                for j0 in (0..row_n).step_by(tile.nr) {
+                    let cols = tile.nr.min(row_n - j0);
+                    // SAFETY: A's rows are channels o0.. of `dy_band`, stepping a pixel (`oc`
+                    // floats) for `ow` pixels from each segment's row start, inside `dy_band`
+                    // (checked above); B's rows are the pixels' views, `c` floats apart from
+                    // `(r + ky)·wp` pixels into `xp`, read from column j0 for `cols` (the
+                    // farthest reach, the last row's last view, checked above); C is `dwt`'s
+                    // rows o0.. (`patch` apart), columns from `ky·row_n + j0`, `cols ≤ nr`,
+                    // inside `dwt`, read and written (it shares nothing with A or B);
+                    // `weights_tile_for` checked the instruction set.
+                    unsafe {
+                        (tile.kernel)(
+                            (dy_band.as_ptr().add(o0), &channels[..n], oc),
+                            &segments[..n_seg],
+                            ow,
+                            v.xp.as_ptr().add(j0),
+                            c,
+                            beta,
+                            dwt.as_mut_ptr().add(o0 * patch + ky * row_n + j0),
+                            patch,
+                            cols,
+                        )
+                    };
+                }
+            }
         }
     }
 }
