@@ -10,13 +10,13 @@
 //! # How
 //! Output pixels are numbered across the batch (`(n·out_h + oy)·out_w + ox`); seen so, `y` is a
 //! `pixels × out_c` matrix, `y = col·w` where row p of `col` is the patch of input under output
-//! pixel p (im2col). With 8 or more input channels the forward pass never stores `col` at all:
-//! with stride 1 and at most 32 output channels it reads the input in place, one GEMM per kernel
-//! row over shifted views of a padded copy (module `shifted`) — on AVX2 and AVX-512 one tile
-//! over all the kernel rows' views, each output pixel's sum in registers (module `taps`);
-//! otherwise the GEMM packs its
-//! blocks straight from the input (`Im2colPacker`). With fewer channels `col` is
-//! never built whole: the work is cut into tasks of whole images (the
+//! pixel p (im2col). With stride 1 on AVX2 and AVX-512 the forward pass never forms `col`:
+//! one tile over all the kernel rows' shifted views of the input (or of a padded copy), each
+//! output pixel's sum in registers (modules `shifted` and `taps`). Elsewhere, with 8 or more
+//! input channels it never stores `col` either: with stride 1 and at most 32 output channels
+//! one GEMM per kernel row over the shifted views (module `shifted`), otherwise the GEMM packs
+//! its blocks straight from the input (`Im2colPacker`). With fewer channels `col` is never
+//! built whole: the work is cut into tasks of whole images (the
 //! cut depends on the batch only, never on the thread count) and each task walks its pixels in
 //! chunks whose `col` block fits in L2, right before the GEMM consumes it.
 //! * forward: `y_chunk = act(col_chunk·w + bias)`, one fused GEMM per chunk; tasks in parallel.
@@ -231,7 +231,7 @@ pub(crate) fn forward_groups(
     let group = (GROUP_FLOATS / image_out.max(1)).max(1);
     let out = y.map(SharedOut::new);
     let direct = beyond_im2col && direct::applies(s, backend);
-    let shifted = beyond_im2col && !direct && shifted::applies_forward(s, backend);
+    let shifted = beyond_im2col && !direct && shifted::applies_forward(s, backend, isa);
     let implicit = beyond_im2col && !direct && !shifted && Im2colPacker::applies(s, backend);
     let failed = std::sync::Mutex::new(None);
     // Convolves output pixels `pixels` into `y_part`.

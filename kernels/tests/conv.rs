@@ -160,16 +160,23 @@ proptest! {
     }
 }
 
-/// Stride-1 layers over 8 or more input channels: the shifted paths, and the forward pass's
-/// taps tiles (output pixels crossing image rows, partial tiles of rows and of channels, one
-/// to five kernel rows as taps, 'same' through a padded copy and 'valid' in place).
+/// Stride-1 layers over 2 to 24 input channels: the shifted paths, and the taps tiles
+/// (output pixels crossing image rows, partial tiles of rows and of channels, each tile of
+/// the forward pass — 16, 32, 48 and 64 wide — one to five kernel rows as taps, 'same' through
+/// a padded copy and 'valid' in place).
 fn stride_one_shape() -> impl Strategy<Value = Conv2d> {
     (
         1usize..4,
         (1usize..6, 1usize..6),
         (4usize..15, 4usize..15),
-        prop_oneof![Just(8usize), Just(13usize), Just(16usize), Just(24usize)],
-        prop_oneof![1usize..10, 15usize..18, 30usize..33],
+        prop_oneof![2usize..9, Just(13usize), Just(16usize), Just(24usize)],
+        prop_oneof![
+            1usize..10,
+            15usize..18,
+            30usize..34,
+            47usize..50,
+            63usize..71
+        ],
         any::<bool>(),
     )
         .prop_map(|(batch, (kh, kw), (in_h, in_w), in_c, out_c, same)| {

@@ -49,7 +49,11 @@ pub(super) fn tile_for(isa: Isa, kernel_h: usize, out_c: usize) -> Option<TapsTi
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 if out_c <= 16 => (8, 16, crate::arch::avx512::kernel_taps::<8, 1>),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => (8, 32, crate::arch::avx512::kernel_taps::<8, 2>),
+        Isa::Avx512 if out_c <= 32 => (8, 32, crate::arch::avx512::kernel_taps::<8, 2>),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if out_c <= 48 => (8, 48, crate::arch::avx512::kernel_taps::<8, 3>),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => (6, 64, crate::arch::avx512::kernel_taps::<6, 4>),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 if out_c <= 8 => (6, 8, crate::arch::avx2::kernel_taps::<6, 1>),
         #[cfg(target_arch = "x86_64")]
