@@ -544,7 +544,11 @@ pub fn conv2d_backward_input(
     let image_len = s.in_h * s.in_w * s.in_c;
     let out = SharedOut::new(dx);
     let failed = std::sync::Mutex::new(None);
-    if shifted::applies_backward_input(s, crate::Backend::resolve(opts.backend)?) {
+    let (isa, backend) = (
+        crate::Isa::resolve(opts.isa)?,
+        crate::Backend::resolve(opts.backend)?,
+    );
+    if shifted::applies_backward_input(s, backend, isa) {
         let len = s.weight_len();
         PACKED_W.with(len, len, |wf| {
             shifted::flip_weights(s, w, wf);

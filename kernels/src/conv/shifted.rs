@@ -387,6 +387,11 @@ fn pad_output_gradient(
 /// 1.03 → 0.77), 64 1.15–1.6× (28×28×64 → 32 'same' 3.3 → 2.3 ms, 28×28×64 → 16 5×5 'same'
 /// 5.4 → 3.4), but 8 and fewer slower (28×28×8 → 32 'same' 0.70 → 0.89 ms: tiles of so few
 /// columns are mostly broadcasts), and 128 no faster (14×14×128 → 128 'same' 2.6 → 2.6–2.9).
+/// Through the taps tiles (AVX2, AVX-512: no wrapped pixel, C stored once) from 16 channels
+/// up: on two Zen 4 threads, medians of 7 interleaved runs, im2col + col2im → taps, 14×14×128 →
+/// 128 'same' (batch 32) 13.5 → 11.3 ms, 7×7×256 → 256 'same' (16) 9.2 → 7.8, 28×28×96 → 64
+/// 'same' (16) 11.9 → 10.7; still not below 16 (28×28×8 → 32 'same' 1.20 → 1.24 ms, 4 channels
+/// 0.85 → 1.33).
 const INPUT_GRADIENT_IN_C: std::ops::RangeInclusive<usize> = 16..=64;
 
 /// Whether the input gradient takes this path: stride 1, enough output channels that the
@@ -395,16 +400,22 @@ const INPUT_GRADIENT_IN_C: std::ops::RangeInclusive<usize> = 16..=64;
 /// work — under half again as much as im2col's where the GEMM reads A in place (`kw·out_c` ≤
 /// [`IN_PLACE_DEPTH`]: 14×14×32 → 32 'valid', 1.33 as much, still 1.1× faster, 10×10 'valid',
 /// 1.5, no faster), under a fifth where it packs A (14×14×32 → 64 'valid', 1.33, 1.1× slower).
-/// On the native GEMM only.
-pub(super) fn applies_backward_input(s: &Conv2d, backend: crate::Backend) -> bool {
+/// On the native GEMM only. With the taps tiles (AVX2, AVX-512), stride 1, 8 or more output
+/// channels and 16 or more input channels, whatever the grid's extra columns (never computed).
+pub(super) fn applies_backward_input(s: &Conv2d, backend: crate::Backend, isa: crate::Isa) -> bool {
+    let stride_one = s.stride_h == 1 && s.stride_w == 1;
+    if backend == crate::Backend::Native && super::taps::tile_for(isa, s.kernel_h, s.in_c).is_some()
+    {
+        // The taps tiles compute no wrapped pixel, and pay for more input channels.
+        return stride_one && s.out_c >= 8 && s.in_c >= *INPUT_GRADIENT_IN_C.start();
+    }
     let (wq, ow) = (input_grid_width(s), s.out_w());
     let little_waste = if s.kernel_w * s.out_c <= IN_PLACE_DEPTH {
         2 * wq < 3 * ow
     } else {
         5 * wq < 6 * ow
     };
-    s.stride_h == 1
-        && s.stride_w == 1
+    stride_one
         && s.out_c >= 8
         && INPUT_GRADIENT_IN_C.contains(&s.in_c)
         && little_waste
