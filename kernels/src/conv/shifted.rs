@@ -33,8 +33,8 @@
 //! AVX-512 the forward pass takes the kernel rows as taps of one tile instead (module `taps`):
 //! C stored once, the wrapped pixels not computed, nothing copied out. So does the input
 //! gradient (a forward pass over `dy`'s grid), each row with only the kernel rows that reach
-//! `dy`'s own; and the transposed weight gradient takes its K in segments of one output row,
-//! `dy` read in place, no wrapped pixel visited.
+//! `dy`'s own; and the weight gradient (transposed or not) takes its K in segments of one
+//! output row, `dy` read in place, no wrapped pixel visited.
 
 use super::Conv2d;
 use crate::activation::Activation;
@@ -203,14 +203,17 @@ pub(super) fn backward_weights(
     let (xp_max, dyp_max) = (input_scratch_len(s, band), band * wp * oc);
     let transposed = weights_transposed(s);
     db.fill(0.0);
-    let taps_tile = transposed
-        .then(|| super::taps::weights_tile_for(crate::Isa::resolve(inner.isa).ok()?))
-        .flatten();
+    let isa = crate::Isa::resolve(inner.isa)?;
+    let taps_tile = if transposed {
+        super::taps::weights_tile_for(isa)
+    } else {
+        super::taps::tile_for(isa, s.kernel_h, oc)
+    };
     if let Some(tile) = taps_tile {
         // K in segments of one output row (module `taps`): `dy` read in place, no wrapped
-        // pixel visited.
+        // pixel visited; transposed or not as the general path's partials.
         let ow = s.out_w();
-        let dwt = &mut dw[..oc * patch];
+        let dw = &mut dw[..oc * patch];
         return COL.with(xp_max, xp_max, |xp| {
             let mut first = true;
             for n in images_of(s, &pixels) {
@@ -233,7 +236,8 @@ pub(super) fn backward_weights(
                         kw: s.kernel_w,
                     };
                     let beta = if first { 0.0 } else { 1.0 };
-                    super::taps::weights_band(&tile, &views, rows, (dy_band, oc), beta, dwt);
+                    let (dy_band, how) = ((dy_band, oc), (beta, transposed));
+                    super::taps::weights_band(&tile, &views, rows, dy_band, how, dw);
                     first = false;
                 }
             }

@@ -200,23 +200,25 @@ pub(super) fn weights_tile_for(isa: Isa) -> Option<TapsTile> {
     })
 }
 
-/// `dwt` ← Σ over the band's output pixels `p` of `dy[p]ᵀ ⊗ view_ky[p]` + `beta · dwt`, for
-/// every kernel row `ky`: the transposed weight gradient (`oc × kh·kw·c`, row-major) of a band of
-/// `rows` output rows whose gradient `dy_band` (`rows · ow` pixels of `oc`) is read in place.
-/// K is the band's pixels, in segments of one output row each (`ow` pixels, whose views start
-/// `wp` pixels apart), so the wrapped pixels between rows are never visited; each tile sums up
-/// to [`MAX_SEGMENTS`] rows in its registers before adding them to C.
+/// `dw` ← Σ over the band's output pixels `p` of `view_ky[p]ᵀ ⊗ dy[p]` + `beta · dw`, for every
+/// kernel row `ky`, of a band of `rows` output rows whose gradient `dy_band` (`rows · ow` pixels
+/// of `oc`) is read in place: the weight gradient `kh·kw·c × oc` (row-major), or `transposed`,
+/// `oc × kh·kw·c` (the tile's rows then the output channels, read from `dy`; else a kernel
+/// row's `kw·c` weights, read from the views). K is the band's pixels, in segments of one output
+/// row each (`ow` pixels, whose views start `wp` pixels apart), so the wrapped pixels between
+/// rows are never visited; each tile sums up to [`MAX_SEGMENTS`] rows in its registers before
+/// adding them to C.
 ///
 /// # Panics
-/// Where `xp` is shorter than the views reach, or `dy_band` or `dwt` do not fit: the caller's
+/// Where `xp` is shorter than the views reach, or `dy_band` or `dw` do not fit: the caller's
 /// arithmetic, checked once per band because the kernel reads by pointer.
 pub(super) fn weights_band(
     tile: &TapsTile,
     v: &Views<'_>,
     rows: usize,
     (dy_band, oc): (&[f32], usize),
-    beta: f32,
-    dwt: &mut [f32],
+    (beta, transposed): (f32, bool),
+    dw: &mut [f32],
 ) {
     let (c, wp) = (v.c, v.wp);
     assert!(tile.mr <= MAX_MR && v.kw >= 1 && wp >= v.kw);
@@ -225,38 +227,60 @@ pub(super) fn weights_band(
     let patch = v.kh * row_n;
     assert!(v.xp.len() >= (rows + v.kh - 1) * wp * c, "the band's input");
     assert_eq!(dy_band.len(), rows * ow * oc, "the band's output gradient");
-    assert_eq!(dwt.len(), oc * patch, "the weight gradient");
-    let channels: [usize; MAX_MR] = std::array::from_fn(|i| i);
+    assert_eq!(dw.len(), oc * patch, "the weight gradient");
+    // The tile's rows and columns: output channels × a kernel row's weights, or the reverse.
+    let (m, n) = if transposed { (oc, row_n) } else { (row_n, oc) };
+    let consecutive: [usize; MAX_MR] = std::array::from_fn(|i| i);
     let mut segments = [(0usize, 0usize); MAX_SEGMENTS];
     for ky in 0..v.kh {
         for r0 in (0..rows).step_by(MAX_SEGMENTS) {
             let n_seg = MAX_SEGMENTS.min(rows - r0);
             for (r, seg) in segments[..n_seg].iter_mut().enumerate() {
-                *seg = ((r0 + r) * ow * oc, (r0 + r + ky) * wp * c);
+                let (dy_at, view_at) = ((r0 + r) * ow * oc, (r0 + r + ky) * wp * c);
+                *seg = if transposed {
+                    (dy_at, view_at)
+                } else {
+                    (view_at, dy_at)
+                };
             }
             let beta = if r0 == 0 { beta } else { 1.0 };
-            for o0 in (0..oc).step_by(tile.mr) {
-                let n = tile.mr.min(oc - o0);
-                for j0 in (0..row_n).step_by(tile.nr) {
-                    let cols = tile.nr.min(row_n - j0);
-                    // SAFETY: A's rows are channels o0.. of `dy_band`, stepping a pixel (`oc`
-                    // floats) for `ow` pixels from each segment's row start, inside `dy_band`
-                    // (checked above); B's rows are the pixels' views, `c` floats apart from
-                    // `(r + ky)·wp` pixels into `xp`, read from column j0 for `cols` (the
-                    // farthest reach, the last row's last view, checked above); C is `dwt`'s
-                    // rows o0.. (`patch` apart), columns from `ky·row_n + j0`, `cols ≤ nr`,
-                    // inside `dwt`, read and written (it shares nothing with A or B);
-                    // `weights_tile_for` checked the instruction set.
+            for i0 in (0..m).step_by(tile.mr) {
+                let rows_i = tile.mr.min(m - i0);
+                for j0 in (0..n).step_by(tile.nr) {
+                    let cols = tile.nr.min(n - j0);
+                    // (A, its step of K), (B, its row stride), (C, its row stride).
+                    let ((a, a_step), (b, rsb), (c_at, rsc)) = if transposed {
+                        (
+                            (dy_band.as_ptr().wrapping_add(i0), oc),
+                            (v.xp.as_ptr().wrapping_add(j0), c),
+                            (i0 * patch + ky * row_n + j0, patch),
+                        )
+                    } else {
+                        (
+                            (v.xp.as_ptr().wrapping_add(i0), c),
+                            (dy_band.as_ptr().wrapping_add(j0), oc),
+                            ((ky * row_n + i0) * oc + j0, oc),
+                        )
+                    };
+                    // SAFETY: A's rows are `rows_i` consecutive floats (output channels of
+                    // `dy_band`, or weights of a pixel's view in `xp`), stepping a pixel (`oc`
+                    // or `c` floats) for `ow` pixels from each segment's start — a row's start
+                    // in `dy_band`, or its view's `(r + ky)·wp` pixels into `xp` — inside both
+                    // (checked above: the farthest reach is the last row's last view); B's
+                    // rows likewise, `cols` floats from column j0; C is `dw`'s rows from i0,
+                    // `rsc` apart, `cols ≤ nr` floats from `c_at`, inside `dw`, read and
+                    // written (it shares nothing with A or B); the tile's constructor checked
+                    // the instruction set.
                     unsafe {
                         (tile.kernel)(
-                            (dy_band.as_ptr().add(o0), &channels[..n], oc),
+                            (a, &consecutive[..rows_i], a_step),
                             &segments[..n_seg],
                             ow,
-                            v.xp.as_ptr().add(j0),
-                            c,
+                            b,
+                            rsb,
                             beta,
-                            dwt.as_mut_ptr().add(o0 * patch + ky * row_n + j0),
-                            patch,
+                            dw.as_mut_ptr().add(c_at),
+                            rsc,
                             cols,
                         )
                     };
