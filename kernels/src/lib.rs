@@ -32,7 +32,6 @@ pub mod norm;
 pub mod norm_pool;
 pub mod optim;
 pub mod owned;
-mod pages;
 pub mod pool;
 mod process;
 #[cfg(any(test, feature = "reference"))]
@@ -54,7 +53,6 @@ pub use gemm::{
     TileBlocking, Transpose,
 };
 pub use mat::{check_product, MatMut, MatRef};
-pub use pages::advise_huge_pages;
 pub use pool::{
     avg_pool2d_backward, avg_pool2d_forward, max_pool2d_activation_backward, max_pool2d_backward,
     max_pool2d_forward, Pool2d,

@@ -29,34 +29,14 @@ pub(crate) fn checked_product(dims: &[usize]) -> Option<usize> {
     dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
 }
 
-/// Aligned storage for `len` values, reserved (none written yet), with large buffers backed by
-/// huge pages where the system allows (`kernels::advise_huge_pages`): shuffled batches gather
-/// rows from anywhere in a data set. On a 2-core Zen 4 (Linux's `madvise` setting), two
-/// threads, medians of 9 interleaved runs: program A's gathering (batch 32 of 784 floats from
-/// MNIST's 188 MB) 0.86× as long as with 4 KiB pages, program E's (batch 32 of 100 from 24 MB)
-/// 0.85×; alone, a batch like A's took 8.0 against 9.1 µs (one thread 11.1 against 16.3).
-/// Memory the system refuses is an error.
-fn reserved(len: usize) -> Result<Storage> {
+/// `len` copies of `value` in aligned storage; memory the system refuses is an error.
+fn filled(len: usize, value: f32) -> Result<Storage> {
     let mut data = AVec::new(64);
     data.try_reserve_exact(len).map_err(|_| Error::Memory {
         what: format!("a tensor of {len} values"),
         bytes: (len as u64).saturating_mul(4),
     })?;
-    kernels::advise_huge_pages(&mut data);
-    Ok(data)
-}
-
-/// `len` copies of `value` in aligned storage ([`reserved`]).
-fn filled(len: usize, value: f32) -> Result<Storage> {
-    let mut data = reserved(len)?;
     data.resize(len, value);
-    Ok(data)
-}
-
-/// A copy of `values` in aligned storage ([`reserved`]).
-fn copied(values: &[f32]) -> Result<Storage> {
-    let mut data = reserved(values.len())?;
-    data.extend_from_slice(values);
     Ok(data)
 }
 
@@ -79,7 +59,7 @@ impl Tensor {
         }
         Ok(Tensor {
             shape: shape.to_vec(),
-            data: copied(data)?,
+            data: AVec::from_slice(64, data),
         })
     }
 
@@ -103,18 +83,9 @@ impl Tensor {
                 unit: "bytes",
             });
         }
-        let mut data = reserved(want)?;
-        // Converted a block at a time on the stack: the storage is written once, in order.
-        let mut block = [0.0f32; 1024];
-        for chunk in bytes.chunks(block.len()) {
-            for (v, &b) in block.iter_mut().zip(chunk) {
-                *v = b as f32 * scale;
-            }
-            data.extend_from_slice(&block[..chunk.len()]);
-        }
         Ok(Tensor {
             shape: shape.to_vec(),
-            data,
+            data: AVec::from_iter(64, bytes.iter().map(|&b| b as f32 * scale)),
         })
     }
 
@@ -190,7 +161,7 @@ impl Tensor {
         shape[0] = range.len();
         Ok(Tensor {
             shape,
-            data: copied(self.rows(range).expect("checked above"))?,
+            data: AVec::from_slice(64, self.rows(range).expect("checked above")),
         })
     }
 
