@@ -37,29 +37,15 @@ const MAX_MR: usize = 8;
 /// The most kernel rows (taps) this path takes: their offsets sit in an array on the stack.
 const MAX_TAPS: usize = 16;
 
-/// The taps tile of `isa` for `out_c` output channels, where it has one: AVX-512 8 × 32 (8 × 16 for at most 16
-/// output channels: 8 accumulators, where 32 columns would be half masked), AVX2 6 × 16 (6 × 8
-/// for at most 8); none on the other paths, nor for kernels of more than [`MAX_TAPS`] rows,
-/// which take the general forward.
+/// The taps tile of `isa` for `out_c` output channels, where it has one: AVX-512 8 × 16, 8 × 32
+/// or 8 × 48 for up to 16, 32 or 48 channels (the narrowest that holds them: no masked half
+/// tile), 6 × 64 beyond; AVX2 6 × 8 for up to 8, 6 × 16 beyond; none on the other paths, nor
+/// for kernels of more than [`MAX_TAPS`] rows, which take the general path.
 pub(super) fn tile_for(isa: Isa, kernel_h: usize, out_c: usize) -> Option<TapsTile> {
     if kernel_h > MAX_TAPS {
         return None;
     }
-    let (mr, nr, kernel): (usize, usize, TapsKernelFn) = match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if out_c <= 16 => (8, 16, crate::arch::avx512::kernel_taps::<8, 1>),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if out_c <= 32 => (8, 32, crate::arch::avx512::kernel_taps::<8, 2>),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if out_c <= 48 => (8, 48, crate::arch::avx512::kernel_taps::<8, 3>),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => (6, 64, crate::arch::avx512::kernel_taps::<6, 4>),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if out_c <= 8 => (6, 8, crate::arch::avx2::kernel_taps::<6, 1>),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => (6, 16, crate::arch::avx2::kernel_taps::<6, 2>),
-        _ => return None,
-    };
+    let (mr, nr, kernel) = forward_kernel(isa, out_c)?;
     debug_assert!(mr <= MAX_MR);
     isa.is_available().then_some(TapsTile {
         mr,
@@ -67,6 +53,27 @@ pub(super) fn tile_for(isa: Isa, kernel_h: usize, out_c: usize) -> Option<TapsTi
         kernel,
         isa,
     })
+}
+
+/// [`tile_for`]'s tile shape and kernel.
+#[cfg(target_arch = "x86_64")]
+fn forward_kernel(isa: Isa, out_c: usize) -> Option<(usize, usize, TapsKernelFn)> {
+    use crate::arch::{avx2, avx512};
+    Some(match isa {
+        Isa::Avx512 if out_c <= 16 => (8, 16, avx512::kernel_taps::<8, 1>),
+        Isa::Avx512 if out_c <= 32 => (8, 32, avx512::kernel_taps::<8, 2>),
+        Isa::Avx512 if out_c <= 48 => (8, 48, avx512::kernel_taps::<8, 3>),
+        Isa::Avx512 => (6, 64, avx512::kernel_taps::<6, 4>),
+        Isa::Avx2 if out_c <= 8 => (6, 8, avx2::kernel_taps::<6, 1>),
+        Isa::Avx2 => (6, 16, avx2::kernel_taps::<6, 2>),
+        _ => return None,
+    })
+}
+
+/// [`tile_for`]'s tile shape and kernel: none off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+fn forward_kernel(_isa: Isa, _out_c: usize) -> Option<(usize, usize, TapsKernelFn)> {
+    None
 }
 
 /// The padded rows a band's views read: `wp` pixels a row of `c` channels, from the padded row
@@ -185,19 +192,30 @@ const MAX_SEGMENTS: usize = 64;
 /// The weight-gradient tile of `isa`, where it has one: the rows are output channels, the
 /// columns a kernel row's `kw·in_c` weights (AVX-512 8 × 48, AVX2 6 × 16).
 pub(super) fn weights_tile_for(isa: Isa) -> Option<TapsTile> {
-    let (mr, nr, kernel): (usize, usize, TapsKernelFn) = match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => (8, 48, crate::arch::avx512::kernel_taps::<8, 3>),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => (6, 16, crate::arch::avx2::kernel_taps::<6, 2>),
-        _ => return None,
-    };
+    let (mr, nr, kernel) = weights_kernel(isa)?;
     isa.is_available().then_some(TapsTile {
         mr,
         nr,
         kernel,
         isa,
     })
+}
+
+/// [`weights_tile_for`]'s tile shape and kernel.
+#[cfg(target_arch = "x86_64")]
+fn weights_kernel(isa: Isa) -> Option<(usize, usize, TapsKernelFn)> {
+    use crate::arch::{avx2, avx512};
+    Some(match isa {
+        Isa::Avx512 => (8, 48, avx512::kernel_taps::<8, 3>),
+        Isa::Avx2 => (6, 16, avx2::kernel_taps::<6, 2>),
+        _ => return None,
+    })
+}
+
+/// [`weights_tile_for`]'s tile shape and kernel: none off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+fn weights_kernel(_isa: Isa) -> Option<(usize, usize, TapsKernelFn)> {
+    None
 }
 
 /// `dw` ← Σ over the band's output pixels `p` of `view_ky[p]ᵀ ⊗ dy[p]` + `beta · dw`, for every
