@@ -10,7 +10,8 @@
 //! # How
 //! Output pixels are numbered across the batch (`(n·out_h + oy)·out_w + ox`); seen so, `y` is a
 //! `pixels × out_c` matrix, `y = col·w` where row p of `col` is the patch of input under output
-//! pixel p (im2col). With stride 1 on AVX2 and AVX-512 the forward pass never forms `col`:
+//! pixel p (im2col). With stride 1 on AVX2 and AVX-512 (see below for when) the forward pass
+//! never forms `col`:
 //! one tile over all the kernel rows' shifted views of the input (or of a padded copy), each
 //! output pixel's sum in registers (modules `shifted` and `taps`). Elsewhere, with 8 or more
 //! input channels it never stores `col` either: with stride 1 and at most 32 output channels
@@ -23,13 +24,18 @@
 //! * weights: `dw = Σ colᵀ·dy` — each task sums its chunks into its own partial, and the partials
 //!   are added in task order, so the result is bit-identical for every thread count. With stride
 //!   1 and 8 or more input channels, a task skips im2col: `kernel_h` GEMMs per band of rows over
-//!   shifted views of a padded copy of its input (module `shifted`).
+//!   shifted views of a padded copy of its input (module `shifted`), or on AVX2 and AVX-512 the
+//!   taps tiles over the same views, K in segments of one output row (module `taps`).
 //! * input: `dcol = dy·wᵀ` per chunk, then col2im adds each patch row back into `dx`; a task owns
-//!   its images' `dx`, so tasks run in parallel without sharing. With stride 1, 16–64 input
-//!   and 8 or more output channels, on the native GEMM, and rows wide enough for the padding
-//!   (`shifted::applies_backward_input`), the full convolution of `dy` with the flipped kernel
-//!   instead: `kernel_h` GEMMs per band over shifted views of a padded copy of `dy`, no `dcol`
-//!   and no scatter (module `shifted`).
+//!   its images' `dx`, so tasks run in parallel without sharing. With stride 1, 16 or more input
+//!   and 8 or more output channels, on our own kernels (`shifted::applies_backward_input`: at
+//!   most 64 input channels and rows wide enough for the padding without the taps tiles), the
+//!   full convolution of `dy` with the flipped kernel instead: over shifted views of a padded
+//!   copy of `dy`, no `dcol` and no scatter (modules `shifted` and `taps`).
+//!
+//! The taps tiles serve kernels of at most 16 rows, on our own kernels. A call of one image
+//! shares each band's tiles among its threads (forward, input gradient: the same tiles, the
+//! same bits); its weight gradient keeps the GEMM paths, whose products use the threads.
 //!
 //! For a single input channel (the first layer of an MNIST CNN, patch = 9), im2col writes 9 floats
 //! per pixel for a GEMM with K = 9, whose tiles are mostly loads and stores of C; the forward pass
@@ -231,7 +237,7 @@ pub(crate) fn forward_groups(
     let group = (GROUP_FLOATS / image_out.max(1)).max(1);
     let out = y.map(SharedOut::new);
     let direct = beyond_im2col && direct::applies(s, backend);
-    let shifted = beyond_im2col && !direct && shifted::applies_forward(s, backend, isa);
+    let shifted = beyond_im2col && !direct && shifted::applies_forward(s, &inner, isa);
     let implicit = beyond_im2col && !direct && !shifted && Im2colPacker::applies(s, backend);
     let failed = std::sync::Mutex::new(None);
     // Convolves output pixels `pixels` into `y_part`.
@@ -544,11 +550,7 @@ pub fn conv2d_backward_input(
     let image_len = s.in_h * s.in_w * s.in_c;
     let out = SharedOut::new(dx);
     let failed = std::sync::Mutex::new(None);
-    let (isa, backend) = (
-        crate::Isa::resolve(opts.isa)?,
-        crate::Backend::resolve(opts.backend)?,
-    );
-    if shifted::applies_backward_input(s, backend, isa) {
+    if shifted::applies_backward_input(s, &inner, crate::Isa::resolve(opts.isa)?) {
         let len = s.weight_len();
         PACKED_W.with(len, len, |wf| {
             shifted::flip_weights(s, w, wf);

@@ -160,7 +160,7 @@ proptest! {
     }
 }
 
-/// Stride-1 layers over 2 to 24 input channels: the shifted paths, and the taps tiles
+/// Stride-1 layers over 2 to 40 input channels: the shifted paths, and the taps tiles
 /// (output pixels crossing image rows, partial tiles of rows and of channels, each tile of
 /// the forward pass — 16, 32, 48 and 64 wide — one to five kernel rows as taps, 'same' through
 /// a padded copy and 'valid' in place).
@@ -169,7 +169,13 @@ fn stride_one_shape() -> impl Strategy<Value = Conv2d> {
         1usize..4,
         (1usize..6, 1usize..6),
         (4usize..15, 4usize..15),
-        prop_oneof![2usize..9, Just(13usize), Just(16usize), Just(24usize)],
+        prop_oneof![
+            2usize..9,
+            Just(13usize),
+            Just(16usize),
+            Just(24usize),
+            Just(40usize)
+        ],
         prop_oneof![
             1usize..10,
             15usize..18,
@@ -266,10 +272,11 @@ fn training_shapes_match_the_definition() {
         Conv2d::square(5, (13, 13, 16), 32, 3, Padding::Valid),
         Conv2d::square(3, (14, 14, 32), 32, 3, Padding::Same),
         Conv2d::square(1, (300, 20, 32), 16, 3, Padding::Valid),
-        // A band of more output rows than a weight-gradient taps tile sums in its registers
-        // (68 of 64), and a tall taps kernel (more rows than the taps path takes: the general
+        // Bands of more output rows than a weight-gradient taps tile sums in its registers
+        // (68 and 78 of 64; transposed and not), and a tall taps kernel (more rows than the taps path takes: the general
         // one).
         Conv2d::square(2, (70, 6, 8), 4, 3, Padding::Valid),
+        Conv2d::square(1, (80, 8, 8), 40, 3, Padding::Valid),
         Conv2d {
             kernel_h: 17,
             ..Conv2d::square(1, (20, 12, 16), 8, 3, Padding::Same)

@@ -469,9 +469,11 @@ unsafe fn accumulate<
                         *acc_iv = V::fmadd(ai, bv, *acc_iv);
                     }
                 }
-                a = a.add($a_step);
+                // (Advanced with `wrapping_add`: after the last step they point past the rows
+                // read, maybe past the allocation, where `add` would be undefined.)
+                a = a.wrapping_add($a_step);
                 if !PACKED && MR > HALF {
-                    a_hi = a_hi.add($a_step);
+                    a_hi = a_hi.wrapping_add($a_step);
                 }
                 if PREFETCH_B {
                     super::prefetch_run(b.wrapping_add(B_AHEAD * rsb), NV * V::LANES);
@@ -479,7 +481,7 @@ unsafe fn accumulate<
                 if PACKED && MR * NV >= PREFETCH_A_MIN_ACCUMULATORS {
                     super::prefetch_line(a.wrapping_add(A_AHEAD));
                 }
-                b = b.add(rsb);
+                b = b.wrapping_add(rsb);
             }
         };
     }

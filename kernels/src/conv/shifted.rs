@@ -1,7 +1,7 @@
-//! Stride-1 convolutions without im2col — the weight gradient, the forward pass of layers with
-//! few output channels, and the input gradient: `kernel_h` GEMMs per band of rows, over shifted
-//! views of a padded copy of the input (of the output gradient for the input gradient, see
-//! [`backward_input`]).
+//! Stride-1 convolutions without im2col — the weight gradient, the forward pass (of layers with
+//! few output channels, or of any on AVX2 and AVX-512), and the input gradient: `kernel_h` GEMMs
+//! per band of rows, or the taps tiles of module `taps`, over shifted views of a padded copy of
+//! the input (of the output gradient for the input gradient, see [`backward_input`]).
 //!
 //! Copy the input into rows padded to `wp = out_w + kernel_w − 1` pixels (the zero padding
 //! included). With stride 1, the input pixel under tap (ky, kx) of output pixel (oy, ox) then
@@ -58,35 +58,46 @@ pub(super) fn applies(s: &Conv2d) -> bool {
         && s.out_h() > 0
 }
 
-/// The most output channels for which the forward pass takes this path. The implicit im2col
-/// packs each A element once for all `out_c` columns, so its packing weighs less the more there
-/// are, while this path's costs (C read and written per kernel row, the wrapped pixels) do not
-/// shrink. Measured on a 2-core AVX-512 Xeon, both threads, interleaved, implicit → shifted:
+/// The most output channels for which the forward pass takes this path without the taps tiles.
+/// The implicit im2col packs each A element once for all `out_c` columns, so its packing weighs
+/// less the more there are, while this path's costs (C read and written per kernel row, the
+/// wrapped pixels) do not shrink. Measured on a 2-core AVX-512 Xeon, both threads, interleaved, implicit → shifted:
 /// 32 channels 1.14–1.4× faster (14×14×16 'same' 4.2 → 3.0 ms, 14×14×32 'valid' 4.3 → 3.8,
 /// 13×13×16 'valid' 1.24 → 0.90), 64 no faster (28×28×32 'same', 56×56×64 'same'), 128 slower
 /// (14×14×64 'valid' 5.1 → 5.7 ms, 28×28×128 'same' 20 → 24).
 const MAX_FORWARD_OUT_C: usize = 32;
 
-/// Whether the forward pass takes this path. On AVX2 and AVX-512 (the taps tiles of module
-/// `taps`), every stride-1 layer that the direct one-channel kernel does not take, whatever its
-/// channels: with C stored once per tile and no wrapped pixel computed, it outran im2col
-/// (implicit, or in chunks below 8 input channels) wherever measured — on two Zen 4 threads,
-/// medians of 5–9 interleaved runs, im2col → taps: 3 input channels 32×32 → 32 'same' (batch 32) 812 → 429 µs, → 64 1569 → 1061; 4
-/// channels 28×28 → 16 5×5 'valid' (64) 1662 → 832; 6 channels 16×16 → 32 'valid' 448 → 295;
-/// 56×56×64 → 64 'same' (4) 5952 → 4730; 28×28×32 → 64 'same' (32) 5813 → 4763; 14×14×64 → 128
-/// 'valid' (32) 3912 → 3249; 14×14×128 → 128 'same' 10633 → 9165. Elsewhere: where [`applies`]
-/// holds, on the native GEMM, for up to [`MAX_FORWARD_OUT_C`] output channels and a kernel
-/// row short enough (`kw·in_c`) that the GEMM reads its A in place. Deeper, the GEMM packs
-/// the shifted views as the implicit im2col packs its blocks, and C's extra passes are lost:
-/// 14×14×64 → 32 'same' 3.5 → 4.1 ms.
-pub(super) fn applies_forward(s: &Conv2d, backend: crate::Backend, isa: crate::Isa) -> bool {
-    if backend != crate::Backend::Native {
-        return false;
-    }
-    if super::taps::tile_for(isa, s.kernel_h, s.out_c).is_some() {
+/// Whether the forward pass takes this path. Where the taps tiles of module `taps` serve (AVX2,
+/// AVX-512, a kernel of at most 16 rows, our own kernels: [`super::taps::usable`]), every
+/// stride-1 layer that the direct one-channel kernel does not take, whatever its channels: with
+/// C stored once per tile and no wrapped pixel computed, it outran im2col (implicit, or in
+/// chunks below 8 input channels) wherever measured — on two Zen 4 threads, medians of 5–9
+/// interleaved runs, im2col → taps: 3 input channels 32×32 → 32 'same' (batch 32) 812 → 429 µs,
+/// → 64 1569 → 1061; 4 channels 28×28 → 16 5×5 'valid' (64) 1662 → 832; 6 channels 16×16 → 32
+/// 'valid' 448 → 295; 56×56×64 → 64 'same' (4) 5952 → 4730; 28×28×32 → 64 'same' (32) 5813 →
+/// 4763; 14×14×64 → 128 'valid' (32) 3912 → 3249; 14×14×128 → 128 'same' 10633 → 9165.
+/// Elsewhere: where [`applies`] holds, on the native GEMM, for up to [`MAX_FORWARD_OUT_C`]
+/// output channels and a kernel row short enough (`kw·in_c`) that the GEMM reads its A in
+/// place. Deeper, the GEMM packs the shifted views as the implicit im2col packs its blocks, and
+/// C's extra passes are lost: 14×14×64 → 32 'same' 3.5 → 4.1 ms.
+pub(super) fn applies_forward(s: &Conv2d, inner: &ExecOptions, isa: crate::Isa) -> bool {
+    if taps_forward(s, inner, isa).is_some() {
         return s.stride_h == 1 && s.stride_w == 1 && s.out_h() > 0 && s.out_w() > 0;
     }
-    applies(s) && s.out_c <= MAX_FORWARD_OUT_C && s.kernel_w * s.in_c <= IN_PLACE_DEPTH
+    applies(s)
+        && s.out_c <= MAX_FORWARD_OUT_C
+        && s.kernel_w * s.in_c <= IN_PLACE_DEPTH
+        && matches!(
+            crate::Backend::resolve(inner.backend),
+            Ok(crate::Backend::Native)
+        )
+}
+
+/// The taps tile for `s`'s forward pass where the call may take it ([`super::taps::usable`]).
+fn taps_forward(s: &Conv2d, inner: &ExecOptions, isa: crate::Isa) -> Option<super::taps::TapsTile> {
+    super::taps::usable(inner)
+        .then(|| super::taps::tile_for(isa, s.kernel_h, s.out_c))
+        .flatten()
 }
 
 /// Padded row length in pixels.
@@ -122,7 +133,7 @@ pub(super) fn forward(
     let band = band_rows(s);
     let image_in = s.in_h * s.in_w * c;
     let image_out = s.out_pixels() * oc;
-    if let Some(tile) = super::taps::tile_for(crate::Isa::resolve(inner.isa)?, s.kernel_h, oc) {
+    if let Some(tile) = taps_forward(s, inner, crate::Isa::resolve(inner.isa)?) {
         let xp_max = input_scratch_len(s, band);
         return COL.with(xp_max, xp_max, |xp| {
             for (i, n) in images_of(s, &pixels).enumerate() {
@@ -132,7 +143,10 @@ pub(super) fn forward(
                     let rows = band.min(s.out_h() - r0);
                     let xp = band_input(s, x_image, (r0, rows), xp);
                     let y_band = &mut y_image[r0 * ow * oc..][..rows * ow * oc];
-                    super::taps::forward_band(&tile, s, wp, xp, rows, w, (bias, act), y_band);
+                    let (epilogue, threading) = ((bias, act), inner.threading);
+                    super::taps::forward_band(
+                        &tile, s, wp, xp, rows, w, epilogue, y_band, threading,
+                    );
                 }
             }
             Ok(())
@@ -204,7 +218,9 @@ pub(super) fn backward_weights(
     let transposed = weights_transposed(s);
     db.fill(0.0);
     let isa = crate::Isa::resolve(inner.isa)?;
-    let taps_tile = if transposed {
+    let taps_tile = if !super::taps::usable_for_weights(s, inner) {
+        None
+    } else if transposed {
         super::taps::weights_tile_for(isa)
     } else {
         super::taps::tile_for(isa, s.kernel_h, oc)
@@ -406,10 +422,10 @@ const INPUT_GRADIENT_IN_C: std::ops::RangeInclusive<usize> = 16..=64;
 /// 1.5, no faster), under a fifth where it packs A (14×14×32 → 64 'valid', 1.33, 1.1× slower).
 /// On the native GEMM only. With the taps tiles (AVX2, AVX-512), stride 1, 8 or more output
 /// channels and 16 or more input channels, whatever the grid's extra columns (never computed).
-pub(super) fn applies_backward_input(s: &Conv2d, backend: crate::Backend, isa: crate::Isa) -> bool {
+pub(super) fn applies_backward_input(s: &Conv2d, inner: &ExecOptions, isa: crate::Isa) -> bool {
     let stride_one = s.stride_h == 1 && s.stride_w == 1;
-    if backend == crate::Backend::Native && super::taps::tile_for(isa, s.kernel_h, s.in_c).is_some()
-    {
+    let backend = crate::Backend::resolve(inner.backend);
+    if taps_input(s, inner, isa).is_some() {
         // The taps tiles compute no wrapped pixel, and pay for more input channels.
         return stride_one && s.out_c >= 8 && s.in_c >= *INPUT_GRADIENT_IN_C.start();
     }
@@ -423,7 +439,15 @@ pub(super) fn applies_backward_input(s: &Conv2d, backend: crate::Backend, isa: c
         && s.out_c >= 8
         && INPUT_GRADIENT_IN_C.contains(&s.in_c)
         && little_waste
-        && backend == crate::Backend::Native
+        && matches!(backend, Ok(crate::Backend::Native))
+}
+
+/// The taps tile for `s`'s input gradient (`in_c` wide) where the call may take it
+/// ([`super::taps::usable`]).
+fn taps_input(s: &Conv2d, inner: &ExecOptions, isa: crate::Isa) -> Option<super::taps::TapsTile> {
+    super::taps::usable(inner)
+        .then(|| super::taps::tile_for(isa, s.kernel_h, s.in_c))
+        .flatten()
 }
 
 /// Padded row length, in pixels, of the input gradient's grid: `in_w + kernel_w − 1`.
@@ -477,7 +501,7 @@ pub(super) fn backward_input(
     let image_in = s.in_h * iw * c;
     let image_out = s.out_pixels() * oc;
     let row_len = s.kernel_w * oc;
-    let taps_tile = super::taps::tile_for(crate::Isa::resolve(inner.isa)?, s.kernel_h, c);
+    let taps_tile = taps_input(s, inner, crate::Isa::resolve(inner.isa)?);
     let dyq_max = (band + s.kernel_h - 1) * wq * oc;
     let dxq_max = if taps_tile.is_some() {
         0
@@ -509,7 +533,9 @@ pub(super) fn backward_input(
                         top.saturating_sub(iy)..(top + s.out_h()).saturating_sub(iy)
                     };
                     let dx_band = &mut dx_image[r0 * iw * c..][..rows * iw * c];
-                    super::taps::band(tile, &views, rows, wf, c, on_dy, dx_band);
+                    let dx_band = (dx_band, |_: &mut [f32]| {});
+                    let threading = inner.threading;
+                    super::taps::band(tile, &views, rows, (wf, c), on_dy, dx_band, threading);
                     continue;
                 }
                 // The last row's wrapped pixels would reach past the band's rows.

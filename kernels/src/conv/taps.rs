@@ -20,7 +20,7 @@
 use super::Conv2d;
 use crate::activation::{bias_act_rows, Activation};
 use crate::arch::TapsKernelFn;
-use crate::Isa;
+use crate::{Isa, Threading};
 
 /// A tile of the taps kernel: `mr` output pixels × `nr` output channels.
 #[derive(Clone, Copy)]
@@ -36,6 +36,24 @@ const MAX_MR: usize = 8;
 
 /// The most kernel rows (taps) this path takes: their offsets sit in an array on the stack.
 const MAX_TAPS: usize = 16;
+
+/// Whether a call may take the taps tiles for its forward pass or input gradient: on our own
+/// kernels (not under the OpenBLAS backend). A call of one image runs a band's tiles on the
+/// call's threads ([`band`]); each element's sum is the same whichever thread computes it.
+pub(super) fn usable(inner: &crate::ExecOptions) -> bool {
+    matches!(
+        crate::Backend::resolve(inner.backend),
+        Ok(crate::Backend::Native)
+    )
+}
+
+/// Whether a call may take the taps tiles for its weight gradient: on our own kernels, for a
+/// batch of two or more images — tasks of whole images, each on one thread. (A call of one image
+/// leaves the call's threads to the GEMM paths' products, whose bits the taps tiles would not
+/// give: the choice must not depend on the thread count.)
+pub(super) fn usable_for_weights(s: &Conv2d, inner: &crate::ExecOptions) -> bool {
+    usable(inner) && s.batch >= 2
+}
 
 /// The taps tile of `isa` for `out_c` output channels, where it has one: AVX-512 8 × 16, 8 × 32
 /// or 8 × 48 for up to 16, 32 or 48 channels (the narrowest that holds them: no masked half
@@ -98,6 +116,7 @@ pub(super) fn forward_band(
     w: &[f32],
     (bias, act): (Option<&[f32]>, Activation),
     y_band: &mut [f32],
+    threading: Threading,
 ) {
     let views = Views {
         xp,
@@ -106,16 +125,31 @@ pub(super) fn forward_band(
         kh: s.kernel_h,
         kw: s.kernel_w,
     };
-    band(tile, &views, rows, w, s.out_c, |_| 0..s.kernel_h, y_band);
-    // SAFETY: `tile_for` returned the tile only for an available instruction set.
-    unsafe { bias_act_rows(tile.isa, act, y_band, s.out_c, bias) };
+    let finish = |piece: &mut [f32]| {
+        if bias.is_some() || act != Activation::Identity {
+            // SAFETY: `tile_for` returned the tile only for an available instruction set.
+            unsafe { bias_act_rows(tile.isa, act, piece, s.out_c, bias) };
+        }
+    };
+    let taps_of_row = |_| 0..s.kernel_h;
+    band(
+        tile,
+        &views,
+        rows,
+        (w, s.out_c),
+        taps_of_row,
+        (y_band, finish),
+        threading,
+    );
 }
 
 /// `y_band` ← Σ over the taps of the views' products with `w` (`kh` blocks of `kw·c` rows of
-/// `oc` floats) for `rows` output rows of `oc` channels. Output row `r` (of the band) takes the
-/// kernel rows `taps_of_row(r)` only, where the others would read rows of zeros (the padding of
-/// an input gradient's grid); a tile of pixels over several rows takes their union (more
-/// zeros, the same sums).
+/// `oc` floats) for `rows` output rows of `oc` channels, then `finish` on each piece of it.
+/// Output row `r` (of the band) takes the kernel rows `taps_of_row(r)` only, where the others
+/// would read rows of zeros (the padding of an input gradient's grid); a tile of pixels over
+/// several rows takes their union (more zeros, the same sums). The tiles are cut from the
+/// band's first pixel, `mr` at a time, and shared among `threading`'s threads in pieces of
+/// whole tiles: the same tiles, and the same bits, on any thread count.
 ///
 /// # Panics
 /// Where `xp` is shorter than the views reach, or `y_band` or `w` do not fit: the caller's
@@ -124,10 +158,10 @@ pub(super) fn band(
     tile: &TapsTile,
     v: &Views<'_>,
     rows: usize,
-    w: &[f32],
-    oc: usize,
-    taps_of_row: impl Fn(usize) -> std::ops::Range<usize>,
-    y_band: &mut [f32],
+    (w, oc): (&[f32], usize),
+    taps_of_row: impl Fn(usize) -> std::ops::Range<usize> + Sync,
+    (y_band, finish): (&mut [f32], impl Fn(&mut [f32]) + Sync),
+    threading: Threading,
 ) {
     let (c, wp) = (v.c, v.wp);
     assert!(v.kh <= MAX_TAPS && tile.mr <= MAX_MR && v.kw >= 1 && wp >= v.kw);
@@ -141,16 +175,48 @@ pub(super) fn band(
     for (ky, t) in taps.iter_mut().enumerate().take(v.kh) {
         *t = (ky * wp * c, ky * tap_k * oc);
     }
-    let pixels = rows * ow;
+    let taps = &taps[..v.kh];
+    let tiles = (rows * ow).div_ceil(tile.mr);
+    let pieces = crate::process::threads(threading).min(tiles).max(1);
+    let piece_pixels = tiles.div_ceil(pieces) * tile.mr;
+    let run = |p: usize, y_piece: &mut [f32]| {
+        let first = p * piece_pixels;
+        let tiles_of = (v, (ow, first, y_piece.len() / oc), (w, oc), taps);
+        piece_tiles(tile, tiles_of, &taps_of_row, y_piece);
+        finish(y_piece);
+    };
+    if pieces == 1 {
+        run(0, y_band);
+    } else {
+        crate::team::for_each_piece(threading, y_band, piece_pixels * oc, run);
+    }
+}
+
+/// The tiles of pixels `first .. first + pixels` of a band ([`band`], which checked the views,
+/// `w` and the band's output), written to `y_piece` (exactly those pixels' output).
+#[allow(clippy::type_complexity)]
+fn piece_tiles(
+    tile: &TapsTile,
+    (v, (ow, first, pixels), (w, oc), taps): (
+        &Views<'_>,
+        (usize, usize, usize),
+        (&[f32], usize),
+        &[(usize, usize)],
+    ),
+    taps_of_row: &impl Fn(usize) -> std::ops::Range<usize>,
+    y_piece: &mut [f32],
+) {
+    let (c, wp, tap_k) = (v.c, v.wp, v.kw * v.c);
+    debug_assert_eq!(y_piece.len(), pixels * oc);
     let mut offsets = [0usize; MAX_MR];
-    let (mut oy, mut ox) = (0, 0);
+    let (mut oy, mut ox) = (first / ow, first % ow);
     for q0 in (0..pixels).step_by(tile.mr) {
         let n = tile.mr.min(pixels - q0);
         // Each pixel's offset in `xp`, relative to the tile's first: a row of the grid is `wp`
         // pixels, of which the output keeps the first `ow`.
-        let (first_row, first) = (oy, (oy * wp + ox) * c);
+        let (first_row, at) = (oy, (oy * wp + ox) * c);
         for off in &mut offsets[..n] {
-            *off = (oy * wp + ox) * c - first;
+            *off = (oy * wp + ox) * c - at;
             ox += 1;
             if ox == ow {
                 (oy, ox) = (oy + 1, 0);
@@ -163,20 +229,20 @@ pub(super) fn band(
         for j0 in (0..oc).step_by(tile.nr) {
             let cols = tile.nr.min(oc - j0);
             // SAFETY: every pixel of the tile is an output pixel of the band, whose views lie
-            // inside `xp` (checked above: the farthest reach is the last view's last row's
+            // inside `xp` (checked by `band`: the farthest reach is the last view's last row's
             // end); B's rows for tap `ky` are `w`'s from row `ky · tap_k`, `oc` floats each,
-            // read from column j0 for `cols`; C's rows are the tile's pixels in `y_band`,
+            // read from column j0 for `cols`; C's rows are the tile's pixels in `y_piece`,
             // `oc` apart, written from column j0 for `cols ≤ nr`; `tile_for` checked the
             // instruction set.
             unsafe {
                 (tile.kernel)(
-                    (v.xp.as_ptr().add(first), &offsets[..n], 1),
+                    (v.xp.as_ptr().add(at), &offsets[..n], 1),
                     tile_taps,
                     tap_k,
                     w.as_ptr().add(j0),
                     oc,
                     0.0,
-                    y_band.as_mut_ptr().add(q0 * oc + j0),
+                    y_piece.as_mut_ptr().add(q0 * oc + j0),
                     oc,
                     cols,
                 )
