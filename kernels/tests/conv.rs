@@ -121,27 +121,39 @@ fn conv_shape() -> impl Strategy<Value = Conv2d> {
     )
         .prop_map(
             |(batch, (in_h, in_w, in_c), out_c, (kh, kw), (sh, sw), same)| {
-                let padding = if same { Padding::Same } else { Padding::Valid };
-                // 'valid' needs the kernel to fit.
-                let (kh, kw) = if same {
-                    (kh, kw)
-                } else {
-                    (kh.min(in_h), kw.min(in_w))
-                };
-                Conv2d {
-                    batch,
-                    in_h,
-                    in_w,
-                    in_c,
-                    out_c,
-                    kernel_h: kh,
-                    kernel_w: kw,
-                    stride_h: sh,
-                    stride_w: sw,
-                    padding,
-                }
+                layer(batch, (in_h, in_w, in_c), out_c, (kh, kw), (sh, sw), same)
             },
         )
+}
+
+/// The layer of these sizes, its kernel cut to the image for 'valid' padding (which needs the
+/// kernel to fit).
+fn layer(
+    batch: usize,
+    (in_h, in_w, in_c): (usize, usize, usize),
+    out_c: usize,
+    (kh, kw): (usize, usize),
+    (sh, sw): (usize, usize),
+    same: bool,
+) -> Conv2d {
+    let padding = if same { Padding::Same } else { Padding::Valid };
+    let (kh, kw) = if same {
+        (kh, kw)
+    } else {
+        (kh.min(in_h), kw.min(in_w))
+    };
+    Conv2d {
+        batch,
+        in_h,
+        in_w,
+        in_c,
+        out_c,
+        kernel_h: kh,
+        kernel_w: kw,
+        stride_h: sh,
+        stride_w: sw,
+        padding,
+    }
 }
 
 proptest! {
@@ -186,24 +198,7 @@ fn stride_one_shape() -> impl Strategy<Value = Conv2d> {
         any::<bool>(),
     )
         .prop_map(|(batch, (kh, kw), (in_h, in_w), in_c, out_c, same)| {
-            let padding = if same { Padding::Same } else { Padding::Valid };
-            let (kh, kw) = if same {
-                (kh, kw)
-            } else {
-                (kh.min(in_h), kw.min(in_w))
-            };
-            Conv2d {
-                batch,
-                in_h,
-                in_w,
-                in_c,
-                out_c,
-                kernel_h: kh,
-                kernel_w: kw,
-                stride_h: 1,
-                stride_w: 1,
-                padding,
-            }
+            layer(batch, (in_h, in_w, in_c), out_c, (kh, kw), (1, 1), same)
         })
 }
 

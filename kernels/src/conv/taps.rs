@@ -63,7 +63,11 @@ pub(super) fn tile_for(isa: Isa, kernel_h: usize, out_c: usize) -> Option<TapsTi
     if kernel_h > MAX_TAPS {
         return None;
     }
-    let (mr, nr, kernel) = forward_kernel(isa, out_c)?;
+    available(isa, forward_kernel(isa, out_c)?)
+}
+
+/// The tile `(mr, nr, kernel)` of `isa` where this CPU has `isa`.
+fn available(isa: Isa, (mr, nr, kernel): (usize, usize, TapsKernelFn)) -> Option<TapsTile> {
     debug_assert!(mr <= MAX_MR);
     isa.is_available().then_some(TapsTile {
         mr,
@@ -258,13 +262,7 @@ const MAX_SEGMENTS: usize = 64;
 /// The weight-gradient tile of `isa`, where it has one: the rows are output channels, the
 /// columns a kernel row's `kw·in_c` weights (AVX-512 8 × 48, AVX2 6 × 16).
 pub(super) fn weights_tile_for(isa: Isa) -> Option<TapsTile> {
-    let (mr, nr, kernel) = weights_kernel(isa)?;
-    isa.is_available().then_some(TapsTile {
-        mr,
-        nr,
-        kernel,
-        isa,
-    })
+    available(isa, weights_kernel(isa)?)
 }
 
 /// [`weights_tile_for`]'s tile shape and kernel.
