@@ -131,63 +131,80 @@ pub(super) fn forward(
 ) -> Result<()> {
     let (c, oc, wp, ow) = (s.in_c, s.out_c, padded_width(s), s.out_w());
     let band = band_rows(s);
-    let image_in = s.in_h * s.in_w * c;
     let image_out = s.out_pixels() * oc;
+    // Where output rows r0 .. r0 + rows of the part's i-th image lie in `y_part`.
+    let y_band = |i: usize, (r0, rows): (usize, usize)| {
+        let at = i * image_out + r0 * ow * oc;
+        at..at + rows * ow * oc
+    };
     if let Some(tile) = taps_forward(s, inner, crate::Isa::resolve(inner.isa)?) {
         let xp_max = input_scratch_len(s, band);
         return COL.with(xp_max, xp_max, |xp| {
-            for (i, n) in images_of(s, &pixels).enumerate() {
-                let x_image = &x[n * image_in..][..image_in];
-                let y_image = &mut y_part[i * image_out..][..image_out];
-                for r0 in (0..s.out_h()).step_by(band) {
-                    let rows = band.min(s.out_h() - r0);
-                    let xp = band_input(s, x_image, (r0, rows), xp);
-                    let y_band = &mut y_image[r0 * ow * oc..][..rows * ow * oc];
-                    let (epilogue, threading) = ((bias, act), inner.threading);
-                    super::taps::forward_band(
-                        &tile, s, wp, xp, rows, w, epilogue, y_band, threading,
-                    );
-                }
-            }
-            Ok(())
+            for_each_band(s, x, &pixels, xp, |i, _, (r0, rows), xp| {
+                let (epilogue, threading) = ((bias, act), inner.threading);
+                let y_band = &mut y_part[y_band(i, (r0, rows))];
+                super::taps::forward_band(&tile, s, wp, xp, rows, w, epilogue, y_band, threading);
+                Ok(())
+            })
         });
     }
     let row_len = s.kernel_w * c;
     let (xp_max, yp_max) = (input_scratch_len(s, band), band * wp * oc);
     COL.with(xp_max + yp_max, xp_max + yp_max, |buf| {
         let (xp, yp) = buf.split_at_mut(xp_max);
-        for (i, n) in images_of(s, &pixels).enumerate() {
-            let x_image = &x[n * image_in..][..image_in];
-            let y_image = &mut y_part[i * image_out..][..image_out];
-            for r0 in (0..s.out_h()).step_by(band) {
-                let rows = band.min(s.out_h() - r0);
-                let xp = band_input(s, x_image, (r0, rows), xp);
-                let m = grid_pixels(s, rows);
-                let yp = &mut yp[..m * oc];
-                for (ky, w_row) in w.chunks_exact(row_len * oc).enumerate() {
-                    let last = ky + 1 == s.kernel_h;
-                    gemm_fused(
-                        inner,
-                        1.0,
-                        MatRef::strided(&xp[ky * wp * c..], m, row_len, c, 1),
-                        MatRef::row_major(w_row, row_len, oc, oc),
-                        if ky == 0 { 0.0 } else { 1.0 },
-                        match bias {
-                            Some(b) if last => Bias::PerColumn(b),
-                            _ => Bias::None,
-                        },
-                        if last { act } else { Activation::Identity },
-                        MatMut::row_major(yp, m, oc, oc),
-                    )?;
-                }
-                let out = &mut y_image[r0 * ow * oc..][..rows * ow * oc];
-                for (dst, src) in out.chunks_exact_mut(ow * oc).zip(yp.chunks(wp * oc)) {
-                    dst.copy_from_slice(&src[..ow * oc]);
-                }
+        for_each_band(s, x, &pixels, xp, |i, _, (r0, rows), xp| {
+            let m = grid_pixels(s, rows);
+            let yp = &mut yp[..m * oc];
+            for (ky, w_row) in w.chunks_exact(row_len * oc).enumerate() {
+                let last = ky + 1 == s.kernel_h;
+                gemm_fused(
+                    inner,
+                    1.0,
+                    MatRef::strided(&xp[ky * wp * c..], m, row_len, c, 1),
+                    MatRef::row_major(w_row, row_len, oc, oc),
+                    if ky == 0 { 0.0 } else { 1.0 },
+                    match bias {
+                        Some(b) if last => Bias::PerColumn(b),
+                        _ => Bias::None,
+                    },
+                    if last { act } else { Activation::Identity },
+                    MatMut::row_major(yp, m, oc, oc),
+                )?;
             }
-        }
-        Ok(())
+            let out = &mut y_part[y_band(i, (r0, rows))];
+            for (dst, src) in out.chunks_exact_mut(ow * oc).zip(yp.chunks(wp * oc)) {
+                dst.copy_from_slice(&src[..ow * oc]);
+            }
+            Ok(())
+        })
     })
+}
+
+/// Calls `f(i, n, (r0, rows), xp)` for each band of [`band_rows`] output rows `r0 .. r0 + rows`
+/// of each whole image `n` (the part's `i`-th) of output pixels `pixels`, in order, `xp` the
+/// band's padded input rows ([`band_input`], copied into `scratch` where they must be).
+fn for_each_band(
+    s: &Conv2d,
+    x: &[f32],
+    pixels: &std::ops::Range<usize>,
+    scratch: &mut [f32],
+    mut f: impl FnMut(usize, usize, (usize, usize), &[f32]) -> Result<()>,
+) -> Result<()> {
+    let band = band_rows(s);
+    let image_in = s.in_h * s.in_w * s.in_c;
+    for (i, n) in images_of(s, pixels).enumerate() {
+        let x_image = &x[n * image_in..][..image_in];
+        for r0 in (0..s.out_h()).step_by(band) {
+            let rows = band.min(s.out_h() - r0);
+            f(
+                i,
+                n,
+                (r0, rows),
+                band_input(s, x_image, (r0, rows), scratch),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether [`backward_weights`] forms the transposed gradient `dwᵀ` (`out_c × patch`): with at
@@ -211,7 +228,6 @@ pub(super) fn backward_weights(
 ) -> Result<()> {
     let (c, oc, wp) = (s.in_c, s.out_c, padded_width(s));
     let band = band_rows(s);
-    let image_in = s.in_h * s.in_w * c;
     let image_out = s.out_pixels() * oc;
     let (patch, row_len) = (s.patch_len(), s.kernel_w * c);
     let (xp_max, dyp_max) = (input_scratch_len(s, band), band * wp * oc);
@@ -232,65 +248,54 @@ pub(super) fn backward_weights(
         let dw = &mut dw[..oc * patch];
         return COL.with(xp_max, xp_max, |xp| {
             let mut first = true;
-            for n in images_of(s, &pixels) {
-                let x_image = &x[n * image_in..][..image_in];
-                let dy_image = &dy[n * image_out..][..image_out];
-                for r0 in (0..s.out_h()).step_by(band) {
-                    let rows = band.min(s.out_h() - r0);
-                    let xp = band_input(s, x_image, (r0, rows), xp);
-                    let dy_band = &dy_image[r0 * ow * oc..][..rows * ow * oc];
-                    for pixel in dy_band.chunks_exact(oc) {
-                        for (d, &g) in db.iter_mut().zip(pixel) {
-                            *d += g;
-                        }
+            for_each_band(s, x, &pixels, xp, |_, n, (r0, rows), xp| {
+                let dy_band = &dy[n * image_out..][..image_out][r0 * ow * oc..][..rows * ow * oc];
+                for pixel in dy_band.chunks_exact(oc) {
+                    for (d, &g) in db.iter_mut().zip(pixel) {
+                        *d += g;
                     }
-                    let views = super::taps::Views {
-                        xp,
-                        wp,
-                        c,
-                        kh: s.kernel_h,
-                        kw: s.kernel_w,
-                    };
-                    let beta = if first { 0.0 } else { 1.0 };
-                    let (dy_band, how) = ((dy_band, oc), (beta, transposed));
-                    super::taps::weights_band(&tile, &views, rows, dy_band, how, dw);
-                    first = false;
                 }
-            }
-            Ok(())
+                let views = super::taps::Views {
+                    xp,
+                    wp,
+                    c,
+                    kh: s.kernel_h,
+                    kw: s.kernel_w,
+                };
+                let beta = if first { 0.0 } else { 1.0 };
+                let (dy_band, how) = ((dy_band, oc), (beta, transposed));
+                super::taps::weights_band(&tile, &views, rows, dy_band, how, dw);
+                first = false;
+                Ok(())
+            })
         });
     }
     COL.with(xp_max + dyp_max, xp_max + dyp_max, |buf| {
         let (xp, dyp) = buf.split_at_mut(xp_max);
         let mut first = true;
-        for n in images_of(s, &pixels) {
-            let x_image = &x[n * image_in..][..image_in];
+        for_each_band(s, x, &pixels, xp, |_, n, (r0, rows), xp| {
             let dy_image = &dy[n * image_out..][..image_out];
-            for r0 in (0..s.out_h()).step_by(band) {
-                let rows = band.min(s.out_h() - r0);
-                let xp = band_input(s, x_image, (r0, rows), xp);
-                let dyp = &mut dyp[..rows * wp * oc];
-                pad_output_gradient(s, dy_image, r0, rows, dyp, db);
-                // (The wrapped pixels left out are zero in `dyp`.)
-                let k = grid_pixels(s, rows);
-                let dyp = MatRef::row_major(&dyp[..k * oc], k, oc, oc);
-                let beta = if first { 0.0 } else { 1.0 };
-                for ky in 0..s.kernel_h {
-                    let xv = MatRef::strided(&xp[ky * wp * c..], k, row_len, c, 1);
-                    if transposed {
-                        let dwt = &mut dw[ky * row_len..];
-                        let dwt = MatMut::row_major(dwt, oc, row_len, patch);
-                        gemm_with(inner, 1.0, dyp.t(), xv, beta, dwt)?;
-                    } else {
-                        let dw_row = &mut dw[ky * row_len * oc..][..row_len * oc];
-                        let dw_row = MatMut::row_major(dw_row, row_len, oc, oc);
-                        gemm_with(inner, 1.0, xv.t(), dyp, beta, dw_row)?;
-                    }
+            let dyp = &mut dyp[..rows * wp * oc];
+            pad_output_gradient(s, dy_image, r0, rows, dyp, db);
+            // (The wrapped pixels left out are zero in `dyp`.)
+            let k = grid_pixels(s, rows);
+            let dyp = MatRef::row_major(&dyp[..k * oc], k, oc, oc);
+            let beta = if first { 0.0 } else { 1.0 };
+            for ky in 0..s.kernel_h {
+                let xv = MatRef::strided(&xp[ky * wp * c..], k, row_len, c, 1);
+                if transposed {
+                    let dwt = &mut dw[ky * row_len..];
+                    let dwt = MatMut::row_major(dwt, oc, row_len, patch);
+                    gemm_with(inner, 1.0, dyp.t(), xv, beta, dwt)?;
+                } else {
+                    let dw_row = &mut dw[ky * row_len * oc..][..row_len * oc];
+                    let dw_row = MatMut::row_major(dw_row, row_len, oc, oc);
+                    gemm_with(inner, 1.0, xv.t(), dyp, beta, dw_row)?;
                 }
-                first = false;
             }
-        }
-        Ok(())
+            first = false;
+            Ok(())
+        })
     })
 }
 
