@@ -612,6 +612,9 @@ pub fn avg_pool2d_forward(opts: &ExecOptions, s: &Pool2d, x: &[f32], y: &mut [f3
 /// scan order (the channel loop vectorises), then scaled by one over the positions inside.
 #[inline(always)]
 fn avg_image_body(s: &Pool2d, img: &[f32], yi: &mut [f32]) {
+    if s.is_2x2_stride_2_valid() {
+        return avg_image_2x2(s, img, yi);
+    }
     let (ow, c) = (s.out_w(), s.channels);
     let pad = s.padding();
     // Output positions row by row: no division per position (with a few channels, two
@@ -634,6 +637,29 @@ fn avg_image_body(s: &Pool2d, img: &[f32], yi: &mut [f32]) {
     }
 }
 
+/// [`avg_image_body`] for 2×2 windows at stride 2 without padding (every window whole): each
+/// output's four inputs summed in the same order from zero, then scaled by 1/4, the channels in
+/// one loop the compiler vectorises. The general loop — a window's rows and columns around a
+/// loop over the channels, the output zeroed first — took 6 % of a batch-1000 forward pass of
+/// program G (its 28×28×16 pooling) in a profile on two Zen 4 threads.
+#[inline(always)]
+fn avg_image_2x2(s: &Pool2d, img: &[f32], yi: &mut [f32]) {
+    let (ow, c, row) = (s.out_w(), s.channels, s.in_w * s.channels);
+    for (oy, y_row) in yi.chunks_exact_mut(ow * c).enumerate() {
+        let top = &img[2 * oy * row..][..row];
+        let bottom = &img[(2 * oy + 1) * row..][..row];
+        let pairs = top.chunks_exact(2 * c).zip(bottom.chunks_exact(2 * c));
+        for (yo, (t, b)) in y_row.chunks_exact_mut(c).zip(pairs) {
+            let (t0, t1) = t.split_at(c);
+            let (b0, b1) = b.split_at(c);
+            let inputs = t0.iter().zip(t1).zip(b0.iter().zip(b1));
+            for (y, ((&p, &q), (&r, &u))) in yo.iter_mut().zip(inputs) {
+                *y = ((((0.0 + p) + q) + r) + u) * 0.25;
+            }
+        }
+    }
+}
+
 crate::dispatch::per_isa!(avg_image_loops, avg_image_body, avg_image_body,
     (s: &Pool2d, img: &[f32], yi: &mut [f32]));
 
@@ -650,6 +676,9 @@ pub(crate) unsafe fn avg_image(isa: Isa, s: &Pool2d, img: &[f32], yi: &mut [f32]
 /// One image of average pooling's backward pass: each output gradient spread over its window.
 #[inline(always)]
 fn avg_backward_body(s: &Pool2d, dxi: &mut [f32], dyi: &[f32]) {
+    if s.is_2x2_stride_2_valid() {
+        return avg_backward_2x2(s, dxi, dyi);
+    }
     let (ow, c) = (s.out_w(), s.channels);
     let pad = s.padding();
     dxi.fill(0.0);
@@ -664,6 +693,35 @@ fn avg_backward_body(s: &Pool2d, dxi: &mut [f32], dyi: &[f32]) {
                     for (d, &v) in dst.iter_mut().zip(g) {
                         *d += v * inv;
                     }
+                }
+            }
+        }
+    }
+}
+
+/// [`avg_backward_body`] for 2×2 windows at stride 2 without padding: the windows do not
+/// overlap, so each input position gets `0 + g/4` of its one window (the general loop's sum
+/// from zero, the same bits) written once, and the last row and column a window leaves out of
+/// an odd side zero, where the general loop zeroes all of `dxi` and adds every window into it.
+#[inline(always)]
+fn avg_backward_2x2(s: &Pool2d, dxi: &mut [f32], dyi: &[f32]) {
+    let (ow, c, row) = (s.out_w(), s.channels, s.in_w * s.channels);
+    let (covered_rows, covered) = (2 * s.out_h(), 2 * ow * c);
+    let (dx_windows, dx_below) = dxi.split_at_mut(covered_rows * row);
+    dx_below.fill(0.0);
+    for (dx_rows, g_row) in dx_windows
+        .chunks_exact_mut(2 * row)
+        .zip(dyi.chunks_exact(ow * c))
+    {
+        let (top, bottom) = dx_rows.split_at_mut(row);
+        for dx in [top, bottom] {
+            let (dx_pairs, dx_right) = dx.split_at_mut(covered);
+            dx_right.fill(0.0);
+            for (pair, g) in dx_pairs.chunks_exact_mut(2 * c).zip(g_row.chunks_exact(c)) {
+                let (left, right) = pair.split_at_mut(c);
+                for ((l, r), &v) in left.iter_mut().zip(right).zip(g) {
+                    let share = 0.0 + v * 0.25;
+                    (*l, *r) = (share, share);
                 }
             }
         }

@@ -500,6 +500,55 @@ fn default_max_pooling_matches_the_definition() {
     }
 }
 
+/// Keras's default average pooling (2×2, stride 2, 'valid': its own loops), odd sides
+/// included (a row and a column no window covers, whose gradient is zero): the definition, and
+/// the backward pass its exact transpose — each input in a window gets a quarter of its
+/// gradient, every other input zero.
+#[test]
+fn default_avg_pooling_matches_the_definition() {
+    for (seed, channels) in [1, 3, 16, 24].into_iter().enumerate() {
+        for (h, w) in [(2, 2), (7, 6), (13, 13), (14, 15)] {
+            let s = Pool2d::new(2, (h, w, channels), 2);
+            for isa in Isa::available() {
+                let opts = ExecOptions::with_isa(isa);
+                let mut rng = Rng::new(seed as u64);
+                let x = rng.fill(s.input_len());
+                let mut y = vec![f32::NAN; s.output_len()];
+                avg_pool2d_forward(&opts, &s, &x, &mut y).unwrap();
+                let want = reference::avg_pool2d(&s, &x);
+                for (i, (&got, &want)) in y.iter().zip(&want).enumerate() {
+                    assert!(
+                        (got - want).abs() <= 1e-6,
+                        "{isa} {h}×{w}×{channels} y[{i}]"
+                    );
+                }
+                let dy = rng.fill(s.output_len());
+                let mut dx = vec![f32::NAN; s.input_len()];
+                avg_pool2d_backward(&opts, &s, &dy, &mut dx).unwrap();
+                let (oh, ow) = (h / 2, w / 2);
+                for (i, &got) in dx.iter().enumerate() {
+                    let (n, iy, ix, ch) = (
+                        i / (h * w * channels),
+                        i / (w * channels) % h,
+                        i / channels % w,
+                        i % channels,
+                    );
+                    let want = if iy < 2 * oh && ix < 2 * ow {
+                        0.0 + dy[((n * oh + iy / 2) * ow + ix / 2) * channels + ch] * 0.25
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{isa} {h}×{w}×{channels} dx[{i}]"
+                    );
+                }
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
     #[test]
