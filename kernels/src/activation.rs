@@ -164,8 +164,31 @@ fn bias_act_body(act: Activation, row: &mut [f32], bias: RowBias<'_>) {
 /// another), the bias per column.
 #[inline(always)]
 fn bias_act_rows_body(act: Activation, block: &mut [f32], cols: usize, bias: Option<&[f32]>) {
-    for row in block.chunks_exact_mut(cols) {
-        bias_act_body(act, row, bias.map_or(RowBias::None, RowBias::Each));
+    // The activation chosen once for the block, not once per row: per row, the choice (a jump
+    // through a table) and the function's constants, loaded again after it, took half of a
+    // 32-column block's tanh time (9 % of a batch-1000 forward pass of program G in a profile
+    // on two Zen 4 threads).
+    #[inline(always)]
+    fn rows(block: &mut [f32], cols: usize, bias: Option<&[f32]>, f: impl Fn(f32) -> f32) {
+        match bias {
+            // Without a bias the rows are one run.
+            None => block.iter_mut().for_each(|v| *v = f(*v)),
+            Some(b) => {
+                for row in block.chunks_exact_mut(cols) {
+                    row.iter_mut().zip(b).for_each(|(v, &b)| *v = f(*v + b));
+                }
+            }
+        }
+    }
+    // The arithmetic of `bias_act_body`, row by row: the same bits.
+    match act {
+        Activation::Identity => rows(block, cols, bias, |x| x),
+        Activation::Relu => match bias {
+            None => rows(block, cols, None, |x| relu1(x + 0.0)),
+            Some(_) => rows(block, cols, bias, relu1),
+        },
+        Activation::Sigmoid => rows(block, cols, bias, sigmoid1),
+        Activation::Tanh => rows(block, cols, bias, tanh1),
     }
 }
 
