@@ -160,8 +160,8 @@ fn bias_act_body(act: Activation, row: &mut [f32], bias: RowBias<'_>) {
     }
 }
 
-/// [`bias_act_body`] over each row of `block` (whole rows of `cols` floats, one after
-/// another), the bias per column.
+/// [`bias_act_body`]'s arithmetic over each row of `block` (whole rows of `cols` floats, one
+/// after another), the bias per column.
 #[inline(always)]
 fn bias_act_rows_body(act: Activation, block: &mut [f32], cols: usize, bias: Option<&[f32]>) {
     // The activation chosen once for the block, not once per row: per row, the choice (a jump

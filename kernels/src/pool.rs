@@ -56,8 +56,9 @@ impl Pool2d {
     pub fn out_h(&self) -> usize {
         output_len(self.in_h, self.pool_h, self.stride_h, self.padding)
     }
-    /// Keras's default: 2×2 windows, stride 2, no padding (the kernels' vector tree and the
-    /// one-channel convolution's pooling in registers serve it).
+    /// Keras's default: 2×2 windows, stride 2, no padding (the kernels' vector tree, the
+    /// one-channel convolution's pooling in registers and average pooling's own loops serve
+    /// it).
     pub(crate) fn is_2x2_stride_2_valid(&self) -> bool {
         (self.pool_h, self.pool_w, self.stride_h, self.stride_w) == (2, 2, 2, 2)
             && self.padding == Padding::Valid

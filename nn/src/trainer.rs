@@ -77,12 +77,15 @@ const INFERENCE_BATCH: usize = 128;
 /// same predictions; the passes' activations stay in cache between layers. Measured on the
 /// reference CNN at batch 1000: 157 k images/s in passes of 256 against 145 k in one pass
 /// (250–400 were alike; 125 and less were slower again). Half of it for networks whose
-/// activations would not stay in cache ([`predict_pass`]).
+/// activations would not stay in cache (more than a quarter of the last-level cache for a pass
+/// of this size).
 pub const PREDICT_PASS: usize = 256;
 
 /// Samples per forward pass of `predict` for `net`: [`PREDICT_PASS`], or half of it where the
-/// layers' outputs for a pass of that size would fill more than a quarter of the last-level
-/// cache (the passes' activations then left it between layers). Measured at batch 1000 on two
+/// layers' outputs for a pass of that size — every layer's output shape summed, counting those
+/// that copy nothing (Flatten) or run inside a fused unit too: an upper bound of what a pass
+/// writes — would fill more than a quarter of the last-level cache (the passes' activations
+/// then left it between layers). Measured at batch 1000 on two
 /// Zen 4 threads (32 MiB L3; medians of 9 interleaved runs, passes of 256 → 128): program G,
 /// 106 KiB of outputs a sample, 32.9 → 31.2 ms; the reference CNN (130 KiB) 10.3 → 10.2;
 /// program F's network 8.11 → 8.13 — and program A's (4 KiB a sample, a pass's outputs well
