@@ -25,19 +25,7 @@ fn main() -> nn::Result<()> {
     let (x_train, x_test) = (x_train.into_tensor()?, x_test.into_tensor()?);
     let (y_train, y_test) = (Tensor::from_labels(&y_train), Tensor::from_labels(&y_test));
 
-    let mut model = Sequential::new()
-        .input_shape(&[28, 28, 1])
-        .seed(o.seed)
-        .add(Conv2D::new(16, (3, 3), Act::Linear))
-        .add(BatchNormalization::new())
-        .add(Activation::new(Act::Relu))
-        .add(MaxPooling2D::new((2, 2)))
-        .add(Conv2D::new(32, (3, 3), Act::Linear))
-        .add(BatchNormalization::new())
-        .add(Activation::new(Act::Relu))
-        .add(MaxPooling2D::new((2, 2)))
-        .add(Flatten::new())
-        .add(Dense::new(10, Act::Softmax));
+    let mut model = common::cnn_bn(o.seed);
     let (epochs, batch) = (o.epochs.unwrap_or(5), 64);
     // One optimizer step per batch, the last batch of an epoch partial.
     let steps = (epochs * x_train.shape()[0].div_ceil(batch)).max(1);

@@ -20,15 +20,7 @@ fn main() -> nn::Result<()> {
     let (x_train, x_test) = (x_train.into_tensor()?, x_test.into_tensor()?);
     let (y_train, y_test) = (Tensor::from_labels(&y_train), Tensor::from_labels(&y_test));
 
-    let mut model = Sequential::new()
-        .input_shape(&[28, 28, 1])
-        .seed(o.seed)
-        .add(Conv2D::new(16, (3, 3), Act::Relu).padding(Padding::Same))
-        .add(AveragePooling2D::new((2, 2)))
-        .add(Conv2D::new(32, (3, 3), Act::Tanh).padding(Padding::Same))
-        .add(Conv2D::new(32, (3, 3), Act::Tanh))
-        .add(GlobalMaxPooling2D::new())
-        .add(Dense::new(10, Act::Softmax));
+    let mut model = common::cnn_stacked(o.seed);
     model.compile(
         Optimizer::sgd()
             .with_learning_rate(0.05)

@@ -26,30 +26,9 @@ fn main() -> nn::Result<()> {
             .seed(o.seed)
             .add(Flatten::new())
             .add(Dense::new(512, Act::Relu))
-            .add(Dense::new(512, Act::Relu))
             .add(Dense::new(10, Act::Softmax)),
-        "F" => Sequential::new()
-            .input_shape(&[28, 28, 1])
-            .seed(o.seed)
-            .add(Conv2D::new(16, (3, 3), Act::Linear))
-            .add(BatchNormalization::new())
-            .add(Activation::new(Act::Relu))
-            .add(MaxPooling2D::new((2, 2)))
-            .add(Conv2D::new(32, (3, 3), Act::Linear))
-            .add(BatchNormalization::new())
-            .add(Activation::new(Act::Relu))
-            .add(MaxPooling2D::new((2, 2)))
-            .add(Flatten::new())
-            .add(Dense::new(10, Act::Softmax)),
-        _ => Sequential::new()
-            .input_shape(&[28, 28, 1])
-            .seed(o.seed)
-            .add(Conv2D::new(16, (3, 3), Act::Relu).padding(Padding::Same))
-            .add(AveragePooling2D::new((2, 2)))
-            .add(Conv2D::new(32, (3, 3), Act::Tanh).padding(Padding::Same))
-            .add(Conv2D::new(32, (3, 3), Act::Tanh))
-            .add(GlobalMaxPooling2D::new())
-            .add(Dense::new(10, Act::Softmax)),
+        "F" => common::cnn_bn(o.seed),
+        _ => common::cnn_stacked(o.seed),
     };
     model.compile(
         Optimizer::sgd(),

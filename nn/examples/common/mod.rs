@@ -113,6 +113,42 @@ pub fn cnn(seed: u64) -> nn::model::Sequential {
         .add(Dense::new(10, Act::Softmax))
 }
 
+/// Program F's network: Conv2D(16, 3×3) → BatchNormalization → ReLU → MaxPooling2D(2×2) →
+/// Conv2D(32, 3×3) → BatchNormalization → ReLU → MaxPooling2D(2×2) → Flatten → Dense(10,
+/// softmax), on 28×28×1 images.
+pub fn cnn_bn(seed: u64) -> nn::model::Sequential {
+    use nn::prelude::*;
+    Sequential::new()
+        .input_shape(&[28, 28, 1])
+        .seed(seed)
+        .add(Conv2D::new(16, (3, 3), Act::Linear))
+        .add(BatchNormalization::new())
+        .add(Activation::new(Act::Relu))
+        .add(MaxPooling2D::new((2, 2)))
+        .add(Conv2D::new(32, (3, 3), Act::Linear))
+        .add(BatchNormalization::new())
+        .add(Activation::new(Act::Relu))
+        .add(MaxPooling2D::new((2, 2)))
+        .add(Flatten::new())
+        .add(Dense::new(10, Act::Softmax))
+}
+
+/// Program G's network: Conv2D(16, 3×3, same, relu) → AveragePooling2D(2×2) → Conv2D(32, 3×3,
+/// same, tanh) → Conv2D(32, 3×3, tanh) → GlobalMaxPooling2D → Dense(10, softmax), on 28×28×1
+/// images.
+pub fn cnn_stacked(seed: u64) -> nn::model::Sequential {
+    use nn::prelude::*;
+    Sequential::new()
+        .input_shape(&[28, 28, 1])
+        .seed(seed)
+        .add(Conv2D::new(16, (3, 3), Act::Relu).padding(Padding::Same))
+        .add(AveragePooling2D::new((2, 2)))
+        .add(Conv2D::new(32, (3, 3), Act::Tanh).padding(Padding::Same))
+        .add(Conv2D::new(32, (3, 3), Act::Tanh))
+        .add(GlobalMaxPooling2D::new())
+        .add(Dense::new(10, Act::Softmax))
+}
+
 /// The median epoch time.
 pub fn median_seconds(h: &nn::callbacks::History) -> f64 {
     let mut v: Vec<f64> = h.epochs.iter().map(|e| e.seconds).collect();
