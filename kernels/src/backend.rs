@@ -67,6 +67,13 @@ impl Backend {
         }
     }
 
+    /// Whether a call naming `forced` runs on our own kernels: [`Backend::resolve`] gives
+    /// [`Backend::Native`]. (A backend it cannot resolve reads as not ours: the call's own
+    /// resolve reports the reason.)
+    pub(crate) fn runs_native(forced: Option<Backend>) -> bool {
+        matches!(Backend::resolve(forced), Ok(Backend::Native))
+    }
+
     /// The backend calls use when they do not name one: `KERNELS_BACKEND` if set (read once),
     /// else [`Backend::Native`]. An unknown or unavailable value makes every such call fail with
     /// the reason, rather than silently running something else.

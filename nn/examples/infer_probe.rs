@@ -15,18 +15,8 @@ fn main() -> nn::Result<()> {
     let which = std::env::var("MODEL").unwrap_or_else(|_| "G".into());
     let mut model = match which.as_str() {
         "C" => common::cnn(o.seed),
-        "A" => Sequential::new()
-            .input_shape(&[28, 28, 1])
-            .seed(o.seed)
-            .add(Flatten::new())
-            .add(Dense::new(128, Act::Relu))
-            .add(Dense::new(10, Act::Softmax)),
-        "B" => Sequential::new()
-            .input_shape(&[28, 28, 1])
-            .seed(o.seed)
-            .add(Flatten::new())
-            .add(Dense::new(512, Act::Relu))
-            .add(Dense::new(10, Act::Softmax)),
+        "A" => common::mlp_adam(o.seed),
+        "B" => common::mlp_rmsprop(o.seed),
         "F" => common::cnn_bn(o.seed),
         _ => common::cnn_stacked(o.seed),
     };
@@ -35,7 +25,11 @@ fn main() -> nn::Result<()> {
         Loss::sparse_categorical_crossentropy(),
         &[Metric::Accuracy],
     )?;
-    let batch = x_test.slice_samples(0..1000)?;
+    let mut batch = x_test.slice_samples(0..1000)?;
+    if which == "B" {
+        // Program B reads its images flattened.
+        batch = batch.reshape(&[1000, 784])?;
+    }
     let pass: usize = std::env::var("PASS")
         .ok()
         .and_then(|s| s.parse().ok())

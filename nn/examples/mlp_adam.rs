@@ -13,12 +13,7 @@ fn main() -> nn::Result<()> {
     let (x_train, x_test) = (x_train.into_tensor()?, x_test.into_tensor()?);
     let (y_train, y_test) = (to_categorical(&y_train, 10)?, to_categorical(&y_test, 10)?);
 
-    let mut model = Sequential::new()
-        .input_shape(&[28, 28, 1])
-        .seed(o.seed)
-        .add(Flatten::new())
-        .add(Dense::new(128, Act::Relu))
-        .add(Dense::new(10, Act::Softmax));
+    let mut model = common::mlp_adam(o.seed);
     model.compile(
         Optimizer::adam(),
         Loss::categorical_crossentropy(),

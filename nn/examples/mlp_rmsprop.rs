@@ -13,11 +13,7 @@ fn main() -> nn::Result<()> {
     let (x_train, x_test) = (x_train.into_flat_tensor()?, x_test.into_flat_tensor()?);
     let (y_train, y_test) = (to_categorical(&y_train, 10)?, to_categorical(&y_test, 10)?);
 
-    let mut model = Sequential::new()
-        .input_shape(&[784])
-        .seed(o.seed)
-        .add(Dense::new(512, Act::Relu))
-        .add(Dense::new(10, Act::Softmax));
+    let mut model = common::mlp_rmsprop(o.seed);
     model.compile(
         Optimizer::rmsprop(),
         Loss::categorical_crossentropy(),

@@ -68,7 +68,7 @@ pub(super) fn applies(s: &Conv2d) -> bool {
 const MAX_FORWARD_OUT_C: usize = 32;
 
 /// Whether the forward pass takes this path. Where the taps tiles of module `taps` serve (AVX2,
-/// AVX-512, a kernel of at most 16 rows, our own kernels: [`super::taps::usable`]), every
+/// AVX-512, a kernel of at most 16 rows, our own kernels: [`taps_tile`]), every
 /// stride-1 layer that the direct one-channel kernel does not take, whatever its channels: with
 /// C stored once per tile and no wrapped pixel computed, it outran im2col (implicit, or in
 /// chunks below 8 input channels) wherever measured — on two Zen 4 threads, medians of 5–9
@@ -81,22 +81,28 @@ const MAX_FORWARD_OUT_C: usize = 32;
 /// place. Deeper, the GEMM packs the shifted views as the implicit im2col packs its blocks, and
 /// C's extra passes are lost: 14×14×64 → 32 'same' 3.5 → 4.1 ms.
 pub(super) fn applies_forward(s: &Conv2d, inner: &ExecOptions, isa: crate::Isa) -> bool {
-    if taps_forward(s, inner, isa).is_some() {
+    if taps_tile(s, inner, isa, s.out_c).is_some() {
         return s.stride_h == 1 && s.stride_w == 1 && s.out_h() > 0 && s.out_w() > 0;
     }
     applies(s)
         && s.out_c <= MAX_FORWARD_OUT_C
         && s.kernel_w * s.in_c <= IN_PLACE_DEPTH
-        && matches!(
-            crate::Backend::resolve(inner.backend),
-            Ok(crate::Backend::Native)
-        )
+        && crate::Backend::runs_native(inner.backend)
 }
 
-/// The taps tile for `s`'s forward pass where the call may take it ([`super::taps::usable`]).
-fn taps_forward(s: &Conv2d, inner: &ExecOptions, isa: crate::Isa) -> Option<super::taps::TapsTile> {
-    super::taps::usable(inner)
-        .then(|| super::taps::tile_for(isa, s.kernel_h, s.out_c))
+/// The taps tile `tile_for` gives `s`'s kernel for `cols` output columns (the forward pass's
+/// output channels, the input gradient's input channels), where the call may take it: on our
+/// own kernels (not under the OpenBLAS backend). A call of one image runs a band's tiles on
+/// the call's threads (`taps::band`); each element's sum is the same whichever thread
+/// computes it.
+fn taps_tile(
+    s: &Conv2d,
+    inner: &ExecOptions,
+    isa: crate::Isa,
+    cols: usize,
+) -> Option<super::taps::TapsTile> {
+    crate::Backend::runs_native(inner.backend)
+        .then(|| super::taps::tile_for(isa, s.kernel_h, cols))
         .flatten()
 }
 
@@ -137,7 +143,7 @@ pub(super) fn forward(
         let at = i * image_out + r0 * ow * oc;
         at..at + rows * ow * oc
     };
-    if let Some(tile) = taps_forward(s, inner, crate::Isa::resolve(inner.isa)?) {
+    if let Some(tile) = taps_tile(s, inner, crate::Isa::resolve(inner.isa)?, s.out_c) {
         let xp_max = input_scratch_len(s, band);
         return COL.with(xp_max, xp_max, |xp| {
             for_each_band(s, x, &pixels, xp, |i, _, (r0, rows), xp| {
@@ -234,14 +240,14 @@ pub(super) fn backward_weights(
     let transposed = weights_transposed(s);
     db.fill(0.0);
     let isa = crate::Isa::resolve(inner.isa)?;
-    let taps_tile = if !super::taps::usable_for_weights(s, inner) {
+    let weights_tile = if !super::taps::usable_for_weights(s, inner) {
         None
     } else if transposed {
         super::taps::weights_tile_for(isa)
     } else {
         super::taps::tile_for(isa, s.kernel_h, oc)
     };
-    if let Some(tile) = taps_tile {
+    if let Some(tile) = weights_tile {
         // K in segments of one output row (module `taps`): `dy` read in place, no wrapped
         // pixel visited; transposed or not as the general path's partials.
         let ow = s.out_w();
@@ -429,8 +435,7 @@ const INPUT_GRADIENT_IN_C: std::ops::RangeInclusive<usize> = 16..=64;
 /// channels and 16 or more input channels, whatever the grid's extra columns (never computed).
 pub(super) fn applies_backward_input(s: &Conv2d, inner: &ExecOptions, isa: crate::Isa) -> bool {
     let stride_one = s.stride_h == 1 && s.stride_w == 1;
-    let backend = crate::Backend::resolve(inner.backend);
-    if taps_input(s, inner, isa).is_some() {
+    if taps_tile(s, inner, isa, s.in_c).is_some() {
         // The taps tiles compute no wrapped pixel, and pay for more input channels.
         return stride_one && s.out_c >= 8 && s.in_c >= *INPUT_GRADIENT_IN_C.start();
     }
@@ -444,15 +449,7 @@ pub(super) fn applies_backward_input(s: &Conv2d, inner: &ExecOptions, isa: crate
         && s.out_c >= 8
         && INPUT_GRADIENT_IN_C.contains(&s.in_c)
         && little_waste
-        && matches!(backend, Ok(crate::Backend::Native))
-}
-
-/// The taps tile for `s`'s input gradient (`in_c` wide) where the call may take it
-/// ([`super::taps::usable`]).
-fn taps_input(s: &Conv2d, inner: &ExecOptions, isa: crate::Isa) -> Option<super::taps::TapsTile> {
-    super::taps::usable(inner)
-        .then(|| super::taps::tile_for(isa, s.kernel_h, s.in_c))
-        .flatten()
+        && crate::Backend::runs_native(inner.backend)
 }
 
 /// Padded row length, in pixels, of the input gradient's grid: `in_w + kernel_w − 1`.
@@ -506,9 +503,9 @@ pub(super) fn backward_input(
     let image_in = s.in_h * iw * c;
     let image_out = s.out_pixels() * oc;
     let row_len = s.kernel_w * oc;
-    let taps_tile = taps_input(s, inner, crate::Isa::resolve(inner.isa)?);
+    let input_tile = taps_tile(s, inner, crate::Isa::resolve(inner.isa)?, s.in_c);
     let dyq_max = (band + s.kernel_h - 1) * wq * oc;
-    let dxq_max = if taps_tile.is_some() {
+    let dxq_max = if input_tile.is_some() {
         0
     } else {
         band * wq * c
@@ -522,7 +519,7 @@ pub(super) fn backward_input(
                 let rows = band.min(s.in_h - r0);
                 let dyq = &mut dyq[..(rows + s.kernel_h - 1) * wq * oc];
                 pad_output_gradient_around(s, dy_image, r0, dyq);
-                if let Some(tile) = &taps_tile {
+                if let Some(tile) = &input_tile {
                     // The kernel rows as taps of one tile (module `taps`), each input row's
                     // on `dy`'s own rows only (those of `rows_reaching_output`).
                     let views = super::taps::Views {

@@ -37,22 +37,12 @@ const MAX_MR: usize = 8;
 /// The most kernel rows (taps) this path takes: their offsets sit in an array on the stack.
 const MAX_TAPS: usize = 16;
 
-/// Whether a call may take the taps tiles for its forward pass or input gradient: on our own
-/// kernels (not under the OpenBLAS backend). A call of one image runs a band's tiles on the
-/// call's threads ([`band`]); each element's sum is the same whichever thread computes it.
-pub(super) fn usable(inner: &crate::ExecOptions) -> bool {
-    matches!(
-        crate::Backend::resolve(inner.backend),
-        Ok(crate::Backend::Native)
-    )
-}
-
 /// Whether a call may take the taps tiles for its weight gradient: on our own kernels, for a
 /// batch of two or more images — tasks of whole images, each on one thread. (A call of one image
 /// leaves the call's threads to the GEMM paths' products, whose bits the taps tiles would not
 /// give: the choice must not depend on the thread count.)
 pub(super) fn usable_for_weights(s: &Conv2d, inner: &crate::ExecOptions) -> bool {
-    usable(inner) && s.batch >= 2
+    crate::Backend::runs_native(inner.backend) && s.batch >= 2
 }
 
 /// The taps tile of `isa` for `out_c` output channels, where it has one: AVX-512 8 × 16, 8 × 32

@@ -113,6 +113,27 @@ pub fn cnn(seed: u64) -> nn::model::Sequential {
         .add(Dense::new(10, Act::Softmax))
 }
 
+/// Program A's network: Flatten → Dense(128, relu) → Dense(10, softmax), on 28×28×1 images.
+pub fn mlp_adam(seed: u64) -> nn::model::Sequential {
+    use nn::prelude::*;
+    Sequential::new()
+        .input_shape(&[28, 28, 1])
+        .seed(seed)
+        .add(Flatten::new())
+        .add(Dense::new(128, Act::Relu))
+        .add(Dense::new(10, Act::Softmax))
+}
+
+/// Program B's network: Dense(512, relu) → Dense(10, softmax), on 784 inputs (flattened images).
+pub fn mlp_rmsprop(seed: u64) -> nn::model::Sequential {
+    use nn::prelude::*;
+    Sequential::new()
+        .input_shape(&[784])
+        .seed(seed)
+        .add(Dense::new(512, Act::Relu))
+        .add(Dense::new(10, Act::Softmax))
+}
+
 /// Program F's network: Conv2D(16, 3×3) → BatchNormalization → ReLU → MaxPooling2D(2×2) →
 /// Conv2D(32, 3×3) → BatchNormalization → ReLU → MaxPooling2D(2×2) → Flatten → Dense(10,
 /// softmax), on 28×28×1 images.
