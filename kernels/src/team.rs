@@ -151,12 +151,17 @@ pub(crate) fn wake(threads: usize) {
     }
 }
 
-/// Runs `f(0..tasks)` on up to `threads` threads. From a rayon pool thread, rayon's own work
-/// splitting (the caller works too). From outside any pool (a program's main thread, a C
+/// Runs `f(0..tasks)` on up to `threads` threads: on the calling thread alone where that is one
+/// task or one thread (nothing handed off, no helper woken). From a rayon pool thread, rayon's
+/// own work splitting (the caller works too). From outside any pool (a program's main thread, a C
 /// caller), the library's own helper team (this module), whose helpers stay awake between
 /// products; if another thread's product holds the team, the caller takes every `threads`-th
 /// task itself and hands the other groups to the rayon pool.
 pub(crate) fn run_parallel(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) {
+    if tasks <= 1 || threads <= 1 {
+        (0..tasks).for_each(f);
+        return;
+    }
     if rayon::current_thread_index().is_some() {
         (0..tasks).into_par_iter().for_each(f);
         return;
@@ -275,13 +280,21 @@ pub(crate) fn broadcast(threads: usize, f: &(dyn Fn() + Sync)) -> bool {
     !missed.into_inner() && helpers + 1 >= threads
 }
 
-/// Runs `f(t)` for every `t < tasks` on the calling thread and up to `threads - 1` helpers.
+/// Runs `f(t)` for every `t < tasks` on the calling thread and up to `threads - 1` helpers (on
+/// the calling thread alone, without waking any, where one task or one thread is all there is).
 /// Returns `false`, having run nothing, when another thread's job holds the team (or, never in
 /// practice, `tasks` does not fit the job's 32-bit counts).
 pub(crate) fn run(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) -> bool {
     if tasks > u32::MAX as usize {
         return false;
     }
+    if threads.min(tasks) <= 1 {
+        // No helper would join: opening a job would only wake the parked ones, for nothing.
+        (0..tasks).for_each(f);
+        return true;
+    }
+    #[cfg(test)]
+    tests::JOBS_TRIED.with(|n| n.set(n.get() + 1));
     let team = team();
     // A task that panicked on this thread poisoned the lock; the team itself is intact.
     let _busy = match team.busy.try_lock() {
@@ -433,7 +446,41 @@ fn park(team: &Team, seen: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
     use std::sync::atomic::AtomicU32;
+
+    thread_local! {
+        /// Jobs this thread offered the helpers (opened, or declined as the team was busy).
+        pub(super) static JOBS_TRIED: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// A loop of one task, or on one thread, runs on the caller without offering a job: opening
+    /// one woke the parked helpers, which then spun for [`SPIN`] with nothing to do. A Dense
+    /// layer's bias gradient (a one-task matrix–vector product) did so at every step of
+    /// program E (batch 32), whose helper thus never slept, and its epoch on two threads took
+    /// 1.23× as long as on one (1.00× without).
+    #[test]
+    fn one_task_or_one_thread_opens_no_job() {
+        let ran = AtomicU32::new(0);
+        let f = |_: usize| {
+            ran.fetch_add(1, Ordering::Relaxed);
+        };
+        let tried = || JOBS_TRIED.with(Cell::get);
+        let before = tried();
+        run_parallel(1, 2, &f);
+        run_parallel(3, 1, &f);
+        run_parallel(0, 2, &f);
+        assert!(run(1, 2, &f), "a one-task job runs, busy team or not");
+        assert_eq!(ran.load(Ordering::Relaxed), 5);
+        assert_eq!(tried(), before);
+        // Two tasks on two threads are offered (and run here if another test's job holds the
+        // team).
+        if !run(2, 2, &f) {
+            (0..2).for_each(f);
+        }
+        assert_eq!(tried(), before + 1);
+        assert_eq!(ran.load(Ordering::Relaxed), 7);
+    }
 
     #[test]
     fn every_task_runs_once_whoever_runs_it() {
