@@ -169,7 +169,7 @@ pub(crate) fn run_parallel(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sy
     if run(tasks, threads, f) {
         return;
     }
-    let groups = threads.clamp(1, tasks.max(1));
+    let groups = threads.min(tasks);
     rayon::in_place_scope(|s| {
         for g in 1..groups {
             s.spawn(move |_| (g..tasks).step_by(groups).for_each(f));
@@ -282,8 +282,9 @@ pub(crate) fn broadcast(threads: usize, f: &(dyn Fn() + Sync)) -> bool {
 
 /// Runs `f(t)` for every `t < tasks` on the calling thread and up to `threads - 1` helpers (on
 /// the calling thread alone, without waking any, where one task or one thread is all there is).
-/// Returns `false`, having run nothing, when another thread's job holds the team (or, never in
-/// practice, `tasks` does not fit the job's 32-bit counts).
+/// Returns `false`, having run nothing, when another thread's job holds the team (a job of two
+/// or more tasks on two or more threads; or, never in practice, `tasks` does not fit the job's
+/// 32-bit counts).
 pub(crate) fn run(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) -> bool {
     if tasks > u32::MAX as usize {
         return false;
