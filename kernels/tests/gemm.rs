@@ -183,15 +183,16 @@ fn case() -> impl Strategy<Value = Case> {
 }
 
 /// One-row and one-column products (the matrix–vector path): the vector side 1, the others up
-/// to a few thousand (primes, multiples of 16 ± 1, where the lane loops end, and of the axpy
-/// form's blocks of 2048 or 4096 outputs (half of a 16 or 32 KiB L1d) ± 1).
+/// to a few thousand (primes, multiples of 16 ± 1, where the lane loops end, the 256 outputs
+/// whose sums fit the small stack array ± 1, and the axpy form's blocks of 2048 or 4096 outputs
+/// (half of a 16 or 32 KiB L1d) ± 1).
 fn vector_case() -> impl Strategy<Value = Case> {
     let long = prop_oneof![
         2 => 0usize..=40,
         2 => 0usize..=3000,
         1 => prop::sample::select(vec![
-            1usize, 15, 16, 17, 63, 64, 65, 1023, 1024, 1025, 2047, 2048, 2049, 2053, 4095, 4096,
-            4097, 8209,
+            1usize, 15, 16, 17, 63, 64, 65, 255, 256, 257, 1023, 1024, 1025, 2047, 2048, 2049,
+            2053, 4095, 4096, 4097, 8209,
         ]),
     ];
     (case(), long.clone(), long, any::<bool>()).prop_map(|(c, outputs, k, one_row)| {
