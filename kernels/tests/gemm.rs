@@ -232,6 +232,45 @@ proptest! {
     }
 }
 
+/// The matrix–vector path at the edge of its small array of sums (255–257 outputs): one-row and
+/// one-column products, the matrix stored both ways (the dot and the axpy form), K within one
+/// slice and across the slices, beta 0 and not, on one thread (a split would halve the range):
+/// every element against the reference bound, on every path.
+#[test]
+fn vector_products_at_the_small_sums_edge() {
+    let mut seed = 7;
+    for outputs in [255, 256, 257] {
+        for k in [3, 600, 1100] {
+            for (one_row, stored_transposed, beta) in
+                (0..8).map(|i| (i & 1 == 1, i & 2 == 2, i & 4 == 4))
+            {
+                seed += 1;
+                let (m, n) = if one_row { (1, outputs) } else { (outputs, 1) };
+                let case = Case {
+                    m,
+                    n,
+                    k,
+                    trans_a: stored_transposed,
+                    trans_b: stored_transposed,
+                    c_col_major: false,
+                    pad: 0,
+                    alpha: 1.5,
+                    beta: if beta { 0.5 } else { 0.0 },
+                    seed,
+                    threading: Threading::Single,
+                };
+                for path in paths() {
+                    assert_eq!(
+                        check(case, path),
+                        Ok(()),
+                        "{m}x{k}x{n}, stored transposed: {stored_transposed}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Every remainder of M mod MR and N mod NR of every kernel (MR ≤ 24, NR ≤ 48), K in {0, 1, 2, 9}
 /// and across a KC boundary (the deepest slice the cache model chose for the path), both
 /// transposes.

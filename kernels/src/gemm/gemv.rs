@@ -35,7 +35,7 @@ use crate::Isa;
 
 /// Lanes of partial sums per row in the dot form.
 const LANES: usize = DOT_LANES;
-/// Most outputs accumulated together in the axpy form (16 KiB of sums); fewer where half of L1d
+/// Most outputs accumulated together, in either form (16 KiB of sums); fewer where half of L1d
 /// holds fewer (`axpy_block`).
 const BLOCK: usize = 4096;
 /// Outputs of a range whose sums take a small array on the stack rather than `BLOCK`'s.
@@ -193,9 +193,10 @@ unsafe fn run_range(
         // [`FEW_OUTPUTS`] where that holds the range: zeroing all of `BLOCK`'s 16 KiB took a
         // third of a Dense layer's bias gradient (one Zen 4 thread: 1×32×64 as a product 0.48
         // → 0.32 µs, 1×32×10 0.35 → 0.2, 64×64×1 0.65 → 0.47; program E's epoch 0.956×).
-        let mut few = [0.0f32; FEW_OUTPUTS];
+        let mut few;
         let mut many;
         let sums: &mut [f32] = if len <= FEW_OUTPUTS {
+            few = [0.0f32; FEW_OUTPUTS];
             &mut few
         } else {
             many = [0.0f32; BLOCK];
