@@ -158,7 +158,7 @@ pub(crate) fn wake(threads: usize) {
 /// products; if another thread's product holds the team, the caller takes every `threads`-th
 /// task itself and hands the other groups to the rayon pool.
 pub(crate) fn run_parallel(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) {
-    if tasks <= 1 || threads <= 1 {
+    if threads.min(tasks) <= 1 {
         (0..tasks).for_each(f);
         return;
     }
@@ -181,11 +181,12 @@ pub(crate) fn run_parallel(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sy
 /// `f(t)` for every `t < tasks` on the threads `threading` allows ([`run_parallel`]); on the
 /// calling thread alone where that is one thread, or one task.
 pub(crate) fn for_each(threading: Threading, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
-    let threads = crate::process::threads(threading);
-    if threads <= 1 || tasks <= 1 {
+    // One task runs here without asking the pool its size (`run_parallel` keeps one thread's
+    // tasks here too).
+    if tasks <= 1 {
         (0..tasks).for_each(f);
     } else {
-        run_parallel(tasks, threads, f);
+        run_parallel(tasks, crate::process::threads(threading), f);
     }
 }
 
