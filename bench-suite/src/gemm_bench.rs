@@ -1,7 +1,9 @@
 //! The GEMM comparison: shapes, libraries, and one interleaved measurement of all of them.
 
 use bench_peers as peers;
-use kernels::{gemm_with, Backend, ExecOptions, Isa, MatMut, MatRef, Threading};
+use kernels::{
+    gemm_with, Backend, ExecOptions, GemmPlan, Isa, MatLayout, MatMut, MatRef, Threading,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::timing::{calls_per_sample, estimate_secs, median, sample_secs, settle};
@@ -175,6 +177,9 @@ pub fn all_shapes() -> Vec<Shape> {
 pub enum Library {
     /// Our GEMM with a forced instruction-set path.
     Ours(Isa),
+    /// Our GEMM on the best path through a [`kernels::GemmPlan`] made once per shape, as
+    /// LIBXSMM's kernels are dispatched once: on LIBXSMM's shapes, beside it. Not a peer.
+    OursPlanned,
     /// The system OpenBLAS, through our OpenBLAS backend.
     OpenBlas,
     MatrixMultiply,
@@ -190,6 +195,7 @@ impl Library {
         match self {
             Library::OpenBlas => "openblas".into(),
             Library::Ours(isa) => format!("ours-{isa}"),
+            Library::OursPlanned => OURS_PLANNED.into(),
             Library::MatrixMultiply => "matrixmultiply".into(),
             Library::GemmCrate => "gemm-crate".into(),
             Library::Blis => "blis".into(),
@@ -197,11 +203,14 @@ impl Library {
         }
     }
 
-    /// Whether this library is measured on `shape`: LIBXSMM on row-major products of at most 64
-    /// on every side (what it generates code for), every other library on every shape.
+    /// Whether this library is measured on `shape`: LIBXSMM (and our planned products beside
+    /// it) on row-major products of at most 64 on every side (what it generates code for),
+    /// every other library on every shape.
     pub fn serves(&self, shape: Shape) -> bool {
         match self {
-            Library::Libxsmm => shape.is_plain() && shape.m.max(shape.k).max(shape.n) <= 64,
+            Library::Libxsmm | Library::OursPlanned => {
+                shape.is_plain() && shape.m.max(shape.k).max(shape.n) <= 64
+            }
             _ => true,
         }
     }
@@ -213,6 +222,11 @@ impl Library {
             .filter(|isa| isa.is_available())
             .map(Library::Ours)
             .collect();
+        // After every forced path: the first library is our best path (the FMA peak is timed
+        // right after it).
+        if peers::Libxsmm::get().is_ok() {
+            libs.push(Library::OursPlanned);
+        }
         if Backend::OpenBlas.is_available() {
             libs.push(Library::OpenBlas);
         }
@@ -247,6 +261,7 @@ impl Library {
                 0.0,
                 c,
             ),
+            Library::OursPlanned => run_planned(a, b, c, threading),
             Library::OpenBlas => gemm_with(
                 &ExecOptions {
                     threading,
@@ -271,6 +286,39 @@ impl Library {
         };
         result.unwrap_or_else(|e| panic!("{}: {e}", self.name()));
     }
+}
+
+/// The name of [`Library::OursPlanned`]'s figures.
+pub const OURS_PLANNED: &str = "ours-planned";
+
+/// C ← A·B through a plan made at the first call for these layouts and kept per thread (the
+/// last one), so a loop over one shape plans once: as [`peers::Libxsmm`] keeps its kernel.
+fn run_planned(
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    mut c: MatMut<'_>,
+    threading: Threading,
+) -> kernels::Result<()> {
+    type Key = ([MatLayout; 3], Threading);
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(Key, GemmPlan)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let key = ([a.layout(), b.layout(), c.layout()], threading);
+    LAST.with_borrow_mut(|last| {
+        let plan = match last {
+            Some((planned, plan)) if *planned == key => plan,
+            _ => {
+                let opts = ExecOptions {
+                    threading,
+                    ..ExecOptions::default()
+                };
+                let plan = GemmPlan::new(&opts, 1.0, key.0[0], key.0[1], 0.0, key.0[2])?;
+                &mut last.insert((key, plan)).1
+            }
+        };
+        plan.run(a.data(), b.data(), c.data_mut())
+    })
 }
 
 /// The name under which one-row and one-column products also time only reading their A and B

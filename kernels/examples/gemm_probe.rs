@@ -1,7 +1,8 @@
-//! Runs one GEMM shape in a loop, for profiling: `gemm_probe M K N [iters] [at|bt]` (C = A·B,
-//! row-major; `at`: A stored K × M and read transposed, `bt`: B stored N × K; threads from
+//! Runs one GEMM shape in a loop, for profiling: `gemm_probe M K N [iters] [at|bt|plan]` (C =
+//! A·B, row-major; `at`: A stored K × M and read transposed, `bt`: B stored N × K; `plan`: through
+//! a `GemmPlan` made once; threads from
 //! `RAYON_NUM_THREADS`); prints the time per call and GFLOP/s, the first call left untimed.
-use kernels::{gemm, MatMut, MatRef};
+use kernels::{gemm, ExecOptions, GemmPlan, MatLayout, MatMut, MatRef};
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -9,7 +10,7 @@ fn main() {
         .map_while(|s| s.parse().ok())
         .collect();
     let [m, k, n, ..] = args[..] else {
-        eprintln!("usage: gemm_probe M K N [iters] [at|bt]");
+        eprintln!("usage: gemm_probe M K N [iters] [at|bt|plan]");
         std::process::exit(2);
     };
     let iters = args.get(3).copied().unwrap_or(1000).max(1);
@@ -20,7 +21,24 @@ fn main() {
     // One call untimed first: it touches C's pages and grows the packing buffers, whose first
     // faults would otherwise be counted (a tenth of ten 2048³ calls on a VM).
     let mut t = std::time::Instant::now();
-    for call in 0..=iters {
+    if layout == "plan" {
+        let l = |r, c| MatLayout::row_major(r, c, c);
+        let plan = GemmPlan::new(&ExecOptions::default(), 1.0, l(m, k), l(k, n), 0.0, l(m, n))
+            .unwrap_or_else(|e| {
+                eprintln!("gemm_probe: {e}");
+                std::process::exit(1);
+            });
+        for call in 0..=iters {
+            if call == 1 {
+                t = std::time::Instant::now();
+            }
+            if let Err(e) = plan.run(&a, &b, &mut c) {
+                eprintln!("gemm_probe: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    for call in (0..=iters).filter(|_| layout != "plan") {
         if call == 1 {
             t = std::time::Instant::now();
         }

@@ -49,10 +49,10 @@ pub use dispatch::{Isa, ISA_ENV_VAR};
 pub use error::{Error, Result};
 pub use gather::gather_rows;
 pub use gemm::{
-    gemm, gemm_blocking, gemm_fused, gemm_with, sgemm, Bias, ExecOptions, Layout, Threading,
-    TileBlocking, Transpose,
+    gemm, gemm_blocking, gemm_fused, gemm_with, sgemm, Bias, ExecOptions, GemmPlan, Layout,
+    Threading, TileBlocking, Transpose,
 };
-pub use mat::{check_product, MatMut, MatRef};
+pub use mat::{check_product, MatLayout, MatMut, MatRef};
 pub use pool::{
     avg_pool2d_backward, avg_pool2d_forward, max_pool2d_activation_backward, max_pool2d_backward,
     max_pool2d_forward, Pool2d,

@@ -26,6 +26,89 @@ pub struct MatMut<'a> {
     col_stride: usize,
 }
 
+/// The shape and element strides of a `rows × cols` matrix without its buffer: element (i, j)
+/// lies at `i * row_stride + j * col_stride` of whatever buffer is later given for it (a
+/// [`crate::GemmPlan`]'s operands, planned before their data exist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatLayout {
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl MatLayout {
+    /// Row-major storage with leading dimension `ld` (the distance between rows).
+    pub fn row_major(rows: usize, cols: usize, ld: usize) -> Self {
+        Self::strided(rows, cols, ld, 1)
+    }
+
+    /// Column-major storage with leading dimension `ld` (the distance between columns).
+    pub fn col_major(rows: usize, cols: usize, ld: usize) -> Self {
+        Self::strided(rows, cols, 1, ld)
+    }
+
+    /// Any element strides.
+    pub fn strided(rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> Self {
+        MatLayout {
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
+    }
+
+    /// The transposed layout (the same elements, read by columns).
+    pub fn t(self) -> Self {
+        Self::strided(self.cols, self.rows, self.col_stride, self.row_stride)
+    }
+
+    /// How many elements a buffer needs for this layout, or `None` where that overflows.
+    pub(crate) fn extent(&self) -> Option<usize> {
+        extent(self.rows, self.cols, self.row_stride, self.col_stride)
+    }
+
+    /// Checks that every element lies inside a buffer of `len` elements.
+    pub(crate) fn check_extent(&self, name: &'static str, len: usize) -> Result<()> {
+        check_extent(
+            name,
+            len,
+            self.rows,
+            self.cols,
+            self.row_stride,
+            self.col_stride,
+        )
+    }
+
+    /// Checks that no two elements share a slot (an output's strides); after
+    /// [`MatLayout::check_extent`], whose checked arithmetic bounds the products here.
+    pub(crate) fn check_distinct(&self, name: &'static str) -> Result<()> {
+        let (r, c, rs, cs) = (self.rows, self.cols, self.row_stride, self.col_stride);
+        let distinct = if r == 0 || c == 0 || (r <= 1 && c <= 1) {
+            true
+        } else if r <= 1 {
+            cs >= 1
+        } else if c <= 1 {
+            rs >= 1
+        } else {
+            // Rows lie side by side, or columns do. (The extent's checked arithmetic passed first:
+            // these products are bounded by it, or harmless where they saturate.)
+            (cs >= 1 && rs >= c.saturating_mul(cs)) || (rs >= 1 && cs >= r.saturating_mul(rs))
+        };
+        if distinct {
+            Ok(())
+        } else {
+            Err(Error::OverlappingStrides {
+                name,
+                rows: r,
+                cols: c,
+                row_stride: rs,
+                col_stride: cs,
+            })
+        }
+    }
+}
+
 impl<'a> MatRef<'a> {
     /// Row-major storage with leading dimension `ld` (the distance between rows).
     pub fn row_major(data: &'a [f32], rows: usize, cols: usize, ld: usize) -> Self {
@@ -104,14 +187,12 @@ impl<'a> MatRef<'a> {
 
     /// Checks that every element lies inside the buffer.
     pub(crate) fn validate(&self, name: &'static str) -> Result<()> {
-        check_extent(
-            name,
-            self.data.len(),
-            self.rows,
-            self.cols,
-            self.row_stride,
-            self.col_stride,
-        )
+        self.layout().check_extent(name, self.data.len())
+    }
+
+    /// The view's shape and strides, without its buffer.
+    pub fn layout(&self) -> MatLayout {
+        MatLayout::strided(self.rows, self.cols, self.row_stride, self.col_stride)
     }
 }
 
@@ -194,37 +275,14 @@ impl<'a> MatMut<'a> {
 
     /// Checks that every element lies inside the buffer and that no two elements overlap.
     pub(crate) fn validate(&self, name: &'static str) -> Result<()> {
-        check_extent(
-            name,
-            self.data.len(),
-            self.rows,
-            self.cols,
-            self.row_stride,
-            self.col_stride,
-        )?;
-        let (r, c, rs, cs) = (self.rows, self.cols, self.row_stride, self.col_stride);
-        let distinct = if r == 0 || c == 0 || (r <= 1 && c <= 1) {
-            true
-        } else if r <= 1 {
-            cs >= 1
-        } else if c <= 1 {
-            rs >= 1
-        } else {
-            // Rows lie side by side, or columns do. (Checked arithmetic already passed above for
-            // the extent; these products are bounded by it or are harmless if they saturate.)
-            (cs >= 1 && rs >= c.saturating_mul(cs)) || (rs >= 1 && cs >= r.saturating_mul(rs))
-        };
-        if distinct {
-            Ok(())
-        } else {
-            Err(Error::OverlappingStrides {
-                name,
-                rows: r,
-                cols: c,
-                row_stride: rs,
-                col_stride: cs,
-            })
-        }
+        let layout = self.layout();
+        layout.check_extent(name, self.data.len())?;
+        layout.check_distinct(name)
+    }
+
+    /// The view's shape and strides, without its buffer.
+    pub fn layout(&self) -> MatLayout {
+        MatLayout::strided(self.rows, self.cols, self.row_stride, self.col_stride)
     }
 
     pub(crate) fn into_raw_parts(self) -> (&'a mut [f32], usize, usize, usize, usize) {

@@ -69,6 +69,25 @@ pub(crate) fn gemm_small(isa: Isa, prob: &Problem<'_>) -> bool {
     true
 }
 
+/// The tile [`gemm_small`] would run an `m × k × n` product with on the calling thread (B and
+/// C with unit column strides, more than one row and one column), decided once for a
+/// [`super::GemmPlan`]: `None` where it would not take the product, or would copy B first.
+pub(crate) fn small_tile_for_plan(
+    isa: Isa,
+    (m, k, n): (usize, usize, usize),
+    b_cs: usize,
+    c_cs: usize,
+) -> Option<&'static SmallTile> {
+    if m <= 1 || n <= 1 || m > SMALL || n > SMALL || k > SMALL || b_cs != 1 || c_cs != 1 {
+        return None;
+    }
+    // Too little work to share (`gemm_small`'s test).
+    if (m * n * k) as f64 >= 2.0 * awake_cost() {
+        return None;
+    }
+    small_tile(isa, m, n, b_slice_in_l1(isa, k, n))
+}
+
 /// A small product whose B is stored by columns (a transposed matrix: a layer's weights in its
 /// input gradient `g·Wᵀ`), run by the small tiles over a copy of B stored by rows: at most
 /// [`SMALL`]² floats, copied faster than the packed path sets itself up. On one thread of an
@@ -107,7 +126,7 @@ fn small_over_rows_of_b(isa: Isa, prob: &Problem<'_>) -> bool {
 /// [`run_whole`] does with K in one slice, B's slice in L2 (at most 64 KiB) and read in place,
 /// without its checks for slicing K and packing B, which took 14 % of a 16³ product's time in
 /// a profile (one Zen 5 thread).
-fn run_small(tile: &SmallTile, prob: &Problem<'_>) {
+pub(crate) fn run_small(tile: &SmallTile, prob: &Problem<'_>) {
     debug_assert!(prob.m <= SMALL && prob.n <= SMALL && prob.k <= SMALL);
     let band = Band::whole(prob);
     plain_tiles::<false>(tile, prob, band, (0, prob.k), prob.beta, prob.epilogue);

@@ -17,6 +17,7 @@ pub(crate) mod epilogue;
 mod gemv;
 mod in_place;
 pub(crate) mod pack;
+mod plan;
 mod price;
 pub(crate) mod problem;
 mod transposed_b;
@@ -31,6 +32,7 @@ pub(crate) use config::SMALL as IN_PLACE_DEPTH;
 pub use epilogue::Bias;
 use epilogue::Epilogue;
 pub(crate) use in_place::FEW_ROWS as IN_PLACE_ROWS;
+pub use plan::GemmPlan;
 use problem::{Operand, Output, Problem};
 
 pub use crate::process::{ExecOptions, Threading};
