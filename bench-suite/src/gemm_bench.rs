@@ -311,7 +311,7 @@ fn run_planned(
             _ => {
                 let opts = ExecOptions {
                     threading,
-                    ..ExecOptions::default()
+                    ..ExecOptions::with_isa(Isa::best())
                 };
                 let plan = GemmPlan::new(&opts, 1.0, key.0[0], key.0[1], 0.0, key.0[2])?;
                 &mut last.insert((key, plan)).1

@@ -323,7 +323,10 @@ impl GemmReport {
                      FMA chains of our path's instructions on the same threads, timed once per round \
                      right after our path like a library (ours ÷ FMA peak divides by the median of \
                      those samples of the same shape's rounds, where the loop exists for our path: x86; \
-                     the child's and the run's best peak measurements are in the tables' headings)"
+                     the child's and the run's best peak measurements are in the tables' headings); \
+                     ours-planned: our best path through a GemmPlan made once per shape (kept per \
+                     thread, as the LIBXSMM peer keeps its dispatched kernel), timed on LIBXSMM's \
+                     shapes only and set against LIBXSMM alone: ours ÷ best peer uses our plain calls"
                 .into(),
             rounds,
             runs,

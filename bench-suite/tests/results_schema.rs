@@ -4,7 +4,7 @@
 //! reference program on every data set with its peers and targets. A report that silently dropped
 //! a column fails here.
 
-use bench_suite::gemm_bench::{all_shapes, Library, READ_OPERANDS};
+use bench_suite::gemm_bench::{all_shapes, Library, OURS_PLANNED, READ_OPERANDS};
 use bench_suite::programs::PROGRAMS;
 use bench_suite::readme::results_markdown;
 use bench_suite::report::{gemm_markdown, GemmReport, Results, SCHEMA_VERSION};
@@ -199,10 +199,11 @@ fn committed_gemm_results_are_complete() {
             .or(run.fma_peak_avx2_gflops)
             .is_some());
         for shape in all_shapes() {
-            // LIBXSMM is measured on the small products only, reading A and B alone on the
-            // one-row and one-column ones.
+            // LIBXSMM (and our planned products beside it) is measured on the small products
+            // only, reading A and B alone on the one-row and one-column ones.
             let serves = |lib: &str| match lib {
                 "libxsmm" => Library::Libxsmm.serves(shape),
+                OURS_PLANNED => Library::OursPlanned.serves(shape),
                 READ_OPERANDS => shape.is_vector(),
                 _ => true,
             };

@@ -160,6 +160,78 @@ fn case() -> impl Strategy<Value = Case> {
         )
 }
 
+/// Small products with B and C by rows (the planned small path on AVX-512 and AVX2): sides of 2
+/// to 24, far below two hand-offs' work at any measured price, A by rows, by columns, strided
+/// both ways or one row repeated (row stride 0).
+fn small_case() -> impl Strategy<Value = (Case, usize)> {
+    (case(), (2usize..=24, 2usize..=24, 1usize..=24), 0usize..4).prop_map(
+        |(c, (m, n, k), a_form)| {
+            let case = Case {
+                m,
+                k,
+                n,
+                trans_a: a_form == 1,
+                trans_b: false,
+                c_col_major: false,
+                alpha: if c.alpha == 0.0 { 0.5 } else { c.alpha },
+                ..c
+            };
+            (case, a_form)
+        },
+    )
+}
+
+/// One small case on `path`: A as `a_form` says (0 by rows, 1 by columns, 2 strided both ways,
+/// 3 one row repeated), planned on the small path where `path` has small tiles, every run the
+/// bits of `gemm_with`.
+fn check_small((case, a_form): (Case, usize), path: Path) -> Result<(), String> {
+    let ([_, bl, cl], [_, b_len, c_len]) = layouts(&case);
+    let (m, k) = (case.m, case.k);
+    let (al, a_len) = match a_form {
+        2 => (
+            MatLayout::strided(m, k, 2 * k + 1, 2),
+            (m - 1) * (2 * k + 1) + 2 * (k - 1) + 1,
+        ),
+        3 => (MatLayout::strided(m, k, 0, 1), k),
+        _ => (layouts(&case).0[0], layouts(&case).1[0]),
+    };
+    let opts = ExecOptions {
+        threading: case.threading,
+        ..path.opts()
+    };
+    let plan =
+        GemmPlan::new(&opts, case.alpha, al, bl, case.beta, cl).map_err(|e| e.to_string())?;
+    let small_tiles =
+        path.backend == Backend::Native && matches!(path.isa, Isa::Avx512 | Isa::Avx2);
+    if plan.is_planned_small() != small_tiles {
+        return Err(format!("{path}: planned small {}", plan.is_planned_small()));
+    }
+    let mut rng = Rng::new(case.seed);
+    let (a, b, c0) = (rng.fill(a_len), rng.fill(b_len), rng.fill(c_len));
+    let (mut planned, mut direct) = (c0.clone(), c0);
+    plan.run(&a, &b, &mut planned).map_err(|e| e.to_string())?;
+    gemm_with(
+        &opts,
+        case.alpha,
+        view(al, &a),
+        view(bl, &b),
+        case.beta,
+        view_mut(cl, &mut direct),
+    )
+    .map_err(|e| e.to_string())?;
+    match planned
+        .iter()
+        .zip(&direct)
+        .position(|(p, d)| p.to_bits() != d.to_bits())
+    {
+        Some(i) => Err(format!(
+            "{path}: element {i} {} planned, {} by gemm_with",
+            planned[i], direct[i]
+        )),
+        None => Ok(()),
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 120, ..ProptestConfig::default() })]
 
@@ -167,6 +239,61 @@ proptest! {
     fn planned_runs_have_the_bits_of_gemm_with_on_every_path(case in case()) {
         for path in Path::all() {
             prop_assert_eq!(check(case, path), Ok(()));
+        }
+    }
+
+    #[test]
+    fn small_planned_runs_have_the_bits_of_gemm_with_on_every_path(case in small_case()) {
+        for path in Path::all() {
+            prop_assert_eq!(check_small(case, path), Ok(()));
+        }
+    }
+}
+
+/// NaN and infinities in alpha, beta, A, B and C (beta not 0) reach C as through `gemm_with`,
+/// bit for bit, on every path; and a plan of the default options (the instruction set and
+/// backend resolved from the environment) is `gemm_with`'s of the same options.
+#[test]
+fn non_finite_values_and_default_options() {
+    let (m, k, n) = (7, 9, 13);
+    let l = MatLayout::row_major;
+    let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
+    let mut rng = Rng::new(5);
+    let (mut a, mut b, mut c0) = (rng.fill(m * k), rng.fill(k * n), rng.fill(m * n));
+    a[3] = f32::NAN;
+    b[10] = f32::INFINITY;
+    c0[20] = f32::NEG_INFINITY;
+    c0[40] = f32::NAN;
+    let mut options: Vec<ExecOptions> = Path::all().iter().map(|p| p.opts()).collect();
+    options.push(ExecOptions::default());
+    for opts in options {
+        for (alpha, beta) in [
+            (1.0, 0.5),
+            (specials[0], 1.0),
+            (1.0, specials[1]),
+            (specials[2], 2.0),
+        ] {
+            let plan =
+                GemmPlan::new(&opts, alpha, l(m, k, k), l(k, n, n), beta, l(m, n, n)).unwrap();
+            let (mut planned, mut direct) = (c0.clone(), c0.clone());
+            plan.run(&a, &b, &mut planned).unwrap();
+            let (av, bv) = (view(l(m, k, k), &a), view(l(k, n, n), &b));
+            gemm_with(
+                &opts,
+                alpha,
+                av,
+                bv,
+                beta,
+                view_mut(l(m, n, n), &mut direct),
+            )
+            .unwrap();
+            for (i, (p, d)) in planned.iter().zip(&direct).enumerate() {
+                assert_eq!(
+                    p.to_bits(),
+                    d.to_bits(),
+                    "{opts:?} alpha {alpha} beta {beta}: {i}"
+                );
+            }
         }
     }
 }
@@ -295,14 +422,32 @@ fn planning_rejects_bad_layouts() {
             assert!(GemmPlan::new(&opts, 1.0, l(2, 2, 2), l(2, 2, 2), 0.0, l(2, 2, 2)).is_err());
         }
     }
+    if !Backend::OpenBlas.is_available() {
+        let opts = ExecOptions::with_backend(Backend::OpenBlas);
+        assert!(GemmPlan::new(&opts, 1.0, l(2, 2, 2), l(2, 2, 2), 0.0, l(2, 2, 2)).is_err());
+    }
+    // Errors in `gemm_with`'s order: an overflowing B with mismatched shapes is an overflow.
+    let huge_b = MatLayout::strided(6, usize::MAX / 2, 1, 4);
+    assert!(matches!(
+        plan(l(4, 5, 5), huge_b, l(4, 3, 3)),
+        Err(Error::Overflow { .. })
+    ));
 }
 
 /// A run whose buffer is too short for its layout (A, B or C, by one element) is an error that
-/// writes nothing, on the small path and the other.
+/// writes nothing: on the small path and the other, with the operands stored by rows or by
+/// columns.
 #[test]
 fn short_buffers_are_an_error_that_writes_nothing() {
-    for (m, k, n) in [(16, 16, 16), (200, 30, 7)] {
-        let l = MatLayout::row_major;
+    let by_rows = |r, c| MatLayout::row_major(r, c, c);
+    let by_columns = |r, c| MatLayout::col_major(r, c, r);
+    for ((m, k, n), stored) in [
+        ((16, 16, 16), by_rows as fn(usize, usize) -> MatLayout),
+        ((200, 30, 7), by_rows),
+        ((16, 16, 16), by_columns),
+        ((9, 40, 5), by_columns),
+    ] {
+        let l = |r, c, _ld: usize| stored(r, c);
         let plan = GemmPlan::new(
             &ExecOptions::default(),
             1.0,

@@ -54,9 +54,7 @@ const FEW_PANELS: usize = 4;
 /// two Zen 4 threads, where split it runs at 170.
 pub(crate) fn gemm_small(isa: Isa, prob: &Problem<'_>) -> bool {
     let (m, n, k) = (prob.m, prob.n, prob.k);
-    // `hand_offs_worth(..) >= 2` without its division (a float division and conversion were 3 %
-    // of a 16³ product's time in a profile).
-    if m > SMALL || n > SMALL || k > SMALL || (m * n * k) as f64 >= 2.0 * awake_cost() {
+    if m > SMALL || n > SMALL || k > SMALL || !too_little_to_share(m, n, k) {
         return false;
     }
     if prob.b.cs != 1 && prob.b.rs == 1 {
@@ -69,9 +67,21 @@ pub(crate) fn gemm_small(isa: Isa, prob: &Problem<'_>) -> bool {
     true
 }
 
-/// The tile [`gemm_small`] would run an `m × k × n` product with on the calling thread (B and
-/// C with unit column strides, more than one row and one column), decided once for a
-/// [`super::GemmPlan`]: `None` where it would not take the product, or would copy B first.
+/// Whether an `m × n × k` product (every side at most [`SMALL`]) has less work than two
+/// hand-offs to an awake helper, the price as known now: [`gemm_small`]'s test, and a
+/// [`super::GemmPlan`]'s at each run (the price is measured once per process, maybe after the
+/// plan was made). `hand_offs_worth(..) < 2` without its division (a float division and
+/// conversion were 3 % of a 16³ product's time in a profile).
+#[inline]
+pub(crate) fn too_little_to_share(m: usize, n: usize, k: usize) -> bool {
+    ((m * n * k) as f64) < 2.0 * awake_cost()
+}
+
+/// The tile [`gemm_small`] runs an `m × k × n` product with on the calling thread where
+/// [`too_little_to_share`] says so, for B and C with unit column strides and more than one row
+/// and one column — what `gemm_fused` hands it then, unchanged — found once for a
+/// [`super::GemmPlan`]; `None` where `gemm_small` would not take the product at any price, or
+/// would copy B first.
 pub(crate) fn small_tile_for_plan(
     isa: Isa,
     (m, k, n): (usize, usize, usize),
@@ -79,10 +89,6 @@ pub(crate) fn small_tile_for_plan(
     c_cs: usize,
 ) -> Option<&'static SmallTile> {
     if m <= 1 || n <= 1 || m > SMALL || n > SMALL || k > SMALL || b_cs != 1 || c_cs != 1 {
-        return None;
-    }
-    // Too little work to share (`gemm_small`'s test).
-    if (m * n * k) as f64 >= 2.0 * awake_cost() {
         return None;
     }
     small_tile(isa, m, n, b_slice_in_l1(isa, k, n))

@@ -3,16 +3,19 @@
 //! needs — the checks of the shapes and strides, the instruction set, the backend and the choice
 //! of path and tile made once, not at every call.
 //!
-//! Why: on one Zen 4 thread a 16³ product through [`super::gemm_with`] spent 32 % of its 124 ns
-//! outside the tile's loop (checking the views, resolving the instruction set and the backend,
-//! asking the small path, choosing its tile), where LIBXSMM's dispatched kernel took 109 ns in
-//! all. A run of a plan checks only that its three buffers are long enough.
+//! Why: on one Zen 4 thread a 16³ product through [`super::gemm_with`] spent 32 % of its time
+//! outside the tile's loop in a profile (checking the views, resolving the instruction set and
+//! the backend, asking the small path, choosing its tile): 71 GFLOP/s, where LIBXSMM's
+//! dispatched kernel ran at 75–80 in the report's runs. Planned, 85 GFLOP/s: a run of a small
+//! product checks that its three buffers are long enough and that the product is still too
+//! small to share among threads (the hand-off's price is measured once per process, maybe
+//! after the plan was made), then runs the tile.
 //!
 //! The same bits as [`super::gemm_with`] with the same options: a planned small product runs
 //! the tile `gemm_with` would run it with, and every other one goes through `gemm_with` itself.
 
 use super::config::SmallTile;
-use super::in_place::{run_small, small_tile_for_plan};
+use super::in_place::{run_small, small_tile_for_plan, too_little_to_share};
 use super::problem::{Operand, Output, Problem};
 use super::{gemm_with, ExecOptions};
 use crate::error::{Error, Result};
@@ -21,10 +24,13 @@ use crate::{Backend, Isa};
 
 /// `C ← alpha·A·B + beta·C` for operands of fixed layouts, checked and planned once
 /// ([`GemmPlan::new`]) and run on any buffers of those layouts ([`GemmPlan::run`]): the
-/// results of [`crate::gemm_with`] with the same options, bit for bit, at a smaller cost per
-/// call. A product too small to share among threads (every side at most 128, where the
-/// instruction set has small tiles) runs on the calling thread with the tile chosen when the
-/// plan was made; any other goes to [`crate::gemm_with`] at each run.
+/// results of [`crate::gemm_with`] with the same options, bit for bit. A product of more than
+/// one row and column, every side at most 128, with B and C stored by rows (unit column
+/// strides), on our own driver with an instruction set that has small tiles (AVX-512, AVX2),
+/// runs on the calling thread with the tile chosen when the plan was made, wherever it is too
+/// small to share among threads: the cheap path, as a LIBXSMM kernel dispatched once. Any other
+/// product (one-row or one-column, a C or B stored by columns, larger, OpenBLAS) goes to
+/// [`crate::gemm_with`] at each run, with its checks.
 ///
 /// ```
 /// use kernels::{ExecOptions, GemmPlan, MatLayout};
@@ -79,6 +85,18 @@ impl GemmPlan {
         beta: f32,
         c: MatLayout,
     ) -> Result<GemmPlan> {
+        // In `check_product`'s order: each operand's extent (C's elements distinct), then the
+        // shapes.
+        let mut needs = [0; 3];
+        for ((name, layout), need) in [("A", a), ("B", b), ("C", c)].into_iter().zip(&mut needs) {
+            let Some(extent) = layout.extent() else {
+                // The error of an overflowing extent, whatever the buffer.
+                layout.check_extent(name, usize::MAX)?;
+                unreachable!("an extent that overflows is an error");
+            };
+            *need = extent;
+        }
+        c.check_distinct("C")?;
         if a.cols != b.rows {
             return Err(Error::ShapeMismatch {
                 what: "inner dimensions of A·B",
@@ -94,16 +112,6 @@ impl GemmPlan {
                 ),
             });
         }
-        let mut needs = [0; 3];
-        for ((name, layout), need) in [("A", a), ("B", b), ("C", c)].into_iter().zip(&mut needs) {
-            let Some(extent) = layout.extent() else {
-                // The error of an overflowing extent, whatever the buffer.
-                layout.check_extent(name, usize::MAX)?;
-                unreachable!("an extent that overflows is an error");
-            };
-            *need = extent;
-        }
-        c.check_distinct("C")?;
         let isa = Isa::resolve(opts.isa)?;
         let backend = Backend::resolve(opts.backend)?;
         let opts = ExecOptions {
@@ -139,9 +147,11 @@ impl GemmPlan {
             self.b.check_extent("B", b.len())?;
             self.c.check_extent("C", c.len())?;
         }
+        let (a_l, b_l, c_l) = (self.a, self.b, self.c);
         match self.path {
-            Path::Small(tile) => {
-                let (a_l, b_l, c_l) = (self.a, self.b, self.c);
+            // As `gemm_small` decides at its call: shared among threads where the hand-off's
+            // price, as known now, makes the product worth it (`gemm_with` then splits it).
+            Path::Small(tile) if too_little_to_share(a_l.rows, b_l.cols, a_l.cols) => {
                 let prob = Problem {
                     m: a_l.rows,
                     n: b_l.cols,
@@ -170,11 +180,10 @@ impl GemmPlan {
                 run_small(tile, &prob);
                 Ok(())
             }
-            Path::Checked => {
+            Path::Small(_) | Path::Checked => {
                 let view = |l: MatLayout, data| {
                     MatRef::strided(data, l.rows, l.cols, l.row_stride, l.col_stride)
                 };
-                let c_l = self.c;
                 let c = MatMut::strided(c, c_l.rows, c_l.cols, c_l.row_stride, c_l.col_stride);
                 gemm_with(
                     &self.opts,
@@ -188,8 +197,8 @@ impl GemmPlan {
         }
     }
 
-    /// Whether runs take the small path planned once (on the calling thread), rather than
-    /// [`crate::gemm_with`] at each run.
+    /// Whether runs take the small path planned once (on the calling thread, while the product
+    /// is too small to share among threads), rather than [`crate::gemm_with`] at each run.
     pub fn is_planned_small(&self) -> bool {
         matches!(self.path, Path::Small(_))
     }
