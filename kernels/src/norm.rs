@@ -583,7 +583,10 @@ impl FormedInputGradient<'_> {
     /// rows, x of them, gradient of them)`; returns what `form` routed. A block is as many
     /// whole [`FORMED_ROWS`] blocks as the buffer holds (256 rows of 16 channels): the vector
     /// sums group rows by 16 from the start of what they are given, as over a whole stripe, so
-    /// the bits are those of 16 rows at a time. Formed and summed 16 rows at a time, each call
+    /// their bits are those of 16 rows at a time (the portable sums, which add each call's f64
+    /// sums into the totals, group by call: within the portable loops' tolerance of the two
+    /// passes, as before, and the same for every thread count). Formed and summed 16 rows at a
+    /// time, each call
     /// of `form` and of `each` paid its set-up (finding the rows' image and window, divisions of
     /// each; the instruction set's dispatch) for 16 rows' work, and a profile of program F's
     /// first block backward (16 channels) had the forming loop at 8 % of the epoch.

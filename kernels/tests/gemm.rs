@@ -8,6 +8,9 @@ use kernels::reference::{Path, Rng};
 use kernels::{gemm_with, reference, Backend, ExecOptions, MatMut, MatRef, Threading};
 use proptest::prelude::*;
 
+mod common;
+use common::{case_of, Case};
+
 /// The machine's paths that run our driver or OpenBLAS, each to be forced in turn.
 fn paths() -> Vec<Path> {
     Path::all()
@@ -19,22 +22,6 @@ fn native_paths() -> Vec<Path> {
         .into_iter()
         .filter(|p| p.backend == Backend::Native)
         .collect()
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Case {
-    m: usize,
-    n: usize,
-    k: usize,
-    trans_a: bool,
-    trans_b: bool,
-    c_col_major: bool,
-    /// Extra elements between rows (or columns) beyond the dense width.
-    pad: usize,
-    alpha: f32,
-    beta: f32,
-    seed: u64,
-    threading: Threading,
 }
 
 /// Runs `case` on `path` and checks every element against the reference bound, and the BLAS
@@ -143,10 +130,6 @@ fn check(case: Case, path: Path) -> Result<(), String> {
     Ok(())
 }
 
-fn scalar_choice() -> impl Strategy<Value = f32> {
-    prop_oneof![Just(0.0f32), Just(1.0), Just(-1.0), -2.0f32..2.0]
-}
-
 fn dim() -> impl Strategy<Value = usize> {
     prop_oneof![
         3 => 0usize..=3,
@@ -157,29 +140,7 @@ fn dim() -> impl Strategy<Value = usize> {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (
-        (dim(), dim(), dim()),
-        (any::<bool>(), any::<bool>(), any::<bool>()),
-        prop_oneof![Just(0usize), 1usize..5],
-        (scalar_choice(), scalar_choice()),
-        any::<u64>(),
-        prop_oneof![Just(Threading::Single), Just(Threading::Rayon)],
-    )
-        .prop_map(
-            |((m, n, k), (ta, tb, ccm), pad, (alpha, beta), seed, threading)| Case {
-                m,
-                n,
-                k,
-                trans_a: ta,
-                trans_b: tb,
-                c_col_major: ccm,
-                pad,
-                alpha,
-                beta,
-                seed,
-                threading,
-            },
-        )
+    case_of(dim)
 }
 
 /// One-row and one-column products (the matrix–vector path): the vector side 1, the others up

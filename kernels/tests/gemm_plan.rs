@@ -10,20 +10,8 @@ use kernels::{
 };
 use proptest::prelude::*;
 
-#[derive(Debug, Clone, Copy)]
-struct Case {
-    m: usize,
-    k: usize,
-    n: usize,
-    trans_a: bool,
-    trans_b: bool,
-    c_col_major: bool,
-    pad: usize,
-    alpha: f32,
-    beta: f32,
-    seed: u64,
-    threading: Threading,
-}
+mod common;
+use common::{case_of, Case};
 
 /// The three layouts of `case` (A and B as stored, then viewed transposed where asked) and
 /// their buffers' lengths.
@@ -128,36 +116,8 @@ fn dim() -> impl Strategy<Value = usize> {
     ]
 }
 
-fn scalar() -> impl Strategy<Value = f32> {
-    prop_oneof![Just(0.0f32), Just(1.0), Just(-1.0), -2.0f32..2.0]
-}
-
 fn case() -> impl Strategy<Value = Case> {
-    (
-        (dim(), dim(), dim()),
-        (any::<bool>(), any::<bool>(), any::<bool>()),
-        prop_oneof![Just(0usize), 1usize..4],
-        (scalar(), scalar()),
-        any::<u64>(),
-        prop_oneof![Just(Threading::Single), Just(Threading::Rayon)],
-    )
-        .prop_map(
-            |((m, k, n), (trans_a, trans_b, c_col_major), pad, (alpha, beta), seed, threading)| {
-                Case {
-                    m,
-                    k,
-                    n,
-                    trans_a,
-                    trans_b,
-                    c_col_major,
-                    pad,
-                    alpha,
-                    beta,
-                    seed,
-                    threading,
-                }
-            },
-        )
+    case_of(dim)
 }
 
 /// Small products with B and C by rows (the planned small path on AVX-512 and AVX2): sides of 2
