@@ -13,6 +13,17 @@ use proptest::prelude::*;
 mod common;
 use common::{case_of, Case};
 
+/// Sides of the planned products: tiny, within the small tiles' 128 and past it, and the
+/// tiles' edges.
+fn plan_dim() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        2 => 0usize..=3,
+        5 => 1usize..=70,
+        2 => 100usize..=140,
+        1 => prop::sample::select(vec![2usize, 13, 16, 17, 31, 32, 33, 47, 48, 64, 127, 128, 129]),
+    ]
+}
+
 /// The three layouts of `case` (A and B as stored, then viewed transposed where asked) and
 /// their buffers' lengths.
 fn layouts(case: &Case) -> ([MatLayout; 3], [usize; 3]) {
@@ -107,25 +118,16 @@ fn check(case: Case, path: Path) -> Result<(), String> {
     Ok(())
 }
 
-fn dim() -> impl Strategy<Value = usize> {
-    prop_oneof![
-        2 => 0usize..=3,
-        5 => 1usize..=70,
-        2 => 100usize..=140,
-        1 => prop::sample::select(vec![2usize, 13, 16, 17, 31, 32, 33, 47, 48, 64, 127, 128, 129]),
-    ]
-}
-
-fn case() -> impl Strategy<Value = Case> {
-    case_of(dim)
-}
-
 /// Small products with B and C by rows (the planned small path on AVX-512 and AVX2): sides of 2
 /// to 24, far below two hand-offs' work at any measured price, A by rows, by columns, strided
 /// both ways or one row repeated (row stride 0).
 fn small_case() -> impl Strategy<Value = (Case, usize)> {
-    (case(), (2usize..=24, 2usize..=24, 1usize..=24), 0usize..4).prop_map(
-        |(c, (m, n, k), a_form)| {
+    (
+        case_of(plan_dim),
+        (2usize..=24, 2usize..=24, 1usize..=24),
+        0usize..4,
+    )
+        .prop_map(|(c, (m, n, k), a_form)| {
             let case = Case {
                 m,
                 k,
@@ -137,8 +139,7 @@ fn small_case() -> impl Strategy<Value = (Case, usize)> {
                 ..c
             };
             (case, a_form)
-        },
-    )
+        })
 }
 
 /// One small case on `path`: A as `a_form` says (0 by rows, 1 by columns, 2 strided both ways,
@@ -196,7 +197,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 120, ..ProptestConfig::default() })]
 
     #[test]
-    fn planned_runs_have_the_bits_of_gemm_with_on_every_path(case in case()) {
+    fn planned_runs_have_the_bits_of_gemm_with_on_every_path(case in case_of(plan_dim)) {
         for path in Path::all() {
             prop_assert_eq!(check(case, path), Ok(()));
         }
@@ -238,15 +239,8 @@ fn non_finite_values_and_default_options() {
             let (mut planned, mut direct) = (c0.clone(), c0.clone());
             plan.run(&a, &b, &mut planned).unwrap();
             let (av, bv) = (view(l(m, k, k), &a), view(l(k, n, n), &b));
-            gemm_with(
-                &opts,
-                alpha,
-                av,
-                bv,
-                beta,
-                view_mut(l(m, n, n), &mut direct),
-            )
-            .unwrap();
+            let c = view_mut(l(m, n, n), &mut direct);
+            gemm_with(&opts, alpha, av, bv, beta, c).unwrap();
             for (i, (p, d)) in planned.iter().zip(&direct).enumerate() {
                 assert_eq!(
                     p.to_bits(),
