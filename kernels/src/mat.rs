@@ -63,21 +63,39 @@ impl MatLayout {
         Self::strided(self.cols, self.rows, self.col_stride, self.row_stride)
     }
 
-    /// How many elements a buffer needs for this layout, or `None` where that overflows.
-    pub(crate) fn extent(&self) -> Option<usize> {
-        extent(self.rows, self.cols, self.row_stride, self.col_stride)
+    /// How many elements a buffer needs for this layout; an error naming the matrix `name`
+    /// where that overflows.
+    pub(crate) fn needed(&self, name: &'static str) -> Result<usize> {
+        let (rows, cols, row_stride, col_stride) =
+            (self.rows, self.cols, self.row_stride, self.col_stride);
+        // A match, not `ok_or(Error…)`: that builds the error and drops it on every call.
+        let Some(needed) = extent(rows, cols, row_stride, col_stride) else {
+            return Err(Error::Overflow {
+                name,
+                rows,
+                cols,
+                row_stride,
+                col_stride,
+            });
+        };
+        Ok(needed)
     }
 
     /// Checks that every element lies inside a buffer of `len` elements.
     pub(crate) fn check_extent(&self, name: &'static str, len: usize) -> Result<()> {
-        check_extent(
-            name,
-            len,
-            self.rows,
-            self.cols,
-            self.row_stride,
-            self.col_stride,
-        )
+        let needed = self.needed(name)?;
+        if needed > len {
+            return Err(Error::BufferTooSmall {
+                name,
+                rows: self.rows,
+                cols: self.cols,
+                row_stride: self.row_stride,
+                col_stride: self.col_stride,
+                needed,
+                len,
+            });
+        }
+        Ok(())
     }
 
     /// Checks that no two elements share a slot (an output's strides); after
@@ -304,27 +322,24 @@ pub fn check_product(a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) -> Result<(
     a.validate("A")?;
     b.validate("B")?;
     c.validate("C")?;
-    if a.cols() != b.rows() {
+    check_product_shapes(&a.layout(), &b.layout(), &c.layout())
+}
+
+/// Checks that A's columns match B's rows and C matches the product's shape (the shapes'
+/// half of [`check_product`], for views and for a plan's layouts alike).
+pub(crate) fn check_product_shapes(a: &MatLayout, b: &MatLayout, c: &MatLayout) -> Result<()> {
+    if a.cols != b.rows {
         return Err(Error::ShapeMismatch {
             what: "inner dimensions of A·B",
-            detail: format!(
-                "A is {}×{} but B is {}×{}",
-                a.rows(),
-                a.cols(),
-                b.rows(),
-                b.cols()
-            ),
+            detail: format!("A is {}×{} but B is {}×{}", a.rows, a.cols, b.rows, b.cols),
         });
     }
-    if c.rows() != a.rows() || c.cols() != b.cols() {
+    if c.rows != a.rows || c.cols != b.cols {
         return Err(Error::ShapeMismatch {
             what: "output C",
             detail: format!(
                 "C is {}×{} but A·B is {}×{}",
-                c.rows(),
-                c.cols(),
-                a.rows(),
-                b.cols()
+                c.rows, c.cols, a.rows, b.cols
             ),
         });
     }
@@ -332,7 +347,7 @@ pub fn check_product(a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) -> Result<(
 }
 
 /// The number of buffer elements a `rows × cols` view with these strides reaches.
-pub(crate) fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> Option<usize> {
+fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> Option<usize> {
     if rows == 0 || cols == 0 {
         return Some(0);
     }
@@ -340,36 +355,4 @@ pub(crate) fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> Option<u
         .checked_mul(rs)?
         .checked_add((cols - 1).checked_mul(cs)?)?
         .checked_add(1)
-}
-
-fn check_extent(
-    name: &'static str,
-    len: usize,
-    rows: usize,
-    cols: usize,
-    row_stride: usize,
-    col_stride: usize,
-) -> Result<()> {
-    // A match, not `ok_or(Error…)`: that builds the error and drops it on every call.
-    let Some(needed) = extent(rows, cols, row_stride, col_stride) else {
-        return Err(Error::Overflow {
-            name,
-            rows,
-            cols,
-            row_stride,
-            col_stride,
-        });
-    };
-    if needed > len {
-        return Err(Error::BufferTooSmall {
-            name,
-            rows,
-            cols,
-            row_stride,
-            col_stride,
-            needed,
-            len,
-        });
-    }
-    Ok(())
 }

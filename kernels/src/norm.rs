@@ -586,14 +586,19 @@ impl FormedInputGradient<'_> {
     /// their bits are those of 16 rows at a time (the portable sums, which add each call's f64
     /// sums into the totals, group by call: within the portable loops' tolerance of the two
     /// passes, as before, and the same for every thread count). Formed and summed 16 rows at a
-    /// time, each call
-    /// of `form` and of `each` paid its set-up (finding the rows' image and window, divisions of
-    /// each; the instruction set's dispatch) for 16 rows' work, and a profile of program F's
-    /// first block backward (16 channels) had the forming loop at 8 % of the epoch.
+    /// time, each call of `form` and of `each` paid its set-up (finding the rows' image and
+    /// window, divisions of each; the instruction set's dispatch) for 16 rows' work, and a
+    /// profile of program F's first block backward (16 channels) had the forming loop at 8 % of
+    /// the epoch.
     fn formed(&self, rows: std::ops::Range<usize>, each: &mut BlockFn<'_>) -> usize {
         let c = self.s.channels;
-        let block_rows = FORMED_ROWS.min(FORMED_FLOATS / c).max(1);
-        let block_rows = (FORMED_FLOATS / c / block_rows).max(1) * block_rows;
+        // Whole FORMED_ROWS blocks where the buffer holds one, else what it holds (≥ 1 row).
+        let fit = (FORMED_FLOATS / c).max(1);
+        let block_rows = if fit >= FORMED_ROWS {
+            fit / FORMED_ROWS * FORMED_ROWS
+        } else {
+            fit
+        };
         let mut buffer = [0.0f32; FORMED_FLOATS];
         let mut routed = 0;
         let mut r = rows.start;

@@ -88,10 +88,10 @@ pub(crate) fn small_tile_for_plan(
     b_cs: usize,
     c_cs: usize,
 ) -> Option<&'static SmallTile> {
-    if m <= 1 || n <= 1 || m > SMALL || n > SMALL || k > SMALL || b_cs != 1 || c_cs != 1 {
+    if m <= 1 || n <= 1 || m > SMALL || n > SMALL || k > SMALL {
         return None;
     }
-    small_tile(isa, m, n, b_slice_in_l1(isa, k, n))
+    tile_over_rows(isa, (m, k, n), b_cs, c_cs)
 }
 
 /// A small product whose B is stored by columns (a transposed matrix: a layer's weights in its
@@ -240,12 +240,26 @@ fn streams_columns_of_a(prob: &Problem<'_>) -> bool {
 /// and C with unit column strides, and `isa` has small tiles.
 #[inline]
 fn in_place_tile(isa: Isa, prob: &Problem<'_>) -> Option<&'static SmallTile> {
-    if prob.a_packer.is_some() || prob.b.cs != 1 || prob.c.cs != 1 {
+    if prob.a_packer.is_some() {
+        return None;
+    }
+    tile_over_rows(isa, (prob.m, prob.k, prob.n), prob.b.cs, prob.c.cs)
+}
+
+/// The small tile for an `m × k × n` product whose B and C have unit column strides (`b_cs`,
+/// `c_cs`), where `isa` has small tiles: [`in_place_tile`]'s choice, and a plan's.
+#[inline]
+fn tile_over_rows(
+    isa: Isa,
+    (m, k, n): (usize, usize, usize),
+    b_cs: usize,
+    c_cs: usize,
+) -> Option<&'static SmallTile> {
+    if b_cs != 1 || c_cs != 1 {
         return None;
     }
     // The choice only weighs the padding of the last tiles, which beyond SMALL matters little.
-    let b_in_l1 = b_slice_in_l1(isa, prob.k, prob.n);
-    small_tile(isa, prob.m.min(SMALL), prob.n.min(SMALL), b_in_l1)
+    small_tile(isa, m.min(SMALL), n.min(SMALL), b_slice_in_l1(isa, k, n))
 }
 
 /// How many parallel sections at `fork_cost` an `m × n × k` product's work pays for: from two

@@ -18,8 +18,8 @@ use super::config::SmallTile;
 use super::in_place::{run_small, small_tile_for_plan, too_little_to_share};
 use super::problem::{Operand, Output, Problem};
 use super::{gemm_with, ExecOptions};
-use crate::error::{Error, Result};
-use crate::mat::{MatLayout, MatMut, MatRef};
+use crate::error::Result;
+use crate::mat::{check_product_shapes, MatLayout, MatMut, MatRef};
 use crate::{Backend, Isa};
 
 /// `C ← alpha·A·B + beta·C` for operands of fixed layouts, checked and planned once
@@ -87,31 +87,9 @@ impl GemmPlan {
     ) -> Result<GemmPlan> {
         // In `check_product`'s order: each operand's extent (C's elements distinct), then the
         // shapes.
-        let mut needs = [0; 3];
-        for ((name, layout), need) in [("A", a), ("B", b), ("C", c)].into_iter().zip(&mut needs) {
-            let Some(extent) = layout.extent() else {
-                // The error of an overflowing extent, whatever the buffer.
-                layout.check_extent(name, usize::MAX)?;
-                unreachable!("an extent that overflows is an error");
-            };
-            *need = extent;
-        }
+        let needs = [a.needed("A")?, b.needed("B")?, c.needed("C")?];
         c.check_distinct("C")?;
-        if a.cols != b.rows {
-            return Err(Error::ShapeMismatch {
-                what: "inner dimensions of A·B",
-                detail: format!("A is {}×{} but B is {}×{}", a.rows, a.cols, b.rows, b.cols),
-            });
-        }
-        if c.rows != a.rows || c.cols != b.cols {
-            return Err(Error::ShapeMismatch {
-                what: "output C",
-                detail: format!(
-                    "C is {}×{} but A·B is {}×{}",
-                    c.rows, c.cols, a.rows, b.cols
-                ),
-            });
-        }
+        check_product_shapes(&a, &b, &c)?;
         let isa = Isa::resolve(opts.isa)?;
         let backend = Backend::resolve(opts.backend)?;
         let opts = ExecOptions {
@@ -188,8 +166,8 @@ impl GemmPlan {
                 gemm_with(
                     &self.opts,
                     self.alpha,
-                    view(self.a, a),
-                    view(self.b, b),
+                    view(a_l, a),
+                    view(b_l, b),
                     self.beta,
                     c,
                 )
