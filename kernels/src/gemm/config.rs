@@ -125,10 +125,10 @@ pub(crate) struct SmallTile {
     /// tile is one vector wide already.
     edge: &'static [StridedAKernelFn],
     edge_cols: usize,
-    /// Whether, for a few rows over a B whose slice exceeds L2, this tile reads B in place panel
+    /// Where, for a few rows over a B whose slice exceeds L2, this tile reads B in place panel
     /// after panel, every row tile on a panel before the next (prefetched into L2 meanwhile),
     /// rather than packing B a block of panels at a time; see [`super::in_place`].
-    pub streams_b: bool,
+    pub streams_b: StreamsB,
     /// What a partly live last column panel counts of its width in the choice of tile
     /// ([`SmallTile::padded_work`]), beyond its own time per multiply-add (`cost`).
     partial_panel_weight: f64,
@@ -137,7 +137,32 @@ pub(crate) struct SmallTile {
     pub any_size: bool,
 }
 
+/// Where a small tile streams B's panels ([`SmallTile::streams_b`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// (No small tiles on other architectures: nothing constructs it there.)
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) enum StreamsB {
+    /// Never: B is packed a block of panels at a time.
+    Never,
+    /// Wherever B's slice is beyond L2 or B comes from memory.
+    Always,
+    /// There too, but only over rows of B that spread over L2's sets
+    /// ([`crate::cpu::CacheLevel::rows_held`]: twice the slice's depth held); rows a large
+    /// power of two apart pack.
+    OverSpreadRows,
+}
+
 impl SmallTile {
+    /// Whether this tile streams B's panels over a K slice `depth` deep of a B whose rows are
+    /// `row_stride` floats apart, where the slice is beyond L2 or B comes from memory.
+    pub(crate) fn streams_b_over(&self, row_stride: usize, depth: usize) -> bool {
+        match self.streams_b {
+            StreamsB::Never => false,
+            StreamsB::Always => true,
+            StreamsB::OverSpreadRows => rows_spread_over_l2(row_stride, depth),
+        }
+    }
+
     /// The kernel for a tile of `rows ≤ mr` rows.
     pub(crate) fn kernel(&self, rows: usize) -> StridedAKernelFn {
         self.kernels[(rows.max(1) - 1).min(self.kernels.len() - 1)]
@@ -202,8 +227,13 @@ pub(crate) const SMALL: usize = 128;
 // on one Zen 4 thread, packed blocks → panel after panel (medians of interleaved runs):
 // 32×128×5408 84 → 95 GFLOP/s, 32×512×5408 71 → 97, 24×512×2048 76 → 99, 32×2048×1000 70 → 95,
 // 20×700×3000 62 → 93; two threads 32×128×5408 134 → 164, 32×512×5408 116 → 164. The AVX2 6 × 16
-// tile, on the same machine, gained at K = 128 and lost at K = 512 (24×512×2048 61 → 55), so
-// it packs; so do the tiles not measured.
+// tile (forced on the same machine, medians of 5 interleaved runs) gains where B's rows spread
+// over the caches' sets — one thread 32×128×784 67 → 81, 32×128×5408 68 → 77, 32×512×5408 67 →
+// 76, 30×256×1000 72 → 85, 24×1024×3000 70 → 86, 16×1024×3000 48 → 65; two threads 32×128×5408
+// 143 → 161, 32×512×5408 133 → 151 — and loses by half where they are a power of two apart, its
+// panel one cache line a row, all of them in a few sets (24×512×2048 67 → 34, 32×256×2048 66 →
+// 28, 16×2048×4096 44 → 28, 8×1024×8192 29 → 15): it streams over spread rows only. The tiles
+// not measured pack.
 #[cfg(target_arch = "x86_64")]
 const SMALL_AVX512: [SmallTile; 5] = [
     // Six rows of four vectors: 10 loads (4 of B, 6 broadcasts of A) per 24 FMAs, where 8 × 32
@@ -218,16 +248,22 @@ const SMALL_AVX512: [SmallTile; 5] = [
     // streams B's panels (packed blocks → panel after panel, one thread): 30×512×5408 78 → 106
     // GFLOP/s, 24×128×5408 78 → 95, 12×1024×4096 45 → 49, 24×512×2048 70 → 63 (two threads
     // 151 → 154).
-    small(6, 64, by_rows!(avx512, 4, [1, 2, 3, 4, 5, 6]), 0.95, true)
-        .with_edge(EDGE_AVX512, 16)
-        .with_partial_panel_weight(1.25)
-        .at_any_size(),
+    small(
+        6,
+        64,
+        by_rows!(avx512, 4, [1, 2, 3, 4, 5, 6]),
+        0.95,
+        StreamsB::Always,
+    )
+    .with_edge(EDGE_AVX512, 16)
+    .with_partial_panel_weight(1.25)
+    .at_any_size(),
     small(
         8,
         48,
         by_rows!(avx512, 3, [1, 2, 3, 4, 5, 6, 7, 8]),
         1.0,
-        true,
+        StreamsB::Always,
     )
     .with_edge(EDGE_AVX512, 16)
     .at_any_size(),
@@ -236,12 +272,12 @@ const SMALL_AVX512: [SmallTile; 5] = [
         32,
         by_rows!(avx512, 2, [1, 2, 3, 4, 5, 6, 7, 8]),
         1.0,
-        true,
+        StreamsB::Always,
     )
     .with_edge(EDGE_AVX512, 16)
     .at_any_size(),
-    small(16, 16, by_rows!(avx512, 1, [16]), 1.05, false),
-    small(8, 16, EDGE_AVX512, 1.2, false),
+    small(16, 16, by_rows!(avx512, 1, [16]), 1.05, StreamsB::Never),
+    small(8, 16, EDGE_AVX512, 1.2, StreamsB::Never),
 ];
 
 /// One vector (16 columns) wide, a kernel per row count.
@@ -250,8 +286,15 @@ const EDGE_AVX512: &[StridedAKernelFn] = by_rows!(avx512, 1, [1, 2, 3, 4, 5, 6, 
 
 #[cfg(target_arch = "x86_64")]
 const SMALL_AVX2: [SmallTile; 2] = [
-    small(6, 16, by_rows!(avx2, 2, [1, 2, 3, 4, 5, 6]), 1.0, false).with_edge(EDGE_AVX2, 8),
-    small(6, 8, EDGE_AVX2, 1.2, false),
+    small(
+        6,
+        16,
+        by_rows!(avx2, 2, [1, 2, 3, 4, 5, 6]),
+        1.0,
+        StreamsB::OverSpreadRows,
+    )
+    .with_edge(EDGE_AVX2, 8),
+    small(6, 8, EDGE_AVX2, 1.2, StreamsB::Never),
 ];
 
 /// One vector (8 columns) wide, a kernel per row count.
@@ -264,7 +307,7 @@ const fn small(
     nr: usize,
     kernels: &'static [StridedAKernelFn],
     cost: f64,
-    streams_b: bool,
+    streams_b: StreamsB,
 ) -> SmallTile {
     SmallTile {
         mr,
@@ -417,6 +460,14 @@ pub(crate) fn b_slice_in_l1(isa: Isa, k: usize, n: usize) -> bool {
         <= crate::cpu::cache_info().l1d.size
 }
 
+/// Whether B's rows, `row_stride` floats apart, spread over L2's sets so that it holds a
+/// slice `depth` rows deep twice over ([`crate::cpu::CacheLevel::rows_held`]): rows a large
+/// power of two apart fall into a few sets and evict one another.
+pub(crate) fn rows_spread_over_l2(row_stride: usize, depth: usize) -> bool {
+    let bytes = row_stride.saturating_mul(std::mem::size_of::<f32>());
+    crate::cpu::cache_info().l2.rows_held(bytes) >= depth.saturating_mul(2)
+}
+
 /// The small tile for an `m × n` C (m, n ≤ [`SMALL`]), where `isa` has small tiles; `b_in_l1`
 /// as [`b_slice_in_l1`] says of the product.
 pub(crate) fn small_tile(
@@ -474,6 +525,51 @@ mod tests {
                     "{isa}: tile"
                 );
             }
+        }
+    }
+
+    /// A tile that streams B over spread rows only does so where its rows spread over L2's
+    /// sets, and packs where they crowd into one; the others stream always or never. AVX2's
+    /// wide tile streams over spread rows, AVX-512's 8-row tiles always.
+    #[test]
+    fn b_streams_over_spread_rows_where_the_tile_says() {
+        let l2 = crate::cpu::cache_info().l2;
+        // An odd number of floats apart: every set; one way of L2 apart: one set.
+        let (spread, crowded) = (1501, l2.way_bytes() / 4);
+        for isa in Isa::ALL {
+            let Some(kc) = slice_depth(isa) else {
+                continue;
+            };
+            for tile in small_tiles_of(isa) {
+                let (at_spread, at_crowded) = (
+                    tile.streams_b_over(spread, kc),
+                    tile.streams_b_over(crowded, kc),
+                );
+                let expected = match tile.streams_b {
+                    StreamsB::Never => (false, false),
+                    StreamsB::Always => (true, true),
+                    StreamsB::OverSpreadRows => (true, false),
+                };
+                assert_eq!(
+                    (at_spread, at_crowded),
+                    expected,
+                    "{isa} {}×{}",
+                    tile.mr,
+                    tile.nr
+                );
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let streams = |isa, mr, nr| {
+                small_tiles_of(isa)
+                    .iter()
+                    .find(|t| (t.mr, t.nr) == (mr, nr))
+                    .map(|t| t.streams_b)
+            };
+            assert_eq!(streams(Isa::Avx2, 6, 16), Some(StreamsB::OverSpreadRows));
+            assert_eq!(streams(Isa::Avx512, 8, 48), Some(StreamsB::Always));
+            assert_eq!(streams(Isa::Avx512, 8, 32), Some(StreamsB::Always));
         }
     }
 

@@ -18,7 +18,7 @@
 //! tile arithmetic (beta on the first slice, 1 after it), so every element of C has the bits the
 //! blocked path gives it, whatever the thread count: threads take bands of whole tiles.
 
-use super::config::{b_slice_in_l1, small_tile, SmallTile, SMALL};
+use super::config::{b_slice_in_l1, rows_spread_over_l2, small_tile, SmallTile, SMALL};
 use super::epilogue::Epilogue;
 use super::pack::{pack_b, transpose_lines};
 use super::price::{awake_cost, HandOff};
@@ -219,7 +219,7 @@ fn outruns_packing(tile: &SmallTile, prob: &Problem<'_>, kc: usize) -> bool {
     let b_slice_in_l2 = depth * prob.n * 4 <= l2_held_at_random();
     let a_lines_in_l1 =
         prob.a.cs == 1 || (prob.a.rs == 1 && depth * caches.l1d.line <= caches.l1d.size / 2);
-    let b_rows_spread = caches.l2.rows_held(prob.b.rs * 4) >= 2 * depth;
+    let b_rows_spread = rows_spread_over_l2(prob.b.rs, depth);
     tile.any_size && (prob.m <= SMALL || b_slice_in_l2) && a_lines_in_l1 && b_rows_spread
 }
 
@@ -434,7 +434,7 @@ fn run_band(tile: &SmallTile, prob: &Problem<'_>, band: Band, kc: usize) {
         let epilogue = prob.epilogue.filter(|_| pc + kb == k);
         let slice = (pc, kb);
         let beyond_l2 = kb * (n - band.cols.0) * 4 > l2_held_at_random();
-        if tile.streams_b && ((row_tiles > 1 && beyond_l2) || b_from_memory) {
+        if ((row_tiles > 1 && beyond_l2) || b_from_memory) && tile.streams_b_over(b.rs, kb) {
             panel_after_panel(tile, prob, band, slice, beta, epilogue);
         } else if row_tiles > 1 && beyond_l2 {
             packed_blocks(tile, prob, band, slice, kc, beta, epilogue);
