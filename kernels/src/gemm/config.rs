@@ -142,13 +142,15 @@ pub(crate) struct SmallTile {
 // (No small tiles on other architectures: nothing constructs it there.)
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) enum StreamsB {
-    /// Never: B is packed a block of panels at a time.
+    /// Never: where the slice is beyond L2 for several row tiles, B is packed a block of
+    /// panels at a time; otherwise read in place row tile by row tile.
     Never,
-    /// Wherever B's slice is beyond L2 or B comes from memory.
+    /// Wherever B's slice is beyond L2 (for several row tiles) or B comes from memory.
     Always,
     /// There too, but only over rows of B that spread over L2's sets
-    /// ([`crate::cpu::CacheLevel::rows_held`]: twice the slice's depth held); rows a large
-    /// power of two apart pack.
+    /// ([`crate::cpu::CacheLevel::rows_held`]: twice the slice's depth held); over rows a
+    /// large power of two apart as [`StreamsB::Never`]. Decided per K slice (a short last
+    /// slice may stream where the others do not: the same tile arithmetic either way).
     OverSpreadRows,
 }
 
@@ -232,8 +234,12 @@ pub(crate) const SMALL: usize = 128;
 // 76, 30×256×1000 72 → 85, 24×1024×3000 70 → 86, 16×1024×3000 48 → 65; two threads 32×128×5408
 // 143 → 161, 32×512×5408 133 → 151 — and loses by half where they are a power of two apart, its
 // panel one cache line a row, all of them in a few sets (24×512×2048 67 → 34, 32×256×2048 66 →
-// 28, 16×2048×4096 44 → 28, 8×1024×8192 29 → 15): it streams over spread rows only. The tiles
-// not measured pack.
+// 28, 16×2048×4096 44 → 28, 8×1024×8192 29 → 15): it streams over spread rows only. A single
+// row tile over a spread B from memory (which had gone row tile by row tile, unprefetched) gains
+// most: 4×2048×3000 13 → 26, 2×1500×3000 10 → 19, 6×2048×3000 18 → 40, 3×1000×3000 15 → 23
+// (medians of 7–9 interleaved rounds; 6×1000×3000 and 5×1000×3000 ran 0.7–1.8× as fast in
+// different sets of rounds, the old path itself at 26–62 GFLOP/s). The tiles not measured
+// pack.
 #[cfg(target_arch = "x86_64")]
 const SMALL_AVX512: [SmallTile; 5] = [
     // Six rows of four vectors: 10 loads (4 of B, 6 broadcasts of A) per 24 FMAs, where 8 × 32

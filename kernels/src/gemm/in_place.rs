@@ -412,7 +412,8 @@ fn run_band(tile: &SmallTile, prob: &Problem<'_>, band: Band, kc: usize) {
     //
     // A B beyond a quarter of L3 (shared with the other cores, and on a VM with other
     // guests) comes from memory, each panel's rows a page apart: the tiles that stream B go
-    // panel after panel then whatever the slice's size, for the prefetch of the next panel
+    // panel after panel then whatever the slice's size (AVX2's over spread rows only, see
+    // `StreamsB`), for the prefetch of the next panel
     // and for one fetch of each panel from memory. One row tile stalled on every row
     // without the prefetch: 8×1024×8192 15 → 38 GFLOP/s, 8×1024×3000 28 → 74, 4×2048×4096
     // 12 → 16 on one Zen 4 thread (26 → 66, 101 → 114, 22 → 35 on two). Two threads' bands
