@@ -148,8 +148,9 @@ pub(crate) enum StreamsB {
     /// Wherever B's slice is beyond L2 (for several row tiles) or B comes from memory.
     Always,
     /// There too, but only over rows of B that spread over L2's sets
-    /// ([`crate::cpu::CacheLevel::rows_held`]: twice the slice's depth held); over rows a
-    /// large power of two apart as [`StreamsB::Never`]. Decided per K slice (a short last
+    /// ([`crate::cpu::CacheLevel::rows_held`]: twice the slice's depth held) and keep half the
+    /// panel in L1 ([`panel_stays_in_l1`]); over rows a large power of two apart as
+    /// [`StreamsB::Never`]. Decided per K slice (a short last
     /// slice may stream where the others do not: the same tile arithmetic either way).
     OverSpreadRows,
 }
@@ -161,7 +162,9 @@ impl SmallTile {
         match self.streams_b {
             StreamsB::Never => false,
             StreamsB::Always => true,
-            StreamsB::OverSpreadRows => rows_spread_over_l2(row_stride, depth),
+            StreamsB::OverSpreadRows => {
+                rows_spread_over_l2(row_stride, depth) && panel_stays_in_l1(row_stride, depth)
+            }
         }
     }
 
@@ -234,7 +237,9 @@ pub(crate) const SMALL: usize = 128;
 // 76, 30×256×1000 72 → 85, 24×1024×3000 70 → 86, 16×1024×3000 48 → 65; two threads 32×128×5408
 // 143 → 161, 32×512×5408 133 → 151 — and loses by half where they are a power of two apart, its
 // panel one cache line a row, all of them in a few sets (24×512×2048 67 → 34, 32×256×2048 66 →
-// 28, 16×2048×4096 44 → 28, 8×1024×8192 29 → 15): it streams over spread rows only. A single
+// 28, 16×2048×4096 44 → 28, 8×1024×8192 29 → 15) — and where they spread over L2 but crowd
+// L1, whose sets are fewer (rows 4 KiB apart, all in one set: 24×128×1024 49 → 31, 16×128×1024
+// 47 → 25 streamed): it streams over rows that spread over both only. A single
 // row tile over a spread B from memory (which had gone row tile by row tile, unprefetched) gains
 // most: 4×2048×3000 13 → 26, 2×1500×3000 10 → 19, 6×2048×3000 18 → 40, 3×1000×3000 15 → 23
 // (medians of 7–9 interleaved rounds; 6×1000×3000 and 5×1000×3000 ran 0.7–1.8× as fast in
@@ -474,6 +479,19 @@ pub(crate) fn rows_spread_over_l2(row_stride: usize, depth: usize) -> bool {
     crate::cpu::cache_info().l2.rows_held(bytes) >= depth.saturating_mul(2)
 }
 
+/// Whether a one-line-wide panel of B, `depth` rows `row_stride` floats apart, keeps at least
+/// half its rows in L1 ([`crate::cpu::CacheLevel::rows_held`]) for the row tiles after the
+/// first: rows a power of two apart crowd into a few of L1's sets even where they spread over
+/// L2's, and the panel comes from L2 again for each row tile.
+pub(crate) fn panel_stays_in_l1(row_stride: usize, depth: usize) -> bool {
+    let bytes = row_stride.saturating_mul(std::mem::size_of::<f32>());
+    crate::cpu::cache_info()
+        .l1d
+        .rows_held(bytes)
+        .saturating_mul(2)
+        >= depth
+}
+
 /// The small tile for an `m × n` C (m, n ≤ [`SMALL`]), where `isa` has small tiles; `b_in_l1`
 /// as [`b_slice_in_l1`] says of the product.
 pub(crate) fn small_tile(
@@ -535,13 +553,33 @@ mod tests {
     }
 
     /// A tile that streams B over spread rows only does so where its rows spread over L2's
-    /// sets, and packs where they crowd into one; the others stream always or never. AVX2's
-    /// wide tile streams over spread rows, AVX-512's 8-row tiles always.
+    /// sets and keep half a panel in L1, and packs where they crowd into one set of either;
+    /// the others stream always or never. AVX2's wide tile streams over spread rows, AVX-512's
+    /// 8-row tiles always.
     #[test]
     fn b_streams_over_spread_rows_where_the_tile_says() {
-        let l2 = crate::cpu::cache_info().l2;
+        let caches = crate::cpu::cache_info();
+        let (l1, l2) = (caches.l1d, caches.l2);
         // An odd number of floats apart: every set; one way of L2 apart: one set.
         let (spread, crowded) = (1501, l2.way_bytes() / 4);
+        // One way of L1 apart: one of L1's sets, `ways` rows of the panel held.
+        let l1_way = l1.way_bytes() / 4;
+        assert!(panel_stays_in_l1(spread, 2 * l1.size / l1.line));
+        assert!(panel_stays_in_l1(l1_way, 2 * l1.ways));
+        assert!(!panel_stays_in_l1(l1_way, 2 * l1.ways + 1));
+        for tile in Isa::ALL.iter().flat_map(|&isa| small_tiles_of(isa)) {
+            if tile.streams_b == StreamsB::OverSpreadRows {
+                for (stride, depth) in [(l1_way, 64), (l1_way, 8), (2 * l1_way + 16, 256)] {
+                    let both =
+                        rows_spread_over_l2(stride, depth) && panel_stays_in_l1(stride, depth);
+                    assert_eq!(
+                        tile.streams_b_over(stride, depth),
+                        both,
+                        "{stride}, {depth}"
+                    );
+                }
+            }
+        }
         for isa in Isa::ALL {
             let Some(kc) = slice_depth(isa) else {
                 continue;
