@@ -150,8 +150,8 @@ pub(crate) enum StreamsB {
     /// There too, but only over rows of B that spread over L2's sets
     /// ([`crate::cpu::CacheLevel::rows_held`]: twice the slice's depth held) and keep half the
     /// panel in L1 ([`panel_stays_in_l1`]); over rows a large power of two apart as
-    /// [`StreamsB::Never`]. Decided per K slice (a short last
-    /// slice may stream where the others do not: the same tile arithmetic either way).
+    /// [`StreamsB::Never`]. Decided per K slice (a short last slice may stream where the
+    /// others do not: the same tile arithmetic either way).
     OverSpreadRows,
 }
 
@@ -475,8 +475,7 @@ pub(crate) fn b_slice_in_l1(isa: Isa, k: usize, n: usize) -> bool {
 /// slice `depth` rows deep twice over ([`crate::cpu::CacheLevel::rows_held`]): rows a large
 /// power of two apart fall into a few sets and evict one another.
 pub(crate) fn rows_spread_over_l2(row_stride: usize, depth: usize) -> bool {
-    let bytes = row_stride.saturating_mul(std::mem::size_of::<f32>());
-    crate::cpu::cache_info().l2.rows_held(bytes) >= depth.saturating_mul(2)
+    rows_held(&crate::cpu::cache_info().l2, row_stride) >= depth.saturating_mul(2)
 }
 
 /// Whether a one-line-wide panel of B, `depth` rows `row_stride` floats apart, keeps at least
@@ -484,12 +483,12 @@ pub(crate) fn rows_spread_over_l2(row_stride: usize, depth: usize) -> bool {
 /// first: rows a power of two apart crowd into a few of L1's sets even where they spread over
 /// L2's, and the panel comes from L2 again for each row tile.
 pub(crate) fn panel_stays_in_l1(row_stride: usize, depth: usize) -> bool {
-    let bytes = row_stride.saturating_mul(std::mem::size_of::<f32>());
-    crate::cpu::cache_info()
-        .l1d
-        .rows_held(bytes)
-        .saturating_mul(2)
-        >= depth
+    rows_held(&crate::cpu::cache_info().l1d, row_stride).saturating_mul(2) >= depth
+}
+
+/// [`crate::cpu::CacheLevel::rows_held`] for rows `row_stride` floats apart.
+fn rows_held(cache: &crate::cpu::CacheLevel, row_stride: usize) -> usize {
+    cache.rows_held(row_stride.saturating_mul(std::mem::size_of::<f32>()))
 }
 
 /// The small tile for an `m × n` C (m, n ≤ [`SMALL`]), where `isa` has small tiles; `b_in_l1`

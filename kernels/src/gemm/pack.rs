@@ -263,45 +263,64 @@ pub(crate) fn transpose_lines<'a>(
     let mut r = 0;
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx") {
-        let len8 = len / 8 * 8;
-        while r + 8 <= count {
-            let src: [&[f32]; 8] = std::array::from_fn(|q| &line(r + q)[..len]);
-            // SAFETY: the CPU has AVX (detected above).
-            unsafe { transpose_rows8(src, out, l + r, width, len8) };
-            for p in len8..len {
-                for (q, s) in src.iter().enumerate() {
-                    out[p * width + l + r + q] = s[p];
-                }
-            }
-            r += 8;
-        }
+        // SAFETY: the CPU has AVX (detected above).
+        let avx8 = |src: [&[f32]; 8], out: &mut [f32], i: usize, w: usize, n: usize| unsafe {
+            transpose_rows8(src, out, i, w, n)
+        };
+        in_blocks(
+            &line,
+            count,
+            &mut r,
+            (out, l, width, len),
+            len / 8 * 8,
+            avx8,
+        );
     }
-    let len4 = len / 4 * 4;
-    while r + 4 <= count {
-        let src: [&[f32]; 4] = std::array::from_fn(|q| &line(r + q)[..len]);
-        transpose_rows4(src, out, l + r, width, len4);
-        for p in len4..len {
-            for (q, s) in src.iter().enumerate() {
-                out[p * width + l + r + q] = s[p];
-            }
-        }
-        r += 4;
-    }
+    in_blocks(
+        &line,
+        count,
+        &mut r,
+        (out, l, width, len),
+        len / 4 * 4,
+        transpose_rows4,
+    );
     #[cfg(target_arch = "x86_64")]
-    while r + 2 <= count {
-        let src: [&[f32]; 2] = std::array::from_fn(|q| &line(r + q)[..len]);
-        transpose_rows2(src, out, l + r, width, len4);
-        for p in len4..len {
-            for (q, s) in src.iter().enumerate() {
-                out[p * width + l + r + q] = s[p];
-            }
-        }
-        r += 2;
-    }
+    in_blocks(
+        &line,
+        count,
+        &mut r,
+        (out, l, width, len),
+        len / 4 * 4,
+        transpose_rows2,
+    );
     for q in r..count {
         for (p, &v) in line(q)[..len].iter().enumerate() {
             out[p * width + l + q] = v;
         }
+    }
+}
+
+/// [`transpose_lines`]'s lines `*r..`, `N` at a time while `N` remain: `block` lays out the
+/// group's first `whole` values (a multiple of its width), the rest go one by one; `*r` ends
+/// past the last whole group.
+#[inline]
+fn in_blocks<'a, const N: usize>(
+    line: &impl Fn(usize) -> &'a [f32],
+    count: usize,
+    r: &mut usize,
+    (out, l, width, len): (&mut [f32], usize, usize, usize),
+    whole: usize,
+    block: impl Fn([&[f32]; N], &mut [f32], usize, usize, usize),
+) {
+    while *r + N <= count {
+        let src: [&[f32]; N] = std::array::from_fn(|q| &line(*r + q)[..len]);
+        block(src, out, l + *r, width, whole);
+        for p in whole..len {
+            for (q, s) in src.iter().enumerate() {
+                out[p * width + l + *r + q] = s[p];
+            }
+        }
+        *r += N;
     }
 }
 
