@@ -183,6 +183,32 @@ pub fn cache_info() -> &'static CacheInfo {
     })
 }
 
+/// [`CacheLevel::rows_held`] of this CPU's L1 data cache ([`cache_info`]) for rows `stride`
+/// bytes apart, for a tile to ask at each call: its sets a power of two (as every L1's are),
+/// the gcd is a count of trailing zeros, and the figures are worked out once; other
+/// geometries take [`CacheLevel::rows_held`] itself.
+#[inline]
+pub(crate) fn l1d_rows_held(stride: usize) -> usize {
+    /// log2 of the line, log2 of the sets, ways; `None` where the sets are not a power of two.
+    static SHAPE: OnceLock<Option<(u32, u32, usize)>> = OnceLock::new();
+    let shape = SHAPE.get_or_init(|| {
+        let l1 = &cache_info().l1d;
+        let sets = l1.sets();
+        (sets.is_power_of_two() && l1.line.is_power_of_two())
+            .then(|| (l1.line.trailing_zeros(), sets.trailing_zeros(), l1.ways))
+    });
+    let Some((line_bits, set_bits, ways)) = *shape else {
+        return cache_info().l1d.rows_held(stride);
+    };
+    if stride & ((1 << line_bits) - 1) != 0 {
+        return ways << set_bits;
+    }
+    // gcd(stride in lines, sets) = 2^min(its trailing zeros, set bits); a zero stride (one
+    // row) takes one set.
+    let shared = (stride >> line_bits).trailing_zeros().min(set_bits);
+    ways << (set_bits - shared)
+}
+
 /// The CPU's name as it reports it (the CPUID brand string on x86-64, `/proc/cpuinfo`'s model
 /// elsewhere), or `"unknown CPU"`.
 pub fn cpu_name() -> &'static str {
@@ -468,6 +494,24 @@ mod tests {
         assert_eq!(l2.rows_held(4000), 32768);
         // A stride of whole ways maps every row to one set.
         assert_eq!(l2.rows_held(128 << 10), 16);
+    }
+
+    /// The tiles' quick count for this CPU's L1 is the general one, over strides on and off
+    /// the line, powers of two up to past a way, and none.
+    #[test]
+    fn l1_rows_held_quickly_as_in_general() {
+        let l1 = &cache_info().l1d;
+        let strides = (0..5000)
+            .chain((0..24).map(|s| 1usize << s))
+            .chain((1..200).map(|lines| lines * l1.line))
+            .chain([l1.way_bytes() * 3, usize::MAX & !63]);
+        for stride in strides {
+            assert_eq!(
+                l1d_rows_held(stride),
+                l1.rows_held(stride),
+                "stride {stride}"
+            );
+        }
     }
 
     #[test]

@@ -200,7 +200,31 @@ const PREFETCH_A_MIN_ACCUMULATORS: usize = 24;
 /// 512³ 117 → 143 GFLOP/s, 128×512×784 101 → 137, 100×1000×1000 66 → 116, 32×784×128 147 →
 /// 161, 32×5408×128 110 → 125; 4 rows ahead fell short on the deeper products (128×512×784
 /// 114), 16 lost at 512³ (128).
+///
+/// At most that: the rows prefetched ahead wait in L1 beside the row in use, and rows a power
+/// of two apart share a few of its sets (see [`b_ahead_rows`]).
 const B_AHEAD: usize = 8;
+
+/// How many of B's rows L1 must hold (a column of one line a row,
+/// [`crate::cpu::CacheLevel::rows_held`]) for each row a tile prefetches ahead: the prefetched
+/// rows, the hardware's own prefetches and A's lines share those sets, and a prefetched row evicted before its step comes from L2 on demand
+/// after all (twice: its prefetch and its load). Measured on one Zen 4 thread (32 KiB 8-way L1d,
+/// 64 sets), the AVX2 6 × 16 tile over one row tile of B 128 deep (medians of interleaved runs,
+/// 8 rows ahead → the best distance): rows 4 KiB apart (8 held) 38 → 64 GFLOP/s at 1 row ahead,
+/// 2 KiB (16 held) 77 → 99 at 2, 1 KiB (32 held) 94 → 106 at 2–4, spread rows even at any
+/// distance; the AVX-512 6 × 64 tile over rows 4 KiB apart 92 → 111 at 1–4. (The Xeon of
+/// [`B_AHEAD`]'s figures, 12-way, holds 24 rows 2 KiB apart: 512³ now prefetches 3 rows ahead
+/// there, not re-measured on it.)
+const B_HELD_PER_ROW_AHEAD: usize = 8;
+
+/// How many rows ahead of the one in use a tile prefetches B's rows, `rsb` floats apart:
+/// [`B_AHEAD`], or fewer where the rows crowd into a few of L1's sets
+/// ([`B_HELD_PER_ROW_AHEAD`]), and at least one.
+#[inline(always)]
+fn b_ahead_rows(rsb: usize) -> usize {
+    (crate::cpu::l1d_rows_held(rsb.wrapping_mul(std::mem::size_of::<f32>())) / B_HELD_PER_ROW_AHEAD)
+        .clamp(1, B_AHEAD)
+}
 
 /// The least span of B (`k` rows `rsb` apart, in bytes) read in place for which a tile
 /// prefetches B's rows: below it B sits in L1 from the tiles before, and the prefetches only
@@ -250,23 +274,49 @@ pub(crate) unsafe fn tile<V: Vector, const MR: usize, const NV: usize, const PAC
     };
     let c_ahead = PACKED && k >= PREFETCH_C_MIN_K;
     let prefetch_b = !PACKED && rsb > NV * V::LANES && k * rsb * 4 > B_PREFETCH_MIN_BYTES;
+    // Floats from the row in use to the row prefetched (only read where `prefetch_b`).
+    let b_ahead = if prefetch_b {
+        b_ahead_rows(rsb) * rsb
+    } else {
+        0
+    };
     // SAFETY: forwarded from this function's contract.
     let acc = unsafe {
         let fetch_c = c_ahead.then_some(&fetch_c);
         let zero = [[V::zero(); NV]; MR];
         match (cols == NV * V::LANES, prefetch_b) {
-            (true, false) => {
-                accumulate::<V, MR, NV, true, PACKED, false, _>(k, a, b, rsb, &masks, fetch_c, zero)
-            }
-            (false, false) => accumulate::<V, MR, NV, false, PACKED, false, _>(
-                k, a, b, rsb, &masks, fetch_c, zero,
+            (true, false) => accumulate::<V, MR, NV, true, PACKED, false, _>(
+                k,
+                a,
+                (b, rsb, b_ahead),
+                &masks,
+                fetch_c,
+                zero,
             ),
-            (true, true) => {
-                accumulate::<V, MR, NV, true, PACKED, true, _>(k, a, b, rsb, &masks, fetch_c, zero)
-            }
-            (false, true) => {
-                accumulate::<V, MR, NV, false, PACKED, true, _>(k, a, b, rsb, &masks, fetch_c, zero)
-            }
+            (false, false) => accumulate::<V, MR, NV, false, PACKED, false, _>(
+                k,
+                a,
+                (b, rsb, b_ahead),
+                &masks,
+                fetch_c,
+                zero,
+            ),
+            (true, true) => accumulate::<V, MR, NV, true, PACKED, true, _>(
+                k,
+                a,
+                (b, rsb, b_ahead),
+                &masks,
+                fetch_c,
+                zero,
+            ),
+            (false, true) => accumulate::<V, MR, NV, false, PACKED, true, _>(
+                k,
+                a,
+                (b, rsb, b_ahead),
+                &masks,
+                fetch_c,
+                zero,
+            ),
         }
     };
     // SAFETY: rows 0..rows of C have the masks' live floats writable (this function's
@@ -334,8 +384,7 @@ pub(crate) unsafe fn taps_tile<V: Vector, const MR: usize, const NV: usize>(
                 accumulate::<V, MR, NV, FULL, false, false, fn()>(
                     tap_k,
                     (at, at, a_rows, a_step),
-                    b.add(b_off),
-                    rsb,
+                    (b.add(b_off), rsb, 0),
                     masks,
                     None,
                     acc,
@@ -424,7 +473,8 @@ unsafe fn store<
 /// The k loop: Σₚ A[i][p]·B[p][..] added to the MR × NV accumulators `acc`. With `FULL` every lane of B is
 /// live and plain loads are used; otherwise masked ones (chosen once per tile, not per step).
 /// `fetch_c` (packed A only) runs [`C_AHEAD_STEPS`] steps before the end, or first where the
-/// loop is shorter.
+/// loop is shorter. B's rows are `rsb` floats apart; with `PREFETCH_B` each step prefetches the
+/// row `b_ahead` floats on.
 ///
 /// # Safety
 /// As [`tile`]'s contract for `a` and `b`.
@@ -440,8 +490,7 @@ unsafe fn accumulate<
 >(
     k: usize,
     (a, a_hi, a_rows, a_step): (*const f32, *const f32, [usize; MR], usize),
-    b: *const f32,
-    rsb: usize,
+    (b, rsb, b_ahead): (*const f32, usize, usize),
     masks: &[V::Mask; NV],
     fetch_c: Option<&FetchC>,
     mut acc: [[V; NV]; MR],
@@ -476,7 +525,7 @@ unsafe fn accumulate<
                     a_hi = a_hi.wrapping_add($a_step);
                 }
                 if PREFETCH_B {
-                    super::prefetch_run(b.wrapping_add(B_AHEAD * rsb), NV * V::LANES);
+                    super::prefetch_run(b.wrapping_add(b_ahead), NV * V::LANES);
                 }
                 if PACKED && MR * NV >= PREFETCH_A_MIN_ACCUMULATORS {
                     super::prefetch_line(a.wrapping_add(A_AHEAD));

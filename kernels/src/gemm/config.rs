@@ -235,13 +235,14 @@ pub(crate) const SMALL: usize = 128;
 // tile (forced on the same machine, medians of 5 interleaved runs) gains where B's rows spread
 // over the caches' sets — one thread 32×128×784 67 → 81, 32×128×5408 68 → 77, 32×512×5408 67 →
 // 76, 30×256×1000 72 → 85, 24×1024×3000 70 → 86, 16×1024×3000 48 → 65; two threads 32×128×5408
-// 143 → 161, 32×512×5408 133 → 151 — and loses by half where they are a power of two apart, its
-// panel one cache line a row, all of them in a few sets (24×512×2048 67 → 34, 32×256×2048 66 →
-// 28, 16×2048×4096 44 → 28, 8×1024×8192 29 → 15) — and where they spread over L2 but crowd
-// L1, whose sets are fewer (rows 4 KiB apart, all in one set: 24×128×1024 49 → 31, 16×128×1024
-// 47 → 25 streamed): it streams over rows that spread over both only. A single
-// row tile over a spread B from memory (which had gone row tile by row tile, unprefetched) gains
-// most: 4×2048×3000 13 → 26, 2×1500×3000 10 → 19, 6×2048×3000 18 → 40, 3×1000×3000 15 → 23
+// 143 → 161, 32×512×5408 133 → 151 — and loses where they are a power of two apart, its panel
+// one cache line a row, all of them in a few sets (with B's prefetch distance cut to what those
+// sets hold, `arch::tile`'s `b_ahead_rows`: 24×512×2048 71 → 61, 32×256×2048 70 → 47,
+// 16×2048×4096 47 → 38, 8×1024×8192 30 → 15; by half before that cut) — and where they spread
+// over L2 but crowd L1, whose sets are fewer (rows 4 KiB apart, all in one set: 24×128×1024
+// 70 → 60, 16×128×1024 59 → 47 streamed): it streams over rows that spread over both only. A
+// single row tile over a spread B from memory (which had gone row tile by row tile,
+// unprefetched) gains most: 4×2048×3000 13 → 26, 2×1500×3000 10 → 19, 6×2048×3000 18 → 40, 3×1000×3000 15 → 23
 // (medians of 7–9 interleaved rounds; 6×1000×3000 and 5×1000×3000 ran 0.7–1.8× as fast in
 // different sets of rounds, the old path itself at 26–62 GFLOP/s). The tiles not measured
 // pack.
