@@ -16,7 +16,8 @@
 //!
 //! Each loop is compiled per instruction set like [`crate::math`]'s; on AVX-512 and AVX2,
 //! Adam's and RMSprop's run in explicit vectors with estimated reciprocal roots (`vector`: the
-//! divider was their bound). Large tensors are updated
+//! divider was their bound), but for Adam on AVX2, whose estimates' long chain of latency
+//! ran slower than the divider. Large tensors are updated
 //! in chunks on the rayon pool (the update is elementwise and memory-bound: a CNN's 700 000
 //! parameters move 20 MB per Adam step); the result does not depend on the split.
 //!
