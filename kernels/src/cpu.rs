@@ -185,26 +185,40 @@ pub fn cache_info() -> &'static CacheInfo {
 
 /// [`CacheLevel::rows_held`] of this CPU's L1 data cache ([`cache_info`]) for rows `stride`
 /// bytes apart, for a tile to ask at each call: its sets a power of two (as every L1's are),
-/// the gcd is a count of trailing zeros, and the figures are worked out once; other
-/// geometries take [`CacheLevel::rows_held`] itself.
+/// the gcd is a count of trailing zeros ([`rows_held_in_pow2_sets`]), and the figures are
+/// worked out once; other geometries take [`CacheLevel::rows_held`] itself.
 #[inline]
 pub(crate) fn l1d_rows_held(stride: usize) -> usize {
     /// log2 of the line, log2 of the sets, ways; `None` where the sets are not a power of two.
     static SHAPE: OnceLock<Option<(u32, u32, usize)>> = OnceLock::new();
-    let shape = SHAPE.get_or_init(|| {
-        let l1 = &cache_info().l1d;
-        let sets = l1.sets();
-        (sets.is_power_of_two() && l1.line.is_power_of_two())
-            .then(|| (l1.line.trailing_zeros(), sets.trailing_zeros(), l1.ways))
-    });
-    let Some((line_bits, set_bits, ways)) = *shape else {
-        return cache_info().l1d.rows_held(stride);
-    };
+    let shape = SHAPE.get_or_init(|| pow2_shape(&cache_info().l1d));
+    match *shape {
+        Some(shape) => rows_held_in_pow2_sets(shape, stride),
+        None => cache_info().l1d.rows_held(stride),
+    }
+}
+
+/// `cache`'s line and set count as powers of two (log2 of each) and its ways, where both are
+/// powers of two.
+fn pow2_shape(cache: &CacheLevel) -> Option<(u32, u32, usize)> {
+    let sets = cache.sets();
+    (sets.is_power_of_two() && cache.line.is_power_of_two()).then(|| {
+        (
+            cache.line.trailing_zeros(),
+            sets.trailing_zeros(),
+            cache.ways,
+        )
+    })
+}
+
+/// [`CacheLevel::rows_held`] of a cache of `2^line_bits`-byte lines in `2^set_bits` sets of
+/// `ways`: gcd(stride in lines, sets) = 2^min(its trailing zeros, set bits).
+#[inline]
+fn rows_held_in_pow2_sets((line_bits, set_bits, ways): (u32, u32, usize), stride: usize) -> usize {
     if stride & ((1 << line_bits) - 1) != 0 {
         return ways << set_bits;
     }
-    // gcd(stride in lines, sets) = 2^min(its trailing zeros, set bits); a zero stride (one
-    // row) takes one set.
+    // A zero stride (one row) takes one set.
     let shared = (stride >> line_bits).trailing_zeros().min(set_bits);
     ways << (set_bits - shared)
 }
@@ -496,22 +510,46 @@ mod tests {
         assert_eq!(l2.rows_held(128 << 10), 16);
     }
 
-    /// The tiles' quick count for this CPU's L1 is the general one, over strides on and off
-    /// the line, powers of two up to past a way, and none.
+    /// The tiles' quick count is the general one, on this CPU's L1 and on made-up caches
+    /// (Zen 4's 32 KiB 8-way L1, a Xeon's 48 KiB 12-way, 128-byte lines, an L2 of 2048
+    /// sets), over strides on and off the line, powers of two up to past a way, and none; a
+    /// cache whose sets are not a power of two has no quick count.
     #[test]
-    fn l1_rows_held_quickly_as_in_general() {
-        let l1 = &cache_info().l1d;
-        let strides = (0..5000)
-            .chain((0..24).map(|s| 1usize << s))
-            .chain((1..200).map(|lines| lines * l1.line))
-            .chain([l1.way_bytes() * 3, usize::MAX & !63]);
-        for stride in strides {
-            assert_eq!(
-                l1d_rows_held(stride),
-                l1.rows_held(stride),
-                "stride {stride}"
-            );
+    fn rows_held_quickly_as_in_general() {
+        let level = |size, ways, line| CacheLevel {
+            size,
+            ways,
+            line,
+            shared_by: 1,
+        };
+        let here = cache_info().l1d;
+        let caches = [
+            here,
+            level(32 << 10, 8, 64),
+            level(48 << 10, 12, 64),
+            level(64 << 10, 4, 128),
+            level(2 << 20, 16, 64),
+        ];
+        for cache in caches {
+            let shape = pow2_shape(&cache).expect("sets a power of two");
+            let strides = (0..5000)
+                .chain((0..24).map(|s| 1usize << s))
+                .chain((1..200).map(|lines| lines * cache.line))
+                .chain([cache.way_bytes() * 3, usize::MAX & !127]);
+            for stride in strides {
+                let want = cache.rows_held(stride);
+                assert_eq!(
+                    rows_held_in_pow2_sets(shape, stride),
+                    want,
+                    "{cache:?} {stride}"
+                );
+                if cache == here {
+                    assert_eq!(l1d_rows_held(stride), want, "stride {stride}");
+                }
+            }
         }
+        // 48 KiB in 8 ways of 64-byte lines: 96 sets.
+        assert!(pow2_shape(&level(48 << 10, 8, 64)).is_none());
     }
 
     #[test]

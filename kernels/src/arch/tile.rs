@@ -207,14 +207,18 @@ const B_AHEAD: usize = 8;
 
 /// How many of B's rows L1 must hold (a column of one line a row,
 /// [`crate::cpu::CacheLevel::rows_held`]) for each row a tile prefetches ahead: the prefetched
-/// rows, the hardware's own prefetches and A's lines share those sets, and a prefetched row evicted before its step comes from L2 on demand
-/// after all (twice: its prefetch and its load). Measured on one Zen 4 thread (32 KiB 8-way L1d,
-/// 64 sets), the AVX2 6 × 16 tile over one row tile of B 128 deep (medians of interleaved runs,
-/// 8 rows ahead → the best distance): rows 4 KiB apart (8 held) 38 → 64 GFLOP/s at 1 row ahead,
-/// 2 KiB (16 held) 77 → 99 at 2, 1 KiB (32 held) 94 → 106 at 2–4, spread rows even at any
-/// distance; the AVX-512 6 × 64 tile over rows 4 KiB apart 92 → 111 at 1–4. (The Xeon of
-/// [`B_AHEAD`]'s figures, 12-way, holds 24 rows 2 KiB apart: 512³ now prefetches 3 rows ahead
-/// there, not re-measured on it.)
+/// rows, the hardware's own prefetches and A's lines share those sets, and a prefetched row
+/// evicted before its step comes from L2 on demand after all (twice: its prefetch and its
+/// load). Measured on one Zen 4 thread (32 KiB 8-way L1d, 64 sets), a sweep of the distance
+/// (1, 2, 4, 8 rows and none; the AVX2 6 × 16 tile over one row tile of B 128 deep, one run
+/// each), 8 rows → the best: rows 4 KiB apart (8 held) 38 → 64 GFLOP/s at 1 row ahead, 2 KiB
+/// (16 held) 77 → 99 at 2, 1 KiB (32 held) 94 → 106 at 2–4, spread rows even at any distance;
+/// the AVX-512 6 × 64 tile over rows 4 KiB apart 92 → 111 at 1–4. This rule against 8 rows
+/// (medians of 5 interleaved rounds): AVX2 6×128×1024 38 → 63, 24×128×512 78 → 98, 6×128×256
+/// 95 → 103; AVX-512 32×256×1024 66 → 94, 24×512×2048 90 → 106, 8×1024×4096 54 → 64; spread
+/// rows, 512³ and 1024³ even. (The Xeon of [`B_AHEAD`]'s figures, 12-way, holds 24 rows 2 KiB
+/// apart: 512³ now prefetches 3 rows ahead there, where 4 had fallen short of 8 on deeper
+/// products with spread rows; not re-measured on it.)
 const B_HELD_PER_ROW_AHEAD: usize = 8;
 
 /// How many rows ahead of the one in use a tile prefetches B's rows, `rsb` floats apart:
@@ -222,8 +226,8 @@ const B_HELD_PER_ROW_AHEAD: usize = 8;
 /// ([`B_HELD_PER_ROW_AHEAD`]), and at least one.
 #[inline(always)]
 fn b_ahead_rows(rsb: usize) -> usize {
-    (crate::cpu::l1d_rows_held(rsb.wrapping_mul(std::mem::size_of::<f32>())) / B_HELD_PER_ROW_AHEAD)
-        .clamp(1, B_AHEAD)
+    let held = crate::cpu::l1d_rows_held(rsb.wrapping_mul(std::mem::size_of::<f32>()));
+    (held / B_HELD_PER_ROW_AHEAD).clamp(1, B_AHEAD)
 }
 
 /// The least span of B (`k` rows `rsb` apart, in bytes) read in place for which a tile
@@ -470,8 +474,9 @@ unsafe fn store<
     }
 }
 
-/// The k loop: Σₚ A[i][p]·B[p][..] added to the MR × NV accumulators `acc`. With `FULL` every lane of B is
-/// live and plain loads are used; otherwise masked ones (chosen once per tile, not per step).
+/// The k loop: Σₚ A[i][p]·B[p][..] added to the MR × NV accumulators `acc`. With `FULL` every
+/// lane of B is live and plain loads are used; otherwise masked ones (chosen once per tile, not
+/// per step).
 /// `fetch_c` (packed A only) runs [`C_AHEAD_STEPS`] steps before the end, or first where the
 /// loop is shorter. B's rows are `rsb` floats apart; with `PREFETCH_B` each step prefetches the
 /// row `b_ahead` floats on.

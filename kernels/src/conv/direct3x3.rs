@@ -433,10 +433,11 @@ impl<V: Vector, const G: usize> Tile<V, G> {
 
 /// The weight and bias gradients of the same layers: `dw` (9 × out_c) ← Σ over `pixels` of
 /// patchᵀ·dy and `db` ← Σ dy, written over, with `dy` the gradients of `pixels` only. A pass
-/// holds `G` lane groups' nine tap accumulators and bias accumulator in registers; per pixel,
-/// nine broadcasts of the input and the pixel's dy vectors. Same operations in the same order as
-/// the portable kernel (from zero, pixel by pixel: one FMA per tap, one add for the bias): the
-/// same bits.
+/// holds `G` lane groups' tap accumulators (all nine taps; on AVX2 two groups' taps 0–4 and
+/// bias, then their taps 5–8: see `weights_avx2`) and bias accumulator in registers; per
+/// pixel, a broadcast of the input per tap and the pixel's dy vectors. Same operations in the
+/// same order as the portable kernel (from zero, pixel by pixel: one FMA per tap, one add for
+/// the bias): the same bits.
 ///
 /// # Safety
 /// [`applies`]`(s, isa)`, and the CPU has `isa`.
@@ -720,6 +721,8 @@ fn weights_pass<V: Vector, const G: usize, S: PixelGrads, const T0: usize, const
     dw: &mut [f32],
     db: &mut [f32],
 ) {
+    // The taps are the kernel's (the SAFETY notes below rely on it).
+    const { assert!(T0 + T <= TAPS) };
     let (oh, ow, oc) = (s.out_h(), s.out_w(), s.out_c);
     let (sh, sw, in_w) = (s.stride_h, s.stride_w, s.in_w);
     let image_len = s.in_h * in_w;
@@ -804,27 +807,35 @@ mod tests {
         forward_passes::<__m256, 2>(s, x, packed, ocp, pixels, y, relu)
     }
 
+    /// The weight pass over all nine taps with `G` lane groups a pass, on AVX2.
     #[target_feature(enable = "avx2,fma")]
-    fn weights_avx2_two_groups(s: &Conv2d, x: &[f32], dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
+    fn weights_avx2_groups<const G: usize>(
+        s: &Conv2d,
+        x: &[f32],
+        dy: &[f32],
+        dw: &mut [f32],
+        db: &mut [f32],
+    ) {
         let pixels = 0..s.batch * s.out_pixels();
         let grads = DenseGrads {
             dy: dy.as_ptr(),
             first: 0,
             oc: s.out_c,
         };
-        weights_passes::<__m256, 2, DenseGrads>(s, x, &grads, pixels, dw, db)
+        weights_passes::<__m256, G, DenseGrads>(s, x, &grads, pixels, dw, db)
     }
 
     /// The bodies with two lane groups per pass (AVX-512's shape) give the bits of one group per
-    /// pass: checked on AVX2, so that a machine without AVX-512 runs the generic code AVX-512
-    /// uses, odd and even group counts and partial groups alike.
+    /// pass, and so does AVX2's weight pass over the taps in two halves: checked on AVX2, so that
+    /// a machine without AVX-512 runs the generic code AVX-512 uses, odd and even group counts
+    /// and partial groups (inside a pair of groups too) alike.
     #[test]
     fn two_groups_per_pass_give_the_bits_of_one() {
         if !Isa::Avx2.is_available() {
             return;
         }
         let value = |i: usize| ((i * 7919) % 201) as f32 / 100.0 - 1.0;
-        for (oc, stride) in [(8, 1), (17, 1), (24, 2), (32, 1), (40, 1)] {
+        for (oc, stride) in [(8, 1), (12, 1), (15, 2), (17, 1), (24, 2), (32, 1), (40, 1)] {
             let s = Conv2d {
                 stride_h: stride,
                 stride_w: stride,
@@ -836,6 +847,7 @@ mod tests {
             let packed: Vec<f32> = (0..(1 + TAPS) * ocp).map(|i| value(i + 5)).collect();
             let dy: Vec<f32> = (0..s.output_len()).map(|i| value(i + 11)).collect();
             let pixels = 0..s.batch * s.out_pixels();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             for relu in [false, true] {
                 let mut one = vec![f32::NAN; s.output_len()];
                 let mut two = vec![f32::NAN; s.output_len()];
@@ -853,21 +865,31 @@ mod tests {
                     );
                     forward_avx2_two_groups(&s, &x, &packed, ocp, &mut two, relu);
                 }
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert_eq!(
                     bits(&one),
                     bits(&two),
                     "forward, {oc} channels, relu {relu}"
                 );
             }
-            let (mut dw1, mut db1) = (vec![f32::NAN; TAPS * oc], vec![f32::NAN; oc]);
-            let (mut dw2, mut db2) = (vec![f32::NAN; TAPS * oc], vec![f32::NAN; oc]);
-            // SAFETY: as above.
-            unsafe {
-                backward_weights(Isa::Avx2, &s, &x, &dy, pixels, &mut dw1, &mut db1);
-                weights_avx2_two_groups(&s, &x, &dy, &mut dw2, &mut db2);
-            }
-            assert_eq!((dw1, db1), (dw2, db2), "weights, {oc} channels");
+            let gradients = |run: &dyn Fn(&mut [f32], &mut [f32])| {
+                let (mut dw, mut db) = (vec![f32::NAN; TAPS * oc], vec![f32::NAN; oc]);
+                run(&mut dw, &mut db);
+                (bits(&dw), bits(&db))
+            };
+            let halves = gradients(&|dw, db| {
+                // SAFETY: as above.
+                unsafe { backward_weights(Isa::Avx2, &s, &x, &dy, pixels.clone(), dw, db) }
+            });
+            let one = gradients(&|dw, db| {
+                // SAFETY: as above.
+                unsafe { weights_avx2_groups::<1>(&s, &x, &dy, dw, db) }
+            });
+            let two = gradients(&|dw, db| {
+                // SAFETY: as above.
+                unsafe { weights_avx2_groups::<2>(&s, &x, &dy, dw, db) }
+            });
+            assert_eq!(halves, one, "weights in tap halves, {oc} channels");
+            assert_eq!(two, one, "weights two groups a pass, {oc} channels");
         }
     }
 }

@@ -242,10 +242,10 @@ pub(crate) const SMALL: usize = 128;
 // over L2 but crowd L1, whose sets are fewer (rows 4 KiB apart, all in one set: 24×128×1024
 // 70 → 60, 16×128×1024 59 → 47 streamed): it streams over rows that spread over both only. A
 // single row tile over a spread B from memory (which had gone row tile by row tile,
-// unprefetched) gains most: 4×2048×3000 13 → 26, 2×1500×3000 10 → 19, 6×2048×3000 18 → 40, 3×1000×3000 15 → 23
-// (medians of 7–9 interleaved rounds; 6×1000×3000 and 5×1000×3000 ran 0.7–1.8× as fast in
-// different sets of rounds, the old path itself at 26–62 GFLOP/s). The tiles not measured
-// pack.
+// unprefetched) gains most: 4×2048×3000 13 → 26, 2×1500×3000 10 → 19, 6×2048×3000 18 → 40,
+// 3×1000×3000 15 → 23 (medians of 7–9 interleaved rounds; 6×1000×3000 and 5×1000×3000 ran
+// 0.7–1.8× as fast in different sets of rounds, the old path itself at 26–62 GFLOP/s). The
+// tiles not measured pack.
 #[cfg(target_arch = "x86_64")]
 const SMALL_AVX512: [SmallTile; 5] = [
     // Six rows of four vectors: 10 loads (4 of B, 6 broadcasts of A) per 24 FMAs, where 8 × 32

@@ -6,9 +6,9 @@
 //! Each register's loads come before its stores: the weights and the state are separate
 //! allocations whose addresses agree in their low 12 bits (each a fresh run of pages), and a
 //! load of `w` after the stores to `m` and `v` at the same offsets waited on them as if it
-//! might read them (4 KiB aliasing). One Zen 4 thread, medians of 7 interleaved rounds: AVX-512
-//! Adam over 100 352 weights 1.12× as fast, fused into Dense 784→128's backward 1.07×,
-//! RMSprop 1.16×.
+//! might read them (4 KiB aliasing). One Zen 4 thread, medians of 7 interleaved rounds, two
+//! sets of rounds: AVX-512 Adam over 100 352 weights 1.12–1.14× as fast, fused into Dense
+//! 784→128's backward 1.04–1.07×, RMSprop 1.16×.
 //!
 //! Why: both rules take a square root and a division per weight, and on x86 the two share one
 //! divider that serves a 16-lane register every ~8–12 cycles each: the compiled loops ran at
@@ -20,9 +20,10 @@
 //!
 //! Accuracy: an estimate's relative error δ ≤ 1.5·2⁻¹² becomes about 1.5·δ² after the Newton
 //! step, so the factor is within a few units in the last place of the exact one (over the
-//! tests' sweep: 2.3 ulp on AVX-512, 3.6 on AVX2, against ~1.5 for the square root and the
-//! division rounded in turn); the weight's step `α·m·q` differs from the exact `α·m / d` by as much,
-//! far below the weight's own rounding. The moments (`m`, `v`) are computed with the portable
+//! tests' sweep: Adam's 2.3 ulp on AVX-512 — 3.6 with AVX2's estimates, which Adam no longer
+//! takes — against ~1.5 for the square root and the division rounded in turn); the weight's
+//! step `α·m·q` differs from the exact `α·m / d` by as much, far below the weight's own
+//! rounding. The moments (`m`, `v`) are computed with the portable
 //! loops' operations in their order: the same bits on every path. Every element of a slice takes
 //! the same arithmetic (a partial last register is masked, not left to the portable loop), so
 //! the bits do not depend on where a caller cuts its slices. `v` is clamped to
@@ -295,9 +296,11 @@ pub(super) fn adam_avx512(
 /// Adam's step on AVX2: the portable loop (a square root and a division), which the compiler
 /// vectorises in 8-lane registers here — not [`adam`]'s estimates. One register's estimated
 /// step is a chain of ~60 cycles' latency in ~30 instructions, and 8 lanes a chain do not keep
-/// the multiply-add ports busy: on one Zen 4 thread, forced AVX2, estimates → exact (medians
-/// of 7 interleaved rounds) 3 072 weights 1.44× as fast, 100 352 1.34×, Dense 784→128's fused
-/// backward and step at batch 32 1.08×. (16 lanes a chain do: AVX-512's estimates ran 1.17×
+/// the multiply-add ports busy: on one Zen 4 thread, forced AVX2, the estimates (their loads
+/// already first) → exact (medians of 7 interleaved rounds) 3 072 weights 1.44× as fast,
+/// 100 352 1.34×, Dense 784→128's fused backward and step at batch 32 1.08× (with the loads'
+/// change, against the loop before both: 1.51× at 100 352, 1.21× fused, 1.16× fused on two
+/// threads). (16 lanes a chain do: AVX-512's estimates ran 1.17×
 /// and 1.15× as fast as its exact loop at 100 352 weights and 1.07× fused. RMSprop's shorter
 /// chain ran as fast either way on AVX2 and keeps its estimates.) The exact loop's results
 /// are the portable ones, bit for bit.
@@ -372,7 +375,8 @@ mod tests {
 
     /// `1/(√v + ε)` against f64 over v from 0 to f32::MAX (every power of two, and 8 192
     /// values per unit from ¼ to 4¼), ε from MIN_EPS to 1: within 2.5 ulp on AVX-512, 4 on AVX2;
-    /// ∞ gives 0 and a negative v NaN, as the exact loops; a NaN stays NaN.
+    /// ∞ gives 0 and a negative v NaN, as the exact loops; a NaN stays NaN. (Adam runs it on
+    /// AVX-512 only; its AVX2 build checks the same generic code on a machine without AVX-512.)
     #[test]
     fn inverse_root_plus_is_within_a_few_ulp() {
         let mut v: Vec<f32> = (-149..128).map(|e| 2f32.powi(e)).collect();
