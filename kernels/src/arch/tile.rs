@@ -288,39 +288,20 @@ pub(crate) unsafe fn tile<V: Vector, const MR: usize, const NV: usize, const PAC
     let acc = unsafe {
         let fetch_c = c_ahead.then_some(&fetch_c);
         let zero = [[V::zero(); NV]; MR];
+        let b = (b, rsb, b_ahead);
         match (cols == NV * V::LANES, prefetch_b) {
-            (true, false) => accumulate::<V, MR, NV, true, PACKED, false, _>(
-                k,
-                a,
-                (b, rsb, b_ahead),
-                &masks,
-                fetch_c,
-                zero,
-            ),
-            (false, false) => accumulate::<V, MR, NV, false, PACKED, false, _>(
-                k,
-                a,
-                (b, rsb, b_ahead),
-                &masks,
-                fetch_c,
-                zero,
-            ),
-            (true, true) => accumulate::<V, MR, NV, true, PACKED, true, _>(
-                k,
-                a,
-                (b, rsb, b_ahead),
-                &masks,
-                fetch_c,
-                zero,
-            ),
-            (false, true) => accumulate::<V, MR, NV, false, PACKED, true, _>(
-                k,
-                a,
-                (b, rsb, b_ahead),
-                &masks,
-                fetch_c,
-                zero,
-            ),
+            (true, false) => {
+                accumulate::<V, MR, NV, true, PACKED, false, _>(k, a, b, &masks, fetch_c, zero)
+            }
+            (false, false) => {
+                accumulate::<V, MR, NV, false, PACKED, false, _>(k, a, b, &masks, fetch_c, zero)
+            }
+            (true, true) => {
+                accumulate::<V, MR, NV, true, PACKED, true, _>(k, a, b, &masks, fetch_c, zero)
+            }
+            (false, true) => {
+                accumulate::<V, MR, NV, false, PACKED, true, _>(k, a, b, &masks, fetch_c, zero)
+            }
         }
     };
     // SAFETY: rows 0..rows of C have the masks' live floats writable (this function's

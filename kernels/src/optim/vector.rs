@@ -258,15 +258,12 @@ unsafe fn rmsprop<V: Vector>(w: &mut [f32], g: &[f32], v: &mut [f32], lr: f32, r
     }
 }
 
-/// `$avx512` and `$avx2`: `$generic` compiled inside each set's `#[target_feature]`.
+/// `$avx512` and `$avx2`: `$generic` compiled inside each set's `#[target_feature]` — or, for
+/// `$avx2 = $exact`, the portable loop `$exact` compiled (and vectorised by the compiler)
+/// inside AVX2's.
 macro_rules! entry_points {
     ($generic:ident: $avx512:ident, $avx2:ident, ($($arg:ident: $ty:ty),*)) => {
-        #[target_feature(enable = "avx512f")]
-        #[allow(clippy::too_many_arguments)]
-        pub(super) fn $avx512($($arg: $ty),*) {
-            // SAFETY: this function's target feature is the instruction set of `__m512`.
-            unsafe { $generic::<__m512>($($arg),*) }
-        }
+        entry_points!(@avx512 $generic: $avx512, ($($arg: $ty),*));
         #[target_feature(enable = "avx2,fma")]
         #[allow(clippy::too_many_arguments)]
         pub(super) fn $avx2($($arg: $ty),*) {
@@ -274,50 +271,41 @@ macro_rules! entry_points {
             unsafe { $generic::<__m256>($($arg),*) }
         }
     };
+    ($generic:ident: $avx512:ident, $(#[$doc:meta])* $avx2:ident = $exact:path,
+     ($($arg:ident: $ty:ty),*)) => {
+        entry_points!(@avx512 $generic: $avx512, ($($arg: $ty),*));
+        $(#[$doc])*
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        pub(super) fn $avx2($($arg: $ty),*) {
+            $exact($($arg),*)
+        }
+    };
+    (@avx512 $generic:ident: $avx512:ident, ($($arg:ident: $ty:ty),*)) => {
+        #[target_feature(enable = "avx512f")]
+        #[allow(clippy::too_many_arguments)]
+        pub(super) fn $avx512($($arg: $ty),*) {
+            // SAFETY: this function's target feature is the instruction set of `__m512`.
+            unsafe { $generic::<__m512>($($arg),*) }
+        }
+    };
 }
 
-/// Adam's step on AVX-512: [`adam`] in 16-lane registers.
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-pub(super) fn adam_avx512(
-    w: &mut [f32],
-    g: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    alpha: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-) {
-    // SAFETY: this function's target feature is the instruction set of `__m512`.
-    unsafe { adam::<__m512>(w, g, m, v, alpha, beta1, beta2, eps) }
-}
-
-/// Adam's step on AVX2: the portable loop (a square root and a division), which the compiler
-/// vectorises in 8-lane registers here — not [`adam`]'s estimates. One register's estimated
-/// step is a chain of ~60 cycles' latency in ~30 instructions, and 8 lanes a chain do not keep
-/// the multiply-add ports busy: on one Zen 4 thread, forced AVX2, the estimates (their loads
-/// already first) → exact (medians of 7 interleaved rounds) 3 072 weights 1.44× as fast,
-/// 100 352 1.34×, Dense 784→128's fused backward and step at batch 32 1.08× (with the loads'
-/// change, against the loop before both: 1.51× at 100 352, 1.21× fused, 1.16× fused on two
-/// threads). (16 lanes a chain do: AVX-512's estimates ran 1.17×
-/// and 1.15× as fast as its exact loop at 100 352 weights and 1.07× fused. RMSprop's shorter
-/// chain ran as fast either way on AVX2 and keeps its estimates.) The exact loop's results
-/// are the portable ones, bit for bit.
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-pub(super) fn adam_avx2(
-    w: &mut [f32],
-    g: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    alpha: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-) {
-    super::adam_body(w, g, m, v, alpha, beta1, beta2, eps)
-}
+entry_points!(adam: adam_avx512,
+    /// Adam's step on AVX2: the portable loop (a square root and a division), which the
+    /// compiler vectorises in 8-lane registers here — not [`adam`]'s estimates. One register's
+    /// estimated step is a chain of ~60 cycles' latency in ~30 instructions, and 8 lanes a
+    /// chain do not keep the multiply-add ports busy: on one Zen 4 thread, forced AVX2, the
+    /// estimates (their loads already first) → exact (medians of 7 interleaved rounds) 3 072
+    /// weights 1.44× as fast, 100 352 1.34×, Dense 784→128's fused backward and step at batch
+    /// 32 1.08× (with the loads' change, against the loop before both: 1.51× at 100 352, 1.21×
+    /// fused, 1.16× fused on two threads). (16 lanes a chain do: AVX-512's estimates ran 1.17×
+    /// as fast as its exact loop at 100 352 weights, 1.07× fused. RMSprop's shorter chain ran
+    /// as fast either way on AVX2 and keeps its estimates.) The exact loop's results are the
+    /// portable ones, bit for bit.
+    adam_avx2 = super::adam_body,
+    (w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], alpha: f32, beta1: f32,
+    beta2: f32, eps: f32));
 entry_points!(rmsprop: rmsprop_avx512, rmsprop_avx2, (w: &mut [f32], g: &[f32], v: &mut [f32],
     lr: f32, rho: f32, eps: f32));
 
