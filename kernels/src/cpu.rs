@@ -186,7 +186,9 @@ pub fn cache_info() -> &'static CacheInfo {
 /// [`CacheLevel::rows_held`] of this CPU's L1 data cache ([`cache_info`]) for rows `stride`
 /// bytes apart, for a tile to ask at each call: its sets a power of two (as every L1's are),
 /// the gcd is a count of trailing zeros ([`rows_held_in_pow2_sets`]), and the figures are
-/// worked out once; other geometries take [`CacheLevel::rows_held`] itself.
+/// worked out once; other geometries take [`CacheLevel::rows_held`] itself. (For the x86-64
+/// tiles of `arch::tile`, its only users.)
+#[cfg(target_arch = "x86_64")]
 #[inline]
 pub(crate) fn l1d_rows_held(stride: usize) -> usize {
     /// log2 of the line, log2 of the sets, ways; `None` where the sets are not a power of two.
@@ -200,6 +202,7 @@ pub(crate) fn l1d_rows_held(stride: usize) -> usize {
 
 /// `cache`'s line and set count as powers of two (log2 of each) and its ways, where both are
 /// powers of two.
+#[cfg(target_arch = "x86_64")]
 fn pow2_shape(cache: &CacheLevel) -> Option<(u32, u32, usize)> {
     let sets = cache.sets();
     (sets.is_power_of_two() && cache.line.is_power_of_two()).then(|| {
@@ -213,6 +216,7 @@ fn pow2_shape(cache: &CacheLevel) -> Option<(u32, u32, usize)> {
 
 /// [`CacheLevel::rows_held`] of a cache of `2^line_bits`-byte lines in `2^set_bits` sets of
 /// `ways`: gcd(stride in lines, sets) = 2^min(its trailing zeros, set bits).
+#[cfg(target_arch = "x86_64")]
 #[inline]
 fn rows_held_in_pow2_sets((line_bits, set_bits, ways): (u32, u32, usize), stride: usize) -> usize {
     if stride & ((1 << line_bits) - 1) != 0 {
@@ -515,6 +519,7 @@ mod tests {
     /// sets), over strides on and off the line, powers of two up to past a way, and none; a
     /// cache whose sets are not a power of two has no quick count.
     #[test]
+    #[cfg(target_arch = "x86_64")]
     fn rows_held_quickly_as_in_general() {
         let level = |size, ways, line| CacheLevel {
             size,
