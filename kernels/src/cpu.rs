@@ -536,18 +536,23 @@ mod tests {
             level(2 << 20, 16, 64),
         ];
         for cache in caches {
-            let shape = pow2_shape(&cache).expect("sets a power of two");
+            // (This CPU's L1 may report sets that are not a power of two: then only the
+            // general count, which `l1d_rows_held` falls back to, is checked.)
+            let shape = pow2_shape(&cache);
+            assert!(
+                shape.is_some() || cache == here,
+                "{cache:?}: sets a power of two"
+            );
             let strides = (0..5000)
                 .chain((0..24).map(|s| 1usize << s))
                 .chain((1..200).map(|lines| lines * cache.line))
                 .chain([cache.way_bytes() * 3, usize::MAX & !127]);
             for stride in strides {
                 let want = cache.rows_held(stride);
-                assert_eq!(
-                    rows_held_in_pow2_sets(shape, stride),
-                    want,
-                    "{cache:?} {stride}"
-                );
+                if let Some(shape) = shape {
+                    let quick = rows_held_in_pow2_sets(shape, stride);
+                    assert_eq!(quick, want, "{cache:?} {stride}");
+                }
                 if cache == here {
                     assert_eq!(l1d_rows_held(stride), want, "stride {stride}");
                 }
