@@ -105,11 +105,6 @@ impl Vector for __m256 {
         unsafe { _mm256_max_ps(a, b) }
     }
     #[inline(always)]
-    unsafe fn min(a: Self, b: Self) -> Self {
-        // SAFETY: the caller's contract: the CPU has the instruction set.
-        unsafe { _mm256_min_ps(a, b) }
-    }
-    #[inline(always)]
     unsafe fn rsqrt_estimate(a: Self) -> Self {
         // SAFETY: the caller's contract: the CPU has the instruction set.
         unsafe { _mm256_rsqrt_ps(a) }
@@ -199,6 +194,15 @@ impl Vector for __m256 {
     unsafe fn chosen(take: __m256) -> u32 {
         // SAFETY: the caller's contract: the CPU has the instruction set.
         unsafe { (_mm256_movemask_ps(take) as u32).count_ones() }
+    }
+    #[inline(always)]
+    unsafe fn any_signed_or_beyond_max(a: Self) -> bool {
+        // The sign bits, or'ed with the lanes above f32::MAX or unordered (+∞, a NaN).
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe {
+            let beyond = _mm256_cmp_ps::<_CMP_NLE_UQ>(a, _mm256_set1_ps(f32::MAX));
+            _mm256_movemask_ps(_mm256_or_ps(a, beyond)) != 0
+        }
     }
     type Wide = __m256d;
     #[inline(always)]

@@ -78,11 +78,6 @@ impl Vector for __m512 {
         unsafe { _mm512_max_ps(a, b) }
     }
     #[inline(always)]
-    unsafe fn min(a: Self, b: Self) -> Self {
-        // SAFETY: the caller's contract: the CPU has the instruction set.
-        unsafe { _mm512_min_ps(a, b) }
-    }
-    #[inline(always)]
     unsafe fn rsqrt_estimate(a: Self) -> Self {
         // SAFETY: the caller's contract: the CPU has the instruction set.
         unsafe { _mm512_rsqrt14_ps(a) }
@@ -163,6 +158,16 @@ impl Vector for __m512 {
     #[inline(always)]
     unsafe fn chosen(take: __mmask16) -> u32 {
         take.count_ones()
+    }
+    #[inline(always)]
+    unsafe fn any_signed_or_beyond_max(a: Self) -> bool {
+        // One unsigned comparison of the bits: a sign bit makes them larger than any finite
+        // non-negative number's, and +∞ and the NaNs lie above f32::MAX's.
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe {
+            let max_bits = _mm512_set1_epi32(f32::MAX.to_bits() as i32);
+            _mm512_cmpgt_epu32_mask(_mm512_castps_si512(a), max_bits) != 0
+        }
     }
     type Wide = __m512d;
     #[inline(always)]

@@ -38,8 +38,6 @@ pub(crate) trait Vector: Copy {
     /// The larger of `a` and `b` per lane, `b` where either is NaN (`maxps`): a bound goes
     /// first, so a NaN in `b` passes.
     unsafe fn max(a: Self, b: Self) -> Self;
-    /// The smaller, `b` where either is NaN (`minps`).
-    unsafe fn min(a: Self, b: Self) -> Self;
     /// An estimate of `1/√a` for a normal positive `a`, relative error at most 1.5·2⁻¹² (the
     /// instruction's: AVX2's `rsqrtps`; AVX-512's `rsqrt14ps`, 2⁻¹⁴).
     unsafe fn rsqrt_estimate(a: Self) -> Self;
@@ -79,6 +77,9 @@ pub(crate) trait Vector: Copy {
     unsafe fn greater(a: Self, b: Self) -> Self::Choice;
     /// How many lanes `take` chose.
     unsafe fn chosen(take: Self::Choice) -> u32;
+    /// Whether any lane of `a` is not a finite number without its sign bit: a negative, −0,
+    /// +∞ or a NaN (its bits, as an unsigned integer, above `f32::MAX`'s).
+    unsafe fn any_signed_or_beyond_max(a: Self) -> bool;
 
     /// A register of f64 lanes, half as many as `Self`'s.
     type Wide: Copy;
