@@ -103,6 +103,31 @@ unsafe fn inverse_root_plus<V: Vector>(v_in: V, eps: V, k: &Constants<V>) -> V {
     }
 }
 
+/// How far ahead of the register in use (floats) each operand's line is asked for: the
+/// hardware's streamers fetch only within a 4 KiB page and start over at every page, and the
+/// step's three or four streams spent that restart waiting. One thread of a 2-core AVX-512
+/// Xeon, against no software prefetch, medians of 7 interleaved rounds: Adam over 692 224
+/// weights (its state in L3) 1.12× as fast at 256 or 512 floats ahead, 1.07 at 64 and 1024;
+/// two threads 1.10×; over 100 352 (in L2) 1.17×, 20 000 1.25×; fused into Dense 5408→128's
+/// backward (program C's, batch 32, two threads) 1.02–1.09×, Dense 784→128's at batch 128
+/// 1.02–1.06×; RMSprop over 692 224 weights 1.09×, forced AVX2 1.09×. Whole epochs (five
+/// interleaved, on a machine whose speed swung 1.3× between them): program C 2.75 → 2.60 s,
+/// A 0.33 → 0.29 s.
+const FETCH_AHEAD: usize = 512;
+
+/// Asks for the line [`FETCH_AHEAD`] floats past element `i` of each of `streams`, once per
+/// line (for the registers that start one).
+#[inline(always)]
+fn fetch_ahead<const S: usize>(streams: [*const f32; S], i: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    if i.is_multiple_of(16) {
+        for p in streams {
+            // SAFETY: prefetching is a hint and cannot fault, wherever it points.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(i + FETCH_AHEAD) as *const i8) };
+        }
+    }
+}
+
 /// The constants of the refinements and the ends: the least normal number, f32::MAX, ½, 1, 0
 /// and NaN.
 #[derive(Clone, Copy)]
@@ -219,6 +244,7 @@ unsafe fn adam<V: Vector>(
         let [one_b1, one_b2, alpha, eps] = scalars.map(|c| V::splat(&c));
         let k = constants::<V>();
         for_registers!(V, n, |i, live| {
+            fetch_ahead([g, m, v, w], i);
             // Every load before the first store (see the module's documentation).
             let gi: V = get(g.add(i), live);
             let mi: V = get(m.add(i), live);
@@ -253,6 +279,7 @@ unsafe fn rmsprop<V: Vector>(w: &mut [f32], g: &[f32], v: &mut [f32], lr: f32, r
         let [rho, one_rho, lr, eps] = scalars.map(|c| V::splat(&c));
         let k = constants::<V>();
         for_registers!(V, n, |i, live| {
+            fetch_ahead([g, v, w], i);
             // Every load before the first store (see the module's documentation).
             let gi: V = get(g.add(i), live);
             let vi: V = get(v.add(i), live);
