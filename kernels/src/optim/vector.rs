@@ -15,8 +15,11 @@
 //! 0.35 ns per weight on one thread of a 2-core AVX-512 Xeon whether their 50 000–400 000
 //! weights sat in L2 or not — ~17 cycles per register, a fifth of program A's training step
 //! (Dense 784→128 with Adam, batch 32). The estimates run on the multiply-add ports: 0.32 ns
-//! (Adam, near L2's bandwidth) and 0.20 ns (RMSprop) per weight at 50 000 weights, of which the
-//! exact ends (+∞, negatives) cost 0.02–0.03.
+//! (Adam) and 0.20 ns (RMSprop) per weight at 50 000 weights when they came in, of which the
+//! exact ends (+∞, negatives) cost 0.02–0.03 — since then chosen only in a register that holds
+//! one (see [`as_exact_at_the_ends`]), and each operand's lines asked for ahead
+//! ([`FETCH_AHEAD`]): together another 1.1–1.5× (state in L3 to 20 000 weights) on one thread
+//! of a later Xeon.
 //!
 //! Accuracy: an estimate's relative error δ ≤ 1.5·2⁻¹² becomes about 1.5·δ² after the Newton
 //! step, so the factor is within a few units in the last place of the exact one (over the
@@ -38,7 +41,7 @@ use std::arch::x86_64::{__m256, __m512};
 use crate::arch::vector::Vector;
 
 /// The smallest ε the estimates serve: √(f32::MIN_POSITIVE) ≈ 1.1·10⁻¹⁹ added to it is below
-/// half its unit in the last place, so the clamp of `v` to normal numbers changes no `√v + ε`.
+/// half its unit in the last place, so raising `v` to f32::MIN_POSITIVE changes no `√v + ε`.
 pub(super) const MIN_EPS: f32 = 1e-10;
 
 /// `1/√x` from `y`, an estimate of it: `y + y·(1 − x·y²)/2`.
@@ -58,9 +61,10 @@ unsafe fn refine_rsqrt<V: Vector>(x: V, y: V, half: V, one: V) -> V {
 /// finite moment steps by 0 and an infinite one by NaN); where it is negative, NaN (their √ of
 /// it). The estimates alone would have turned both into finite factors or NaN. The ends are
 /// rare: one comparison tells whether a register holds any (or a −0 or a NaN, which keep `f`),
-/// and only then are they chosen lane by lane (with the clamp of `v` to f32::MAX, which only
-/// the ends needed, five instructions a register fewer on the common path: an AVX-512 Xeon
-/// runs 16-lane operations on two ports, and the step is bound by them). One thread of a
+/// and only then are they chosen lane by lane. With the clamp of `v` to f32::MAX dropped (only
+/// the ends needed it), five instructions a register (the clamp, two comparisons, two blends)
+/// become one comparison and a branch on the common path: an AVX-512 Xeon runs 16-lane
+/// operations on two ports, and the step is bound by them. One thread of a
 /// 2-core AVX-512 Xeon, medians of 9 interleaved rounds, against every register choosing:
 /// Adam over 100 352 weights 1.08–1.10× as fast (20 000: 1.19×), fused into Dense 784→128's
 /// backward at batch 128 1.05×; RMSprop 1.10×, forced AVX2 1.15×.
@@ -115,15 +119,14 @@ unsafe fn inverse_root_plus<V: Vector>(v_in: V, eps: V, k: &Constants<V>) -> V {
 /// A 0.33 → 0.29 s.
 const FETCH_AHEAD: usize = 512;
 
-/// Asks for the line [`FETCH_AHEAD`] floats past element `i` of each of `streams`, once per
-/// line (for the registers that start one).
+/// Asks for the line [`FETCH_AHEAD`] floats past element `i` of each of `streams`, at every
+/// 16th float: each line once, whatever the slices' alignment.
 #[inline(always)]
 fn fetch_ahead<const S: usize>(streams: [*const f32; S], i: usize) {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
     if i.is_multiple_of(16) {
         for p in streams {
-            // SAFETY: prefetching is a hint and cannot fault, wherever it points.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(i + FETCH_AHEAD) as *const i8) };
+            // Past a slice's end near its last registers: a hint, which cannot fault.
+            crate::arch::prefetch_line(p.wrapping_add(i + FETCH_AHEAD));
         }
     }
 }
@@ -447,16 +450,21 @@ mod tests {
         }
     }
 
-    /// A register that holds an end (+∞, a negative, −0, a NaN) among ordinary values takes the
-    /// ends' choice lane by lane: each lane has the bits it has in a register of its value alone
-    /// (the ordinary ones as in a register without ends), in every lane position.
+    /// A register that holds an end (+∞, −∞, a negative, −0, a NaN of either sign, a negative
+    /// subnormal) among ordinary values takes the ends' choice lane by lane: each lane has the
+    /// bits it has in a register of its value alone (the ordinary ones as in a register without
+    /// ends), in every lane position. f32::MAX, the least normal number and +0 are controls:
+    /// ordinary values at the edges.
     #[test]
     fn ends_beside_ordinary_values_change_only_their_own_lanes() {
         let ends = [
             f32::INFINITY,
+            f32::NEG_INFINITY,
             -2.5,
             -0.0,
+            -1e-45,
             f32::NAN,
+            -f32::NAN,
             f32::MAX,
             f32::MIN_POSITIVE,
             0.0,
@@ -466,6 +474,12 @@ mod tests {
                 continue;
             }
             let alone = |x: f32| inverse_root_plus_on(isa, &[x; 16], 1e-7)[0];
+            assert_eq!(alone(f32::INFINITY), 0.0, "{isa}: 1/∞ is 0");
+            let nan_at = [-2.5, f32::NEG_INFINITY, -f32::NAN];
+            assert!(
+                nan_at.iter().all(|&x| alone(x).is_nan()),
+                "{isa}: NaN below 0"
+            );
             for (e, &end) in ends.iter().enumerate() {
                 for at in [0, 5, 7, 8, 15] {
                     let mut x: [f32; 16] = std::array::from_fn(|i| 0.3 + (i + e) as f32 * 1.7);
