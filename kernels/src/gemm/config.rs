@@ -184,14 +184,29 @@ impl SmallTile {
         }
     }
 
+    /// Whether the last column panel of an `n`-wide C is a narrow remainder of whole panels,
+    /// which this tile's one-vector kernels compute ([`SmallTile::kernel_for`]) rather than
+    /// the whole tile masked: one more column costs a vector's width, not the tile's. On one
+    /// Xeon VM thread (medians of 7–11 interleaved runs), against the whole tile masked and
+    /// the choice that counted it so: 17×33×65 86 → 105 GFLOP/s (6 × 64 and a one-vector edge,
+    /// where the 8 × 48 had computed 96 columns; 17×33×64 runs at 136), 60×64×112 120 → 137
+    /// (8 × 48 and an edge, where 8 × 32 computed 128 columns), 100³ 1.04×; 50³, 24×37×50 and
+    /// the shapes without such a remainder even; forced AVX2 17×33×65 1.17×.
+    pub(crate) fn narrow_last_panel(&self, n: usize) -> bool {
+        !self.edge.is_empty()
+            && n > self.nr
+            && !n.is_multiple_of(self.nr)
+            && n % self.nr <= self.edge_cols
+    }
+
     /// The work, in tile elements times `cost`, this tile spends on an `m × n` C: rows and
     /// columns as computed, for a tile that has a kernel per row count the last row tile's
     /// own rows — except where B's slice is beyond L1 (`b_in_l1` false): every row tile then
     /// streams all of it from L2, and one of a few rows took most of a whole one's time (on
     /// one Xeon VM thread, 8 × 32: 32×128×128 at 141 GFLOP/s, 33×128×128 at 126). A last
-    /// column panel only partly live counts its whole width (the small products' tiles compute
-    /// all of it: the one-vector edge kernels serve only larger products), times the tile's
-    /// `partial_panel_weight`.
+    /// column panel only partly live counts its whole width, times the tile's
+    /// `partial_panel_weight` — or, a narrow remainder of whole panels
+    /// ([`SmallTile::narrow_last_panel`]), the one-vector kernels' width.
     fn padded_work(&self, m: usize, n: usize, b_in_l1: bool) -> f64 {
         let rows = if self.kernels.len() == self.mr && b_in_l1 {
             m
@@ -201,6 +216,8 @@ impl SmallTile {
         let whole = (n / self.nr * self.nr) as f64;
         let partial = if n.is_multiple_of(self.nr) {
             0.0
+        } else if self.narrow_last_panel(n) {
+            self.edge_cols as f64
         } else {
             self.partial_panel_weight * self.nr as f64
         };
@@ -645,5 +662,37 @@ mod tests {
         assert_eq!(beyond(32), Some((8, 32)));
         assert_eq!(beyond(33), Some((6, 64)));
         assert!(small_tile(Isa::Scalar, 4, 4, true).is_none());
+    }
+
+    /// A last panel of a few columns after whole ones is one vector wide, and the choice of
+    /// tile counts it so: 65 columns take the 6 × 64 tile and its one-vector kernels (64 + 16
+    /// columns computed), not the 8 × 48 (48 + 48).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn a_narrow_remainder_takes_one_vector() {
+        let tile = |isa, mr, nr| {
+            *small_tiles_of(isa)
+                .iter()
+                .find(|t| (t.mr, t.nr) == (mr, nr))
+                .expect("registered")
+        };
+        let wide = tile(Isa::Avx512, 6, 64);
+        for (n, narrow) in [
+            (63, false),
+            (64, false),
+            (65, true),
+            (80, true),
+            (81, false),
+        ] {
+            assert_eq!(wide.narrow_last_panel(n), narrow, "n {n}");
+        }
+        assert_eq!(wide.padded_work(17, 65, true), 17.0 * 80.0 * wide.cost);
+        // The one-vector tile has no narrower kernels.
+        assert!(!tile(Isa::Avx512, 8, 16).narrow_last_panel(17));
+        let avx2 = tile(Isa::Avx2, 6, 16);
+        assert!(avx2.narrow_last_panel(20) && !avx2.narrow_last_panel(25));
+        let small = |m, n| small_tile(Isa::Avx512, m, n, true).map(|t| (t.mr, t.nr));
+        assert_eq!(small(17, 65), Some((6, 64)));
+        assert_eq!(small(17, 64), Some((6, 64)));
     }
 }

@@ -135,7 +135,12 @@ fn small_over_rows_of_b(isa: Isa, prob: &Problem<'_>) -> bool {
 pub(crate) fn run_small(tile: &SmallTile, prob: &Problem<'_>) {
     debug_assert!(prob.m <= SMALL && prob.n <= SMALL && prob.k <= SMALL);
     let band = Band::whole(prob);
-    plain_tiles::<false>(tile, prob, band, (0, prob.k), prob.beta, prob.epilogue);
+    let slice = (0, prob.k);
+    if tile.narrow_last_panel(prob.n) {
+        plain_tiles::<true, false>(tile, prob, band, slice, prob.beta, prob.epilogue);
+    } else {
+        plain_tiles::<false, false>(tile, prob, band, slice, prob.beta, prob.epilogue);
+    }
 }
 
 /// The whole of `prob` on this thread with `tile` (whose instruction set the caller checked; B
@@ -440,7 +445,7 @@ fn run_band(tile: &SmallTile, prob: &Problem<'_>, band: Band, kc: usize) {
         } else if row_tiles > 1 && beyond_l2 {
             packed_blocks(tile, prob, band, slice, kc, beta, epilogue);
         } else {
-            plain_tiles::<true>(tile, prob, band, slice, beta, epilogue);
+            plain_tiles::<true, true>(tile, prob, band, slice, beta, epilogue);
         }
         pc += kb;
     }
@@ -590,10 +595,13 @@ fn packed_blocks(
 /// The tiles of `band` over K's slice `pc..pc+kb`, B read in place (its column stride is 1:
 /// `in_place_tile`). Plain loops: `step_by` divides to count its steps, a tenth of a 16³
 /// product's time. With `EDGE`, a last panel narrow enough takes the tile's one-vector kernels
-/// ([`SmallTile::kernel_for`]); not for the small products of [`run_small`], where choosing
-/// cost more than it saved (20³ on one Zen 4 thread 54 → 46 GFLOP/s, 36³ even).
+/// ([`SmallTile::kernel_for`]); the small products of [`run_small`] ask for it only where
+/// their last panel is such a remainder of wider ones ([`SmallTile::narrow_last_panel`]):
+/// choosing in every small product cost more than it saved (20³ on one Zen 4 thread 54 → 46
+/// GFLOP/s, 36³ even). With `FETCH_A`, the next row tile's A is asked for ahead (where that
+/// pays, see below); not in small products.
 #[inline(always)]
-fn plain_tiles<const EDGE: bool>(
+fn plain_tiles<const EDGE: bool, const FETCH_A: bool>(
     tile: &SmallTile,
     prob: &Problem<'_>,
     band: Band,
@@ -614,7 +622,7 @@ fn plain_tiles<const EDGE: bool>(
     // save (21632×32×9 54 → 50, 95 → 74 on two threads), and one-thread 1000×5408×128, rows
     // of 512 floats per slice, lost 6 %. Only where such bursts of prefetches pay
     // ([`prefetch_bursts_pay`]: Zen, not Intel).
-    let fetch_ahead = EDGE && kb >= PREFETCH_A_MIN_K && prefetch_bursts_pay();
+    let fetch_ahead = FETCH_A && kb >= PREFETCH_A_MIN_K && prefetch_bursts_pay();
     while i < m {
         let rows = mr.min(m - i);
         let kernel = tile.kernel(rows);
