@@ -186,12 +186,19 @@ impl SmallTile {
 
     /// Whether the last column panel of an `n`-wide C is a narrow remainder of whole panels,
     /// which this tile's one-vector kernels compute ([`SmallTile::kernel_for`]) rather than
-    /// the whole tile masked: one more column costs a vector's width, not the tile's. On one
-    /// Xeon VM thread (medians of 7–11 interleaved runs), against the whole tile masked and
-    /// the choice that counted it so: 17×33×65 86 → 105 GFLOP/s (6 × 64 and a one-vector edge,
-    /// where the 8 × 48 had computed 96 columns; 17×33×64 runs at 136), 60×64×112 120 → 137
-    /// (8 × 48 and an edge, where 8 × 32 computed 128 columns), 100³ 1.04×; 50³, 24×37×50 and
-    /// the shapes without such a remainder even; forced AVX2 17×33×65 1.17×.
+    /// the whole tile masked: one more column costs a vector's width, not the tile's. The
+    /// bands of larger in-place products always took them there; the small products
+    /// ([`super::in_place::run_small`]) now do too, and the choice of tile counts them so
+    /// ([`SmallTile::padded_work`]) — which, for any number of rows, also moves products whose
+    /// C ends in such a remainder to a wider tile, and some (N of 65–80 and 97–112 on
+    /// AVX-512, where the one-vector 16 × 16 tile had been chosen) from packing to A read in
+    /// place. On one Xeon VM thread, against the previous code (medians of 7–11 interleaved
+    /// runs): 17×33×65 86 → 109 GFLOP/s (6 × 64 and an edge, where 8 × 48 had computed 96
+    /// columns; 17×33×64 runs at 136), 60×64×112 1.26×, 100×512×70 1.46×, 1000×784×100 1.21×,
+    /// 300×784×72 1.19×, 5000×256×72 1.08×, 100³ 1.04×, 1000×100×65 1.04×; two threads
+    /// 100×512×70 1.68×, 1000×784×100 1.31×, 17×33×65 1.24×; forced AVX2 (6 × 16 and a
+    /// 6 × 8 edge) 128×784×24 1.29×, 1000×256×20 1.21×, 32×128×20 1.21×, 17×33×65 1.14×;
+    /// 50³ and shapes without such a remainder even.
     pub(crate) fn narrow_last_panel(&self, n: usize) -> bool {
         !self.edge.is_empty()
             && n > self.nr
@@ -206,24 +213,32 @@ impl SmallTile {
     /// one Xeon VM thread, 8 × 32: 32×128×128 at 141 GFLOP/s, 33×128×128 at 126). A last
     /// column panel only partly live counts its whole width, times the tile's
     /// `partial_panel_weight` — or, a narrow remainder of whole panels
-    /// ([`SmallTile::narrow_last_panel`]), the one-vector kernels' width.
+    /// ([`SmallTile::narrow_last_panel`]), the one-vector kernels' width at their own cost
+    /// ([`EDGE_COST`]).
     fn padded_work(&self, m: usize, n: usize, b_in_l1: bool) -> f64 {
         let rows = if self.kernels.len() == self.mr && b_in_l1 {
             m
         } else {
             m.next_multiple_of(self.mr)
         };
-        let whole = (n / self.nr * self.nr) as f64;
+        let whole = (n / self.nr * self.nr) as f64 * self.cost;
         let partial = if n.is_multiple_of(self.nr) {
             0.0
         } else if self.narrow_last_panel(n) {
-            self.edge_cols as f64
+            self.edge_cols as f64 * EDGE_COST
         } else {
-            self.partial_panel_weight * self.nr as f64
+            self.partial_panel_weight * self.nr as f64 * self.cost
         };
-        rows as f64 * (whole + partial) * self.cost
+        rows as f64 * (whole + partial)
     }
 }
+
+/// The time per useful multiply-add of the one-vector kernels that compute a narrow last panel
+/// ([`SmallTile::narrow_last_panel`]): that of the sets' one-vector tiles (AVX-512's 8 × 16,
+/// AVX2's 6 × 8), which issue a broadcast of A per FMA. Priced at their parent tile's cost
+/// instead, 8 × 48 and an edge tied 8 × 32 from 49 to 64 columns and took it from there
+/// unmeasured.
+const EDGE_COST: f64 = 1.2;
 
 /// The strided-A kernels of `$module` for 1 to `$mr` rows and `$nv` vectors per row.
 #[cfg(target_arch = "x86_64")]
@@ -686,7 +701,10 @@ mod tests {
         ] {
             assert_eq!(wide.narrow_last_panel(n), narrow, "n {n}");
         }
-        assert_eq!(wide.padded_work(17, 65, true), 17.0 * 80.0 * wide.cost);
+        assert_eq!(
+            wide.padded_work(17, 65, true),
+            17.0 * (64.0 * wide.cost + 16.0 * EDGE_COST)
+        );
         // The one-vector tile has no narrower kernels.
         assert!(!tile(Isa::Avx512, 8, 16).narrow_last_panel(17));
         let avx2 = tile(Isa::Avx2, 6, 16);
@@ -694,5 +712,10 @@ mod tests {
         let small = |m, n| small_tile(Isa::Avx512, m, n, true).map(|t| (t.mr, t.nr));
         assert_eq!(small(17, 65), Some((6, 64)));
         assert_eq!(small(17, 64), Some((6, 64)));
+        // 50 columns, and 64 over eight rows of a B beyond L1: two panels of 32 (the second
+        // partly live at 50) cost less than one of 48 and an edge.
+        assert_eq!(small(50, 50), Some((8, 32)));
+        let beyond_l1 = small_tile(Isa::Avx512, 8, 64, false).map(|t| (t.mr, t.nr));
+        assert_eq!(beyond_l1, Some((8, 32)));
     }
 }

@@ -681,7 +681,9 @@ pub(super) mod tests {
     }
 
     /// Every small tile of every available path (A read in place), forced, against the
-    /// reference: row-major and column-major A, edge rows and columns.
+    /// reference: row-major and column-major A, edge rows and columns; through the bands'
+    /// loop and through the small products' own (`run_small`, which takes the one-vector
+    /// kernels only for a narrow remainder of whole panels: 65, 81, 113 and 20 columns).
     #[test]
     fn every_small_tile_matches_the_reference() {
         let mut value = values(11);
@@ -697,10 +699,18 @@ pub(super) mod tests {
                     ((64, 64, 64), true),
                     ((9, 48, 31), false),
                     ((97, 128, 128), false),
+                    ((17, 65, 33), false),
+                    ((13, 81, 20), true),
+                    ((6, 113, 9), false),
+                    ((11, 20, 40), true),
                 ]) {
                     let what = format!("{isa} small {}x{} tile", tile.mr, tile.nr);
                     check_against_reference(&what, shape, a_col_major, &mut value, |prob| {
                         super::super::in_place::run_whole(tile, prob, 64)
+                    });
+                    let what = format!("{isa} small {}x{} tile, run_small", tile.mr, tile.nr);
+                    check_against_reference(&what, shape, a_col_major, &mut value, |prob| {
+                        super::super::in_place::run_small(tile, prob)
                     });
                 }
             }
