@@ -604,14 +604,14 @@ pub(super) mod tests {
     }
 
     /// Runs `run` on an `m × n × k` problem (alpha −0.75, beta 0.5; A column-major when asked)
-    /// and holds every element of C to the reference's error bound.
+    /// and holds every element of C to the reference's error bound; returns C's bits.
     fn check_against_reference(
         what: &str,
         (m, n, k): (usize, usize, usize),
         a_col_major: bool,
         value: &mut impl FnMut() -> f32,
         run: impl Fn(&Problem<'_>),
-    ) {
+    ) -> Vec<u32> {
         use crate::mat::MatRef;
         let a: Vec<f32> = (0..m * k).map(|_| value()).collect();
         let b: Vec<f32> = (0..k * n).map(|_| value()).collect();
@@ -650,6 +650,7 @@ pub(super) mod tests {
         let bv = MatRef::row_major(&b, k, n, n);
         let what = format!("{what}, {m}×{n}×{k}");
         within_the_reference(&what, &ours, alpha, (av, bv), beta, &c0);
+        ours.iter().map(|x| x.to_bits()).collect()
     }
 
     /// Every element of `ours` (`C ← alpha·A·B + beta·C` from `c0`, row-major) within the f64
@@ -683,10 +684,11 @@ pub(super) mod tests {
     /// Every small tile of every available path (A read in place), forced, against the
     /// reference: row-major and column-major A, edge rows and columns; through the bands'
     /// loop and through the small products' own (`run_small`, which takes the one-vector
-    /// kernels only for a narrow remainder of whole panels: 65, 81, 113 and 20 columns).
+    /// kernels only for a narrow remainder of whole panels: 65, 81, 113, 50 and 20 columns),
+    /// the two with the same bits where K is one slice for both (here at most 64).
     #[test]
     fn every_small_tile_matches_the_reference() {
-        let mut value = values(11);
+        let mut seed = 11;
         for isa in Isa::available() {
             for tile in crate::gemm::config::small_tiles_of(isa) {
                 // Every row count of the last tile (1 to 8: each has its own kernel).
@@ -703,15 +705,22 @@ pub(super) mod tests {
                     ((13, 81, 20), true),
                     ((6, 113, 9), false),
                     ((11, 20, 40), true),
+                    ((10, 50, 21), false),
                 ]) {
+                    seed += 1;
                     let what = format!("{isa} small {}x{} tile", tile.mr, tile.nr);
-                    check_against_reference(&what, shape, a_col_major, &mut value, |prob| {
-                        super::super::in_place::run_whole(tile, prob, 64)
-                    });
-                    let what = format!("{isa} small {}x{} tile, run_small", tile.mr, tile.nr);
-                    check_against_reference(&what, shape, a_col_major, &mut value, |prob| {
-                        super::super::in_place::run_small(tile, prob)
-                    });
+                    let bands =
+                        check_against_reference(&what, shape, a_col_major, &mut values(seed), {
+                            |prob| super::super::in_place::run_whole(tile, prob, 64)
+                        });
+                    let what = format!("{what}, run_small");
+                    let small =
+                        check_against_reference(&what, shape, a_col_major, &mut values(seed), {
+                            |prob| super::super::in_place::run_small(tile, prob)
+                        });
+                    if shape.2 <= 64 {
+                        assert_eq!(bands, small, "{what} {shape:?}: the bands' bits");
+                    }
                 }
             }
         }
