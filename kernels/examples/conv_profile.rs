@@ -1,8 +1,11 @@
 //! Runs one convolution pass in a loop, for profiling:
-//! `conv_profile <forward|forward-im2col|weights|input> [iters] [vgg|SHAPE]` — the reference CNN's
-//! first layer at batch 32, with `vgg` a 56×56×64 → 64 'same' layer at batch 4, or a square
+//! `conv_profile <forward|forward-im2col|pooled|pooled-infer|weights|input> [iters] [vgg|SHAPE]` —
+//! the reference CNN's first layer at batch 32 (`pooled`: with the 2×2 max pooling after it, as
+//! in training, argmax kept; `pooled-infer`: without argmax, as at inference), with `vgg` a 56×56×64 → 64 'same' layer at batch 4, or a square
 //! kernel's `batch,height,width,in_c,out_c,k,same|valid`.
 use kernels::conv::*;
+use kernels::conv_pool::{conv2d_maxpool_forward, Filter, PooledOutput};
+use kernels::pool::Pool2d;
 use kernels::{Activation, ExecOptions};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -25,6 +28,14 @@ fn main() {
     let mut db = vec![0.0; s.out_c];
     let mut dx = vec![0.0; s.input_len()];
     let o = ExecOptions::default();
+    let pool = Pool2d::new(s.batch, (s.out_h(), s.out_w(), s.out_c), 2);
+    let mut y_pool = vec![0.0; pool.output_len()];
+    let mut argmax = vec![0u32; pool.output_len()];
+    let filter = Filter {
+        weights: &w,
+        bias: Some(&b),
+        act: Activation::Relu,
+    };
     let t = std::time::Instant::now();
     for _ in 0..iters {
         match which {
@@ -34,6 +45,19 @@ fn main() {
             "forward-im2col" => {
                 conv2d_forward_im2col(&o, &s, &x, &w, Some(&b), Activation::Relu, &mut y).unwrap()
             }
+            "pooled" | "pooled-infer" => conv2d_maxpool_forward(
+                &o,
+                &s,
+                &pool,
+                &x,
+                filter,
+                PooledOutput {
+                    y_conv: None,
+                    y_pool: &mut y_pool,
+                    argmax: (which == "pooled").then_some(&mut argmax[..]),
+                },
+            )
+            .unwrap(),
             "input" => conv2d_backward_input(&o, &s, &dy, &w, &mut dx).unwrap(),
             _ => conv2d_backward_weights(&o, &s, &x, &dy, &mut dw, Some(&mut db)).unwrap(),
         }

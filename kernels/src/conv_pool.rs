@@ -1,6 +1,6 @@
 //! Convolution and max pooling as one pass: the forward pass pools each group of images while
-//! its convolution output is in cache (at inference, a one-channel 3×3 layer pools in registers
-//! as it convolves); the first pair's backward pass forms the convolution's weight gradient
+//! its convolution output is in cache (a one-channel 3×3 layer whose output is not kept pools
+//! in registers as it convolves); the first pair's backward pass forms the convolution's weight gradient
 //! straight from the pooling's. A room above both `conv` and `pool`, which know nothing of each
 //! other — except that the one-channel 3×3 kernels (`conv::direct3x3`) apply max pooling's rule
 //! (`arch::vector::Vector::takes_over`) to the windows they pool in registers or read gradients
@@ -90,12 +90,13 @@ pub fn conv2d_maxpool_forward(
             || pool.desc_out(),
         )?;
     }
-    // Inference through Keras's default pooling: the windows pooled in registers as they are
+    // Keras's default pooling, the convolution's output not kept (inference, or training where
+    // the pooling took over the activation): the windows pooled in registers as they are
     // convolved, where the convolution's kernel can.
+    let mut argmax = argmax;
     if y_conv.is_none()
-        && argmax.is_none()
         && pool.is_2x2_stride_2_valid()
-        && forward_pooled_in_registers(opts, s, x, w, bias, act, y_pool)?
+        && forward_pooled_in_registers(opts, s, x, w, bias, act, y_pool, argmax.as_deref_mut())?
     {
         return Ok(());
     }

@@ -1011,9 +1011,10 @@ fn fused_conv_and_pool_check_the_pooling_shape() {
     );
 }
 
-/// Inference through a one-channel 3×3 convolution and Keras's default pooling (2×2, stride
-/// 2, 'valid'): the windows pooled in registers as they are convolved give the bits of the
-/// convolution then the pooling — output channels in whole and partial vectors, strides 1, 2,
+/// A one-channel 3×3 convolution and Keras's default pooling (2×2, stride 2, 'valid'), the
+/// convolution's output not kept (inference, and training with the argmax): the windows pooled
+/// in registers as they are convolved give the bits and argmax of the convolution then the
+/// pooling — output channels in whole and partial vectors, strides 1, 2,
 /// 3 and unequal ones, odd output sizes (the last row and column no window takes), NaN inputs
 /// (the pooling's rule for the first NaN), ReLU and no activation, with and without a bias, on
 /// every path and thread count.
@@ -1051,29 +1052,36 @@ fn one_channel_conv_pooled_in_registers_keeps_the_bits_of_the_two_passes() {
                     };
                     let mut y = vec![0.0; s.output_len()];
                     let mut want = vec![0.0; p.output_len()];
+                    let mut want_argmax = vec![0u32; p.output_len()];
                     conv2d_forward(&opts, &s, &x, &w, bias, act, &mut y).unwrap();
-                    max_pool2d_forward(&opts, &p, &y, &mut want, None).unwrap();
-                    let mut got = vec![f32::NAN; p.output_len()];
+                    max_pool2d_forward(&opts, &p, &y, &mut want, Some(&mut want_argmax)).unwrap();
                     let filter = Filter {
                         weights: &w,
                         bias,
                         act,
                     };
-                    let out = PooledOutput {
-                        y_conv: None,
-                        y_pool: &mut got,
-                        argmax: None,
-                    };
-                    conv2d_maxpool_forward(&opts, &s, &p, &x, filter, out).unwrap();
-                    let same = want
-                        .iter()
-                        .zip(&got)
-                        .all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(
-                        same,
-                        "{isa} {act:?} {threading:?} {s:?} bias {}",
-                        bias.is_some()
-                    );
+                    for keep_argmax in [false, true] {
+                        let mut got = vec![f32::NAN; p.output_len()];
+                        let mut argmax = vec![u32::MAX; p.output_len()];
+                        let out = PooledOutput {
+                            y_conv: None,
+                            y_pool: &mut got,
+                            argmax: keep_argmax.then_some(&mut argmax[..]),
+                        };
+                        conv2d_maxpool_forward(&opts, &s, &p, &x, filter, out).unwrap();
+                        let same = want
+                            .iter()
+                            .zip(&got)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        let what = format!(
+                            "{isa} {act:?} {threading:?} {s:?} bias {} argmax {keep_argmax}",
+                            bias.is_some()
+                        );
+                        assert!(same, "{what}");
+                        if keep_argmax {
+                            assert_eq!(argmax, want_argmax, "{what}");
+                        }
+                    }
                 }
             }
         }

@@ -165,6 +165,17 @@ impl Vector for __m256 {
         unsafe { _mm256_storeu_si256(p.cast(), o) }
     }
     #[inline(always)]
+    unsafe fn store_offsets_live(p: *mut u32, m: Mask256, o: __m256i) {
+        // SAFETY: caller's contract; masked-out lanes are not accessed.
+        unsafe {
+            if m.full {
+                _mm256_storeu_si256(p.cast(), o)
+            } else {
+                _mm256_maskstore_epi32(p.cast(), m.lanes, o)
+            }
+        }
+    }
+    #[inline(always)]
     unsafe fn load_offsets_live(p: *const u32, m: Mask256) -> __m256i {
         // SAFETY: caller's contract; masked-out lanes are not accessed.
         unsafe {

@@ -136,6 +136,11 @@ impl Vector for __m512 {
         unsafe { _mm512_storeu_si512(p.cast(), o) }
     }
     #[inline(always)]
+    unsafe fn store_offsets_live(p: *mut u32, m: __mmask16, o: __m512i) {
+        // SAFETY: caller's contract; masked-out lanes are not accessed.
+        unsafe { _mm512_mask_storeu_epi32(p.cast(), m, o) }
+    }
+    #[inline(always)]
     unsafe fn load_offsets_live(p: *const u32, m: __mmask16) -> __m512i {
         // SAFETY: caller's contract; masked-out lanes are not accessed.
         unsafe { _mm512_maskz_loadu_epi32(m, p.cast()) }

@@ -67,6 +67,8 @@ pub(crate) trait Vector: Copy {
     ) -> Self::Offsets;
     /// All `LANES` offsets to `p`.
     unsafe fn store_offsets(p: *mut u32, o: Self::Offsets);
+    /// The live lanes of `o` to `p` (the others not touched).
+    unsafe fn store_offsets_live(p: *mut u32, m: Self::Mask, o: Self::Offsets);
     /// The live lanes of offsets at `p` (the others zero, never read).
     unsafe fn load_offsets_live(p: *const u32, m: Self::Mask) -> Self::Offsets;
     /// The lanes where `a` and `b` are equal.

@@ -1,5 +1,5 @@
-//! The one-input-channel direct convolution (forward, forward through a 2×2 max pooling at
-//! inference, and weight gradient) for 3×3 kernels whose windows all lie inside the input (no
+//! The one-input-channel direct convolution (forward, forward through a 2×2 max pooling, and
+//! weight gradient) for 3×3 kernels whose windows all lie inside the input (no
 //! padding), in explicit AVX-512 and AVX2: the first layer of an MNIST-style CNN.
 //!
 //! The portable direct kernel reloads each tap's weights per block of pixels and walks its taps
@@ -66,10 +66,10 @@ pub(super) unsafe fn forward(
 }
 
 /// What one call of the forward entry points computes: rows of output pixels ([`forward`]), or
-/// whole images' pooled outputs ([`forward_pooled`]).
-enum Outputs {
+/// whole images' pooled outputs and, where given, their argmax ([`forward_pooled`]).
+enum Outputs<'a> {
     Pixels(std::ops::Range<usize>),
-    PooledImages(std::ops::Range<usize>),
+    PooledImages(std::ops::Range<usize>, Option<&'a mut [u32]>),
 }
 
 #[target_feature(enable = "avx512f")]
@@ -78,7 +78,7 @@ fn forward_avx512(
     x: &[f32],
     packed: &[f32],
     ocp: usize,
-    outputs: Outputs,
+    outputs: Outputs<'_>,
     y: &mut [f32],
     relu: bool,
 ) {
@@ -91,7 +91,7 @@ fn forward_avx2(
     x: &[f32],
     packed: &[f32],
     ocp: usize,
-    outputs: Outputs,
+    outputs: Outputs<'_>,
     y: &mut [f32],
     relu: bool,
 ) {
@@ -105,13 +105,15 @@ fn forward_outputs<V: Vector, const G: usize>(
     x: &[f32],
     packed: &[f32],
     ocp: usize,
-    outputs: Outputs,
+    outputs: Outputs<'_>,
     y: &mut [f32],
     relu: bool,
 ) {
     match outputs {
         Outputs::Pixels(pixels) => forward_passes::<V, G>(s, x, packed, ocp, pixels, y, relu),
-        Outputs::PooledImages(images) => pooled_passes::<V, G>(s, x, packed, ocp, images, y, relu),
+        Outputs::PooledImages(images, argmax) => {
+            pooled_passes::<V, G>(s, x, packed, ocp, images, y, argmax, relu)
+        }
     }
 }
 
@@ -146,10 +148,12 @@ fn forward_passes<V: Vector, const G: usize>(
 /// `images` (their pooled pixels, `out_c` floats each, one image after another), with `packed`
 /// as [`forward`] takes it: each pooling window's four output pixels computed together and only
 /// their maximum stored — the convolution's output is never written, nor read back by a pooling
-/// pass. The bits of [`forward`] then the pooling, whichever path `pool::max_image` takes (its
-/// rule — the first NaN, else the first maximum — is associative, so every order of the
-/// window's four gives them). Output rows and columns past the last whole window (an odd
-/// output size) are not computed: no window takes them.
+/// pass. With `argmax` (as long as `y_pool`), each maximum's offset within its image's
+/// convolution output too, as the pooling writes it. The bits of [`forward`] then the pooling,
+/// whichever path `pool::max_image` takes (its rule — the first NaN, else the first maximum —
+/// is associative, so every order of the window's four gives the same value and argmax).
+/// Output rows and columns past the last whole window (an odd output size) are not computed:
+/// no window takes them.
 ///
 /// # Safety
 /// [`applies`]`(s, isa)`, and the CPU has `isa`.
@@ -162,12 +166,16 @@ pub(super) unsafe fn forward_pooled(
     ocp: usize,
     images: std::ops::Range<usize>,
     y_pool: &mut [f32],
+    argmax: Option<&mut [u32]>,
     relu: bool,
 ) {
     let pooled = (s.out_h() / 2) * (s.out_w() / 2) * s.out_c;
     assert!(applies(s, isa) && ocp.is_multiple_of(16) && ocp >= s.out_c);
     assert!(packed.len() >= (1 + TAPS) * ocp && x.len() >= s.input_len());
     assert!(images.end <= s.batch && y_pool.len() == images.len() * pooled);
+    assert!(argmax.as_ref().is_none_or(|a| a.len() == y_pool.len()));
+    // Offsets are u32: an image's convolution output is at most 2³² elements.
+    assert!(s.out_pixels() * s.out_c <= u32::MAX as usize);
     // SAFETY: the CPU has `isa` (caller's contract); the shapes were asserted.
     unsafe {
         match isa {
@@ -176,7 +184,7 @@ pub(super) unsafe fn forward_pooled(
                 x,
                 packed,
                 ocp,
-                Outputs::PooledImages(images),
+                Outputs::PooledImages(images, argmax),
                 y_pool,
                 relu,
             ),
@@ -185,7 +193,7 @@ pub(super) unsafe fn forward_pooled(
                 x,
                 packed,
                 ocp,
-                Outputs::PooledImages(images),
+                Outputs::PooledImages(images, argmax),
                 y_pool,
                 relu,
             ),
@@ -196,6 +204,7 @@ pub(super) unsafe fn forward_pooled(
 /// [`forward_pooled`] image by image, each in passes of `G` lane groups (the last pass one
 /// group when `G` does not divide them) over its pooling windows: an image's input and pooled
 /// output stay in L1 from one pass to the next (AVX2 takes four passes for 32 channels).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn pooled_passes<V: Vector, const G: usize>(
     s: &Conv2d,
@@ -204,6 +213,7 @@ fn pooled_passes<V: Vector, const G: usize>(
     ocp: usize,
     images: std::ops::Range<usize>,
     y: &mut [f32],
+    mut argmax: Option<&mut [u32]>,
     relu: bool,
 ) {
     let groups = s.out_c.div_ceil(V::LANES);
@@ -211,15 +221,25 @@ fn pooled_passes<V: Vector, const G: usize>(
     if pooled == 0 {
         return;
     }
-    for (n, y) in images.zip(y.chunks_exact_mut(pooled)) {
+    for (i, (n, y)) in images.zip(y.chunks_exact_mut(pooled)).enumerate() {
+        // The image's argmax (empty without: never touched then).
+        let a = match argmax.as_deref_mut() {
+            Some(argmax) => &mut argmax[i * pooled..(i + 1) * pooled],
+            None => &mut [][..],
+        };
         let mut g0 = 0;
         while g0 < groups {
             let all = g0 + G <= groups;
-            match (all, relu) {
-                (true, true) => pooled_pass::<V, G, true>(s, x, packed, ocp, g0, n, y),
-                (true, false) => pooled_pass::<V, G, false>(s, x, packed, ocp, g0, n, y),
-                (false, true) => pooled_pass::<V, 1, true>(s, x, packed, ocp, g0, n, y),
-                (false, false) => pooled_pass::<V, 1, false>(s, x, packed, ocp, g0, n, y),
+            let args = (s, x, packed, ocp, g0, n);
+            match (all, relu, !a.is_empty()) {
+                (true, true, true) => pooled_pass::<V, G, true, true>(args, y, a),
+                (true, true, false) => pooled_pass::<V, G, true, false>(args, y, a),
+                (true, false, true) => pooled_pass::<V, G, false, true>(args, y, a),
+                (true, false, false) => pooled_pass::<V, G, false, false>(args, y, a),
+                (false, true, true) => pooled_pass::<V, 1, true, true>(args, y, a),
+                (false, true, false) => pooled_pass::<V, 1, true, false>(args, y, a),
+                (false, false, true) => pooled_pass::<V, 1, false, true>(args, y, a),
+                (false, false, false) => pooled_pass::<V, 1, false, false>(args, y, a),
             }
             g0 += if all { G } else { 1 };
         }
@@ -227,38 +247,58 @@ fn pooled_passes<V: Vector, const G: usize>(
 }
 
 /// One pass over every pooling window of image `n` for lane groups `g0 .. g0 + G`, into `y`
-/// (the image's pooled output).
+/// (the image's pooled output) and, with `ARGMAX`, `a` (its argmax, as long as `y`).
 #[inline(always)]
-fn pooled_pass<V: Vector, const G: usize, const RELU: bool>(
-    s: &Conv2d,
-    x: &[f32],
-    packed: &[f32],
-    ocp: usize,
-    g0: usize,
-    n: usize,
+fn pooled_pass<V: Vector, const G: usize, const RELU: bool, const ARGMAX: bool>(
+    (s, x, packed, ocp, g0, n): (&Conv2d, &[f32], &[f32], usize, usize, usize),
     y: &mut [f32],
+    a: &mut [u32],
 ) {
-    let (ph, pw, oc) = (s.out_h() / 2, s.out_w() / 2, s.out_c);
+    let (ow, ph, pw, oc) = (s.out_w(), s.out_h() / 2, s.out_w() / 2, s.out_c);
     let (sh, sw, in_w) = (s.stride_h, s.stride_w, s.in_w);
     assert!(y.len() == ph * pw * oc && n < s.batch);
+    assert!(!ARGMAX || a.len() == y.len());
     // SAFETY: runs inside `forward_avx512` / `forward_avx2`, on a CPU with their instruction set.
     let tile = unsafe { Tile::<V, G>::new(s, x, packed, ocp, g0) };
     // The window's four output pixels' offsets from its top-left one: that one, one to the
-    // right, one down, one down and right (the pooling's order).
+    // right, one down, one down and right (the pooling's order) — in the input, and in the
+    // convolution's output (the argmax's offsets).
     let pixel_offsets = [0, sw, sh * in_w, sh * in_w + sw];
-    let yp = y.as_mut_ptr();
+    let conv_offsets = [0, oc, ow * oc, (ow + 1) * oc];
+    let (yp, ap) = (y.as_mut_ptr(), a.as_mut_ptr());
     let mut at = g0 * V::LANES;
     for py in 0..ph {
         let row = n * s.in_h * in_w + 2 * py * sh * in_w;
         for px in 0..pw {
+            // The window's top-left output pixel's first lane of the pass in the image's
+            // convolution output (below 2³², asserted by `forward_pooled`).
+            let conv_at = (2 * py * ow + 2 * px) * oc + g0 * V::LANES;
+            let window = Window {
+                first: row + 2 * px * sw,
+                pixel_offsets,
+                conv_at,
+                conv_offsets,
+            };
             // SAFETY: output pixels (2py + 1, 2px + 1) and before lie inside the convolution's
             // output, so their windows inside x (`applies`; x's length asserted by
-            // `forward_pooled`); pooled pixel (py, px)'s `oc` floats from g0's first lane lie
-            // inside y (its length asserted).
-            unsafe { tile.pooled_block::<RELU>(row + 2 * px * sw, pixel_offsets, yp.add(at)) };
+            // `forward_pooled`); pooled pixel (py, px)'s `oc` floats (and offsets, with ARGMAX)
+            // from g0's first lane lie inside y (and a: their lengths asserted).
+            unsafe { tile.pooled_block::<RELU, ARGMAX>(window, yp.add(at), ap.wrapping_add(at)) };
             at += oc;
         }
     }
+}
+
+/// One 2×2 pooling window of [`Tile::pooled_block`]: its four output pixels' windows' top-left
+/// input elements at `x[first + pixel_offsets[q]]`, in pooling order (top left, top right,
+/// bottom left, bottom right), and their first lanes of the pass at `conv_at +
+/// conv_offsets[q]` in the image's convolution output.
+#[derive(Clone, Copy)]
+struct Window {
+    first: usize,
+    pixel_offsets: [usize; 4],
+    conv_at: usize,
+    conv_offsets: [usize; 4],
 }
 
 /// One pass over `pixels` for lane groups `g0 .. g0 + G`.
@@ -347,22 +387,29 @@ impl<V: Vector, const G: usize> Tile<V, G> {
         }
     }
 
-    /// The four output pixels of one 2×2 pooling window — their windows' top-left input
-    /// elements at `x[first + pixel_offsets[q]]`, in pooling order: top left, top right,
-    /// bottom left, bottom right — then their maximum by max pooling's rule, stored to `y` (the
-    /// `G` groups' lanes, masked). Each pixel is [`Tile::block`]'s sum in its order (bias, then
-    /// one FMA per tap), then the activation; the maximum is the vector pooling kernel's tree,
-    /// (0 ∘ 1) ∘ (2 ∘ 3): the bits of the convolution then the pooling.
+    /// The four output pixels of one 2×2 pooling `window`, then their maximum by max pooling's
+    /// rule, stored to `y` (the `G` groups' lanes, masked) and, with `ARGMAX`, its offset in
+    /// the image's convolution output to `a`. Each pixel is [`Tile::block`]'s sum in its order
+    /// (bias, then one FMA per tap), then the activation; the maximum is the vector pooling
+    /// kernel's tree, (0 ∘ 1) ∘ (2 ∘ 3), its offsets chosen with it: the bits of the
+    /// convolution then the pooling.
     ///
     /// # Safety
-    /// The four windows lie inside `x`, and the pooled outputs inside y.
+    /// The four windows lie inside `x`, and the pooled outputs inside y (and, with `ARGMAX`,
+    /// their offsets inside a).
     #[inline(always)]
-    unsafe fn pooled_block<const RELU: bool>(
+    unsafe fn pooled_block<const RELU: bool, const ARGMAX: bool>(
         &self,
-        first: usize,
-        pixel_offsets: [usize; 4],
+        window: Window,
         y: *mut f32,
+        a: *mut u32,
     ) {
+        let Window {
+            first,
+            pixel_offsets,
+            conv_at,
+            conv_offsets,
+        } = window;
         let mut acc = [self.bias; 4];
         for ky in 0..3 {
             for kx in 0..3 {
@@ -377,22 +424,39 @@ impl<V: Vector, const G: usize> Tile<V, G> {
                 }
             }
         }
-        // `b` where it takes over from the running maximum `a`: the pooling's step.
-        // SAFETY: register arithmetic on a CPU with the set.
-        let step = |a: V, b: V| unsafe { V::choose(V::takes_over(b, a), a, b) };
-        for g in 0..G {
-            let px = acc.map(|aq| {
-                if RELU {
-                    // SAFETY: register arithmetic on a CPU with the set.
-                    unsafe { V::relu(aq[g]) }
+        // `b` where it takes over from the running maximum `a`: the pooling's step, its
+        // offsets chosen alike with ARGMAX (else left as they are: never stored).
+        let step = |(a, ia): (V, V::Offsets), (b, ib): (V, V::Offsets)| {
+            // SAFETY: register arithmetic on a CPU with the set.
+            unsafe {
+                let take = V::takes_over(b, a);
+                let i = if ARGMAX {
+                    V::choose_offsets(take, ia, ib)
                 } else {
-                    aq[g]
+                    ia
+                };
+                (V::choose(take, a, b), i)
+            }
+        };
+        for (g, &mask) in self.mask.iter().enumerate() {
+            let lane0 = conv_at + g * V::LANES;
+            let px: [(V, V::Offsets); 4] = std::array::from_fn(|q| {
+                // SAFETY: register arithmetic on a CPU with the set; the offsets stay below
+                // 2³² (the caller's image bound).
+                unsafe {
+                    let v = if RELU { V::relu(acc[q][g]) } else { acc[q][g] };
+                    (v, V::offsets(lane0 + conv_offsets[q]))
                 }
             });
-            let best = step(step(px[0], px[1]), step(px[2], px[3]));
-            // SAFETY: the pooled outputs are inside y (caller's contract); the masks keep the
-            // stores to lanes below out_c.
-            unsafe { V::store_live(y.add(g * V::LANES), self.mask[g], best) };
+            let (best, offsets) = step(step(px[0], px[1]), step(px[2], px[3]));
+            // SAFETY: the pooled outputs (and with ARGMAX their offsets) are inside y (and a:
+            // the caller's contract); the masks keep the stores to lanes below out_c.
+            unsafe {
+                V::store_live(y.add(g * V::LANES), mask, best);
+                if ARGMAX {
+                    V::store_offsets_live(a.add(g * V::LANES), mask, offsets);
+                }
+            }
         }
     }
 
