@@ -1,10 +1,13 @@
 //! Runs one convolution pass in a loop, for profiling:
-//! `conv_profile <forward|forward-im2col|pooled|pooled-infer|weights|input> [iters] [vgg|SHAPE]` —
-//! the reference CNN's first layer at batch 32 (`pooled`: with the 2×2 max pooling after it, as
-//! in training, argmax kept; `pooled-infer`: without argmax, as at inference), with `vgg` a 56×56×64 → 64 'same' layer at batch 4, or a square
+//! `conv_profile <forward|forward-im2col|pooled|pooled-infer|weights|pooled-weights|input> [iters]
+//! [vgg|SHAPE]` — the reference CNN's first layer at batch 32 (`pooled`: with the 2×2 max
+//! pooling after it, as in training, argmax kept; `pooled-infer`: without argmax, as at
+//! inference; `pooled-weights`: the weight gradient from that pooling's gradient), with `vgg` a 56×56×64 → 64 'same' layer at batch 4, or a square
 //! kernel's `batch,height,width,in_c,out_c,k,same|valid`.
 use kernels::conv::*;
-use kernels::conv_pool::{conv2d_maxpool_forward, Filter, PooledOutput};
+use kernels::conv_pool::{
+    conv2d_maxpool_backward_weights, conv2d_maxpool_forward, Filter, PooledGradient, PooledOutput,
+};
 use kernels::pool::Pool2d;
 use kernels::{Activation, ExecOptions};
 fn main() {
@@ -36,6 +39,35 @@ fn main() {
         bias: Some(&b),
         act: Activation::Relu,
     };
+    if which == "pooled-weights" {
+        // The pooling's output and argmax of real windows (varied inputs: the maxima spread).
+        let x: Vec<f32> = (0..s.input_len())
+            .map(|i| ((i * 7919) % 101) as f32 * 0.01)
+            .collect();
+        let out = PooledOutput {
+            y_conv: None,
+            y_pool: &mut y_pool,
+            argmax: Some(&mut argmax),
+        };
+        conv2d_maxpool_forward(&o, &s, &pool, &x, filter, out).unwrap();
+        let dy_pool = vec![0.1f32; pool.output_len()];
+        let t = std::time::Instant::now();
+        for _ in 0..iters {
+            let pooled = PooledGradient {
+                act: Activation::Relu,
+                y_pool: &y_pool,
+                dy_pool: &dy_pool,
+                argmax: &argmax,
+            };
+            conv2d_maxpool_backward_weights(&o, &s, &pool, &x, pooled, &mut dw, Some(&mut db))
+                .unwrap();
+        }
+        println!(
+            "{which}: {:.1} µs per call",
+            t.elapsed().as_secs_f64() * 1e6 / iters as f64
+        );
+        return;
+    }
     let t = std::time::Instant::now();
     for _ in 0..iters {
         match which {

@@ -207,6 +207,24 @@ impl Vector for __m256 {
         unsafe { (_mm256_movemask_ps(take) as u32).count_ones() }
     }
     #[inline(always)]
+    unsafe fn zero_counts() -> __m256i {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_setzero_si256() }
+    }
+    #[inline(always)]
+    unsafe fn count_chosen(counts: __m256i, take: __m256) -> __m256i {
+        // A chosen lane is all ones, −1 as an integer.
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm256_sub_epi32(counts, _mm256_castps_si256(take)) }
+    }
+    #[inline(always)]
+    unsafe fn sum_counts(counts: __m256i) -> usize {
+        let mut lanes = [0u32; 8];
+        // SAFETY: `lanes` holds 8 u32; the CPU has the instruction set (caller's contract).
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), counts) };
+        lanes.iter().map(|&c| c as usize).sum()
+    }
+    #[inline(always)]
     unsafe fn any_signed_or_beyond_max(a: Self) -> bool {
         // The sign bits, or'ed with the lanes above f32::MAX or unordered (+∞, a NaN).
         // SAFETY: the caller's contract: the CPU has the instruction set.

@@ -165,6 +165,23 @@ impl Vector for __m512 {
         take.count_ones()
     }
     #[inline(always)]
+    unsafe fn zero_counts() -> __m512i {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm512_setzero_si512() }
+    }
+    #[inline(always)]
+    unsafe fn count_chosen(counts: __m512i, take: __mmask16) -> __m512i {
+        // SAFETY: the caller's contract: the CPU has the instruction set.
+        unsafe { _mm512_mask_add_epi32(counts, take, counts, _mm512_set1_epi32(1)) }
+    }
+    #[inline(always)]
+    unsafe fn sum_counts(counts: __m512i) -> usize {
+        let mut lanes = [0u32; 16];
+        // SAFETY: `lanes` holds 16 u32; the CPU has the instruction set (caller's contract).
+        unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast(), counts) };
+        lanes.iter().map(|&c| c as usize).sum()
+    }
+    #[inline(always)]
     unsafe fn any_signed_or_beyond_max(a: Self) -> bool {
         // One unsigned comparison of the bits: a sign bit makes them larger than any finite
         // non-negative number's, and +∞ and the NaNs lie above f32::MAX's.

@@ -79,6 +79,13 @@ pub(crate) trait Vector: Copy {
     unsafe fn greater(a: Self, b: Self) -> Self::Choice;
     /// How many lanes `take` chose.
     unsafe fn chosen(take: Self::Choice) -> u32;
+    /// Per-lane counts at zero.
+    unsafe fn zero_counts() -> Self::Offsets;
+    /// `counts` plus one in the lanes `take` chose (a count per lane: no scalar popcount and
+    /// no memory in a loop that counts per step).
+    unsafe fn count_chosen(counts: Self::Offsets, take: Self::Choice) -> Self::Offsets;
+    /// The sum of the lanes' counts.
+    unsafe fn sum_counts(counts: Self::Offsets) -> usize;
     /// Whether any lane of `a` is not a finite number without its sign bit: a negative, −0,
     /// +∞ or a NaN (its bits, as an unsigned integer, above `f32::MAX`'s).
     unsafe fn any_signed_or_beyond_max(a: Self) -> bool;
