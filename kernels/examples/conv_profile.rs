@@ -1,9 +1,10 @@
 //! Runs one convolution pass in a loop, for profiling:
-//! `conv_profile <forward|forward-im2col|pooled|pooled-infer|weights|pooled-weights|input> [iters]
-//! [vgg|SHAPE]` — the reference CNN's first layer at batch 32 (`pooled`: with the 2×2 max
-//! pooling after it, as in training, argmax kept; `pooled-infer`: without argmax, as at
-//! inference; `pooled-weights`: the weight gradient from that pooling's gradient), with `vgg` a 56×56×64 → 64 'same' layer at batch 4, or a square
-//! kernel's `batch,height,width,in_c,out_c,k,same|valid`.
+//! `conv_profile <MODE> [iters] [vgg|SHAPE]`, MODE one of forward, forward-im2col, pooled,
+//! pooled-infer, weights, pooled-weights, input — the reference CNN's first layer at batch 32
+//! (`pooled`: with the 2×2 max pooling after it, as in training, argmax kept; `pooled-infer`:
+//! without argmax, as at inference; `pooled-weights`: the weight gradient from that pooling's
+//! gradient), with `vgg` a 56×56×64 → 64 'same' layer at batch 4, or a square kernel's
+//! `batch,height,width,in_c,out_c,k,same|valid`.
 use kernels::conv::*;
 use kernels::conv_pool::{
     conv2d_maxpool_backward_weights, conv2d_maxpool_forward, Filter, PooledGradient, PooledOutput,

@@ -645,20 +645,35 @@ mod tests {
             let has_kernel = cfg!(target_arch = "x86_64")
                 && matches!(isa, crate::Isa::Avx512 | crate::Isa::Avx2);
             assert_eq!(pooled.unwrap(), has_kernel, "{isa}");
-            // Training: the argmax too.
-            let mut argmax = vec![0; y.len()];
-            let relu = Activation::Relu;
-            let pooled = forward_pooled_in_registers(
-                &opts,
-                &s,
-                &x,
-                &w,
-                None,
-                relu,
-                &mut y,
-                Some(&mut argmax),
-            );
-            assert_eq!(pooled.unwrap(), has_kernel, "{isa}: with the argmax");
+            // Training: the argmax too — on the integration tests' shapes, whose bits the
+            // two-pass fallback would also give (partial lane groups, odd sizes, strides).
+            for (batch, (h, w_), out_c, (sh, sw)) in [
+                (2, (28, 28), 32, (1, 1)),
+                (2, (29, 27), 17, (1, 1)),
+                (1, (14, 17), 16, (3, 3)),
+                (2, (12, 15), 33, (1, 2)),
+            ] {
+                let s = Conv2d {
+                    stride_h: sh,
+                    stride_w: sw,
+                    ..Conv2d::square(batch, (h, w_, 1), out_c, 3, Padding::Valid)
+                };
+                let pooled = batch * (s.out_h() / 2) * (s.out_w() / 2) * out_c;
+                let (x, w) = (vec![0.5; s.input_len()], vec![0.25; s.weight_len()]);
+                let (mut y, mut argmax) = (vec![0.0; pooled], vec![0; pooled]);
+                let relu = Activation::Relu;
+                let taken = forward_pooled_in_registers(
+                    &opts,
+                    &s,
+                    &x,
+                    &w,
+                    None,
+                    relu,
+                    &mut y,
+                    Some(&mut argmax),
+                );
+                assert_eq!(taken.unwrap(), has_kernel, "{isa} {s:?}: with the argmax");
+            }
             let tanh = forward_pooled_in_registers(
                 &opts,
                 &s,

@@ -1,7 +1,7 @@
 //! Convolution and max pooling as one pass: the forward pass pools each group of images while
 //! its convolution output is in cache (a one-channel 3×3 layer whose output is not kept pools
-//! in registers as it convolves); the first pair's backward pass forms the convolution's weight gradient
-//! straight from the pooling's. A room above both `conv` and `pool`, which know nothing of each
+//! in registers as it convolves); the first pair's backward pass forms the convolution's
+//! weight gradient straight from the pooling's. A room above both `conv` and `pool`, which know nothing of each
 //! other — except that the one-channel 3×3 kernels (`conv::direct3x3`) apply max pooling's rule
 //! (`arch::vector::Vector::takes_over`) to the windows they pool in registers or read gradients
 //! from.
@@ -49,8 +49,10 @@ pub struct PooledGradient<'a> {
 
 /// Convolution then max pooling in one pass over the data: each group of images is convolved
 /// and pooled while its convolution output is still in cache. `out.y_conv` keeps the
-/// convolution's output (training needs it for the backward pass; `None` at inference, and it is
-/// never written to memory). `pool` describes the pooling of the convolution's output (its batch
+/// convolution's output, for an activation's backward pass; `None` where nothing reads it (at
+/// inference, or in training where the pooling's backward pass takes over the activation): it
+/// then lives only in a per-thread buffer in cache or, for a one-channel 3×3 layer under 2×2
+/// stride-2 pooling, in registers. `pool` describes the pooling of the convolution's output (its batch
 /// and input sizes must be the convolution's output's); `out.y_pool` and `out.argmax` are as
 /// [`crate::pool::max_pool2d_forward`]'s. Results are bit-identical to the two calls in turn.
 pub fn conv2d_maxpool_forward(

@@ -891,6 +891,63 @@ fn pooled_weight_gradient_checks_its_arguments() {
     assert!(run(&p, &am, &dyp, &mut dw, &mut db).contains("argument argmax = 1 is invalid"));
 }
 
+/// The pooled weight gradient of a one-channel 3×3 layer refuses an argmax outside its window on
+/// every instruction-set path, in whole and partial lane groups and (AVX2) either half of a
+/// pair's taps: the routed entries it counts per lane fall one short.
+#[test]
+fn pooled_weight_gradient_refuses_a_moved_argmax_on_every_path() {
+    for out_c in [20, 40] {
+        let s = Conv2d::square(2, (12, 14, 1), out_c, 3, Padding::Valid);
+        let p = Pool2d::new(2, (s.out_h(), s.out_w(), out_c), 2);
+        let mut rng = Rng::new(5);
+        let (x, w, b) = (
+            rng.fill(s.input_len()),
+            rng.fill(s.weight_len()),
+            rng.fill(out_c),
+        );
+        let dyp = rng.fill(p.output_len());
+        for isa in Isa::available() {
+            let opts = ExecOptions::with_isa(isa);
+            let mut yp = vec![0.0; p.output_len()];
+            let mut am = vec![0u32; p.output_len()];
+            let filter = Filter {
+                weights: &w,
+                bias: Some(&b),
+                act: Activation::Relu,
+            };
+            let out = PooledOutput {
+                y_conv: None,
+                y_pool: &mut yp,
+                argmax: Some(&mut am),
+            };
+            conv2d_maxpool_forward(&opts, &s, &p, &x, filter, out).unwrap();
+            let run = |am: &[u32]| {
+                let (mut dw, mut db) = (vec![0.0; s.weight_len()], vec![0.0; out_c]);
+                let pooled = PooledGradient {
+                    act: Activation::Relu,
+                    y_pool: &yp,
+                    dy_pool: &dyp,
+                    argmax: am,
+                };
+                conv2d_maxpool_backward_weights(&opts, &s, &p, &x, pooled, &mut dw, Some(&mut db))
+            };
+            run(&am).unwrap();
+            // Entries of the first image's first window, a channel of the last (partial) lane
+            // group, and the second image's last entry; each moved to the next window's place.
+            let image = p.output_len() / 2;
+            for at in [0, out_c - 1, 2 * image - 1] {
+                let mut wrong = am.clone();
+                wrong[at] += 2 * out_c as u32;
+                let err = run(&wrong).expect_err(&format!("{isa} out_c {out_c}: entry {at}"));
+                assert!(
+                    err.to_string().contains("not a position of its window"),
+                    "{isa} out_c {out_c}: {err}"
+                );
+            }
+        }
+    }
+}
+
 /// An argmax entry inside the image but outside its window, or in another channel, is an error
 /// naming it on every instruction-set path and pooling geometry (windows apart, overlapping, 'same' padding), never a
 /// gradient dropped or added to another position; a forward pass's own argmax always passes.
@@ -1037,7 +1094,14 @@ fn one_channel_conv_pooled_in_registers_keeps_the_bits_of_the_two_passes() {
         };
         let p = Pool2d::new(batch, (s.out_h(), s.out_w(), out_c), 2);
         let mut x = rng.fill(s.input_len());
+        // NaNs first in their windows and after finite values: with stride 1, window (0, 0)'s
+        // only NaN is its last pixel's and window (0, 1)'s first its third's; and one in the
+        // second image.
         x[in_w + 2] = f32::NAN;
+        x[3 * in_w + 3] = f32::NAN;
+        if batch > 1 {
+            x[in_h * in_w + 2 * in_w + 5] = f32::NAN;
+        }
         let (w, b) = (rng.fill(s.weight_len()), rng.fill(out_c));
         for (act, bias) in [
             (Activation::Relu, Some(&b[..])),

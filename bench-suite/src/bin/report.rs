@@ -4,7 +4,8 @@
 //! ```text
 //! cargo run --release -p bench-suite --bin report -- [--part all|gemm,layers,train,distributed]
 //!     [--threads 1,2] [--distributed-from results/distributed.json]
-//!     [--rounds 5] [--quick] [--shapes MxKxN[:at|:bt|:atbt],..] [--epochs N] [--data-dir DIR]
+//!     [--rounds 5] [--quick] [--shapes MxKxN[:at|:bt|:atbt],..] [--epochs N] [--programs A,C]
+//!     [--data-dir DIR]
 //!     [--reference DIR] [--python PATH] [--peers keras,torch,burn] [--out results]
 //!     [--render-from results/<report>.json]
 //! ```
@@ -52,6 +53,8 @@ struct Args {
     distributed_from: Option<PathBuf>,
     /// Override of every program's epoch count (a quick look; the reference counts otherwise).
     epochs: Option<usize>,
+    /// Only these training programs (their letters), when given.
+    programs: Option<Vec<String>>,
     data_dir: Option<PathBuf>,
     reference: PathBuf,
     /// The Python that runs the Keras and PyTorch programs.
@@ -80,6 +83,7 @@ fn parse_args() -> Result<Args, String> {
         distributed: true,
         distributed_from: None,
         epochs: None,
+        programs: None,
         data_dir: None,
         python: PathBuf::from("python3"),
         peers: DEFAULT_FRAMEWORKS.iter().map(|f| f.to_string()).collect(),
@@ -122,6 +126,24 @@ fn parse_args() -> Result<Args, String> {
                         .parse()
                         .map_err(|e| format!("--epochs: {e}"))?,
                 )
+            }
+            "--programs" => {
+                let ids: Vec<String> = value("--programs")?
+                    .split(',')
+                    .map(|p| p.trim().to_uppercase())
+                    .filter(|p| !p.is_empty())
+                    .collect();
+                if let Some(id) = ids.iter().find(|id| PROGRAMS.iter().all(|p| p.id != *id)) {
+                    let known: Vec<&str> = PROGRAMS.iter().map(|p| p.id).collect();
+                    return Err(format!(
+                        "--programs: no program {id:?} (programs: {})",
+                        known.join(", ")
+                    ));
+                }
+                if ids.is_empty() {
+                    return Err("--programs needs at least one program".into());
+                }
+                args.programs = Some(ids);
             }
             "--data-dir" => args.data_dir = Some(PathBuf::from(value("--data-dir")?)),
             "--distributed-from" => {
@@ -177,13 +199,15 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => {
                 println!(
                     "usage: report [--part all|gemm,layers,train] [--threads 1,2] [--rounds N] [--quick] \
-                     [--shapes MxKxN[:at|:bt|:atbt],..] [--epochs N] [--data-dir MNIST_DIR] [--reference DIR] \
+                     [--shapes MxKxN[:at|:bt|:atbt],..] [--epochs N] [--programs A,C,..] \
+                     [--data-dir MNIST_DIR] [--reference DIR] \
                      [--python PATH] [--peers keras,torch,burn] [--out DIR] \
                      [--render-from REPORT.json]\n\
                      gemm: every library on every shape per thread count; layers: convolution \
                      passes against im2col + OpenBLAS; train: the seven \
-                     reference programs on MNIST and Fashion-MNIST on the largest thread count, \
-                     against the --peers (default keras,torch; burn's first build takes minutes)"
+                     reference programs (or the --programs named) on MNIST and Fashion-MNIST on \
+                     the largest thread count, against the --peers (default keras,torch; burn's \
+                     first build takes minutes)"
                 );
                 std::process::exit(0);
             }
@@ -613,7 +637,8 @@ fn run_gemm(args: &Args, machine: &MachineInfo, perf: &MachinePerf) -> GemmRepor
     )
 }
 
-/// The training part: every program on every data set, on the largest thread count.
+/// The training part: every program (or those `--programs` names) on every data set, on the
+/// largest thread count.
 fn run_training(args: &Args, perf: &mut MachinePerf) -> TrainingReport {
     let threads = *args.threads.iter().max().expect("a thread count");
     fn fail(e: impl std::fmt::Display) -> ! {
@@ -621,8 +646,14 @@ fn run_training(args: &Args, perf: &mut MachinePerf) -> TrainingReport {
         std::process::exit(1)
     }
     let dir = training::examples_dir().unwrap_or_else(|e| fail(e));
+    let chosen = |p: &&Program| {
+        args.programs
+            .as_ref()
+            .is_none_or(|ids| ids.iter().any(|id| id == p.id))
+    };
     let jobs: Vec<(&Program, &str)> = PROGRAMS
         .iter()
+        .filter(chosen)
         .flat_map(|p| p.datasets.iter().map(move |d| (p, *d)))
         .collect();
     // The data where a user's program finds it (downloaded there if no directory has it), so

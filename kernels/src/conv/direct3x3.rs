@@ -1,6 +1,6 @@
 //! The one-input-channel direct convolution (forward, forward through a 2×2 max pooling, and
-//! weight gradient) for 3×3 kernels whose windows all lie inside the input (no
-//! padding), in explicit AVX-512 and AVX2: the first layer of an MNIST-style CNN.
+//! weight gradient) for 3×3 kernels whose windows all lie inside the input (no padding), in
+//! explicit AVX-512 and AVX2: the first layer of an MNIST-style CNN.
 //!
 //! The portable direct kernel reloads each tap's weights per block of pixels and walks its taps
 //! with run-time bounds, and its 16-lane accumulators outgrow AVX2's sixteen registers; here a

@@ -368,8 +368,16 @@ const fn small(
 
 #[cfg(target_arch = "x86_64")]
 impl SmallTile {
-    /// This tile with `edge` kernels for last panels of at most `cols` columns.
+    /// This tile with `edge` kernels for last panels of at most `cols` columns. An edge kernel
+    /// for every row count up to the tile's (checked where the tiles are built, at compile
+    /// time): `kernel_for` takes `edge[rows - 1]`, and a shorter list would compute too few
+    /// rows of the last panel.
     const fn with_edge(self, edge: &'static [StridedAKernelFn], cols: usize) -> SmallTile {
+        assert!(
+            edge.len() >= self.mr,
+            "an edge kernel for every row count of the tile"
+        );
+        assert!(cols < self.nr, "an edge narrower than the tile");
         SmallTile {
             edge,
             edge_cols: cols,

@@ -35,7 +35,8 @@ pub(crate) fn fuses_backward(conv: &mut dyn Layer, pool: &mut dyn Layer) -> bool
 
 /// Runs `conv` then `pool` as one pass when `conv` is a Conv2D with an elementwise activation and
 /// `pool` a MaxPooling2D or an AveragePooling2D (each group of images is pooled while its
-/// convolution output is in cache; at inference the convolution output is not even written),
+/// convolution output is in cache; where nothing reads that output — at inference, or in
+/// training once the max pooling took over the activation — it is not kept at all),
 /// with the convolution's own weights or, at inference before a MaxPooling2D, those `folded`
 /// from the BatchNormalization after it. Returns `None` when the pair is not of that kind.
 pub(crate) fn forward_conv_pool(
