@@ -24,11 +24,42 @@ pub struct PeerFigure {
     /// The epochs it trained (its accuracy is compared with ours only at equal epochs).
     #[serde(default)]
     pub epochs: Option<usize>,
+    /// Each seed's test accuracy where the report ran several (`--seeds`): `test_accuracy` is
+    /// then their mean (absent, empty, for one seed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accuracy_by_seed: Vec<(u64, f64)>,
     /// "same run" or where the recorded figure comes from.
     pub source: String,
 }
 
 impl PeerFigure {
+    /// One framework's figures for one program and data set on several seeds (in seed order)
+    /// as one: the median of their epoch times and inference rates, the largest peak RSS, the
+    /// mean test accuracy. `None` for no figure; one figure stands as it is.
+    pub fn over_seeds(figures: Vec<(u64, PeerFigure)>) -> Option<PeerFigure> {
+        let (_, first) = figures.first()?.clone();
+        if figures.len() == 1 {
+            return Some(first);
+        }
+        let n = figures.len() as f64;
+        let median_of =
+            |v: Vec<f64>| (!v.is_empty()).then(|| crate::timing::median(&mut v.clone()));
+        let epoch_s: Vec<f64> = figures.iter().map(|(_, f)| f.epoch_s_median).collect();
+        let inference: Vec<f64> = figures
+            .iter()
+            .filter_map(|(_, f)| f.inference_images_per_s)
+            .collect();
+        let rss = figures.iter().filter_map(|(_, f)| f.peak_rss_mib);
+        Some(PeerFigure {
+            epoch_s_median: median_of(epoch_s).unwrap_or(first.epoch_s_median),
+            test_accuracy: figures.iter().map(|(_, f)| f.test_accuracy).sum::<f64>() / n,
+            peak_rss_mib: rss.reduce(f64::max),
+            inference_images_per_s: median_of(inference),
+            accuracy_by_seed: figures.iter().map(|(s, f)| (*s, f.test_accuracy)).collect(),
+            ..first
+        })
+    }
+
     /// Whether it trained as many epochs as `epochs` (a figure that does not say is taken to
     /// have): only then are its accuracy and ours compared.
     pub fn same_epochs_as(&self, epochs: Option<usize>) -> bool {
@@ -70,6 +101,7 @@ fn figure_from_output(
         peak_rss_mib: v["peak_rss_mib"].as_f64(),
         inference_images_per_s: v["inference_images_per_s"].as_f64(),
         epochs: v["epochs"].as_u64().map(|e| e as usize),
+        accuracy_by_seed: vec![],
         source: "same run".into(),
     })
 }
@@ -101,14 +133,14 @@ pub struct PeerRunner {
 }
 
 impl PeerRunner {
-    /// Runs program `p` on `dataset` with `threads` threads, for `epochs` when given (as ours:
-    /// equal work), and reads its figure; `None` when the framework has no such program or the
-    /// run failed (said so).
+    /// Runs program `p` on `dataset` with `threads` threads and `seed`, for `epochs` when given
+    /// (as ours: equal work), and reads its figure; `None` when the framework has no such
+    /// program or the run failed (said so).
     pub fn run(
         &self,
-        p: &Program,
-        dataset: &str,
+        (p, dataset): (&Program, &str),
         threads: usize,
+        seed: u64,
         epochs: Option<usize>,
         data_dirs: &[(&str, PathBuf)],
     ) -> Option<PeerFigure> {
@@ -118,6 +150,7 @@ impl PeerRunner {
         }
         let mut cmd = (self.command)();
         cmd.args(["--program", p.id, "--threads", &threads.to_string()]);
+        cmd.args(["--seed", &seed.to_string()]);
         if let Some((_, dir)) = data_dirs.iter().find(|(d, _)| *d == dataset) {
             cmd.arg("--data-dir").arg(dir);
         }
@@ -261,6 +294,7 @@ pub fn recorded_peers(reference_dir: &Path) -> Vec<PeerFigure> {
                 peak_rss_mib: e["peak_rss_mib_after_train"].as_f64(),
                 inference_images_per_s: e["inference"]["call_images_per_s"]["median"].as_f64(),
                 epochs: PROGRAMS.iter().find(|p| p.id == program).map(|p| p.epochs),
+                accuracy_by_seed: vec![],
                 source: format!(
                     "recorded in shared/reference/{file} ({versions}; Zen 4 VM, 2 threads, \
                      2026-11-22)"

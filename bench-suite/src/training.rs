@@ -28,6 +28,10 @@ pub struct TrainRun {
     pub test_accuracy: f64,
     pub peak_rss_mib: f64,
     pub inference_images_per_s: f64,
+    /// Each seed's test accuracy where the report ran several (`--seeds`): `test_accuracy` and
+    /// `test_loss` are then the means over them, `seed` the first (absent, empty, for one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accuracy_by_seed: Vec<(u64, f64)>,
     /// The model's cost (`nn::cost::TrainingCost`) and the epoch's sample counts, as the
     /// example printed them (absent in reports before the roofline).
     #[serde(default)]
@@ -231,9 +235,10 @@ pub fn examples_dir() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-/// Our figure for one program and data set from its [`RUNS_OF_OURS`] runs (each a process of
-/// [`run_ours_once`]): the medians over all runs' epochs and inference rates, the largest peak
-/// RSS; an error when two runs with one seed disagree.
+/// Our figure for one program and data set from its [`RUNS_OF_OURS`] runs per seed (each a
+/// process of [`run_ours_once`]): the medians over all runs' epochs and inference rates, the
+/// largest peak RSS, and — over several seeds — the mean test loss and accuracy; an error when
+/// two runs with one seed disagree.
 pub fn merge_runs(
     program: &Program,
     dataset: &str,
@@ -242,16 +247,23 @@ pub fn merge_runs(
     let first = runs
         .first()
         .ok_or_else(|| format!("{} on {dataset}: no run", program.example))?;
-    // Same seed, same program: the same bits (the library's determinism, checked here too).
-    if let Some(other) = runs
-        .iter()
-        .find(|r| (r.test_loss, r.test_accuracy) != (first.test_loss, first.test_accuracy))
-    {
-        return Err(format!(
-            "{} on {dataset}: two runs with one seed disagree (test loss {} vs {})",
-            program.example, first.test_loss, other.test_loss
-        ));
+    // Each seed's runs, in the order their seeds first came.
+    let mut by_seed: Vec<&TrainRun> = vec![];
+    for r in &runs {
+        match by_seed.iter().find(|s| s.seed == r.seed) {
+            // Same seed, same program: the same bits (the library's determinism, checked here
+            // too).
+            Some(s) if (s.test_loss, s.test_accuracy) != (r.test_loss, r.test_accuracy) => {
+                return Err(format!(
+                    "{} on {dataset}: two runs with seed {} disagree (test loss {} vs {})",
+                    program.example, r.seed, s.test_loss, r.test_loss
+                ));
+            }
+            Some(_) => {}
+            None => by_seed.push(r),
+        }
     }
+    let seeds = by_seed.len() as f64;
     let epoch_s: Vec<f64> = runs.iter().flat_map(|r| r.epoch_s.clone()).collect();
     let mut inference: Vec<f64> = runs.iter().map(|r| r.inference_images_per_s).collect();
     let epoch_s_median = crate::timing::median(&mut epoch_s.clone());
@@ -260,9 +272,24 @@ pub fn merge_runs(
         epoch_s_median,
         peak_rss_mib: runs.iter().map(|r| r.peak_rss_mib).fold(0.0, f64::max),
         inference_images_per_s: crate::timing::median(&mut inference),
+        test_loss: by_seed.iter().map(|r| r.test_loss).sum::<f64>() / seeds,
+        test_accuracy: by_seed.iter().map(|r| r.test_accuracy).sum::<f64>() / seeds,
+        accuracy_by_seed: if by_seed.len() > 1 {
+            by_seed.iter().map(|r| (r.seed, r.test_accuracy)).collect()
+        } else {
+            vec![]
+        },
         ..first.clone()
     })
 }
+
+/// The seeds a report's runs trained with: 42 where one seed, 42, 43, … for `--seeds N`.
+pub fn seeds(n: usize) -> Vec<u64> {
+    (0..n.max(1) as u64).map(|i| DEFAULT_SEED + i).collect()
+}
+
+/// The seed of every framework's runs unless the report runs several.
+pub const DEFAULT_SEED: u64 = 42;
 
 /// Every program's target: at most this many times its limit time (its roofline).
 pub const LIMIT_TARGET: f64 = 1.5;
@@ -278,18 +305,18 @@ pub const ACCURACY_FLOOR_POINTS: f64 = 0.3;
 /// framework of the program alike.
 pub const RUNS_OF_OURS: usize = 2;
 
-/// Runs `program` on `dataset` once, in its own process, with `threads` threads (optionally
-/// fewer epochs), and parses its measurements.
+/// Runs `program` on `dataset` once, in its own process, with `threads` threads and `seed`
+/// (optionally fewer epochs), and parses its measurements.
 pub fn run_ours_once(
     dir: &Path,
-    program: &Program,
-    dataset: &str,
+    (program, dataset): (&Program, &str),
     threads: usize,
+    seed: u64,
     epochs: Option<usize>,
     data_dir: Option<&Path>,
 ) -> Result<TrainRun, String> {
     let mut cmd = Command::new(dir.join(program.example));
-    cmd.args(["--json", "--verbose", "0"]);
+    cmd.args(["--json", "--verbose", "0", "--seed", &seed.to_string()]);
     if dataset != "synthetic" {
         cmd.args(["--dataset", dataset]);
     }
@@ -413,23 +440,40 @@ impl TrainingReport {
                 }
             })
             .collect();
+        // The seeds as the runs name them (several where the report ran `--seeds`).
+        let most = runs
+            .iter()
+            .map(|r| r.accuracy_by_seed.len())
+            .max()
+            .unwrap_or(0);
+        let seeds = match runs.iter().find(|r| r.accuracy_by_seed.len() == most) {
+            Some(r) if most > 1 => format!(
+                "seeds {}–{} (every framework trained on each; test accuracy and loss are the \
+                 means over them, epoch time the median over all their epochs)",
+                r.accuracy_by_seed[0].0,
+                r.accuracy_by_seed[most - 1].0
+            ),
+            Some(r) => format!("seed {}", r.seed),
+            None => format!("seed {DEFAULT_SEED}"),
+        };
         TrainingReport {
             threads,
             limits,
-            method: "each program is nn's example of the same name, run in its own process with \
-                     RAYON_NUM_THREADS set, seed 42, the reference hyperparameters; epoch time is \
+            method: format!(
+                "each program is nn's example of the same name, run in its own process with \
+                     RAYON_NUM_THREADS set, {seeds}, the reference hyperparameters; epoch time is \
                      wall time per epoch including the validation pass where the program has one \
                      (as Keras's), median over epochs; test accuracy after the last epoch; peak RSS \
-                     is the process's VmHWM; inference is a batch-1000 forward pass, median of 15; each program runs twice (two processes) and its figures are the medians over both runs' epochs and inference rates. \
+                     is the process's VmHWM; inference is a batch-1000 forward pass, median of 15; each program runs twice (two processes) on each seed and its figures are the medians over all runs' epochs and inference rates. \
                      Peers: same-run figures where the framework runs here (Keras and PyTorch \
                      under the Python given, burn's own cargo project when asked), each run once \
-                     for as many epochs as ours (the report's --epochs applies to every framework), \
+                     per seed for as many epochs as ours (the report's --epochs applies to every framework), \
                      between our two runs of the same program and data set (ours, Keras, PyTorch, \
                      burn, ours: a slow phase of the machine falls on all of them alike), otherwise the \
                      recorded figures named in each peer's source (a different VM: compare with \
                      care); a peer's accuracy after a different number of epochs than ours is shown \
                      with its epochs and not compared"
-                .into(),
+            ),
             runs,
             peers,
             summary,
@@ -710,6 +754,7 @@ mod tests {
             test_accuracy: 0.97,
             peak_rss_mib: 100.0,
             inference_images_per_s: 1e5,
+            accuracy_by_seed: vec![],
             cost: None,
             anatomy: None,
             fma_peak_beside_gflops: None,
@@ -726,8 +771,70 @@ mod tests {
             peak_rss_mib: None,
             inference_images_per_s: None,
             epochs,
+            accuracy_by_seed: vec![],
             source: "same run".into(),
         }
+    }
+
+    /// Several seeds: our accuracy and loss the means over the seeds (each seed's runs agreeing
+    /// bit for bit, else an error), epochs from all runs; a peer's figures merged alike.
+    #[test]
+    fn runs_over_several_seeds_are_averaged() {
+        let program = &PROGRAMS[0];
+        let with = |seed: u64, acc: f64, epoch_s: f64| TrainRun {
+            seed,
+            test_accuracy: acc,
+            test_loss: 1.0 - acc,
+            epoch_s: vec![epoch_s; 2],
+            epoch_s_median: epoch_s,
+            ..run(2)
+        };
+        let runs = vec![
+            with(42, 0.90, 1.0),
+            with(42, 0.90, 3.0),
+            with(43, 0.94, 2.0),
+            with(43, 0.94, 2.0),
+        ];
+        let r = merge_runs(program, "mnist", runs).unwrap();
+        assert!((r.test_accuracy - 0.92).abs() < 1e-12 && (r.test_loss - 0.08).abs() < 1e-12);
+        assert_eq!(r.accuracy_by_seed, vec![(42, 0.90), (43, 0.94)]);
+        assert_eq!((r.epoch_s.len(), r.epoch_s_median), (8, 2.0));
+        let t = TrainingReport::new(2, vec![r], vec![], None);
+        assert!(t.method.contains("seeds 42–43"), "{}", t.method);
+        // One seed: as before, its own figures.
+        let one = merge_runs(program, "mnist", vec![with(42, 0.9, 1.0)]).unwrap();
+        assert!(one.accuracy_by_seed.is_empty());
+        let t = TrainingReport::new(2, vec![one], vec![], None);
+        assert!(t.method.contains("seed 42,"), "{}", t.method);
+        // Two runs of one seed that differ: the library's determinism broken, said so.
+        let err = merge_runs(
+            program,
+            "mnist",
+            vec![with(43, 0.9, 1.0), with(43, 0.8, 1.0)],
+        )
+        .unwrap_err();
+        assert!(err.contains("two runs with seed 43 disagree"), "{err}");
+        let peer = |acc: f64, epoch_s: f64| PeerFigure {
+            test_accuracy: acc,
+            epoch_s_median: epoch_s,
+            peak_rss_mib: Some(100.0 * epoch_s),
+            ..keras(Some(2))
+        };
+        let merged = PeerFigure::over_seeds(vec![
+            (42, peer(0.8, 1.0)),
+            (43, peer(0.9, 3.0)),
+            (44, peer(1.0, 2.0)),
+        ])
+        .unwrap();
+        assert!((merged.test_accuracy - 0.9).abs() < 1e-12);
+        assert_eq!(
+            (merged.epoch_s_median, merged.peak_rss_mib),
+            (2.0, Some(300.0))
+        );
+        assert_eq!(merged.accuracy_by_seed.len(), 3);
+        assert!(PeerFigure::over_seeds(vec![]).is_none());
+        let single = PeerFigure::over_seeds(vec![(42, peer(0.8, 1.0))]).unwrap();
+        assert!(single.accuracy_by_seed.is_empty());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! cargo run --release -p bench-suite --bin report -- [--part all|gemm,layers,train,distributed]
 //!     [--threads 1,2] [--distributed-from results/distributed.json]
 //!     [--rounds 5] [--quick] [--shapes MxKxN[:at|:bt|:atbt],..] [--epochs N] [--programs A,C]
-//!     [--data-dir DIR]
+//!     [--seeds N] [--data-dir DIR]
 //!     [--reference DIR] [--python PATH] [--peers keras,torch,burn] [--out results]
 //!     [--render-from results/<report>.json]
 //! ```
@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use bench_suite::gemm_bench::{all_shapes, measure_shape, Library, Measurement, Shape, FMA_PEAK};
-use bench_suite::peers::{DEFAULT_FRAMEWORKS, FRAMEWORKS};
+use bench_suite::peers::{PeerFigure, DEFAULT_FRAMEWORKS, FRAMEWORKS};
 use bench_suite::programs::{Program, PROGRAMS};
 use bench_suite::readme::results_markdown;
 use bench_suite::report::{
@@ -55,6 +55,9 @@ struct Args {
     epochs: Option<usize>,
     /// Only these training programs (their letters), when given.
     programs: Option<Vec<String>>,
+    /// Seeds each framework trains every program with (42, 43, …): accuracies are compared as
+    /// means over them.
+    seeds: usize,
     data_dir: Option<PathBuf>,
     reference: PathBuf,
     /// The Python that runs the Keras and PyTorch programs.
@@ -84,6 +87,7 @@ fn parse_args() -> Result<Args, String> {
         distributed_from: None,
         epochs: None,
         programs: None,
+        seeds: 1,
         data_dir: None,
         python: PathBuf::from("python3"),
         peers: DEFAULT_FRAMEWORKS.iter().map(|f| f.to_string()).collect(),
@@ -145,6 +149,14 @@ fn parse_args() -> Result<Args, String> {
                 }
                 args.programs = Some(ids);
             }
+            "--seeds" => {
+                args.seeds = value("--seeds")?
+                    .parse()
+                    .map_err(|e| format!("--seeds: {e}"))?;
+                if args.seeds == 0 {
+                    return Err("--seeds needs at least one seed".into());
+                }
+            }
             "--data-dir" => args.data_dir = Some(PathBuf::from(value("--data-dir")?)),
             "--distributed-from" => {
                 args.distributed_from = Some(PathBuf::from(value("--distributed-from")?))
@@ -199,7 +211,7 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => {
                 println!(
                     "usage: report [--part all|gemm,layers,train] [--threads 1,2] [--rounds N] [--quick] \
-                     [--shapes MxKxN[:at|:bt|:atbt],..] [--epochs N] [--programs A,C,..] \
+                     [--shapes MxKxN[:at|:bt|:atbt],..] [--epochs N] [--programs A,C,..] [--seeds N] \
                      [--data-dir MNIST_DIR] [--reference DIR] \
                      [--python PATH] [--peers keras,torch,burn] [--out DIR] \
                      [--render-from REPORT.json]\n\
@@ -207,7 +219,8 @@ fn parse_args() -> Result<Args, String> {
                      passes against im2col + OpenBLAS; train: the seven \
                      reference programs (or the --programs named) on MNIST and Fashion-MNIST on \
                      the largest thread count, against the --peers (default keras,torch; burn's \
-                     first build takes minutes)"
+                     first build takes minutes); --seeds N: every framework trains each program \
+                     on seeds 42, 43, … (N of them), its accuracy the mean"
                 );
                 std::process::exit(0);
             }
@@ -701,16 +714,23 @@ fn run_training(args: &Args, perf: &mut MachinePerf) -> TrainingReport {
             p.id,
             p.example
         );
-        let ours_once = || {
-            training::run_ours_once(&dir, p, ds, threads, args.epochs, Some(&mnist_dir))
+        let ours_once = |seed| {
+            training::run_ours_once(&dir, (p, ds), threads, seed, args.epochs, Some(&mnist_dir))
                 .unwrap_or_else(|e| fail(e))
         };
+        // Seed by seed: ours, every peer, ours again.
         let before = training::RUNS_OF_OURS.div_ceil(2);
-        let mut ours: Vec<_> = (0..before).map(|_| ours_once()).collect();
-        for runner in &runners {
-            peers.extend(runner.run(p, ds, threads, args.epochs, &data_dirs));
+        let mut ours = vec![];
+        let mut by_peer: Vec<Vec<(u64, PeerFigure)>> = vec![vec![]; runners.len()];
+        for seed in training::seeds(args.seeds) {
+            ours.extend((0..before).map(|_| ours_once(seed)));
+            for (runner, figures) in runners.iter().zip(&mut by_peer) {
+                let figure = runner.run((p, ds), threads, seed, args.epochs, &data_dirs);
+                figures.extend(figure.map(|f| (seed, f)));
+            }
+            ours.extend((before..training::RUNS_OF_OURS).map(|_| ours_once(seed)));
         }
-        ours.extend((before..training::RUNS_OF_OURS).map(|_| ours_once()));
+        peers.extend(by_peer.into_iter().filter_map(PeerFigure::over_seeds));
         let mut r = training::merge_runs(p, ds, ours).unwrap_or_else(|e| fail(e));
         let peak_after = peak_now();
         if let Some(p) = peak_after {
